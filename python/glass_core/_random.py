@@ -1,0 +1,76 @@
+"""Seeded Gaussian noise for tensors of any shape, device and dtype (diffusers-style generators)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from glass_core.errors import InvalidInputError
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+# Low-precision dtypes are drawn in float32 and cast, so the same seed gives the same noise
+# (up to rounding) whatever precision the model runs in.
+_DRAW_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
+def _draw(shape: tuple[int, ...], gen: torch.Generator | None, device: torch.device,
+          dtype: torch.dtype) -> torch.Tensor:
+    draw_dtype = _DRAW_DTYPE.get(dtype, dtype)
+    # Draw on the generator's device (a CPU generator can seed GPU noise), then move.
+    draw_device = gen.device if gen is not None else device
+    out = torch.randn(shape, generator=gen, device=draw_device, dtype=draw_dtype)
+    return out.to(device=device, dtype=dtype)
+
+
+def randn(shape: Sequence[int], generator: Generator = None, *, device: torch.device | str = "cpu",
+          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal tensor of `shape`.
+
+    `generator` is None, one torch.Generator, or a list of generators: then the leading dimension is
+    split into len(list) equal chunks and chunk b is drawn from generator b (so row-group b of a
+    batched call equals an unbatched call seeded with generator b).
+    """
+    shape = tuple(int(s) for s in shape)
+    device = torch.device(device)
+    if generator is None or isinstance(generator, torch.Generator):
+        return _draw(shape, generator, device, dtype)
+    gens = list(generator)
+    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+        raise InvalidInputError(
+            "generator must be None, a torch.Generator or a non-empty list of them"
+        )
+    if not shape or shape[0] % len(gens) != 0:
+        raise InvalidInputError(
+            f"generator: a list of {len(gens)} generators needs a leading dimension divisible by "
+            f"{len(gens)}, got shape {shape}"
+        )
+    chunk = (shape[0] // len(gens), *shape[1:])
+    return torch.cat([_draw(chunk, g, device, dtype) for g in gens], dim=0)
+
+
+def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
+    """Standard normal noise shaped like `x` (same device and dtype); see `randn`."""
+    return randn(x.shape, generator, device=x.device, dtype=x.dtype)
+
+
+def rand(shape: Sequence[int], generator: Generator = None, *, device: torch.device | str = "cpu",
+         dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Uniform [0, 1) tensor with the same generator rules as `randn`."""
+    shape = tuple(int(s) for s in shape)
+    device = torch.device(device)
+
+    def draw(sh, gen):
+        dev = gen.device if gen is not None else device
+        return torch.rand(sh, generator=gen, device=dev, dtype=dtype).to(device)
+
+    if generator is None or isinstance(generator, torch.Generator):
+        return draw(shape, generator)
+    gens = list(generator)
+    if not gens or not shape or shape[0] % len(gens) != 0:
+        raise InvalidInputError(
+            f"generator: a list of {len(gens)} generators needs a leading dimension divisible by it"
+        )
+    chunk = (shape[0] // len(gens), *shape[1:])
+    return torch.cat([draw(chunk, g) for g in gens], dim=0)

@@ -1,0 +1,226 @@
+"""The Denoiser protocol, conversions between parameterisations, and the DenoiserBase adapter.
+
+Convention (GLASS_MATH.md §1): t=0 noise, t=1 data, x_t = alpha_t z + sigma_t eps. A denoiser
+returns D_t(x) = E[z | x_t = x]. Scalar coefficient math is float64 (numpy, schedule values from
+the native core); tensors only see the final per-sample coefficients, cast to the working dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from glass_core.errors import InvalidInputError
+from glass_core.schedules import Schedule
+
+Prediction = Literal["x1", "velocity", "epsilon", "v", "score"]
+TimeLike = float | torch.Tensor
+PREDICTIONS: tuple[str, ...] = ("x1", "velocity", "epsilon", "v", "score")
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """Anything with a schedule that returns E[z | x_t = x] and the marginal velocity u_t(x)."""
+
+    schedule: Schedule
+
+    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor: ...
+
+    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# time handling
+
+
+def check_batch(x: torch.Tensor, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise InvalidInputError(
+            f"{name} must have shape [B, ...] with B >= 1, got {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise InvalidInputError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
+    """float64 time(s): a python float for a shared time, else an ndarray [batch]. Validated."""
+    if isinstance(t, torch.Tensor):
+        if t.ndim == 0:
+            val: float | np.ndarray = float(t.item())
+        elif t.ndim == 1 and t.shape[0] == batch:
+            val = t.detach().to("cpu", torch.float64).numpy()
+        else:
+            raise InvalidInputError(
+                f"{name} must be a float, a 0-d tensor or a [B]={batch} tensor, "
+                f"got shape {tuple(t.shape)}"
+            )
+    elif isinstance(t, np.ndarray) and t.ndim == 1:
+        if t.shape[0] != batch:
+            raise InvalidInputError(f"{name} must have shape [{batch}], got {t.shape}")
+        val = t.astype(np.float64)
+    else:
+        try:
+            val = float(t)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"{name} must be a float or tensor, got {type(t).__name__}"
+            ) from None
+    arr = np.asarray(val)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0.0) or np.any(arr > 1.0):
+        raise InvalidInputError(f"{name} must be finite and inside [0, 1], got {val}")
+    return val
+
+
+def working_dtype(x: torch.Tensor) -> torch.dtype:
+    """Arithmetic dtype for combining tensors: at least float32 (bf16/fp16 models are upcast)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype | None = None):
+    """A float64 coefficient (scalar or [B]) as something that multiplies x ([B, ...]) row-wise."""
+    if np.ndim(c) == 0:
+        return float(c)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return torch.as_tensor(np.asarray(c), dtype=dtype or x.dtype, device=x.device).reshape(shape)
+
+
+def schedule_values(schedule: Schedule, t: float | np.ndarray):
+    """(alpha, sigma, d_alpha, d_sigma) at t, float64 (scalar or ndarray), from the native core."""
+    if np.ndim(t) == 0:
+        tt = float(t)
+        return schedule.alpha(tt), schedule.sigma(tt), schedule.d_alpha(tt), schedule.d_sigma(tt)
+    arr = np.ascontiguousarray(t, dtype=np.float64)
+    return (np.asarray(schedule.alpha(arr)), np.asarray(schedule.sigma(arr)),
+            np.asarray(schedule.d_alpha(arr)), np.asarray(schedule.d_sigma(arr)))
+
+
+# ---------------------------------------------------------------------------------------------
+# conversions (GLASS_MATH.md §1)
+
+
+def _loadings(kind: str, a, s, da, ds):
+    """(c_z, c_eps) such that prediction = c_z z + c_eps eps, given the schedule at t."""
+    if kind == "x1":
+        return 1.0, 0.0
+    if kind == "epsilon":
+        return 0.0, 1.0
+    if kind == "velocity":  # u = alpha' z + sigma' eps (conditional velocity, eq. 23)
+        return da, ds
+    if kind == "v":  # v = alpha eps - sigma z (diffusers' v-prediction, any schedule)
+        return -s, a
+    if kind == "score":  # grad log p_t = -eps / sigma
+        with np.errstate(divide="ignore"):
+            return 0.0 * a, -1.0 / s
+    raise InvalidInputError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
+
+
+def conversion_coefficients(schedule: Schedule, t: float | np.ndarray, source: str, target: str):
+    """float64 (A, B) with target = A x + B * source_prediction at time t.
+
+    Solves [x; p] = [[alpha, sigma], [c_z, c_eps]] [z; eps] for (z, eps), then forms the target's
+    loadings. Raises where the source does not determine the target (det = 0: x1 at sigma=0,
+    epsilon at alpha=0).
+    """
+    a, s, da, ds = schedule_values(schedule, t)
+    cz, ce = _loadings(source, a, s, da, ds)
+    dz, de = _loadings(target, a, s, da, ds)
+    det = a * ce - s * cz
+    if np.any(det == 0) or not np.all(np.isfinite(det)):
+        raise InvalidInputError(
+            f"t: cannot convert a {source!r} prediction to {target!r} at t={t} "
+            f"(alpha_t={a}, sigma_t={s}: the prediction does not determine it there)"
+        )
+    with np.errstate(all="ignore"):
+        A = (dz * ce - de * cz) / det
+        B = (de * a - dz * s) / det
+    return A, B
+
+
+def convert(pred: torch.Tensor, x: torch.Tensor, t: TimeLike, schedule: Schedule, *,
+            source: str, target: str) -> torch.Tensor:
+    """Convert a model output `pred` at (x, t) from one parameterisation to another."""
+    if source not in PREDICTIONS:
+        raise InvalidInputError(f"source must be one of {PREDICTIONS}, got {source!r}")
+    if target not in PREDICTIONS:
+        raise InvalidInputError(f"target must be one of {PREDICTIONS}, got {target!r}")
+    if source == target:
+        return pred
+    tv = t if isinstance(t, float | np.ndarray) else time_values(t, x.shape[0])
+    A, B = conversion_coefficients(schedule, tv, source, target)
+    wd = working_dtype(x)
+    out = bcast(A, x, wd) * x.to(wd) + bcast(B, x, wd) * pred.to(wd)
+    return out.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# base adapter
+
+
+class DenoiserBase:
+    """Implements `denoise`, `velocity`, `epsilon`, `v`, `score` from one `predict(x, t)`.
+
+    Subclasses set `prediction` (what `predict` returns) and implement `predict(x, t)` where t is a
+    [B] tensor on x's device (dtype: x's, at least float32). Batches larger than `max_batch` are
+    split into micro-batches transparently.
+    """
+
+    def __init__(self, schedule: Schedule, *, prediction: str = "x1", max_batch: int | None = None):
+        if prediction not in PREDICTIONS:
+            raise InvalidInputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise InvalidInputError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        self.schedule = schedule
+        self.prediction = prediction
+        self.max_batch = max_batch
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _predict(self, x: torch.Tensor, tv: float | np.ndarray) -> torch.Tensor:
+        b = x.shape[0]
+        t_arr = np.full(b, tv, dtype=np.float64) if np.ndim(tv) == 0 else np.asarray(tv)
+        t_tensor = torch.as_tensor(t_arr, device=x.device, dtype=working_dtype(x))
+        step = self.max_batch or b
+        outs = []
+        for i in range(0, b, step):
+            out = self.predict(x[i:i + step], t_tensor[i:i + step])
+            if not isinstance(out, torch.Tensor) or out.shape != x[i:i + step].shape:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise InvalidInputError(
+                    f"model output must have the input's shape {tuple(x[i:i + step].shape)}, "
+                    f"got {got}"
+                )
+            outs.append(out)
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    def as_prediction(self, x: torch.Tensor, t: TimeLike, target: str) -> torch.Tensor:
+        check_batch(x)
+        tv = time_values(t, x.shape[0])
+        if target != self.prediction:
+            # fail before the (possibly expensive) model call
+            conversion_coefficients(self.schedule, tv, self.prediction, target)
+        pred = self._predict(x, tv)
+        return convert(pred, x, tv, self.schedule, source=self.prediction, target=target)
+
+    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """D_t(x) = E[z | x_t = x]."""
+        return self.as_prediction(x, t, "x1")
+
+    __call__ = denoise
+
+    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Marginal velocity u_t(x) (eq. 26)."""
+        return self.as_prediction(x, t, "velocity")
+
+    def epsilon(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        return self.as_prediction(x, t, "epsilon")
+
+    def v(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        return self.as_prediction(x, t, "v")
+
+    def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        return self.as_prediction(x, t, "score")

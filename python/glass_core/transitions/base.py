@@ -1,0 +1,85 @@
+"""The common interface of ODE, SDE and GLASS transitions: (model, x_t, t, t', gen) -> x_t'."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+from glass_core import _random
+from glass_core.errors import InvalidInputError
+from glass_core.models.base import Denoiser, check_batch
+from glass_core.schedules import Schedule
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInputError(f"{name} must be one of {choices}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_times(t: object, t_next: object) -> tuple[float, float]:
+    """Validated float64 (t, t_next) with 0 <= t < t_next <= 1."""
+    out = []
+    for name, v in (("t", t), ("t_next", t_next)):
+        if isinstance(v, torch.Tensor):
+            if v.numel() != 1:
+                raise InvalidInputError(f"{name} must be a scalar time, got shape {tuple(v.shape)}")
+            v = v.item()
+        try:
+            f = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{name} must be a float in [0, 1], got {v!r}") from None
+        if not (math.isfinite(f) and 0.0 <= f <= 1.0):
+            raise InvalidInputError(f"{name} must be a finite float in [0, 1], got {v!r}")
+        out.append(f)
+    if not out[1] > out[0]:
+        raise InvalidInputError(f"t_next must be > t, got t={out[0]}, t_next={out[1]}")
+    return out[0], out[1]
+
+
+class Transition(ABC):
+    """x_t -> x_t' for a Denoiser. Subclasses implement `_step` and `nfe`."""
+
+    @property
+    @abstractmethod
+    def nfe_per_call(self) -> int:
+        """Model evaluations of one call without `denoised` reuse (upper bound; see `nfe`)."""
+
+    @abstractmethod
+    def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
+        """Exact model evaluations of one call from t to t_next (reuse: `denoised` was given)."""
+
+    @abstractmethod
+    def _step(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
+              generator: _random.Generator, denoised: torch.Tensor | None) -> torch.Tensor:
+        ...
+
+    def __call__(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
+                 generator: _random.Generator = None, *,
+                 denoised: torch.Tensor | None = None) -> torch.Tensor:
+        """One transition. `denoised`: a precomputed D_t(x) (saves the first model call)."""
+        if not (hasattr(model, "schedule") and hasattr(model, "denoise")):
+            raise InvalidInputError(
+                "model must be a Denoiser (schedule, denoise, velocity), "
+                f"got {type(model).__name__}"
+            )
+        check_batch(x)
+        tt, tn = check_times(t, t_next)
+        if tt >= 1.0:
+            raise InvalidInputError(f"t must be < 1, got {tt}")
+        if denoised is not None and (
+            not isinstance(denoised, torch.Tensor) or denoised.shape != x.shape
+        ):
+            got = tuple(denoised.shape) if isinstance(denoised, torch.Tensor) else denoised
+            raise InvalidInputError(
+                f"denoised must have the shape of x {tuple(x.shape)}, got {got}"
+            )
+        return self._step(model, x, tt, tn, generator, denoised)

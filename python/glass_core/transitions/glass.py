@@ -1,0 +1,140 @@
+"""GLASS Flows transition (GLASS_MATH.md §3): sample p(x_t' | x_t) with an inner flow of K steps.
+
+The inner state is y_s = xbar_s - gamma x_t (= abar_s z + sbar_s eps given z), which starts at
+sigma0 * eps and follows dy/ds = w1(s) y + w2(s) zhat(s), zhat(s) = D_{t*(s)}(alpha*(s) S(s)),
+S = c_x x_t + c_y y. The output is gamma x_t + y_1. All per-transition scalars (one float64 table
+over the inner s-grid) come from the native core's `glass_coefficients`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from glass_core import _random
+from glass_core._core import glass_coefficients
+from glass_core.errors import InvalidInputError
+from glass_core.models.base import Denoiser, working_dtype
+from glass_core.models.gmm import resolve_rho
+from glass_core.schedules import Schedule
+from glass_core.transitions.base import Transition, check_choice, check_int
+
+SOLVERS = ("euler", "heun", "midpoint")
+# Below this sbar (relative to sigma0) the inner velocity at s=1 is numerically singular
+# (w1 ~ -sigma0/sbar); the last Heun step then falls back to Euler, which never evaluates s=1.
+SINGULAR_SBAR = 1e-4
+
+
+class Glass(Transition):
+    """GLASS transition with correlation `rho` (float in [-1, 1] or "ddpm") and K inner steps.
+
+    solver "euler" costs K model evaluations, "heun" and "midpoint" 2K (Heun: 2K-1 when the inner
+    path is singular at s=1, i.e. t'=1 or |rho|=1, because its last step is then Euler).
+    rho=1 with K=1 (Euler) is deterministic DDIM; rho=1 with K>1 is still stochastic (§2).
+    """
+
+    def __init__(self, rho: float | str = "ddpm", inner_steps: int = 10, solver: str = "euler",
+                 sigma0: float = 1.0):
+        resolve_rho_spec(rho)
+        self.rho = rho
+        self.inner_steps = check_int(inner_steps, "inner_steps")
+        self.solver = check_choice(solver, "solver", SOLVERS)
+        s0 = float(sigma0)
+        if not (math.isfinite(s0) and s0 > 0):
+            raise InvalidInputError(f"sigma0 must be a finite float > 0, got {sigma0!r}")
+        self.sigma0 = s0
+
+    def __repr__(self) -> str:
+        return (f"Glass(rho={self.rho!r}, inner_steps={self.inner_steps}, solver={self.solver!r}, "
+                f"sigma0={self.sigma0})")
+
+    @property
+    def nfe_per_call(self) -> int:
+        return self.inner_steps if self.solver == "euler" else 2 * self.inner_steps
+
+    def _singular(self, coeffs: dict) -> bool:
+        return float(coeffs["sbar"]) <= SINGULAR_SBAR * self.sigma0
+
+    def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
+        n = self.nfe_per_call
+        if self.solver == "heun":
+            rho = resolve_rho(schedule, self.rho, t, t_next)
+            if self._singular(glass_coefficients(schedule, t, t_next, rho, np.zeros(1),
+                                                 self.sigma0)):
+                n -= 1
+        return n - 1 if reuse else n
+
+    def s_grid(self, singular: bool) -> np.ndarray:
+        """Inner times where the velocity is evaluated (index j used by `_step`)."""
+        k = self.inner_steps
+        if self.solver == "euler":
+            return np.arange(k, dtype=np.float64) / k
+        if self.solver == "midpoint":
+            return np.arange(2 * k, dtype=np.float64) / (2 * k)
+        return np.arange(k + (0 if singular else 1), dtype=np.float64) / k
+
+    def coefficients(self, schedule: Schedule, t: float, t_next: float) -> dict:
+        """The native float64 table for this transition over `s_grid` (plus "s", "singular")."""
+        rho = resolve_rho(schedule, self.rho, t, t_next)
+        head = glass_coefficients(schedule, t, t_next, rho, np.zeros(1), self.sigma0)
+        singular = self._singular(head)
+        s = self.s_grid(singular)
+        table = dict(glass_coefficients(schedule, t, t_next, rho, s, self.sigma0))
+        table["s"] = s
+        table["singular"] = singular
+        table["rho"] = rho
+        return table
+
+    def _step(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
+              generator: _random.Generator, denoised: torch.Tensor | None) -> torch.Tensor:
+        c = self.coefficients(model.schedule, t, t_next)
+        wd = working_dtype(x)
+        xw = x.to(wd)
+        w1, w2 = np.asarray(c["w1"]), np.asarray(c["w2"])
+        t_star, a_star = np.asarray(c["t_star"]), np.asarray(c["alpha_star"])
+        c_x, c_y = np.asarray(c["c_x"]), np.asarray(c["c_y"])
+        s = c["s"]
+
+        def zhat(j: int, y: torch.Tensor) -> torch.Tensor:
+            if s[j] == 0.0:  # s=0: x_bar carries no information, zhat = D_t(x_t) (App. B.3)
+                d0 = denoised if denoised is not None else model.denoise(x, t)
+                return d0.to(wd)
+            inp = float(a_star[j] * c_x[j]) * xw + float(a_star[j] * c_y[j]) * y
+            return model.denoise(inp.to(x.dtype), float(t_star[j])).to(wd)
+
+        def vel(j: int, y: torch.Tensor) -> torch.Tensor:
+            return float(w1[j]) * y + float(w2[j]) * zhat(j, y)
+
+        k = self.inner_steps
+        h = 1.0 / k
+        y = self.sigma0 * _random.randn_like(xw, generator)
+        for m in range(k):
+            if self.solver == "euler":
+                y = y + h * vel(m, y)
+            elif self.solver == "midpoint":
+                k1 = vel(2 * m, y)
+                y = y + h * vel(2 * m + 1, y + (0.5 * h) * k1)
+            else:  # heun
+                k1 = vel(m, y)
+                if m == k - 1 and c["singular"]:
+                    y = y + h * k1  # s=1 is singular: Euler for the last step (§3.4)
+                else:
+                    k2 = vel(m + 1, y + h * k1)
+                    y = y + (0.5 * h) * (k1 + k2)
+        return (float(c["gamma"]) * xw + y).to(x.dtype)
+
+
+def resolve_rho_spec(rho: object) -> None:
+    """Validate a rho specification at construction time."""
+    if isinstance(rho, str):
+        if rho != "ddpm":
+            raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
+        return
+    try:
+        r = float(rho)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}") from None
+    if not (math.isfinite(r) and -1.0 <= r <= 1.0):
+        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")

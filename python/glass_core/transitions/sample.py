@@ -1,0 +1,66 @@
+"""Whole trajectories: apply one transition over a time grid, with a per-step hook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from glass_core import _random
+from glass_core.errors import InvalidInputError
+from glass_core.models.base import Denoiser
+from glass_core.schedules import validate_time_grid
+from glass_core.transitions.base import Transition
+
+# callback(step, t, t_next, x_next) -> replacement for x_next or None
+StepCallback = Callable[[int, float, float, torch.Tensor], "torch.Tensor | None"]
+
+
+@dataclass
+class SampleResult:
+    samples: torch.Tensor
+    nfe: int  # model evaluations per sample (batch rows share each call)
+
+
+def _grid(time_grid: Sequence[float] | np.ndarray | torch.Tensor) -> list[float]:
+    if isinstance(time_grid, torch.Tensor):
+        time_grid = time_grid.detach().to("cpu", torch.float64).numpy()
+    arr = np.asarray(time_grid, dtype=np.float64)
+    if arr.ndim != 1 or arr.shape[0] < 2:
+        raise InvalidInputError(
+            f"time_grid must be 1-D with at least 2 times, got shape {arr.shape}"
+        )
+    validate_time_grid(arr)
+    if arr[-2] >= 1.0:
+        raise InvalidInputError("time_grid: no transition can start at t=1")
+    return [float(v) for v in arr]
+
+
+def sample(model: Denoiser, transition: Transition, time_grid: Sequence[float] | np.ndarray |
+           torch.Tensor, *, x0: torch.Tensor | None = None, shape: Sequence[int] | None = None,
+           generator: _random.Generator = None, callback: StepCallback | None = None,
+           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SampleResult:
+    """Run `transition` over consecutive pairs of `time_grid` starting from x0 (or N(0, I) noise
+    of `shape`, drawn from `generator` on `device`/`dtype`).
+
+    After each transition `callback(step, t, t_next, x)` may return a tensor that replaces x (the
+    steering algorithms resample there). Returns the final samples and the NFE spent per sample.
+    """
+    grid = _grid(time_grid)
+    if (x0 is None) == (shape is None):
+        raise InvalidInputError("give exactly one of x0 and shape")
+    x = x0 if x0 is not None else _random.randn(shape, generator, device=device, dtype=dtype)
+    nfe = 0
+    for i in range(len(grid) - 1):
+        t, t_next = grid[i], grid[i + 1]
+        x = transition(model, x, t, t_next, generator)
+        nfe += transition.nfe(model.schedule, t, t_next)
+        if callback is not None:
+            out = callback(i, t, t_next, x)
+            if out is not None:
+                if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                    raise InvalidInputError("callback must return None or a tensor shaped like x")
+                x = out
+    return SampleResult(samples=x, nfe=nfe)
