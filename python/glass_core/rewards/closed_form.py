@@ -1,0 +1,77 @@
+"""Closed-form rewards whose tilt of a Gaussian mixture stays a Gaussian mixture.
+
+``reward.kind`` and ``reward.params`` feed ``GaussianMixture.tilted(kind, params, lambda_)`` so a
+test or benchmark gets the exact target p(z) exp(lambda r(z)) / Z for the same reward object.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from glass_core.errors import InvalidInputError
+
+__all__ = ["LinearReward", "QuadraticReward"]
+
+
+def _vector(value: Any, name: str) -> torch.Tensor:
+    v = torch.as_tensor(value, dtype=torch.float64)
+    if v.ndim != 1 or v.numel() == 0 or not bool(torch.isfinite(v).all()):
+        raise InvalidInputError(f"`{name}` must be a non-empty finite 1-D vector, got {value!r}")
+    return v
+
+
+def _flat(z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
+    zf = z.reshape(z.shape[0], -1)
+    if zf.shape[1] != dim:
+        raise InvalidInputError(
+            f"{name}: samples have {zf.shape[1]} features per row, the reward has dimension {dim}"
+        )
+    return zf
+
+
+class LinearReward:
+    """r(z) = a . z over the flattened sample."""
+
+    kind = "linear"
+
+    def __init__(self, a: Any) -> None:
+        self.a = _vector(a, "a")
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        return {"a": self.a}
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        zf = _flat(z, self.a.numel(), "LinearReward")
+        return zf @ self.a.to(device=z.device, dtype=z.dtype)
+
+    def __repr__(self) -> str:
+        return f"LinearReward(a={self.a.tolist()})"
+
+
+class QuadraticReward:
+    """Isotropic quadratic r(z) = -|z - center|^2 / (2 scale^2) over the flattened sample."""
+
+    kind = "quadratic"
+
+    def __init__(self, center: Any, scale: float) -> None:
+        self.center = _vector(center, "center")
+        scale = float(scale)
+        if not (scale > 0.0 and scale < float("inf")):
+            raise InvalidInputError(f"`scale` must be finite and > 0, got {scale}")
+        self.scale = scale
+
+    @property
+    def params(self) -> dict[str, Any]:
+        # Key names follow GaussianMixture.tilted("quadratic", {"c": ..., "s": ...}, lambda_).
+        return {"c": self.center, "s": self.scale}
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        zf = _flat(z, self.center.numel(), "QuadraticReward")
+        c = self.center.to(device=z.device, dtype=z.dtype)
+        return -((zf - c) ** 2).sum(dim=1) / (2.0 * self.scale**2)
+
+    def __repr__(self) -> str:
+        return f"QuadraticReward(center={self.center.tolist()}, scale={self.scale})"
