@@ -1,0 +1,19 @@
+"""Reward alignment: best-of-N, Feynman-Kac steering and reward guidance over any transition."""
+
+from glass_core.align.best_of_n import best_of_n
+from glass_core.align.fk import fk_steering
+from glass_core.align.guidance import GuidedDenoiser, guided, reward_guidance
+from glass_core.align.potentials import POTENTIALS
+from glass_core.align.results import BestOfNResult, FKResult, GuidanceResult
+
+__all__ = [
+    "POTENTIALS",
+    "BestOfNResult",
+    "FKResult",
+    "GuidanceResult",
+    "GuidedDenoiser",
+    "best_of_n",
+    "fk_steering",
+    "guided",
+    "reward_guidance",
+]

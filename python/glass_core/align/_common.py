@@ -1,0 +1,217 @@
+"""Shared plumbing for the alignment algorithms: argument checks, generators, the model wrapper
+that counts NFE / micro-batches / times model calls, and the plain propagation loop."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from glass_core.errors import InvalidInputError
+
+Generator = torch.Generator | Sequence[torch.Generator] | None
+
+
+def fail(name: str, msg: str) -> InvalidInputError:
+    return InvalidInputError(f"`{name}` {msg}")
+
+
+def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise fail(name, f"must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_finite_float(value: Any, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise fail(name, f"must be a finite number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise fail(name, f"must be a finite number, got {value!r}")
+    return v
+
+
+def check_window(window: Any, name: str) -> tuple[float, float] | None:
+    if window is None:
+        return None
+    try:
+        a, b = (float(w) for w in window)
+    except (TypeError, ValueError):
+        raise fail(
+            name, f"must be a pair (start, end) of times in [0, 1], got {window!r}"
+        ) from None
+    if not (0.0 <= a <= b <= 1.0):
+        raise fail(name, f"must satisfy 0 <= start <= end <= 1, got {window!r}")
+    return a, b
+
+
+def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise fail(
+            name, f"must be a tuple of positive ints (one sample's shape), got {shape!r}"
+        ) from None
+    if not dims or any(
+        isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in dims
+    ):
+        raise fail(name, f"must be a non-empty tuple of positive ints, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def check_time_grid(time_grid: Any) -> list[float]:
+    """Strictly increasing floats from 0 (pure noise) to 1 (data)."""
+    try:
+        grid = [
+            float(t) for t in (time_grid.tolist() if hasattr(time_grid, "tolist") else time_grid)
+        ]
+    except (TypeError, ValueError):
+        raise fail("time_grid", f"must be a 1-D sequence of floats, got {time_grid!r}") from None
+    if len(grid) < 2:
+        raise fail("time_grid", f"needs at least 2 points, got {len(grid)}")
+    if not all(math.isfinite(t) for t in grid) or any(b <= a for a, b in itertools.pairwise(grid)):
+        raise fail("time_grid", "must be finite and strictly increasing")
+    if grid[0] != 0.0 or grid[-1] != 1.0:
+        raise fail(
+            "time_grid",
+            f"must start at 0 (noise) and end at 1 (data), got [{grid[0]}, ..., {grid[-1]}]",
+        )
+    return grid
+
+
+def check_model(model: Any) -> None:
+    for attr in ("schedule", "denoise"):
+        if not hasattr(model, attr):
+            raise fail("model", f"must be a Denoiser (needs `{attr}`), got {type(model).__name__}")
+
+
+def check_callable(obj: Any, name: str) -> None:
+    if not callable(obj):
+        raise fail(name, f"must be callable, got {type(obj).__name__}")
+
+
+def resolve_groups(generator: Generator, num_groups: int | None) -> tuple[int, bool]:
+    """(B, grouped): a list of B generators means B groups; `grouped` keeps the [B, N] layout."""
+    num_groups = check_positive_int(num_groups, "num_groups", allow_none=True)
+    if isinstance(generator, (list, tuple)):
+        if not generator or not all(isinstance(g, torch.Generator) for g in generator):
+            raise fail("generator", "as a list must hold one torch.Generator per group")
+        if num_groups is not None and num_groups != len(generator):
+            raise fail("num_groups", f"is {num_groups} but `generator` lists {len(generator)}")
+        return len(generator), True
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise fail(
+            "generator",
+            f"must be None, a torch.Generator or a list of them, got {type(generator).__name__}",
+        )
+    return (num_groups or 1), num_groups is not None
+
+
+def draw_seeds(generator: Generator, num_groups: int) -> list[int]:
+    """One resampling seed per group, drawn from that group's generator (so B groups with B
+    generators reproduce B separate runs)."""
+    hi = 2**62
+    if isinstance(generator, (list, tuple)):
+        return [int(torch.randint(hi, (1,), generator=g)) for g in generator]
+    return [int(v) for v in torch.randint(hi, (num_groups,), generator=generator)]
+
+
+def initial_noise(
+    batch: int,
+    shape: tuple[int, ...],
+    generator: Generator,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> torch.Tensor:
+    from glass_core._random import randn_like
+
+    empty = torch.empty((batch, *shape), dtype=dtype or torch.float32, device=device)
+    return randn_like(empty, generator)
+
+
+def as_generator_arg(generator: Generator) -> Any:
+    return list(generator) if isinstance(generator, (list, tuple)) else generator
+
+
+class CountedModel:
+    """Wraps a Denoiser: counts NFE (one per batched call), micro-batches along dim 0 and times the
+    model calls. Unknown attributes are forwarded, so transitions see the original model."""
+
+    def __init__(self, model: Any, max_batch: int | None = None, timed: bool = True) -> None:
+        self._model = model
+        self.schedule = model.schedule
+        self.max_batch = max_batch
+        self.timed = timed
+        self.nfe = 0
+        self.model_time = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        return self._call(self._model.denoise, x, t)
+
+    def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        return self._call(self._model.velocity, x, t)
+
+    def _call(self, fn: Callable[..., torch.Tensor], x: torch.Tensor, t: Any) -> torch.Tensor:
+        self.nfe += 1
+        start = time.perf_counter() if self.timed else 0.0
+        mb = self.max_batch
+        if mb is None or x.shape[0] <= mb:
+            out = fn(x, t)
+        else:
+            per_row = isinstance(t, torch.Tensor) and t.ndim >= 1 and t.shape[0] == x.shape[0]
+            out = torch.cat(
+                [
+                    fn(x[i : i + mb], t[i : i + mb] if per_row else t)
+                    for i in range(0, x.shape[0], mb)
+                ]
+            )
+        if self.timed:
+            if out.is_cuda:  # honest model time needs the kernel to finish
+                torch.cuda.synchronize(out.device)
+            self.model_time += time.perf_counter() - start
+        return out
+
+
+def progress_bar(total: int, enabled: bool, desc: str) -> tqdm:
+    return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
+
+
+def propagate(
+    model: CountedModel,
+    transition: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    grid: list[float],
+    generator: Generator,
+    progress: bool,
+    desc: str,
+) -> torch.Tensor:
+    """Plain chain x_0 -> x_1 through every transition of the grid (no weighting)."""
+    gen = as_generator_arg(generator)
+    with progress_bar(len(grid) - 1, progress, desc) as bar:
+        for t, t_next in itertools.pairwise(grid):
+            x = transition(model, x, t, t_next, gen)
+            bar.update(1)
+    return x
+
+
+def ungroup(value: Any, grouped: bool) -> Any:
+    """Drop the leading group axis for single-group calls that did not ask for groups."""
+    if grouped:
+        return value
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value[0]
+    return value
