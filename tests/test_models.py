@@ -1,0 +1,174 @@
+"""Denoiser protocol, parameterisation conversions, from_callable, micro-batching, seeded noise."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from glass_core import _random
+from glass_core.errors import InvalidInputError
+from glass_core.models import (
+    PREDICTIONS,
+    Denoiser,
+    GaussianMixture,
+    conversion_coefficients,
+    convert,
+    from_callable,
+)
+from glass_core.schedules import VP, Cosine, RectifiedFlow, shifted
+
+
+def schedules():
+    return {
+        "rf": RectifiedFlow(),
+        "cosine": Cosine(),
+        "vp_sd": VP.from_betas(0.00085, 0.012, 1000, "scaled_linear"),
+        "rf_shift3": shifted(RectifiedFlow(), 3.0),
+    }
+
+
+SCHEDULES = list(schedules())
+
+
+def gmm(schedule, d=2):
+    g = torch.Generator().manual_seed(0)
+    means = 2 * torch.randn(3, d, generator=g, dtype=torch.float64)
+    return GaussianMixture(means, torch.tensor([0.3, 0.5, 0.7]), torch.tensor([0.2, 0.5, 0.3]),
+                           schedule)
+
+
+def exact_prediction(model: GaussianMixture, x, t, kind):
+    """Model outputs written out independently from GLASS_MATH §1 (not via `convert`)."""
+    s = model.schedule
+    a, sg, da, ds = s.alpha(t), s.sigma(t), s.d_alpha(t), s.d_sigma(t)
+    d = model.denoise(x, t)
+    eps = (x - a * d) / sg
+    return {
+        "x1": d,
+        "epsilon": eps,
+        "velocity": (ds / sg) * x + (da - a * ds / sg) * d,  # eq. 26
+        "v": a * eps - sg * d,
+        "score": (a * d - x) / sg ** 2,
+    }[kind]
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_conversions_round_trip_every_pair(name):
+    sched = schedules()[name]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 3, 4, generator=g, dtype=torch.float64)
+    p = torch.randn(64, 3, 4, generator=g, dtype=torch.float64)
+    for t in (0.05, 0.3, 0.5, 0.77, 0.95):
+        for src, dst in itertools.permutations(PREDICTIONS, 2):
+            q = convert(p, x, t, sched, source=src, target=dst)
+            back = convert(q, x, t, sched, source=dst, target=src)
+            torch.testing.assert_close(back, p, rtol=1e-9, atol=1e-9, msg=f"{src}->{dst} at t={t}")
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("kind", PREDICTIONS)
+def test_from_callable_recovers_denoiser_and_velocity(name, kind):
+    """A model that outputs `kind` (computed from the exact GMM) gives back the exact D and u."""
+    model = gmm(schedules()[name])
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(50, 2, generator=g, dtype=torch.float64)
+    ts = torch.rand(50, generator=g, dtype=torch.float64) * 0.9 + 0.05
+
+    def fn(xx, tt):
+        assert tt.shape == (xx.shape[0],)
+        return torch.stack([exact_prediction(model, xx[i:i + 1], float(tt[i]), kind)[0]
+                            for i in range(xx.shape[0])])
+
+    wrapped = from_callable(fn, prediction=kind, schedule=model.schedule)
+    assert isinstance(wrapped, Denoiser)
+    torch.testing.assert_close(wrapped.denoise(x, ts), model.denoise(x, ts), rtol=1e-8, atol=1e-8)
+    u_exact = torch.stack([exact_prediction(model, x[i:i + 1], float(ts[i]), "velocity")[0]
+                           for i in range(50)])
+    torch.testing.assert_close(wrapped.velocity(x, ts), u_exact, rtol=1e-8, atol=1e-8)
+
+
+def test_velocity_model_at_t0_and_epsilon_singularity():
+    sched = RectifiedFlow()
+    model = gmm(sched)
+    x = torch.randn(8, 2, dtype=torch.float64)
+    # velocity prediction determines D at t=0 (alpha=0): D_0 = E[z]
+    u = from_callable(lambda xx, tt: model.velocity(xx, 0.0), prediction="velocity", schedule=sched)
+    torch.testing.assert_close(u.denoise(x, 0.0), model.mean().expand(8, 2), rtol=1e-10, atol=1e-10)
+    eps = from_callable(lambda xx, tt: torch.zeros_like(xx), prediction="epsilon", schedule=sched)
+    with pytest.raises(InvalidInputError, match="t"):
+        eps.denoise(x, 0.0)
+    with pytest.raises(InvalidInputError, match="x1"):
+        conversion_coefficients(sched, 1.0, "x1", "velocity")
+
+
+def test_per_row_times_match_scalar_times():
+    model = gmm(Cosine())
+    x = torch.randn(6, 2, dtype=torch.float64)
+    ts = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=torch.float64)
+    rows = torch.cat([model.velocity(x[i:i + 1], float(ts[i])) for i in range(6)])
+    torch.testing.assert_close(model.velocity(x, ts), rows, rtol=1e-12, atol=1e-12)
+
+
+def test_max_batch_micro_batches_transparently():
+    calls = []
+    sched = RectifiedFlow()
+    model = gmm(sched)
+
+    def fn(xx, tt):
+        calls.append(xx.shape[0])
+        return model.denoise(xx, tt)
+
+    wrapped = from_callable(fn, prediction="x1", schedule=sched, max_batch=4)
+    x = torch.randn(10, 2, dtype=torch.float64)
+    torch.testing.assert_close(wrapped.velocity(x, 0.4), model.velocity(x, 0.4))
+    assert calls == [4, 4, 2]
+
+
+def test_dtypes_shapes_and_grad():
+    sched = RectifiedFlow()
+    model = gmm(sched, d=12)
+    fn = from_callable(lambda xx, tt: model.denoise(xx.reshape(len(xx), -1), tt).reshape(xx.shape),
+                       prediction="x1", schedule=sched)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        x = torch.randn(5, 3, 2, 2).to(dtype)
+        u = fn.velocity(x, 0.3)
+        assert u.shape == x.shape and u.dtype == dtype and torch.isfinite(u).all()
+    x = torch.randn(5, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    fn.velocity(x, 0.3).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_bad_inputs_name_the_argument():
+    sched = RectifiedFlow()
+    ok = from_callable(lambda x, t: x, prediction="x1", schedule=sched)
+    x = torch.zeros(3, 2)
+    with pytest.raises(InvalidInputError, match="prediction"):
+        from_callable(lambda x, t: x, prediction="eps", schedule=sched)
+    with pytest.raises(InvalidInputError, match="max_batch"):
+        from_callable(lambda x, t: x, prediction="x1", schedule=sched, max_batch=0)
+    with pytest.raises(InvalidInputError, match="t must"):
+        ok.denoise(x, 1.5)
+    with pytest.raises(InvalidInputError, match="t must"):
+        ok.denoise(x, float("nan"))
+    with pytest.raises(InvalidInputError, match="t must"):
+        ok.denoise(x, torch.zeros(2))
+    with pytest.raises(InvalidInputError, match="x must"):
+        ok.denoise(torch.zeros(3, 2, dtype=torch.int64), 0.5)
+    bad = from_callable(lambda x, t: x[:, :1], prediction="x1", schedule=sched)
+    with pytest.raises(InvalidInputError, match="shape"):
+        bad.denoise(x, 0.5)
+
+
+def test_randn_like_generator_lists_are_per_chunk():
+    x = torch.empty(6, 2, 3)
+    gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
+    batched = _random.randn_like(x, gens)
+    for b, s in enumerate((5, 6, 7)):
+        single = _random.randn_like(x[:2], torch.Generator().manual_seed(s))
+        torch.testing.assert_close(batched[2 * b:2 * b + 2], single, rtol=0, atol=0)
+    one = _random.randn_like(x, torch.Generator().manual_seed(5))
+    assert torch.equal(one, _random.randn_like(x, torch.Generator().manual_seed(5)))
+    assert _random.randn_like(x.bfloat16(), None).dtype == torch.bfloat16
+    with pytest.raises(InvalidInputError, match="generator"):
+        _random.randn_like(torch.empty(5, 2), gens)
