@@ -1,0 +1,26 @@
+"""Log-space importance weights, resampling and SMC bookkeeping (native, float64).
+
+All functions accept numpy arrays or torch tensors of float32/float64 (see
+:mod:`glass_core._arrays` for how GPU, bf16/fp16 and non-contiguous tensors are handled) and return
+numpy arrays; indices are int64, usable directly with ``torch.index_select`` after
+``torch.from_numpy``.
+
+* :func:`normalize_log_weights` -- ``(lw - logsumexp(lw), log mean weight)`` per row.
+* :func:`ess` -- effective sample size per row.
+* :func:`resample` -- ancestor indices, schemes "systematic" | "stratified" | "multinomial" |
+  "residual", all O(N), seeded (``seed`` int: row b uses PCG-64 stream b; sequence of ints: row b
+  uses ``seeds[b]``, identical to a 1-D call with that seed).
+* :class:`SMCState` -- carried weights, log-evidence, adaptive resampling and genealogy for B groups
+  of N particles; :meth:`SMCState.step` returns a :class:`StepResult`.
+
+Errors: NaN log-weights and all -inf rows raise :class:`~glass_core.errors.DegenerateWeightsError`;
++inf, bad shapes, bad schemes/seeds raise :class:`~glass_core.errors.InvalidInputError`.
+"""
+
+from __future__ import annotations
+
+from glass_core._core import SMCState, StepResult, ess, normalize_log_weights, resample
+
+SCHEMES: tuple[str, ...] = ("systematic", "stratified", "multinomial", "residual")
+
+__all__ = ["SCHEMES", "SMCState", "StepResult", "ess", "normalize_log_weights", "resample"]

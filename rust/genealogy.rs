@@ -1,0 +1,350 @@
+//! Sequential Monte Carlo bookkeeping for B independent groups of N particles: carried normalised
+//! log-weights, log-evidence, ESS history, adaptive resampling and the ancestor genealogy.
+
+use crate::error::{invalid, GlassError, Result};
+use crate::resample::{resample_weights, Scheme, Seeds};
+use crate::weights::check_batch;
+use rand_pcg::Pcg64;
+
+/// When to resample at a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResampleMode {
+    Always,
+    Never,
+    /// ESS < ess_threshold * N (always if the state has no threshold).
+    Adaptive,
+}
+
+/// What one step produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutput {
+    /// [B, N] row-local ancestors (identity for groups that were not resampled).
+    pub ancestors: Vec<i64>,
+    /// [B] whether each group was resampled.
+    pub resampled: Vec<bool>,
+    /// [B] ESS after reweighting, before resampling.
+    pub ess: Vec<f64>,
+}
+
+/// The SMC state (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SmcState {
+    b: usize,
+    n: usize,
+    scheme: Scheme,
+    ess_threshold: Option<f64>,
+    rngs: Vec<Pcg64>,
+    log_w: Vec<f64>,
+    log_evidence: Vec<f64>,
+    ess_history: Vec<f64>,
+    genealogy: Option<Vec<u32>>,
+    steps: usize,
+    scratch_w: Vec<f64>,
+    scratch: Vec<f64>,
+}
+
+impl SmcState {
+    pub fn new(
+        num_groups: usize,
+        num_particles: usize,
+        scheme: Scheme,
+        ess_threshold: Option<f64>,
+        seeds: &Seeds,
+        track_genealogy: bool,
+    ) -> Result<Self> {
+        if num_groups == 0 {
+            return Err(invalid("num_groups must be >= 1, got 0"));
+        }
+        if num_particles == 0 {
+            return Err(invalid("num_particles must be >= 1, got 0"));
+        }
+        if num_particles > u32::MAX as usize {
+            return Err(invalid(format!(
+                "num_particles must be < 2^32, got {num_particles}"
+            )));
+        }
+        if let Some(th) = ess_threshold {
+            if !(0.0..=1.0).contains(&th) {
+                return Err(invalid(format!(
+                    "ess_threshold must be None or a fraction in [0, 1], got {th}"
+                )));
+            }
+        }
+        let rngs = seeds.rngs(num_groups).map_err(|e| match e {
+            GlassError::InvalidInput(m) => {
+                GlassError::InvalidInput(m.replacen("seed:", "seeds:", 1))
+            }
+            other => other,
+        })?;
+        let u = -(num_particles as f64).ln();
+        Ok(Self {
+            b: num_groups,
+            n: num_particles,
+            scheme,
+            ess_threshold,
+            rngs,
+            log_w: vec![u; num_groups * num_particles],
+            log_evidence: vec![0.0; num_groups],
+            ess_history: Vec::new(),
+            genealogy: if track_genealogy {
+                Some(Vec::new())
+            } else {
+                None
+            },
+            steps: 0,
+            scratch_w: vec![0.0; num_particles],
+            scratch: Vec::new(),
+        })
+    }
+
+    pub fn num_groups(&self) -> usize {
+        self.b
+    }
+    pub fn num_particles(&self) -> usize {
+        self.n
+    }
+    pub fn num_steps(&self) -> usize {
+        self.steps
+    }
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+    pub fn ess_threshold(&self) -> Option<f64> {
+        self.ess_threshold
+    }
+    pub fn tracks_genealogy(&self) -> bool {
+        self.genealogy.is_some()
+    }
+    /// Normalised log-weights [B, N] (row-major).
+    pub fn log_weights(&self) -> &[f64] {
+        &self.log_w
+    }
+    /// Accumulated log-evidence log Z_b per group.
+    pub fn log_evidence(&self) -> &[f64] {
+        &self.log_evidence
+    }
+    /// ESS per step and group, [steps, B] row-major.
+    pub fn ess_history(&self) -> &[f64] {
+        &self.ess_history
+    }
+    /// Ancestors per step, [steps, B, N] row-major (None if not tracked).
+    pub fn genealogy(&self) -> Option<&[u32]> {
+        self.genealogy.as_deref()
+    }
+
+    /// Lineage [steps + 1, B, N]: entry (k, b, i) is the index at step k of the ancestor of final
+    /// particle i of group b. None if the genealogy is not tracked.
+    pub fn trace(&self) -> Option<Vec<i64>> {
+        let g = self.genealogy.as_ref()?;
+        let bn = self.b * self.n;
+        let mut out = vec![0i64; (self.steps + 1) * bn];
+        for r in 0..self.b {
+            for i in 0..self.n {
+                out[self.steps * bn + r * self.n + i] = i as i64;
+            }
+        }
+        for k in (0..self.steps).rev() {
+            for r in 0..self.b {
+                let base = r * self.n;
+                for i in 0..self.n {
+                    let child = out[(k + 1) * bn + base + i] as usize;
+                    out[k * bn + base + i] = g[k * bn + base + child] as i64;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// One SMC step with log-potentials `g` ([B, N] row-major). Atomic: on error nothing changes.
+    pub fn step(&mut self, g: &[f64], mode: ResampleMode) -> Result<StepOutput> {
+        let (b, n) = (self.b, self.n);
+        if g.len() != b * n {
+            return Err(invalid(format!(
+                "log_potentials must have {b} x {n} = {} entries, got {}",
+                b * n,
+                g.len()
+            )));
+        }
+        // validate the potentials (NaN / +inf), then the reweighted rows (all -inf)
+        check_potentials(g, b, n)?;
+        let mut rew = std::mem::take(&mut self.scratch);
+        rew.clear();
+        rew.extend(self.log_w.iter().zip(g).map(|(w, x)| w + x));
+        let maxes = match check_batch(&rew, b, n, "log_weights + log_potentials") {
+            Ok(m) => m,
+            Err(e) => {
+                self.scratch = rew;
+                return Err(e);
+            }
+        };
+        let mut ancestors = vec![0i64; b * n];
+        let mut resampled = vec![false; b];
+        let mut ess = vec![0.0; b];
+        let log_n = (n as f64).ln();
+        let mut walk_scratch = Vec::new();
+        for r in 0..b {
+            let row = &rew[r * n..(r + 1) * n];
+            let (total, sum2) = crate::weights::exp_shifted(row, maxes[r], &mut self.scratch_w);
+            let lse = maxes[r] + total.ln();
+            self.log_evidence[r] += lse;
+            let e = total * total / sum2;
+            ess[r] = e;
+            let do_resample = match mode {
+                ResampleMode::Always => true,
+                ResampleMode::Never => false,
+                ResampleMode::Adaptive => match self.ess_threshold {
+                    None => true,
+                    Some(th) => e < th * n as f64,
+                },
+            };
+            resampled[r] = do_resample;
+            let anc = &mut ancestors[r * n..(r + 1) * n];
+            let lw = &mut self.log_w[r * n..(r + 1) * n];
+            if do_resample {
+                resample_weights(
+                    &self.scratch_w,
+                    total,
+                    self.scheme,
+                    &mut self.rngs[r],
+                    anc,
+                    &mut walk_scratch,
+                );
+                lw.fill(-log_n);
+            } else {
+                for (i, a) in anc.iter_mut().enumerate() {
+                    *a = i as i64;
+                }
+                for (w, &x) in lw.iter_mut().zip(row) {
+                    *w = x - lse;
+                }
+            }
+        }
+        self.scratch = rew;
+        self.ess_history.extend_from_slice(&ess);
+        if let Some(gen) = self.genealogy.as_mut() {
+            gen.extend(ancestors.iter().map(|&a| a as u32));
+        }
+        self.steps += 1;
+        Ok(StepOutput {
+            ancestors,
+            resampled,
+            ess,
+        })
+    }
+}
+
+fn check_potentials(g: &[f64], b: usize, n: usize) -> Result<()> {
+    for (idx, &x) in g.iter().enumerate() {
+        if x.is_nan() || x == f64::INFINITY {
+            let (r, i) = (idx / n, idx % n);
+            let loc = if b > 1 {
+                format!("[{r}, {i}]")
+            } else {
+                format!("[{i}]")
+            };
+            return Err(if x.is_nan() {
+                GlassError::DegenerateWeights(format!("log_potentials contains NaN at index {loc}"))
+            } else {
+                invalid(format!(
+                    "log_potentials contains +inf at index {loc}; potentials must be < +inf"
+                ))
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(b: usize, n: usize, th: Option<f64>) -> SmcState {
+        SmcState::new(b, n, Scheme::Systematic, th, &Seeds::Single(1), true).unwrap()
+    }
+
+    #[test]
+    fn carries_weights_when_not_resampling() {
+        let mut s = state(1, 4, Some(0.0));
+        let g = [0.0, 1.0, 2.0, 3.0];
+        let out = s.step(&g, ResampleMode::Adaptive).unwrap();
+        assert!(!out.resampled[0]);
+        assert_eq!(out.ancestors, vec![0, 1, 2, 3]);
+        let out2 = s.step(&g, ResampleMode::Never).unwrap();
+        assert!(!out2.resampled[0]);
+        // carried: weights proportional to exp(2 g)
+        let z: f64 = g.iter().map(|x| (2.0 * x).exp()).sum();
+        for (w, x) in s.log_weights().iter().zip(g) {
+            assert!((w - (2.0 * x - z.ln())).abs() < 1e-12);
+        }
+        // evidence: log mean of exp(2g)
+        assert!((s.log_evidence()[0] - (z / 4.0).ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn evidence_independent_of_resampling() {
+        // constant potentials c per step: log Z = steps * c regardless of resampling
+        let mut s = state(2, 16, None);
+        for _ in 0..5 {
+            s.step(&[0.25; 32], ResampleMode::Always).unwrap();
+        }
+        for &z in s.log_evidence() {
+            assert!((z - 1.25).abs() < 1e-12);
+        }
+        assert_eq!(s.ess_history().len(), 10);
+    }
+
+    #[test]
+    fn trace_follows_ancestors() {
+        let mut s = state(1, 5, None);
+        let mut rng = crate::resample::row_rng(4, 0);
+        for _ in 0..6 {
+            let g: Vec<f64> = (0..5)
+                .map(|_| 3.0 * crate::resample::uniform(&mut rng))
+                .collect();
+            s.step(&g, ResampleMode::Always).unwrap();
+        }
+        let tr = s.trace().unwrap();
+        let gen = s.genealogy().unwrap();
+        let n = 5;
+        for i in 0..n {
+            let mut cur = i;
+            for k in (0..6).rev() {
+                assert_eq!(tr[(k + 1) * n + i] as usize, cur);
+                cur = gen[k * n + cur] as usize;
+            }
+            assert_eq!(tr[i] as usize, cur);
+        }
+    }
+
+    #[test]
+    fn errors_are_atomic() {
+        let mut s = state(2, 3, None);
+        let before = s.log_weights().to_vec();
+        let g = [
+            0.0,
+            0.0,
+            0.0,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        match s.step(&g, ResampleMode::Always) {
+            Err(GlassError::DegenerateWeights(m)) => assert!(m.contains("row 1"), "{m}"),
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(
+            s.step(&[f64::NAN; 6], ResampleMode::Always),
+            Err(GlassError::DegenerateWeights(_))
+        ));
+        assert!(matches!(
+            s.step(
+                &[0.0, 0.0, f64::INFINITY, 0.0, 0.0, 0.0],
+                ResampleMode::Always
+            ),
+            Err(GlassError::InvalidInput(_))
+        ));
+        assert!(s.step(&[0.0; 5], ResampleMode::Always).is_err());
+        assert_eq!(s.log_weights(), &before[..]);
+        assert_eq!(s.num_steps(), 0);
+    }
+}

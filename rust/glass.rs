@@ -1,0 +1,199 @@
+//! GLASS transition coefficients (GLASS_MATH §2-§3): the scalars of the z-conditional kernel and,
+//! for each inner time s, the inner CondOT path, the inner-velocity weights and the sufficient
+//! statistic / effective time used to query the pretrained denoiser.
+
+use crate::error::{invalid, Result};
+use crate::schedule::{check_transition, Schedule};
+
+/// One table of coefficients for a transition (t -> t_next) with correlation rho.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlassCoefficients {
+    /// gamma = rho sigma_t' / sigma_t
+    pub gamma: f64,
+    /// abar = alpha_t' - gamma alpha_t
+    pub abar: f64,
+    /// sbar = sigma_t' sqrt(1 - rho^2)
+    pub sbar: f64,
+    pub alpha_t: f64,
+    pub sigma_t: f64,
+    /// Inner path: a_s = s abar, s_s = (1-s) sigma0 + s sbar.
+    pub a_s: Vec<f64>,
+    pub s_s: Vec<f64>,
+    /// Inner velocity u_s = w1 xbar + w2 zhat + w3 x_t (NaN where s_s = 0).
+    pub w1: Vec<f64>,
+    pub w2: Vec<f64>,
+    pub w3: Vec<f64>,
+    /// Precision lam = SNR(t) + a_s^2 / s_s^2 and effective time t* = t(SNR = lam).
+    pub lam: Vec<f64>,
+    pub t_star: Vec<f64>,
+    pub alpha_star: Vec<f64>,
+    /// S = c_x x_t + c_y (xbar - gamma x_t); the model is queried at (alpha_star S, t_star).
+    pub c_x: Vec<f64>,
+    pub c_y: Vec<f64>,
+}
+
+/// Compute the GLASS coefficient table (see the contract / GLASS_MATH §3.3 closed form).
+///
+/// Conventions at the edges: at s = 0, lam = SNR(t), t* = t, alpha* = alpha_t, c_x = 1/alpha_t
+/// (so alpha* c_x = 1), c_y = 0; when additionally t = 0 (alpha_t = 0), c_x = c_y = 0 (the model
+/// input alpha* S is 0; the caller evaluates D_0(x_0) directly at s = 0 anyway). Where s_s = 0
+/// (s = 1 with sbar = 0): lam = inf, t* = 1, alpha* = 1, c_x = 0, c_y = 1/abar, w1 = w2 = w3 = NaN.
+pub fn glass_coefficients(
+    schedule: &Schedule,
+    t: f64,
+    t_next: f64,
+    rho: f64,
+    s: &[f64],
+    sigma0: f64,
+) -> Result<GlassCoefficients> {
+    check_transition(t, t_next)?;
+    if !(rho.is_finite() && (-1.0..=1.0).contains(&rho)) {
+        return Err(invalid(format!(
+            "rho must be a finite number in [-1, 1], got {rho}"
+        )));
+    }
+    if !(sigma0.is_finite() && sigma0 > 0.0) {
+        return Err(invalid(format!(
+            "sigma0 must be a finite number > 0, got {sigma0}"
+        )));
+    }
+    for (i, &si) in s.iter().enumerate() {
+        if !(0.0..=1.0).contains(&si) {
+            return Err(invalid(format!(
+                "s[{i}] = {si} is not a finite inner time in [0, 1]"
+            )));
+        }
+    }
+    let (alpha_t, sigma_t, _, _) = schedule.eval(t);
+    let (alpha_n, sigma_n, _, _) = schedule.eval(t_next);
+    let gamma = rho * sigma_n / sigma_t;
+    let abar = alpha_n - gamma * alpha_t;
+    let sbar = (sigma_n * sigma_n * (1.0 - rho * rho)).max(0.0).sqrt();
+    let snr_t = (alpha_t / sigma_t).powi(2);
+    let log_snr_t = schedule.log_snr(t);
+
+    let n = s.len();
+    let mut out = GlassCoefficients {
+        gamma,
+        abar,
+        sbar,
+        alpha_t,
+        sigma_t,
+        a_s: Vec::with_capacity(n),
+        s_s: Vec::with_capacity(n),
+        w1: Vec::with_capacity(n),
+        w2: Vec::with_capacity(n),
+        w3: Vec::with_capacity(n),
+        lam: Vec::with_capacity(n),
+        t_star: Vec::with_capacity(n),
+        alpha_star: Vec::with_capacity(n),
+        c_x: Vec::with_capacity(n),
+        c_y: Vec::with_capacity(n),
+    };
+    for &si in s {
+        let a_s = si * abar;
+        let s_s = (1.0 - si) * sigma0 + si * sbar;
+        out.a_s.push(a_s);
+        out.s_s.push(s_s);
+        if s_s <= 0.0 {
+            out.w1.push(f64::NAN);
+            out.w2.push(f64::NAN);
+            out.w3.push(f64::NAN);
+            out.lam.push(f64::INFINITY);
+            out.t_star.push(1.0);
+            out.alpha_star.push(1.0);
+            out.c_x.push(0.0);
+            out.c_y.push(1.0 / abar);
+            continue;
+        }
+        let w1 = (sbar - sigma0) / s_s;
+        out.w1.push(w1);
+        out.w2.push(abar - a_s * w1);
+        out.w3.push(-gamma * w1);
+        if si == 0.0 || a_s == 0.0 {
+            out.lam.push(snr_t);
+            out.t_star.push(t);
+            out.alpha_star.push(alpha_t);
+            out.c_x
+                .push(if alpha_t > 0.0 { 1.0 / alpha_t } else { 0.0 });
+            out.c_y.push(0.0);
+            continue;
+        }
+        let r = a_s / s_s;
+        let lam = snr_t + r * r;
+        // log(lam) computed stably: log(snr_t + r^2)
+        let log_lam = if snr_t > 0.0 {
+            let lr = 2.0 * r.abs().ln();
+            let (hi, lo) = if lr > log_snr_t {
+                (lr, log_snr_t)
+            } else {
+                (log_snr_t, lr)
+            };
+            hi + (lo - hi).exp().ln_1p()
+        } else {
+            2.0 * r.abs().ln()
+        };
+        let t_star = schedule.t_from_log_snr(log_lam);
+        out.lam.push(lam);
+        out.t_star.push(t_star);
+        out.alpha_star.push(schedule.alpha(t_star));
+        out.c_x.push(alpha_t / (sigma_t * sigma_t * lam));
+        out.c_y.push(a_s / (s_s * s_s * lam));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn k1_rectified_flow_is_outer_flow() {
+        // t = 0, t' = 1, RF, sigma0 = 1: t* = s and alpha* S = xbar_s (GLASS_MATH §3.3 check)
+        let s: Vec<f64> = (0..10).map(|i| i as f64 / 10.0).collect();
+        let c = glass_coefficients(&Schedule::RectifiedFlow, 0.0, 1.0, 0.3, &s, 1.0).unwrap();
+        assert_eq!(c.gamma, 0.0);
+        assert!((c.abar - 1.0).abs() < 1e-15);
+        for (i, &si) in s.iter().enumerate().skip(1) {
+            assert!((c.t_star[i] - si).abs() < 1e-12, "{} {}", c.t_star[i], si);
+            // alpha* S = alpha* c_y xbar must equal xbar
+            assert!((c.alpha_star[i] * c.c_y[i] - 1.0).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn s_zero_and_s_one_edges() {
+        let s = [0.0, 0.5, 1.0];
+        let c = glass_coefficients(&Schedule::RectifiedFlow, 0.3, 1.0, 0.4, &s, 1.0).unwrap();
+        assert!((c.lam[0] - (0.3f64 / 0.7).powi(2)).abs() < 1e-12);
+        assert_eq!(c.t_star[0], 0.3);
+        assert!((c.alpha_star[0] * c.c_x[0] - 1.0).abs() < 1e-12);
+        assert!(c.w1[2].is_nan() && c.lam[2].is_infinite());
+        assert_eq!(c.t_star[2], 1.0);
+        // w2 equals the simplified CondOT form abar sigma0 / s_s
+        assert!((c.w2[1] - c.abar / c.s_s[1]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn t_star_monotone_and_lambda_closed_form() {
+        let sched = Schedule::Cosine;
+        let s: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
+        let c = glass_coefficients(&sched, 0.2, 0.6, 0.4, &s, 1.0).unwrap();
+        for i in 1..s.len() {
+            assert!(c.t_star[i] >= c.t_star[i - 1]);
+            let snr = (sched.alpha(c.t_star[i]) / sched.sigma(c.t_star[i])).powi(2);
+            assert!((snr - c.lam[i]).abs() < 1e-9 * c.lam[i]);
+        }
+        assert!(c.t_star[20] >= 0.6 - 1e-12);
+    }
+
+    #[test]
+    fn validation() {
+        let rf = Schedule::RectifiedFlow;
+        assert!(glass_coefficients(&rf, 0.5, 0.4, 0.0, &[0.0], 1.0).is_err());
+        assert!(glass_coefficients(&rf, 0.5, 0.6, 1.5, &[0.0], 1.0).is_err());
+        assert!(glass_coefficients(&rf, 0.5, 0.6, 0.5, &[1.5], 1.0).is_err());
+        assert!(glass_coefficients(&rf, 0.5, 0.6, 0.5, &[0.5], 0.0).is_err());
+        assert!(glass_coefficients(&rf, f64::NAN, 0.6, 0.5, &[0.5], 1.0).is_err());
+    }
+}

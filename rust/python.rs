@@ -1,0 +1,1123 @@
+//! The only PyO3 code: thin wrappers exposing the pure-Rust modules as `glass_core._core`.
+//!
+//! Inputs: numpy float64 arrays are read in place (C-contiguous: zero copy); float32 and
+//! non-contiguous numpy arrays are converted with one copy; anything else (torch tensors on any
+//! device/dtype, lists, other dtypes) goes through `glass_core._arrays.to_float64`, which moves to
+//! CPU / casts / copies as documented there. Outputs are numpy arrays (int64 indices, float64).
+//! No Rust panic crosses the boundary: all failures are Python exceptions naming the argument.
+
+use crate::error::GlassError as RsError;
+use crate::genealogy::{ResampleMode, SmcState};
+use crate::glass;
+use crate::resample::{resample_log_weights, Scheme, Seeds};
+use crate::schedule::{self, Schedule, VpTable};
+use crate::weights;
+use numpy::ndarray::{Array2, Array3, ArrayD, IxDyn};
+use numpy::{
+    PyArray1, PyArray2, PyArray3, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use std::sync::Arc;
+
+create_exception!(
+    glass_core._core,
+    GlassError,
+    PyException,
+    "Base class of all glass_core errors."
+);
+
+/// Work over at least this many float64 entries releases the GIL.
+const DETACH_THRESHOLD: usize = 1 << 15;
+
+fn error_type<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
+    Ok(py
+        .import("glass_core._core")?
+        .getattr(name)?
+        .cast_into::<PyType>()?)
+}
+
+fn py_err_named(py: Python<'_>, name: &str, msg: String) -> PyErr {
+    match error_type(py, name) {
+        Ok(t) => PyErr::from_type(t, msg),
+        Err(_) => PyValueError::new_err(msg),
+    }
+}
+
+fn invalid_err(py: Python<'_>, msg: impl Into<String>) -> PyErr {
+    py_err_named(py, "InvalidInputError", msg.into())
+}
+
+fn to_py(py: Python<'_>, e: RsError) -> PyErr {
+    match e {
+        RsError::InvalidInput(m) => py_err_named(py, "InvalidInputError", m),
+        RsError::DegenerateWeights(m) => py_err_named(py, "DegenerateWeightsError", m),
+        RsError::Other(m) => GlassError::new_err(m),
+    }
+}
+
+trait IntoPyResult<T> {
+    fn py(self, py: Python<'_>) -> PyResult<T>;
+}
+impl<T> IntoPyResult<T> for crate::error::Result<T> {
+    fn py(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_py(py, e))
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// array input
+
+/// A float64 view of an input: borrowed from numpy when possible, else an owned copy (C order).
+enum FloatInput<'py> {
+    Borrowed(PyReadonlyArrayDyn<'py, f64>),
+    Owned(Vec<f64>, Vec<usize>),
+}
+
+impl FloatInput<'_> {
+    fn slice(&self) -> &[f64] {
+        match self {
+            // only constructed when C-contiguous
+            FloatInput::Borrowed(a) => a.as_slice().unwrap_or(&[]),
+            FloatInput::Owned(v, _) => v,
+        }
+    }
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            FloatInput::Borrowed(a) => a.shape().to_vec(),
+            FloatInput::Owned(_, s) => s.clone(),
+        }
+    }
+}
+
+fn from_numpy<'py>(obj: &Bound<'py, PyAny>) -> Option<FloatInput<'py>> {
+    if let Ok(a) = obj.cast::<PyArrayDyn<f64>>() {
+        if let Ok(ro) = a.try_readonly() {
+            if a.is_c_contiguous() && ro.as_slice().is_ok() {
+                return Some(FloatInput::Borrowed(ro));
+            }
+            let shape = ro.shape().to_vec();
+            return Some(FloatInput::Owned(
+                ro.as_array().iter().copied().collect(),
+                shape,
+            ));
+        }
+    }
+    if let Ok(a) = obj.cast::<PyArrayDyn<f32>>() {
+        if let Ok(ro) = a.try_readonly() {
+            let shape = ro.shape().to_vec();
+            return Some(FloatInput::Owned(
+                ro.as_array().iter().map(|&x| x as f64).collect(),
+                shape,
+            ));
+        }
+    }
+    None
+}
+
+/// Read any array-like as float64 (see module docs); errors name `name`.
+fn float_input<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<FloatInput<'py>> {
+    if let Some(x) = from_numpy(obj) {
+        return Ok(x);
+    }
+    let py = obj.py();
+    let conv = py
+        .import("glass_core._arrays")?
+        .getattr("to_float64")?
+        .call1((obj, name))?;
+    match from_numpy(&conv) {
+        Some(x) => Ok(x),
+        None => Err(invalid_err(
+            py,
+            format!("{name} could not be converted to a float64 array"),
+        )),
+    }
+}
+
+/// 1-D [N] or 2-D [B, N] weights; returns (input, B, N, was_2d).
+fn weights_input<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<(FloatInput<'py>, usize, usize, bool)> {
+    let x = float_input(obj, name)?;
+    let shape = x.shape();
+    match shape.len() {
+        1 => {
+            let n = shape[0];
+            Ok((x, 1, n, false))
+        }
+        2 => {
+            let (b, n) = (shape[0], shape[1]);
+            if b == 0 {
+                return Err(invalid_err(
+                    obj.py(),
+                    format!("{name} must have at least one row, got shape {shape:?}"),
+                ));
+            }
+            Ok((x, b, n, true))
+        }
+        _ => Err(invalid_err(
+            obj.py(),
+            format!("{name} must be 1-D [N] or 2-D [B, N], got shape {shape:?}"),
+        )),
+    }
+}
+
+fn maybe_detach<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, size: usize, f: F) -> T {
+    if size >= DETACH_THRESHOLD {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+fn array2_i64(
+    py: Python<'_>,
+    v: Vec<i64>,
+    b: usize,
+    n: usize,
+) -> PyResult<Bound<'_, PyArray2<i64>>> {
+    let a = Array2::from_shape_vec((b, n), v)
+        .map_err(|e| GlassError::new_err(format!("internal shape error: {e}")))?;
+    Ok(PyArray2::from_owned_array(py, a))
+}
+
+fn parse_seeds(py: Python<'_>, seed: &Bound<'_, PyAny>, name: &str) -> PyResult<Seeds> {
+    if seed.is_none() {
+        return Err(invalid_err(
+            py,
+            format!("{name} is required (an int or a sequence of ints)"),
+        ));
+    }
+    if seed.is_instance_of::<PyInt>()
+        || seed.hasattr("__index__").unwrap_or(false) && !seed.hasattr("__len__").unwrap_or(false)
+    {
+        return match seed.extract::<u64>() {
+            Ok(s) => Ok(Seeds::Single(s)),
+            Err(_) => Err(invalid_err(
+                py,
+                format!(
+                    "{name} must be an integer in [0, 2**64), got {}",
+                    seed.repr().map(|r| r.to_string()).unwrap_or_default()
+                ),
+            )),
+        };
+    }
+    if seed.is_instance_of::<PyString>() {
+        return Err(invalid_err(
+            py,
+            format!("{name} must be an int or a sequence of ints, got a str"),
+        ));
+    }
+    match seed.extract::<Vec<u64>>() {
+        Ok(v) => Ok(Seeds::PerRow(v)),
+        Err(_) => Err(invalid_err(
+            py,
+            format!("{name} must be an int or a sequence of ints in [0, 2**64)"),
+        )),
+    }
+}
+
+fn parse_scheme(py: Python<'_>, scheme: &str) -> PyResult<Scheme> {
+    scheme.parse::<Scheme>().py(py)
+}
+
+// ------------------------------------------------------------------------------------------------
+// weights
+
+/// normalize_log_weights(log_weights) -> (normalised_log_weights, log_mean_weight)
+///
+/// 1-D [N] -> (ndarray[N], float); 2-D [B, N] -> (ndarray[B, N], ndarray[B]), each row normalised
+/// with log-sum-exp. log_mean_weight = log((1/N) sum_i exp(lw_i)) is the evidence increment.
+/// NaN -> DegenerateWeightsError (first bad index), all -inf row -> DegenerateWeightsError (row),
+/// +inf -> InvalidInputError.
+#[pyfunction]
+#[pyo3(signature = (log_weights))]
+fn normalize_log_weights<'py>(
+    py: Python<'py>,
+    log_weights: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let (x, b, n, two_d) = weights_input(log_weights, "log_weights")?;
+    let lw = x.slice();
+    let (out, lm) = maybe_detach(
+        py,
+        b * n,
+        || -> crate::error::Result<(Vec<f64>, Vec<f64>)> {
+            let mut out = vec![0.0; b * n];
+            if n == 0 {
+                return Err(crate::error::invalid(
+                    "log_weights must contain at least one particle",
+                ));
+            }
+            let mut lm = Vec::with_capacity(b);
+            for r in 0..b {
+                lm.push(weights::normalize_row(
+                    &lw[r * n..(r + 1) * n],
+                    &mut out[r * n..(r + 1) * n],
+                    "log_weights",
+                    if two_d { Some(r) } else { None },
+                )?);
+            }
+            Ok((out, lm))
+        },
+    )
+    .py(py)?;
+    if two_d {
+        let a =
+            Array2::from_shape_vec((b, n), out).map_err(|e| GlassError::new_err(e.to_string()))?;
+        PyTuple::new(
+            py,
+            [
+                PyArray2::from_owned_array(py, a).into_any(),
+                PyArray1::from_vec(py, lm).into_any(),
+            ],
+        )
+    } else {
+        PyTuple::new(
+            py,
+            [
+                PyArray1::from_vec(py, out).into_any(),
+                PyFloat::new(py, lm[0]).into_any(),
+            ],
+        )
+    }
+}
+
+/// ess(log_weights) -> float (1-D) or ndarray[B] (2-D): (sum w)^2 / sum w^2 per row.
+#[pyfunction]
+#[pyo3(signature = (log_weights))]
+fn ess<'py>(py: Python<'py>, log_weights: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (x, b, n, two_d) = weights_input(log_weights, "log_weights")?;
+    let lw = x.slice();
+    let e = maybe_detach(py, b * n, || -> crate::error::Result<Vec<f64>> {
+        if n == 0 {
+            return Err(crate::error::invalid(
+                "log_weights must contain at least one particle",
+            ));
+        }
+        (0..b)
+            .map(|r| {
+                weights::ess_row(
+                    &lw[r * n..(r + 1) * n],
+                    "log_weights",
+                    if two_d { Some(r) } else { None },
+                )
+            })
+            .collect()
+    })
+    .py(py)?;
+    if two_d {
+        Ok(PyArray1::from_vec(py, e).into_any())
+    } else {
+        Ok(PyFloat::new(py, e[0]).into_any())
+    }
+}
+
+/// resample(log_weights, scheme="systematic", *, seed, num_samples=None) -> ndarray[int64]
+///
+/// 1-D [N] -> [M] ancestor indices; 2-D [B, N] -> [B, M] row-local indices (M = num_samples or
+/// N). scheme: "systematic" | "stratified" | "multinomial" | "residual" (all O(N)). seed: an int
+/// (row b uses PCG-64 stream b of that seed) or a sequence of B ints (row b uses seeds[b], stream
+/// 0, so row b equals a 1-D call with seed=seeds[b]). Same seed, same indices.
+#[pyfunction]
+#[pyo3(signature = (log_weights, scheme="systematic", *, seed, num_samples=None))]
+fn resample<'py>(
+    py: Python<'py>,
+    log_weights: &Bound<'py, PyAny>,
+    scheme: &str,
+    seed: &Bound<'py, PyAny>,
+    num_samples: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let scheme = parse_scheme(py, scheme)?;
+    let seeds = parse_seeds(py, seed, "seed")?;
+    let (x, b, n, two_d) = weights_input(log_weights, "log_weights")?;
+    let m = match num_samples {
+        None => n,
+        Some(v) if v.is_none() => n,
+        Some(v) => {
+            if v.is_instance_of::<PyBool>() {
+                return Err(invalid_err(
+                    py,
+                    "num_samples must be a positive int or None, got a bool",
+                ));
+            }
+            match v.extract::<i64>() {
+                Ok(k) if k >= 1 => k as usize,
+                _ => {
+                    return Err(invalid_err(
+                        py,
+                        format!(
+                            "num_samples must be a positive int or None, got {}",
+                            v.repr()?
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    let lw = x.slice();
+    let out = maybe_detach(py, b * n.max(m), || {
+        resample_log_weights(lw, b, n, m, scheme, &seeds)
+    })
+    .py(py)?;
+    if two_d {
+        Ok(array2_i64(py, out, b, m)?.into_any())
+    } else {
+        Ok(PyArray1::from_vec(py, out).into_any())
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// SMC state
+
+/// Result of SMCState.step (read-only).
+#[pyclass(frozen, get_all, module = "glass_core._core", name = "StepResult")]
+struct StepResult {
+    /// [B, N] int64 row-local ancestors (identity where not resampled).
+    ancestors: Py<PyArray2<i64>>,
+    /// [B*N] int64 global ancestors b*N + a (for index_select on a [B*N, ...] tensor).
+    flat_ancestors: Py<PyArray1<i64>>,
+    /// [B] bool, whether each group was resampled.
+    resampled: Py<PyArray1<bool>>,
+    /// [B] float64 ESS after reweighting, before resampling.
+    ess: Py<PyArray1<f64>>,
+    /// Whether any group was resampled.
+    any_resampled: bool,
+}
+
+#[pymethods]
+impl StepResult {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let b = self.resampled.bind(py).len();
+        let n = self.ancestors.bind(py).shape()[1];
+        format!(
+            "StepResult(num_groups={b}, num_particles={n}, any_resampled={})",
+            if self.any_resampled { "True" } else { "False" }
+        )
+    }
+}
+
+/// SMCState(num_groups, num_particles, *, scheme="systematic", ess_threshold=None, seeds,
+/// track_genealogy=True)
+///
+/// Bookkeeping for B groups of N particles: normalised log-weights [B, N] (float64, start uniform),
+/// log_evidence [B], ESS history, adaptive resampling and the genealogy. seeds: an int (group b
+/// uses PCG-64 stream b) or a sequence of B ints (group b uses seeds[b], stream 0); each group's
+/// generator advances across steps.
+#[pyclass(module = "glass_core._core", name = "SMCState")]
+struct PySMCState {
+    inner: SmcState,
+}
+
+#[pymethods]
+impl PySMCState {
+    #[new]
+    #[pyo3(signature = (num_groups, num_particles, *, scheme="systematic", ess_threshold=None, seeds, track_genealogy=true))]
+    fn new(
+        py: Python<'_>,
+        num_groups: i64,
+        num_particles: i64,
+        scheme: &str,
+        ess_threshold: Option<f64>,
+        seeds: &Bound<'_, PyAny>,
+        track_genealogy: bool,
+    ) -> PyResult<Self> {
+        if num_groups < 1 {
+            return Err(invalid_err(
+                py,
+                format!("num_groups must be >= 1, got {num_groups}"),
+            ));
+        }
+        if num_particles < 1 {
+            return Err(invalid_err(
+                py,
+                format!("num_particles must be >= 1, got {num_particles}"),
+            ));
+        }
+        if let Some(th) = ess_threshold {
+            if !(0.0..=1.0).contains(&th) {
+                return Err(invalid_err(
+                    py,
+                    format!("ess_threshold must be None or a fraction in [0, 1], got {th}"),
+                ));
+            }
+        }
+        let scheme = parse_scheme(py, scheme)?;
+        let seeds = parse_seeds(py, seeds, "seeds")?;
+        let inner = SmcState::new(
+            num_groups as usize,
+            num_particles as usize,
+            scheme,
+            ess_threshold,
+            &seeds,
+            track_genealogy,
+        )
+        .py(py)?;
+        Ok(Self { inner })
+    }
+
+    /// step(log_potentials, *, resample=None) -> StepResult
+    ///
+    /// log_potentials: [B, N] (or [N] when B == 1) float. NaN -> DegenerateWeightsError,
+    /// +inf -> InvalidInputError, a group whose reweighted log-weights are all -inf ->
+    /// DegenerateWeightsError; on error the state is unchanged. resample: True always, False
+    /// never, None adaptive (ESS < ess_threshold * N; always when ess_threshold is None).
+    /// Groups that are not resampled carry their weights; resampled groups reset to uniform.
+    #[pyo3(signature = (log_potentials, *, resample=None))]
+    fn step(
+        &mut self,
+        py: Python<'_>,
+        log_potentials: &Bound<'_, PyAny>,
+        resample: Option<bool>,
+    ) -> PyResult<StepResult> {
+        let (b, n) = (self.inner.num_groups(), self.inner.num_particles());
+        let x = float_input(log_potentials, "log_potentials")?;
+        let shape = x.shape();
+        let ok = (shape.len() == 2 && shape[0] == b && shape[1] == n)
+            || (b == 1 && shape.len() == 1 && shape[0] == n);
+        if !ok {
+            return Err(invalid_err(
+                py,
+                format!(
+                    "log_potentials must have shape [{b}, {n}]{}, got {shape:?}",
+                    if b == 1 {
+                        format!(" or [{n}]")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+        }
+        let mode = match resample {
+            None => ResampleMode::Adaptive,
+            Some(true) => ResampleMode::Always,
+            Some(false) => ResampleMode::Never,
+        };
+        let g = x.slice();
+        let inner = &mut self.inner;
+        let (out, flat) = maybe_detach(py, b * n, || {
+            inner.step(g, mode).map(|o| {
+                let flat: Vec<i64> = o
+                    .ancestors
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &a)| (k / n * n) as i64 + a)
+                    .collect();
+                (o, flat)
+            })
+        })
+        .py(py)?;
+        let any = out.resampled.iter().any(|&r| r);
+        Ok(StepResult {
+            ancestors: array2_i64(py, out.ancestors, b, n)?.unbind(),
+            flat_ancestors: PyArray1::from_vec(py, flat).unbind(),
+            resampled: PyArray1::from_vec(py, out.resampled).unbind(),
+            ess: PyArray1::from_vec(py, out.ess).unbind(),
+            any_resampled: any,
+        })
+    }
+
+    /// Normalised log-weights [B, N] (a copy).
+    #[getter]
+    fn log_weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let (b, n) = (self.inner.num_groups(), self.inner.num_particles());
+        let a = Array2::from_shape_vec((b, n), self.inner.log_weights().to_vec())
+            .map_err(|e| GlassError::new_err(e.to_string()))?;
+        Ok(PyArray2::from_owned_array(py, a))
+    }
+
+    /// Accumulated log-evidence [B]: sum over steps of log sum_i W_i exp(G_i).
+    #[getter]
+    fn log_evidence<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+        PyArray1::from_slice(py, self.inner.log_evidence())
+    }
+
+    /// ESS per step, [num_steps, B] float64 (after reweighting, before resampling).
+    #[getter]
+    fn ess_history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let a = Array2::from_shape_vec(
+            (self.inner.num_steps(), self.inner.num_groups()),
+            self.inner.ess_history().to_vec(),
+        )
+        .map_err(|e| GlassError::new_err(e.to_string()))?;
+        Ok(PyArray2::from_owned_array(py, a))
+    }
+
+    #[getter]
+    fn num_steps(&self) -> usize {
+        self.inner.num_steps()
+    }
+    #[getter]
+    fn num_groups(&self) -> usize {
+        self.inner.num_groups()
+    }
+    #[getter]
+    fn num_particles(&self) -> usize {
+        self.inner.num_particles()
+    }
+    #[getter]
+    fn scheme(&self) -> &'static str {
+        self.inner.scheme().as_str()
+    }
+    #[getter]
+    fn ess_threshold(&self) -> Option<f64> {
+        self.inner.ess_threshold()
+    }
+    #[getter]
+    fn track_genealogy(&self) -> bool {
+        self.inner.tracks_genealogy()
+    }
+
+    /// Ancestors of every step, int64 [num_steps, B, N]. GlassError if track_genealogy=False.
+    fn genealogy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<i64>>> {
+        let g = self.inner.genealogy().ok_or_else(|| {
+            GlassError::new_err("genealogy is not tracked (track_genealogy=False)")
+        })?;
+        let v: Vec<i64> = g.iter().map(|&a| a as i64).collect();
+        let a = Array3::from_shape_vec(
+            (
+                self.inner.num_steps(),
+                self.inner.num_groups(),
+                self.inner.num_particles(),
+            ),
+            v,
+        )
+        .map_err(|e| GlassError::new_err(e.to_string()))?;
+        Ok(PyArray3::from_owned_array(py, a))
+    }
+
+    /// Lineages, int64 [num_steps + 1, B, N]: trace[k, b, i] is the index at step k of the
+    /// ancestor of final particle i of group b (trace[-1] is the identity).
+    fn trace<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<i64>>> {
+        let inner = &self.inner;
+        let v = maybe_detach(
+            py,
+            inner.num_steps() * inner.num_groups() * inner.num_particles(),
+            || inner.trace(),
+        )
+        .ok_or_else(|| GlassError::new_err("genealogy is not tracked (track_genealogy=False)"))?;
+        let a = Array3::from_shape_vec(
+            (
+                inner.num_steps() + 1,
+                inner.num_groups(),
+                inner.num_particles(),
+            ),
+            v,
+        )
+        .map_err(|e| GlassError::new_err(e.to_string()))?;
+        Ok(PyArray3::from_owned_array(py, a))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SMCState(num_groups={}, num_particles={}, scheme={:?}, ess_threshold={}, num_steps={})",
+            self.inner.num_groups(),
+            self.inner.num_particles(),
+            self.inner.scheme().as_str(),
+            match self.inner.ess_threshold() {
+                Some(t) => format!("{t}"),
+                None => "None".into(),
+            },
+            self.inner.num_steps()
+        )
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// schedules
+
+/// A noise schedule (t = 0 noise, t = 1 data, x_t = alpha_t z + sigma_t eps). Build with the
+/// factories in glass_core.schedules. Methods accept a float (-> float) or an array of times
+/// (-> float64 ndarray of the same shape; torch tensors are converted to numpy).
+#[pyclass(frozen, module = "glass_core._core", name = "Schedule")]
+struct PySchedule {
+    inner: Schedule,
+}
+
+fn map_times<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    check: impl Fn(f64) -> bool,
+    expect: &str,
+    f: impl Fn(f64) -> f64 + Sync,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    if obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>() {
+        let v: f64 = obj.extract()?;
+        if !check(v) {
+            return Err(invalid_err(py, format!("{name} must be {expect}, got {v}")));
+        }
+        return Ok(PyFloat::new(py, f(v)).into_any());
+    }
+    let x = float_input(obj, name)?;
+    let shape = x.shape();
+    let s = x.slice();
+    if let Some((i, v)) = s.iter().enumerate().find(|(_, &v)| !check(v)) {
+        return Err(invalid_err(
+            py,
+            format!("{name} must be {expect}, got {name}[{i}] = {v}"),
+        ));
+    }
+    if shape.is_empty() {
+        return Ok(PyFloat::new(py, f(s[0])).into_any());
+    }
+    let out: Vec<f64> = maybe_detach(py, s.len(), || s.iter().map(|&v| f(v)).collect());
+    let a = ArrayD::from_shape_vec(IxDyn(&shape), out)
+        .map_err(|e| GlassError::new_err(e.to_string()))?;
+    Ok(PyArrayDyn::from_owned_array(py, a).into_any())
+}
+
+fn is_time(v: f64) -> bool {
+    (0.0..=1.0).contains(&v)
+}
+const TIME: &str = "a finite time in [0, 1]";
+
+#[pymethods]
+impl PySchedule {
+    /// Rectified flow: alpha = t, sigma = 1 - t.
+    #[staticmethod]
+    fn rectified_flow() -> Self {
+        Self {
+            inner: Schedule::RectifiedFlow,
+        }
+    }
+    /// Cosine: alpha = sin(pi t / 2), sigma = cos(pi t / 2).
+    #[staticmethod]
+    fn cosine() -> Self {
+        Self {
+            inner: Schedule::Cosine,
+        }
+    }
+    /// Variance preserving from a diffusers alphas_cumprod table (decreasing, index 0 least
+    /// noisy); node k sits at t = 1 - (k+1)/(T+1), log-SNR piecewise linear in t.
+    #[staticmethod]
+    fn vp_from_alphas_cumprod(py: Python<'_>, alphas_cumprod: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let x = float_input(alphas_cumprod, "alphas_cumprod")?;
+        if x.shape().len() != 1 {
+            return Err(invalid_err(
+                py,
+                format!("alphas_cumprod must be 1-D, got shape {:?}", x.shape()),
+            ));
+        }
+        let tab = VpTable::from_alphas_cumprod(x.slice()).py(py)?;
+        Ok(Self {
+            inner: Schedule::Vp(Arc::new(tab)),
+        })
+    }
+    /// Variance preserving from DDPM betas, kind "linear" or "scaled_linear" (float64 math).
+    #[staticmethod]
+    #[pyo3(signature = (beta_start, beta_end, num_train_timesteps=1000, kind="linear"))]
+    fn vp_from_betas(
+        py: Python<'_>,
+        beta_start: f64,
+        beta_end: f64,
+        num_train_timesteps: i64,
+        kind: &str,
+    ) -> PyResult<Self> {
+        if num_train_timesteps < 2 {
+            return Err(invalid_err(
+                py,
+                format!("num_train_timesteps must be >= 2, got {num_train_timesteps}"),
+            ));
+        }
+        let tab =
+            VpTable::from_betas(beta_start, beta_end, num_train_timesteps as usize, kind).py(py)?;
+        Ok(Self {
+            inner: Schedule::Vp(Arc::new(tab)),
+        })
+    }
+    /// SD3/FLUX static time shift of `base` (shift > 0).
+    #[staticmethod]
+    fn shifted(py: Python<'_>, base: &Bound<'_, PySchedule>, shift: f64) -> PyResult<Self> {
+        let inner = Schedule::shifted(base.get().inner.clone(), shift).py(py)?;
+        Ok(Self { inner })
+    }
+
+    /// e.g. "rectified_flow", "cosine", "vp(T=1000)", "shifted(rectified_flow, 3)".
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    /// "rectified_flow" | "cosine" | "vp" | "shifted".
+    #[getter]
+    fn kind(&self) -> &'static str {
+        match self.inner {
+            Schedule::RectifiedFlow => "rectified_flow",
+            Schedule::Cosine => "cosine",
+            Schedule::Vp(_) => "vp",
+            Schedule::Shifted { .. } => "shifted",
+        }
+    }
+    /// The shift of a shifted schedule, else None.
+    #[getter]
+    fn shift(&self) -> Option<f64> {
+        match &self.inner {
+            Schedule::Shifted { shift, .. } => Some(*shift),
+            _ => None,
+        }
+    }
+    /// The base of a shifted schedule, else None.
+    #[getter]
+    fn base(&self) -> Option<Self> {
+        match &self.inner {
+            Schedule::Shifted { base, .. } => Some(Self {
+                inner: (**base).clone(),
+            }),
+            _ => None,
+        }
+    }
+    /// T for a VP table schedule, else None.
+    #[getter]
+    fn num_train_timesteps(&self) -> Option<usize> {
+        self.inner.vp_table().map(|t| t.len())
+    }
+    /// The VP table (alphas_cumprod, diffusers order) or None.
+    fn alphas_cumprod<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray1<f64>>> {
+        self.inner
+            .vp_table()
+            .map(|t| PyArray1::from_vec(py, t.alphas_cumprod()))
+    }
+
+    fn alpha<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        map_times(t, "t", is_time, TIME, |x| self.inner.alpha(x))
+    }
+    fn sigma<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        map_times(t, "t", is_time, TIME, |x| self.inner.sigma(x))
+    }
+    fn d_alpha<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        map_times(t, "t", is_time, TIME, |x| self.inner.d_alpha(x))
+    }
+    fn d_sigma<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        map_times(t, "t", is_time, TIME, |x| self.inner.d_sigma(x))
+    }
+    /// 2 log(alpha/sigma): -inf at t = 0, +inf at t = 1.
+    fn log_snr<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        map_times(t, "t", is_time, TIME, |x| self.inner.log_snr(x))
+    }
+    /// Inverse of SNR(t) = alpha^2/sigma^2 (snr >= 0; 0 -> 0, inf -> 1).
+    fn t_from_snr<'py>(&self, snr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        map_times(
+            snr,
+            "snr",
+            |v| v >= 0.0,
+            "a number >= 0 (inf allowed)",
+            |x| self.inner.t_from_snr(x),
+        )
+    }
+    /// Inverse of log_snr (-inf -> 0, +inf -> 1).
+    fn t_from_log_snr<'py>(&self, lsnr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        map_times(
+            lsnr,
+            "lsnr",
+            |v| !v.is_nan(),
+            "a number (not NaN)",
+            |x| self.inner.t_from_log_snr(x),
+        )
+    }
+    /// alpha_t sigma_t' / (sigma_t alpha_t') (0 at t = 0 and at t_next = 1).
+    fn rho_ddpm(&self, py: Python<'_>, t: f64, t_next: f64) -> PyResult<f64> {
+        self.inner.rho_ddpm(t, t_next).py(py)
+    }
+    /// VP tables only: continuous diffusers timestep k = (T+1)(1-t) - 1.
+    fn timestep_from_t<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = t.py();
+        let n = self.vp_len(py)? as f64;
+        map_times(t, "t", is_time, TIME, move |x| (n + 1.0) * (1.0 - x) - 1.0)
+    }
+    /// VP tables only: t = 1 - (k+1)/(T+1) for a (possibly fractional) timestep k in [-1, T].
+    fn t_from_timestep<'py>(&self, k: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = k.py();
+        let n = self.vp_len(py)? as f64;
+        map_times(
+            k,
+            "k",
+            move |v| (-1.0..=n).contains(&v),
+            &format!("a timestep in [-1, {n}]"),
+            move |x| 1.0 - (x + 1.0) / (n + 1.0),
+        )
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Schedule({})", self.inner.name())
+    }
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        match other.cast::<PySchedule>() {
+            Ok(o) => o.get().inner == self.inner,
+            Err(_) => false,
+        }
+    }
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.inner.name().hash(&mut h);
+        h.finish()
+    }
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let ctor = py.import("glass_core._core")?.getattr("Schedule")?;
+        let args: Bound<'py, PyTuple> = match &self.inner {
+            Schedule::RectifiedFlow => {
+                return PyTuple::new(
+                    py,
+                    [
+                        ctor.getattr("rectified_flow")?,
+                        PyTuple::empty(py).into_any(),
+                    ],
+                )
+            }
+            Schedule::Cosine => {
+                return PyTuple::new(py, [ctor.getattr("cosine")?, PyTuple::empty(py).into_any()])
+            }
+            Schedule::Vp(t) => {
+                let tab = PyArray1::from_vec(py, t.alphas_cumprod()).into_any();
+                return PyTuple::new(
+                    py,
+                    [
+                        ctor.getattr("vp_from_alphas_cumprod")?,
+                        PyTuple::new(py, [tab])?.into_any(),
+                    ],
+                );
+            }
+            Schedule::Shifted { base, shift } => {
+                let b = Bound::new(
+                    py,
+                    PySchedule {
+                        inner: (**base).clone(),
+                    },
+                )?
+                .into_any();
+                PyTuple::new(py, [b, PyFloat::new(py, *shift).into_any()])?
+            }
+        };
+        PyTuple::new(py, [ctor.getattr("shifted")?, args.into_any()])
+    }
+}
+
+impl PySchedule {
+    fn vp_len(&self, py: Python<'_>) -> PyResult<usize> {
+        self.inner.vp_table().map(|t| t.len()).ok_or_else(|| {
+            invalid_err(
+                py,
+                format!(
+                    "timestep conversion needs a VP table schedule, this is {}",
+                    self.inner.name()
+                ),
+            )
+        })
+    }
+}
+
+/// rho_ddpm(schedule, t, t_next) -> float: alpha_t sigma_t' / (sigma_t alpha_t').
+#[pyfunction]
+fn rho_ddpm(
+    py: Python<'_>,
+    schedule: &Bound<'_, PySchedule>,
+    t: f64,
+    t_next: f64,
+) -> PyResult<f64> {
+    schedule.get().inner.rho_ddpm(t, t_next).py(py)
+}
+
+/// glass_coefficients(schedule, t, t_next, rho, s, sigma0=1.0) -> dict
+///
+/// Scalars gamma, abar, sbar, alpha_t, sigma_t; float64 arrays over the inner times s: a_s, s_s,
+/// w1, w2, w3, lam, t_star, alpha_star, c_x, c_y (S = c_x x_t + c_y (xbar - gamma x_t), model
+/// input alpha_star * S at time t_star). See GLASS_MATH §3 and the contract for edge cases.
+#[pyfunction]
+#[pyo3(signature = (schedule, t, t_next, rho, s, sigma0=1.0))]
+fn glass_coefficients<'py>(
+    py: Python<'py>,
+    schedule: &Bound<'py, PySchedule>,
+    t: f64,
+    t_next: f64,
+    rho: f64,
+    s: &Bound<'py, PyAny>,
+    sigma0: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (sv, scalar_s) = if s.is_instance_of::<PyFloat>() || s.is_instance_of::<PyInt>() {
+        (vec![s.extract::<f64>()?], true)
+    } else {
+        let x = float_input(s, "s")?;
+        if x.shape().len() > 1 {
+            return Err(invalid_err(
+                py,
+                format!(
+                    "s must be a 1-D array of inner times, got shape {:?}",
+                    x.shape()
+                ),
+            ));
+        }
+        (x.slice().to_vec(), x.shape().is_empty())
+    };
+    let c = glass::glass_coefficients(&schedule.get().inner, t, t_next, rho, &sv, sigma0).py(py)?;
+    let d = PyDict::new(py);
+    d.set_item("gamma", c.gamma)?;
+    d.set_item("abar", c.abar)?;
+    d.set_item("sbar", c.sbar)?;
+    d.set_item("alpha_t", c.alpha_t)?;
+    d.set_item("sigma_t", c.sigma_t)?;
+    let arrays = [
+        ("a_s", c.a_s),
+        ("s_s", c.s_s),
+        ("w1", c.w1),
+        ("w2", c.w2),
+        ("w3", c.w3),
+        ("lam", c.lam),
+        ("t_star", c.t_star),
+        ("alpha_star", c.alpha_star),
+        ("c_x", c.c_x),
+        ("c_y", c.c_y),
+    ];
+    for (k, v) in arrays {
+        if scalar_s {
+            d.set_item(k, v[0])?;
+        } else {
+            d.set_item(k, PyArray1::from_vec(py, v))?;
+        }
+    }
+    Ok(d)
+}
+
+/// uniform_grid(num_steps, t_start=0.0, t_end=1.0) -> ndarray[num_steps + 1]
+#[pyfunction]
+#[pyo3(signature = (num_steps, t_start=0.0, t_end=1.0))]
+fn uniform_grid(
+    py: Python<'_>,
+    num_steps: i64,
+    t_start: f64,
+    t_end: f64,
+) -> PyResult<Bound<'_, PyArray1<f64>>> {
+    if num_steps < 1 {
+        return Err(invalid_err(
+            py,
+            format!("num_steps must be >= 1, got {num_steps}"),
+        ));
+    }
+    let g = schedule::uniform_grid(num_steps as usize, t_start, t_end).py(py)?;
+    Ok(PyArray1::from_vec(py, g))
+}
+
+/// shifted_grid(num_steps, shift) -> ndarray[num_steps + 1] (FLUX/SD3 shifted sigmas as times).
+#[pyfunction]
+fn shifted_grid(py: Python<'_>, num_steps: i64, shift: f64) -> PyResult<Bound<'_, PyArray1<f64>>> {
+    if num_steps < 1 {
+        return Err(invalid_err(
+            py,
+            format!("num_steps must be >= 1, got {num_steps}"),
+        ));
+    }
+    let g = schedule::shifted_grid(num_steps as usize, shift).py(py)?;
+    Ok(PyArray1::from_vec(py, g))
+}
+
+/// validate_time_grid(time_grid) -> float64 ndarray (the grid, checked: >= 2 points, finite,
+/// inside [0, 1], strictly increasing; else InvalidInputError naming time_grid).
+#[pyfunction]
+fn validate_time_grid<'py>(
+    py: Python<'py>,
+    time_grid: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let x = if time_grid.is_instance_of::<PyList>() || time_grid.is_instance_of::<PyTuple>() {
+        match time_grid.extract::<Vec<f64>>() {
+            Ok(v) => {
+                let n = v.len();
+                FloatInput::Owned(v, vec![n])
+            }
+            Err(_) => {
+                return Err(invalid_err(
+                    py,
+                    "time_grid must be a 1-D sequence of floats",
+                ))
+            }
+        }
+    } else {
+        float_input(time_grid, "time_grid")?
+    };
+    if x.shape().len() != 1 {
+        return Err(invalid_err(
+            py,
+            format!("time_grid must be 1-D, got shape {:?}", x.shape()),
+        ));
+    }
+    schedule::validate_time_grid(x.slice()).py(py)?;
+    Ok(PyArray1::from_slice(py, x.slice()))
+}
+
+/// dynamic_shift_mu(image_seq_len, base_seq_len=256, max_seq_len=4096, base_shift=0.5,
+/// max_shift=1.15) -> float (diffusers' FLUX calculate_shift; static shift equivalent exp(mu)).
+#[pyfunction]
+#[pyo3(signature = (image_seq_len, base_seq_len=256.0, max_seq_len=4096.0, base_shift=0.5, max_shift=1.15))]
+fn dynamic_shift_mu(
+    py: Python<'_>,
+    image_seq_len: f64,
+    base_seq_len: f64,
+    max_seq_len: f64,
+    base_shift: f64,
+    max_shift: f64,
+) -> PyResult<f64> {
+    schedule::dynamic_shift_mu(
+        image_seq_len,
+        base_seq_len,
+        max_seq_len,
+        base_shift,
+        max_shift,
+    )
+    .py(py)
+}
+
+// ------------------------------------------------------------------------------------------------
+
+fn make_error_type<'py>(
+    py: Python<'py>,
+    name: &str,
+    bases: (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
+    doc: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ns = PyDict::new(py);
+    ns.set_item("__module__", "glass_core._core")?;
+    ns.set_item("__doc__", doc)?;
+    let builtins = py.import("builtins")?;
+    builtins
+        .getattr("type")?
+        .call1((name, PyTuple::new(py, [bases.0, bases.1])?, ns))
+}
+
+#[pymodule]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let base = py.get_type::<GlassError>();
+    let value_error = py.get_type::<PyValueError>();
+    m.add("GlassError", &base)?;
+    let invalid = make_error_type(
+        py,
+        "InvalidInputError",
+        (base.as_any(), value_error.as_any()),
+        "Bad shape, dtype, value or range of an argument; the message names the argument.",
+    )?;
+    m.add("InvalidInputError", &invalid)?;
+    let degenerate = make_error_type(
+        py,
+        "DegenerateWeightsError",
+        (base.as_any(), value_error.as_any()),
+        "Log-weights that define no distribution: a NaN (message gives the first bad index) \
+         or a row that is entirely -inf (message gives the row).",
+    )?;
+    m.add("DegenerateWeightsError", &degenerate)?;
+    m.add_class::<PySchedule>()?;
+    m.add_class::<PySMCState>()?;
+    m.add_class::<StepResult>()?;
+    m.add_function(wrap_pyfunction!(normalize_log_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(ess, m)?)?;
+    m.add_function(wrap_pyfunction!(resample, m)?)?;
+    m.add_function(wrap_pyfunction!(rho_ddpm, m)?)?;
+    m.add_function(wrap_pyfunction!(glass_coefficients, m)?)?;
+    m.add_function(wrap_pyfunction!(uniform_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(shifted_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_time_grid, m)?)?;
+    m.add_function(wrap_pyfunction!(dynamic_shift_mu, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

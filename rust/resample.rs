@@ -1,0 +1,385 @@
+//! O(N) resampling schemes (multinomial, stratified, systematic, residual).
+//!
+//! Every scheme generates its uniforms already sorted (systematic/stratified by construction,
+//! multinomial through normalised exponential spacings) and walks them against the running CDF of
+//! the weights once. The walk never passes the last particle with positive weight, so rounding in
+//! the CDF can neither produce an index >= N nor select a zero-weight particle.
+//!
+//! Randomness: PCG-64 (`rand_pcg::Pcg64`). `row_rng(seed, stream)` seeds the 128-bit state from
+//! `seed` (SplitMix64-expanded) and selects the PCG stream `stream`; batched calls use stream b for
+//! row b of an integer seed, or (seeds[b], stream 0) for a list of seeds.
+
+use crate::error::{invalid, Result};
+use crate::weights::check_batch;
+use rand::RngCore;
+use rand_pcg::Pcg64;
+use std::str::FromStr;
+
+/// Resampling scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Multinomial,
+    Stratified,
+    Systematic,
+    Residual,
+}
+
+impl FromStr for Scheme {
+    type Err = crate::error::GlassError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "multinomial" => Ok(Scheme::Multinomial),
+            "stratified" => Ok(Scheme::Stratified),
+            "systematic" => Ok(Scheme::Systematic),
+            "residual" => Ok(Scheme::Residual),
+            other => Err(invalid(format!(
+                "scheme must be one of \"systematic\", \"stratified\", \"multinomial\", \
+                 \"residual\"; got {other:?}"
+            ))),
+        }
+    }
+}
+
+impl Scheme {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scheme::Multinomial => "multinomial",
+            Scheme::Stratified => "stratified",
+            Scheme::Systematic => "systematic",
+            Scheme::Residual => "residual",
+        }
+    }
+}
+
+/// Seeding of a batch of rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seeds {
+    /// Row b uses stream b of Pcg64(seed).
+    Single(u64),
+    /// Row b uses stream 0 of Pcg64(seeds[b]).
+    PerRow(Vec<u64>),
+}
+
+impl Seeds {
+    /// One generator per row, checking that a seed list has one seed per row.
+    pub fn rngs(&self, rows: usize) -> Result<Vec<Pcg64>> {
+        match self {
+            Seeds::Single(s) => Ok((0..rows).map(|b| row_rng(*s, b as u64)).collect()),
+            Seeds::PerRow(v) => {
+                if v.len() != rows {
+                    return Err(invalid(format!(
+                        "seed: a list of seeds needs one seed per row ({rows}), got {}",
+                        v.len()
+                    )));
+                }
+                Ok(v.iter().map(|&s| row_rng(s, 0)).collect())
+            }
+        }
+    }
+}
+
+fn splitmix64(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The generator for (seed, stream).
+pub fn row_rng(seed: u64, stream: u64) -> Pcg64 {
+    let mut sm = seed;
+    let hi = splitmix64(&mut sm) as u128;
+    let lo = splitmix64(&mut sm) as u128;
+    Pcg64::new((hi << 64) | lo, stream as u128)
+}
+
+/// Uniform in [0, 1) with 53 random bits.
+#[inline]
+pub fn uniform(rng: &mut Pcg64) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// Standard exponential (-log of a uniform in (0, 1]).
+#[inline]
+fn exponential(rng: &mut Pcg64) -> f64 {
+    -(1.0 - uniform(rng)).ln()
+}
+
+/// Walk sorted targets (in units of the unnormalised weights) against the weights' CDF.
+#[inline]
+fn merge_walk(w: &[f64], last: usize, targets: impl Iterator<Item = f64>, out: &mut [i64]) {
+    let mut j = 0usize;
+    let mut c = w[0];
+    for (o, x) in out.iter_mut().zip(targets) {
+        while x >= c && j < last {
+            j += 1;
+            c += w[j];
+        }
+        *o = j as i64;
+    }
+}
+
+/// Resample `out.len()` ancestors from non-negative unnormalised weights `w` with sum `total`
+/// (> 0). `scratch` is grown as needed (multinomial/residual only).
+pub fn resample_weights(
+    w: &[f64],
+    total: f64,
+    scheme: Scheme,
+    rng: &mut Pcg64,
+    out: &mut [i64],
+    scratch: &mut Vec<f64>,
+) {
+    let m = out.len();
+    if m == 0 {
+        return;
+    }
+    let last = w.iter().rposition(|&x| x > 0.0).unwrap_or(w.len() - 1);
+    match scheme {
+        Scheme::Systematic => {
+            let h = total / m as f64;
+            let u = uniform(rng);
+            merge_walk(w, last, (0..m).map(|k| (k as f64 + u) * h), out);
+        }
+        Scheme::Stratified => {
+            let h = total / m as f64;
+            merge_walk(w, last, (0..m).map(|k| (k as f64 + uniform(rng)) * h), out);
+        }
+        Scheme::Multinomial => multinomial(w, last, total, rng, out, scratch),
+        Scheme::Residual => {
+            // deterministic floor(M W_i) copies, then multinomial on the residual weights
+            let scale = m as f64 / total;
+            let mut k = 0usize;
+            scratch.clear();
+            scratch.reserve(w.len());
+            for (i, &wi) in w.iter().enumerate() {
+                let nw = wi * scale;
+                let f = nw.floor();
+                scratch.push(nw - f);
+                let cnt = (f as usize).min(m - k);
+                for o in &mut out[k..k + cnt] {
+                    *o = i as i64;
+                }
+                k += cnt;
+            }
+            if k < m {
+                let res: Vec<f64> = std::mem::take(scratch);
+                let rtot: f64 = res.iter().sum();
+                let rlast = res.iter().rposition(|&x| x > 0.0);
+                match rlast {
+                    Some(rl) if rtot > 0.0 => {
+                        multinomial(&res, rl, rtot, rng, &mut out[k..], scratch);
+                    }
+                    _ => {
+                        // residuals vanished through rounding: fall back to the weights themselves
+                        multinomial(w, last, total, rng, &mut out[k..], scratch);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn multinomial(
+    w: &[f64],
+    last: usize,
+    total: f64,
+    rng: &mut Pcg64,
+    out: &mut [i64],
+    scratch: &mut Vec<f64>,
+) {
+    // sorted uniforms as normalised partial sums of M + 1 exponentials
+    let m = out.len();
+    scratch.clear();
+    scratch.reserve(m);
+    let mut acc = 0.0;
+    for _ in 0..m {
+        acc += exponential(rng);
+        scratch.push(acc);
+    }
+    acc += exponential(rng);
+    let scale = total / acc;
+    merge_walk(w, last, scratch.iter().map(|&e| e * scale), out);
+}
+
+/// Resample every row of a [B, N] row-major batch of log-weights; returns [B, M] row-local
+/// ancestor indices.
+pub fn resample_log_weights(
+    lw: &[f64],
+    b: usize,
+    n: usize,
+    num_samples: usize,
+    scheme: Scheme,
+    seeds: &Seeds,
+) -> Result<Vec<i64>> {
+    let maxes = check_batch(lw, b, n, "log_weights")?;
+    let mut rngs = seeds.rngs(b)?;
+    let mut out = vec![0i64; b * num_samples];
+    let mut w = vec![0.0; n];
+    let mut scratch = Vec::new();
+    for r in 0..b {
+        let (total, _) = crate::weights::exp_shifted(&lw[r * n..(r + 1) * n], maxes[r], &mut w);
+        resample_weights(
+            &w,
+            total,
+            scheme,
+            &mut rngs[r],
+            &mut out[r * num_samples..(r + 1) * num_samples],
+            &mut scratch,
+        );
+    }
+    Ok(out)
+}
+
+/// Offspring counts of each particle.
+pub fn counts(ancestors: &[i64], n: usize) -> Vec<usize> {
+    let mut c = vec![0usize; n];
+    for &a in ancestors {
+        c[a as usize] += 1;
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Scheme; 4] = [
+        Scheme::Multinomial,
+        Scheme::Stratified,
+        Scheme::Systematic,
+        Scheme::Residual,
+    ];
+
+    fn weights(n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = row_rng(seed, 99);
+        (0..n).map(|_| 3.0 * uniform(&mut rng) - 1.5).collect()
+    }
+
+    #[test]
+    fn in_range_sum_and_sorted() {
+        for &s in &ALL {
+            for n in [1usize, 2, 7, 100] {
+                let lw = weights(n, 1);
+                let out = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(3)).unwrap();
+                assert_eq!(out.len(), n);
+                assert!(out.iter().all(|&a| a >= 0 && (a as usize) < n));
+                if s != Scheme::Residual {
+                    assert!(out.windows(2).all(|p| p[0] <= p[1]), "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn systematic_and_stratified_bounds() {
+        let n = 50;
+        let lw = weights(n, 7);
+        let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = lw.iter().map(|x| (x - m).exp()).collect();
+        let tot: f64 = w.iter().sum();
+        for seed in 0..200 {
+            let a = resample_log_weights(&lw, 1, n, n, Scheme::Systematic, &Seeds::Single(seed))
+                .unwrap();
+            let c = counts(&a, n);
+            for i in 0..n {
+                let e = n as f64 * w[i] / tot;
+                assert!((c[i] as f64) >= e.floor() - 1e-9 && (c[i] as f64) <= e.ceil() + 1e-9);
+            }
+            let a = resample_log_weights(&lw, 1, n, n, Scheme::Stratified, &Seeds::Single(seed))
+                .unwrap();
+            let c = counts(&a, n);
+            for i in 0..n {
+                let e = n as f64 * w[i] / tot;
+                assert!((c[i] as f64) >= e.floor() - 1.0 && (c[i] as f64) <= e.ceil() + 1.0);
+            }
+            let a =
+                resample_log_weights(&lw, 1, n, n, Scheme::Residual, &Seeds::Single(seed)).unwrap();
+            let c = counts(&a, n);
+            for i in 0..n {
+                assert!(c[i] as f64 >= (n as f64 * w[i] / tot).floor() - 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn unbiased() {
+        let n = 8;
+        let lw: Vec<f64> = (0..n).map(|i| (i as f64 * 0.5) - 2.0).collect();
+        let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = lw.iter().map(|x| (x - m).exp()).collect();
+        let tot: f64 = w.iter().sum();
+        let reps = 4000u64;
+        for &s in &ALL {
+            let mut acc = vec![0.0; n];
+            for seed in 0..reps {
+                let a = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(seed)).unwrap();
+                for (i, c) in counts(&a, n).into_iter().enumerate() {
+                    acc[i] += c as f64;
+                }
+            }
+            for i in 0..n {
+                let p = w[i] / tot;
+                let mean = acc[i] / reps as f64;
+                // multinomial variance bounds every scheme's variance
+                let sd = (n as f64 * p * (1.0 - p) / reps as f64).sqrt();
+                assert!(
+                    (mean - n as f64 * p).abs() < 5.0 * sd + 1e-9,
+                    "{s:?} i={i} {mean}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_weights_never_selected_and_clamped() {
+        let lw = [
+            f64::NEG_INFINITY,
+            0.0,
+            f64::NEG_INFINITY,
+            0.0,
+            f64::NEG_INFINITY,
+        ];
+        for &s in &ALL {
+            for seed in 0..50 {
+                let a = resample_log_weights(&lw, 1, 5, 64, s, &Seeds::Single(seed)).unwrap();
+                assert!(a.iter().all(|&x| x == 1 || x == 3), "{s:?} {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn seeding_rules() {
+        let lw = weights(30, 2);
+        let mut batch = lw.clone();
+        batch.extend_from_slice(&lw);
+        let b = resample_log_weights(
+            &batch,
+            2,
+            30,
+            30,
+            Scheme::Multinomial,
+            &Seeds::PerRow(vec![5, 6]),
+        )
+        .unwrap();
+        let r0 =
+            resample_log_weights(&lw, 1, 30, 30, Scheme::Multinomial, &Seeds::Single(5)).unwrap();
+        let r1 =
+            resample_log_weights(&lw, 1, 30, 30, Scheme::Multinomial, &Seeds::Single(6)).unwrap();
+        assert_eq!(&b[..30], &r0[..]);
+        assert_eq!(&b[30..], &r1[..]);
+        let again =
+            resample_log_weights(&lw, 1, 30, 30, Scheme::Multinomial, &Seeds::Single(5)).unwrap();
+        assert_eq!(r0, again);
+        assert!(resample_log_weights(
+            &batch,
+            2,
+            30,
+            30,
+            Scheme::Systematic,
+            &Seeds::PerRow(vec![1])
+        )
+        .is_err());
+        assert!("bogus".parse::<Scheme>().is_err());
+    }
+}

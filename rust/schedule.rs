@@ -1,0 +1,618 @@
+//! Noise schedules in the convention t = 0 noise, t = 1 data, x_t = alpha_t z + sigma_t eps.
+//!
+//! Every schedule provides alpha, sigma, their time derivatives, log-SNR = 2 log(alpha / sigma) and
+//! the inverse map t(log-SNR). Analytic schedules are exact; the VP table interpolates the log-SNR of
+//! a discrete `alphas_cumprod` table piecewise-linearly in t (see [`VpTable`]).
+
+use crate::error::{invalid, Result};
+use std::f64::consts::FRAC_PI_2;
+use std::sync::Arc;
+
+/// Variance-preserving schedule built from a discrete diffusers-style `alphas_cumprod` table.
+///
+/// With T = len(table) and diffusers index k = 0 the least noisy entry, node k sits at
+/// t_k = 1 - (k + 1) / (T + 1) with log-SNR l_k = log(abar_k / (1 - abar_k)). Between nodes the
+/// log-SNR is linear in t. Below the first node (t < 1/(T+1)) the schedule closes as alpha ∝ t,
+/// i.e. log_snr = l_{T-1} + 2 log(t / t_{T-1}); above the last node it closes as sigma ∝ (1 - t),
+/// log_snr = l_0 - 2 log((1 - t) / (1 - t_0)). So alpha(0) = 0 and sigma(1) = 0 exactly, and
+/// alpha^2 + sigma^2 = 1 everywhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VpTable {
+    /// Node times in increasing order: ts[j] = (j + 1) / (T + 1).
+    ts: Vec<f64>,
+    /// Node log-SNRs in increasing order (ls[j] belongs to diffusers index T - 1 - j).
+    ls: Vec<f64>,
+    /// The table as given (diffusers order), kept for exact round trips (pickling).
+    table: Vec<f64>,
+}
+
+impl VpTable {
+    /// Build from `alphas_cumprod` (diffusers order: decreasing, index 0 least noisy).
+    pub fn from_alphas_cumprod(table: &[f64]) -> Result<Self> {
+        let n = table.len();
+        if n < 2 {
+            return Err(invalid(format!(
+                "alphas_cumprod must have at least 2 entries, got {n}"
+            )));
+        }
+        for (k, &a) in table.iter().enumerate() {
+            if !(a.is_finite() && a > 0.0 && a < 1.0) {
+                return Err(invalid(format!(
+                    "alphas_cumprod[{k}] = {a} is not in the open interval (0, 1)"
+                )));
+            }
+        }
+        let mut ls = Vec::with_capacity(n);
+        for j in 0..n {
+            let a = table[n - 1 - j];
+            ls.push(a.ln() - (-a).ln_1p());
+        }
+        for j in 1..n {
+            if ls[j] <= ls[j - 1] {
+                let k = n - 1 - j;
+                return Err(invalid(format!(
+                    "alphas_cumprod must be strictly decreasing (index 0 least noisy); \
+                     alphas_cumprod[{k}] = {} <= alphas_cumprod[{}] = {}",
+                    table[k],
+                    k + 1,
+                    table[k + 1]
+                )));
+            }
+        }
+        let denom = (n + 1) as f64;
+        let ts = (0..n).map(|j| (j + 1) as f64 / denom).collect();
+        Ok(Self {
+            ts,
+            ls,
+            table: table.to_vec(),
+        })
+    }
+
+    /// Build from DDPM betas: "linear" (linspace(beta_start, beta_end, T)) or "scaled_linear"
+    /// (linspace(sqrt(beta_start), sqrt(beta_end), T)^2, SD 1.x / SDXL), alphas_cumprod =
+    /// cumprod(1 - betas). Computed in float64 (diffusers uses float32, differences ~1e-7).
+    pub fn from_betas(
+        beta_start: f64,
+        beta_end: f64,
+        num_train_timesteps: usize,
+        kind: &str,
+    ) -> Result<Self> {
+        if !(beta_start.is_finite() && beta_start > 0.0 && beta_start < 1.0) {
+            return Err(invalid(format!(
+                "beta_start must be in (0, 1), got {beta_start}"
+            )));
+        }
+        if !(beta_end.is_finite() && beta_end > 0.0 && beta_end < 1.0) {
+            return Err(invalid(format!(
+                "beta_end must be in (0, 1), got {beta_end}"
+            )));
+        }
+        if num_train_timesteps < 2 {
+            return Err(invalid(format!(
+                "num_train_timesteps must be >= 2, got {num_train_timesteps}"
+            )));
+        }
+        let n = num_train_timesteps;
+        let lin = |a: f64, b: f64, i: usize| a + (b - a) * (i as f64) / ((n - 1) as f64);
+        let betas: Vec<f64> = match kind {
+            "linear" => (0..n).map(|i| lin(beta_start, beta_end, i)).collect(),
+            "scaled_linear" => (0..n)
+                .map(|i| lin(beta_start.sqrt(), beta_end.sqrt(), i).powi(2))
+                .collect(),
+            other => {
+                return Err(invalid(format!(
+                    "kind must be \"linear\" or \"scaled_linear\", got {other:?}"
+                )))
+            }
+        };
+        let mut acc = 1.0;
+        let table: Vec<f64> = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
+        Self::from_alphas_cumprod(&table)
+    }
+
+    /// Number of table entries T.
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    /// Always false (a table has at least two entries).
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// The table back in diffusers order (alphas_cumprod[k], k = 0 least noisy).
+    pub fn alphas_cumprod(&self) -> Vec<f64> {
+        self.table.clone()
+    }
+
+    /// Log-SNR and its t-derivative.
+    fn log_snr_and_slope(&self, t: f64) -> (f64, f64) {
+        let n = self.ts.len();
+        let (t_lo, l_lo) = (self.ts[0], self.ls[0]);
+        let (t_hi, l_hi) = (self.ts[n - 1], self.ls[n - 1]);
+        if t <= t_lo {
+            if t <= 0.0 {
+                return (f64::NEG_INFINITY, f64::INFINITY);
+            }
+            return (l_lo + 2.0 * (t / t_lo).ln(), 2.0 / t);
+        }
+        if t >= t_hi {
+            if t >= 1.0 {
+                return (f64::INFINITY, f64::INFINITY);
+            }
+            return (
+                l_hi - 2.0 * ((1.0 - t) / (1.0 - t_hi)).ln(),
+                2.0 / (1.0 - t),
+            );
+        }
+        // uniform node spacing: j = floor(t * (T + 1)) - 1 gives ts[j] <= t < ts[j + 1]
+        let h = 1.0 / (n + 1) as f64;
+        let mut j = ((t / h).floor() as usize).saturating_sub(1).min(n - 2);
+        while j > 0 && self.ts[j] > t {
+            j -= 1;
+        }
+        while j + 2 < n && self.ts[j + 1] <= t {
+            j += 1;
+        }
+        let slope = (self.ls[j + 1] - self.ls[j]) / (self.ts[j + 1] - self.ts[j]);
+        (self.ls[j] + slope * (t - self.ts[j]), slope)
+    }
+
+    fn t_from_log_snr(&self, l: f64) -> f64 {
+        let n = self.ts.len();
+        let (t_lo, l_lo) = (self.ts[0], self.ls[0]);
+        let (t_hi, l_hi) = (self.ts[n - 1], self.ls[n - 1]);
+        if l <= l_lo {
+            return t_lo * (0.5 * (l - l_lo)).exp();
+        }
+        if l >= l_hi {
+            return 1.0 - (1.0 - t_hi) * (-0.5 * (l - l_hi)).exp();
+        }
+        // ls strictly increasing: find j with ls[j] <= l < ls[j + 1]
+        let j = self.ls.partition_point(|&x| x <= l) - 1;
+        let j = j.min(n - 2);
+        let frac = (l - self.ls[j]) / (self.ls[j + 1] - self.ls[j]);
+        self.ts[j] + frac * (self.ts[j + 1] - self.ts[j])
+    }
+}
+
+/// A noise schedule. Cheap to clone (shifted schedules share their base).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    /// alpha = t, sigma = 1 - t (FLUX, SD3, SiT "linear").
+    RectifiedFlow,
+    /// alpha = sin(pi t / 2), sigma = cos(pi t / 2).
+    Cosine,
+    /// Variance preserving, from a discrete table.
+    Vp(Arc<VpTable>),
+    /// SD3/FLUX time shift of a base schedule: alpha(t) = base.alpha(m(t)) with
+    /// m(t) = 1 - s(1-t) / (1 + (s-1)(1-t)).
+    Shifted { base: Arc<Schedule>, shift: f64 },
+}
+
+#[inline]
+fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+fn check_t(t: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&t) {
+        return Err(invalid(format!(
+            "t must be a finite time in [0, 1], got {t}"
+        )));
+    }
+    Ok(())
+}
+
+impl Schedule {
+    /// Wrap `base` with the SD3/FLUX static time shift `shift` (> 0).
+    pub fn shifted(base: Schedule, shift: f64) -> Result<Self> {
+        if !(shift.is_finite() && shift > 0.0) {
+            return Err(invalid(format!(
+                "shift must be a finite number > 0, got {shift}"
+            )));
+        }
+        Ok(Schedule::Shifted {
+            base: Arc::new(base),
+            shift,
+        })
+    }
+
+    /// Human-readable name, e.g. `rectified_flow`, `shifted(rectified_flow, 3)`.
+    pub fn name(&self) -> String {
+        match self {
+            Schedule::RectifiedFlow => "rectified_flow".into(),
+            Schedule::Cosine => "cosine".into(),
+            Schedule::Vp(tab) => format!("vp(T={})", tab.len()),
+            Schedule::Shifted { base, shift } => format!("shifted({}, {})", base.name(), shift),
+        }
+    }
+
+    /// The VP table when this is a (non-shifted) VP schedule.
+    pub fn vp_table(&self) -> Option<&VpTable> {
+        match self {
+            Schedule::Vp(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// (alpha, sigma, d_alpha, d_sigma) at t in [0, 1]. Input is not validated (see `check_t`).
+    pub fn eval(&self, t: f64) -> (f64, f64, f64, f64) {
+        match self {
+            Schedule::RectifiedFlow => (t, 1.0 - t, 1.0, -1.0),
+            Schedule::Cosine => {
+                let a = (FRAC_PI_2 * t).sin();
+                let s = (FRAC_PI_2 * (1.0 - t)).sin();
+                (a, s, FRAC_PI_2 * s, -FRAC_PI_2 * a)
+            }
+            Schedule::Vp(tab) => {
+                let (l, dl) = tab.log_snr_and_slope(t);
+                let a2 = sigmoid(l);
+                let s2 = sigmoid(-l);
+                let (a, s) = (a2.sqrt(), s2.sqrt());
+                let n = tab.ts.len();
+                let da = if t <= 0.0 {
+                    // alpha ≈ exp(l/2) = exp(l_lo / 2) t / t_lo near 0
+                    (0.5 * tab.ls[0]).exp() / tab.ts[0]
+                } else {
+                    0.5 * a * s2 * dl
+                };
+                let ds = if t >= 1.0 {
+                    -(-0.5 * tab.ls[n - 1]).exp() / (1.0 - tab.ts[n - 1])
+                } else {
+                    -0.5 * s * a2 * dl
+                };
+                let da = if t >= 1.0 { 0.0 } else { da };
+                let ds = if t <= 0.0 { 0.0 } else { ds };
+                (a, s, da, ds)
+            }
+            Schedule::Shifted { base, shift } => {
+                let (m, dm) = shift_map(*shift, t);
+                let (a, s, da, ds) = base.eval(m);
+                (a, s, da * dm, ds * dm)
+            }
+        }
+    }
+
+    pub fn alpha(&self, t: f64) -> f64 {
+        self.eval(t).0
+    }
+    pub fn sigma(&self, t: f64) -> f64 {
+        self.eval(t).1
+    }
+    pub fn d_alpha(&self, t: f64) -> f64 {
+        self.eval(t).2
+    }
+    pub fn d_sigma(&self, t: f64) -> f64 {
+        self.eval(t).3
+    }
+
+    /// log SNR(t) = 2 log(alpha_t / sigma_t); -inf at t = 0, +inf at t = 1.
+    pub fn log_snr(&self, t: f64) -> f64 {
+        match self {
+            Schedule::RectifiedFlow => 2.0 * (t.ln() - (1.0 - t).ln()),
+            Schedule::Cosine => {
+                2.0 * ((FRAC_PI_2 * t).sin().ln() - (FRAC_PI_2 * (1.0 - t)).sin().ln())
+            }
+            Schedule::Vp(tab) => tab.log_snr_and_slope(t).0,
+            Schedule::Shifted { base, shift } => base.log_snr(shift_map(*shift, t).0),
+        }
+    }
+
+    /// Inverse of `log_snr` (monotone). -inf -> 0, +inf -> 1. NaN is passed through.
+    pub fn t_from_log_snr(&self, l: f64) -> f64 {
+        if l.is_nan() {
+            return f64::NAN;
+        }
+        if l == f64::NEG_INFINITY {
+            return 0.0;
+        }
+        if l == f64::INFINITY {
+            return 1.0;
+        }
+        match self {
+            // SNR = (t/(1-t))^2  =>  t = sigmoid(l/2)
+            Schedule::RectifiedFlow => sigmoid(0.5 * l),
+            // SNR = tan^2(pi t / 2)
+            Schedule::Cosine => {
+                if l <= 0.0 {
+                    (0.5 * l).exp().atan() / FRAC_PI_2
+                } else {
+                    1.0 - (-0.5 * l).exp().atan() / FRAC_PI_2
+                }
+            }
+            Schedule::Vp(tab) => tab.t_from_log_snr(l),
+            Schedule::Shifted { base, shift } => shift_inverse(*shift, base.t_from_log_snr(l)),
+        }
+    }
+
+    /// Inverse of SNR(t) (= alpha^2 / sigma^2); snr must be >= 0 (0 -> 0, inf -> 1).
+    pub fn t_from_snr(&self, snr: f64) -> f64 {
+        self.t_from_log_snr(snr.ln())
+    }
+
+    /// DDPM correlation rho = alpha_t sigma_t' / (sigma_t alpha_t') (GLASS_MATH §2, Prop. 1).
+    /// 0 at t = 0 and at t_next = 1 (sigma_1 = 0).
+    pub fn rho_ddpm(&self, t: f64, t_next: f64) -> Result<f64> {
+        check_transition(t, t_next)?;
+        let (a, s, _, _) = self.eval(t);
+        let (a2, s2, _, _) = self.eval(t_next);
+        if a == 0.0 || s2 == 0.0 {
+            return Ok(0.0);
+        }
+        Ok(((a * s2) / (s * a2)).clamp(0.0, 1.0))
+    }
+}
+
+/// Validate an outer transition (t, t_next): finite, 0 <= t < t_next <= 1.
+pub fn check_transition(t: f64, t_next: f64) -> Result<()> {
+    check_t(t)?;
+    if !(0.0..=1.0).contains(&t_next) {
+        return Err(invalid(format!(
+            "t_next must be a finite time in [0, 1], got {t_next}"
+        )));
+    }
+    if t >= 1.0 {
+        return Err(invalid(format!("t must be < 1 (t = 1 is data), got {t}")));
+    }
+    if t_next <= t {
+        return Err(invalid(format!(
+            "t_next must be > t, got t = {t}, t_next = {t_next}"
+        )));
+    }
+    Ok(())
+}
+
+/// m(t) = 1 - s(1-t) / (1 + (s-1)(1-t)) and dm/dt = s / (1 + (s-1)(1-t))^2.
+#[inline]
+pub fn shift_map(shift: f64, t: f64) -> (f64, f64) {
+    let tau = 1.0 - t;
+    let den = 1.0 + (shift - 1.0) * tau;
+    (1.0 - shift * tau / den, shift / (den * den))
+}
+
+/// Inverse of `shift_map`: given m, the t with shift_map(t) = m.
+#[inline]
+pub fn shift_inverse(shift: f64, m: f64) -> f64 {
+    let taup = 1.0 - m;
+    1.0 - taup / (shift - (shift - 1.0) * taup)
+}
+
+/// diffusers' FLUX `calculate_shift`: mu linear in the image sequence length.
+pub fn dynamic_shift_mu(
+    image_seq_len: f64,
+    base_seq_len: f64,
+    max_seq_len: f64,
+    base_shift: f64,
+    max_shift: f64,
+) -> Result<f64> {
+    if max_seq_len == base_seq_len {
+        return Err(invalid("max_seq_len must differ from base_seq_len"));
+    }
+    let m = (max_shift - base_shift) / (max_seq_len - base_seq_len);
+    let b = base_shift - m * base_seq_len;
+    let mu = image_seq_len * m + b;
+    if !mu.is_finite() {
+        return Err(invalid(format!(
+            "image_seq_len gives a non-finite mu: {mu}"
+        )));
+    }
+    Ok(mu)
+}
+
+/// `num_steps + 1` equally spaced times from t_start to t_end (endpoints exact).
+pub fn uniform_grid(num_steps: usize, t_start: f64, t_end: f64) -> Result<Vec<f64>> {
+    if num_steps == 0 {
+        return Err(invalid("num_steps must be >= 1, got 0"));
+    }
+    check_t(t_start).map_err(|_| invalid(format!("t_start must be in [0, 1], got {t_start}")))?;
+    check_t(t_end).map_err(|_| invalid(format!("t_end must be in [0, 1], got {t_end}")))?;
+    if t_end <= t_start {
+        return Err(invalid(format!(
+            "t_end must be > t_start, got t_start = {t_start}, t_end = {t_end}"
+        )));
+    }
+    let n = num_steps as f64;
+    let mut g: Vec<f64> = (0..=num_steps)
+        .map(|i| t_start + (t_end - t_start) * (i as f64 / n))
+        .collect();
+    g[num_steps] = t_end;
+    Ok(g)
+}
+
+/// FLUX/SD3 shifted grid: sigmas = linspace(1, 0, n+1), sigma' = s sigma / (1 + (s-1) sigma),
+/// t = 1 - sigma'.
+pub fn shifted_grid(num_steps: usize, shift: f64) -> Result<Vec<f64>> {
+    if num_steps == 0 {
+        return Err(invalid("num_steps must be >= 1, got 0"));
+    }
+    if !(shift.is_finite() && shift > 0.0) {
+        return Err(invalid(format!(
+            "shift must be a finite number > 0, got {shift}"
+        )));
+    }
+    let n = num_steps as f64;
+    let mut g: Vec<f64> = (0..=num_steps)
+        .map(|i| {
+            let sig = 1.0 - i as f64 / n;
+            1.0 - shift * sig / (1.0 + (shift - 1.0) * sig)
+        })
+        .collect();
+    g[0] = 0.0;
+    g[num_steps] = 1.0;
+    Ok(g)
+}
+
+/// Check a time grid: at least two points, finite, inside [0, 1], strictly increasing.
+pub fn validate_time_grid(grid: &[f64]) -> Result<()> {
+    if grid.len() < 2 {
+        return Err(invalid(format!(
+            "time_grid must have at least 2 points, got {}",
+            grid.len()
+        )));
+    }
+    for (i, &t) in grid.iter().enumerate() {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(invalid(format!(
+                "time_grid[{i}] = {t} is not a finite time in [0, 1]"
+            )));
+        }
+        if i > 0 && t <= grid[i - 1] {
+            return Err(invalid(format!(
+                "time_grid must be strictly increasing: time_grid[{}] = {} >= time_grid[{i}] = {t}",
+                i - 1,
+                grid[i - 1]
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sd_table() -> VpTable {
+        VpTable::from_betas(0.00085, 0.012, 1000, "scaled_linear").unwrap()
+    }
+
+    fn all() -> Vec<Schedule> {
+        vec![
+            Schedule::RectifiedFlow,
+            Schedule::Cosine,
+            Schedule::Vp(Arc::new(sd_table())),
+            Schedule::shifted(Schedule::RectifiedFlow, 3.0).unwrap(),
+            Schedule::shifted(Schedule::Vp(Arc::new(sd_table())), 0.5).unwrap(),
+        ]
+    }
+
+    #[test]
+    fn boundaries() {
+        for s in all() {
+            let (a0, s0, _, _) = s.eval(0.0);
+            let (a1, s1, _, _) = s.eval(1.0);
+            assert_eq!(a0, 0.0, "{}", s.name());
+            assert_eq!(s1, 0.0, "{}", s.name());
+            assert!(
+                (s0 - 1.0).abs() < 1e-12 && (a1 - 1.0).abs() < 1e-12,
+                "{}",
+                s.name()
+            );
+        }
+    }
+
+    #[test]
+    fn derivatives_match_finite_differences() {
+        for s in all() {
+            for i in 1..200 {
+                let t = i as f64 / 200.0 + 1e-3;
+                if t >= 1.0 {
+                    continue;
+                }
+                // one-sided differences: the VP log-SNR is only piecewise linear, so its
+                // derivative (right-continuous) may jump at table nodes
+                let h = 1e-7;
+                let (_, _, da, ds) = s.eval(t);
+                let ok = |d: f64, f: &dyn Fn(f64) -> f64| {
+                    let r = (f(t + h) - f(t)) / h;
+                    let l = (f(t) - f(t - h)) / h;
+                    (d - r).abs() < 1e-5 * (1.0 + d.abs()) || (d - l).abs() < 1e-5 * (1.0 + d.abs())
+                };
+                assert!(ok(da, &|x| s.alpha(x)), "{} t={t} {da}", s.name());
+                assert!(ok(ds, &|x| s.sigma(x)), "{} t={t} {ds}", s.name());
+            }
+        }
+    }
+
+    #[test]
+    fn round_trip_t_from_log_snr() {
+        for s in all() {
+            for i in 1..1000 {
+                let t = i as f64 / 1000.0;
+                let l = s.log_snr(t);
+                let t2 = s.t_from_log_snr(l);
+                assert!((t - t2).abs() < 1e-10, "{} t={t} t2={t2}", s.name());
+                let l2 = s.log_snr(t2);
+                // 1e-6 relative in SNR
+                assert!((l - l2).abs() < 1e-6, "{} t={t}", s.name());
+            }
+            assert_eq!(s.t_from_snr(0.0), 0.0);
+            assert_eq!(s.t_from_snr(f64::INFINITY), 1.0);
+        }
+    }
+
+    #[test]
+    fn vp_nodes_reproduce_table() {
+        let tab = sd_table();
+        let ac = tab.alphas_cumprod();
+        let s = Schedule::Vp(Arc::new(tab));
+        let t_count = ac.len() as f64;
+        for (k, &a) in ac.iter().enumerate() {
+            let t = 1.0 - (k as f64 + 1.0) / (t_count + 1.0);
+            assert!((s.alpha(t).powi(2) - a).abs() < 1e-12);
+        }
+        // alpha^2 + sigma^2 = 1
+        for i in 0..=100 {
+            let (a, sg, _, _) = s.eval(i as f64 / 100.0);
+            assert!((a * a + sg * sg - 1.0).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn vp_rejects_bad_tables() {
+        assert!(VpTable::from_alphas_cumprod(&[0.9, 0.95]).is_err());
+        assert!(VpTable::from_alphas_cumprod(&[0.9, 1.0]).is_err());
+        assert!(VpTable::from_alphas_cumprod(&[0.9]).is_err());
+        assert!(VpTable::from_alphas_cumprod(&[0.9, f64::NAN]).is_err());
+        assert!(VpTable::from_betas(0.1, 0.2, 10, "cubic").is_err());
+    }
+
+    #[test]
+    fn closed_forms() {
+        let rf = Schedule::RectifiedFlow;
+        let cos = Schedule::Cosine;
+        for i in 1..100 {
+            let t = i as f64 / 100.0;
+            let y = 1.0 / (t / (1.0 - t)).powi(2); // g(t)
+            assert!((rf.t_from_snr(1.0 / y) - 1.0 / (1.0 + y.sqrt())).abs() < 1e-12);
+            let yc = 1.0 / (FRAC_PI_2 * t).tan().powi(2);
+            let tc = (1.0 / yc.sqrt()).atan() / FRAC_PI_2;
+            assert!((cos.t_from_snr(1.0 / yc) - tc).abs() < 1e-12);
+            let rho = rf.rho_ddpm(t, (t + 1.0) / 2.0).unwrap();
+            let tn = (t + 1.0) / 2.0;
+            assert!((rho - t * (1.0 - tn) / ((1.0 - t) * tn)).abs() < 1e-12);
+        }
+        assert_eq!(rf.rho_ddpm(0.0, 0.5).unwrap(), 0.0);
+        assert_eq!(rf.rho_ddpm(0.5, 1.0).unwrap(), 0.0);
+        assert!(rf.rho_ddpm(0.5, 0.5).is_err());
+        assert!(rf.rho_ddpm(1.0, 1.0).is_err());
+    }
+
+    #[test]
+    fn shift_grid_matches_shifted_schedule() {
+        let g = shifted_grid(10, 3.0).unwrap();
+        let u = uniform_grid(10, 0.0, 1.0).unwrap();
+        for (a, b) in g.iter().zip(u.iter()) {
+            // shifted_grid point = m(uniform point)
+            assert!((shift_map(3.0, *b).0 - a).abs() < 1e-12);
+            assert!((shift_inverse(3.0, *a) - b).abs() < 1e-12);
+        }
+        validate_time_grid(&g).unwrap();
+        assert!(validate_time_grid(&[0.0, 0.5, 0.5]).is_err());
+        assert!(validate_time_grid(&[0.0, 1.5]).is_err());
+        assert!(validate_time_grid(&[0.0]).is_err());
+        let mu = dynamic_shift_mu(4096.0, 256.0, 4096.0, 0.5, 1.15).unwrap();
+        assert!((mu - 1.15).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,165 @@
+//! Log-space importance weights: validation policy, log-sum-exp normalisation, ESS and the log of
+//! the mean weight (the evidence increment). All arithmetic in float64.
+//!
+//! Policy: a NaN log-weight is a `DegenerateWeights` error naming the first bad index; +inf is an
+//! `InvalidInput` error; -inf is a legal zero weight, but a row that is entirely -inf is a
+//! `DegenerateWeights` error naming the row. Nothing is ever silently mapped to index 0.
+
+use crate::error::{degenerate, invalid, Result};
+
+fn row_suffix(row: Option<usize>) -> String {
+    match row {
+        Some(b) => format!(" (row {b})"),
+        None => String::new(),
+    }
+}
+
+/// Validate one row of log-weights (named `name`) and return its maximum (finite).
+pub fn check_row(lw: &[f64], name: &str, row: Option<usize>) -> Result<f64> {
+    if lw.is_empty() {
+        return Err(invalid(format!(
+            "{name} must contain at least one particle"
+        )));
+    }
+    let mut m = f64::NEG_INFINITY;
+    for &x in lw {
+        // a single comparison-based pass; NaN fails `x == x`
+        if x > m {
+            m = x;
+        }
+    }
+    if m.is_nan() || lw.iter().any(|x| x.is_nan()) {
+        let i = lw.iter().position(|x| x.is_nan()).unwrap_or(0);
+        return Err(degenerate(format!(
+            "{name} contains NaN at index {i}{}",
+            row_suffix(row)
+        )));
+    }
+    if m == f64::INFINITY {
+        let i = lw.iter().position(|&x| x == f64::INFINITY).unwrap_or(0);
+        return Err(invalid(format!(
+            "{name} contains +inf at index {i}{}; log-weights must be < +inf",
+            row_suffix(row)
+        )));
+    }
+    if m == f64::NEG_INFINITY {
+        return Err(degenerate(format!(
+            "all {name} are -inf{}: no particle has positive weight",
+            match row {
+                Some(b) => format!(" in row {b}"),
+                None => String::new(),
+            }
+        )));
+    }
+    Ok(m)
+}
+
+/// Fill `out[i] = exp(lw[i] - m)` and return (sum, sum of squares).
+#[inline]
+pub fn exp_shifted(lw: &[f64], m: f64, out: &mut [f64]) -> (f64, f64) {
+    let mut s = 0.0;
+    let mut s2 = 0.0;
+    for (o, &x) in out.iter_mut().zip(lw) {
+        let v = (x - m).exp();
+        *o = v;
+        s += v;
+        s2 += v * v;
+    }
+    (s, s2)
+}
+
+/// log-sum-exp of a validated row with known maximum `m`.
+pub fn logsumexp_with_max(lw: &[f64], m: f64) -> f64 {
+    let s: f64 = lw.iter().map(|&x| (x - m).exp()).sum();
+    m + s.ln()
+}
+
+/// Normalise one row: `out = lw - logsumexp(lw)`; returns log((1/N) sum exp(lw)).
+pub fn normalize_row(lw: &[f64], out: &mut [f64], name: &str, row: Option<usize>) -> Result<f64> {
+    let m = check_row(lw, name, row)?;
+    let lse = logsumexp_with_max(lw, m);
+    for (o, &x) in out.iter_mut().zip(lw) {
+        *o = x - lse;
+    }
+    Ok(lse - (lw.len() as f64).ln())
+}
+
+/// Effective sample size (sum w)^2 / sum w^2 of one row, in [1, N].
+pub fn ess_row(lw: &[f64], name: &str, row: Option<usize>) -> Result<f64> {
+    let m = check_row(lw, name, row)?;
+    let mut s = 0.0;
+    let mut s2 = 0.0;
+    for &x in lw {
+        let v = (x - m).exp();
+        s += v;
+        s2 += v * v;
+    }
+    Ok(s * s / s2)
+}
+
+/// Validate a [B, N] row-major batch; returns the per-row maxima. Errors name the first bad row.
+pub fn check_batch(lw: &[f64], b: usize, n: usize, name: &str) -> Result<Vec<f64>> {
+    if n == 0 {
+        return Err(invalid(format!(
+            "{name} must contain at least one particle per row"
+        )));
+    }
+    debug_assert_eq!(lw.len(), b * n);
+    (0..b)
+        .map(|r| {
+            check_row(
+                &lw[r * n..(r + 1) * n],
+                name,
+                if b > 1 { Some(r) } else { None },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::GlassError;
+
+    #[test]
+    fn normalise_and_evidence() {
+        let lw = [0.0f64, 1.0, 2.0, f64::NEG_INFINITY];
+        let mut out = [0.0; 4];
+        let lm = normalize_row(&lw, &mut out, "log_weights", None).unwrap();
+        let z: f64 = [0.0f64, 1.0, 2.0].iter().map(|x| x.exp()).sum();
+        assert!((lm - (z / 4.0).ln()).abs() < 1e-14);
+        let tot: f64 = out.iter().map(|x| x.exp()).sum();
+        assert!((tot - 1.0).abs() < 1e-14);
+        assert_eq!(out[3], f64::NEG_INFINITY);
+        // huge offsets do not overflow
+        let lw = [1000.0, 1000.0];
+        assert!((normalize_row(&lw, &mut [0.0; 2], "x", None).unwrap() - 1000.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ess_values() {
+        assert!((ess_row(&[0.0; 8], "x", None).unwrap() - 8.0).abs() < 1e-12);
+        let lw = [0.0, f64::NEG_INFINITY, f64::NEG_INFINITY];
+        assert!((ess_row(&lw, "x", None).unwrap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bad_inputs() {
+        match check_row(&[0.0, f64::NAN], "log_weights", None) {
+            Err(GlassError::DegenerateWeights(m)) => assert!(m.contains("index 1"), "{m}"),
+            e => panic!("{e:?}"),
+        }
+        match check_row(&[f64::NEG_INFINITY; 3], "log_weights", Some(2)) {
+            Err(GlassError::DegenerateWeights(m)) => assert!(m.contains("row 2"), "{m}"),
+            e => panic!("{e:?}"),
+        }
+        assert!(matches!(
+            check_row(&[0.0, f64::INFINITY], "log_weights", None),
+            Err(GlassError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            check_row(&[], "log_weights", None),
+            Err(GlassError::InvalidInput(_))
+        ));
+    }
+}
