@@ -1,0 +1,184 @@
+"""best_of_n and reward guidance."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from glass_core.align import best_of_n, guided, reward_guidance
+from glass_core.errors import InvalidInputError, RewardError
+from glass_core.rewards import LinearReward, QuadraticReward
+from glass_core.transitions import ODE, SDE, Glass
+from test_align_helpers import GRID, gen, gmm
+
+LIN = LinearReward([1.0, 0.5])
+
+
+def bon(**kw):
+    args = dict(
+        transition=Glass(inner_steps=3),
+        n=32,
+        time_grid=GRID,
+        shape=(2,),
+        generator=gen(0),
+        dtype=torch.float64,
+        progress=False,
+    )
+    args.update(kw)
+    return fk_free_best(args)
+
+
+def fk_free_best(args):
+    return best_of_n(gmm(), args.pop("reward", LIN), **args)
+
+
+def test_best_of_n_picks_the_max():
+    res = bon()
+    assert res.samples.shape == (32, 2) and res.rewards.shape == (32,)
+    assert float(res.best_reward) == float(res.rewards.max())
+    assert torch.equal(res.best, res.samples[res.best_index])
+    assert float(LIN(res.best[None])[0]) == pytest.approx(float(res.best_reward))
+    torch.testing.assert_close(LIN(res.samples), res.rewards)
+    assert res.nfe == 5 * 3 and res.total_nfe == 5 * 3 * 32
+
+
+def test_best_of_n_groups_equal_separate_runs_and_seeds():
+    grouped = bon(generator=[gen(1), gen(2)])
+    assert grouped.samples.shape == (2, 32, 2) and grouped.best.shape == (2, 2)
+    for b, s in enumerate((1, 2)):
+        single = bon(generator=gen(s))
+        torch.testing.assert_close(grouped.samples[b], single.samples, rtol=1e-12, atol=1e-12)
+        assert int(grouped.best_index[b]) == int(single.best_index)
+    assert torch.equal(bon(generator=gen(1)).samples, bon(generator=gen(1)).samples)
+    assert not torch.equal(bon(generator=gen(1)).samples, bon(generator=gen(2)).samples)
+
+
+def test_best_of_n_ode_is_deterministic_given_noise():
+    a = bon(transition=ODE(), generator=gen(3))
+    b = bon(transition=ODE(), generator=gen(3))
+    assert torch.equal(a.best, b.best)
+
+
+def test_best_of_n_nan_reward_raises():
+    def bad(z):
+        r = z[:, 0].clone()
+        r[7] = float("nan")
+        return r
+
+    with pytest.raises(RewardError, match=r"\[7\]"):
+        bon(reward=bad)
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"n": 0}, "n"),
+        ({"time_grid": [0.0, 1.2]}, "time_grid"),
+        ({"shape": "x"}, "shape"),
+        ({"transition": None}, "transition"),
+    ],
+)
+def test_best_of_n_bad_arguments(kw, name):
+    with pytest.raises(InvalidInputError, match=f"`{name}`"):
+        bon(**kw)
+
+
+# -- guidance -------------------------------------------------------------------------------------
+
+
+def test_guided_denoiser_formula_and_window():
+    model = gmm()
+    g = guided(model, LIN, scale=0.7, window=(0.2, 0.7))
+    x = torch.randn(6, 2, dtype=torch.float64, generator=gen(0))
+    sch = model.schedule
+    for t in (0.3, 0.7):
+        want = model.denoise(x, t) + 0.7 * sch.sigma(t) ** 2 / sch.alpha(t) * LIN.a
+        torch.testing.assert_close(g.denoise(x, t), want)
+    for t in (0.1, 0.75, 0.0):
+        torch.testing.assert_close(g.denoise(x, t), model.denoise(x, t))
+    # per-row times: rows inside and outside the window
+    tt = torch.tensor([0.1, 0.3, 0.5, 0.8, 0.2, 0.7], dtype=torch.float64)
+    got = g.denoise(x, tt)
+    for i, t in enumerate(tt.tolist()):
+        torch.testing.assert_close(got[i : i + 1], g.denoise(x[i : i + 1], t))
+
+
+def test_guided_velocity_is_eq43():
+    model = gmm()
+    g = guided(model, LIN, scale=1.3)
+    x = torch.randn(5, 2, dtype=torch.float64, generator=gen(1))
+    t = 0.4
+    sch = model.schedule
+    a, s, da, ds = sch.alpha(t), sch.sigma(t), sch.d_alpha(t), sch.d_sigma(t)
+    c_t = 1.3 * (da * s**2 / a - ds * s)  # scale * nu_t^2 / 2
+    torch.testing.assert_close(g.velocity(x, t), model.velocity(x, t) + c_t * LIN.a)
+
+
+def test_guided_gradient_is_detached_and_nonlinear_reward():
+    model = gmm()
+    quad = QuadraticReward([1.0, -1.0], 0.5)
+    g = guided(model, quad, scale=0.2)
+    x = torch.randn(4, 2, dtype=torch.float64, generator=gen(2))
+    d = model.denoise(x, 0.5)
+    want = d + 0.2 * (0.5**2 / 0.5) * (-(d - quad.center) / 0.25)
+    torch.testing.assert_close(g.denoise(x, 0.5), want)
+
+
+@pytest.mark.parametrize(
+    "transition", [Glass(inner_steps=4), SDE(), ODE()], ids=["glass", "sde", "ode"]
+)
+def test_reward_guidance_raises_reward(transition):
+    kw = dict(
+        transition=transition,
+        time_grid=np.linspace(0, 1, 11),
+        num_samples=2000,
+        shape=(2,),
+        dtype=torch.float64,
+        progress=False,
+    )
+    base = reward_guidance(gmm(), LIN, scale=0.0, generator=gen(5), **kw)
+    up = reward_guidance(gmm(), LIN, scale=1.0, window=(0.2, 0.9), generator=gen(5), **kw)
+    assert float(up.rewards.mean()) > float(base.rewards.mean()) + 0.3
+    assert up.nfe == base.nfe  # reward gradients are not model evaluations
+
+
+def test_reward_guidance_reproducible_and_grouped():
+    kw = dict(
+        transition=Glass(inner_steps=2),
+        time_grid=GRID,
+        scale=0.5,
+        num_samples=8,
+        shape=(2,),
+        dtype=torch.float64,
+        progress=False,
+    )
+    a = reward_guidance(gmm(), LIN, generator=gen(9), **kw)
+    b = reward_guidance(gmm(), LIN, generator=gen(9), **kw)
+    assert torch.equal(a.samples, b.samples)
+    grouped = reward_guidance(gmm(), LIN, generator=[gen(9), gen(10)], **kw)
+    torch.testing.assert_close(grouped.samples[0], a.samples, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"scale": math.nan}, "scale"),
+        ({"window": (0.5, 0.1)}, "window"),
+        ({"window": (0.0, 2.0)}, "window"),
+    ],
+)
+def test_guided_bad_arguments(kw, name):
+    args = dict(scale=1.0, window=(0.0, 1.0))
+    args.update(kw)
+    with pytest.raises(InvalidInputError, match=f"`{name}`"):
+        guided(gmm(), LIN, **args)
+    with pytest.raises(InvalidInputError, match="`reward`"):
+        guided(gmm(), 3, 1.0)
+
+
+def test_guided_nan_gradient_reward_raises():
+    def bad(z):
+        return z.sum(1) * float("nan")
+
+    with pytest.raises(RewardError):
+        guided(gmm(), bad, 1.0).denoise(torch.zeros(3, 2, dtype=torch.float64), 0.5)

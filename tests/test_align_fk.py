@@ -1,0 +1,231 @@
+"""fk_steering against the exact tilted Gaussian-mixture target."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from glass_core.align import fk_steering
+from glass_core.errors import InvalidInputError, RewardError
+from glass_core.rewards import LinearReward, QuadraticReward
+from glass_core.transitions import SDE, Glass
+from test_align_helpers import (
+    GRID,
+    ExactKernel,
+    gen,
+    gmm,
+    responsibilities,
+    weighted_mean_and_se,
+)
+
+LIN = LinearReward([1.0, 0.5])
+QUAD = QuadraticReward([1.0, -1.0], 1.0)
+
+
+def run(reward=LIN, **kw):
+    args = dict(
+        transition=ExactKernel(),
+        num_particles=16,
+        time_grid=GRID,
+        shape=(2,),
+        lambda_=1.0,
+        generator=gen(0),
+        dtype=torch.float64,
+        progress=False,
+    )
+    args.update(kw)
+    return fk_steering(gmm(), reward, **args)
+
+
+# Unbiasedness of the evidence: E[exp(log Z_hat)] = Z for every potential and resampling schedule
+# when the transitions are exact. 600 independent replicates (groups) of 16 particles; the
+# tolerance is 4 standard errors of the replicate mean, and the test requires that standard error
+# to be below 4% of Z so a biased estimator (weights dropped on non-resampling steps, a wrong final
+# correction) cannot hide inside it.
+@pytest.mark.parametrize("potential", ["diff", "max"])
+@pytest.mark.parametrize(
+    "schedule",
+    [{}, {"resample_every": 2}, {"ess_threshold": 0.5}, {"resample_window": (0.3, 0.7)}],
+    ids=["every", "every2", "ess", "window"],
+)
+@pytest.mark.parametrize("reward", [LIN, QUAD], ids=["linear", "quadratic"])
+def test_evidence_unbiased(potential, schedule, reward):
+    _check_evidence(reward, 1.0, potential=potential, **schedule)
+
+
+# The sum potential over-tilts early (lambda * cumulative reward), so Z_hat is heavy-tailed with
+# every-step resampling (replicate standard error up to 200% of Z at lambda = 1); it is still
+# unbiased, checked where its variance is finite enough to test.
+@pytest.mark.parametrize("reward", [LIN, QUAD], ids=["linear", "quadratic"])
+def test_evidence_unbiased_sum_potential(reward):
+    _check_evidence(reward, 0.5, potential="sum", resample_every=2)
+
+
+def _check_evidence(reward, lam, **kw):
+    target = gmm().tilted(reward.kind, reward.params, lam)
+    res = run(reward, lambda_=lam, num_groups=600, generator=gen(7), **kw)
+    z_hat = np.exp(res.log_evidence)
+    z = math.exp(target.log_normalizer)
+    se = z_hat.std(ddof=1) / math.sqrt(z_hat.size)
+    assert se < 0.04 * z
+    assert abs(z_hat.mean() - z) < 4 * se, (z_hat.mean(), z, se)
+
+
+def test_weights_are_carried_between_resampling_steps():
+    res = run(resample_every=2, num_particles=64)
+    # steps at t = 0.4, 0.8 resample, the final step (t = 1) does not
+    np.testing.assert_allclose(res.step_times, [0.4, 0.8, 1.0])
+    assert res.resampled.tolist() == [True, True, False]
+    assert float(res.log_weights.exp().sum()) == pytest.approx(1.0)
+    assert res.log_weights.std() > 0  # final correction kept as weights
+    res = run(resample_every=2, num_particles=64, final_resample=True)
+    assert res.resampled.tolist() == [True, True, True]
+    assert torch.allclose(res.log_weights, torch.full((64,), -math.log(64), dtype=torch.float64))
+
+
+def test_ess_threshold_skips_resampling_when_ess_high():
+    res = run(lambda_=0.01, ess_threshold=0.5, num_particles=64)
+    assert not res.resampled.any()
+    assert np.all(res.ess_history > 0.5 * 64)
+
+
+def _check_target(res, target, reward):
+    mean_r, se_r = weighted_mean_and_se(reward(res.samples), res.log_weights)
+    exact_r = float(reward(target.sample(400_000, generator=gen(99))).mean())
+    resp = responsibilities(target, res.samples)
+    for k in range(resp.shape[1]):
+        occ, se_k = weighted_mean_and_se(resp[:, k], res.log_weights)
+        assert abs(occ - float(target.weights[k])) < 4 * se_k + 0.01, (k, occ, target.weights)
+    assert abs(mean_r - exact_r) < 4 * se_r + 0.02, (mean_r, exact_r, se_r)
+
+
+# GLASS transitions (Euler, M = 10, rho_DDPM: the paper's 5 x 10 setting). The tolerance is the
+# 4-sigma sampling error plus a small allowance for the inner-solver bias of M = 10.
+@pytest.mark.parametrize("potential", ["diff", "max"])
+def test_fk_glass_matches_tilted_target(potential):
+    target = gmm().tilted(LIN.kind, LIN.params, 1.0)
+    res = run(
+        transition=Glass(rho="ddpm", inner_steps=10),
+        num_particles=4000,
+        potential=potential,
+        generator=gen(3),
+    )
+    _check_target(res, target, LIN)
+    # without steering the component occupancy is far from the tilted target (the test can fail)
+    assert abs(float(target.weights[1]) - 0.5) > 0.3
+
+
+# The quadratic tilt concentrates between components, where Euler M = 10 (covariance error ~0.1,
+# GLASS_MATH §9) visibly biases the occupancy (0.57 vs 0.45), so this check uses M = 40.
+def test_fk_glass_quadratic_target_and_log_z():
+    target = gmm().tilted(QUAD.kind, QUAD.params, 2.0)
+    res = run(
+        QUAD,
+        transition=Glass(rho=0.4, inner_steps=40),
+        num_particles=4000,
+        lambda_=2.0,
+        generator=gen(4),
+    )
+    _check_target(res, target, QUAD)
+    assert abs(res.log_evidence - target.log_normalizer) < 0.1
+
+
+def test_nfe_counts_free_intermediate_reward():
+    res = run(transition=Glass(inner_steps=4))
+    assert res.nfe == 5 * 4 and res.total_nfe == 5 * 4 * 16
+    res = run(transition=SDE(), resample_every=2)
+    assert res.nfe == 5 * SDE().nfe_per_call
+
+
+def test_seed_reproducible_and_seed_sensitive():
+    a = run(transition=Glass(inner_steps=3), generator=gen(5))
+    b = run(transition=Glass(inner_steps=3), generator=gen(5))
+    c = run(transition=Glass(inner_steps=3), generator=gen(6))
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.log_weights, b.log_weights)
+    assert np.array_equal(a.ancestors, b.ancestors) and a.log_evidence == b.log_evidence
+    assert not torch.equal(a.samples, c.samples)
+
+
+@pytest.mark.parametrize("transition", [Glass(inner_steps=3), SDE()], ids=["glass", "sde"])
+def test_groups_equal_separate_runs(transition):
+    seeds = [11, 12, 13]
+    grouped = run(transition=transition, generator=[gen(s) for s in seeds], ess_threshold=0.9)
+    assert grouped.samples.shape == (3, 16, 2) and grouped.log_evidence.shape == (3,)
+    for b, s in enumerate(seeds):
+        single = run(transition=transition, generator=gen(s), ess_threshold=0.9)
+        torch.testing.assert_close(grouped.samples[b], single.samples, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grouped.log_weights[b], single.log_weights)
+        assert grouped.log_evidence[b] == pytest.approx(single.log_evidence, rel=1e-12)
+        np.testing.assert_array_equal(grouped.ancestors[:, b], single.ancestors)
+        np.testing.assert_allclose(grouped.ess_history[:, b], single.ess_history)
+
+
+def test_max_batch_bounds_model_calls_and_keeps_result():
+    sizes = []
+    model = gmm()
+    inner = model.denoise
+
+    class Spy:
+        schedule = model.schedule
+
+        def denoise(self, x, t):
+            sizes.append(x.shape[0])
+            return inner(x, t)
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+    kw = dict(
+        transition=Glass(inner_steps=2),
+        num_particles=20,
+        time_grid=GRID,
+        shape=(2,),
+        dtype=torch.float64,
+        progress=False,
+    )
+    a = fk_steering(Spy(), LIN, generator=gen(1), max_batch=7, **kw)
+    assert max(sizes) <= 7
+    b = fk_steering(model, LIN, generator=gen(1), **kw)
+    torch.testing.assert_close(a.samples, b.samples)
+
+
+def test_nan_reward_raises_with_indices():
+    def bad(z):
+        r = z.sum(1)
+        r[[2, 5]] = float("nan")
+        return r
+
+    with pytest.raises(RewardError, match=r"indices \[2, 5\]"):
+        run(bad)
+    with pytest.raises(RewardError, match="shape"):
+        run(lambda z: z.sum(1, keepdim=True))
+
+
+def test_progress_can_be_silenced(capsys):
+    run()
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("kw", "name"),
+    [
+        ({"num_particles": 0}, "num_particles"),
+        ({"potential": "bogus"}, "potential"),
+        ({"lambda_": math.inf}, "lambda_"),
+        ({"resample": "nope"}, "resample"),
+        ({"ess_threshold": 1.5}, "ess_threshold"),
+        ({"resample_every": 0}, "resample_every"),
+        ({"resample_window": (0.8, 0.2)}, "resample_window"),
+        ({"time_grid": [0.0, 0.5]}, "time_grid"),
+        ({"time_grid": [0.0, 0.6, 0.4, 1.0]}, "time_grid"),
+        ({"shape": (0,)}, "shape"),
+        ({"max_batch": -1}, "max_batch"),
+        ({"generator": 5}, "generator"),
+        ({"generator": [gen(1), gen(2)], "num_groups": 3}, "num_groups"),
+        ({"transition": 3}, "transition"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kw, name):
+    with pytest.raises(InvalidInputError, match=f"`{name}`"):
+        run(**kw)
