@@ -1,0 +1,164 @@
+"""Adapters turning a diffusers pipeline (FLUX, SD3, SD 1.x/2.x, SDXL) plus prompts into a
+glass_core ``Denoiser`` in glass_core's convention (t = 0 noise, t = 1 data).
+
+Only the pipeline's components are used (``pipe.transformer`` / ``pipe.unet``, ``pipe.scheduler``'s
+tables and grids, ``pipe.vae``, ``pipe.encode_prompt``); no pipeline ``__call__`` is copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from glass_core.errors import InvalidInputError
+from glass_core.models.diffusers._conditioning import Conditioning, encode
+from glass_core.models.diffusers._family import SUPPORTED_FAMILIES, detect_family
+from glass_core.models.diffusers.base import DiffusersDenoiser
+from glass_core.models.diffusers.flow import (
+    FluxDenoiser,
+    SD3Denoiser,
+    pack_latents,
+    unpack_latents,
+)
+from glass_core.models.diffusers.grids import calculate_shift, default_time_grid
+from glass_core.models.diffusers.unet import (
+    UNetDenoiser,
+    sdxl_add_time_ids,
+    vp_schedule_from_scheduler,
+)
+
+#: Default guidance per family (the pipelines' own defaults).
+DEFAULT_GUIDANCE: dict[str, float] = {"flux": 3.5, "sd3": 7.0, "sd": 7.5, "sdxl": 5.0}
+
+
+def _execution_device(pipe: Any) -> torch.device:
+    dev = getattr(pipe, "_execution_device", None)
+    if isinstance(dev, torch.device):
+        return dev
+    net = getattr(pipe, "transformer", None) or pipe.unet
+    return next(net.parameters()).device
+
+
+def _default_size(pipe: Any, family: str) -> int:
+    vsf = int(pipe.vae_scale_factor)
+    if family == "flux":
+        return int(getattr(pipe, "default_sample_size", 128)) * vsf
+    net = pipe.transformer if family == "sd3" else pipe.unet
+    return int(net.config.sample_size) * vsf
+
+
+def from_pipeline(
+    pipe: Any,
+    prompt: str | Sequence[str] | None = None,
+    *,
+    negative_prompt: str | Sequence[str] | None = None,
+    prompt_embeds: torch.Tensor | None = None,
+    pooled_prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    negative_pooled_prompt_embeds: torch.Tensor | None = None,
+    guidance_scale: float | None = None,
+    true_cfg_scale: float = 1.0,
+    height: int | None = None,
+    width: int | None = None,
+    max_batch: int | None = None,
+    requires_grad: bool = False,
+    encode_kwargs: Mapping[str, Any] | None = None,
+    original_size: tuple[int, int] | None = None,
+    crops_coords_top_left: tuple[int, int] = (0, 0),
+    target_size: tuple[int, int] | None = None,
+) -> DiffusersDenoiser:
+    """Wrap ``pipe`` and its encoded prompt(s) as a glass_core Denoiser.
+
+    Args:
+        pipe: a FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline or
+            StableDiffusionXLPipeline (or a subclass using the same components).
+        prompt: one prompt or a list of B prompts (B groups); or give ``prompt_embeds`` (and
+            ``pooled_prompt_embeds`` for FLUX/SD3/SDXL) instead.
+        guidance_scale: FLUX: distilled guidance input (default 3.5); SD3/SD/SDXL: CFG scale
+            (defaults 7.0 / 7.5 / 5.0); CFG runs 2 forward passes per evaluation when > 1.
+        true_cfg_scale: FLUX only: true CFG with ``negative_prompt`` when > 1.
+        height, width: image size in pixels (default: the pipeline's default size).
+        max_batch: network rows per forward pass (CFG rows included); None = whole batch.
+        requires_grad: run the network with autograd enabled (default: under no_grad).
+        encode_kwargs: extra keyword arguments for ``pipe.encode_prompt`` (e.g.
+            ``{"max_sequence_length": 256}`` for FLUX/SD3, ``{"clip_skip": 2}``).
+        original_size, crops_coords_top_left, target_size: SDXL micro-conditioning.
+
+    Raises:
+        UnsupportedModelError: ``pipe`` is not one of the supported families (message lists them).
+        InvalidInputError: inconsistent prompts/embeddings (message names the argument).
+    """
+    family = detect_family(pipe)
+    default = _default_size(pipe, family)
+    height = int(height or default)
+    width = int(width or default)
+    mult = int(pipe.vae_scale_factor) * (2 if family == "flux" else 1)
+    if family == "sd3":
+        mult *= int(pipe.transformer.config.patch_size)
+    if height % mult or width % mult or height <= 0 or width <= 0:
+        raise InvalidInputError(
+            f"height and width must be positive multiples of {mult} for {family}, "
+            f"got height={height}, width={width}"
+        )
+    g = DEFAULT_GUIDANCE[family] if guidance_scale is None else float(guidance_scale)
+    if family == "flux":
+        has_neg = negative_prompt is not None or negative_prompt_embeds is not None
+        do_cfg = float(true_cfg_scale) > 1.0 and has_neg
+    else:
+        do_cfg = g > 1.0
+    device = _execution_device(pipe)
+    cond = encode(
+        pipe,
+        family,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        prompt_embeds=prompt_embeds,
+        pooled_prompt_embeds=pooled_prompt_embeds,
+        negative_prompt_embeds=negative_prompt_embeds,
+        negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+        do_cfg=do_cfg,
+        device=device,
+        encode_kwargs=encode_kwargs,
+    )
+    common = {
+        "height": height,
+        "width": width,
+        "max_batch": max_batch,
+        "requires_grad": requires_grad,
+    }
+    if family == "flux":
+        return FluxDenoiser(pipe, cond, guidance_scale=g, true_cfg_scale=true_cfg_scale, **common)
+    if family == "sd3":
+        return SD3Denoiser(pipe, cond, guidance_scale=g, **common)
+    ids = None
+    if family == "sdxl":
+        ids = sdxl_add_time_ids(
+            pipe,
+            height,
+            width,
+            original_size=original_size,
+            crops_coords_top_left=crops_coords_top_left,
+            target_size=target_size,
+        )
+    return UNetDenoiser(pipe, cond, family=family, guidance_scale=g, add_time_ids=ids, **common)
+
+
+__all__ = [
+    "DEFAULT_GUIDANCE",
+    "SUPPORTED_FAMILIES",
+    "Conditioning",
+    "DiffusersDenoiser",
+    "FluxDenoiser",
+    "SD3Denoiser",
+    "UNetDenoiser",
+    "calculate_shift",
+    "default_time_grid",
+    "detect_family",
+    "from_pipeline",
+    "pack_latents",
+    "sdxl_add_time_ids",
+    "unpack_latents",
+    "vp_schedule_from_scheduler",
+]

@@ -1,0 +1,229 @@
+"""Prompt conditioning for each family, encoded once through the pipeline's own ``encode_prompt``.
+
+The result holds per-group tensors ``[B, ...]`` (one row per prompt); the denoisers pick the rows
+for a batch of particles with ``index_select`` (particle row i belongs to group i // N).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from glass_core.errors import InvalidInputError
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class Conditioning:
+    """Encoded prompts. ``cond``/``uncond`` map network keyword names to ``[B, ...]`` tensors."""
+
+    num_groups: int
+    cond: Tensors
+    uncond: Tensors | None = None
+    prompts: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, which: Tensors, groups: torch.Tensor) -> Tensors:
+        return {k: v.index_select(0, groups.to(v.device)) for k, v in which.items()}
+
+
+def _as_prompt_list(prompt: str | Sequence[str] | None, name: str) -> list[str] | None:
+    if prompt is None:
+        return None
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, Sequence) and len(prompt) > 0 and all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    raise InvalidInputError(
+        f"{name} must be a string or a non-empty list of strings, got {prompt!r}"
+    )
+
+
+def _check_embeds(name: str, x: torch.Tensor | None, ndim: int, batch: int | None) -> None:
+    if x is None:
+        return
+    if not isinstance(x, torch.Tensor) or x.ndim != ndim:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise InvalidInputError(f"{name} must be a tensor with {ndim} dims, got {shape}")
+    if batch is not None and x.shape[0] != batch:
+        raise InvalidInputError(
+            f"{name} has batch size {x.shape[0]} but {batch} prompts/prompt_embeds were given"
+        )
+
+
+def encode(
+    pipe: Any,
+    family: str,
+    *,
+    prompt: str | Sequence[str] | None,
+    negative_prompt: str | Sequence[str] | None,
+    prompt_embeds: torch.Tensor | None,
+    pooled_prompt_embeds: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor | None,
+    negative_pooled_prompt_embeds: torch.Tensor | None,
+    do_cfg: bool,
+    device: torch.device,
+    encode_kwargs: Mapping[str, Any] | None,
+) -> Conditioning:
+    """Encode prompts (or validate given embeddings) for `family` with ``pipe.encode_prompt``."""
+    prompts = _as_prompt_list(prompt, "prompt")
+    negs = _as_prompt_list(negative_prompt, "negative_prompt")
+    if prompts is not None and prompt_embeds is not None:
+        raise InvalidInputError("pass either prompt or prompt_embeds, not both")
+    if prompts is None and prompt_embeds is None:
+        raise InvalidInputError("one of prompt or prompt_embeds is required")
+    batch = len(prompts) if prompts is not None else int(prompt_embeds.shape[0])  # type: ignore
+    needs_pooled = family in ("flux", "sd3", "sdxl")
+    _check_embeds("prompt_embeds", prompt_embeds, 3, batch)
+    _check_embeds("pooled_prompt_embeds", pooled_prompt_embeds, 2, batch)
+    _check_embeds("negative_prompt_embeds", negative_prompt_embeds, 3, batch)
+    _check_embeds("negative_pooled_prompt_embeds", negative_pooled_prompt_embeds, 2, batch)
+    if prompt_embeds is not None and needs_pooled and pooled_prompt_embeds is None:
+        raise InvalidInputError(
+            f"pooled_prompt_embeds is required with prompt_embeds for the {family} family"
+        )
+    if (
+        negative_prompt_embeds is not None
+        and needs_pooled
+        and negative_pooled_prompt_embeds is None
+        and do_cfg
+    ):
+        raise InvalidInputError(
+            f"negative_pooled_prompt_embeds is required with negative_prompt_embeds for {family}"
+        )
+    if negs is not None:
+        if negative_prompt_embeds is not None:
+            raise InvalidInputError(
+                "pass either negative_prompt or negative_prompt_embeds, not both"
+            )
+        if len(negs) == 1 and batch > 1:
+            negs = negs * batch
+        if len(negs) != batch:
+            raise InvalidInputError(
+                f"negative_prompt has {len(negs)} entries but there are {batch} prompts"
+            )
+    if (
+        prompt_embeds is not None
+        and negative_prompt_embeds is not None
+        and prompt_embeds.shape != negative_prompt_embeds.shape
+    ):
+        raise InvalidInputError(
+            f"negative_prompt_embeds shape {tuple(negative_prompt_embeds.shape)} must equal "
+            f"prompt_embeds shape {tuple(prompt_embeds.shape)}"
+        )
+    kw = dict(encode_kwargs or {})
+    with torch.no_grad():
+        if family == "flux":
+            cond, uncond = _encode_flux(
+                pipe,
+                prompts,
+                negs,
+                prompt_embeds,
+                pooled_prompt_embeds,
+                negative_prompt_embeds,
+                negative_pooled_prompt_embeds,
+                do_cfg,
+                device,
+                kw,
+            )
+        elif family == "sd3":
+            pe, npe, pp, npp = pipe.encode_prompt(
+                prompt=prompts,
+                prompt_2=None,
+                prompt_3=None,
+                device=device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=do_cfg,
+                negative_prompt=negs,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                pooled_prompt_embeds=pooled_prompt_embeds,
+                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+                **kw,
+            )
+            cond = {"encoder_hidden_states": pe, "pooled_projections": pp}
+            uncond = {"encoder_hidden_states": npe, "pooled_projections": npp} if do_cfg else None
+        elif family == "sd":
+            pe, npe = pipe.encode_prompt(
+                prompt=prompts,
+                device=device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=do_cfg,
+                negative_prompt=negs,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                **kw,
+            )
+            cond = {"encoder_hidden_states": pe}
+            uncond = {"encoder_hidden_states": npe} if do_cfg else None
+        elif family == "sdxl":
+            pe, npe, pp, npp = pipe.encode_prompt(
+                prompt=prompts,
+                prompt_2=None,
+                device=device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=do_cfg,
+                negative_prompt=negs,
+                negative_prompt_2=None,
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_prompt_embeds,
+                pooled_prompt_embeds=pooled_prompt_embeds,
+                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+                **kw,
+            )
+            cond = {"encoder_hidden_states": pe, "text_embeds": pp}
+            uncond = {"encoder_hidden_states": npe, "text_embeds": npp} if do_cfg else None
+        else:  # pragma: no cover - detect_family guards this
+            raise InvalidInputError(f"unknown family {family!r}")
+    for name, tensors in (("cond", cond), ("uncond", uncond or {})):
+        for k, v in tensors.items():
+            if v is None or v.shape[0] != batch:
+                got = None if v is None else tuple(v.shape)
+                raise InvalidInputError(
+                    f"encode_prompt returned {name} {k} with shape {got}; expected batch {batch}"
+                )
+    return Conditioning(num_groups=batch, cond=cond, uncond=uncond, prompts=prompts)
+
+
+def _encode_flux(
+    pipe: Any,
+    prompts: list[str] | None,
+    negs: list[str] | None,
+    pe: torch.Tensor | None,
+    pp: torch.Tensor | None,
+    npe: torch.Tensor | None,
+    npp: torch.Tensor | None,
+    do_cfg: bool,
+    device: torch.device,
+    kw: dict[str, Any],
+) -> tuple[Tensors, Tensors | None]:
+    pe, pp, _ = pipe.encode_prompt(
+        prompt=prompts,
+        prompt_2=None,
+        device=device,
+        num_images_per_prompt=1,
+        prompt_embeds=pe,
+        pooled_prompt_embeds=pp,
+        **kw,
+    )
+    cond = {"encoder_hidden_states": pe, "pooled_projections": pp}
+    if not do_cfg:
+        return cond, None
+    if npe is not None:
+        negs = None
+    elif negs is None:
+        negs = [""] * pe.shape[0]
+    npe, npp, _ = pipe.encode_prompt(
+        prompt=negs,
+        prompt_2=None,
+        device=device,
+        num_images_per_prompt=1,
+        prompt_embeds=npe,
+        pooled_prompt_embeds=npp,
+        **kw,
+    )
+    return cond, {"encoder_hidden_states": npe, "pooled_projections": npp}

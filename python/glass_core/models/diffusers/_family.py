@@ -1,0 +1,56 @@
+"""Which diffusers pipeline family an object belongs to (by class names, no version pinning)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glass_core.errors import UnsupportedModelError
+
+#: Families this adapter supports, with what it reads from each pipeline.
+SUPPORTED_FAMILIES: dict[str, str] = {
+    "flux": "FLUX.1 dev/schnell (FluxPipeline: pipe.transformer is a FluxTransformer2DModel)",
+    "sd3": "SD3 / SD3.5 (StableDiffusion3Pipeline: pipe.transformer is an SD3Transformer2DModel)",
+    "sd": "SD 1.x / 2.x (StableDiffusionPipeline: pipe.unet, eps- or v-prediction)",
+    "sdxl": "SDXL (StableDiffusionXLPipeline: pipe.unet with text_time added conditioning)",
+}
+
+_TRANSFORMERS = {"FluxTransformer2DModel": "flux", "SD3Transformer2DModel": "sd3"}
+
+
+def _class_names(obj: Any) -> list[str]:
+    return [c.__name__ for c in type(obj).__mro__]
+
+
+def supported_message() -> str:
+    return "supported families: " + "; ".join(SUPPORTED_FAMILIES.values())
+
+
+def detect_family(pipe: Any) -> str:
+    """ "flux" | "sd3" | "sd" | "sdxl" for a supported pipeline, else UnsupportedModelError.
+
+    Detection looks at the denoising network (``pipe.transformer`` / ``pipe.unet``) and, for UNets,
+    at whether the UNet takes SDXL's added text/time conditioning. Subclasses of the supported
+    pipelines (custom pipelines built on the same components) are accepted.
+    """
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is not None:
+        for name in _class_names(transformer):
+            if name in _TRANSFORMERS:
+                return _TRANSFORMERS[name]
+        raise UnsupportedModelError(
+            f"pipe: unsupported denoising transformer {type(transformer).__name__} in "
+            f"{type(pipe).__name__}; {supported_message()}"
+        )
+    unet = getattr(pipe, "unet", None)
+    if unet is not None and "UNet2DConditionModel" in _class_names(unet):
+        names = _class_names(pipe)
+        if any(n.startswith("StableDiffusionXL") for n in names):
+            return "sdxl"
+        if getattr(unet.config, "addition_embed_type", None) == "text_time":
+            return "sdxl"
+        if any(n.startswith("StableDiffusion") for n in names) or hasattr(pipe, "encode_prompt"):
+            return "sd"
+    what = type(getattr(pipe, "unet", None) or pipe).__name__
+    raise UnsupportedModelError(
+        f"pipe: unsupported pipeline {type(pipe).__name__} (network {what}); {supported_message()}"
+    )

@@ -1,0 +1,220 @@
+"""Shared machinery of the diffusers adapters: conditioning per particle row, classifier-free
+guidance, micro-batching, timing/counters and VAE decoding.
+
+Rows of a particle batch are group-major: with B prompts and a batch of M = B * n rows, row i
+belongs to prompt i // n. The adapters micro-batch network calls themselves (``max_batch`` rows per
+forward pass, CFG rows included), so callers should hand them whole batches (do not also
+micro-batch from outside: a slice of rows loses the row -> prompt mapping; a batch size that is
+not a multiple of B raises).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from glass_core.errors import InvalidInputError
+from glass_core.models.base import DenoiserBase
+from glass_core.models.diffusers._conditioning import Conditioning, Tensors
+from glass_core.schedules import Schedule
+
+
+class DiffusersDenoiser(DenoiserBase):
+    """A glass_core Denoiser around a diffusers pipeline's network (t=0 noise, t=1 data).
+
+    Attributes: ``pipe``, ``family``, ``network`` (``pipe.transformer`` or ``pipe.unet``),
+    ``conditioning``, ``guidance_scale``, ``latent_shape`` (one particle, in the unpacked scaled
+    latent space the VAE decodes), ``passes_per_eval`` (2 with true CFG), counters
+    ``num_evaluations`` (denoiser calls), ``num_forward_rows`` (network rows processed),
+    ``num_forward_passes`` (network rows per particle: evaluations x CFG passes), and
+    ``model_time`` (seconds inside network forward passes, device-synchronised).
+    """
+
+    family: str = ""
+
+    def __init__(
+        self,
+        pipe: Any,
+        network: torch.nn.Module,
+        conditioning: Conditioning,
+        *,
+        schedule: Schedule,
+        prediction: str,
+        guidance_scale: float,
+        latent_shape: tuple[int, int, int],
+        height: int,
+        width: int,
+        max_batch: int | None = None,
+        requires_grad: bool = False,
+    ) -> None:
+        super().__init__(schedule, prediction=prediction, max_batch=None)
+        if max_batch is not None and (
+            isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
+        ):
+            raise InvalidInputError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        self.pipe = pipe
+        self.network = network
+        self.conditioning = conditioning
+        self.guidance_scale = float(guidance_scale)
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.height = int(height)
+        self.width = int(width)
+        self.network_max_batch = max_batch
+        self.requires_grad = requires_grad
+        self.num_evaluations = 0
+        self.num_forward_rows = 0
+        self.model_time = 0.0
+
+    # -- properties ------------------------------------------------------------------------
+    @property
+    def num_groups(self) -> int:
+        return self.conditioning.num_groups
+
+    @property
+    def cfg(self) -> bool:
+        return self.conditioning.uncond is not None
+
+    @property
+    def passes_per_eval(self) -> int:
+        return 2 if self.cfg else 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.network.parameters()).dtype
+
+    @property
+    def num_forward_passes(self) -> int:
+        """Forward passes per particle so far (evaluations x CFG passes)."""
+        return self.num_evaluations * self.passes_per_eval
+
+    def reset_counters(self) -> None:
+        self.num_evaluations = 0
+        self.num_forward_rows = 0
+        self.model_time = 0.0
+
+    # -- the model call --------------------------------------------------------------------
+    def _groups_for(self, m: int) -> torch.Tensor:
+        b = self.num_groups
+        if m % b != 0:
+            raise InvalidInputError(
+                f"x: batch of {m} rows is not a multiple of the {b} prompts (rows are group-major: "
+                f"row i belongs to prompt i // (batch / {b})); pass whole particle batches and let "
+                "the adapter micro-batch (max_batch)"
+            )
+        return torch.arange(m, device=self.device) // (m // b)
+
+    def _network_call(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
+        """One forward pass in the family's convention; returns the raw network output."""
+        raise NotImplementedError
+
+    def _to_prediction(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Raw (guided) network output -> this denoiser's `prediction` in glass_core convention."""
+        raise NotImplementedError
+
+    def _timed(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self._network_call(x, t, cond)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self.model_time += time.perf_counter() - start
+        self.num_forward_rows += x.shape[0]
+        return out
+
+    def _guided(self, x: torch.Tensor, t: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        c = self.conditioning
+        cond = c.select(c.cond, groups)
+        if c.uncond is None:
+            return self._timed(x, t, cond)
+        unc = c.select(c.uncond, groups)
+        both = {k: torch.cat([unc[k], cond[k]], dim=0) for k in cond}
+        out = self._timed(torch.cat([x, x], dim=0), torch.cat([t, t], dim=0), both)
+        out_u, out_c = out.chunk(2)
+        return out_u + self.guidance_scale * (out_c - out_u)
+
+    def _predict(self, x: torch.Tensor, tv: Any) -> torch.Tensor:
+        # Keep the time in float64 up to the network boundary (DenoiserBase would hand `predict`
+        # x's working dtype): timestep k = (1 - t)(T + 1) - 1 needs more than float32 near t = 0.
+        t64 = torch.as_tensor(tv, dtype=torch.float64, device=x.device)
+        if t64.ndim == 0:
+            t64 = t64.expand(x.shape[0])
+        return self.predict(x, t64)
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Prediction (of kind ``self.prediction``) for rows ``x`` at times ``t`` ([M])."""
+        if tuple(x.shape[1:]) != self.latent_shape:
+            raise InvalidInputError(
+                f"x must have shape [M, {', '.join(map(str, self.latent_shape))}] (latent_shape), "
+                f"got {tuple(x.shape)}"
+            )
+        m = x.shape[0]
+        groups = self._groups_for(m)
+        self.num_evaluations += 1
+        step = m
+        if self.network_max_batch is not None:
+            step = max(1, self.network_max_batch // self.passes_per_eval)
+        ctx = nullcontext() if self.requires_grad else torch.no_grad()
+        outs = []
+        with ctx:
+            for i in range(0, m, step):
+                xs, ts, gs = x[i : i + step], t[i : i + step], groups[i : i + step]
+                raw = self._guided(xs.to(self.dtype), ts, gs)
+                outs.append(self._to_prediction(raw.to(x.dtype), xs, ts))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+    # -- latents <-> images ----------------------------------------------------------------
+    def _vae_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled (network-space) latents -> the VAE's own latent space."""
+        cfg = self.pipe.vae.config
+        mean = getattr(cfg, "latents_mean", None)
+        std = getattr(cfg, "latents_std", None)
+        if mean is not None and std is not None:
+            c = z.shape[1]
+            mean_t = torch.tensor(mean, device=z.device, dtype=z.dtype).view(1, c, 1, 1)
+            std_t = torch.tensor(std, device=z.device, dtype=z.dtype).view(1, c, 1, 1)
+            return z * std_t / cfg.scaling_factor + mean_t
+        shift = getattr(cfg, "shift_factor", None) or 0.0
+        return z / cfg.scaling_factor + shift
+
+    def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1] (float32).
+
+        Differentiable when called with gradients enabled (reward guidance); micro-batched by
+        ``max_batch`` (default: the adapter's ``max_batch``).
+        """
+        if z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape:
+            raise InvalidInputError(
+                f"z must have shape [M, {', '.join(map(str, self.latent_shape))}], "
+                f"got {tuple(z.shape)}"
+            )
+        vae = self.pipe.vae
+        vdtype = next(vae.parameters()).dtype
+        vdev = next(vae.parameters()).device
+        step = max_batch or self.network_max_batch or z.shape[0]
+        outs = []
+        for i in range(0, z.shape[0], step):
+            lat = self._vae_latents(z[i : i + step].to(device=vdev, dtype=torch.float32))
+            img = vae.decode(lat.to(vdtype), return_dict=False)[0]
+            outs.append((img.float() / 2 + 0.5).clamp(0, 1))
+        return torch.cat(outs, dim=0)
+
+    def to_pil(self, images: torch.Tensor) -> list[Any]:
+        """[M, 3, H, W] images in [0, 1] -> list of PIL images."""
+        from PIL import Image
+
+        arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = arr.permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a) for a in arr]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(family={self.family!r}, groups={self.num_groups}, "
+            f"latent_shape={self.latent_shape}, guidance_scale={self.guidance_scale}, "
+            f"cfg={self.cfg}, schedule={getattr(self.schedule, 'name', self.schedule)!r})"
+        )

@@ -1,0 +1,176 @@
+"""Rectified-flow families: FLUX.1 (dev/schnell) and SD3/SD3.5.
+
+diffusers runs time backwards, sigma = 1 - t (sigma = 1 is noise), with
+x = (1 - sigma) z + sigma eps, and predicts v = eps - z. In glass_core's convention
+(RectifiedFlow schedule: alpha = t, sigma = 1 - t) the marginal velocity is
+u_t(x) = -v(x, sigma = 1 - t), the adapter's native prediction ("velocity"). The static or dynamic
+(mu from the image sequence length) time shift of these pipelines is a property of the *time
+grid*, not of the model (see ``default_time_grid``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from glass_core.models.diffusers._conditioning import Conditioning, Tensors
+from glass_core.models.diffusers.base import DiffusersDenoiser
+from glass_core.schedules import RectifiedFlow
+
+
+def _prepare_image_ids(
+    pipe: Any, h2: int, w2: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    fn = getattr(type(pipe), "_prepare_latent_image_ids", None)
+    if fn is not None:
+        return fn(1, h2, w2, device, dtype)
+    ids = torch.zeros(h2, w2, 3)
+    ids[..., 1] += torch.arange(h2)[:, None]
+    ids[..., 2] += torch.arange(w2)[None, :]
+    return ids.reshape(h2 * w2, 3).to(device=device, dtype=dtype)
+
+
+def pack_latents(x: torch.Tensor) -> torch.Tensor:
+    """[M, C, h, w] -> FLUX tokens [M, (h/2)(w/2), 4C] (FluxPipeline._pack_latents layout)."""
+    m, c, h, w = x.shape
+    x = x.view(m, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(m, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """FLUX tokens [M, (h/2)(w/2), 4C] -> [M, C, h, w] (inverse of `pack_latents`)."""
+    m, _, ch = x.shape
+    x = x.view(m, h // 2, w // 2, ch // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(m, ch // 4, h, w)
+
+
+class FluxDenoiser(DiffusersDenoiser):
+    """FLUX.1 adapter. Particles live unpacked, ``[M, C, h, w]`` with C = in_channels / 4; they are
+    packed into 2x2 patches (and given FLUX's image ids) only at the network call.
+
+    ``guidance_scale`` is FLUX-dev's distilled guidance *input* (ignored by schnell, whose
+    transformer has no guidance embedding); ``true_cfg_scale`` > 1 with a negative prompt runs true
+    CFG (2 forward passes per evaluation), as ``FluxPipeline`` does.
+    """
+
+    family = "flux"
+
+    def __init__(
+        self,
+        pipe: Any,
+        conditioning: Conditioning,
+        *,
+        guidance_scale: float = 3.5,
+        true_cfg_scale: float = 1.0,
+        height: int,
+        width: int,
+        max_batch: int | None = None,
+        requires_grad: bool = False,
+    ) -> None:
+        tr = pipe.transformer
+        vsf = int(pipe.vae_scale_factor)
+        h = 2 * (int(height) // (vsf * 2))
+        w = 2 * (int(width) // (vsf * 2))
+        c = int(tr.config.in_channels) // 4
+        super().__init__(
+            pipe,
+            tr,
+            conditioning,
+            schedule=RectifiedFlow(),
+            prediction="velocity",
+            guidance_scale=true_cfg_scale,
+            latent_shape=(c, h, w),
+            height=height,
+            width=width,
+            max_batch=max_batch,
+            requires_grad=requires_grad,
+        )
+        self.distilled_guidance = float(guidance_scale)
+        self.has_guidance_embeds = bool(getattr(tr.config, "guidance_embeds", False))
+        dev, dt = self.device, self.dtype
+        self.img_ids = _prepare_image_ids(pipe, h // 2, w // 2, dev, dt)
+        seq = conditioning.cond["encoder_hidden_states"].shape[1]
+        self.txt_ids = torch.zeros(seq, 3, device=dev, dtype=dt)
+
+    def _network_call(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
+        m, _, h, w = x.shape
+        guidance = None
+        if self.has_guidance_embeds:
+            guidance = torch.full(
+                (m,), self.distilled_guidance, device=x.device, dtype=torch.float32
+            )
+        v = self.network(
+            hidden_states=pack_latents(x),
+            timestep=(1.0 - t).to(device=x.device, dtype=x.dtype),
+            guidance=guidance,
+            pooled_projections=cond["pooled_projections"],
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            txt_ids=self.txt_ids,
+            img_ids=self.img_ids,
+            return_dict=False,
+        )[0]
+        return unpack_latents(v, h, w)
+
+    def _to_prediction(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -out  # u = -v
+
+    @property
+    def image_seq_len(self) -> int:
+        _, h, w = self.latent_shape
+        return (h // 2) * (w // 2)
+
+
+class SD3Denoiser(DiffusersDenoiser):
+    """SD3 / SD3.5 adapter: network timestep = 1000 * sigma, true CFG with ``guidance_scale``
+    (2 forward passes per evaluation when guidance_scale > 1)."""
+
+    family = "sd3"
+
+    def __init__(
+        self,
+        pipe: Any,
+        conditioning: Conditioning,
+        *,
+        guidance_scale: float = 7.0,
+        height: int,
+        width: int,
+        max_batch: int | None = None,
+        requires_grad: bool = False,
+    ) -> None:
+        tr = pipe.transformer
+        vsf = int(pipe.vae_scale_factor)
+        shape = (int(tr.config.in_channels), int(height) // vsf, int(width) // vsf)
+        super().__init__(
+            pipe,
+            tr,
+            conditioning,
+            schedule=RectifiedFlow(),
+            prediction="velocity",
+            guidance_scale=guidance_scale,
+            latent_shape=shape,
+            height=height,
+            width=width,
+            max_batch=max_batch,
+            requires_grad=requires_grad,
+        )
+        self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
+
+    def _network_call(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
+        timestep = ((1.0 - t) * self.num_train_timesteps).to(device=x.device, dtype=torch.float32)
+        return self.network(
+            hidden_states=x,
+            timestep=timestep,
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            pooled_projections=cond["pooled_projections"],
+            return_dict=False,
+        )[0]
+
+    def _to_prediction(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -out
+
+    @property
+    def image_seq_len(self) -> int:
+        p = int(self.network.config.patch_size)
+        _, h, w = self.latent_shape
+        return (h // p) * (w // p)

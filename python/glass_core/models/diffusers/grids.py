@@ -1,0 +1,98 @@
+"""Time grids (t = 0 noise -> t = 1 data) that mirror each pipeline's own default step grid.
+
+The pipeline's scheduler is never stepped: a deep copy runs ``set_timesteps`` with exactly the
+arguments the pipeline's ``__call__`` would pass (FLUX: ``sigmas = linspace(1, 1/n, n)`` and the
+dynamic-shift ``mu`` from the image sequence length; SD3: default sigmas with the static shift or
+``mu``), and its ``sigmas`` / ``timesteps`` are mapped to glass_core time.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+
+from glass_core.errors import InvalidInputError
+
+
+def calculate_shift(
+    image_seq_len: int,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
+    """FLUX/SD3 dynamic-shift ``mu`` (diffusers' formula); static-shift equivalent: exp(mu)."""
+    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return float(image_seq_len * m + base_shift - m * base_seq_len)
+
+
+def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
+    sched = copy.deepcopy(model.pipe.scheduler)
+    cfg = sched.config
+    kwargs: dict[str, Any] = {}
+    if cfg.get("use_dynamic_shifting", False):
+        default_max = 1.15 if model.family == "flux" else 1.16
+        kwargs["mu"] = calculate_shift(
+            model.image_seq_len,
+            cfg.get("base_image_seq_len", 256),
+            cfg.get("max_image_seq_len", 4096),
+            cfg.get("base_shift", 0.5),
+            cfg.get("max_shift", default_max),
+        )
+    sigmas = None
+    if model.family == "flux" and not cfg.get("use_flow_sigmas", False):
+        sigmas = np.linspace(1.0, 1.0 / num_steps, num_steps)
+    if sigmas is not None:
+        sched.set_timesteps(sigmas=sigmas, **kwargs)
+    else:
+        sched.set_timesteps(num_steps, **kwargs)
+    sig = getattr(sched, "sigmas", None)
+    if sig is None:
+        raise InvalidInputError(
+            f"pipe.scheduler: {type(sched).__name__} exposes no sigmas; pass time_grid explicitly"
+        )
+    return 1.0 - sig.detach().cpu().double().numpy()
+
+
+def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
+    sched = copy.deepcopy(model.pipe.scheduler)
+    sched.set_timesteps(num_steps)
+    ks = sched.timesteps.detach().cpu().double().numpy()
+    big_t = model.num_train_timesteps
+    ts = 1.0 - (ks + 1.0) / (big_t + 1.0)
+    if not exact:
+        return np.concatenate([[0.0], ts[1:], [1.0]])
+    final_t = 1.0
+    if getattr(sched.config, "set_alpha_to_one", True) is False:
+        final_t = 1.0 - 1.0 / (big_t + 1.0)  # DDIM ends on alphas_cumprod[0]
+    step = big_t // num_steps
+    if "DDIM" in type(sched).__name__ and np.any(np.diff(ks) != -step):
+        warnings.warn(
+            "DDIM's timesteps are not evenly spaced by T // num_steps; the pipeline queries the "
+            "network at times that differ from its states, so it cannot be mirrored exactly",
+            stacklevel=3,
+        )
+    return np.concatenate([ts, [final_t]])
+
+
+def default_time_grid(model: Any, num_steps: int, *, exact: bool = False) -> np.ndarray:
+    """float64 grid of ``num_steps + 1`` increasing times matching the pipeline's step grid.
+
+    Flow families (FLUX, SD3) give 0 = t_0 < ... < t_n = 1 exactly as the pipeline's shifted sigmas.
+    VP families (SD, SDXL): node times of the scheduler's timesteps. With ``exact=False`` (default,
+    what the alignment algorithms need) the first time is replaced by 0 (the pipeline also starts
+    from pure noise there) and the last is 1 (clean data); ``exact=True`` keeps the scheduler's
+    first timestep and its final alpha (for parity checks against the pipeline's own sampler).
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
+        raise InvalidInputError(f"num_steps must be a positive int, got {num_steps!r}")
+    if model.family in ("flux", "sd3"):
+        grid = _flow_grid(model, int(num_steps))
+    else:
+        grid = _vp_grid(model, int(num_steps), exact)
+    if np.any(np.diff(grid) <= 0):
+        raise InvalidInputError(f"the scheduler produced a non-increasing time grid: {grid}")
+    return grid

@@ -1,0 +1,161 @@
+"""Discrete-time VP families: SD 1.x / 2.x (eps- or v-prediction) and SDXL.
+
+The schedule is glass_core's native ``VP.from_alphas_cumprod(scheduler.alphas_cumprod)``: diffusers
+timestep k (k = 0 least noisy, T = len(table)) sits at t_k = 1 - (k + 1) / (T + 1), where
+alpha_t^2 = alphas_cumprod[k]; between nodes log-SNR is piecewise linear. The network is queried at
+the *continuous-time equivalent* timestep k(t) = (1 - t)(T + 1) - 1 (fractional between nodes; the
+sinusoidal time embedding accepts it; GLASS_MATH.md section 7, "practical approximation"), clamped
+to the trained range [0, T - 1]. Input scale is 1 (the VP x_t is the network input).
+
+Below the noisiest node (t < t_{T-1}, including t = 0, where alpha_t = 0 and an eps-prediction says
+nothing about z) the denoiser uses the noisiest node: D_t(x) := D_{t_{T-1}}(x), exactly what the
+pipelines do when they start from pure noise at their first timestep. The adapter's native
+prediction is therefore "x1" (converted from eps / v with the schedule at max(t, t_{T-1})).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from glass_core.errors import UnsupportedModelError
+from glass_core.models.diffusers._conditioning import Conditioning, Tensors
+from glass_core.models.diffusers.base import DiffusersDenoiser
+from glass_core.schedules import VP
+
+_PREDICTIONS = ("epsilon", "v_prediction", "sample")
+
+
+def vp_schedule_from_scheduler(scheduler: Any) -> Any:
+    """``VP.from_alphas_cumprod`` of a diffusers scheduler's ``alphas_cumprod`` (float64)."""
+    table = getattr(scheduler, "alphas_cumprod", None)
+    if table is None:
+        raise UnsupportedModelError(
+            f"pipe.scheduler: {type(scheduler).__name__} has no alphas_cumprod; SD/SDXL adapters "
+            "need a discrete VP scheduler (DDIM, DDPM, Euler, DPM-Solver, ...)"
+        )
+    arr = torch.as_tensor(table).detach().to("cpu", torch.float64).numpy()
+    return VP.from_alphas_cumprod(np.ascontiguousarray(arr))
+
+
+class UNetDenoiser(DiffusersDenoiser):
+    """SD 1.x/2.x and SDXL adapter around ``pipe.unet`` with classifier-free guidance.
+
+    For SDXL pass ``add_time_ids`` ([6]: original size, crop top-left, target size), which the
+    pipeline would build from (height, width); the pooled text embeddings come from the
+    conditioning (``text_embeds``).
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        conditioning: Conditioning,
+        *,
+        family: str,
+        guidance_scale: float,
+        height: int,
+        width: int,
+        add_time_ids: torch.Tensor | None = None,
+        max_batch: int | None = None,
+        requires_grad: bool = False,
+        prediction_type: str | None = None,
+    ) -> None:
+        unet = pipe.unet
+        sched = pipe.scheduler
+        ptype = prediction_type or sched.config.get("prediction_type", "epsilon")
+        if ptype not in _PREDICTIONS:
+            raise UnsupportedModelError(
+                f"pipe.scheduler.config.prediction_type={ptype!r} is not one of {_PREDICTIONS}"
+            )
+        vsf = int(pipe.vae_scale_factor)
+        shape = (int(unet.config.in_channels), int(height) // vsf, int(width) // vsf)
+        schedule = vp_schedule_from_scheduler(sched)
+        if family == "sdxl" and add_time_ids is not None:
+            ids = add_time_ids.reshape(1, -1).to(conditioning.cond["encoder_hidden_states"])
+            b = conditioning.num_groups
+            conditioning.cond["time_ids"] = ids.repeat(b, 1)
+            if conditioning.uncond is not None:
+                conditioning.uncond["time_ids"] = ids.repeat(b, 1)
+        super().__init__(
+            pipe,
+            unet,
+            conditioning,
+            schedule=schedule,
+            prediction="x1",
+            guidance_scale=guidance_scale,
+            latent_shape=shape,
+            height=height,
+            width=width,
+            max_batch=max_batch,
+            requires_grad=requires_grad,
+        )
+        self.family = family
+        self.prediction_type = ptype
+        self.num_train_timesteps = len(sched.alphas_cumprod)
+        big_t = self.num_train_timesteps
+        self.t_floor = 1.0 - big_t / (big_t + 1.0)  # time of the noisiest node k = T - 1
+
+    def timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """Continuous-time equivalent diffusers timestep k(t), clamped to [0, T-1], snapped to the
+        integer node when within 1e-6 of it (so grid times reproduce the pipeline's timesteps)."""
+        big_t = self.num_train_timesteps
+        k = (1.0 - t.to(torch.float64)) * (big_t + 1) - 1.0
+        k = k.clamp(0.0, big_t - 1.0)
+        r = k.round()
+        return torch.where((k - r).abs() < 1e-6, r, k)
+
+    def _network_call(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
+        k = self.timestep(t).to(device=x.device, dtype=torch.float32)
+        added = None
+        if "time_ids" in cond:
+            added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
+        return self.network(
+            x,
+            k,
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            added_cond_kwargs=added,
+            return_dict=False,
+        )[0]
+
+    def _to_prediction(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.prediction_type == "sample":
+            return out
+        t_eff = t.to(torch.float64).clamp(min=self.t_floor).cpu().numpy()
+        a = np.asarray(self.schedule.alpha(np.ascontiguousarray(t_eff)), dtype=np.float64)
+        s = np.asarray(self.schedule.sigma(np.ascontiguousarray(t_eff)), dtype=np.float64)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        wd = torch.promote_types(x.dtype, torch.float32)
+        a_t = torch.as_tensor(a, device=x.device, dtype=wd).reshape(shape)
+        s_t = torch.as_tensor(s, device=x.device, dtype=wd).reshape(shape)
+        xw, ow = x.to(wd), out.to(wd)
+        # eps: z = (x - sigma eps) / alpha; v = alpha eps - sigma z -> z = alpha x - sigma v
+        eps = self.prediction_type == "epsilon"
+        d = (xw - s_t * ow) / a_t if eps else a_t * xw - s_t * ow
+        return d.to(x.dtype)
+
+
+def sdxl_add_time_ids(
+    pipe: Any,
+    height: int,
+    width: int,
+    *,
+    original_size: tuple[int, int] | None = None,
+    crops_coords_top_left: tuple[int, int] = (0, 0),
+    target_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """SDXL's added time ids [6] as ``StableDiffusionXLPipeline`` builds them by default."""
+    original_size = original_size or (height, width)
+    target_size = target_size or (height, width)
+    ids = list(original_size) + list(crops_coords_top_left) + list(target_size)
+    expected = pipe.unet.add_embedding.linear_1.in_features
+    te2 = getattr(pipe, "text_encoder_2", None)
+    proj = te2.config.projection_dim if te2 is not None else None
+    if proj is not None:
+        passed = pipe.unet.config.addition_time_embed_dim * len(ids) + proj
+        if passed != expected:
+            raise UnsupportedModelError(
+                f"pipe.unet expects an added embedding of {expected}, SDXL time ids give {passed}"
+            )
+    return torch.tensor(ids, dtype=torch.float32)

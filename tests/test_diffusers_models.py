@@ -1,0 +1,223 @@
+"""Diffusers adapters on tiny random-weight pipelines: conventions, parity with the pipelines' own
+samplers, grouping/CFG accounting and bad-input errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+import tiny_pipelines as tp
+from glass_core.errors import InvalidInputError, UnsupportedModelError
+from glass_core.models.diffusers import (
+    default_time_grid,
+    detect_family,
+    from_pipeline,
+    pack_latents,
+    unpack_latents,
+)
+from glass_core.transitions import ODE, Glass, sample
+
+PROMPTS = ["a photo of a cat", "a painting of a red house"]
+PER_PROMPT = 2
+SEQ = {"max_sequence_length": 8}
+
+
+def _noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _run_ours(model, transition, grid, x0) -> torch.Tensor:
+    with torch.no_grad():
+        return sample(model, transition, grid, x0=x0.clone()).samples
+
+
+# ----------------------------------------------------------------------------------------------
+# parity with the pipelines' own samplers (same seed, same step grid)
+
+
+@pytest.mark.parametrize("guidance_embeds", [True, False], ids=["dev", "schnell"])
+@pytest.mark.parametrize("transition", [ODE(), Glass(rho=1.0, inner_steps=1)], ids=["ode", "ddim"])
+def test_flux_parity_with_flow_match_euler(guidance_embeds: bool, transition) -> None:
+    pipe = tp.flux_pipeline(guidance_embeds)
+    steps, seed = 4, 0
+    ref = pipe(PROMPTS, num_images_per_prompt=PER_PROMPT, height=tp.HEIGHT, width=tp.WIDTH,
+               num_inference_steps=steps, guidance_scale=3.5, output_type="latent",
+               generator=torch.Generator().manual_seed(seed), max_sequence_length=8).images
+    model = from_pipeline(pipe, PROMPTS, guidance_scale=3.5, height=tp.HEIGHT, width=tp.WIDTH,
+                          encode_kwargs=SEQ)
+    grid = default_time_grid(model, steps)
+    x0 = _noise(seed, (len(PROMPTS) * PER_PROMPT, *model.latent_shape))
+    ours = _run_ours(model, transition, grid, x0)
+    _, h, w = model.latent_shape
+    torch.testing.assert_close(ours, unpack_latents(ref, h, w), rtol=1e-4, atol=1e-5)
+    assert model.num_evaluations == steps and model.passes_per_eval == 1
+
+
+def test_sd3_parity_true_cfg() -> None:
+    pipe = tp.sd3_pipeline()
+    steps, seed = 3, 1
+    ref = pipe(PROMPTS, num_images_per_prompt=PER_PROMPT, height=tp.HEIGHT, width=tp.WIDTH,
+               num_inference_steps=steps, guidance_scale=6.0, output_type="latent",
+               generator=torch.Generator().manual_seed(seed), max_sequence_length=8).images
+    model = from_pipeline(pipe, PROMPTS, guidance_scale=6.0, height=tp.HEIGHT, width=tp.WIDTH,
+                          encode_kwargs=SEQ)
+    x0 = _noise(seed, (len(PROMPTS) * PER_PROMPT, *model.latent_shape))
+    ours = _run_ours(model, ODE(), default_time_grid(model, steps), x0)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    # true CFG: 2 forward passes per NFE, both halves in one batched call per evaluation
+    assert model.passes_per_eval == 2
+    assert model.num_forward_passes == 2 * steps
+    assert model.num_forward_rows == 2 * steps * x0.shape[0]
+
+
+@pytest.mark.parametrize("family", ["sd-eps", "sd-v", "sdxl"])
+def test_sd_parity_glass_rho1_one_step_is_ddim(family: str) -> None:
+    pipe = {"sd-eps": lambda: tp.sd_pipeline("epsilon"),
+            "sd-v": lambda: tp.sd_pipeline("v_prediction"), "sdxl": tp.sdxl_pipeline}[family]()
+    steps, seed, g = 4, 2, 5.0
+    ref = pipe(PROMPTS, num_images_per_prompt=PER_PROMPT, height=tp.HEIGHT, width=tp.WIDTH,
+               num_inference_steps=steps, guidance_scale=g, output_type="latent",
+               generator=torch.Generator().manual_seed(seed)).images
+    model = from_pipeline(pipe, PROMPTS, guidance_scale=g, height=tp.HEIGHT, width=tp.WIDTH)
+    grid = default_time_grid(model, steps, exact=True)
+    # the pipeline's DDIM timesteps map to node times 1 - (k + 1) / (T + 1)
+    ks = np.array([751, 501, 251, 1])  # leading spacing, steps_offset=1, T=1000
+    np.testing.assert_allclose(grid[:-1], 1 - (ks + 1) / 1001, rtol=0, atol=1e-12)
+    x0 = _noise(seed, (len(PROMPTS) * PER_PROMPT, *model.latent_shape))
+    ours = _run_ours(model, Glass(rho=1.0, inner_steps=1), grid, x0)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=2e-5)
+    assert model.num_forward_passes == 2 * steps  # CFG
+
+
+# ----------------------------------------------------------------------------------------------
+# conventions
+
+
+def test_flux_velocity_is_minus_v_and_packing_roundtrip() -> None:
+    pipe = tp.flux_pipeline(True)
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    x = _noise(3, (2, *model.latent_shape))
+    assert torch.equal(unpack_latents(pack_latents(x), *x.shape[-2:]), x)
+    packed = pipe._pack_latents(x, 2, x.shape[1], x.shape[2], x.shape[3])
+    assert torch.equal(pack_latents(x), packed)
+    t = 0.3
+    cond = model.conditioning.cond
+    with torch.no_grad():
+        v = pipe.transformer(hidden_states=packed, timestep=torch.full((2,), 1 - t),
+                             guidance=torch.full((2,), 3.5),
+                             pooled_projections=cond["pooled_projections"].expand(2, -1),
+                             encoder_hidden_states=cond["encoder_hidden_states"].expand(2, -1, -1),
+                             txt_ids=model.txt_ids, img_ids=model.img_ids, return_dict=False)[0]
+        u = model.velocity(x, t)
+        d = model.denoise(x, t)
+    torch.testing.assert_close(u, -unpack_latents(v, *x.shape[-2:]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(d, x + (1 - t) * u, rtol=1e-5, atol=1e-5)  # RF: D = x + (1-t) u
+
+
+def test_flux_dynamic_shift_grid_matches_formula() -> None:
+    model = from_pipeline(tp.flux_pipeline(True), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH,
+                          encode_kwargs=SEQ)
+    n = 5
+    cfg = model.pipe.scheduler.config
+    m = (cfg.max_shift - cfg.base_shift) / (cfg.max_image_seq_len - cfg.base_image_seq_len)
+    mu = model.image_seq_len * m + cfg.base_shift - m * cfg.base_image_seq_len
+    s = np.exp(mu)
+    sig = np.linspace(1, 0, n + 1)
+    expected = 1 - s * sig / (1 + (s - 1) * sig)
+    np.testing.assert_allclose(default_time_grid(model, n), expected, atol=1e-6)
+
+
+def test_vp_timestep_mapping_and_continuous_query() -> None:
+    model = from_pipeline(tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT,
+                          width=tp.WIDTH, guidance_scale=1.0)
+    assert not model.cfg and model.passes_per_eval == 1
+    big_t = 1000
+    ks = torch.tensor([0.0, 1.0, 500.0, 999.0], dtype=torch.float64)
+    t = 1 - (ks + 1) / (big_t + 1)
+    torch.testing.assert_close(model.timestep(t), ks)
+    # between nodes: the fractional continuous-time-equivalent timestep, clamped to [0, T-1]
+    k = model.timestep(torch.tensor([1 - 500.5 / 1001, 0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(k, torch.tensor([499.5, 999.0, 0.0], dtype=torch.float64))
+    # schedule nodes reproduce alphas_cumprod
+    ac = model.pipe.scheduler.alphas_cumprod.double().numpy()
+    tn = 1 - (np.arange(big_t) + 1) / (big_t + 1)
+    np.testing.assert_allclose(np.asarray(model.schedule.alpha(tn)) ** 2, ac, rtol=1e-10)
+    # eps -> x1 at a node matches diffusers' pred_original_sample
+    x = _noise(4, (1, *model.latent_shape))
+    with torch.no_grad():
+        eps = model.pipe.unet(x, 500, encoder_hidden_states=model.conditioning.cond[
+            "encoder_hidden_states"], return_dict=False)[0]
+        d = model.denoise(x, float(tn[500]))
+    a = float(ac[500])
+    torch.testing.assert_close(d, (x - (1 - a) ** 0.5 * eps) / a**0.5, rtol=1e-4, atol=1e-4)
+    # t = 0 (alpha = 0) is answered at the noisiest node: finite
+    assert torch.isfinite(model.denoise(x, 0.0)).all()
+
+
+def test_groups_map_rows_to_prompts_and_max_batch_is_exact() -> None:
+    pipe = tp.sdxl_pipeline()
+    both = from_pipeline(pipe, PROMPTS, height=tp.HEIGHT, width=tp.WIDTH)
+    x = _noise(5, (6, *both.latent_shape))
+    with torch.no_grad():
+        d = both.denoise(x, 0.4)
+        d0 = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH).denoise(x[:3], 0.4)
+        d1 = from_pipeline(pipe, PROMPTS[1], height=tp.HEIGHT, width=tp.WIDTH).denoise(x[3:], 0.4)
+        small = from_pipeline(pipe, PROMPTS, height=tp.HEIGHT, width=tp.WIDTH, max_batch=2)
+        ds = small.denoise(x, 0.4)
+    torch.testing.assert_close(d, torch.cat([d0, d1]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ds, d, rtol=1e-4, atol=1e-5)
+    assert small.num_forward_rows == 12 and small.num_evaluations == 1
+    with pytest.raises(InvalidInputError, match="multiple of the 2 prompts"):
+        both.denoise(x[:5], 0.4)
+    with pytest.raises(InvalidInputError, match="latent_shape"):
+        both.denoise(torch.zeros(2, 4, 4, 4), 0.4)
+
+
+def test_prompt_embeds_instead_of_text() -> None:
+    pipe = tp.sd3_pipeline()
+    pe, npe, pp, npp = pipe.encode_prompt(PROMPTS, None, None, device="cpu",
+                                          max_sequence_length=8)
+    a = from_pipeline(pipe, PROMPTS, height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    b = from_pipeline(pipe, prompt_embeds=pe, pooled_prompt_embeds=pp, negative_prompt_embeds=npe,
+                      negative_pooled_prompt_embeds=npp, height=tp.HEIGHT, width=tp.WIDTH)
+    x = _noise(6, (2, *a.latent_shape))
+    with torch.no_grad():
+        torch.testing.assert_close(a.velocity(x, 0.5), b.velocity(x, 0.5))
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+
+
+class _NotAPipeline:
+    pass
+
+
+def test_unsupported_pipeline_names_supported_families() -> None:
+    with pytest.raises(UnsupportedModelError, match=r"FLUX.*SD3.*SD 1\.x.*SDXL"):
+        detect_family(_NotAPipeline())
+    fake = _NotAPipeline()
+    fake.transformer = torch.nn.Linear(2, 2)  # type: ignore[attr-defined]
+    with pytest.raises(UnsupportedModelError, match="Linear"):
+        from_pipeline(fake, "a cat")
+
+
+def test_mismatched_embeds_and_prompts() -> None:
+    pipe = tp.sdxl_pipeline()
+    pe, _, pp, _ = pipe.encode_prompt(PROMPTS, device="cpu")
+    with pytest.raises(InvalidInputError, match="pooled_prompt_embeds has batch size 1"):
+        from_pipeline(pipe, prompt_embeds=pe, pooled_prompt_embeds=pp[:1], height=16, width=16)
+    with pytest.raises(InvalidInputError, match="pooled_prompt_embeds is required"):
+        from_pipeline(pipe, prompt_embeds=pe, height=16, width=16)
+    with pytest.raises(InvalidInputError, match="either prompt or prompt_embeds"):
+        from_pipeline(pipe, PROMPTS, prompt_embeds=pe, pooled_prompt_embeds=pp)
+    with pytest.raises(InvalidInputError, match="negative_prompt has 3 entries"):
+        from_pipeline(pipe, PROMPTS, negative_prompt=["x", "y", "z"], height=16, width=16)
+    with pytest.raises(InvalidInputError, match="height and width"):
+        from_pipeline(pipe, PROMPTS, height=15, width=16)
+    with pytest.raises(InvalidInputError, match="prompt"):
+        from_pipeline(pipe)
