@@ -144,11 +144,17 @@ def as_generator_arg(generator: Generator) -> Any:
     return list(generator) if isinstance(generator, (list, tuple)) else generator
 
 
-class CountedModel:
-    """Wraps a Denoiser: counts NFE (one per batched call), micro-batches along dim 0 and times the
-    model calls. Unknown attributes are forwarded, so transitions see the original model."""
+def _sync(t: torch.Tensor) -> None:
+    if t.is_cuda:  # honest timings need the kernels to finish
+        torch.cuda.synchronize(t.device)
 
-    def __init__(self, model: Any, max_batch: int | None = None, timed: bool = True) -> None:
+
+class CountedModel:
+    """Wraps a Denoiser: counts NFE (one per batched call), micro-batches along dim 0 and, when
+    `timed`, times the model calls (with a device sync on CUDA, so only when profiling).
+    Unknown attributes are forwarded, so transitions see the original model."""
+
+    def __init__(self, model: Any, max_batch: int | None = None, timed: bool = False) -> None:
         self._model = model
         self.schedule = model.schedule
         self.max_batch = max_batch
@@ -167,7 +173,9 @@ class CountedModel:
 
     def _call(self, fn: Callable[..., torch.Tensor], x: torch.Tensor, t: Any) -> torch.Tensor:
         self.nfe += 1
-        start = time.perf_counter() if self.timed else 0.0
+        if self.timed:
+            _sync(x)
+            start = time.perf_counter()
         mb = self.max_batch
         if mb is None or x.shape[0] <= mb:
             out = fn(x, t)
@@ -180,9 +188,25 @@ class CountedModel:
                 ]
             )
         if self.timed:
-            if out.is_cuda:  # honest model time needs the kernel to finish
-                torch.cuda.synchronize(out.device)
+            _sync(out)
             self.model_time += time.perf_counter() - start
+        return out
+
+
+class Timer:
+    """Accumulates wall time of a code section when enabled (syncing CUDA around it)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = 0.0
+
+    def __call__(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        if not self.enabled:
+            return fn(*args)
+        start = time.perf_counter()
+        out = fn(*args)
+        _sync(out)
+        self.total += time.perf_counter() - start
         return out
 
 

@@ -19,6 +19,7 @@ import torch
 from glass_core.align._common import (
     CountedModel,
     Generator,
+    Timer,
     as_generator_arg,
     check_callable,
     check_finite_float,
@@ -89,6 +90,7 @@ def fk_steering(
     max_batch: int | None = None,
     track_genealogy: bool = True,
     progress: bool = True,
+    profile: bool = False,
 ) -> FKResult:
     """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z.
 
@@ -98,6 +100,8 @@ def fk_steering(
     are carried otherwise. The last step applies the exact final correction and resamples only if
     `final_resample`. `generator` may be a list of B torch.Generators: B groups (e.g. prompts) x N
     particles, equal to B separate runs with those generators. Rows are group-major.
+    `profile=True` measures model and reward time (syncing CUDA around each call); otherwise
+    they are reported as NaN and the loop makes one host sync per potential step.
     """
     wall_start = time.perf_counter()
     check_model(model)
@@ -122,7 +126,8 @@ def fk_steering(
 
     from glass_core.weights import SMCState  # native core
 
-    counted = CountedModel(model, max_batch)
+    counted = CountedModel(model, max_batch, timed=profile)
+    reward_timer = Timer(profile)
     gen = as_generator_arg(generator)
     x = initial_noise(num_b * n, shape_t, generator, dtype, device)
     seeds = draw_seeds(generator, num_b)
@@ -154,7 +159,9 @@ def fk_steering(
             final = k == num_k
             if not final:
                 denoised = counted.denoise(x, t_next)
-            rewards = check_rewards(reward(x if final else denoised), num_b * n, name="reward")
+            # shape/dtype now; finiteness on the host copy below (no extra device sync)
+            r_raw = reward_timer(reward, x if final else denoised)
+            rewards = check_rewards(r_raw, num_b * n, finite=False)
             log_g = pot.step(rewards, final=final)
             host = torch.stack([rewards.to(torch.float64), log_g]).cpu().numpy()  # the one sync
             if not np.isfinite(host[0]).all():
@@ -167,7 +174,8 @@ def fk_steering(
             if res.any_resampled:
                 idx = torch.from_numpy(np.asarray(res.flat_ancestors, dtype=np.int64)).to(x.device)
                 x = x.index_select(0, idx)
-                rewards = rewards.index_select(0, idx)
+                if final:  # intermediate rewards are not kept, only the final ones
+                    rewards = rewards.index_select(0, idx)
                 if denoised is not None:
                     denoised = denoised.index_select(0, idx)
                 pot.gather(idx)
@@ -188,6 +196,7 @@ def fk_steering(
         ancestors=(None if ancestors is None else ancestors if grouped else ancestors[:, 0]),
         nfe=counted.nfe,
         total_nfe=counted.nfe * n * num_b,
-        model_time=counted.model_time,
+        model_time=counted.model_time if profile else float("nan"),
+        reward_time=reward_timer.total if profile else float("nan"),
         wall_time=time.perf_counter() - wall_start,
     )

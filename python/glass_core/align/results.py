@@ -46,7 +46,8 @@ class FKResult:
     ancestors: np.ndarray | None  # [S, N] or [S, B, N] row-local ancestor indices per step
     nfe: int  # model evaluations per particle (the intermediate reward reuses its call)
     total_nfe: int  # nfe * N * B
-    model_time: float  # seconds inside model calls
+    model_time: float  # seconds inside model calls (NaN unless profile=True)
+    reward_time: float  # seconds inside reward calls (NaN unless profile=True)
     wall_time: float  # seconds for the whole call
 
     @property

@@ -31,11 +31,14 @@ def _listing(idx: torch.Tensor) -> str:
     return shown + more
 
 
-def check_rewards(values: object, batch: int, *, name: str = "reward") -> torch.Tensor:
+def check_rewards(
+    values: object, batch: int, *, name: str = "reward", finite: bool = True
+) -> torch.Tensor:
     """Validate a reward output: a float tensor of shape ``[batch]`` with only finite values.
 
     Raises RewardError naming the shape or the offending particle indices. Returns the values
-    unchanged (same device and dtype) so that callers keep one device tensor.
+    unchanged (same device and dtype) so that callers keep one device tensor. `finite=False`
+    skips the value check (it costs a device sync); the caller must then check on the host.
     """
     if not isinstance(values, torch.Tensor):
         raise RewardError(
@@ -47,6 +50,8 @@ def check_rewards(values: object, batch: int, *, name: str = "reward") -> torch.
         )
     if not (values.is_floating_point()):
         raise RewardError(f"{name} must return a floating-point tensor, got {values.dtype}")
+    if not finite:
+        return values
     bad = ~torch.isfinite(values)
     if bool(bad.any()):
         idx = torch.nonzero(bad).flatten().cpu()
