@@ -35,8 +35,13 @@ class Glass(Transition):
     rho=1 with K=1 (Euler) is deterministic DDIM; rho=1 with K>1 is still stochastic (§2).
     """
 
-    def __init__(self, rho: float | str = "ddpm", inner_steps: int = 10, solver: str = "euler",
-                 sigma0: float = 1.0):
+    def __init__(
+        self,
+        rho: float | str = "ddpm",
+        inner_steps: int = 10,
+        solver: str = "euler",
+        sigma0: float = 1.0,
+    ):
         resolve_rho_spec(rho)
         self.rho = rho
         self.inner_steps = check_int(inner_steps, "inner_steps")
@@ -47,8 +52,10 @@ class Glass(Transition):
         self.sigma0 = s0
 
     def __repr__(self) -> str:
-        return (f"Glass(rho={self.rho!r}, inner_steps={self.inner_steps}, solver={self.solver!r}, "
-                f"sigma0={self.sigma0})")
+        return (
+            f"Glass(rho={self.rho!r}, inner_steps={self.inner_steps}, solver={self.solver!r}, "
+            f"sigma0={self.sigma0})"
+        )
 
     @property
     def nfe_per_call(self) -> int:
@@ -61,8 +68,9 @@ class Glass(Transition):
         n = self.nfe_per_call
         if self.solver == "heun":
             rho = resolve_rho(schedule, self.rho, t, t_next)
-            if self._singular(glass_coefficients(schedule, t, t_next, rho, np.zeros(1),
-                                                 self.sigma0)):
+            if self._singular(
+                glass_coefficients(schedule, t, t_next, rho, np.zeros(1), self.sigma0)
+            ):
                 n -= 1
         return n - 1 if reuse else n
 
@@ -87,8 +95,15 @@ class Glass(Transition):
         table["rho"] = rho
         return table
 
-    def _step(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
-              generator: _random.Generator, denoised: torch.Tensor | None) -> torch.Tensor:
+    def _step(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: float,
+        t_next: float,
+        generator: _random.Generator,
+        denoised: torch.Tensor | None,
+    ) -> torch.Tensor:
         c = self.coefficients(model.schedule, t, t_next)
         wd = working_dtype(x)
         xw = x.to(wd)
@@ -107,20 +122,24 @@ class Glass(Transition):
         def vel(j: int, y: torch.Tensor) -> torch.Tensor:
             return float(w1[j]) * y + float(w2[j]) * zhat(j, y)
 
+        def euler(j: int, y: torch.Tensor, h: float) -> torch.Tensor:
+            # y + h (w1 y + w2 zhat) with (1 + h w1) formed in float64: for rho=1, K=1 it is
+            # exactly 0, so the initial noise drops out bit-exactly (deterministic DDIM).
+            return float(1.0 + h * w1[j]) * y + float(h * w2[j]) * zhat(j, y)
+
         k = self.inner_steps
         h = 1.0 / k
         y = self.sigma0 * _random.randn_like(xw, generator)
         for m in range(k):
             if self.solver == "euler":
-                y = y + h * vel(m, y)
+                y = euler(m, y, h)
             elif self.solver == "midpoint":
-                k1 = vel(2 * m, y)
-                y = y + h * vel(2 * m + 1, y + (0.5 * h) * k1)
+                y = y + h * vel(2 * m + 1, euler(2 * m, y, 0.5 * h))
             else:  # heun
-                k1 = vel(m, y)
                 if m == k - 1 and c["singular"]:
-                    y = y + h * k1  # s=1 is singular: Euler for the last step (§3.4)
+                    y = euler(m, y, h)  # s=1 is singular: Euler for the last step (§3.4)
                 else:
+                    k1 = vel(m, y)
                     k2 = vel(m + 1, y + h * k1)
                     y = y + (0.5 * h) * (k1 + k2)
         return (float(c["gamma"]) * xw + y).to(x.dtype)

@@ -1,0 +1,306 @@
+"""GLASS, ODE and SDE transitions against the exact Gaussian-mixture kernel (GLASS_MATH §9)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from glass_core import _random
+from glass_core.errors import InvalidInputError
+from glass_core.models import GaussianMixture, from_callable
+from glass_core.schedules import Cosine, RectifiedFlow
+from glass_core.transitions import ODE, SDE, Glass
+from test_sample_stats import assert_moments, energy_pvalue, moment_errors
+
+F64 = torch.float64
+N = 100_000
+K_HEUN = 20  # inner Heun steps for the kernel-moment tests (2K NFE per transition)
+K_POSTERIOR = 40  # t'=1: the last inner step must be Euler (singular at s=1), so more steps (§9.4)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def gmm2(schedule=None):
+    means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=F64)
+    stds = torch.tensor([0.05, 0.2, 0.1], dtype=F64).sqrt()
+    return GaussianMixture(means, stds, torch.tensor([0.3, 0.5, 0.2]), schedule)
+
+
+def gmm16(schedule=None):
+    g = torch.Generator().manual_seed(16)
+    means = 1.5 * torch.randn(4, 16, generator=g, dtype=F64)
+    return GaussianMixture(means, torch.tensor([0.3, 0.5, 0.4, 0.6]),
+                           torch.tensor([0.1, 0.4, 0.3, 0.2]), schedule)
+
+
+class Counting:
+    """Wraps a denoiser and counts model evaluations."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.calls = model, model.schedule, 0
+
+    def denoise(self, x, t):
+        self.calls += 1
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.calls += 1
+        return self.model.velocity(x, t)
+
+
+def two_measurement_posterior_mean(model, x, xbar, t, t_next, rho, s, sigma0=1.0):
+    """E[z | x_t, xbar_s] for the GMM by the 2x2 matrix form of §3.3 (no closed-form shortcuts)."""
+    sc = model.schedule
+    a, sg, a2, sg2 = sc.alpha(t), sc.sigma(t), sc.alpha(t_next), sc.sigma(t_next)
+    gam = rho * sg2 / sg
+    abar, sbar = a2 - gam * a, sg2 * math.sqrt(max(1 - rho * rho, 0.0))
+    a_s, s_s = s * abar, (1 - s) * sigma0 + s * sbar
+    mu = torch.tensor([a, a_s + gam * a], dtype=F64)
+    cov = torch.tensor([[sg * sg, gam * sg * sg], [gam * sg * sg, s_s ** 2 + gam ** 2 * sg * sg]],
+                       dtype=F64)
+    obs = torch.stack([x, xbar], dim=-1)  # [B, d, 2] per-coordinate measurements
+    prec_lik = mu @ torch.linalg.solve(cov, mu)
+    lin = obs @ torch.linalg.solve(cov, mu)  # [B, d]
+    m, v, pi = model.means, model.stds ** 2, model.weights
+    out_logw, out_mean = [], []
+    for k in range(len(pi)):
+        marg = v[k] * torch.outer(mu, mu) + cov
+        dev = obs - m[k].unsqueeze(-1) * mu  # [B, d, 2]
+        quad = (dev @ torch.linalg.inv(marg) * dev).sum(-1).sum(-1)
+        out_logw.append(torch.log(pi[k]) - 0.5 * quad - 0.5 * x.shape[1] * torch.logdet(marg))
+        out_mean.append((m[k] / v[k] + lin) / (1 / v[k] + prec_lik))
+    w = torch.softmax(torch.stack(out_logw, 1), 1)
+    return (w.unsqueeze(-1) * torch.stack(out_mean, 1)).sum(1)
+
+
+@pytest.mark.parametrize("sched", [RectifiedFlow(), Cosine()], ids=["rf", "cosine"])
+@pytest.mark.parametrize("t,t_next,rho", [(0.55, 0.8, 0.4), (0.3, 0.7, "ddpm"), (0.2, 0.6, -0.5),
+                                          (0.4, 1.0, 0.3), (0.0, 0.5, 0.4), (0.5, 0.9, 1.0)])
+def test_glass_denoiser_is_the_two_measurement_posterior(sched, t, t_next, rho):
+    """Prop. 2: D_{t*}(alpha* S) equals E[z | x_t, xbar_s] to 1e-10 in float64."""
+    model = gmm2(sched)
+    tr = Glass(rho, inner_steps=8, solver="midpoint")
+    table = tr.coefficients(sched, t, t_next)
+    r = table["rho"]
+    g = torch.Generator().manual_seed(3)
+    x = 1.5 * torch.randn(32, 2, generator=g, dtype=F64)
+    y = 1.5 * torch.randn(32, 2, generator=g, dtype=F64)
+    for j, s in enumerate(table["s"]):
+        if s == 0:
+            continue
+        inp = table["alpha_star"][j] * (table["c_x"][j] * x + table["c_y"][j] * y)
+        got = model.denoise(inp, float(table["t_star"][j]))
+        want = two_measurement_posterior_mean(model, x, y + table["gamma"] * x, t, t_next, r, s)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=f"s={s}")
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 1e-5)])
+def test_rho1_one_step_is_deterministic_ddim(solver, dtype, tol):
+    sched = Cosine()
+    model = gmm2(sched)
+    x = torch.randn(200, 2, generator=torch.Generator().manual_seed(4), dtype=F64)
+    t, tn = 0.35, 0.7
+    a, s, a2, s2 = sched.alpha(t), sched.sigma(t), sched.alpha(tn), sched.sigma(tn)
+    d = model.denoise(x, t)
+    ddim = a2 * d + s2 * (x - a * d) / s  # eta = 0 DDIM
+    tr = Glass(1.0, inner_steps=1, solver=solver)
+    out1 = tr(model, x.to(dtype), t, tn, torch.Generator().manual_seed(1))
+    out2 = tr(model, x.to(dtype), t, tn, torch.Generator().manual_seed(2))
+    assert out1.dtype == dtype
+    torch.testing.assert_close(out1.double(), ddim, rtol=tol, atol=tol)
+    assert torch.equal(out1, out2)
+
+
+def test_rho1_many_inner_steps_is_stochastic_and_exact():
+    model = gmm2()
+    x = torch.tensor([[0.3, -0.4]], dtype=F64).expand(N, 2)
+    tr = Glass(1.0, inner_steps=K_HEUN, solver="heun")
+    out1 = tr(model, x[:100], 0.55, 0.8, torch.Generator().manual_seed(1))
+    out2 = tr(model, x[:100], 0.55, 0.8, torch.Generator().manual_seed(2))
+    assert (out1 - out2).abs().max() > 0.1
+    mu, cov = model.transition_moments(x[:1], 0.55, 0.8, 1.0)
+    assert cov[0].trace() > 0.1  # the exact rho=1 kernel is not a point mass (§2)
+    out = tr(model, x, 0.55, 0.8, torch.Generator().manual_seed(3))
+    assert_moments(out, mu[0], cov[0], what="rho=1, K=20")
+
+
+def test_one_euler_step_is_the_ddim_type_kernel():
+    """K=1: x' = gamma x + abar D_t(x) + sbar eps (§3.6), with eps the transition's own noise."""
+    model = gmm2(Cosine())
+    x = torch.randn(64, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    tr = Glass(0.4, inner_steps=1)
+    c = tr.coefficients(model.schedule, 0.3, 0.75)
+    eps = _random.randn_like(x, torch.Generator().manual_seed(9))
+    want = c["gamma"] * x + c["abar"] * model.denoise(x, 0.3) + c["sbar"] * eps
+    got = tr(model, x, 0.3, 0.75, torch.Generator().manual_seed(9))
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-13)
+
+
+KERNEL_CASES = [
+    ("rf", 0.55, 0.8, 0.4),
+    ("rf", 0.3, 0.7, "ddpm"),
+    ("cosine", 0.4, 0.6, -0.5),
+    ("rf", 0.2, 1.0, 0.4),
+    ("cosine", 0.5, 1.0, "ddpm"),
+    ("rf", 0.0, 0.5, 0.4),
+]
+
+
+def _sched(name):
+    return RectifiedFlow() if name == "rf" else Cosine()
+
+
+@pytest.mark.parametrize("dim", [2, pytest.param(16, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sname,t,t_next,rho", KERNEL_CASES)
+def test_glass_heun_matches_exact_kernel(dim, sname, t, t_next, rho):
+    """Mean and covariance of 1e5 GLASS samples (Heun, K=20; K=40 for t'=1, whose last step is
+    Euler) within 5 standard errors of the exact kernel, and an energy-distance permutation test
+    against exact kernel samples."""
+    model = (gmm2 if dim == 2 else gmm16)(_sched(sname))
+    g = torch.Generator().manual_seed(6)
+    x0 = model.sample_marginal(1, t, g) if t > 0 else torch.randn(1, dim, generator=g, dtype=F64)
+    x = x0.expand(N, dim)
+    k = K_HEUN if t_next < 1 else K_POSTERIOR
+    out = Glass(rho, inner_steps=k, solver="heun")(model, x, t, t_next, g)
+    mu, cov = model.transition_moments(x0, t, t_next, rho)
+    assert_moments(out, mu[0], cov[0], what=f"d={dim} {t}->{t_next} rho={rho}")
+    exact = model.sample_transition(x, t, t_next, rho, g)
+    assert energy_pvalue(out, exact) > 0.01
+
+
+def test_kernel_check_rejects_a_wrong_sampler():
+    """The same moment check flags the one-step (DDIM-type) approximation as wrong."""
+    model = gmm2()
+    x = torch.tensor([[0.3, -0.4]], dtype=F64).expand(N, 2)
+    out = Glass(0.4, inner_steps=1)(model, x, 0.55, 0.8, torch.Generator().manual_seed(7))
+    mu, cov = model.transition_moments(x[:1], 0.55, 0.8, 0.4)
+    zm, zc = moment_errors(out, mu[0], cov[0])
+    assert max(zm.abs().max(), zc.abs().max()) > 10
+
+
+@pytest.mark.parametrize("solver,k", [("euler", 200), ("midpoint", 20)])
+def test_glass_other_solvers_converge(solver, k):
+    model = gmm2()
+    x = torch.tensor([[0.3, -0.4]], dtype=F64).expand(N, 2)
+    out = Glass(0.4, inner_steps=k, solver=solver)(model, x, 0.55, 0.8,
+                                                    torch.Generator().manual_seed(8))
+    mu, cov = model.transition_moments(x[:1], 0.55, 0.8, 0.4)
+    # Euler has O(1/K) bias (§9: cov error ~0.006 at K=200); allow it explicitly on top of noise.
+    bias = 0.01 if solver == "euler" else 0.0
+    zm, zc = moment_errors(out, mu[0], cov[0])
+    se_cov = (cov[0].diagonal().outer(cov[0].diagonal()) / N).sqrt()
+    assert zm.abs().max() < 5
+    assert torch.all(zc.abs() < 5 + bias / se_cov)
+
+
+@pytest.mark.slow
+def test_sde_many_substeps_matches_ddpm_kernel():
+    """Prop. 1: the SDE's kernel is the GLASS kernel with rho_DDPM (EM, 1000 substeps)."""
+    model = gmm2()
+    x = torch.tensor([[0.3, -0.4]], dtype=F64).expand(N, 2)
+    out = SDE(substeps=1000)(model, x, 0.55, 0.8, torch.Generator().manual_seed(9))
+    mu, cov = model.transition_moments(x[:1], 0.55, 0.8, "ddpm")
+    assert_moments(out, mu[0], cov[0], z=6.0, what="SDE 1000 substeps")
+
+
+def test_ode_is_deterministic_and_converges_to_the_flow():
+    """Euler is first order and Heun second order against a fine Heun reference."""
+    model = gmm2(Cosine())
+    x = torch.randn(500, 2, generator=torch.Generator().manual_seed(10), dtype=F64)
+    fine = ODE("heun", substeps=800)(model, x, 0.2, 0.7)
+
+    def err(solver, n):
+        out = ODE(solver, substeps=n)(model, x, 0.2, 0.7, torch.Generator().manual_seed(1))
+        return float((out - fine).abs().max())
+
+    assert 1.7 < err("euler", 40) / err("euler", 80) < 2.3
+    assert 3.3 < err("heun", 40) / err("heun", 80) < 4.7
+    assert err("heun", 80) < 1e-3
+    assert torch.equal(ODE("heun", 5)(model, x, 0.2, 0.7), ODE("heun", 5)(model, x, 0.2, 0.7))
+
+
+@pytest.mark.parametrize("tr", [Glass("ddpm", 4, "heun"), Glass(0.4, 3, "euler"),
+                                Glass(0.4, 3, "midpoint"), ODE("heun", 3), ODE("euler", 2),
+                                SDE(substeps=3)], ids=repr)
+@pytest.mark.parametrize("t_next", [0.7, 1.0])
+def test_denoised_reuse_is_exact_and_saves_one_call(tr, t_next):
+    model = Counting(gmm2(Cosine()))
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(11), dtype=F64)
+    ref = tr(model, x, 0.3, t_next, torch.Generator().manual_seed(1))
+    assert model.calls == tr.nfe(model.schedule, 0.3, t_next) <= tr.nfe_per_call
+    d = model.model.denoise(x, 0.3)
+    model.calls = 0
+    out = tr(model, x, 0.3, t_next, torch.Generator().manual_seed(1), denoised=d)
+    assert model.calls == tr.nfe(model.schedule, 0.3, t_next, reuse=True)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tr", [Glass("ddpm", 3, "heun"), ODE("heun", 2), SDE(substeps=2)],
+                         ids=repr)
+def test_any_shape_dtype_and_gradients(tr):
+    sched = RectifiedFlow()
+    base = gmm16(sched)
+    model = from_callable(lambda x, t: base.denoise(x.reshape(len(x), -1), t).reshape(x.shape),
+                          prediction="x1", schedule=sched)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(6, 4, 2, 2).to(dtype)
+        out = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and out.dtype == dtype and torch.isfinite(out).all()
+    x = torch.randn(6, 4, 2, 2, dtype=F64, requires_grad=True)
+    with torch.no_grad():
+        assert not tr(model, x, 0.2, 0.6).requires_grad
+    tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(0)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_generator_lists_give_per_group_reproducibility():
+    model = gmm2()
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(12), dtype=F64)
+    tr = Glass(0.4, 4, "heun")
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    out = tr(model, x, 0.3, 0.8, gens)
+    for b, s in enumerate((1, 2, 3)):
+        one = tr(model, x[2 * b:2 * b + 2], 0.3, 0.8, torch.Generator().manual_seed(s))
+        torch.testing.assert_close(out[2 * b:2 * b + 2], one, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_inputs_name_the_argument():
+    model = gmm2()
+    x = torch.zeros(4, 2, dtype=F64)
+    for kwargs, name in [({"rho": 1.5}, "rho"), ({"rho": -1.01}, "rho"), ({"rho": "ddim"}, "rho"),
+                         ({"rho": float("nan")}, "rho"), ({"inner_steps": 0}, "inner_steps"),
+                         ({"inner_steps": 2.5}, "inner_steps"), ({"solver": "rk4"}, "solver"),
+                         ({"sigma0": 0.0}, "sigma0")]:
+        with pytest.raises(InvalidInputError, match=name):
+            Glass(**kwargs)
+    with pytest.raises(InvalidInputError, match="substeps"):
+        ODE(substeps=0)
+    with pytest.raises(InvalidInputError, match="solver"):
+        ODE(solver="midpoint")
+    with pytest.raises(InvalidInputError, match="substeps"):
+        SDE(substeps=0)
+    for tr in (Glass(), ODE(), SDE()):
+        with pytest.raises(InvalidInputError, match="t_next"):
+            tr(model, x, 0.5, 0.5)
+        with pytest.raises(InvalidInputError, match="t_next"):
+            tr(model, x, 0.6, 0.5)
+        with pytest.raises(InvalidInputError, match="t_next"):
+            tr(model, x, 0.5, 1.2)
+        with pytest.raises(InvalidInputError, match="t must"):
+            tr(model, x, -0.1, 0.5)
+        with pytest.raises(InvalidInputError, match="t must"):
+            tr(model, x, float("nan"), 0.5)
+        with pytest.raises(InvalidInputError, match="denoised"):
+            tr(model, x, 0.2, 0.5, denoised=torch.zeros(3, 2, dtype=F64))
+        with pytest.raises(InvalidInputError, match="x must"):
+            tr(model, torch.zeros(4, 3, dtype=F64), 0.2, 0.5)
+        with pytest.raises(InvalidInputError, match="model"):
+            tr(object(), x, 0.2, 0.5)
