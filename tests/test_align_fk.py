@@ -229,3 +229,25 @@ def test_progress_can_be_silenced(capsys):
 def test_bad_arguments_name_the_argument(kw, name):
     with pytest.raises(InvalidInputError, match=f"`{name}`"):
         run(**kw)
+
+
+def test_profile_fields_and_guided_model_inside_fk():
+    res = run(transition=Glass(inner_steps=2))
+    assert math.isnan(res.model_time) and math.isnan(res.reward_time) and res.wall_time > 0
+    res = run(transition=Glass(inner_steps=2), profile=True)
+    assert 0 < res.model_time < res.wall_time and 0 < res.reward_time < res.wall_time
+    # FKS-GLASS+grad: the guided denoiser drops into fk_steering unchanged (same NFE)
+    from glass_core.align import guided
+
+    g = fk_steering(
+        guided(gmm(), LIN, 0.5, (0.2, 0.7)),
+        LIN,
+        transition=Glass(inner_steps=2),
+        num_particles=16,
+        time_grid=GRID,
+        shape=(2,),
+        generator=gen(0),
+        dtype=torch.float64,
+        progress=False,
+    )
+    assert g.nfe == res.nfe and float(g.rewards.mean()) > float(res.rewards.mean())
