@@ -1,0 +1,109 @@
+"""Whole trajectories: GLASS, ODE and SDE from N(0, I) reproduce the GMM at fine grids; sample()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from glass_core.errors import InvalidInputError
+from glass_core.models import GaussianMixture
+from glass_core.schedules import Cosine, RectifiedFlow
+from glass_core.transitions import ODE, SDE, Glass, sample
+from test_sample_stats import Z, assert_moments, energy_pvalue
+
+F64 = torch.float64
+N = 20_000
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def gmm2(schedule=None):
+    means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=F64)
+    stds = torch.tensor([0.05, 0.2, 0.1], dtype=F64).sqrt()
+    return GaussianMixture(means, stds, torch.tensor([0.3, 0.5, 0.2]), schedule)
+
+
+TRAJECTORIES = [
+    ("glass-ddpm-heun", Glass("ddpm", inner_steps=10, solver="heun"), 10),
+    ("glass-0.4-euler", Glass(0.4, inner_steps=40, solver="euler"), 5),
+    ("ode-heun", ODE("heun"), 100),
+    ("sde", SDE(), 500),
+]
+
+
+@pytest.mark.parametrize("sched", [RectifiedFlow(), Cosine()], ids=["rf", "cosine"])
+@pytest.mark.parametrize("name,tr,steps", TRAJECTORIES, ids=[c[0] for c in TRAJECTORIES])
+def test_trajectories_reproduce_the_data(sched, name, tr, steps):
+    model = gmm2(sched)
+    g = torch.Generator().manual_seed(20)
+    res = sample(model, tr, np.linspace(0.0, 1.0, steps + 1), shape=(N, 2), generator=g, dtype=F64)
+    out = res.samples
+    assert out.shape == (N, 2) and torch.isfinite(out).all()
+    assert_moments(out, model.mean(), model.covariance(), what=name)
+    k = model.posterior(out, 1.0)[0].argmax(1)  # component occupancy
+    freq = torch.bincount(k, minlength=3).double() / N
+    assert torch.all((freq - model.weights).abs() < Z * (model.weights / N).sqrt()), freq
+    assert energy_pvalue(out, model.sample(N, g)) > 0.01
+
+
+def test_coarse_sde_is_detectably_wrong():
+    """Power check for the trajectory test: a 5-step SDE does not reproduce the data."""
+    model = gmm2()
+    g = torch.Generator().manual_seed(21)
+    out = sample(model, SDE(), np.linspace(0.0, 1.0, 6), shape=(N, 2), generator=g,
+                 dtype=F64).samples
+    assert energy_pvalue(out, model.sample(N, g)) < 0.01
+
+
+def test_sample_counts_nfe_and_runs_callbacks():
+    model = gmm2()
+    grid = [0.0, 0.25, 0.5, 1.0]
+    seen = []
+
+    def cb(step, t, t_next, x):
+        seen.append((step, t, t_next))
+        return x.flip(0) if step == 1 else None
+
+    tr = Glass("ddpm", inner_steps=3, solver="heun")
+    res = sample(model, tr, grid, shape=(4, 2), generator=torch.Generator().manual_seed(0),
+                 callback=cb)
+    assert seen == [(0, 0.0, 0.25), (1, 0.25, 0.5), (2, 0.5, 1.0)]
+    assert res.nfe == 6 + 6 + 5  # Heun 2K, last transition singular at s=1 -> 2K-1
+    assert res.samples.dtype == torch.float32
+    assert sample(model, ODE("euler", 2), grid, x0=torch.zeros(3, 2)).nfe == 6
+    assert sample(model, SDE(4), torch.tensor(grid), x0=torch.zeros(3, 2)).nfe == 12
+
+
+def test_sample_is_seed_reproducible_per_generator_group():
+    model = gmm2()
+    grid = np.linspace(0, 1, 4)
+    tr = Glass(0.4, inner_steps=2)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    both = sample(model, tr, grid, shape=(6, 2), generator=gens, dtype=F64).samples
+    for b, s in enumerate((1, 2)):
+        one = sample(model, tr, grid, shape=(3, 2), generator=torch.Generator().manual_seed(s),
+                     dtype=F64).samples
+        torch.testing.assert_close(both[3 * b:3 * b + 3], one, rtol=1e-12, atol=1e-12)
+
+
+def test_sample_bad_inputs():
+    model = gmm2()
+    tr = ODE()
+    with pytest.raises(InvalidInputError, match="x0"):
+        sample(model, tr, [0.0, 1.0])
+    with pytest.raises(InvalidInputError, match="x0"):
+        sample(model, tr, [0.0, 1.0], x0=torch.zeros(2, 2), shape=(2, 2))
+    with pytest.raises(InvalidInputError, match="time_grid"):
+        sample(model, tr, [0.0, 0.5, 0.5], shape=(2, 2))
+    with pytest.raises(InvalidInputError, match="time_grid"):
+        sample(model, tr, [0.0, 1.5], shape=(2, 2))
+    with pytest.raises(InvalidInputError, match="time_grid"):
+        sample(model, tr, [0.5], shape=(2, 2))
+    with pytest.raises(InvalidInputError, match="callback"):
+        sample(model, tr, [0.0, 1.0], shape=(2, 2), callback=lambda *a: torch.zeros(3))
