@@ -1,0 +1,363 @@
+"""``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call.
+
+Wraps the pipeline's own components (``glass_core.models.diffusers.from_pipeline``), picks the
+pipeline's own step grid (``default_time_grid``), turns an image reward into a reward on latents
+that decodes through the VAE once per scored batch, and runs one of the alignment algorithms
+(``glass_core.align``) or plain sampling. Rows are group-major: B prompts x N particles.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from glass_core.errors import InvalidInputError
+
+METHODS = ("fk", "best_of_n", "guidance", "sample")
+OUTPUT_TYPES = ("pil", "pt", "np", "latent")
+
+StepCallback = Callable[[int, float, float, torch.Tensor], Any]
+
+
+@dataclass
+class SteerResult:
+    """Output of :func:`steer`. Per-particle fields are group-major (row = b * N + i).
+
+    images: list of B*N PIL images ("pil"), a float tensor [B*N, 3, H, W] in [0, 1] ("pt"), an
+        ndarray [B*N, H, W, 3] ("np"), or the latents ("latent").
+    latents: final particles [B*N, *latent_shape] (network-space latents, unpacked for FLUX).
+    rewards: [B, N] final reward per particle (None for method="sample" without reward).
+    log_weights: [B, N] normalised log-weights (uniform -log N except for "fk").
+    genealogy: [S, B, N] ancestor indices per resampling step ("fk" with tracking), else None.
+    best_index: [B] index (within the group) of the highest-reward particle (None without reward).
+    num_decodes: VAE decode calls (scored batches + the output decode when it was not reused).
+    nfe: denoiser evaluations per particle; forward_passes: network passes per particle (x2 with
+        CFG); total_forward_passes: over all B*N particles.
+    wall_time = model_time (network forward passes, device-synchronised) + reward_time (VAE
+        decodes and reward models, including the output decode) + bookkeeping_time (everything
+        else: transitions' arithmetic, weights, resampling, host syncs).
+    """
+
+    images: Any
+    latents: torch.Tensor
+    rewards: torch.Tensor | None
+    log_weights: torch.Tensor
+    genealogy: np.ndarray | None
+    log_evidence: np.ndarray | None
+    ess_history: np.ndarray | None
+    best_index: torch.Tensor | None
+    nfe: int
+    forward_passes: int
+    total_forward_passes: int
+    wall_time: float
+    model_time: float
+    reward_time: float
+    bookkeeping_time: float
+    num_groups: int
+    num_particles: int
+    method: str
+    time_grid: np.ndarray
+    prompts: list[str] | None
+    num_decodes: int = 0
+    raw: Any = field(default=None, repr=False)
+
+    def best_images(self) -> list[Any]:
+        """The highest-reward image of each group (list of B)."""
+        if self.best_index is None:
+            raise InvalidInputError("best_images needs rewards (method='sample' without reward)")
+        n = self.num_particles
+        return [self.images[b * n + int(i)] for b, i in enumerate(self.best_index.tolist())]
+
+
+class _ObservedTransition:
+    """Forwards to a transition and calls `callback(step, t, t_next, x_next)` after each call."""
+
+    def __init__(self, transition: Any, callback: StepCallback | None, bar: Any) -> None:
+        self._transition = transition
+        self._callback = callback
+        self._bar = bar
+        self.step = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transition, name)
+
+    def __call__(self, model: Any, x: torch.Tensor, t: float, t_next: float,
+                 generator: Any = None, **kwargs: Any) -> torch.Tensor:
+        out = self._transition(model, x, t, t_next, generator, **kwargs)
+        if self._callback is not None:
+            self._callback(self.step, float(t), float(t_next), out)
+        if self._bar is not None:
+            self._bar.update(1)
+        self.step += 1
+        return out
+
+
+def _check_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _wrap_reward(reward: Any, model: Any, reward_on: str, max_batch: int | None) -> Any:
+    from glass_core.rewards.loading import DecodedReward
+
+    if reward is None:
+        return None
+    if not callable(reward):
+        raise InvalidInputError(f"reward must be callable, got {type(reward).__name__}")
+    kind = reward_on
+    if kind == "auto":
+        kind = getattr(reward, "input_kind", "latents")
+    if kind not in ("images", "latents"):
+        raise InvalidInputError(
+            f"reward_on must be 'auto', 'images' or 'latents', got {reward_on!r}"
+        )
+    if isinstance(reward, torch.nn.Module):
+        reward.to(model.device)
+    if kind == "latents":
+        return reward
+    prompts = model.conditioning.prompts
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return model.decode(z, max_batch=max_batch)
+
+    return DecodedReward(_ChunkedImageReward(reward, max_batch), decode, prompts)
+
+
+class _ChunkedImageReward:
+    """Calls an image reward on chunks of `max_batch` rows with per-row prompts."""
+
+    def __init__(self, reward: Any, max_batch: int | None) -> None:
+        self.reward = reward
+        self.max_batch = max_batch
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        from glass_core.rewards.loading import _accepts_prompts, rows_to_prompts
+
+        m = images.shape[0]
+        rows = rows_to_prompts(prompts, m) if prompts is not None else None
+        step = self.max_batch or m
+        takes = _accepts_prompts(self.reward)
+        outs = []
+        for i in range(0, m, step):
+            chunk = images[i:i + step]
+            if takes:
+                outs.append(self.reward(chunk, rows[i:i + step] if rows is not None else None))
+            else:
+                outs.append(self.reward(chunk))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def _format_images(model: Any, latents: torch.Tensor, images: torch.Tensor | None,
+                   output_type: str) -> Any:
+    if output_type == "latent":
+        return latents
+    assert images is not None
+    if output_type == "pt":
+        return images
+    if output_type == "np":
+        return images.detach().permute(0, 2, 3, 1).cpu().float().numpy()
+    return model.to_pil(images)
+
+
+def steer(
+    pipe: Any,
+    prompt: str | Sequence[str] | None = None,
+    *,
+    reward: Any = None,
+    method: str = "fk",
+    transition: Any = None,
+    num_particles: int = 4,
+    time_grid: Sequence[float] | np.ndarray | None = None,
+    num_transitions: int | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    output_type: str = "pil",
+    max_batch: int | None = None,
+    progress: bool = True,
+    callback: StepCallback | None = None,
+    reward_on: str = "auto",
+    negative_prompt: str | Sequence[str] | None = None,
+    prompt_embeds: torch.Tensor | None = None,
+    pooled_prompt_embeds: torch.Tensor | None = None,
+    negative_prompt_embeds: torch.Tensor | None = None,
+    negative_pooled_prompt_embeds: torch.Tensor | None = None,
+    guidance_scale: float | None = None,
+    true_cfg_scale: float = 1.0,
+    height: int | None = None,
+    width: int | None = None,
+    encode_kwargs: Mapping[str, Any] | None = None,
+    lambda_: float = 1.0,
+    potential: str = "diff",
+    reward_scale: float = 0.4,
+    reward_window: tuple[float, float] | None = (0.2, 0.7),
+    **algorithm_kwargs: Any,
+) -> SteerResult:
+    """Sample from ``pipe`` steered toward ``reward`` (GLASS_MATH.md section 5).
+
+    Args:
+        pipe: FLUX, SD3, SD 1.x/2.x or SDXL diffusers pipeline (components are wrapped, its
+            ``__call__`` is not used).
+        prompt: a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
+            (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
+        reward: an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
+            the VAE decode of the denoised estimate, decoded once per scored batch) or a reward on
+            latents (any callable ``z -> [M]``, or ``latent_reward(fn)``). ``reward_on`` overrides
+            the detection ("images" | "latents").
+        method: "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
+            arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
+            with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
+            "sample" (no reward needed).
+        transition: ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
+            ``ODE(...)``.
+        time_grid / num_transitions: an explicit grid from 0 to 1, or the number of transitions on
+            the pipeline's own (shifted) step grid; default ``50 // transition.nfe_per_call``.
+        generator: a torch.Generator, or a list of B generators (one per prompt group).
+        output_type: "pil" | "pt" | "np" | "latent".
+        max_batch: network rows per forward pass (CFG rows included) and images per VAE decode /
+            reward call; None = all particles at once.
+        callback: ``callback(step, t, t_next, latents)`` after every transition (observe only).
+    """
+    from glass_core.align import best_of_n, fk_steering, reward_guidance
+    from glass_core.models.diffusers import default_time_grid, from_pipeline
+    from glass_core.rewards.base import check_rewards
+    from glass_core.transitions import Glass, sample
+
+    wall_start = time.perf_counter()
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
+    if output_type not in OUTPUT_TYPES:
+        raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    n = _check_int(num_particles, "num_particles")
+    if reward is None and method != "sample":
+        raise InvalidInputError(f"reward is required for method={method!r}")
+    if time_grid is not None and num_transitions is not None:
+        raise InvalidInputError("pass either time_grid or num_transitions, not both")
+    if method != "fk" and algorithm_kwargs:
+        raise InvalidInputError(
+            f"unexpected keyword arguments for method={method!r}: {sorted(algorithm_kwargs)}"
+        )
+    transition = Glass() if transition is None else transition
+    if not callable(transition):
+        raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
+
+    model = from_pipeline(
+        pipe, prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
+        pooled_prompt_embeds=pooled_prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+        negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+        guidance_scale=guidance_scale, true_cfg_scale=true_cfg_scale, height=height, width=width,
+        max_batch=max_batch, encode_kwargs=encode_kwargs,
+    )
+    num_b = model.num_groups
+    if isinstance(generator, list | tuple) and len(generator) != num_b:
+        raise InvalidInputError(
+            f"generator: a list must hold one torch.Generator per prompt ({num_b}), "
+            f"got {len(generator)}"
+        )
+    if time_grid is None:
+        k = num_transitions
+        if k is None:
+            k = max(1, 50 // int(getattr(transition, "nfe_per_call", 1)))
+        grid = default_time_grid(model, _check_int(k, "num_transitions"))
+    else:
+        grid = np.asarray(time_grid, dtype=np.float64)
+    wrapped = _wrap_reward(reward, model, reward_on, max_batch)
+
+    bar = None
+    if progress and method == "sample":
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(grid) - 1, desc="sampling", leave=False)
+    observed = _ObservedTransition(transition, callback, bar)
+    shape = model.latent_shape
+    common: dict[str, Any] = {"time_grid": grid, "shape": shape, "generator": generator,
+                              "device": model.device, "dtype": torch.float32}
+    if not isinstance(generator, list | tuple):
+        common["num_groups"] = num_b
+    genealogy = log_evidence = ess = None
+    log_w = torch.full((num_b, n), -float(np.log(n)), dtype=torch.float64)
+    rewards: torch.Tensor | None = None
+    try:
+        if method == "fk":
+            raw = fk_steering(model, wrapped, transition=observed, num_particles=n,
+                              potential=potential, lambda_=lambda_, progress=progress,
+                              **common, **algorithm_kwargs)
+            latents, rewards = raw.samples, raw.rewards
+            log_w = raw.log_weights
+            genealogy, log_evidence, ess = raw.ancestors, raw.log_evidence, raw.ess_history
+        elif method == "best_of_n":
+            raw = best_of_n(model, wrapped, transition=observed, n=n, progress=progress, **common)
+            latents, rewards = raw.samples, raw.rewards
+        elif method == "guidance":
+            raw = reward_guidance(model, wrapped, transition=observed, scale=reward_scale,
+                                  window=reward_window, num_samples=n, progress=progress,
+                                  **common)
+            latents, rewards = raw.samples, raw.rewards
+        else:
+            gen = list(generator) if isinstance(generator, list | tuple) else generator
+            with torch.no_grad():
+                raw = sample(model, observed, grid, shape=(num_b * n, *shape), generator=gen,
+                             device=model.device, dtype=torch.float32)
+                latents = raw.samples
+                if wrapped is not None:
+                    rewards = check_rewards(wrapped(latents), num_b * n)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    latents = latents.reshape(num_b * n, *shape)
+    if rewards is not None:
+        rewards = rewards.reshape(num_b, n)
+    if log_w.ndim == 1:
+        log_w = log_w.reshape(num_b, n)
+    if genealogy is not None and genealogy.ndim == 2:
+        genealogy = genealogy[:, None, :]
+    log_evidence = None if log_evidence is None else np.asarray(log_evidence).reshape(num_b)
+    if ess is not None and np.ndim(ess) == 1:
+        ess = np.asarray(ess)[:, None]
+
+    decode_start = time.perf_counter()
+    images = None
+    decoded_here = False
+    if output_type != "latent":
+        with torch.no_grad():
+            if hasattr(wrapped, "images_for"):
+                images = wrapped.images_for(latents)  # reuses the final reward's decode
+            else:
+                images = model.decode(latents, max_batch=max_batch)
+                decoded_here = True
+    decode_time = time.perf_counter() - decode_start
+    out_images = _format_images(model, latents, images, output_type)
+
+    wall = time.perf_counter() - wall_start
+    reward_time = decode_time + float(getattr(wrapped, "seconds", 0.0))
+    nfe = int(model.num_evaluations)
+    passes = nfe * model.passes_per_eval
+    return SteerResult(
+        images=out_images,
+        latents=latents,
+        rewards=rewards,
+        log_weights=log_w,
+        genealogy=genealogy,
+        log_evidence=log_evidence,
+        ess_history=ess,
+        best_index=None if rewards is None else rewards.argmax(dim=1),
+        nfe=nfe,
+        forward_passes=passes,
+        total_forward_passes=model.num_forward_rows,
+        wall_time=wall,
+        model_time=model.model_time,
+        reward_time=reward_time,
+        bookkeeping_time=max(0.0, wall - model.model_time - reward_time),
+        num_groups=num_b,
+        num_particles=n,
+        method=method,
+        time_grid=np.asarray(grid, dtype=np.float64),
+        prompts=model.conditioning.prompts,
+        num_decodes=int(getattr(wrapped, "num_decodes", 0)) + (1 if decoded_here else 0),
+        raw=raw,
+    )
