@@ -3,7 +3,6 @@
 
 use crate::error::{invalid, GlassError, Result};
 use crate::resample::{resample_weights, Scheme, Seeds};
-use crate::weights::check_batch;
 use rand_pcg::Pcg64;
 
 /// When to resample at a step.
@@ -165,18 +164,34 @@ impl SmcState {
                 g.len()
             )));
         }
-        // validate the potentials (NaN / +inf), then the reweighted rows (all -inf)
-        check_potentials(g, b, n)?;
+        // one fused pass: reweighted log-weights, per-row maxima, NaN/+inf flag on the potentials
         let mut rew = std::mem::take(&mut self.scratch);
         rew.clear();
-        rew.extend(self.log_w.iter().zip(g).map(|(w, x)| w + x));
-        let maxes = match check_batch(&rew, b, n, "log_weights + log_potentials") {
-            Ok(m) => m,
-            Err(e) => {
-                self.scratch = rew;
-                return Err(e);
+        rew.resize(b * n, 0.0);
+        let mut maxes = vec![f64::NEG_INFINITY; b];
+        let mut bad = false;
+        for r in 0..b {
+            let (lo, hi) = (r * n, (r + 1) * n);
+            let mut m = f64::NEG_INFINITY;
+            for ((o, &w), &x) in rew[lo..hi].iter_mut().zip(&self.log_w[lo..hi]).zip(&g[lo..hi]) {
+                bad |= x.is_nan() | (x == f64::INFINITY);
+                let v = w + x;
+                *o = v;
+                m = if v > m { v } else { m };
             }
-        };
+            maxes[r] = m;
+        }
+        self.scratch = rew;
+        if bad {
+            check_potentials(g, b, n)?;
+        }
+        if let Some(r) = maxes.iter().position(|&m| m == f64::NEG_INFINITY) {
+            return Err(crate::error::degenerate(format!(
+                "all log_weights + log_potentials are -inf{}: no particle has positive weight",
+                if b > 1 { format!(" in row {r}") } else { String::new() }
+            )));
+        }
+        let rew = std::mem::take(&mut self.scratch);
         let mut ancestors = vec![0i64; b * n];
         let mut resampled = vec![false; b];
         let mut ess = vec![0.0; b];

@@ -120,6 +120,36 @@ fn merge_walk(w: &[f64], last: usize, targets: impl Iterator<Item = f64>, out: &
     }
 }
 
+/// Systematic resampling without a data-dependent inner loop.
+///
+/// Targets are (k + u) M^-1 total, k = 0..M. Particle i's offspring occupy the output positions
+/// [start_i, start_{i+1}) with start_i = #targets below C_{i-1} = ceil(C_{i-1} M / total - u)
+/// (clamped to [0, M]). Each particle writes its index at its start position (later particles
+/// overwrite zero-count ones sharing the position) and a running maximum fills the runs. This is
+/// the same O(N) merge of sorted uniforms against the CDF, written branch-free.
+fn systematic_scatter(w: &[f64], last: usize, total: f64, u: f64, out: &mut [i64]) {
+    let m = out.len();
+    out.fill(0);
+    let scale = m as f64 / total;
+    let mf = m as f64;
+    let mut c = 0.0;
+    for (i, &wi) in w[..=last].iter().enumerate() {
+        // number of targets strictly below c: ceil(c * scale - u), clamped to [0, m]
+        let a = (c * scale - u).max(0.0).min(mf);
+        let fl = a as i64 as f64; // a >= 0, so truncation is floor
+        let pos = (fl as usize) + usize::from(fl < a);
+        if pos < m {
+            out[pos] = i as i64;
+        }
+        c += wi;
+    }
+    let mut run = 0i64;
+    for o in out.iter_mut() {
+        run = run.max(*o);
+        *o = run;
+    }
+}
+
 /// Resample `out.len()` ancestors from non-negative unnormalised weights `w` with sum `total`
 /// (> 0). `scratch` is grown as needed (multinomial/residual only).
 pub fn resample_weights(
@@ -137,9 +167,8 @@ pub fn resample_weights(
     let last = w.iter().rposition(|&x| x > 0.0).unwrap_or(w.len() - 1);
     match scheme {
         Scheme::Systematic => {
-            let h = total / m as f64;
             let u = uniform(rng);
-            merge_walk(w, last, (0..m).map(|k| (k as f64 + u) * h), out);
+            systematic_scatter(w, last, total, u, out);
         }
         Scheme::Stratified => {
             let h = total / m as f64;
