@@ -168,18 +168,22 @@ impl SmcState {
         let mut rew = std::mem::take(&mut self.scratch);
         rew.clear();
         rew.resize(b * n, 0.0);
-        let mut maxes = vec![f64::NEG_INFINITY; b];
+        let mut maxes = Vec::with_capacity(b);
         let mut bad = false;
         for r in 0..b {
             let (lo, hi) = (r * n, (r + 1) * n);
             let mut m = f64::NEG_INFINITY;
-            for ((o, &w), &x) in rew[lo..hi].iter_mut().zip(&self.log_w[lo..hi]).zip(&g[lo..hi]) {
+            for ((o, &w), &x) in rew[lo..hi]
+                .iter_mut()
+                .zip(&self.log_w[lo..hi])
+                .zip(&g[lo..hi])
+            {
                 bad |= x.is_nan() | (x == f64::INFINITY);
                 let v = w + x;
                 *o = v;
                 m = if v > m { v } else { m };
             }
-            maxes[r] = m;
+            maxes.push(m);
         }
         self.scratch = rew;
         if bad {
@@ -188,7 +192,11 @@ impl SmcState {
         if let Some(r) = maxes.iter().position(|&m| m == f64::NEG_INFINITY) {
             return Err(crate::error::degenerate(format!(
                 "all log_weights + log_potentials are -inf{}: no particle has positive weight",
-                if b > 1 { format!(" in row {r}") } else { String::new() }
+                if b > 1 {
+                    format!(" in row {r}")
+                } else {
+                    String::new()
+                }
             )));
         }
         let rew = std::mem::take(&mut self.scratch);
