@@ -44,11 +44,20 @@ def _run_ours(model, transition, grid, x0) -> torch.Tensor:
 def test_flux_parity_with_flow_match_euler(guidance_embeds: bool, transition) -> None:
     pipe = tp.flux_pipeline(guidance_embeds)
     steps, seed = 4, 0
-    ref = pipe(PROMPTS, num_images_per_prompt=PER_PROMPT, height=tp.HEIGHT, width=tp.WIDTH,
-               num_inference_steps=steps, guidance_scale=3.5, output_type="latent",
-               generator=torch.Generator().manual_seed(seed), max_sequence_length=8).images
-    model = from_pipeline(pipe, PROMPTS, guidance_scale=3.5, height=tp.HEIGHT, width=tp.WIDTH,
-                          encode_kwargs=SEQ)
+    ref = pipe(
+        PROMPTS,
+        num_images_per_prompt=PER_PROMPT,
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        num_inference_steps=steps,
+        guidance_scale=3.5,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(seed),
+        max_sequence_length=8,
+    ).images
+    model = from_pipeline(
+        pipe, PROMPTS, guidance_scale=3.5, height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ
+    )
     grid = default_time_grid(model, steps)
     x0 = _noise(seed, (len(PROMPTS) * PER_PROMPT, *model.latent_shape))
     ours = _run_ours(model, transition, grid, x0)
@@ -57,14 +66,53 @@ def test_flux_parity_with_flow_match_euler(guidance_embeds: bool, transition) ->
     assert model.num_evaluations == steps and model.passes_per_eval == 1
 
 
+def test_flux_true_cfg_parity() -> None:
+    pipe = tp.flux_pipeline(True)
+    steps, seed, neg = 3, 7, "a dog"
+    ref = pipe(
+        PROMPTS,
+        negative_prompt=[neg, neg],
+        true_cfg_scale=4.0,
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        num_inference_steps=steps,
+        guidance_scale=3.5,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(seed),
+        max_sequence_length=8,
+    ).images
+    model = from_pipeline(
+        pipe,
+        PROMPTS,
+        negative_prompt=neg,
+        true_cfg_scale=4.0,
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        encode_kwargs=SEQ,
+    )
+    assert model.passes_per_eval == 2
+    x0 = _noise(seed, (len(PROMPTS), *model.latent_shape))
+    ours = _run_ours(model, ODE(), default_time_grid(model, steps), x0)
+    torch.testing.assert_close(ours, unpack_latents(ref, *x0.shape[-2:]), rtol=1e-4, atol=1e-5)
+
+
 def test_sd3_parity_true_cfg() -> None:
     pipe = tp.sd3_pipeline()
     steps, seed = 3, 1
-    ref = pipe(PROMPTS, num_images_per_prompt=PER_PROMPT, height=tp.HEIGHT, width=tp.WIDTH,
-               num_inference_steps=steps, guidance_scale=6.0, output_type="latent",
-               generator=torch.Generator().manual_seed(seed), max_sequence_length=8).images
-    model = from_pipeline(pipe, PROMPTS, guidance_scale=6.0, height=tp.HEIGHT, width=tp.WIDTH,
-                          encode_kwargs=SEQ)
+    ref = pipe(
+        PROMPTS,
+        num_images_per_prompt=PER_PROMPT,
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        num_inference_steps=steps,
+        guidance_scale=6.0,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(seed),
+        max_sequence_length=8,
+    ).images
+    model = from_pipeline(
+        pipe, PROMPTS, guidance_scale=6.0, height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ
+    )
     x0 = _noise(seed, (len(PROMPTS) * PER_PROMPT, *model.latent_shape))
     ours = _run_ours(model, ODE(), default_time_grid(model, steps), x0)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
@@ -76,12 +124,22 @@ def test_sd3_parity_true_cfg() -> None:
 
 @pytest.mark.parametrize("family", ["sd-eps", "sd-v", "sdxl"])
 def test_sd_parity_glass_rho1_one_step_is_ddim(family: str) -> None:
-    pipe = {"sd-eps": lambda: tp.sd_pipeline("epsilon"),
-            "sd-v": lambda: tp.sd_pipeline("v_prediction"), "sdxl": tp.sdxl_pipeline}[family]()
+    pipe = {
+        "sd-eps": lambda: tp.sd_pipeline("epsilon"),
+        "sd-v": lambda: tp.sd_pipeline("v_prediction"),
+        "sdxl": tp.sdxl_pipeline,
+    }[family]()
     steps, seed, g = 4, 2, 5.0
-    ref = pipe(PROMPTS, num_images_per_prompt=PER_PROMPT, height=tp.HEIGHT, width=tp.WIDTH,
-               num_inference_steps=steps, guidance_scale=g, output_type="latent",
-               generator=torch.Generator().manual_seed(seed)).images
+    ref = pipe(
+        PROMPTS,
+        num_images_per_prompt=PER_PROMPT,
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        num_inference_steps=steps,
+        guidance_scale=g,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(seed),
+    ).images
     model = from_pipeline(pipe, PROMPTS, guidance_scale=g, height=tp.HEIGHT, width=tp.WIDTH)
     grid = default_time_grid(model, steps, exact=True)
     # the pipeline's DDIM timesteps map to node times 1 - (k + 1) / (T + 1)
@@ -107,11 +165,16 @@ def test_flux_velocity_is_minus_v_and_packing_roundtrip() -> None:
     t = 0.3
     cond = model.conditioning.cond
     with torch.no_grad():
-        v = pipe.transformer(hidden_states=packed, timestep=torch.full((2,), 1 - t),
-                             guidance=torch.full((2,), 3.5),
-                             pooled_projections=cond["pooled_projections"].expand(2, -1),
-                             encoder_hidden_states=cond["encoder_hidden_states"].expand(2, -1, -1),
-                             txt_ids=model.txt_ids, img_ids=model.img_ids, return_dict=False)[0]
+        v = pipe.transformer(
+            hidden_states=packed,
+            timestep=torch.full((2,), 1 - t),
+            guidance=torch.full((2,), 3.5),
+            pooled_projections=cond["pooled_projections"].expand(2, -1),
+            encoder_hidden_states=cond["encoder_hidden_states"].expand(2, -1, -1),
+            txt_ids=model.txt_ids,
+            img_ids=model.img_ids,
+            return_dict=False,
+        )[0]
         u = model.velocity(x, t)
         d = model.denoise(x, t)
     torch.testing.assert_close(u, -unpack_latents(v, *x.shape[-2:]), rtol=1e-5, atol=1e-6)
@@ -119,8 +182,9 @@ def test_flux_velocity_is_minus_v_and_packing_roundtrip() -> None:
 
 
 def test_flux_dynamic_shift_grid_matches_formula() -> None:
-    model = from_pipeline(tp.flux_pipeline(True), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH,
-                          encode_kwargs=SEQ)
+    model = from_pipeline(
+        tp.flux_pipeline(True), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ
+    )
     n = 5
     cfg = model.pipe.scheduler.config
     m = (cfg.max_shift - cfg.base_shift) / (cfg.max_image_seq_len - cfg.base_image_seq_len)
@@ -132,8 +196,9 @@ def test_flux_dynamic_shift_grid_matches_formula() -> None:
 
 
 def test_vp_timestep_mapping_and_continuous_query() -> None:
-    model = from_pipeline(tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT,
-                          width=tp.WIDTH, guidance_scale=1.0)
+    model = from_pipeline(
+        tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
+    )
     assert not model.cfg and model.passes_per_eval == 1
     big_t = 1000
     ks = torch.tensor([0.0, 1.0, 500.0, 999.0], dtype=torch.float64)
@@ -149,8 +214,12 @@ def test_vp_timestep_mapping_and_continuous_query() -> None:
     # eps -> x1 at a node matches diffusers' pred_original_sample
     x = _noise(4, (1, *model.latent_shape))
     with torch.no_grad():
-        eps = model.pipe.unet(x, 500, encoder_hidden_states=model.conditioning.cond[
-            "encoder_hidden_states"], return_dict=False)[0]
+        eps = model.pipe.unet(
+            x,
+            500,
+            encoder_hidden_states=model.conditioning.cond["encoder_hidden_states"],
+            return_dict=False,
+        )[0]
         d = model.denoise(x, float(tn[500]))
     a = float(ac[500])
     torch.testing.assert_close(d, (x - (1 - a) ** 0.5 * eps) / a**0.5, rtol=1e-4, atol=1e-4)
@@ -179,11 +248,17 @@ def test_groups_map_rows_to_prompts_and_max_batch_is_exact() -> None:
 
 def test_prompt_embeds_instead_of_text() -> None:
     pipe = tp.sd3_pipeline()
-    pe, npe, pp, npp = pipe.encode_prompt(PROMPTS, None, None, device="cpu",
-                                          max_sequence_length=8)
+    pe, npe, pp, npp = pipe.encode_prompt(PROMPTS, None, None, device="cpu", max_sequence_length=8)
     a = from_pipeline(pipe, PROMPTS, height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
-    b = from_pipeline(pipe, prompt_embeds=pe, pooled_prompt_embeds=pp, negative_prompt_embeds=npe,
-                      negative_pooled_prompt_embeds=npp, height=tp.HEIGHT, width=tp.WIDTH)
+    b = from_pipeline(
+        pipe,
+        prompt_embeds=pe,
+        pooled_prompt_embeds=pp,
+        negative_prompt_embeds=npe,
+        negative_pooled_prompt_embeds=npp,
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+    )
     x = _noise(6, (2, *a.latent_shape))
     with torch.no_grad():
         torch.testing.assert_close(a.velocity(x, 0.5), b.velocity(x, 0.5))

@@ -36,17 +36,27 @@ def _sd_kwargs() -> dict:
 def test_every_method_on_flux(method: str) -> None:
     pipe = tp.flux_pipeline(True)
     n, k, inner = 3, 2, 2
-    res = steer(pipe, PROMPTS, reward=BRIGHT, method=method, transition=Glass(inner_steps=inner),
-                num_particles=n, num_transitions=k, generator=_gen(0), output_type="pt",
-                **_flux_kwargs())
+    res = steer(
+        pipe,
+        PROMPTS,
+        reward=BRIGHT,
+        method=method,
+        transition=Glass(inner_steps=inner),
+        num_particles=n,
+        num_transitions=k,
+        generator=_gen(0),
+        output_type="pt",
+        **_flux_kwargs(),
+    )
     assert res.images.shape == (2 * n, 3, tp.HEIGHT, tp.WIDTH)
     assert res.images.dtype == torch.float32
     assert float(res.images.min()) >= 0.0 and float(res.images.max()) <= 1.0
     assert res.latents.shape == (2 * n, 4, 8, 8) and res.latents.dtype == torch.float32
     assert res.rewards.shape == (2, n) and torch.isfinite(res.rewards).all()
     assert res.log_weights.shape == (2, n)
-    torch.testing.assert_close(torch.logsumexp(res.log_weights, 1),
-                               torch.zeros(2, dtype=res.log_weights.dtype))
+    torch.testing.assert_close(
+        torch.logsumexp(res.log_weights, 1), torch.zeros(2, dtype=res.log_weights.dtype)
+    )
     # NFE: K transitions x M inner steps; FK's intermediate denoise is reused by the next GLASS step
     assert res.nfe == k * inner
     assert res.forward_passes == res.nfe  # FLUX-dev: distilled guidance, one pass
@@ -67,8 +77,15 @@ def test_every_method_on_flux(method: str) -> None:
 
 def test_seed_reproducible_and_seed_sensitive() -> None:
     pipe = tp.sd_pipeline("epsilon")
-    kw = {"reward": BRIGHT, "method": "fk", "transition": Glass(inner_steps=1), "num_particles": 2,
-          "num_transitions": 3, "output_type": "latent", **_sd_kwargs()}
+    kw = {
+        "reward": BRIGHT,
+        "method": "fk",
+        "transition": Glass(inner_steps=1),
+        "num_particles": 2,
+        "num_transitions": 3,
+        "output_type": "latent",
+        **_sd_kwargs(),
+    }
     a = steer(pipe, PROMPTS[0], generator=_gen(1), **kw)
     b = steer(pipe, PROMPTS[0], generator=_gen(1), **kw)
     c = steer(pipe, PROMPTS[0], generator=_gen(2), **kw)
@@ -78,9 +95,18 @@ def test_seed_reproducible_and_seed_sensitive() -> None:
 
 
 def test_cfg_counts_two_passes_per_nfe_sd3() -> None:
-    res = steer(tp.sd3_pipeline(), PROMPTS, reward=BRIGHT, method="best_of_n",
-                transition=ODE(), num_particles=2, num_transitions=3, generator=_gen(3),
-                output_type="latent", **_flux_kwargs())
+    res = steer(
+        tp.sd3_pipeline(),
+        PROMPTS,
+        reward=BRIGHT,
+        method="best_of_n",
+        transition=ODE(),
+        num_particles=2,
+        num_transitions=3,
+        generator=_gen(3),
+        output_type="latent",
+        **_flux_kwargs(),
+    )
     assert res.nfe == 3 and res.forward_passes == 6
     assert res.total_forward_passes == 6 * 4
     assert res.num_decodes == 1  # the final reward's decode (no output decode for "latent")
@@ -88,23 +114,39 @@ def test_cfg_counts_two_passes_per_nfe_sd3() -> None:
 
 def test_groups_equal_separate_runs_with_generator_list() -> None:
     pipe = tp.sdxl_pipeline()
-    kw = {"reward": BRIGHT, "method": "fk", "transition": SDE(), "num_particles": 3,
-          "num_transitions": 3, "output_type": "latent", **_sd_kwargs()}
+    kw = {
+        "reward": BRIGHT,
+        "method": "fk",
+        "transition": SDE(),
+        "num_particles": 3,
+        "num_transitions": 3,
+        "output_type": "latent",
+        **_sd_kwargs(),
+    }
     both = steer(pipe, PROMPTS, generator=[_gen(10), _gen(11)], **kw)
     one = steer(pipe, PROMPTS[0], generator=[_gen(10)], **kw)
     two = steer(pipe, PROMPTS[1], generator=[_gen(11)], **kw)
-    torch.testing.assert_close(both.latents, torch.cat([one.latents, two.latents]),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        both.latents, torch.cat([one.latents, two.latents]), rtol=1e-4, atol=1e-4
+    )
     np.testing.assert_array_equal(both.genealogy[:, 1], two.genealogy[:, 0])
 
 
 def test_latent_reward_and_callback_and_pil() -> None:
     pipe = tp.flux_pipeline(False)  # schnell-like
     seen: list[tuple[int, float, float]] = []
-    res = steer(pipe, PROMPTS[0], reward=latent_reward(lambda z: -z.pow(2).mean(dim=(1, 2, 3))),
-                method="best_of_n", transition=ODE(), num_particles=2, num_transitions=2,
-                generator=_gen(4), callback=lambda i, t, tn, x: seen.append((i, t, tn)),
-                **_flux_kwargs())
+    res = steer(
+        pipe,
+        PROMPTS[0],
+        reward=latent_reward(lambda z: -z.pow(2).mean(dim=(1, 2, 3))),
+        method="best_of_n",
+        transition=ODE(),
+        num_particles=2,
+        num_transitions=2,
+        generator=_gen(4),
+        callback=lambda i, t, tn, x: seen.append((i, t, tn)),
+        **_flux_kwargs(),
+    )
     assert [s[0] for s in seen] == [0, 1] and seen[0][1] == 0.0 and seen[-1][2] == 1.0
     assert len(res.images) == 2 and res.images[0].size == (tp.WIDTH, tp.HEIGHT)
     torch.testing.assert_close(res.rewards.reshape(-1), -res.latents.pow(2).mean(dim=(1, 2, 3)))
@@ -115,13 +157,21 @@ def test_guidance_moves_toward_a_latent_reward() -> None:
     pipe = tp.sd_pipeline("v_prediction")
     target = 1.5
     r = latent_reward(lambda z: -(z - target).pow(2).sum(dim=(1, 2, 3)))
-    kw = {"transition": ODE(), "num_particles": 2, "num_transitions": 4,
-          "output_type": "latent", "reward_window": (0.0, 1.0), **_sd_kwargs()}
+    kw = {
+        "transition": ODE(),
+        "num_particles": 2,
+        "num_transitions": 4,
+        "output_type": "latent",
+        "reward_window": (0.0, 1.0),
+        **_sd_kwargs(),
+    }
     plain = steer(pipe, PROMPTS[0], method="sample", generator=_gen(5), **kw)
-    zero = steer(pipe, PROMPTS[0], reward=r, method="guidance", reward_scale=0.0,
-                 generator=_gen(5), **kw)
-    pushed = steer(pipe, PROMPTS[0], reward=r, method="guidance", reward_scale=0.2,
-                   generator=_gen(5), **kw)
+    zero = steer(
+        pipe, PROMPTS[0], reward=r, method="guidance", reward_scale=0.0, generator=_gen(5), **kw
+    )
+    pushed = steer(
+        pipe, PROMPTS[0], reward=r, method="guidance", reward_scale=0.2, generator=_gen(5), **kw
+    )
     torch.testing.assert_close(zero.latents, plain.latents)
     d_plain = (plain.latents - target).pow(2).mean()
     d_pushed = (pushed.latents - target).pow(2).mean()
@@ -163,6 +213,15 @@ def test_bad_reward_outputs_raise(bad: str) -> None:
 
     match = "shape" if bad == "shape" else r"NaN.*\[1"
     with pytest.raises(RewardError, match=match):
-        steer(pipe, "a cat", reward=image_reward(fn), method="best_of_n",
-              transition=Glass(inner_steps=1), num_particles=3, num_transitions=2,
-              generator=_gen(0), output_type="latent", **_sd_kwargs())
+        steer(
+            pipe,
+            "a cat",
+            reward=image_reward(fn),
+            method="best_of_n",
+            transition=Glass(inner_steps=1),
+            num_particles=3,
+            num_transitions=2,
+            generator=_gen(0),
+            output_type="latent",
+            **_sd_kwargs(),
+        )

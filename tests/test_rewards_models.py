@@ -34,17 +34,34 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(0)
-    text = {"vocab_size": tp.VOCAB_SIZE, "hidden_size": 16, "intermediate_size": 24,
-            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": tp.MAX_LEN,
-            "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
-    vision = {"hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "image_size": 16, "patch_size": 8}
+    text = {
+        "vocab_size": tp.VOCAB_SIZE,
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": tp.MAX_LEN,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+    }
+    vision = {
+        "hidden_size": 16,
+        "intermediate_size": 24,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 16,
+        "patch_size": 8,
+    }
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8))
     d = tmp_path_factory.mktemp("clip")
     model.save_pretrained(d)
     tp.make_tokenizer().save_pretrained(d)
-    (d / "preprocessor_config.json").write_text(json.dumps(
-        {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], "crop_size": 16}))
+    (d / "preprocessor_config.json").write_text(
+        json.dumps(
+            {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], "crop_size": 16}
+        )
+    )
     return d
 
 
@@ -57,12 +74,14 @@ def test_clip_score_loads_and_matches_manual(clip_dir: Path) -> None:
     s = r(images, PROMPTS)  # group-major: 2 prompts -> 2 rows each
     assert s.shape == (4,) and s.dtype == torch.float32
     ref_model = CLIPModel.from_pretrained(str(clip_dir)).eval()
-    tok = tp.make_tokenizer()(rows, padding="max_length", max_length=tp.MAX_LEN,
-                              return_tensors="pt")
+    tok = tp.make_tokenizer()(
+        rows, padding="max_length", max_length=tp.MAX_LEN, return_tensors="pt"
+    )
     pix = clip_preprocess(images, 16, (0.5,) * 3, (0.25,) * 3)
     with torch.no_grad():
-        ti = ref_model.get_text_features(input_ids=tok["input_ids"],
-                                         attention_mask=tok["attention_mask"])
+        ti = ref_model.get_text_features(
+            input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]
+        )
         im = ref_model.get_image_features(pixel_values=pix)
     ti = ti if isinstance(ti, torch.Tensor) else ti.pooler_output
     im = im if isinstance(im, torch.Tensor) else im.pooler_output
@@ -81,16 +100,18 @@ def test_pickscore_uses_logit_scale(clip_dir: Path) -> None:
     pick = load_reward("pickscore", clip_dir)
     images = _images(2, seed=1)
     scale = float(pick.model.logit_scale.exp())
-    torch.testing.assert_close(pick(images, PROMPTS[:1]), clip(images, PROMPTS[:1]) * scale / 100,
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        pick(images, PROMPTS[:1]), clip(images, PROMPTS[:1]) * scale / 100, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_clip_preprocess_matches_transformers_processor() -> None:
     from transformers import CLIPImageProcessor
 
     images = _images(2, seed=2, size=24)
-    proc = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16},
-                              do_rescale=False)
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}, do_rescale=False
+    )
     ref = proc(images=list(images), return_tensors="pt")["pixel_values"]
     ours = clip_preprocess(images, 16)
     assert ours.shape == ref.shape
@@ -126,11 +147,23 @@ def test_aesthetic_head(clip_dir: Path, tmp_path: Path, fmt: str) -> None:
 
 def test_hpsv2_open_clip_checkpoint(tmp_path: Path) -> None:
     open_clip = pytest.importorskip("open_clip")
-    cfg = {"embed_dim": 16,
-           "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 8,
-                          "head_width": 16},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
-                        "layers": 1}}
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 16,
+            "layers": 1,
+            "width": 32,
+            "patch_size": 8,
+            "head_width": 16,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
     cfg_path = tmp_path / "tiny-hps-test.json"
     cfg_path.write_text(json.dumps(cfg))
     open_clip.add_model_config(str(cfg_path))

@@ -18,8 +18,29 @@ WIDTH = 16
 MAX_LEN = 12
 
 _WORDS = [
-    "a", "photo", "of", "an", "astronaut", "riding", "horse", "on", "the", "moon", "cat", "dog",
-    "red", "blue", "green", "tree", "house", "sky", "painting", "castle", "in", "style", "van",
+    "a",
+    "photo",
+    "of",
+    "an",
+    "astronaut",
+    "riding",
+    "horse",
+    "on",
+    "the",
+    "moon",
+    "cat",
+    "dog",
+    "red",
+    "blue",
+    "green",
+    "tree",
+    "house",
+    "sky",
+    "painting",
+    "castle",
+    "in",
+    "style",
+    "van",
     "gogh",
 ]
 
@@ -77,8 +98,9 @@ def clip_text_model(hidden: int = 32, seed: int = 0) -> Any:
     return CLIPTextModel(_clip_text_config(hidden)).eval()
 
 
-def clip_text_model_with_projection(hidden: int = 32, projection_dim: int = 32,
-                                    seed: int = 0) -> Any:
+def clip_text_model_with_projection(
+    hidden: int = 32, projection_dim: int = 32, seed: int = 0
+) -> Any:
     from transformers import CLIPTextModelWithProjection
 
     torch.manual_seed(seed)

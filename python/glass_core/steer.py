@@ -86,8 +86,15 @@ class _ObservedTransition:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transition, name)
 
-    def __call__(self, model: Any, x: torch.Tensor, t: float, t_next: float,
-                 generator: Any = None, **kwargs: Any) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Any,
+        x: torch.Tensor,
+        t: float,
+        t_next: float,
+        generator: Any = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
         out = self._transition(model, x, t, t_next, generator, **kwargs)
         if self._callback is not None:
             self._callback(self.step, float(t), float(t_next), out)
@@ -145,16 +152,17 @@ class _ChunkedImageReward:
         takes = _accepts_prompts(self.reward)
         outs = []
         for i in range(0, m, step):
-            chunk = images[i:i + step]
+            chunk = images[i : i + step]
             if takes:
-                outs.append(self.reward(chunk, rows[i:i + step] if rows is not None else None))
+                outs.append(self.reward(chunk, rows[i : i + step] if rows is not None else None))
             else:
                 outs.append(self.reward(chunk))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def _format_images(model: Any, latents: torch.Tensor, images: torch.Tensor | None,
-                   output_type: str) -> Any:
+def _format_images(
+    model: Any, latents: torch.Tensor, images: torch.Tensor | None, output_type: str
+) -> Any:
     if output_type == "latent":
         return latents
     assert images is not None
@@ -246,11 +254,19 @@ def steer(
         raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
 
     model = from_pipeline(
-        pipe, prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled_prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+        pipe,
+        prompt,
+        negative_prompt=negative_prompt,
+        prompt_embeds=prompt_embeds,
+        pooled_prompt_embeds=pooled_prompt_embeds,
+        negative_prompt_embeds=negative_prompt_embeds,
         negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-        guidance_scale=guidance_scale, true_cfg_scale=true_cfg_scale, height=height, width=width,
-        max_batch=max_batch, encode_kwargs=encode_kwargs,
+        guidance_scale=guidance_scale,
+        true_cfg_scale=true_cfg_scale,
+        height=height,
+        width=width,
+        max_batch=max_batch,
+        encode_kwargs=encode_kwargs,
     )
     num_b = model.num_groups
     if isinstance(generator, list | tuple) and len(generator) != num_b:
@@ -274,8 +290,13 @@ def steer(
         bar = tqdm(total=len(grid) - 1, desc="sampling", leave=False)
     observed = _ObservedTransition(transition, callback, bar)
     shape = model.latent_shape
-    common: dict[str, Any] = {"time_grid": grid, "shape": shape, "generator": generator,
-                              "device": model.device, "dtype": torch.float32}
+    common: dict[str, Any] = {
+        "time_grid": grid,
+        "shape": shape,
+        "generator": generator,
+        "device": model.device,
+        "dtype": torch.float32,
+    }
     if not isinstance(generator, list | tuple):
         common["num_groups"] = num_b
     genealogy = log_evidence = ess = None
@@ -283,9 +304,17 @@ def steer(
     rewards: torch.Tensor | None = None
     try:
         if method == "fk":
-            raw = fk_steering(model, wrapped, transition=observed, num_particles=n,
-                              potential=potential, lambda_=lambda_, progress=progress,
-                              **common, **algorithm_kwargs)
+            raw = fk_steering(
+                model,
+                wrapped,
+                transition=observed,
+                num_particles=n,
+                potential=potential,
+                lambda_=lambda_,
+                progress=progress,
+                **common,
+                **algorithm_kwargs,
+            )
             latents, rewards = raw.samples, raw.rewards
             log_w = raw.log_weights
             genealogy, log_evidence, ess = raw.ancestors, raw.log_evidence, raw.ess_history
@@ -293,15 +322,29 @@ def steer(
             raw = best_of_n(model, wrapped, transition=observed, n=n, progress=progress, **common)
             latents, rewards = raw.samples, raw.rewards
         elif method == "guidance":
-            raw = reward_guidance(model, wrapped, transition=observed, scale=reward_scale,
-                                  window=reward_window, num_samples=n, progress=progress,
-                                  **common)
+            raw = reward_guidance(
+                model,
+                wrapped,
+                transition=observed,
+                scale=reward_scale,
+                window=reward_window,
+                num_samples=n,
+                progress=progress,
+                **common,
+            )
             latents, rewards = raw.samples, raw.rewards
         else:
             gen = list(generator) if isinstance(generator, list | tuple) else generator
             with torch.no_grad():
-                raw = sample(model, observed, grid, shape=(num_b * n, *shape), generator=gen,
-                             device=model.device, dtype=torch.float32)
+                raw = sample(
+                    model,
+                    observed,
+                    grid,
+                    shape=(num_b * n, *shape),
+                    generator=gen,
+                    device=model.device,
+                    dtype=torch.float32,
+                )
                 latents = raw.samples
                 if wrapped is not None:
                     rewards = check_rewards(wrapped(latents), num_b * n)

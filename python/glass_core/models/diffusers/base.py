@@ -196,12 +196,20 @@ class DiffusersDenoiser(DenoiserBase):
         vae = self.pipe.vae
         vdtype = next(vae.parameters()).dtype
         vdev = next(vae.parameters()).device
+        # SDXL's fp16 VAE overflows: decode in float32 like the pipeline does (force_upcast)
+        upcast = vdtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+        if upcast:
+            vae.to(torch.float32)
         step = max_batch or self.network_max_batch or z.shape[0]
         outs = []
-        for i in range(0, z.shape[0], step):
-            lat = self._vae_latents(z[i : i + step].to(device=vdev, dtype=torch.float32))
-            img = vae.decode(lat.to(vdtype), return_dict=False)[0]
-            outs.append((img.float() / 2 + 0.5).clamp(0, 1))
+        try:
+            for i in range(0, z.shape[0], step):
+                lat = self._vae_latents(z[i : i + step].to(device=vdev, dtype=torch.float32))
+                img = vae.decode(lat.to(torch.float32 if upcast else vdtype), return_dict=False)[0]
+                outs.append((img.float() / 2 + 0.5).clamp(0, 1))
+        finally:
+            if upcast:
+                vae.to(vdtype)
         return torch.cat(outs, dim=0)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
