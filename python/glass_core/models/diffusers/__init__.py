@@ -15,7 +15,7 @@ import torch
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers._conditioning import Conditioning, encode
 from glass_core.models.diffusers._family import SUPPORTED_FAMILIES, detect_family
-from glass_core.models.diffusers.base import DiffusersDenoiser
+from glass_core.models.diffusers.base import DiffusersDenoiser, module_device
 from glass_core.models.diffusers.flow import (
     FluxDenoiser,
     SD3Denoiser,
@@ -38,7 +38,7 @@ def _execution_device(pipe: Any) -> torch.device:
     if isinstance(dev, torch.device):
         return dev
     net = getattr(pipe, "transformer", None) or pipe.unet
-    return next(net.parameters()).device
+    return module_device(net)
 
 
 def _default_size(pipe: Any, family: str) -> int:

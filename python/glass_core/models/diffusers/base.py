@@ -22,6 +22,20 @@ from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.schedules import Schedule
 
 
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device a module's inputs must be on (diffusers' own helper when available; otherwise an
+    accelerate offload hook's execution device, else the parameters' device)."""
+    try:
+        from diffusers.utils.torch_utils import get_module_execution_device
+    except ImportError:  # diffusers < 0.42
+        for sub in module.modules():
+            dev = getattr(getattr(sub, "_hf_hook", None), "execution_device", None)
+            if dev is not None:
+                return torch.device(dev)
+        return next(module.parameters()).device
+    return get_module_execution_device(module)
+
+
 class DiffusersDenoiser(DenoiserBase):
     """A glass_core Denoiser around a diffusers pipeline's network (t=0 noise, t=1 data).
 
@@ -83,7 +97,8 @@ class DiffusersDenoiser(DenoiserBase):
 
     @property
     def device(self) -> torch.device:
-        return next(self.network.parameters()).device
+        """Where the network's inputs must live (the offload hook's device under CPU offload)."""
+        return module_device(self.network)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -195,7 +210,7 @@ class DiffusersDenoiser(DenoiserBase):
             )
         vae = self.pipe.vae
         vdtype = next(vae.parameters()).dtype
-        vdev = next(vae.parameters()).device
+        vdev = module_device(vae)
         # SDXL's fp16 VAE overflows: decode in float32 like the pipeline does (force_upcast)
         upcast = vdtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         if upcast:
