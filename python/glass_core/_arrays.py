@@ -80,4 +80,4 @@ def to_float64(x: Any, name: str) -> np.ndarray:
         raise InvalidInputError(
             f"{name} must be an array of floats, got dtype {arr.dtype} ({type(x).__name__})"
         )
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
