@@ -100,6 +100,8 @@ def fk_steering(
     are carried otherwise. The last step applies the exact final correction and resamples only if
     `final_resample`. `generator` may be a list of B torch.Generators: B groups (e.g. prompts) x N
     particles, equal to B separate runs with those generators. Rows are group-major.
+    `max_batch` splits model calls into consecutive row chunks; a model conditioned per row
+    (one prompt per group) must then map chunk rows to groups itself, or batch internally.
     `profile=True` measures model and reward time (syncing CUDA around each call); otherwise
     they are reported as NaN and the loop makes one host sync per potential step.
     """
