@@ -287,6 +287,8 @@ def test_bad_inputs_name_the_argument():
         ODE(solver="midpoint")
     with pytest.raises(InvalidInputError, match="substeps"):
         SDE(substeps=0)
+    with pytest.raises(InvalidInputError, match="substeps"):  # EM is singular at t=0 and t=1
+        SDE(substeps=1)(model, x, 0.0, 1.0)
     for tr in (Glass(), ODE(), SDE()):
         with pytest.raises(InvalidInputError, match="t_next"):
             tr(model, x, 0.5, 0.5)
