@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -302,6 +302,7 @@ def steer(
     genealogy = log_evidence = ess = None
     log_w = torch.full((num_b, n), -float(np.log(n)), dtype=torch.float64)
     rewards: torch.Tensor | None = None
+    raw: Any
     try:
         if method == "fk":
             raw = fk_steering(
@@ -338,7 +339,7 @@ def steer(
             with torch.no_grad():
                 raw = sample(
                     model,
-                    observed,
+                    cast(Any, observed),
                     grid,
                     shape=(num_b * n, *shape),
                     generator=gen,

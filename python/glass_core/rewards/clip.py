@@ -78,9 +78,8 @@ class CLIPBackbone(ImageRewardModel):
 
         p = local_path(path, "path", kind="dir")
         proc = local_path(processor_path, "processor_path", kind="dir") if processor_path else p
-        model = CLIPModel.from_pretrained(
-            str(p), local_files_only=True, **({"dtype": torch_dtype} if torch_dtype else {})
-        )
+        dtype_kw: dict[str, Any] = {"dtype": torch_dtype} if torch_dtype else {}
+        model = CLIPModel.from_pretrained(str(p), local_files_only=True, **dtype_kw)
         tokenizer = AutoTokenizer.from_pretrained(str(proc), local_files_only=True)
         mean, std = _mean_std(proc)
         return cls(model, tokenizer, mean=mean, std=std, **kwargs)

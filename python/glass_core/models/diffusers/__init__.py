@@ -122,7 +122,7 @@ def from_pipeline(
         device=device,
         encode_kwargs=encode_kwargs,
     )
-    common = {
+    common: dict[str, Any] = {
         "height": height,
         "width": width,
         "max_batch": max_batch,

@@ -52,7 +52,7 @@ class DiffusersDenoiser(DenoiserBase):
     def __init__(
         self,
         pipe: Any,
-        network: torch.nn.Module,
+        network: Any,
         conditioning: Conditioning,
         *,
         schedule: Schedule,
@@ -231,8 +231,8 @@ class DiffusersDenoiser(DenoiserBase):
         """[M, 3, H, W] images in [0, 1] -> list of PIL images."""
         from PIL import Image
 
-        arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = arr.permute(0, 2, 3, 1).cpu().numpy()
+        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
 
     def __repr__(self) -> str:
