@@ -281,6 +281,32 @@ def test_unsupported_pipeline_names_supported_families() -> None:
         from_pipeline(fake, "a cat")
 
 
+def test_variants_with_extra_inputs_are_rejected() -> None:
+    import types
+
+    from diffusers import UNet2DConditionModel
+
+    inpaint = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=9,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    fake = types.SimpleNamespace(unet=inpaint, encode_prompt=None)
+    with pytest.raises(UnsupportedModelError, match="9 input channels"):
+        detect_family(fake)
+    pipe = tp.sd_pipeline("epsilon")
+    with_control = types.SimpleNamespace(unet=pipe.unet, encode_prompt=None, controlnet=object())
+    with pytest.raises(UnsupportedModelError, match="controlnet"):
+        detect_family(with_control)
+
+
 def test_mismatched_embeds_and_prompts() -> None:
     pipe = tp.sdxl_pipeline()
     pe, _, pp, _ = pipe.encode_prompt(PROMPTS, device="cpu")

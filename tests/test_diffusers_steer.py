@@ -199,6 +199,39 @@ def test_bad_arguments() -> None:
         steer(pipe, PROMPTS, reward=BRIGHT, generator=[_gen(0)], **kw)
 
 
+def test_prompt_embeds_with_reward_prompts() -> None:
+    pipe = tp.sd_pipeline("epsilon")
+    pe, npe = pipe.encode_prompt(PROMPTS, "cpu", 1, True)
+    seen: list[list[str]] = []
+
+    def fn(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        seen.append(list(prompts))
+        return images.mean(dim=(1, 2, 3))
+
+    kw = {
+        "reward": image_reward(fn),
+        "method": "best_of_n",
+        "transition": ODE(),
+        "num_particles": 2,
+        "num_transitions": 2,
+        "output_type": "latent",
+        **_sd_kwargs(),
+    }
+    by_text = steer(pipe, PROMPTS, generator=_gen(8), **kw)
+    by_embeds = steer(
+        pipe,
+        prompt_embeds=pe,
+        negative_prompt_embeds=npe,
+        reward_prompts=PROMPTS,
+        generator=_gen(8),
+        **kw,
+    )
+    torch.testing.assert_close(by_text.latents, by_embeds.latents)
+    assert seen[-1] == [PROMPTS[0]] * 2 + [PROMPTS[1]] * 2
+    with pytest.raises(InvalidInputError, match="reward_prompts must be 2"):
+        steer(pipe, prompt_embeds=pe, reward_prompts=["x"], generator=_gen(8), **kw)
+
+
 @pytest.mark.parametrize("bad", ["shape", "nan"])
 def test_bad_reward_outputs_raise(bad: str) -> None:
     pipe = tp.sd_pipeline("epsilon")

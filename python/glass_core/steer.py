@@ -110,7 +110,13 @@ def _check_int(value: Any, name: str) -> int:
     return int(value)
 
 
-def _wrap_reward(reward: Any, model: Any, reward_on: str, max_batch: int | None) -> Any:
+def _wrap_reward(
+    reward: Any,
+    model: Any,
+    reward_on: str,
+    max_batch: int | None,
+    reward_prompts: str | Sequence[str] | None = None,
+) -> Any:
     from glass_core.rewards.loading import DecodedReward
 
     if reward is None:
@@ -129,6 +135,14 @@ def _wrap_reward(reward: Any, model: Any, reward_on: str, max_batch: int | None)
     if kind == "latents":
         return reward
     prompts = model.conditioning.prompts
+    if reward_prompts is not None:
+        rp = [reward_prompts] if isinstance(reward_prompts, str) else list(reward_prompts)
+        if len(rp) != model.num_groups or not all(isinstance(p, str) for p in rp):
+            raise InvalidInputError(
+                f"reward_prompts must be {model.num_groups} string(s), one per prompt group, "
+                f"got {reward_prompts!r}"
+            )
+        prompts = rp
 
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z, max_batch=max_batch)
@@ -189,6 +203,7 @@ def steer(
     progress: bool = True,
     callback: StepCallback | None = None,
     reward_on: str = "auto",
+    reward_prompts: str | Sequence[str] | None = None,
     negative_prompt: str | Sequence[str] | None = None,
     prompt_embeds: torch.Tensor | None = None,
     pooled_prompt_embeds: torch.Tensor | None = None,
@@ -229,6 +244,8 @@ def steer(
         max_batch: network rows per forward pass (CFG rows included) and images per VAE decode /
             reward call; None = all particles at once.
         callback: ``callback(step, t, t_next, latents)`` after every transition (observe only).
+        reward_prompts: the text an image reward compares against, one per group (default: the
+            prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
     """
     from glass_core.align import best_of_n, fk_steering, reward_guidance
     from glass_core.models.diffusers import default_time_grid, from_pipeline
@@ -281,7 +298,7 @@ def steer(
         grid = default_time_grid(model, _check_int(k, "num_transitions"))
     else:
         grid = np.asarray(time_grid, dtype=np.float64)
-    wrapped = _wrap_reward(reward, model, reward_on, max_batch)
+    wrapped = _wrap_reward(reward, model, reward_on, max_batch, reward_prompts)
 
     bar = None
     if progress and method == "sample":

@@ -25,6 +25,27 @@ def supported_message() -> str:
     return "supported families: " + "; ".join(SUPPORTED_FAMILIES.values())
 
 
+def _check_plain(pipe: Any, net: Any, family: str) -> str:
+    """Reject variants whose network needs extra inputs this adapter would silently drop."""
+    for extra in ("controlnet", "adapter"):
+        if getattr(pipe, extra, None) is not None:
+            raise UnsupportedModelError(
+                f"pipe: {type(pipe).__name__} has a {extra}; conditioning through a {extra} is "
+                f"not supported (text-to-image only); {supported_message()}"
+            )
+    cfg = net.config
+    in_ch = int(cfg.in_channels)
+    out_ch = int(getattr(cfg, "out_channels", None) or in_ch)
+    if in_ch != out_ch:
+        raise UnsupportedModelError(
+            f"pipe: {type(pipe).__name__}'s network takes {in_ch} input channels for {out_ch} "
+            "output channels (an inpainting/fill/control variant with extra conditioning "
+            f"channels); only text-to-image {family} networks are supported; "
+            f"{supported_message()}"
+        )
+    return family
+
+
 def detect_family(pipe: Any) -> str:
     """ "flux" | "sd3" | "sd" | "sdxl" for a supported pipeline, else UnsupportedModelError.
 
@@ -36,7 +57,7 @@ def detect_family(pipe: Any) -> str:
     if transformer is not None:
         for name in _class_names(transformer):
             if name in _TRANSFORMERS:
-                return _TRANSFORMERS[name]
+                return _check_plain(pipe, transformer, _TRANSFORMERS[name])
         raise UnsupportedModelError(
             f"pipe: unsupported denoising transformer {type(transformer).__name__} in "
             f"{type(pipe).__name__}; {supported_message()}"
@@ -45,11 +66,11 @@ def detect_family(pipe: Any) -> str:
     if unet is not None and "UNet2DConditionModel" in _class_names(unet):
         names = _class_names(pipe)
         if any(n.startswith("StableDiffusionXL") for n in names):
-            return "sdxl"
+            return _check_plain(pipe, unet, "sdxl")
         if getattr(unet.config, "addition_embed_type", None) == "text_time":
-            return "sdxl"
+            return _check_plain(pipe, unet, "sdxl")
         if any(n.startswith("StableDiffusion") for n in names) or hasattr(pipe, "encode_prompt"):
-            return "sd"
+            return _check_plain(pipe, unet, "sd")
     what = type(getattr(pipe, "unet", None) or pipe).__name__
     raise UnsupportedModelError(
         f"pipe: unsupported pipeline {type(pipe).__name__} (network {what}); {supported_message()}"
