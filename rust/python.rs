@@ -500,12 +500,11 @@ impl PySMCState {
         let inner = &mut self.inner;
         let (out, flat) = maybe_detach(py, b * n, || {
             inner.step(g, mode).map(|o| {
-                let flat: Vec<i64> = o
-                    .ancestors
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &a)| (k / n * n) as i64 + a)
-                    .collect();
+                let mut flat = Vec::with_capacity(b * n);
+                for (r, row) in o.ancestors.chunks_exact(n).enumerate() {
+                    let base = (r * n) as i64;
+                    flat.extend(row.iter().map(|&a| base + a));
+                }
                 (o, flat)
             })
         })

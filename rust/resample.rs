@@ -120,34 +120,103 @@ fn merge_walk(w: &[f64], last: usize, targets: impl Iterator<Item = f64>, out: &
     }
 }
 
-/// Systematic resampling without a data-dependent inner loop.
+/// Scatter-based merge of sorted targets against the CDF, without a data-dependent inner loop.
 ///
-/// Targets are (k + u) M^-1 total, k = 0..M. Particle i's offspring occupy the output positions
-/// [start_i, start_{i+1}) with start_i = #targets below C_{i-1} = ceil(C_{i-1} M / total - u)
-/// (clamped to [0, M]). Each particle writes its index at its start position (later particles
-/// overwrite zero-count ones sharing the position) and a running maximum fills the runs. This is
-/// the same O(N) merge of sorted uniforms against the CDF, written branch-free.
-fn systematic_scatter(w: &[f64], last: usize, total: f64, u: f64, out: &mut [i64]) {
+/// `count_below(a)` must return the number of targets strictly below the CDF value c, where
+/// a = c * M / total, clamped to [0, M], and be non-decreasing in a. Particle i's offspring occupy
+/// output positions [start_i, start_{i+1}) with start_i = count_below(C_{i-1}). Each particle
+/// writes its index at its start position (the largest index wins, so zero-count particles
+/// sharing a position lose) and a running maximum fills the runs. Same O(N) merge as a walk.
+fn scatter_merge(
+    w: &[f64],
+    last: usize,
+    total: f64,
+    out: &mut [i64],
+    count_below: impl Fn(f64) -> usize,
+) {
+    // The running CDF is a long floating-point add chain; to expose instruction-level
+    // parallelism it is computed as LANES interleaved chains over contiguous blocks, each
+    // started at the (separately summed) mass of the blocks before it.
+    const LANES: usize = 4;
     let m = out.len();
     out.fill(0);
     let scale = m as f64 / total;
-    let mf = m as f64;
-    let mut c = 0.0;
-    for (i, &wi) in w[..=last].iter().enumerate() {
-        // number of targets strictly below c: ceil(c * scale - u), clamped to [0, m]
-        let a = (c * scale - u).max(0.0).min(mf);
-        let fl = a as i64 as f64; // a >= 0, so truncation is floor
-        let pos = (fl as usize) + usize::from(fl < a);
-        if pos < m {
-            out[pos] = i as i64;
+    let ws = &w[..=last];
+    let len = ws.len();
+    let block = len.div_ceil(LANES);
+    let mut offs = [0.0f64; LANES];
+    {
+        let mut part = [0.0f64; LANES];
+        for j in 0..block {
+            for (k, p) in part.iter_mut().enumerate() {
+                if let Some(&x) = ws.get(k * block + j) {
+                    *p += x;
+                }
+            }
         }
-        c += wi;
+        for k in 1..LANES {
+            offs[k] = offs[k - 1] + part[k - 1];
+        }
+    }
+    let mut c = offs;
+    for j in 0..block {
+        for (k, ck) in c.iter_mut().enumerate() {
+            let i = k * block + j;
+            if i < len {
+                let pos = count_below(*ck * scale);
+                if pos < m {
+                    // lanes interleave, so keep the largest index written at a position
+                    let o = &mut out[pos];
+                    *o = (*o).max(i as i64);
+                }
+                *ck += ws[i];
+            }
+        }
     }
     let mut run = 0i64;
     for o in out.iter_mut() {
-        run = run.max(*o);
+        run = if *o > run { *o } else { run };
         *o = run;
     }
+}
+
+/// floor of a finite a >= 0 as an integer (truncation), and whether a has a fractional part.
+#[inline(always)]
+fn floor_frac(a: f64) -> (usize, f64) {
+    let fl = a as i64;
+    (fl as usize, a - fl as f64)
+}
+
+/// Systematic: targets (k + u) total / M; count below a is ceil(a - u) clamped to [0, M].
+fn systematic_scatter(w: &[f64], last: usize, total: f64, u: f64, out: &mut [i64]) {
+    let mf = out.len() as f64;
+    scatter_merge(w, last, total, out, |a| {
+        let x = a - u;
+        let x = if x < 0.0 {
+            0.0
+        } else if x > mf {
+            mf
+        } else {
+            x
+        };
+        let (fl, fr) = floor_frac(x);
+        fl + usize::from(fr > 0.0)
+    });
+}
+
+/// Stratified: targets (k + U_k) total / M; count below a is floor(a) + [U_floor(a) < frac(a)].
+fn stratified_scatter(w: &[f64], last: usize, total: f64, us: &[f64], out: &mut [i64]) {
+    let m = out.len();
+    let mf = m as f64;
+    scatter_merge(w, last, total, out, |a| {
+        let x = if a > mf { mf } else { a };
+        let (fl, fr) = floor_frac(x);
+        let extra = match us.get(fl) {
+            Some(&uk) => usize::from(uk < fr),
+            None => 0,
+        };
+        fl + extra
+    });
 }
 
 /// Resample `out.len()` ancestors from non-negative unnormalised weights `w` with sum `total`
@@ -171,8 +240,9 @@ pub fn resample_weights(
             systematic_scatter(w, last, total, u, out);
         }
         Scheme::Stratified => {
-            let h = total / m as f64;
-            merge_walk(w, last, (0..m).map(|k| (k as f64 + uniform(rng)) * h), out);
+            scratch.clear();
+            scratch.extend((0..m).map(|_| uniform(rng)));
+            stratified_scatter(w, last, total, scratch, out);
         }
         Scheme::Multinomial => multinomial(w, last, total, rng, out, scratch),
         Scheme::Residual => {
@@ -242,21 +312,22 @@ pub fn resample_log_weights(
     seeds: &Seeds,
 ) -> Result<Vec<i64>> {
     let maxes = check_batch(lw, b, n, "log_weights")?;
+    if num_samples == 0 {
+        return Err(invalid("num_samples must be >= 1, got 0"));
+    }
     let mut rngs = seeds.rngs(b)?;
     let mut out = vec![0i64; b * num_samples];
-    let mut w = vec![0.0; n];
     let mut scratch = Vec::new();
-    for r in 0..b {
-        let (total, _) = crate::weights::exp_shifted(&lw[r * n..(r + 1) * n], maxes[r], &mut w);
-        resample_weights(
-            &w,
-            total,
-            scheme,
-            &mut rngs[r],
-            &mut out[r * num_samples..(r + 1) * num_samples],
-            &mut scratch,
-        );
-    }
+    crate::weights::with_scratch(n, |w| {
+        for (r, (rng, o)) in rngs
+            .iter_mut()
+            .zip(out.chunks_exact_mut(num_samples))
+            .enumerate()
+        {
+            let (total, _) = crate::weights::exp_shifted(&lw[r * n..(r + 1) * n], maxes[r], w);
+            resample_weights(w, total, scheme, rng, o, &mut scratch);
+        }
+    });
     Ok(out)
 }
 

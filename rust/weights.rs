@@ -152,20 +152,29 @@ pub fn sums(v: &[f64]) -> (f64, f64) {
     ((s[0] + s[1]) + (s[2] + s[3]), (q[0] + q[1]) + (q[2] + q[3]))
 }
 
+thread_local! {
+    /// Per-thread scratch for exponentiated weights (reused across calls: no page faults).
+    static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with a per-thread scratch buffer of length `n`.
+pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+            f(&mut v[..n])
+        }
+        // re-entrant use: fall back to a fresh buffer
+        Err(_) => f(&mut vec![0.0; n]),
+    })
+}
+
 /// log-sum-exp of a validated row with known maximum `m`.
 pub fn logsumexp_with_max(lw: &[f64], m: f64) -> f64 {
-    let mut s = [0.0f64; 4];
-    let chunks = lw.chunks_exact(4);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for j in 0..4 {
-            s[j] += exp_nonpos(c[j] - m);
-        }
-    }
-    for &x in rem {
-        s[0] += exp_nonpos(x - m);
-    }
-    m + ((s[0] + s[1]) + (s[2] + s[3])).ln()
+    let (s, _) = with_scratch(lw.len(), |buf| exp_shifted(lw, m, buf));
+    m + s.ln()
 }
 
 /// Normalise one row: `out = lw - logsumexp(lw)`; returns log((1/N) sum exp(lw)).
@@ -181,23 +190,7 @@ pub fn normalize_row(lw: &[f64], out: &mut [f64], name: &str, row: Option<usize>
 /// Effective sample size (sum w)^2 / sum w^2 of one row, in [1, N].
 pub fn ess_row(lw: &[f64], name: &str, row: Option<usize>) -> Result<f64> {
     let m = check_row(lw, name, row)?;
-    let mut s = [0.0f64; 4];
-    let mut q = [0.0f64; 4];
-    let chunks = lw.chunks_exact(4);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for j in 0..4 {
-            let v = exp_nonpos(c[j] - m);
-            s[j] += v;
-            q[j] += v * v;
-        }
-    }
-    for &x in rem {
-        let v = exp_nonpos(x - m);
-        s[0] += v;
-        q[0] += v * v;
-    }
-    let (s, q) = ((s[0] + s[1]) + (s[2] + s[3]), (q[0] + q[1]) + (q[2] + q[3]));
+    let (s, q) = with_scratch(lw.len(), |buf| exp_shifted(lw, m, buf));
     Ok(s * s / q)
 }
 
