@@ -66,7 +66,8 @@ def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
     if not exact:
         return np.concatenate([[0.0], ts[1:], [1.0]])
     final_t = 1.0
-    if getattr(sched.config, "set_alpha_to_one", True) is False:
+    final_ac = getattr(sched, "final_alpha_cumprod", None)  # DDIM: alphas_cumprod[0] or 1
+    if final_ac is not None and float(final_ac) < 1.0:
         final_t = 1.0 - 1.0 / (big_t + 1.0)  # DDIM ends on alphas_cumprod[0]
     step = big_t // num_steps
     if "DDIM" in type(sched).__name__ and np.any(np.diff(ks) != -step):
