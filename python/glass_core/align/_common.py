@@ -22,12 +22,14 @@ def fail(name: str, msg: str) -> InvalidInputError:
     return InvalidInputError(f"`{name}` {msg}")
 
 
-def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
+def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise fail(name, f"must be a positive integer, got {value!r}")
     return int(value)
+
+
+def check_optional_positive_int(value: Any, name: str) -> int | None:
+    return None if value is None else check_positive_int(value, name)
 
 
 def check_finite_float(value: Any, name: str) -> float:
@@ -103,7 +105,7 @@ def check_callable(obj: Any, name: str) -> None:
 
 def resolve_groups(generator: Generator, num_groups: int | None) -> tuple[int, bool]:
     """(B, grouped): a list of B generators means B groups; `grouped` keeps the [B, N] layout."""
-    num_groups = check_positive_int(num_groups, "num_groups", allow_none=True)
+    num_groups = check_optional_positive_int(num_groups, "num_groups")
     if isinstance(generator, (list, tuple)):
         if not generator or not all(isinstance(g, torch.Generator) for g in generator):
             raise fail("generator", "as a list must hold one torch.Generator per group")
@@ -124,7 +126,8 @@ def draw_seeds(generator: Generator, num_groups: int) -> list[int]:
     hi = 2**62
     if isinstance(generator, (list, tuple)):
         return [int(torch.randint(hi, (1,), generator=g)) for g in generator]
-    return [int(v) for v in torch.randint(hi, (num_groups,), generator=generator)]
+    single = generator if isinstance(generator, torch.Generator) else None
+    return [int(v) for v in torch.randint(hi, (num_groups,), generator=single)]
 
 
 def initial_noise(

@@ -12,6 +12,7 @@ from glass_core.align._common import (
     Generator,
     check_callable,
     check_model,
+    check_optional_positive_int,
     check_positive_int,
     check_shape,
     check_time_grid,
@@ -45,7 +46,7 @@ def best_of_n(
     check_callable(reward, "reward")
     check_callable(transition, "transition")
     n = check_positive_int(n, "n")
-    max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
+    max_batch = check_optional_positive_int(max_batch, "max_batch")
     grid = check_time_grid(time_grid)
     shape_t = check_shape(shape)
     num_b, grouped = resolve_groups(generator, num_groups)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from glass_core.align._common import (
     check_callable,
     check_finite_float,
     check_model,
+    check_optional_positive_int,
     check_positive_int,
     check_shape,
     check_time_grid,
@@ -121,9 +122,9 @@ def fk_steering(
         ess_threshold = check_finite_float(ess_threshold, "ess_threshold")
         if not 0.0 < ess_threshold <= 1.0:
             raise fail("ess_threshold", f"must be in (0, 1] (a fraction of N), got {ess_threshold}")
-    every = check_positive_int(resample_every, "resample_every", allow_none=True)
+    every = check_optional_positive_int(resample_every, "resample_every")
     window = check_window(resample_window, "resample_window")
-    max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
+    max_batch = check_optional_positive_int(max_batch, "max_batch")
     num_b, grouped = resolve_groups(generator, num_groups)
 
     from glass_core.weights import SMCState  # native core
@@ -136,7 +137,7 @@ def fk_steering(
     state = SMCState(
         num_b,
         n,
-        scheme=resample,
+        scheme=cast(Any, resample),  # validated against SCHEMES above
         ess_threshold=ess_threshold,
         seeds=seeds,
         track_genealogy=track_genealogy,

@@ -21,6 +21,7 @@ from glass_core.align._common import (
     check_callable,
     check_finite_float,
     check_model,
+    check_optional_positive_int,
     check_positive_int,
     check_shape,
     check_time_grid,
@@ -72,11 +73,11 @@ class GuidedDenoiser:
             if not (lo <= tv <= hi) or a <= 0.0:
                 return 0.0
             return self.scale * float(sch.sigma(tv)) ** 2 / a
-        tv = np.asarray(tv, dtype=np.float64)
-        a = np.asarray(sch.alpha(tv), dtype=np.float64)
-        s = np.asarray(sch.sigma(tv), dtype=np.float64)
-        inside = (tv >= lo) & (tv <= hi) & (a > 0.0)
-        c = np.where(inside, self.scale * s**2 / np.where(a > 0.0, a, 1.0), 0.0)
+        tr = np.asarray(tv, dtype=np.float64)
+        av = np.asarray(sch.alpha(tr), dtype=np.float64)
+        sv = np.asarray(sch.sigma(tr), dtype=np.float64)
+        inside = (tr >= lo) & (tr <= hi) & (av > 0.0)
+        c = np.where(inside, self.scale * sv**2 / np.where(av > 0.0, av, 1.0), 0.0)
         return torch.as_tensor(c, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.ndim - 1))
 
     def reward_gradient(self, z: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,7 @@ def reward_guidance(
     check_model(model)
     check_callable(transition, "transition")
     n = check_positive_int(num_samples, "num_samples")
-    max_batch = check_positive_int(max_batch, "max_batch", allow_none=True)
+    max_batch = check_optional_positive_int(max_batch, "max_batch")
     grid = check_time_grid(time_grid)
     shape_t = check_shape(shape)
     num_b, grouped = resolve_groups(generator, num_groups)
