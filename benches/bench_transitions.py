@@ -32,26 +32,37 @@ from glass_core.transitions import SDE, Glass
 
 F64 = torch.float64
 BUDGETS = (1, 2, 4, 8, 16)
-TRANSITIONS = (("intermediate 0.4->0.6", 0.4, 0.6), ("posterior 0.4->1", 0.4, 1.0),
-               ("posterior 0.15->1", 0.15, 1.0))
+TRANSITIONS = (
+    ("intermediate 0.4->0.6", 0.4, 0.6),
+    ("posterior 0.4->1", 0.4, 1.0),
+    ("posterior 0.15->1", 0.15, 1.0),
+)
 
 
 def gmm(dim: int) -> GaussianMixture:
     """d=2: the 3-component mixture of GLASS_MATH §9; d=16: 4 random components (seed 16)."""
     if dim == 2:
         means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=F64)
-        return GaussianMixture(means, torch.tensor([0.05, 0.2, 0.1], dtype=F64).sqrt(),
-                               torch.tensor([0.3, 0.5, 0.2]), RectifiedFlow())
+        return GaussianMixture(
+            means,
+            torch.tensor([0.05, 0.2, 0.1], dtype=F64).sqrt(),
+            torch.tensor([0.3, 0.5, 0.2]),
+            RectifiedFlow(),
+        )
     g = torch.Generator().manual_seed(16)
     means = 1.5 * torch.randn(4, dim, generator=g, dtype=F64)
-    return GaussianMixture(means, torch.tensor([0.3, 0.5, 0.4, 0.6]),
-                           torch.tensor([0.1, 0.4, 0.3, 0.2]), RectifiedFlow())
+    return GaussianMixture(
+        means,
+        torch.tensor([0.3, 0.5, 0.4, 0.6]),
+        torch.tensor([0.1, 0.4, 0.3, 0.2]),
+        RectifiedFlow(),
+    )
 
 
 def _mean_dist(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> float:
     total = 0.0
     for i in range(0, a.shape[0], chunk):
-        total += float(torch.cdist(a[i:i + chunk], b).sum())
+        total += float(torch.cdist(a[i : i + chunk], b).sum())
     return total / (a.shape[0] * b.shape[0])
 
 
@@ -64,7 +75,7 @@ def methods(budget: int, singular: bool):
     """(label, transition) pairs whose cost fits `budget` NFE."""
     out = []
     # At t'=1 the kernel is the posterior whatever rho is (gamma=0, abar=1, sbar=0): one family.
-    for rho in (("ddpm",) if singular else ("ddpm", 0.4)):
+    for rho in ("ddpm",) if singular else ("ddpm", 0.4):
         out.append((f"GLASS-euler rho={rho}", Glass(rho, inner_steps=budget, solver="euler")))
         k = (budget + 1) // 2 if singular else budget // 2
         if k >= 1 and not (singular and k == 1):  # Heun K=1 at t'=1 is exactly Euler K=1
@@ -90,11 +101,25 @@ def run(samples: int, points: int, quick: bool) -> tuple[list[dict], list[dict]]
             # `points` start points x_t ~ p_t, each repeated `samples` times
             xt = model.sample_marginal(points, t, g).repeat_interleave(samples, 0)
             exact = {rho: model.sample_transition(xt, t, t_next, rho, g) for rho in ("ddpm", 0.4)}
-            fl = torch.tensor([kernel_distance(exact["ddpm"],
-                                               model.sample_transition(xt, t, t_next, "ddpm", g),
-                                               points) for _ in range(3)], dtype=F64)
-            floors.append({"dim": dim, "transition": name, "t": t, "t_next": t_next,
-                           "mean": float(fl.mean()), "std": float(fl.std())})
+            fl = torch.tensor(
+                [
+                    kernel_distance(
+                        exact["ddpm"], model.sample_transition(xt, t, t_next, "ddpm", g), points
+                    )
+                    for _ in range(3)
+                ],
+                dtype=F64,
+            )
+            floors.append(
+                {
+                    "dim": dim,
+                    "transition": name,
+                    "t": t,
+                    "t_next": t_next,
+                    "mean": float(fl.mean()),
+                    "std": float(fl.std()),
+                }
+            )
             singular = t_next == 1.0
             for budget in budgets:
                 for label, tr in methods(budget, singular):
@@ -103,11 +128,22 @@ def run(samples: int, points: int, quick: bool) -> tuple[list[dict], list[dict]]
                     out = tr(model, xt, t, t_next, g)
                     secs = time.perf_counter() - t0
                     err = kernel_distance(out, exact[rho], points)
-                    rows.append({"dim": dim, "transition": name, "budget": budget,
-                                 "method": label, "nfe": tr.nfe(model.schedule, t, t_next),
-                                 "energy": err, "secs": secs})
-                    print(f"d={dim:2d} {name:22s} budget={budget:2d} {label:22s} "
-                          f"nfe={rows[-1]['nfe']:2d} energy={err:.2e}", flush=True)
+                    rows.append(
+                        {
+                            "dim": dim,
+                            "transition": name,
+                            "budget": budget,
+                            "method": label,
+                            "nfe": tr.nfe(model.schedule, t, t_next),
+                            "energy": err,
+                            "secs": secs,
+                        }
+                    )
+                    print(
+                        f"d={dim:2d} {name:22s} budget={budget:2d} {label:22s} "
+                        f"nfe={rows[-1]['nfe']:2d} energy={err:.2e}",
+                        flush=True,
+                    )
     return rows, floors
 
 
@@ -144,8 +180,10 @@ def table(rows: list[dict], floors: list[dict]) -> str:
         sel = [r for r in rows if r["dim"] == fl["dim"] and r["transition"] == fl["transition"]]
         labels = list(dict.fromkeys(r["method"] for r in sel))
         budgets = sorted({r["budget"] for r in sel})
-        lines.append(f"\n### d = {fl['dim']}, {fl['transition']} transition "
-                     f"(noise floor {fl['mean']:.2e} +/- {fl['std']:.1e})\n")
+        lines.append(
+            f"\n### d = {fl['dim']}, {fl['transition']} transition "
+            f"(noise floor {fl['mean']:.2e} +/- {fl['std']:.1e})\n"
+        )
         lines.append("| method | " + " | ".join(f"NFE budget {b}" for b in budgets) + " |")
         lines.append("|---|" + "---|" * len(budgets))
         for lab in labels:
@@ -165,8 +203,9 @@ def plot(rows: list[dict], floors: list[dict], path: Path) -> None:
 
     dims = sorted({fl["dim"] for fl in floors})
     names = list(dict.fromkeys(fl["transition"] for fl in floors))
-    fig, axes = plt.subplots(len(dims), len(names), figsize=(4.2 * len(names), 3.6 * len(dims)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(dims), len(names), figsize=(4.2 * len(names), 3.6 * len(dims)), squeeze=False
+    )
     labels = list(dict.fromkeys(r["method"] for r in rows))
     colors = dict(zip(labels, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     for fl in floors:
@@ -175,10 +214,22 @@ def plot(rows: list[dict], floors: list[dict], path: Path) -> None:
         for lab in dict.fromkeys(r["method"] for r in sel):
             pts = sorted((r["nfe"], r["energy"]) for r in sel if r["method"] == lab)
             style = "--" if lab.startswith("SDE") else "-"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3,
-                    color=colors[lab], label=lab)
-        ax.axhspan(fl["mean"] - fl["std"], fl["mean"] + 3 * fl["std"], color="grey", alpha=0.3,
-                   label="noise floor (mean-1sd .. +3sd)")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                style,
+                marker="o",
+                ms=3,
+                color=colors[lab],
+                label=lab,
+            )
+        ax.axhspan(
+            fl["mean"] - fl["std"],
+            fl["mean"] + 3 * fl["std"],
+            color="grey",
+            alpha=0.3,
+            label="noise floor (mean-1sd .. +3sd)",
+        )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"d={fl['dim']}, {fl['transition']}", fontsize=10)
@@ -204,9 +255,11 @@ def main() -> None:
     ver = verdicts(rows, floors)
     print(tab)
     print("\n" + "\n".join(ver))
-    print(f"\n[{time.perf_counter() - t0:.0f} s, {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {args.threads} thread(s), {args.points} start points x "
-          f"{args.samples} samples]")
+    print(
+        f"\n[{time.perf_counter() - t0:.0f} s, {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.points} start points x "
+        f"{args.samples} samples]"
+    )
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         plot(rows, floors, args.out / "transitions.png")

@@ -31,7 +31,8 @@ def spec_gmm(schedule=None):
 
 def torch_mixture(means, stds, weights):
     comp = torch.distributions.Independent(
-        torch.distributions.Normal(means, stds.unsqueeze(1).expand_as(means)), 1)
+        torch.distributions.Normal(means, stds.unsqueeze(1).expand_as(means)), 1
+    )
     return torch.distributions.MixtureSameFamily(torch.distributions.Categorical(weights), comp)
 
 
@@ -76,8 +77,14 @@ def brute_force_kernel(model, x, t, t_next, rho, g):
     return abar * z + gamma * x + sbar * torch.randn(x.shape, generator=g, dtype=F64)
 
 
-CASES = [(0.55, 0.8, 0.4), (0.3, 0.7, "ddpm"), (0.4, 0.6, -0.5), (0.2, 1.0, 0.0), (0.5, 0.9, 1.0),
-         (0.0, 0.5, 0.4)]
+CASES = [
+    (0.55, 0.8, 0.4),
+    (0.3, 0.7, "ddpm"),
+    (0.4, 0.6, -0.5),
+    (0.2, 1.0, 0.0),
+    (0.5, 0.9, 1.0),
+    (0.0, 0.5, 0.4),
+]
 
 
 @pytest.mark.parametrize("t,t_next,rho", CASES)
@@ -100,13 +107,14 @@ def test_transition_log_prob_matches_joint_conditioning_form():
     g = torch.Generator().manual_seed(13)
     x = 2 * torch.randn(7, 2, generator=g, dtype=F64)
     y = 2 * torch.randn(7, 2, generator=g, dtype=F64)
-    m, v, pi = model.means, model.stds ** 2, model.weights
+    m, v, pi = model.means, model.stds**2, model.weights
     for t, tn, rho in [(0.55, 0.8, 0.4), (0.3, 0.7, "ddpm"), (0.2, 0.9, -0.7), (0.1, 1.0, 0.5)]:
         r = sched.rho_ddpm(t, tn) if rho == "ddpm" else rho
         a, s, a2, s2 = sched.alpha(t), sched.sigma(t), sched.alpha(tn), sched.sigma(tn)
         big_v, big_w, c = a * a * v + s * s, a2 * a2 * v + s2 * s2, a * a2 * v + r * s * s2
-        logw = torch.log(pi) - ((x.unsqueeze(1) - a * m) ** 2).sum(-1) / (2 * big_v) \
-            - torch.log(big_v)  # d/2 log(V) with d = 2
+        logw = (
+            torch.log(pi) - ((x.unsqueeze(1) - a * m) ** 2).sum(-1) / (2 * big_v) - torch.log(big_v)
+        )  # d/2 log(V) with d = 2
         logw = logw - torch.logsumexp(logw, 1, keepdim=True)
         mean = a2 * m + (c / big_v).unsqueeze(-1) * (x.unsqueeze(1) - a * m)
         var = big_w - c * c / big_v
@@ -125,7 +133,7 @@ def test_log_prob_marginals_and_samplers():
     torch.testing.assert_close(model.marginal_log_prob(z, 1.0), ref.log_prob(z))
     t = 0.4
     a, s = model.schedule.alpha(t), model.schedule.sigma(t)
-    ref_t = torch_mixture(a * model.means, (a * a * model.stds ** 2 + s * s).sqrt(), model.weights)
+    ref_t = torch_mixture(a * model.means, (a * a * model.stds**2 + s * s).sqrt(), model.weights)
     torch.testing.assert_close(model.marginal_log_prob(z, t), ref_t.log_prob(z))
     samples = model.sample(100_000, g)
     assert_moments(samples, model.mean(), model.covariance(), what="sample")
@@ -150,7 +158,8 @@ def test_tilted_is_exact(kind):
         params, lam = {"c": torch.tensor([1.0, 1.0], dtype=F64), "s": 1.5}, 2.0
 
         def reward(z):
-            return -((z - params["c"]) ** 2).sum(1) / (2 * 1.5 ** 2)
+            return -((z - params["c"]) ** 2).sum(1) / (2 * 1.5**2)
+
     tilt = model.tilted(kind, params, lam)
     g = torch.Generator().manual_seed(15)
     z = 3 * torch.randn(50, 2, generator=g, dtype=F64)

@@ -34,8 +34,9 @@ SCHEDULES = list(schedules())
 def gmm(schedule, d=2):
     g = torch.Generator().manual_seed(0)
     means = 2 * torch.randn(3, d, generator=g, dtype=torch.float64)
-    return GaussianMixture(means, torch.tensor([0.3, 0.5, 0.7]), torch.tensor([0.2, 0.5, 0.3]),
-                           schedule)
+    return GaussianMixture(
+        means, torch.tensor([0.3, 0.5, 0.7]), torch.tensor([0.2, 0.5, 0.3]), schedule
+    )
 
 
 def exact_prediction(model: GaussianMixture, x, t, kind):
@@ -49,7 +50,7 @@ def exact_prediction(model: GaussianMixture, x, t, kind):
         "epsilon": eps,
         "velocity": (ds / sg) * x + (da - a * ds / sg) * d,  # eq. 26
         "v": a * eps - sg * d,
-        "score": (a * d - x) / sg ** 2,
+        "score": (a * d - x) / sg**2,
     }[kind]
 
 
@@ -77,14 +78,19 @@ def test_from_callable_recovers_denoiser_and_velocity(name, kind):
 
     def fn(xx, tt):
         assert tt.shape == (xx.shape[0],)
-        return torch.stack([exact_prediction(model, xx[i:i + 1], float(tt[i]), kind)[0]
-                            for i in range(xx.shape[0])])
+        return torch.stack(
+            [
+                exact_prediction(model, xx[i : i + 1], float(tt[i]), kind)[0]
+                for i in range(xx.shape[0])
+            ]
+        )
 
     wrapped = from_callable(fn, prediction=kind, schedule=model.schedule)
     assert isinstance(wrapped, Denoiser)
     torch.testing.assert_close(wrapped.denoise(x, ts), model.denoise(x, ts), rtol=1e-8, atol=1e-8)
-    u_exact = torch.stack([exact_prediction(model, x[i:i + 1], float(ts[i]), "velocity")[0]
-                           for i in range(50)])
+    u_exact = torch.stack(
+        [exact_prediction(model, x[i : i + 1], float(ts[i]), "velocity")[0] for i in range(50)]
+    )
     torch.testing.assert_close(wrapped.velocity(x, ts), u_exact, rtol=1e-8, atol=1e-8)
 
 
@@ -106,7 +112,7 @@ def test_per_row_times_match_scalar_times():
     model = gmm(Cosine())
     x = torch.randn(6, 2, dtype=torch.float64)
     ts = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=torch.float64)
-    rows = torch.cat([model.velocity(x[i:i + 1], float(ts[i])) for i in range(6)])
+    rows = torch.cat([model.velocity(x[i : i + 1], float(ts[i])) for i in range(6)])
     torch.testing.assert_close(model.velocity(x, ts), rows, rtol=1e-12, atol=1e-12)
 
 
@@ -128,8 +134,11 @@ def test_max_batch_micro_batches_transparently():
 def test_dtypes_shapes_and_grad():
     sched = RectifiedFlow()
     model = gmm(sched, d=12)
-    fn = from_callable(lambda xx, tt: model.denoise(xx.reshape(len(xx), -1), tt).reshape(xx.shape),
-                       prediction="x1", schedule=sched)
+    fn = from_callable(
+        lambda xx, tt: model.denoise(xx.reshape(len(xx), -1), tt).reshape(xx.shape),
+        prediction="x1",
+        schedule=sched,
+    )
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         x = torch.randn(5, 3, 2, 2).to(dtype)
         u = fn.velocity(x, 0.3)
@@ -166,7 +175,7 @@ def test_randn_like_generator_lists_are_per_chunk():
     batched = _random.randn_like(x, gens)
     for b, s in enumerate((5, 6, 7)):
         single = _random.randn_like(x[:2], torch.Generator().manual_seed(s))
-        torch.testing.assert_close(batched[2 * b:2 * b + 2], single, rtol=0, atol=0)
+        torch.testing.assert_close(batched[2 * b : 2 * b + 2], single, rtol=0, atol=0)
     one = _random.randn_like(x, torch.Generator().manual_seed(5))
     assert torch.equal(one, _random.randn_like(x, torch.Generator().manual_seed(5)))
     assert _random.randn_like(x.bfloat16(), None).dtype == torch.bfloat16

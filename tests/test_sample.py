@@ -56,8 +56,9 @@ def test_coarse_sde_is_detectably_wrong():
     """Power check for the trajectory test: a 5-step SDE does not reproduce the data."""
     model = gmm2()
     g = torch.Generator().manual_seed(21)
-    out = sample(model, SDE(), np.linspace(0.0, 1.0, 6), shape=(N, 2), generator=g,
-                 dtype=F64).samples
+    out = sample(
+        model, SDE(), np.linspace(0.0, 1.0, 6), shape=(N, 2), generator=g, dtype=F64
+    ).samples
     assert energy_pvalue(out, model.sample(N, g)) < 0.01
 
 
@@ -71,8 +72,9 @@ def test_sample_counts_nfe_and_runs_callbacks():
         return x.flip(0) if step == 1 else None
 
     tr = Glass("ddpm", inner_steps=3, solver="heun")
-    res = sample(model, tr, grid, shape=(4, 2), generator=torch.Generator().manual_seed(0),
-                 callback=cb)
+    res = sample(
+        model, tr, grid, shape=(4, 2), generator=torch.Generator().manual_seed(0), callback=cb
+    )
     assert seen == [(0, 0.0, 0.25), (1, 0.25, 0.5), (2, 0.5, 1.0)]
     assert res.nfe == 6 + 6 + 5  # Heun 2K, last transition singular at s=1 -> 2K-1
     assert res.samples.dtype == torch.float32
@@ -87,9 +89,10 @@ def test_sample_is_seed_reproducible_per_generator_group():
     gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
     both = sample(model, tr, grid, shape=(6, 2), generator=gens, dtype=F64).samples
     for b, s in enumerate((1, 2)):
-        one = sample(model, tr, grid, shape=(3, 2), generator=torch.Generator().manual_seed(s),
-                     dtype=F64).samples
-        torch.testing.assert_close(both[3 * b:3 * b + 3], one, rtol=1e-12, atol=1e-12)
+        one = sample(
+            model, tr, grid, shape=(3, 2), generator=torch.Generator().manual_seed(s), dtype=F64
+        ).samples
+        torch.testing.assert_close(both[3 * b : 3 * b + 3], one, rtol=1e-12, atol=1e-12)
 
 
 def test_sample_bad_inputs():

@@ -32,7 +32,7 @@ def moment_errors(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor):
     xc = x - m_hat
     prods = xc.unsqueeze(2) * xc.unsqueeze(1)  # [N, d, d]
     c_hat = prods.mean(0) * n / (n - 1)
-    se = prods.std(0) / n ** 0.5
+    se = prods.std(0) / n**0.5
     z_cov = (c_hat - cov) / se
     return z_mean, z_cov
 
@@ -43,8 +43,9 @@ def assert_moments(x, mean, cov, z: float = Z, what: str = ""):
     assert zc.abs().max() < z, f"{what}: covariance off by {zc.abs().max():.2f} standard errors"
 
 
-def energy_pvalue(x: torch.Tensor, y: torch.Tensor, *, n: int = 1000, permutations: int = 300,
-                  seed: int = 0) -> float:
+def energy_pvalue(
+    x: torch.Tensor, y: torch.Tensor, *, n: int = 1000, permutations: int = 300, seed: int = 0
+) -> float:
     """Permutation p-value of the energy distance between subsamples (n each) of x and y."""
     g = torch.Generator().manual_seed(seed)
     x = x.reshape(x.shape[0], -1).double()
@@ -54,14 +55,15 @@ def energy_pvalue(x: torch.Tensor, y: torch.Tensor, *, n: int = 1000, permutatio
     pooled = torch.cat([xs, ys])
     dist = torch.cdist(pooled, pooled)
     labels = torch.cat([torch.ones(n), torch.zeros(n)]).double()
-    perms = torch.stack([labels] + [labels[torch.randperm(2 * n, generator=g)]
-                                    for _ in range(permutations)])  # [P+1, 2n]
+    perms = torch.stack(
+        [labels] + [labels[torch.randperm(2 * n, generator=g)] for _ in range(permutations)]
+    )  # [P+1, 2n]
     a, b = perms, 1 - perms
     da, db = dist @ a.T, dist @ b.T  # [2n, P+1]
     sxy = (b * da.T).sum(1)
     sxx = (a * da.T).sum(1)
     syy = (b * db.T).sum(1)
-    stat = (2 * sxy - sxx - syy) / n ** 2
+    stat = (2 * sxy - sxx - syy) / n**2
     return float(((stat[1:] >= stat[0]).sum() + 1) / (permutations + 1))
 
 

@@ -36,8 +36,9 @@ def gmm2(schedule=None):
 def gmm16(schedule=None):
     g = torch.Generator().manual_seed(16)
     means = 1.5 * torch.randn(4, 16, generator=g, dtype=F64)
-    return GaussianMixture(means, torch.tensor([0.3, 0.5, 0.4, 0.6]),
-                           torch.tensor([0.1, 0.4, 0.3, 0.2]), schedule)
+    return GaussianMixture(
+        means, torch.tensor([0.3, 0.5, 0.4, 0.6]), torch.tensor([0.1, 0.4, 0.3, 0.2]), schedule
+    )
 
 
 class Counting:
@@ -63,12 +64,13 @@ def two_measurement_posterior_mean(model, x, xbar, t, t_next, rho, s, sigma0=1.0
     abar, sbar = a2 - gam * a, sg2 * math.sqrt(max(1 - rho * rho, 0.0))
     a_s, s_s = s * abar, (1 - s) * sigma0 + s * sbar
     mu = torch.tensor([a, a_s + gam * a], dtype=F64)
-    cov = torch.tensor([[sg * sg, gam * sg * sg], [gam * sg * sg, s_s ** 2 + gam ** 2 * sg * sg]],
-                       dtype=F64)
+    cov = torch.tensor(
+        [[sg * sg, gam * sg * sg], [gam * sg * sg, s_s**2 + gam**2 * sg * sg]], dtype=F64
+    )
     obs = torch.stack([x, xbar], dim=-1)  # [B, d, 2] per-coordinate measurements
     prec_lik = mu @ torch.linalg.solve(cov, mu)
     lin = obs @ torch.linalg.solve(cov, mu)  # [B, d]
-    m, v, pi = model.means, model.stds ** 2, model.weights
+    m, v, pi = model.means, model.stds**2, model.weights
     out_logw, out_mean = [], []
     for k in range(len(pi)):
         marg = v[k] * torch.outer(mu, mu) + cov
@@ -81,8 +83,17 @@ def two_measurement_posterior_mean(model, x, xbar, t, t_next, rho, s, sigma0=1.0
 
 
 @pytest.mark.parametrize("sched", [RectifiedFlow(), Cosine()], ids=["rf", "cosine"])
-@pytest.mark.parametrize("t,t_next,rho", [(0.55, 0.8, 0.4), (0.3, 0.7, "ddpm"), (0.2, 0.6, -0.5),
-                                          (0.4, 1.0, 0.3), (0.0, 0.5, 0.4), (0.5, 0.9, 1.0)])
+@pytest.mark.parametrize(
+    "t,t_next,rho",
+    [
+        (0.55, 0.8, 0.4),
+        (0.3, 0.7, "ddpm"),
+        (0.2, 0.6, -0.5),
+        (0.4, 1.0, 0.3),
+        (0.0, 0.5, 0.4),
+        (0.5, 0.9, 1.0),
+    ],
+)
 def test_glass_denoiser_is_the_two_measurement_posterior(sched, t, t_next, rho):
     """Prop. 2: D_{t*}(alpha* S) equals E[z | x_t, xbar_s] to 1e-10 in float64."""
     model = gmm2(sched)
@@ -99,6 +110,54 @@ def test_glass_denoiser_is_the_two_measurement_posterior(sched, t, t_next, rho):
         got = model.denoise(inp, float(table["t_star"][j]))
         want = two_measurement_posterior_mean(model, x, y + table["gamma"] * x, t, t_next, r, s)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=f"s={s}")
+
+
+def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
+    """Algorithm 1 (and its Heun/midpoint variants) written out from GLASS_MATH §3, with the GLASS
+    denoiser replaced by the brute-force two-measurement posterior (no t*, no native table)."""
+    sc = model.schedule
+    gam = rho * sc.sigma(t_next) / sc.sigma(t)
+    abar = sc.alpha(t_next) - gam * sc.alpha(t)
+    sbar = sc.sigma(t_next) * math.sqrt(max(1 - rho * rho, 0.0))
+
+    def f(s, y):
+        s_s = (1 - s) * sigma0 + s * sbar
+        w1, w2 = (sbar - sigma0) / s_s, abar * sigma0 / s_s
+        z = (
+            model.denoise(x, t)
+            if s == 0
+            else two_measurement_posterior_mean(model, x, y + gam * x, t, t_next, rho, s, sigma0)
+        )
+        return w1 * y + w2 * z
+
+    h, y = 1.0 / k, sigma0 * eps
+    for m in range(k):
+        s = m * h
+        if solver == "euler" or (solver == "heun" and m == k - 1 and sbar == 0):
+            y = y + h * f(s, y)
+        elif solver == "heun":
+            k1 = f(s, y)
+            y = y + h / 2 * (k1 + f(s + h, y + h * k1))
+        else:
+            y = y + h * f(s + h / 2, y + h / 2 * f(s, y))
+    return gam * x + y
+
+
+@pytest.mark.parametrize("solver,k", [("euler", 5), ("heun", 3), ("midpoint", 3)])
+@pytest.mark.parametrize(
+    "t,t_next,rho",
+    [(0.55, 0.8, 0.4), (0.2, 0.7, -0.6), (0.3, 1.0, 0.4), (0.4, 0.9, 1.0), (0.0, 0.6, 0.5)],
+)
+def test_glass_step_matches_reference_algorithm(solver, k, t, t_next, rho):
+    """The whole transition, deterministic given its noise, to 1e-10 in float64."""
+    model = gmm2(Cosine())
+    x = 1.5 * torch.randn(40, 2, generator=torch.Generator().manual_seed(13), dtype=F64)
+    eps = _random.randn_like(x, torch.Generator().manual_seed(14))
+    got = Glass(rho, inner_steps=k, solver=solver)(
+        model, x, t, t_next, torch.Generator().manual_seed(14)
+    )
+    want = reference_glass(model, x, t, t_next, rho, k, solver, eps)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("solver", ["euler", "heun"])
@@ -190,8 +249,9 @@ def test_kernel_check_rejects_a_wrong_sampler():
 def test_glass_other_solvers_converge(solver, k):
     model = gmm2()
     x = torch.tensor([[0.3, -0.4]], dtype=F64).expand(N, 2)
-    out = Glass(0.4, inner_steps=k, solver=solver)(model, x, 0.55, 0.8,
-                                                    torch.Generator().manual_seed(8))
+    out = Glass(0.4, inner_steps=k, solver=solver)(
+        model, x, 0.55, 0.8, torch.Generator().manual_seed(8)
+    )
     mu, cov = model.transition_moments(x[:1], 0.55, 0.8, 0.4)
     # Euler has O(1/K) bias (§9: cov error ~0.006 at K=200); allow it explicitly on top of noise.
     bias = 0.01 if solver == "euler" else 0.0
@@ -227,9 +287,18 @@ def test_ode_is_deterministic_and_converges_to_the_flow():
     assert torch.equal(ODE("heun", 5)(model, x, 0.2, 0.7), ODE("heun", 5)(model, x, 0.2, 0.7))
 
 
-@pytest.mark.parametrize("tr", [Glass("ddpm", 4, "heun"), Glass(0.4, 3, "euler"),
-                                Glass(0.4, 3, "midpoint"), ODE("heun", 3), ODE("euler", 2),
-                                SDE(substeps=3)], ids=repr)
+@pytest.mark.parametrize(
+    "tr",
+    [
+        Glass("ddpm", 4, "heun"),
+        Glass(0.4, 3, "euler"),
+        Glass(0.4, 3, "midpoint"),
+        ODE("heun", 3),
+        ODE("euler", 2),
+        SDE(substeps=3),
+    ],
+    ids=repr,
+)
 @pytest.mark.parametrize("t_next", [0.7, 1.0])
 def test_denoised_reuse_is_exact_and_saves_one_call(tr, t_next):
     model = Counting(gmm2(Cosine()))
@@ -243,13 +312,17 @@ def test_denoised_reuse_is_exact_and_saves_one_call(tr, t_next):
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("tr", [Glass("ddpm", 3, "heun"), ODE("heun", 2), SDE(substeps=2)],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "tr", [Glass("ddpm", 3, "heun"), ODE("heun", 2), SDE(substeps=2)], ids=repr
+)
 def test_any_shape_dtype_and_gradients(tr):
     sched = RectifiedFlow()
     base = gmm16(sched)
-    model = from_callable(lambda x, t: base.denoise(x.reshape(len(x), -1), t).reshape(x.shape),
-                          prediction="x1", schedule=sched)
+    model = from_callable(
+        lambda x, t: base.denoise(x.reshape(len(x), -1), t).reshape(x.shape),
+        prediction="x1",
+        schedule=sched,
+    )
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.randn(6, 4, 2, 2).to(dtype)
         out = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(0))
@@ -268,17 +341,23 @@ def test_generator_lists_give_per_group_reproducibility():
     gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
     out = tr(model, x, 0.3, 0.8, gens)
     for b, s in enumerate((1, 2, 3)):
-        one = tr(model, x[2 * b:2 * b + 2], 0.3, 0.8, torch.Generator().manual_seed(s))
-        torch.testing.assert_close(out[2 * b:2 * b + 2], one, rtol=1e-12, atol=1e-12)
+        one = tr(model, x[2 * b : 2 * b + 2], 0.3, 0.8, torch.Generator().manual_seed(s))
+        torch.testing.assert_close(out[2 * b : 2 * b + 2], one, rtol=1e-12, atol=1e-12)
 
 
 def test_bad_inputs_name_the_argument():
     model = gmm2()
     x = torch.zeros(4, 2, dtype=F64)
-    for kwargs, name in [({"rho": 1.5}, "rho"), ({"rho": -1.01}, "rho"), ({"rho": "ddim"}, "rho"),
-                         ({"rho": float("nan")}, "rho"), ({"inner_steps": 0}, "inner_steps"),
-                         ({"inner_steps": 2.5}, "inner_steps"), ({"solver": "rk4"}, "solver"),
-                         ({"sigma0": 0.0}, "sigma0")]:
+    for kwargs, name in [
+        ({"rho": 1.5}, "rho"),
+        ({"rho": -1.01}, "rho"),
+        ({"rho": "ddim"}, "rho"),
+        ({"rho": float("nan")}, "rho"),
+        ({"inner_steps": 0}, "inner_steps"),
+        ({"inner_steps": 2.5}, "inner_steps"),
+        ({"solver": "rk4"}, "solver"),
+        ({"sigma0": 0.0}, "sigma0"),
+    ]:
         with pytest.raises(InvalidInputError, match=name):
             Glass(**kwargs)
     with pytest.raises(InvalidInputError, match="substeps"):

@@ -15,8 +15,9 @@ Generator = torch.Generator | Sequence[torch.Generator] | None
 _DRAW_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
-def _draw(shape: tuple[int, ...], gen: torch.Generator | None, device: torch.device,
-          dtype: torch.dtype) -> torch.Tensor:
+def _draw(
+    shape: tuple[int, ...], gen: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     draw_dtype = _DRAW_DTYPE.get(dtype, dtype)
     # Draw on the generator's device (a CPU generator can seed GPU noise), then move.
     draw_device = gen.device if gen is not None else device
@@ -24,8 +25,13 @@ def _draw(shape: tuple[int, ...], gen: torch.Generator | None, device: torch.dev
     return out.to(device=device, dtype=dtype)
 
 
-def randn(shape: Sequence[int], generator: Generator = None, *, device: torch.device | str = "cpu",
-          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def randn(
+    shape: Sequence[int],
+    generator: Generator = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Standard normal tensor of `shape`.
 
     `generator` is None, one torch.Generator, or a list of generators: then the leading dimension is
@@ -55,8 +61,13 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     return randn(x.shape, generator, device=x.device, dtype=x.dtype)
 
 
-def rand(shape: Sequence[int], generator: Generator = None, *, device: torch.device | str = "cpu",
-         dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def rand(
+    shape: Sequence[int],
+    generator: Generator = None,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     """Uniform [0, 1) tensor with the same generator rules as `randn`."""
     shape = tuple(int(s) for s in shape)
     device = torch.device(device)

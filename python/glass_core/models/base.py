@@ -94,8 +94,12 @@ def schedule_values(schedule: Schedule, t: float | np.ndarray):
         tt = float(t)
         return schedule.alpha(tt), schedule.sigma(tt), schedule.d_alpha(tt), schedule.d_sigma(tt)
     arr = np.ascontiguousarray(t, dtype=np.float64)
-    return (np.asarray(schedule.alpha(arr)), np.asarray(schedule.sigma(arr)),
-            np.asarray(schedule.d_alpha(arr)), np.asarray(schedule.d_sigma(arr)))
+    return (
+        np.asarray(schedule.alpha(arr)),
+        np.asarray(schedule.sigma(arr)),
+        np.asarray(schedule.d_alpha(arr)),
+        np.asarray(schedule.d_sigma(arr)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +144,15 @@ def conversion_coefficients(schedule: Schedule, t: float | np.ndarray, source: s
     return A, B
 
 
-def convert(pred: torch.Tensor, x: torch.Tensor, t: TimeLike, schedule: Schedule, *,
-            source: str, target: str) -> torch.Tensor:
+def convert(
+    pred: torch.Tensor,
+    x: torch.Tensor,
+    t: TimeLike,
+    schedule: Schedule,
+    *,
+    source: str,
+    target: str,
+) -> torch.Tensor:
     """Convert a model output `pred` at (x, t) from one parameterisation to another."""
     if source not in PREDICTIONS:
         raise InvalidInputError(f"source must be one of {PREDICTIONS}, got {source!r}")
@@ -187,11 +198,11 @@ class DenoiserBase:
         step = self.max_batch or b
         outs = []
         for i in range(0, b, step):
-            out = self.predict(x[i:i + step], t_tensor[i:i + step])
-            if not isinstance(out, torch.Tensor) or out.shape != x[i:i + step].shape:
+            out = self.predict(x[i : i + step], t_tensor[i : i + step])
+            if not isinstance(out, torch.Tensor) or out.shape != x[i : i + step].shape:
                 got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise InvalidInputError(
-                    f"model output must have the input's shape {tuple(x[i:i + step].shape)}, "
+                    f"model output must have the input's shape {tuple(x[i : i + step].shape)}, "
                     f"got {got}"
                 )
             outs.append(out)

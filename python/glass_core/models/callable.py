@@ -16,8 +16,9 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class CallableDenoiser(DenoiserBase):
     """A DenoiserBase whose `predict` is a user function returning `prediction`."""
 
-    def __init__(self, fn: ModelFn, *, prediction: str, schedule: Schedule,
-                 max_batch: int | None = None):
+    def __init__(
+        self, fn: ModelFn, *, prediction: str, schedule: Schedule, max_batch: int | None = None
+    ):
         if not callable(fn):
             raise InvalidInputError(f"fn must be callable, got {type(fn).__name__}")
         super().__init__(schedule, prediction=prediction, max_batch=max_batch)
@@ -30,8 +31,9 @@ class CallableDenoiser(DenoiserBase):
         return f"CallableDenoiser({self.fn!r}, prediction={self.prediction!r})"
 
 
-def from_callable(fn: ModelFn, *, prediction: str = "x1", schedule: Schedule,
-                  max_batch: int | None = None) -> CallableDenoiser:
+def from_callable(
+    fn: ModelFn, *, prediction: str = "x1", schedule: Schedule, max_batch: int | None = None
+) -> CallableDenoiser:
     """Denoiser from fn(x: Tensor[B, ...], t: Tensor[B]) -> Tensor like x.
 
     prediction: what fn returns: "x1" (E[z|x_t]), "velocity" (u_t), "epsilon" (E[eps|x_t]),

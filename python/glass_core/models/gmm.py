@@ -60,8 +60,12 @@ def scalar_time(t: TimeLike, name: str) -> float:
     return v
 
 
-def kernel_scalars(schedule: Schedule, t: TimeLike, t_next: TimeLike, rho: float | str,
-                   ) -> tuple[float, float, float]:
+def kernel_scalars(
+    schedule: Schedule,
+    t: TimeLike,
+    t_next: TimeLike,
+    rho: float | str,
+) -> tuple[float, float, float]:
     """(gamma, abar, sbar) of the z-conditional kernel N(abar z + gamma x_t, sbar^2 I) (§2)."""
     tt, tn = scalar_time(t, "t"), scalar_time(t_next, "t_next")
     if not tn > tt:
@@ -77,8 +81,13 @@ class GaussianMixture(DenoiserBase):
     Inputs x may be [B, d] or [B, *shape] with prod(shape) == d.
     """
 
-    def __init__(self, means: torch.Tensor, stds: torch.Tensor, weights: torch.Tensor,
-                 schedule: Schedule | None = None):
+    def __init__(
+        self,
+        means: torch.Tensor,
+        stds: torch.Tensor,
+        weights: torch.Tensor,
+        schedule: Schedule | None = None,
+    ):
         means = torch.as_tensor(means)
         stds = torch.as_tensor(stds)
         weights = torch.as_tensor(weights)
@@ -99,7 +108,7 @@ class GaussianMixture(DenoiserBase):
         super().__init__(schedule if schedule is not None else RectifiedFlow(), prediction="x1")
         self.means = means.to(_F64)
         self.stds = stds.to(_F64)
-        self.weights = (weights.to(_F64) / weights.to(_F64).sum())
+        self.weights = weights.to(_F64) / weights.to(_F64).sum()
         # Set by `tilted`: log Z of p(z) exp(lambda r(z)) and the reward r itself.
         self.log_normalizer: float = 0.0
         self.reward: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -115,8 +124,11 @@ class GaussianMixture(DenoiserBase):
         return self.means.shape[1]
 
     def _params(self, device: torch.device):
-        return (self.means.to(device), self.stds.to(device) ** 2,
-                torch.log(self.weights.to(device)))
+        return (
+            self.means.to(device),
+            self.stds.to(device) ** 2,
+            torch.log(self.weights.to(device)),
+        )
 
     def _flat(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
         check_batch(x, name)
@@ -136,12 +148,18 @@ class GaussianMixture(DenoiserBase):
         """Cov[z], [d, d] float64."""
         mu = self.mean()
         second = torch.einsum("k,ki,kj->ij", self.weights, self.means, self.means)
-        second = second + torch.diag(torch.full((self.dim,), float(self.weights @ self.stds ** 2),
-                                                dtype=_F64))
+        second = second + torch.diag(
+            torch.full((self.dim,), float(self.weights @ self.stds**2), dtype=_F64)
+        )
         return second - torch.outer(mu, mu)
 
-    def _mixture_sample(self, log_w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
-                        generator: _random.Generator) -> torch.Tensor:
+    def _mixture_sample(
+        self,
+        log_w: torch.Tensor,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        generator: _random.Generator,
+    ) -> torch.Tensor:
         """Row-wise draw from sum_k exp(log_w[b,k]) N(mean[b,k], var[b,k] I); [B, d] float64."""
         b = log_w.shape[0]
         cdf = torch.cumsum(torch.softmax(log_w, dim=1), dim=1)
@@ -153,20 +171,23 @@ class GaussianMixture(DenoiserBase):
         return mean[rows, k] + var[rows, k].sqrt().unsqueeze(1) * eps
 
     @staticmethod
-    def _mixture_log_prob(y: torch.Tensor, log_w: torch.Tensor, mean: torch.Tensor,
-                          var: torch.Tensor) -> torch.Tensor:
+    def _mixture_log_prob(
+        y: torch.Tensor, log_w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
+    ) -> torch.Tensor:
         """log sum_k w_k N(y; mean_k, var_k I); y [B, d], mean [B|1, K, d], var [B|1, K]."""
         d = y.shape[1]
         sq = ((y.unsqueeze(1) - mean) ** 2).sum(-1)
         comp = -0.5 * (d * (_LOG2PI + torch.log(var)) + sq / var)
         return torch.logsumexp(log_w + comp, dim=1)
 
-    def sample(self, n: int, generator: _random.Generator = None, *,
-               device: torch.device | str = "cpu") -> torch.Tensor:
+    def sample(
+        self, n: int, generator: _random.Generator = None, *, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """n exact data samples, [n, d] float64."""
         m, v, lw = self._params(torch.device(device))
-        return self._mixture_sample(lw.expand(n, -1), m.unsqueeze(0).expand(n, -1, -1),
-                                    v.expand(n, -1), generator)
+        return self._mixture_sample(
+            lw.expand(n, -1), m.unsqueeze(0).expand(n, -1, -1), v.expand(n, -1), generator
+        )
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p_data(z), [B] float64."""
@@ -187,23 +208,29 @@ class GaussianMixture(DenoiserBase):
         xf = self._flat(x)
         a, s, m, v, lw = self._marginal_pieces(time_values(t, xf.shape[0]), xf.device)
         mean = a.unsqueeze(-1) * m.unsqueeze(0)
-        var = a ** 2 * v + s ** 2
+        var = a**2 * v + s**2
         return self._mixture_log_prob(xf, lw.unsqueeze(0), mean, var)
 
-    def sample_marginal(self, n: int, t: TimeLike, generator: _random.Generator = None, *,
-                        device: torch.device | str = "cpu") -> torch.Tensor:
+    def sample_marginal(
+        self,
+        n: int,
+        t: TimeLike,
+        generator: _random.Generator = None,
+        *,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
         """n exact samples of p_t, [n, d] float64."""
         a, s, m, v, lw = self._marginal_pieces(scalar_time(t, "t"), torch.device(device))
         mean = (a * m).unsqueeze(0).expand(n, -1, -1)
-        var = (a ** 2 * v + s ** 2).expand(n, -1)
+        var = (a**2 * v + s**2).expand(n, -1)
         return self._mixture_sample(lw.expand(n, -1), mean, var, generator)
 
     def _responsibilities(self, xf: torch.Tensor, t: float | np.ndarray):
         """log w_k(x) [B, K] (normalised), tot_k = a^2 v_k + s^2 [B|1, K], and a, s, m, v."""
         a, s, m, v, lw = self._marginal_pieces(t, xf.device)
-        tot = a ** 2 * v + s ** 2  # variance of x_t given component k
+        tot = a**2 * v + s**2  # variance of x_t given component k
         # |x - a m_k|^2 expanded so the [B, K, d] tensor is never built (this is the hot path)
-        sq = (xf * xf).sum(1, keepdim=True) - 2 * a * (xf @ m.T) + a ** 2 * (m * m).sum(1)
+        sq = (xf * xf).sum(1, keepdim=True) - 2 * a * (xf @ m.T) + a**2 * (m * m).sum(1)
         log_w = lw - 0.5 * (self.dim * torch.log(tot) + sq.clamp_min(0) / tot)
         return log_w - torch.logsumexp(log_w, dim=1, keepdim=True), tot, a, s, m, v
 
@@ -215,13 +242,14 @@ class GaussianMixture(DenoiserBase):
         xf = self._flat(x)
         log_w, tot, a, s, m, v = self._responsibilities(xf, time_values(t, xf.shape[0]))
         # (s^2 m_k + a v_k x) / (s^2 + a^2 v_k): finite at t=1 (s=0) and t=0 (a=0).
-        mean = ((s ** 2).unsqueeze(-1) * m.unsqueeze(0) + (a * v).unsqueeze(-1) * xf.unsqueeze(1))
+        mean = (s**2).unsqueeze(-1) * m.unsqueeze(0) + (a * v).unsqueeze(-1) * xf.unsqueeze(1)
         mean = mean / tot.unsqueeze(-1)
-        var = v * s ** 2 / tot
+        var = v * s**2 / tot
         return log_w, mean, var.expand_as(log_w)
 
-    def sample_posterior(self, x: torch.Tensor, t: TimeLike,
-                         generator: _random.Generator = None) -> torch.Tensor:
+    def sample_posterior(
+        self, x: torch.Tensor, t: TimeLike, generator: _random.Generator = None
+    ) -> torch.Tensor:
         """Exact z ~ p(z | x_t = x), shaped like x."""
         log_w, mean, var = self.posterior(x, t)
         return self._mixture_sample(log_w, mean, var, generator).reshape(x.shape).to(x.dtype)
@@ -230,7 +258,7 @@ class GaussianMixture(DenoiserBase):
         xf = self._flat(x)
         log_w, tot, a, s, m, v = self._responsibilities(xf, tv)
         r = torch.exp(log_w) / tot  # D = s^2 sum_k r_k m_k + a x sum_k r_k v_k
-        d = s ** 2 * (r @ m) + (a * (r @ v).unsqueeze(1)) * xf
+        d = s**2 * (r @ m) + (a * (r @ v).unsqueeze(1)) * xf
         return d.reshape(x.shape).to(x.dtype)
 
     def _predict(self, x: torch.Tensor, tv: float | np.ndarray) -> torch.Tensor:
@@ -251,18 +279,29 @@ class GaussianMixture(DenoiserBase):
         log_w, pm, pv = self.posterior(x, scalar_time(t, "t"))
         xf = self._flat(x)
         mean = abar * pm + gamma * xf.unsqueeze(1)
-        var = abar ** 2 * pv + sbar ** 2
+        var = abar**2 * pv + sbar**2
         return log_w, mean, var
 
-    def sample_transition(self, x: torch.Tensor, t: TimeLike, t_next: TimeLike,
-                          rho: float | str = "ddpm", generator: _random.Generator = None,
-                          ) -> torch.Tensor:
+    def sample_transition(
+        self,
+        x: torch.Tensor,
+        t: TimeLike,
+        t_next: TimeLike,
+        rho: float | str = "ddpm",
+        generator: _random.Generator = None,
+    ) -> torch.Tensor:
         """Exact x_t' ~ p(x_t' | x_t = x), shaped like x (x's dtype)."""
         log_w, mean, var = self.transition(x, t, t_next, rho)
         return self._mixture_sample(log_w, mean, var, generator).reshape(x.shape).to(x.dtype)
 
-    def transition_log_prob(self, x_next: torch.Tensor, x: torch.Tensor, t: TimeLike,
-                            t_next: TimeLike, rho: float | str = "ddpm") -> torch.Tensor:
+    def transition_log_prob(
+        self,
+        x_next: torch.Tensor,
+        x: torch.Tensor,
+        t: TimeLike,
+        t_next: TimeLike,
+        rho: float | str = "ddpm",
+    ) -> torch.Tensor:
         """log p(x_t' = x_next | x_t = x), [B] float64."""
         yf = self._flat(x_next, "x_next")
         if x_next.shape != x.shape:
@@ -272,8 +311,9 @@ class GaussianMixture(DenoiserBase):
         log_w, mean, var = self.transition(x, t, t_next, rho)
         return self._mixture_log_prob(yf, log_w, mean, var)
 
-    def transition_moments(self, x: torch.Tensor, t: TimeLike, t_next: TimeLike,
-                           rho: float | str = "ddpm") -> tuple[torch.Tensor, torch.Tensor]:
+    def transition_moments(
+        self, x: torch.Tensor, t: TimeLike, t_next: TimeLike, rho: float | str = "ddpm"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean [B, d] and covariance [B, d, d] of the exact kernel, float64."""
         log_w, mean, var = self.transition(x, t, t_next, rho)
         w = torch.softmax(log_w, dim=1)
@@ -305,7 +345,7 @@ class GaussianMixture(DenoiserBase):
                 raise InvalidInputError(f"params: linear reward needs a finite a of shape [{d}]")
             new_m = m + lam * v.unsqueeze(1) * a
             new_v = v
-            log_c = lam * (m @ a) + 0.5 * lam ** 2 * v * (a @ a)
+            log_c = lam * (m @ a) + 0.5 * lam**2 * v * (a @ a)
 
             def reward(z: torch.Tensor) -> torch.Tensor:
                 zf = self._flat(z, "z")
@@ -334,8 +374,9 @@ class GaussianMixture(DenoiserBase):
                 tau = s * s / lam  # exp(lam r) = (2 pi tau)^{d/2} N(z; c, tau I)
                 new_v = v * tau / (v + tau)
                 new_m = (tau * m + v.unsqueeze(1) * c) / (v + tau).unsqueeze(1)
-                log_c = (0.5 * d * torch.log(tau / (v + tau))
-                         - ((c - m) ** 2).sum(1) / (2 * (v + tau)))
+                log_c = 0.5 * d * torch.log(tau / (v + tau)) - ((c - m) ** 2).sum(1) / (
+                    2 * (v + tau)
+                )
         else:
             raise InvalidInputError(
                 f"reward_kind must be 'linear' or 'quadratic', got {reward_kind!r}"
@@ -348,5 +389,7 @@ class GaussianMixture(DenoiserBase):
         return out
 
     def __repr__(self) -> str:
-        return (f"GaussianMixture(K={self.num_components}, d={self.dim}, "
-                f"schedule={getattr(self.schedule, 'name', self.schedule)!r})")
+        return (
+            f"GaussianMixture(K={self.num_components}, d={self.dim}, "
+            f"schedule={getattr(self.schedule, 'name', self.schedule)!r})"
+        )

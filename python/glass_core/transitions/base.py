@@ -58,13 +58,26 @@ class Transition(ABC):
         """Exact model evaluations of one call from t to t_next (reuse: `denoised` was given)."""
 
     @abstractmethod
-    def _step(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
-              generator: _random.Generator, denoised: torch.Tensor | None) -> torch.Tensor:
-        ...
+    def _step(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: float,
+        t_next: float,
+        generator: _random.Generator,
+        denoised: torch.Tensor | None,
+    ) -> torch.Tensor: ...
 
-    def __call__(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
-                 generator: _random.Generator = None, *,
-                 denoised: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: float,
+        t_next: float,
+        generator: _random.Generator = None,
+        *,
+        denoised: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """One transition. `denoised`: a precomputed D_t(x) (saves the first model call)."""
         if not (hasattr(model, "schedule") and hasattr(model, "denoise")):
             raise InvalidInputError(

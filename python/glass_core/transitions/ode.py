@@ -35,16 +35,24 @@ class ODE(Transition):
             n -= 1
         return n - 1 if reuse else n
 
-    def _step(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
-              generator: _random.Generator, denoised: torch.Tensor | None) -> torch.Tensor:
+    def _step(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: float,
+        t_next: float,
+        generator: _random.Generator,
+        denoised: torch.Tensor | None,
+    ) -> torch.Tensor:
         wd = working_dtype(x)
         grid = np.linspace(t, t_next, self.substeps + 1)
         grid[-1] = t_next
 
         def u(y: torch.Tensor, tk: float, first: bool) -> torch.Tensor:
             if first and denoised is not None:
-                return convert(denoised, y.to(x.dtype), tk, model.schedule, source="x1",
-                               target="velocity").to(wd)
+                return convert(
+                    denoised, y.to(x.dtype), tk, model.schedule, source="x1", target="velocity"
+                ).to(wd)
             return model.velocity(y.to(x.dtype), tk).to(wd)
 
         y = x.to(wd)

@@ -38,10 +38,18 @@ def _grid(time_grid: Sequence[float] | np.ndarray | torch.Tensor) -> list[float]
     return [float(v) for v in arr]
 
 
-def sample(model: Denoiser, transition: Transition, time_grid: Sequence[float] | np.ndarray |
-           torch.Tensor, *, x0: torch.Tensor | None = None, shape: Sequence[int] | None = None,
-           generator: _random.Generator = None, callback: StepCallback | None = None,
-           device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SampleResult:
+def sample(
+    model: Denoiser,
+    transition: Transition,
+    time_grid: Sequence[float] | np.ndarray | torch.Tensor,
+    *,
+    x0: torch.Tensor | None = None,
+    shape: Sequence[int] | None = None,
+    generator: _random.Generator = None,
+    callback: StepCallback | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> SampleResult:
     """Run `transition` over consecutive pairs of `time_grid` starting from x0 (or N(0, I) noise
     of `shape`, drawn from `generator` on `device`/`dtype`).
 

@@ -19,8 +19,9 @@ from glass_core.schedules import Schedule
 from glass_core.transitions.base import Transition, check_int
 
 
-def sde_coefficients(schedule: Schedule, t: float,
-                     kappa: float = 1.0) -> tuple[float, float, float]:
+def sde_coefficients(
+    schedule: Schedule, t: float, kappa: float = 1.0
+) -> tuple[float, float, float]:
     """(A, B, eta): drift = A x + B D_t(x), diffusion^2 = 2 kappa eta, at a time 0 < t < 1."""
     a, s, da, ds = schedule_values(schedule, float(t))
     eta = da * s * s / a - s * ds  # nu_t^2 / 2
@@ -55,8 +56,15 @@ class SDE(Transition):
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
         return self.substeps - (1 if reuse else 0)
 
-    def _step(self, model: Denoiser, x: torch.Tensor, t: float, t_next: float,
-              generator: _random.Generator, denoised: torch.Tensor | None) -> torch.Tensor:
+    def _step(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: float,
+        t_next: float,
+        generator: _random.Generator,
+        denoised: torch.Tensor | None,
+    ) -> torch.Tensor:
         wd = working_dtype(x)
         grid = np.linspace(t, t_next, self.substeps + 1)
         grid[-1] = t_next
