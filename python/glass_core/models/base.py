@@ -16,7 +16,8 @@ from glass_core.errors import InvalidInputError
 from glass_core.schedules import Schedule
 
 Prediction = Literal["x1", "velocity", "epsilon", "v", "score"]
-TimeLike = float | torch.Tensor
+# a shared time, a 0-d tensor, or per-row times ([B] tensor or float64 ndarray)
+TimeLike = float | torch.Tensor | np.ndarray
 PREDICTIONS: tuple[str, ...] = ("x1", "velocity", "epsilon", "v", "score")
 
 

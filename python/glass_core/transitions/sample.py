@@ -59,7 +59,11 @@ def sample(
     grid = _grid(time_grid)
     if (x0 is None) == (shape is None):
         raise InvalidInputError("give exactly one of x0 and shape")
-    x = x0 if x0 is not None else _random.randn(shape, generator, device=device, dtype=dtype)
+    if x0 is None:
+        assert shape is not None  # checked above; narrows the type
+        x = _random.randn(shape, generator, device=device, dtype=dtype)
+    else:
+        x = x0
     nfe = 0
     for i in range(len(grid) - 1):
         t, t_next = grid[i], grid[i + 1]
