@@ -227,6 +227,27 @@ def test_vp_timestep_mapping_and_continuous_query() -> None:
     assert torch.isfinite(model.denoise(x, 0.0)).all()
 
 
+def test_other_vp_schedulers_give_valid_grids() -> None:
+    import copy
+
+    from diffusers import EulerDiscreteScheduler
+
+    pipe = copy.copy(tp.sdxl_pipeline())
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    grid = default_time_grid(model, 4)
+    assert grid[0] == 0.0 and grid[-1] == 1.0 and np.all(np.diff(grid) > 0)
+    with torch.no_grad():
+        out = sample(
+            model,
+            Glass(inner_steps=1),
+            grid,
+            shape=(1, *model.latent_shape),
+            generator=torch.Generator().manual_seed(0),
+        ).samples
+    assert torch.isfinite(out).all()
+
+
 def test_groups_map_rows_to_prompts_and_max_batch_is_exact() -> None:
     pipe = tp.sdxl_pipeline()
     both = from_pipeline(pipe, PROMPTS, height=tp.HEIGHT, width=tp.WIDTH)

@@ -178,6 +178,29 @@ def test_guidance_moves_toward_a_latent_reward() -> None:
     assert d_pushed < 0.75 * d_plain  # measured ~0.62 on this tiny random model
 
 
+def test_fk_with_guidance_inside() -> None:
+    pipe = tp.sd_pipeline("epsilon")
+    target = 1.5
+    r = latent_reward(lambda z: -(z - target).pow(2).sum(dim=(1, 2, 3)))
+    kw = {
+        "reward": r,
+        "method": "fk",
+        "transition": Glass(rho=1.0, inner_steps=1),
+        "num_particles": 2,
+        "num_transitions": 3,
+        "output_type": "latent",
+        "reward_window": (0.0, 1.0),
+        "reward_scale": 0.2,
+        **_sd_kwargs(),
+    }
+    plain = steer(pipe, PROMPTS[0], generator=_gen(9), **kw)
+    both = steer(pipe, PROMPTS[0], generator=_gen(9), guide=True, **kw)
+    assert both.nfe == plain.nfe == 3
+    assert both.rewards.mean() > plain.rewards.mean()
+    with pytest.raises(InvalidInputError, match="guide=True"):
+        steer(pipe, PROMPTS[0], method="sample", guide=True, **_sd_kwargs())
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input
 

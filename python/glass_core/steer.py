@@ -218,6 +218,7 @@ def steer(
     potential: str = "diff",
     reward_scale: float = 0.4,
     reward_window: tuple[float, float] | None = (0.2, 0.7),
+    guide: bool = False,
     **algorithm_kwargs: Any,
 ) -> SteerResult:
     """Sample from ``pipe`` steered toward ``reward`` (GLASS_MATH.md section 5).
@@ -234,7 +235,9 @@ def steer(
         method: "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
             arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
             with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
-            "sample" (no reward needed).
+            "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
+            "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
+            the guidance).
         transition: ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
             ``ODE(...)``.
         time_grid / num_transitions: an explicit grid from 0 to 1, or the number of transitions on
@@ -247,7 +250,7 @@ def steer(
         reward_prompts: the text an image reward compares against, one per group (default: the
             prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
     """
-    from glass_core.align import best_of_n, fk_steering, reward_guidance
+    from glass_core.align import best_of_n, fk_steering, guided, reward_guidance
     from glass_core.models.diffusers import default_time_grid, from_pipeline
     from glass_core.rewards.base import check_rewards
     from glass_core.transitions import Glass, sample
@@ -262,6 +265,8 @@ def steer(
         raise InvalidInputError(f"reward is required for method={method!r}")
     if time_grid is not None and num_transitions is not None:
         raise InvalidInputError("pass either time_grid or num_transitions, not both")
+    if guide and method not in ("fk", "best_of_n"):
+        raise InvalidInputError(f"guide=True applies to method 'fk' or 'best_of_n', not {method!r}")
     if method != "fk" and algorithm_kwargs:
         raise InvalidInputError(
             f"unexpected keyword arguments for method={method!r}: {sorted(algorithm_kwargs)}"
@@ -323,7 +328,7 @@ def steer(
     try:
         if method == "fk":
             raw = fk_steering(
-                model,
+                guided(model, wrapped, reward_scale, reward_window) if guide else model,
                 wrapped,
                 transition=observed,
                 num_particles=n,
@@ -337,7 +342,14 @@ def steer(
             log_w = raw.log_weights
             genealogy, log_evidence, ess = raw.ancestors, raw.log_evidence, raw.ess_history
         elif method == "best_of_n":
-            raw = best_of_n(model, wrapped, transition=observed, n=n, progress=progress, **common)
+            raw = best_of_n(
+                guided(model, wrapped, reward_scale, reward_window) if guide else model,
+                wrapped,
+                transition=observed,
+                n=n,
+                progress=progress,
+                **common,
+            )
             latents, rewards = raw.samples, raw.rewards
         elif method == "guidance":
             raw = reward_guidance(
