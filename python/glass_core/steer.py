@@ -18,6 +18,8 @@ import torch
 
 from glass_core.errors import InvalidInputError
 
+__all__ = ["METHODS", "OUTPUT_TYPES", "SteerResult", "steer"]
+
 METHODS = ("fk", "best_of_n", "guidance", "sample")
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
 
@@ -40,7 +42,8 @@ class SteerResult:
         CFG); total_forward_passes: over all B*N particles.
     wall_time = model_time (network forward passes, device-synchronised) + reward_time (VAE
         decodes and reward models, including the output decode) + bookkeeping_time (everything
-        else: transitions' arithmetic, weights, resampling, host syncs).
+        else: transitions' arithmetic, weights, resampling, host syncs, and the backward pass
+        of reward guidance through the VAE and reward model).
     """
 
     images: Any
