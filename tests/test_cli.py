@@ -1,0 +1,324 @@
+"""The `glass-core` command end to end: demo (reduced budget), config files, error paths, bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from glass_core.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# The smallest demo that still exercises every method, the sweep, the pictures and the JSON.
+TINY = ["--quick", "--quiet", "--threads", "1", "--groups", "2", "--budgets", "2", "4"]
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "glass_core", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# subprocess: the real command
+
+
+def test_demo_quick_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = run_cli("demo", *TINY, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    # the printed table lists every method
+    for label in ("best-of-N (ODE)", "FK steering (SDE)", "FK steering (GLASS)", "no steering"):
+        assert label in proc.stdout
+    for name in ("demo_grid.png", "reward_vs_nfe.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC and len(data) > 2000, name
+    table = (out / "table.md").read_text()
+    assert table.count("\n| ") == 4  # four method rows after the header
+
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["particles"] == 4 and res["config"]["groups"] == 2
+    assert res["config"]["nfe"] == 10 and res["config"]["glass_transitions"] == 2
+    rows = {r["key"]: r for r in res["rows"]}
+    assert set(rows) == {"sample_ode", "best_of_n_ode", "fk_sde", "fk_glass"}
+    # equal compute: same NFE per particle and per group for the three methods
+    for key in ("best_of_n_ode", "fk_sde", "fk_glass"):
+        assert rows[key]["nfe_per_particle"] == 10
+        assert rows[key]["total_nfe_per_group"] == 40
+        assert rows[key]["max_reward"] <= 0.0  # log-probabilities
+        assert rows[key]["mean_reward"] <= rows[key]["max_reward"]
+        parts = rows[key]["model_s"] + rows[key]["reward_s"] + rows[key]["bookkeeping_s"]
+        assert parts == pytest.approx(rows[key]["wall_s"], rel=1e-6, abs=1e-6)
+    assert rows["sample_ode"]["total_nfe_per_group"] == 10
+    # best-of-N returns the best of its own samples, which includes sample 0 = plain ODE sample
+    assert rows["best_of_n_ode"]["mean_reward"] >= rows["sample_ode"]["mean_reward"] - 1e-6
+    assert [p["particles"] for p in res["sweep"]["fk_glass"]] == [2, 4]
+    assert res["sweep"]["fk_glass"][1]["mean_reward"] == pytest.approx(
+        rows["fk_glass"]["mean_reward"]
+    )
+
+
+@pytest.mark.slow
+def test_demo_is_seed_deterministic(tmp_path: Path) -> None:
+    args = ["demo", *TINY, "--budgets", "4", "--seed", "7"]
+    a = run_cli(*args, "--out", str(tmp_path / "a"))
+    b = run_cli(*args, "--out", str(tmp_path / "b"))
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ra = json.loads((tmp_path / "a" / "results.json").read_text())["rows"]
+    rb = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
+    for x, y in zip(ra, rb, strict=True):
+        assert x["mean_reward"] == y["mean_reward"] and x["max_reward"] == y["max_reward"]
+
+
+def test_bad_value_exits_2_with_message_and_no_traceback(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--nfe", "7", "--glass-transitions", "2", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "--nfe" in proc.stderr and "multiple of --glass-transitions" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--particles", "0", "--debug", "--out", str(tmp_path))
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "--particles" in proc.stderr
+
+
+def test_help_documents_defaults() -> None:
+    proc = run_cli("demo", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for snippet in (
+        "--particles PARTICLES",
+        "(default: 8)",
+        "--glass-transitions",
+        "(default: 5)",
+        "--quiet",
+        "--config",
+        "(default: glass_out/demo)",
+    ):
+        assert snippet in text, snippet
+    steer = " ".join(run_cli("steer", "--help").stdout.split())
+    for snippet in (
+        "--pipeline",
+        "--prompt",
+        "--reward",
+        "--method",
+        "--transition",
+        "--particles",
+        "(default: glass)",
+        "(default: fk)",
+    ):
+        assert snippet in steer, snippet
+
+
+# ---------------------------------------------------------------------------------------------
+# in-process: config files and error paths (fast)
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_toml_config_and_flag_precedence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = write_toml(
+        tmp_path / "demo.toml",
+        """
+        quiet = true
+        [demo]
+        particles = 2
+        groups = 2
+        nfe = 4
+        glass-transitions = 2
+        budgets = [2]
+        lambda = 2.5
+        threads = 1
+        """,
+    )
+    out = tmp_path / "o"
+    code = main(["demo", "--config", str(cfg), "--seed", "3", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())["config"]
+    assert (res["particles"], res["groups"], res["nfe"], res["glass_transitions"]) == (2, 2, 4, 2)
+    assert res["lambda_"] == 2.5 and res["budgets"] == [2] and res["seed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("partikles = 3\n", "unknown key 'partikles'"),
+        ("particles = 'many'\n", "'particles'"),
+        ("potential = 'median'\n", "must be one of"),
+        ("quick = 1\n", "true or false"),
+        ("particles = [\n", "invalid TOML"),
+    ],
+)
+def test_bad_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, needle: str
+) -> None:
+    cfg = write_toml(tmp_path / "c.toml", toml)
+    assert main(["demo", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["demo", "--config", "/nonexistent/x.toml"], "--config"),
+        (["demo", "--model", "/nonexistent/model"], "--model"),
+        (["demo", "--particles", "0"], "--particles"),
+        (["demo", "--target", "12"], "--target"),
+        (["demo", "--budgets", "0"], "--budgets"),
+        (["steer", "--reward", "digits"], "--pipeline"),
+        (
+            ["steer", "--pipeline", "/nonexistent", "--prompt", "a", "--reward", "clip:/x"],
+            "--pipeline",
+        ),
+        (["steer", "--pipeline", "default", "--reward", "clip:/x"], "--reward"),
+        (["steer", "--pipeline", "default", "--reward", "digits:11"], "--reward"),
+        (["steer", "--pipeline", "default", "--reward", "digits", "--rho", "2"], "--rho"),
+        (
+            ["steer", "--pipeline", "default", "--reward", "digits", "--particles", "0"],
+            "--particles",
+        ),
+        (["bench", "--benches", "/nonexistent"], "--benches"),
+    ],
+)
+def test_error_paths_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("glass-core: error:") and needle in err, err
+    assert "Traceback" not in err
+
+
+def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--potential", "median"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+def test_steer_default_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s"
+    argv = [
+        "steer",
+        "--pipeline",
+        "default",
+        "--reward",
+        "digits:5",
+        "--method",
+        "fk",
+        "--transition",
+        "glass",
+        "--particles",
+        "3",
+        "--transitions",
+        "2",
+        "--inner-steps",
+        "2",
+        "--seed",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["nfe"] == 4 and len(res["rewards"]) == 3 and len(res["log_weights"]) == 3
+    assert (out / "samples.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_bench_runs_scripts_and_writes_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    benches = tmp_path / "benches"
+    benches.mkdir()
+    (benches / "bench_ok.py").write_text(
+        "print('| a | b |')\nprint('|---|---|')\nprint('| 1 | 2 |')\n"
+    )
+    (benches / "bench_fail.py").write_text("raise SystemExit('boom')\n")
+    out = tmp_path / "o"
+    assert main(["bench", "--benches", str(benches), "--only", "bench_ok", "--out", str(out)]) == 0
+    assert "| 1 | 2 |" in (out / "bench_ok.md").read_text()
+    summary = json.loads((out / "bench.json").read_text())
+    assert summary[0]["script"] == "bench_ok.py" and summary[0]["exit_code"] == 0
+
+    assert main(["bench", "--benches", str(benches), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 bench script(s) failed" in err
+    assert main(["bench", "--benches", str(benches), "--only", "nope", "--out", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_steer_tiny_random_pipeline(tmp_path: Path) -> None:
+    """`steer` end to end on a tiny random SD-like pipeline saved to disk (issue 5's fixture)
+    with a user reward given as python:FILE:FUNC."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    tiny = pytest.importorskip("tiny_pipelines")
+    pytest.importorskip("glass_core.steer")
+    tiny.sd_pipeline().save_pretrained(str(tmp_path / "pipe"))
+    (tmp_path / "reward.py").write_text(
+        "def brightness(images):\n    return images.mean(dim=(1, 2, 3))\n"
+    )
+    out = tmp_path / "out"
+    proc = run_cli(
+        "steer",
+        "--pipeline",
+        str(tmp_path / "pipe"),
+        "--prompt",
+        "a red cat",
+        "--reward",
+        f"python:{tmp_path / 'reward.py'}:brightness",
+        "--particles",
+        "2",
+        "--transitions",
+        "2",
+        "--inner-steps",
+        "2",
+        "--seed",
+        "3",
+        "--quiet",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Loading" not in proc.stderr  # no loading bars with --quiet
+    res = json.loads((out / "results.json").read_text())
+    assert res["nfe"] == 4 and np_shape(res["rewards"]) == (1, 2)
+    assert res["images"] == ["image_000.png", "image_001.png"]
+    assert all((out / name).read_bytes()[:8] == PNG_MAGIC for name in res["images"])
+    bad = run_cli(
+        "steer",
+        "--pipeline",
+        str(tmp_path / "pipe"),
+        "--prompt",
+        "a",
+        "--reward",
+        f"python:{tmp_path / 'reward.py'}:nope",
+        "--out",
+        str(out),
+    )
+    assert bad.returncode == 2 and "no callable 'nope'" in bad.stderr
+
+
+def np_shape(nested: list) -> tuple[int, ...]:
+    shape = []
+    while isinstance(nested, list):
+        shape.append(len(nested))
+        nested = nested[0]
+    return tuple(shape)
