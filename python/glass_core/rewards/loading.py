@@ -95,7 +95,10 @@ class ImageRewardModel(torch.nn.Module):
         check_images(images)
         if self.needs_prompts:
             if prompts is None:
-                raise InvalidInputError(f"prompts are required by {type(self).__name__}")
+                raise InvalidInputError(
+                    f"prompts are required by {type(self).__name__} (with steer and prompt_embeds, "
+                    "pass reward_prompts=)"
+                )
             prompts = rows_to_prompts(list(prompts), images.shape[0])
         return self.score(images, prompts)
 
