@@ -40,6 +40,7 @@ pub struct SmcState {
     steps: usize,
     scratch_w: Vec<f64>,
     scratch: Vec<f64>,
+    walk_scratch: Vec<f64>,
 }
 
 impl SmcState {
@@ -93,6 +94,7 @@ impl SmcState {
             steps: 0,
             scratch_w: vec![0.0; num_particles],
             scratch: Vec::new(),
+            walk_scratch: Vec::new(),
         })
     }
 
@@ -204,7 +206,6 @@ impl SmcState {
         let mut resampled = vec![false; b];
         let mut ess = vec![0.0; b];
         let log_n = (n as f64).ln();
-        let mut walk_scratch = Vec::new();
         for r in 0..b {
             let row = &rew[r * n..(r + 1) * n];
             let (total, sum2) = crate::weights::exp_shifted(row, maxes[r], &mut self.scratch_w);
@@ -230,7 +231,7 @@ impl SmcState {
                     self.scheme,
                     &mut self.rngs[r],
                     anc,
-                    &mut walk_scratch,
+                    &mut self.walk_scratch,
                 );
                 lw.fill(-log_n);
             } else {

@@ -301,6 +301,10 @@ fn multinomial(
     merge_walk(w, last, scratch.iter().map(|&e| e * scale), out);
 }
 
+thread_local! {
+    static UNIFORMS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Resample every row of a [B, N] row-major batch of log-weights; returns [B, M] row-local
 /// ancestor indices.
 pub fn resample_log_weights(
@@ -317,16 +321,21 @@ pub fn resample_log_weights(
     }
     let mut rngs = seeds.rngs(b)?;
     let mut out = vec![0i64; b * num_samples];
-    let mut scratch = Vec::new();
-    crate::weights::with_scratch(n, |w| {
-        for (r, (rng, o)) in rngs
-            .iter_mut()
-            .zip(out.chunks_exact_mut(num_samples))
-            .enumerate()
-        {
-            let (total, _) = crate::weights::exp_shifted(&lw[r * n..(r + 1) * n], maxes[r], w);
-            resample_weights(w, total, scheme, rng, o, &mut scratch);
-        }
+    UNIFORMS.with(|cell| {
+        // per-thread buffer for uniforms / residuals, reused across calls (no page faults)
+        let mut fresh = Vec::new();
+        let mut guard = cell.try_borrow_mut();
+        let scratch = match guard.as_mut() {
+            Ok(v) => &mut **v,
+            Err(_) => &mut fresh,
+        };
+        crate::weights::with_scratch(n, |w| {
+            let rows = rngs.iter_mut().zip(out.chunks_exact_mut(num_samples));
+            for (r, (rng, o)) in rows.enumerate() {
+                let (total, _) = crate::weights::exp_shifted(&lw[r * n..(r + 1) * n], maxes[r], w);
+                resample_weights(w, total, scheme, rng, o, scratch);
+            }
+        });
     });
     Ok(out)
 }
