@@ -174,18 +174,15 @@ impl SmcState {
         let mut bad = false;
         for r in 0..b {
             let (lo, hi) = (r * n, (r + 1) * n);
-            let mut m = f64::NEG_INFINITY;
             for ((o, &w), &x) in rew[lo..hi]
                 .iter_mut()
                 .zip(&self.log_w[lo..hi])
                 .zip(&g[lo..hi])
             {
                 bad |= x.is_nan() | (x == f64::INFINITY);
-                let v = w + x;
-                *o = v;
-                m = if v > m { v } else { m };
+                *o = w + x;
             }
-            maxes.push(m);
+            maxes.push(crate::weights::max_and_nan(&rew[lo..hi]).0);
         }
         self.scratch = rew;
         if bad {

@@ -14,6 +14,29 @@ fn row_suffix(row: Option<usize>) -> String {
     }
 }
 
+/// Maximum (NaNs ignored) and whether any entry is NaN, in one pass with four independent
+/// running maxima (a single max chain is latency-bound).
+#[inline]
+pub fn max_and_nan(v: &[f64]) -> (f64, bool) {
+    let mut m = [f64::NEG_INFINITY; 4];
+    let mut nan = false;
+    let chunks = v.chunks_exact(4);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for j in 0..4 {
+            nan |= c[j].is_nan();
+            m[j] = if c[j] > m[j] { c[j] } else { m[j] };
+        }
+    }
+    for &x in rem {
+        nan |= x.is_nan();
+        m[0] = if x > m[0] { x } else { m[0] };
+    }
+    let a = if m[1] > m[0] { m[1] } else { m[0] };
+    let b = if m[3] > m[2] { m[3] } else { m[2] };
+    (if b > a { b } else { a }, nan)
+}
+
 /// Validate one row of log-weights (named `name`) and return its maximum (finite).
 pub fn check_row(lw: &[f64], name: &str, row: Option<usize>) -> Result<f64> {
     if lw.is_empty() {
@@ -21,13 +44,7 @@ pub fn check_row(lw: &[f64], name: &str, row: Option<usize>) -> Result<f64> {
             "{name} must contain at least one particle"
         )));
     }
-    // one branch-free pass: running max plus a NaN flag
-    let mut m = f64::NEG_INFINITY;
-    let mut nan = false;
-    for &x in lw {
-        nan |= x.is_nan();
-        m = if x > m { x } else { m };
-    }
+    let (m, nan) = max_and_nan(lw);
     if nan {
         let i = lw.iter().position(|x| x.is_nan()).unwrap_or(0);
         return Err(degenerate(format!(
