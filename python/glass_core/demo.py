@@ -131,6 +131,7 @@ class MethodRun:
             "nfe_per_particle": self.nfe_per_particle,
             "total_nfe_per_group": self.total_nfe_per_group,
             "mean_reward": float(r.mean()),
+            "mean_reward_se": float(r.std() / math.sqrt(r.numel())) if r.numel() > 1 else 0.0,
             "max_reward": float(r.max()),
             "mean_reward_all_particles": self.particle_mean_reward,
             "frac_target": target_prob,
@@ -263,15 +264,17 @@ def format_table(rows: Sequence[dict[str, Any]], cfg: DemoConfig) -> str:
     )
     body = "".join(
         f"| {r['method']} | {r['particles']} | {r['nfe_per_particle']} | "
-        f"{r['total_nfe_per_group']} | {r['mean_reward']:.3f} | {r['max_reward']:.3f} | "
+        f"{r['total_nfe_per_group']} | {r['mean_reward']:.3f} ± {r['mean_reward_se']:.3f} | "
+        f"{r['max_reward']:.3f} | "
         f"{r['mean_reward_all_particles']:.3f} | {r['frac_target']:.2f} | {r['wall_s']:.2f} | "
         f"{r['model_s']:.2f} | {r['reward_s']:.2f} | {r['bookkeeping_s']:.2f} |\n"
         for r in rows
     )
     note = (
         f"\nReward r = log p(digit = {cfg.target} | image) (embedded classifier); {cfg.groups} "
-        f"independent groups (seed {cfg.seed}); 'mean/max reward' are over the one sample each "
-        f"group returns (best-of-N: the best; FK: the highest-reward final particle); "
+        f"independent groups (seed {cfg.seed}); 'mean (± standard error) / max reward' are "
+        f"over the one sample each group returns (best-of-N: the best; FK: the highest-reward "
+        f"final particle); "
         f"'all particles' is the (importance-weighted for FK) mean over every final particle. "
         f"FK: potential {cfg.potential}, lambda {cfg.lambda_:g}, resampling at the "
         f"{cfg.glass_transitions} GLASS boundaries; GLASS: rho {cfg.glass_rho}, "
