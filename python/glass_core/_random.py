@@ -40,6 +40,8 @@ def randn(
     """
     shape = tuple(int(s) for s in shape)
     device = torch.device(device)
+    if hasattr(generator, "glass_randn"):  # a rank's view (glass_core.align.distributed)
+        return generator.glass_randn(shape, device=device, dtype=dtype)  # type: ignore[union-attr]
     if generator is None or isinstance(generator, torch.Generator):
         return _draw(shape, generator, device, dtype)
     gens = list(generator)
@@ -76,6 +78,8 @@ def rand(
         dev = gen.device if gen is not None else device
         return torch.rand(sh, generator=gen, device=dev, dtype=dtype).to(device)
 
+    if hasattr(generator, "glass_rand"):  # a rank's view (glass_core.align.distributed)
+        return generator.glass_rand(shape, device=device, dtype=dtype)  # type: ignore[union-attr]
     if generator is None or isinstance(generator, torch.Generator):
         return draw(shape, generator)
     gens = list(generator)
