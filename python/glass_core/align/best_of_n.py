@@ -39,9 +39,17 @@ def best_of_n(
     device: torch.device | str | None = None,
     max_batch: int | None = None,
     progress: bool = True,
+    process_group: Any = None,
 ) -> BestOfNResult:
     """Draw `n` samples per group with `transition` over `time_grid` and return the best by reward
-    together with all samples and rewards. Ties go to the lowest index (torch.argmax)."""
+    together with all samples and rewards. Ties go to the lowest index (torch.argmax).
+    `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
+    samples over its ranks with the same results (see glass_core.align.distributed)."""
+    if process_group is not None:
+        args = dict(locals())  # the arguments only
+        from glass_core.align.distributed import sharded_best_of_n
+
+        return sharded_best_of_n(**args)
     check_model(model)
     check_callable(reward, "reward")
     check_callable(transition, "transition")

@@ -92,6 +92,7 @@ def fk_steering(
     track_genealogy: bool = True,
     progress: bool = True,
     profile: bool = False,
+    process_group: Any = None,
 ) -> FKResult:
     """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z.
 
@@ -105,7 +106,14 @@ def fk_steering(
     (one prompt per group) must then map chunk rows to groups itself, or batch internally.
     `profile=True` measures model and reward time (syncing CUDA around each call); otherwise
     they are reported as NaN and the loop makes one host sync per potential step.
+    `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
+    particles over its ranks with the same results (see glass_core.align.distributed).
     """
+    if process_group is not None:
+        args = dict(locals())  # the arguments only
+        from glass_core.align.distributed import sharded_fk_steering
+
+        return sharded_fk_steering(**args)
     wall_start = time.perf_counter()
     check_model(model)
     check_callable(reward, "reward")
