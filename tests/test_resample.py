@@ -188,6 +188,8 @@ def test_inputs_numpy_and_torch() -> None:
         ({"log_weights": np.zeros((0, 3))}, InvalidInputError, "log_weights"),
         ({"log_weights": np.zeros(3, complex)}, InvalidInputError, "log_weights"),
         ({"log_weights": "abc"}, InvalidInputError, "log_weights"),
+        ({"log_weights": torch.zeros(3, device="meta")}, InvalidInputError, "log_weights"),
+        ({"log_weights": torch.zeros(3, dtype=torch.complex64)}, InvalidInputError, "real"),
         ({"log_weights": [0.0, 1.0], "scheme": "bogus"}, InvalidInputError, "scheme"),
         ({"log_weights": [0.0, 1.0], "seed": -1}, InvalidInputError, "seed"),
         ({"log_weights": [0.0, 1.0], "seed": 2**64}, InvalidInputError, "seed"),

@@ -60,7 +60,14 @@ def to_float64(x: Any, name: str) -> np.ndarray:
     See the module docstring for the exact moves, casts and copies performed.
     """
     if is_torch_tensor(x):
-        arr = _torch_to_numpy(x, name)
+        try:
+            arr = _torch_to_numpy(x, name)
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # e.g. a "meta" tensor, which has no data to move
+            raise InvalidInputError(
+                f"{name}: cannot read a {x.dtype} tensor on {x.device} as float64: {exc}"
+            ) from None
     elif isinstance(x, np.ndarray):
         arr = x
     else:
