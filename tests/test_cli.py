@@ -240,7 +240,55 @@ def test_steer_default_model(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(argv) == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert res["nfe"] == 4 and len(res["rewards"]) == 3 and len(res["log_weights"]) == 3
-    assert (out / "samples.png").read_bytes()[:8] == PNG_MAGIC
+    assert res["images"] == ["image_000.png", "image_001.png", "image_002.png"]
+    assert all((out / n).read_bytes()[:8] == PNG_MAGIC for n in res["images"])
+
+
+def test_steer_unconditional_ddpm_pipeline(tmp_path: Path) -> None:
+    """A saved unconditional DDPMPipeline (VP schedule, epsilon) goes through the same adapter as
+    the embedded model; a user reward on model-space samples via python:FILE:FUNC."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
+    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(
+        str(tmp_path / "pipe")
+    )
+    (tmp_path / "r.py").write_text("def red(z):\n    return z[:, 0].mean(dim=(1, 2))\n")
+    out = tmp_path / "out"
+    argv = [
+        "steer",
+        "--pipeline",
+        str(tmp_path / "pipe"),
+        "--reward",
+        f"python:{tmp_path / 'r.py'}:red",
+        "--method",
+        "best_of_n",
+        "--transition",
+        "sde",
+        "--particles",
+        "3",
+        "--transitions",
+        "4",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["nfe"] == 4 and len(res["rewards"]) == 3 and res["best_index"] in (0, 1, 2)
+    assert len(res["images"]) == 3
+    assert main([*argv[:4], "--reward", "digits:3", "--out", str(out)]) == 2  # 3x8x8 != 1x8x8
 
 
 def test_bench_runs_scripts_and_writes_tables(

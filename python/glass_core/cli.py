@@ -115,7 +115,13 @@ def _steer_parser(sub: Any) -> None:
         "uses the embedded digits model (then --reward digits[:TARGET] or digits:DIR:TARGET).",
         formatter_class=_Formatter,
     )
-    p.add_argument("--pipeline", default=None, help="diffusers pipeline directory, or 'default'")
+    p.add_argument(
+        "--pipeline",
+        default=None,
+        help="diffusers pipeline directory (FLUX/SD3/SD/SDXL via glass_core.steer, or an "
+        "unconditional UNet2DModel pipeline such as DDPMPipeline), or 'default' for the "
+        "embedded digits model",
+    )
     p.add_argument("--prompt", nargs="+", default=None, help="prompt(s); several prompts = groups")
     p.add_argument(
         "--reward",
@@ -367,8 +373,10 @@ def cmd_steer(args: argparse.Namespace) -> int:
     _check_positive(args, "particles", "transitions", "inner_steps", "max_batch")
     transition = _transition(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.pipeline == "default":
-        record = _steer_default(args, transition)
+    if args.pipeline != "default" and not Path(args.pipeline).is_dir():
+        raise CLIError(f"--pipeline: directory not found: {args.pipeline!r}")
+    if args.pipeline == "default" or _is_unconditional(Path(args.pipeline)):
+        record = _steer_unconditional(args, transition)
     else:
         record = _steer_pipeline(args, transition)
     record["args"] = {
@@ -404,28 +412,72 @@ def _default_reward_spec(spec: str) -> tuple[str | None, int]:
     return path, int(target_s)
 
 
-def _steer_default(args: argparse.Namespace, transition: Any) -> dict[str, Any]:
-    """--pipeline default: the embedded digits model through glass_core.align."""
+def _is_unconditional(pipe_dir: Path) -> bool:
+    """A pipeline directory whose unet is an (unconditional) UNet2DModel, e.g. a DDPMPipeline."""
+    import json
+
+    try:
+        index = json.loads((pipe_dir / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    unet = index.get("unet")
+    return isinstance(unet, list) and len(unet) == 2 and unet[1] == "UNet2DModel"
+
+
+def _unconditional_reward(spec: str, sample_shape: tuple[int, ...]) -> tuple[Any, str]:
+    """digits[:...] (embedded classifier, 1x8x8 models only) or python:FILE.py:FUNC (a function of
+    the samples in model space, [M, C, H, W] in [-1, 1])."""
+    if spec.startswith("python:"):
+        path, _, func = spec[len("python:") :].rpartition(":")
+        if not path or not func:
+            raise CLIError(f"--reward python:FILE.py:FUNC, got {spec!r}")
+        if not Path(path).is_file():
+            raise CLIError(f"--reward: file not found: {path!r}")
+        return _load_function(Path(path), func), spec
+    from glass_core.models.default import IMAGE_SHAPE, load_default_reward
+
+    rpath, target = _default_reward_spec(spec)
+    if tuple(sample_shape) != IMAGE_SHAPE:
+        raise CLIError(f"--reward digits needs 1x8x8 samples, the pipeline makes {sample_shape}")
+    return load_default_reward(target, rpath), f"digits:{target}"
+
+
+def _save_samples(x: Any, out: Path) -> list[str]:
+    """Samples in [-1, 1] ([N, C, H, W]) -> PNG files (the DDPMPipeline post-processing)."""
+    from PIL import Image
+
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+    names = []
+    for i, img in enumerate(arr.cpu().numpy()):
+        name = f"image_{i:03d}.png"
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(out / name)
+        names.append(name)
+    return names
+
+
+def _steer_unconditional(args: argparse.Namespace, transition: Any) -> dict[str, Any]:
+    """--pipeline default, or any unconditional UNet2DModel pipeline directory, through
+    glass_core.align with the adapter in glass_core.models.default."""
     import torch
 
     from glass_core.align import best_of_n, fk_steering, reward_guidance
-    from glass_core.demo import write_grid
-    from glass_core.models.default import load_default_model, load_default_reward
+    from glass_core.models.default import load_default_model
     from glass_core.schedules import uniform_grid
     from glass_core.transitions import sample
 
-    path, target = _default_reward_spec(args.reward)
-    model = load_default_model(max_batch=args.max_batch)
-    reward = load_default_reward(target, path)
+    root = None if args.pipeline == "default" else Path(args.pipeline)
+    model = load_default_model(root, max_batch=args.max_batch, device=args.device)
+    reward, reward_name = _unconditional_reward(args.reward, model.sample_shape)
     grid = uniform_grid(args.transitions)
     gen = torch.Generator().manual_seed(args.seed)
-    shape = (1, 8, 8)
+    shape = model.sample_shape
     common = {
         "time_grid": grid,
         "shape": shape,
         "generator": gen,
         "max_batch": args.max_batch,
         "progress": _progress(args),
+        "device": args.device,
     }
     extra: dict[str, Any] = {}
     if args.method == "fk":
@@ -455,21 +507,21 @@ def _steer_default(args: argparse.Namespace, transition: Any) -> dict[str, Any]:
         )
         images, rewards, nfe = res.samples, res.rewards, res.nfe
     else:
-        x0 = torch.randn((args.particles, *shape), generator=gen)
+        x0 = torch.randn((args.particles, *shape), generator=gen).to(args.device)
         with torch.no_grad():
             out = sample(model, transition, grid, x0=x0, generator=gen)
             images, nfe = out.samples, out.nfe
             rewards = reward(images)
-    write_grid(args.out / "samples.png", [(args.method, images, images)], target)
     r = rewards.detach().double()
     return {
-        "pipeline": "default",
-        "reward": f"digits:{target}",
+        "pipeline": args.pipeline,
+        "reward": reward_name,
         "nfe": int(nfe),
         "rewards": r.tolist(),
         "mean_reward": float(r.mean()),
         "max_reward": float(r.max()),
-        "images": ["samples.png"],
+        "images": _save_samples(images, args.out),
+        "model_time": model.stats.seconds,
         **extra,
     }
 

@@ -16,11 +16,11 @@ Conventions. Images are ``[B, 1, 8, 8]`` in ``[-1, 1]`` (ink = +1). The UNet fol
 flow-matching convention: diffusers time ``sigma = 1 - t`` (sigma = 1 is noise), network timestep
 ``1000 * sigma``, prediction ``v = eps - z``. In glass_core's convention (t = 0 noise, t = 1 data,
 ``x_t = t z + (1 - t) eps``) the velocity is ``u = dx/dt = z - eps = -v``;
-:func:`load_default_model` converts once, at this boundary, and hands the result to
+:func:`from_unconditional_pipeline` converts once, at this boundary, and hands the result to
 ``glass_core.models.from_callable``.
 
-This module imports only torch (and safetensors/diffusers lazily) at the top level so the training
-scripts can load it by path before the native extension is built.
+This module imports only numpy and torch at the top level (safetensors, diffusers and glass_core
+lazily) so the training scripts can load it by path before the native extension is built.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,10 +44,10 @@ __all__ = [
     "CallStats",
     "DigitClassifier",
     "DigitReward",
+    "from_unconditional_pipeline",
     "load_default_model",
     "load_default_reward",
-    "load_unet",
-    "unet_velocity_fn",
+    "load_pipeline",
 ]
 
 _DATA = Path(__file__).resolve().parent.parent / "data"
@@ -144,18 +145,6 @@ def load_default_reward(
     return DigitReward(clf.to(device), target)
 
 
-def load_unet(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Any:
-    """Load the ``UNet2DModel`` from a pipeline directory (``unet/`` subfolder) or a unet dir."""
-    from diffusers import UNet2DModel
-
-    root = Path(path) if path is not None else DEFAULT_MODEL_DIR
-    sub = root / "unet" if (root / "unet" / "config.json").is_file() else root
-    if not (sub / "config.json").is_file():
-        raise FileNotFoundError(f"model path {str(root)!r} has no unet/config.json")
-    unet = UNet2DModel.from_pretrained(str(sub))
-    return unet.to(device).eval().requires_grad_(False)
-
-
 @dataclass
 class CallStats:
     """Network calls, rows and seconds spent inside the network (for model/bookkeeping splits)."""
@@ -168,25 +157,120 @@ class CallStats:
         self.calls, self.rows, self.seconds = 0, 0, 0.0
 
 
-def unet_velocity_fn(
-    unet: Any, num_train_timesteps: int = 1000, stats: CallStats | None = None
-) -> Callable[[torch.Tensor, torch.Tensor | float], torch.Tensor]:
-    """glass_core velocity ``u(x, t)`` (t = 0 noise) of a diffusers flow-matching UNet2DModel."""
+def load_pipeline(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Any:
+    """``DiffusionPipeline.from_pretrained`` on a local directory (default: the embedded model),
+    exactly as a user loads a pipeline; loading bars off."""
+    import diffusers
+    from diffusers import DiffusionPipeline
+
+    root = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    if not (root / "model_index.json").is_file():
+        raise FileNotFoundError(f"model path {str(root)!r} has no model_index.json")
+    diffusers.utils.logging.disable_progress_bar()
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(root), local_files_only=True)
+    finally:
+        diffusers.utils.logging.enable_progress_bar()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _vp_x1_fn(
+    unet: Any, schedule: Any, num_t: int, ptype: str
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """x0-prediction of a discrete VP UNet at continuous t (the convention of issue 5's SD adapter):
+    network queried at the fractional timestep k(t) clamped to [0, T - 1]; below the noisiest node
+    (t < t_{T-1}, including t = 0 where alpha = 0 and eps says nothing about z) D_t := D_{t_{T-1}},
+    which is what DDPM/DDIM pipelines do when they start from pure noise."""
+    t_min = 1.0 - num_t / (num_t + 1.0)  # node T - 1
+
+    def fn(x: torch.Tensor, t_vec: torch.Tensor) -> torch.Tensor:
+        t_eff = np.maximum(t_vec.detach().to("cpu", torch.float64).numpy(), t_min)
+        k = np.clip(schedule.timestep_from_t(t_eff), 0.0, num_t - 1.0)
+        out = unet(x, torch.as_tensor(k, dtype=x.dtype, device=x.device)).sample
+        if ptype == "sample":
+            return out
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        alpha = torch.as_tensor(schedule.alpha(t_eff), dtype=x.dtype, device=x.device).view(shape)
+        sigma = torch.as_tensor(schedule.sigma(t_eff), dtype=x.dtype, device=x.device).view(shape)
+        if ptype == "epsilon":
+            return (x - sigma * out) / alpha
+        return alpha * x - sigma * out  # v = alpha eps - sigma z
+
+    return fn
+
+
+def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
+    """A glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline (e.g. DDPMPipeline).
+
+    The adapter issue 5's ``glass_core.models.diffusers`` does not cover (it wraps text-conditioned
+    FLUX/SD3/SD/SDXL pipelines). Uses only ``pipe.unet`` and ``pipe.scheduler``'s config, converting
+    at this boundary (GLASS_MATH.md sections 1 and 7):
+
+    * flow-matching schedulers (``FlowMatchEulerDiscreteScheduler``): rectified flow, t = 1 - sigma,
+      network timestep ``T * sigma``, velocity ``u = -v``. A static ``shift`` only moves the
+      sampling grid (the network is queried at the shifted sigma itself), so it is accepted;
+      use ``glass_core.schedules.shifted_grid`` for the pipeline's own grid.
+    * schedulers with ``alphas_cumprod`` (DDPM, DDIM, ...): the native VP table schedule, network
+      queried at the continuous-time equivalent (fractional) timestep, ``prediction_type``
+      epsilon / v_prediction / sample converted to x0 (below the noisiest node the noisiest
+      node's prediction is used, as issue 5's SD adapter does).
+
+    The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
+    """
+    from glass_core.errors import UnsupportedModelError
+    from glass_core.models import from_callable
+    from glass_core.schedules import VP, RectifiedFlow
+
+    unet, sched = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
+    if unet is None or sched is None or type(unet).__name__ != "UNet2DModel":
+        raise UnsupportedModelError(
+            f"pipe: {type(pipe).__name__} is not an unconditional UNet2DModel pipeline (needs "
+            f"pipe.unet: UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
+            f"glass_core.models.diffusers"
+        )
+    cfg = sched.config
+    num_t = int(cfg.get("num_train_timesteps", 1000))
+    vp_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    if "FlowMatch" in type(sched).__name__:
+        if cfg.get("use_dynamic_shifting", False):
+            raise UnsupportedModelError("pipe.scheduler: dynamic shifting needs an image size")
+        schedule = RectifiedFlow()
+        prediction = "velocity"  # u = -v_diffusers, network timestep T * sigma = T (1 - t)
+
+    elif getattr(sched, "alphas_cumprod", None) is not None:
+        table = torch.as_tensor(sched.alphas_cumprod).to("cpu", torch.float64).numpy()
+        schedule = VP.from_alphas_cumprod(np.ascontiguousarray(table))
+        ptype = cfg.get("prediction_type", "epsilon")
+        if ptype not in ("epsilon", "v_prediction", "sample"):
+            raise UnsupportedModelError(f"pipe.scheduler: prediction_type {ptype!r} unsupported")
+        prediction = "x1"
+        vp_fn = _vp_x1_fn(unet, schedule, len(table), ptype)
+    else:
+        raise UnsupportedModelError(
+            f"pipe.scheduler: {type(sched).__name__} is neither a flow-matching scheduler nor "
+            f"one with alphas_cumprod"
+        )
+    stats = CallStats()
 
     def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         start = time.perf_counter()
         t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t_vec.dim() == 0:
             t_vec = t_vec.expand(x.shape[0])
-        timestep = (1.0 - t_vec) * num_train_timesteps  # diffusers sigma * T
-        out = -unet(x, timestep).sample  # u = -v_diffusers
-        if stats is not None:
-            stats.calls += 1
-            stats.rows += x.shape[0]
-            stats.seconds += time.perf_counter() - start
+        out = vp_fn(x, t_vec) if vp_fn is not None else -unet(x, (1.0 - t_vec) * num_t).sample
+        stats.calls += 1
+        stats.rows += x.shape[0]
+        stats.seconds += time.perf_counter() - start
         return out
 
-    return fn
+    model = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
+    size = unet.config.sample_size
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    model.unet = unet
+    model.sample_shape = (int(unet.config.in_channels), *hw)
+    model.stats = stats
+    return model
 
 
 def load_default_model(
@@ -195,24 +279,11 @@ def load_default_model(
     device: str | torch.device = "cpu",
     max_batch: int | None = None,
 ) -> Any:
-    """The embedded model as a glass_core ``Denoiser`` (rectified-flow schedule, velocity input).
-
-    Built with the public ``glass_core.models.from_callable`` API; the returned object also carries
-    ``.unet``, ``.path`` and ``.stats`` (a :class:`CallStats` updated by every network call).
+    """The embedded model (or any unconditional UNet2DModel pipeline directory) as a glass_core
+    ``Denoiser``: :func:`load_pipeline` (``DiffusionPipeline.from_pretrained``, the path users
+    take) then :func:`from_unconditional_pipeline` (built on ``glass_core.models.from_callable``).
     """
-    from glass_core.models import from_callable
-    from glass_core.schedules import RectifiedFlow
-
     root = Path(path) if path is not None else DEFAULT_MODEL_DIR
-    unet = load_unet(root, device=device)
-    sched_cfg_path = root / "scheduler" / "scheduler_config.json"
-    sched_cfg = _read_json(sched_cfg_path) if sched_cfg_path.is_file() else dict(SCHEDULER_CONFIG)
-    if float(sched_cfg.get("shift", 1.0)) != 1.0 or sched_cfg.get("use_dynamic_shifting", False):
-        raise ValueError("the default-model loader supports only unshifted rectified flow")
-    stats = CallStats()
-    fn = unet_velocity_fn(unet, int(sched_cfg.get("num_train_timesteps", 1000)), stats)
-    model = from_callable(fn, prediction="velocity", schedule=RectifiedFlow(), max_batch=max_batch)
-    model.unet = unet
+    model = from_unconditional_pipeline(load_pipeline(root, device=device), max_batch=max_batch)
     model.path = root
-    model.stats = stats
     return model
