@@ -170,9 +170,9 @@ class _Comm:
             work.wait(self.timeout)
         except RuntimeError as exc:
             raise DistributedTimeoutError(
-                f"rank {self.rank} of {self.world}: {what} at step {step} did not complete within "
-                f"{self.timeout.total_seconds():g} s: another rank died, hangs or left the run "
-                f"({exc})"
+                f"rank {self.rank} of {self.world}: {what} at step {step} failed or did not "
+                f"complete within {self.timeout.total_seconds():g} s: another rank died, hangs or "
+                f"left the run ({exc})"
             ) from exc
 
     def _all_gather(self, buf: torch.Tensor, what: str, step: int) -> torch.Tensor:
@@ -222,7 +222,8 @@ class _Comm:
         text = b"" if error is None else f"{type(error).__name__}: {error}".encode()[:_MSG_BYTES]
         buf = torch.zeros(_MSG_BYTES + 1, dtype=torch.uint8)
         buf[0] = len(text) > 0
-        buf[1 : 1 + len(text)] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+        if text:
+            buf[1 : 1 + len(text)] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
         out = self._all_gather(buf, "error exchange", step)
         lines = []
         for r, s in zip(failed, steps, strict=True):
