@@ -8,7 +8,9 @@ slightly noisy / blurry denoised estimates E[z | x_t] that FK steering scores. L
 log-probabilities in a bounded, well-conditioned range (about [-6, 0]) for use as a reward.
 
 Deterministic given --seed (torch deterministic algorithms, fixed thread count).
-Writes python/glass_core/data/default_reward/{config.json, model.safetensors, provenance.json}.
+Writes python/glass_core/data/default_reward/{config.json, model.safetensors,
+class_means.safetensors (per-class mean images, for the closed-form template reward),
+provenance.json}.
 
     python scripts/train_default_reward.py            # about 20 s on 2 CPU cores
 """
@@ -127,8 +129,12 @@ def main(argv: list[str] | None = None) -> None:
     save_file(
         {k: v.contiguous() for k, v in clf.state_dict().items()}, str(out / "model.safetensors")
     )
+    # class-mean images (all 1797 digits): the closed-form "template" reward's centres
+    means = torch.stack([x[y == c].mean(0) for c in range(10)])
+    save_file({"class_means": means.contiguous()}, str(out / "class_means.safetensors"))
     config = {
         "architecture": "glass_core.models.default.DigitClassifier",
+        "class_means": "class_means.safetensors: [10, 1, 8, 8] mean image per class (all data)",
         "width": args.width,
         "num_classes": 10,
         "input": "[B, 1, 8, 8] float in [-1, 1], ink = +1 (sklearn digits / 16 * 2 - 1)",

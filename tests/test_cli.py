@@ -146,6 +146,7 @@ def test_toml_config_and_flag_precedence(
         budgets = [2]
         lambda = 2.5
         threads = 1
+        reward-kind = "template"
         """,
     )
     out = tmp_path / "o"
@@ -154,6 +155,8 @@ def test_toml_config_and_flag_precedence(
     res = json.loads((out / "results.json").read_text())["config"]
     assert (res["particles"], res["groups"], res["nfe"], res["glass_transitions"]) == (2, 2, 4, 2)
     assert res["lambda_"] == 2.5 and res["budgets"] == [2] and res["seed"] == 3
+    assert res["reward_kind"] == "template"
+    assert "closed-form quadratic" in (out / "table.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,23 @@ def test_reward_scores_real_digits_and_is_differentiable(reward) -> None:
         load_default_reward(10)
 
 
+def test_closed_form_template_reward() -> None:
+    from glass_core.models.default import load_template_reward
+    from glass_core.rewards import QuadraticReward
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
+    y = torch.tensor(data.target)
+    r = load_template_reward(3)
+    assert isinstance(r, QuadraticReward)
+    v = r(x)
+    assert v.shape == (len(x),) and (v <= 0).all()
+    assert float(v[y == 3].mean()) > float(v[y != 3].mean()) + 1.5  # measured: -1.24 vs -3.50
+    with pytest.raises(ValueError, match="target"):
+        load_template_reward(-1)
+
+
 # Margin, derived from seeds-averaged runs: `python scripts/steering_margin.py --seeds 10` (the
 # configuration below: FK + GLASS, 8 particles x 4 groups, 2 transitions x 4 inner steps,
 # lambda 4, target digit 3) measured gains (importance-weighted mean reward of the final FK

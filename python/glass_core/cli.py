@@ -95,8 +95,13 @@ def _demo_parser(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="model micro-batch size")
     p.add_argument("--model", default=d.model, help="model directory; unset = the embedded one")
+    p.add_argument("--reward", default=d.reward, help="reward directory; unset = the embedded one")
     p.add_argument(
-        "--reward", default=d.reward, help="reward directory (default: the embedded one)"
+        "--reward-kind",
+        default=d.reward_kind,
+        choices=["classifier", "template"],
+        help="classifier: log p(digit = target | image); template: closed-form quadratic "
+        "-|z - mean image of the target digit|^2 / 8",
     )
     p.add_argument(
         "--quick",

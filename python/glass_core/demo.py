@@ -26,6 +26,11 @@ import torch
 __all__ = ["DemoConfig", "format_table", "run_demo"]
 
 METHODS: tuple[str, ...] = ("best_of_n_ode", "fk_sde", "fk_glass")
+#: reward kinds: the classifier's log-probability, or the closed-form quadratic "template" reward
+REWARD_KINDS: dict[str, str] = {
+    "classifier": "log p(digit = {t} | image) (embedded classifier)",
+    "template": "-|z - mean image of digit {t}|^2 / (2 * 2^2) (closed-form quadratic)",
+}
 LABELS: dict[str, str] = {
     "sample_ode": "no steering (ODE)",
     "best_of_n_ode": "best-of-N (ODE)",
@@ -52,6 +57,7 @@ class DemoConfig:
     max_batch: int | None = None
     model: str | None = None
     reward: str | None = None
+    reward_kind: str = "classifier"
 
     @classmethod
     def quick(cls) -> DemoConfig:
@@ -88,6 +94,10 @@ class DemoConfig:
                 ) from None
             if not -1.0 <= rho <= 1.0:
                 raise bad("glass_rho", f"must be in [-1, 1], got {rho}")
+        if self.reward_kind not in REWARD_KINDS:
+            raise bad(
+                "reward_kind", f"must be one of {list(REWARD_KINDS)}, got {self.reward_kind!r}"
+            )
         if self.max_batch is not None and self.max_batch < 1:
             raise bad("max_batch", f"must be >= 1, got {self.max_batch}")
 
@@ -271,7 +281,7 @@ def format_table(rows: Sequence[dict[str, Any]], cfg: DemoConfig) -> str:
         for r in rows
     )
     note = (
-        f"\nReward r = log p(digit = {cfg.target} | image) (embedded classifier); {cfg.groups} "
+        f"\nReward r = {REWARD_KINDS[cfg.reward_kind].format(t=cfg.target)}; {cfg.groups} "
         f"independent groups (seed {cfg.seed}); 'mean (± standard error) / max reward' are "
         f"over the one sample each group returns (best-of-N: the best; FK: the highest-reward "
         f"final particle); "
@@ -325,7 +335,7 @@ def write_grid(path: Path, rows: list[tuple[str, torch.Tensor, torch.Tensor]], t
 def write_plot(
     path: Path,
     sweep: dict[str, list[dict[str, Any]]],
-    target: int,
+    ylabel: str,
     baseline: float | None = None,
 ) -> None:
     """Mean output reward vs total NFE per group (log2 x axis), one line per method."""
@@ -347,7 +357,7 @@ def write_plot(
     ax.set_xticks(sorted(ticks), [str(t) for t in sorted(ticks)])
     ax.minorticks_off()
     ax.set_xlabel("total NFE per group (N particles x NFE per particle)")
-    ax.set_ylabel(f"mean reward  log p(digit={target})")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -363,15 +373,23 @@ def run_demo(
     cfg: DemoConfig, out: Path, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Run the comparison, write table.md, results.json, demo_grid.png, reward_vs_nfe.png."""
-    from glass_core.models.default import load_default_model, load_default_reward
+    from glass_core.models.default import (
+        load_default_model,
+        load_default_reward,
+        load_template_reward,
+    )
 
     cfg.validate()
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     model = load_default_model(cfg.model, max_batch=cfg.max_batch)
-    base_reward = load_default_reward(cfg.target, cfg.reward)
-    reward = _TimedReward(base_reward)
+    base_reward = load_default_reward(cfg.target, cfg.reward)  # also scores P(digit = target)
+    reward = _TimedReward(
+        base_reward
+        if cfg.reward_kind == "classifier"
+        else load_template_reward(cfg.target, cfg.reward)
+    )
 
     rows: list[dict[str, Any]] = []
     runs: dict[str, MethodRun] = {}
@@ -399,7 +417,12 @@ def run_demo(
         for key in METHODS
     ]
     write_grid(out / "demo_grid.png", grid_rows, cfg.target)
-    write_plot(out / "reward_vs_nfe.png", sweep, cfg.target, rows[0]["mean_reward"])
+    ylabel = (
+        f"mean reward  log p(digit={cfg.target})"
+        if cfg.reward_kind == "classifier"
+        else f"mean reward  -|z - mean {cfg.target}|^2 / 8"
+    )
+    write_plot(out / "reward_vs_nfe.png", sweep, ylabel, rows[0]["mean_reward"])
     table = format_table(rows, cfg)
     (out / "table.md").write_text(table, encoding="utf-8")
     total = time.perf_counter() - t_start

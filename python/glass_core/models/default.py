@@ -48,6 +48,7 @@ __all__ = [
     "load_default_model",
     "load_default_reward",
     "load_pipeline",
+    "load_template_reward",
 ]
 
 _DATA = Path(__file__).resolve().parent.parent / "data"
@@ -155,6 +156,29 @@ class CallStats:
 
     def reset(self) -> None:
         self.calls, self.rows, self.seconds = 0, 0, 0.0
+
+
+def load_template_reward(
+    target: int = 3, path: str | Path | None = None, *, scale: float = 2.0
+) -> Any:
+    """Closed-form reward ``r(z) = -|z - m_target|^2 / (2 scale^2)`` with ``m_target`` the mean
+    image of digit ``target`` (shipped in ``class_means.safetensors``): an isotropic
+    ``glass_core.rewards.QuadraticReward``, so p(z) exp(lambda r(z)) stays closed-form for
+    Gaussian-mixture models and its gradient is exact."""
+    from safetensors.torch import load_file
+
+    from glass_core.rewards import QuadraticReward
+
+    if not isinstance(target, int) or isinstance(target, bool) or not 0 <= target < NUM_CLASSES:
+        raise ValueError(f"target must be an int digit class in [0, 9], got {target!r}")
+    root = Path(path) if path is not None else DEFAULT_REWARD_DIR
+    file = root / "class_means.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"reward path {str(root)!r} has no class_means.safetensors")
+    means = load_file(str(file))["class_means"]
+    reward = QuadraticReward(means[target].flatten().double(), scale)
+    reward.target = target
+    return reward
 
 
 def load_pipeline(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Any:
