@@ -144,7 +144,9 @@ def init(backend: str | None = None, timeout: float = 300.0) -> Any:
 
 @dataclass
 class CommStats:
-    gather_bytes: int = 0  # bytes this rank contributed to all-gathers (incl. headers)
+    gather_bytes: int = 0  # bytes this rank contributed to the per-step reward all-gathers
+    result_bytes: int = 0  # bytes this rank contributed to gathering the results (samples)
+    setup_bytes: int = 0  # handshake and error exchange
     migration_bytes: int = 0  # particle bytes this rank sent point-to-point
     time: float = 0.0  # seconds inside collectives and exchanges (incl. waiting for peers)
 
@@ -175,7 +177,9 @@ class _Comm:
                 f"left the run ({exc})"
             ) from exc
 
-    def _all_gather(self, buf: torch.Tensor, what: str, step: int) -> torch.Tensor:
+    def _all_gather(
+        self, buf: torch.Tensor, what: str, step: int, kind: str = "gather"
+    ) -> torch.Tensor:
         start = time.perf_counter()
         rows = (self.world * buf.shape[0], *buf.shape[1:])  # concatenated along dim 0
         out = torch.empty(rows, dtype=buf.dtype, device=self.device)
@@ -183,7 +187,8 @@ class _Comm:
             out, buf.to(self.device), group=self.group, async_op=True
         )
         self._wait(work, what, step)
-        self.stats.gather_bytes += buf.numel() * buf.element_size()
+        nbytes = buf.numel() * buf.element_size()
+        setattr(self.stats, f"{kind}_bytes", getattr(self.stats, f"{kind}_bytes") + nbytes)
         host = out.cpu().reshape(self.world, *buf.shape)  # the one host sync of the step
         self.stats.time += time.perf_counter() - start
         return host
@@ -205,7 +210,7 @@ class _Comm:
         buf[1] = step
         if error is None and payload is not None:
             buf = torch.cat([buf[:2].to(payload.device), payload.to(dtype).reshape(-1)])
-        out = self._all_gather(buf, what, step)
+        out = self._all_gather(buf, what, step, "gather" if step > 0 else "setup")
         failed = torch.nonzero(out[:, 0] != 0).flatten().tolist()
         if failed:
             self._raise_failure(failed, [int(out[r, 1]) for r in failed], error, step)
@@ -224,7 +229,7 @@ class _Comm:
         buf[0] = len(text) > 0
         if text:
             buf[1 : 1 + len(text)] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
-        out = self._all_gather(buf, "error exchange", step)
+        out = self._all_gather(buf, "error exchange", step, "setup")
         lines = []
         for r, s in zip(failed, steps, strict=True):
             raw = bytes(out[r, 1:].tolist()).rstrip(b"\0").decode(errors="replace")
@@ -306,8 +311,16 @@ class ShardedNoise:
         self.total_rows = total_rows
         self.rows = rows
 
-    def _take(self, full: torch.Tensor) -> torch.Tensor:
-        return full.index_select(0, self.rows.to(full.device))
+    def _draw_device(self, device: torch.device) -> torch.device:
+        """Draw where the generator lives (a CPU generator keeps the full draw in host memory;
+        only this rank's rows go to `device`); the global RNG (None) draws on `device`."""
+        gen = self.generator
+        gens = [gen] if isinstance(gen, torch.Generator) else list(gen or [])
+        devices = {g.device for g in gens if isinstance(g, torch.Generator)}
+        return devices.pop() if gens and len(devices) == 1 else device
+
+    def _take(self, full: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return full.index_select(0, self.rows.to(full.device)).to(device)
 
     def _check(self, shape: tuple[int, ...]) -> None:
         if not shape or shape[0] != self.rows.numel():
@@ -321,14 +334,18 @@ class ShardedNoise:
     ) -> torch.Tensor:
         self._check(shape)
         full_shape = (self.total_rows, *shape[1:])
-        return self._take(_random.randn(full_shape, self.generator, device=device, dtype=dtype))
+        where = self._draw_device(device)
+        full = _random.randn(full_shape, self.generator, device=where, dtype=dtype)
+        return self._take(full, device)
 
     def glass_rand(
         self, shape: tuple[int, ...], *, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
         self._check(shape)
         full_shape = (self.total_rows, *shape[1:])
-        return self._take(_random.rand(full_shape, self.generator, device=device, dtype=dtype))
+        where = self._draw_device(device)
+        full = _random.rand(full_shape, self.generator, device=where, dtype=dtype)
+        return self._take(full, device)
 
 
 @dataclass
@@ -454,7 +471,7 @@ def _gather_samples(comm: _Comm, layout: _Layout, x: torch.Tensor) -> torch.Tens
     """Local [B*n, ...] -> [B, N, ...] in slot order on every rank."""
     bsz, world, n = layout.layouts.shape
     flat = x.reshape(x.shape[0], -1).contiguous()
-    raw = comm._all_gather(flat.view(torch.uint8), "all-gather of samples", -1)
+    raw = comm._all_gather(flat.view(torch.uint8), "all-gather of samples", -1, "result")
     allx = raw.view(x.dtype).reshape(world, bsz, n, *x.shape[1:]).transpose(0, 1)
     out = torch.empty((bsz, world * n, *x.shape[1:]), dtype=x.dtype)
     out[torch.arange(bsz)[:, None, None], torch.from_numpy(layout.layouts)] = allx
@@ -755,7 +772,7 @@ def sharded_best_of_n(
         for b in np.flatnonzero(owner == comm.rank):
             mine[b] = samples[b, int(idx[b]) - comm.rank * n_loc]
         flat = mine.reshape(num_b, -1).contiguous().view(torch.uint8)
-        allb = comm._all_gather(flat, "all-gather of the best samples", -1)
+        allb = comm._all_gather(flat, "all-gather of the best samples", -1, "result")
         allb = allb.view(x.dtype).reshape(comm.world, num_b, *shape_t)
         best = allb[torch.from_numpy(owner), rows].to(x.device)
     return ShardedBestOfNResult(
