@@ -270,13 +270,13 @@ def load_config(path: Path, sub: argparse.ArgumentParser, command: str) -> dict[
     out: dict[str, Any] = {}
     for key, value in merged.items():
         norm = key.replace("-", "_")
-        action = by_key.get(norm)
-        if action is None or norm in ("config", "help"):
+        found = by_key.get(norm)
+        if found is None or norm in ("config", "help"):
             known = ", ".join(sorted(k for k in by_key if k not in ("config", "help")))
             raise CLIError(
                 f"--config {str(path)!r}: unknown key {key!r} for '{command}' (known: {known})"
             )
-        out[action.dest] = _convert(action, key, value)
+        out[found.dest] = _convert(found, key, value)
     return out
 
 
@@ -486,7 +486,7 @@ def _steer_unconditional(args: argparse.Namespace, transition: Any) -> dict[str,
     }
     extra: dict[str, Any] = {}
     if args.method == "fk":
-        res = fk_steering(
+        fk = fk_steering(
             model,
             reward,
             transition=transition,
@@ -495,14 +495,14 @@ def _steer_unconditional(args: argparse.Namespace, transition: Any) -> dict[str,
             lambda_=args.lambda_,
             **common,
         )
-        images, rewards, nfe = res.samples, res.rewards, res.nfe
-        extra = {"log_weights": res.log_weights.tolist(), "log_evidence": float(res.log_evidence)}
+        images, rewards, nfe = fk.samples, fk.rewards, fk.nfe
+        extra = {"log_weights": fk.log_weights.tolist(), "log_evidence": float(fk.log_evidence)}
     elif args.method == "best_of_n":
-        res = best_of_n(model, reward, transition=transition, n=args.particles, **common)
-        images, rewards, nfe = res.samples, res.rewards, res.nfe
-        extra = {"best_index": int(res.best_index)}
+        bon = best_of_n(model, reward, transition=transition, n=args.particles, **common)
+        images, rewards, nfe = bon.samples, bon.rewards, bon.nfe
+        extra = {"best_index": int(bon.best_index)}
     elif args.method == "guidance":
-        res = reward_guidance(
+        gd = reward_guidance(
             model,
             reward,
             transition=transition,
@@ -510,7 +510,7 @@ def _steer_unconditional(args: argparse.Namespace, transition: Any) -> dict[str,
             num_samples=args.particles,
             **common,
         )
-        images, rewards, nfe = res.samples, res.rewards, res.nfe
+        images, rewards, nfe = gd.samples, gd.rewards, gd.nfe
     else:
         x0 = torch.randn((args.particles, *shape), generator=gen).to(args.device)
         with torch.no_grad():

@@ -205,7 +205,7 @@ def _run_method(
         mean_all = float(res.rewards.double().mean())
         nfe = int(res.nfe)
     else:
-        res = fk_steering(
+        fk = fk_steering(
             model,
             reward,
             transition=transition,
@@ -220,14 +220,14 @@ def _run_method(
             max_batch=cfg.max_batch,
             progress=progress,
         )
-        idx = res.rewards.argmax(dim=-1)
+        idx = fk.rewards.argmax(dim=-1)
         rows = torch.arange(cfg.groups)
-        outputs, out_r = res.samples[rows, idx], res.rewards[rows, idx]
-        w = res.log_weights.exp()
-        mean_all = float((w * res.rewards.double()).sum(-1).mean())
-        nfe = int(res.nfe)
-        extra["log_evidence_mean"] = float(np.mean(res.log_evidence))
-        extra["mean_final_ess"] = float(np.mean(np.asarray(res.ess_history)[-1]))
+        outputs, out_r = fk.samples[rows, idx], fk.rewards[rows, idx]
+        w = fk.log_weights.exp()
+        mean_all = float((w * fk.rewards.double()).sum(-1).mean())
+        nfe = int(fk.nfe)
+        extra["log_evidence_mean"] = float(np.mean(fk.log_evidence))
+        extra["mean_final_ess"] = float(np.mean(np.asarray(fk.ess_history)[-1]))
     wall = time.perf_counter() - start
     return MethodRun(
         key=key,

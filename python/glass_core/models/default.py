@@ -176,7 +176,7 @@ def load_template_reward(
     if not file.is_file():
         raise FileNotFoundError(f"reward path {str(root)!r} has no class_means.safetensors")
     means = load_file(str(file))["class_means"]
-    reward = QuadraticReward(means[target].flatten().double(), scale)
+    reward: Any = QuadraticReward(means[target].flatten().double(), scale)
     reward.target = target
     return reward
 
@@ -288,7 +288,7 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
         stats.seconds += time.perf_counter() - start
         return out
 
-    model = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
+    model: Any = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
     size = unet.config.sample_size
     hw = (size, size) if isinstance(size, int) else tuple(size)
     model.unet = unet
