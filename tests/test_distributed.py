@@ -227,3 +227,37 @@ def _failure_worker(rank: int, world: int, port: int) -> None:
 
 def test_failing_rank_makes_every_rank_raise():
     _spawn(_failure_worker, 2)
+
+
+TORCHRUN_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from glass_core.align import fk_steering
+from glass_core.align.distributed import init
+from glass_core.rewards import LinearReward
+from glass_core.transitions import Glass
+from test_align_helpers import GRID, gen, gmm
+
+group = init(timeout=60)
+kw = dict(transition=Glass(inner_steps=3), num_particles=32, time_grid=GRID, shape=(2,),
+          dtype=torch.float64, progress=False)
+got = fk_steering(gmm(), LinearReward([1.0, 0.5]), process_group=group, generator=gen(0), **kw)
+ref = fk_steering(gmm(), LinearReward([1.0, 0.5]), generator=gen(0), **kw)
+assert torch.equal(ref.samples, got.samples) and ref.log_evidence == got.log_evidence
+print(f"rank {{got.rank}} of {{got.world_size}} ok")
+torch.distributed.destroy_process_group()
+"""
+
+
+def test_torchrun_launch(tmp_path):
+    """The documented launch: torchrun + glass_core.align.distributed.init() from its env."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(TORCHRUN_SCRIPT.format(tests=os.path.dirname(__file__)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-port", str(_free_port()), str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rank 0 of 2 ok" in out.stdout and "rank 1 of 2 ok" in out.stdout
