@@ -37,25 +37,25 @@ REPEATS = 10
 GRID = np.linspace(0.0, 1.0, 6)
 
 
-def _model():
+def _model(model_ms: float):
     from glass_core.models import from_callable
     from glass_core.schedules import RectifiedFlow
 
     def slow(x: torch.Tensor, t: object) -> torch.Tensor:
         out = 0.5 * x  # stand-in output; the cost is the wait
-        time.sleep(MODEL_MS * 1e-3 * x.shape[0] / N)
+        time.sleep(model_ms * 1e-3 * x.shape[0] / N)
         return out
 
     return from_callable(slow, prediction="x1", schedule=RectifiedFlow())
 
 
-def _run(process_group: object, seed: int):
+def _run(process_group: object, seed: int, model_ms: float):
     from glass_core.align import fk_steering
     from glass_core.rewards import LinearReward
     from glass_core.transitions import Glass
 
     return fk_steering(
-        _model(),
+        _model(model_ms),
         LinearReward([1.0, 0.5]),
         transition=Glass(rho="ddpm", inner_steps=10),
         num_particles=N,
@@ -70,17 +70,17 @@ def _run(process_group: object, seed: int):
     )
 
 
-def _worker(rank: int, world: int, port: int, out_path: str) -> None:
+def _worker(rank: int, world: int, port: int, out_path: str, model_ms: float, repeats: int) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     group = dist.group.WORLD
-    _run(group, 99)  # warm-up (connections, allocator)
+    _run(group, 99, model_ms)  # warm-up (connections, allocator)
     runs = []
-    for r in range(REPEATS):
+    for r in range(repeats):
         dist.barrier()
-        res = _run(group, r)
+        res = _run(group, r, model_ms)
         stats = {
             "wall": res.wall_time,
             "model": res.model_time,
@@ -109,8 +109,8 @@ def _worker(rank: int, world: int, port: int, out_path: str) -> None:
         single = None
         if world == 1:  # the plain single-process path, same seeds, for reference
             single = []
-            for r in range(REPEATS):
-                res = _run(None, r)
+            for r in range(repeats):
+                res = _run(None, r, model_ms)
                 single.append({"wall": res.wall_time, "model": res.model_time})
         Path(out_path).write_text(
             json.dumps({"world": world, "runs": runs, "single": single, "micro": micro})
@@ -152,9 +152,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(world: int, tmp: Path) -> dict:
+def measure(world: int, tmp: Path, model_ms: float, repeats: int) -> dict:
     path = tmp / f"bench_distributed_{world}.json"
-    mp.spawn(_worker, args=(world, _free_port(), str(path)), nprocs=world, join=True)
+    args = (world, _free_port(), str(path), model_ms, repeats)
+    mp.spawn(_worker, args=args, nprocs=world, join=True)
     return json.loads(path.read_text())
 
 
@@ -226,9 +227,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/distributed.json"))
     ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--model-ms", type=float, default=MODEL_MS, help="model ms per N-batch NFE")
+    ap.add_argument("--repeats", type=int, default=REPEATS)
     args = ap.parse_args()
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    results = {w: measure(w, tmp) for w in args.worlds}
+    results = {w: measure(w, tmp, args.model_ms, args.repeats) for w in args.worlds}
     rows = summarise(results)
 
     # replay the plan on the W=1 genealogies (identical for every W) for W = 2, 4, 8
@@ -259,8 +262,8 @@ def main() -> None:
             run.pop("ancestors", None)
     out = {
         "N": N,
-        "model_ms": MODEL_MS,
-        "repeats": REPEATS,
+        "model_ms": args.model_ms,
+        "repeats": args.repeats,
         "torch": torch.__version__,
         "rows": {str(k): v for k, v in rows.items()},
         "runs": {str(k): v["runs"] for k, v in results.items()},
