@@ -309,6 +309,11 @@ def test_bench_runs_scripts_and_writes_tables(
     summary = json.loads((out / "bench.json").read_text())
     assert summary[0]["script"] == "bench_ok.py" and summary[0]["exit_code"] == 0
 
+    (benches / "bench_args.py").write_text("import sys\nprint('| args |', *sys.argv[1:])\n")
+    argv = ["bench", "--benches", str(benches), "--only", "bench_args.py", "--out", str(out)]
+    assert main([*argv, "--script-args", "--quick --n 3"]) == 0
+    assert "| args | --quick --n 3" in (out / "bench_args.md").read_text()
+    (benches / "bench_args.py").unlink()
     assert main(["bench", "--benches", str(benches), "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "1 of 2 bench script(s) failed" in err

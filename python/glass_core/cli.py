@@ -187,12 +187,18 @@ def _bench_parser(sub: Any) -> None:
         "--benches",
         type=Path,
         default=None,
-        help="benches directory (default: ./benches or the source checkout's)",
+        help="benches directory; unset = ./benches or the source checkout's",
     )
     p.add_argument(
         "--only", nargs="+", default=None, help="script names to run (with or without .py)"
     )
     p.add_argument("--list", action="store_true", help="list the scripts and exit")
+    p.add_argument(
+        "--script-args",
+        default="",
+        help='extra arguments passed to every script, e.g. "--quick" (scripts run from the '
+        "repository root, so their default output paths such as docs/benchmarks apply)",
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per script")
     p.add_argument("--out", type=Path, default=Path("glass_out/bench"), help="output directory")
     _common(p)
@@ -646,6 +652,7 @@ def _steer_pipeline(args: argparse.Namespace, transition: Any) -> dict[str, Any]
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
+    import shlex
     import subprocess
     import time
 
@@ -685,7 +692,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         try:
             proc = subprocess.run(
-                [sys.executable, str(script)],
+                [sys.executable, str(script), *shlex.split(args.script_args)],
                 capture_output=True,
                 text=True,
                 timeout=args.timeout,
