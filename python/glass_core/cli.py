@@ -196,8 +196,8 @@ def _bench_parser(sub: Any) -> None:
     p.add_argument(
         "--script-args",
         default="",
-        help='extra arguments passed to every script, e.g. "--quick" (scripts run from the '
-        "repository root, so their default output paths such as docs/benchmarks apply)",
+        help='extra arguments passed to every script, e.g. --script-args="--quick" (scripts run '
+        "from the repository root, so their default output paths such as docs/benchmarks apply)",
     )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per script")
     p.add_argument("--out", type=Path, default=Path("glass_out/bench"), help="output directory")
