@@ -3,7 +3,9 @@ reward sanity, determinism, and that steering raises the reward by a stated marg
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,9 +42,12 @@ def test_package_data_is_small_and_has_provenance() -> None:
         assert isinstance(prov["seed"], int) and prov["wall_time_seconds"] > 0
         assert "torch" in prov["versions"] and "diffusers" in prov["versions"]
         for rel, digest in prov["files_sha256"].items():  # artefacts are the recorded ones
-            import hashlib
-
             assert hashlib.sha256((root / rel).read_bytes()).hexdigest() == digest, rel
+        script = Path(__file__).resolve().parents[1] / prov["script"]
+        if script.is_file():  # source checkout: the shipped files came from this very script
+            assert hashlib.sha256(script.read_bytes()).hexdigest() == prov["script_sha256"], (
+                f"{prov['script']} changed since the artefacts were trained; re-run it"
+            )
 
 
 def test_denoiser_shapes_and_convention(model) -> None:
