@@ -378,3 +378,14 @@ def np_shape(nested: list) -> tuple[int, ...]:
         shape.append(len(nested))
         nested = nested[0]
     return tuple(shape)
+
+
+def test_console_script_entry_point() -> None:
+    """The installed `glass-core` command (pyproject: glass_core.cli:main) runs and exits 0."""
+    import shutil
+
+    exe = shutil.which("glass-core")
+    if exe is None:
+        pytest.skip("glass-core console script not installed (pip install -e .)")
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "demo" in proc.stdout and "steer" in proc.stdout
