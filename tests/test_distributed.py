@@ -261,3 +261,13 @@ def test_torchrun_launch(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "rank 0 of 2 ok" in out.stdout and "rank 1 of 2 ok" in out.stdout
+
+
+def test_process_group_needs_initialised_distributed():
+    assert not dist.is_initialized()
+    with pytest.raises(InvalidInputError, match=r"process_group.*initialised"):
+        _fk(Sharding())
+    with pytest.raises(InvalidInputError, match="process_group"):
+        best_of_n(
+            gmm(), LIN, transition=SDE(), n=4, time_grid=GRID, shape=(2,), process_group=Sharding()
+        )

@@ -21,10 +21,13 @@ draw, so for very large N x latent products prefer several runs. Samples are the
 as a single process with the same seed and total N, bit-for-bit when the model gives each row
 the same bits whatever the batch composition (checked for the analytic GMM in the tests).
 
-Failure: every collective carries a status flag. A rank whose step raises (reward NaN shape
+Failure: every collective carries a status flag. A rank whose step raises (a reward or model
 error, OOM, ...) joins the next collective flagged as failed, the ranks exchange the error text
 and all raise :class:`RankFailedError` naming the failed rank(s) and step. A rank that dies or
-hangs makes the others raise :class:`DistributedTimeoutError` after ``Sharding.timeout`` seconds.
+hangs makes the others raise :class:`DistributedTimeoutError` after ``Sharding.timeout`` seconds
+(with NCCL the NCCL watchdog enforces the process group's own timeout: give ``init`` the same).
+Argument errors found on any rank also surface as RankFailedError (step 0) on every rank.
+Measured traffic and times: docs/benchmarks/distributed.md.
 NaN/inf rewards are caught after the gather, so every rank raises the same ``RewardError`` with
 global particle indices and the ranks holding them.
 """
