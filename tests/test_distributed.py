@@ -208,6 +208,20 @@ def _failure_worker(rank: int, world: int, port: int) -> None:
     ):
         _fk(group, reward=_FailingReward(1, 1, "nan"))
 
+    # best-of-N: a rank raising in its reward
+    with pytest.raises(RankFailedError, match=r"rank 1 of \d failed at step 5: RuntimeError"):
+        best_of_n(
+            gmm(),
+            _FailingReward(1, 1, "raise"),
+            transition=SDE(),
+            n=16,
+            time_grid=GRID,
+            shape=(2,),
+            generator=gen(0),
+            progress=False,
+            process_group=group,
+        )
+
     # the group is still usable after announced failures
     _same_fk(_fk(None), _fk(group), "after failures")
 
