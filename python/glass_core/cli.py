@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 __all__ = ["CLIError", "build_parser", "main"]
 
 PROG = "glass-core"
@@ -260,6 +258,15 @@ def load_config(path: Path, sub: argparse.ArgumentParser, command: str) -> dict[
     """TOML keys -> argparse defaults for `sub`; unknown keys and bad values raise CLIError."""
     if not path.is_file():
         raise CLIError(f"--config: file not found: {str(path)!r}")
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise CLIError(
+                "--config needs Python >= 3.11 (tomllib) or `pip install tomli`"
+            ) from None
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
