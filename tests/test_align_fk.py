@@ -9,7 +9,7 @@ from glass_core.align import fk_steering
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import SDE, Glass
-from test_align_helpers import (
+from align_fixtures import (
     GRID,
     ExactKernel,
     gen,

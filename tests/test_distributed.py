@@ -23,7 +23,7 @@ from glass_core.align.migration import contiguous_layout, minimal_moves, plan_mi
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import SDE, Glass
-from test_align_helpers import GRID, ExactKernel, gen, gmm
+from align_fixtures import GRID, ExactKernel, gen, gmm
 
 LIN = LinearReward([1.0, 0.5])
 
@@ -250,7 +250,7 @@ from glass_core.align import fk_steering
 from glass_core.align.distributed import init
 from glass_core.rewards import LinearReward
 from glass_core.transitions import Glass
-from test_align_helpers import GRID, gen, gmm
+from align_fixtures import GRID, gen, gmm
 
 group = init(timeout=60)
 kw = dict(transition=Glass(inner_steps=3), num_particles=32, time_grid=GRID, shape=(2,),
