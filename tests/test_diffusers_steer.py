@@ -302,3 +302,113 @@ def test_bad_reward_outputs_raise(bad: str) -> None:
             output_type="latent",
             **_sd_kwargs(),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# unconditional pipelines (the embedded default model) and process_group
+
+
+def _default_pipe_and_reward():
+    from glass_core.models.default import load_default_reward, load_pipeline
+
+    return load_pipeline(), load_default_reward(5)
+
+
+def test_steer_on_the_embedded_default_model() -> None:
+    """steer() takes the embedded DDPMPipeline (UNet2DModel + flow-matching scheduler) through
+    models.default.from_unconditional_pipeline and gives what fk_steering gives on that adapter."""
+    from glass_core.align import fk_steering
+    from glass_core.models.default import from_unconditional_pipeline
+    from glass_core.schedules import uniform_grid
+
+    pipe, reward = _default_pipe_and_reward()
+    n, k, inner = 4, 3, 2
+    res = steer(
+        pipe,
+        reward=reward,
+        method="fk",
+        transition=Glass(inner_steps=inner),
+        num_particles=n,
+        num_transitions=k,
+        generator=_gen(1),
+        lambda_=10.0,
+        progress=False,
+    )
+    assert res.latents.shape == (n, 1, 8, 8) and res.rewards.shape == (1, n)
+    assert res.nfe == k * inner and res.forward_passes == res.nfe
+    assert res.total_forward_passes == res.nfe * n
+    assert res.prompts is None and res.genealogy.shape == (k, 1, n)
+    np.testing.assert_array_equal(res.time_grid, uniform_grid(k))  # FlowMatch, shift 1
+    assert len(res.images) == n and res.images[0].mode == "L" and res.images[0].size == (8, 8)
+    assert bool((res.rewards <= 0).all())  # log-probabilities
+    assert res.wall_time >= res.model_time > 0.0
+
+    ref = fk_steering(
+        from_unconditional_pipeline(pipe),
+        reward,
+        transition=Glass(inner_steps=inner),
+        num_particles=n,
+        time_grid=uniform_grid(k),
+        shape=(1, 8, 8),
+        lambda_=10.0,
+        generator=_gen(1),
+        progress=False,
+    )
+    torch.testing.assert_close(res.latents, ref.samples, rtol=0, atol=0)
+    torch.testing.assert_close(res.rewards[0], ref.rewards, rtol=0, atol=0)
+    # images are the DDPMPipeline post-processing of the samples
+    pt = steer(pipe, reward=reward, method="sample", num_particles=2, num_transitions=2,
+               generator=_gen(0), output_type="pt", progress=False)  # fmt: skip
+    torch.testing.assert_close(pt.images, (pt.latents / 2 + 0.5).clamp(0, 1))
+
+
+def test_steer_unconditional_rejects_conditioning() -> None:
+    pipe, reward = _default_pipe_and_reward()
+    with pytest.raises(InvalidInputError, match=r"^prompt: DDPMPipeline is an unconditional"):
+        steer(pipe, "a cat", reward=reward, progress=False)
+    with pytest.raises(InvalidInputError, match="guidance_scale, height"):
+        steer(pipe, reward=reward, guidance_scale=3.0, height=8, progress=False)
+
+
+@pytest.mark.parametrize("method", ["guidance", "sample"])
+def test_steer_process_group_rejected_for_unsharded_methods(method: str) -> None:
+    pipe, reward = _default_pipe_and_reward()
+    with pytest.raises(
+        InvalidInputError, match=rf"process_group: method='{method}' is not sharded"
+    ):
+        steer(pipe, reward=reward, method=method, process_group=object(), progress=False)
+
+
+def test_steer_process_group_needs_gathered_samples() -> None:
+    from glass_core.align.distributed import Sharding
+
+    pipe, reward = _default_pipe_and_reward()
+    with pytest.raises(InvalidInputError, match=r"process_group: .*gather=True"):
+        steer(pipe, reward=reward, process_group=Sharding(gather=False), progress=False)
+
+
+@pytest.mark.parametrize("method", ["fk", "best_of_n"])
+def test_steer_process_group_one_rank_equals_no_group(method: str) -> None:
+    """steer passes process_group to the sharded algorithms (a 1-rank gloo group in this process;
+    2 ranks under torchrun: tests/test_cli.py)."""
+    import socket
+
+    import torch.distributed as dist
+
+    pipe, reward = _default_pipe_and_reward()
+    kw = dict(reward=reward, method=method, transition=SDE(), num_particles=4, num_transitions=3,
+              output_type="latent", progress=False)  # fmt: skip
+    ref = steer(pipe, generator=_gen(2), **kw)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        got = steer(pipe, generator=_gen(2), process_group=dist.group.WORLD, **kw)
+    finally:
+        dist.destroy_process_group()
+    assert type(got.raw).__name__.startswith("Sharded") and got.raw.world_size == 1
+    torch.testing.assert_close(got.latents, ref.latents, rtol=0, atol=0)
+    torch.testing.assert_close(got.rewards, ref.rewards, rtol=0, atol=0)
+    torch.testing.assert_close(got.log_weights, ref.log_weights, rtol=0, atol=0)
+    assert got.nfe == ref.nfe

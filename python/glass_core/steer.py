@@ -1,9 +1,12 @@
 """``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call.
 
-Wraps the pipeline's own components (``glass_core.models.diffusers.from_pipeline``), picks the
-pipeline's own step grid (``default_time_grid``), turns an image reward into a reward on latents
-that decodes through the VAE once per scored batch, and runs one of the alignment algorithms
-(``glass_core.align``) or plain sampling. Rows are group-major: B prompts x N particles.
+Wraps the pipeline's own components (``glass_core.models.diffusers.from_pipeline`` for
+text-conditioned FLUX/SD3/SD/SDXL pipelines; ``from_unconditional_pipeline`` of
+``glass_core.models.default`` for unconditional ``UNet2DModel`` pipelines such as the embedded
+default model), picks the pipeline's own step grid, turns an image reward into a reward on
+latents that decodes through the VAE once per scored batch, and runs one of the alignment
+algorithms (``glass_core.align``) or plain sampling, optionally with the particles sharded over
+torch.distributed ranks (``process_group``). Rows are group-major: B prompts x N particles.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import torch
 
 from glass_core.errors import InvalidInputError
 
-__all__ = ["METHODS", "OUTPUT_TYPES", "SteerResult", "steer"]
+__all__ = ["METHODS", "OUTPUT_TYPES", "SHARDED_METHODS", "SteerResult", "is_unconditional", "steer"]
 
 METHODS = ("fk", "best_of_n", "guidance", "sample")
+SHARDED_METHODS = ("fk", "best_of_n")  # the methods that accept process_group
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
 
 StepCallback = Callable[[int, float, float, torch.Tensor], Any]
@@ -118,7 +122,8 @@ def _wrap_reward(
     model: Any,
     reward_on: str,
     max_batch: int | None,
-    reward_prompts: str | Sequence[str] | None = None,
+    reward_prompts: str | Sequence[str] | None,
+    prompts: list[str] | None,
 ) -> Any:
     from glass_core.rewards.loading import DecodedReward
 
@@ -137,7 +142,6 @@ def _wrap_reward(
         reward.to(model.device)
     if kind == "latents":
         return reward
-    prompts = model.conditioning.prompts
     if reward_prompts is not None:
         rp = [reward_prompts] if isinstance(reward_prompts, str) else list(reward_prompts)
         if len(rp) != model.num_groups or not all(isinstance(p, str) for p in rp):
@@ -175,6 +179,92 @@ class _ChunkedImageReward:
             else:
                 outs.append(self.reward(chunk))
         return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def is_unconditional(pipe: Any) -> bool:
+    """True for an unconditional ``UNet2DModel`` pipeline (e.g. ``DDPMPipeline``, the embedded
+    default model), which :func:`steer` wraps with
+    ``glass_core.models.default.from_unconditional_pipeline``."""
+    unet = getattr(pipe, "unet", None)
+    return unet is not None and any(c.__name__ == "UNet2DModel" for c in type(unet).__mro__)
+
+
+class _UnconditionalModel:
+    """An unconditional UNet2DModel pipeline as :func:`steer` uses a diffusers adapter: the
+    Denoiser of ``from_unconditional_pipeline`` plus counters, the pipeline's step grid and the
+    DDPMPipeline post-processing (samples in [-1, 1] -> images in [0, 1]). Latents are the
+    samples themselves; there are no prompts, so B groups come only from a list of generators."""
+
+    family = "unconditional"
+    passes_per_eval = 1
+
+    def __init__(self, pipe: Any, num_groups: int, max_batch: int | None) -> None:
+        from glass_core.models.default import from_unconditional_pipeline
+
+        self.pipe = pipe
+        self.inner = from_unconditional_pipeline(pipe, max_batch=max_batch)
+        self.schedule = self.inner.schedule
+        self.latent_shape = tuple(self.inner.sample_shape)
+        self.num_groups = num_groups
+        self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
+        self.num_evaluations = 0
+
+    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        self.num_evaluations += 1
+        out: torch.Tensor = self.inner.denoise(x, t)
+        return out
+
+    def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        self.num_evaluations += 1
+        out: torch.Tensor = self.inner.velocity(x, t)
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        from glass_core.models.diffusers.base import module_device
+
+        return module_device(self.pipe.unet)
+
+    @property
+    def model_time(self) -> float:
+        return float(self.inner.stats.seconds)
+
+    @property
+    def num_forward_rows(self) -> int:
+        return int(self.inner.stats.rows)
+
+    def time_grid(self, num_steps: int) -> np.ndarray:
+        """Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
+        DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines."""
+        from glass_core.models.diffusers import default_time_grid
+        from glass_core.schedules import shifted_grid, uniform_grid
+
+        if "FlowMatch" not in type(self.pipe.scheduler).__name__:
+            return default_time_grid(self, num_steps)  # family is not flux/sd3: the VP grid
+        shift = float(self.pipe.scheduler.config.get("shift", 1.0))
+        grid = uniform_grid(num_steps) if shift == 1.0 else shifted_grid(num_steps, shift)
+        return np.asarray(grid, dtype=np.float64)
+
+    def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        return (z.float() / 2 + 0.5).clamp(0, 1)
+
+    def to_pil(self, images: torch.Tensor) -> list[Any]:
+        from PIL import Image
+
+        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+
+
+def _check_unconditional_args(pipe: Any, **given: Any) -> None:
+    """Conditioning arguments make no sense for an unconditional pipeline: name the ones given."""
+    bad = [k for k, v in given.items() if v is not None and not (k == "true_cfg_scale" and v == 1)]
+    if bad:
+        raise InvalidInputError(
+            f"{', '.join(bad)}: {type(pipe).__name__} is an unconditional UNet2DModel pipeline "
+            f"(no text conditioning); pass prompt=None and no prompt/embedding/guidance/size "
+            f"arguments"
+        )
 
 
 def _format_images(
@@ -222,13 +312,20 @@ def steer(
     reward_scale: float = 0.4,
     reward_window: tuple[float, float] | None = (0.2, 0.7),
     guide: bool = False,
+    process_group: Any = None,
     **algorithm_kwargs: Any,
 ) -> SteerResult:
     """Sample from ``pipe`` steered toward ``reward`` (GLASS_MATH.md section 5).
 
     Args:
         pipe: FLUX, SD3, SD 1.x/2.x or SDXL diffusers pipeline (components are wrapped, its
-            ``__call__`` is not used).
+            ``__call__`` is not used), or an unconditional ``UNet2DModel`` pipeline (e.g. a
+            ``DDPMPipeline``, or ``glass_core.models.default.load_pipeline()``, the embedded
+            default model) through ``glass_core.models.default.from_unconditional_pipeline``:
+            then ``prompt`` must be None (no conditioning arguments), the latents are the samples
+            in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
+            ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
+            a list of B generators gives B groups.
         prompt: a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
             (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
         reward: an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
@@ -252,6 +349,17 @@ def steer(
         callback: ``callback(step, t, t_next, latents)`` after every transition (observe only).
         reward_prompts: the text an image reward compares against, one per group (default: the
             prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
+        process_group: shard the particles of method "fk" / "best_of_n" over torch.distributed
+            ranks (a ``ProcessGroup``, e.g. from ``glass_core.align.distributed.init()``, or a
+            ``glass_core.align.distributed.Sharding`` with ``gather=True``); passed to
+            ``fk_steering`` / ``best_of_n``. Every rank must make the same call with an
+            identically seeded generator; ``num_particles`` must be a multiple of the world size.
+            Every rank gets the full result (all particles, rewards, weights, genealogy: the same
+            as one process with the same seed, to rounding), and decodes all output images unless
+            ``output_type="latent"`` (decode on one rank to save the work). ``nfe`` is per
+            particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
+            sees the rank's own particles) are this rank's. Not available for "guidance" and
+            "sample" (not sharded).
     """
     from glass_core.align import best_of_n, fk_steering, guided, reward_guidance
     from glass_core.models.diffusers import default_time_grid, from_pipeline
@@ -274,25 +382,60 @@ def steer(
         raise InvalidInputError(
             f"unexpected keyword arguments for method={method!r}: {sorted(algorithm_kwargs)}"
         )
+    if process_group is not None:
+        from glass_core.align.distributed import Sharding
+
+        if method not in SHARDED_METHODS:
+            raise InvalidInputError(
+                f"process_group: method={method!r} is not sharded across ranks; process_group "
+                f"applies to method {' or '.join(map(repr, SHARDED_METHODS))} only"
+            )
+        if isinstance(process_group, Sharding) and not process_group.gather:
+            raise InvalidInputError(
+                "process_group: steer returns every particle on every rank, so it needs "
+                "Sharding(gather=True); call glass_core.align.fk_steering / best_of_n directly "
+                "for rank-local samples"
+            )
     transition = Glass() if transition is None else transition
     if not callable(transition):
         raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
 
-    model = from_pipeline(
-        pipe,
-        prompt,
-        negative_prompt=negative_prompt,
-        prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled_prompt_embeds,
-        negative_prompt_embeds=negative_prompt_embeds,
-        negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-        guidance_scale=guidance_scale,
-        true_cfg_scale=true_cfg_scale,
-        height=height,
-        width=width,
-        max_batch=max_batch,
-        encode_kwargs=encode_kwargs,
-    )
+    model: Any
+    if is_unconditional(pipe):
+        _check_unconditional_args(
+            pipe,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+            guidance_scale=guidance_scale,
+            true_cfg_scale=true_cfg_scale,
+            height=height,
+            width=width,
+            encode_kwargs=encode_kwargs,
+        )
+        groups = len(generator) if isinstance(generator, list | tuple) else 1
+        model = _UnconditionalModel(pipe, max(1, groups), max_batch)
+        prompts = None
+    else:
+        model = from_pipeline(
+            pipe,
+            prompt,
+            negative_prompt=negative_prompt,
+            prompt_embeds=prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+            guidance_scale=guidance_scale,
+            true_cfg_scale=true_cfg_scale,
+            height=height,
+            width=width,
+            max_batch=max_batch,
+            encode_kwargs=encode_kwargs,
+        )
+        prompts = model.conditioning.prompts
     num_b = model.num_groups
     if isinstance(generator, list | tuple) and len(generator) != num_b:
         raise InvalidInputError(
@@ -303,10 +446,14 @@ def steer(
         k = num_transitions
         if k is None:
             k = max(1, 50 // int(getattr(transition, "nfe_per_call", 1)))
-        grid = default_time_grid(model, _check_int(k, "num_transitions"))
+        k = _check_int(k, "num_transitions")
+        if isinstance(model, _UnconditionalModel):
+            grid = model.time_grid(k)
+        else:
+            grid = default_time_grid(model, k)
     else:
         grid = np.asarray(time_grid, dtype=np.float64)
-    wrapped = _wrap_reward(reward, model, reward_on, max_batch, reward_prompts)
+    wrapped = _wrap_reward(reward, model, reward_on, max_batch, reward_prompts, prompts)
 
     bar = None
     if progress and method == "sample":
@@ -338,6 +485,7 @@ def steer(
                 potential=potential,
                 lambda_=lambda_,
                 progress=progress,
+                process_group=process_group,
                 **common,
                 **algorithm_kwargs,
             )
@@ -351,6 +499,7 @@ def steer(
                 transition=observed,
                 n=n,
                 progress=progress,
+                process_group=process_group,
                 **common,
             )
             latents, rewards = raw.samples, raw.rewards
@@ -433,7 +582,7 @@ def steer(
         num_particles=n,
         method=method,
         time_grid=np.asarray(grid, dtype=np.float64),
-        prompts=model.conditioning.prompts,
+        prompts=prompts,
         num_decodes=int(getattr(wrapped, "num_decodes", 0)) + (1 if decoded_here else 0),
         raw=raw,
     )
