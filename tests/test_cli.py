@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from glass_core.cli import main
 
@@ -192,6 +193,20 @@ def test_bad_config_file(
             "--pipeline",
         ),
         (["steer", "--pipeline", "default", "--reward", "clip:/x"], "--reward"),
+        (["steer", "--pipeline", "default", "--reward", "digits", "--prompt", "a"], "--prompt"),
+        (
+            [
+                "steer",
+                "--pipeline",
+                "default",
+                "--reward",
+                "digits",
+                "--distributed",
+                "--method",
+                "guidance",
+            ],
+            "--distributed shards --method fk or best_of_n only",
+        ),
         (["steer", "--pipeline", "default", "--reward", "digits:11"], "--reward"),
         (["steer", "--pipeline", "default", "--reward", "digits", "--rho", "2"], "--rho"),
         (
@@ -242,14 +257,15 @@ def test_steer_default_model(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     ]
     assert main(argv) == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
-    assert res["nfe"] == 4 and len(res["rewards"]) == 3 and len(res["log_weights"]) == 3
+    assert res["nfe"] == 4 and np_shape(res["rewards"]) == (1, 3)
+    assert np_shape(res["log_weights"]) == (1, 3) and len(res["log_evidence"]) == 1
     assert res["images"] == ["image_000.png", "image_001.png", "image_002.png"]
     assert all((out / n).read_bytes()[:8] == PNG_MAGIC for n in res["images"])
 
 
 def test_steer_unconditional_ddpm_pipeline(tmp_path: Path) -> None:
-    """A saved unconditional DDPMPipeline (VP schedule, epsilon) goes through the same adapter as
-    the embedded model; a user reward on model-space samples via python:FILE:FUNC."""
+    """A saved unconditional DDPMPipeline (VP schedule, epsilon) goes through glass_core.steer like
+    the embedded model; a user image reward (images in [0, 1]) via python:FILE:FUNC."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch = pytest.importorskip("torch")
@@ -289,8 +305,8 @@ def test_steer_unconditional_ddpm_pipeline(tmp_path: Path) -> None:
     ]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["nfe"] == 4 and len(res["rewards"]) == 3 and res["best_index"] in (0, 1, 2)
-    assert len(res["images"]) == 3
+    assert res["nfe"] == 4 and np_shape(res["rewards"]) == (1, 3)
+    assert res["best_index"][0] in (0, 1, 2) and len(res["images"]) == 3
     assert main([*argv[:4], "--reward", "digits:3", "--out", str(out)]) == 2  # 3x8x8 != 1x8x8
 
 
@@ -389,3 +405,83 @@ def test_console_script_entry_point() -> None:
         pytest.skip("glass-core console script not installed (pip install -e .)")
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "demo" in proc.stdout and "steer" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# steer --distributed
+
+STEER_TINY = [
+    "steer",
+    "--pipeline",
+    "default",
+    "--reward",
+    "digits:5",
+    "--transitions",
+    "3",
+    "--inner-steps",
+    "2",
+    "--seed",
+    "1",
+    "--quiet",
+]
+
+
+def test_steer_distributed_needs_torchrun(tmp_path: Path) -> None:
+    """--distributed outside torchrun (no RANK / WORLD_SIZE): exit 2, says how to launch, writes
+    nothing."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "glass_core", *STEER_TINY, "--distributed", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("glass-core: error: --distributed: not launched under torchrun")
+    assert "torchrun --nproc-per-node K --no-python glass-core steer --distributed" in proc.stderr
+    assert "python -m torch.distributed.run" in proc.stderr
+    assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_steer_distributed_torchrun_equals_single_process(tmp_path: Path) -> None:
+    """`python -m torch.distributed.run --nproc-per-node 2 -m glass_core steer --distributed`
+    (2 gloo ranks, 2 particles each) gives the results.json of one process with the same seed:
+    rewards, log-weights and log-evidence (bit-for-bit here: the CPU UNet gives each row the same
+    bits in a batch of 2 or 4), and only rank 0 prints and writes."""
+    args = [*STEER_TINY, "--method", "fk", "--particles", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    dist_out, single_out = tmp_path / "dist", tmp_path / "single"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["--master-port", str(_free_port()), "-m", "glass_core", *args, "--distributed"]
+    proc = subprocess.run(
+        [*cmd, "--out", str(dist_out)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-8000:]
+    assert proc.stdout.count("over 2 ranks") == 1  # rank 0 only
+    single = subprocess.run(
+        [sys.executable, "-m", "glass_core", *args, "--out", str(single_out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert single.returncode == 0, single.stderr
+    got = json.loads((dist_out / "results.json").read_text())
+    ref = json.loads((single_out / "results.json").read_text())
+    assert got["world_size"] == 2 and ref["world_size"] == 1
+    assert np_shape(got["rewards"]) == (1, 4) and got["nfe"] == ref["nfe"] == 6
+    for key in ("rewards", "log_weights", "log_evidence"):
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert got["best_index"] == ref["best_index"]
+    assert got["images"] == ref["images"]
+    assert all((dist_out / n).read_bytes()[:8] == PNG_MAGIC for n in got["images"])

@@ -114,8 +114,16 @@ def _steer_parser(sub: Any) -> None:
     p = sub.add_parser(
         "steer",
         help="steer a local diffusers pipeline toward a reward (glass_core.steer)",
-        description="Steer any local diffusers pipeline toward a reward. --pipeline 'default' "
-        "uses the embedded digits model (then --reward digits[:TARGET] or digits:DIR:TARGET).",
+        description="Steer any local diffusers pipeline toward a reward through "
+        "glass_core.steer. --pipeline 'default' uses the embedded digits model (then --reward "
+        "digits[:TARGET] or digits:DIR:TARGET).\n\n"
+        "Many processes/GPUs (--distributed, --method fk or best_of_n): launch under torchrun,\n"
+        "  torchrun --nproc-per-node K --no-python glass-core steer --distributed ...\n"
+        "  python -m torch.distributed.run --nproc-per-node K -m glass_core steer --distributed "
+        "...\n"
+        "(torchrun needs --no-python to run the glass-core command). Each of the K ranks holds "
+        "--particles / K particles (gloo on CPU, NCCL on GPUs); results equal one process with "
+        "the same --seed; rank 0 prints and writes --out.",
         formatter_class=_Formatter,
     )
     p.add_argument(
@@ -130,7 +138,7 @@ def _steer_parser(sub: Any) -> None:
         "--reward",
         default=None,
         help="KIND:PATH, e.g. clip:/models/clip, pickscore:DIR, hps:FILE, aesthetic:DIR, "
-        "image_reward:FILE; python:FILE.py:FUNC for your own FUNC(images [M,3,H,W] in [0,1]) "
+        "image_reward:FILE; python:FILE.py:FUNC for your own FUNC(images [M,C,H,W] in [0,1]) "
         "-> [M]; digits[:TARGET] for the embedded classifier (with --pipeline default)",
     )
     p.add_argument(
@@ -170,6 +178,14 @@ def _steer_parser(sub: Any) -> None:
         "--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model dtype"
     )
     p.add_argument("--out", type=Path, default=Path("glass_out/steer"), help="output directory")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="shard the particles over torch.distributed ranks (--method fk or best_of_n, "
+        "--particles a multiple of the rank count); run under `torchrun --nproc-per-node K "
+        "--no-python glass-core steer --distributed ...` or `python -m torch.distributed.run "
+        "--nproc-per-node K -m glass_core steer --distributed ...`; only rank 0 writes --out",
+    )
     _common(p)
 
 
@@ -381,6 +397,8 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
+    """One path for every pipeline: load it with DiffusionPipeline.from_pretrained (the embedded
+    model for 'default') and call glass_core.steer, sharded with --distributed."""
     import json
 
     import torch
@@ -390,37 +408,93 @@ def cmd_steer(args: argparse.Namespace) -> int:
             raise CLIError(f"--{name} is required for 'steer'")
     _check_positive(args, "particles", "transitions", "inner_steps", "max_batch")
     transition = _transition(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.pipeline != "default" and not Path(args.pipeline).is_dir():
-        raise CLIError(f"--pipeline: directory not found: {args.pipeline!r}")
-    if args.pipeline == "default" or _is_unconditional(Path(args.pipeline)):
-        record = _steer_unconditional(args, transition)
-    else:
-        record = _steer_pipeline(args, transition)
+    if args.distributed:
+        _check_distributed(args)
+    pipe_dir = _pipeline_dir(args.pipeline)
+    reward = _steer_reward(args.reward, args.device)
+    group, rank, world = None, 0, 1
+    if args.distributed:
+        from glass_core.align.distributed import init
+
+        group = init()
+    try:
+        if group is not None:
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if rank == 0:
+            args.out.mkdir(parents=True, exist_ok=True)
+        else:
+            args.quiet = True  # one rank prints, writes and shows progress
+        record = _steer_run(args, pipe_dir, reward, transition, group, rank)
+    finally:
+        if group is not None:
+            torch.distributed.destroy_process_group()
+    if rank != 0:
+        return 0
     record["args"] = {
         k: str(v) if isinstance(v, Path) else v
         for k, v in vars(args).items()
         if not k.startswith("_")
     }
     record["torch"] = torch.__version__
+    record["world_size"] = world
     (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(
-        f"method {args.method}, transition {args.transition}, N={args.particles}: "
-        f"rewards mean {record['mean_reward']:.4f} max {record['max_reward']:.4f}, "
+        f"method {args.method}, transition {args.transition}, N={args.particles}"
+        + (f" over {world} ranks" if group is not None else "")
+        + f": rewards mean {record['mean_reward']:.4f} max {record['max_reward']:.4f}, "
         f"NFE/particle {record['nfe']}"
     )
     print(f"wrote {args.out / 'results.json'} and {len(record['images'])} image(s) to {args.out}")
     return 0
 
 
+def _check_distributed(args: argparse.Namespace) -> None:
+    """--distributed: a sharded method, launched by torchrun, N divisible by the world size."""
+    import os
+
+    from glass_core.steer import SHARDED_METHODS
+
+    if args.method not in SHARDED_METHODS:
+        raise CLIError(
+            f"--distributed shards --method {' or '.join(SHARDED_METHODS)} only, "
+            f"not {args.method!r}"
+        )
+    missing = [v for v in ("RANK", "WORLD_SIZE") if v not in os.environ]
+    if missing:
+        raise CLIError(
+            f"--distributed: not launched under torchrun ({'/'.join(missing)} not set); run "
+            f"`torchrun --nproc-per-node K --no-python glass-core steer --distributed ...` or "
+            f"`python -m torch.distributed.run --nproc-per-node K -m glass_core steer "
+            f"--distributed ...`"
+        )
+    world = int(os.environ["WORLD_SIZE"])
+    if args.particles % world:
+        raise CLIError(
+            f"--particles ({args.particles}) must be a multiple of the number of ranks ({world}) "
+            f"with --distributed"
+        )
+
+
+def _pipeline_dir(spec: str) -> Path:
+    from glass_core.models.default import DEFAULT_MODEL_DIR
+
+    if spec == "default":
+        return DEFAULT_MODEL_DIR
+    pipe_dir = Path(spec)
+    if not pipe_dir.is_dir():
+        raise CLIError(f"--pipeline: directory not found: {spec!r}")
+    if not (pipe_dir / "model_index.json").is_file():
+        raise CLIError(
+            f"--pipeline: {spec!r} is not a diffusers pipeline directory (no model_index.json)"
+        )
+    return pipe_dir
+
+
 def _default_reward_spec(spec: str) -> tuple[str | None, int]:
     """digits | digits:TARGET | digits:DIR:TARGET -> (dir or None, target)."""
     parts = spec.split(":")
     if parts[0] != "digits" or len(parts) > 3:
-        raise CLIError(
-            f"--reward for --pipeline default must be digits[:TARGET] or "
-            f"digits:DIR:TARGET, got {spec!r}"
-        )
+        raise CLIError(f"--reward must be digits[:TARGET] or digits:DIR:TARGET, got {spec!r}")
     target_s = parts[-1] if len(parts) > 1 else "3"
     path = parts[1] if len(parts) == 3 else None
     if not target_s.isdigit() or not 0 <= int(target_s) <= 9:
@@ -430,118 +504,107 @@ def _default_reward_spec(spec: str) -> tuple[str | None, int]:
     return path, int(target_s)
 
 
-def _is_unconditional(pipe_dir: Path) -> bool:
-    """A pipeline directory whose unet is an (unconditional) UNet2DModel, e.g. a DDPMPipeline."""
-    import json
+def _steer_reward(spec: str, device: str) -> Any:
+    """digits[:...] (the embedded classifier, on 1x8x8 samples), python:FILE.py:FUNC (an image
+    reward) or KIND:PATH (glass_core.rewards.loading)."""
+    kind, sep, rest = spec.partition(":")
+    if kind == "digits":
+        from glass_core.models.default import load_default_reward
 
-    try:
-        index = json.loads((pipe_dir / "model_index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    unet = index.get("unet")
-    return isinstance(unet, list) and len(unet) == 2 and unet[1] == "UNet2DModel"
+        path, target = _default_reward_spec(spec)
+        return load_default_reward(target, path, device=device)
+    if not sep or not rest:
+        raise CLIError(f"--reward must be KIND:PATH, got {spec!r}")
+    from glass_core.rewards.loading import image_reward, load_reward
 
-
-def _unconditional_reward(spec: str, sample_shape: tuple[int, ...]) -> tuple[Any, str]:
-    """digits[:...] (embedded classifier, 1x8x8 models only) or python:FILE.py:FUNC (a function of
-    the samples in model space, [M, C, H, W] in [-1, 1])."""
-    if spec.startswith("python:"):
-        path, _, func = spec[len("python:") :].rpartition(":")
+    if kind == "python":
+        path, _, func = rest.rpartition(":")
         if not path or not func:
             raise CLIError(f"--reward python:FILE.py:FUNC, got {spec!r}")
         if not Path(path).is_file():
             raise CLIError(f"--reward: file not found: {path!r}")
-        return _load_function(Path(path), func), spec
-    from glass_core.models.default import IMAGE_SHAPE, load_default_reward
-
-    rpath, target = _default_reward_spec(spec)
-    if tuple(sample_shape) != IMAGE_SHAPE:
-        raise CLIError(f"--reward digits needs 1x8x8 samples, the pipeline makes {sample_shape}")
-    return load_default_reward(target, rpath), f"digits:{target}"
+        return image_reward(_load_function(Path(path), func))
+    if not Path(rest).exists():
+        raise CLIError(f"--reward: path not found: {rest!r}")
+    return load_reward(kind, rest, device=device)
 
 
-def _save_samples(x: Any, out: Path) -> list[str]:
-    """Samples in [-1, 1] ([N, C, H, W]) -> PNG files (the DDPMPipeline post-processing)."""
-    from PIL import Image
-
-    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
-    names = []
-    for i, img in enumerate(arr.cpu().numpy()):
-        name = f"image_{i:03d}.png"
-        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(out / name)
-        names.append(name)
-    return names
-
-
-def _steer_unconditional(args: argparse.Namespace, transition: Any) -> dict[str, Any]:
-    """--pipeline default, or any unconditional UNet2DModel pipeline directory, through
-    glass_core.align with the adapter in glass_core.models.default."""
+def _steer_run(
+    args: argparse.Namespace, pipe_dir: Path, reward: Any, transition: Any, group: Any, rank: int
+) -> dict[str, Any]:
+    import numpy as np
     import torch
+    from diffusers import DiffusionPipeline
 
-    from glass_core.align import best_of_n, fk_steering, reward_guidance
-    from glass_core.models.default import load_default_model
-    from glass_core.schedules import uniform_grid
-    from glass_core.transitions import sample
+    from glass_core.models.default import IMAGE_SHAPE, DigitReward
+    from glass_core.steer import is_unconditional, steer
 
-    root = None if args.pipeline == "default" else Path(args.pipeline)
-    model = load_default_model(root, max_batch=args.max_batch, device=args.device)
-    reward, reward_name = _unconditional_reward(args.reward, model.sample_shape)
-    grid = uniform_grid(args.transitions)
-    gen = torch.Generator().manual_seed(args.seed)
-    shape = model.sample_shape
-    common = {
-        "time_grid": grid,
-        "shape": shape,
-        "generator": gen,
-        "max_batch": args.max_batch,
-        "progress": _progress(args),
-        "device": args.device,
-    }
-    extra: dict[str, Any] = {}
-    if args.method == "fk":
-        fk = fk_steering(
-            model,
-            reward,
-            transition=transition,
-            num_particles=args.particles,
-            potential=args.potential,
-            lambda_=args.lambda_,
-            **common,
-        )
-        images, rewards, nfe = fk.samples, fk.rewards, fk.nfe
-        extra = {"log_weights": fk.log_weights.tolist(), "log_evidence": float(fk.log_evidence)}
-    elif args.method == "best_of_n":
-        bon = best_of_n(model, reward, transition=transition, n=args.particles, **common)
-        images, rewards, nfe = bon.samples, bon.rewards, bon.nfe
-        extra = {"best_index": int(bon.best_index)}
-    elif args.method == "guidance":
-        gd = reward_guidance(
-            model,
-            reward,
-            transition=transition,
-            scale=args.guidance_scale,
-            num_samples=args.particles,
-            **common,
-        )
-        images, rewards, nfe = gd.samples, gd.rewards, gd.nfe
+    if not _progress(args):
+        _quiet_loading()
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if args.dtype != "float32":
+        kwargs["torch_dtype"] = getattr(torch, args.dtype)
+    pipe = DiffusionPipeline.from_pretrained(str(pipe_dir), **kwargs).to(args.device)
+    pipe.set_progress_bar_config(disable=not _progress(args))
+    prompts: str | list[str] | None = None
+    if is_unconditional(pipe):
+        if args.prompt is not None:
+            raise CLIError(f"--prompt: {args.pipeline!r} is an unconditional pipeline, no prompts")
+        cfg = pipe.unet.config
+        size = cfg.sample_size
+        shape = (cfg.in_channels, *((size, size) if isinstance(size, int) else size))
+        if isinstance(reward, DigitReward) and tuple(shape) != IMAGE_SHAPE:
+            raise CLIError(f"--reward digits needs 1x8x8 samples, the pipeline makes {shape}")
     else:
-        x0 = torch.randn((args.particles, *shape), generator=gen).to(args.device)
-        with torch.no_grad():
-            out = sample(model, transition, grid, x0=x0, generator=gen)
-            images, nfe = out.samples, out.nfe
-            rewards = reward(images)
-    r = rewards.detach().double()
-    return {
+        if args.prompt is None:
+            raise CLIError("--prompt is required for a text-conditioned diffusers pipeline")
+        if isinstance(reward, DigitReward):
+            raise CLIError(
+                "--reward digits needs an unconditional 1x8x8 pipeline (--pipeline default)"
+            )
+        prompts = args.prompt if len(args.prompt) > 1 else args.prompt[0]
+    res = steer(
+        pipe,
+        prompts,
+        reward=reward,
+        method=args.method,
+        transition=transition,
+        num_particles=args.particles,
+        num_transitions=args.transitions,
+        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+        output_type="pil" if rank == 0 else "latent",  # only rank 0 decodes and writes
+        max_batch=args.max_batch,
+        progress=_progress(args),
+        lambda_=args.lambda_,
+        potential=args.potential,
+        reward_scale=args.guidance_scale,
+        process_group=group,
+    )
+    if rank != 0:
+        return {}
+    names = []
+    for i, im in enumerate(res.images):
+        name = f"image_{i:03d}.png"
+        im.save(args.out / name)
+        names.append(name)
+    r = res.rewards.detach().double()
+    record: dict[str, Any] = {
         "pipeline": args.pipeline,
-        "reward": reward_name,
-        "nfe": int(nfe),
-        "rewards": r.tolist(),
+        "reward": args.reward,
+        "method": args.method,
+        "nfe": int(res.nfe),
+        "rewards": r.tolist(),  # [B][N]
         "mean_reward": float(r.mean()),
         "max_reward": float(r.max()),
-        "images": _save_samples(images, args.out),
-        "model_time": model.stats.seconds,
-        **extra,
+        "best_index": res.best_index.tolist(),  # [B]
+        "images": names,  # B * N, group-major
     }
+    if args.method == "fk":
+        record["log_weights"] = res.log_weights.tolist()  # [B][N]
+        record["log_evidence"] = np.asarray(res.log_evidence).tolist()  # [B]
+    for attr in ("wall_time", "model_time", "reward_time", "bookkeeping_time"):
+        record[attr] = float(getattr(res, attr))
+    return record
 
 
 def _quiet_loading() -> None:
@@ -570,91 +633,6 @@ def _load_function(path: Path, name: str) -> Any:
     if not callable(fn):
         raise CLIError(f"--reward: {str(path)!r} has no callable {name!r}")
     return fn
-
-
-def _steer_pipeline(args: argparse.Namespace, transition: Any) -> dict[str, Any]:
-    """A local diffusers pipeline through glass_core.steer (issue 5)."""
-    import torch
-
-    pipe_dir = Path(args.pipeline)
-    if not (pipe_dir / "model_index.json").is_file():
-        raise CLIError(
-            f"--pipeline: {args.pipeline!r} is not a diffusers pipeline directory "
-            f"(no model_index.json)"
-        )
-    if args.prompt is None:
-        raise CLIError("--prompt is required for a diffusers pipeline")
-    kind, sep, rpath = args.reward.partition(":")
-    if not sep or not rpath:
-        raise CLIError(f"--reward must be KIND:PATH, got {args.reward!r}")
-    func = None
-    if kind == "python":
-        rpath, _, func = rpath.rpartition(":")
-        if not rpath or not func:
-            raise CLIError(f"--reward python:FILE.py:FUNC, got {args.reward!r}")
-    if not Path(rpath).exists():
-        raise CLIError(f"--reward: path not found: {rpath!r}")
-    try:
-        from diffusers import DiffusionPipeline
-
-        from glass_core.rewards.loading import image_reward, load_reward
-        from glass_core.steer import steer
-    except ImportError as exc:
-        raise CLIError(
-            f"'steer' on a diffusers pipeline needs glass_core.steer and "
-            f"glass_core.rewards.loading (issue 5) and diffusers: {exc}"
-        ) from None
-    reward = (
-        image_reward(_load_function(Path(rpath), func))
-        if func is not None
-        else load_reward(kind, rpath, device=args.device)
-    )
-    if not _progress(args):
-        _quiet_loading()
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if args.dtype != "float32":
-        kwargs["torch_dtype"] = getattr(torch, args.dtype)
-    pipe = DiffusionPipeline.from_pretrained(str(pipe_dir), **kwargs).to(args.device)
-    pipe.set_progress_bar_config(disable=not _progress(args))
-    prompts = args.prompt if len(args.prompt) > 1 else args.prompt[0]
-    gen = torch.Generator(device="cpu").manual_seed(args.seed)
-    res = steer(
-        pipe,
-        prompts,
-        reward=reward,
-        method=args.method,
-        transition=transition,
-        num_particles=args.particles,
-        num_transitions=args.transitions,
-        generator=gen,
-        output_type="pil",
-        max_batch=args.max_batch,
-        progress=_progress(args),
-        lambda_=args.lambda_,
-        potential=args.potential,
-        reward_scale=args.guidance_scale,
-    )
-    names = []
-    images = res.images if isinstance(res.images, list) else list(res.images)
-    flat = [im for group in images for im in (group if isinstance(group, list) else [group])]
-    for i, im in enumerate(flat):
-        name = f"image_{i:03d}.png"
-        im.save(args.out / name)
-        names.append(name)
-    r = torch.as_tensor(res.rewards).detach().double()
-    record: dict[str, Any] = {
-        "pipeline": str(pipe_dir),
-        "reward": args.reward,
-        "nfe": int(res.nfe),
-        "rewards": r.tolist(),
-        "mean_reward": float(r.mean()),
-        "max_reward": float(r.max()),
-        "images": names,
-    }
-    for attr in ("model_time", "wall_time", "bookkeeping_time"):
-        if hasattr(res, attr):
-            record[attr] = float(getattr(res, attr))
-    return record
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
