@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from glass_core.errors import InvalidInputError
+from glass_core.errors import InvalidInputError, RewardError
+from glass_core.rewards.base import _listing
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
@@ -233,6 +234,22 @@ def propagate(
             x = transition(model, x, t, t_next, gen)
             bar.update(1)
     return x
+
+
+def nonfinite_reward_error(
+    values: np.ndarray,
+    step: int,
+    t: float,
+    held_by: Callable[[np.ndarray], list[int]] | None = None,
+) -> RewardError:
+    """The error for host rewards (all particles, flat) holding NaN/inf; `held_by` maps the bad
+    indices to the ranks holding them (sharded runs)."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    where = "" if held_by is None else f" (held by rank(s) {', '.join(map(str, held_by(bad)))})"
+    return RewardError(
+        f"reward returned NaN/inf at step {step} (t={t:.4g}) for particle indices "
+        f"[{_listing(torch.from_numpy(bad))}]{where}"
+    )
 
 
 def ungroup(value: Any, grouped: bool) -> Any:

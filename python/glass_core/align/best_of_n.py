@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from glass_core.align._common import (
     CountedModel,
     Generator,
-    check_callable,
-    check_model,
-    check_optional_positive_int,
-    check_positive_int,
-    check_shape,
-    check_time_grid,
     initial_noise,
     propagate,
-    resolve_groups,
     ungroup,
 )
+from glass_core.align._config import BestOfNConfig
 from glass_core.align.results import BestOfNResult
 from glass_core.rewards.base import Reward, evaluate_reward
+
+R = TypeVar("R", bound=BestOfNResult)
+
+
+def best_of_n_result(
+    cls: type[R],
+    cfg: BestOfNConfig,
+    *,
+    best: torch.Tensor,
+    rewards: torch.Tensor,
+    index: torch.Tensor,
+    samples: torch.Tensor,
+    nfe: int,
+    **extra: Any,
+) -> R:
+    """`cls` (BestOfNResult or a subclass taking `extra`) from [B, N] rewards, the [B] index of
+    the best in each group, the [B, ...] best samples and [B, N, ...] samples."""
+    rows = torch.arange(cfg.num_groups, device=index.device)
+    g = cfg.grouped
+    return cls(
+        best=ungroup(best, g),
+        best_reward=ungroup(rewards[rows, index], g),
+        best_index=ungroup(index, g),
+        samples=ungroup(samples, g),
+        rewards=ungroup(rewards, g),
+        nfe=nfe,
+        total_nfe=nfe * cfg.n * cfg.num_groups,
+        **extra,
+    )
 
 
 def best_of_n(
@@ -45,34 +68,26 @@ def best_of_n(
     together with all samples and rewards. Ties go to the lowest index (torch.argmax).
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     samples over its ranks with the same results (see glass_core.align.distributed)."""
+    args = dict(locals())  # the arguments only
     if process_group is not None:
-        args = dict(locals())  # the arguments only
         from glass_core.align.distributed import sharded_best_of_n
 
         return sharded_best_of_n(**args)
-    check_model(model)
-    check_callable(reward, "reward")
-    check_callable(transition, "transition")
-    n = check_positive_int(n, "n")
-    max_batch = check_optional_positive_int(max_batch, "max_batch")
-    grid = check_time_grid(time_grid)
-    shape_t = check_shape(shape)
-    num_b, grouped = resolve_groups(generator, num_groups)
-
-    counted = CountedModel(model, max_batch, timed=False)
-    x = initial_noise(num_b * n, shape_t, generator, dtype, device)
+    cfg = BestOfNConfig.from_args(args)
+    counted = CountedModel(model, cfg.max_batch, timed=False)
+    x = initial_noise(cfg.num_groups * cfg.n, cfg.shape, generator, dtype, device)
     with torch.no_grad():
-        x = propagate(counted, transition, x, grid, generator, progress, "best-of-N")
-        r = evaluate_reward(reward, x).reshape(num_b, n)
-    samples = x.reshape(num_b, n, *shape_t)
+        x = propagate(counted, transition, x, cfg.grid, generator, progress, "best-of-N")
+        r = evaluate_reward(reward, x).reshape(cfg.num_groups, cfg.n)
+    samples = x.reshape(cfg.num_groups, cfg.n, *cfg.shape)
     idx = r.argmax(dim=1)
-    rows = torch.arange(num_b, device=idx.device)
-    return BestOfNResult(
-        best=ungroup(samples[rows, idx], grouped),
-        best_reward=ungroup(r[rows, idx], grouped),
-        best_index=ungroup(idx, grouped),
-        samples=ungroup(samples, grouped),
-        rewards=ungroup(r, grouped),
+    rows = torch.arange(cfg.num_groups, device=idx.device)
+    return best_of_n_result(
+        BestOfNResult,
+        cfg,
+        best=samples[rows, idx],
+        rewards=r,
+        index=idx,
+        samples=samples,
         nfe=counted.nfe,
-        total_nfe=counted.nfe * n * num_b,
     )

@@ -35,7 +35,6 @@ global particle indices and the ranks holding them.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -50,27 +49,24 @@ from glass_core.align._common import (
     CountedModel,
     Generator,
     Timer,
-    check_callable,
     check_finite_float,
-    check_model,
-    check_optional_positive_int,
-    check_positive_int,
-    check_shape,
-    check_time_grid,
-    check_window,
     draw_seeds,
     fail,
+    initial_noise,
+    nonfinite_reward_error,
     progress_bar,
-    resolve_groups,
+    propagate,
     ungroup,
 )
+from glass_core.align._config import SCHEMES as SCHEMES  # re-exported
+from glass_core.align._config import BestOfNConfig, FKConfig, SamplingConfig
+from glass_core.align.best_of_n import best_of_n_result
+from glass_core.align.fk import FKBookkeeping, score_potential_step
 from glass_core.align.migration import MigrationPlan, contiguous_layout, plan_migration
-from glass_core.align.potentials import POTENTIALS, Potential
 from glass_core.align.results import BestOfNResult, FKResult
-from glass_core.errors import GlassError, InvalidInputError, RewardError
+from glass_core.errors import GlassError, InvalidInputError
 from glass_core.rewards.base import Reward, check_rewards
 
-SCHEMES = ("multinomial", "stratified", "systematic", "residual")
 _MSG_BYTES = 2048
 
 
@@ -481,18 +477,6 @@ def _gather_samples(comm: _Comm, layout: _Layout, x: torch.Tensor) -> torch.Tens
     return out.to(x.device)
 
 
-def _bad_rewards(values: np.ndarray, layout: _Layout, step: int, t: float) -> RewardError:
-    bad = np.flatnonzero(~np.isfinite(values))
-    shown = ", ".join(str(i) for i in bad[:10]) + (
-        f", ... ({bad.size} in total)" if bad.size > 10 else ""
-    )
-    ranks = ", ".join(str(r) for r in layout.owners(bad))
-    return RewardError(
-        f"reward returned NaN/inf at step {step} (t={t:.4g}) for particle indices [{shown}] "
-        f"(held by rank(s) {ranks})"
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # algorithms
 
@@ -512,10 +496,9 @@ class ShardedFKResult(FKResult):
     comm: CommStats
 
 
-def _check_divisible(n: int, world: int, name: str) -> int:
-    if n % world:
-        raise fail(name, f"({n}) must be a multiple of the world size ({world})")
-    return n // world
+def _run_signature(cfg: SamplingConfig, generator: Generator) -> list[int]:
+    """What every rank must agree on (see _handshake)."""
+    return [cfg.n, cfg.num_groups, len(cfg.grid), math.prod(cfg.shape), _fingerprint(generator)]
 
 
 def sharded_fk_steering(
@@ -545,86 +528,51 @@ def sharded_fk_steering(
 ) -> ShardedFKResult:
     """fk_steering with particles sharded over ``process_group`` (see the module doc); same
     arguments and result fields as :func:`glass_core.align.fk_steering`."""
-    from glass_core.align.fk import _potential_steps
-    from glass_core.weights import SMCState
-
+    args = dict(locals())  # the arguments only
     wall_start = time.perf_counter()
     sharding = resolve_sharding(process_group)
     comm = _Comm(sharding)
     try:
-        check_model(model)
-        check_callable(reward, "reward")
-        check_callable(transition, "transition")
-        n = check_positive_int(num_particles, "num_particles")
-        n_loc = _check_divisible(n, comm.world, "num_particles")
-        grid = check_time_grid(time_grid)
-        shape_t = check_shape(shape)
-        if potential not in POTENTIALS:
-            raise fail("potential", f"must be one of {POTENTIALS}, got {potential!r}")
-        lam = check_finite_float(lambda_, "lambda_")
-        if resample not in SCHEMES:
-            raise fail("resample", f"must be one of {SCHEMES}, got {resample!r}")
-        if ess_threshold is not None:
-            ess_threshold = check_finite_float(ess_threshold, "ess_threshold")
-            if not 0.0 < ess_threshold <= 1.0:
-                raise fail("ess_threshold", f"must be in (0, 1], got {ess_threshold}")
-        every = check_optional_positive_int(resample_every, "resample_every")
-        window = check_window(resample_window, "resample_window")
-        max_batch = check_optional_positive_int(max_batch, "max_batch")
-        num_b, grouped = resolve_groups(generator, num_groups)
-        config = [n, num_b, len(grid), math.prod(shape_t), _fingerprint(generator)]
-        error = None
+        cfg = FKConfig.from_args(args, world_size=comm.world)
+        config, error = _run_signature(cfg, generator), None
     except Exception as exc:  # every rank must learn about it
         config, error = None, exc
     _handshake(comm, config, error)
 
+    num_b, n = cfg.num_groups, cfg.n
     layout = _Layout(np.stack([contiguous_layout(n, comm.world)] * num_b), comm.rank)
     noise = ShardedNoise(generator, num_b * n, layout.local_rows())
-    counted = CountedModel(model, max_batch, timed=profile)
+    counted = CountedModel(model, cfg.max_batch, timed=profile)
     reward_timer = Timer(profile)
-    size = num_b * n_loc
+    size = num_b * cfg.n_local
     try:
-        empty = torch.empty((size, *shape_t), dtype=dtype or torch.float32, device=device)
-        x = _random.randn_like(empty, cast(Any, noise))
+        x = initial_noise(size, cfg.shape, cast(Any, noise), dtype, device)
         seeds = draw_seeds(generator, num_b)
         error = None
     except Exception as exc:
         error = exc
     if error is not None:
         comm.fail(error, size, 0)
-    state = SMCState(
-        num_b,
-        n,
-        scheme=cast(Any, resample),
-        ess_threshold=ess_threshold,
-        seeds=seeds,
-        track_genealogy=track_genealogy,
-    )
-    pot = Potential(potential, lam, num_b * n, torch.device("cpu"))
-    flags = _potential_steps(grid, every, window)
-    num_k = len(grid) - 1
-    ess_rows: list[np.ndarray] = []
-    resampled_rows: list[np.ndarray] = []
-    step_times: list[float] = []
+    book = FKBookkeeping(cfg, seeds, torch.device("cpu"), track_genealogy)
+    flags = cfg.potential_steps()
     denoised: torch.Tensor | None = None
     rewards = torch.empty(0, dtype=torch.float64)
     reward_dtype = torch.float32
     show = progress and comm.rank == 0
 
-    with torch.no_grad(), progress_bar(num_k, show, "FK steering (sharded)") as bar:
-        for k in range(1, num_k + 1):
-            t, t_next = grid[k - 1], grid[k]
-            final = k == num_k
+    with torch.no_grad(), progress_bar(cfg.num_steps, show, "FK steering (sharded)") as bar:
+        for k in range(1, cfg.num_steps + 1):
+            t, t_next = cfg.grid[k - 1], cfg.grid[k]
+            final = k == cfg.num_steps
             try:
                 x = transition(counted, x, t, t_next, noise, denoised=denoised)
                 denoised = None
                 bar.update(1)
                 if not flags[k]:
                     continue
-                if not final:
-                    denoised = counted.denoise(x, t_next)
-                r_raw = reward_timer(reward, x if final else denoised)
-                local = check_rewards(r_raw, size, finite=False)
+                denoised, local = score_potential_step(
+                    counted, reward, reward_timer, x, t_next, final
+                )
                 reward_dtype = local.dtype
                 error = None
             except Exception as exc:
@@ -634,22 +582,16 @@ def sharded_fk_steering(
             gathered = comm.gather(local, size, k)
             glob = layout.to_slots(gathered.numpy()).reshape(-1)  # [B*N] slot order, float64
             if not np.isfinite(glob).all():
-                raise _bad_rewards(glob, layout, k, t_next)
+                raise nonfinite_reward_error(glob, k, t_next, layout.owners)
             rewards = torch.from_numpy(glob)
-            log_g = pot.step(rewards, final=final)
-            decision = final_resample if final else (None if ess_threshold is not None else True)
-            res = state.step(log_g.numpy().reshape(num_b, n), resample=decision)
-            ess_rows.append(np.asarray(res.ess, dtype=np.float64))
-            resampled_rows.append(np.asarray(res.resampled, dtype=bool))
-            step_times.append(t_next)
-            if not res.any_resampled:
+            log_g = book.potential.step(rewards, final=final)
+            res, idx = book.step(log_g.numpy(), t_next, final)
+            if idx is None:
                 layout.moved.append(0)
                 layout.transfers.append(0)
                 continue
-            idx = torch.from_numpy(np.asarray(res.flat_ancestors, dtype=np.int64))
             if final:
                 rewards = rewards.index_select(0, idx)
-            pot.gather(idx)
             parts = [x] if denoised is None else [x, denoised]
             parts = _migrate(
                 comm, layout, np.asarray(res.ancestors), np.asarray(res.resampled), parts, k
@@ -660,30 +602,20 @@ def sharded_fk_steering(
 
     local_slots = layout.layouts[:, comm.rank, :].copy()
     samples = (
-        _gather_samples(comm, layout, x) if sharding.gather else x.reshape(num_b, n_loc, *shape_t)
+        _gather_samples(comm, layout, x)
+        if sharding.gather
+        else x.reshape(num_b, cfg.n_local, *cfg.shape)
     )
-    log_w = torch.as_tensor(np.asarray(state.log_weights), dtype=torch.float64)
-    log_z = np.asarray(state.log_evidence, dtype=np.float64).reshape(num_b)
-    ancestors = np.asarray(state.genealogy()) if track_genealogy else None
-    ess_hist, res_hist = np.stack(ess_rows), np.stack(resampled_rows)
-    rewards = rewards.to(dtype=reward_dtype, device=x.device).reshape(num_b, n)
-    return ShardedFKResult(
-        samples=ungroup(samples, grouped),
-        log_weights=ungroup(log_w.reshape(num_b, n), grouped),
-        rewards=ungroup(rewards, grouped),
-        log_evidence=log_z if grouped else float(log_z[0]),
-        ess_history=ess_hist if grouped else ess_hist[:, 0],
-        resampled=res_hist if grouped else res_hist[:, 0],
-        step_times=np.asarray(step_times),
-        ancestors=(None if ancestors is None else ancestors if grouped else ancestors[:, 0]),
-        nfe=counted.nfe,
-        total_nfe=counted.nfe * n * num_b,
-        model_time=counted.model_time if profile else float("nan"),
-        reward_time=reward_timer.total if profile else float("nan"),
-        wall_time=time.perf_counter() - wall_start,
+    return book.result(
+        ShardedFKResult,
+        samples=samples,
+        rewards=rewards.to(dtype=reward_dtype, device=x.device).reshape(num_b, n),
+        counted=counted,
+        reward_timer=reward_timer,
+        wall_start=wall_start,
         rank=comm.rank,
         world_size=comm.world,
-        local_slots=ungroup(local_slots, grouped),
+        local_slots=ungroup(local_slots, cfg.grouped),
         local_samples=x,
         migrated=np.asarray(layout.moved, dtype=np.int64),
         transfers=np.asarray(layout.transfers, dtype=np.int64),
@@ -720,47 +652,39 @@ def sharded_best_of_n(
     """best_of_n with the n samples of every group sharded over ``process_group``. Only the
     rewards (float64) are all-gathered; the best sample comes from its rank (all samples are
     gathered when ``Sharding.gather``)."""
+    args = dict(locals())  # the arguments only
     sharding = resolve_sharding(process_group)
     comm = _Comm(sharding)
     try:
-        check_model(model)
-        check_callable(reward, "reward")
-        check_callable(transition, "transition")
-        n = check_positive_int(n, "n")
-        n_loc = _check_divisible(n, comm.world, "n")
-        max_batch = check_optional_positive_int(max_batch, "max_batch")
-        grid = check_time_grid(time_grid)
-        shape_t = check_shape(shape)
-        num_b, grouped = resolve_groups(generator, num_groups)
-        config = [n, num_b, len(grid), math.prod(shape_t), _fingerprint(generator)]
-        error = None
+        cfg = BestOfNConfig.from_args(args, world_size=comm.world)
+        config, error = _run_signature(cfg, generator), None
     except Exception as exc:
         config, error = None, exc
     _handshake(comm, config, error)
 
+    num_b, n, n_loc, shape_t = cfg.num_groups, cfg.n, cfg.n_local, cfg.shape
     layout = _Layout(np.stack([contiguous_layout(n, comm.world)] * num_b), comm.rank)
     noise = ShardedNoise(generator, num_b * n, layout.local_rows())
-    counted = CountedModel(model, max_batch, timed=False)
+    counted = CountedModel(model, cfg.max_batch, timed=False)
     size = num_b * n_loc
     show = progress and comm.rank == 0
+    last = cfg.num_steps
     try:
         with torch.no_grad():
-            empty = torch.empty((size, *shape_t), dtype=dtype or torch.float32, device=device)
-            x = _random.randn_like(empty, cast(Any, noise))
-            with progress_bar(len(grid) - 1, show, "best-of-N (sharded)") as bar:
-                for t, t_next in itertools.pairwise(grid):
-                    x = transition(counted, x, t, t_next, noise)
-                    bar.update(1)
+            x = initial_noise(size, shape_t, cast(Any, noise), dtype, device)
+            x = propagate(
+                counted, transition, x, cfg.grid, cast(Any, noise), show, "best-of-N (sharded)"
+            )
             local = check_rewards(reward(x), size, finite=False)
         error = None
     except Exception as exc:
         error = exc
     if error is not None:
-        comm.fail(error, size, len(grid) - 1)
-    gathered = comm.gather(local, size, len(grid) - 1)
+        comm.fail(error, size, last)
+    gathered = comm.gather(local, size, last)
     glob = layout.to_slots(gathered.numpy())  # [B, N]
     if not np.isfinite(glob).all():
-        raise _bad_rewards(glob.reshape(-1), layout, len(grid) - 1, 1.0)
+        raise nonfinite_reward_error(glob.reshape(-1), last, 1.0, layout.owners)
     r = torch.from_numpy(glob).to(dtype=local.dtype)
     idx = r.argmax(dim=1)
     rows = torch.arange(num_b)
@@ -778,14 +702,14 @@ def sharded_best_of_n(
         allb = comm._all_gather(flat, "all-gather of the best samples", -1, "result")
         allb = allb.view(x.dtype).reshape(comm.world, num_b, *shape_t)
         best = allb[torch.from_numpy(owner), rows].to(x.device)
-    return ShardedBestOfNResult(
-        best=ungroup(best, grouped),
-        best_reward=ungroup(r[rows, idx].to(x.device), grouped),
-        best_index=ungroup(idx.to(x.device), grouped),
-        samples=ungroup(samples, grouped),
-        rewards=ungroup(r.to(x.device), grouped),
+    return best_of_n_result(
+        ShardedBestOfNResult,
+        cfg,
+        best=best,
+        rewards=r.to(x.device),
+        index=idx.to(x.device),
+        samples=samples,
         nfe=counted.nfe,
-        total_nfe=counted.nfe * n * num_b,
         rank=comm.rank,
         world_size=comm.world,
         local_samples=x,

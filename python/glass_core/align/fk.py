@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -21,52 +21,121 @@ from glass_core.align._common import (
     Generator,
     Timer,
     as_generator_arg,
-    check_callable,
-    check_finite_float,
-    check_model,
-    check_optional_positive_int,
-    check_positive_int,
-    check_shape,
-    check_time_grid,
-    check_window,
     draw_seeds,
-    fail,
     initial_noise,
+    nonfinite_reward_error,
     progress_bar,
-    resolve_groups,
     ungroup,
 )
-from glass_core.align.potentials import POTENTIALS, Potential
+from glass_core.align._config import SCHEMES as SCHEMES  # re-exported
+from glass_core.align._config import FKConfig
+from glass_core.align.potentials import Potential
 from glass_core.align.results import FKResult
-from glass_core.errors import RewardError
 from glass_core.rewards.base import Reward, check_rewards
 
-SCHEMES = ("multinomial", "stratified", "systematic", "residual")
+if TYPE_CHECKING:
+    from glass_core.weights import StepResult
+
+R = TypeVar("R", bound=FKResult)
 
 
-def _potential_steps(
-    grid: list[float], every: int | None, window: tuple[float, float] | None
-) -> list[bool]:
-    """is_potential[k] for k = 1..K (index 0 unused): scheduled intermediate steps plus the end."""
-    num_k = len(grid) - 1
-    flags = [False] * (num_k + 1)
-    for k in range(1, num_k):
-        on = every is None or k % every == 0
-        if window is not None:
-            on = on and window[0] <= grid[k] <= window[1]
-        flags[k] = on
-    flags[num_k] = True
-    return flags
+class FKBookkeeping:
+    """The global side of FK steering over all B*N particles, the same in the single-process loop
+    and the sharded one (glass_core.align.distributed): the native SMCState, the potentials, the
+    per-potential-step history and the assembly of the result."""
+
+    def __init__(
+        self, cfg: FKConfig, seeds: list[int], device: torch.device, track_genealogy: bool
+    ) -> None:
+        from glass_core.weights import SMCState  # native core
+
+        self.cfg = cfg
+        self.device = device  # where the potential state (and the returned ancestors) live
+        self.track_genealogy = track_genealogy
+        self.state = SMCState(
+            cfg.num_groups,
+            cfg.n,
+            scheme=cast(Any, cfg.scheme),  # validated against SCHEMES
+            ess_threshold=cfg.ess_threshold,
+            seeds=seeds,
+            track_genealogy=track_genealogy,
+        )
+        self.potential = Potential(cfg.potential, cfg.lambda_, cfg.num_groups * cfg.n, device)
+        self.ess_rows: list[np.ndarray] = []
+        self.resampled_rows: list[np.ndarray] = []
+        self.step_times: list[float] = []
+
+    def step(
+        self, log_g: np.ndarray, t_next: float, final: bool
+    ) -> tuple[StepResult, torch.Tensor | None]:
+        """Reweight with the host log-potentials [B*N] and resample as configured. Returns the
+        StepResult and, if any group resampled, the flat ancestors on `device` (the potential
+        state has already followed them)."""
+        cfg = self.cfg
+        res = self.state.step(
+            log_g.reshape(cfg.num_groups, cfg.n), resample=cfg.resample_decision(final)
+        )
+        self.ess_rows.append(np.asarray(res.ess, dtype=np.float64))
+        self.resampled_rows.append(np.asarray(res.resampled, dtype=bool))
+        self.step_times.append(t_next)
+        if not res.any_resampled:
+            return res, None
+        idx = torch.from_numpy(np.asarray(res.flat_ancestors, dtype=np.int64)).to(self.device)
+        self.potential.gather(idx)
+        return res, idx
+
+    def result(
+        self,
+        cls: type[R],
+        *,
+        samples: torch.Tensor,
+        rewards: torch.Tensor,
+        counted: CountedModel,
+        reward_timer: Timer,
+        wall_start: float,
+        **extra: Any,
+    ) -> R:
+        """`cls` (FKResult or a subclass taking `extra`) from [B, N, ...] samples, [B, N]
+        rewards and the recorded history."""
+        cfg, grouped = self.cfg, self.cfg.grouped
+        num_b, n = cfg.num_groups, cfg.n
+        log_w = torch.as_tensor(np.asarray(self.state.log_weights), dtype=torch.float64)
+        log_z = np.asarray(self.state.log_evidence, dtype=np.float64).reshape(num_b)
+        ancestors = np.asarray(self.state.genealogy()) if self.track_genealogy else None
+        ess_hist = np.stack(self.ess_rows)  # [S, B]
+        res_hist = np.stack(self.resampled_rows)
+        return cls(
+            samples=ungroup(samples, grouped),
+            log_weights=ungroup(log_w.reshape(num_b, n), grouped),
+            rewards=ungroup(rewards, grouped),
+            log_evidence=log_z if grouped else float(log_z[0]),
+            ess_history=ess_hist if grouped else ess_hist[:, 0],
+            resampled=res_hist if grouped else res_hist[:, 0],
+            step_times=np.asarray(self.step_times),
+            ancestors=(None if ancestors is None else ancestors if grouped else ancestors[:, 0]),
+            nfe=counted.nfe,
+            total_nfe=counted.nfe * n * num_b,
+            model_time=counted.model_time if counted.timed else float("nan"),
+            reward_time=reward_timer.total if reward_timer.enabled else float("nan"),
+            wall_time=time.perf_counter() - wall_start,
+            **extra,
+        )
 
 
-def _raise_bad_rewards(values: np.ndarray, step: int, t: float) -> None:
-    bad = np.flatnonzero(~np.isfinite(values))
-    shown = ", ".join(str(i) for i in bad[:10]) + (
-        f", ... ({bad.size} in total)" if bad.size > 10 else ""
-    )
-    raise RewardError(
-        f"reward returned NaN/inf at step {step} (t={t:.4g}) for particle indices [{shown}]"
-    )
+def score_potential_step(
+    counted: CountedModel,
+    reward: Reward,
+    reward_timer: Timer,
+    x: torch.Tensor,
+    t_next: float,
+    final: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(denoised, rewards) at a potential step: r(x) at the end, else r(D_{t_next}(x)) whose
+    denoiser output is returned for the next transition. Shape/dtype are checked here,
+    finiteness by the caller on its host copy (no extra device sync)."""
+    denoised = None if final else counted.denoise(x, t_next)
+    r_raw = reward_timer(reward, x if final else denoised)
+    return denoised, check_rewards(r_raw, x.shape[0], finite=False)
 
 
 def fk_steering(
@@ -109,105 +178,52 @@ def fk_steering(
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     particles over its ranks with the same results (see glass_core.align.distributed).
     """
+    args = dict(locals())  # the arguments only
     if process_group is not None:
-        args = dict(locals())  # the arguments only
         from glass_core.align.distributed import sharded_fk_steering
 
         return sharded_fk_steering(**args)
     wall_start = time.perf_counter()
-    check_model(model)
-    check_callable(reward, "reward")
-    check_callable(transition, "transition")
-    n = check_positive_int(num_particles, "num_particles")
-    grid = check_time_grid(time_grid)
-    shape_t = check_shape(shape)
-    if potential not in POTENTIALS:
-        raise fail("potential", f"must be one of {POTENTIALS}, got {potential!r}")
-    lam = check_finite_float(lambda_, "lambda_")
-    if resample not in SCHEMES:
-        raise fail("resample", f"must be one of {SCHEMES}, got {resample!r}")
-    if ess_threshold is not None:
-        ess_threshold = check_finite_float(ess_threshold, "ess_threshold")
-        if not 0.0 < ess_threshold <= 1.0:
-            raise fail("ess_threshold", f"must be in (0, 1] (a fraction of N), got {ess_threshold}")
-    every = check_optional_positive_int(resample_every, "resample_every")
-    window = check_window(resample_window, "resample_window")
-    max_batch = check_optional_positive_int(max_batch, "max_batch")
-    num_b, grouped = resolve_groups(generator, num_groups)
-
-    from glass_core.weights import SMCState  # native core
-
-    counted = CountedModel(model, max_batch, timed=profile)
+    cfg = FKConfig.from_args(args)
+    counted = CountedModel(model, cfg.max_batch, timed=profile)
     reward_timer = Timer(profile)
     gen = as_generator_arg(generator)
-    x = initial_noise(num_b * n, shape_t, generator, dtype, device)
-    seeds = draw_seeds(generator, num_b)
-    state = SMCState(
-        num_b,
-        n,
-        scheme=cast(Any, resample),  # validated against SCHEMES above
-        ess_threshold=ess_threshold,
-        seeds=seeds,
-        track_genealogy=track_genealogy,
-    )
-    pot = Potential(potential, lam, num_b * n, x.device)
-    flags = _potential_steps(grid, every, window)
-    num_k = len(grid) - 1
-    ess_rows: list[np.ndarray] = []
-    resampled_rows: list[np.ndarray] = []
-    step_times: list[float] = []
+    x = initial_noise(cfg.num_groups * cfg.n, cfg.shape, generator, dtype, device)
+    book = FKBookkeeping(cfg, draw_seeds(generator, cfg.num_groups), x.device, track_genealogy)
+    flags = cfg.potential_steps()
     denoised: torch.Tensor | None = None
     rewards = torch.empty(0)
 
-    with torch.no_grad(), progress_bar(num_k, progress, "FK steering") as bar:
-        for k in range(1, num_k + 1):
-            t, t_next = grid[k - 1], grid[k]
+    with torch.no_grad(), progress_bar(cfg.num_steps, progress, "FK steering") as bar:
+        for k in range(1, cfg.num_steps + 1):
+            t, t_next = cfg.grid[k - 1], cfg.grid[k]
             x = transition(counted, x, t, t_next, gen, denoised=denoised)
             denoised = None
             bar.update(1)
             if not flags[k]:
                 continue
-            final = k == num_k
-            if not final:
-                denoised = counted.denoise(x, t_next)
-            # shape/dtype now; finiteness on the host copy below (no extra device sync)
-            r_raw = reward_timer(reward, x if final else denoised)
-            rewards = check_rewards(r_raw, num_b * n, finite=False)
-            log_g = pot.step(rewards, final=final)
+            final = k == cfg.num_steps
+            denoised, rewards = score_potential_step(
+                counted, reward, reward_timer, x, t_next, final
+            )
+            log_g = book.potential.step(rewards, final=final)
             host = torch.stack([rewards.to(torch.float64), log_g]).cpu().numpy()  # the one sync
             if not np.isfinite(host[0]).all():
-                _raise_bad_rewards(host[0], k, t_next)
-            decision = final_resample if final else (None if ess_threshold is not None else True)
-            res = state.step(host[1].reshape(num_b, n), resample=decision)
-            ess_rows.append(np.asarray(res.ess, dtype=np.float64))
-            resampled_rows.append(np.asarray(res.resampled, dtype=bool))
-            step_times.append(t_next)
-            if res.any_resampled:
-                idx = torch.from_numpy(np.asarray(res.flat_ancestors, dtype=np.int64)).to(x.device)
+                raise nonfinite_reward_error(host[0], k, t_next)
+            _, idx = book.step(host[1], t_next, final)
+            if idx is not None:
                 x = x.index_select(0, idx)
                 if final:  # intermediate rewards are not kept, only the final ones
                     rewards = rewards.index_select(0, idx)
                 if denoised is not None:
                     denoised = denoised.index_select(0, idx)
-                pot.gather(idx)
 
-    log_w = torch.as_tensor(np.asarray(state.log_weights), dtype=torch.float64)
-    log_z = np.asarray(state.log_evidence, dtype=np.float64).reshape(num_b)
-    ancestors = np.asarray(state.genealogy()) if track_genealogy else None
-    ess_hist = np.stack(ess_rows)  # [S, B]
-    res_hist = np.stack(resampled_rows)
-    return FKResult(
-        samples=ungroup(x.reshape(num_b, n, *shape_t), grouped),
-        log_weights=ungroup(log_w.reshape(num_b, n), grouped),
-        rewards=ungroup(rewards.reshape(num_b, n), grouped),
-        log_evidence=log_z if grouped else float(log_z[0]),
-        ess_history=ess_hist if grouped else ess_hist[:, 0],
-        resampled=res_hist if grouped else res_hist[:, 0],
-        step_times=np.asarray(step_times),
-        ancestors=(None if ancestors is None else ancestors if grouped else ancestors[:, 0]),
-        nfe=counted.nfe,
-        total_nfe=counted.nfe * n * num_b,
-        model_time=counted.model_time if profile else float("nan"),
-        reward_time=reward_timer.total if profile else float("nan"),
-        wall_time=time.perf_counter() - wall_start,
+    b_n = (cfg.num_groups, cfg.n)
+    return book.result(
+        FKResult,
+        samples=x.reshape(*b_n, *cfg.shape),
+        rewards=rewards.reshape(b_n),
+        counted=counted,
+        reward_timer=reward_timer,
+        wall_start=wall_start,
     )
