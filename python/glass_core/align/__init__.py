@@ -1,6 +1,7 @@
 """Reward alignment: best-of-N, Feynman-Kac steering and reward guidance over any transition."""
 
 from glass_core.align.best_of_n import best_of_n
+from glass_core.align.distributed import RankFailedError, Sharding
 from glass_core.align.fk import fk_steering
 from glass_core.align.guidance import GuidedDenoiser, guided, reward_guidance
 from glass_core.align.potentials import POTENTIALS
@@ -12,6 +13,8 @@ __all__ = [
     "FKResult",
     "GuidanceResult",
     "GuidedDenoiser",
+    "RankFailedError",
+    "Sharding",
     "best_of_n",
     "fk_steering",
     "guided",
