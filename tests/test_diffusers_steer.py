@@ -412,3 +412,12 @@ def test_steer_process_group_one_rank_equals_no_group(method: str) -> None:
     torch.testing.assert_close(got.rewards, ref.rewards, rtol=0, atol=0)
     torch.testing.assert_close(got.log_weights, ref.log_weights, rtol=0, atol=0)
     assert got.nfe == ref.nfe
+
+
+def test_steer_bf16_unconditional_pipeline_keeps_float32_particles() -> None:
+    pipe, reward = _default_pipe_and_reward()
+    pipe.unet.to(torch.bfloat16)
+    kw = dict(method="best_of_n", transition=SDE(), num_particles=2, num_transitions=2)
+    res = steer(pipe, reward=reward, generator=_gen(0), output_type="latent", progress=False, **kw)
+    assert res.latents.dtype == torch.float32 and torch.isfinite(res.latents).all()
+    assert res.rewards.shape == (1, 2) and torch.isfinite(res.rewards).all()

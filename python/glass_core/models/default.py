@@ -211,7 +211,8 @@ def _vp_x1_fn(
     def fn(x: torch.Tensor, t_vec: torch.Tensor) -> torch.Tensor:
         t_eff = np.maximum(t_vec.detach().to("cpu", torch.float64).numpy(), t_min)
         k = np.clip(schedule.timestep_from_t(t_eff), 0.0, num_t - 1.0)
-        out = unet(x, torch.as_tensor(k, dtype=x.dtype, device=x.device)).sample
+        k_t = torch.as_tensor(k, dtype=x.dtype, device=x.device)
+        out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
         if ptype == "sample":
             return out
         shape = (-1,) + (1,) * (x.dim() - 1)
@@ -240,6 +241,7 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
       epsilon / v_prediction / sample converted to x0 (below the noisiest node the noisiest
       node's prediction is used, as issue 5's SD adapter does).
 
+    The network runs in its own dtype (inputs cast, outputs cast back to the particles' dtype).
     The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
     """
     from glass_core.errors import UnsupportedModelError
@@ -282,7 +284,10 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
         t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t_vec.dim() == 0:
             t_vec = t_vec.expand(x.shape[0])
-        out = vp_fn(x, t_vec) if vp_fn is not None else -unet(x, (1.0 - t_vec) * num_t).sample
+        if vp_fn is not None:
+            out = vp_fn(x, t_vec)
+        else:  # a bf16/fp16 network sees its dtype; the particles stay in x's dtype
+            out = -unet(x.to(unet.dtype), (1.0 - t_vec) * num_t).sample.to(x.dtype)
         stats.calls += 1
         stats.rows += x.shape[0]
         stats.seconds += time.perf_counter() - start
