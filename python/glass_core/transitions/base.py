@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 
 from glass_core import _random
@@ -43,6 +45,13 @@ def check_times(t: object, t_next: object) -> tuple[float, float]:
     if not out[1] > out[0]:
         raise InvalidInputError(f"t_next must be > t, got t={out[0]}, t_next={out[1]}")
     return out[0], out[1]
+
+
+def substep_intervals(t: float, t_next: float, substeps: int) -> list[tuple[float, float]]:
+    """`substeps` uniform intervals (t0, t1) from t to t_next; the last ends exactly at t_next."""
+    grid = np.linspace(t, t_next, substeps + 1)
+    grid[-1] = t_next
+    return [(float(a), float(b)) for a, b in itertools.pairwise(grid)]
 
 
 class Transition(ABC):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from glass_core import _random
 from glass_core.models.base import Denoiser, convert, working_dtype
 from glass_core.schedules import Schedule
-from glass_core.transitions.base import Transition, check_choice, check_int
+from glass_core.transitions.base import Transition, check_choice, check_int, substep_intervals
 
 
 class ODE(Transition):
@@ -45,8 +44,6 @@ class ODE(Transition):
         denoised: torch.Tensor | None,
     ) -> torch.Tensor:
         wd = working_dtype(x)
-        grid = np.linspace(t, t_next, self.substeps + 1)
-        grid[-1] = t_next
 
         def u(y: torch.Tensor, tk: float, first: bool) -> torch.Tensor:
             if first and denoised is not None:
@@ -56,8 +53,7 @@ class ODE(Transition):
             return model.velocity(y.to(x.dtype), tk).to(wd)
 
         y = x.to(wd)
-        for k in range(self.substeps):
-            t0, t1 = float(grid[k]), float(grid[k + 1])
+        for k, (t0, t1) in enumerate(substep_intervals(t, t_next, self.substeps)):
             h = t1 - t0
             u1 = u(y, t0, k == 0)
             if self.solver == "euler" or model.schedule.sigma(t1) == 0.0:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from glass_core import _random
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, schedule_values, working_dtype
 from glass_core.schedules import Schedule
-from glass_core.transitions.base import Transition, check_int
+from glass_core.transitions.base import Transition, check_int, substep_intervals
 
 
 def sde_coefficients(
@@ -66,11 +65,8 @@ class SDE(Transition):
         denoised: torch.Tensor | None,
     ) -> torch.Tensor:
         wd = working_dtype(x)
-        grid = np.linspace(t, t_next, self.substeps + 1)
-        grid[-1] = t_next
         y = x.to(wd)
-        for k in range(self.substeps):
-            t0, t1 = float(grid[k]), float(grid[k + 1])
+        for k, (t0, t1) in enumerate(substep_intervals(t, t_next, self.substeps)):
             h = t1 - t0
             t_coef = t0
             if model.schedule.alpha(t0) == 0.0:
