@@ -224,8 +224,14 @@ def _failure_worker(rank: int, world: int, port: int) -> None:
 
     # the group is still usable after announced failures
     _same_fk(_fk(None), _fk(group), "after failures")
+    dist.barrier()
+    dist.destroy_process_group()
 
-    # a hanging rank: the others give up after the timeout with a clear error
+
+def _hang_worker(rank: int, world: int, port: int) -> None:
+    """A hanging rank: the others give up after the timeout with a clear error."""
+    _init(rank, world, port)
+    group = Sharding(dist.group.WORLD, timeout=3.0)
     start = time.perf_counter()
     try:
         _fk(group, reward=_FailingReward(1, 2, "hang"))
@@ -237,10 +243,17 @@ def _failure_worker(rank: int, world: int, port: int) -> None:
         assert rank == 1
     else:
         raise AssertionError("no error raised")
+    # The abandoned gloo collective cannot be torn down cleanly (gloo aborts in its destructor
+    # when a peer left mid-collective); the assertions above are what this test checks.
+    os._exit(0)
 
 
 def test_failing_rank_makes_every_rank_raise():
     _spawn(_failure_worker, 2)
+
+
+def test_hanging_rank_times_out_on_every_other_rank():
+    _spawn(_hang_worker, 2)
 
 
 TORCHRUN_SCRIPT = """
