@@ -456,8 +456,10 @@ def _free_port() -> int:
 def test_steer_distributed_torchrun_equals_single_process(tmp_path: Path) -> None:
     """`python -m torch.distributed.run --nproc-per-node 2 -m glass_core steer --distributed`
     (2 gloo ranks, 2 particles each) gives the results.json of one process with the same seed:
-    rewards, log-weights and log-evidence (bit-for-bit here: the CPU UNet gives each row the same
-    bits in a batch of 2 or 4), and only rank 0 prints and writes."""
+    rewards, log-weights and log-evidence to rounding (the CPU UNet's kernels may change the last
+    bits with the batch size, 2 rows per rank vs 4: best-of-N/SDE differs by ~2e-6; this FK/GLASS
+    run was bit-for-bit when written), the same resampling and best index; only rank 0 prints
+    and writes."""
     args = [*STEER_TINY, "--method", "fk", "--particles", "4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     dist_out, single_out = tmp_path / "dist", tmp_path / "single"
