@@ -1,5 +1,6 @@
-"""Validated arguments of best_of_n and fk_steering, shared by the single-process and the sharded
-(glass_core.align.distributed) implementations so that every check lives in one place."""
+"""Validated arguments of best_of_n, reward_guidance and fk_steering, shared by the
+single-process and the sharded (glass_core.align.distributed) implementations so that every
+check lives in one place."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ class SamplingConfig:
     def num_steps(self) -> int:
         return len(self.grid) - 1
 
+    @classmethod
+    def from_args(
+        cls, args: Mapping[str, Any], n_name: str = "n", world_size: int = 1
+    ) -> SamplingConfig:
+        """Validate the arguments of best_of_n / reward_guidance, given as a mapping (the
+        function's ``locals()``); `n_name`: the per-group count argument; `world_size`: ranks
+        that will share the samples."""
+        return cls(**cls._check_common(args, n_name, world_size))
+
     @staticmethod
     def _check_common(args: Mapping[str, Any], n_name: str, world_size: int) -> dict[str, Any]:
         """Check the shared fields; returns them as keyword arguments of the constructor."""
@@ -66,15 +76,6 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
-class BestOfNConfig(SamplingConfig):
-    @classmethod
-    def from_args(cls, args: Mapping[str, Any], world_size: int = 1) -> BestOfNConfig:
-        """Validate best_of_n's arguments, given as a mapping (its ``locals()``); `world_size`:
-        ranks that will share the samples."""
-        return cls(**cls._check_common(args, "n", world_size))
-
-
-@dataclass(frozen=True)
 class FKConfig(SamplingConfig):
     potential: str
     lambda_: float
@@ -85,10 +86,11 @@ class FKConfig(SamplingConfig):
     final_resample: Any  # passed to SMCState.step as given
 
     @classmethod
-    def from_args(cls, args: Mapping[str, Any], world_size: int = 1) -> FKConfig:
-        """Validate fk_steering's arguments, given as a mapping (its ``locals()``);
-        `world_size`: ranks that will share the particles."""
-        common = cls._check_common(args, "num_particles", world_size)
+    def from_args(
+        cls, args: Mapping[str, Any], n_name: str = "num_particles", world_size: int = 1
+    ) -> FKConfig:
+        """Validate fk_steering's arguments, given as a mapping (its ``locals()``)."""
+        common = cls._check_common(args, n_name, world_size)
         potential, resample = args["potential"], args["resample"]
         if potential not in POTENTIALS:
             raise fail("potential", f"must be one of {POTENTIALS}, got {potential!r}")

@@ -14,7 +14,7 @@ from glass_core.align._common import (
     propagate,
     ungroup,
 )
-from glass_core.align._config import BestOfNConfig
+from glass_core.align._config import SamplingConfig
 from glass_core.align.results import BestOfNResult
 from glass_core.rewards.base import Reward, evaluate_reward
 
@@ -23,7 +23,7 @@ R = TypeVar("R", bound=BestOfNResult)
 
 def best_of_n_result(
     cls: type[R],
-    cfg: BestOfNConfig,
+    cfg: SamplingConfig,
     *,
     best: torch.Tensor,
     rewards: torch.Tensor,
@@ -73,7 +73,7 @@ def best_of_n(
         from glass_core.align.distributed import sharded_best_of_n
 
         return sharded_best_of_n(**args)
-    cfg = BestOfNConfig.from_args(args)
+    cfg = SamplingConfig.from_args(args)
     counted = CountedModel(model, cfg.max_batch, timed=False)
     x = initial_noise(cfg.num_groups * cfg.n, cfg.shape, generator, dtype, device)
     with torch.no_grad():

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn, cast
@@ -59,7 +60,7 @@ from glass_core.align._common import (
     ungroup,
 )
 from glass_core.align._config import SCHEMES as SCHEMES  # re-exported
-from glass_core.align._config import BestOfNConfig, FKConfig, SamplingConfig
+from glass_core.align._config import FKConfig, SamplingConfig
 from glass_core.align.best_of_n import best_of_n_result
 from glass_core.align.fk import FKBookkeeping, score_potential_step
 from glass_core.align.migration import MigrationPlan, contiguous_layout, plan_migration
@@ -328,23 +329,27 @@ class ShardedNoise:
                 f"got a request of shape {shape} (transitions must draw for the whole batch)"
             )
 
-    def glass_randn(
-        self, shape: tuple[int, ...], *, device: torch.device, dtype: torch.dtype
+    def _draw(
+        self,
+        fn: Callable[..., torch.Tensor],
+        shape: tuple[int, ...],
+        device: torch.device,
+        dtype: torch.dtype,
     ) -> torch.Tensor:
         self._check(shape)
         full_shape = (self.total_rows, *shape[1:])
-        where = self._draw_device(device)
-        full = _random.randn(full_shape, self.generator, device=where, dtype=dtype)
+        full = fn(full_shape, self.generator, device=self._draw_device(device), dtype=dtype)
         return self._take(full, device)
+
+    def glass_randn(
+        self, shape: tuple[int, ...], *, device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        return self._draw(_random.randn, shape, device, dtype)
 
     def glass_rand(
         self, shape: tuple[int, ...], *, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
-        self._check(shape)
-        full_shape = (self.total_rows, *shape[1:])
-        where = self._draw_device(device)
-        full = _random.rand(full_shape, self.generator, device=where, dtype=dtype)
-        return self._take(full, device)
+        return self._draw(_random.rand, shape, device, dtype)
 
 
 @dataclass
@@ -656,7 +661,7 @@ def sharded_best_of_n(
     sharding = resolve_sharding(process_group)
     comm = _Comm(sharding)
     try:
-        cfg = BestOfNConfig.from_args(args, world_size=comm.world)
+        cfg = SamplingConfig.from_args(args, world_size=comm.world)
         config, error = _run_signature(cfg, generator), None
     except Exception as exc:
         config, error = None, exc

@@ -21,16 +21,12 @@ from glass_core.align._common import (
     check_callable,
     check_finite_float,
     check_model,
-    check_optional_positive_int,
-    check_positive_int,
-    check_shape,
-    check_time_grid,
     check_window,
     initial_noise,
     propagate,
-    resolve_groups,
     ungroup,
 )
+from glass_core.align._config import SamplingConfig
 from glass_core.align.results import GuidanceResult
 from glass_core.rewards.base import Reward, check_rewards, evaluate_reward
 
@@ -140,21 +136,16 @@ def reward_guidance(
     progress: bool = True,
 ) -> GuidanceResult:
     """Sample with the reward-guided denoiser (GLASS_MATH §5.4) and score the results."""
-    check_model(model)
-    check_callable(transition, "transition")
-    n = check_positive_int(num_samples, "num_samples")
-    max_batch = check_optional_positive_int(max_batch, "max_batch")
-    grid = check_time_grid(time_grid)
-    shape_t = check_shape(shape)
-    num_b, grouped = resolve_groups(generator, num_groups)
-    gmodel = CountedModel(guided(model, reward, scale, window), max_batch, timed=False)
-    x = initial_noise(num_b * n, shape_t, generator, dtype, device)
+    cfg = SamplingConfig.from_args(dict(locals()), "num_samples")
+    n, num_b, grouped = cfg.n, cfg.num_groups, cfg.grouped
+    gmodel = CountedModel(guided(model, reward, scale, window), cfg.max_batch, timed=False)
+    x = initial_noise(num_b * n, cfg.shape, generator, dtype, device)
     with torch.no_grad():
-        x = propagate(gmodel, transition, x, grid, generator, progress, "reward guidance")
+        x = propagate(gmodel, transition, x, cfg.grid, generator, progress, "reward guidance")
         r = evaluate_reward(reward, x)
     nfe = gmodel.nfe
     return GuidanceResult(
-        samples=ungroup(x.reshape(num_b, n, *shape_t), grouped),
+        samples=ungroup(x.reshape(num_b, n, *cfg.shape), grouped),
         rewards=ungroup(r.reshape(num_b, n), grouped),
         nfe=nfe,
         total_nfe=nfe * n * num_b,
