@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from align_fixtures import GRID, gen, gmm
 from glass_core.align import best_of_n, guided, reward_guidance
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import ODE, SDE, Glass
-from align_fixtures import GRID, gen, gmm
 
 LIN = LinearReward([1.0, 0.5])
 

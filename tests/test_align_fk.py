@@ -5,10 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from glass_core.align import fk_steering
-from glass_core.errors import InvalidInputError, RewardError
-from glass_core.rewards import LinearReward, QuadraticReward
-from glass_core.transitions import SDE, Glass
 from align_fixtures import (
     GRID,
     ExactKernel,
@@ -17,6 +13,10 @@ from align_fixtures import (
     responsibilities,
     weighted_mean_and_se,
 )
+from glass_core.align import fk_steering
+from glass_core.errors import InvalidInputError, RewardError
+from glass_core.rewards import LinearReward, QuadraticReward
+from glass_core.transitions import SDE, Glass
 
 LIN = LinearReward([1.0, 0.5])
 QUAD = QuadraticReward([1.0, -1.0], 1.0)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from align_fixtures import GRID, ExactKernel, gen, gmm
 from glass_core.align import best_of_n, fk_steering
 from glass_core.align.distributed import (
     DistributedTimeoutError,
@@ -23,7 +24,6 @@ from glass_core.align.migration import contiguous_layout, minimal_moves, plan_mi
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import SDE, Glass
-from align_fixtures import GRID, ExactKernel, gen, gmm
 
 LIN = LinearReward([1.0, 0.5])
 
