@@ -5,14 +5,13 @@ raising (not hanging) when one rank fails."""
 from __future__ import annotations
 
 import os
-import socket
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from align_fixtures import GRID, ExactKernel, gen, gmm
 from glass_core.align import best_of_n, fk_steering
 from glass_core.align.distributed import (
@@ -24,18 +23,9 @@ from glass_core.align.migration import contiguous_layout, minimal_moves, plan_mi
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import SDE, Glass
+from spawn_ranks import free_port, spawn
 
 LIN = LinearReward([1.0, 0.5])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(fn, world: int, *args) -> None:
-    mp.spawn(fn, args=(world, _free_port(), *args), nprocs=world, join=True)
 
 
 def _init(rank: int, world: int, port: int) -> None:
@@ -167,7 +157,7 @@ def _equivalence_worker(rank: int, world: int, port: int) -> None:
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_sharded_equals_single_process(world):
-    _spawn(_equivalence_worker, world)
+    spawn(_equivalence_worker, world)
 
 
 class _FailingReward:
@@ -245,19 +235,20 @@ def _hang_worker(rank: int, world: int, port: int) -> None:
         raise AssertionError("no error raised")
     # The abandoned gloo collective cannot be torn down cleanly (gloo aborts in its destructor
     # when a peer left mid-collective); the assertions above are what this test checks.
+    sys.stdout.flush()
     os._exit(0)
 
 
 def test_failing_rank_makes_every_rank_raise():
-    _spawn(_failure_worker, 2)
+    spawn(_failure_worker, 2)
 
 
 def test_hanging_rank_times_out_on_every_other_rank():
-    _spawn(_hang_worker, 2)
+    spawn(_hang_worker, 2)
 
 
 TORCHRUN_SCRIPT = """
-import sys, torch
+import os, sys, torch
 sys.path.insert(0, {tests!r})
 from glass_core.align import fk_steering
 from glass_core.align.distributed import init
@@ -271,8 +262,9 @@ kw = dict(transition=Glass(inner_steps=3), num_particles=32, time_grid=GRID, sha
 got = fk_steering(gmm(), LinearReward([1.0, 0.5]), process_group=group, generator=gen(0), **kw)
 ref = fk_steering(gmm(), LinearReward([1.0, 0.5]), generator=gen(0), **kw)
 assert torch.equal(ref.samples, got.samples) and ref.log_evidence == got.log_evidence
-print(f"rank {{got.rank}} of {{got.world_size}} ok")
+print(f"rank {{got.rank}} of {{got.world_size}} ok", flush=True)
 torch.distributed.destroy_process_group()
+os._exit(0)  # gloo may abort in interpreter finalisation after a clean run (see spawn_ranks)
 """
 
 
@@ -284,7 +276,7 @@ def test_torchrun_launch(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(TORCHRUN_SCRIPT.format(tests=os.path.dirname(__file__)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    cmd += ["--master-port", str(_free_port()), str(script)]
+    cmd += ["--master-port", str(free_port()), str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "rank 0 of 2 ok" in out.stdout and "rank 1 of 2 ok" in out.stdout

@@ -6,20 +6,14 @@ rows, an image reward that reads the per-row prompts; every rank gets the single
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
+from spawn_ranks import spawn
 
 pytest.importorskip("diffusers")
 
 PROMPTS = ["a photo of a cat", "a red house"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _prompt_aware(images: torch.Tensor, prompts: list[str] | None) -> torch.Tensor:
@@ -81,6 +75,4 @@ def _worker(rank: int, world: int, port: int) -> None:
 
 @pytest.mark.slow
 def test_steer_sharded_on_text_pipeline_equals_single_process() -> None:
-    import torch.multiprocessing as mp
-
-    mp.spawn(_worker, args=(2, _free_port()), nprocs=2, join=True)
+    spawn(_worker, 2)
