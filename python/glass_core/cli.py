@@ -13,10 +13,11 @@ Errors print one line ``glass-core: error: ...`` and no traceback unless ``--deb
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["CLIError", "build_parser", "main"]
 
@@ -719,7 +720,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = parse_args(argv)
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        if getattr(args, "distributed", False):
+            _exit_now(code)
+        return code
     except SystemExit as exc:  # argparse (its own message already printed)
         code = exc.code
         return code if isinstance(code, int) else 2
@@ -734,6 +738,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == 1:
             print(f"{PROG}: run again with --debug for the traceback", file=sys.stderr)
         return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End a --distributed run without interpreter finalisation: the process group is already
+    destroyed and every file written, but gloo's C++ threads can still abort (SIGABRT,
+    "terminate called without an active exception") during finalisation, which torchrun would
+    report as a failed run."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit_code(exc: BaseException) -> int:
