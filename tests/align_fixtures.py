@@ -13,11 +13,13 @@ WEIGHTS = [0.3, 0.5, 0.2]
 GRID = np.linspace(0.0, 1.0, 6)  # K = 5 transitions, as in the paper
 
 
-def gmm() -> GaussianMixture:
+def gmm(schedule=None) -> GaussianMixture:
+    """The 3-component mixture of GLASS_MATH §9 (rectified flow unless `schedule` is given)."""
     return GaussianMixture(
         torch.tensor(MEANS, dtype=torch.float64),
         torch.tensor(VARS, dtype=torch.float64).sqrt(),
         torch.tensor(WEIGHTS, dtype=torch.float64),
+        schedule,
     )
 
 

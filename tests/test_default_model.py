@@ -20,8 +20,6 @@ from glass_core.models.default import (
 from glass_core.schedules import uniform_grid
 from glass_core.transitions import ODE, Glass, sample
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def model():

@@ -6,27 +6,13 @@ import math
 
 import pytest
 import torch
+from align_fixtures import gmm as spec_gmm
 from glass_core.errors import InvalidInputError
 from glass_core.models import GaussianMixture
 from glass_core.schedules import Cosine, RectifiedFlow
 from test_sample_stats import Z, assert_moments, energy_pvalue
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def spec_gmm(schedule=None):
-    """The 3-component mixture of GLASS_MATH §9."""
-    means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=F64)
-    stds = torch.tensor([0.05, 0.2, 0.1], dtype=F64).sqrt()
-    return GaussianMixture(means, stds, torch.tensor([0.3, 0.5, 0.2]), schedule)
 
 
 def torch_mixture(means, stds, weights):

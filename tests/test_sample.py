@@ -5,28 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from align_fixtures import gmm as gmm2
 from glass_core.errors import InvalidInputError
-from glass_core.models import GaussianMixture
 from glass_core.schedules import Cosine, RectifiedFlow
 from glass_core.transitions import ODE, SDE, Glass, sample
 from test_sample_stats import Z, assert_moments, energy_pvalue
 
 F64 = torch.float64
 N = 20_000
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def gmm2(schedule=None):
-    means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=F64)
-    stds = torch.tensor([0.05, 0.2, 0.1], dtype=F64).sqrt()
-    return GaussianMixture(means, stds, torch.tensor([0.3, 0.5, 0.2]), schedule)
 
 
 TRAJECTORIES = [

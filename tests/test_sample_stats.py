@@ -3,19 +3,9 @@ checks that they have power: each must reject a clearly wrong distribution."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 Z = 5.0  # z-score threshold per entry; with <= a few hundred entries a false alarm is < 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The machine is shared: one intra-op thread is much faster than two contending ones.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def moment_errors(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor):

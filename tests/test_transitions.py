@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from align_fixtures import gmm as gmm2
 from glass_core import _random
 from glass_core.errors import InvalidInputError
 from glass_core.models import GaussianMixture, from_callable
@@ -17,20 +18,6 @@ F64 = torch.float64
 N = 100_000
 K_HEUN = 20  # inner Heun steps for the kernel-moment tests (2K NFE per transition)
 K_POSTERIOR = 40  # t'=1: the last inner step must be Euler (singular at s=1), so more steps (§9.4)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def gmm2(schedule=None):
-    means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=F64)
-    stds = torch.tensor([0.05, 0.2, 0.1], dtype=F64).sqrt()
-    return GaussianMixture(means, stds, torch.tensor([0.3, 0.5, 0.2]), schedule)
 
 
 def gmm16(schedule=None):
