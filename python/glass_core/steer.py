@@ -401,40 +401,25 @@ def steer(
         raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
 
     model: Any
+    conditioning: dict[str, Any] = {
+        "negative_prompt": negative_prompt,
+        "prompt_embeds": prompt_embeds,
+        "pooled_prompt_embeds": pooled_prompt_embeds,
+        "negative_prompt_embeds": negative_prompt_embeds,
+        "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
+        "guidance_scale": guidance_scale,
+        "true_cfg_scale": true_cfg_scale,
+        "height": height,
+        "width": width,
+        "encode_kwargs": encode_kwargs,
+    }
     if is_unconditional(pipe):
-        _check_unconditional_args(
-            pipe,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            prompt_embeds=prompt_embeds,
-            pooled_prompt_embeds=pooled_prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-            guidance_scale=guidance_scale,
-            true_cfg_scale=true_cfg_scale,
-            height=height,
-            width=width,
-            encode_kwargs=encode_kwargs,
-        )
+        _check_unconditional_args(pipe, prompt=prompt, **conditioning)
         groups = len(generator) if isinstance(generator, list | tuple) else 1
         model = _UnconditionalModel(pipe, max(1, groups), max_batch)
         prompts = None
     else:
-        model = from_pipeline(
-            pipe,
-            prompt,
-            negative_prompt=negative_prompt,
-            prompt_embeds=prompt_embeds,
-            pooled_prompt_embeds=pooled_prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-            guidance_scale=guidance_scale,
-            true_cfg_scale=true_cfg_scale,
-            height=height,
-            width=width,
-            max_batch=max_batch,
-            encode_kwargs=encode_kwargs,
-        )
+        model = from_pipeline(pipe, prompt, max_batch=max_batch, **conditioning)
         prompts = model.conditioning.prompts
     num_b = model.num_groups
     if isinstance(generator, list | tuple) and len(generator) != num_b:
