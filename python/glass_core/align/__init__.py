@@ -6,6 +6,7 @@ from glass_core.align.fk import fk_steering
 from glass_core.align.guidance import GuidedDenoiser, guided, reward_guidance
 from glass_core.align.potentials import POTENTIALS
 from glass_core.align.results import BestOfNResult, FKResult, GuidanceResult
+from glass_core.align.value import ValueEstimate, value_estimate
 
 __all__ = [
     "POTENTIALS",
@@ -15,8 +16,10 @@ __all__ = [
     "GuidedDenoiser",
     "RankFailedError",
     "Sharding",
+    "ValueEstimate",
     "best_of_n",
     "fk_steering",
     "guided",
     "reward_guidance",
+    "value_estimate",
 ]
