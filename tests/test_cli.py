@@ -487,3 +487,35 @@ def test_steer_distributed_torchrun_equals_single_process(tmp_path: Path) -> Non
     assert got["best_index"] == ref["best_index"]
     assert got["images"] == ref["images"]
     assert all((dist_out / n).read_bytes()[:8] == PNG_MAGIC for n in got["images"])
+
+
+# ---------------------------------------------------------------------------------------------
+# import cost
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["demo", "--help"],
+        ["steer", "--help"],
+        ["bench", "--list"],
+        ["demo", "--particles", "0"],
+        ["steer", "--pipeline", "x", "--reward", "y", "--rho", "3"],
+        ["steer", "--bogus"],
+    ],
+)
+def test_help_and_argument_errors_do_not_import_torch(args: list[str]) -> None:
+    """--help, listing and usage errors stay fast: neither torch nor diffusers is imported."""
+    code = (
+        "import sys\nfrom glass_core.cli import main\n"
+        f"code = main({args!r})\n"
+        "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
+        "print('HEAVY', code, heavy)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY")]
+    assert line, proc.stderr
+    exit_code, heavy = line[-1].split(" ", 2)[1:]
+    assert heavy == "[]", f"{args} imported {heavy}"
+    assert exit_code == ("0" if args[-1] in ("--help", "--list") else "2")

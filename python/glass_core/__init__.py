@@ -6,20 +6,35 @@ network into a denoiser; ``transitions`` (ODE, SDE, GLASS) move particles; ``ali
 toward a reward; ``steer`` does it all for a diffusers pipeline in one call.
 """
 
-from glass_core import align, models, rewards, schedules, transitions
-from glass_core._core import StepResult
-from glass_core.errors import (
-    DegenerateWeightsError,
-    GlassError,
-    InvalidInputError,
-    RewardError,
-    UnsupportedModelError,
-)
-from glass_core.schedules import Schedule
-from glass_core.steer import SteerResult, steer
-from glass_core.weights import SMCState, ess, normalize_log_weights, resample
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Names are imported on first use (PEP 562), so `import glass_core` (and the CLI's --help and
+# argument errors) does not pay for torch; the subpackages that need torch import it themselves.
+_LAZY: dict[str, str] = {
+    "align": "glass_core.align",
+    "models": "glass_core.models",
+    "rewards": "glass_core.rewards",
+    "schedules": "glass_core.schedules",
+    "transitions": "glass_core.transitions",
+    "StepResult": "glass_core._core",
+    "DegenerateWeightsError": "glass_core.errors",
+    "GlassError": "glass_core.errors",
+    "InvalidInputError": "glass_core.errors",
+    "RewardError": "glass_core.errors",
+    "UnsupportedModelError": "glass_core.errors",
+    "Schedule": "glass_core.schedules",
+    "SteerResult": "glass_core.steer",
+    "steer": "glass_core.steer",
+    "SMCState": "glass_core.weights",
+    "ess": "glass_core.weights",
+    "normalize_log_weights": "glass_core.weights",
+    "resample": "glass_core.weights",
+}
 
 __all__ = [
     "DegenerateWeightsError",
@@ -42,3 +57,33 @@ __all__ = [
     "steer",
     "transitions",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'glass_core' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    # a subpackage is the module itself; anything else is an attribute of its module
+    value = mod if module == f"glass_core.{name}" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from glass_core import align, models, rewards, schedules, transitions
+    from glass_core._core import StepResult
+    from glass_core.errors import (
+        DegenerateWeightsError,
+        GlassError,
+        InvalidInputError,
+        RewardError,
+        UnsupportedModelError,
+    )
+    from glass_core.schedules import Schedule
+    from glass_core.steer import SteerResult, steer
+    from glass_core.weights import SMCState, ess, normalize_log_weights, resample

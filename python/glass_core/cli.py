@@ -46,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_parser(sub: Any) -> None:
-    from glass_core.demo import DemoConfig
+    from glass_core.demo_config import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -349,7 +349,7 @@ def _log(args: argparse.Namespace) -> Any:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from glass_core.demo import DemoConfig, run_demo
+    from glass_core.demo_config import DemoConfig
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     parser_defaults = DemoConfig()
@@ -362,6 +362,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         value = getattr(cfg, name)
         if value is not None and not Path(value).is_dir():
             raise CLIError(f"--{name}: directory not found: {value!r}")
+    cfg.validate()  # argument errors before importing torch
+    from glass_core.demo import run_demo
+
     results = run_demo(cfg, args.out, progress=_progress(args), log=_log(args))
     print((args.out / "table.md").read_text(encoding="utf-8"))
     for name in ("results.json", "demo_grid.png", "reward_vs_nfe.png", "table.md"):
@@ -371,11 +374,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _transition(args: argparse.Namespace) -> Any:
-    from glass_core.transitions import ODE, SDE, Glass
-
     if args.transition == "ode":
+        from glass_core.transitions import ODE
+
         return ODE(solver="euler")
     if args.transition == "sde":
+        from glass_core.transitions import SDE
+
         return SDE()
     rho: float | str = args.rho
     if rho != "ddpm":
@@ -387,6 +392,8 @@ def _transition(args: argparse.Namespace) -> Any:
             ) from None
         if not -1.0 <= rho <= 1.0:
             raise CLIError(f"--rho must be in [-1, 1], got {rho}")
+    from glass_core.transitions import Glass  # after the checks: usage errors stay fast
+
     return Glass(rho=rho, inner_steps=args.inner_steps)
 
 
@@ -402,13 +409,13 @@ def cmd_steer(args: argparse.Namespace) -> int:
     model for 'default') and call glass_core.steer, sharded with --distributed."""
     import json
 
-    import torch
-
     for name in ("pipeline", "reward"):
         if getattr(args, name) is None:
             raise CLIError(f"--{name} is required for 'steer'")
     _check_positive(args, "particles", "transitions", "inner_steps", "max_batch")
-    transition = _transition(args)
+    transition = _transition(args)  # checks --rho before importing torch
+    import torch  # after the argument checks: usage errors stay fast
+
     if args.distributed:
         _check_distributed(args)
     pipe_dir = _pipeline_dir(args.pipeline)
