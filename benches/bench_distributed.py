@@ -162,7 +162,7 @@ def measure(world: int, tmp: Path, model_ms: float, repeats: int) -> dict:
 def replay(ancestors: np.ndarray, resampled: list[bool], world: int) -> dict:
     """Migration plan of every resampling step for `world` ranks on a recorded genealogy:
     transfers (particles on the wire, all ranks) and the most any one rank receives."""
-    from glass_core.align.migration import contiguous_layout, plan_migration
+    from glass_core.align.distributed.migration import contiguous_layout, plan_migration
 
     layout = contiguous_layout(ancestors.shape[1], world)
     total, worst, moved = [], [], []

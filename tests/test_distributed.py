@@ -19,7 +19,7 @@ from glass_core.align.distributed import (
     RankFailedError,
     Sharding,
 )
-from glass_core.align.migration import contiguous_layout, minimal_moves, plan_migration
+from glass_core.align.distributed.migration import contiguous_layout, minimal_moves, plan_migration
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import SDE, Glass

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from glass_core.align.migration import (
+from glass_core.align.distributed.migration import (
     contiguous_layout,
     minimal_moves,
     plan_migration,

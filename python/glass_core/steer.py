@@ -125,7 +125,7 @@ def _wrap_reward(
     reward_prompts: str | Sequence[str] | None,
     prompts: list[str] | None,
 ) -> Any:
-    from glass_core.rewards.loading import DecodedReward
+    from glass_core.rewards.adapters import DecodedReward
 
     if reward is None:
         return None
@@ -165,7 +165,7 @@ class _ChunkedImageReward:
         self.max_batch = max_batch
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        from glass_core.rewards.loading import _accepts_prompts, rows_to_prompts
+        from glass_core.rewards.adapters import _accepts_prompts, rows_to_prompts
 
         m = images.shape[0]
         rows = rows_to_prompts(prompts, m) if prompts is not None else None

@@ -240,12 +240,13 @@ def nonfinite_reward_error(
     values: np.ndarray,
     step: int,
     t: float,
-    held_by: Callable[[np.ndarray], list[int]] | None = None,
+    held_by: Callable[[np.ndarray], list[int] | None] | None = None,
 ) -> RewardError:
     """The error for host rewards (all particles, flat) holding NaN/inf; `held_by` maps the bad
-    indices to the ranks holding them (sharded runs)."""
+    indices to the ranks holding them (sharded runs; None when there is one process)."""
     bad = np.flatnonzero(~np.isfinite(values))
-    where = "" if held_by is None else f" (held by rank(s) {', '.join(map(str, held_by(bad)))})"
+    ranks = None if held_by is None else held_by(bad)
+    where = "" if ranks is None else f" (held by rank(s) {', '.join(map(str, ranks))})"
     return RewardError(
         f"reward returned NaN/inf at step {step} (t={t:.4g}) for particle indices "
         f"[{_listing(torch.from_numpy(bad))}]{where}"

@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from glass_core.align._common import (
     CountedModel,
     Generator,
     initial_noise,
+    nonfinite_reward_error,
     propagate,
     ungroup,
 )
 from glass_core.align._config import SamplingConfig
 from glass_core.align.results import BestOfNResult
-from glass_core.rewards.base import Reward, evaluate_reward
+from glass_core.align.storage import particle_storage
+from glass_core.rewards.base import Reward, check_rewards
 
 R = TypeVar("R", bound=BestOfNResult)
 
@@ -69,25 +72,33 @@ def best_of_n(
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     samples over its ranks with the same results (see glass_core.align.distributed)."""
     args = dict(locals())  # the arguments only
-    if process_group is not None:
-        from glass_core.align.distributed import sharded_best_of_n
-
-        return sharded_best_of_n(**args)
-    cfg = SamplingConfig.from_args(args)
+    storage = particle_storage(process_group)
+    cfg = storage.configure(
+        lambda world: SamplingConfig.from_args(args, world_size=world), generator
+    )
     counted = CountedModel(model, cfg.max_batch, timed=False)
-    x = initial_noise(cfg.num_groups * cfg.n, cfg.shape, generator, dtype, device)
-    with torch.no_grad():
-        x = propagate(counted, transition, x, cfg.grid, generator, progress, "best-of-N")
-        r = evaluate_reward(reward, x).reshape(cfg.num_groups, cfg.n)
-    samples = x.reshape(cfg.num_groups, cfg.n, *cfg.shape)
+    size, last = storage.local_rows, cfg.num_steps
+    show = progress and storage.is_main
+    with storage.guard(last), torch.no_grad():
+        x = initial_noise(size, cfg.shape, storage.noise, dtype, device)
+        x = propagate(
+            counted, transition, x, cfg.grid, storage.noise, show, "best-of-N" + storage.label
+        )
+        local = check_rewards(reward(x), size, finite=False)
+    rewards = storage.gather_rewards(local, last)  # all B*N slots
+    host = rewards.to(torch.float64).cpu().numpy()
+    if not np.isfinite(host).all():
+        raise nonfinite_reward_error(host, last, 1.0, storage.held_by)
+    r = rewards.to(dtype=local.dtype, device=x.device).reshape(cfg.num_groups, cfg.n)
     idx = r.argmax(dim=1)
-    rows = torch.arange(cfg.num_groups, device=idx.device)
+    samples, best = storage.best_samples(x, idx, cfg)
     return best_of_n_result(
-        BestOfNResult,
+        storage.best_of_n_result,
         cfg,
-        best=samples[rows, idx],
+        best=best,
         rewards=r,
         index=idx,
         samples=samples,
         nfe=counted.nfe,
+        **storage.best_of_n_extra(x, cfg),
     )

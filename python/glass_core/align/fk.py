@@ -20,7 +20,6 @@ from glass_core.align._common import (
     CountedModel,
     Generator,
     Timer,
-    as_generator_arg,
     draw_seeds,
     initial_noise,
     nonfinite_reward_error,
@@ -31,6 +30,7 @@ from glass_core.align._config import SCHEMES as SCHEMES  # re-exported
 from glass_core.align._config import FKConfig
 from glass_core.align.potentials import Potential
 from glass_core.align.results import FKResult
+from glass_core.align.storage import particle_storage
 from glass_core.rewards.base import Reward, check_rewards
 
 if TYPE_CHECKING:
@@ -40,9 +40,9 @@ R = TypeVar("R", bound=FKResult)
 
 
 class FKBookkeeping:
-    """The global side of FK steering over all B*N particles, the same in the single-process loop
-    and the sharded one (glass_core.align.distributed): the native SMCState, the potentials, the
-    per-potential-step history and the assembly of the result."""
+    """The global side of FK steering over all B*N particles, the same whatever the particle
+    storage: the native SMCState, the potentials, the per-potential-step history and the
+    assembly of the result."""
 
     def __init__(
         self, cfg: FKConfig, seeds: list[int], device: torch.device, track_genealogy: bool
@@ -179,51 +179,52 @@ def fk_steering(
     particles over its ranks with the same results (see glass_core.align.distributed).
     """
     args = dict(locals())  # the arguments only
-    if process_group is not None:
-        from glass_core.align.distributed import sharded_fk_steering
-
-        return sharded_fk_steering(**args)
     wall_start = time.perf_counter()
-    cfg = FKConfig.from_args(args)
+    storage = particle_storage(process_group)
+    cfg = storage.configure(lambda world: FKConfig.from_args(args, world_size=world), generator)
     counted = CountedModel(model, cfg.max_batch, timed=profile)
     reward_timer = Timer(profile)
-    gen = as_generator_arg(generator)
-    x = initial_noise(cfg.num_groups * cfg.n, cfg.shape, generator, dtype, device)
-    book = FKBookkeeping(cfg, draw_seeds(generator, cfg.num_groups), x.device, track_genealogy)
+    noise = storage.noise
+    with storage.guard(0):
+        x = initial_noise(storage.local_rows, cfg.shape, noise, dtype, device)
+        seeds = draw_seeds(generator, cfg.num_groups)
+    book = FKBookkeeping(cfg, seeds, storage.host_device or x.device, track_genealogy)
     flags = cfg.potential_steps()
     denoised: torch.Tensor | None = None
-    rewards = torch.empty(0)
+    local = rewards = torch.empty(0)
+    show = progress and storage.is_main
 
-    with torch.no_grad(), progress_bar(cfg.num_steps, progress, "FK steering") as bar:
+    with torch.no_grad(), progress_bar(cfg.num_steps, show, "FK steering" + storage.label) as bar:
         for k in range(1, cfg.num_steps + 1):
             t, t_next = cfg.grid[k - 1], cfg.grid[k]
-            x = transition(counted, x, t, t_next, gen, denoised=denoised)
-            denoised = None
-            bar.update(1)
+            final = k == cfg.num_steps
+            with storage.guard(k):
+                x = transition(counted, x, t, t_next, noise, denoised=denoised)
+                denoised = None
+                bar.update(1)
+                if flags[k]:
+                    denoised, local = score_potential_step(
+                        counted, reward, reward_timer, x, t_next, final
+                    )
             if not flags[k]:
                 continue
-            final = k == cfg.num_steps
-            denoised, rewards = score_potential_step(
-                counted, reward, reward_timer, x, t_next, final
-            )
+            rewards = storage.gather_rewards(local, k)  # all B*N slots
             log_g = book.potential.step(rewards, final=final)
             host = torch.stack([rewards.to(torch.float64), log_g]).cpu().numpy()  # the one sync
             if not np.isfinite(host[0]).all():
-                raise nonfinite_reward_error(host[0], k, t_next)
-            _, idx = book.step(host[1], t_next, final)
-            if idx is not None:
-                x = x.index_select(0, idx)
-                if final:  # intermediate rewards are not kept, only the final ones
-                    rewards = rewards.index_select(0, idx)
-                if denoised is not None:
-                    denoised = denoised.index_select(0, idx)
+                raise nonfinite_reward_error(host[0], k, t_next, storage.held_by)
+            res, idx = book.step(host[1], t_next, final)
+            if idx is not None and final:  # intermediate rewards are not kept, only the final
+                rewards = rewards.index_select(0, idx)
+            x, denoised = storage.follow(res, idx, [x, denoised], k)
 
     b_n = (cfg.num_groups, cfg.n)
     return book.result(
-        FKResult,
-        samples=x.reshape(*b_n, *cfg.shape),
-        rewards=rewards.reshape(b_n),
+        storage.fk_result,
+        samples=storage.gathered_samples(x, cfg),
+        rewards=rewards.to(dtype=local.dtype, device=x.device).reshape(b_n),
         counted=counted,
         reward_timer=reward_timer,
         wall_start=wall_start,
+        **storage.fk_extra(x, cfg),
     )

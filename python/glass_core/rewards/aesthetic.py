@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from glass_core.errors import InvalidInputError
+from glass_core.rewards.adapters import ImageRewardModel, local_path
 from glass_core.rewards.clip import CLIPBackbone
-from glass_core.rewards.loading import ImageRewardModel, local_path
 
 
 class AestheticMLP(torch.nn.Module):

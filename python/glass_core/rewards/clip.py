@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from glass_core.rewards.loading import (
+from glass_core.rewards.adapters import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     ImageRewardModel,

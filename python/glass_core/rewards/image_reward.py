@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from glass_core.rewards.loading import ImageRewardModel, local_path
+from glass_core.rewards.adapters import ImageRewardModel, local_path
 
 
 class ImageRewardScore(ImageRewardModel):

@@ -1,245 +1,45 @@
-"""Shared pieces of the model-based rewards: local-path checks, differentiable CLIP-style image
-preprocessing, user callables on images or latents, the VAE-decoding wrapper that turns an image
-reward into a reward on latents (decoding once per scored batch and caching the decode), and
-``load_reward`` (one entry point for every adapter).
-
-Image rewards take ``images [M, 3, H, W]`` in [0, 1] (float, on the reward's device) and the
-per-row prompts, and return ``[M]`` float. Latent rewards take the latents directly.
-"""
+"""``load_reward``: one entry point for every model-based reward adapter, loaded from local
+paths. The shared adapter pieces live in :mod:`glass_core.rewards.adapters` (re-exported here)."""
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from glass_core.errors import InvalidInputError, RewardError
+from glass_core.errors import InvalidInputError
+from glass_core.rewards.adapters import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    DecodedReward,
+    ImageCallableReward,
+    ImageRewardModel,
+    LatentCallableReward,
+    check_images,
+    clip_preprocess,
+    image_reward,
+    latent_reward,
+    local_path,
+    rows_to_prompts,
+)
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def local_path(path: str | os.PathLike[str], name: str = "path", *, kind: str = "any") -> Path:
-    """A local file or directory that exists (no hub ids: this library never downloads)."""
-    if not isinstance(path, str | os.PathLike):
-        raise InvalidInputError(f"{name} must be a local path, got {type(path).__name__}")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise InvalidInputError(
-            f"{name}: {str(path)!r} does not exist (rewards load from a local directory or file; "
-            "download weights beforehand, e.g. with `huggingface-cli download`)"
-        )
-    if kind == "dir" and not p.is_dir():
-        raise InvalidInputError(f"{name}: {str(path)!r} must be a directory")
-    if kind == "file" and not p.is_file():
-        raise InvalidInputError(f"{name}: {str(path)!r} must be a file")
-    return p
-
-
-def check_images(images: Any, name: str = "images") -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InvalidInputError(f"{name} must be a [M, 3, H, W] tensor in [0, 1], got {shape}")
-    return images
-
-
-def clip_preprocess(
-    images: torch.Tensor,
-    size: int | tuple[int, int],
-    mean: Sequence[float] = OPENAI_CLIP_MEAN,
-    std: Sequence[float] = OPENAI_CLIP_STD,
-) -> torch.Tensor:
-    """Differentiable CLIP preprocessing: resize the shorter side (bicubic, antialiased), center
-    crop, normalise. ``images`` in [0, 1]."""
-    check_images(images)
-    sh, sw = (size, size) if isinstance(size, int) else size
-    h, w = images.shape[-2:]
-    scale = max(sh / h, sw / w)
-    nh, nw = max(sh, round(h * scale)), max(sw, round(w * scale))
-    x = images.float()
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-    top, left = (nh - sh) // 2, (nw - sw) // 2
-    x = x[..., top : top + sh, left : left + sw]
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-def rows_to_prompts(prompts: Sequence[str] | None, m: int) -> list[str] | None:
-    """Per-row prompts for a group-major batch of m rows (row i -> prompts[i // (m / B)])."""
-    if prompts is None:
-        return None
-    b = len(prompts)
-    if b == 0 or m % b != 0:
-        raise InvalidInputError(f"prompts: {m} rows are not a multiple of the {b} prompts")
-    per = m // b
-    return [prompts[i // per] for i in range(m)]
-
-
-class ImageRewardModel(torch.nn.Module):
-    """Base of the image rewards. Subclasses implement ``score(images, prompts) -> [M]``."""
-
-    input_kind = "images"
-    needs_prompts = True
-
-    def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        check_images(images)
-        if self.needs_prompts:
-            if prompts is None:
-                raise InvalidInputError(
-                    f"prompts are required by {type(self).__name__} (with steer and prompt_embeds, "
-                    "pass reward_prompts=)"
-                )
-            prompts = rows_to_prompts(list(prompts), images.shape[0])
-        return self.score(images, prompts)
-
-    @property
-    def device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
-
-
-class ImageCallableReward(ImageRewardModel):
-    """A user function on images: ``fn(images[M,3,H,W] in [0,1]) -> [M]`` or
-    ``fn(images, prompts) -> [M]`` (prompts: one string per row)."""
-
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
-        super().__init__()
-        if not callable(fn):
-            raise InvalidInputError(f"fn must be callable, got {type(fn).__name__}")
-        self.fn = fn
-        try:
-            params = [
-                p
-                for p in inspect.signature(fn).parameters.values()
-                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            ]
-            self.takes_prompts = len(params) >= 2
-        except (TypeError, ValueError):
-            self.takes_prompts = False
-        self.needs_prompts = False
-
-    def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        check_images(images)
-        if self.takes_prompts:
-            return self.fn(
-                images,
-                rows_to_prompts(list(prompts), images.shape[0]) if prompts is not None else None,
-            )
-        return self.fn(images)
-
-
-class LatentCallableReward:
-    """A user function on latents ``fn(z[M, C, h, w]) -> [M]`` (no VAE decode)."""
-
-    input_kind = "latents"
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        if not callable(fn):
-            raise InvalidInputError(f"fn must be callable, got {type(fn).__name__}")
-        self.fn = fn
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return self.fn(z)
-
-
-def image_reward(fn: Callable[..., torch.Tensor]) -> ImageCallableReward:
-    """Mark a user callable as a reward on decoded images in [0, 1]."""
-    return ImageCallableReward(fn)
-
-
-def latent_reward(fn: Callable[[torch.Tensor], torch.Tensor]) -> LatentCallableReward:
-    """Mark a user callable as a reward on latents (the particles themselves)."""
-    return LatentCallableReward(fn)
-
-
-class DecodedReward:
-    """Reward on latents = image reward of the VAE decode, for the alignment algorithms.
-
-    Decodes each scored batch once (through ``decode``, differentiably when ``z`` requires grad,
-    for reward guidance) and keeps the last decode: ``last_images`` / ``images_for(z)`` give the
-    decoded batch back without decoding again (``steer`` reuses it for the output images).
-    ``num_decodes`` counts VAE decode calls.
-    """
-
-    input_kind = "latents"
-
-    def __init__(
-        self,
-        reward: Callable[..., torch.Tensor],
-        decode: Callable[[torch.Tensor], torch.Tensor],
-        prompts: Sequence[str] | None = None,
-    ) -> None:
-        self.reward = reward
-        self.decode = decode
-        self.prompts = list(prompts) if prompts is not None else None
-        self.last_latents: torch.Tensor | None = None
-        self.last_images: torch.Tensor | None = None
-        self.num_decodes = 0
-        self.seconds = 0.0
-
-    def _cached(self, z: torch.Tensor) -> torch.Tensor | None:
-        last = self.last_latents
-        if last is None or self.last_images is None or last.shape != z.shape:
-            return None
-        if last.device != z.device or last.dtype != z.dtype:
-            return None
-        return self.last_images if torch.equal(last, z.detach()) else None
-
-    def images_for(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoded images of z, reusing the last decode when z is the last scored batch."""
-        cached = self._cached(z)
-        if cached is not None:
-            return cached
-        with torch.no_grad():
-            images = self.decode(z)
-        self.num_decodes += 1
-        self.last_latents, self.last_images = z.detach().clone(), images.detach()
-        return images
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        import time
-
-        start = time.perf_counter()
-        wants_grad = torch.is_grad_enabled() and z.requires_grad
-        if wants_grad:
-            images = self.decode(z)
-            self.num_decodes += 1
-            self.last_latents, self.last_images = z.detach().clone(), images.detach()
-        else:
-            images = self.images_for(z)
-        prompts = self.prompts
-        out = self.reward(images, prompts) if _accepts_prompts(self.reward) else self.reward(images)
-        if not isinstance(out, torch.Tensor):
-            raise RewardError(f"reward must return a torch.Tensor, got {type(out).__name__}")
-        out = out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
-        self.seconds += time.perf_counter() - start
-        return out.to(z.device) if out.device != z.device else out
-
-
-def _accepts_prompts(fn: Any) -> bool:
-    if isinstance(fn, ImageRewardModel):
-        return True
-    try:
-        params = [
-            p
-            for p in inspect.signature(fn).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-        ]
-    except (TypeError, ValueError):
-        return False
-    return len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
-
+__all__ = [
+    "OPENAI_CLIP_MEAN",
+    "OPENAI_CLIP_STD",
+    "REWARD_KINDS",
+    "DecodedReward",
+    "ImageCallableReward",
+    "ImageRewardModel",
+    "LatentCallableReward",
+    "check_images",
+    "clip_preprocess",
+    "image_reward",
+    "latent_reward",
+    "load_reward",
+    "local_path",
+    "rows_to_prompts",
+]
 
 REWARD_KINDS = ("clip", "pickscore", "hps", "aesthetic", "image_reward")
 

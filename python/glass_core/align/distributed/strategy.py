@@ -1,0 +1,179 @@
+"""The sharded particle-storage strategy (see :mod:`glass_core.align.storage` for the interface
+the FK and best-of-N loops use, and the package doc for how a sharded run reproduces one
+process)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import torch
+
+from glass_core.align._common import Generator, ungroup
+from glass_core.align._config import SamplingConfig
+from glass_core.align.distributed.comm import (
+    Comm,
+    CommStats,
+    handshake,
+    resolve_sharding,
+    run_signature,
+)
+from glass_core.align.distributed.layout import Layout, gather_samples, migrate
+from glass_core.align.distributed.migration import contiguous_layout
+from glass_core.align.distributed.noise import ShardedNoise
+from glass_core.align.results import BestOfNResult, FKResult
+
+if TYPE_CHECKING:
+    from glass_core.weights import StepResult
+
+C = TypeVar("C", bound=SamplingConfig)
+
+
+@dataclass(frozen=True)
+class ShardedFKResult(FKResult):
+    """FKResult of a sharded run (identical on every rank) plus this rank's view and traffic.
+    ``migrated[s]`` / ``transfers[s]``: slots that changed rank / particles sent at potential
+    step s (0 where no resampling), summed over ranks."""
+
+    rank: int
+    world_size: int
+    local_slots: np.ndarray  # [n_local] or [B, n_local]: slot of each local row
+    local_samples: torch.Tensor  # [B*n_local, ...] this rank's particles (local_slots order)
+    migrated: np.ndarray  # [S] int64
+    transfers: np.ndarray  # [S] int64
+    comm: CommStats
+
+
+@dataclass(frozen=True)
+class ShardedBestOfNResult(BestOfNResult):
+    """BestOfNResult of a sharded run (identical on every rank) plus this rank's shard."""
+
+    rank: int
+    world_size: int
+    local_samples: torch.Tensor  # [B*n_local, ...]; rank r holds slots [r n, (r+1) n) per group
+    comm: CommStats
+
+
+class ShardedStorage:
+    """N / W particles of every group on each of the W ranks of a process group."""
+
+    label = " (sharded)"
+    fk_result = ShardedFKResult
+    best_of_n_result = ShardedBestOfNResult
+
+    def __init__(self, process_group: Any) -> None:
+        self.sharding = resolve_sharding(process_group)
+        self.comm = Comm(self.sharding)
+        self.is_main = self.comm.rank == 0
+        self.layout: Layout | None = None
+        self._noise: ShardedNoise | None = None
+        self._rows = 0
+
+    def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
+        comm = self.comm
+        try:
+            cfg = validate(comm.world)
+            config, error = run_signature(cfg, generator), None
+        except Exception as exc:  # every rank must learn about it
+            config, error = None, exc
+        handshake(comm, config, error)  # raises on every rank if any rank failed
+        layout = np.stack([contiguous_layout(cfg.n, comm.world)] * cfg.num_groups)
+        self.layout = Layout(layout, comm.rank)
+        self._noise = ShardedNoise(generator, cfg.num_groups * cfg.n, self.layout.local_rows())
+        self._rows = cfg.num_groups * cfg.n_local
+        return cfg
+
+    def _layout(self) -> Layout:
+        assert self.layout is not None, "configure() first"
+        return self.layout
+
+    @property
+    def noise(self) -> Any:
+        return self._noise
+
+    @property
+    def local_rows(self) -> int:
+        return self._rows
+
+    @property
+    def host_device(self) -> torch.device | None:
+        return torch.device("cpu")  # the gathered rewards are on the host already
+
+    @contextlib.contextmanager
+    def guard(self, step: int) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # join the pending gather flagged as failed
+            self.comm.fail(exc, self._rows, step)
+
+    def gather_rewards(self, local: torch.Tensor, step: int) -> torch.Tensor:
+        gathered = self.comm.gather(local, self._rows, step)
+        return torch.from_numpy(self._layout().to_slots(gathered.numpy()).reshape(-1))
+
+    def held_by(self, flat_slots: np.ndarray) -> list[int] | None:
+        return self._layout().owners(flat_slots)
+
+    def follow(
+        self, res: StepResult, flat_ancestors: torch.Tensor | None, parts: list[Any], step: int
+    ) -> list[Any]:
+        layout = self._layout()
+        if flat_ancestors is None:
+            layout.moved.append(0)
+            layout.transfers.append(0)
+            return parts
+        present = [p for p in parts if p is not None]
+        moved = iter(
+            migrate(
+                self.comm,
+                layout,
+                np.asarray(res.ancestors),
+                np.asarray(res.resampled),
+                present,
+                step,
+            )
+        )
+        assert self._noise is not None
+        self._noise.rows = layout.local_rows()
+        return [None if p is None else next(moved) for p in parts]
+
+    def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+        if self.sharding.gather:
+            return gather_samples(self.comm, self._layout(), x)
+        return x.reshape(cfg.num_groups, cfg.n_local, *cfg.shape)
+
+    def best_samples(
+        self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        num_b, n_loc, shape = cfg.num_groups, cfg.n_local, cfg.shape
+        rows = torch.arange(num_b)
+        index = index.cpu()
+        samples = self.gathered_samples(x, cfg)
+        if self.sharding.gather:
+            return samples, samples[rows, index.to(samples.device)]
+        # every rank contributes its candidate per group (zeros if it does not own the best)
+        rank = self.comm.rank
+        owner = (index // n_loc).numpy()
+        mine = torch.zeros((num_b, *shape), dtype=x.dtype, device=x.device)
+        for b in np.flatnonzero(owner == rank):
+            mine[b] = samples[b, int(index[b]) - rank * n_loc]
+        flat = mine.reshape(num_b, -1).contiguous().view(torch.uint8)
+        allb = self.comm.all_gather(flat, "all-gather of the best samples", -1, "result")
+        allb = allb.view(x.dtype).reshape(self.comm.world, num_b, *shape)
+        return samples, allb[torch.from_numpy(owner), rows].to(x.device)
+
+    def best_of_n_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        return dict(
+            rank=self.comm.rank, world_size=self.comm.world, local_samples=x, comm=self.comm.stats
+        )
+
+    def fk_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        layout = self._layout()
+        return dict(
+            self.best_of_n_extra(x, cfg),
+            local_slots=ungroup(layout.layouts[:, self.comm.rank, :].copy(), cfg.grouped),
+            migrated=np.asarray(layout.moved, dtype=np.int64),
+            transfers=np.asarray(layout.transfers, dtype=np.int64),
+        )

@@ -1,0 +1,170 @@
+"""Where the particles live, as a strategy the FK and best-of-N loops are written against once.
+
+:class:`LocalStorage` keeps all B*N particles in one batched tensor of this process and follows
+the ancestors with ``index_select``. The sharded strategy
+(:class:`glass_core.align.distributed.ShardedStorage`) holds N / W particles per group on each of
+W ranks, all-gathers the rewards, runs the same native bookkeeping on every rank and migrates only
+the particles that change rank. A loop never knows which it has.
+
+Rows are "slots": slot i of group b is row b*N + i of the single-process batch. Every strategy
+hands the loop the rewards of all slots (in slot order) and takes the flat ancestors back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import numpy as np
+import torch
+
+from glass_core.align._common import Generator, as_generator_arg
+from glass_core.align._config import SamplingConfig
+from glass_core.align.results import BestOfNResult, FKResult
+
+if TYPE_CHECKING:
+    from glass_core.weights import StepResult
+
+C = TypeVar("C", bound=SamplingConfig)
+
+
+class ParticleStorage(Protocol):
+    """The particle-storage strategy of one run (configured once, then used by one loop)."""
+
+    is_main: bool  # this process reports progress
+    label: str  # appended to progress-bar titles
+    fk_result: type[FKResult]
+    best_of_n_result: type[BestOfNResult]
+
+    def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
+        """Validate the arguments (``validate(world_size)``) and set the run up; every process
+        of the run raises if any of them found an error."""
+        ...
+
+    @property
+    def noise(self) -> Any:
+        """What the transitions receive as their generator."""
+        ...
+
+    @property
+    def local_rows(self) -> int:
+        """Particles held by this process (all groups)."""
+        ...
+
+    @property
+    def host_device(self) -> torch.device | None:
+        """Where the potential state lives (None: with the particles)."""
+        ...
+
+    def guard(self, step: int) -> contextlib.AbstractContextManager[None]:
+        """Context of the work of transition `step` (0: setup), so a failure reaches every
+        process of the run."""
+        ...
+
+    def gather_rewards(self, local: torch.Tensor, step: int) -> torch.Tensor:
+        """[local_rows] rewards of this process -> [B*N] rewards of all slots."""
+        ...
+
+    def held_by(self, flat_slots: np.ndarray) -> list[int] | None:
+        """Which processes hold these slots (for error messages; None when there is one)."""
+        ...
+
+    def follow(
+        self, res: StepResult, flat_ancestors: torch.Tensor | None, parts: list[Any], step: int
+    ) -> list[Any]:
+        """Move the per-particle tensors `parts` (None entries pass through) to their new
+        slots after a potential step (`flat_ancestors` None: nothing resampled)."""
+        ...
+
+    def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+        """The [B, N, ...] samples in slot order (or this process's shard, if so configured)."""
+        ...
+
+    def best_samples(
+        self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(samples, [B, ...] sample at `index` of each group) from the local particles."""
+        ...
+
+    def fk_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        """Fields the strategy adds to its `fk_result` class."""
+        ...
+
+    def best_of_n_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        """Fields the strategy adds to its `best_of_n_result` class."""
+        ...
+
+
+class LocalStorage:
+    """All particles in this process."""
+
+    is_main = True
+    label = ""
+    fk_result = FKResult
+    best_of_n_result = BestOfNResult
+
+    def __init__(self) -> None:
+        self._noise: Any = None
+        self._rows = 0
+
+    def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
+        cfg = validate(1)
+        self._noise = as_generator_arg(generator)
+        self._rows = cfg.num_groups * cfg.n
+        return cfg
+
+    @property
+    def noise(self) -> Any:
+        return self._noise
+
+    @property
+    def local_rows(self) -> int:
+        return self._rows
+
+    @property
+    def host_device(self) -> torch.device | None:
+        return None
+
+    @contextlib.contextmanager
+    def guard(self, step: int) -> Iterator[None]:
+        yield  # a failure simply propagates
+
+    def gather_rewards(self, local: torch.Tensor, step: int) -> torch.Tensor:
+        return local
+
+    def held_by(self, flat_slots: np.ndarray) -> list[int] | None:
+        return None
+
+    def follow(
+        self, res: StepResult, flat_ancestors: torch.Tensor | None, parts: list[Any], step: int
+    ) -> list[Any]:
+        if flat_ancestors is None:
+            return parts
+        return [None if p is None else p.index_select(0, flat_ancestors) for p in parts]
+
+    def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+        return x.reshape(cfg.num_groups, cfg.n, *cfg.shape)
+
+    def best_samples(
+        self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        samples = self.gathered_samples(x, cfg)
+        rows = torch.arange(cfg.num_groups, device=index.device)
+        return samples, samples[rows, index]
+
+    def fk_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        return {}
+
+    def best_of_n_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        return {}
+
+
+def particle_storage(process_group: Any) -> ParticleStorage:
+    """The strategy for `process_group` as given to fk_steering/best_of_n: None keeps every
+    particle here; a torch.distributed ProcessGroup or a ``Sharding`` shards them."""
+    if process_group is None:
+        return LocalStorage()
+    from glass_core.align.distributed.strategy import ShardedStorage
+
+    return ShardedStorage(process_group)
