@@ -49,6 +49,10 @@ def check_batch(x: torch.Tensor, name: str = "x") -> None:
 
 def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
     """float64 time(s): a python float for a shared time, else an ndarray [batch]. Validated."""
+    if type(t) is float:  # the common case, checked without numpy (runs once per model call)
+        if not 0.0 <= t <= 1.0:  # also rejects NaN
+            raise InvalidInputError(f"{name} must be finite and inside [0, 1], got {t}")
+        return t
     if isinstance(t, torch.Tensor):
         if t.ndim == 0:
             val: float | np.ndarray = float(t.item())
@@ -194,20 +198,27 @@ class DenoiserBase:
 
     def _predict(self, x: torch.Tensor, tv: float | np.ndarray) -> torch.Tensor:
         b = x.shape[0]
-        t_arr = np.full(b, tv, dtype=np.float64) if np.ndim(tv) == 0 else np.asarray(tv)
-        t_tensor = torch.as_tensor(t_arr, device=x.device, dtype=working_dtype(x))
+        if isinstance(tv, float):
+            t_tensor = torch.full((b,), tv, device=x.device, dtype=working_dtype(x))
+        else:
+            t_tensor = torch.as_tensor(np.asarray(tv), device=x.device, dtype=working_dtype(x))
         step = self.max_batch or b
-        outs = []
-        for i in range(0, b, step):
-            out = self.predict(x[i : i + step], t_tensor[i : i + step])
-            if not isinstance(out, torch.Tensor) or out.shape != x[i : i + step].shape:
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise InvalidInputError(
-                    f"model output must have the input's shape {tuple(x[i : i + step].shape)}, "
-                    f"got {got}"
-                )
-            outs.append(out)
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+        if step >= b:  # one call: no slicing (this runs once per model evaluation)
+            return self._checked(self.predict(x, t_tensor), x)
+        outs = [
+            self._checked(self.predict(x[i : i + step], t_tensor[i : i + step]), x[i : i + step])
+            for i in range(0, b, step)
+        ]
+        return torch.cat(outs, dim=0)
+
+    @staticmethod
+    def _checked(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise InvalidInputError(
+                f"model output must have the input's shape {tuple(x.shape)}, got {got}"
+            )
+        return out
 
     def as_prediction(self, x: torch.Tensor, t: TimeLike, target: str) -> torch.Tensor:
         check_batch(x)
