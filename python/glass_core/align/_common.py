@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from glass_core._progress import progress_bar
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards.base import _listing
 
@@ -212,10 +212,6 @@ class Timer:
         _sync(out)
         self.total += time.perf_counter() - start
         return out
-
-
-def progress_bar(total: int, enabled: bool, desc: str) -> tqdm:
-    return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
 
 
 def propagate(
