@@ -307,7 +307,9 @@ def test_steer_unconditional_ddpm_pipeline(tmp_path: Path) -> None:
     res = json.loads((out / "results.json").read_text())
     assert res["nfe"] == 4 and np_shape(res["rewards"]) == (1, 3)
     assert res["best_index"][0] in (0, 1, 2) and len(res["images"]) == 3
-    assert main([*argv[:4], "--reward", "digits:3", "--out", str(out)]) == 2  # 3x8x8 != 1x8x8
+    digits = [*argv[:4], "--reward", "digits:3", "--out", str(tmp_path / "digits")]
+    assert main(digits) == 2  # 3x8x8 != 1x8x8
+    assert not (tmp_path / "digits").exists()
 
 
 def test_bench_runs_scripts_and_writes_tables(
@@ -327,12 +329,17 @@ def test_bench_runs_scripts_and_writes_tables(
 
     (benches / "bench_args.py").write_text("import sys\nprint('| args |', *sys.argv[1:])\n")
     argv = ["bench", "--benches", str(benches), "--only", "bench_args.py", "--out", str(out)]
-    assert main([*argv, "--script-args", "--quick --n 3"]) == 0
+    assert main([*argv, "--script-args", "--quick --n 3", "--overwrite"]) == 0
     assert "| args | --quick --n 3" in (out / "bench_args.md").read_text()
+    assert not (out / "bench_ok.md").exists()  # --overwrite replaced the folder
     (benches / "bench_args.py").unlink()
-    assert main(["bench", "--benches", str(benches), "--out", str(out), "--quiet"]) == 1
+    failing = ["bench", "--benches", str(benches), "--quiet", "--out", str(tmp_path / "f")]
+    assert main(failing) == 1
     err = capsys.readouterr().err
     assert "1 of 2 bench script(s) failed" in err
+    # a failed script's table and the summary are kept (the failure is in bench.json)
+    summary = json.loads((tmp_path / "f" / "bench.json").read_text())
+    assert [s["exit_code"] != 0 for s in summary] == [True, False]
     assert main(["bench", "--benches", str(benches), "--only", "nope", "--out", str(out)]) == 2
 
 
@@ -383,7 +390,7 @@ def test_steer_tiny_random_pipeline(tmp_path: Path) -> None:
         "--reward",
         f"python:{tmp_path / 'reward.py'}:nope",
         "--out",
-        str(out),
+        str(tmp_path / "bad"),
     )
     assert bad.returncode == 2 and "no callable 'nope'" in bad.stderr
 

@@ -4,9 +4,14 @@ Subcommands: ``demo`` (embedded model and reward, GLASS vs baselines at equal NF
 local diffusers pipeline and reward, through ``glass_core.steer``), ``bench`` (runs benches/*.py).
 Every option can also come from a TOML file (``--config FILE``) with the same keys (dashes or
 underscores; flat, or under a ``[demo]`` / ``[steer]`` / ``[bench]`` table); flags win over
-the file.
+the file. A config file can name Python files that the command runs (``python:`` / ``latent:``
+rewards, ``--benches``): treat it as code.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad arguments / configuration / paths.
+Output folders: a command writes into a temporary folder beside ``--out`` and moves it into
+place when it is complete; a non-empty ``--out`` is refused unless ``--overwrite``.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad arguments / configuration / paths / pipelines
+that do not load / a missing optional dependency (the message names the pip extra).
 Errors print one line ``glass-core: error: ...`` and no traceback unless ``--debug``.
 """
 
@@ -32,8 +37,30 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors reported like every other bad input (one line, exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(f"{message} (see `{self.prog} --help`)")
+
+
 # ---------------------------------------------------------------------------------------------
 # parser
+
+
+def _rho(value: str | float) -> str | float:
+    """GLASS rho from a flag or a TOML value: 'ddpm' or a float in [-1, 1]."""
+    if value == "ddpm":
+        return value
+    try:
+        rho = float(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"must be 'ddpm' or a float in [-1, 1], got {value!r}"
+        ) from None
+    if not -1.0 <= rho <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [-1, 1], got {rho}")
+    return rho
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -41,7 +68,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--config", type=Path, default=None, help="TOML file with the same keys as the flags"
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress (by default: bars on a terminal, a log line every few seconds "
+        "otherwise) and no library warnings below errors",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --out folder (by default it is refused)",
+    )
     g.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
@@ -70,7 +107,10 @@ def _demo_parser(sub: Any) -> None:
         help="GLASS transitions (inner steps = nfe / transitions); also FK resampling times",
     )
     p.add_argument(
-        "--glass-rho", default=d.glass_rho, help="GLASS correlation rho: 'ddpm' or a float"
+        "--glass-rho",
+        type=_rho,
+        default=d.glass_rho,
+        help="GLASS correlation rho: 'ddpm' or a float in [-1, 1]",
     )
     p.add_argument(
         "--potential", default=d.potential, choices=["diff", "max", "sum"], help="FK potential"
@@ -140,7 +180,9 @@ def _steer_parser(sub: Any) -> None:
         default=None,
         help="KIND:PATH, e.g. clip:/models/clip, pickscore:DIR, hps:FILE, aesthetic:DIR, "
         "image_reward:FILE; python:FILE.py:FUNC for your own FUNC(images [M,C,H,W] in [0,1]) "
-        "-> [M]; digits[:TARGET] for the embedded classifier (with --pipeline default)",
+        "-> [M] on decoded images; latent:FILE.py:FUNC for FUNC(latents [M,...]) -> [M] on the "
+        "latents (no decode); digits[:TARGET] for the embedded classifier (with --pipeline "
+        "default). Not needed for --method sample",
     )
     p.add_argument(
         "--method",
@@ -152,9 +194,18 @@ def _steer_parser(sub: Any) -> None:
         "--transition", default="glass", choices=["glass", "sde", "ode"], help="transition kernel"
     )
     p.add_argument("--particles", type=int, default=4, help="particles N per prompt")
-    p.add_argument("--transitions", type=int, default=5, help="outer transitions (time-grid steps)")
+    p.add_argument(
+        "--transitions",
+        type=int,
+        default=None,
+        help="outer transitions (time-grid steps); unset = 50 NFE per particle whatever the "
+        "kernel: 50 / --inner-steps for glass, 50 / --substeps for ode and sde",
+    )
     p.add_argument("--inner-steps", type=int, default=10, help="GLASS inner steps per transition")
-    p.add_argument("--rho", default="ddpm", help="GLASS rho: 'ddpm' or a float in [-1, 1]")
+    p.add_argument("--substeps", type=int, default=1, help="ODE/SDE Euler substeps per transition")
+    p.add_argument(
+        "--rho", type=_rho, default="ddpm", help="GLASS rho: 'ddpm' or a float in [-1, 1]"
+    )
     p.add_argument(
         "--potential", default="diff", choices=["diff", "max", "sum"], help="FK potential"
     )
@@ -167,10 +218,35 @@ def _steer_parser(sub: Any) -> None:
         help="FK temperature",
     )
     p.add_argument(
-        "--guidance-scale",
+        "--reward-scale",
         type=float,
         default=0.4,
         help="reward-guidance scale for --method guidance (GLASS_MATH 5.4)",
+    )
+    g = p.add_argument_group(
+        "pipeline options (as in the diffusers pipeline's __call__; text-conditioned pipelines)"
+    )
+    g.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (SD/SDXL/SD3), or FLUX-dev's distilled guidance "
+        "input; unset = the pipeline family's default",
+    )
+    g.add_argument("--negative-prompt", nargs="+", default=None, help="negative prompt(s)")
+    g.add_argument(
+        "--true-cfg-scale",
+        type=float,
+        default=None,
+        help="FLUX true classifier-free guidance with --negative-prompt (> 1 turns it on)",
+    )
+    g.add_argument("--height", type=int, default=None, help="image height in pixels")
+    g.add_argument("--width", type=int, default=None, help="image width in pixels")
+    g.add_argument(
+        "--max-sequence-length",
+        type=int,
+        default=None,
+        help="T5 prompt tokens (FLUX, SD3); unset = the pipeline's default (512 for FLUX)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--max-batch", type=int, default=None, help="model micro-batch size")
@@ -222,10 +298,10 @@ def _bench_parser(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from glass_core import __doc__ as pkg_doc
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description=(pkg_doc or "").strip() + "\n\nExit codes: 0 ok, 1 runtime failure, "
-        "2 bad arguments/config/paths.",
+        "2 bad input (arguments, config, paths, pipelines) or a missing optional dependency.",
         formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="{demo,steer,bench}")
@@ -248,11 +324,23 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 
 
 def _convert(action: argparse.Action, key: str, value: Any) -> Any:
+    """A TOML value for `action`, of exactly the type the flag takes (3.7 is no integer, true no
+    number): a config file is checked as strictly as the command line."""
+
     def one(v: Any) -> Any:
-        if action.type is not None and not isinstance(v, bool):
+        want = action.type
+        if isinstance(v, bool):  # TOML true/false only for on/off flags
+            raise CLIError(f"config key {key!r} takes a value, not {str(v).lower()}")
+        if want is int and not isinstance(v, int):
+            raise CLIError(f"config key {key!r} must be an integer, got {v!r}")
+        if want is float and not isinstance(v, int | float):
+            raise CLIError(f"config key {key!r} must be a number, got {v!r}")
+        if want in (None, str, Path) and not isinstance(v, str):
+            raise CLIError(f"config key {key!r} must be a string, got {v!r}")
+        if want is not None:
             try:
-                v = action.type(v)  # type: ignore[operator]
-            except (TypeError, ValueError) as exc:
+                v = want(v)  # type: ignore[operator]
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
                 raise CLIError(f"config key {key!r}: {exc}") from None
         if action.choices is not None and v not in action.choices:
             raise CLIError(f"config key {key!r} must be one of {list(action.choices)}, got {v!r}")
@@ -266,7 +354,7 @@ def _convert(action: argparse.Action, key: str, value: Any) -> Any:
         if not isinstance(value, list):
             value = [value]
         return [one(v) for v in value]
-    if isinstance(value, (list, dict)):
+    if isinstance(value, list | dict):
         raise CLIError(f"config key {key!r} must be a single value, got {value!r}")
     return one(value)
 
@@ -287,7 +375,7 @@ def load_config(path: Path, sub: argparse.ArgumentParser, command: str) -> dict[
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CLIError(f"--config {str(path)!r}: invalid TOML: {exc}") from None
     section = data.get(command, {})
     flat = {k: v for k, v in data.items() if not isinstance(v, dict)}
@@ -334,10 +422,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # commands
 
 
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.quiet and sys.stderr.isatty()
-
-
 def _log(args: argparse.Namespace) -> Any:
     def log(msg: str) -> None:
         if not args.quiet:
@@ -348,6 +432,9 @@ def _log(args: argparse.Namespace) -> Any:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from dataclasses import fields
+
+    from glass_core import _deps
+    from glass_core._outdir import staged_output_dir
 
     from glass_core.demo_config import DemoConfig
 
@@ -363,9 +450,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if value is not None and not Path(value).is_dir():
             raise CLIError(f"--{name}: directory not found: {value!r}")
     cfg.validate()  # argument errors before importing torch
+    _deps.require("demo")
     from glass_core.demo import run_demo
 
-    results = run_demo(cfg, args.out, progress=_progress(args), log=_log(args))
+    with staged_output_dir(args.out, args.overwrite) as folder:
+        results = run_demo(cfg, folder, progress=not args.quiet, log=_log(args))
     print((args.out / "table.md").read_text(encoding="utf-8"))
     for name in ("results.json", "demo_grid.png", "reward_vs_nfe.png", "table.md"):
         print(f"wrote {args.out / name}")
@@ -373,281 +462,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transition(args: argparse.Namespace) -> Any:
-    if args.transition == "ode":
-        from glass_core.transitions import ODE
-
-        return ODE(solver="euler")
-    if args.transition == "sde":
-        from glass_core.transitions import SDE
-
-        return SDE()
-    rho: float | str = args.rho
-    if rho != "ddpm":
-        try:
-            rho = float(rho)
-        except ValueError:
-            raise CLIError(
-                f"--rho must be 'ddpm' or a float in [-1, 1], got {args.rho!r}"
-            ) from None
-        if not -1.0 <= rho <= 1.0:
-            raise CLIError(f"--rho must be in [-1, 1], got {rho}")
-    from glass_core.transitions import Glass  # after the checks: usage errors stay fast
-
-    return Glass(rho=rho, inner_steps=args.inner_steps)
-
-
-def _check_positive(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-
-
 def cmd_steer(args: argparse.Namespace) -> int:
-    """One path for every pipeline: load it with DiffusionPipeline.from_pretrained (the embedded
-    model for 'default') and call glass_core.steer, sharded with --distributed."""
-    import json
+    from glass_core._cli_steer import cmd_steer as run
 
-    for name in ("pipeline", "reward"):
-        if getattr(args, name) is None:
-            raise CLIError(f"--{name} is required for 'steer'")
-    _check_positive(args, "particles", "transitions", "inner_steps", "max_batch")
-    transition = _transition(args)  # checks --rho before importing torch
-    import torch  # after the argument checks: usage errors stay fast
-
-    if args.distributed:
-        _check_distributed(args)
-    pipe_dir = _pipeline_dir(args.pipeline)
-    reward = _steer_reward(args.reward, args.device)
-    group, rank, world = None, 0, 1
-    if args.distributed:
-        from glass_core.align.distributed import init
-
-        group = init()
-    try:
-        if group is not None:
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        if rank == 0:
-            args.out.mkdir(parents=True, exist_ok=True)
-        else:
-            args.quiet = True  # one rank prints, writes and shows progress
-        record = _steer_run(args, pipe_dir, reward, transition, group, rank)
-    finally:
-        if group is not None:
-            torch.distributed.destroy_process_group()
-    if rank != 0:
-        return 0
-    record["args"] = {
-        k: str(v) if isinstance(v, Path) else v
-        for k, v in vars(args).items()
-        if not k.startswith("_")
-    }
-    record["torch"] = torch.__version__
-    record["world_size"] = world
-    (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(
-        f"method {args.method}, transition {args.transition}, N={args.particles}"
-        + (f" over {world} ranks" if group is not None else "")
-        + f": rewards mean {record['mean_reward']:.4f} max {record['max_reward']:.4f}, "
-        f"NFE/particle {record['nfe']}"
-    )
-    print(f"wrote {args.out / 'results.json'} and {len(record['images'])} image(s) to {args.out}")
-    return 0
-
-
-def _check_distributed(args: argparse.Namespace) -> None:
-    """--distributed: a sharded method, launched by torchrun, N divisible by the world size."""
-    import os
-
-    from glass_core.steer import SHARDED_METHODS
-
-    if args.method not in SHARDED_METHODS:
-        raise CLIError(
-            f"--distributed shards --method {' or '.join(SHARDED_METHODS)} only, "
-            f"not {args.method!r}"
-        )
-    missing = [v for v in ("RANK", "WORLD_SIZE") if v not in os.environ]
-    if missing:
-        raise CLIError(
-            f"--distributed: not launched under torchrun ({'/'.join(missing)} not set); run "
-            f"`torchrun --nproc-per-node K --no-python glass-core steer --distributed ...` or "
-            f"`python -m torch.distributed.run --nproc-per-node K -m glass_core steer "
-            f"--distributed ...`"
-        )
-    world = int(os.environ["WORLD_SIZE"])
-    if args.particles % world:
-        raise CLIError(
-            f"--particles ({args.particles}) must be a multiple of the number of ranks ({world}) "
-            f"with --distributed"
-        )
-
-
-def _pipeline_dir(spec: str) -> Path:
-    from glass_core.models.default import DEFAULT_MODEL_DIR
-
-    if spec == "default":
-        return DEFAULT_MODEL_DIR
-    pipe_dir = Path(spec)
-    if not pipe_dir.is_dir():
-        raise CLIError(f"--pipeline: directory not found: {spec!r}")
-    if not (pipe_dir / "model_index.json").is_file():
-        raise CLIError(
-            f"--pipeline: {spec!r} is not a diffusers pipeline directory (no model_index.json)"
-        )
-    return pipe_dir
-
-
-def _default_reward_spec(spec: str) -> tuple[str | None, int]:
-    """digits | digits:TARGET | digits:DIR:TARGET -> (dir or None, target)."""
-    parts = spec.split(":")
-    if parts[0] != "digits" or len(parts) > 3:
-        raise CLIError(f"--reward must be digits[:TARGET] or digits:DIR:TARGET, got {spec!r}")
-    target_s = parts[-1] if len(parts) > 1 else "3"
-    path = parts[1] if len(parts) == 3 else None
-    if not target_s.isdigit() or not 0 <= int(target_s) <= 9:
-        raise CLIError(f"--reward digit target must be 0..9, got {target_s!r}")
-    if path is not None and not Path(path).is_dir():
-        raise CLIError(f"--reward: directory not found: {path!r}")
-    return path, int(target_s)
-
-
-def _steer_reward(spec: str, device: str) -> Any:
-    """digits[:...] (the embedded classifier, on 1x8x8 samples), python:FILE.py:FUNC (an image
-    reward) or KIND:PATH (glass_core.rewards.loading)."""
-    kind, sep, rest = spec.partition(":")
-    if kind == "digits":
-        from glass_core.models.default import load_default_reward
-
-        path, target = _default_reward_spec(spec)
-        return load_default_reward(target, path, device=device)
-    if not sep or not rest:
-        raise CLIError(f"--reward must be KIND:PATH, got {spec!r}")
-    from glass_core.rewards.loading import image_reward, load_reward
-
-    if kind == "python":
-        path, _, func = rest.rpartition(":")
-        if not path or not func:
-            raise CLIError(f"--reward python:FILE.py:FUNC, got {spec!r}")
-        if not Path(path).is_file():
-            raise CLIError(f"--reward: file not found: {path!r}")
-        return image_reward(_load_function(Path(path), func))
-    if not Path(rest).exists():
-        raise CLIError(f"--reward: path not found: {rest!r}")
-    return load_reward(kind, rest, device=device)
-
-
-def _steer_run(
-    args: argparse.Namespace, pipe_dir: Path, reward: Any, transition: Any, group: Any, rank: int
-) -> dict[str, Any]:
-    import numpy as np
-    import torch
-    from diffusers import DiffusionPipeline
-
-    from glass_core.models.default import IMAGE_SHAPE, DigitReward
-    from glass_core.steer import is_unconditional, steer
-
-    if not _progress(args):
-        _quiet_loading()
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if args.dtype != "float32":
-        kwargs["torch_dtype"] = getattr(torch, args.dtype)
-    pipe = DiffusionPipeline.from_pretrained(str(pipe_dir), **kwargs).to(args.device)
-    pipe.set_progress_bar_config(disable=not _progress(args))
-    prompts: str | list[str] | None = None
-    if is_unconditional(pipe):
-        if args.prompt is not None:
-            raise CLIError(f"--prompt: {args.pipeline!r} is an unconditional pipeline, no prompts")
-        cfg = pipe.unet.config
-        size = cfg.sample_size
-        shape = (cfg.in_channels, *((size, size) if isinstance(size, int) else size))
-        if isinstance(reward, DigitReward) and tuple(shape) != IMAGE_SHAPE:
-            raise CLIError(f"--reward digits needs 1x8x8 samples, the pipeline makes {shape}")
-    else:
-        if args.prompt is None:
-            raise CLIError("--prompt is required for a text-conditioned diffusers pipeline")
-        if isinstance(reward, DigitReward):
-            raise CLIError(
-                "--reward digits needs an unconditional 1x8x8 pipeline (--pipeline default)"
-            )
-        prompts = args.prompt if len(args.prompt) > 1 else args.prompt[0]
-    res = steer(
-        pipe,
-        prompts,
-        reward=reward,
-        method=args.method,
-        transition=transition,
-        num_particles=args.particles,
-        num_transitions=args.transitions,
-        generator=torch.Generator(device="cpu").manual_seed(args.seed),
-        output_type="pil" if rank == 0 else "latent",  # only rank 0 decodes and writes
-        max_batch=args.max_batch,
-        progress=_progress(args),
-        lambda_=args.lambda_,
-        potential=args.potential,
-        reward_scale=args.guidance_scale,
-        process_group=group,
-    )
-    if rank != 0:
-        return {}
-    names = []
-    for i, im in enumerate(res.images):
-        name = f"image_{i:03d}.png"
-        im.save(args.out / name)
-        names.append(name)
-    r = res.rewards.detach().double()
-    record: dict[str, Any] = {
-        "pipeline": args.pipeline,
-        "reward": args.reward,
-        "method": args.method,
-        "nfe": int(res.nfe),
-        "rewards": r.tolist(),  # [B][N]
-        "mean_reward": float(r.mean()),
-        "max_reward": float(r.max()),
-        "best_index": res.best_index.tolist(),  # [B]
-        "images": names,  # B * N, group-major
-    }
-    if args.method == "fk":
-        record["log_weights"] = res.log_weights.tolist()  # [B][N]
-        record["log_evidence"] = np.asarray(res.log_evidence).tolist()  # [B]
-    for attr in ("wall_time", "model_time", "reward_time", "bookkeeping_time"):
-        record[attr] = float(getattr(res, attr))
-    return record
-
-
-def _quiet_loading() -> None:
-    """No diffusers/transformers loading bars when progress is off."""
-    import diffusers
-
-    diffusers.utils.logging.disable_progress_bar()
-    try:
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-    except ImportError:
-        pass
-
-
-def _load_function(path: Path, name: str) -> Any:
-    """FUNC from a Python file (for --reward python:FILE.py:FUNC)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_glass_core_user_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise CLIError(f"--reward: cannot import {str(path)!r} as Python")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise CLIError(f"--reward: {str(path)!r} has no callable {name!r}")
-    return fn
+    return run(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
-    import shlex
-    import subprocess
-    import time
 
     bench_dir = args.benches
     if bench_dir is None:
@@ -655,8 +477,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench_dir = next((c for c in candidates if c.is_dir()), None)
         if bench_dir is None:
             raise CLIError(
-                "--benches: no benches/ directory here or in the source checkout; "
-                "pass --benches DIR"
+                "--benches: no benches/ directory here or in the source checkout (the benchmark "
+                "scripts ship with the source, not the wheel: run from a clone of the "
+                "repository, or pass --benches DIR)"
             )
     elif not bench_dir.is_dir():
         raise CLIError(f"--benches: directory not found: {str(bench_dir)!r}")
@@ -676,53 +499,62 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if not scripts:
         raise CLIError(f"--benches: no *.py scripts in {str(bench_dir)!r}")
+    from glass_core._outdir import staged_output_dir
+
     log = _log(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    summary = []
-    failed = 0
-    for script in scripts:
-        log(f"running {script.name} ...")
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run(
-                [sys.executable, str(script), *shlex.split(args.script_args)],
-                capture_output=True,
-                text=True,
-                timeout=args.timeout,
-                cwd=bench_dir.parent,
-            )
-            code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
-        except subprocess.TimeoutExpired as exc:
-            code, stdout, stderr = -1, str(exc.stdout or ""), f"timeout after {args.timeout} s"
-        wall = time.perf_counter() - start
-        table = args.out / f"{script.stem}.md"
-        table.write_text(f"# {script.name}\n\n{stdout}", encoding="utf-8")
-        if code != 0:
-            failed += 1
-            log(f"{script.name} failed (exit {code}): {stderr.strip().splitlines()[-1:]}")
-        else:
-            print(stdout, end="" if stdout.endswith("\n") else "\n")
-        summary.append(
-            {
-                "script": script.name,
-                "exit_code": code,
-                "wall_s": round(wall, 2),
-                "table": table.name,
-                "stderr_tail": stderr.strip().splitlines()[-5:],
-            }
-        )
-    (args.out / "bench.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    with staged_output_dir(args.out, args.overwrite) as folder:
+        summary = [_run_bench(script, bench_dir, folder, args, log) for script in scripts]
+        (folder / "bench.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {len(summary)} table(s) and bench.json to {args.out}")
+    failed = sum(1 for s in summary if s["exit_code"] != 0)
     if failed:
         raise RuntimeError(f"{failed} of {len(summary)} bench script(s) failed; see {args.out}")
     return 0
+
+
+def _run_bench(
+    script: Path, bench_dir: Path, folder: Path, args: argparse.Namespace, log: Any
+) -> dict[str, Any]:
+    """Run one bench script, write its printed table to folder/<name>.md, return its summary."""
+    import shlex
+    import subprocess
+    import time
+
+    log(f"running {script.name} ...")
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script), *shlex.split(args.script_args)],
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+            cwd=bench_dir.parent,
+        )
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        code, stdout, stderr = -1, str(exc.stdout or ""), f"timeout after {args.timeout} s"
+    wall = time.perf_counter() - start
+    table = folder / f"{script.stem}.md"
+    table.write_text(f"# {script.name}\n\n{stdout}", encoding="utf-8")
+    if code != 0:
+        log(f"{script.name} failed (exit {code}): {stderr.strip().splitlines()[-1:]}")
+    else:
+        print(stdout, end="" if stdout.endswith("\n") else "\n")
+    return {
+        "script": script.name,
+        "exit_code": code,
+        "wall_s": round(wall, 2),
+        "table": table.name,
+        "stderr_tail": stderr.strip().splitlines()[-5:],
+    }
 
 
 COMMANDS = {"demo": cmd_demo, "steer": cmd_steer, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``glass-core``; returns the exit code (0 ok, 1 failure, 2 usage)."""
+    """Entry point of ``glass-core``; returns the exit code (0 ok, 1 failure, 2 bad input or a
+    missing optional dependency)."""
     argv = list(argv) if argv is not None else sys.argv[1:]
     debug = "--debug" in argv
     try:
@@ -758,19 +590,28 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def _exit_code(exc: BaseException) -> int:
+    from glass_core._deps import MissingExtraError, describe_missing
     from glass_core.errors import GlassError
 
-    if isinstance(exc, (CLIError, FileNotFoundError, NotADirectoryError)):
+    if isinstance(exc, CLIError | MissingExtraError | FileNotFoundError | NotADirectoryError):
         return 2
+    if isinstance(exc, FileExistsError):
+        return 2  # a path the user named is in the way (e.g. a file where a folder must go)
+    if isinstance(exc, ModuleNotFoundError) and describe_missing(exc) is not None:
+        return 2  # an optional dependency: the message names the extra to install
     if isinstance(exc, GlassError) and isinstance(exc, ValueError):
         return 2  # InvalidInputError, UnsupportedModelError: the caller passed something bad
     return 1
 
 
 def _describe(exc: BaseException) -> str:
+    from glass_core._deps import MissingExtraError, describe_missing
+
     msg = str(exc) or type(exc).__name__
-    if isinstance(exc, (CLIError,)):
+    if isinstance(exc, CLIError | MissingExtraError):
         return msg
+    if isinstance(exc, ModuleNotFoundError):
+        return describe_missing(exc) or f"{type(exc).__name__}: {msg}"
     return f"{type(exc).__name__}: {msg}"
 
 

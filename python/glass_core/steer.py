@@ -21,13 +21,31 @@ import torch
 
 from glass_core.errors import InvalidInputError
 
-__all__ = ["METHODS", "OUTPUT_TYPES", "SHARDED_METHODS", "SteerResult", "is_unconditional", "steer"]
+__all__ = [
+    "DEFAULT_NFE",
+    "METHODS",
+    "OUTPUT_TYPES",
+    "SHARDED_METHODS",
+    "SteerResult",
+    "default_num_transitions",
+    "is_unconditional",
+    "steer",
+]
 
 METHODS = ("fk", "best_of_n", "guidance", "sample")
 SHARDED_METHODS = ("fk", "best_of_n")  # the methods that accept process_group
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
 
 StepCallback = Callable[[int, float, float, torch.Tensor], Any]
+#: network evaluations per particle when neither time_grid nor num_transitions is given, whatever
+#: the transition (so GLASS, ODE and SDE runs cost the same by default)
+DEFAULT_NFE = 50
+
+
+def default_num_transitions(transition: Any) -> int:
+    """Transitions that spend ``DEFAULT_NFE`` evaluations per particle with ``transition``
+    (e.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``)."""
+    return max(1, DEFAULT_NFE // int(getattr(transition, "nfe_per_call", 1)))
 
 
 @dataclass
@@ -341,7 +359,8 @@ def steer(
         transition: ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
             ``ODE(...)``.
         time_grid / num_transitions: an explicit grid from 0 to 1, or the number of transitions on
-            the pipeline's own (shifted) step grid; default ``50 // transition.nfe_per_call``.
+            the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
+            (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
         generator: a torch.Generator, or a list of B generators (one per prompt group).
         output_type: "pil" | "pt" | "np" | "latent".
         max_batch: network rows per forward pass (CFG rows included) and images per VAE decode /
@@ -428,9 +447,7 @@ def steer(
             f"got {len(generator)}"
         )
     if time_grid is None:
-        k = num_transitions
-        if k is None:
-            k = max(1, 50 // int(getattr(transition, "nfe_per_call", 1)))
+        k = default_num_transitions(transition) if num_transitions is None else num_transitions
         k = _check_int(k, "num_transitions")
         if isinstance(model, _UnconditionalModel):
             grid = model.time_grid(k)
@@ -442,9 +459,9 @@ def steer(
 
     bar = None
     if progress and method == "sample":
-        from tqdm.auto import tqdm
+        from glass_core._progress import progress_bar
 
-        bar = tqdm(total=len(grid) - 1, desc="sampling", leave=False)
+        bar = progress_bar(len(grid) - 1, True, "sampling")
     observed = _ObservedTransition(transition, callback, bar)
     shape = model.latent_shape
     common: dict[str, Any] = {

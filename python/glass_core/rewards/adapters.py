@@ -40,10 +40,13 @@ def local_path(path: str | os.PathLike[str], name: str = "path", *, kind: str = 
     return p
 
 
-def check_images(images: Any, name: str = "images") -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+def check_images(images: Any, name: str = "images", channels: int | None = 3) -> torch.Tensor:
+    """``images`` is a [M, C, H, W] tensor (C = ``channels`` unless None)."""
+    is_4d = isinstance(images, torch.Tensor) and images.ndim == 4
+    if not is_4d or (channels is not None and images.shape[1] != channels):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InvalidInputError(f"{name} must be a [M, 3, H, W] tensor in [0, 1], got {shape}")
+        c = "C" if channels is None else channels
+        raise InvalidInputError(f"{name} must be a [M, {c}, H, W] tensor in [0, 1], got {shape}")
     return images
 
 
@@ -109,8 +112,9 @@ class ImageRewardModel(torch.nn.Module):
 
 
 class ImageCallableReward(ImageRewardModel):
-    """A user function on images: ``fn(images[M,3,H,W] in [0,1]) -> [M]`` or
-    ``fn(images, prompts) -> [M]`` (prompts: one string per row)."""
+    """A user function on images: ``fn(images[M,C,H,W] in [0,1]) -> [M]`` or
+    ``fn(images, prompts) -> [M]`` (prompts: one string per row). C is the pipeline's: 3 for the
+    text-to-image families, 1 for grey-scale unconditional models such as the embedded one."""
 
     def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
         super().__init__()
@@ -129,7 +133,7 @@ class ImageCallableReward(ImageRewardModel):
         self.needs_prompts = False
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        check_images(images)
+        check_images(images, channels=None)
         if self.takes_prompts:
             return self.fn(
                 images,
