@@ -435,7 +435,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from glass_core import _deps
     from glass_core._outdir import staged_output_dir
-
     from glass_core.demo_config import DemoConfig
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
