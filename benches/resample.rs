@@ -3,6 +3,7 @@
 //! Run: `cargo bench --bench resample` (figures, not timed tests).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use glass_core::interrupt::Never;
 use glass_core::resample::{resample_log_weights, row_rng, uniform, Scheme, Seeds};
 use glass_core::{ResampleMode, SmcState};
 use std::hint::black_box;
@@ -37,8 +38,16 @@ fn bench_schemes(c: &mut Criterion) {
             ] {
                 group.bench_with_input(BenchmarkId::new(scheme.as_str(), kind), &lw, |b, lw| {
                     b.iter(|| {
-                        resample_log_weights(black_box(lw), 1, n, n, scheme, &Seeds::Single(1))
-                            .unwrap()
+                        resample_log_weights(
+                            black_box(lw),
+                            1,
+                            n,
+                            n,
+                            scheme,
+                            &Seeds::Single(1),
+                            &Never,
+                        )
+                        .unwrap()
                     })
                 });
             }
@@ -53,7 +62,11 @@ fn bench_smc_step(c: &mut Criterion) {
     let mut state =
         SmcState::new(1, n, Scheme::Systematic, None, &Seeds::Single(0), false).unwrap();
     c.bench_function("smc_step/N=4096", |b| {
-        b.iter(|| state.step(black_box(&g), ResampleMode::Always).unwrap())
+        b.iter(|| {
+            state
+                .step(black_box(&g), ResampleMode::Always, &Never)
+                .unwrap()
+        })
     });
 }
 

@@ -16,6 +16,10 @@ pub enum GlassError {
     /// Any other failure (Python: `GlassError`).
     #[error("{0}")]
     Other(String),
+    /// The call was interrupted between two chunks of work (Python: the pending exception of the
+    /// signal handler, normally `KeyboardInterrupt`); no state was changed.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 pub type Result<T> = std::result::Result<T, GlassError>;

@@ -2,6 +2,7 @@
 //! log-weights, log-evidence, ESS history, adaptive resampling and the ancestor genealogy.
 
 use crate::error::{invalid, GlassError, Result};
+use crate::interrupt::{Interrupt, CHUNK};
 use crate::resample::{resample_weights, Scheme, Seeds};
 use rand_pcg::Pcg64;
 
@@ -156,8 +157,14 @@ impl SmcState {
         Some(out)
     }
 
-    /// One SMC step with log-potentials `g` ([B, N] row-major). Atomic: on error nothing changes.
-    pub fn step(&mut self, g: &[f64], mode: ResampleMode) -> Result<StepOutput> {
+    /// One SMC step with log-potentials `g` ([B, N] row-major). Atomic: on error (including an
+    /// interruption by `intr`, asked between chunks of work) nothing changes.
+    pub fn step(
+        &mut self,
+        g: &[f64],
+        mode: ResampleMode,
+        intr: &dyn Interrupt,
+    ) -> Result<StepOutput> {
         let (b, n) = (self.b, self.n);
         if g.len() != b * n {
             return Err(invalid(format!(
@@ -168,23 +175,12 @@ impl SmcState {
         }
         // one fused pass: reweighted log-weights, per-row maxima, NaN/+inf flag on the potentials
         let mut rew = std::mem::take(&mut self.scratch);
-        rew.clear();
-        rew.resize(b * n, 0.0);
-        let mut maxes = Vec::with_capacity(b);
-        let mut bad = false;
-        for r in 0..b {
-            let (lo, hi) = (r * n, (r + 1) * n);
-            for ((o, &w), &x) in rew[lo..hi]
-                .iter_mut()
-                .zip(&self.log_w[lo..hi])
-                .zip(&g[lo..hi])
-            {
-                bad |= x.is_nan() | (x == f64::INFINITY);
-                *o = w + x;
-            }
-            maxes.push(crate::weights::max_and_nan(&rew[lo..hi]).0);
-        }
-        self.scratch = rew;
+        let fused = fused_reweight(&mut rew, &self.log_w, g, b, n, intr);
+        let rew = {
+            self.scratch = rew;
+            &mut self.scratch
+        };
+        let (maxes, bad) = fused?;
         if bad {
             check_potentials(g, b, n)?;
         }
@@ -198,16 +194,20 @@ impl SmcState {
                 }
             )));
         }
-        let rew = std::mem::take(&mut self.scratch);
+        // everything below writes to copies (rew becomes the new log-weights, rngs are cloned)
+        // that are committed only once every group is done
+        let mut rngs = self.rngs.clone();
+        let mut log_evidence = self.log_evidence.clone();
         let mut ancestors = vec![0i64; b * n];
         let mut resampled = vec![false; b];
         let mut ess = vec![0.0; b];
         let log_n = (n as f64).ln();
         for r in 0..b {
-            let row = &rew[r * n..(r + 1) * n];
-            let (total, sum2) = crate::weights::exp_shifted(row, maxes[r], &mut self.scratch_w);
-            let lse = maxes[r] + total.ln();
-            self.log_evidence[r] += lse;
+            let row = &mut rew[r * n..(r + 1) * n];
+            let (total, sum2) =
+                crate::weights::exp_shifted(row, maxes[r], &mut self.scratch_w, intr)?;
+            let ls = total.ln();
+            log_evidence[r] += maxes[r] + ls;
             let e = total * total / sum2;
             ess[r] = e;
             let do_resample = match mode {
@@ -220,27 +220,32 @@ impl SmcState {
             };
             resampled[r] = do_resample;
             let anc = &mut ancestors[r * n..(r + 1) * n];
-            let lw = &mut self.log_w[r * n..(r + 1) * n];
             if do_resample {
                 resample_weights(
                     &self.scratch_w,
                     total,
                     self.scheme,
-                    &mut self.rngs[r],
+                    &mut rngs[r],
                     anc,
                     &mut self.walk_scratch,
-                );
-                lw.fill(-log_n);
+                    intr,
+                )?;
+                row.fill(-log_n);
             } else {
                 for (i, a) in anc.iter_mut().enumerate() {
                     *a = i as i64;
                 }
-                for (w, &x) in lw.iter_mut().zip(row) {
-                    *w = x - lse;
+                // subtract the maximum first: full precision at any magnitude
+                let m = maxes[r];
+                for x in row.iter_mut() {
+                    *x = (*x - m) - ls;
                 }
             }
+            intr.check()?;
         }
-        self.scratch = rew;
+        std::mem::swap(&mut self.log_w, &mut self.scratch);
+        self.rngs = rngs;
+        self.log_evidence = log_evidence;
         self.ess_history.extend_from_slice(&ess);
         if let Some(gen) = self.genealogy.as_mut() {
             gen.extend(ancestors.iter().map(|&a| a as u32));
@@ -252,6 +257,41 @@ impl SmcState {
             ess,
         })
     }
+}
+
+/// rew = log_w + g (resized to B x N); returns the per-row maxima of rew and whether g has a NaN
+/// or +inf.
+fn fused_reweight(
+    rew: &mut Vec<f64>,
+    log_w: &[f64],
+    g: &[f64],
+    b: usize,
+    n: usize,
+    intr: &dyn Interrupt,
+) -> Result<(Vec<f64>, bool)> {
+    rew.clear();
+    rew.resize(b * n, 0.0);
+    let mut maxes = Vec::with_capacity(b);
+    let mut bad = false;
+    for r in 0..b {
+        let (lo, hi) = (r * n, (r + 1) * n);
+        let mut m = f64::NEG_INFINITY;
+        for ((o, w), x) in rew[lo..hi]
+            .chunks_mut(CHUNK)
+            .zip(log_w[lo..hi].chunks(CHUNK))
+            .zip(g[lo..hi].chunks(CHUNK))
+        {
+            for ((o, &w), &x) in o.iter_mut().zip(w).zip(x) {
+                bad |= x.is_nan() | (x == f64::INFINITY);
+                *o = w + x;
+            }
+            let cm = crate::weights::max_and_nan(o).0;
+            m = if cm > m { cm } else { m };
+            intr.check()?;
+        }
+        maxes.push(m);
+    }
+    Ok((maxes, bad))
 }
 
 fn check_potentials(g: &[f64], b: usize, n: usize) -> Result<()> {
@@ -278,6 +318,7 @@ fn check_potentials(g: &[f64], b: usize, n: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interrupt::Never as NoInterrupt;
 
     fn state(b: usize, n: usize, th: Option<f64>) -> SmcState {
         SmcState::new(b, n, Scheme::Systematic, th, &Seeds::Single(1), true).unwrap()
@@ -287,10 +328,10 @@ mod tests {
     fn carries_weights_when_not_resampling() {
         let mut s = state(1, 4, Some(0.0));
         let g = [0.0, 1.0, 2.0, 3.0];
-        let out = s.step(&g, ResampleMode::Adaptive).unwrap();
+        let out = s.step(&g, ResampleMode::Adaptive, &NoInterrupt).unwrap();
         assert!(!out.resampled[0]);
         assert_eq!(out.ancestors, vec![0, 1, 2, 3]);
-        let out2 = s.step(&g, ResampleMode::Never).unwrap();
+        let out2 = s.step(&g, ResampleMode::Never, &NoInterrupt).unwrap();
         assert!(!out2.resampled[0]);
         // carried: weights proportional to exp(2 g)
         let z: f64 = g.iter().map(|x| (2.0 * x).exp()).sum();
@@ -306,7 +347,8 @@ mod tests {
         // constant potentials c per step: log Z = steps * c regardless of resampling
         let mut s = state(2, 16, None);
         for _ in 0..5 {
-            s.step(&[0.25; 32], ResampleMode::Always).unwrap();
+            s.step(&[0.25; 32], ResampleMode::Always, &NoInterrupt)
+                .unwrap();
         }
         for &z in s.log_evidence() {
             assert!((z - 1.25).abs() < 1e-12);
@@ -322,7 +364,7 @@ mod tests {
             let g: Vec<f64> = (0..5)
                 .map(|_| 3.0 * crate::resample::uniform(&mut rng))
                 .collect();
-            s.step(&g, ResampleMode::Always).unwrap();
+            s.step(&g, ResampleMode::Always, &NoInterrupt).unwrap();
         }
         let tr = s.trace().unwrap();
         let gen = s.genealogy().unwrap();
@@ -349,22 +391,25 @@ mod tests {
             f64::NEG_INFINITY,
             f64::NEG_INFINITY,
         ];
-        match s.step(&g, ResampleMode::Always) {
+        match s.step(&g, ResampleMode::Always, &NoInterrupt) {
             Err(GlassError::DegenerateWeights(m)) => assert!(m.contains("row 1"), "{m}"),
             e => panic!("{e:?}"),
         }
         assert!(matches!(
-            s.step(&[f64::NAN; 6], ResampleMode::Always),
+            s.step(&[f64::NAN; 6], ResampleMode::Always, &NoInterrupt),
             Err(GlassError::DegenerateWeights(_))
         ));
         assert!(matches!(
             s.step(
                 &[0.0, 0.0, f64::INFINITY, 0.0, 0.0, 0.0],
-                ResampleMode::Always
+                ResampleMode::Always,
+                &NoInterrupt,
             ),
             Err(GlassError::InvalidInput(_))
         ));
-        assert!(s.step(&[0.0; 5], ResampleMode::Always).is_err());
+        assert!(s
+            .step(&[0.0; 5], ResampleMode::Always, &NoInterrupt)
+            .is_err());
         assert_eq!(s.log_weights(), &before[..]);
         assert_eq!(s.num_steps(), 0);
     }

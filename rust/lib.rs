@@ -5,6 +5,7 @@
 pub mod error;
 pub mod genealogy;
 pub mod glass;
+pub mod interrupt;
 pub mod resample;
 pub mod schedule;
 pub mod weights;

@@ -9,6 +9,7 @@
 use crate::error::GlassError as RsError;
 use crate::genealogy::{ResampleMode, SmcState};
 use crate::glass;
+use crate::interrupt::{Interrupt, Never};
 use crate::resample::{resample_log_weights, Scheme, Seeds};
 use crate::schedule::{self, Schedule, VpTable};
 use crate::weights;
@@ -18,10 +19,12 @@ use numpy::{
     PyUntypedArrayMethods,
 };
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 create_exception!(
     glass_core._core,
@@ -56,6 +59,7 @@ fn to_py(py: Python<'_>, e: RsError) -> PyErr {
         RsError::InvalidInput(m) => py_err_named(py, "InvalidInputError", m),
         RsError::DegenerateWeights(m) => py_err_named(py, "DegenerateWeightsError", m),
         RsError::Other(m) => GlassError::new_err(m),
+        RsError::Interrupted => PyKeyboardInterrupt::new_err(()),
     }
 }
 
@@ -166,11 +170,88 @@ fn weights_input<'py>(
     }
 }
 
-fn maybe_detach<T: Send, F: FnOnce() -> T + Send>(py: Python<'_>, size: usize, f: F) -> T {
-    if size >= DETACH_THRESHOLD {
-        py.detach(f)
+/// The thread that imported the module: Python runs signal handlers only there (the main thread).
+static SIGNAL_THREAD: OnceLock<std::thread::ThreadId> = OnceLock::new();
+
+/// How often a detached call on the main thread asks Python whether a signal (Ctrl-C) arrived.
+const SIGNAL_POLL: Duration = Duration::from_millis(5);
+
+/// Between chunks of a detached call, re-attaches briefly (at most every SIGNAL_POLL) and runs
+/// Python's signal handlers; a raised exception (KeyboardInterrupt) stops the call.
+struct PySignals {
+    active: bool,
+    last: Mutex<Instant>,
+    raised: Mutex<Option<PyErr>>,
+}
+
+impl PySignals {
+    fn new() -> Self {
+        Self {
+            active: SIGNAL_THREAD.get() == Some(&std::thread::current().id()),
+            last: Mutex::new(Instant::now()),
+            raised: Mutex::new(None),
+        }
+    }
+    fn take(&self) -> Option<PyErr> {
+        self.raised.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+impl Interrupt for PySignals {
+    fn check(&self) -> crate::error::Result<()> {
+        if !self.active {
+            return Ok(());
+        }
+        if let Ok(mut last) = self.last.lock() {
+            if last.elapsed() < SIGNAL_POLL {
+                return Ok(());
+            }
+            *last = Instant::now();
+        }
+        match Python::attach(|py| py.check_signals()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Ok(mut r) = self.raised.lock() {
+                    *r = Some(e);
+                }
+                Err(RsError::Interrupted)
+            }
+        }
+    }
+}
+
+/// Run native work: detached from the interpreter (other threads run) when it covers at least
+/// DETACH_THRESHOLD entries, interruptible by Ctrl-C, with any Rust panic turned into a
+/// `GlassError` (a bug in glass_core; the last line of defence, nothing should panic).
+fn run_native<T: Send>(
+    py: Python<'_>,
+    size: usize,
+    f: impl FnOnce(&dyn Interrupt) -> crate::error::Result<T> + Send,
+) -> PyResult<T> {
+    let guarded = |intr: &dyn Interrupt| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| f(intr))).unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(RsError::Other(format!(
+                "internal error in glass_core's native core (a bug, please report it): {msg}"
+            )))
+        })
+    };
+    let signals = PySignals::new();
+    let res = if size >= DETACH_THRESHOLD {
+        py.detach(|| guarded(&signals))
     } else {
-        f()
+        guarded(&Never)
+    };
+    match res {
+        Ok(v) => Ok(v),
+        Err(RsError::Interrupted) => Err(signals
+            .take()
+            .unwrap_or_else(|| PyKeyboardInterrupt::new_err(()))),
+        Err(e) => Err(to_py(py, e)),
     }
 }
 
@@ -242,10 +323,10 @@ fn normalize_log_weights<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let (x, b, n, two_d) = weights_input(log_weights, "log_weights")?;
     let lw = x.slice();
-    let (out, lm) = maybe_detach(
+    let (out, lm) = run_native(
         py,
         b * n,
-        || -> crate::error::Result<(Vec<f64>, Vec<f64>)> {
+        |intr| -> crate::error::Result<(Vec<f64>, Vec<f64>)> {
             let mut out = vec![0.0; b * n];
             if n == 0 {
                 return Err(crate::error::invalid(
@@ -259,12 +340,12 @@ fn normalize_log_weights<'py>(
                     &mut out[r * n..(r + 1) * n],
                     "log_weights",
                     if two_d { Some(r) } else { None },
+                    intr,
                 )?);
             }
             Ok((out, lm))
         },
-    )
-    .py(py)?;
+    )?;
     if two_d {
         let a =
             Array2::from_shape_vec((b, n), out).map_err(|e| GlassError::new_err(e.to_string()))?;
@@ -292,7 +373,7 @@ fn normalize_log_weights<'py>(
 fn ess<'py>(py: Python<'py>, log_weights: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let (x, b, n, two_d) = weights_input(log_weights, "log_weights")?;
     let lw = x.slice();
-    let e = maybe_detach(py, b * n, || -> crate::error::Result<Vec<f64>> {
+    let e = run_native(py, b * n, |intr| -> crate::error::Result<Vec<f64>> {
         if n == 0 {
             return Err(crate::error::invalid(
                 "log_weights must contain at least one particle",
@@ -304,11 +385,11 @@ fn ess<'py>(py: Python<'py>, log_weights: &Bound<'py, PyAny>) -> PyResult<Bound<
                     &lw[r * n..(r + 1) * n],
                     "log_weights",
                     if two_d { Some(r) } else { None },
+                    intr,
                 )
             })
             .collect()
-    })
-    .py(py)?;
+    })?;
     if two_d {
         Ok(PyArray1::from_vec(py, e).into_any())
     } else {
@@ -359,10 +440,9 @@ fn resample<'py>(
         }
     };
     let lw = x.slice();
-    let out = maybe_detach(py, b * n.max(m), || {
-        resample_log_weights(lw, b, n, m, scheme, &seeds)
-    })
-    .py(py)?;
+    let out = run_native(py, b * n.max(m), |intr| {
+        resample_log_weights(lw, b, n, m, scheme, &seeds, intr)
+    })?;
     if two_d {
         Ok(array2_i64(py, out, b, m)?.into_any())
     } else {
@@ -498,8 +578,8 @@ impl PySMCState {
         };
         let g = x.slice();
         let inner = &mut self.inner;
-        let (out, flat) = maybe_detach(py, b * n, || {
-            inner.step(g, mode).map(|o| {
+        let (out, flat) = run_native(py, b * n, |intr| {
+            inner.step(g, mode, intr).map(|o| {
                 let mut flat = Vec::with_capacity(b * n);
                 for (r, row) in o.ancestors.chunks_exact(n).enumerate() {
                     let base = (r * n) as i64;
@@ -507,8 +587,7 @@ impl PySMCState {
                 }
                 (o, flat)
             })
-        })
-        .py(py)?;
+        })?;
         let any = out.resampled.iter().any(|&r| r);
         Ok(StepResult {
             ancestors: array2_i64(py, out.ancestors, b, n)?.unbind(),
@@ -592,11 +671,11 @@ impl PySMCState {
     /// ancestor of final particle i of group b (trace[-1] is the identity).
     fn trace<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<i64>>> {
         let inner = &self.inner;
-        let v = maybe_detach(
+        let v = run_native(
             py,
             inner.num_steps() * inner.num_groups() * inner.num_particles(),
-            || inner.trace(),
-        )
+            |_| Ok(inner.trace()),
+        )?
         .ok_or_else(|| GlassError::new_err("genealogy is not tracked (track_genealogy=False)"))?;
         let a = Array3::from_shape_vec(
             (
@@ -663,7 +742,7 @@ fn map_times<'py>(
     if shape.is_empty() {
         return Ok(PyFloat::new(py, f(s[0])).into_any());
     }
-    let out: Vec<f64> = maybe_detach(py, s.len(), || s.iter().map(|&v| f(v)).collect());
+    let out: Vec<f64> = run_native(py, s.len(), |_| Ok(s.iter().map(|&v| f(v)).collect()))?;
     let a = ArrayD::from_shape_vec(IxDyn(&shape), out)
         .map_err(|e| GlassError::new_err(e.to_string()))?;
     Ok(PyArrayDyn::from_owned_array(py, a).into_any())
@@ -1087,6 +1166,7 @@ fn make_error_type<'py>(
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    let _ = SIGNAL_THREAD.set(std::thread::current().id());
     let base = py.get_type::<GlassError>();
     let value_error = py.get_type::<PyValueError>();
     m.add("GlassError", &base)?;

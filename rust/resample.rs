@@ -10,7 +10,8 @@
 //! row b of an integer seed, or (seeds[b], stream 0) for a list of seeds.
 
 use crate::error::{invalid, Result};
-use crate::weights::check_batch;
+use crate::interrupt::{Interrupt, CHUNK};
+use crate::weights::{check_batch, with_thread_buffer};
 use rand::RngCore;
 use rand_pcg::Pcg64;
 use std::str::FromStr;
@@ -106,78 +107,125 @@ fn exponential(rng: &mut Pcg64) -> f64 {
     -(1.0 - uniform(rng)).ln()
 }
 
-/// Walk sorted targets (in units of the unnormalised weights) against the weights' CDF.
-#[inline]
-fn merge_walk(w: &[f64], last: usize, targets: impl Iterator<Item = f64>, out: &mut [i64]) {
-    let mut j = 0usize;
-    let mut c = w[0];
-    for (o, x) in out.iter_mut().zip(targets) {
-        while x >= c && j < last {
-            j += 1;
-            c += w[j];
+/// Sequential merge of sorted targets (in units of the unnormalised weights) against the running
+/// CDF of the weights, resumable across chunks of targets.
+struct Walk {
+    j: usize,
+    c: f64,
+    next_check: usize,
+}
+
+impl Walk {
+    fn new(w: &[f64]) -> Self {
+        Self {
+            j: 0,
+            c: w[0],
+            next_check: CHUNK,
         }
-        *o = j as i64;
+    }
+
+    /// The walk never passes `last`, the last particle with positive weight.
+    #[inline]
+    fn run(
+        &mut self,
+        w: &[f64],
+        last: usize,
+        targets: impl Iterator<Item = f64>,
+        out: &mut [i64],
+        intr: &dyn Interrupt,
+    ) -> Result<()> {
+        for (o, x) in out.iter_mut().zip(targets) {
+            while x >= self.c && self.j < last {
+                self.j += 1;
+                self.c += w[self.j];
+                if self.j >= self.next_check {
+                    // a few targets can walk over many particles: check here too
+                    intr.check()?;
+                    self.next_check += CHUNK;
+                }
+            }
+            *o = self.j as i64;
+        }
+        Ok(())
     }
 }
 
 /// Scatter-based merge of sorted targets against the CDF, without a data-dependent inner loop.
 ///
 /// `count_below(a)` must return the number of targets strictly below the CDF value c, where
-/// a = c * M / total, clamped to [0, M], and be non-decreasing in a. Particle i's offspring occupy
-/// output positions [start_i, start_{i+1}) with start_i = count_below(C_{i-1}). Each particle
-/// writes its index at its start position (the largest index wins, so zero-count particles
-/// sharing a position lose) and a running maximum fills the runs. Same O(N) merge as a walk.
+/// a = c * M / total, clamped to [0, M], non-decreasing in a, and 0 at a = 0. Particle i's
+/// offspring occupy output positions [start_i, start_{i+1}) with start_i = count_below(C_{i-1}).
+/// Each particle writes its index at its start position (the largest index wins, so zero-count
+/// particles sharing a position lose) and a running maximum fills the runs. Same O(N) merge as a
+/// walk.
+///
+/// The running CDF is a long floating-point add chain; to expose instruction-level parallelism it
+/// is computed in LANES contiguous blocks, interleaved. Block k's CDF is offs[k] + L_k(i), where
+/// L_k is the block's own running sum started at 0 and offs[k+1] = offs[k] + L_k(end) in floating
+/// point. So the CDF is exactly continuous at block boundaries and non-decreasing everywhere, and
+/// a zero weight leaves it unchanged: a zero-weight particle always shares its start position with
+/// the next particle and is never selected. `total` is the CDF's own end, offs[LANES].
 fn scatter_merge(
     w: &[f64],
     last: usize,
-    total: f64,
     out: &mut [i64],
     count_below: impl Fn(f64) -> usize,
-) {
-    // The running CDF is a long floating-point add chain; to expose instruction-level
-    // parallelism it is computed as LANES interleaved chains over contiguous blocks, each
-    // started at the (separately summed) mass of the blocks before it.
+    intr: &dyn Interrupt,
+) -> Result<()> {
     const LANES: usize = 4;
+    const STEP: usize = CHUNK / LANES;
     let m = out.len();
-    out.fill(0);
-    let scale = m as f64 / total;
     let ws = &w[..=last];
     let len = ws.len();
     let block = len.div_ceil(LANES);
-    let mut offs = [0.0f64; LANES];
-    {
-        let mut part = [0.0f64; LANES];
-        for j in 0..block {
+    let mut part = [0.0f64; LANES];
+    for j0 in (0..block).step_by(STEP) {
+        for j in j0..(j0 + STEP).min(block) {
             for (k, p) in part.iter_mut().enumerate() {
                 if let Some(&x) = ws.get(k * block + j) {
                     *p += x;
                 }
             }
         }
-        for k in 1..LANES {
-            offs[k] = offs[k - 1] + part[k - 1];
-        }
+        intr.check()?;
     }
-    let mut c = offs;
-    for j in 0..block {
-        for (k, ck) in c.iter_mut().enumerate() {
-            let i = k * block + j;
-            if i < len {
-                let pos = count_below(*ck * scale);
-                if pos < m {
-                    // lanes interleave, so keep the largest index written at a position
-                    let o = &mut out[pos];
-                    *o = (*o).max(i as i64);
+    let mut offs = [0.0f64; LANES];
+    for k in 1..LANES {
+        offs[k] = offs[k - 1] + part[k - 1];
+    }
+    let total = offs[LANES - 1] + part[LANES - 1];
+    let scale = m as f64 / total;
+    for o in out.chunks_mut(CHUNK) {
+        o.fill(0);
+        intr.check()?;
+    }
+    let mut local = [0.0f64; LANES];
+    for j0 in (0..block).step_by(STEP) {
+        for j in j0..(j0 + STEP).min(block) {
+            for (k, lk) in local.iter_mut().enumerate() {
+                let i = k * block + j;
+                if i < len {
+                    let pos = count_below((offs[k] + *lk) * scale);
+                    if pos < m {
+                        // lanes interleave, so keep the largest index written at a position
+                        let o = &mut out[pos];
+                        *o = (*o).max(i as i64);
+                    }
+                    *lk += ws[i];
                 }
-                *ck += ws[i];
             }
         }
+        intr.check()?;
     }
     let mut run = 0i64;
-    for o in out.iter_mut() {
-        run = if *o > run { *o } else { run };
-        *o = run;
+    for c in out.chunks_mut(CHUNK) {
+        for o in c.iter_mut() {
+            run = if *o > run { *o } else { run };
+            *o = run;
+        }
+        intr.check()?;
     }
+    Ok(())
 }
 
 /// floor of a finite a >= 0 as an integer (truncation), and whether a has a fractional part.
@@ -188,39 +236,64 @@ fn floor_frac(a: f64) -> (usize, f64) {
 }
 
 /// Systematic: targets (k + u) total / M; count below a is ceil(a - u) clamped to [0, M].
-fn systematic_scatter(w: &[f64], last: usize, total: f64, u: f64, out: &mut [i64]) {
+fn systematic_scatter(
+    w: &[f64],
+    last: usize,
+    u: f64,
+    out: &mut [i64],
+    intr: &dyn Interrupt,
+) -> Result<()> {
     let mf = out.len() as f64;
-    scatter_merge(w, last, total, out, |a| {
-        let x = a - u;
-        let x = if x < 0.0 {
-            0.0
-        } else if x > mf {
-            mf
-        } else {
-            x
-        };
-        let (fl, fr) = floor_frac(x);
-        fl + usize::from(fr > 0.0)
-    });
+    scatter_merge(
+        w,
+        last,
+        out,
+        |a| {
+            let x = a - u;
+            let x = if x < 0.0 {
+                0.0
+            } else if x > mf {
+                mf
+            } else {
+                x
+            };
+            let (fl, fr) = floor_frac(x);
+            fl + usize::from(fr > 0.0)
+        },
+        intr,
+    )
 }
 
 /// Stratified: targets (k + U_k) total / M; count below a is floor(a) + [U_floor(a) < frac(a)].
-fn stratified_scatter(w: &[f64], last: usize, total: f64, us: &[f64], out: &mut [i64]) {
+fn stratified_scatter(
+    w: &[f64],
+    last: usize,
+    us: &[f64],
+    out: &mut [i64],
+    intr: &dyn Interrupt,
+) -> Result<()> {
     let m = out.len();
     let mf = m as f64;
-    scatter_merge(w, last, total, out, |a| {
-        let x = if a > mf { mf } else { a };
-        let (fl, fr) = floor_frac(x);
-        let extra = match us.get(fl) {
-            Some(&uk) => usize::from(uk < fr),
-            None => 0,
-        };
-        fl + extra
-    });
+    scatter_merge(
+        w,
+        last,
+        out,
+        |a| {
+            let x = if a > mf { mf } else { a };
+            let (fl, fr) = floor_frac(x);
+            let extra = match us.get(fl) {
+                Some(&uk) => usize::from(uk < fr),
+                None => 0,
+            };
+            fl + extra
+        },
+        intr,
+    )
 }
 
 /// Resample `out.len()` ancestors from non-negative unnormalised weights `w` with sum `total`
-/// (> 0). `scratch` is grown as needed (multinomial/residual only).
+/// (> 0). `scratch` is grown as needed (stratified, multinomial, residual). `intr` is asked
+/// between chunks; on `Err` the contents of `out` are unspecified.
 pub fn resample_weights(
     w: &[f64],
     total: f64,
@@ -228,38 +301,44 @@ pub fn resample_weights(
     rng: &mut Pcg64,
     out: &mut [i64],
     scratch: &mut Vec<f64>,
-) {
+    intr: &dyn Interrupt,
+) -> Result<()> {
     let m = out.len();
     if m == 0 {
-        return;
+        return Ok(());
     }
     let last = w.iter().rposition(|&x| x > 0.0).unwrap_or(w.len() - 1);
     match scheme {
         Scheme::Systematic => {
             let u = uniform(rng);
-            systematic_scatter(w, last, total, u, out);
+            systematic_scatter(w, last, u, out, intr)
         }
         Scheme::Stratified => {
             scratch.clear();
-            scratch.extend((0..m).map(|_| uniform(rng)));
-            stratified_scatter(w, last, total, scratch, out);
+            scratch.reserve(m);
+            for c0 in (0..m).step_by(CHUNK) {
+                scratch.extend((c0..(c0 + CHUNK).min(m)).map(|_| uniform(rng)));
+                intr.check()?;
+            }
+            stratified_scatter(w, last, scratch, out, intr)
         }
-        Scheme::Multinomial => multinomial(w, last, total, rng, out, scratch),
+        Scheme::Multinomial => multinomial(w, last, total, rng, out, scratch, intr),
         Scheme::Residual => {
             // deterministic floor(M W_i) copies, then multinomial on the residual weights
             let scale = m as f64 / total;
             let mut k = 0usize;
             scratch.clear();
             scratch.reserve(w.len());
-            for (i, &wi) in w.iter().enumerate() {
-                let nw = wi * scale;
-                let f = nw.floor();
-                scratch.push(nw - f);
-                let cnt = (f as usize).min(m - k);
-                for o in &mut out[k..k + cnt] {
-                    *o = i as i64;
+            for (c, wc) in w.chunks(CHUNK).enumerate() {
+                for (i, &wi) in wc.iter().enumerate() {
+                    let nw = wi * scale;
+                    let f = nw.floor();
+                    scratch.push(nw - f);
+                    let cnt = (f as usize).min(m - k);
+                    out[k..k + cnt].fill((c * CHUNK + i) as i64);
+                    k += cnt;
                 }
-                k += cnt;
+                intr.check()?;
             }
             if k < m {
                 let res: Vec<f64> = std::mem::take(scratch);
@@ -267,14 +346,15 @@ pub fn resample_weights(
                 let rlast = res.iter().rposition(|&x| x > 0.0);
                 match rlast {
                     Some(rl) if rtot > 0.0 => {
-                        multinomial(&res, rl, rtot, rng, &mut out[k..], scratch);
+                        multinomial(&res, rl, rtot, rng, &mut out[k..], scratch, intr)?;
                     }
                     _ => {
                         // residuals vanished through rounding: fall back to the weights themselves
-                        multinomial(w, last, total, rng, &mut out[k..], scratch);
+                        multinomial(w, last, total, rng, &mut out[k..], scratch, intr)?;
                     }
                 }
             }
+            Ok(())
         }
     }
 }
@@ -286,27 +366,37 @@ fn multinomial(
     rng: &mut Pcg64,
     out: &mut [i64],
     scratch: &mut Vec<f64>,
-) {
+    intr: &dyn Interrupt,
+) -> Result<()> {
     // sorted uniforms as normalised partial sums of M + 1 exponentials
     let m = out.len();
     scratch.clear();
     scratch.reserve(m);
     let mut acc = 0.0;
-    for _ in 0..m {
-        acc += exponential(rng);
-        scratch.push(acc);
+    for c0 in (0..m).step_by(CHUNK) {
+        for _ in c0..(c0 + CHUNK).min(m) {
+            acc += exponential(rng);
+            scratch.push(acc);
+        }
+        intr.check()?;
     }
     acc += exponential(rng);
     let scale = total / acc;
-    merge_walk(w, last, scratch.iter().map(|&e| e * scale), out);
+    let mut walk = Walk::new(w);
+    for (e, o) in scratch.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+        walk.run(w, last, e.iter().map(|&e| e * scale), o, intr)?;
+        intr.check()?;
+    }
+    Ok(())
 }
 
 thread_local! {
+    /// Per-thread buffer for uniforms / residuals (bounded: see `weights::SCRATCH_KEEP`).
     static UNIFORMS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Resample every row of a [B, N] row-major batch of log-weights; returns [B, M] row-local
-/// ancestor indices.
+/// ancestor indices. `intr` is asked between chunks of work.
 pub fn resample_log_weights(
     lw: &[f64],
     b: usize,
@@ -314,29 +404,25 @@ pub fn resample_log_weights(
     num_samples: usize,
     scheme: Scheme,
     seeds: &Seeds,
+    intr: &dyn Interrupt,
 ) -> Result<Vec<i64>> {
-    let maxes = check_batch(lw, b, n, "log_weights")?;
+    let maxes = check_batch(lw, b, n, "log_weights", intr)?;
     if num_samples == 0 {
         return Err(invalid("num_samples must be >= 1, got 0"));
     }
     let mut rngs = seeds.rngs(b)?;
     let mut out = vec![0i64; b * num_samples];
-    UNIFORMS.with(|cell| {
-        // per-thread buffer for uniforms / residuals, reused across calls (no page faults)
-        let mut fresh = Vec::new();
-        let mut guard = cell.try_borrow_mut();
-        let scratch = match guard.as_mut() {
-            Ok(v) => &mut **v,
-            Err(_) => &mut fresh,
-        };
+    with_thread_buffer(&UNIFORMS, |scratch| {
         crate::weights::with_scratch(n, |w| {
             let rows = rngs.iter_mut().zip(out.chunks_exact_mut(num_samples));
             for (r, (rng, o)) in rows.enumerate() {
-                let (total, _) = crate::weights::exp_shifted(&lw[r * n..(r + 1) * n], maxes[r], w);
-                resample_weights(w, total, scheme, rng, o, scratch);
+                let row = &lw[r * n..(r + 1) * n];
+                let (total, _) = crate::weights::exp_shifted(row, maxes[r], w, intr)?;
+                resample_weights(w, total, scheme, rng, o, scratch, intr)?;
             }
-        });
-    });
+            Ok(())
+        })
+    })?;
     Ok(out)
 }
 
@@ -352,6 +438,7 @@ pub fn counts(ancestors: &[i64], n: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interrupt::Never;
 
     const ALL: [Scheme; 4] = [
         Scheme::Multinomial,
@@ -370,7 +457,7 @@ mod tests {
         for &s in &ALL {
             for n in [1usize, 2, 7, 100] {
                 let lw = weights(n, 1);
-                let out = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(3)).unwrap();
+                let out = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(3), &Never).unwrap();
                 assert_eq!(out.len(), n);
                 assert!(out.iter().all(|&a| a >= 0 && (a as usize) < n));
                 if s != Scheme::Residual {
@@ -388,22 +475,39 @@ mod tests {
         let w: Vec<f64> = lw.iter().map(|x| (x - m).exp()).collect();
         let tot: f64 = w.iter().sum();
         for seed in 0..200 {
-            let a = resample_log_weights(&lw, 1, n, n, Scheme::Systematic, &Seeds::Single(seed))
-                .unwrap();
+            let a = resample_log_weights(
+                &lw,
+                1,
+                n,
+                n,
+                Scheme::Systematic,
+                &Seeds::Single(seed),
+                &Never,
+            )
+            .unwrap();
             let c = counts(&a, n);
             for i in 0..n {
                 let e = n as f64 * w[i] / tot;
                 assert!((c[i] as f64) >= e.floor() - 1e-9 && (c[i] as f64) <= e.ceil() + 1e-9);
             }
-            let a = resample_log_weights(&lw, 1, n, n, Scheme::Stratified, &Seeds::Single(seed))
-                .unwrap();
+            let a = resample_log_weights(
+                &lw,
+                1,
+                n,
+                n,
+                Scheme::Stratified,
+                &Seeds::Single(seed),
+                &Never,
+            )
+            .unwrap();
             let c = counts(&a, n);
             for i in 0..n {
                 let e = n as f64 * w[i] / tot;
                 assert!((c[i] as f64) >= e.floor() - 1.0 && (c[i] as f64) <= e.ceil() + 1.0);
             }
             let a =
-                resample_log_weights(&lw, 1, n, n, Scheme::Residual, &Seeds::Single(seed)).unwrap();
+                resample_log_weights(&lw, 1, n, n, Scheme::Residual, &Seeds::Single(seed), &Never)
+                    .unwrap();
             let c = counts(&a, n);
             for i in 0..n {
                 assert!(c[i] as f64 >= (n as f64 * w[i] / tot).floor() - 1e-9);
@@ -422,7 +526,8 @@ mod tests {
         for &s in &ALL {
             let mut acc = vec![0.0; n];
             for seed in 0..reps {
-                let a = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(seed)).unwrap();
+                let a =
+                    resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(seed), &Never).unwrap();
                 for (i, c) in counts(&a, n).into_iter().enumerate() {
                     acc[i] += c as f64;
                 }
@@ -451,8 +556,46 @@ mod tests {
         ];
         for &s in &ALL {
             for seed in 0..50 {
-                let a = resample_log_weights(&lw, 1, 5, 64, s, &Seeds::Single(seed)).unwrap();
+                let a =
+                    resample_log_weights(&lw, 1, 5, 64, s, &Seeds::Single(seed), &Never).unwrap();
                 assert!(a.iter().all(|&x| x == 1 || x == 3), "{s:?} {a:?}");
+            }
+        }
+    }
+
+    /// One big weight, then particles so light that adding one to a running sum near the big
+    /// weight changes nothing (w < half an ulp), with zero weights at the ends of the merge's
+    /// blocks: a CDF that restarts each block from separately summed offsets leaves a gap there
+    /// that the zero-weight particle would own. Targets are placed exactly in those gaps.
+    #[test]
+    fn zero_weight_at_block_boundary_never_selected() {
+        let n = 4000;
+        let b = n / 4;
+        let mut w = vec![(-36.75f64).exp(); n];
+        w[0] = 1.0;
+        for k in 1..4 {
+            w[k * b - 1] = 0.0;
+        }
+        let tiny_block: f64 = w[b..2 * b].iter().sum();
+        for m in [n, 7 * n] {
+            let mf = m as f64;
+            for frac in [0.1, 0.5, 0.9, 1.5, 2.5] {
+                // a target at 1 + frac * (mass of one light block), in units of total / M
+                let total = 1.0 + 3.0 * tiny_block;
+                let a = (1.0 + frac * tiny_block) * mf / total;
+                let u = a - a.floor();
+                let mut out = vec![0i64; m];
+                systematic_scatter(&w, n - 1, u, &mut out, &Never).unwrap();
+                assert!(
+                    out.iter().all(|&i| w[i as usize] > 0.0),
+                    "systematic m={m} {frac}"
+                );
+                let us = vec![u; m];
+                stratified_scatter(&w, n - 1, &us, &mut out, &Never).unwrap();
+                assert!(
+                    out.iter().all(|&i| w[i as usize] > 0.0),
+                    "stratified m={m} {frac}"
+                );
             }
         }
     }
@@ -469,16 +612,41 @@ mod tests {
             30,
             Scheme::Multinomial,
             &Seeds::PerRow(vec![5, 6]),
+            &Never,
         )
         .unwrap();
-        let r0 =
-            resample_log_weights(&lw, 1, 30, 30, Scheme::Multinomial, &Seeds::Single(5)).unwrap();
-        let r1 =
-            resample_log_weights(&lw, 1, 30, 30, Scheme::Multinomial, &Seeds::Single(6)).unwrap();
+        let r0 = resample_log_weights(
+            &lw,
+            1,
+            30,
+            30,
+            Scheme::Multinomial,
+            &Seeds::Single(5),
+            &Never,
+        )
+        .unwrap();
+        let r1 = resample_log_weights(
+            &lw,
+            1,
+            30,
+            30,
+            Scheme::Multinomial,
+            &Seeds::Single(6),
+            &Never,
+        )
+        .unwrap();
         assert_eq!(&b[..30], &r0[..]);
         assert_eq!(&b[30..], &r1[..]);
-        let again =
-            resample_log_weights(&lw, 1, 30, 30, Scheme::Multinomial, &Seeds::Single(5)).unwrap();
+        let again = resample_log_weights(
+            &lw,
+            1,
+            30,
+            30,
+            Scheme::Multinomial,
+            &Seeds::Single(5),
+            &Never,
+        )
+        .unwrap();
         assert_eq!(r0, again);
         assert!(resample_log_weights(
             &batch,
@@ -486,7 +654,8 @@ mod tests {
             30,
             30,
             Scheme::Systematic,
-            &Seeds::PerRow(vec![1])
+            &Seeds::PerRow(vec![1]),
+            &Never
         )
         .is_err());
         assert!("bogus".parse::<Scheme>().is_err());

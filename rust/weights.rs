@@ -6,6 +6,7 @@
 //! `DegenerateWeights` error naming the row. Nothing is ever silently mapped to index 0.
 
 use crate::error::{degenerate, invalid, Result};
+use crate::interrupt::{Interrupt, CHUNK};
 
 fn row_suffix(row: Option<usize>) -> String {
     match row {
@@ -37,14 +38,27 @@ pub fn max_and_nan(v: &[f64]) -> (f64, bool) {
     (if b > a { b } else { a }, nan)
 }
 
+/// `max_and_nan` over chunks, asking `intr` between them.
+pub fn max_and_nan_chunked(v: &[f64], intr: &dyn Interrupt) -> Result<(f64, bool)> {
+    let mut m = f64::NEG_INFINITY;
+    let mut nan = false;
+    for c in v.chunks(CHUNK) {
+        let (cm, cn) = max_and_nan(c);
+        m = if cm > m { cm } else { m };
+        nan |= cn;
+        intr.check()?;
+    }
+    Ok((m, nan))
+}
+
 /// Validate one row of log-weights (named `name`) and return its maximum (finite).
-pub fn check_row(lw: &[f64], name: &str, row: Option<usize>) -> Result<f64> {
+pub fn check_row(lw: &[f64], name: &str, row: Option<usize>, intr: &dyn Interrupt) -> Result<f64> {
     if lw.is_empty() {
         return Err(invalid(format!(
             "{name} must contain at least one particle"
         )));
     }
-    let (m, nan) = max_and_nan(lw);
+    let (m, nan) = max_and_nan_chunked(lw, intr)?;
     if nan {
         let i = lw.iter().position(|x| x.is_nan()).unwrap_or(0);
         return Err(degenerate(format!(
@@ -121,92 +135,146 @@ fn exp_shifted_avx2(lw: &[f64], m: f64, out: &mut [f64]) {
     }
 }
 
-/// Fill `out[i] = exp(lw[i] - m)` (m >= every lw[i]) and return (sum, sum of squares).
-/// Always the same polynomial (fused multiply-adds are exactly rounded in hardware and in the
-/// software fallback alike), so every CPU — and every rank of a distributed run — gets
-/// bit-identical weights; AVX2+FMA, detected at run time, only makes it faster.
-#[inline]
-pub fn exp_shifted(lw: &[f64], m: f64, out: &mut [f64]) -> (f64, f64) {
-    let out = &mut out[..lw.len()];
+fn exp_shifted_chunk(lw: &[f64], m: f64, out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the required CPU features were detected just above.
             unsafe { exp_shifted_avx2(lw, m, out) };
-            return sums(out);
+            return;
         }
     }
     for (o, &x) in out.iter_mut().zip(lw) {
         *o = exp_poly_fma(x - m);
     }
-    sums(out)
 }
 
-/// (sum, sum of squares) with four independent accumulators.
-#[inline]
-pub fn sums(v: &[f64]) -> (f64, f64) {
-    let mut s = [0.0f64; 4];
-    let mut q = [0.0f64; 4];
-    let chunks = v.chunks_exact(4);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for j in 0..4 {
-            s[j] += c[j];
-            q[j] += c[j] * c[j];
+/// Fill `out[i] = exp(lw[i] - m)` (m >= every lw[i]) and return (sum, sum of squares), in
+/// chunks with `intr` asked between them.
+/// Always the same polynomial (fused multiply-adds are exactly rounded in hardware and in the
+/// software fallback alike), so every CPU — and every rank of a distributed run — gets
+/// bit-identical weights; AVX2+FMA, detected at run time, only makes it faster.
+pub fn exp_shifted(
+    lw: &[f64],
+    m: f64,
+    out: &mut [f64],
+    intr: &dyn Interrupt,
+) -> Result<(f64, f64)> {
+    let out = &mut out[..lw.len()];
+    let mut acc = Sums::default();
+    for (x, o) in lw.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+        exp_shifted_chunk(x, m, o);
+        acc.add(o);
+        intr.check()?;
+    }
+    Ok(acc.finish())
+}
+
+/// Running (sum, sum of squares) with four independent accumulators; adding a sequence in
+/// pieces whose lengths are multiples of 4 gives the same bits as adding it at once.
+#[derive(Default)]
+pub struct Sums {
+    s: [f64; 4],
+    q: [f64; 4],
+}
+
+impl Sums {
+    #[inline]
+    pub fn add(&mut self, v: &[f64]) {
+        let chunks = v.chunks_exact(4);
+        let rem = chunks.remainder();
+        for c in chunks {
+            for ((s, q), &x) in self.s.iter_mut().zip(&mut self.q).zip(c) {
+                *s += x;
+                *q += x * x;
+            }
+        }
+        for &x in rem {
+            self.s[0] += x;
+            self.q[0] += x * x;
         }
     }
-    for &x in rem {
-        s[0] += x;
-        q[0] += x * x;
+    pub fn finish(&self) -> (f64, f64) {
+        let (s, q) = (self.s, self.q);
+        ((s[0] + s[1]) + (s[2] + s[3]), (q[0] + q[1]) + (q[2] + q[3]))
     }
-    ((s[0] + s[1]) + (s[2] + s[3]), (q[0] + q[1]) + (q[2] + q[3]))
+}
+
+/// Thread-local scratch buffers larger than this many entries (16 MiB of f64) are released after
+/// each call instead of being kept for the next one: small calls avoid page faults, a 1e8-particle
+/// call does not leave gigabytes allocated per thread.
+pub const SCRATCH_KEEP: usize = 1 << 21;
+
+/// Run `f` with a thread-local buffer cleared to length 0 (kept across calls up to
+/// `SCRATCH_KEEP` entries; re-entrant use gets a fresh buffer).
+pub fn with_thread_buffer<R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f64>>>,
+    f: impl FnOnce(&mut Vec<f64>) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            v.clear();
+            let r = f(&mut v);
+            if v.capacity() > SCRATCH_KEEP {
+                *v = Vec::new();
+            }
+            r
+        }
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 thread_local! {
-    /// Per-thread scratch for exponentiated weights (reused across calls: no page faults).
+    /// Per-thread scratch for exponentiated weights.
     static SCRATCH: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Run `f` with a per-thread scratch buffer of length `n`.
 pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < n {
-                v.resize(n, 0.0);
-            }
-            f(&mut v[..n])
+    with_thread_buffer(&SCRATCH, |v| {
+        if v.capacity() < n {
+            // calloc'd pages are zeroed lazily, while the caller's chunks touch them
+            *v = vec![0.0; n];
         }
-        // re-entrant use: fall back to a fresh buffer
-        Err(_) => f(&mut vec![0.0; n]),
+        v.resize(n, 0.0);
+        f(&mut v[..n])
     })
 }
 
-/// log-sum-exp of a validated row with known maximum `m`.
-pub fn logsumexp_with_max(lw: &[f64], m: f64) -> f64 {
-    let (s, _) = with_scratch(lw.len(), |buf| exp_shifted(lw, m, buf));
-    m + s.ln()
-}
-
-/// Normalise one row: `out = lw - logsumexp(lw)`; returns log((1/N) sum exp(lw)).
-pub fn normalize_row(lw: &[f64], out: &mut [f64], name: &str, row: Option<usize>) -> Result<f64> {
-    let m = check_row(lw, name, row)?;
-    let lse = logsumexp_with_max(lw, m);
+/// Normalise one row: `out = (lw - m) - log(sum exp(lw - m))` with m the maximum (subtracting m
+/// first keeps full precision at any magnitude); returns log((1/N) sum exp(lw)).
+pub fn normalize_row(
+    lw: &[f64],
+    out: &mut [f64],
+    name: &str,
+    row: Option<usize>,
+    intr: &dyn Interrupt,
+) -> Result<f64> {
+    let m = check_row(lw, name, row, intr)?;
+    let (s, _) = with_scratch(lw.len(), |buf| exp_shifted(lw, m, buf, intr))?;
+    let ls = s.ln();
     for (o, &x) in out.iter_mut().zip(lw) {
-        *o = x - lse;
+        *o = (x - m) - ls;
     }
-    Ok(lse - (lw.len() as f64).ln())
+    Ok(m + (ls - (lw.len() as f64).ln()))
 }
 
 /// Effective sample size (sum w)^2 / sum w^2 of one row, in [1, N].
-pub fn ess_row(lw: &[f64], name: &str, row: Option<usize>) -> Result<f64> {
-    let m = check_row(lw, name, row)?;
-    let (s, q) = with_scratch(lw.len(), |buf| exp_shifted(lw, m, buf));
+pub fn ess_row(lw: &[f64], name: &str, row: Option<usize>, intr: &dyn Interrupt) -> Result<f64> {
+    let m = check_row(lw, name, row, intr)?;
+    let (s, q) = with_scratch(lw.len(), |buf| exp_shifted(lw, m, buf, intr))?;
     Ok(s * s / q)
 }
 
 /// Validate a [B, N] row-major batch; returns the per-row maxima. Errors name the first bad row.
-pub fn check_batch(lw: &[f64], b: usize, n: usize, name: &str) -> Result<Vec<f64>> {
+pub fn check_batch(
+    lw: &[f64],
+    b: usize,
+    n: usize,
+    name: &str,
+    intr: &dyn Interrupt,
+) -> Result<Vec<f64>> {
     if n == 0 {
         return Err(invalid(format!(
             "{name} must contain at least one particle per row"
@@ -219,6 +287,7 @@ pub fn check_batch(lw: &[f64], b: usize, n: usize, name: &str) -> Result<Vec<f64
                 &lw[r * n..(r + 1) * n],
                 name,
                 if b > 1 { Some(r) } else { None },
+                intr,
             )
         })
         .collect()
@@ -228,12 +297,13 @@ pub fn check_batch(lw: &[f64], b: usize, n: usize, name: &str) -> Result<Vec<f64
 mod tests {
     use super::*;
     use crate::error::GlassError;
+    use crate::interrupt::Never;
 
     #[test]
     fn normalise_and_evidence() {
         let lw = [0.0f64, 1.0, 2.0, f64::NEG_INFINITY];
         let mut out = [0.0; 4];
-        let lm = normalize_row(&lw, &mut out, "log_weights", None).unwrap();
+        let lm = normalize_row(&lw, &mut out, "log_weights", None, &Never).unwrap();
         let z: f64 = [0.0f64, 1.0, 2.0].iter().map(|x| x.exp()).sum();
         assert!((lm - (z / 4.0).ln()).abs() < 1e-14);
         let tot: f64 = out.iter().map(|x| x.exp()).sum();
@@ -241,21 +311,47 @@ mod tests {
         assert_eq!(out[3], f64::NEG_INFINITY);
         // huge offsets do not overflow
         let lw = [1000.0, 1000.0];
-        assert!((normalize_row(&lw, &mut [0.0; 2], "x", None).unwrap() - 1000.0).abs() < 1e-12);
+        assert!(
+            (normalize_row(&lw, &mut [0.0; 2], "x", None, &Never).unwrap() - 1000.0).abs() < 1e-12
+        );
+    }
+
+    #[test]
+    fn normalise_at_extreme_magnitudes() {
+        for big in [1e16, 1e300, -1e300, f64::MAX] {
+            let lw = [big; 4];
+            let mut out = [0.0; 4];
+            let lm = normalize_row(&lw, &mut out, "x", None, &Never).unwrap();
+            let tot: f64 = out.iter().map(|x| x.exp()).sum();
+            assert!((tot - 1.0).abs() < 1e-12, "{big}: {out:?}");
+            assert_eq!(lm, big);
+        }
+    }
+
+    #[test]
+    fn chunked_sums_equal_unchunked() {
+        let xs: Vec<f64> = (0..CHUNK * 2 + 7)
+            .map(|i| (i as f64 * 0.37).sin() - 1.0)
+            .collect();
+        let mut out = vec![0.0; xs.len()];
+        let chunked = exp_shifted(&xs, 0.0, &mut out, &Never).unwrap();
+        let mut once = Sums::default();
+        once.add(&out);
+        assert_eq!(chunked, once.finish());
     }
 
     #[test]
     fn ess_values() {
-        assert!((ess_row(&[0.0; 8], "x", None).unwrap() - 8.0).abs() < 1e-12);
+        assert!((ess_row(&[0.0; 8], "x", None, &Never).unwrap() - 8.0).abs() < 1e-12);
         let lw = [0.0, f64::NEG_INFINITY, f64::NEG_INFINITY];
-        assert!((ess_row(&lw, "x", None).unwrap() - 1.0).abs() < 1e-12);
+        assert!((ess_row(&lw, "x", None, &Never).unwrap() - 1.0).abs() < 1e-12);
     }
 
     #[test]
     fn exp_shifted_accuracy() {
         let xs: Vec<f64> = (0..1_000_000).map(|i| -(i as f64) * 0.000_707_3).collect();
         let mut out = vec![0.0; xs.len()];
-        exp_shifted(&xs, 0.0, &mut out);
+        exp_shifted(&xs, 0.0, &mut out, &Never).unwrap();
         let worst = xs
             .iter()
             .zip(&out)
@@ -263,7 +359,7 @@ mod tests {
             .fold(0.0f64, f64::max);
         assert!(worst < 1e-15, "worst relative error {worst}");
         let mut o3 = [1.0; 3];
-        exp_shifted(&[0.0, f64::NEG_INFINITY, -800.0], 0.0, &mut o3);
+        exp_shifted(&[0.0, f64::NEG_INFINITY, -800.0], 0.0, &mut o3, &Never).unwrap();
         assert_eq!(o3, [1.0, 0.0, 0.0]);
         // the dispatched (possibly AVX2) path and the portable path agree bit for bit
         for (x, o) in xs.iter().zip(&out) {
@@ -273,20 +369,20 @@ mod tests {
 
     #[test]
     fn bad_inputs() {
-        match check_row(&[0.0, f64::NAN], "log_weights", None) {
+        match check_row(&[0.0, f64::NAN], "log_weights", None, &Never) {
             Err(GlassError::DegenerateWeights(m)) => assert!(m.contains("index 1"), "{m}"),
             e => panic!("{e:?}"),
         }
-        match check_row(&[f64::NEG_INFINITY; 3], "log_weights", Some(2)) {
+        match check_row(&[f64::NEG_INFINITY; 3], "log_weights", Some(2), &Never) {
             Err(GlassError::DegenerateWeights(m)) => assert!(m.contains("row 2"), "{m}"),
             e => panic!("{e:?}"),
         }
         assert!(matches!(
-            check_row(&[0.0, f64::INFINITY], "log_weights", None),
+            check_row(&[0.0, f64::INFINITY], "log_weights", None, &Never),
             Err(GlassError::InvalidInput(_))
         ));
         assert!(matches!(
-            check_row(&[], "log_weights", None),
+            check_row(&[], "log_weights", None, &Never),
             Err(GlassError::InvalidInput(_))
         ));
     }

@@ -239,3 +239,60 @@ def test_large_n_releases_gil_and_is_correct() -> None:
     c = counts(results[0], len(lw))
     e = len(lw) * weights_of(lw)
     assert np.all(c >= np.floor(e - 1e-9)) and np.all(c <= np.ceil(e + 1e-9))
+
+
+def crafted_boundary_weights(n: int) -> np.ndarray:
+    """One heavy particle, then particles so light that adding one to a running sum near the heavy
+    weight changes nothing (weight ratio e^-36.75 < half an ulp of 1), with zero weights (-inf)
+    at the ends of the four blocks the merge interleaves. A CDF restarted per block from
+    separately summed offsets leaves gaps at those ends that the -inf particles would own."""
+    lw = np.full(n, -36.75)
+    lw[0] = 0.0
+    b = n // 4
+    lw[[b - 1, 2 * b - 1, 3 * b - 1]] = -np.inf
+    return lw
+
+
+# seeds for which the earlier per-block CDF selected particle 1999999 (a -inf) at n = 4e6
+@pytest.mark.parametrize(("scheme", "seed"), [("systematic", 885), ("stratified", 864)])
+def test_crafted_block_boundary_never_selects_zero_weight(scheme: str, seed: int) -> None:
+    lw = crafted_boundary_weights(4_000_000)
+    idx = gc.resample(lw, scheme, seed=seed)
+    assert not np.isinf(lw[idx]).any()
+    # the light particles' total mass (3/4 of N e^-36.75 ~ 3e-10) still gets its share
+    assert counts(idx, len(lw))[0] >= len(lw) - 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["systematic", "stratified"])
+def test_crafted_block_boundary_1e8(scheme: str) -> None:
+    lw = crafted_boundary_weights(10**8)
+    for seed in range(3):
+        idx = gc.resample(lw, scheme, seed=seed)
+        assert not np.isinf(lw[idx]).any(), (scheme, seed)
+
+
+@pytest.mark.parametrize("scheme", ["systematic", "stratified"])
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(8, 3000),
+    heavy=st.floats(0.0, 40.0),
+    zero_frac=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**64 - 1),
+    data=st.data(),
+)
+def test_zero_weights_never_selected_at_any_boundary(
+    scheme: str, n: int, heavy: float, zero_frac: float, seed: int, data: st.DataObject
+) -> None:
+    """Random -inf particles (always including the ends of the merge's blocks) among light
+    particles next to heavy ones: no -inf is ever selected."""
+    rng = np.random.default_rng(seed % 2**32)
+    lw = rng.uniform(-40.0, 0.0, n)
+    lw[rng.integers(0, n, max(1, n // 50))] = heavy
+    lw[rng.random(n) < zero_frac] = -np.inf
+    block = -(-n // 4)
+    lw[[min(n - 1, k * block - 1) for k in (1, 2, 3)]] = -np.inf
+    lw[0] = heavy
+    m = data.draw(st.integers(1, 3 * n))
+    idx = gc.resample(lw, scheme, seed=seed, num_samples=m)
+    assert not np.isinf(lw[idx]).any()

@@ -14,9 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import logsumexp
 
-finite_rows = arrays(
-    np.float64, st.integers(1, 50), elements=st.floats(-700, 700, allow_nan=False)
-)
+finite_rows = arrays(np.float64, st.integers(1, 50), elements=st.floats(-700, 700, allow_nan=False))
 
 
 @settings(max_examples=100, deadline=None)
@@ -40,6 +38,18 @@ def test_ess_formula_and_range(lw: np.ndarray) -> None:
     assert isinstance(e, float)
     assert e == pytest.approx(w.sum() ** 2 / (w**2).sum(), rel=1e-12)
     assert 1 - 1e-12 <= e <= len(lw) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("magnitude", [1e16, 1e300, -1e300, 1.7e308])
+def test_normalisation_keeps_precision_at_any_magnitude(magnitude: float) -> None:
+    lw = np.full(4, magnitude)
+    lw[1] = np.nextafter(magnitude, 0.0)
+    out, log_mean = gc.normalize_log_weights(lw)
+    assert abs(np.exp(out).sum() - 1.0) < 1e-12
+    assert magnitude - math.log(4) <= log_mean <= magnitude  # between the max and max - log N
+    state = gc.SMCState(1, 4, ess_threshold=0.0, seeds=0)
+    state.step(lw, resample=False)
+    assert abs(np.exp(state.log_weights).sum() - 1.0) < 1e-12
 
 
 def test_batched_and_special_values() -> None:

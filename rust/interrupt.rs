@@ -1,0 +1,27 @@
+//! Cooperative interruption of long native calls.
+//!
+//! Every loop over particles runs in chunks of `CHUNK` entries and asks an [`Interrupt`] between
+//! chunks whether to stop. The binding layer answers by checking Python's signal handlers (so
+//! Ctrl-C raises `KeyboardInterrupt` within milliseconds); pure-Rust callers pass [`Never`].
+//! An interrupted call returns `GlassError::Interrupted` before it has changed any state.
+
+use crate::error::Result;
+
+/// Entries processed between two interruption checks: a few milliseconds of work even on a
+/// loaded machine, and a multiple of 4 so that chunked four-lane sums equal unchunked ones.
+pub const CHUNK: usize = 1 << 16;
+
+/// Asked between chunks; an `Err` (normally `GlassError::Interrupted`) stops the call.
+pub trait Interrupt: Sync {
+    fn check(&self) -> Result<()>;
+}
+
+/// Never interrupts.
+pub struct Never;
+
+impl Interrupt for Never {
+    #[inline]
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+}
