@@ -100,37 +100,68 @@ def test_glass_denoiser_is_the_two_measurement_posterior(sched, t, t_next, rho):
 
 
 def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
-    """Algorithm 1 (and its Heun/midpoint variants) written out from GLASS_MATH §3, with the GLASS
-    denoiser replaced by the brute-force two-measurement posterior (no t*, no native table)."""
+    """Algorithm 1 (and its Heun/midpoint/multistep variants) written out from GLASS_MATH §3, with
+    the GLASS denoiser replaced by the brute-force two-measurement posterior (no t*, no native
+    table)."""
     sc = model.schedule
     gam = rho * sc.sigma(t_next) / sc.sigma(t)
     abar = sc.alpha(t_next) - gam * sc.alpha(t)
     sbar = sc.sigma(t_next) * math.sqrt(max(1 - rho * rho, 0.0))
 
+    def path(s):  # a_s, s_s
+        return s * abar, (1 - s) * sigma0 + s * sbar
+
+    def zf(s, y):
+        if s == 0:
+            return model.denoise(x, t)
+        return two_measurement_posterior_mean(model, x, y + gam * x, t, t_next, rho, s, sigma0)
+
     def f(s, y):
-        s_s = (1 - s) * sigma0 + s * sbar
+        s_s = path(s)[1]
         w1, w2 = (sbar - sigma0) / s_s, abar * sigma0 / s_s
-        z = (
-            model.denoise(x, t)
-            if s == 0
-            else two_measurement_posterior_mean(model, x, y + gam * x, t, t_next, rho, s, sigma0)
-        )
-        return w1 * y + w2 * z
+        return w1 * y + w2 * zf(s, y)
+
+    def ddim(s, s_next, y, d):  # exact step with the denoised estimate held at d (§3.8)
+        (a0, sg0), (a1, sg1) = path(s), path(s_next)
+        return sg1 / sg0 * y + (a1 - sg1 * a0 / sg0) * d
+
+    def end_extrapolation(s_prev, s, z_prev, z):  # linear in kappa = s_s/a_s, to kappa = 0
+        if s_prev == 0:
+            return z
+        kp, kj = path(s_prev)[1] / path(s_prev)[0], path(s)[1] / path(s)[0]
+        return z + kj / (kp - kj) * (z - z_prev)
+
+    def lam(s):
+        a, sg = path(s)
+        return math.log(a / sg)
 
     h, y = 1.0 / k, sigma0 * eps
+    z_prev = None
     for m in range(k):
         s = m * h
-        if solver == "euler" or (solver == "heun" and m == k - 1 and sbar == 0):
+        if solver == "euler":
             y = y + h * f(s, y)
+        elif m == k - 1 and sbar == 0 and solver in ("heun", "multistep"):
+            z = zf(s, y)
+            y = abar * end_extrapolation(s - h, s, z_prev, z)
         elif solver == "heun":
+            z_prev = zf(s, y)
             k1 = f(s, y)
             y = y + h / 2 * (k1 + f(s + h, y + h * k1))
+        elif solver == "multistep":
+            z = d = zf(s, y)
+            if m >= 2:  # DPM-Solver++(2M) with the exact exponential weight of the slope
+                hj, hp = lam(s + h) - lam(s), lam(s) - lam(s - h)
+                d = z + (hj / (1 - math.exp(-hj)) - 1) / hp * (z - z_prev)
+            y, z_prev = ddim(s, s + h, y, d), z
         else:
             y = y + h * f(s + h / 2, y + h / 2 * f(s, y))
     return gam * x + y
 
 
-@pytest.mark.parametrize("solver,k", [("euler", 5), ("heun", 3), ("midpoint", 3)])
+@pytest.mark.parametrize(
+    "solver,k", [("euler", 5), ("heun", 3), ("midpoint", 3), ("multistep", 2), ("multistep", 4)]
+)
 @pytest.mark.parametrize(
     "t,t_next,rho",
     [(0.55, 0.8, 0.4), (0.2, 0.7, -0.6), (0.3, 1.0, 0.4), (0.4, 0.9, 1.0), (0.0, 0.6, 0.5)],
@@ -147,7 +178,7 @@ def test_glass_step_matches_reference_algorithm(solver, k, t, t_next, rho):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("solver", ["euler", "heun", "multistep"])
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 1e-5)])
 def test_rho1_one_step_is_deterministic_ddim(solver, dtype, tol):
     sched = Cosine()
@@ -280,6 +311,8 @@ def test_ode_is_deterministic_and_converges_to_the_flow():
         Glass("ddpm", 4, "heun"),
         Glass(0.4, 3, "euler"),
         Glass(0.4, 3, "midpoint"),
+        Glass(0.4, 3, "multistep"),
+        Glass(1.0, 4, "multistep"),
         ODE("heun", 3),
         ODE("euler", 2),
         SDE(substeps=3),
@@ -300,7 +333,9 @@ def test_denoised_reuse_is_exact_and_saves_one_call(tr, t_next):
 
 
 @pytest.mark.parametrize(
-    "tr", [Glass("ddpm", 3, "heun"), ODE("heun", 2), SDE(substeps=2)], ids=repr
+    "tr",
+    [Glass("ddpm", 3, "heun"), Glass(0.4, 3, "multistep"), ODE("heun", 2), SDE(substeps=2)],
+    ids=repr,
 )
 def test_any_shape_dtype_and_gradients(tr):
     sched = RectifiedFlow()

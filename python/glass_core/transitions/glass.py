@@ -4,6 +4,14 @@ The inner state is y_s = xbar_s - gamma x_t (= abar_s z + sbar_s eps given z), w
 sigma0 * eps and follows dy/ds = w1(s) y + w2(s) zhat(s), zhat(s) = D_{t*(s)}(alpha*(s) S(s)),
 S = c_x x_t + c_y y. The output is gamma x_t + y_1. All per-transition scalars (one float64 table
 over the inner s-grid) come from the native core's `glass_coefficients`.
+
+Solvers: "euler" (the paper's Algorithm 1), "midpoint" and "heun" (2 evaluations per step) and
+"multistep", a second-order multistep exponential integrator in the inner log-SNR
+lambda_s = log(a_s / s_s) (DPM-Solver++(2M)-type, GLASS_MATH §3.8) with 1 evaluation per step. It
+integrates the linear part exactly, y' = (s'/s) y + (a' - s' a/s) D, with D a linear extrapolation
+of the last two denoised estimates. Where the path ends at s_1 = 0 (t'=1 or |rho|=1) lambda_1 is
+infinite; the last step then extrapolates in kappa = s_s / a_s to kappa = 0 instead, which is finite
+and keeps second order without evaluating s = 1 (heun uses the same last step).
 """
 
 from __future__ import annotations
@@ -21,17 +29,19 @@ from glass_core.models.gmm import resolve_rho
 from glass_core.schedules import Schedule
 from glass_core.transitions.base import Transition, check_choice, check_int
 
-SOLVERS = ("euler", "heun", "midpoint")
+SOLVERS = ("euler", "heun", "midpoint", "multistep")
 # Below this sbar (relative to sigma0) the inner velocity at s=1 is numerically singular
-# (w1 ~ -sigma0/sbar); the last Heun step then falls back to Euler, which never evaluates s=1.
+# (w1 ~ -sigma0/sbar); the last Heun step is then a multistep step, which never evaluates s=1.
 SINGULAR_SBAR = 1e-4
 
 
 class Glass(Transition):
     """GLASS transition with correlation `rho` (float in [-1, 1] or "ddpm") and K inner steps.
 
-    solver "euler" costs K model evaluations, "heun" and "midpoint" 2K (Heun: 2K-1 when the inner
-    path is singular at s=1, i.e. t'=1 or |rho|=1, because its last step is then Euler).
+    solver "euler" and "multistep" cost K model evaluations, "heun" and "midpoint" 2K (Heun: 2K-1
+    when the inner path is singular at s=1, i.e. t'=1 or |rho|=1: its last step then reuses the
+    previous estimate instead of evaluating s=1). "multistep" and "heun" are second order in K,
+    "euler" first order; a precomputed `denoised` = D_t(x_t) saves one evaluation for all.
     rho=1 with K=1 (Euler) is deterministic DDIM; rho=1 with K>1 is still stochastic (§2).
     """
 
@@ -59,7 +69,7 @@ class Glass(Transition):
 
     @property
     def nfe_per_call(self) -> int:
-        return self.inner_steps if self.solver == "euler" else 2 * self.inner_steps
+        return self.inner_steps * (1 if self.solver in ("euler", "multistep") else 2)
 
     def _singular(self, coeffs: dict) -> bool:
         return float(coeffs["sbar"]) <= SINGULAR_SBAR * self.sigma0
@@ -77,7 +87,7 @@ class Glass(Transition):
     def s_grid(self, singular: bool) -> np.ndarray:
         """Inner times where the velocity is evaluated (index j used by `_step`)."""
         k = self.inner_steps
-        if self.solver == "euler":
+        if self.solver in ("euler", "multistep"):
             return np.arange(k, dtype=np.float64) / k
         if self.solver == "midpoint":
             return np.arange(2 * k, dtype=np.float64) / (2 * k)
@@ -129,20 +139,66 @@ class Glass(Transition):
 
         k = self.inner_steps
         h = 1.0 / k
+        # exponential-integrator steps between the K step starts and the end s=1 (abar, sbar)
+        keep, gain, beta = multistep_coefficients(
+            np.append(np.asarray(c["a_s"])[:k], float(c["abar"])),
+            np.append(np.asarray(c["s_s"])[:k], float(c["sbar"])),
+            c["singular"],
+        )
+
+        def multistep(j: int, y: torch.Tensor, z: torch.Tensor, z_prev: torch.Tensor | None):
+            y = float(keep[j]) * y + float(gain[j] * (1.0 + beta[j])) * z
+            return y if beta[j] == 0.0 else y - float(gain[j] * beta[j]) * z_prev
+
         y = self.sigma0 * _random.randn_like(xw, generator)
+        z_prev = None
         for m in range(k):
             if self.solver == "euler":
                 y = euler(m, y, h)
             elif self.solver == "midpoint":
                 y = y + h * vel(2 * m + 1, euler(2 * m, y, 0.5 * h))
+            elif self.solver == "multistep" or (m == k - 1 and c["singular"]):
+                # heun into a singular s=1 takes the multistep last step: it extrapolates the
+                # estimates at s_{K-2} (the previous step's first stage) and s_{K-1}.
+                z = zhat(m, y)
+                y, z_prev = multistep(m, y, z, z_prev), z
             else:  # heun
-                if m == k - 1 and c["singular"]:
-                    y = euler(m, y, h)  # s=1 is singular: Euler for the last step (§3.4)
-                else:
-                    k1 = vel(m, y)
-                    k2 = vel(m + 1, y + h * k1)
-                    y = y + (0.5 * h) * (k1 + k2)
+                z_prev = zhat(m, y)
+                k1 = float(w1[m]) * y + float(w2[m]) * z_prev
+                k2 = vel(m + 1, y + h * k1)
+                y = y + (0.5 * h) * (k1 + k2)
         return (float(c["gamma"]) * xw + y).to(x.dtype)
+
+
+def multistep_coefficients(
+    a: np.ndarray, s: np.ndarray, singular: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step float64 (keep, gain, beta): y_{j+1} = keep y_j + gain ((1+beta) z_j - beta z_{j-1}).
+
+    a, s: the inner path a_s, s_s at the K+1 grid points s_0 = 0 < ... < s_K = 1. Given z_j the
+    exact step is keep = s_{j+1}/s_j, gain = a_{j+1} - s_{j+1} a_j/s_j (data-prediction / DDIM
+    form). beta makes z linear in lambda = log(a/s) between the last two points and averages it
+    exactly over the step (weight d e^lambda): beta = (h/(1 - e^-h) - 1)/h_prev. lambda_0 = -inf,
+    so the first two steps are first order. The last step of a singular path (`singular`: s_K ~ 0)
+    is linear in kappa = s/a instead, averaged the same way; at s_K = 0 it is the value at kappa=0.
+    """
+    k = len(a) - 1
+    ratio = a / np.where(s > 0, s, 1.0)  # e^lambda, unused where s = 0
+    keep = np.where(s[1:] > 0, s[1:] / s[:-1], 0.0)
+    gain = np.where(s[1:] > 0, a[1:] - s[1:] * ratio[:-1], a[1:])
+    beta = np.zeros(k)
+    for j in range(1, k):
+        if a[j - 1] == 0.0:  # previous point is s=0 (lambda = -inf)
+            continue
+        if singular and j == k - 1:
+            kp, kj, ke = s[j - 1] / a[j - 1], s[j] / a[j], s[j + 1] / a[j + 1]
+            # mean of kappa over e^lambda in [1/kj, 1/ke]; 0 in the limit ke -> 0
+            mean = ke * kj * math.log(kj / ke) / (kj - ke) if ke > 0 else 0.0
+            beta[j] = (mean - kj) / (kj - kp)
+        else:
+            h = math.log(ratio[j + 1] / ratio[j])
+            beta[j] = (h / -math.expm1(-h) - 1.0) / math.log(ratio[j] / ratio[j - 1])
+    return keep, gain, beta
 
 
 def resolve_rho_spec(rho: object) -> None:
