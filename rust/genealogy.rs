@@ -3,6 +3,7 @@
 
 use crate::error::{invalid, GlassError, Result};
 use crate::interrupt::{Interrupt, CHUNK};
+use crate::limits::{bytes_of, ensure_fits};
 use crate::resample::{resample_weights, Scheme, Seeds};
 use rand_pcg::Pcg64;
 
@@ -71,6 +72,13 @@ impl SmcState {
                 )));
             }
         }
+        let (bu, nu) = (num_groups as u128, num_particles as u128);
+        ensure_fits(
+            &format!("num_groups x num_particles = {num_groups} x {num_particles}"),
+            // log-weights and their scratch, per-step ancestors (row-local and flat), one row of
+            // exponentiated weights, one generator per group
+            bytes_of(&[(bu * nu, 8 * 4), (nu, 8), (bu, 32)]),
+        )?;
         let rngs = seeds.rngs(num_groups).map_err(|e| match e {
             GlassError::InvalidInput(m) => {
                 GlassError::InvalidInput(m.replacen("seed:", "seeds:", 1))

@@ -3,6 +3,7 @@
 //! statistic / effective time used to query the pretrained denoiser.
 
 use crate::error::{invalid, Result};
+use crate::limits::{bytes_of, ensure_fits};
 use crate::schedule::{check_transition, Schedule};
 
 /// One table of coefficients for a transition (t -> t_next) with correlation rho.
@@ -73,6 +74,10 @@ pub fn glass_coefficients(
     let log_snr_t = schedule.log_snr(t);
 
     let n = s.len();
+    ensure_fits(
+        &format!("the number of inner times s ({n})"),
+        bytes_of(&[(n as u128, 8 * 10)]),
+    )?;
     let mut out = GlassCoefficients {
         gamma,
         abar,

@@ -6,6 +6,7 @@ pub mod error;
 pub mod genealogy;
 pub mod glass;
 pub mod interrupt;
+pub mod limits;
 pub mod resample;
 pub mod schedule;
 pub mod weights;

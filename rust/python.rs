@@ -302,6 +302,35 @@ fn parse_seeds(py: Python<'_>, seed: &Bound<'_, PyAny>, name: &str) -> PyResult<
     }
 }
 
+/// A size argument: a Python int (or an integer-like such as numpy.int64, not a bool) >= `min`;
+/// anything else is an InvalidInputError naming `name`. Whether the size fits in memory is
+/// checked where it is used (see `limits`).
+fn size_arg(obj: &Bound<'_, PyAny>, name: &str, min: u64) -> PyResult<usize> {
+    let py = obj.py();
+    let repr = || obj.repr().map(|r| r.to_string()).unwrap_or_default();
+    let is_int = !obj.is_instance_of::<PyBool>()
+        && (obj.is_instance_of::<PyInt>() || obj.hasattr("__index__").unwrap_or(false));
+    if !is_int {
+        return Err(invalid_err(
+            py,
+            format!("{name} must be an int >= {min}, got {}", repr()),
+        ));
+    }
+    match obj.extract::<u64>() {
+        Ok(v) if v >= min => usize::try_from(v)
+            .map_err(|_| invalid_err(py, format!("{name} = {v} is too large for this platform"))),
+        Ok(v) => Err(invalid_err(py, format!("{name} must be >= {min}, got {v}"))),
+        Err(_) if obj.lt(0).unwrap_or(false) => Err(invalid_err(
+            py,
+            format!("{name} must be >= {min}, got {}", repr()),
+        )),
+        Err(_) => Err(invalid_err(
+            py,
+            format!("{name} = {} is too large (at most 2**64 - 1)", repr()),
+        )),
+    }
+}
+
 fn parse_scheme(py: Python<'_>, scheme: &str) -> PyResult<Scheme> {
     scheme.parse::<Scheme>().py(py)
 }
@@ -416,28 +445,8 @@ fn resample<'py>(
     let seeds = parse_seeds(py, seed, "seed")?;
     let (x, b, n, two_d) = weights_input(log_weights, "log_weights")?;
     let m = match num_samples {
-        None => n,
-        Some(v) if v.is_none() => n,
-        Some(v) => {
-            if v.is_instance_of::<PyBool>() {
-                return Err(invalid_err(
-                    py,
-                    "num_samples must be a positive int or None, got a bool",
-                ));
-            }
-            match v.extract::<i64>() {
-                Ok(k) if k >= 1 => k as usize,
-                _ => {
-                    return Err(invalid_err(
-                        py,
-                        format!(
-                            "num_samples must be a positive int or None, got {}",
-                            v.repr()?
-                        ),
-                    ))
-                }
-            }
-        }
+        Some(v) if !v.is_none() => size_arg(v, "num_samples", 1)?,
+        _ => n,
     };
     let lw = x.slice();
     let out = run_native(py, b * n.max(m), |intr| {
@@ -498,25 +507,15 @@ impl PySMCState {
     #[pyo3(signature = (num_groups, num_particles, *, scheme="systematic", ess_threshold=None, seeds, track_genealogy=true))]
     fn new(
         py: Python<'_>,
-        num_groups: i64,
-        num_particles: i64,
+        num_groups: &Bound<'_, PyAny>,
+        num_particles: &Bound<'_, PyAny>,
         scheme: &str,
         ess_threshold: Option<f64>,
         seeds: &Bound<'_, PyAny>,
         track_genealogy: bool,
     ) -> PyResult<Self> {
-        if num_groups < 1 {
-            return Err(invalid_err(
-                py,
-                format!("num_groups must be >= 1, got {num_groups}"),
-            ));
-        }
-        if num_particles < 1 {
-            return Err(invalid_err(
-                py,
-                format!("num_particles must be >= 1, got {num_particles}"),
-            ));
-        }
+        let num_groups = size_arg(num_groups, "num_groups", 1)?;
+        let num_particles = size_arg(num_particles, "num_particles", 1)?;
         if let Some(th) = ess_threshold {
             if !(0.0..=1.0).contains(&th) {
                 return Err(invalid_err(
@@ -528,8 +527,8 @@ impl PySMCState {
         let scheme = parse_scheme(py, scheme)?;
         let seeds = parse_seeds(py, seeds, "seeds")?;
         let inner = SmcState::new(
-            num_groups as usize,
-            num_particles as usize,
+            num_groups,
+            num_particles,
             scheme,
             ess_threshold,
             &seeds,
@@ -654,6 +653,11 @@ impl PySMCState {
         let g = self.inner.genealogy().ok_or_else(|| {
             GlassError::new_err("genealogy is not tracked (track_genealogy=False)")
         })?;
+        crate::limits::ensure_fits(
+            &format!("genealogy of {} ancestors", g.len()),
+            crate::limits::bytes_of(&[(g.len() as u128, 8)]),
+        )
+        .py(py)?;
         let v: Vec<i64> = g.iter().map(|&a| a as i64).collect();
         let a = Array3::from_shape_vec(
             (
@@ -674,7 +678,14 @@ impl PySMCState {
         let v = run_native(
             py,
             inner.num_steps() * inner.num_groups() * inner.num_particles(),
-            |_| Ok(inner.trace()),
+            |_| {
+                let (k, b, n) = (inner.num_steps(), inner.num_groups(), inner.num_particles());
+                crate::limits::ensure_fits(
+                    &format!("trace of {k} steps x {b} groups x {n} particles"),
+                    crate::limits::bytes_of(&[((k as u128 + 1) * b as u128 * n as u128, 8)]),
+                )?;
+                Ok(inner.trace())
+            },
         )?
         .ok_or_else(|| GlassError::new_err("genealogy is not tracked (track_genealogy=False)"))?;
         let a = Array3::from_shape_vec(
@@ -787,22 +798,24 @@ impl PySchedule {
     }
     /// Variance preserving from DDPM betas, kind "linear" or "scaled_linear" (float64 math).
     #[staticmethod]
-    #[pyo3(signature = (beta_start, beta_end, num_train_timesteps=1000, kind="linear"))]
+    #[pyo3(
+        signature = (beta_start, beta_end, num_train_timesteps=None, kind="linear"),
+        text_signature = "(beta_start, beta_end, num_train_timesteps=1000, kind='linear')"
+    )]
     fn vp_from_betas(
         py: Python<'_>,
         beta_start: f64,
         beta_end: f64,
-        num_train_timesteps: i64,
+        num_train_timesteps: Option<&Bound<'_, PyAny>>,
         kind: &str,
     ) -> PyResult<Self> {
-        if num_train_timesteps < 2 {
-            return Err(invalid_err(
-                py,
-                format!("num_train_timesteps must be >= 2, got {num_train_timesteps}"),
-            ));
-        }
-        let tab =
-            VpTable::from_betas(beta_start, beta_end, num_train_timesteps as usize, kind).py(py)?;
+        let num_train_timesteps = match num_train_timesteps {
+            Some(v) => size_arg(v, "num_train_timesteps", 2)?,
+            None => 1000,
+        };
+        let tab = run_native(py, 0, |_| {
+            VpTable::from_betas(beta_start, beta_end, num_train_timesteps, kind)
+        })?;
         Ok(Self {
             inner: Schedule::Vp(Arc::new(tab)),
         })
@@ -1029,7 +1042,10 @@ fn glass_coefficients<'py>(
         }
         (x.slice().to_vec(), x.shape().is_empty())
     };
-    let c = glass::glass_coefficients(&schedule.get().inner, t, t_next, rho, &sv, sigma0).py(py)?;
+    let sched = &schedule.get().inner;
+    let c = run_native(py, sv.len(), |_| {
+        glass::glass_coefficients(sched, t, t_next, rho, &sv, sigma0)
+    })?;
     let d = PyDict::new(py);
     d.set_item("gamma", c.gamma)?;
     d.set_item("abar", c.abar)?;
@@ -1061,32 +1077,26 @@ fn glass_coefficients<'py>(
 /// uniform_grid(num_steps, t_start=0.0, t_end=1.0) -> ndarray[num_steps + 1]
 #[pyfunction]
 #[pyo3(signature = (num_steps, t_start=0.0, t_end=1.0))]
-fn uniform_grid(
-    py: Python<'_>,
-    num_steps: i64,
+fn uniform_grid<'py>(
+    py: Python<'py>,
+    num_steps: &Bound<'py, PyAny>,
     t_start: f64,
     t_end: f64,
-) -> PyResult<Bound<'_, PyArray1<f64>>> {
-    if num_steps < 1 {
-        return Err(invalid_err(
-            py,
-            format!("num_steps must be >= 1, got {num_steps}"),
-        ));
-    }
-    let g = schedule::uniform_grid(num_steps as usize, t_start, t_end).py(py)?;
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let num_steps = size_arg(num_steps, "num_steps", 1)?;
+    let g = run_native(py, 0, |_| schedule::uniform_grid(num_steps, t_start, t_end))?;
     Ok(PyArray1::from_vec(py, g))
 }
 
 /// shifted_grid(num_steps, shift) -> ndarray[num_steps + 1] (FLUX/SD3 shifted sigmas as times).
 #[pyfunction]
-fn shifted_grid(py: Python<'_>, num_steps: i64, shift: f64) -> PyResult<Bound<'_, PyArray1<f64>>> {
-    if num_steps < 1 {
-        return Err(invalid_err(
-            py,
-            format!("num_steps must be >= 1, got {num_steps}"),
-        ));
-    }
-    let g = schedule::shifted_grid(num_steps as usize, shift).py(py)?;
+fn shifted_grid<'py>(
+    py: Python<'py>,
+    num_steps: &Bound<'py, PyAny>,
+    shift: f64,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let num_steps = size_arg(num_steps, "num_steps", 1)?;
+    let g = run_native(py, 0, |_| schedule::shifted_grid(num_steps, shift))?;
     Ok(PyArray1::from_vec(py, g))
 }
 

@@ -11,6 +11,7 @@
 
 use crate::error::{invalid, Result};
 use crate::interrupt::{Interrupt, CHUNK};
+use crate::limits::{bytes_of, ensure_fits};
 use crate::weights::{check_batch, with_thread_buffer};
 use rand::RngCore;
 use rand_pcg::Pcg64;
@@ -411,6 +412,16 @@ pub fn resample_log_weights(
         return Err(invalid("num_samples must be >= 1, got 0"));
     }
     let mut rngs = seeds.rngs(b)?;
+    let (bu, mu, nu) = (b as u128, num_samples as u128, n as u128);
+    ensure_fits(
+        &if b > 1 {
+            format!("num_samples = {num_samples} (for {b} rows)")
+        } else {
+            format!("num_samples = {num_samples}")
+        },
+        // ancestors, uniforms, exponentiated weights
+        bytes_of(&[(bu * mu, 8), (mu, 8), (nu, 8)]),
+    )?;
     let mut out = vec![0i64; b * num_samples];
     with_thread_buffer(&UNIFORMS, |scratch| {
         crate::weights::with_scratch(n, |w| {

@@ -5,6 +5,7 @@
 //! a discrete `alphas_cumprod` table piecewise-linearly in t (see [`VpTable`]).
 
 use crate::error::{invalid, Result};
+use crate::limits::{bytes_of, ensure_fits};
 use std::f64::consts::FRAC_PI_2;
 use std::sync::Arc;
 
@@ -92,6 +93,11 @@ impl VpTable {
                 "num_train_timesteps must be >= 2, got {num_train_timesteps}"
             )));
         }
+        // betas, the table, its copy and the log-SNR and time nodes
+        ensure_fits(
+            &format!("num_train_timesteps = {num_train_timesteps}"),
+            bytes_of(&[(num_train_timesteps as u128, 8 * 5)]),
+        )?;
         let n = num_train_timesteps;
         let lin = |a: f64, b: f64, i: usize| a + (b - a) * (i as f64) / ((n - 1) as f64);
         let betas: Vec<f64> = match kind {
@@ -416,6 +422,10 @@ pub fn uniform_grid(num_steps: usize, t_start: f64, t_end: f64) -> Result<Vec<f6
     if num_steps == 0 {
         return Err(invalid("num_steps must be >= 1, got 0"));
     }
+    ensure_fits(
+        &format!("num_steps = {num_steps}"),
+        bytes_of(&[(num_steps as u128 + 1, 8)]),
+    )?;
     check_t(t_start).map_err(|_| invalid(format!("t_start must be in [0, 1], got {t_start}")))?;
     check_t(t_end).map_err(|_| invalid(format!("t_end must be in [0, 1], got {t_end}")))?;
     if t_end <= t_start {
@@ -437,6 +447,10 @@ pub fn shifted_grid(num_steps: usize, shift: f64) -> Result<Vec<f64>> {
     if num_steps == 0 {
         return Err(invalid("num_steps must be >= 1, got 0"));
     }
+    ensure_fits(
+        &format!("num_steps = {num_steps}"),
+        bytes_of(&[(num_steps as u128 + 1, 8)]),
+    )?;
     if !(shift.is_finite() && shift > 0.0) {
         return Err(invalid(format!(
             "shift must be a finite number > 0, got {shift}"

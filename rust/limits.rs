@@ -1,0 +1,95 @@
+//! Size contract: every size a caller controls (particles, groups, samples, grid points, inner
+//! steps) is checked against the memory its call needs before anything is allocated, so an
+//! absurd size is an `InvalidInput` error naming the argument instead of an aborted process.
+//!
+//! The limit is the memory available when the call is made (Linux: `MemAvailable` in
+//! /proc/meminfo, lowered by a cgroup v2 limit); where that is unknown, `MAX_BYTES`.
+
+use crate::error::{invalid, Result};
+
+/// The limit where the available memory cannot be read: 1 TiB.
+pub const MAX_BYTES: u128 = 1 << 40;
+
+/// Requests below this size skip reading the available memory (it costs a file read).
+const CHEAP_BYTES: u128 = 64 << 20;
+
+fn read_kib(path: &str, key: &str) -> Option<u128> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+fn read_number(path: &str) -> Option<u128> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Bytes this process can still allocate (best estimate), or `MAX_BYTES` if unknown.
+pub fn available_bytes() -> u128 {
+    let mut avail = read_kib("/proc/meminfo", "MemAvailable:").map(|k| k * 1024);
+    if let (Some(max), Some(cur)) = (
+        read_number("/sys/fs/cgroup/memory.max"),
+        read_number("/sys/fs/cgroup/memory.current"),
+    ) {
+        let left = max.saturating_sub(cur);
+        avail = Some(avail.map_or(left, |a| a.min(left)));
+    }
+    avail.unwrap_or(MAX_BYTES).min(MAX_BYTES)
+}
+
+fn human(bytes: u128) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut x = bytes as f64;
+    let mut u = 0;
+    while x >= 1024.0 && u + 1 < units.len() {
+        x /= 1024.0;
+        u += 1;
+    }
+    if u + 1 == units.len() && x >= 1024.0 {
+        return format!("{x:.3e} {}", units[u]);
+    }
+    format!("{x:.1} {}", units[u])
+}
+
+/// Check that a call needing `bytes` (computed by the caller in u128, so no product can wrap)
+/// fits; `what` names the size argument(s) and their values, e.g. "num_samples = 1099511627776".
+pub fn ensure_fits(what: &str, bytes: u128) -> Result<()> {
+    if bytes < CHEAP_BYTES {
+        return Ok(());
+    }
+    let avail = available_bytes();
+    if bytes > avail {
+        return Err(invalid(format!(
+            "{what} is too large: it needs {} of memory, more than the {} available",
+            human(bytes),
+            human(avail)
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes of `count` values of `size` bytes each, for several arrays: sum of count * size.
+pub fn bytes_of(arrays: &[(u128, u128)]) -> u128 {
+    arrays.iter().fold(0u128, |acc, &(count, size)| {
+        acc.saturating_add(count.saturating_mul(size))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::GlassError;
+
+    #[test]
+    fn small_requests_pass_and_absurd_ones_name_the_argument() {
+        assert!(ensure_fits("n = 10", 80).is_ok());
+        match ensure_fits("num_samples = 2**61", bytes_of(&[(1 << 61, 8)])) {
+            Err(GlassError::InvalidInput(m)) => {
+                assert!(m.starts_with("num_samples = 2**61 is too large"), "{m}")
+            }
+            e => panic!("{e:?}"),
+        }
+        // products that would wrap in 64 bits
+        assert!(ensure_fits("x", bytes_of(&[(u64::MAX as u128, u64::MAX as u128)])).is_err());
+        assert!(available_bytes() > 0 && available_bytes() <= MAX_BYTES);
+    }
+}
