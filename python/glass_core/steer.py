@@ -266,6 +266,15 @@ class _UnconditionalModel:
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
         return (z.float() / 2 + 0.5).clamp(0, 1)
 
+    def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
+        """Images (PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the
+        sample size) -> samples in [-1, 1] (the inverse of ``decode``)."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        c, h, w = self.latent_shape
+        proc = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=c == 1)
+        return proc.preprocess(image, height=h, width=w).to(self.device, torch.float32)
+
     def to_pil(self, images: torch.Tensor) -> list[Any]:
         from PIL import Image
 
@@ -296,6 +305,57 @@ def _format_images(
     if output_type == "np":
         return images.detach().permute(0, 2, 3, 1).cpu().float().numpy()
     return model.to_pil(images)
+
+
+def _image_latents(model: Any, image: Any, num_b: int, max_batch: int | None) -> torch.Tensor:
+    """The encoded image(s) as [B, *latent_shape]: one image for every group or one per group."""
+    try:
+        z = model.encode(image, max_batch=max_batch)
+    except InvalidInputError:
+        raise
+    except Exception as e:  # the image processor's own errors (type, size, mode)
+        raise InvalidInputError(f"image: could not be read as an image batch: {e}") from e
+    if tuple(z.shape[1:]) != tuple(model.latent_shape) or z.shape[0] not in (1, num_b):
+        raise InvalidInputError(
+            f"image: expected 1 or {num_b} image(s) (one per prompt group) encoding to latents "
+            f"{tuple(model.latent_shape)}, got latents {tuple(z.shape)}"
+        )
+    return z.expand(num_b, *z.shape[1:])
+
+
+def image_start(
+    schedule: Any,
+    latents: torch.Tensor,
+    strength: Any,
+    grid: np.ndarray,
+    num_particles: int,
+    generator: Any,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """SDEdit start: (the grid from t0 = 1 - strength on, x_t0 [B, N, ...]) with
+    x_t0 = alpha_t0 z + sigma_t0 eps for each of N particles per encoded image z ([B, ...]),
+    eps drawn from `generator` (a list: one generator per group). The grid keeps the times
+    after t0. strength 0 gives t0 = 1 and x_t0 = z exactly; strength 1 starts from pure noise."""
+    from glass_core import _random
+
+    try:
+        s = float(strength)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"strength must be a float in [0, 1], got {strength!r}") from None
+    if not 0.0 <= s <= 1.0:
+        raise InvalidInputError(f"strength must be a float in [0, 1], got {strength!r}")
+    t0 = 1.0 - s
+    num_b = latents.shape[0]
+    z = latents.unsqueeze(1).expand(num_b, num_particles, *latents.shape[1:])
+    start = np.concatenate([[t0], grid[grid > t0]])
+    if t0 >= 1.0:
+        return start, z.contiguous().clone()
+    flat = (num_b * num_particles, *latents.shape[1:])
+    gen = list(generator) if isinstance(generator, list | tuple) else generator
+    eps = _random.randn(flat, gen, device=latents.device, dtype=latents.dtype).reshape(z.shape)
+    # contiguous: the VAE may hand back channels-last latents, and the network's kernels (hence
+    # rounding) depend on the memory format
+    x0 = float(schedule.alpha(t0)) * z + float(schedule.sigma(t0)) * eps
+    return start, x0.contiguous()
 
 
 def steer(
@@ -331,6 +391,8 @@ def steer(
     reward_window: tuple[float, float] | None = (0.2, 0.7),
     guide: bool = False,
     process_group: Any = None,
+    image: Any = None,
+    strength: float | None = None,
     **algorithm_kwargs: Any,
 ) -> SteerResult:
     """Sample from ``pipe`` steered toward ``reward`` (GLASS_MATH.md section 5).
@@ -379,6 +441,13 @@ def steer(
             particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
             sees the rank's own particles) are this rank's. Not available for "guidance" and
             "sample" (not sharded).
+        image / strength: edit an existing image (SDEdit with any method and transition): the
+            image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
+            encoded with the pipeline's VAE (the mean of its latent distribution; the
+            unconditional model's samples are the pixels in [-1, 1]), noised to t0 = 1 - strength
+            along the model's schedule with ``generator``, and steered from there over the
+            grid's times after t0. The target is then p(x1 | x_t0) tilted by the reward.
+            strength 0 returns the image's latents unchanged; 1 ignores the image.
     """
     from glass_core.align import best_of_n, fk_steering, guided, reward_guidance
     from glass_core.models.diffusers import default_time_grid, from_pipeline
@@ -456,6 +525,13 @@ def steer(
     else:
         grid = np.asarray(time_grid, dtype=np.float64)
     wrapped = _wrap_reward(reward, model, reward_on, max_batch, reward_prompts, prompts)
+    shape = model.latent_shape
+    x0: torch.Tensor | None = None
+    if image is not None:
+        z_image = _image_latents(model, image, num_b, max_batch)
+        grid, x0 = image_start(model.schedule, z_image, strength, grid, n, generator)
+    elif strength is not None:
+        raise InvalidInputError("strength applies only together with image=")
 
     bar = None
     if progress and method == "sample":
@@ -463,7 +539,6 @@ def steer(
 
         bar = progress_bar(len(grid) - 1, True, "sampling")
     observed = _ObservedTransition(transition, callback, bar)
-    shape = model.latent_shape
     common: dict[str, Any] = {
         "time_grid": grid,
         "shape": shape,
@@ -473,12 +548,20 @@ def steer(
     }
     if not isinstance(generator, list | tuple):
         common["num_groups"] = num_b
+    if x0 is not None:
+        common["x0"] = x0
     genealogy = log_evidence = ess = None
     log_w = torch.full((num_b, n), -float(np.log(n)), dtype=torch.float64)
     rewards: torch.Tensor | None = None
     raw: Any
     try:
-        if method == "fk":
+        if len(grid) == 1:  # strength 0: nothing to sample, the image's latents as they are
+            assert x0 is not None
+            raw, latents = None, x0
+            if wrapped is not None:
+                with torch.no_grad():
+                    rewards = check_rewards(wrapped(x0.reshape(-1, *shape)), num_b * n)
+        elif method == "fk":
             raw = fk_steering(
                 guided(model, wrapped, reward_scale, reward_window) if guide else model,
                 wrapped,
@@ -524,7 +607,8 @@ def steer(
                     model,
                     cast(Any, observed),
                     grid,
-                    shape=(num_b * n, *shape),
+                    x0=None if x0 is None else x0.reshape(num_b * n, *shape),
+                    shape=None if x0 is not None else (num_b * n, *shape),
                     generator=gen,
                     device=model.device,
                     dtype=torch.float32,

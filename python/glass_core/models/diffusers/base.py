@@ -197,6 +197,48 @@ class DiffusersDenoiser(DenoiserBase):
         shift = getattr(cfg, "shift_factor", None) or 0.0
         return z / cfg.scaling_factor + shift
 
+    def _network_latents(self, lat: torch.Tensor) -> torch.Tensor:
+        """The VAE's own latent space -> scaled (network-space) latents (inverse of
+        ``_vae_latents``)."""
+        cfg = self.pipe.vae.config
+        mean = getattr(cfg, "latents_mean", None)
+        std = getattr(cfg, "latents_std", None)
+        if mean is not None and std is not None:
+            c = lat.shape[1]
+            mean_t = torch.tensor(mean, device=lat.device, dtype=lat.dtype).view(1, c, 1, 1)
+            std_t = torch.tensor(std, device=lat.device, dtype=lat.dtype).view(1, c, 1, 1)
+            return (lat - mean_t) * cfg.scaling_factor / std_t
+        shift = getattr(cfg, "shift_factor", None) or 0.0
+        return (lat - shift) * cfg.scaling_factor
+
+    def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
+        """Images -> latents ``[M, *latent_shape]`` (float32, on the network's device): the mean
+        of the VAE's latent distribution, in the scaled space ``decode`` reads.
+
+        ``image``: anything the pipeline's image processor takes (a PIL image, a list of them, an
+        ndarray, or a float tensor ``[M, 3, H, W]`` in [0, 1]); it is resized to the adapter's
+        height x width.
+        """
+        pixels = self.pipe.image_processor.preprocess(image, height=self.height, width=self.width)
+        vae = self.pipe.vae
+        vdtype = next(vae.parameters()).dtype
+        vdev = module_device(vae)
+        upcast = vdtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+        if upcast:  # as in decode: SDXL's fp16 VAE overflows
+            vae.to(torch.float32)
+        step = max_batch or self.network_max_batch or pixels.shape[0]
+        outs = []
+        try:
+            with torch.no_grad():
+                for i in range(0, pixels.shape[0], step):
+                    px = pixels[i : i + step].to(vdev, torch.float32 if upcast else vdtype)
+                    lat = vae.encode(px, return_dict=False)[0].mode()
+                    outs.append(self._network_latents(lat.float()))
+        finally:
+            if upcast:
+                vae.to(vdtype)
+        return torch.cat(outs, dim=0).to(self.device)
+
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
         """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1] (float32).
 
