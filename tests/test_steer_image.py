@@ -95,7 +95,7 @@ def test_strength_zero_returns_the_image_latents(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-@pytest.mark.parametrize("method", ["sample"])
+@pytest.mark.parametrize("method", ["fk", "best_of_n", "guidance", "sample"])
 def test_edit_runs_from_t0(family: str, method: str) -> None:
     pipe, prompt, kw, image = _setup(family)
     n, inner = 2, 2

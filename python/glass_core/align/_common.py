@@ -74,7 +74,8 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
 
 
 def check_time_grid(time_grid: Any) -> list[float]:
-    """Strictly increasing floats from 0 (pure noise) to 1 (data)."""
+    """Strictly increasing floats from t0 in [0, 1) (0: pure noise; t0 > 0 needs given
+    particles, see align._start) to 1 (data)."""
     try:
         grid = [
             float(t) for t in (time_grid.tolist() if hasattr(time_grid, "tolist") else time_grid)
@@ -85,10 +86,11 @@ def check_time_grid(time_grid: Any) -> list[float]:
         raise fail("time_grid", f"needs at least 2 points, got {len(grid)}")
     if not all(math.isfinite(t) for t in grid) or any(b <= a for a, b in itertools.pairwise(grid)):
         raise fail("time_grid", "must be finite and strictly increasing")
-    if grid[0] != 0.0 or grid[-1] != 1.0:
+    if not 0.0 <= grid[0] < 1.0 or grid[-1] != 1.0:
         raise fail(
             "time_grid",
-            f"must start at 0 (noise) and end at 1 (data), got [{grid[0]}, ..., {grid[-1]}]",
+            f"must start in [0, 1) (0: noise) and end at 1 (data), got [{grid[0]}, ..., "
+            f"{grid[-1]}]",
         )
     return grid
 

@@ -11,12 +11,12 @@ import torch
 from glass_core.align._common import (
     CountedModel,
     Generator,
-    initial_noise,
     nonfinite_reward_error,
     propagate,
     ungroup,
 )
 from glass_core.align._config import SamplingConfig
+from glass_core.align._start import resolve_start, start_particles
 from glass_core.align.results import BestOfNResult
 from glass_core.align.storage import particle_storage
 from glass_core.rewards.base import Reward, check_rewards
@@ -58,7 +58,7 @@ def best_of_n(
     transition: Callable[..., torch.Tensor],
     n: int,
     time_grid: Any,
-    shape: Any,
+    shape: Any = None,
     generator: Generator = None,
     num_groups: int | None = None,
     dtype: torch.dtype | None = None,
@@ -66,12 +66,17 @@ def best_of_n(
     max_batch: int | None = None,
     progress: bool = True,
     process_group: Any = None,
+    x0: torch.Tensor | None = None,
 ) -> BestOfNResult:
     """Draw `n` samples per group with `transition` over `time_grid` and return the best by reward
     together with all samples and rewards. Ties go to the lowest index (torch.argmax).
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
-    samples over its ranks with the same results (see glass_core.align.distributed)."""
+    samples over its ranks with the same results (see glass_core.align.distributed).
+    `x0`: the samples at the grid's first time ([n, ...] or [B, n, ...]), which may be t0 > 0."""
     args = dict(locals())  # the arguments only
+    args["shape"], args["num_groups"] = resolve_start(
+        x0, shape, n, num_groups, generator, time_grid, process_group
+    )
     storage = particle_storage(process_group)
     cfg = storage.configure(
         lambda world: SamplingConfig.from_args(args, world_size=world), generator
@@ -80,7 +85,7 @@ def best_of_n(
     size, last = storage.local_rows, cfg.num_steps
     show = progress and storage.is_main
     with storage.guard(last), torch.no_grad():
-        x = initial_noise(size, cfg.shape, storage.noise, dtype, device)
+        x = start_particles(x0, size, cfg.shape, storage.noise, dtype, device)
         x = propagate(
             counted, transition, x, cfg.grid, storage.noise, show, "best-of-N" + storage.label
         )

@@ -21,16 +21,17 @@ from glass_core.align._common import (
     Generator,
     Timer,
     draw_seeds,
-    initial_noise,
     nonfinite_reward_error,
     progress_bar,
     ungroup,
 )
 from glass_core.align._config import SCHEMES as SCHEMES  # re-exported
 from glass_core.align._config import FKConfig
+from glass_core.align._start import resolve_start, start_particles
 from glass_core.align.potentials import Potential
 from glass_core.align.results import FKResult
 from glass_core.align.storage import particle_storage
+from glass_core.align.value import Lookahead
 from glass_core.rewards.base import Reward, check_rewards
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def fk_steering(
     transition: Callable[..., torch.Tensor],
     num_particles: int,
     time_grid: Any,
-    shape: Any,
+    shape: Any = None,
     potential: str = "diff",
     lambda_: float = 1.0,
     resample: str = "systematic",
@@ -162,6 +163,9 @@ def fk_steering(
     progress: bool = True,
     profile: bool = False,
     process_group: Any = None,
+    x0: torch.Tensor | None = None,
+    lookahead_samples: int = 16,
+    lookahead_transition: Callable[..., torch.Tensor] | None = None,
 ) -> FKResult:
     """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z.
 
@@ -177,16 +181,27 @@ def fk_steering(
     they are reported as NaN and the loop makes one host sync per potential step.
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     particles over its ranks with the same results (see glass_core.align.distributed).
+    `x0`: the particles at the grid's first time ([N, ...] or [B, N, ...]; `shape` may then be
+    None), which may be t0 > 0: the target is then p(x1 | x_t0) tilted by exp(lambda_ r).
+    potential="lookahead" uses V-hat_t(x) = log mean_j exp(lambda_ r(z_j)) over
+    `lookahead_samples` posterior samples z_j drawn by `lookahead_transition` (default
+    ``Glass(inner_steps=4)``) from (x, t) to 1 as the value in a difference potential (see
+    glass_core.align.potentials); their model evaluations (J per particle per batched call) are
+    counted in `nfe`. The final weights target p(z) exp(lambda_ r(z)) / Z exactly either way.
     """
     args = dict(locals())  # the arguments only
     wall_start = time.perf_counter()
+    args["shape"], args["num_groups"] = resolve_start(
+        x0, shape, num_particles, num_groups, generator, time_grid, process_group
+    )
+    look = Lookahead.from_args(potential, lookahead_samples, lookahead_transition, process_group)
     storage = particle_storage(process_group)
     cfg = storage.configure(lambda world: FKConfig.from_args(args, world_size=world), generator)
     counted = CountedModel(model, cfg.max_batch, timed=profile)
     reward_timer = Timer(profile)
     noise = storage.noise
     with storage.guard(0):
-        x = initial_noise(storage.local_rows, cfg.shape, noise, dtype, device)
+        x = start_particles(x0, storage.local_rows, cfg.shape, noise, dtype, device)
         seeds = draw_seeds(generator, cfg.num_groups)
     book = FKBookkeeping(cfg, seeds, storage.host_device or x.device, track_genealogy)
     flags = cfg.potential_steps()
@@ -202,7 +217,10 @@ def fk_steering(
                 x = transition(counted, x, t, t_next, noise, denoised=denoised)
                 denoised = None
                 bar.update(1)
-                if flags[k]:
+                if flags[k] and look is not None and not final:
+                    denoised = counted.denoise(x, t_next)
+                    local = look.values(counted, reward, x, t_next, cfg.lambda_, noise, denoised)
+                elif flags[k]:
                     denoised, local = score_potential_step(
                         counted, reward, reward_timer, x, t_next, final
                     )

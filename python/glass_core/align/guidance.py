@@ -22,11 +22,11 @@ from glass_core.align._common import (
     check_finite_float,
     check_model,
     check_window,
-    initial_noise,
     propagate,
     ungroup,
 )
 from glass_core.align._config import SamplingConfig
+from glass_core.align._start import resolve_start, start_particles
 from glass_core.align.results import GuidanceResult
 from glass_core.rewards.base import Reward, check_rewards, evaluate_reward
 
@@ -127,19 +127,25 @@ def reward_guidance(
     scale: float,
     window: tuple[float, float] | None = (0.0, 1.0),
     num_samples: int = 1,
-    shape: Any,
+    shape: Any = None,
     generator: Generator = None,
     num_groups: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     max_batch: int | None = None,
     progress: bool = True,
+    x0: torch.Tensor | None = None,
 ) -> GuidanceResult:
-    """Sample with the reward-guided denoiser (GLASS_MATH §5.4) and score the results."""
-    cfg = SamplingConfig.from_args(dict(locals()), "num_samples")
+    """Sample with the reward-guided denoiser (GLASS_MATH §5.4) and score the results.
+    `x0`: the samples at the grid's first time ([N, ...] or [B, N, ...]), which may be t0 > 0."""
+    args = dict(locals())
+    args["shape"], args["num_groups"] = resolve_start(
+        x0, shape, num_samples, num_groups, generator, time_grid
+    )
+    cfg = SamplingConfig.from_args(args, "num_samples")
     n, num_b, grouped = cfg.n, cfg.num_groups, cfg.grouped
     gmodel = CountedModel(guided(model, reward, scale, window), cfg.max_batch, timed=False)
-    x = initial_noise(num_b * n, cfg.shape, generator, dtype, device)
+    x = start_particles(x0, num_b * n, cfg.shape, generator, dtype, device)
     with torch.no_grad():
         x = propagate(gmodel, transition, x, cfg.grid, generator, progress, "reward guidance")
         r = evaluate_reward(reward, x)

@@ -4,6 +4,9 @@ Intermediate log-potentials, with r_k the reward of D_{t_k}(x_{t_k}) and lambda 
   diff: lambda (r_k - r_{k-1}), r_{-1} = 0
   max:  lambda max(r_1..r_k)
   sum:  lambda (r_1 + ... + r_k)
+  lookahead: V_k - V_{k-1}, V_{-1} = 0, with V_k = V-hat_{t_k}(x) = log mean_j exp(lambda r(z_j))
+        over posterior samples z_j ~ p(z | x_{t_k}) (glass_core.align.value), passed in place of
+        the reward: the twisted SMC potential, optimal (constant weights) when V-hat = V
 The final step always applies lambda r(z) minus the log-potentials already applied along the
 particle's lineage, so the product over a lineage is exp(lambda r(z)) and the weighted particles
 target p(z) exp(lambda r(z)) / Z whatever the intermediate choice (it only changes variance).
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-POTENTIALS = ("diff", "max", "sum")
+POTENTIALS = ("diff", "max", "sum", "lookahead")
 
 
 class Potential:
@@ -34,6 +37,9 @@ class Potential:
             log_g = self.lambda_ * r - self.applied
         elif self.kind == "diff":
             log_g = self.lambda_ * (r - self.running)
+            self.running = r
+        elif self.kind == "lookahead":  # r is already a lambda-scaled log-value
+            log_g = r - self.running
             self.running = r
         elif self.kind == "max":
             self.running = torch.maximum(self.running, r)

@@ -118,3 +118,50 @@ def value_estimate(
         nfe=counted.nfe,
         total_nfe=counted.nfe * j * x.shape[0],
     )
+
+
+class Lookahead:
+    """The value estimate fk_steering's "lookahead" potential uses at each intermediate
+    potential step: J posterior samples per particle by `transition` from (x, t) to 1."""
+
+    def __init__(self, num_samples: int, transition: Any) -> None:
+        self.num_samples = num_samples
+        self.transition = transition
+
+    @classmethod
+    def from_args(
+        cls, potential: Any, num_samples: Any, transition: Any, process_group: Any
+    ) -> Lookahead | None:
+        """The lookahead of fk_steering's arguments, or None for the other potentials."""
+        if potential != "lookahead":
+            if transition is not None:
+                raise fail(
+                    "lookahead_transition", f"needs potential='lookahead', got {potential!r}"
+                )
+            return None
+        if process_group is not None:
+            raise fail("potential", "'lookahead' is not supported with process_group")
+        tr = Glass(inner_steps=4) if transition is None else transition
+        check_callable(tr, "lookahead_transition")
+        return cls(check_positive_int(num_samples, "lookahead_samples"), tr)
+
+    def values(
+        self,
+        counted: CountedModel,
+        reward: Reward,
+        x: torch.Tensor,
+        t: float,
+        lambda_: float,
+        generator: Any,
+        denoised: torch.Tensor,
+    ) -> torch.Tensor:
+        """[rows] float64 V-hat = log mean_j exp(lambda_ r(z_j)). The model calls run on a
+        separate counter and are added to `counted` as J evaluations per particle each (the
+        batch holds J copies of every particle)."""
+        inner = CountedModel(counted._model, counted.max_batch, counted.timed)
+        r = posterior_rewards(
+            inner, reward, self.transition, x, t, self.num_samples, generator, denoised
+        )
+        counted.nfe += inner.nfe * self.num_samples
+        counted.model_time += inner.model_time
+        return log_mean_exp(lambda_ * r.to(torch.float64))

@@ -51,7 +51,9 @@ def sample(
     dtype: torch.dtype = torch.float32,
 ) -> SampleResult:
     """Run `transition` over consecutive pairs of `time_grid` starting from x0 (or N(0, I) noise
-    of `shape`, drawn from `generator` on `device`/`dtype`).
+    of `shape`, drawn from `generator` on `device`/`dtype`). x0 holds the particles at the grid's
+    first time, which may be t0 > 0 (then x0 is required): rows along dim 0 ([N, ...]; flatten
+    groups [B, N, ...] to [B*N, ...], and pass one generator per group to keep them separate).
 
     After each transition `callback(step, t, t_next, x)` may return a tensor that replaces x (the
     steering algorithms resample there). Returns the final samples and the NFE spent per sample.
@@ -61,6 +63,11 @@ def sample(
         raise InvalidInputError("give exactly one of x0 and shape")
     if x0 is None:
         assert shape is not None  # checked above; narrows the type
+        if grid[0] != 0.0:
+            raise InvalidInputError(
+                f"time_grid starts at t = {grid[0]}; noise is only the state at t = 0, so a run "
+                "from t0 > 0 needs the particles there as x0="
+            )
         x = _random.randn(shape, generator, device=device, dtype=dtype)
     else:
         x = x0
