@@ -12,6 +12,7 @@ from glass_core.errors import InvalidInputError
 from glass_core.models import GaussianMixture, from_callable
 from glass_core.schedules import Cosine, RectifiedFlow
 from glass_core.transitions import ODE, SDE, Glass
+from glass_core.transitions.glass import multistep_grid
 from test_sample_stats import assert_moments, energy_pvalue, moment_errors
 
 F64 = torch.float64
@@ -135,25 +136,30 @@ def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
         a, sg = path(s)
         return math.log(a / sg)
 
-    h, y = 1.0 / k, sigma0 * eps
+    grid = [m / k for m in range(k + 1)]
+    if solver == "multistep":  # its step starts (the grid is a choice; the update is under test)
+        snr = (sc.alpha(t) / sc.sigma(t)) ** 2
+        grid = [*multistep_grid(k, snr, abar, sbar, sigma0), 1.0]
+    y = sigma0 * eps
     z_prev = None
     for m in range(k):
-        s = m * h
+        s, s_next = grid[m], grid[m + 1]
+        h = s_next - s
         if solver == "euler":
             y = y + h * f(s, y)
         elif m == k - 1 and sbar == 0 and solver in ("heun", "multistep"):
             z = zf(s, y)
-            y = abar * end_extrapolation(s - h, s, z_prev, z)
+            y = abar * end_extrapolation(grid[m - 1] if m else 0.0, s, z_prev, z)
         elif solver == "heun":
             z_prev = zf(s, y)
             k1 = f(s, y)
-            y = y + h / 2 * (k1 + f(s + h, y + h * k1))
+            y = y + h / 2 * (k1 + f(s_next, y + h * k1))
         elif solver == "multistep":
             z = d = zf(s, y)
             if m >= 2:  # DPM-Solver++(2M) with the exact exponential weight of the slope
-                hj, hp = lam(s + h) - lam(s), lam(s) - lam(s - h)
+                hj, hp = lam(s_next) - lam(s), lam(s) - lam(grid[m - 1])
                 d = z + (hj / (1 - math.exp(-hj)) - 1) / hp * (z - z_prev)
-            y, z_prev = ddim(s, s + h, y, d), z
+            y, z_prev = ddim(s, s_next, y, d), z
         else:
             y = y + h * f(s + h / 2, y + h / 2 * f(s, y))
     return gam * x + y

@@ -84,10 +84,14 @@ class Glass(Transition):
                 n -= 1
         return n - 1 if reuse else n
 
-    def s_grid(self, singular: bool) -> np.ndarray:
-        """Inner times where the velocity is evaluated (index j used by `_step`)."""
+    def s_grid(self, head: dict, singular: bool) -> np.ndarray:
+        """Inner times where the velocity is evaluated (index j used by `_step`); `head` is the
+        coefficient table at s=0."""
         k = self.inner_steps
-        if self.solver in ("euler", "multistep"):
+        if self.solver == "multistep":
+            snr_t = (float(head["alpha_t"]) / float(head["sigma_t"])) ** 2
+            return multistep_grid(k, snr_t, float(head["abar"]), float(head["sbar"]), self.sigma0)
+        if self.solver == "euler":
             return np.arange(k, dtype=np.float64) / k
         if self.solver == "midpoint":
             return np.arange(2 * k, dtype=np.float64) / (2 * k)
@@ -98,7 +102,7 @@ class Glass(Transition):
         rho = resolve_rho(schedule, self.rho, t, t_next)
         head = glass_coefficients(schedule, t, t_next, rho, np.zeros(1), self.sigma0)
         singular = self._singular(head)
-        s = self.s_grid(singular)
+        s = self.s_grid(head, singular)
         table = dict(glass_coefficients(schedule, t, t_next, rho, s, self.sigma0))
         table["s"] = s
         table["singular"] = singular
@@ -168,6 +172,21 @@ class Glass(Transition):
                 k2 = vel(m + 1, y + h * k1)
                 y = y + (0.5 * h) * (k1 + k2)
         return (float(c["gamma"]) * xw + y).to(x.dtype)
+
+
+def multistep_grid(k: int, snr_t: float, abar: float, sbar: float, sigma0: float) -> np.ndarray:
+    """The K step starts of "multistep": uniform in u = r/(r + c) where r = a_s/s_s = e^lambda.
+
+    c = sqrt(SNR(t) + 1) is the precision of z given x_t for unit-variance data: the inner
+    measurement starts to add information when r^2 reaches it, so the steps go there instead of
+    being spent at small r where the estimate barely moves (uniform s is c = abar/sigma0 when
+    sbar = 0). u ends at r_end/(r_end + c), r_end = abar/sbar (u = 1 when sbar = 0).
+    """
+    c = math.sqrt(snr_t + 1.0)
+    u_end = 1.0 if sbar == 0.0 else (abar / sbar) / (abar / sbar + c)
+    u = np.arange(k, dtype=np.float64) / k * u_end
+    r = c * u / (1.0 - u)
+    return r * sigma0 / (abar + r * (sigma0 - sbar))  # the s with a_s/s_s = r
 
 
 def multistep_coefficients(
