@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from glass_core.cli import CLIError
+from glass_core._cli_error import CLIError
 
 #: an FK run whose ESS falls below this before EARLY_T has in effect one particle left
 ESS_COLLAPSE = 1.5

@@ -24,13 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from glass_core._cli_error import CLIError
+
 __all__ = ["CLIError", "build_parser", "main"]
 
 PROG = "glass-core"
-
-
-class CLIError(Exception):
-    """A user-facing error: bad argument, bad config or missing path (exit code 2)."""
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
