@@ -860,6 +860,12 @@ impl PySchedule {
             _ => None,
         }
     }
+    /// (t_lo, t_hi): the times at which a model carries information; denoisers are queried at t
+    /// clamped to this range (VP tables: the noisiest and least noisy nodes; else (0, 1)).
+    #[getter]
+    fn model_time_range(&self) -> (f64, f64) {
+        self.inner.model_time_range()
+    }
     /// T for a VP table schedule, else None.
     #[getter]
     fn num_train_timesteps(&self) -> Option<usize> {

@@ -122,6 +122,11 @@ impl VpTable {
         Self::from_alphas_cumprod(&table)
     }
 
+    /// Times of the noisiest and the least noisy node: (1/(T+1), 1 - 1/(T+1)).
+    pub fn node_range(&self) -> (f64, f64) {
+        (self.ts[0], self.ts[self.ts.len() - 1])
+    }
+
     /// Number of table entries T.
     pub fn len(&self) -> usize {
         self.ts.len()
@@ -142,7 +147,9 @@ impl VpTable {
         let n = self.ts.len();
         let (t_lo, l_lo) = (self.ts[0], self.ls[0]);
         let (t_hi, l_hi) = (self.ts[n - 1], self.ls[n - 1]);
-        if t <= t_lo {
+        // the slope is right-continuous: at the noisiest node itself it is the table's, so a
+        // sampler stepping from that node sees the table's (bounded) derivatives
+        if t < t_lo {
             if t <= 0.0 {
                 return (f64::NEG_INFINITY, f64::INFINITY);
             }
@@ -250,6 +257,22 @@ impl Schedule {
         match self {
             Schedule::Vp(t) => Some(t),
             _ => None,
+        }
+    }
+
+    /// The times [t_lo, t_hi] at which a model carries information about this schedule's states.
+    /// A denoiser is queried at t clamped to this range (D_t := D_{t_lo} below it, the noise-end
+    /// convention). VP tables: their noisiest and least noisy nodes (the network was trained only
+    /// there; outside, the schedule is a closure); analytic schedules: [0, 1]; shifted: the base's
+    /// range mapped back through the shift.
+    pub fn model_time_range(&self) -> (f64, f64) {
+        match self {
+            Schedule::RectifiedFlow | Schedule::Cosine => (0.0, 1.0),
+            Schedule::Vp(tab) => tab.node_range(),
+            Schedule::Shifted { base, shift } => {
+                let (lo, hi) = base.model_time_range();
+                (shift_inverse(*shift, lo), shift_inverse(*shift, hi))
+            }
         }
     }
 
@@ -581,6 +604,25 @@ mod tests {
             let (a, sg, _, _) = s.eval(i as f64 / 100.0);
             assert!((a * a + sg * sg - 1.0).abs() < 1e-12);
         }
+    }
+
+    #[test]
+    fn model_time_range_is_the_node_range() {
+        let tab = sd_table();
+        let s = Schedule::Vp(Arc::new(tab.clone()));
+        let (lo, hi) = s.model_time_range();
+        assert_eq!((lo, hi), (1.0 / 1001.0, 1.0 - 1.0 / 1001.0));
+        assert_eq!(Schedule::RectifiedFlow.model_time_range(), (0.0, 1.0));
+        assert_eq!(Schedule::Cosine.model_time_range(), (0.0, 1.0));
+        let sh = Schedule::shifted(s.clone(), 3.0).unwrap();
+        let (slo, shi) = sh.model_time_range();
+        assert!((shift_map(3.0, slo).0 - lo).abs() < 1e-12);
+        assert!((shift_map(3.0, shi).0 - hi).abs() < 1e-12);
+        // at the noisiest node the derivative is the table's (right) slope, not the closure's
+        let (_, _, da_node, _) = s.eval(lo);
+        let (_, _, da_next, _) = s.eval(lo + 1e-9);
+        assert!((da_node - da_next).abs() < 1e-6 * da_next.abs(), "{da_node} {da_next}");
+        assert!(da_node < 1.0, "{da_node}");
     }
 
     #[test]
