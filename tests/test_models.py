@@ -101,9 +101,21 @@ def test_velocity_model_at_t0_and_epsilon_singularity():
     # velocity prediction determines D at t=0 (alpha=0): D_0 = E[z]
     u = from_callable(lambda xx, tt: model.velocity(xx, 0.0), prediction="velocity", schedule=sched)
     torch.testing.assert_close(u.denoise(x, 0.0), model.mean().expand(8, 2), rtol=1e-10, atol=1e-10)
-    eps = from_callable(lambda xx, tt: torch.zeros_like(xx), prediction="epsilon", schedule=sched)
-    with pytest.raises(InvalidInputError, match="t"):
-        eps.denoise(x, 0.0)
+    # an epsilon prediction does not determine D at alpha=0: the raw conversion refuses, and a
+    # model is asked at the noise floor instead (query_time), whatever the sampler asks for
+    with pytest.raises(InvalidInputError, match="epsilon"):
+        conversion_coefficients(sched, 0.0, "epsilon", "x1")
+    seen = []
+
+    def eps_fn(xx, tt):
+        seen.append(tt)
+        return model.epsilon(xx, tt)
+
+    eps = from_callable(eps_fn, prediction="epsilon", schedule=sched)
+    d0 = eps.denoise(x, 0.0)
+    t_floor = float(seen[0][0])
+    assert sched.alpha(t_floor) / sched.sigma(t_floor) == pytest.approx(1e-3, rel=1e-9)
+    torch.testing.assert_close(d0, model.denoise(x, t_floor), rtol=1e-6, atol=1e-6)
     with pytest.raises(InvalidInputError, match="x1"):
         conversion_coefficients(sched, 1.0, "x1", "velocity")
 

@@ -7,6 +7,7 @@ the native core); tensors only see the final per-sample coefficients, cast to th
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -105,6 +106,33 @@ def schedule_values(schedule: Schedule, t: float | np.ndarray):
         np.asarray(schedule.d_alpha(arr)),
         np.asarray(schedule.d_sigma(arr)),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the noise end (docs/noise_end.md)
+
+# Where alpha = 0 these predictions carry no information about z (D = (x - sigma eps) / alpha).
+_BLIND_AT_NOISE = ("epsilon", "score")
+# Such a model is asked no nearer to pure noise than alpha / sigma = 1e-3: its float32 rounding,
+# amplified by sigma / alpha, stays near 1e-4 in D, and D there differs from D_0 by O(1e-3).
+NOISE_FLOOR_LOG_SNR = 2.0 * math.log(1e-3)
+
+
+def query_time(schedule: Schedule, t: float | np.ndarray, prediction: str) -> float | np.ndarray:
+    """The time at which a model returning `prediction` is asked for D_t: t clamped to
+    ``schedule.model_time_range`` (and, for epsilon/score models, to the noise floor from below).
+
+    The convention shared by every model: D_t(x) := D_{query_time(t)}(x). For a VP table this is
+    the noisiest node below it (what diffusers pipelines assume of pure noise) and the least noisy
+    node above it; analytic schedules are asked at t itself except an epsilon/score model at
+    alpha = 0, which cannot tell anything about the data there.
+    """
+    lo, hi = schedule.model_time_range
+    if prediction in _BLIND_AT_NOISE:
+        lo = max(lo, float(schedule.t_from_log_snr(NOISE_FLOOR_LOG_SNR)))
+    if np.ndim(t) == 0:
+        return min(max(float(t), lo), hi)
+    return np.clip(np.asarray(t, dtype=np.float64), lo, hi)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,13 +249,21 @@ class DenoiserBase:
         return out
 
     def as_prediction(self, x: torch.Tensor, t: TimeLike, target: str) -> torch.Tensor:
+        """`target` at (x, t): the model is asked at `query_time` (D_t := D_{query_time(t)})."""
         check_batch(x)
         tv = time_values(t, x.shape[0])
-        if target != self.prediction:
-            # fail before the (possibly expensive) model call
-            conversion_coefficients(self.schedule, tv, self.prediction, target)
-        pred = self._predict(x, tv)
-        return convert(pred, x, tv, self.schedule, source=self.prediction, target=target)
+        tq = query_time(self.schedule, tv, self.prediction)
+        if np.array_equal(tq, tv):
+            if target != self.prediction:
+                # fail before the (possibly expensive) model call
+                conversion_coefficients(self.schedule, tv, self.prediction, target)
+            pred = self._predict(x, tv)
+            return convert(pred, x, tv, self.schedule, source=self.prediction, target=target)
+        if target != "x1":
+            conversion_coefficients(self.schedule, tv, "x1", target)
+        pred = self._predict(x, tq)
+        d = convert(pred, x, tq, self.schedule, source=self.prediction, target="x1")
+        return convert(d, x, tv, self.schedule, source="x1", target=target)
 
     def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         """D_t(x) = E[z | x_t = x]."""

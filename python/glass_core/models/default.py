@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,32 +198,6 @@ def load_pipeline(path: str | Path | None = None, *, device: str | torch.device 
     return pipe.to(device)
 
 
-def _vp_x1_fn(
-    unet: Any, schedule: Any, num_t: int, ptype: str
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """x0-prediction of a discrete VP UNet at continuous t (the convention of issue 5's SD adapter):
-    network queried at the fractional timestep k(t) clamped to [0, T - 1]; below the noisiest node
-    (t < t_{T-1}, including t = 0 where alpha = 0 and eps says nothing about z) D_t := D_{t_{T-1}},
-    which is what DDPM/DDIM pipelines do when they start from pure noise."""
-    t_min = 1.0 - num_t / (num_t + 1.0)  # node T - 1
-
-    def fn(x: torch.Tensor, t_vec: torch.Tensor) -> torch.Tensor:
-        t_eff = np.maximum(t_vec.detach().to("cpu", torch.float64).numpy(), t_min)
-        k = np.clip(schedule.timestep_from_t(t_eff), 0.0, num_t - 1.0)
-        k_t = torch.as_tensor(k, dtype=x.dtype, device=x.device)
-        out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
-        if ptype == "sample":
-            return out
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        alpha = torch.as_tensor(schedule.alpha(t_eff), dtype=x.dtype, device=x.device).view(shape)
-        sigma = torch.as_tensor(schedule.sigma(t_eff), dtype=x.dtype, device=x.device).view(shape)
-        if ptype == "epsilon":
-            return (x - sigma * out) / alpha
-        return alpha * x - sigma * out  # v = alpha eps - sigma z
-
-    return fn
-
-
 def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
     """A glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline (e.g. DDPMPipeline).
 
@@ -237,9 +210,9 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
       sampling grid (the network is queried at the shifted sigma itself), so it is accepted;
       use ``glass_core.schedules.shifted_grid`` for the pipeline's own grid.
     * schedulers with ``alphas_cumprod`` (DDPM, DDIM, ...): the native VP table schedule, network
-      queried at the continuous-time equivalent (fractional) timestep, ``prediction_type``
-      epsilon / v_prediction / sample converted to x0 (below the noisiest node the noisiest
-      node's prediction is used, as issue 5's SD adapter does).
+      queried at the continuous-time equivalent (fractional) timestep; ``prediction_type``
+      epsilon / v_prediction / sample is the denoiser's prediction (outside the table's nodes,
+      e.g. at pure noise t = 0, the model layer asks at the nearest node: ``query_time``).
 
     The network runs in its own dtype (inputs cast, outputs cast back to the particles' dtype).
     The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
@@ -257,7 +230,7 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
         )
     cfg = sched.config
     num_t = int(cfg.get("num_train_timesteps", 1000))
-    vp_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    vp_schedule = None
     if "FlowMatch" in type(sched).__name__:
         if cfg.get("use_dynamic_shifting", False):
             raise UnsupportedModelError("pipe.scheduler: dynamic shifting needs an image size")
@@ -266,12 +239,12 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
 
     elif getattr(sched, "alphas_cumprod", None) is not None:
         table = torch.as_tensor(sched.alphas_cumprod).to("cpu", torch.float64).numpy()
-        schedule = VP.from_alphas_cumprod(np.ascontiguousarray(table))
+        schedule = vp_schedule = VP.from_alphas_cumprod(np.ascontiguousarray(table))
         ptype = cfg.get("prediction_type", "epsilon")
-        if ptype not in ("epsilon", "v_prediction", "sample"):
+        predictions = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x1"}
+        if ptype not in predictions:
             raise UnsupportedModelError(f"pipe.scheduler: prediction_type {ptype!r} unsupported")
-        prediction = "x1"
-        vp_fn = _vp_x1_fn(unet, schedule, len(table), ptype)
+        prediction = predictions[ptype]
     else:
         raise UnsupportedModelError(
             f"pipe.scheduler: {type(sched).__name__} is neither a flow-matching scheduler nor "
@@ -284,9 +257,12 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
         t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t_vec.dim() == 0:
             t_vec = t_vec.expand(x.shape[0])
-        if vp_fn is not None:
-            out = vp_fn(x, t_vec)
-        else:  # a bf16/fp16 network sees its dtype; the particles stay in x's dtype
+        # a bf16/fp16 network sees its dtype; the particles stay in x's dtype
+        if vp_schedule is not None:
+            k = vp_schedule.timestep_from_t(t_vec.detach().to("cpu", torch.float64).numpy())
+            k_t = torch.as_tensor(k, dtype=x.dtype, device=x.device)
+            out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
+        else:
             out = -unet(x.to(unet.dtype), (1.0 - t_vec) * num_t).sample.to(x.dtype)
         stats.calls += 1
         stats.rows += x.shape[0]

@@ -4,13 +4,13 @@ The schedule is glass_core's native ``VP.from_alphas_cumprod(scheduler.alphas_cu
 timestep k (k = 0 least noisy, T = len(table)) sits at t_k = 1 - (k + 1) / (T + 1), where
 alpha_t^2 = alphas_cumprod[k]; between nodes log-SNR is piecewise linear. The network is queried at
 the *continuous-time equivalent* timestep k(t) = (1 - t)(T + 1) - 1 (fractional between nodes; the
-sinusoidal time embedding accepts it; GLASS_MATH.md section 7, "practical approximation"), clamped
-to the trained range [0, T - 1]. Input scale is 1 (the VP x_t is the network input).
+sinusoidal time embedding accepts it; GLASS_MATH.md section 7, "practical approximation"). Input
+scale is 1 (the VP x_t is the network input).
 
-Below the noisiest node (t < t_{T-1}, including t = 0, where alpha_t = 0 and an eps-prediction says
-nothing about z) the denoiser uses the noisiest node: D_t(x) := D_{t_{T-1}}(x), exactly what the
-pipelines do when they start from pure noise at their first timestep. The adapter's native
-prediction is therefore "x1" (converted from eps / v with the schedule at max(t, t_{T-1})).
+The adapter's prediction is the scheduler's (epsilon, v or x1); outside the trained nodes (below
+the noisiest, including pure noise t = 0, and above the least noisy) the shared noise-end
+convention of ``glass_core.models.base.query_time`` asks the network at the nearest node and
+converts with the schedule there, so network time and conversion always agree.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.schedules import VP
 
-_PREDICTIONS = ("epsilon", "v_prediction", "sample")
+# diffusers' prediction_type -> glass_core's prediction
+_PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x1"}
 
 
 def vp_schedule_from_scheduler(scheduler: Any) -> Any:
@@ -67,7 +68,8 @@ class UNetDenoiser(DiffusersDenoiser):
         ptype = prediction_type or sched.config.get("prediction_type", "epsilon")
         if ptype not in _PREDICTIONS:
             raise UnsupportedModelError(
-                f"pipe.scheduler.config.prediction_type={ptype!r} is not one of {_PREDICTIONS}"
+                f"pipe.scheduler.config.prediction_type={ptype!r} is not one of "
+                f"{tuple(_PREDICTIONS)}"
             )
         vsf = int(pipe.vae_scale_factor)
         shape = (int(unet.config.in_channels), int(height) // vsf, int(width) // vsf)
@@ -83,7 +85,7 @@ class UNetDenoiser(DiffusersDenoiser):
             unet,
             conditioning,
             schedule=schedule,
-            prediction="x1",
+            prediction=_PREDICTIONS[ptype],
             guidance_scale=guidance_scale,
             latent_shape=shape,
             height=height,
@@ -94,12 +96,11 @@ class UNetDenoiser(DiffusersDenoiser):
         self.family = family
         self.prediction_type = ptype
         self.num_train_timesteps = len(sched.alphas_cumprod)
-        big_t = self.num_train_timesteps
-        self.t_floor = 1.0 - big_t / (big_t + 1.0)  # time of the noisiest node k = T - 1
 
     def timestep(self, t: torch.Tensor) -> torch.Tensor:
-        """Continuous-time equivalent diffusers timestep k(t), clamped to [0, T-1], snapped to the
-        integer node when within 1e-6 of it (so grid times reproduce the pipeline's timesteps)."""
+        """Continuous-time equivalent diffusers timestep k(t), snapped to the integer node when
+        within 1e-6 of it (so grid times reproduce the pipeline's timesteps). The model layer asks
+        only inside [t_{T-1}, t_0]; the clamp to [0, T-1] only absorbs rounding."""
         big_t = self.num_train_timesteps
         k = (1.0 - t.to(torch.float64)) * (big_t + 1) - 1.0
         k = k.clamp(0.0, big_t - 1.0)
@@ -120,20 +121,7 @@ class UNetDenoiser(DiffusersDenoiser):
         )[0]
 
     def _to_prediction(self, out: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.prediction_type == "sample":
-            return out
-        t_eff = t.to(torch.float64).clamp(min=self.t_floor).cpu().numpy()
-        a = np.asarray(self.schedule.alpha(np.ascontiguousarray(t_eff)), dtype=np.float64)
-        s = np.asarray(self.schedule.sigma(np.ascontiguousarray(t_eff)), dtype=np.float64)
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        wd = torch.promote_types(x.dtype, torch.float32)
-        a_t = torch.as_tensor(a, device=x.device, dtype=wd).reshape(shape)
-        s_t = torch.as_tensor(s, device=x.device, dtype=wd).reshape(shape)
-        xw, ow = x.to(wd), out.to(wd)
-        # eps: z = (x - sigma eps) / alpha; v = alpha eps - sigma z -> z = alpha x - sigma v
-        eps = self.prediction_type == "epsilon"
-        d = (xw - s_t * ow) / a_t if eps else a_t * xw - s_t * ow
-        return d.to(x.dtype)
+        return out  # already this adapter's prediction (CFG is linear, so it commutes with it)
 
 
 def sdxl_add_time_ids(
