@@ -12,6 +12,7 @@ import torch
 from glass_core import _random
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, check_batch
+from glass_core.models.gmm import kernel_scalars
 from glass_core.schedules import Schedule
 
 
@@ -52,6 +53,34 @@ def substep_intervals(t: float, t_next: float, substeps: int) -> list[tuple[floa
     grid = np.linspace(t, t_next, substeps + 1)
     grid[-1] = t_next
     return [(float(a), float(b)) for a, b in itertools.pairwise(grid)]
+
+
+def leaves_noise_end(schedule: Schedule, t: float) -> bool:
+    """True for a step starting at pure noise (alpha_t = 0) or below the model's time range (a VP
+    table's noisiest node): the samplers take it in closed form, `frozen_denoiser_step`, because
+    there the schedule's derivatives are singular or steep and the model is not asked at t itself
+    (docs/noise_end.md)."""
+    return t < schedule.model_time_range[0] or schedule.alpha(t) == 0.0
+
+
+def frozen_denoiser_step(
+    schedule: Schedule,
+    x: torch.Tensor,
+    t: float,
+    t_next: float,
+    rho: float,
+    denoised: torch.Tensor,
+    generator: _random.Generator,
+) -> torch.Tensor:
+    """x' = gamma x + abar D + sbar xi: the exact solution from t to t' of the probability-flow ODE
+    (rho = 1, DDIM) or of the reverse SDE (rho = rho_ddpm ** kappa, DDPM-ancestral for kappa = 1)
+    with the denoiser held at D = `denoised` (GLASS with one inner step, GLASS_MATH §3.6). No
+    schedule derivative enters, so it is finite from alpha_t = 0."""
+    gamma, abar, sbar = kernel_scalars(schedule, t, t_next, rho)
+    out = gamma * x + abar * denoised.to(x.dtype)
+    if sbar > 0.0:
+        out = out + sbar * _random.randn_like(x, generator)
+    return out
 
 
 class Transition(ABC):

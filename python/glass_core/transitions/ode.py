@@ -7,7 +7,14 @@ import torch
 from glass_core import _random
 from glass_core.models.base import Denoiser, convert, working_dtype
 from glass_core.schedules import Schedule
-from glass_core.transitions.base import Transition, check_choice, check_int, substep_intervals
+from glass_core.transitions.base import (
+    Transition,
+    check_choice,
+    check_int,
+    frozen_denoiser_step,
+    leaves_noise_end,
+    substep_intervals,
+)
 
 
 class ODE(Transition):
@@ -15,6 +22,9 @@ class ODE(Transition):
 
     Heun costs 2 evaluations per substep, except a substep ending where sigma=0 (t'=1 for the usual
     schedules): the velocity of an x1-predictor is singular there, so that substep is Euler.
+    A substep leaving the noise end (alpha_t = 0, or below a VP table's noisiest node) is taken in
+    the data-prediction form x' = (sigma'/sigma) x + (alpha' - sigma' alpha/sigma) D (DDIM; Heun
+    averages D at both ends), which needs no schedule derivative there (docs/noise_end.md).
     """
 
     def __init__(self, solver: str = "euler", substeps: int = 1):
@@ -53,7 +63,11 @@ class ODE(Transition):
             return model.velocity(y.to(x.dtype), tk).to(wd)
 
         y = x.to(wd)
+        sched = model.schedule
         for k, (t0, t1) in enumerate(substep_intervals(t, t_next, self.substeps)):
+            if leaves_noise_end(sched, t0):
+                y = self._noise_end_step(model, y, t0, t1, denoised if k == 0 else None, x.dtype)
+                continue
             h = t1 - t0
             u1 = u(y, t0, k == 0)
             if self.solver == "euler" or model.schedule.sigma(t1) == 0.0:
@@ -62,3 +76,22 @@ class ODE(Transition):
                 u2 = u(y + h * u1, t1, False)
                 y = y + (0.5 * h) * (u1 + u2)
         return y.to(x.dtype)
+
+    def _noise_end_step(
+        self,
+        model: Denoiser,
+        y: torch.Tensor,
+        t0: float,
+        t1: float,
+        denoised: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """DDIM from t0 (Euler), or its trapezoid in the data prediction (Heun: second order in
+        alpha/sigma, as EDM's Heun)."""
+        sched = model.schedule
+        d0 = (denoised if denoised is not None else model.denoise(y.to(dtype), t0)).to(y.dtype)
+        y1 = frozen_denoiser_step(sched, y, t0, t1, 1.0, d0, None)
+        if self.solver == "euler" or sched.sigma(t1) == 0.0:
+            return y1
+        d1 = model.denoise(y1.to(dtype), t1).to(y.dtype)
+        return frozen_denoiser_step(sched, y, t0, t1, 1.0, 0.5 * (d0 + d1), None)

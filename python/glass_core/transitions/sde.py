@@ -15,7 +15,13 @@ from glass_core import _random
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, schedule_values, working_dtype
 from glass_core.schedules import Schedule
-from glass_core.transitions.base import Transition, check_int, substep_intervals
+from glass_core.transitions.base import (
+    Transition,
+    check_int,
+    frozen_denoiser_step,
+    leaves_noise_end,
+    substep_intervals,
+)
 
 
 def sde_coefficients(
@@ -32,9 +38,11 @@ def sde_coefficients(
 class SDE(Transition):
     """`substeps` uniform Euler-Maruyama steps (1 model evaluation each) from t to t_next.
 
-    Coefficients are taken at the left end of each substep. At alpha_t = 0 (t = 0) they are
-    infinite; a substep starting there uses its right end's coefficients (as flow-GRPO does with
-    sigma_max), with the model still queried at the true time t. `kappa` scales the diffusion
+    Coefficients are taken at the left end of each substep. A substep leaving the noise end
+    (alpha_t = 0, where they are infinite, or below a VP table's noisiest node, where they are
+    steep) is instead the exact solution of this SDE with the denoiser held at D_t(x): the GLASS
+    kernel with rho = rho_ddpm ** kappa (DDPM-ancestral for kappa = 1), exact in mean and free of
+    Euler-Maruyama's variance blow-up there (docs/noise_end.md). `kappa` scales the diffusion
     (kappa=0 is the ODE); only kappa=1 reproduces the DDPM/GLASS-ddpm kernel.
     """
 
@@ -66,18 +74,15 @@ class SDE(Transition):
     ) -> torch.Tensor:
         wd = working_dtype(x)
         y = x.to(wd)
+        sched = model.schedule
         for k, (t0, t1) in enumerate(substep_intervals(t, t_next, self.substeps)):
-            h = t1 - t0
-            t_coef = t0
-            if model.schedule.alpha(t0) == 0.0:
-                if t1 >= 1.0:
-                    raise InvalidInputError(
-                        "substeps: the SDE cannot step from alpha_t=0 straight to t=1; "
-                        "use substeps >= 2 or a finer time grid"
-                    )
-                t_coef = t1
-            a_c, b_c, eta = sde_coefficients(model.schedule, t_coef, self.kappa)
             d = denoised if (k == 0 and denoised is not None) else model.denoise(y.to(x.dtype), t0)
+            if leaves_noise_end(sched, t0):
+                rho = float(sched.rho_ddpm(t0, t1)) ** self.kappa
+                y = frozen_denoiser_step(sched, y, t0, t1, rho, d.to(wd), generator)
+                continue
+            h = t1 - t0
+            a_c, b_c, eta = sde_coefficients(sched, t0, self.kappa)
             noise = _random.randn_like(y, generator)
             std = math.sqrt(2.0 * self.kappa * max(eta, 0.0) * h)
             y = y + h * (a_c * y + b_c * d.to(wd)) + std * noise
