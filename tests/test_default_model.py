@@ -243,6 +243,11 @@ def test_unconditional_vp_pipeline_adapter(prediction_type: str) -> None:
     else:  # v = sqrt(abar) eps - sqrt(1 - abar) x0  =>  x0 = sqrt(abar) x - sqrt(1 - abar) v
         ref = abar.sqrt() * x - (1 - abar).sqrt() * out
     torch.testing.assert_close(d, ref, rtol=1e-4, atol=1e-4)
+    # pure noise (t = 0) and t = 1 are answered at the end nodes (query_time), finitely
+    t_lo, t_hi = model.schedule.model_time_range
+    torch.testing.assert_close(model.denoise(x, 0.0), model.denoise(x, t_lo))
+    torch.testing.assert_close(model.denoise(x, 1.0), model.denoise(x, t_hi))
+    assert torch.isfinite(model.velocity(x, 0.0)).all()
 
 
 def test_unsupported_pipeline_is_a_clear_error() -> None:

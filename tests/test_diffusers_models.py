@@ -223,8 +223,22 @@ def test_vp_timestep_mapping_and_continuous_query() -> None:
         d = model.denoise(x, float(tn[500]))
     a = float(ac[500])
     torch.testing.assert_close(d, (x - (1 - a) ** 0.5 * eps) / a**0.5, rtol=1e-4, atol=1e-4)
-    # t = 0 (alpha = 0) is answered at the noisiest node: finite
-    assert torch.isfinite(model.denoise(x, 0.0)).all()
+    # outside the nodes the network is asked at the nearest node and converted with the schedule
+    # there (query_time), on both ends: below the noisiest (t = 0, alpha = 0) and above the least
+    # noisy node the denoiser equals the end node's
+    for t_out, t_node in ((0.0, tn[-1]), (0.5 * tn[-1], tn[-1]), (1.0 - 1e-4, tn[0])):
+        torch.testing.assert_close(model.denoise(x, t_out), model.denoise(x, float(t_node)))
+    with torch.no_grad():
+        eps0 = model.pipe.unet(
+            x,
+            0,
+            encoder_hidden_states=model.conditioning.cond["encoder_hidden_states"],
+            return_dict=False,
+        )[0]
+    a0 = float(ac[0])
+    torch.testing.assert_close(
+        model.denoise(x, 1.0 - 1e-4), (x - (1 - a0) ** 0.5 * eps0) / a0**0.5, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_other_vp_schedulers_give_valid_grids() -> None:
