@@ -526,3 +526,27 @@ def test_help_and_argument_errors_do_not_import_torch(args: list[str]) -> None:
     exit_code, heavy = line[-1].split(" ", 2)[1:]
     assert heavy == "[]", f"{args} imported {heavy}"
     assert exit_code == ("0" if args[-1] in ("--help", "--list") else "2")
+
+
+def test_steer_edits_an_image_file(tmp_path: Path) -> None:
+    """--image/--strength on the embedded model: strength 0 writes the image back unchanged
+    (8x8 grey, 0 NFE); strength 0.5 runs the transitions after t0 = 0.5 only."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), mode="L")
+    path = tmp_path / "in.png"
+    img.save(path)
+    base = ["steer", "--pipeline", "default", "--reward", "digits:3", "--particles", "2"]
+    base += ["--transitions", "4", "--inner-steps", "2", "--quiet", "--image", str(path)]
+    out0 = tmp_path / "s0"
+    assert main([*base, "--strength", "0", "--out", str(out0)]) == 0
+    res = json.loads((out0 / "results.json").read_text())
+    assert res["nfe"] == 0
+    back = np.asarray(Image.open(out0 / res["images"][0]))
+    assert np.abs(back.astype(int) - np.asarray(img).astype(int)).max() <= 1  # 8-bit rounding
+    out1 = tmp_path / "s1"
+    assert main([*base, "--strength", "0.5", "--out", str(out1)]) == 0
+    assert json.loads((out1 / "results.json").read_text())["nfe"] == 2 * 2  # grid 0.5, 0.75, 1
+    assert main([*base, "--strength", "1.5", "--out", str(tmp_path / "s2")]) == 2
+    assert main([*base[:-2], "--strength", "0.5", "--out", str(tmp_path / "s3")]) == 2

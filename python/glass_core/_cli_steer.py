@@ -100,6 +100,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
             f"--reward is required for --method {args.method} (only --method sample runs "
             f"without one)"
         )
+    _check_image(args)
     _check_positive(
         args,
         "particles",
@@ -153,6 +154,30 @@ def cmd_steer(args: argparse.Namespace) -> int:
     )
     print(f"wrote results.json and {len(record['images'])} image(s) to {args.out}{best}")
     return 0
+
+
+def _check_image(args: argparse.Namespace) -> None:
+    """--image names a readable file and --strength in [0, 1] goes with it."""
+    if args.image is None:
+        if args.strength is not None:
+            raise CLIError("--strength applies only together with --image")
+        return
+    if not args.image.is_file():
+        raise CLIError(f"--image: file not found: {str(args.image)!r}")
+    if args.strength is None or not 0.0 <= args.strength <= 1.0:
+        raise CLIError(
+            f"--strength: a float in [0, 1] is required with --image, got {args.strength}"
+        )
+
+
+def _read_image(path: Path) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB") if im.mode not in ("L", "RGB") else im.copy()
+    except (OSError, UnidentifiedImageError) as e:
+        raise CLIError(f"--image: not a readable image: {str(path)!r} ({e})") from e
 
 
 def _check_distributed(args: argparse.Namespace) -> None:
@@ -384,6 +409,8 @@ def _steer_run(
         potential=args.potential,
         reward_scale=args.reward_scale,
         process_group=group,
+        image=None if args.image is None else _read_image(args.image),
+        strength=args.strength,
         **kwargs,
     )
 
@@ -412,7 +439,7 @@ def ess_collapse(
 ) -> list[tuple[int, float, float]]:
     """(group, t, ESS) for each group whose ESS fell below ESS_COLLAPSE at a potential step
     before t = EARLY_T: from there on its particles are copies of one."""
-    if num_particles < 2:
+    if num_particles < 2 or len(times) == 0:
         return []
     ess = np.asarray(ess, dtype=np.float64).reshape(len(times), -1)
     found = []
@@ -474,7 +501,9 @@ def write_outputs(folder: Path, res: Any, args: argparse.Namespace, world: int) 
         record["log_weights"] = res.log_weights.tolist()  # [B][N]
         record["log_evidence"] = np.asarray(res.log_evidence).tolist()  # [B]
         times = np.asarray(getattr(res.raw, "step_times", []), dtype=np.float64)
-        ess = np.asarray(res.ess_history, dtype=np.float64).reshape(len(times), -1)
+        # no potential step when nothing was sampled (--image with --strength 0)
+        ess_rows = [] if res.ess_history is None else res.ess_history
+        ess = np.asarray(ess_rows, dtype=np.float64).reshape(len(times), res.num_groups)
         record["ess_times"] = times.tolist()  # [S]: the potential steps' t
         record["ess_history"] = ess.tolist()  # [S][B], after reweighting
         if res.genealogy is not None:

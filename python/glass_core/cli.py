@@ -246,6 +246,19 @@ def _steer_parser(sub: Any) -> None:
         default=None,
         help="T5 prompt tokens (FLUX, SD3); unset = the pipeline's default (512 for FLUX)",
     )
+    p.add_argument(
+        "--image",
+        type=Path,
+        default=None,
+        help="edit this image file (SDEdit): VAE-encode it, noise it to t0 = 1 - --strength and "
+        "steer from there",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="with --image: 0 keeps the image, 1 ignores it (starts from noise)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--max-batch", type=int, default=None, help="model micro-batch size")
     p.add_argument("--device", default="cpu", help="torch device")
