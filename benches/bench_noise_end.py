@@ -4,7 +4,8 @@ Data: the 3-component mixture of GLASS_MATH §9 (exact mean and covariance known
 flow, cosine and SD's scaled-linear VP table (``VP.from_betas(0.00085, 0.012, 1000,
 "scaled_linear")``), with the exact x1 denoiser and the same denoiser wrapped as an epsilon model
 (``from_callable(prediction="epsilon")``), draw N samples from N(0, I) at t = 0 and run each sampler
-over ``uniform_grid(n, 0, 1)``. Errors: mean |m - m*| / sqrt(tr C*), covariance
+over ``uniform_grid(n, 0, 1)`` (and, for the VP table, over the 10-step grid ``default_time_grid``
+gives an SD pipeline: DDIM nodes after t = 0). Errors: mean |m - m*| / sqrt(tr C*), covariance
 ||C - C*||_F / ||C*||_F. "raises" means the sampler refused to start at t = 0. The noise floor is
 the same statistic on N exact mixture draws (mean over 5 seeds). Also printed: the state's std
 after the SDE's first step from t = 0 next to the exact marginal std at that time.
@@ -35,7 +36,7 @@ WEIGHTS = [0.3, 0.5, 0.2]
 
 def measure(samples: int) -> dict:
     from glass_core.models import GaussianMixture, from_callable
-    from glass_core.schedules import VP, Cosine, RectifiedFlow, uniform_grid
+    from glass_core.schedules import VP, Cosine, RectifiedFlow
     from glass_core.transitions import ODE, SDE, Glass, sample
 
     torch.set_num_threads(1)
@@ -51,6 +52,8 @@ def measure(samples: int) -> dict:
         "SDE x10": (lambda: SDE(), 10),
         "GLASS ddpm K=2 x25": (lambda: Glass("ddpm", inner_steps=2), 25),
         "GLASS 0.4 K=5 x10": (lambda: Glass(0.4, inner_steps=5), 10),
+        "GLASS ddpm heun K=5 x5": (lambda: Glass("ddpm", inner_steps=5, solver="heun"), 5),
+        "ODE Euler DDIM grid x10": (lambda: ODE(), "ddim10"),
     }
     out: dict = {"rows": {}, "first_step": {}, "floor": None}
     for sname, sched in schedules.items():
@@ -75,19 +78,21 @@ def measure(samples: int) -> dict:
             ]
         for pname, model in (("x1", gmm), ("epsilon", eps)):
             for tname, (make, n) in samplers.items():
+                if n == "ddim10" and sched.kind != "vp":
+                    continue
                 key = f"{sname} | {pname} | {tname}"
                 try:
                     res = sample(
                         model,
                         make(),
-                        uniform_grid(n, 0.0, 1.0),
+                        grid(n),
                         shape=(samples, 2),
                         generator=torch.Generator().manual_seed(0),
                         dtype=F64,
                     )
                     out["rows"][key] = list(errors(res.samples, m_true, c_true))
                 except Exception as e:  # the "before" code refuses some starts at t = 0
-                    out["rows"][key] = type(e).__name__
+                    out["rows"][key] = f"raises {type(e).__name__}"
         for n in (10, 50, 200):
             t1 = 1.0 / n
             x0 = torch.randn(samples, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
@@ -98,6 +103,18 @@ def measure(samples: int) -> dict:
                 float(exact.std(0).mean()),
             ]
     return out
+
+
+def grid(n: int | str) -> np.ndarray:
+    """uniform_grid(n, 0, 1), or "ddim10": the grid ``default_time_grid`` gives an SD pipeline
+    for 10 steps (DDIM "leading" timesteps 901, 801, ..., 1 at node times 1 - (k+1)/1001, the
+    first replaced by pure noise t = 0 and the last by t = 1)."""
+    from glass_core.schedules import uniform_grid
+
+    if n == "ddim10":
+        ks = np.arange(901, 0, -100)
+        return np.concatenate([[0.0], 1.0 - (ks[1:] + 1.0) / 1001.0, [1.0]])
+    return np.asarray(uniform_grid(int(n), 0.0, 1.0))
 
 
 def errors(z: torch.Tensor, m_true: torch.Tensor, c_true: torch.Tensor) -> tuple[float, float]:

@@ -179,6 +179,8 @@ MOMENT_SAMPLERS = {  # at most 50 model evaluations per sample each
     "sde_x50": (lambda: SDE(), 50),
     "glass_ddpm_midpoint_k5_x5": (lambda: Glass(inner_steps=5, solver="midpoint"), 5),
     "glass_0.4_euler_k10_x5": (lambda: Glass(0.4, inner_steps=10), 5),
+    "glass_ddpm_heun_k5_x5": (lambda: Glass(inner_steps=5, solver="heun"), 5),
+    "glass_0.4_multistep_k10_x5": (lambda: Glass(0.4, inner_steps=10, solver="multistep"), 5),
 }
 
 

@@ -11,6 +11,10 @@ Factories: :func:`RectifiedFlow`, :func:`Cosine`, :meth:`VP.from_alphas_cumprod`
 VP tables: with T = len(alphas_cumprod) and diffusers index k = 0 the least noisy, node k sits at
 t_k = 1 - (k+1)/(T+1); log-SNR is piecewise linear in t between nodes and closes as alpha ∝ t near
 t = 0 and sigma ∝ (1-t) near t = 1. ``timestep_from_t`` / ``t_from_timestep`` convert.
+
+``Schedule.model_time_range`` is (t_lo, t_hi), the times at which a model carries information (a VP
+table's noisiest and least noisy node, else (0, 1)); models are asked at t clamped to it (the
+noise-end convention, docs/noise_end.md).
 """
 
 from __future__ import annotations
