@@ -21,7 +21,9 @@ use numpy::{
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType,
+};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -271,6 +273,18 @@ fn parse_seeds(py: Python<'_>, seed: &Bound<'_, PyAny>, name: &str) -> PyResult<
         return Err(invalid_err(
             py,
             format!("{name} is required (an int or a sequence of ints)"),
+        ));
+    }
+    if seed.is_instance_of::<PyBool>()
+        || seed.is_instance_of::<PyBytes>()
+        || seed.is_instance_of::<PyByteArray>()
+    {
+        return Err(invalid_err(
+            py,
+            format!(
+                "{name} must be an int or a sequence of ints, got {}",
+                seed.repr().map(|r| r.to_string()).unwrap_or_default()
+            ),
         ));
     }
     if seed.is_instance_of::<PyInt>()

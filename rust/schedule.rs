@@ -231,11 +231,7 @@ fn check_t(t: f64) -> Result<()> {
 impl Schedule {
     /// Wrap `base` with the SD3/FLUX static time shift `shift` (> 0).
     pub fn shifted(base: Schedule, shift: f64) -> Result<Self> {
-        if !(shift.is_finite() && shift > 0.0) {
-            return Err(invalid(format!(
-                "shift must be a finite number > 0, got {shift}"
-            )));
-        }
+        check_shift(shift)?;
         Ok(Schedule::Shifted {
             base: Arc::new(base),
             shift,
@@ -440,6 +436,33 @@ pub fn dynamic_shift_mu(
     Ok(mu)
 }
 
+/// Shifts are accepted in [1/MAX_SHIFT, MAX_SHIFT]: beyond, the shifted times round to the ends
+/// of [0, 1] (a grid collapses, alpha(0) underflows). Models use shifts of about 0.3 to 10.
+pub const MAX_SHIFT: f64 = 1e6;
+
+fn check_shift(shift: f64) -> Result<()> {
+    if !(shift.is_finite() && (1.0 / MAX_SHIFT..=MAX_SHIFT).contains(&shift)) {
+        return Err(invalid(format!(
+            "shift must be a number in [1e-6, 1e6], got {shift:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A generated grid must be strictly increasing: `what` names the arguments that made it collapse.
+fn check_generated(g: &[f64], what: impl Fn() -> String) -> Result<()> {
+    match g.windows(2).position(|p| p[1] <= p[0]) {
+        None => Ok(()),
+        Some(i) => Err(invalid(format!(
+            "{}: the grid is not strictly increasing (points {i} and {} are {} and {})",
+            what(),
+            i + 1,
+            g[i],
+            g[i + 1]
+        ))),
+    }
+}
+
 /// `num_steps + 1` equally spaced times from t_start to t_end (endpoints exact).
 pub fn uniform_grid(num_steps: usize, t_start: f64, t_end: f64) -> Result<Vec<f64>> {
     if num_steps == 0 {
@@ -461,6 +484,9 @@ pub fn uniform_grid(num_steps: usize, t_start: f64, t_end: f64) -> Result<Vec<f6
         .map(|i| t_start + (t_end - t_start) * (i as f64 / n))
         .collect();
     g[num_steps] = t_end;
+    check_generated(&g, || {
+        format!("num_steps = {num_steps} is too many for t_start = {t_start}, t_end = {t_end}")
+    })?;
     Ok(g)
 }
 
@@ -474,11 +500,7 @@ pub fn shifted_grid(num_steps: usize, shift: f64) -> Result<Vec<f64>> {
         &format!("num_steps = {num_steps}"),
         bytes_of(&[(num_steps as u128 + 1, 8)]),
     )?;
-    if !(shift.is_finite() && shift > 0.0) {
-        return Err(invalid(format!(
-            "shift must be a finite number > 0, got {shift}"
-        )));
-    }
+    check_shift(shift)?;
     let n = num_steps as f64;
     let mut g: Vec<f64> = (0..=num_steps)
         .map(|i| {
@@ -488,6 +510,9 @@ pub fn shifted_grid(num_steps: usize, shift: f64) -> Result<Vec<f64>> {
         .collect();
     g[0] = 0.0;
     g[num_steps] = 1.0;
+    check_generated(&g, || {
+        format!("num_steps = {num_steps} with shift = {shift} collapses the shifted grid")
+    })?;
     Ok(g)
 }
 

@@ -15,6 +15,16 @@ Generator = torch.Generator | Sequence[torch.Generator] | None
 _DRAW_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
+def _generator_list(generator: object) -> list[torch.Generator]:
+    gens = list(generator) if isinstance(generator, (list, tuple)) else []
+    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+        raise InvalidInputError(
+            "generator must be None, a torch.Generator or a non-empty list of them, "
+            f"got {generator!r}"
+        )
+    return gens
+
+
 def _draw(
     shape: tuple[int, ...], gen: torch.Generator | None, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
@@ -44,11 +54,7 @@ def randn(
         return generator.glass_randn(shape, device=device, dtype=dtype)  # type: ignore[union-attr]
     if generator is None or isinstance(generator, torch.Generator):
         return _draw(shape, generator, device, dtype)
-    gens = list(generator)
-    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
-        raise InvalidInputError(
-            "generator must be None, a torch.Generator or a non-empty list of them"
-        )
+    gens = _generator_list(generator)
     if not shape or shape[0] % len(gens) != 0:
         raise InvalidInputError(
             f"generator: a list of {len(gens)} generators needs a leading dimension divisible by "
@@ -82,8 +88,8 @@ def rand(
         return generator.glass_rand(shape, device=device, dtype=dtype)  # type: ignore[union-attr]
     if generator is None or isinstance(generator, torch.Generator):
         return draw(shape, generator)
-    gens = list(generator)
-    if not gens or not shape or shape[0] % len(gens) != 0:
+    gens = _generator_list(generator)
+    if not shape or shape[0] % len(gens) != 0:
         raise InvalidInputError(
             f"generator: a list of {len(gens)} generators needs a leading dimension divisible by it"
         )

@@ -34,6 +34,7 @@ from glass_core._core import (
     uniform_grid,
     validate_time_grid,
 )
+from glass_core.errors import InvalidInputError
 
 __all__ = [
     "VP",
@@ -98,4 +99,11 @@ def dynamic_shift(
 ) -> Schedule:
     """``shifted(schedule, exp(mu))`` with diffusers' resolution-dependent FLUX ``mu``."""
     mu = dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
-    return shifted(schedule, math.exp(mu))
+    try:
+        shift = math.exp(mu)
+    except OverflowError:
+        shift = math.inf
+    try:
+        return shifted(schedule, shift)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"image_seq_len = {image_seq_len!r} gives {e}") from None

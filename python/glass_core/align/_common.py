@@ -29,6 +29,12 @@ def check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(name, f"must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_optional_positive_int(value: Any, name: str) -> int | None:
     return None if value is None else check_positive_int(value, name)
 
@@ -142,7 +148,12 @@ def initial_noise(
 ) -> torch.Tensor:
     from glass_core._random import randn_like
 
-    empty = torch.empty((batch, *shape), dtype=dtype or torch.float32, device=device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise fail("dtype", f"must be a floating-point torch.dtype or None, got {dtype!r}")
+    try:
+        empty = torch.empty((batch, *shape), dtype=dtype or torch.float32, device=device)
+    except (RuntimeError, TypeError, AssertionError) as e:
+        raise fail("device", f"is not a usable torch device: {device!r} ({e})") from None
     return randn_like(empty, generator)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from glass_core.align._common import (
+    check_bool,
     check_callable,
     check_finite_float,
     check_model,
@@ -112,7 +113,7 @@ class FKConfig(SamplingConfig):
             ess_threshold=ess_threshold,
             resample_every=check_optional_positive_int(args["resample_every"], "resample_every"),
             resample_window=check_window(args["resample_window"], "resample_window"),
-            final_resample=args["final_resample"],
+            final_resample=check_bool(args["final_resample"], "final_resample"),
         )
 
     def potential_steps(self) -> list[bool]:

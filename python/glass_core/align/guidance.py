@@ -28,6 +28,7 @@ from glass_core.align._common import (
 from glass_core.align._config import SamplingConfig
 from glass_core.align._start import resolve_start, start_particles
 from glass_core.align.results import GuidanceResult
+from glass_core.errors import InvalidInputError
 from glass_core.rewards.base import Reward, check_rewards, evaluate_reward
 
 
@@ -81,7 +82,12 @@ class GuidedDenoiser:
             zz = z.detach().requires_grad_(True)
             r = self.reward(zz)
             check_rewards(r, z.shape[0], name="reward")  # shape/finite check before the backward
-            (grad,) = torch.autograd.grad(r.sum(), zz)
+            try:
+                (grad,) = torch.autograd.grad(r.sum(), zz)
+            except RuntimeError as e:
+                raise InvalidInputError(
+                    f"reward must be differentiable in z for guidance (torch.autograd: {e})"
+                ) from None
         return grad
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from glass_core.errors import InvalidInputError
+
 POTENTIALS = ("diff", "max", "sum", "lookahead")
 
 
@@ -47,6 +49,13 @@ class Potential:
         else:
             self.running = self.running + r
             log_g = self.lambda_ * self.running
+        # finite rewards (NaN/inf rewards are reported by the reward check) but non-finite
+        # potentials: lambda_ * r overflowed
+        if bool((torch.isfinite(r) & ~torch.isfinite(log_g)).any()):
+            raise InvalidInputError(
+                f"lambda_ = {self.lambda_!r} is too large: lambda_ * reward overflows float64 "
+                f"(largest |reward| {float(r.abs().max()):.3g})"
+            )
         self.applied = self.applied + log_g
         return log_g
 

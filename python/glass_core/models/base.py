@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from glass_core.errors import InvalidInputError
+from glass_core.errors import InvalidInputError, ModelError
 from glass_core.schedules import Schedule
 
 Prediction = Literal["x1", "velocity", "epsilon", "v", "score"]
@@ -246,6 +246,8 @@ class DenoiserBase:
             raise InvalidInputError(
                 f"model output must have the input's shape {tuple(x.shape)}, got {got}"
             )
+        if not out.is_floating_point():
+            raise ModelError(f"model output must be a floating-point tensor, got {out.dtype}")
         return out
 
     def as_prediction(self, x: torch.Tensor, t: TimeLike, target: str) -> torch.Tensor:

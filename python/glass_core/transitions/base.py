@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
 
 from glass_core import _random
-from glass_core.errors import InvalidInputError
+from glass_core.errors import InvalidInputError, ModelError
 from glass_core.models.base import Denoiser, check_batch
 from glass_core.models.gmm import kernel_scalars
 from glass_core.schedules import Schedule
 
 
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def check_int(value: object, name: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """An int (or integer-like such as numpy.int64; not a bool) in [minimum, maximum]."""
+    try:
+        v = operator.index(value)  # type: ignore[call-overload]
+    except TypeError:
+        v = None
+    if isinstance(value, bool) or v is None or v < minimum:
         raise InvalidInputError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    if maximum is not None and v > maximum:
+        raise InvalidInputError(f"{name} must be an int <= {maximum}, got {value!r}")
+    return v
 
 
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
@@ -83,6 +91,69 @@ def frozen_denoiser_step(
     return out
 
 
+def _rows(ok: torch.Tensor, limit: int = 10) -> str:
+    bad = (~ok).nonzero().flatten().tolist()
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    return f"{bad[:limit]}{more}"
+
+
+def _finite_rows(v: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)
+
+
+class CheckedModel:
+    """Forwards to a Denoiser and records, on the device, which rows of each model input and
+    output are finite: no host synchronisation per model call. `raise_if_bad` synchronises once
+    per transition and blames the right party: the transition (InvalidInputError: its parameters
+    or times are numerically out of range) when it fed the model or returned NaN/inf, the model
+    (ModelError naming the time and rows) when its output was the first NaN/inf. Other
+    attributes are forwarded, so transitions see the original model."""
+
+    def __init__(self, model: Denoiser) -> None:
+        self._model = model
+        self.schedule = model.schedule
+        # (time, finite rows of the input or None, finite rows of the output)
+        self._calls: list[tuple[object, torch.Tensor | None, torch.Tensor]] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    def denoise(self, x: torch.Tensor, t: object) -> torch.Tensor:
+        return self.record(self._model.denoise(x, t), t, x)
+
+    def velocity(self, x: torch.Tensor, t: object) -> torch.Tensor:
+        return self.record(self._model.velocity(x, t), t, x)
+
+    def record(self, out: torch.Tensor, t: object, x: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(out, torch.Tensor) and out.ndim >= 1:
+            if not out.is_floating_point():
+                raise ModelError(
+                    f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
+                )
+            self._calls.append((t, None if x is None else _finite_rows(x), _finite_rows(out)))
+        return out
+
+    def raise_if_bad(self, result: torch.Tensor, transition: Transition, t: float, t_next: float):
+        result_ok = _finite_rows(result)
+        flags = [f for _, fin, fout in self._calls for f in (fin, fout) if f is not None]
+        if bool(torch.stack([f.all() for f in [*flags, result_ok]]).all()):  # the one sync
+            return
+        where = f"(during the transition t={t} -> t_next={t_next})"
+        fin = None
+        for tk, fin, fout in self._calls:
+            if fin is not None and not bool(fin.all()):
+                break  # the transition fed the model NaN/inf: not the model's fault
+            if not bool(fout.all()):
+                raise ModelError(
+                    f"the model returned NaN/inf at t={tk} for rows {_rows(fout)} {where}"
+                )
+        bad = result_ok if fin is None or bool(fin.all()) else fin
+        raise InvalidInputError(
+            f"{transition!r} produced NaN/inf in rows {_rows(bad)} {where} from finite model "
+            "outputs: its parameters or the times are numerically out of range"
+        )
+
+
 class Transition(ABC):
     """x_t -> x_t' for a Denoiser. Subclasses implement `_step` and `nfe`."""
 
@@ -133,4 +204,14 @@ class Transition(ABC):
             raise InvalidInputError(
                 f"denoised must have the shape of x {tuple(x.shape)}, got {got}"
             )
-        return self._step(model, x, tt, tn, generator, denoised)
+        checked = CheckedModel(model)
+        if denoised is not None:
+            checked.record(denoised, tt, x)
+        try:
+            out = self._step(checked, x, tt, tn, generator, denoised)
+        except (ZeroDivisionError, OverflowError) as e:  # float64 scalar coefficient math
+            raise InvalidInputError(
+                f"{self!r}: the transition t={tt} -> t_next={tn} is numerically out of range ({e})"
+            ) from e
+        checked.raise_if_bad(out, self, tt, tn)
+        return out

@@ -35,6 +35,11 @@ SOLVERS = ("euler", "heun", "midpoint", "multistep")
 SINGULAR_SBAR = 1e-4
 
 
+# Each inner step is a model evaluation; far beyond any useful count, and it bounds the
+# coefficient table (80 bytes per step).
+MAX_INNER_STEPS = 10**6
+
+
 class Glass(Transition):
     """GLASS transition with correlation `rho` (float in [-1, 1] or "ddpm") and K inner steps.
 
@@ -54,7 +59,7 @@ class Glass(Transition):
     ):
         resolve_rho_spec(rho)
         self.rho = rho
-        self.inner_steps = check_int(inner_steps, "inner_steps")
+        self.inner_steps = check_int(inner_steps, "inner_steps", maximum=MAX_INNER_STEPS)
         self.solver = check_choice(solver, "solver", SOLVERS)
         s0 = float(sigma0)
         if not (math.isfinite(s0) and s0 > 0):
@@ -222,6 +227,8 @@ def multistep_coefficients(
 
 def resolve_rho_spec(rho: object) -> None:
     """Validate a rho specification at construction time."""
+    if isinstance(rho, bool):
+        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
     if isinstance(rho, str):
         if rho != "ddpm":
             raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")

@@ -23,23 +23,14 @@ import torch
 
 from glass_core.align._common import Generator, check_finite_float, fail
 from glass_core.align._config import SamplingConfig
-from glass_core.errors import GlassError, InvalidInputError
+from glass_core.errors import (  # noqa: F401  (re-exported: the old import path)
+    DistributedTimeoutError,
+    GlassError,
+    InvalidInputError,
+    RankFailedError,
+)
 
 _MSG_BYTES = 2048
-
-
-class RankFailedError(GlassError, RuntimeError):
-    """A rank raised during a sharded run; raised on every rank. ``ranks`` and ``step`` say where
-    (step k is the transition t_{k-1} -> t_k; 0 is argument checking before the first one)."""
-
-    def __init__(self, message: str, ranks: list[int], step: int) -> None:
-        super().__init__(message)
-        self.ranks = ranks
-        self.step = step
-
-
-class DistributedTimeoutError(GlassError, TimeoutError):
-    """A collective did not complete within ``Sharding.timeout`` (a rank died, hangs or left)."""
 
 
 @dataclass(frozen=True)

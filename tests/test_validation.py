@@ -1,0 +1,88 @@
+"""Loose inputs get a typed error naming the argument (never a bare TypeError / OverflowError /
+RuntimeError, never a silently reinterpreted value)."""
+
+from __future__ import annotations
+
+import glass_core as gc
+import numpy as np
+import pytest
+import torch
+from glass_core._core import shifted_grid, uniform_grid
+from glass_core.align import best_of_n, fk_steering, reward_guidance
+from glass_core.errors import InvalidInputError
+from glass_core.models import from_callable
+from glass_core.schedules import Schedule, dynamic_shift, shifted
+from glass_core.transitions import ODE, Glass
+
+RF = Schedule.rectified_flow()
+IDENTITY = from_callable(lambda x, t: 0.5 * x, schedule=RF, prediction="x1")
+
+
+def fk(reward=lambda z: z.sum(dim=1), **kwargs):
+    args = dict(
+        shape=(2,),
+        num_particles=4,
+        time_grid=[0.0, 0.5, 1.0],
+        transition=ODE(),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    return fk_steering(IDENTITY, reward, **(args | kwargs))
+
+
+CASES = [
+    (lambda: gc.resample(np.zeros(3), seed=b"1"), "seed"),
+    (lambda: gc.resample(np.zeros(3), seed=True), "seed"),
+    (lambda: gc.SMCState(1, 3, seeds=True), "seeds"),
+    (lambda: Glass(rho=True), "rho"),
+    (lambda: Glass(inner_steps=3 * 10**8), "inner_steps"),
+    (lambda: Glass(inner_steps=2.0), "inner_steps"),
+    (lambda: Glass()(IDENTITY, torch.randn(2, 2), 0.2, 0.5, 5), "generator"),
+    (lambda: shifted(RF, 1e-300), "shift"),
+    (lambda: shifted_grid(5, 1e300), "shift"),
+    (lambda: uniform_grid(10, 0.5, float(np.nextafter(0.5, 1.0))), "num_steps"),
+    (lambda: dynamic_shift(RF, 10**7), "image_seq_len"),
+    (lambda: fk(final_resample="yes"), "final_resample"),
+    (lambda: fk(dtype=torch.int64), "dtype"),
+    (lambda: fk(device="bogus"), "device"),
+    (lambda: fk(generator=5), "generator"),
+    (lambda: fk(reward=lambda z: 100.0 + z.sum(dim=1), lambda_=1e308), "lambda_"),
+]
+
+
+@pytest.mark.parametrize(("call", "name"), CASES)
+def test_loose_inputs_raise_invalid_input_naming_the_argument(call, name: str) -> None:
+    with pytest.raises(InvalidInputError, match=name):
+        call()
+
+
+def test_integer_likes_are_accepted() -> None:
+    assert Glass(inner_steps=np.int64(3)).inner_steps == 3
+    assert best_of_n(
+        IDENTITY,
+        lambda z: z.sum(dim=1),
+        shape=(2,),
+        n=np.int64(2),
+        time_grid=[0.0, 1.0],
+        transition=ODE(),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
+    ).samples.shape == (2, 2)
+
+
+def test_non_differentiable_reward_under_guidance_is_named() -> None:
+    def reward(z: torch.Tensor) -> torch.Tensor:
+        return z.detach().sum(dim=1)  # cuts the graph
+
+    with pytest.raises(InvalidInputError, match="differentiable"):
+        reward_guidance(
+            IDENTITY,
+            reward,
+            shape=(2,),
+            num_samples=2,
+            scale=1.0,
+            time_grid=[0.0, 0.5, 1.0],
+            transition=ODE(),
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        )
