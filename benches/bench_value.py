@@ -166,7 +166,7 @@ def figure(path: Path, energy: dict, corr: dict, nfes) -> None:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFE per posterior sample")
         ax.set_title(label)
-    axes[0].set_yscale("log")
+    axes[0].set_yscale("symlog", linthresh=1e-2)  # U-statistics can dip below 0 at the floor
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -201,3 +201,17 @@ def test_bad_start_arguments():
         run(fixed_start(1, 4)[0], lookahead_transition=Glass())
     with pytest.raises(InvalidInputError, match="x0"):
         sample(gmm(), ExactKernel(), GRID, shape=(4, 2))
+
+
+def test_transitions_sample_from_x_t0():
+    """transitions.sample from x0 at t0 > 0: [N, ...] rows, or [B, N, ...] with num_groups (equal
+    to separate runs with one generator per group); noise at t0 > 0 is refused."""
+    tr = Glass(inner_steps=2)
+    x0 = gmm().sample_marginal(6, T0, gen(2)).reshape(2, 3, 2)
+    grouped = sample(gmm(), tr, GRID, x0=x0, num_groups=2, generator=[gen(1), gen(2)])
+    assert grouped.samples.shape == (2, 3, 2)
+    for b, seed in enumerate((1, 2)):
+        one = sample(gmm(), tr, GRID, x0=x0[b], generator=gen(seed))
+        torch.testing.assert_close(grouped.samples[b], one.samples)
+    with pytest.raises(InvalidInputError, match="num_groups"):
+        sample(gmm(), tr, GRID, x0=x0[0], num_groups=2)

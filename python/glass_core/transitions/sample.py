@@ -49,11 +49,13 @@ def sample(
     callback: StepCallback | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    num_groups: int | None = None,
 ) -> SampleResult:
     """Run `transition` over consecutive pairs of `time_grid` starting from x0 (or N(0, I) noise
     of `shape`, drawn from `generator` on `device`/`dtype`). x0 holds the particles at the grid's
-    first time, which may be t0 > 0 (then x0 is required): rows along dim 0 ([N, ...]; flatten
-    groups [B, N, ...] to [B*N, ...], and pass one generator per group to keep them separate).
+    first time, which may be t0 > 0 (then x0 is required): [N, ...] (rows along dim 0), or
+    [B, N, ...] with `num_groups` = B (the samples are then [B, N, ...]; pass a list of B
+    generators to keep the groups' noise separate).
 
     After each transition `callback(step, t, t_next, x)` may return a tensor that replaces x (the
     steering algorithms resample there). Returns the final samples and the NFE spent per sample.
@@ -71,6 +73,15 @@ def sample(
         x = _random.randn(shape, generator, device=device, dtype=dtype)
     else:
         x = x0
+    lead: tuple[int, ...] | None = None
+    if num_groups is not None:
+        if x0 is None or x0.ndim < 3 or x0.shape[0] != num_groups:
+            got = None if x0 is None else tuple(x0.shape)
+            raise InvalidInputError(
+                f"num_groups={num_groups!r} needs x0 of shape [B={num_groups}, N, ...], got {got}"
+            )
+        lead = tuple(x0.shape[:2])
+        x = x0.flatten(0, 1)
     nfe = 0
     for i in range(len(grid) - 1):
         t, t_next = grid[i], grid[i + 1]
@@ -82,4 +93,4 @@ def sample(
                 if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                     raise InvalidInputError("callback must return None or a tensor shaped like x")
                 x = out
-    return SampleResult(samples=x, nfe=nfe)
+    return SampleResult(samples=x if lead is None else x.reshape(*lead, *x.shape[1:]), nfe=nfe)
