@@ -1,18 +1,26 @@
-# Targets behind the two README commands. Each installs what it needs, so both work on a fresh machine.
+# Targets behind the two README commands. Each installs what it needs, so both work on a fresh machine;
+# an install is re-run only when pyproject.toml or the Rust sources change (stamps in .make/).
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
-EXTRAS ?= diffusers,test
+STAMPS := .make
+RUST_SOURCES := Cargo.toml Cargo.lock $(wildcard rust/*.rs)
 
-.PHONY: setup demo test test-rust test-python lint bench clean
+.PHONY: demo test test-fast test-rust test-python lint bench clean
 
-setup:  ## build the Rust extension and install glass_core with its extras (editable)
+# editable install of glass_core with the extras after the dash (builds the Rust extension)
+$(STAMPS)/install-%: pyproject.toml $(RUST_SOURCES)
 	$(PIP) install --upgrade pip maturin
-	$(PIP) install -e ".[$(EXTRAS)]"
+	$(PIP) install -e ".[$*]"
+	@mkdir -p $(STAMPS) && touch $@
 
-demo: setup  ## the main job on the embedded default model and reward
-	glass-core demo --out glass_out
+demo: $(STAMPS)/install-demo  ## the main job on the embedded default model and reward (demo extra only)
+	$(PYTHON) -m glass_core demo --overwrite
 
-test: setup test-rust test-python  ## everything CI runs
+test: $(STAMPS)/install-diffusers,test test-rust test-python  ## everything CI runs
+
+test-fast: $(STAMPS)/install-diffusers,test  ## the suite without the tests marked slow
+	cargo test --release
+	$(PYTHON) -m pytest -m "not slow"
 
 test-rust:
 	cargo test --release
@@ -20,16 +28,16 @@ test-rust:
 test-python:
 	$(PYTHON) -m pytest
 
-lint:
+lint: $(STAMPS)/install-diffusers,test
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	ruff check python tests benches scripts
+	ruff check python tests benches scripts examples
 	$(PYTHON) -m mypy.stubtest glass_core._core
 
-bench:  ## benchmark tables (figures, not pass/fail)
+bench: $(STAMPS)/install-diffusers,test  ## benchmark tables (figures, not pass/fail)
 	cargo bench --bench resample
-	glass-core bench
+	$(PYTHON) -m glass_core bench --overwrite
 
 clean:
 	cargo clean
-	rm -rf glass_out .pytest_cache .benchmarks
+	rm -rf $(STAMPS) glass_out .pytest_cache .benchmarks

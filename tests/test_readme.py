@@ -16,3 +16,25 @@ def test_readme_python_example_runs() -> None:
     result = namespace["result"]
     assert result.samples.shape == (1024, 2)  # type: ignore[attr-defined]
     assert result.nfe > 0  # type: ignore[attr-defined]
+
+
+def test_glass_core_steer_is_callable_whatever_was_imported_first() -> None:
+    """`import glass_core; glass_core.steer(pipe, ...)` as the README calls it, also after
+    `glass_core.steer` was imported as a submodule (which rebinds the package attribute)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import glass_core.steer, glass_core\n"
+        "from glass_core.errors import InvalidInputError\n"
+        "try:\n"
+        "    glass_core.steer(object(), 'a', method='nope')\n"
+        "except InvalidInputError as exc:\n"
+        "    assert 'method must be one of' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('no error')\n"
+        "from glass_core import steer\n"
+        "assert steer.steer is glass_core.steer.steer and callable(steer)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -62,7 +62,7 @@ def require(use: str) -> None:
     missing = missing_modules(*NEEDS[use])
     if missing:
         raise MissingExtraError(
-            f"glass-core {use} needs {', '.join(missing)}, which is not installed: "
+            f"glass-core {use} needs {', '.join(missing)} (not installed): "
             f"{install_hint([], EXTRA_OF_USE[use])}"
         )
 

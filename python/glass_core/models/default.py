@@ -186,12 +186,16 @@ def load_pipeline(path: str | Path | None = None, *, device: str | torch.device 
     import diffusers
     from diffusers import DiffusionPipeline
 
+    from glass_core._deps import pretrained_kwargs
+
     root = Path(path) if path is not None else DEFAULT_MODEL_DIR
     if not (root / "model_index.json").is_file():
         raise FileNotFoundError(f"model path {str(root)!r} has no model_index.json")
     diffusers.utils.logging.disable_progress_bar()
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(root), local_files_only=True)
+        pipe = DiffusionPipeline.from_pretrained(
+            str(root), local_files_only=True, **pretrained_kwargs()
+        )
     finally:
         diffusers.utils.logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
