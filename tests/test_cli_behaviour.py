@@ -279,6 +279,8 @@ def test_latent_and_python_rewards(tmp_path: Path, capsys: pytest.CaptureFixture
         ("latent:foo", "latent:FILE.py:FUNC"),
         ("latnet:/x.py:f", "unknown kind 'latnet'"),
         (f"latent:{reward}:nope", "no callable 'nope'"),
+        ("aesthetic:/head.pth", "aesthetic:HEAD_FILE:CLIP_DIR"),
+        (f"aesthetic:{reward}:/no/clip", "path not found: '/no/clip'"),
     ):
         code, _, err = run([*STEER, "--reward", spec, "--out", str(tmp_path / "e")], capsys)
         assert code == 2 and needle in err, (spec, err)
@@ -413,3 +415,35 @@ def test_missing_extra_names_it_and_creates_nothing(
     assert code == 2 and 'pip install "glass-core[diffusers]"' in err, err
     exc = ModuleNotFoundError("No module named 'transformers'", name="transformers")
     assert 'pip install "glass-core[diffusers]"' in (_deps.describe_missing(exc) or "")
+
+
+def cli(*args: str) -> Any:
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "glass_core", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_no_accelerate_notice_for_the_embedded_model(tmp_path: Path) -> None:
+    """Loading the embedded model prints the plan, not diffusers' advice to install accelerate
+    (meaningless for an 8x8 UNet; the diffusers extra brings accelerate for real checkpoints)."""
+    proc = cli(*STEER[:-1], "--reward", "digits", *FAST, "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stderr
+    assert "steer: --method fk" in proc.stderr and "accelerate" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_quiet_silences_tokenizer_truncation(tmp_path: Path) -> None:
+    """A prompt longer than the text encoder's context: diffusers warns with the cut text, except
+    with --quiet."""
+    import tiny_pipelines
+
+    tiny_pipelines.sd_pipeline().save_pretrained(str(tmp_path / "sd"))
+    prompt = " ".join(["a red cat on the moon"] * 4)
+    argv = ["steer", "--pipeline", str(tmp_path / "sd"), "--prompt", prompt, "--method", "sample"]
+    argv += ["--particles", "1", "--transitions", "2", "--inner-steps", "1"]
+    loud = cli(*argv, "--out", str(tmp_path / "loud"))
+    assert loud.returncode == 0 and "truncated" in loud.stderr, loud.stderr
+    quiet = cli(*argv, "--quiet", "--out", str(tmp_path / "quiet"))
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr

@@ -185,8 +185,14 @@ def test_rho_ddpm() -> None:
 
 @pytest.mark.parametrize(
     ("args", "name"),
-    [((0.5, 0.5), "t_next"), ((0.6, 0.5), "t_next"), ((1.0, 1.0), "t"), ((-0.1, 0.5), "t"),
-     ((math.nan, 0.5), "t"), ((0.2, 1.5), "t_next")],
+    [
+        ((0.5, 0.5), "t_next"),
+        ((0.6, 0.5), "t_next"),
+        ((1.0, 1.0), "t"),
+        ((-0.1, 0.5), "t"),
+        ((math.nan, 0.5), "t"),
+        ((0.2, 1.5), "t_next"),
+    ],
 )
 def test_rho_ddpm_errors(args: tuple[float, float], name: str) -> None:
     with pytest.raises(InvalidInputError, match=name):

@@ -229,7 +229,7 @@ REWARD_SPECS = (
     "clip:PATH",
     "pickscore:PATH",
     "hps:PATH",
-    "aesthetic:PATH",
+    "aesthetic:HEAD_FILE:CLIP_DIR",
     "image_reward:PATH",
 )
 
@@ -271,12 +271,19 @@ def _steer_reward(spec: str, device: str) -> Any:
             raise CLIError(f"--reward: file not found: {path!r}")
         fn = load_function(Path(path), func)
         return image_reward(fn) if kind == "python" else latent_reward(fn)
+    extra: dict[str, str] = {}
+    if kind == "aesthetic":  # a head on CLIP ViT-L/14 image embeddings: two paths
+        rest, _, clip = rest.rpartition(":")
+        if not rest or not clip:
+            raise CLIError(f"--reward aesthetic:HEAD_FILE:CLIP_DIR, got {spec!r}")
+        extra["clip_path"] = clip
     if not rest:
         raise CLIError(f"--reward {kind}:PATH, got {spec!r}")
-    if not Path(rest).exists():
-        raise CLIError(f"--reward: path not found: {rest!r}")
+    for path in (rest, *extra.values()):
+        if not Path(path).exists():
+            raise CLIError(f"--reward: path not found: {path!r}")
     try:
-        return load_reward(kind, rest, device=device)
+        return load_reward(kind, rest, device=device, **extra)
     except (ImportError, MemoryError):
         raise
     except Exception as exc:

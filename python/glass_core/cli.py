@@ -176,7 +176,7 @@ def _steer_parser(sub: Any) -> None:
     p.add_argument(
         "--reward",
         default=None,
-        help="KIND:PATH, e.g. clip:/models/clip, pickscore:DIR, hps:FILE, aesthetic:DIR, "
+        help="KIND:PATH, e.g. clip:/models/clip, pickscore:DIR, hps:FILE, aesthetic:HEAD:CLIP_DIR, "
         "image_reward:FILE; python:FILE.py:FUNC for your own FUNC(images [M,C,H,W] in [0,1]) "
         "-> [M] on decoded images; latent:FILE.py:FUNC for FUNC(latents [M,...]) -> [M] on the "
         "latents (no decode); digits[:TARGET] for the embedded classifier (with --pipeline "
