@@ -4,7 +4,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use glass_core::interrupt::Never;
-use glass_core::resample::{resample_log_weights, row_rng, uniform, Scheme, Seeds};
+use glass_core::resample::{
+    resample_log_weights, resample_weights_on, row_rng, uniform, Scheme, Seeds,
+};
 use glass_core::{ResampleMode, SmcState};
 use std::hint::black_box;
 
@@ -70,5 +72,40 @@ fn bench_smc_step(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_schemes, bench_smc_step);
+/// The merge alone (weights already exponentiated) on 1 and 2 threads across sizes: where the
+/// split starts to pay sets `resample::PARALLEL_MIN`.
+fn bench_threads(c: &mut Criterion) {
+    for &n in &[1usize << 14, 1 << 16, 1 << 17, 1 << 18, 1 << 20] {
+        let mut group = c.benchmark_group(format!("merge_threads/N={n}"));
+        group.throughput(Throughput::Elements(n as u64));
+        let w: Vec<f64> = log_weights("skewed", n).iter().map(|x| x.exp()).collect();
+        let total: f64 = w.iter().sum();
+        let mut out = vec![0i64; n];
+        for scheme in [Scheme::Systematic, Scheme::Stratified] {
+            for threads in [1usize, 2] {
+                let id = BenchmarkId::new(scheme.as_str(), format!("threads={threads}"));
+                group.bench_function(id, |b| {
+                    let mut rng = row_rng(1, 0);
+                    let mut scratch = Vec::new();
+                    b.iter(|| {
+                        resample_weights_on(
+                            black_box(&w),
+                            total,
+                            scheme,
+                            &mut rng,
+                            &mut out,
+                            &mut scratch,
+                            threads,
+                            &Never,
+                        )
+                        .unwrap()
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_schemes, bench_smc_step, bench_threads);
 criterion_main!(benches);

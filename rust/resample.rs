@@ -151,14 +151,226 @@ impl Walk {
     }
 }
 
+/// Blocks of the CDF (see `scatter_merge`): a fixed number, so the result never depends on how
+/// many threads compute it.
+const LANES: usize = 4;
+
+/// From this many particles on, systematic and stratified merges run their blocks on scoped
+/// threads (by default; measured in docs/benchmarks/native.md: below it thread start-up costs
+/// more than the split saves).
+pub const PARALLEL_MIN: usize = 1 << 18;
+
+/// Threads a merge over `n` particles uses by default: 1 below `PARALLEL_MIN`, else the
+/// available parallelism as 1, 2 or 4 (a divisor of LANES). Threads are scoped to the call, so
+/// nothing outlives it (safe across fork(), e.g. in DataLoader workers).
+pub fn default_threads(n: usize) -> usize {
+    if n < PARALLEL_MIN {
+        return 1;
+    }
+    match std::thread::available_parallelism().map_or(1, |p| p.get()) {
+        1 => 1,
+        2 | 3 => 2,
+        _ => LANES,
+    }
+}
+
+/// Interruption for the helper threads of a parallel call: the calling thread asks the real
+/// `Interrupt` and raises `stop`; helpers only look at `stop`.
+struct Shared<'a> {
+    intr: &'a dyn Interrupt,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+struct Helper<'a>(&'a Shared<'a>);
+struct Caller<'a>(&'a Shared<'a>);
+
+impl Interrupt for Helper<'_> {
+    fn check(&self) -> Result<()> {
+        if self.0.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(crate::error::GlassError::Interrupted);
+        }
+        Ok(())
+    }
+}
+
+impl Interrupt for Caller<'_> {
+    fn check(&self) -> Result<()> {
+        let r = self.0.intr.check();
+        if r.is_err() {
+            self.0
+                .stop
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+/// Run `f(g, item, intr)` for every item, item g on its own scoped thread except item 0, which
+/// runs on the calling thread (the one that may ask Python about signals).
+fn on_threads<T: Send, R: Send>(
+    items: Vec<T>,
+    intr: &dyn Interrupt,
+    f: impl Fn(usize, T, &dyn Interrupt) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let shared = Shared {
+        intr,
+        stop: std::sync::atomic::AtomicBool::new(false),
+    };
+    let helper = Helper(&shared);
+    let (f, helper) = (&f, &helper);
+    std::thread::scope(|sc| {
+        let mut items = items.into_iter();
+        let first = items.next();
+        let handles: Vec<_> = items
+            .enumerate()
+            .map(|(g, item)| sc.spawn(move || f(g + 1, item, helper)))
+            .collect();
+        let mut out = Vec::with_capacity(handles.len() + 1);
+        let mut err = None;
+        if let Some(item) = first {
+            match f(0, item, &Caller(&shared)) {
+                Ok(r) => out.push(r),
+                Err(e) => {
+                    shared
+                        .stop
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    err = Some(e);
+                }
+            }
+        }
+        for h in handles {
+            match h.join() {
+                Ok(Ok(r)) => out.push(r),
+                Ok(Err(e)) => {
+                    err.get_or_insert(e);
+                }
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    })
+}
+
+/// Particles [j0, j1) of each of the blocks `first..first + G` (clipped to `len`; only the last
+/// non-empty block can be shorter): their start index in `ws` and length.
+#[inline(always)]
+fn block_chunk<const G: usize>(
+    len: usize,
+    block: usize,
+    first: usize,
+    j0: usize,
+    j1: usize,
+) -> [(usize, usize); G] {
+    std::array::from_fn(|k| {
+        let lo = ((first + k) * block + j0).min(len);
+        let hi = ((first + k) * block + j1).min(len);
+        (lo, hi - lo)
+    })
+}
+
+/// Sums of G consecutive blocks (blocks `first..first + G` of length `block`, clipped to `ws`),
+/// each added in order, the G chains interleaved.
+fn block_sums<const G: usize>(
+    ws: &[f64],
+    block: usize,
+    first: usize,
+    intr: &dyn Interrupt,
+) -> Result<[f64; G]> {
+    let step = CHUNK / G;
+    let mut part = [0.0f64; G];
+    for j0 in (0..block).step_by(step) {
+        let span = block_chunk::<G>(ws.len(), block, first, j0, (j0 + step).min(block));
+        let common = span.iter().map(|s| s.1).min().unwrap_or(0);
+        let mut p = part; // a local copy stays in registers
+        for j in 0..common {
+            for (pk, s) in p.iter_mut().zip(&span) {
+                *pk += ws[s.0 + j];
+            }
+        }
+        // the tail of a shorter block, still in order
+        for (pk, s) in p.iter_mut().zip(&span) {
+            for &x in &ws[s.0 + common..s.0 + s.1] {
+                *pk += x;
+            }
+        }
+        part = p;
+        intr.check()?;
+    }
+    Ok(part)
+}
+
+/// The scatter merge of blocks `first..first + G` into `out`, which holds output positions
+/// [base, base + out.len()): the positions these blocks own (see `scatter_merge`).
+#[allow(clippy::too_many_arguments)]
+fn merge_blocks<const G: usize>(
+    ws: &[f64],
+    block: usize,
+    first: usize,
+    offs: &[f64; LANES],
+    scale: f64,
+    base: usize,
+    out: &mut [i64],
+    count_below: &(impl Fn(f64) -> usize + Sync),
+    intr: &dyn Interrupt,
+) -> Result<()> {
+    let step = CHUNK / G;
+    let offs: [f64; G] = std::array::from_fn(|k| offs[first + k]);
+    for o in out.chunks_mut(CHUNK) {
+        o.fill(0);
+        intr.check()?;
+    }
+    // particle i of CDF value c writes i at count_below(c); blocks interleave, so the largest
+    // index written at a position is kept (positions before `base` cannot occur: wrapping keeps
+    // it to one comparison)
+    let mut put = |c: f64, i: usize| {
+        let rel = count_below(c * scale).wrapping_sub(base);
+        if rel < out.len() {
+            let o = &mut out[rel];
+            *o = (*o).max(i as i64);
+        }
+    };
+    let mut local = [0.0f64; G];
+    for j0 in (0..block).step_by(step) {
+        let span = block_chunk::<G>(ws.len(), block, first, j0, (j0 + step).min(block));
+        let common = span.iter().map(|s| s.1).min().unwrap_or(0);
+        let mut l = local;
+        for j in 0..common {
+            for ((lk, s), &o) in l.iter_mut().zip(&span).zip(&offs) {
+                put(o + *lk, s.0 + j);
+                *lk += ws[s.0 + j];
+            }
+        }
+        for ((lk, s), &o) in l.iter_mut().zip(&span).zip(&offs) {
+            for (i, &x) in ws.iter().enumerate().take(s.0 + s.1).skip(s.0 + common) {
+                put(o + *lk, i);
+                *lk += x;
+            }
+        }
+        local = l;
+        intr.check()?;
+    }
+    let mut run = 0i64;
+    for c in out.chunks_mut(CHUNK) {
+        for o in c.iter_mut() {
+            run = if *o > run { *o } else { run };
+            *o = run;
+        }
+        intr.check()?;
+    }
+    Ok(())
+}
+
 /// Scatter-based merge of sorted targets against the CDF, without a data-dependent inner loop.
 ///
 /// `count_below(a)` must return the number of targets strictly below the CDF value c, where
-/// a = c * M / total, clamped to [0, M], non-decreasing in a, and 0 at a = 0. Particle i's
-/// offspring occupy output positions [start_i, start_{i+1}) with start_i = count_below(C_{i-1}).
-/// Each particle writes its index at its start position (the largest index wins, so zero-count
-/// particles sharing a position lose) and a running maximum fills the runs. Same O(N) merge as a
-/// walk.
+/// a = c * M / total, clamped to [0, M], non-decreasing in a, 0 at a = 0 and M at a = M. Particle
+/// i's offspring occupy output positions [start_i, start_{i+1}) with start_i =
+/// count_below(C_{i-1}). Each particle writes its index at its start position (the largest index
+/// wins, so zero-count particles sharing a position lose) and a running maximum fills the runs.
+/// Same O(N) merge as a walk.
 ///
 /// The running CDF is a long floating-point add chain; to expose instruction-level parallelism it
 /// is computed in LANES contiguous blocks, interleaved. Block k's CDF is offs[k] + L_k(i), where
@@ -166,14 +378,38 @@ impl Walk {
 /// point. So the CDF is exactly continuous at block boundaries and non-decreasing everywhere, and
 /// a zero weight leaves it unchanged: a zero-weight particle always shares its start position with
 /// the next particle and is never selected. `total` is the CDF's own end, offs[LANES].
+///
+/// Block k writes only positions in [S_k, S_{k+1}], S_k = count_below(offs[k] * scale), and a
+/// write at S_{k+1} always loses to the first particle after the block (a larger index at the
+/// same position), as does any running maximum carried into S_{k+1}. So groups of consecutive
+/// blocks can merge into their own slices [S_first, S_end) independently, on `threads` threads
+/// (1, 2 or 4), with the same bits as one thread.
 fn scatter_merge(
     w: &[f64],
     last: usize,
     out: &mut [i64],
-    count_below: impl Fn(f64) -> usize,
+    count_below: impl Fn(f64) -> usize + Sync,
+    threads: usize,
     intr: &dyn Interrupt,
 ) -> Result<()> {
-    const LANES: usize = 4;
+    match threads {
+        0 | 1 => scatter_merge_one_thread(w, last, out, &count_below, intr),
+        2 | 3 => scatter_groups::<2>(w, last, out, &count_below, intr),
+        _ => scatter_groups::<1>(w, last, out, &count_below, intr),
+    }
+}
+
+/// `scatter_merge` on the calling thread: all LANES blocks interleaved in one loop. (The grouped
+/// kernels below compute the same bits, `parallel_merge_is_bit_identical`; this one is kept
+/// separate because it is the hot path of small SMC steps and the compiler keeps its four chains
+/// in registers only in this form.)
+fn scatter_merge_one_thread(
+    w: &[f64],
+    last: usize,
+    out: &mut [i64],
+    count_below: &impl Fn(f64) -> usize,
+    intr: &dyn Interrupt,
+) -> Result<()> {
     const STEP: usize = CHUNK / LANES;
     let m = out.len();
     let ws = &w[..=last];
@@ -229,6 +465,49 @@ fn scatter_merge(
     Ok(())
 }
 
+/// `scatter_merge` with the LANES blocks in LANES / G (> 1) groups of G, one thread per group.
+fn scatter_groups<const G: usize>(
+    w: &[f64],
+    last: usize,
+    out: &mut [i64],
+    count_below: &(impl Fn(f64) -> usize + Sync),
+    intr: &dyn Interrupt,
+) -> Result<()> {
+    let m = out.len();
+    let ws = &w[..=last];
+    let block = ws.len().div_ceil(LANES);
+    let groups: Vec<usize> = (0..LANES / G).collect();
+    let parts = on_threads(groups.clone(), intr, |_, g, intr| {
+        block_sums::<G>(ws, block, g * G, intr)
+    })?;
+    let part: Vec<f64> = parts.into_iter().flatten().collect();
+    let mut offs = [0.0f64; LANES];
+    for k in 1..LANES {
+        offs[k] = offs[k - 1] + part[k - 1];
+    }
+    let total = offs[LANES - 1] + part[LANES - 1];
+    let scale = m as f64 / total;
+    // the output slice each group owns: [S_{gG}, S_{(g+1)G})
+    let mut slices = Vec::with_capacity(groups.len());
+    let mut rest = out;
+    let mut base = 0usize;
+    for g in 0..groups.len() {
+        let end = if g + 1 == groups.len() {
+            m
+        } else {
+            count_below(offs[(g + 1) * G] * scale).clamp(base, m)
+        };
+        let (head, tail) = rest.split_at_mut(end - base);
+        slices.push((g, base, head));
+        rest = tail;
+        base = end;
+    }
+    on_threads(slices, intr, |_, (g, base, o), intr| {
+        merge_blocks::<G>(ws, block, g * G, &offs, scale, base, o, count_below, intr)
+    })?;
+    Ok(())
+}
+
 /// floor of a finite a >= 0 as an integer (truncation), and whether a has a fractional part.
 #[inline(always)]
 fn floor_frac(a: f64) -> (usize, f64) {
@@ -242,6 +521,7 @@ fn systematic_scatter(
     last: usize,
     u: f64,
     out: &mut [i64],
+    threads: usize,
     intr: &dyn Interrupt,
 ) -> Result<()> {
     let mf = out.len() as f64;
@@ -261,6 +541,7 @@ fn systematic_scatter(
             let (fl, fr) = floor_frac(x);
             fl + usize::from(fr > 0.0)
         },
+        threads,
         intr,
     )
 }
@@ -271,6 +552,7 @@ fn stratified_scatter(
     last: usize,
     us: &[f64],
     out: &mut [i64],
+    threads: usize,
     intr: &dyn Interrupt,
 ) -> Result<()> {
     let m = out.len();
@@ -288,13 +570,15 @@ fn stratified_scatter(
             };
             fl + extra
         },
+        threads,
         intr,
     )
 }
 
 /// Resample `out.len()` ancestors from non-negative unnormalised weights `w` with sum `total`
 /// (> 0). `scratch` is grown as needed (stratified, multinomial, residual). `intr` is asked
-/// between chunks; on `Err` the contents of `out` are unspecified.
+/// between chunks; on `Err` the contents of `out` are unspecified. Systematic and stratified
+/// use `default_threads(w.len())` threads (the same bits on any number).
 pub fn resample_weights(
     w: &[f64],
     total: f64,
@@ -302,6 +586,23 @@ pub fn resample_weights(
     rng: &mut Pcg64,
     out: &mut [i64],
     scratch: &mut Vec<f64>,
+    intr: &dyn Interrupt,
+) -> Result<()> {
+    let threads = default_threads(w.len());
+    resample_weights_on(w, total, scheme, rng, out, scratch, threads, intr)
+}
+
+/// `resample_weights` on an explicit number of threads (systematic and stratified; the others
+/// are sequential).
+#[allow(clippy::too_many_arguments)]
+pub fn resample_weights_on(
+    w: &[f64],
+    total: f64,
+    scheme: Scheme,
+    rng: &mut Pcg64,
+    out: &mut [i64],
+    scratch: &mut Vec<f64>,
+    threads: usize,
     intr: &dyn Interrupt,
 ) -> Result<()> {
     let m = out.len();
@@ -312,7 +613,7 @@ pub fn resample_weights(
     match scheme {
         Scheme::Systematic => {
             let u = uniform(rng);
-            systematic_scatter(w, last, u, out, intr)
+            systematic_scatter(w, last, u, out, threads, intr)
         }
         Scheme::Stratified => {
             scratch.clear();
@@ -321,7 +622,7 @@ pub fn resample_weights(
                 scratch.extend((c0..(c0 + CHUNK).min(m)).map(|_| uniform(rng)));
                 intr.check()?;
             }
-            stratified_scatter(w, last, scratch, out, intr)
+            stratified_scatter(w, last, scratch, out, threads, intr)
         }
         Scheme::Multinomial => multinomial(w, last, total, rng, out, scratch, intr),
         Scheme::Residual => {
@@ -596,18 +897,126 @@ mod tests {
                 let a = (1.0 + frac * tiny_block) * mf / total;
                 let u = a - a.floor();
                 let mut out = vec![0i64; m];
-                systematic_scatter(&w, n - 1, u, &mut out, &Never).unwrap();
-                assert!(
-                    out.iter().all(|&i| w[i as usize] > 0.0),
-                    "systematic m={m} {frac}"
-                );
-                let us = vec![u; m];
-                stratified_scatter(&w, n - 1, &us, &mut out, &Never).unwrap();
-                assert!(
-                    out.iter().all(|&i| w[i as usize] > 0.0),
-                    "stratified m={m} {frac}"
-                );
+                for threads in [1, 2, 4] {
+                    systematic_scatter(&w, n - 1, u, &mut out, threads, &Never).unwrap();
+                    assert!(
+                        out.iter().all(|&i| w[i as usize] > 0.0),
+                        "systematic m={m} {frac} threads={threads}"
+                    );
+                    let us = vec![u; m];
+                    stratified_scatter(&w, n - 1, &us, &mut out, threads, &Never).unwrap();
+                    assert!(
+                        out.iter().all(|&i| w[i as usize] > 0.0),
+                        "stratified m={m} {frac} threads={threads}"
+                    );
+                }
             }
+        }
+    }
+
+    /// Weights with every hazard for a block split: runs of zeros (at and across block
+    /// boundaries, a whole zero block, a zero tail), a few dominant particles, tiny masses.
+    fn hazardous_weights(n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = row_rng(seed, 5);
+        let mut w: Vec<f64> = (0..n)
+            .map(|_| {
+                let u = uniform(&mut rng);
+                if u < 0.3 {
+                    0.0
+                } else if u < 0.31 {
+                    1e3 * uniform(&mut rng)
+                } else {
+                    (-40.0 * uniform(&mut rng)).exp()
+                }
+            })
+            .collect();
+        let b = n.div_ceil(LANES);
+        for k in 1..LANES {
+            let at = (k * b).min(n);
+            w[at.saturating_sub(3)..(at + 3).min(n)].fill(0.0);
+        }
+        if n >= 8 * LANES {
+            w[b..2 * b].fill(0.0); // a whole block without mass
+            let tail = n - n / 10;
+            w[tail..].fill(0.0);
+        }
+        w
+    }
+
+    #[test]
+    fn parallel_merge_is_bit_identical() {
+        for (n, m) in [
+            (1, 1),
+            (3, 5),
+            (5, 5),
+            (17, 40),
+            (1000, 1000),
+            (4099, 977),
+            (70_001, 70_001),
+        ] {
+            for seed in 0..6 {
+                let w = hazardous_weights(n, seed);
+                if !w.iter().any(|&x| x > 0.0) {
+                    continue;
+                }
+                let total: f64 = w.iter().sum();
+                for scheme in [Scheme::Systematic, Scheme::Stratified] {
+                    let run = |threads: usize| {
+                        let mut out = vec![-1i64; m];
+                        let mut rng = row_rng(seed, 1);
+                        let mut scratch = Vec::new();
+                        resample_weights_on(
+                            &w,
+                            total,
+                            scheme,
+                            &mut rng,
+                            &mut out,
+                            &mut scratch,
+                            threads,
+                            &Never,
+                        )
+                        .unwrap();
+                        out
+                    };
+                    let one = run(1);
+                    assert!(one.iter().all(|&i| w[i as usize] > 0.0), "{scheme:?} n={n}");
+                    for threads in [2, 3, 4, 8] {
+                        assert_eq!(run(threads), one, "{scheme:?} n={n} m={m} seed={seed}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn large_calls_use_threads_and_match_one_thread() {
+        // above PARALLEL_MIN the default path may split; it must equal the one-thread result
+        let n = PARALLEL_MIN + 12_345;
+        let lw: Vec<f64> = hazardous_weights(n, 9)
+            .iter()
+            .map(|&x| if x > 0.0 { x.ln() } else { f64::NEG_INFINITY })
+            .collect();
+        for scheme in [Scheme::Systematic, Scheme::Stratified] {
+            let default =
+                resample_log_weights(&lw, 1, n, n, scheme, &Seeds::Single(4), &Never).unwrap();
+            let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let mut w = vec![0.0; n];
+            let (total, _) = crate::weights::exp_shifted(&lw, m, &mut w, &Never).unwrap();
+            let mut out = vec![0i64; n];
+            let mut rng = row_rng(4, 0);
+            resample_weights_on(
+                &w,
+                total,
+                scheme,
+                &mut rng,
+                &mut out,
+                &mut Vec::new(),
+                1,
+                &Never,
+            )
+            .unwrap();
+            assert_eq!(default, out, "{scheme:?}");
+            assert!(out.iter().all(|&i| lw[i as usize] > f64::NEG_INFINITY));
         }
     }
 
