@@ -171,3 +171,25 @@ def test_bad_image_arguments() -> None:
         steer(pipe, prompt, reward=BRIGHT, image=image, strength=1.5, **kw)
     with pytest.raises(InvalidInputError, match="image"):
         steer(pipe, prompt, reward=BRIGHT, image=torch.rand(3, 3, 16, 16), strength=0.5, **kw)
+
+
+def test_lookahead_fk_through_steer_counts_its_nfe() -> None:
+    pipe, prompt, kw, _ = _setup("sd")
+    res = steer(
+        pipe,
+        prompt,
+        reward=BRIGHT,
+        method="fk",
+        potential="lookahead",
+        lookahead_samples=3,
+        lookahead_transition=Glass(inner_steps=2),
+        transition=Glass(inner_steps=2),
+        num_particles=2,
+        num_transitions=3,
+        generator=_gen(0),
+        output_type="pt",
+        **kw,
+    )
+    # 3 transitions x 2, plus at each of the 2 intermediate steps J = 3 samples x 1 further call
+    assert res.nfe == 3 * 2 + 2 * 3 * 1
+    torch.testing.assert_close(res.rewards.reshape(-1), res.images.mean(dim=(1, 2, 3)))
