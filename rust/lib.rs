@@ -11,6 +11,9 @@ pub mod resample;
 pub mod schedule;
 pub mod weights;
 
+#[cfg(test)]
+mod fuzz;
+
 #[cfg(feature = "python")]
 mod python;
 
