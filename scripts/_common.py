@@ -40,12 +40,8 @@ def seed_everything(seed: int, threads: int) -> None:
 
 def load_digits_tensor() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's digits as float32 ``[1797, 1, 8, 8]`` in ``[-1, 1]`` (ink = +1) and labels."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2.0 - 1.0
-    y = torch.tensor(data.target, dtype=torch.int64)
-    return x, y
+    digits: tuple[torch.Tensor, torch.Tensor] = load_default_module().load_real_digits()
+    return digits
 
 
 def sha256(path: Path) -> str:

@@ -326,6 +326,9 @@ def test_bench_runs_scripts_and_writes_tables(
     assert "| 1 | 2 |" in (out / "bench_ok.md").read_text()
     summary = json.loads((out / "bench.json").read_text())
     assert summary[0]["script"] == "bench_ok.py" and summary[0]["exit_code"] == 0
+    capsys.readouterr()
+    assert main(["bench", "--benches", str(benches), "--only", "ok", "--list"]) == 0  # short name
+    assert capsys.readouterr().out.strip() == "bench_ok.py"
 
     (benches / "bench_args.py").write_text("import sys\nprint('| args |', *sys.argv[1:])\n")
     argv = ["bench", "--benches", str(benches), "--only", "bench_args.py", "--out", str(out)]

@@ -292,7 +292,10 @@ def _bench_parser(sub: Any) -> None:
         help="benches directory; unset = ./benches or the source checkout's",
     )
     p.add_argument(
-        "--only", nargs="+", default=None, help="script names to run (with or without .py)"
+        "--only",
+        nargs="+",
+        default=None,
+        help="script names to run (with or without bench_ and .py, e.g. paper)",
     )
     p.add_argument("--list", action="store_true", help="list the scripts and exit")
     p.add_argument(
@@ -495,8 +498,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CLIError(f"--benches: directory not found: {str(bench_dir)!r}")
     scripts = sorted(p for p in bench_dir.glob("*.py") if not p.name.startswith("_"))
     if args.only:
+        names = {p.name for p in scripts}
         wanted = {n if n.endswith(".py") else n + ".py" for n in args.only}
-        missing = wanted - {p.name for p in scripts}
+        # "paper" names benches/bench_paper.py
+        wanted = {w if w in names or f"bench_{w}" not in names else f"bench_{w}" for w in wanted}
+        missing = wanted - names
         if missing:
             raise CLIError(
                 f"--only: no such bench script(s) {sorted(missing)} in {str(bench_dir)!r}; "

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DEFAULT_HELDOUT_DIR",
     "DEFAULT_MODEL_DIR",
     "DEFAULT_REWARD_DIR",
     "IMAGE_SHAPE",
@@ -43,10 +44,13 @@ __all__ = [
     "CallStats",
     "DigitClassifier",
     "DigitReward",
+    "HeldoutClassifier",
     "from_unconditional_pipeline",
     "load_default_model",
     "load_default_reward",
+    "load_heldout_classifier",
     "load_pipeline",
+    "load_real_digits",
     "load_template_reward",
 ]
 
@@ -296,3 +300,45 @@ def load_default_model(
     model = from_unconditional_pipeline(load_pipeline(root, device=device), max_batch=max_batch)
     model.path = root
     return model
+
+
+DEFAULT_HELDOUT_DIR: Path = _DATA / "heldout_classifier"
+
+
+class HeldoutClassifier:
+    """The held-out judge: multinomial logistic regression on the real digits' pixels, trained by
+    ``scripts/train_heldout_classifier.py``. Another model family than the reward's CNN and never
+    used for steering, so ``probs(z)[:, target]`` on steered samples detects reward hacking."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        self.weight = weight.double()  # [10, 64]
+        self.bias = bias.double()  # [10]
+
+    def probs(self, z: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, 10]`` (float64) of images ``[B, 1, 8, 8]`` in ``[-1, 1]``."""
+        if z.dim() != 4 or tuple(z.shape[1:]) != IMAGE_SHAPE:
+            raise ValueError(f"z must have shape [B, 1, 8, 8], got {tuple(z.shape)}")
+        logits = z.detach().reshape(len(z), -1).double().cpu() @ self.weight.T + self.bias
+        return torch.softmax(logits, dim=-1)
+
+
+def load_heldout_classifier(path: str | Path | None = None) -> HeldoutClassifier:
+    """Load the shipped held-out classifier (or one written by its training script at ``path``)."""
+    from safetensors.torch import load_file
+
+    root = Path(path) if path is not None else DEFAULT_HELDOUT_DIR
+    file = root / "model.safetensors"
+    if not file.is_file():
+        raise FileNotFoundError(f"held-out classifier path {str(root)!r} has no model.safetensors")
+    tensors = load_file(str(file))
+    return HeldoutClassifier(tensors["weight"], tensors["bias"])
+
+
+def load_real_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1797 real digits as float32 ``[1797, 1, 8, 8]`` in ``[-1, 1]`` (ink = +1), the
+    data the embedded model was trained on, and their int64 labels. Needs scikit-learn."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2.0 - 1.0
+    return x, torch.tensor(data.target, dtype=torch.int64)
