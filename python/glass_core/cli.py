@@ -88,7 +88,8 @@ def _demo_parser(sub: Any) -> None:
         "demo",
         help="GLASS vs baselines on the embedded digits model (pictures, table, JSON)",
         description="Best-of-N (ODE), FK steering (SDE) and FK steering (GLASS) at the same NFE "
-        "budget on the embedded 8x8-digits flow model, steered toward log p(digit = target).",
+        "budgets on the embedded 8x8-digits flow model, steered toward log p(digit = target), "
+        "each scored by the optimised reward, a held-out classifier and realism.",
         formatter_class=_Formatter,
     )
     p.add_argument("--out", type=Path, default=Path("glass_out/demo"), help="output directory")
@@ -97,7 +98,9 @@ def _demo_parser(sub: Any) -> None:
     p.add_argument(
         "--groups", type=int, default=d.groups, help="independent groups (runs) averaged"
     )
-    p.add_argument("--nfe", type=int, default=d.nfe, help="network evaluations per particle")
+    p.add_argument(
+        "--nfe", type=int, default=d.nfe, help="network evaluations per particle in the grid"
+    )
     p.add_argument(
         "--glass-transitions",
         type=int,
@@ -126,7 +129,7 @@ def _demo_parser(sub: Any) -> None:
         type=int,
         nargs="+",
         default=d.budgets,
-        help="particle counts for the reward-vs-NFE plot",
+        help="NFE per particle swept for the table and plot (plus --nfe)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
@@ -143,8 +146,8 @@ def _demo_parser(sub: Any) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="reduced budget for tests: particles 4, groups 4, nfe 10, 2 GLASS transitions, "
-        "budgets 2 4 (explicit flags still win)",
+        help="reduced budget for tests: particles 4, groups 4, nfe 10, 5 GLASS transitions, "
+        "budgets 10 (explicit flags still win)",
     )
     _common(p)
 

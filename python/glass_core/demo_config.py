@@ -18,13 +18,13 @@ class DemoConfig:
 
     target: int = 3
     particles: int = 8
-    groups: int = 16
-    nfe: int = 50
+    groups: int = 32
+    nfe: int = 10
     glass_transitions: int = 5
-    glass_rho: str = "ddpm"
+    glass_rho: str = "0.4"
     potential: str = "diff"
     lambda_: float = 4.0
-    budgets: list[int] = field(default_factory=lambda: [2, 4, 8, 16])
+    budgets: list[int] = field(default_factory=lambda: [10, 20, 50])
     seed: int = 0
     threads: int = 1
     max_batch: int | None = None
@@ -35,7 +35,12 @@ class DemoConfig:
     @classmethod
     def quick(cls) -> DemoConfig:
         """Reduced budget for tests and smoke runs (a few seconds)."""
-        return cls(particles=4, groups=4, nfe=10, glass_transitions=2, budgets=[2, 4])
+        return cls(particles=4, groups=4, nfe=10, glass_transitions=5, budgets=[10])
+
+    @property
+    def sweep(self) -> list[int]:
+        """The NFE budgets run: `budgets` and `nfe` (the grid's budget)."""
+        return sorted({*self.budgets, self.nfe})
 
     def validate(self) -> None:
         from glass_core.errors import InvalidInputError
@@ -48,14 +53,18 @@ class DemoConfig:
         for name in ("particles", "groups", "nfe", "glass_transitions", "threads"):
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
-        if self.nfe % self.glass_transitions:
-            raise bad(
-                "nfe",
-                f"({self.nfe}) must be a multiple of --glass-transitions "
-                f"({self.glass_transitions}) so every method spends the same NFE",
-            )
+        if self.groups < 3:
+            raise bad("groups", f"must be >= 3 (standard errors need them), got {self.groups}")
         if not self.budgets or any(b < 1 for b in self.budgets):
-            raise bad("budgets", f"must be positive particle counts, got {self.budgets}")
+            raise bad("budgets", f"must be positive NFE per particle, got {self.budgets}")
+        for name, values in (("nfe", [self.nfe]), ("budgets", self.budgets)):
+            if any(v % self.glass_transitions for v in values):
+                raise bad(
+                    name,
+                    f"({values if name == 'budgets' else self.nfe}) must be a multiple of "
+                    f"--glass-transitions ({self.glass_transitions}) so every method spends the "
+                    "same NFE",
+                )
         if not math.isfinite(self.lambda_) or self.lambda_ < 0:
             raise bad("lambda", f"must be a finite number >= 0, got {self.lambda_}")
         if self.glass_rho != "ddpm":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ import torch
 from glass_core.metrics import Estimate, energy_distance, mean_se
 
 __all__ = [
+    "FK_SOLVER",
     "GUIDANCE_SCALE",
     "GUIDANCE_WINDOW",
     "Cell",
@@ -46,6 +48,9 @@ __all__ = [
 #: for t in [0.2, 0.7]); used as is, not tuned on this model.
 GUIDANCE_SCALE = 0.4
 GUIDANCE_WINDOW = (0.2, 0.7)
+#: The GLASS inner solver for steering: the one with the lowest unsteered energy distance to the
+#: real digits at 10 NFE among those the library offers (docs/benchmarks/paper.md, Tables 3/4).
+FK_SOLVER = "heun"
 
 
 @dataclass(frozen=True)
@@ -89,12 +94,13 @@ def steering_methods(lookahead: bool = False) -> list[Method]:
 
 
 def glass_inner_steps(rho: float | str, per_transition: int, solver: str | None) -> int:
-    """The most inner steps whose cost fits `per_transition` NFE with this solver (>= 1)."""
+    """The most inner steps whose cost fits `per_transition` NFE with this solver (0 if even one
+    step costs more)."""
     from glass_core.transitions import Glass
 
     kw = {} if solver is None else {"solver": solver}
     k = per_transition
-    while k > 1 and Glass(rho, inner_steps=k, **kw).nfe_per_call > per_transition:
+    while k > 0 and Glass(rho, inner_steps=k, **kw).nfe_per_call > per_transition:
         k -= 1
     return k
 
@@ -108,8 +114,8 @@ def transition_for(
     solver: str | None = None,
 ) -> Any:
     """The transition spending about `nfe` evaluations over `transitions` uniform outer steps:
-    ODE/SDE with nfe/transitions Euler substeps per outer step, GLASS with the inner steps of
-    `solver` (None = the library's default solver) that fit nfe/transitions."""
+    ODE/SDE with nfe/transitions Euler substeps per outer step (Heun ODE: half as many), GLASS
+    with the inner steps of `solver` (None = the library's default) that fit nfe/transitions."""
     from glass_core.transitions import ODE, SDE, Glass
 
     if nfe % transitions:
@@ -122,8 +128,10 @@ def transition_for(
         return SDE(substeps=per)
     if kernel == "glass":
         assert rho is not None
-        kw = {} if solver is None else {"solver": solver}
-        return Glass(rho, inner_steps=glass_inner_steps(rho, per, solver), **kw)
+        k = glass_inner_steps(rho, per, solver)
+        if k == 0:  # a two-stage solver does not fit 1 NFE per transition: one Euler step does
+            return Glass(rho, inner_steps=per, solver="euler")
+        return Glass(rho, inner_steps=k, **({} if solver is None else {"solver": solver}))
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
@@ -138,7 +146,9 @@ class Judges:
     target: int
 
 
-def load_judges(target: int) -> Judges:
+def load_judges(target: int, reward_path: str | Path | None = None) -> Judges:
+    """The embedded reward (or the classifier at `reward_path`) for `target`, the held-out
+    classifier and the real digits of class `target`."""
     from glass_core.models.default import (
         load_default_reward,
         load_heldout_classifier,
@@ -146,7 +156,8 @@ def load_judges(target: int) -> Judges:
     )
 
     x, y = load_real_digits()
-    return Judges(load_default_reward(target), load_heldout_classifier(), x[y == target], target)
+    reward = load_default_reward(target, reward_path)
+    return Judges(reward, load_heldout_classifier(), x[y == target], target)
 
 
 @dataclass
