@@ -77,11 +77,16 @@ def has_lookahead() -> bool:
 # Table 1
 
 
-def fk_table(model: Any, cfg: dict[str, Any], fk_solver: str | None, log: Any) -> list[dict]:
+def fk_table(
+    model: Any, cfg: dict[str, Any], fk_solver: str | None, only: set[str] | None, log: Any
+) -> list[dict]:
     judges = load_judges(TARGET)
     rows: list[dict] = []
+    methods = [
+        m for m in steering_methods(lookahead=has_lookahead()) if only is None or m.key in only
+    ]
     for nfe in cfg["budgets"]:
-        for method in steering_methods(lookahead=has_lookahead()):
+        for method in methods:
             counts = (1,) if method.algorithm == "sample" else cfg["particles"]
             for n in counts:
                 cell: Cell = run_cell(
@@ -264,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=None, help="samples per sampling cell")
     ap.add_argument("--budgets", default=None, help="NFE per particle, e.g. 10,20 (all)")
     ap.add_argument("--particles", default=None, help="FK/BoN particle counts, e.g. 4,8 (all)")
+    ap.add_argument("--methods", default=None, help="FK-table method keys, e.g. fk_sde (all)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -289,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     parts = [f"## bench_paper ({mode} mode)"]
     if "fk" in tables:
         log("Table 1 in kind ...")
-        rows = fk_table(model, cfg, args.fk_solver, log)
+        only = set(args.methods.split(",")) if args.methods else None
+        rows = fk_table(model, cfg, args.fk_solver, only, log)
         results["fk"] = rows
         solver = args.fk_solver or "library default"
         parts.append(
