@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 from glass_core.evidence import (
+    FK_SOLVER,
     Cell,
     load_judges,
     run_cell,
@@ -56,7 +57,7 @@ from glass_core.models.default import load_default_model, load_heldout_classifie
 TARGET = 3
 TRANSITIONS = 5
 LAMBDA = 4.0
-FULL = {"budgets": (10, 20, 50), "particles": (4, 8, 16), "groups": 128, "samples": 1024}
+FULL = {"budgets": (10, 20, 50), "particles": (4, 8, 16), "groups": 128, "samples": 512}
 QUICK = {"budgets": (10, 20), "particles": (4, 8), "groups": 16, "samples": 256}
 
 
@@ -78,7 +79,7 @@ def has_lookahead() -> bool:
 
 
 def fk_table(
-    model: Any, cfg: dict[str, Any], fk_solver: str | None, only: set[str] | None, log: Any
+    model: Any, cfg: dict[str, Any], fk_solver: str, only: set[str] | None, log: Any
 ) -> list[dict]:
     judges = load_judges(TARGET)
     rows: list[dict] = []
@@ -262,9 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--solvers", default=None, help="GLASS inner solvers for the sampling table (all)"
     )
-    ap.add_argument(
-        "--fk-solver", default=None, help="GLASS inner solver for the FK table (library default)"
-    )
+    ap.add_argument("--fk-solver", default=FK_SOLVER, help="GLASS inner solver for the FK table")
     ap.add_argument("--groups", type=int, default=None, help="groups per FK cell")
     ap.add_argument("--samples", type=int, default=None, help="samples per sampling cell")
     ap.add_argument("--budgets", default=None, help="NFE per particle, e.g. 10,20 (all)")
@@ -298,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         only = set(args.methods.split(",")) if args.methods else None
         rows = fk_table(model, cfg, args.fk_solver, only, log)
         results["fk"] = rows
-        solver = args.fk_solver or "library default"
+        solver = args.fk_solver
         parts.append(
             f"### Table 1 in kind: steering toward digit {TARGET}\n\n{cfg['groups']} groups per "
             f"cell; mean ± s.e. over groups; GLASS inner solver: {solver}; FK potential diff, "
