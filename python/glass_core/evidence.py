@@ -212,6 +212,7 @@ def run_cell(
     (group g seeded with seed + g) and score the returned samples."""
     from glass_core.align import best_of_n, fk_steering, guided
     from glass_core.schedules import uniform_grid
+    from glass_core.transitions import Glass
 
     kernel_solver = solver if method.kernel == "glass" else None
     transition = transition_for(
@@ -230,8 +231,12 @@ def run_cell(
     start = time.perf_counter()
     if method.algorithm == "fk":
         extra: dict[str, Any] = {}
-        if method.potential == "lookahead":
-            extra = {"lookahead_samples": 1, "lookahead_transition": transition}
+        if method.potential == "lookahead":  # J = 2 posterior samples, 2 inner steps: 2 extra
+            # NFE per particle at each interior potential step (reported in the measured NFE)
+            extra = {
+                "lookahead_samples": 2,
+                "lookahead_transition": Glass(method.rho, inner_steps=2),
+            }
         res: Any = fk_steering(
             net,
             judges.reward,
