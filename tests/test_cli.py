@@ -39,24 +39,32 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     # the printed table lists every method
-    for label in ("best-of-N (ODE)", "FK steering (SDE)", "FK steering (GLASS)", "no steering"):
+    for label in ("best-of-N (GLASS)", "FK steering (SDE)", "FK steering (GLASS)", "no steering"):
         assert label in proc.stdout
     for name in ("demo_grid.png", "reward_vs_nfe.png"):
         data = (out / name).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 2000, name
     table = (out / "table.md").read_text()
-    assert table.count("\n| ") == 8  # four methods at each of the budgets 5 and 10
+    assert table.count("\n| ") == 12  # six methods at each of the budgets 5 and 10
 
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["particles"] == 4 and res["config"]["groups"] == 3
     assert res["config"]["nfe"] == 10 and res["config"]["glass_transitions"] == 5
     for budget in (5, 10):
         rows = {r["method"]: r for r in res["rows"] if r["nfe_budget"] == budget}
-        assert set(rows) == {"sample_ode", "best_of_n_ode", "fk_sde", "fk_glass"}
+        assert set(rows) == {
+            "sample_ode",
+            "best_of_n_ode",
+            "best_of_n_sde",
+            "best_of_n_glass",
+            "fk_sde",
+            "fk_glass",
+        }
         # equal compute: the ODE/SDE baselines spend the budget, GLASS at most the budget
-        for key in ("sample_ode", "best_of_n_ode", "fk_sde"):
+        for key in ("sample_ode", "best_of_n_ode", "best_of_n_sde", "fk_sde"):
             assert rows[key]["nfe"] == budget
-        assert budget - 5 <= rows["fk_glass"]["nfe"] <= budget
+        for key in ("best_of_n_glass", "fk_glass"):
+            assert budget - 5 <= rows[key]["nfe"] <= budget
         for key, row in rows.items():
             assert row["groups"] == 3 and row["particles"] == (1 if key == "sample_ode" else 4)
             assert row["reward"]["mean"] <= 0.0  # log-probabilities

@@ -18,13 +18,13 @@ class DemoConfig:
 
     target: int = 3
     particles: int = 8
-    groups: int = 32
+    groups: int = 48
     nfe: int = 10
     glass_transitions: int = 5
     glass_rho: str = "0.4"
     potential: str = "diff"
     lambda_: float = 4.0
-    budgets: list[int] = field(default_factory=lambda: [10, 20, 50])
+    budgets: list[int] = field(default_factory=lambda: [10, 20])
     seed: int = 0
     threads: int = 1
     max_batch: int | None = None
