@@ -25,7 +25,7 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType,
 };
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 create_exception!(
@@ -510,9 +510,27 @@ impl StepResult {
 /// log_evidence [B], ESS history, adaptive resampling and the genealogy. seeds: an int (group b
 /// uses PCG-64 stream b) or a sequence of B ints (group b uses seeds[b], stream 0); each group's
 /// generator advances across steps.
-#[pyclass(module = "glass_core._core", name = "SMCState")]
+/// Thread-safe: calls from several threads are serialised (each waits for the one running,
+/// without holding the interpreter lock while it waits).
+#[pyclass(frozen, module = "glass_core._core", name = "SMCState")]
 struct PySMCState {
-    inner: SmcState,
+    inner: Mutex<SmcState>,
+}
+
+impl PySMCState {
+    /// The state, locked. While another thread holds it (a step running detached from the
+    /// interpreter), wait with the interpreter released so that thread can re-attach.
+    fn state(&self, py: Python<'_>) -> MutexGuard<'_, SmcState> {
+        loop {
+            match self.inner.try_lock() {
+                Ok(g) => return g,
+                Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    py.detach(|| std::thread::sleep(Duration::from_micros(200)))
+                }
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -549,7 +567,9 @@ impl PySMCState {
             track_genealogy,
         )
         .py(py)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner: Mutex::new(inner),
+        })
     }
 
     /// step(log_potentials, *, resample=None) -> StepResult
@@ -561,12 +581,13 @@ impl PySMCState {
     /// Groups that are not resampled carry their weights; resampled groups reset to uniform.
     #[pyo3(signature = (log_potentials, *, resample=None))]
     fn step(
-        &mut self,
+        &self,
         py: Python<'_>,
         log_potentials: &Bound<'_, PyAny>,
         resample: Option<bool>,
     ) -> PyResult<StepResult> {
-        let (b, n) = (self.inner.num_groups(), self.inner.num_particles());
+        let mut st = self.state(py);
+        let (b, n) = (st.num_groups(), st.num_particles());
         let x = float_input(log_potentials, "log_potentials")?;
         let shape = x.shape();
         let ok = (shape.len() == 2 && shape[0] == b && shape[1] == n)
@@ -590,7 +611,7 @@ impl PySMCState {
             Some(false) => ResampleMode::Never,
         };
         let g = x.slice();
-        let inner = &mut self.inner;
+        let inner = &mut *st;
         let (out, flat) = run_native(py, b * n, |intr| {
             inner.step(g, mode, intr).map(|o| {
                 let mut flat = Vec::with_capacity(b * n);
@@ -614,8 +635,9 @@ impl PySMCState {
     /// Normalised log-weights [B, N] (a copy).
     #[getter]
     fn log_weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let (b, n) = (self.inner.num_groups(), self.inner.num_particles());
-        let a = Array2::from_shape_vec((b, n), self.inner.log_weights().to_vec())
+        let st = self.state(py);
+        let (b, n) = (st.num_groups(), st.num_particles());
+        let a = Array2::from_shape_vec((b, n), st.log_weights().to_vec())
             .map_err(|e| GlassError::new_err(e.to_string()))?;
         Ok(PyArray2::from_owned_array(py, a))
     }
@@ -623,48 +645,49 @@ impl PySMCState {
     /// Accumulated log-evidence [B]: sum over steps of log sum_i W_i exp(G_i).
     #[getter]
     fn log_evidence<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
-        PyArray1::from_slice(py, self.inner.log_evidence())
+        let st = self.state(py);
+        PyArray1::from_slice(py, st.log_evidence())
     }
 
     /// ESS per step, [num_steps, B] float64 (after reweighting, before resampling).
     #[getter]
     fn ess_history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let a = Array2::from_shape_vec(
-            (self.inner.num_steps(), self.inner.num_groups()),
-            self.inner.ess_history().to_vec(),
-        )
-        .map_err(|e| GlassError::new_err(e.to_string()))?;
+        let st = self.state(py);
+        let a =
+            Array2::from_shape_vec((st.num_steps(), st.num_groups()), st.ess_history().to_vec())
+                .map_err(|e| GlassError::new_err(e.to_string()))?;
         Ok(PyArray2::from_owned_array(py, a))
     }
 
     #[getter]
-    fn num_steps(&self) -> usize {
-        self.inner.num_steps()
+    fn num_steps(&self, py: Python<'_>) -> usize {
+        self.state(py).num_steps()
     }
     #[getter]
-    fn num_groups(&self) -> usize {
-        self.inner.num_groups()
+    fn num_groups(&self, py: Python<'_>) -> usize {
+        self.state(py).num_groups()
     }
     #[getter]
-    fn num_particles(&self) -> usize {
-        self.inner.num_particles()
+    fn num_particles(&self, py: Python<'_>) -> usize {
+        self.state(py).num_particles()
     }
     #[getter]
-    fn scheme(&self) -> &'static str {
-        self.inner.scheme().as_str()
+    fn scheme(&self, py: Python<'_>) -> &'static str {
+        self.state(py).scheme().as_str()
     }
     #[getter]
-    fn ess_threshold(&self) -> Option<f64> {
-        self.inner.ess_threshold()
+    fn ess_threshold(&self, py: Python<'_>) -> Option<f64> {
+        self.state(py).ess_threshold()
     }
     #[getter]
-    fn track_genealogy(&self) -> bool {
-        self.inner.tracks_genealogy()
+    fn track_genealogy(&self, py: Python<'_>) -> bool {
+        self.state(py).tracks_genealogy()
     }
 
     /// Ancestors of every step, int64 [num_steps, B, N]. GlassError if track_genealogy=False.
     fn genealogy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<i64>>> {
-        let g = self.inner.genealogy().ok_or_else(|| {
+        let st = self.state(py);
+        let g = st.genealogy().ok_or_else(|| {
             GlassError::new_err("genealogy is not tracked (track_genealogy=False)")
         })?;
         crate::limits::ensure_fits(
@@ -673,22 +696,16 @@ impl PySMCState {
         )
         .py(py)?;
         let v: Vec<i64> = g.iter().map(|&a| a as i64).collect();
-        let a = Array3::from_shape_vec(
-            (
-                self.inner.num_steps(),
-                self.inner.num_groups(),
-                self.inner.num_particles(),
-            ),
-            v,
-        )
-        .map_err(|e| GlassError::new_err(e.to_string()))?;
+        let a = Array3::from_shape_vec((st.num_steps(), st.num_groups(), st.num_particles()), v)
+            .map_err(|e| GlassError::new_err(e.to_string()))?;
         Ok(PyArray3::from_owned_array(py, a))
     }
 
     /// Lineages, int64 [num_steps + 1, B, N]: trace[k, b, i] is the index at step k of the
     /// ancestor of final particle i of group b (trace[-1] is the identity).
     fn trace<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<i64>>> {
-        let inner = &self.inner;
+        let st = self.state(py);
+        let inner = &*st;
         let v = run_native(
             py,
             inner.num_steps() * inner.num_groups() * inner.num_particles(),
@@ -714,17 +731,18 @@ impl PySMCState {
         Ok(PyArray3::from_owned_array(py, a))
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let st = self.state(py);
         format!(
             "SMCState(num_groups={}, num_particles={}, scheme={:?}, ess_threshold={}, num_steps={})",
-            self.inner.num_groups(),
-            self.inner.num_particles(),
-            self.inner.scheme().as_str(),
-            match self.inner.ess_threshold() {
+            st.num_groups(),
+            st.num_particles(),
+            st.scheme().as_str(),
+            match st.ess_threshold() {
                 Some(t) => format!("{t}"),
                 None => "None".into(),
             },
-            self.inner.num_steps()
+            st.num_steps()
         )
     }
 }

@@ -277,3 +277,36 @@ def test_properties_and_repr() -> None:
     assert "StepResult" in repr(r)
     with pytest.raises(AttributeError):
         r.any_resampled = True  # type: ignore[misc]
+
+
+def test_shared_state_across_threads_is_serialised() -> None:
+    """Steps from several threads on one SMCState wait for each other (no 'Already borrowed');
+    with the same potentials every step, the result equals the same number of steps in a row."""
+    import threading
+
+    n, steps_per_thread, threads = 50_000, 3, 4
+    g = np.random.default_rng(1).normal(size=(2, n))
+    shared = SMCState(2, n, seeds=5, ess_threshold=0.5)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(steps_per_thread):
+                shared.step(g)
+                _ = shared.log_weights, shared.num_steps, repr(shared)
+        except BaseException as e:
+            errors.append(e)
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors, errors
+    alone = SMCState(2, n, seeds=5, ess_threshold=0.5)
+    for _ in range(steps_per_thread * threads):
+        alone.step(g)
+    assert shared.num_steps == alone.num_steps
+    assert np.array_equal(shared.log_weights, alone.log_weights)
+    assert np.array_equal(shared.log_evidence, alone.log_evidence)
+    assert np.array_equal(shared.trace(), alone.trace())
