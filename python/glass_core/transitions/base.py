@@ -98,7 +98,10 @@ def _rows(ok: torch.Tensor, limit: int = 10) -> str:
 
 
 def _finite_rows(v: torch.Tensor) -> torch.Tensor:
-    return torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)
+    """Whether each row is all finite: v * 0 is 0 exactly where v is finite (NaN at NaN/inf), so
+    a row sums to 0 iff it is finite (no overflow is possible). Same answer as
+    isfinite(v).all(dim=1), several times faster on CPU (this runs twice per model call)."""
+    return torch.mul(v.reshape(v.shape[0], -1), 0).sum(dim=1) == 0
 
 
 class CheckedModel:

@@ -126,46 +126,53 @@ class Glass(Transition):
         c = self.coefficients(model.schedule, t, t_next)
         wd = working_dtype(x)
         xw = x.to(wd)
-        w1, w2 = np.asarray(c["w1"]), np.asarray(c["w2"])
-        t_star, a_star = np.asarray(c["t_star"]), np.asarray(c["alpha_star"])
-        c_x, c_y = np.asarray(c["c_x"]), np.asarray(c["c_y"])
-        s = c["s"]
-
-        def zhat(j: int, y: torch.Tensor) -> torch.Tensor:
-            if s[j] == 0.0:  # s=0: x_bar carries no information, zhat = D_t(x_t) (App. B.3)
-                d0 = denoised if denoised is not None else model.denoise(x, t)
-                return d0.to(wd)
-            inp = float(a_star[j] * c_x[j]) * xw + float(a_star[j] * c_y[j]) * y
-            return model.denoise(inp.to(x.dtype), float(t_star[j])).to(wd)
-
-        def vel(j: int, y: torch.Tensor) -> torch.Tensor:
-            return float(w1[j]) * y + float(w2[j]) * zhat(j, y)
-
-        def euler(j: int, y: torch.Tensor, h: float) -> torch.Tensor:
-            # y + h (w1 y + w2 zhat) with (1 + h w1) formed in float64: for rho=1, K=1 it is
-            # exactly 0, so the initial noise drops out bit-exactly (deterministic DDIM).
-            return float(1.0 + h * w1[j]) * y + float(h * w2[j]) * zhat(j, y)
-
         k = self.inner_steps
         h = 1.0 / k
+        # Every per-step scalar as a Python float, once per transition (float64 products, one
+        # rounding each); the tensor arithmetic below is one fresh result per update, the rest
+        # in place (no temporaries of the particles' size, no host syncs).
+        a_star = np.asarray(c["alpha_star"])
+        in_x = (a_star * np.asarray(c["c_x"])).tolist()
+        in_y = (a_star * np.asarray(c["c_y"])).tolist()
+        w1, w2 = np.asarray(c["w1"]).tolist(), np.asarray(c["w2"]).tolist()
+        t_star, s = np.asarray(c["t_star"]).tolist(), np.asarray(c["s"]).tolist()
         # exponential-integrator steps between the K step starts and the end s=1 (abar, sbar)
         keep, gain, beta = multistep_coefficients(
             np.append(np.asarray(c["a_s"])[:k], float(c["abar"])),
             np.append(np.asarray(c["s_s"])[:k], float(c["sbar"])),
             c["singular"],
         )
+        keep, gain, beta = keep.tolist(), gain.tolist(), beta.tolist()
+
+        def zhat(j: int, y: torch.Tensor) -> torch.Tensor:
+            if s[j] == 0.0:  # s=0: x_bar carries no information, zhat = D_t(x_t) (App. B.3)
+                d0 = denoised if denoised is not None else model.denoise(x, t)
+                return d0.to(wd)
+            inp = torch.mul(xw, in_x[j]).add_(y, alpha=in_y[j])
+            return model.denoise(inp.to(x.dtype), t_star[j]).to(wd)
+
+        def vel(j: int, y: torch.Tensor) -> torch.Tensor:
+            return torch.mul(y, w1[j]).add_(zhat(j, y), alpha=w2[j])
+
+        def euler(j: int, y: torch.Tensor, h: float) -> torch.Tensor:
+            # y + h (w1 y + w2 zhat) with (1 + h w1) formed in float64: for rho=1, K=1 it is
+            # exactly 0, so the initial noise drops out bit-exactly (deterministic DDIM).
+            z = zhat(j, y)
+            return torch.mul(y, 1.0 + h * w1[j]).add_(z, alpha=h * w2[j])
 
         def multistep(j: int, y: torch.Tensor, z: torch.Tensor, z_prev: torch.Tensor | None):
-            y = float(keep[j]) * y + float(gain[j] * (1.0 + beta[j])) * z
-            return y if beta[j] == 0.0 else y - float(gain[j] * beta[j]) * z_prev
+            y = torch.mul(y, keep[j]).add_(z, alpha=gain[j] * (1.0 + beta[j]))
+            return y if beta[j] == 0.0 else y.sub_(z_prev, alpha=gain[j] * beta[j])
 
-        y = self.sigma0 * _random.randn_like(xw, generator)
+        y = _random.randn_like(xw, generator)
+        if self.sigma0 != 1.0:
+            y.mul_(self.sigma0)
         z_prev = None
         for m in range(k):
             if self.solver == "euler":
                 y = euler(m, y, h)
             elif self.solver == "midpoint":
-                y = y + h * vel(2 * m + 1, euler(2 * m, y, 0.5 * h))
+                y = torch.add(y, vel(2 * m + 1, euler(2 * m, y, 0.5 * h)), alpha=h)
             elif self.solver == "multistep" or (m == k - 1 and c["singular"]):
                 # heun into a singular s=1 takes the multistep last step: it extrapolates the
                 # estimates at s_{K-2} (the previous step's first stage) and s_{K-1}.
@@ -173,10 +180,10 @@ class Glass(Transition):
                 y, z_prev = multistep(m, y, z, z_prev), z
             else:  # heun
                 z_prev = zhat(m, y)
-                k1 = float(w1[m]) * y + float(w2[m]) * z_prev
-                k2 = vel(m + 1, y + h * k1)
-                y = y + (0.5 * h) * (k1 + k2)
-        return (float(c["gamma"]) * xw + y).to(x.dtype)
+                k1 = torch.mul(y, w1[m]).add_(z_prev, alpha=w2[m])
+                k2 = vel(m + 1, torch.add(y, k1, alpha=h))
+                y = torch.add(y, k1.add_(k2), alpha=0.5 * h)
+        return torch.add(y, xw, alpha=float(c["gamma"])).to(x.dtype)
 
 
 def multistep_grid(k: int, snr_t: float, abar: float, sbar: float, sigma0: float) -> np.ndarray:
