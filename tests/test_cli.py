@@ -558,3 +558,17 @@ def test_steer_edits_an_image_file(tmp_path: Path) -> None:
     assert json.loads((out1 / "results.json").read_text())["nfe"] == 2 * 2  # grid 0.5, 0.75, 1
     assert main([*base, "--strength", "1.5", "--out", str(tmp_path / "s2")]) == 2
     assert main([*base[:-2], "--strength", "0.5", "--out", str(tmp_path / "s3")]) == 2
+
+
+def test_lazy_package_attributes() -> None:
+    """`import glass_core` is light, yet every public name and submodule resolves on access."""
+    code = (
+        "import sys, glass_core as gc\n"
+        "light = 'torch' not in sys.modules\n"
+        "names = [getattr(gc, n) for n in gc.__all__]\n"
+        "print('OK', light, gc._core.__version__, callable(gc.steer), 'torch' in sys.modules)\n"
+        "try:\n    gc.no_such_name\nexcept AttributeError:\n    print('MISSING-RAISES')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "OK True" in proc.stdout and "True True" in proc.stdout, proc.stderr
+    assert "MISSING-RAISES" in proc.stdout

@@ -64,7 +64,12 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'glass_core' has no attribute {name!r}")
+        try:  # any other submodule (glass_core._core, glass_core.demo, ...) on first access
+            value = importlib.import_module(f"glass_core.{name}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'glass_core' has no attribute {name!r}") from None
+        globals()[name] = value
+        return value
     mod = importlib.import_module(module)
     # a subpackage is the module itself; anything else is an attribute of its module
     value = mod if module == f"glass_core.{name}" else getattr(mod, name)
