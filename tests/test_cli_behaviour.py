@@ -175,6 +175,8 @@ def test_corrupt_pipeline_exits_2(
     assert code == 2, err
     assert err.startswith("glass-core: error: --pipeline:") and "could not be loaded" in err
     assert "--debug" not in err and not out.exists() and siblings(out) == []
+    code, _, err = run(["demo", "--model", str(pipe), "--quiet", "--out", str(out)], capsys)
+    assert code == 2 and "could not be loaded" in err and not out.exists(), err
 
 
 def test_device_without_gpu_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -308,26 +308,18 @@ def load_function(path: Path, name: str) -> Any:
 
 
 def load_pipeline(args: argparse.Namespace, pipe_dir: Path) -> Any:
-    """DiffusionPipeline.from_pretrained on a local folder; a folder that does not load (corrupt
-    model_index.json, truncated weights, unknown classes) is bad input: CLIError, exit code 2."""
+    """The --pipeline folder through ``models.default.load_pipeline``; one that does not load is
+    bad input (exit code 2)."""
     import torch
-    from diffusers import DiffusionPipeline
 
-    from glass_core._deps import pretrained_kwargs
+    from glass_core.errors import InvalidInputError
+    from glass_core.models.default import load_pipeline as load
 
-    kwargs: dict[str, Any] = {"local_files_only": True, **pretrained_kwargs()}
-    if args.dtype != "float32":
-        kwargs["torch_dtype"] = getattr(torch, args.dtype)
+    dtype = None if args.dtype == "float32" else getattr(torch, args.dtype)
     try:
-        pipe = DiffusionPipeline.from_pretrained(str(pipe_dir), **kwargs)
-    except (ImportError, MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        raise CLIError(
-            f"--pipeline: {args.pipeline!r} could not be loaded as a diffusers pipeline "
-            f"({type(exc).__name__}: {exc}); is it a complete folder written by save_pretrained?"
-        ) from exc
-    return pipe.to(args.device)
+        return load(pipe_dir, device=args.device, torch_dtype=dtype)
+    except InvalidInputError as exc:
+        raise CLIError(f"--pipeline: {exc}") from exc
 
 
 def _pipeline_kwargs(args: argparse.Namespace, pipe: Any, unconditional: bool) -> dict[str, Any]:
@@ -374,8 +366,7 @@ def _steer_run(
     from glass_core.steer import default_num_transitions, is_unconditional, steer
 
     quiet_libraries(args.quiet)
-    pipe = load_pipeline(args, pipe_dir)
-    pipe.set_progress_bar_config(disable=True)  # steer() shows its own progress
+    pipe = load_pipeline(args, pipe_dir)  # its own progress bars off: steer() shows progress
     unconditional = is_unconditional(pipe)
     kwargs = _pipeline_kwargs(args, pipe, unconditional)
     if isinstance(reward, DigitReward):

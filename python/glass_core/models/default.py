@@ -184,22 +184,38 @@ def load_template_reward(
     return reward
 
 
-def load_pipeline(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> Any:
+def load_pipeline(
+    path: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    torch_dtype: torch.dtype | None = None,
+) -> Any:
     """``DiffusionPipeline.from_pretrained`` on a local directory (default: the embedded model),
-    exactly as a user loads a pipeline; loading bars off."""
+    exactly as a user loads a pipeline; loading bars off. A folder that does not load (corrupt
+    ``model_index.json`` or config, truncated weights, unknown classes) raises InvalidInputError
+    naming it: the folder is at fault, not the program."""
     import diffusers
     from diffusers import DiffusionPipeline
 
     from glass_core._deps import pretrained_kwargs
+    from glass_core.errors import InvalidInputError
 
     root = Path(path) if path is not None else DEFAULT_MODEL_DIR
     if not (root / "model_index.json").is_file():
         raise FileNotFoundError(f"model path {str(root)!r} has no model_index.json")
+    kwargs: dict[str, Any] = {"local_files_only": True, **pretrained_kwargs()}
+    if torch_dtype is not None:
+        kwargs["torch_dtype"] = torch_dtype
     diffusers.utils.logging.disable_progress_bar()
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            str(root), local_files_only=True, **pretrained_kwargs()
-        )
+        pipe = DiffusionPipeline.from_pretrained(str(root), **kwargs)
+    except (ImportError, MemoryError):
+        raise
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{str(root)!r} could not be loaded as a diffusers pipeline ({type(exc).__name__}: "
+            f"{exc}); is it a complete folder written by save_pretrained?"
+        ) from exc
     finally:
         diffusers.utils.logging.enable_progress_bar()
     pipe.set_progress_bar_config(disable=True)
