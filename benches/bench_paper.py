@@ -145,6 +145,26 @@ def format_fk(rows: list[dict], cfg: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def plot_fk(path: Path, rows: list[dict], cfg: dict[str, Any]) -> None:
+    """Table 1's three columns against NFE per particle at the middle particle count, ±1 s.e.
+    (the demo's plot, drawn from the benchmark's rows)."""
+    from glass_core.demo import write_plot
+    from glass_core.demo_config import DemoConfig
+
+    n = cfg["particles"][len(cfg["particles"]) // 2]
+    keys = ("flow", "bon_ode", "bon_sde", "bon_glass_04", "fk_sde", "fk_glass_04")
+    shown = [r for r in rows if r["method"] in keys and r["particles"] in (1, n)]
+    shown.sort(key=lambda r: keys.index(r["method"]))
+    look = DemoConfig(
+        particles=n,
+        groups=cfg["groups"],
+        nfe=min(cfg["budgets"]),
+        budgets=list(cfg["budgets"]),
+        target=TARGET,
+    )
+    write_plot(path, shown, look)
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables 3/4
 
@@ -333,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / f"paper{suffix}.json").write_text(
             json.dumps(results, indent=2) + "\n", encoding="utf-8"
         )
+        if "fk" in results:
+            plot_fk(args.out / f"paper_fk{suffix}.png", results["fk"], cfg)
 
 
 if __name__ == "__main__":

@@ -98,8 +98,9 @@ def format_table(rows: list[dict[str, Any]], cfg: DemoConfig) -> str:
         f"regression on the real digits that the steering never sees. Energy distance: to the "
         f"real digits of class {cfg.target} (0 = indistinguishable; jackknife s.e.). FK: "
         f"potential {cfg.potential}, lambda {cfg.lambda_:g}, resampling at the "
-        f"{cfg.glass_transitions} outer steps shared by SDE and GLASS; GLASS: rho {rho}, inner "
-        f"solver {FK_SOLVER}.\n"
+        f"{cfg.glass_transitions - 1} interior times of the {cfg.glass_transitions} outer steps "
+        f"shared by SDE and GLASS; GLASS: rho {rho}, inner solver {FK_SOLVER} (a measured NFE "
+        f"below the budget is the solver's cheaper last step).\n"
     )
     return head + body + note
 
@@ -176,7 +177,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]], cfg: DemoConfig) -> None:
                 yerr=[scale * r[metric]["se"] for r in pts],
                 marker="o",
                 capsize=3,
-                color=COLORS.get(key),
+                color=COLORS.get(key, f"C{i}"),
                 label=pts[0]["label"],
             )
         ax.set_xscale("log")
