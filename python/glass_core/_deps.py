@@ -3,7 +3,8 @@
 ``pip install glass-core`` brings numpy, torch and tqdm (the library on your own models); the
 extras add the rest (pyproject.toml's ``[project.optional-dependencies]`` lists the same names):
 
-* ``demo``: the embedded model and ``glass-core demo`` (diffusers, safetensors, matplotlib);
+* ``demo``: the embedded model and ``glass-core demo`` (diffusers, safetensors, matplotlib,
+  scikit-learn for the real digits the demo scores against);
 * ``diffusers``: steering diffusers pipelines and the reward adapters (``glass-core steer``);
 * ``test``: the test suite.
 """
@@ -27,6 +28,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "safetensors": "demo",
     "matplotlib": "demo",
     "PIL": "demo",
+    "sklearn": "demo",
     "transformers": "diffusers",
     "tokenizers": "diffusers",
     "accelerate": "diffusers",
@@ -35,7 +37,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
 
 #: what each command needs at least (checked before any work starts), and the extra to name
 NEEDS: dict[str, tuple[str, ...]] = {
-    "demo": ("diffusers", "safetensors", "matplotlib", "PIL"),
+    "demo": ("diffusers", "safetensors", "matplotlib", "PIL", "sklearn"),
     "steer": ("diffusers", "safetensors", "PIL"),
 }
 EXTRA_OF_USE = {"demo": "demo", "steer": "diffusers"}
