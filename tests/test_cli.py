@@ -230,6 +230,15 @@ def test_error_paths_exit_2(
     assert "Traceback" not in err
 
 
+def test_size_beyond_memory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before anything is allocated (it used to abort with exit 134)."""
+    argv = ["steer", "--pipeline", "default", "--reward", "digits", "--transitions", str(10**11)]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "glass-core: error: InvalidInputError: num_steps = 100000000000 is too large" in err
+    assert "Traceback" not in err
+
+
 def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--potential", "median"]) == 2
     assert "invalid choice" in capsys.readouterr().err
