@@ -1,0 +1,129 @@
+"""GLASS inner solvers: convergence order in K, the singular end s = 1, exactness against the
+closed-form mixture kernel, and the small-NFE accuracy that motivates "multistep"."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from align_fixtures import gmm
+from glass_core.schedules import VP, Cosine, RectifiedFlow
+from glass_core.transitions import Glass
+from glass_core.transitions.glass import multistep_grid
+from test_sample_stats import assert_moments
+
+F64 = torch.float64
+SCHEDULES = {
+    "rf": RectifiedFlow,
+    "cosine": Cosine,
+    "vp": lambda: VP.from_betas(0.00085, 0.012, 1000, "scaled_linear"),
+}
+# (rho, t'): interior with rho = ddpm, 0, -0.5; the singular ends t' = 1 and rho = 1
+ORDER_CASES = [("ddpm", 0.8), (0.0, 0.8), (-0.5, 0.8), (0.4, 1.0), (1.0, 0.8)]
+
+
+def observed_order(solver: str, sched: str, rho, t_next: float) -> float:
+    """log2 of successive pathwise differences y_K - y_2K (same inner noise) at K = 32, 64, 128:
+    about p for a method of order p (the inner flow is deterministic given its noise)."""
+    model = gmm(SCHEDULES[sched]())
+    x = model.sample_marginal(200, 0.4, torch.Generator().manual_seed(1))
+    out = [
+        Glass(rho, k, solver)(model, x, 0.4, t_next, torch.Generator().manual_seed(2))
+        for k in (32, 64, 128, 256)
+    ]
+    diff = [float((out[i] - out[i + 1]).abs().mean()) for i in range(3)]
+    return math.log2(diff[1] / diff[2])
+
+
+@pytest.mark.parametrize("sched", list(SCHEDULES))
+@pytest.mark.parametrize("rho,t_next", ORDER_CASES)
+def test_convergence_order_in_inner_steps(sched, rho, t_next):
+    """Euler is first order; midpoint, heun and multistep are second order, also when the inner
+    path is singular at s = 1 (t' = 1 or rho = 1), where heun and multistep never evaluate s = 1."""
+    assert 0.7 < observed_order("euler", sched, rho, t_next) < 1.5
+    for solver in ("midpoint", "heun", "multistep"):
+        p = observed_order(solver, sched, rho, t_next)
+        assert p > 1.6, f"{solver}: observed order {p:.2f}"
+
+
+@pytest.mark.parametrize("solver", ["multistep", "heun"])
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_singular_end_is_finite_and_continuous(solver, k):
+    """At t' = 1 and |rho| = 1 the last step needs no division by s_1 = 0; the output is finite
+    and a rho just below 1 (a tiny sbar, treated as singular below 1e-4) gives nearly the same."""
+    model = gmm(Cosine())
+    x = model.sample_marginal(64, 0.3, torch.Generator().manual_seed(3))
+    for rho, t_next in ((0.4, 1.0), (1.0, 0.7), (-1.0, 0.7), ("ddpm", 1.0)):
+        out = Glass(rho, k, solver)(model, x, 0.3, t_next, torch.Generator().manual_seed(4))
+        assert torch.isfinite(out).all()
+    one = Glass(1.0, k, solver)(model, x, 0.3, 0.7, torch.Generator().manual_seed(4))
+    near = Glass(1.0 - 1e-12, k, solver)(model, x, 0.3, 0.7, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(near, one, rtol=1e-4, atol=1e-4)
+
+
+def test_multistep_grid_is_uniform_in_the_saturated_log_snr():
+    """a_s/s_s at the step starts is r_j = c u_j/(1-u_j), u uniform, c = sqrt(SNR_t + 1)."""
+    snr, abar, sbar, sig0 = 2.25, 0.7, 0.3, 1.0
+    s = multistep_grid(6, snr, abar, sbar, sig0)
+    r = s * abar / ((1 - s) * sig0 + s * sbar)
+    c = math.sqrt(snr + 1)
+    u = r / (r + c)
+    u_end = (abar / sbar) / (abar / sbar + c)
+    np.testing.assert_allclose(u, np.arange(6) / 6 * u_end, atol=1e-14)
+    assert s[0] == 0 and np.all(np.diff(s) > 0) and s[-1] < 1
+    s1 = multistep_grid(4, 0.0, 1.0, 0.0, 1.0)  # t = 0 to t' = 1: uniform s
+    np.testing.assert_allclose(s1, np.arange(4) / 4, atol=1e-14)
+
+
+KERNEL_CASES = [
+    ("rf", 0.3, 0.7, "ddpm"),
+    ("rf", 0.55, 0.8, 0.4),
+    ("cosine", 0.3, 0.6, 0.0),
+    ("cosine", 0.4, 0.6, -0.5),
+    ("vp", 0.3, 0.7, 0.4),
+    ("rf", 0.4, 0.7, 1.0),
+    ("rf", 0.2, 1.0, "ddpm"),
+    ("cosine", 0.5, 1.0, 0.4),
+]
+
+
+@pytest.mark.parametrize("sname,t,t_next,rho", KERNEL_CASES)
+def test_multistep_matches_exact_kernel(sname, t, t_next, rho):
+    """Mean and covariance of 1e5 samples (K = 64) within 5 standard errors of the exact kernel.
+    Power: at N = 1e5 a 4% variance error or a 0.03 shift is > 5 standard errors
+    (test_sample_stats); Euler at K = 64 misses by ~2% (1/K) and is not what is tested here."""
+    model = gmm(SCHEDULES[sname]())
+    g = torch.Generator().manual_seed(6)
+    x0 = model.sample_marginal(1, t, g)
+    x = x0.expand(100_000, 2)
+    out = Glass(rho, 64, "multistep")(model, x, t, t_next, g)
+    mu, cov = model.transition_moments(x0, t, t_next, rho)
+    assert_moments(out, mu[0], cov[0], what=f"{sname} {t}->{t_next} rho={rho}")
+
+
+def relative_moment_error(x, mean, cov) -> float:
+    m, c = x.mean(0), torch.cov(x.T)
+    return max(float((m - mean).norm() / cov.trace().sqrt()), float((c - cov).norm() / cov.norm()))
+
+
+@pytest.mark.parametrize(
+    "sname,t,t_next,rho",
+    [("rf", 0.15, 1.0, "ddpm"), ("rf", 0.8, 0.95, "ddpm"), ("cosine", 0.8, 0.95, 0.4)],
+)
+def test_multistep_beats_euler_at_4_nfe(sname, t, t_next, rho):
+    """At 4 NFE per transition multistep's relative moment error is at most half of Euler's
+    (measured ~0.05-0.1 vs 0.27-0.63; the estimate's sampling error at N = 4e4 is < 0.02)."""
+    model = gmm(SCHEDULES[sname]())
+    g = torch.Generator().manual_seed(8)
+    x0 = model.sample_marginal(1, t, g)
+    x = x0.expand(40_000, 2)
+    mu, cov = model.transition_moments(x0, t, t_next, rho)
+    err = {
+        s: relative_moment_error(
+            Glass(rho, 4, s)(model, x, t, t_next, torch.Generator().manual_seed(9)), mu[0], cov[0]
+        )
+        for s in ("euler", "multistep")
+    }
+    assert err["multistep"] <= 0.5 * err["euler"], err
