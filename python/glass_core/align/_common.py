@@ -151,9 +151,16 @@ def initial_noise(
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise fail("dtype", f"must be a floating-point torch.dtype or None, got {dtype!r}")
     try:
-        empty = torch.empty((batch, *shape), dtype=dtype or torch.float32, device=device)
+        torch.empty(0, device=device)
     except (RuntimeError, TypeError, AssertionError) as e:
         raise fail("device", f"is not a usable torch device: {device!r} ({e})") from None
+    try:
+        empty = torch.empty((batch, *shape), dtype=dtype or torch.float32, device=device)
+    except RuntimeError as e:  # torch's allocators raise (CPU and CUDA out of memory)
+        raise InvalidInputError(
+            f"the particles [{batch}, *shape={list(shape)}] (num_groups x num_particles rows) "
+            f"do not fit in memory on {device or 'cpu'}: {str(e).splitlines()[0][:200]}"
+        ) from None
     return randn_like(empty, generator)
 
 
