@@ -16,6 +16,18 @@ pub trait Interrupt: Sync {
     fn check(&self) -> Result<()>;
 }
 
+/// Buffers at least this large (64 MiB) are freed on a helper thread.
+const RELEASE_IN_BACKGROUND: usize = 64 << 20;
+
+/// Free `v`; a large buffer on a short-lived helper thread, so that returning (in particular
+/// after an interruption) does not wait while the kernel unmaps hundreds of megabytes.
+pub fn release<T: Send + 'static>(v: Vec<T>) {
+    if v.capacity() * std::mem::size_of::<T>() >= RELEASE_IN_BACKGROUND {
+        // if no thread can be spawned, the buffer is freed here when the closure is dropped
+        let _ = std::thread::Builder::new().spawn(move || drop(v));
+    }
+}
+
 /// Never interrupts.
 pub struct Never;
 

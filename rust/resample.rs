@@ -724,7 +724,7 @@ pub fn resample_log_weights(
         bytes_of(&[(bu * mu, 8), (mu, 8), (nu, 8)]),
     )?;
     let mut out = vec![0i64; b * num_samples];
-    with_thread_buffer(&UNIFORMS, |scratch| {
+    let done = with_thread_buffer(&UNIFORMS, |scratch| {
         crate::weights::with_scratch(n, |w| {
             let rows = rngs.iter_mut().zip(out.chunks_exact_mut(num_samples));
             for (r, (rng, o)) in rows.enumerate() {
@@ -734,8 +734,14 @@ pub fn resample_log_weights(
             }
             Ok(())
         })
-    })?;
-    Ok(out)
+    });
+    match done {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            crate::interrupt::release(out);
+            Err(e)
+        }
+    }
 }
 
 /// Offspring counts of each particle.

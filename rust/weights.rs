@@ -217,7 +217,7 @@ pub fn with_thread_buffer<R>(
             v.clear();
             let r = f(&mut v);
             if v.capacity() > SCRATCH_KEEP {
-                *v = Vec::new();
+                crate::interrupt::release(std::mem::take(&mut *v));
             }
             r
         }
