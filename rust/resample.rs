@@ -271,28 +271,81 @@ fn block_chunk<const G: usize>(
     })
 }
 
-/// Sums of G consecutive blocks (blocks `first..first + G` of length `block`, clipped to `ws`),
-/// each added in order, the G chains interleaved.
+/// Where the grouped merge reads the weights of particles [lo, lo + len): a stored slice, or
+/// exp(lw - m) recomputed per chunk into a small buffer (no N-sized scratch for huge calls; the
+/// same polynomial, so the same bits).
+trait Weights: Sync {
+    fn len(&self) -> usize;
+    fn prepare(&self, lo: usize, len: usize, buf: &mut Vec<f64>);
+    fn slice<'a>(&'a self, lo: usize, len: usize, buf: &'a [f64]) -> &'a [f64];
+}
+
+impl Weights for [f64] {
+    fn len(&self) -> usize {
+        <[f64]>::len(self)
+    }
+    fn prepare(&self, _: usize, _: usize, _: &mut Vec<f64>) {}
+    fn slice<'a>(&'a self, lo: usize, len: usize, _: &'a [f64]) -> &'a [f64] {
+        &self[lo..lo + len]
+    }
+}
+
+/// exp(lw[i] - m) on demand.
+struct LazyExp<'a> {
+    lw: &'a [f64],
+    m: f64,
+}
+
+impl Weights for LazyExp<'_> {
+    fn len(&self) -> usize {
+        self.lw.len()
+    }
+    fn prepare(&self, lo: usize, len: usize, buf: &mut Vec<f64>) {
+        buf.resize(len, 0.0);
+        crate::weights::exp_shifted_chunk(&self.lw[lo..lo + len], self.m, buf);
+    }
+    fn slice<'a>(&'a self, _: usize, len: usize, buf: &'a [f64]) -> &'a [f64] {
+        &buf[..len]
+    }
+}
+
+/// The chunk [j0, j1) of each of the G blocks as slices (`bufs` hold recomputed weights).
+fn chunk_slices<'a, const G: usize>(
+    src: &'a (impl Weights + ?Sized),
+    span: &[(usize, usize); G],
+    bufs: &'a mut [Vec<f64>; G],
+) -> [&'a [f64]; G] {
+    for (buf, s) in bufs.iter_mut().zip(span) {
+        src.prepare(s.0, s.1, buf);
+    }
+    let bufs: &'a [Vec<f64>; G] = bufs;
+    std::array::from_fn(|k| src.slice(span[k].0, span[k].1, &bufs[k]))
+}
+
+/// Sums of G consecutive blocks (blocks `first..first + G` of length `block`, clipped to the
+/// weights), each added in order, the G chains interleaved.
 fn block_sums<const G: usize>(
-    ws: &[f64],
+    src: &(impl Weights + ?Sized),
     block: usize,
     first: usize,
     intr: &dyn Interrupt,
 ) -> Result<[f64; G]> {
     let step = CHUNK / G;
     let mut part = [0.0f64; G];
+    let mut bufs: [Vec<f64>; G] = std::array::from_fn(|_| Vec::new());
     for j0 in (0..block).step_by(step) {
-        let span = block_chunk::<G>(ws.len(), block, first, j0, (j0 + step).min(block));
-        let common = span.iter().map(|s| s.1).min().unwrap_or(0);
+        let span = block_chunk::<G>(src.len(), block, first, j0, (j0 + step).min(block));
+        let sl = chunk_slices(src, &span, &mut bufs);
+        let common = sl.iter().map(|s| s.len()).min().unwrap_or(0);
         let mut p = part; // a local copy stays in registers
         for j in 0..common {
-            for (pk, s) in p.iter_mut().zip(&span) {
-                *pk += ws[s.0 + j];
+            for (pk, s) in p.iter_mut().zip(&sl) {
+                *pk += s[j];
             }
         }
         // the tail of a shorter block, still in order
-        for (pk, s) in p.iter_mut().zip(&span) {
-            for &x in &ws[s.0 + common..s.0 + s.1] {
+        for (pk, s) in p.iter_mut().zip(&sl) {
+            for &x in &s[common..] {
                 *pk += x;
             }
         }
@@ -306,7 +359,7 @@ fn block_sums<const G: usize>(
 /// [base, base + out.len()): the positions these blocks own (see `scatter_merge`).
 #[allow(clippy::too_many_arguments)]
 fn merge_blocks<const G: usize>(
-    ws: &[f64],
+    src: &(impl Weights + ?Sized),
     block: usize,
     first: usize,
     offs: &[f64; LANES],
@@ -333,19 +386,21 @@ fn merge_blocks<const G: usize>(
         }
     };
     let mut local = [0.0f64; G];
+    let mut bufs: [Vec<f64>; G] = std::array::from_fn(|_| Vec::new());
     for j0 in (0..block).step_by(step) {
-        let span = block_chunk::<G>(ws.len(), block, first, j0, (j0 + step).min(block));
-        let common = span.iter().map(|s| s.1).min().unwrap_or(0);
+        let span = block_chunk::<G>(src.len(), block, first, j0, (j0 + step).min(block));
+        let sl = chunk_slices(src, &span, &mut bufs);
+        let common = sl.iter().map(|s| s.len()).min().unwrap_or(0);
         let mut l = local;
         for j in 0..common {
-            for ((lk, s), &o) in l.iter_mut().zip(&span).zip(&offs) {
+            for (((lk, s), w), &o) in l.iter_mut().zip(&span).zip(&sl).zip(&offs) {
                 put(o + *lk, s.0 + j);
-                *lk += ws[s.0 + j];
+                *lk += w[j];
             }
         }
-        for ((lk, s), &o) in l.iter_mut().zip(&span).zip(&offs) {
-            for (i, &x) in ws.iter().enumerate().take(s.0 + s.1).skip(s.0 + common) {
-                put(o + *lk, i);
+        for (((lk, s), w), &o) in l.iter_mut().zip(&span).zip(&sl).zip(&offs) {
+            for (j, &x) in w.iter().enumerate().skip(common) {
+                put(o + *lk, s.0 + j);
                 *lk += x;
             }
         }
@@ -394,8 +449,22 @@ fn scatter_merge(
 ) -> Result<()> {
     match threads {
         0 | 1 => scatter_merge_one_thread(w, last, out, &count_below, intr),
-        2 | 3 => scatter_groups::<2>(w, last, out, &count_below, intr),
-        _ => scatter_groups::<1>(w, last, out, &count_below, intr),
+        _ => scatter_on(&w[..=last], out, &count_below, threads, intr),
+    }
+}
+
+/// The grouped merge on 1, 2 or 4 threads.
+fn scatter_on(
+    ws: &(impl Weights + ?Sized),
+    out: &mut [i64],
+    count_below: &(impl Fn(f64) -> usize + Sync),
+    threads: usize,
+    intr: &dyn Interrupt,
+) -> Result<()> {
+    match threads {
+        0 | 1 => scatter_groups::<LANES>(ws, out, count_below, intr),
+        2 | 3 => scatter_groups::<2>(ws, out, count_below, intr),
+        _ => scatter_groups::<1>(ws, out, count_below, intr),
     }
 }
 
@@ -465,16 +534,15 @@ fn scatter_merge_one_thread(
     Ok(())
 }
 
-/// `scatter_merge` with the LANES blocks in LANES / G (> 1) groups of G, one thread per group.
+/// `scatter_merge` over the weights `ws` (up to the last positive one) with the LANES blocks in
+/// LANES / G groups of G, one thread per group.
 fn scatter_groups<const G: usize>(
-    w: &[f64],
-    last: usize,
+    ws: &(impl Weights + ?Sized),
     out: &mut [i64],
     count_below: &(impl Fn(f64) -> usize + Sync),
     intr: &dyn Interrupt,
 ) -> Result<()> {
     let m = out.len();
-    let ws = &w[..=last];
     let block = ws.len().div_ceil(LANES);
     let groups: Vec<usize> = (0..LANES / G).collect();
     let parts = on_threads(groups.clone(), intr, |_, g, intr| {
@@ -516,6 +584,22 @@ fn floor_frac(a: f64) -> (usize, f64) {
 }
 
 /// Systematic: targets (k + u) total / M; count below a is ceil(a - u) clamped to [0, M].
+fn systematic_count(u: f64, m: usize) -> impl Fn(f64) -> usize + Sync {
+    let mf = m as f64;
+    move |a| {
+        let x = a - u;
+        let x = if x < 0.0 {
+            0.0
+        } else if x > mf {
+            mf
+        } else {
+            x
+        };
+        let (fl, fr) = floor_frac(x);
+        fl + usize::from(fr > 0.0)
+    }
+}
+
 fn systematic_scatter(
     w: &[f64],
     last: usize,
@@ -524,26 +608,8 @@ fn systematic_scatter(
     threads: usize,
     intr: &dyn Interrupt,
 ) -> Result<()> {
-    let mf = out.len() as f64;
-    scatter_merge(
-        w,
-        last,
-        out,
-        |a| {
-            let x = a - u;
-            let x = if x < 0.0 {
-                0.0
-            } else if x > mf {
-                mf
-            } else {
-                x
-            };
-            let (fl, fr) = floor_frac(x);
-            fl + usize::from(fr > 0.0)
-        },
-        threads,
-        intr,
-    )
+    let count = systematic_count(u, out.len());
+    scatter_merge(w, last, out, count, threads, intr)
 }
 
 /// Stratified: targets (k + U_k) total / M; count below a is floor(a) + [U_floor(a) < frac(a)].
@@ -724,6 +790,33 @@ pub fn resample_log_weights(
         bytes_of(&[(bu * mu, 8), (mu, 8), (nu, 8)]),
     )?;
     let mut out = vec![0i64; b * num_samples];
+    if scheme == Scheme::Systematic && n > crate::weights::SCRATCH_KEEP {
+        // huge rows: the merge recomputes the exponentials per chunk instead of storing them
+        // (peak memory = input + output), the same bits as the stored path
+        let rows = rngs.iter_mut().zip(out.chunks_exact_mut(num_samples));
+        let mut done = Ok(());
+        for (r, (rng, o)) in rows.enumerate() {
+            let (row, m) = (&lw[r * n..(r + 1) * n], maxes[r]);
+            let flush = crate::weights::EXP_FLUSH;
+            let last = row.iter().rposition(|&x| x - m >= flush).unwrap_or(n - 1);
+            let count = systematic_count(uniform(rng), num_samples);
+            let src = LazyExp {
+                lw: &row[..=last],
+                m,
+            };
+            done = scatter_on(&src, o, &count, default_threads(n), intr);
+            if done.is_err() {
+                break;
+            }
+        }
+        return match done {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                crate::interrupt::release(out);
+                Err(e)
+            }
+        };
+    }
     let done = with_thread_buffer(&UNIFORMS, |scratch| {
         crate::weights::with_scratch(n, |w| {
             let rows = rngs.iter_mut().zip(out.chunks_exact_mut(num_samples));
@@ -1023,6 +1116,41 @@ mod tests {
             .unwrap();
             assert_eq!(default, out, "{scheme:?}");
             assert!(out.iter().all(|&i| lw[i as usize] > f64::NEG_INFINITY));
+        }
+    }
+
+    #[test]
+    fn huge_systematic_without_scratch_matches_stored_weights() {
+        // above SCRATCH_KEEP systematic recomputes exp per chunk; compare with the stored path
+        let n = crate::weights::SCRATCH_KEEP + 4_321;
+        let lw: Vec<f64> = hazardous_weights(n, 11)
+            .iter()
+            .map(|&x| if x > 0.0 { x.ln() } else { f64::NEG_INFINITY })
+            .collect();
+        for m in [n, 1000] {
+            let lazy =
+                resample_log_weights(&lw, 1, n, m, Scheme::Systematic, &Seeds::Single(8), &Never)
+                    .unwrap();
+            let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let mut w = vec![0.0; n];
+            let (total, _) = crate::weights::exp_shifted(&lw, mx, &mut w, &Never).unwrap();
+            for threads in [1, 2, 4] {
+                let mut out = vec![0i64; m];
+                let mut rng = row_rng(8, 0);
+                resample_weights_on(
+                    &w,
+                    total,
+                    Scheme::Systematic,
+                    &mut rng,
+                    &mut out,
+                    &mut Vec::new(),
+                    threads,
+                    &Never,
+                )
+                .unwrap();
+                assert_eq!(lazy, out, "m={m} threads={threads}");
+            }
+            assert!(lazy.iter().all(|&i| lw[i as usize] > f64::NEG_INFINITY));
         }
     }
 

@@ -85,6 +85,9 @@ pub fn check_row(lw: &[f64], name: &str, row: Option<usize>, intr: &dyn Interrup
     Ok(m)
 }
 
+/// Below this, `exp_poly_fma` returns exactly 0 (and above it a positive normal number).
+pub(crate) const EXP_FLUSH: f64 = -708.0;
+
 /// exp(x) for x <= 0 (including -inf -> 0) by Cody-Waite reduction x = k ln2 + r,
 /// |r| <= ln2/2, a degree-12 Taylor polynomial (truncation < 2e-16 relative) and scaling by 2^k
 /// through the exponent bits. Results below e^-708 (~3e-308) flush to 0: it is only applied to
@@ -96,7 +99,7 @@ fn exp_poly_fma(x: f64) -> f64 {
     const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000); // fdlibm ln2_hi
     const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76); // fdlibm ln2_lo
     const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
-    let tiny = x < -708.0;
+    let tiny = x < EXP_FLUSH;
     let xc = if tiny { -708.0 } else { x };
     let t = xc.mul_add(LOG2E, MAGIC);
     let kf = t - MAGIC;
@@ -135,7 +138,7 @@ fn exp_shifted_avx2(lw: &[f64], m: f64, out: &mut [f64]) {
     }
 }
 
-fn exp_shifted_chunk(lw: &[f64], m: f64, out: &mut [f64]) {
+pub(crate) fn exp_shifted_chunk(lw: &[f64], m: f64, out: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
