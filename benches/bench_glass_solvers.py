@@ -90,7 +90,7 @@ def methods(n: int, t_next: float, rho):
     return out
 
 
-def run_mixture(points: int, samples: int, cells: list) -> list[dict]:
+def run_mixture(points: int, samples: int, cells: list, budgets: list[int]) -> list[dict]:
     rows = []
     for sname, t, t_next, rho in cells:
         model = gmm(RectifiedFlow() if sname == "rf" else Cosine())
@@ -121,7 +121,7 @@ def run_mixture(points: int, samples: int, cells: list) -> list[dict]:
                 ),
             }
         )
-        for n in NFES:
+        for n in budgets:
             for name, tr in methods(n, t_next, rho):
                 rel, ed = [], []
                 for p, (x, mu, cov, ex) in enumerate(exact):
@@ -206,7 +206,8 @@ def run_digits(seeds: int, batch: int, nfes: list[int], skip: str) -> list[dict]
             vals, used = [], 0
             for seed in range(seeds):
                 g = torch.Generator().manual_seed(1000 + seed)
-                res = sample(model, tr, grid, shape=(batch, 1, 8, 8), generator=g)
+                with torch.no_grad():
+                    res = sample(model, tr, grid, shape=(batch, 1, 8, 8), generator=g)
                 used = res.nfe
                 vals.append(energy_u(res.samples.reshape(batch, -1).float(), flat_real))
             rows.append(
@@ -286,6 +287,7 @@ def main() -> None:
     ap.add_argument("--nfes", default="10,20,50", help="digits NFE budgets")
     ap.add_argument("--skip", default="", help="digits: skip configs whose name contains this")
     ap.add_argument("--cells", default="", help="mixture: comma-separated cell indices")
+    ap.add_argument("--budgets", default="2,4,8,16", help="mixture: NFE per transition")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +295,12 @@ def main() -> None:
     res: dict = {"machine": platform.platform(), "torch": torch.__version__, "args": vars(args)}
     if args.part in ("all", "mixture"):
         cells = [CELLS[int(i)] for i in args.cells.split(",")] if args.cells else CELLS
-        res["mixture"] = run_mixture(args.points, args.samples, cells[:4] if args.quick else cells)
+        res["mixture"] = run_mixture(
+            args.points,
+            args.samples,
+            cells[:4] if args.quick else cells,
+            [int(n) for n in args.budgets.split(",")],
+        )
         (out / "glass_solvers_mixture.json").write_text(json.dumps(res, indent=1))
     if args.part in ("all", "digits"):
         nfes = [int(n) for n in args.nfes.split(",")]
