@@ -152,9 +152,21 @@ def plot_fk(path: Path, rows: list[dict], cfg: dict[str, Any]) -> None:
     from glass_core.demo_config import DemoConfig
 
     n = cfg["particles"][len(cfg["particles"]) // 2]
-    keys = ("flow", "bon_ode", "bon_sde", "bon_glass_04", "fk_sde", "fk_glass_04")
-    shown = [r for r in rows if r["method"] in keys and r["particles"] in (1, n)]
-    shown.sort(key=lambda r: keys.index(r["method"]))
+    # bench key -> the demo's key for the same method (so both plots colour it alike)
+    keys = {
+        "flow": "sample_ode",
+        "bon_ode": "best_of_n_ode",
+        "bon_sde": "best_of_n_sde",
+        "bon_glass_04": "best_of_n_glass",
+        "fk_sde": "fk_sde",
+        "fk_glass_04": "fk_glass",
+    }
+    shown = [
+        {**r, "method": keys[r["method"]]}
+        for r in rows
+        if r["method"] in keys and r["particles"] in (1, n)
+    ]
+    shown.sort(key=lambda r: list(keys.values()).index(r["method"]))
     look = DemoConfig(
         particles=n,
         groups=cfg["groups"],
