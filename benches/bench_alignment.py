@@ -1,4 +1,4 @@
-"""Alignment benchmark on the exact tilted Gaussian-mixture target (issue 4).
+"""Alignment benchmark on the exact tilted Gaussian-mixture target.
 
 Compares, at equal total NFE (particles x NFE per particle), best-of-N with ODE samples, FK
 steering with SDE transitions, FK steering with GLASS transitions, FK-GLASS with reward guidance
@@ -90,9 +90,9 @@ def run_method(name: str, n: int, reps: int, seed: int):
     )
     if name == "BoN-ODE":
         common["time_grid"] = FINE_GRID
-        res = best_of_n(model, REWARD, transition=ODE(), n=n, **common)
+        res = best_of_n(model, REWARD, transition=ODE(), num_particles=n, **common)
         log_z = torch.logsumexp(LAMBDA * res.rewards, 1) - math.log(n)
-        return res.best, log_z.numpy(), res.nfe
+        return res.best(), log_z.numpy(), res.nfe
     if name == "guidance-ODE":
         common["time_grid"] = FINE_GRID
         res = reward_guidance(
@@ -101,7 +101,7 @@ def run_method(name: str, n: int, reps: int, seed: int):
             transition=ODE(),
             scale=LAMBDA,
             window=GUIDE_WINDOW,
-            num_samples=1,
+            num_particles=1,
             **common,
         )
         return res.samples[:, 0], None, res.nfe
@@ -279,7 +279,7 @@ def write_markdown(
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads (shared 2-core box).",
         "",
-        f"Model: 3-component GMM in 2-D (GLASS_MATH §9). Reward: quadratic "
+        f"Model: 3-component GMM in 2-D (docs/math.md §7). Reward: quadratic "
         f"r(z) = -|z - (1, -1)|^2 / 2, lambda = {LAMBDA}. Target p(z) exp(lambda r(z)) / Z, "
         f"log Z = {exact['log_z']:.4f}, component weights "
         f"{[round(float(w), 4) for w in tilted_w]}.",

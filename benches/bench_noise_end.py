@@ -1,6 +1,6 @@
 """Final-moment errors of every sampler started at t = 0 (pure noise), per schedule and model kind.
 
-Data: the 3-component mixture of GLASS_MATH §9 (exact mean and covariance known). For rectified
+Data: the 3-component mixture of docs/math.md §7 (exact mean and covariance known). For rectified
 flow, cosine and SD's scaled-linear VP table (``VP.from_betas(0.00085, 0.012, 1000,
 "scaled_linear")``), with the exact x1 denoiser and the same denoiser wrapped as an epsilon model
 (``from_callable(prediction="epsilon")``), draw N samples from N(0, I) at t = 0 and run each sampler

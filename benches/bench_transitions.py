@@ -1,4 +1,4 @@
-"""Transition benchmark on the exact Gaussian mixture (issue 3): the paper's efficiency claim.
+"""Transition benchmark on the exact Gaussian mixture: the paper's efficiency claim.
 
 For a GMM in d = 2 and d = 16 and three fixed transitions (intermediate t = 0.4 -> 0.6, posterior
 sampling t = 0.4 -> 1 and t = 0.15 -> 1), draw P start points x_t ~ p_t and from each take S
@@ -12,7 +12,7 @@ samples of the kernel for its rho, averaged over the P start points. The noise f
 estimator on two independent exact draws (mean and std over 3 repeats). Each cell also gives the
 NFE actually spent.
 
-Targets (issue 3): at 4 NFE the best GLASS error <= 0.2x the SDE's for t' = 1 and <= 0.5x for the
+Targets: at 4 NFE the best GLASS error <= 0.2x the SDE's for t' = 1 and <= 0.5x for the
 intermediate transition; at 16 NFE GLASS with Heun reaches the noise floor (<= floor mean + 3 std).
 
 Usage: python benches/bench_transitions.py [--samples 4000] [--out docs/benchmarks] [--quick]
@@ -40,7 +40,7 @@ TRANSITIONS = (
 
 
 def gmm(dim: int) -> GaussianMixture:
-    """d=2: the 3-component mixture of GLASS_MATH §9; d=16: 4 random components (seed 16)."""
+    """d=2: the 3-component mixture of docs/math.md §7; d=16: 4 random components (seed 16)."""
     if dim == 2:
         means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=F64)
         return GaussianMixture(

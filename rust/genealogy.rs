@@ -27,6 +27,19 @@ pub struct StepOutput {
     pub ess: Vec<f64>,
 }
 
+impl StepOutput {
+    /// [B*N] ancestors in the flat batch, b*N + a (for a gather over B*N rows), for `n`
+    /// particles per group.
+    pub fn flat_ancestors(&self, n: usize) -> Vec<i64> {
+        let mut flat = Vec::with_capacity(self.ancestors.len());
+        for (r, row) in self.ancestors.chunks_exact(n.max(1)).enumerate() {
+            let base = (r * n) as i64;
+            flat.extend(row.iter().map(|&a| base + a));
+        }
+        flat
+    }
+}
+
 /// The SMC state (see the module docs).
 #[derive(Debug, Clone)]
 pub struct SmcState {
@@ -327,6 +340,16 @@ fn check_potentials(g: &[f64], b: usize, n: usize) -> Result<()> {
 mod tests {
     use super::*;
     use crate::interrupt::Never as NoInterrupt;
+
+    #[test]
+    fn flat_ancestors_offset_each_group_by_its_first_row() {
+        let out = StepOutput {
+            ancestors: vec![1, 1, 0, 2, 2, 2],
+            resampled: vec![true, true],
+            ess: vec![1.0, 1.0],
+        };
+        assert_eq!(out.flat_ancestors(3), vec![1, 1, 0, 5, 5, 5]);
+    }
 
     fn state(b: usize, n: usize, th: Option<f64>) -> SmcState {
         SmcState::new(b, n, Scheme::Systematic, th, &Seeds::Single(1), true).unwrap()

@@ -1,4 +1,4 @@
-//! GLASS transition coefficients (GLASS_MATH §2-§3): the scalars of the z-conditional kernel and,
+//! GLASS transition coefficients (docs/math.md §3): the scalars of the z-conditional kernel and,
 //! for each inner time s, the inner CondOT path, the inner-velocity weights and the sufficient
 //! statistic / effective time used to query the pretrained denoiser.
 
@@ -33,7 +33,7 @@ pub struct GlassCoefficients {
     pub c_y: Vec<f64>,
 }
 
-/// Compute the GLASS coefficient table (see the contract / GLASS_MATH §3.3 closed form).
+/// Compute the GLASS coefficient table (see the contract / docs/math.md §3.2 closed form).
 ///
 /// Conventions at the edges: at s = 0, lam = SNR(t), t* = t, alpha* = alpha_t, c_x = 1/alpha_t
 /// (so alpha* c_x = 1), c_y = 0; when additionally t = 0 (alpha_t = 0), c_x = c_y = 0 (the model
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn k1_rectified_flow_is_outer_flow() {
-        // t = 0, t' = 1, RF, sigma0 = 1: t* = s and alpha* S = xbar_s (GLASS_MATH §3.3 check)
+        // t = 0, t' = 1, RF, sigma0 = 1: t* = s and alpha* S = xbar_s (docs/math.md §3.2 check)
         let s: Vec<f64> = (0..10).map(|i| i as f64 / 10.0).collect();
         let c = glass_coefficients(&Schedule::RectifiedFlow, 0.0, 1.0, 0.3, &s, 1.0).unwrap();
         assert_eq!(c.gamma, 0.0);

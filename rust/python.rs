@@ -2,8 +2,9 @@
 //!
 //! Inputs: numpy float64 arrays are read in place (C-contiguous: zero copy); float32 and
 //! non-contiguous numpy arrays are converted with one copy; anything else (torch tensors on any
-//! device/dtype, lists, other dtypes) goes through `glass_core._arrays.to_float64`, which moves to
-//! CPU / casts / copies as documented there. Outputs are numpy arrays (int64 indices, float64).
+//! device/dtype, lists, other dtypes) is converted by `to_numpy` through the object's own methods
+//! and numpy.asarray (moves to CPU / casts / copies as documented there). The module imports no
+//! glass_core module: it is the leaf of the package's import graph. Outputs are numpy arrays (int64 indices, float64).
 //! No Rust panic crosses the boundary: all failures are Python exceptions naming the argument.
 
 use crate::error::GlassError as RsError;
@@ -15,12 +16,13 @@ use crate::schedule::{self, Schedule, VpTable};
 use crate::weights;
 use numpy::ndarray::{Array2, Array3, ArrayD, IxDyn};
 use numpy::{
-    PyArray1, PyArray2, PyArray3, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyArray1, PyArray2, PyArray3, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray,
     PyUntypedArrayMethods,
 };
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType,
 };
@@ -38,28 +40,26 @@ create_exception!(
 /// Work over at least this many float64 entries releases the GIL.
 const DETACH_THRESHOLD: usize = 1 << 15;
 
-fn error_type<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
-    Ok(py
-        .import("glass_core._core")?
-        .getattr(name)?
-        .cast_into::<PyType>()?)
-}
+/// The exception types made at module init (they derive from both GlassError and ValueError),
+/// cached so raising one never looks anything up.
+static INVALID_INPUT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static DEGENERATE_WEIGHTS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-fn py_err_named(py: Python<'_>, name: &str, msg: String) -> PyErr {
-    match error_type(py, name) {
-        Ok(t) => PyErr::from_type(t, msg),
-        Err(_) => PyValueError::new_err(msg),
+fn py_err_cached(py: Python<'_>, cell: &PyOnceLock<Py<PyType>>, msg: String) -> PyErr {
+    match cell.get(py) {
+        Some(t) => PyErr::from_type(t.bind(py).clone(), msg),
+        None => GlassError::new_err(msg), // unreachable once the module is initialised
     }
 }
 
 fn invalid_err(py: Python<'_>, msg: impl Into<String>) -> PyErr {
-    py_err_named(py, "InvalidInputError", msg.into())
+    py_err_cached(py, &INVALID_INPUT, msg.into())
 }
 
 fn to_py(py: Python<'_>, e: RsError) -> PyErr {
     match e {
-        RsError::InvalidInput(m) => py_err_named(py, "InvalidInputError", m),
-        RsError::DegenerateWeights(m) => py_err_named(py, "DegenerateWeightsError", m),
+        RsError::InvalidInput(m) => py_err_cached(py, &INVALID_INPUT, m),
+        RsError::DegenerateWeights(m) => py_err_cached(py, &DEGENERATE_WEIGHTS, m),
         RsError::Other(m) => GlassError::new_err(m),
         RsError::Interrupted => PyKeyboardInterrupt::new_err(()),
     }
@@ -124,16 +124,148 @@ fn from_numpy<'py>(obj: &Bound<'py, PyAny>) -> Option<FloatInput<'py>> {
     None
 }
 
-/// Read any array-like as float64 (see module docs); errors name `name`.
+/// numpy.asarray, looked up once: the one Python function the bindings call (numpy is the array
+/// library every input is read through; no glass_core module is imported).
+static NP_ASARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn asarray<'py>(obj: &Bound<'py, PyAny>, float64: bool) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let f = NP_ASARRAY.import(py, "numpy", "asarray")?;
+    if !float64 {
+        return f.call1((obj,));
+    }
+    let kw = PyDict::new(py);
+    kw.set_item("dtype", "float64")?;
+    kw.set_item("order", "C")?;
+    f.call((obj,), Some(&kw))
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+fn is_torch_tensor(obj: &Bound<'_, PyAny>) -> bool {
+    let module = obj.get_type().module().map(|m| m.to_string());
+    module.is_ok_and(|m| m.starts_with("torch")) && obj.hasattr("detach").unwrap_or(false)
+}
+
+fn truthy(obj: &Bound<'_, PyAny>, method: &str) -> PyResult<bool> {
+    obj.call_method0(method)?.is_truthy()
+}
+
+/// A torch tensor as a numpy array, by the tensor's own methods: detached; moved to the CPU (one
+/// device-to-host copy, which synchronises the device); bf16/fp16 cast to float32 (numpy has no
+/// bf16); integer/bool cast to float64; non-contiguous copied.
+fn torch_to_numpy<'py>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    let mut t = x.call_method0("detach")?;
+    if truthy(&t, "is_complex")? {
+        let dtype = t.getattr("dtype")?.str()?;
+        return Err(invalid_err(
+            py,
+            format!("{name} must be real-valued, got a complex tensor ({dtype})"),
+        ));
+    }
+    if t.getattr("device")?.getattr("type")?.extract::<String>()? != "cpu" {
+        t = t.call_method1("to", ("cpu",))?;
+    }
+    let dtype = t.getattr("dtype")?.str()?.to_string();
+    if dtype == "torch.bfloat16" || dtype == "torch.float16" {
+        t = t.call_method0("float")?;
+    } else if !truthy(&t, "is_floating_point")? {
+        t = t.call_method0("double")?;
+    }
+    if !truthy(&t, "is_contiguous")? {
+        t = t.call_method0("contiguous")?;
+    }
+    match t.call_method0("numpy") {
+        Ok(a) => Ok(a),
+        Err(_) => asarray(&t.call_method0("tolist")?, true), // a tensor numpy cannot view
+    }
+}
+
+/// Any array-like as a float64 (or native float32) numpy array; errors name `name`. Torch
+/// tensors: see [`torch_to_numpy`]; numpy arrays of other real dtypes (float16, integers, bool,
+/// big-endian floats) are cast; sequences and scalars go through numpy.asarray; complex values,
+/// strings and objects that do not convert raise InvalidInputError.
+fn to_numpy<'py>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    let arr = if is_torch_tensor(x) {
+        match torch_to_numpy(x, name) {
+            Ok(a) => a,
+            Err(e) if INVALID_INPUT.get(py).is_some_and(|t| e.get_type(py).is(t)) => {
+                return Err(e)
+            }
+            Err(e) => {
+                let dtype = x.getattr("dtype").and_then(|d| d.str().map(|s| s.to_string()));
+                let device = x.getattr("device").and_then(|d| d.str().map(|s| s.to_string()));
+                return Err(invalid_err(
+                    py,
+                    format!(
+                        "{name}: cannot read a {} tensor on {} as float64: {}",
+                        dtype.unwrap_or_default(),
+                        device.unwrap_or_default(),
+                        e.value(py)
+                    ),
+                ));
+            }
+        }
+    } else if x.cast::<PyUntypedArray>().is_ok() {
+        x.clone()
+    } else {
+        if x.is_instance_of::<PyString>() || x.is_instance_of::<PyBytes>() {
+            return Err(invalid_err(
+                py,
+                format!("{name} must be an array of floats, got {}", type_name(x)),
+            ));
+        }
+        asarray(x, false).map_err(|e| {
+            invalid_err(
+                py,
+                format!(
+                    "{name} must be an array of floats, got {}: {}",
+                    type_name(x),
+                    e.value(py)
+                ),
+            )
+        })?
+    };
+    let dtype = arr.getattr("dtype")?;
+    let kind = dtype.getattr("kind")?.extract::<String>()?;
+    if kind == "f" && dtype.getattr("itemsize")?.extract::<usize>()? == 4
+        && dtype.getattr("isnative")?.is_truthy()?
+    {
+        return Ok(arr);
+    }
+    if kind == "c" {
+        return Err(invalid_err(
+            py,
+            format!("{name} must be real-valued, got dtype {}", dtype.str()?),
+        ));
+    }
+    if !"fiub".contains(kind.as_str()) {
+        return Err(invalid_err(
+            py,
+            format!(
+                "{name} must be an array of floats, got dtype {} ({})",
+                dtype.str()?,
+                type_name(x)
+            ),
+        ));
+    }
+    asarray(&arr, true)
+}
+
+/// Read any array-like as float64 (see [`to_numpy`]); errors name `name`.
 fn float_input<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<FloatInput<'py>> {
     if let Some(x) = from_numpy(obj) {
         return Ok(x);
     }
     let py = obj.py();
-    let conv = py
-        .import("glass_core._arrays")?
-        .getattr("to_float64")?
-        .call1((obj, name))?;
+    let conv = to_numpy(obj, name)?;
     match from_numpy(&conv) {
         Some(x) => Ok(x),
         None => Err(invalid_err(
@@ -614,11 +746,7 @@ impl PySMCState {
         let inner = &mut *st;
         let (out, flat) = run_native(py, b * n, |intr| {
             inner.step(g, mode, intr).map(|o| {
-                let mut flat = Vec::with_capacity(b * n);
-                for (r, row) in o.ancestors.chunks_exact(n).enumerate() {
-                    let base = (r * n) as i64;
-                    flat.extend(row.iter().map(|&a| base + a));
-                }
+                let flat = o.flat_ancestors(n);
                 (o, flat)
             })
         })?;
@@ -953,19 +1081,20 @@ impl PySchedule {
     /// VP tables only: continuous diffusers timestep k = (T+1)(1-t) - 1.
     fn timestep_from_t<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = t.py();
-        let n = self.vp_len(py)? as f64;
-        map_times(t, "t", is_time, TIME, move |x| (n + 1.0) * (1.0 - x) - 1.0)
+        let vp = self.vp_table(py)?;
+        map_times(t, "t", is_time, TIME, move |x| vp.timestep_from_t(x))
     }
     /// VP tables only: t = 1 - (k+1)/(T+1) for a (possibly fractional) timestep k in [-1, T].
     fn t_from_timestep<'py>(&self, k: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = k.py();
-        let n = self.vp_len(py)? as f64;
+        let vp = self.vp_table(py)?;
+        let n = vp.len() as f64;
         map_times(
             k,
             "k",
             move |v| (-1.0..=n).contains(&v),
             &format!("a timestep in [-1, {n}]"),
-            move |x| 1.0 - (x + 1.0) / (n + 1.0),
+            move |x| vp.t_from_timestep(x),
         )
     }
 
@@ -985,7 +1114,7 @@ impl PySchedule {
         h.finish()
     }
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let ctor = py.import("glass_core._core")?.getattr("Schedule")?;
+        let ctor = py.get_type::<PySchedule>().into_any();
         let args: Bound<'py, PyTuple> = match &self.inner {
             Schedule::RectifiedFlow => {
                 return PyTuple::new(
@@ -1025,8 +1154,8 @@ impl PySchedule {
 }
 
 impl PySchedule {
-    fn vp_len(&self, py: Python<'_>) -> PyResult<usize> {
-        self.inner.vp_table().map(|t| t.len()).ok_or_else(|| {
+    fn vp_table(&self, py: Python<'_>) -> PyResult<&VpTable> {
+        self.inner.vp_table().ok_or_else(|| {
             invalid_err(
                 py,
                 format!(
@@ -1049,11 +1178,70 @@ fn rho_ddpm(
     schedule.get().inner.rho_ddpm(t, t_next).py(py)
 }
 
-/// glass_coefficients(schedule, t, t_next, rho, s, sigma0=1.0) -> dict
+/// The GLASS coefficient table of one transition t -> t_next (read-only). Scalars gamma, abar,
+/// sbar, alpha_t, sigma_t; over the inner times s (float64 arrays, or floats for a scalar s):
+/// a_s, s_s, w1, w2, w3, lam, t_star, alpha_star, c_x, c_y. Item access ``c["w1"]`` and
+/// ``keys()`` read the same fields (so ``dict(c)`` works).
+#[pyclass(frozen, get_all, module = "glass_core._core", name = "GlassCoefficients")]
+struct GlassCoefficients {
+    gamma: f64,
+    abar: f64,
+    sbar: f64,
+    alpha_t: f64,
+    sigma_t: f64,
+    a_s: Py<PyAny>,
+    s_s: Py<PyAny>,
+    w1: Py<PyAny>,
+    w2: Py<PyAny>,
+    w3: Py<PyAny>,
+    lam: Py<PyAny>,
+    t_star: Py<PyAny>,
+    alpha_star: Py<PyAny>,
+    c_x: Py<PyAny>,
+    c_y: Py<PyAny>,
+}
+
+const GLASS_FIELDS: [&str; 15] = [
+    "gamma",
+    "abar",
+    "sbar",
+    "alpha_t",
+    "sigma_t",
+    "a_s",
+    "s_s",
+    "w1",
+    "w2",
+    "w3",
+    "lam",
+    "t_star",
+    "alpha_star",
+    "c_x",
+    "c_y",
+];
+
+#[pymethods]
+impl GlassCoefficients {
+    fn keys(&self) -> Vec<&'static str> {
+        GLASS_FIELDS.to_vec()
+    }
+    fn __getitem__(slf: &Bound<'_, Self>, key: &str) -> PyResult<Py<PyAny>> {
+        if !GLASS_FIELDS.contains(&key) {
+            return Err(pyo3::exceptions::PyKeyError::new_err(key.to_string()));
+        }
+        Ok(slf.getattr(key)?.unbind())
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "GlassCoefficients(gamma={}, abar={}, sbar={}, alpha_t={}, sigma_t={})",
+            self.gamma, self.abar, self.sbar, self.alpha_t, self.sigma_t
+        )
+    }
+}
+
+/// glass_coefficients(schedule, t, t_next, rho, s, sigma0=1.0) -> GlassCoefficients
 ///
-/// Scalars gamma, abar, sbar, alpha_t, sigma_t; float64 arrays over the inner times s: a_s, s_s,
-/// w1, w2, w3, lam, t_star, alpha_star, c_x, c_y (S = c_x x_t + c_y (xbar - gamma x_t), model
-/// input alpha_star * S at time t_star). See GLASS_MATH §3 and the contract for edge cases.
+/// The table of one transition over the inner times s (S = c_x x_t + c_y (xbar - gamma x_t),
+/// model input alpha_star * S at time t_star); docs/math.md gives the formulas and edge cases.
 #[pyfunction]
 #[pyo3(signature = (schedule, t, t_next, rho, s, sigma0=1.0))]
 fn glass_coefficients<'py>(
@@ -1064,7 +1252,7 @@ fn glass_coefficients<'py>(
     rho: f64,
     s: &Bound<'py, PyAny>,
     sigma0: f64,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<GlassCoefficients> {
     let (sv, scalar_s) = if s.is_instance_of::<PyFloat>() || s.is_instance_of::<PyInt>() {
         (vec![s.extract::<f64>()?], true)
     } else {
@@ -1084,32 +1272,30 @@ fn glass_coefficients<'py>(
     let c = run_native(py, sv.len(), |_| {
         glass::glass_coefficients(sched, t, t_next, rho, &sv, sigma0)
     })?;
-    let d = PyDict::new(py);
-    d.set_item("gamma", c.gamma)?;
-    d.set_item("abar", c.abar)?;
-    d.set_item("sbar", c.sbar)?;
-    d.set_item("alpha_t", c.alpha_t)?;
-    d.set_item("sigma_t", c.sigma_t)?;
-    let arrays = [
-        ("a_s", c.a_s),
-        ("s_s", c.s_s),
-        ("w1", c.w1),
-        ("w2", c.w2),
-        ("w3", c.w3),
-        ("lam", c.lam),
-        ("t_star", c.t_star),
-        ("alpha_star", c.alpha_star),
-        ("c_x", c.c_x),
-        ("c_y", c.c_y),
-    ];
-    for (k, v) in arrays {
+    let col = |v: Vec<f64>| -> Py<PyAny> {
         if scalar_s {
-            d.set_item(k, v[0])?;
+            PyFloat::new(py, v[0]).into_any().unbind()
         } else {
-            d.set_item(k, PyArray1::from_vec(py, v))?;
+            PyArray1::from_vec(py, v).into_any().unbind()
         }
-    }
-    Ok(d)
+    };
+    Ok(GlassCoefficients {
+        gamma: c.gamma,
+        abar: c.abar,
+        sbar: c.sbar,
+        alpha_t: c.alpha_t,
+        sigma_t: c.sigma_t,
+        a_s: col(c.a_s),
+        s_s: col(c.s_s),
+        w1: col(c.w1),
+        w2: col(c.w2),
+        w3: col(c.w3),
+        lam: col(c.lam),
+        t_star: col(c.t_star),
+        alpha_star: col(c.alpha_star),
+        c_x: col(c.c_x),
+        c_y: col(c.c_y),
+    })
 }
 
 /// uniform_grid(num_steps, t_start=0.0, t_end=1.0) -> ndarray[num_steps + 1]
@@ -1200,14 +1386,14 @@ fn make_error_type<'py>(
     name: &str,
     bases: (&Bound<'py, PyAny>, &Bound<'py, PyAny>),
     doc: &str,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<Bound<'py, PyType>> {
     let ns = PyDict::new(py);
     ns.set_item("__module__", "glass_core._core")?;
     ns.set_item("__doc__", doc)?;
-    let builtins = py.import("builtins")?;
-    builtins
-        .getattr("type")?
-        .call1((name, PyTuple::new(py, [bases.0, bases.1])?, ns))
+    let made = py
+        .get_type::<PyType>()
+        .call1((name, PyTuple::new(py, [bases.0, bases.1])?, ns))?;
+    Ok(made.cast_into::<PyType>()?)
 }
 
 #[pymodule]
@@ -1225,6 +1411,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "Bad shape, dtype, value or range of an argument; the message names the argument.",
     )?;
     m.add("InvalidInputError", &invalid)?;
+    let _ = INVALID_INPUT.set(py, invalid.unbind());
     let degenerate = make_error_type(
         py,
         "DegenerateWeightsError",
@@ -1233,9 +1420,11 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
          or a row that is entirely -inf (message gives the row).",
     )?;
     m.add("DegenerateWeightsError", &degenerate)?;
+    let _ = DEGENERATE_WEIGHTS.set(py, degenerate.unbind());
     m.add_class::<PySchedule>()?;
     m.add_class::<PySMCState>()?;
     m.add_class::<StepResult>()?;
+    m.add_class::<GlassCoefficients>()?;
     m.add_function(wrap_pyfunction!(normalize_log_weights, m)?)?;
     m.add_function(wrap_pyfunction!(ess, m)?)?;
     m.add_function(wrap_pyfunction!(resample, m)?)?;

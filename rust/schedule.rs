@@ -137,6 +137,17 @@ impl VpTable {
         self.ts.is_empty()
     }
 
+    /// Continuous diffusers timestep of time t: node k sits at t_k = 1 - (k + 1) / (T + 1), so
+    /// k(t) = (T + 1)(1 - t) - 1 (fractional between nodes, -1 at t = 1, T at t = 0).
+    pub fn timestep_from_t(&self, t: f64) -> f64 {
+        (self.len() as f64 + 1.0) * (1.0 - t) - 1.0
+    }
+
+    /// Inverse of [`VpTable::timestep_from_t`]: t = 1 - (k + 1) / (T + 1).
+    pub fn t_from_timestep(&self, k: f64) -> f64 {
+        1.0 - (k + 1.0) / (self.len() as f64 + 1.0)
+    }
+
     /// The table back in diffusers order (alphas_cumprod[k], k = 0 least noisy).
     pub fn alphas_cumprod(&self) -> Vec<f64> {
         self.table.clone()
@@ -367,7 +378,7 @@ impl Schedule {
         self.t_from_log_snr(snr.ln())
     }
 
-    /// DDPM correlation rho = alpha_t sigma_t' / (sigma_t alpha_t') (GLASS_MATH §2, Prop. 1).
+    /// DDPM correlation rho = alpha_t sigma_t' / (sigma_t alpha_t') (docs/math.md §3, Prop. 1).
     /// 0 at t = 0 and at t_next = 1 (sigma_1 = 0).
     pub fn rho_ddpm(&self, t: f64, t_next: f64) -> Result<f64> {
         check_transition(t, t_next)?;
@@ -544,6 +555,19 @@ pub fn validate_time_grid(grid: &[f64]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vp_timestep_mapping_hits_the_nodes_and_inverts() {
+        let table: Vec<f64> = (0..10).map(|k| 0.99 - 0.09 * k as f64).collect();
+        let vp = VpTable::from_alphas_cumprod(&table).unwrap();
+        for k in 0..10 {
+            let t = 1.0 - (k as f64 + 1.0) / 11.0;
+            assert!((vp.timestep_from_t(t) - k as f64).abs() < 1e-12);
+            assert!((vp.t_from_timestep(k as f64) - t).abs() < 1e-15);
+        }
+        assert!((vp.timestep_from_t(0.0) - 10.0).abs() < 1e-12);
+        assert!((vp.timestep_from_t(1.0) + 1.0).abs() < 1e-12);
+    }
 
     fn sd_table() -> VpTable {
         VpTable::from_betas(0.00085, 0.012, 1000, "scaled_linear").unwrap()

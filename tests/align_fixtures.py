@@ -1,4 +1,4 @@
-"""Shared fixtures for the alignment tests: the spec's 3-component GMM (GLASS_MATH §9) and an
+"""Shared fixtures for the alignment tests: the spec's 3-component GMM (docs/math.md §7) and an
 exact-kernel transition, so FK estimates can be checked against the exact tilted target."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ GRID = np.linspace(0.0, 1.0, 6)  # K = 5 transitions, as in the paper
 
 
 def gmm(schedule=None) -> GaussianMixture:
-    """The 3-component mixture of GLASS_MATH §9 (rectified flow unless `schedule` is given)."""
+    """The 3-component mixture of docs/math.md §7 (rectified flow unless `schedule` is given)."""
     return GaussianMixture(
         torch.tensor(MEANS, dtype=torch.float64),
         torch.tensor(VARS, dtype=torch.float64).sqrt(),

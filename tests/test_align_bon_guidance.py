@@ -17,7 +17,7 @@ LIN = LinearReward([1.0, 0.5])
 def bon(**kw):
     args = dict(
         transition=Glass(inner_steps=3),
-        n=32,
+        num_particles=32,
         time_grid=GRID,
         shape=(2,),
         generator=gen(0),
@@ -36,15 +36,15 @@ def test_best_of_n_picks_the_max():
     res = bon()
     assert res.samples.shape == (32, 2) and res.rewards.shape == (32,)
     assert float(res.best_reward) == float(res.rewards.max())
-    assert torch.equal(res.best, res.samples[res.best_index])
-    assert float(LIN(res.best[None])[0]) == pytest.approx(float(res.best_reward))
+    assert torch.equal(res.best(), res.samples[res.best_index])
+    assert float(LIN(res.best()[None])[0]) == pytest.approx(float(res.best_reward))
     torch.testing.assert_close(LIN(res.samples), res.rewards)
     assert res.nfe == 5 * 3 and res.total_nfe == 5 * 3 * 32
 
 
 def test_best_of_n_groups_equal_separate_runs_and_seeds():
     grouped = bon(generator=[gen(1), gen(2)])
-    assert grouped.samples.shape == (2, 32, 2) and grouped.best.shape == (2, 2)
+    assert grouped.samples.shape == (2, 32, 2) and grouped.best().shape == (2, 2)
     for b, s in enumerate((1, 2)):
         single = bon(generator=gen(s))
         torch.testing.assert_close(grouped.samples[b], single.samples, rtol=1e-12, atol=1e-12)
@@ -56,7 +56,7 @@ def test_best_of_n_groups_equal_separate_runs_and_seeds():
 def test_best_of_n_ode_is_deterministic_given_noise():
     a = bon(transition=ODE(), generator=gen(3))
     b = bon(transition=ODE(), generator=gen(3))
-    assert torch.equal(a.best, b.best)
+    assert torch.equal(a.best(), b.best())
 
 
 def test_best_of_n_nan_reward_raises():
@@ -72,7 +72,7 @@ def test_best_of_n_nan_reward_raises():
 @pytest.mark.parametrize(
     ("kw", "name"),
     [
-        ({"n": 0}, "n"),
+        ({"num_particles": 0}, "num_particles"),
         ({"time_grid": [0.0, 1.2]}, "time_grid"),
         ({"shape": "x"}, "shape"),
         ({"transition": None}, "transition"),
@@ -131,7 +131,7 @@ def test_reward_guidance_raises_reward(transition):
     kw = dict(
         transition=transition,
         time_grid=np.linspace(0, 1, 11),
-        num_samples=2000,
+        num_particles=2000,
         shape=(2,),
         dtype=torch.float64,
         progress=False,
@@ -147,7 +147,7 @@ def test_reward_guidance_reproducible_and_grouped():
         transition=Glass(inner_steps=2),
         time_grid=GRID,
         scale=0.5,
-        num_samples=8,
+        num_particles=8,
         shape=(2,),
         dtype=torch.float64,
         progress=False,

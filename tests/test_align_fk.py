@@ -116,7 +116,7 @@ def test_fk_glass_matches_tilted_target(potential):
 
 
 # The quadratic tilt concentrates between components, where Euler M = 10 (covariance error ~0.1,
-# GLASS_MATH §9) visibly biases the occupancy (0.57 vs 0.45), so this check uses M = 40.
+# docs/math.md §7) visibly biases the occupancy (0.57 vs 0.45), so this check uses M = 40.
 def test_fk_glass_quadratic_target_and_log_z():
     target = gmm().tilted(QUAD.kind, QUAD.params, 2.0)
     res = run(
@@ -213,7 +213,7 @@ def test_progress_can_be_silenced(capsys):
         ({"num_particles": 0}, "num_particles"),
         ({"potential": "bogus"}, "potential"),
         ({"lambda_": math.inf}, "lambda_"),
-        ({"resample": "nope"}, "resample"),
+        ({"resampling": "nope"}, "resampling"),
         ({"ess_threshold": 1.5}, "ess_threshold"),
         ({"resample_every": 0}, "resample_every"),
         ({"resample_window": (0.8, 0.2)}, "resample_window"),

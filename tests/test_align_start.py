@@ -2,7 +2,7 @@
 the exact tilted posterior of the Gaussian mixture.
 
 From a fixed x_t0 the target is p(z | x_t0) exp(lambda r(z)) / Z(x_t0). The posterior is the
-mixture sum_k w_k N(m_k, v_k I) (GLASS_MATH §9); for r(z) = a.z its tilt shifts component k by
+mixture sum_k w_k N(m_k, v_k I) (docs/math.md §7); for r(z) = a.z its tilt shifts component k by
 lambda v_k a and scales its weight by exp(lambda a.m_k + lambda^2 v_k |a|^2 / 2), and
 log Z(x_t0) = V_t0(x_t0) for the reward lambda r: `GaussianMixture.tilted` computes both.
 """
@@ -154,8 +154,8 @@ def test_best_of_n_and_guidance_from_x_t0_sample_the_posterior():
         progress=False,
         x0=x0,
     )
-    bon = best_of_n(gmm(), LIN, n=3000, **common)
-    gd = reward_guidance(gmm(), LIN, scale=0.0, num_samples=3000, **common)
+    bon = best_of_n(gmm(), LIN, num_particles=3000, **common)
+    gd = reward_guidance(gmm(), LIN, scale=0.0, num_particles=3000, **common)
     for s in (bon.samples, gd.samples):
         se = s.std(0) / math.sqrt(s.shape[0])
         assert bool(((s.mean(0) - exact).abs() < 4 * se).all()), (s.mean(0), exact)

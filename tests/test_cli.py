@@ -362,11 +362,11 @@ def test_bench_runs_scripts_and_writes_tables(
 
 @pytest.mark.slow
 def test_steer_tiny_random_pipeline(tmp_path: Path) -> None:
-    """`steer` end to end on a tiny random SD-like pipeline saved to disk (issue 5's fixture)
-    with a user reward given as python:FILE:FUNC."""
+    """`steer` end to end on a tiny random SD-like pipeline saved to disk (the diffusers tests'
+    fixture) with a user reward given as python:FILE:FUNC."""
     sys.path.insert(0, str(Path(__file__).parent))
     tiny = pytest.importorskip("tiny_pipelines")
-    pytest.importorskip("glass_core.steer")
+    pytest.importorskip("glass_core.steering")
     tiny.sd_pipeline().save_pretrained(str(tmp_path / "pipe"))
     (tmp_path / "reward.py").write_text(
         "def brightness(images):\n    return images.mean(dim=(1, 2, 3))\n"

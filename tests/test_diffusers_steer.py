@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 import tiny_pipelines as tp
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards.loading import image_reward, latent_reward
-from glass_core.steer import steer
+from glass_core.steering import steer
 from glass_core.transitions import ODE, SDE, Glass
 
 PROMPTS = ["a photo of a cat", "a red house"]
@@ -51,7 +51,7 @@ def test_every_method_on_flux(method: str) -> None:
     assert res.images.shape == (2 * n, 3, tp.HEIGHT, tp.WIDTH)
     assert res.images.dtype == torch.float32
     assert float(res.images.min()) >= 0.0 and float(res.images.max()) <= 1.0
-    assert res.latents.shape == (2 * n, 4, 8, 8) and res.latents.dtype == torch.float32
+    assert res.samples.shape == (2 * n, 4, 8, 8) and res.samples.dtype == torch.float32
     assert res.rewards.shape == (2, n) and torch.isfinite(res.rewards).all()
     assert res.log_weights.shape == (2, n)
     torch.testing.assert_close(
@@ -67,12 +67,12 @@ def test_every_method_on_flux(method: str) -> None:
     # the rewards are the rewards of the returned images (decode reused, not recomputed)
     torch.testing.assert_close(res.rewards.reshape(-1), res.images.mean(dim=(1, 2, 3)))
     if method == "fk":
-        assert res.genealogy.shape == (k, 2, n)
+        assert res.ancestors.shape == (k, 2, n)
         assert res.log_evidence.shape == (2,)
         assert res.num_decodes == k  # one decode per potential step; output reuses the last
     elif method in ("best_of_n", "sample"):
         assert res.num_decodes == 1
-        assert res.genealogy is None
+        assert res.ancestors is None
 
 
 def test_seed_reproducible_and_seed_sensitive() -> None:
@@ -89,9 +89,9 @@ def test_seed_reproducible_and_seed_sensitive() -> None:
     a = steer(pipe, PROMPTS[0], generator=_gen(1), **kw)
     b = steer(pipe, PROMPTS[0], generator=_gen(1), **kw)
     c = steer(pipe, PROMPTS[0], generator=_gen(2), **kw)
-    assert torch.equal(a.latents, b.latents) and torch.equal(a.images, a.latents)
-    np.testing.assert_array_equal(a.genealogy, b.genealogy)
-    assert not torch.allclose(a.latents, c.latents)
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.images, a.samples)
+    np.testing.assert_array_equal(a.ancestors, b.ancestors)
+    assert not torch.allclose(a.samples, c.samples)
 
 
 def test_cfg_counts_two_passes_per_nfe_sd3() -> None:
@@ -127,9 +127,9 @@ def test_groups_equal_separate_runs_with_generator_list() -> None:
     one = steer(pipe, PROMPTS[0], generator=[_gen(10)], **kw)
     two = steer(pipe, PROMPTS[1], generator=[_gen(11)], **kw)
     torch.testing.assert_close(
-        both.latents, torch.cat([one.latents, two.latents]), rtol=1e-4, atol=1e-4
+        both.samples, torch.cat([one.samples, two.samples]), rtol=1e-4, atol=1e-4
     )
-    np.testing.assert_array_equal(both.genealogy[:, 1], two.genealogy[:, 0])
+    np.testing.assert_array_equal(both.ancestors[:, 1], two.ancestors[:, 0])
 
 
 def test_latent_reward_and_callback_and_pil() -> None:
@@ -149,8 +149,17 @@ def test_latent_reward_and_callback_and_pil() -> None:
     )
     assert [s[0] for s in seen] == [0, 1] and seen[0][1] == 0.0 and seen[-1][2] == 1.0
     assert len(res.images) == 2 and res.images[0].size == (tp.WIDTH, tp.HEIGHT)
-    torch.testing.assert_close(res.rewards.reshape(-1), -res.latents.pow(2).mean(dim=(1, 2, 3)))
-    assert len(res.best_images()) == 1
+    torch.testing.assert_close(res.rewards.reshape(-1), -res.samples.pow(2).mean(dim=(1, 2, 3)))
+    assert len(res.best()) == 1
+    assert res.best()[0] is res.images[int(res.best_index[0])]
+    assert res.total_nfe == res.nfe * 2 and res.ancestors is None
+    # the old names still work for one release, with a DeprecationWarning
+    with pytest.warns(DeprecationWarning, match="samples"):
+        assert res.latents is res.samples
+    with pytest.warns(DeprecationWarning, match="ancestors"):
+        assert res.genealogy is None
+    with pytest.warns(DeprecationWarning, match=r"best\(\)"):
+        assert res.best_images() == res.best()
 
 
 def test_guidance_moves_toward_a_latent_reward() -> None:
@@ -172,9 +181,9 @@ def test_guidance_moves_toward_a_latent_reward() -> None:
     pushed = steer(
         pipe, PROMPTS[0], reward=r, method="guidance", reward_scale=0.2, generator=_gen(5), **kw
     )
-    torch.testing.assert_close(zero.latents, plain.latents)
-    d_plain = (plain.latents - target).pow(2).mean()
-    d_pushed = (pushed.latents - target).pow(2).mean()
+    torch.testing.assert_close(zero.samples, plain.samples)
+    d_plain = (plain.samples - target).pow(2).mean()
+    d_pushed = (pushed.samples - target).pow(2).mean()
     assert d_pushed < 0.75 * d_plain  # measured ~0.62 on this tiny random model
 
 
@@ -193,10 +202,10 @@ def test_bf16_pipeline_keeps_float32_particles() -> None:
     }
     low = steer(pipe16, PROMPTS[0], generator=_gen(12), **kw)
     ref = steer(tp.flux_pipeline(True), PROMPTS[0], generator=_gen(12), **kw)
-    assert low.latents.dtype == torch.float32 and low.images.dtype == torch.float32
-    assert torch.isfinite(low.latents).all() and torch.isfinite(low.rewards).all()
+    assert low.samples.dtype == torch.float32 and low.images.dtype == torch.float32
+    assert torch.isfinite(low.samples).all() and torch.isfinite(low.rewards).all()
     # bf16 network, float32 particles: close to the float32 run (measured max diff ~0.09 / 3.0)
-    assert (low.latents - ref.latents).abs().max() < 0.3
+    assert (low.samples - ref.samples).abs().max() < 0.3
 
 
 def test_fk_with_guidance_inside() -> None:
@@ -270,7 +279,7 @@ def test_prompt_embeds_with_reward_prompts() -> None:
         generator=_gen(8),
         **kw,
     )
-    torch.testing.assert_close(by_text.latents, by_embeds.latents)
+    torch.testing.assert_close(by_text.samples, by_embeds.samples)
     assert seen[-1] == [PROMPTS[0]] * 2 + [PROMPTS[1]] * 2
     with pytest.raises(InvalidInputError, match="reward_prompts must be 2"):
         steer(pipe, prompt_embeds=pe, reward_prompts=["x"], generator=_gen(8), **kw)
@@ -334,10 +343,10 @@ def test_steer_on_the_embedded_default_model() -> None:
         lambda_=10.0,
         progress=False,
     )
-    assert res.latents.shape == (n, 1, 8, 8) and res.rewards.shape == (1, n)
+    assert res.samples.shape == (n, 1, 8, 8) and res.rewards.shape == (1, n)
     assert res.nfe == k * inner and res.forward_passes == res.nfe
     assert res.total_forward_passes == res.nfe * n
-    assert res.prompts is None and res.genealogy.shape == (k, 1, n)
+    assert res.prompts is None and res.ancestors.shape == (k, 1, n)
     np.testing.assert_array_equal(res.time_grid, uniform_grid(k))  # FlowMatch, shift 1
     assert len(res.images) == n and res.images[0].mode == "L" and res.images[0].size == (8, 8)
     assert bool((res.rewards <= 0).all())  # log-probabilities
@@ -354,12 +363,12 @@ def test_steer_on_the_embedded_default_model() -> None:
         generator=_gen(1),
         progress=False,
     )
-    torch.testing.assert_close(res.latents, ref.samples, rtol=0, atol=0)
+    torch.testing.assert_close(res.samples, ref.samples, rtol=0, atol=0)
     torch.testing.assert_close(res.rewards[0], ref.rewards, rtol=0, atol=0)
     # images are the DDPMPipeline post-processing of the samples
     pt = steer(pipe, reward=reward, method="sample", num_particles=2, num_transitions=2,
                generator=_gen(0), output_type="pt", progress=False)  # fmt: skip
-    torch.testing.assert_close(pt.images, (pt.latents / 2 + 0.5).clamp(0, 1))
+    torch.testing.assert_close(pt.images, (pt.samples / 2 + 0.5).clamp(0, 1))
 
 
 def test_steer_unconditional_rejects_conditioning() -> None:
@@ -408,7 +417,7 @@ def test_steer_process_group_one_rank_equals_no_group(method: str) -> None:
     finally:
         dist.destroy_process_group()
     assert type(got.raw).__name__.startswith("Sharded") and got.raw.world_size == 1
-    torch.testing.assert_close(got.latents, ref.latents, rtol=0, atol=0)
+    torch.testing.assert_close(got.samples, ref.samples, rtol=0, atol=0)
     torch.testing.assert_close(got.rewards, ref.rewards, rtol=0, atol=0)
     torch.testing.assert_close(got.log_weights, ref.log_weights, rtol=0, atol=0)
     assert got.nfe == ref.nfe
@@ -419,5 +428,5 @@ def test_steer_bf16_unconditional_pipeline_keeps_float32_particles() -> None:
     pipe.unet.to(torch.bfloat16)
     kw = dict(method="best_of_n", transition=SDE(), num_particles=2, num_transitions=2)
     res = steer(pipe, reward=reward, generator=_gen(0), output_type="latent", progress=False, **kw)
-    assert res.latents.dtype == torch.float32 and torch.isfinite(res.latents).all()
+    assert res.samples.dtype == torch.float32 and torch.isfinite(res.samples).all()
     assert res.rewards.shape == (1, 2) and torch.isfinite(res.rewards).all()

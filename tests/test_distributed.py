@@ -58,10 +58,12 @@ FK_CONFIGS = {
         transition=ExactKernel(), reward=QuadraticReward([1.0, -1.0], 1.0)
     ),
     "ess-adaptive": lambda: dict(ess_threshold=0.7, num_particles=32),
-    "sde-max-multinomial": lambda: dict(transition=SDE(), potential="max", resample="multinomial"),
+    "sde-max-multinomial": lambda: dict(
+        transition=SDE(), potential="max", resampling="multinomial"
+    ),
     "groups-final-resample": lambda: dict(generator=[gen(1), gen(2)], final_resample=True),
     "residual-every2-float32": lambda: dict(
-        resample="residual", resample_every=2, dtype=torch.float32, num_particles=32
+        resampling="residual", resample_every=2, dtype=torch.float32, num_particles=32
     ),
 }
 
@@ -126,7 +128,9 @@ def _equivalence_worker(rank: int, world: int, port: int) -> None:
 
     # best-of-N: gathered and shard-only
     for gather in (True, False):
-        kw = dict(transition=SDE(), n=16, time_grid=GRID, shape=(2,), dtype=torch.float64)
+        kw = dict(
+            transition=SDE(), num_particles=16, time_grid=GRID, shape=(2,), dtype=torch.float64
+        )
         ref = best_of_n(gmm(), LIN, generator=[gen(3), gen(4)], progress=False, **kw)
         got = best_of_n(
             gmm(),
@@ -136,7 +140,7 @@ def _equivalence_worker(rank: int, world: int, port: int) -> None:
             process_group=Sharding(group, gather=gather),
             **kw,
         )
-        assert torch.equal(ref.best, got.best) and torch.equal(ref.best_index, got.best_index)
+        assert torch.equal(ref.best(), got.best()) and torch.equal(ref.best_index, got.best_index)
         assert torch.equal(ref.rewards, got.rewards) and torch.equal(
             ref.best_reward, got.best_reward
         )
@@ -204,7 +208,7 @@ def _failure_worker(rank: int, world: int, port: int) -> None:
             gmm(),
             _FailingReward(1, 1, "raise"),
             transition=SDE(),
-            n=16,
+            num_particles=16,
             time_grid=GRID,
             shape=(2,),
             generator=gen(0),
@@ -288,5 +292,11 @@ def test_process_group_needs_initialised_distributed():
         _fk(Sharding())
     with pytest.raises(InvalidInputError, match="process_group"):
         best_of_n(
-            gmm(), LIN, transition=SDE(), n=4, time_grid=GRID, shape=(2,), process_group=Sharding()
+            gmm(),
+            LIN,
+            transition=SDE(),
+            num_particles=4,
+            time_grid=GRID,
+            shape=(2,),
+            process_group=Sharding(),
         )

@@ -98,3 +98,41 @@ def test_graph_sees_lazy_and_relative_imports() -> None:
 def test_no_import_cycle() -> None:
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+NATIVE_LEAF_SCRIPT = """
+import sys, torch, numpy as np
+import glass_core._core as core
+lw = torch.randn(2, 64, dtype=torch.bfloat16)
+core.normalize_log_weights(lw)
+core.resample(lw[0].float().t(), "systematic", seed=0)
+core.ess([0.0, 1.0, 2.0])
+sch = core.Schedule.vp_from_alphas_cumprod(np.linspace(0.99, 0.01, 50))
+sch.timestep_from_t(torch.linspace(0.1, 0.9, 5))
+core.glass_coefficients(sch, 0.2, 0.5, 0.3, torch.zeros(3))
+try:
+    core.ess(np.array([1 + 2j]))
+except core.InvalidInputError:
+    pass
+loaded = sorted(m for m in sys.modules if m.startswith("glass_core"))
+print(" ".join(loaded))
+"""
+
+
+def test_native_core_imports_no_glass_core_module() -> None:
+    """`_core` is the leaf: converting torch tensors, lists and complex input, raising its errors
+    and mapping timesteps loads no Python module of the package."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", NATIVE_LEAF_SCRIPT], capture_output=True, text=True, check=True
+    )
+    loaded = set(out.stdout.split())
+    # the package itself (lazy: it loads only its deprecation helper) and the native module
+    assert loaded <= {
+        "glass_core",
+        "glass_core._core",
+        "glass_core._deprecation",
+        "glass_core.steer",
+    }

@@ -40,7 +40,7 @@ def gmm(schedule, d=2):
 
 
 def exact_prediction(model: GaussianMixture, x, t, kind):
-    """Model outputs written out independently from GLASS_MATH §1 (not via `convert`)."""
+    """Model outputs written out independently from docs/math.md §1 (not via `convert`)."""
     s = model.schedule
     a, sg, da, ds = s.alpha(t), s.sigma(t), s.d_alpha(t), s.d_sigma(t)
     d = model.denoise(x, t)

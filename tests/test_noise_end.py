@@ -135,7 +135,7 @@ def test_fk_steering_and_best_of_n_run_on_an_epsilon_model(name):
             model,
             reward,
             transition=tr,
-            n=64,
+            num_particles=64,
             time_grid=grid,
             shape=(2,),
             generator=gen(5),

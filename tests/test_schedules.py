@@ -53,7 +53,7 @@ def test_closed_forms() -> None:
     np.testing.assert_allclose(cos.sigma(t), np.cos(np.pi * t / 2), rtol=1e-12)
     np.testing.assert_allclose(cos.d_alpha(t), np.pi / 2 * np.cos(np.pi * t / 2), rtol=1e-12)
     np.testing.assert_allclose(cos.d_sigma(t), -np.pi / 2 * np.sin(np.pi * t / 2), rtol=1e-12)
-    # GLASS_MATH §7 inverse maps g^-1(y), y = 1/SNR
+    # docs/math.md §2 inverse maps g^-1(y), y = 1/SNR
     y = ((1 - t) / t) ** 2
     np.testing.assert_allclose(rf.t_from_snr(1 / y), 1 / (1 + np.sqrt(y)), rtol=1e-13)
     yc = 1 / np.tan(np.pi * t / 2) ** 2
@@ -255,7 +255,7 @@ def test_pickle_and_equality() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# GLASS coefficients (GLASS_MATH §2-3)
+# GLASS coefficients (docs/math.md §3-3)
 
 
 def test_glass_k1_rectified_flow_is_the_outer_ode() -> None:

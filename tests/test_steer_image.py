@@ -11,7 +11,7 @@ pytest.importorskip("diffusers")
 import tiny_pipelines as tp
 from glass_core.errors import InvalidInputError
 from glass_core.rewards.loading import image_reward, latent_reward
-from glass_core.steer import steer
+from glass_core.steering import steer
 from glass_core.transitions import ODE, Glass
 
 BRIGHT = image_reward(lambda im: im.mean(dim=(1, 2, 3)))
@@ -58,10 +58,13 @@ def _reward(prompt):
 
 def _encoded(pipe, prompt, kw, image):
     from glass_core.models.diffusers import from_pipeline
-    from glass_core.steer import _UnconditionalModel, is_unconditional
+    from glass_core.models.diffusers.unconditional import (
+        UnconditionalPipelineModel,
+        is_unconditional,
+    )
 
     if is_unconditional(pipe):
-        return _UnconditionalModel(pipe, 1, None).encode(image)
+        return UnconditionalPipelineModel(pipe, 1, None).encode(image)
     kw = {k: v for k, v in kw.items() if k != "progress"}
     return from_pipeline(pipe, prompt, **kw).encode(image)
 
@@ -83,7 +86,7 @@ def test_strength_zero_returns_the_image_latents(family: str) -> None:
     )
     z = _encoded(pipe, prompt, kw, image)
     expected = z.repeat_interleave(n, dim=0)
-    assert torch.equal(res.latents, expected)
+    assert torch.equal(res.samples, expected)
     assert res.nfe == 0 and res.rewards.shape == (z.shape[0], n)
     # the rewards are those of the returned images (z / 2 + 1/2 for the embedded model)
     torch.testing.assert_close(
@@ -117,7 +120,7 @@ def test_edit_runs_from_t0(family: str, method: str) -> None:
     assert grid[0] == pytest.approx(0.5) and grid[-1] == 1.0 and (grid[1:] > 0.5).all()
     assert res.nfe == (len(grid) - 1) * inner
     groups = image.shape[0]
-    assert res.latents.shape[0] == groups * n and torch.isfinite(res.latents).all()
+    assert res.samples.shape[0] == groups * n and torch.isfinite(res.samples).all()
     assert res.rewards.shape == (groups, n)
 
 
@@ -136,7 +139,7 @@ def test_strength_one_equals_no_image() -> None:
     )
     a = steer(pipe, prompt, image=image, strength=1.0, generator=_gen(3), **args)
     b = steer(pipe, prompt, generator=_gen(3), **args)
-    torch.testing.assert_close(a.latents, b.latents)
+    torch.testing.assert_close(a.samples, b.samples)
 
 
 # A deterministic ODE from a small strength stays near the image (SDEdit's faithfulness), and
@@ -159,7 +162,7 @@ def test_small_strength_stays_close_to_the_image() -> None:
             output_type="latent",
             **kw,
         )
-        dist.append(float((res.latents - z).flatten(1).norm(dim=1).mean()))
+        dist.append(float((res.samples - z).flatten(1).norm(dim=1).mean()))
     assert dist[0] < 0.25 * dist[1], dist
 
 

@@ -1,4 +1,4 @@
-"""GLASS, ODE and SDE transitions against the exact Gaussian-mixture kernel (GLASS_MATH §9)."""
+"""GLASS, ODE and SDE transitions against the exact Gaussian-mixture kernel (docs/math.md §7)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from test_sample_stats import assert_moments, energy_pvalue, moment_errors
 F64 = torch.float64
 N = 100_000
 K_HEUN = 20  # inner Heun steps for the kernel-moment tests (2K NFE per transition)
-K_POSTERIOR = 40  # t'=1: the last inner step must be Euler (singular at s=1), so more steps (§9.4)
+# t'=1: the last inner step must be Euler (singular at s=1), so more steps (docs/math.md §7)
+K_POSTERIOR = 40
 
 
 def gmm16(schedule=None):
@@ -45,7 +46,8 @@ class Counting:
 
 
 def two_measurement_posterior_mean(model, x, xbar, t, t_next, rho, s, sigma0=1.0):
-    """E[z | x_t, xbar_s] for the GMM by the 2x2 matrix form of §3.3 (no closed-form shortcuts)."""
+    """E[z | x_t, xbar_s] for the GMM by the 2x2 matrix form of docs/math.md §3.2 (no closed-form
+    shortcuts)."""
     sc = model.schedule
     a, sg, a2, sg2 = sc.alpha(t), sc.sigma(t), sc.alpha(t_next), sc.sigma(t_next)
     gam = rho * sg2 / sg
@@ -101,7 +103,7 @@ def test_glass_denoiser_is_the_two_measurement_posterior(sched, t, t_next, rho):
 
 
 def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
-    """Algorithm 1 (and its Heun/midpoint/multistep variants) written out from GLASS_MATH §3, with
+    """Algorithm 1 (and its Heun/midpoint/multistep variants) written out from docs/math.md §3, with
     the GLASS denoiser replaced by the brute-force two-measurement posterior (no t*, no native
     table)."""
     sc = model.schedule
@@ -122,7 +124,7 @@ def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
         w1, w2 = (sbar - sigma0) / s_s, abar * sigma0 / s_s
         return w1 * y + w2 * zf(s, y)
 
-    def ddim(s, s_next, y, d):  # exact step with the denoised estimate held at d (§3.8)
+    def ddim(s, s_next, y, d):  # exact step with the estimate held at d (docs/math.md §3.4)
         (a0, sg0), (a1, sg1) = path(s), path(s_next)
         return sg1 / sg0 * y + (a1 - sg1 * a0 / sg0) * d
 
@@ -210,13 +212,14 @@ def test_rho1_many_inner_steps_is_stochastic_and_exact():
     out2 = tr(model, x[:100], 0.55, 0.8, torch.Generator().manual_seed(2))
     assert (out1 - out2).abs().max() > 0.1
     mu, cov = model.transition_moments(x[:1], 0.55, 0.8, 1.0)
-    assert cov[0].trace() > 0.1  # the exact rho=1 kernel is not a point mass (§2)
+    assert cov[0].trace() > 0.1  # the exact rho=1 kernel is not a point mass (docs/math.md §3)
     out = tr(model, x, 0.55, 0.8, torch.Generator().manual_seed(3))
     assert_moments(out, mu[0], cov[0], what="rho=1, K=20")
 
 
 def test_one_euler_step_is_the_ddim_type_kernel():
-    """K=1: x' = gamma x + abar D_t(x) + sbar eps (§3.6), with eps the transition's own noise."""
+    """K=1: x' = gamma x + abar D_t(x) + sbar eps (docs/math.md §3.3), with eps the transition's
+    own noise."""
     model = gmm2(Cosine())
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
     tr = Glass(0.4, inner_steps=1)
@@ -277,7 +280,7 @@ def test_glass_other_solvers_converge(solver, k):
         model, x, 0.55, 0.8, torch.Generator().manual_seed(8)
     )
     mu, cov = model.transition_moments(x[:1], 0.55, 0.8, 0.4)
-    # Euler has O(1/K) bias (§9: cov error ~0.006 at K=200); allow it explicitly on top of noise.
+    # Euler has O(1/K) bias (cov error ~0.006 at K=200); allow it explicitly on top of noise.
     bias = 0.01 if solver == "euler" else 0.0
     zm, zc = moment_errors(out, mu[0], cov[0])
     se_cov = (cov[0].diagonal().outer(cov[0].diagonal()) / N).sqrt()

@@ -1,6 +1,6 @@
 """value_estimate against the closed-form value of a Gaussian mixture under a linear reward.
 
-For r(z) = a.z and the posterior p(z | x_t) = sum_k w_k N(m_k, v_k I) (GLASS_MATH §9),
+For r(z) = a.z and the posterior p(z | x_t) = sum_k w_k N(m_k, v_k I) (docs/math.md §7),
 V_t(x) = log sum_k w_k exp(a.m_k + v_k |a|^2 / 2), and E[exp(2 r)] has the same form with 2a,
 which gives the Monte-Carlo standard deviation of V-hat and its first-order (Jensen) bias
 -(E[e^{2r}] / E[e^r]^2 - 1) / (2J).
@@ -18,7 +18,7 @@ from glass_core.transitions import SDE, Glass
 
 A = torch.tensor([1.0, 0.5], dtype=torch.float64)
 LIN = LinearReward(A)
-ACCURATE = Glass(inner_steps=40, solver="heun")  # covariance error ~1e-3 (GLASS_MATH §9)
+ACCURATE = Glass(inner_steps=40, solver="heun")  # covariance error ~1e-3 (docs/math.md §7)
 
 
 def exact_value(model, x, t, scale=1.0):

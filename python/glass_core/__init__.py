@@ -1,15 +1,19 @@
 """glass_core: inference-time reward alignment for flow and diffusion models with GLASS transitions.
 
-Layers (GLASS_MATH convention everywhere: t=0 noise, t=1 data, x_t = alpha_t z + sigma_t eps):
+Layers (one convention everywhere, docs/math.md §1: t=0 noise, t=1 data,
+x_t = alpha_t z + sigma_t eps):
 ``schedules`` and the weight/resampling functions come from the native core; ``models`` turn any
 network into a denoiser; ``transitions`` (ODE, SDE, GLASS) move particles; ``align`` steers them
-toward a reward; ``steer`` does it all for a diffusers pipeline in one call.
+toward a reward; ``steer`` (module ``steering``) does it all for a diffusers pipeline in one call.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
+
+from glass_core._deprecation import ModuleAlias
 
 __version__ = "0.1.0"
 
@@ -29,8 +33,8 @@ _LAZY: dict[str, str] = {
     "RewardError": "glass_core.errors",
     "UnsupportedModelError": "glass_core.errors",
     "Schedule": "glass_core.schedules",
-    "SteerResult": "glass_core.steer",
-    "steer": "glass_core.steer",
+    "SteerResult": "glass_core.steering",
+    "steer": "glass_core.steering",
     "SMCState": "glass_core.weights",
     "ess": "glass_core.weights",
     "normalize_log_weights": "glass_core.weights",
@@ -59,6 +63,10 @@ __all__ = [
     "steer",
     "transitions",
 ]
+
+
+# The module behind `steer` was called glass_core.steer, shadowed by the function of that name.
+sys.modules.setdefault("glass_core.steer", ModuleAlias("glass_core.steer", "glass_core.steering"))
 
 
 def __getattr__(name: str) -> Any:
@@ -92,5 +100,5 @@ if TYPE_CHECKING:
         UnsupportedModelError,
     )
     from glass_core.schedules import Schedule
-    from glass_core.steer import SteerResult, steer
+    from glass_core.steering import SteerResult, steer
     from glass_core.weights import SMCState, ess, normalize_log_weights, resample

@@ -184,7 +184,7 @@ def _check_distributed(args: argparse.Namespace) -> None:
     """--distributed: a sharded method, launched by torchrun, N divisible by the world size."""
     import os
 
-    from glass_core.steer import SHARDED_METHODS
+    from glass_core.steering import SHARDED_METHODS
 
     if args.method not in SHARDED_METHODS:
         raise CLIError(
@@ -363,7 +363,7 @@ def _steer_run(
     import torch
 
     from glass_core.models.default import IMAGE_SHAPE, DigitReward
-    from glass_core.steer import default_num_transitions, is_unconditional, steer
+    from glass_core.steering import default_num_transitions, is_unconditional, steer
 
     quiet_libraries(args.quiet)
     pipe = load_pipeline(args, pipe_dir)  # its own progress bars off: steer() shows progress
@@ -492,7 +492,7 @@ def write_outputs(folder: Path, res: Any, args: argparse.Namespace, world: int) 
         record["mean_reward"] = float(r.mean())
         record["max_reward"] = float(r.max())
         record["best_index"] = res.best_index.tolist()  # [B]
-        for b, im in enumerate(res.best_images()):
+        for b, im in enumerate(res.best()):
             record["best_images"].append(f"best_{b:03d}.png")
             im.save(folder / record["best_images"][-1])
     if args.method == "fk":
@@ -504,9 +504,9 @@ def write_outputs(folder: Path, res: Any, args: argparse.Namespace, world: int) 
         ess = np.asarray(ess_rows, dtype=np.float64).reshape(len(times), res.num_groups)
         record["ess_times"] = times.tolist()  # [S]: the potential steps' t
         record["ess_history"] = ess.tolist()  # [S][B], after reweighting
-        if res.genealogy is not None:
-            record["genealogy"] = np.asarray(res.genealogy).tolist()  # [S][B][N] parent indices
-            record["distinct_ancestors"] = distinct_ancestors(res.genealogy)  # [B]
+        if res.ancestors is not None:
+            record["genealogy"] = np.asarray(res.ancestors).tolist()  # [S][B][N] parent indices
+            record["distinct_ancestors"] = distinct_ancestors(res.ancestors)  # [B]
         for b, t, e in ess_collapse(ess, times, res.num_particles):
             roots = record.get("distinct_ancestors", [None] * (b + 1))[b]
             record["warnings"].append(

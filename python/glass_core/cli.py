@@ -222,7 +222,7 @@ def _steer_parser(sub: Any) -> None:
         "--reward-scale",
         type=float,
         default=0.4,
-        help="reward-guidance scale for --method guidance (GLASS_MATH 5.4)",
+        help="reward-guidance scale for --method guidance (docs/math.md §6.4)",
     )
     g = p.add_argument_group(
         "pipeline options (as in the diffusers pipeline's __call__; text-conditioned pipelines)"

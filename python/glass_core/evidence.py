@@ -251,8 +251,8 @@ def run_cell(
         samples, rewards = res.samples[rows, idx], res.rewards[rows, idx]
     else:
         n = 1 if method.algorithm == "sample" else particles
-        res = best_of_n(net, judges.reward, n=n, **common)
-        samples, rewards = res.best, res.best_reward
+        res = best_of_n(net, judges.reward, num_particles=n, **common)
+        samples, rewards = res.best(), res.best_reward
     wall = time.perf_counter() - start
     samples = samples.detach()
     cell = Cell(

@@ -44,6 +44,7 @@ __all__ = [
     "dynamic_shift",
     "dynamic_shift_mu",
     "glass_coefficients",
+    "resolve_rho",
     "rho_ddpm",
     "shifted",
     "shifted_grid",
@@ -107,3 +108,18 @@ def dynamic_shift(
         return shifted(schedule, shift)
     except InvalidInputError as e:
         raise InvalidInputError(f"image_seq_len = {image_seq_len!r} gives {e}") from None
+
+
+def resolve_rho(schedule: Schedule, rho: float | str, t: float, t_next: float) -> float:
+    """rho as a float; "ddpm" -> alpha_t sigma_t' / (sigma_t alpha_t') from the native core."""
+    if isinstance(rho, str):
+        if rho != "ddpm":
+            raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
+        return float(schedule.rho_ddpm(float(t), float(t_next)))
+    try:
+        r = float(rho)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}") from None
+    if not (math.isfinite(r) and -1.0 <= r <= 1.0):
+        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
+    return r

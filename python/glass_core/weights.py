@@ -1,9 +1,9 @@
 """Log-space importance weights, resampling and SMC bookkeeping (native, float64).
 
-All functions accept numpy arrays or torch tensors of float32/float64 (see
-:mod:`glass_core._arrays` for how GPU, bf16/fp16 and non-contiguous tensors are handled) and return
-numpy arrays; indices are int64, usable directly with ``torch.index_select`` after
-``torch.from_numpy``.
+All functions accept numpy arrays (C-contiguous float64 is read in place), torch tensors (detached;
+moved to the CPU, which synchronises the device; bf16/fp16 cast to float32; non-contiguous
+copied), sequences and scalars, and return numpy arrays; indices are int64, usable directly with
+``torch.index_select`` after ``torch.from_numpy``.
 
 * :func:`normalize_log_weights` -- ``(lw - logsumexp(lw), log mean weight)`` per row.
 * :func:`ess` -- effective sample size per row.

@@ -5,7 +5,7 @@ from glass_core.align.distributed import RankFailedError, Sharding
 from glass_core.align.fk import fk_steering
 from glass_core.align.guidance import GuidedDenoiser, guided, reward_guidance
 from glass_core.align.potentials import POTENTIALS
-from glass_core.align.results import BestOfNResult, FKResult, GuidanceResult
+from glass_core.align.results import BestOfNResult, FKResult, GuidanceResult, SamplingResult
 from glass_core.align.value import ValueEstimate, value_estimate
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "GuidanceResult",
     "GuidedDenoiser",
     "RankFailedError",
+    "SamplingResult",
     "Sharding",
     "ValueEstimate",
     "best_of_n",

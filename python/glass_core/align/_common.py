@@ -6,37 +6,28 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from glass_core._checks import optional_positive_int
 from glass_core._progress import progress_bar
+from glass_core._random import Generator as Generator  # re-exported for the algorithms
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards.base import _listing
-
-Generator = torch.Generator | Sequence[torch.Generator] | None
+from glass_core.schedules import validate_time_grid
 
 
 def fail(name: str, msg: str) -> InvalidInputError:
     return InvalidInputError(f"`{name}` {msg}")
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise fail(name, f"must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise fail(name, f"must be True or False, got {value!r}")
     return bool(value)
-
-
-def check_optional_positive_int(value: Any, name: str) -> int | None:
-    return None if value is None else check_positive_int(value, name)
 
 
 def check_finite_float(value: Any, name: str) -> float:
@@ -81,18 +72,12 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
 
 def check_time_grid(time_grid: Any) -> list[float]:
     """Strictly increasing floats from t0 in [0, 1) (0: pure noise; t0 > 0 needs given
-    particles, see align._start) to 1 (data)."""
+    particles, see align._start) to 1 (data): the native time-grid rule plus the end at 1."""
     try:
-        grid = [
-            float(t) for t in (time_grid.tolist() if hasattr(time_grid, "tolist") else time_grid)
-        ]
-    except (TypeError, ValueError):
-        raise fail("time_grid", f"must be a 1-D sequence of floats, got {time_grid!r}") from None
-    if len(grid) < 2:
-        raise fail("time_grid", f"needs at least 2 points, got {len(grid)}")
-    if not all(math.isfinite(t) for t in grid) or any(b <= a for a, b in itertools.pairwise(grid)):
-        raise fail("time_grid", "must be finite and strictly increasing")
-    if not 0.0 <= grid[0] < 1.0 or grid[-1] != 1.0:
+        grid = [float(t) for t in validate_time_grid(time_grid)]
+    except InvalidInputError as exc:  # the algorithms quote the argument's name
+        raise fail("time_grid", f"is not a valid time grid: {exc}") from None
+    if grid[-1] != 1.0:  # the native rule already keeps every time in [0, 1], increasing
         raise fail(
             "time_grid",
             f"must start in [0, 1) (0: noise) and end at 1 (data), got [{grid[0]}, ..., "
@@ -114,7 +99,7 @@ def check_callable(obj: Any, name: str) -> None:
 
 def resolve_groups(generator: Generator, num_groups: int | None) -> tuple[int, bool]:
     """(B, grouped): a list of B generators means B groups; `grouped` keeps the [B, N] layout."""
-    num_groups = check_optional_positive_int(num_groups, "num_groups")
+    num_groups = optional_positive_int(num_groups, "num_groups")
     if isinstance(generator, (list, tuple)):
         if not generator or not all(isinstance(g, torch.Generator) for g in generator):
             raise fail("generator", "as a list must hold one torch.Generator per group")

@@ -1,20 +1,17 @@
-"""Validated arguments of best_of_n, reward_guidance and fk_steering, shared by the
-single-process and the sharded (glass_core.align.distributed) implementations so that every
-check lives in one place."""
+"""Validated arguments of best_of_n, reward_guidance and fk_steering (whatever the particle
+storage), so that every check lives in one place."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+from glass_core._checks import optional_positive_int, positive_int
 from glass_core.align._common import (
     check_bool,
     check_callable,
     check_finite_float,
     check_model,
-    check_optional_positive_int,
-    check_positive_int,
     check_shape,
     check_time_grid,
     check_window,
@@ -22,8 +19,7 @@ from glass_core.align._common import (
     resolve_groups,
 )
 from glass_core.align.potentials import POTENTIALS
-
-SCHEMES = ("multinomial", "stratified", "systematic", "residual")
+from glass_core.weights import SCHEMES
 
 
 @dataclass(frozen=True)
@@ -31,8 +27,8 @@ class SamplingConfig:
     """What every sampling algorithm needs: per-group particle count (in total over all ranks
     and on this rank), the time grid, one sample's shape, the micro-batch and the groups."""
 
-    n: int
-    n_local: int  # n / world_size (n when not sharded)
+    num_particles: int
+    local_particles: int  # num_particles / world_size (num_particles when not sharded)
     grid: list[float]
     shape: tuple[int, ...]
     max_batch: int | None
@@ -44,33 +40,37 @@ class SamplingConfig:
         return len(self.grid) - 1
 
     @classmethod
-    def from_args(
-        cls, args: Mapping[str, Any], n_name: str = "n", world_size: int = 1
+    def validate(
+        cls,
+        *,
+        model: Any,
+        reward: Any,
+        transition: Any,
+        num_particles: Any,
+        time_grid: Any,
+        shape: Any,
+        max_batch: Any,
+        generator: Any,
+        num_groups: Any,
+        world_size: int = 1,
     ) -> SamplingConfig:
-        """Validate the arguments of best_of_n / reward_guidance, given as a mapping (the
-        function's ``locals()``); `n_name`: the per-group count argument; `world_size`: ranks
-        that will share the samples."""
-        return cls(**cls._check_common(args, n_name, world_size))
-
-    @staticmethod
-    def _check_common(args: Mapping[str, Any], n_name: str, world_size: int) -> dict[str, Any]:
-        """Check the shared fields; returns them as keyword arguments of the constructor."""
-        check_model(args["model"])
-        check_callable(args["reward"], "reward")
-        check_callable(args["transition"], "transition")
-        n = check_positive_int(args[n_name], n_name)
+        """The checked arguments shared by every algorithm; `world_size`: ranks that will share
+        the particles."""
+        check_model(model)
+        check_callable(reward, "reward")
+        check_callable(transition, "transition")
+        n = positive_int(num_particles, "num_particles")
         if n % world_size:
-            raise fail(n_name, f"({n}) must be a multiple of the world size ({world_size})")
-        grid = check_time_grid(args["time_grid"])
-        shape = check_shape(args["shape"])
-        max_batch = check_optional_positive_int(args["max_batch"], "max_batch")
-        num_b, grouped = resolve_groups(args["generator"], args["num_groups"])
-        return dict(
-            n=n,
-            n_local=n // world_size,
-            grid=grid,
-            shape=shape,
-            max_batch=max_batch,
+            raise fail(
+                "num_particles", f"({n}) must be a multiple of the world size ({world_size})"
+            )
+        num_b, grouped = resolve_groups(generator, num_groups)
+        return cls(
+            num_particles=n,
+            local_particles=n // world_size,
+            grid=check_time_grid(time_grid),
+            shape=check_shape(shape),
+            max_batch=optional_positive_int(max_batch, "max_batch"),
             num_groups=num_b,
             grouped=grouped,
         )
@@ -78,27 +78,35 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class FKConfig(SamplingConfig):
+    """fk_steering's checked arguments."""
+
     potential: str
     lambda_: float
-    scheme: str
+    resampling: str
     ess_threshold: float | None
     resample_every: int | None
     resample_window: tuple[float, float] | None
     final_resample: Any  # passed to SMCState.step as given
 
     @classmethod
-    def from_args(
-        cls, args: Mapping[str, Any], n_name: str = "num_particles", world_size: int = 1
+    def from_sampling(
+        cls,
+        sampling: SamplingConfig,
+        *,
+        potential: Any,
+        lambda_: Any,
+        resampling: Any,
+        ess_threshold: Any,
+        resample_every: Any,
+        resample_window: Any,
+        final_resample: Any,
     ) -> FKConfig:
-        """Validate fk_steering's arguments, given as a mapping (its ``locals()``)."""
-        common = cls._check_common(args, n_name, world_size)
-        potential, resample = args["potential"], args["resample"]
+        """The checked sampling arguments plus fk_steering's own."""
         if potential not in POTENTIALS:
             raise fail("potential", f"must be one of {POTENTIALS}, got {potential!r}")
-        lam = check_finite_float(args["lambda_"], "lambda_")
-        if resample not in SCHEMES:
-            raise fail("resample", f"must be one of {SCHEMES}, got {resample!r}")
-        ess_threshold = args["ess_threshold"]
+        lam = check_finite_float(lambda_, "lambda_")
+        if resampling not in SCHEMES:
+            raise fail("resampling", f"must be one of {SCHEMES}, got {resampling!r}")
         if ess_threshold is not None:
             ess_threshold = check_finite_float(ess_threshold, "ess_threshold")
             if not 0.0 < ess_threshold <= 1.0:
@@ -106,14 +114,14 @@ class FKConfig(SamplingConfig):
                     "ess_threshold", f"must be in (0, 1] (a fraction of N), got {ess_threshold}"
                 )
         return cls(
-            **common,
+            **{f.name: getattr(sampling, f.name) for f in fields(SamplingConfig)},
             potential=potential,
             lambda_=lam,
-            scheme=resample,
+            resampling=resampling,
             ess_threshold=ess_threshold,
-            resample_every=check_optional_positive_int(args["resample_every"], "resample_every"),
-            resample_window=check_window(args["resample_window"], "resample_window"),
-            final_resample=check_bool(args["final_resample"], "final_resample"),
+            resample_every=optional_positive_int(resample_every, "resample_every"),
+            resample_window=check_window(resample_window, "resample_window"),
+            final_resample=check_bool(final_resample, "final_resample"),
         )
 
     def potential_steps(self) -> list[bool]:

@@ -1,62 +1,37 @@
-"""Best-of-N (GLASS_MATH §5.1): N independent samples, keep the highest reward."""
+"""Best-of-N: N independent samples per group, keep the highest reward."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
+from glass_core._deprecation import renamed_kwargs
 from glass_core.align._common import (
     CountedModel,
     Generator,
+    Timer,
     nonfinite_reward_error,
     propagate,
     ungroup,
 )
 from glass_core.align._config import SamplingConfig
 from glass_core.align._start import resolve_start, start_particles
-from glass_core.align.results import BestOfNResult
+from glass_core.align.results import BestOfNResult, uniform_log_weights
 from glass_core.align.storage import particle_storage
 from glass_core.rewards.base import Reward, check_rewards
 
-R = TypeVar("R", bound=BestOfNResult)
 
-
-def best_of_n_result(
-    cls: type[R],
-    cfg: SamplingConfig,
-    *,
-    best: torch.Tensor,
-    rewards: torch.Tensor,
-    index: torch.Tensor,
-    samples: torch.Tensor,
-    nfe: int,
-    **extra: Any,
-) -> R:
-    """`cls` (BestOfNResult or a subclass taking `extra`) from [B, N] rewards, the [B] index of
-    the best in each group, the [B, ...] best samples and [B, N, ...] samples."""
-    rows = torch.arange(cfg.num_groups, device=index.device)
-    g = cfg.grouped
-    return cls(
-        best=ungroup(best, g),
-        best_reward=ungroup(rewards[rows, index], g),
-        best_index=ungroup(index, g),
-        samples=ungroup(samples, g),
-        rewards=ungroup(rewards, g),
-        nfe=nfe,
-        total_nfe=nfe * cfg.n * cfg.num_groups,
-        **extra,
-    )
-
-
+@renamed_kwargs(n="num_particles")
 def best_of_n(
     model: Any,
     reward: Reward,
     *,
     transition: Callable[..., torch.Tensor],
-    n: int,
+    num_particles: int,
     time_grid: Any,
     shape: Any = None,
     generator: Generator = None,
@@ -65,45 +40,68 @@ def best_of_n(
     device: torch.device | str | None = None,
     max_batch: int | None = None,
     progress: bool = True,
+    profile: bool = False,
     process_group: Any = None,
     x0: torch.Tensor | None = None,
 ) -> BestOfNResult:
-    """Draw `n` samples per group with `transition` over `time_grid` and return the best by reward
-    together with all samples and rewards. Ties go to the lowest index (torch.argmax).
+    """Draw `num_particles` samples per group with `transition` over `time_grid` and return the
+    best by reward together with all samples and rewards. Ties go to the lowest index
+    (torch.argmax). `profile=True` measures model and reward time (NaN otherwise).
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     samples over its ranks with the same results (see glass_core.align.distributed).
-    `x0`: the samples at the grid's first time ([n, ...] or [B, n, ...]), which may be t0 > 0."""
-    args = dict(locals())  # the arguments only
-    args["shape"], args["num_groups"] = resolve_start(
-        x0, shape, n, num_groups, generator, time_grid, process_group
+    `x0`: the samples at the grid's first time ([N, ...] or [B, N, ...]; `shape` may then be
+    None), which may be t0 > 0."""
+    wall_start = time.perf_counter()
+    shape, num_groups = resolve_start(
+        x0, shape, num_particles, num_groups, generator, time_grid, process_group
     )
     storage = particle_storage(process_group)
-    cfg = storage.configure(
-        lambda world: SamplingConfig.from_args(args, world_size=world), generator
-    )
-    counted = CountedModel(model, cfg.max_batch, timed=False)
+
+    def validate(world_size: int) -> SamplingConfig:
+        return SamplingConfig.validate(
+            model=model,
+            reward=reward,
+            transition=transition,
+            num_particles=num_particles,
+            time_grid=time_grid,
+            shape=shape,
+            max_batch=max_batch,
+            generator=generator,
+            num_groups=num_groups,
+            world_size=world_size,
+        )
+
+    cfg = storage.configure(validate, generator)
+    counted = CountedModel(model, cfg.max_batch, timed=profile)
+    reward_timer = Timer(profile)
     size, last = storage.local_rows, cfg.num_steps
     show = progress and storage.is_main
+    desc = "best-of-N" + storage.label
     with storage.guard(last), torch.no_grad():
         x = start_particles(x0, size, cfg.shape, storage.noise, dtype, device)
-        x = propagate(
-            counted, transition, x, cfg.grid, storage.noise, show, "best-of-N" + storage.label
-        )
-        local = check_rewards(reward(x), size, finite=False)
+        x = propagate(counted, transition, x, cfg.grid, storage.noise, show, desc)
+        local = check_rewards(reward_timer(reward, x), size, finite=False)
     rewards = storage.gather_rewards(local, last)  # all B*N slots
     host = rewards.to(torch.float64).cpu().numpy()
     if not np.isfinite(host).all():
         raise nonfinite_reward_error(host, last, 1.0, storage.held_by)
-    r = rewards.to(dtype=local.dtype, device=x.device).reshape(cfg.num_groups, cfg.n)
+    r = rewards.to(dtype=local.dtype, device=x.device).reshape(cfg.num_groups, cfg.num_particles)
     idx = r.argmax(dim=1)
     samples, best = storage.best_samples(x, idx, cfg)
-    return best_of_n_result(
-        storage.best_of_n_result,
-        cfg,
-        best=best,
-        rewards=r,
-        index=idx,
-        samples=samples,
+    rows = torch.arange(cfg.num_groups, device=idx.device)
+    g = cfg.grouped
+    return storage.best_of_n_result(
+        samples=ungroup(samples, g),
+        rewards=ungroup(r, g),
+        log_weights=ungroup(uniform_log_weights(r), g),
+        ancestors=None,
         nfe=counted.nfe,
+        total_nfe=counted.nfe * cfg.num_particles * cfg.num_groups,
+        model_time=counted.model_time if counted.timed else float("nan"),
+        reward_time=reward_timer.total if reward_timer.enabled else float("nan"),
+        wall_time=time.perf_counter() - wall_start,
+        best_sample=ungroup(best, g),
+        best_reward=ungroup(r[rows, idx], g),
+        best_index=ungroup(idx, g),
         **storage.best_of_n_extra(x, cfg),
     )

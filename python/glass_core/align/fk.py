@@ -1,4 +1,4 @@
-"""Feynman-Kac steering / SMC over any transition (GLASS_MATH §5.2).
+"""Feynman-Kac steering / SMC over any transition (docs/math.md §6.2).
 
 Per step k (t_{k-1} -> t_k): propagate all B*N particles with the transition; at a potential step
 score r(D_{t_k}(x)) on the denoiser output (that call is handed to the next transition as
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import torch
 
+from glass_core._deprecation import renamed_kwargs
 from glass_core.align._common import (
     CountedModel,
     Generator,
@@ -25,8 +26,7 @@ from glass_core.align._common import (
     progress_bar,
     ungroup,
 )
-from glass_core.align._config import SCHEMES as SCHEMES  # re-exported
-from glass_core.align._config import FKConfig
+from glass_core.align._config import FKConfig, SamplingConfig
 from glass_core.align._start import resolve_start, start_particles
 from glass_core.align.potentials import Potential
 from glass_core.align.results import FKResult
@@ -55,13 +55,15 @@ class FKBookkeeping:
         self.track_genealogy = track_genealogy
         self.state = SMCState(
             cfg.num_groups,
-            cfg.n,
-            scheme=cast(Any, cfg.scheme),  # validated against SCHEMES
+            cfg.num_particles,
+            scheme=cast(Any, cfg.resampling),  # validated by FKConfig
             ess_threshold=cfg.ess_threshold,
             seeds=seeds,
             track_genealogy=track_genealogy,
         )
-        self.potential = Potential(cfg.potential, cfg.lambda_, cfg.num_groups * cfg.n, device)
+        self.potential = Potential(
+            cfg.potential, cfg.lambda_, cfg.num_groups * cfg.num_particles, device
+        )
         self.ess_rows: list[np.ndarray] = []
         self.resampled_rows: list[np.ndarray] = []
         self.step_times: list[float] = []
@@ -74,7 +76,7 @@ class FKBookkeeping:
         state has already followed them)."""
         cfg = self.cfg
         res = self.state.step(
-            log_g.reshape(cfg.num_groups, cfg.n), resample=cfg.resample_decision(final)
+            log_g.reshape(cfg.num_groups, cfg.num_particles), resample=cfg.resample_decision(final)
         )
         self.ess_rows.append(np.asarray(res.ess, dtype=np.float64))
         self.resampled_rows.append(np.asarray(res.resampled, dtype=bool))
@@ -99,7 +101,7 @@ class FKBookkeeping:
         """`cls` (FKResult or a subclass taking `extra`) from [B, N, ...] samples, [B, N]
         rewards and the recorded history."""
         cfg, grouped = self.cfg, self.cfg.grouped
-        num_b, n = cfg.num_groups, cfg.n
+        num_b, n = cfg.num_groups, cfg.num_particles
         log_w = torch.as_tensor(np.asarray(self.state.log_weights), dtype=torch.float64)
         log_z = np.asarray(self.state.log_evidence, dtype=np.float64).reshape(num_b)
         ancestors = np.asarray(self.state.genealogy()) if self.track_genealogy else None
@@ -139,6 +141,7 @@ def score_potential_step(
     return denoised, check_rewards(r_raw, x.shape[0], finite=False)
 
 
+@renamed_kwargs(resample="resampling")
 def fk_steering(
     model: Any,
     reward: Reward,
@@ -149,7 +152,7 @@ def fk_steering(
     shape: Any = None,
     potential: str = "diff",
     lambda_: float = 1.0,
-    resample: str = "systematic",
+    resampling: str = "systematic",
     ess_threshold: float | None = None,
     resample_every: int | None = None,
     resample_window: tuple[float, float] | None = None,
@@ -169,6 +172,7 @@ def fk_steering(
 ) -> FKResult:
     """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z.
 
+    `resampling` names the scheme: "systematic", "stratified", "multinomial" or "residual".
     Potential steps are t_k with k % resample_every == 0 (every step if None) and t_k inside
     `resample_window`, plus always the final t=1. At each one the intermediate reward is computed
     and resampling happens (or, with `ess_threshold`, only when ESS < ess_threshold * N); weights
@@ -189,14 +193,38 @@ def fk_steering(
     glass_core.align.potentials); their model evaluations (J per particle per batched call) are
     counted in `nfe`. The final weights target p(z) exp(lambda_ r(z)) / Z exactly either way.
     """
-    args = dict(locals())  # the arguments only
     wall_start = time.perf_counter()
-    args["shape"], args["num_groups"] = resolve_start(
+    shape, num_groups = resolve_start(
         x0, shape, num_particles, num_groups, generator, time_grid, process_group
     )
     look = Lookahead.from_args(potential, lookahead_samples, lookahead_transition, process_group)
     storage = particle_storage(process_group)
-    cfg = storage.configure(lambda world: FKConfig.from_args(args, world_size=world), generator)
+
+    def validate(world_size: int) -> FKConfig:
+        sampling = SamplingConfig.validate(
+            model=model,
+            reward=reward,
+            transition=transition,
+            num_particles=num_particles,
+            time_grid=time_grid,
+            shape=shape,
+            max_batch=max_batch,
+            generator=generator,
+            num_groups=num_groups,
+            world_size=world_size,
+        )
+        return FKConfig.from_sampling(
+            sampling,
+            potential=potential,
+            lambda_=lambda_,
+            resampling=resampling,
+            ess_threshold=ess_threshold,
+            resample_every=resample_every,
+            resample_window=resample_window,
+            final_resample=final_resample,
+        )
+
+    cfg = storage.configure(validate, generator)
     counted = CountedModel(model, cfg.max_batch, timed=profile)
     reward_timer = Timer(profile)
     noise = storage.noise
@@ -236,7 +264,7 @@ def fk_steering(
                 rewards = rewards.index_select(0, idx)
             x, denoised = storage.follow(res, idx, [x, denoised], k)
 
-    b_n = (cfg.num_groups, cfg.n)
+    b_n = (cfg.num_groups, cfg.num_particles)
     return book.result(
         storage.fk_result,
         samples=storage.gathered_samples(x, cfg),

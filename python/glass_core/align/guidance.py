@@ -1,4 +1,4 @@
-"""Reward guidance as a denoiser wrapper (GLASS_MATH §5.4).
+"""Reward guidance as a denoiser wrapper.
 
 D^r_t(x) = D_t(x) + scale * (sigma_t^2 / alpha_t) * grad_z r(z) |_{z = D_t(x)}, with D detached
 (no backprop through the network, App. D.4), applied only when t lies in `window`.
@@ -9,15 +9,18 @@ zhat = D_{t*}(alpha_{t*} S), so wrapping D gives exactly eq. (50) evaluated at t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from glass_core._deprecation import renamed_kwargs
 from glass_core.align._common import (
     CountedModel,
     Generator,
+    Timer,
     check_callable,
     check_finite_float,
     check_model,
@@ -27,7 +30,7 @@ from glass_core.align._common import (
 )
 from glass_core.align._config import SamplingConfig
 from glass_core.align._start import resolve_start, start_particles
-from glass_core.align.results import GuidanceResult
+from glass_core.align.results import GuidanceResult, uniform_log_weights
 from glass_core.errors import InvalidInputError
 from glass_core.rewards.base import Reward, check_rewards, evaluate_reward
 
@@ -124,6 +127,7 @@ def guided(
     return GuidedDenoiser(model, reward, scale, window if window is not None else (0.0, 1.0))
 
 
+@renamed_kwargs(num_samples="num_particles")
 def reward_guidance(
     model: Any,
     reward: Reward,
@@ -132,7 +136,7 @@ def reward_guidance(
     time_grid: Any,
     scale: float,
     window: tuple[float, float] | None = (0.0, 1.0),
-    num_samples: int = 1,
+    num_particles: int = 1,
     shape: Any = None,
     generator: Generator = None,
     num_groups: int | None = None,
@@ -140,25 +144,42 @@ def reward_guidance(
     device: torch.device | str | None = None,
     max_batch: int | None = None,
     progress: bool = True,
+    profile: bool = False,
     x0: torch.Tensor | None = None,
 ) -> GuidanceResult:
-    """Sample with the reward-guided denoiser (GLASS_MATH §5.4) and score the results.
-    `x0`: the samples at the grid's first time ([N, ...] or [B, N, ...]), which may be t0 > 0."""
-    args = dict(locals())
-    args["shape"], args["num_groups"] = resolve_start(
-        x0, shape, num_samples, num_groups, generator, time_grid
+    """Sample `num_particles` per group with the reward-guided denoiser and score the results.
+    `profile=True` measures model and reward time (NaN otherwise; the reward gradients inside
+    the guided denoiser count as model time). `x0`: the samples at the grid's first time
+    ([N, ...] or [B, N, ...]; `shape` may then be None), which may be t0 > 0."""
+    wall_start = time.perf_counter()
+    shape, num_groups = resolve_start(x0, shape, num_particles, num_groups, generator, time_grid)
+    cfg = SamplingConfig.validate(
+        model=model,
+        reward=reward,
+        transition=transition,
+        num_particles=num_particles,
+        time_grid=time_grid,
+        shape=shape,
+        max_batch=max_batch,
+        generator=generator,
+        num_groups=num_groups,
     )
-    cfg = SamplingConfig.from_args(args, "num_samples")
-    n, num_b, grouped = cfg.n, cfg.num_groups, cfg.grouped
-    gmodel = CountedModel(guided(model, reward, scale, window), cfg.max_batch, timed=False)
+    n, num_b, grouped = cfg.num_particles, cfg.num_groups, cfg.grouped
+    gmodel = CountedModel(guided(model, reward, scale, window), cfg.max_batch, timed=profile)
+    reward_timer = Timer(profile)
     x = start_particles(x0, num_b * n, cfg.shape, generator, dtype, device)
     with torch.no_grad():
         x = propagate(gmodel, transition, x, cfg.grid, generator, progress, "reward guidance")
-        r = evaluate_reward(reward, x)
-    nfe = gmodel.nfe
+        r = reward_timer(evaluate_reward, reward, x)
+    rewards = r.reshape(num_b, n)
     return GuidanceResult(
         samples=ungroup(x.reshape(num_b, n, *cfg.shape), grouped),
-        rewards=ungroup(r.reshape(num_b, n), grouped),
-        nfe=nfe,
-        total_nfe=nfe * n * num_b,
+        rewards=ungroup(rewards, grouped),
+        log_weights=ungroup(uniform_log_weights(rewards), grouped),
+        ancestors=None,
+        nfe=gmodel.nfe,
+        total_nfe=gmodel.nfe * n * num_b,
+        model_time=gmodel.model_time if profile else float("nan"),
+        reward_time=reward_timer.total if profile else float("nan"),
+        wall_time=time.perf_counter() - wall_start,
     )

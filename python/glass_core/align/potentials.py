@@ -1,4 +1,4 @@
-"""Feynman-Kac potentials (GLASS_MATH §5.2, FKS conventions) in log space.
+"""Feynman-Kac potentials (docs/math.md §6.2, FKS conventions) in log space.
 
 Intermediate log-potentials, with r_k the reward of D_{t_k}(x_{t_k}) and lambda the temperature:
   diff: lambda (r_k - r_{k-1}), r_{-1} = 0

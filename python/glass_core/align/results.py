@@ -1,50 +1,33 @@
 """Result containers. Single-group calls drop the group axis; grouped calls (``num_groups`` given
-or a list of generators) keep a leading ``B`` axis on every per-group field."""
+or a list of generators) keep a leading ``B`` axis on every per-group field.
+
+Every algorithm returns a :class:`SamplingResult`: ``samples``, ``rewards``, ``log_weights``,
+``ancestors``, ``nfe`` / ``total_nfe``, the timings and :meth:`SamplingResult.best`.
+"""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 
-@dataclass(frozen=True)
-class BestOfNResult:
-    best: torch.Tensor  # [...] or [B, ...]: the highest-reward sample
-    best_reward: torch.Tensor  # [] or [B]
-    best_index: torch.Tensor  # [] or [B] int64, index into `samples`
-    samples: torch.Tensor  # [N, ...] or [B, N, ...]
-    rewards: torch.Tensor  # [N] or [B, N]
-    nfe: int  # model evaluations per sample (sequential cost)
-    total_nfe: int  # nfe * N * B
+@dataclass(frozen=True, kw_only=True)
+class SamplingResult:
+    """Weighted particles with their rewards.
 
-
-@dataclass(frozen=True)
-class GuidanceResult:
-    samples: torch.Tensor  # [N, ...] or [B, N, ...]
-    rewards: torch.Tensor  # [N] or [B, N]
-    nfe: int  # model evaluations per sample (gradients of the reward not counted)
-    total_nfe: int
-
-
-@dataclass(frozen=True)
-class FKResult:
-    """Weighted particles targeting p(z) exp(lambda_ r(z)) / Z.
-
-    ``log_weights`` are normalised (logsumexp = 0 per group); estimate E[f] as
-    ``(log_weights.exp() * f(samples)).sum()``. ``log_evidence`` estimates log Z with
-    Z = E_p[exp(lambda_ r(z))] (exp of it is unbiased for Z)."""
+    ``log_weights`` are normalised (logsumexp = 0 per group; uniform -log N for unweighted
+    algorithms); estimate E[f] as ``(log_weights.exp() * f(samples)).sum(-1)``.
+    Timings are seconds; ``model_time`` and ``reward_time`` are NaN unless ``profile=True``."""
 
     samples: torch.Tensor  # [N, ...] or [B, N, ...]
-    log_weights: torch.Tensor  # [N] or [B, N], float64
     rewards: torch.Tensor  # [N] or [B, N]: final reward r(z) of each particle
-    log_evidence: float | np.ndarray  # float or [B]
-    ess_history: np.ndarray  # [S] or [S, B]: ESS after reweighting at each potential step
-    resampled: np.ndarray  # [S] or [S, B] bool
-    step_times: np.ndarray  # [S]: time t_k at which each potential step happened
-    ancestors: np.ndarray | None  # [S, N] or [S, B, N] row-local ancestor indices per step
-    nfe: int  # model evaluations per particle (the intermediate reward reuses its call)
+    log_weights: torch.Tensor  # [N] or [B, N], float64
+    ancestors: np.ndarray | None  # [S, N] or [S, B, N] row-local ancestors per step (or None)
+    nfe: int  # model evaluations per particle (the sequential cost)
     total_nfe: int  # nfe * N * B
     model_time: float  # seconds inside model calls (NaN unless profile=True)
     reward_time: float  # seconds inside reward calls (NaN unless profile=True)
@@ -55,8 +38,62 @@ class FKResult:
         return self.log_weights.exp()
 
     def best(self) -> torch.Tensor:
-        """Highest-reward particle ([...] or [B, ...]), the FKS 'best_of_n_samples' convention."""
+        """The highest-reward sample ([...] or [B, ...]); ties go to the lowest index."""
         idx = self.rewards.argmax(dim=-1)
         if self.rewards.ndim == 1:
             return self.samples[idx]
         return self.samples[torch.arange(self.samples.shape[0]), idx]
+
+
+def uniform_log_weights(rewards: torch.Tensor) -> torch.Tensor:
+    """-log N for every particle, shaped like the [N] or [B, N] rewards."""
+    n = rewards.shape[-1]
+    return torch.full(rewards.shape, -float(np.log(n)), dtype=torch.float64)
+
+
+class _BestSample(torch.Tensor):
+    """``BestOfNResult.best`` read as an attribute (the old API): a tensor that warns when used,
+    and that returns itself as a plain tensor when called like the new method."""
+
+    def __call__(self) -> torch.Tensor:
+        with torch._C.DisableTorchFunctionSubclass():
+            return torch.Tensor.as_subclass(self, torch.Tensor)
+
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        warnings.warn(
+            "BestOfNResult.best is a method now: use result.best() (or result.best_sample)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **(kwargs or {}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class BestOfNResult(SamplingResult):
+    best_sample: torch.Tensor  # [...] or [B, ...]: the highest-reward sample
+    best_reward: torch.Tensor  # [] or [B]
+    best_index: torch.Tensor  # [] or [B] int64, index into the group's samples
+
+    @property  # type: ignore[override]
+    def best(self) -> Any:
+        """Call it: ``result.best()`` is the highest-reward sample (``result.best`` used as a
+        tensor still works, with a DeprecationWarning)."""
+        return self.best_sample.as_subclass(_BestSample)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuidanceResult(SamplingResult):
+    """Samples of the reward-guided denoiser (nfe does not count the reward gradients)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FKResult(SamplingResult):
+    """Weighted particles targeting p(z) exp(lambda_ r(z)) / Z. ``log_evidence`` estimates log Z
+    with Z = E_p[exp(lambda_ r(z))] (exp of it is unbiased for Z)."""
+
+    log_evidence: float | np.ndarray  # float or [B]
+    ess_history: np.ndarray  # [S] or [S, B]: ESS after reweighting at each potential step
+    resampled: np.ndarray  # [S] or [S, B] bool
+    step_times: np.ndarray  # [S]: time t_k at which each potential step happened

@@ -111,7 +111,7 @@ class LocalStorage:
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
         cfg = validate(1)
         self._noise = as_generator_arg(generator)
-        self._rows = cfg.num_groups * cfg.n
+        self._rows = cfg.num_groups * cfg.num_particles
         return cfg
 
     @property
@@ -144,7 +144,7 @@ class LocalStorage:
         return [None if p is None else p.index_select(0, flat_ancestors) for p in parts]
 
     def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-        return x.reshape(cfg.num_groups, cfg.n, *cfg.shape)
+        return x.reshape(cfg.num_groups, cfg.num_particles, *cfg.shape)
 
     def best_samples(
         self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig

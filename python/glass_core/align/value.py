@@ -1,4 +1,4 @@
-"""Monte-Carlo value function V_t(x) = log E[exp r(z) | x_t = x] (GLASS_MATH §5.3).
+"""Monte-Carlo value function V_t(x) = log E[exp r(z) | x_t = x] (docs/math.md §6.3).
 
 z_j ~ p(z | x_t) are drawn by any transition from (x, t) straight to t' = 1 (for GLASS a
 posterior sample, its s = 0 call D_t(x) shared by all J draws of a row), and
@@ -14,14 +14,13 @@ from typing import Any
 
 import torch
 
+from glass_core._checks import optional_positive_int, positive_int
 from glass_core.align._common import (
     CountedModel,
     Generator,
     as_generator_arg,
     check_callable,
     check_model,
-    check_optional_positive_int,
-    check_positive_int,
     fail,
 )
 from glass_core.models.base import check_batch
@@ -94,8 +93,8 @@ def value_estimate(
     tt = scalar_time(t, "t")
     if tt >= 1.0:
         raise fail("t", f"must be < 1 (at t = 1 the value is r(x) itself), got {tt}")
-    j = check_positive_int(num_samples, "num_samples")
-    mb = check_optional_positive_int(max_batch, "max_batch")
+    j = positive_int(num_samples, "num_samples")
+    mb = optional_positive_int(max_batch, "max_batch")
     transition = Glass(inner_steps=10) if transition is None else transition
     check_callable(transition, "transition")
     grouped = isinstance(generator, (list, tuple))
@@ -143,7 +142,7 @@ class Lookahead:
             raise fail("potential", "'lookahead' is not supported with process_group")
         tr = Glass(inner_steps=4) if transition is None else transition
         check_callable(tr, "lookahead_transition")
-        return cls(check_positive_int(num_samples, "lookahead_samples"), tr)
+        return cls(positive_int(num_samples, "lookahead_samples"), tr)
 
     def values(
         self,

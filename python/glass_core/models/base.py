@@ -1,6 +1,6 @@
 """The Denoiser protocol, conversions between parameterisations, and the DenoiserBase adapter.
 
-Convention (GLASS_MATH.md §1): t=0 noise, t=1 data, x_t = alpha_t z + sigma_t eps. A denoiser
+Convention (docs/math.md §1): t=0 noise, t=1 data, x_t = alpha_t z + sigma_t eps. A denoiser
 returns D_t(x) = E[z | x_t = x]. Scalar coefficient math is float64 (numpy, schedule values from
 the native core); tensors only see the final per-sample coefficients, cast to the working dtype.
 """
@@ -13,6 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from glass_core._checks import optional_positive_int
 from glass_core.errors import InvalidInputError, ModelError
 from glass_core.schedules import Schedule
 
@@ -136,7 +137,7 @@ def query_time(schedule: Schedule, t: float | np.ndarray, prediction: str) -> fl
 
 
 # ---------------------------------------------------------------------------------------------
-# conversions (GLASS_MATH.md §1)
+# conversions (docs/math.md §1)
 
 
 def _loadings(kind: str, a, s, da, ds):
@@ -215,8 +216,7 @@ class DenoiserBase:
     def __init__(self, schedule: Schedule, *, prediction: str = "x1", max_batch: int | None = None):
         if prediction not in PREDICTIONS:
             raise InvalidInputError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise InvalidInputError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        optional_positive_int(max_batch, "max_batch")
         self.schedule = schedule
         self.prediction = prediction
         self.max_batch = max_batch

@@ -16,8 +16,8 @@ Conventions. Images are ``[B, 1, 8, 8]`` in ``[-1, 1]`` (ink = +1). The UNet fol
 flow-matching convention: diffusers time ``sigma = 1 - t`` (sigma = 1 is noise), network timestep
 ``1000 * sigma``, prediction ``v = eps - z``. In glass_core's convention (t = 0 noise, t = 1 data,
 ``x_t = t z + (1 - t) eps``) the velocity is ``u = dx/dt = z - eps = -v``;
-:func:`from_unconditional_pipeline` converts once, at this boundary, and hands the result to
-``glass_core.models.from_callable``.
+``glass_core.models.diffusers.unconditional.from_unconditional_pipeline`` converts once, at that
+boundary (its names stay importable from here).
 
 This module imports only numpy and torch at the top level (safetensors, diffusers and glass_core
 lazily) so the training scripts can load it by path before the native extension is built.
@@ -26,12 +26,9 @@ lazily) so the training scripts can load it by path before the native extension 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,11 +38,9 @@ __all__ = [
     "DEFAULT_REWARD_DIR",
     "IMAGE_SHAPE",
     "NUM_CLASSES",
-    "CallStats",
     "DigitClassifier",
     "DigitReward",
     "HeldoutClassifier",
-    "from_unconditional_pipeline",
     "load_default_model",
     "load_default_reward",
     "load_heldout_classifier",
@@ -149,18 +144,6 @@ def load_default_reward(
     return DigitReward(clf.to(device), target)
 
 
-@dataclass
-class CallStats:
-    """Network calls, rows and seconds spent inside the network (for model/bookkeeping splits)."""
-
-    calls: int = 0
-    rows: int = 0
-    seconds: float = 0.0
-
-    def reset(self) -> None:
-        self.calls, self.rows, self.seconds = 0, 0, 0.0
-
-
 def load_template_reward(
     target: int = 3, path: str | Path | None = None, *, scale: float = 2.0
 ) -> Any:
@@ -222,86 +205,6 @@ def load_pipeline(
     return pipe.to(device)
 
 
-def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
-    """A glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline (e.g. DDPMPipeline).
-
-    The adapter issue 5's ``glass_core.models.diffusers`` does not cover (it wraps text-conditioned
-    FLUX/SD3/SD/SDXL pipelines). Uses only ``pipe.unet`` and ``pipe.scheduler``'s config, converting
-    at this boundary (GLASS_MATH.md sections 1 and 7):
-
-    * flow-matching schedulers (``FlowMatchEulerDiscreteScheduler``): rectified flow, t = 1 - sigma,
-      network timestep ``T * sigma``, velocity ``u = -v``. A static ``shift`` only moves the
-      sampling grid (the network is queried at the shifted sigma itself), so it is accepted;
-      use ``glass_core.schedules.shifted_grid`` for the pipeline's own grid.
-    * schedulers with ``alphas_cumprod`` (DDPM, DDIM, ...): the native VP table schedule, network
-      queried at the continuous-time equivalent (fractional) timestep; ``prediction_type``
-      epsilon / v_prediction / sample is the denoiser's prediction (outside the table's nodes,
-      e.g. at pure noise t = 0, the model layer asks at the nearest node: ``query_time``).
-
-    The network runs in its own dtype (inputs cast, outputs cast back to the particles' dtype).
-    The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
-    """
-    from glass_core.errors import UnsupportedModelError
-    from glass_core.models import from_callable
-    from glass_core.schedules import VP, RectifiedFlow
-
-    unet, sched = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
-    if unet is None or sched is None or type(unet).__name__ != "UNet2DModel":
-        raise UnsupportedModelError(
-            f"pipe: {type(pipe).__name__} is not an unconditional UNet2DModel pipeline (needs "
-            f"pipe.unet: UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
-            f"glass_core.models.diffusers"
-        )
-    cfg = sched.config
-    num_t = int(cfg.get("num_train_timesteps", 1000))
-    vp_schedule = None
-    if "FlowMatch" in type(sched).__name__:
-        if cfg.get("use_dynamic_shifting", False):
-            raise UnsupportedModelError("pipe.scheduler: dynamic shifting needs an image size")
-        schedule = RectifiedFlow()
-        prediction = "velocity"  # u = -v_diffusers, network timestep T * sigma = T (1 - t)
-
-    elif getattr(sched, "alphas_cumprod", None) is not None:
-        table = torch.as_tensor(sched.alphas_cumprod).to("cpu", torch.float64).numpy()
-        schedule = vp_schedule = VP.from_alphas_cumprod(np.ascontiguousarray(table))
-        ptype = cfg.get("prediction_type", "epsilon")
-        predictions = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x1"}
-        if ptype not in predictions:
-            raise UnsupportedModelError(f"pipe.scheduler: prediction_type {ptype!r} unsupported")
-        prediction = predictions[ptype]
-    else:
-        raise UnsupportedModelError(
-            f"pipe.scheduler: {type(sched).__name__} is neither a flow-matching scheduler nor "
-            f"one with alphas_cumprod"
-        )
-    stats = CallStats()
-
-    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        start = time.perf_counter()
-        t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        if t_vec.dim() == 0:
-            t_vec = t_vec.expand(x.shape[0])
-        # a bf16/fp16 network sees its dtype; the particles stay in x's dtype
-        if vp_schedule is not None:
-            k = vp_schedule.timestep_from_t(t_vec.detach().to("cpu", torch.float64).numpy())
-            k_t = torch.as_tensor(k, dtype=x.dtype, device=x.device)
-            out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
-        else:
-            out = -unet(x.to(unet.dtype), (1.0 - t_vec) * num_t).sample.to(x.dtype)
-        stats.calls += 1
-        stats.rows += x.shape[0]
-        stats.seconds += time.perf_counter() - start
-        return out
-
-    model: Any = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
-    size = unet.config.sample_size
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    model.unet = unet
-    model.sample_shape = (int(unet.config.in_channels), *hw)
-    model.stats = stats
-    return model
-
-
 def load_default_model(
     path: str | Path | None = None,
     *,
@@ -312,6 +215,8 @@ def load_default_model(
     ``Denoiser``: :func:`load_pipeline` (``DiffusionPipeline.from_pretrained``, the path users
     take) then :func:`from_unconditional_pipeline` (built on ``glass_core.models.from_callable``).
     """
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
     root = Path(path) if path is not None else DEFAULT_MODEL_DIR
     model = from_unconditional_pipeline(load_pipeline(root, device=device), max_batch=max_batch)
     model.path = root
@@ -358,3 +263,13 @@ def load_real_digits() -> tuple[torch.Tensor, torch.Tensor]:
     data = load_digits()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2.0 - 1.0
     return x, torch.tensor(data.target, dtype=torch.int64)
+
+
+def __getattr__(name: str) -> Any:
+    """The unconditional-pipeline adapter lives in glass_core.models.diffusers.unconditional;
+    its names stay importable from here (lazily: this module imports no glass_core at the top)."""
+    if name in ("CallStats", "from_unconditional_pipeline"):
+        from glass_core.models.diffusers import unconditional
+
+        return getattr(unconditional, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

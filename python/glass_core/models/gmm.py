@@ -1,6 +1,6 @@
 """Exact Gaussian-mixture data model: the ground truth every sampler is tested against.
 
-Data z ~ sum_k pi_k N(m_k, v_k I) in R^d. Everything below is closed form (GLASS_MATH.md §9):
+Data z ~ sum_k pi_k N(m_k, v_k I) in R^d. Everything below is closed form (docs/math.md §7):
 denoiser, velocity, marginals p_t, posterior p(z|x_t), the GLASS transition kernel p(x_t'|x_t) for
 any rho, and reward-tilted mixtures p(z) exp(lambda r(z)) / Z. Computed in float64; results are cast
 back to the input's dtype.
@@ -19,7 +19,7 @@ from glass_core import _random
 from glass_core._core import glass_coefficients
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import DenoiserBase, TimeLike, check_batch, schedule_values, time_values
-from glass_core.schedules import RectifiedFlow, Schedule
+from glass_core.schedules import RectifiedFlow, Schedule, resolve_rho
 
 _F64 = torch.float64
 _LOG2PI = math.log(2.0 * math.pi)
@@ -29,21 +29,6 @@ def _col(c: float | np.ndarray, device: torch.device) -> torch.Tensor:
     """float64 scalar or [B] coefficient as a [B or 1, 1] tensor for [B, K] arithmetic."""
     arr = np.asarray(c, dtype=np.float64)
     return torch.as_tensor(arr, dtype=_F64, device=device).reshape(-1, 1)
-
-
-def resolve_rho(schedule: Schedule, rho: float | str, t: float, t_next: float) -> float:
-    """rho as a float; "ddpm" -> alpha_t sigma_t' / (sigma_t alpha_t') from the native core."""
-    if isinstance(rho, str):
-        if rho != "ddpm":
-            raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-        return float(schedule.rho_ddpm(float(t), float(t_next)))
-    try:
-        r = float(rho)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}") from None
-    if not (math.isfinite(r) and -1.0 <= r <= 1.0):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-    return r
 
 
 def scalar_time(t: TimeLike, name: str) -> float:
@@ -66,13 +51,14 @@ def kernel_scalars(
     t_next: TimeLike,
     rho: float | str,
 ) -> tuple[float, float, float]:
-    """(gamma, abar, sbar) of the z-conditional kernel N(abar z + gamma x_t, sbar^2 I) (§2)."""
+    """(gamma, abar, sbar) of the z-conditional kernel N(abar z + gamma x_t, sbar^2 I)
+    (docs/math.md §3)."""
     tt, tn = scalar_time(t, "t"), scalar_time(t_next, "t_next")
     if not tn > tt:
         raise InvalidInputError(f"t_next must be > t, got t={tt}, t_next={tn}")
     r = resolve_rho(schedule, rho, tt, tn)
     c = glass_coefficients(schedule, tt, tn, r, np.zeros(1))
-    return float(c["gamma"]), float(c["abar"]), float(c["sbar"])
+    return c.gamma, c.abar, c.sbar
 
 
 class GaussianMixture(DenoiserBase):
@@ -268,7 +254,7 @@ class GaussianMixture(DenoiserBase):
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self._denoise64(x, time_values(t, x.shape[0]))
 
-    # -- the GLASS transition kernel (§2, §9) ---------------------------------------------------
+    # -- the GLASS transition kernel (docs/math.md §3, §7) --------------------------------------
 
     def transition(self, x: torch.Tensor, t: TimeLike, t_next: TimeLike, rho: float | str):
         """Exact p(x_t' | x_t = x) = sum_k w_k N(mean_k, var_k I) for correlation rho (or "ddpm").

@@ -1,5 +1,7 @@
-"""Rewards: the protocol, validation, and closed-form rewards (model-based rewards live in
-sibling modules owned by the diffusers work stream and are imported lazily by their users)."""
+"""Rewards: the protocol, validation, and closed-form rewards. The model-based adapters (CLIP,
+PickScore, HPS, aesthetic, ImageReward; ``rewards.loading.load_reward``) and the image/latent
+wrappers (``rewards.adapters``) are separate modules, imported only when used (they need
+transformers and friends)."""
 
 from glass_core.rewards.base import Reward, check_rewards, evaluate_reward
 from glass_core.rewards.closed_form import LinearReward, QuadraticReward

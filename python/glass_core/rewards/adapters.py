@@ -1,6 +1,7 @@
 """Shared pieces of the model-based rewards: local-path checks, differentiable CLIP-style image
 preprocessing, user callables on images or latents, and the VAE-decoding wrapper that turns an
-image reward into a reward on latents (decoding once per scored batch and caching the decode).
+image reward into a reward on latents (decoding once per scored batch and caching the decode),
+and ``reward_on_latents``, which picks the wrapping a pipeline adapter needs.
 
 Image rewards take ``images [M, 3, H, W]`` in [0, 1] (float, on the reward's device) and the
 per-row prompts, and return ``[M]`` float. Latent rewards take the latents directly.
@@ -242,3 +243,67 @@ def _accepts_prompts(fn: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+class ChunkedImageReward:
+    """Calls an image reward on chunks of `max_batch` rows with per-row prompts."""
+
+    def __init__(self, reward: Any, max_batch: int | None) -> None:
+        self.reward = reward
+        self.max_batch = max_batch
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        m = images.shape[0]
+        rows = rows_to_prompts(prompts, m) if prompts is not None else None
+        step = self.max_batch or m
+        takes = _accepts_prompts(self.reward)
+        outs = []
+        for i in range(0, m, step):
+            chunk = images[i : i + step]
+            if takes:
+                outs.append(self.reward(chunk, rows[i : i + step] if rows is not None else None))
+            else:
+                outs.append(self.reward(chunk))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def reward_on_latents(
+    reward: Any,
+    model: Any,
+    reward_on: str,
+    max_batch: int | None,
+    reward_prompts: str | Sequence[str] | None,
+    prompts: list[str] | None,
+) -> Any:
+    """The reward the alignment algorithms score latents with, for a pipeline adapter `model`
+    (``decode``, ``device``, ``num_groups``): a latent reward as is, an image reward (``reward_on``
+    "images", or "auto" and the reward says so) through :class:`DecodedReward` on chunks of
+    `max_batch` images with per-row prompts (`reward_prompts`, one per group, else `prompts`)."""
+    if reward is None:
+        return None
+    if not callable(reward):
+        raise InvalidInputError(f"reward must be callable, got {type(reward).__name__}")
+    kind = reward_on
+    if kind == "auto":
+        kind = getattr(reward, "input_kind", "latents")
+    if kind not in ("images", "latents"):
+        raise InvalidInputError(
+            f"reward_on must be 'auto', 'images' or 'latents', got {reward_on!r}"
+        )
+    if isinstance(reward, torch.nn.Module):
+        reward.to(model.device)
+    if kind == "latents":
+        return reward
+    if reward_prompts is not None:
+        rp = [reward_prompts] if isinstance(reward_prompts, str) else list(reward_prompts)
+        if len(rp) != model.num_groups or not all(isinstance(p, str) for p in rp):
+            raise InvalidInputError(
+                f"reward_prompts must be {model.num_groups} string(s), one per prompt group, "
+                f"got {reward_prompts!r}"
+            )
+        prompts = rp
+
+    def decode(z: torch.Tensor) -> torch.Tensor:
+        return model.decode(z, max_batch=max_batch)
+
+    return DecodedReward(ChunkedImageReward(reward, max_batch), decode, prompts)

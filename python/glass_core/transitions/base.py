@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
 
 from glass_core import _random
+from glass_core._checks import positive_int
 from glass_core.errors import InvalidInputError, ModelError
 from glass_core.models.base import Denoiser, check_batch
 from glass_core.models.gmm import kernel_scalars
 from glass_core.schedules import Schedule
 
-
-def check_int(value: object, name: str, minimum: int = 1, maximum: int | None = None) -> int:
-    """An int (or integer-like such as numpy.int64; not a bool) in [minimum, maximum]."""
-    try:
-        v = operator.index(value)  # type: ignore[call-overload]
-    except TypeError:
-        v = None
-    if isinstance(value, bool) or v is None or v < minimum:
-        raise InvalidInputError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if maximum is not None and v > maximum:
-        raise InvalidInputError(f"{name} must be an int <= {maximum}, got {value!r}")
-    return v
+check_int = positive_int  # the name the transitions use
 
 
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
@@ -82,7 +71,7 @@ def frozen_denoiser_step(
 ) -> torch.Tensor:
     """x' = gamma x + abar D + sbar xi: the exact solution from t to t' of the probability-flow ODE
     (rho = 1, DDIM) or of the reverse SDE (rho = rho_ddpm ** kappa, DDPM-ancestral for kappa = 1)
-    with the denoiser held at D = `denoised` (GLASS with one inner step, GLASS_MATH §3.6). No
+    with the denoiser held at D = `denoised` (GLASS with one inner step, docs/math.md §3.3). No
     schedule derivative enters, so it is finite from alpha_t = 0."""
     gamma, abar, sbar = kernel_scalars(schedule, t, t_next, rho)
     out = gamma * x + abar * denoised.to(x.dtype)

@@ -1,4 +1,4 @@
-"""GLASS Flows transition (GLASS_MATH.md §3): sample p(x_t' | x_t) with an inner flow of K steps.
+"""GLASS Flows transition (docs/math.md §3): sample p(x_t' | x_t) with an inner flow of K steps.
 
 The inner state is y_s = xbar_s - gamma x_t (= abar_s z + sbar_s eps given z), which starts at
 sigma0 * eps and follows dy/ds = w1(s) y + w2(s) zhat(s), zhat(s) = D_{t*(s)}(alpha*(s) S(s)),
@@ -7,7 +7,7 @@ over the inner s-grid) come from the native core's `glass_coefficients`.
 
 Solvers: "euler" (the paper's Algorithm 1), "midpoint" and "heun" (2 evaluations per step) and
 "multistep", a second-order multistep exponential integrator in the inner log-SNR
-lambda_s = log(a_s / s_s) (DPM-Solver++(2M)-type, GLASS_MATH §3.8) with 1 evaluation per step. It
+lambda_s = log(a_s / s_s) (DPM-Solver++(2M)-type, docs/math.md §3.4) with 1 evaluation per step. It
 integrates the linear part exactly, y' = (s'/s) y + (a' - s' a/s) D, with D a linear extrapolation
 of the last two denoised estimates. Where the path ends at s_1 = 0 (t'=1 or |rho|=1) lambda_1 is
 infinite; the last step then extrapolates in kappa = s_s / a_s to kappa = 0 instead, which is finite
@@ -25,8 +25,7 @@ from glass_core import _random
 from glass_core._core import glass_coefficients
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, working_dtype
-from glass_core.models.gmm import resolve_rho
-from glass_core.schedules import Schedule
+from glass_core.schedules import Schedule, resolve_rho
 from glass_core.transitions.base import Transition, check_choice, check_int
 
 SOLVERS = ("euler", "heun", "midpoint", "multistep")
@@ -49,7 +48,8 @@ class Glass(Transition):
     "euler" first order; a precomputed `denoised` = D_t(x_t) saves one evaluation for all.
     The default is "multistep": at the same cost as the paper's Euler it is far closer to the exact
     kernel on the Gaussian mixture (docs/benchmarks/glass_solvers.md).
-    rho=1 with K=1 (Euler) is deterministic DDIM; rho=1 with K>1 is still stochastic (§2).
+    rho=1 with K=1 (Euler) is deterministic DDIM; rho=1 with K>1 is still stochastic
+    (docs/math.md §3).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Euler-Maruyama on the reverse-time SDE (the "DDPM sampling" baseline, GLASS_MATH.md §4).
+"""Euler-Maruyama on the reverse-time SDE (the "DDPM sampling" baseline, docs/math.md §5).
 
 dX = [u_t(X) + kappa (nu_t^2 / 2) grad log p_t(X)] dt + sqrt(kappa) nu_t dW,
 nu_t^2 = 2 alpha' sigma^2 / alpha - 2 sigma sigma'. kappa=1 is the paper's SDE, whose kernel equals

@@ -245,4 +245,10 @@ def handshake(comm: Comm, config: list[int] | None, error: BaseException | None)
 
 def run_signature(cfg: SamplingConfig, generator: Generator) -> list[int]:
     """What every rank must agree on (see handshake)."""
-    return [cfg.n, cfg.num_groups, len(cfg.grid), math.prod(cfg.shape), fingerprint(generator)]
+    return [
+        cfg.num_particles,
+        cfg.num_groups,
+        len(cfg.grid),
+        math.prod(cfg.shape),
+        fingerprint(generator),
+    ]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound=SamplingConfig)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardedFKResult(FKResult):
     """FKResult of a sharded run (identical on every rank) plus this rank's view and traffic.
     ``migrated[s]`` / ``transfers[s]``: slots that changed rank / particles sent at potential
@@ -47,7 +47,7 @@ class ShardedFKResult(FKResult):
     comm: CommStats
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ShardedBestOfNResult(BestOfNResult):
     """BestOfNResult of a sharded run (identical on every rank) plus this rank's shard."""
 
@@ -80,10 +80,12 @@ class ShardedStorage:
         except Exception as exc:  # every rank must learn about it
             config, error = None, exc
         handshake(comm, config, error)  # raises on every rank if any rank failed
-        layout = np.stack([contiguous_layout(cfg.n, comm.world)] * cfg.num_groups)
+        layout = np.stack([contiguous_layout(cfg.num_particles, comm.world)] * cfg.num_groups)
         self.layout = Layout(layout, comm.rank)
-        self._noise = ShardedNoise(generator, cfg.num_groups * cfg.n, self.layout.local_rows())
-        self._rows = cfg.num_groups * cfg.n_local
+        self._noise = ShardedNoise(
+            generator, cfg.num_groups * cfg.num_particles, self.layout.local_rows()
+        )
+        self._rows = cfg.num_groups * cfg.local_particles
         return cfg
 
     def _layout(self) -> Layout:
@@ -142,12 +144,12 @@ class ShardedStorage:
     def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
         if self.sharding.gather:
             return gather_samples(self.comm, self._layout(), x)
-        return x.reshape(cfg.num_groups, cfg.n_local, *cfg.shape)
+        return x.reshape(cfg.num_groups, cfg.local_particles, *cfg.shape)
 
     def best_samples(
         self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        num_b, n_loc, shape = cfg.num_groups, cfg.n_local, cfg.shape
+        num_b, n_loc, shape = cfg.num_groups, cfg.local_particles, cfg.shape
         rows = torch.arange(num_b)
         index = index.cpu()
         samples = self.gathered_samples(x, cfg)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from glass_core._checks import optional_positive_int
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import DenoiserBase
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
@@ -65,10 +66,7 @@ class DiffusersDenoiser(DenoiserBase):
         requires_grad: bool = False,
     ) -> None:
         super().__init__(schedule, prediction=prediction, max_batch=None)
-        if max_batch is not None and (
-            isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1
-        ):
-            raise InvalidInputError(f"max_batch must be a positive int or None, got {max_batch!r}")
+        optional_positive_int(max_batch, "max_batch")
         self.pipe = pipe
         self.network = network
         self.conditioning = conditioning

@@ -45,6 +45,12 @@ def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.reshape(m, ch // 4, h, w)
 
 
+
+def flow_timestep(t: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
+    """The network timestep of a flow-matching model at glass_core time t: T * sigma with the
+    diffusers sigma = 1 - t (docs/math.md §1)."""
+    return (1.0 - t) * num_train_timesteps
+
 class FluxDenoiser(DiffusersDenoiser):
     """FLUX.1 adapter. Particles live unpacked, ``[M, C, h, w]`` with C = in_channels / 4; they are
     packed into 2x2 patches (and given FLUX's image ids) only at the network call.
@@ -157,7 +163,7 @@ class SD3Denoiser(DiffusersDenoiser):
         self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
 
     def _network_call(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
-        timestep = ((1.0 - t) * self.num_train_timesteps).to(device=x.device, dtype=torch.float32)
+        timestep = flow_timestep(t, self.num_train_timesteps).to(x.device, torch.float32)
         return self.network(
             hidden_states=x,
             timestep=timestep,

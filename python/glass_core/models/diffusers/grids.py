@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from glass_core._checks import positive_int
 from glass_core.errors import InvalidInputError
+from glass_core.schedules import dynamic_shift_mu
 
 
 def calculate_shift(
@@ -24,9 +26,11 @@ def calculate_shift(
     base_shift: float = 0.5,
     max_shift: float = 1.15,
 ) -> float:
-    """FLUX/SD3 dynamic-shift ``mu`` (diffusers' formula); static-shift equivalent: exp(mu)."""
-    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return float(image_seq_len * m + base_shift - m * base_seq_len)
+    """FLUX/SD3 dynamic-shift ``mu`` (diffusers' formula, computed by the native
+    ``dynamic_shift_mu``); static-shift equivalent: exp(mu)."""
+    return float(
+        dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
+    )
 
 
 def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
@@ -62,13 +66,13 @@ def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
     sched.set_timesteps(num_steps)
     ks = sched.timesteps.detach().cpu().double().numpy()
     big_t = model.num_train_timesteps
-    ts = 1.0 - (ks + 1.0) / (big_t + 1.0)
+    ts = np.asarray(model.schedule.t_from_timestep(ks), dtype=np.float64)  # native mapping
     if not exact:
         return np.concatenate([[0.0], ts[1:], [1.0]])
     final_t = 1.0
     final_ac = getattr(sched, "final_alpha_cumprod", None)  # DDIM: alphas_cumprod[0] or 1
     if final_ac is not None and float(final_ac) < 1.0:
-        final_t = 1.0 - 1.0 / (big_t + 1.0)  # DDIM ends on alphas_cumprod[0]
+        final_t = float(model.schedule.t_from_timestep(0.0))  # DDIM ends on alphas_cumprod[0]
     step = big_t // num_steps
     if "DDIM" in type(sched).__name__ and np.any(np.diff(ks) != -step):
         warnings.warn(
@@ -88,8 +92,7 @@ def default_time_grid(model: Any, num_steps: int, *, exact: bool = False) -> np.
     from pure noise there) and the last is 1 (clean data); ``exact=True`` keeps the scheduler's
     first timestep and its final alpha (for parity checks against the pipeline's own sampler).
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise InvalidInputError(f"num_steps must be a positive int, got {num_steps!r}")
+    positive_int(num_steps, "num_steps")
     if model.family in ("flux", "sd3"):
         grid = _flow_grid(model, int(num_steps))
     else:

@@ -4,8 +4,8 @@ The schedule is glass_core's native ``VP.from_alphas_cumprod(scheduler.alphas_cu
 timestep k (k = 0 least noisy, T = len(table)) sits at t_k = 1 - (k + 1) / (T + 1), where
 alpha_t^2 = alphas_cumprod[k]; between nodes log-SNR is piecewise linear. The network is queried at
 the *continuous-time equivalent* timestep k(t) = (1 - t)(T + 1) - 1 (fractional between nodes; the
-sinusoidal time embedding accepts it; GLASS_MATH.md section 7, "practical approximation"). Input
-scale is 1 (the VP x_t is the network input).
+sinusoidal time embedding accepts it; docs/math.md §2). Input scale is 1 (the VP x_t is the
+network input).
 
 The adapter's prediction is the scheduler's (epsilon, v or x1); outside the trained nodes (below
 the noisiest, including pure noise t = 0, and above the least noisy) the shared noise-end
@@ -26,7 +26,7 @@ from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.schedules import VP
 
 # diffusers' prediction_type -> glass_core's prediction
-_PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x1"}
+PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x1"}
 
 
 def vp_schedule_from_scheduler(scheduler: Any) -> Any:
@@ -66,10 +66,10 @@ class UNetDenoiser(DiffusersDenoiser):
         unet = pipe.unet
         sched = pipe.scheduler
         ptype = prediction_type or sched.config.get("prediction_type", "epsilon")
-        if ptype not in _PREDICTIONS:
+        if ptype not in PREDICTIONS:
             raise UnsupportedModelError(
                 f"pipe.scheduler.config.prediction_type={ptype!r} is not one of "
-                f"{tuple(_PREDICTIONS)}"
+                f"{tuple(PREDICTIONS)}"
             )
         vsf = int(pipe.vae_scale_factor)
         shape = (int(unet.config.in_channels), int(height) // vsf, int(width) // vsf)
@@ -85,7 +85,7 @@ class UNetDenoiser(DiffusersDenoiser):
             unet,
             conditioning,
             schedule=schedule,
-            prediction=_PREDICTIONS[ptype],
+            prediction=PREDICTIONS[ptype],
             guidance_scale=guidance_scale,
             latent_shape=shape,
             height=height,
@@ -101,9 +101,9 @@ class UNetDenoiser(DiffusersDenoiser):
         """Continuous-time equivalent diffusers timestep k(t), snapped to the integer node when
         within 1e-6 of it (so grid times reproduce the pipeline's timesteps). The model layer asks
         only inside [t_{T-1}, t_0]; the clamp to [0, T-1] only absorbs rounding."""
-        big_t = self.num_train_timesteps
-        k = (1.0 - t.to(torch.float64)) * (big_t + 1) - 1.0
-        k = k.clamp(0.0, big_t - 1.0)
+        times = np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
+        k = torch.as_tensor(self.schedule.timestep_from_t(times)).reshape(t.shape)  # native
+        k = k.clamp(0.0, self.num_train_timesteps - 1.0)
         r = k.round()
         return torch.where((k - r).abs() < 1e-6, r, k)
 

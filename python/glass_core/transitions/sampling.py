@@ -25,17 +25,8 @@ class SampleResult:
 
 
 def _grid(time_grid: Sequence[float] | np.ndarray | torch.Tensor) -> list[float]:
-    if isinstance(time_grid, torch.Tensor):
-        time_grid = time_grid.detach().to("cpu", torch.float64).numpy()
-    arr = np.asarray(time_grid, dtype=np.float64)
-    if arr.ndim != 1 or arr.shape[0] < 2:
-        raise InvalidInputError(
-            f"time_grid must be 1-D with at least 2 times, got shape {arr.shape}"
-        )
-    validate_time_grid(arr)
-    if arr[-2] >= 1.0:
-        raise InvalidInputError("time_grid: no transition can start at t=1")
-    return [float(v) for v in arr]
+    """The validated grid (native rule: 1-D, >= 2 points, finite, inside [0, 1], increasing)."""
+    return [float(v) for v in validate_time_grid(time_grid)]
 
 
 def sample(

@@ -1,11 +1,12 @@
-"""``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call.
+"""``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call (this module
+is ``glass_core.steering``; ``glass_core.steer`` is the function).
 
-Wraps the pipeline's own components (``glass_core.models.diffusers.from_pipeline`` for
-text-conditioned FLUX/SD3/SD/SDXL pipelines; ``from_unconditional_pipeline`` of
-``glass_core.models.default`` for unconditional ``UNet2DModel`` pipelines such as the embedded
-default model), picks the pipeline's own step grid, turns an image reward into a reward on
-latents that decodes through the VAE once per scored batch, and runs one of the alignment
-algorithms (``glass_core.align``) or plain sampling, optionally with the particles sharded over
+Orchestration only: wraps the pipeline's own components (``glass_core.models.diffusers``:
+``from_pipeline`` for text-conditioned FLUX/SD3/SD/SDXL pipelines, ``unconditional`` for
+``UNet2DModel`` pipelines such as the embedded default model), picks the pipeline's own step grid,
+turns an image reward into a reward on latents (``glass_core.rewards.adapters.reward_on_latents``,
+decoding through the VAE once per scored batch), and runs one of the alignment algorithms
+(``glass_core.align``) or plain sampling, optionally with the particles sharded over
 torch.distributed ranks (``process_group``). Rows are group-major: B prompts x N particles.
 """
 
@@ -21,7 +22,12 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from glass_core._checks import positive_int
+from glass_core._deprecation import warn
+from glass_core.align.results import SamplingResult
 from glass_core.errors import InvalidInputError
+from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel, is_unconditional
+from glass_core.rewards.adapters import reward_on_latents
 
 __all__ = [
     "DEFAULT_NFE",
@@ -50,40 +56,33 @@ def default_num_transitions(transition: Any) -> int:
     return max(1, DEFAULT_NFE // int(getattr(transition, "nfe_per_call", 1)))
 
 
-@dataclass
-class SteerResult:
+@dataclass(frozen=True, kw_only=True)
+class SteerResult(SamplingResult):
     """Output of :func:`steer`. Per-particle fields are group-major (row = b * N + i).
 
     images: list of B*N PIL images ("pil"), a float tensor [B*N, 3, H, W] in [0, 1] ("pt"), an
         ndarray [B*N, H, W, 3] ("np"), or the latents ("latent").
-    latents: final particles [B*N, *latent_shape] (network-space latents, unpacked for FLUX).
+    samples: final particles [B*N, *latent_shape] (network-space latents, unpacked for FLUX).
     rewards: [B, N] final reward per particle (None for method="sample" without reward).
     log_weights: [B, N] normalised log-weights (uniform -log N except for "fk").
-    genealogy: [S, B, N] ancestor indices per resampling step ("fk" with tracking), else None.
+    ancestors: [S, B, N] ancestor indices per resampling step ("fk" with tracking), else None.
     best_index: [B] index (within the group) of the highest-reward particle (None without reward).
     num_decodes: VAE decode calls (scored batches + the output decode when it was not reused).
-    nfe: denoiser evaluations per particle; forward_passes: network passes per particle (x2 with
-        CFG); total_forward_passes: over all B*N particles.
+    nfe: denoiser evaluations per particle; total_nfe: over all B*N particles; forward_passes:
+        network passes per particle (x2 with CFG); total_forward_passes: over all B*N particles.
     wall_time = model_time (network forward passes, device-synchronised) + reward_time (VAE
         decodes and reward models, including the output decode) + bookkeeping_time (everything
         else: transitions' arithmetic, weights, resampling, host syncs, and the backward pass
         of reward guidance through the VAE and reward model).
     """
 
+    rewards: torch.Tensor | None  # type: ignore[assignment]
     images: Any
-    latents: torch.Tensor
-    rewards: torch.Tensor | None
-    log_weights: torch.Tensor
-    genealogy: np.ndarray | None
     log_evidence: np.ndarray | None
     ess_history: np.ndarray | None
     best_index: torch.Tensor | None
-    nfe: int
     forward_passes: int
     total_forward_passes: int
-    wall_time: float
-    model_time: float
-    reward_time: float
     bookkeeping_time: float
     num_groups: int
     num_particles: int
@@ -93,12 +92,29 @@ class SteerResult:
     num_decodes: int = 0
     raw: Any = field(default=None, repr=False)
 
-    def best_images(self) -> list[Any]:
-        """The highest-reward image of each group (list of B)."""
+    def best(self) -> list[Any]:  # type: ignore[override]
+        """The highest-reward image of each group (list of B; latents for output "latent")."""
         if self.best_index is None:
-            raise InvalidInputError("best_images needs rewards (method='sample' without reward)")
+            raise InvalidInputError("best() needs rewards (method='sample' without reward)")
         n = self.num_particles
         return [self.images[b * n + int(i)] for b, i in enumerate(self.best_index.tolist())]
+
+    def best_images(self) -> list[Any]:
+        """Deprecated name of :meth:`best`."""
+        warn("SteerResult.best_images()", "SteerResult.best()")
+        return self.best()
+
+    @property
+    def latents(self) -> torch.Tensor:
+        """Deprecated name of ``samples``."""
+        warn("SteerResult.latents", "SteerResult.samples")
+        return self.samples
+
+    @property
+    def genealogy(self) -> np.ndarray | None:
+        """Deprecated name of ``ancestors``."""
+        warn("SteerResult.genealogy", "SteerResult.ancestors")
+        return self.ancestors
 
 
 class _ObservedTransition:
@@ -129,160 +145,6 @@ class _ObservedTransition:
             self._bar.update(1)
         self.step += 1
         return out
-
-
-def _check_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _wrap_reward(
-    reward: Any,
-    model: Any,
-    reward_on: str,
-    max_batch: int | None,
-    reward_prompts: str | Sequence[str] | None,
-    prompts: list[str] | None,
-) -> Any:
-    from glass_core.rewards.adapters import DecodedReward
-
-    if reward is None:
-        return None
-    if not callable(reward):
-        raise InvalidInputError(f"reward must be callable, got {type(reward).__name__}")
-    kind = reward_on
-    if kind == "auto":
-        kind = getattr(reward, "input_kind", "latents")
-    if kind not in ("images", "latents"):
-        raise InvalidInputError(
-            f"reward_on must be 'auto', 'images' or 'latents', got {reward_on!r}"
-        )
-    if isinstance(reward, torch.nn.Module):
-        reward.to(model.device)
-    if kind == "latents":
-        return reward
-    if reward_prompts is not None:
-        rp = [reward_prompts] if isinstance(reward_prompts, str) else list(reward_prompts)
-        if len(rp) != model.num_groups or not all(isinstance(p, str) for p in rp):
-            raise InvalidInputError(
-                f"reward_prompts must be {model.num_groups} string(s), one per prompt group, "
-                f"got {reward_prompts!r}"
-            )
-        prompts = rp
-
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        return model.decode(z, max_batch=max_batch)
-
-    return DecodedReward(_ChunkedImageReward(reward, max_batch), decode, prompts)
-
-
-class _ChunkedImageReward:
-    """Calls an image reward on chunks of `max_batch` rows with per-row prompts."""
-
-    def __init__(self, reward: Any, max_batch: int | None) -> None:
-        self.reward = reward
-        self.max_batch = max_batch
-
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        from glass_core.rewards.adapters import _accepts_prompts, rows_to_prompts
-
-        m = images.shape[0]
-        rows = rows_to_prompts(prompts, m) if prompts is not None else None
-        step = self.max_batch or m
-        takes = _accepts_prompts(self.reward)
-        outs = []
-        for i in range(0, m, step):
-            chunk = images[i : i + step]
-            if takes:
-                outs.append(self.reward(chunk, rows[i : i + step] if rows is not None else None))
-            else:
-                outs.append(self.reward(chunk))
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
-
-
-def is_unconditional(pipe: Any) -> bool:
-    """True for an unconditional ``UNet2DModel`` pipeline (e.g. ``DDPMPipeline``, the embedded
-    default model), which :func:`steer` wraps with
-    ``glass_core.models.default.from_unconditional_pipeline``."""
-    unet = getattr(pipe, "unet", None)
-    return unet is not None and any(c.__name__ == "UNet2DModel" for c in type(unet).__mro__)
-
-
-class _UnconditionalModel:
-    """An unconditional UNet2DModel pipeline as :func:`steer` uses a diffusers adapter: the
-    Denoiser of ``from_unconditional_pipeline`` plus counters, the pipeline's step grid and the
-    DDPMPipeline post-processing (samples in [-1, 1] -> images in [0, 1]). Latents are the
-    samples themselves; there are no prompts, so B groups come only from a list of generators."""
-
-    family = "unconditional"
-    passes_per_eval = 1
-
-    def __init__(self, pipe: Any, num_groups: int, max_batch: int | None) -> None:
-        from glass_core.models.default import from_unconditional_pipeline
-
-        self.pipe = pipe
-        self.inner = from_unconditional_pipeline(pipe, max_batch=max_batch)
-        self.schedule = self.inner.schedule
-        self.latent_shape = tuple(self.inner.sample_shape)
-        self.num_groups = num_groups
-        self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
-        self.num_evaluations = 0
-
-    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
-        out: torch.Tensor = self.inner.denoise(x, t)
-        return out
-
-    def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
-        out: torch.Tensor = self.inner.velocity(x, t)
-        return out
-
-    @property
-    def device(self) -> torch.device:
-        from glass_core.models.diffusers.base import module_device
-
-        return module_device(self.pipe.unet)
-
-    @property
-    def model_time(self) -> float:
-        return float(self.inner.stats.seconds)
-
-    @property
-    def num_forward_rows(self) -> int:
-        return int(self.inner.stats.rows)
-
-    def time_grid(self, num_steps: int) -> np.ndarray:
-        """Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
-        DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines."""
-        from glass_core.models.diffusers import default_time_grid
-        from glass_core.schedules import shifted_grid, uniform_grid
-
-        if "FlowMatch" not in type(self.pipe.scheduler).__name__:
-            return default_time_grid(self, num_steps)  # family is not flux/sd3: the VP grid
-        shift = float(self.pipe.scheduler.config.get("shift", 1.0))
-        grid = uniform_grid(num_steps) if shift == 1.0 else shifted_grid(num_steps, shift)
-        return np.asarray(grid, dtype=np.float64)
-
-    def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
-        return (z.float() / 2 + 0.5).clamp(0, 1)
-
-    def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
-        """Images (PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the
-        sample size) -> samples in [-1, 1] (the inverse of ``decode``)."""
-        from diffusers.image_processor import VaeImageProcessor
-
-        c, h, w = self.latent_shape
-        proc = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=c == 1)
-        return proc.preprocess(image, height=h, width=w).to(self.device, torch.float32)
-
-    def to_pil(self, images: torch.Tensor) -> list[Any]:
-        from PIL import Image
-
-        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
 
 
 def _check_unconditional_args(pipe: Any, **given: Any) -> None:
@@ -397,13 +259,13 @@ def steer(
     strength: float | None = None,
     **algorithm_kwargs: Any,
 ) -> SteerResult:
-    """Sample from ``pipe`` steered toward ``reward`` (GLASS_MATH.md section 5).
+    """Sample from ``pipe`` steered toward ``reward`` (docs/math.md §6).
 
     Args:
         pipe: FLUX, SD3, SD 1.x/2.x or SDXL diffusers pipeline (components are wrapped, its
             ``__call__`` is not used), or an unconditional ``UNet2DModel`` pipeline (e.g. a
             ``DDPMPipeline``, or ``glass_core.models.default.load_pipeline()``, the embedded
-            default model) through ``glass_core.models.default.from_unconditional_pipeline``:
+            default model) through ``glass_core.models.diffusers.unconditional``:
             then ``prompt`` must be None (no conditioning arguments), the latents are the samples
             in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
             ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
@@ -461,7 +323,7 @@ def steer(
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     if output_type not in OUTPUT_TYPES:
         raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-    n = _check_int(num_particles, "num_particles")
+    n = positive_int(num_particles, "num_particles")
     if reward is None and method != "sample":
         raise InvalidInputError(f"reward is required for method={method!r}")
     if time_grid is not None and num_transitions is not None:
@@ -506,7 +368,7 @@ def steer(
     if is_unconditional(pipe):
         _check_unconditional_args(pipe, prompt=prompt, **conditioning)
         groups = len(generator) if isinstance(generator, list | tuple) else 1
-        model = _UnconditionalModel(pipe, max(1, groups), max_batch)
+        model = UnconditionalPipelineModel(pipe, max(1, groups), max_batch)
         prompts = None
     else:
         model = from_pipeline(pipe, prompt, max_batch=max_batch, **conditioning)
@@ -519,14 +381,14 @@ def steer(
         )
     if time_grid is None:
         k = default_num_transitions(transition) if num_transitions is None else num_transitions
-        k = _check_int(k, "num_transitions")
-        if isinstance(model, _UnconditionalModel):
+        k = positive_int(k, "num_transitions")
+        if isinstance(model, UnconditionalPipelineModel):
             grid = model.time_grid(k)
         else:
             grid = default_time_grid(model, k)
     else:
         grid = np.asarray(time_grid, dtype=np.float64)
-    wrapped = _wrap_reward(reward, model, reward_on, max_batch, reward_prompts, prompts)
+    wrapped = reward_on_latents(reward, model, reward_on, max_batch, reward_prompts, prompts)
     shape = model.latent_shape
     x0: torch.Tensor | None = None
     if image is not None:
@@ -584,7 +446,7 @@ def steer(
                 guided(model, wrapped, reward_scale, reward_window) if guide else model,
                 wrapped,
                 transition=observed,
-                n=n,
+                num_particles=n,
                 progress=progress,
                 process_group=process_group,
                 **common,
@@ -597,7 +459,7 @@ def steer(
                 transition=observed,
                 scale=reward_scale,
                 window=reward_window,
-                num_samples=n,
+                num_particles=n,
                 progress=progress,
                 **common,
             )
@@ -654,14 +516,15 @@ def steer(
     passes = nfe * model.passes_per_eval
     return SteerResult(
         images=out_images,
-        latents=latents,
+        samples=latents,
         rewards=rewards,
         log_weights=log_w,
-        genealogy=genealogy,
+        ancestors=genealogy,
         log_evidence=log_evidence,
         ess_history=ess,
         best_index=None if rewards is None else rewards.argmax(dim=1),
         nfe=nfe,
+        total_nfe=nfe * num_b * n,
         forward_passes=passes,
         total_forward_passes=model.num_forward_rows,
         wall_time=wall,

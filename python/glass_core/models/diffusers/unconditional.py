@@ -1,0 +1,197 @@
+"""Unconditional ``UNet2DModel`` pipelines (DDPMPipeline, the embedded digits model): the adapter
+``from_pipeline`` does not cover (it wraps text-conditioned FLUX/SD3/SD/SDXL pipelines).
+
+Uses only ``pipe.unet`` and ``pipe.scheduler``'s config and converts at this boundary, with the
+same conversions as the text-conditioned adapters (docs/math.md §1 and §2): flow-matching
+schedulers are rectified flow with network timestep ``T * sigma`` and velocity ``u = -v``;
+schedulers with ``alphas_cumprod`` use the native VP table schedule, its timestep mapping and the
+scheduler's ``prediction_type`` as the denoiser's prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from glass_core.errors import UnsupportedModelError
+from glass_core.models.callable import from_callable
+from glass_core.models.diffusers.base import module_device
+from glass_core.models.diffusers.flow import flow_timestep
+from glass_core.models.diffusers.grids import default_time_grid
+from glass_core.models.diffusers.unet import PREDICTIONS, vp_schedule_from_scheduler
+from glass_core.schedules import RectifiedFlow, shifted_grid, uniform_grid
+
+__all__ = [
+    "CallStats",
+    "UnconditionalPipelineModel",
+    "from_unconditional_pipeline",
+    "is_unconditional",
+]
+
+
+@dataclass
+class CallStats:
+    """Network calls, rows and seconds spent inside the network (for model/bookkeeping splits)."""
+
+    calls: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+
+    def reset(self) -> None:
+        self.calls, self.rows, self.seconds = 0, 0, 0.0
+
+
+def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
+    """A glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline (e.g. DDPMPipeline).
+
+    The adapter ``glass_core.models.diffusers.from_pipeline`` does not cover (it wraps
+    text-conditioned FLUX/SD3/SD/SDXL pipelines). Uses only ``pipe.unet`` and ``pipe.scheduler``'s
+    config, converting at this boundary (docs/math.md §1 and §2):
+
+    * flow-matching schedulers (``FlowMatchEulerDiscreteScheduler``): rectified flow, t = 1 - sigma,
+      network timestep ``T * sigma``, velocity ``u = -v``. A static ``shift`` only moves the
+      sampling grid (the network is queried at the shifted sigma itself), so it is accepted;
+      use ``glass_core.schedules.shifted_grid`` for the pipeline's own grid.
+    * schedulers with ``alphas_cumprod`` (DDPM, DDIM, ...): the native VP table schedule, network
+      queried at the continuous-time equivalent (fractional) timestep; ``prediction_type``
+      epsilon / v_prediction / sample is the denoiser's prediction (outside the table's nodes,
+      e.g. at pure noise t = 0, the model layer asks at the nearest node: ``query_time``).
+
+    The network runs in its own dtype (inputs cast, outputs cast back to the particles' dtype).
+    The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
+    """
+    unet, sched = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
+    if unet is None or sched is None or type(unet).__name__ != "UNet2DModel":
+        raise UnsupportedModelError(
+            f"pipe: {type(pipe).__name__} is not an unconditional UNet2DModel pipeline (needs "
+            f"pipe.unet: UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
+            f"glass_core.models.diffusers"
+        )
+    cfg = sched.config
+    num_t = int(cfg.get("num_train_timesteps", 1000))
+    vp_schedule = None
+    if "FlowMatch" in type(sched).__name__:
+        if cfg.get("use_dynamic_shifting", False):
+            raise UnsupportedModelError("pipe.scheduler: dynamic shifting needs an image size")
+        schedule = RectifiedFlow()
+        prediction = "velocity"  # u = -v_diffusers, network timestep T * sigma = T (1 - t)
+
+    elif getattr(sched, "alphas_cumprod", None) is not None:
+        schedule = vp_schedule = vp_schedule_from_scheduler(sched)
+        ptype = cfg.get("prediction_type", "epsilon")
+        if ptype not in PREDICTIONS:
+            raise UnsupportedModelError(f"pipe.scheduler: prediction_type {ptype!r} unsupported")
+        prediction = PREDICTIONS[ptype]
+    else:
+        raise UnsupportedModelError(
+            f"pipe.scheduler: {type(sched).__name__} is neither a flow-matching scheduler nor "
+            f"one with alphas_cumprod"
+        )
+    stats = CallStats()
+
+    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        start = time.perf_counter()
+        t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if t_vec.dim() == 0:
+            t_vec = t_vec.expand(x.shape[0])
+        # a bf16/fp16 network sees its dtype; the particles stay in x's dtype
+        if vp_schedule is not None:
+            k = vp_schedule.timestep_from_t(t_vec.detach().to("cpu", torch.float64).numpy())
+            k_t = torch.as_tensor(k, dtype=x.dtype, device=x.device)
+            out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
+        else:
+            out = -unet(x.to(unet.dtype), flow_timestep(t_vec, num_t)).sample.to(x.dtype)
+        stats.calls += 1
+        stats.rows += x.shape[0]
+        stats.seconds += time.perf_counter() - start
+        return out
+
+    model: Any = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
+    size = unet.config.sample_size
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    model.unet = unet
+    model.sample_shape = (int(unet.config.in_channels), *hw)
+    model.stats = stats
+    return model
+
+
+def is_unconditional(pipe: Any) -> bool:
+    """True for an unconditional ``UNet2DModel`` pipeline (e.g. ``DDPMPipeline``, the embedded
+    default model), which :func:`glass_core.steer` wraps with
+    :class:`UnconditionalPipelineModel`."""
+    unet = getattr(pipe, "unet", None)
+    return unet is not None and any(c.__name__ == "UNet2DModel" for c in type(unet).__mro__)
+
+
+class UnconditionalPipelineModel:
+    """An unconditional UNet2DModel pipeline as :func:`glass_core.steer` uses a diffusers adapter:
+    the Denoiser of :func:`from_unconditional_pipeline` plus counters, the pipeline's step grid
+    and the DDPMPipeline post-processing (samples in [-1, 1] -> images in [0, 1]). Latents are
+    the samples themselves; there are no prompts, so B groups come only from a list of
+    generators."""
+
+    family = "unconditional"
+    passes_per_eval = 1
+
+    def __init__(self, pipe: Any, num_groups: int, max_batch: int | None) -> None:
+        self.pipe = pipe
+        self.inner = from_unconditional_pipeline(pipe, max_batch=max_batch)
+        self.schedule = self.inner.schedule
+        self.latent_shape = tuple(self.inner.sample_shape)
+        self.num_groups = num_groups
+        self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
+        self.num_evaluations = 0
+
+    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        self.num_evaluations += 1
+        out: torch.Tensor = self.inner.denoise(x, t)
+        return out
+
+    def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        self.num_evaluations += 1
+        out: torch.Tensor = self.inner.velocity(x, t)
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self.pipe.unet)
+
+    @property
+    def model_time(self) -> float:
+        return float(self.inner.stats.seconds)
+
+    @property
+    def num_forward_rows(self) -> int:
+        return int(self.inner.stats.rows)
+
+    def time_grid(self, num_steps: int) -> np.ndarray:
+        """Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
+        DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines."""
+        if "FlowMatch" not in type(self.pipe.scheduler).__name__:
+            return default_time_grid(self, num_steps)  # family is not flux/sd3: the VP grid
+        shift = float(self.pipe.scheduler.config.get("shift", 1.0))
+        grid = uniform_grid(num_steps) if shift == 1.0 else shifted_grid(num_steps, shift)
+        return np.asarray(grid, dtype=np.float64)
+
+    def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        return (z.float() / 2 + 0.5).clamp(0, 1)
+
+    def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
+        """Images (PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the
+        sample size) -> samples in [-1, 1] (the inverse of ``decode``)."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        c, h, w = self.latent_shape
+        proc = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=c == 1)
+        return proc.preprocess(image, height=h, width=w).to(self.device, torch.float32)
+
+    def to_pil(self, images: torch.Tensor) -> list[Any]:
+        from PIL import Image
+
+        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
