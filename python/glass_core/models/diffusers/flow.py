@@ -45,11 +45,11 @@ def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.reshape(m, ch // 4, h, w)
 
 
-
 def flow_timestep(t: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
     """The network timestep of a flow-matching model at glass_core time t: T * sigma with the
     diffusers sigma = 1 - t (docs/math.md §1)."""
     return (1.0 - t) * num_train_timesteps
+
 
 class FluxDenoiser(DiffusersDenoiser):
     """FLUX.1 adapter. Particles live unpacked, ``[M, C, h, w]`` with C = in_channels / 4; they are

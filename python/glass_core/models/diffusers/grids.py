@@ -28,9 +28,7 @@ def calculate_shift(
 ) -> float:
     """FLUX/SD3 dynamic-shift ``mu`` (diffusers' formula, computed by the native
     ``dynamic_shift_mu``); static-shift equivalent: exp(mu)."""
-    return float(
-        dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
-    )
+    return float(dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
 def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
