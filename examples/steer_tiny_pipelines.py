@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
         pipe.save_pretrained(str(folder))
 
         result = steer_in_python(pipe, family, args.particles)
-        result.best_images()[0].save(args.out / f"{name}-best.png")
+        result.best()[0].save(args.out / f"{name}-best.png")
 
         cmd = steer_command(folder, family, args.particles, args.out / f"{name}-steered")
         print("$", shlex.join(cmd))
