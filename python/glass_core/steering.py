@@ -12,9 +12,7 @@ torch.distributed ranks (``process_group``). Rows are group-major: B prompts x N
 
 from __future__ import annotations
 
-import sys
 import time
-import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -540,14 +538,3 @@ def steer(
         raw=raw,
     )
 
-
-class _CallableModule(types.ModuleType):
-    """``glass_core.steer`` names both this module and the function: importing the submodule
-    binds the package attribute to the module, so the module forwards calls to :func:`steer`
-    (``glass_core.steer(pipe, ...)`` works whatever was imported first)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SteerResult:
-        return steer(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
