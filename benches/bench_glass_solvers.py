@@ -1,6 +1,6 @@
 """GLASS inner solvers at small NFE: accuracy against the exact kernel, sample quality on digits.
 
-Part 1, exact mixture (the 3-component GMM of GLASS_MATH §9, d = 2). For each cell (schedule, t,
+Part 1, exact mixture (the 3-component GMM of docs/math.md §7, d = 2). For each cell (schedule, t,
 t', rho) draw P start points x_t ~ p_t and from each N transitions with
   euler      K = n inner steps (the paper's Algorithm 1)
   midpoint   K = n // 2 (2 NFE per step)

@@ -8,7 +8,7 @@ particle; plain FK gets proportionally more particles so that both spend the sam
 run (= particles x NFE per particle). Each configuration is repeated R times (R groups in one call).
 
 Targets
-  mixture  the exact 3-component Gaussian mixture of GLASS_MATH §9 tilted by the quadratic reward
+  mixture  the exact 3-component Gaussian mixture of docs/math.md §7 tilted by the quadratic reward
            r(z) = -|z - (1, -1)|^2 / 2 with lambda = 2 (as benches/bench_alignment.py), where
            log Z and the tilted mean reward are known exactly. Metrics over R = 200 runs: RMSE of
            log Z-hat, RMSE of the self-normalised mean-reward estimate, mean ESS at the end.
