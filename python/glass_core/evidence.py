@@ -235,7 +235,7 @@ def run_cell(
             # NFE per particle at each interior potential step (reported in the measured NFE)
             extra = {
                 "lookahead_samples": 2,
-                "lookahead_transition": Glass(method.rho, inner_steps=2),
+                "lookahead_transition": Glass(method.rho, inner_steps=2, solver="euler"),
             }
         res: Any = fk_steering(
             net,
