@@ -37,8 +37,19 @@ def observed_order(solver: str, sched: str, rho, t_next: float) -> float:
     return math.log2(diff[1] / diff[2])
 
 
-@pytest.mark.parametrize("sched", list(SCHEDULES))
-@pytest.mark.parametrize("rho,t_next", ORDER_CASES)
+def order_case_params():
+    """Every schedule x case, except the singular ends on the VP table: there t*(s) runs up to 1,
+    past the table's least noisy node, where every model is asked at that node (the noise-end
+    convention, docs/math.md), so the denoiser is only Lipschitz in s near s = 1 and no solver can
+    show its order; the analytic schedules test the singular end."""
+    for sched in SCHEDULES:
+        for rho, t_next in ORDER_CASES:
+            singular = t_next == 1.0 or rho == 1.0
+            if not (sched == "vp" and singular):
+                yield sched, rho, t_next
+
+
+@pytest.mark.parametrize("sched,rho,t_next", list(order_case_params()))
 def test_convergence_order_in_inner_steps(sched, rho, t_next):
     """Euler is first order; midpoint, heun and multistep are second order, also when the inner
     path is singular at s = 1 (t' = 1 or rho = 1), where heun and multistep never evaluate s = 1."""
