@@ -3,6 +3,7 @@ storage), so that every check lives in one place."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +19,7 @@ from glass_core.align._common import (
     fail,
     resolve_groups,
 )
+from glass_core.align._start import resolve_start
 from glass_core.align.potentials import POTENTIALS
 from glass_core.weights import SCHEMES
 
@@ -74,6 +76,43 @@ class SamplingConfig:
             num_groups=num_b,
             grouped=grouped,
         )
+
+
+def sampling_validator(
+    model: Any,
+    reward: Any,
+    transition: Any,
+    time_grid: Any,
+    num_particles: Any,
+    shape: Any,
+    generator: Any,
+    num_groups: Any,
+    max_batch: Any,
+    x0: Any,
+    process_group: Any = None,
+) -> Callable[[int], SamplingConfig]:
+    """Check the start `x0` against the other arguments now (see resolve_start) and return
+    ``validate(world_size)``: the arguments every algorithm shares, checked for a run whose
+    particles `world_size` ranks share (the storage strategy calls it, see ParticleStorage)."""
+    shape, num_groups = resolve_start(
+        x0, shape, num_particles, num_groups, generator, time_grid, process_group
+    )
+
+    def validate(world_size: int) -> SamplingConfig:
+        return SamplingConfig.validate(
+            model=model,
+            reward=reward,
+            transition=transition,
+            num_particles=num_particles,
+            time_grid=time_grid,
+            shape=shape,
+            max_batch=max_batch,
+            generator=generator,
+            num_groups=num_groups,
+            world_size=world_size,
+        )
+
+    return validate
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from glass_core.align._common import (
     propagate,
     ungroup,
 )
-from glass_core.align._config import SamplingConfig
-from glass_core.align._start import resolve_start, start_particles
+from glass_core.align._config import sampling_validator
+from glass_core.align._start import start_particles
 from glass_core.align.results import BestOfNResult, uniform_log_weights
 from glass_core.align.storage import particle_storage
 from glass_core.rewards.base import Reward, check_rewards
@@ -52,24 +52,11 @@ def best_of_n(
     `x0`: the samples at the grid's first time ([N, ...] or [B, N, ...]; `shape` may then be
     None), which may be t0 > 0."""
     wall_start = time.perf_counter()
-    shape, num_groups = resolve_start(
-        x0, shape, num_particles, num_groups, generator, time_grid, process_group
-    )
+    validate = sampling_validator(
+        model, reward, transition, time_grid, num_particles, shape, generator, num_groups,
+        max_batch, x0, process_group,
+    )  # fmt: skip
     storage = particle_storage(process_group)
-
-    def validate(world_size: int) -> SamplingConfig:
-        return SamplingConfig.validate(
-            model=model,
-            reward=reward,
-            transition=transition,
-            num_particles=num_particles,
-            time_grid=time_grid,
-            shape=shape,
-            max_batch=max_batch,
-            generator=generator,
-            num_groups=num_groups,
-            world_size=world_size,
-        )
 
     cfg = storage.configure(validate, generator)
     counted = CountedModel(model, cfg.max_batch, timed=profile)

@@ -26,8 +26,8 @@ from glass_core.align._common import (
     progress_bar,
     ungroup,
 )
-from glass_core.align._config import FKConfig, SamplingConfig
-from glass_core.align._start import resolve_start, start_particles
+from glass_core.align._config import FKConfig, sampling_validator
+from glass_core.align._start import start_particles
 from glass_core.align.potentials import Potential
 from glass_core.align.results import FKResult
 from glass_core.align.storage import particle_storage
@@ -194,27 +194,16 @@ def fk_steering(
     counted in `nfe`. The final weights target p(z) exp(lambda_ r(z)) / Z exactly either way.
     """
     wall_start = time.perf_counter()
-    shape, num_groups = resolve_start(
-        x0, shape, num_particles, num_groups, generator, time_grid, process_group
-    )
+    sampling = sampling_validator(
+        model, reward, transition, time_grid, num_particles, shape, generator, num_groups,
+        max_batch, x0, process_group,
+    )  # fmt: skip
     look = Lookahead.from_args(potential, lookahead_samples, lookahead_transition, process_group)
     storage = particle_storage(process_group)
 
     def validate(world_size: int) -> FKConfig:
-        sampling = SamplingConfig.validate(
-            model=model,
-            reward=reward,
-            transition=transition,
-            num_particles=num_particles,
-            time_grid=time_grid,
-            shape=shape,
-            max_batch=max_batch,
-            generator=generator,
-            num_groups=num_groups,
-            world_size=world_size,
-        )
         return FKConfig.from_sampling(
-            sampling,
+            sampling(world_size),
             potential=potential,
             lambda_=lambda_,
             resampling=resampling,

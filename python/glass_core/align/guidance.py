@@ -28,8 +28,8 @@ from glass_core.align._common import (
     propagate,
     ungroup,
 )
-from glass_core.align._config import SamplingConfig
-from glass_core.align._start import resolve_start, start_particles
+from glass_core.align._config import sampling_validator
+from glass_core.align._start import start_particles
 from glass_core.align.results import GuidanceResult, uniform_log_weights
 from glass_core.errors import InvalidInputError
 from glass_core.rewards.base import Reward, check_rewards, evaluate_reward
@@ -152,18 +152,10 @@ def reward_guidance(
     the guided denoiser count as model time). `x0`: the samples at the grid's first time
     ([N, ...] or [B, N, ...]; `shape` may then be None), which may be t0 > 0."""
     wall_start = time.perf_counter()
-    shape, num_groups = resolve_start(x0, shape, num_particles, num_groups, generator, time_grid)
-    cfg = SamplingConfig.validate(
-        model=model,
-        reward=reward,
-        transition=transition,
-        num_particles=num_particles,
-        time_grid=time_grid,
-        shape=shape,
-        max_batch=max_batch,
-        generator=generator,
-        num_groups=num_groups,
-    )
+    cfg = sampling_validator(
+        model, reward, transition, time_grid, num_particles, shape, generator, num_groups,
+        max_batch, x0,
+    )(1)  # fmt: skip
     n, num_b, grouped = cfg.num_particles, cfg.num_groups, cfg.grouped
     gmodel = CountedModel(guided(model, reward, scale, window), cfg.max_batch, timed=profile)
     reward_timer = Timer(profile)
