@@ -57,6 +57,38 @@ def test_energy_distance_jackknife_se_matches_the_spread_over_repeats() -> None:
     assert 0.75 < mean_se_ / spread < 1.3, (mean_se_, spread)
 
 
+def test_energy_distance_v_statistic_has_the_closed_form_bias_under_the_null() -> None:
+    # 1-D N(0, 1) against itself: E|X-X'| = 2/sqrt(pi), and the V-statistic's within-set means keep
+    # the n (m) zero diagonal terms, so E[V] = 2/sqrt(pi) * (1/n + 1/m) while E[U] = 0.
+    n, m, reps = 20, 30, 400
+    g = torch.Generator().manual_seed(3)
+    v = torch.tensor(
+        [
+            energy_distance(
+                torch.randn(n, 1, generator=g), torch.randn(m, 1, generator=g), unbiased=False
+            ).value
+            for _ in range(reps)
+        ]
+    )
+    bias = 2 / math.sqrt(math.pi) * (1 / n + 1 / m)
+    assert abs(v.mean().item() - bias) < 4 * v.std().item() / math.sqrt(reps), (v.mean(), bias)
+    assert (v >= 0).all()
+
+
+def test_energy_distance_v_statistic_is_the_all_pairs_mean() -> None:
+    g = torch.Generator().manual_seed(4)
+    x, y = (
+        torch.randn(7, 3, generator=g, dtype=torch.float64),
+        torch.randn(5, 3, generator=g, dtype=torch.float64),
+    )
+
+    def mean_dist(a: torch.Tensor, b: torch.Tensor) -> float:
+        return sum(float((ai - bj).norm()) for ai in a for bj in b) / (len(a) * len(b))
+
+    direct = 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
+    assert energy_distance(x, y, unbiased=False).value == pytest.approx(direct, rel=1e-12)
+
+
 def test_energy_distance_rejects_mismatched_inputs() -> None:
     with pytest.raises(ValueError, match="energy_distance"):
         energy_distance(torch.zeros(5, 3), torch.zeros(5, 4))

@@ -5,6 +5,9 @@ Energy distance (Szekely & Rizzo): E(X, Y) = 2 E|X - Y| - E|X - X'| - E|Y - Y'| 
 distributions agree. The U-statistic (pairs i != j within a set) is unbiased, so a perfect sampler
 scores 0 on average rather than a positive sample-size-dependent floor. Its standard error is the
 delete-one jackknife over the rows of X (the generated set; the reference set Y is held fixed).
+The V-statistic (all pairs, i = j included) is kept as an option: it is biased upward by
+E|X - X'|/n + E|Y - Y'|/m but never negative, which a log-scale error plot against a noise floor
+needs.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ def _pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def energy_distance(x: torch.Tensor, y: torch.Tensor) -> Estimate:
-    """Unbiased energy distance between samples x [n, ...] and reference y [m, ...] (rows are
-    flattened, Euclidean norm, float64), with the jackknife standard error over x's rows."""
+def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = True) -> Estimate:
+    """Energy distance between samples x [n, ...] and reference y [m, ...] (rows are flattened,
+    Euclidean norm, float64), with the jackknife standard error over x's rows. ``unbiased=False``
+    gives the V-statistic (within-set means over all n^2 and m^2 pairs, >= 0, biased upward)."""
     xf = x.detach().reshape(len(x), -1).double().cpu()
     yf = y.detach().reshape(len(y), -1).double().cpu()
     n, m = len(xf), len(yf)
@@ -55,10 +59,15 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> Estimate:
         )
     dxy = _pairwise(xf, yf).sum(1)  # [n]: sum_j |x_i - y_j|
     dxx = _pairwise(xf, xf).sum(1)  # [n]: sum_k |x_i - x_k| (diagonal is 0)
-    e_yy = float(_pairwise(yf, yf).sum()) / (m * (m - 1))
 
-    def stat(sum_xy: torch.Tensor, sum_xx: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
-        return 2 * sum_xy / (k * m) - sum_xx / (k * (k - 1)) - e_yy
+    # within-set pair counts: ordered pairs i != j (U) or all pairs (V)
+    def pairs(k: int) -> int:
+        return k * (k - 1) if unbiased else k * k
+
+    e_yy = float(_pairwise(yf, yf).sum()) / pairs(m)
+
+    def stat(sum_xy: torch.Tensor, sum_xx: torch.Tensor, k: int) -> torch.Tensor:
+        return 2 * sum_xy / (k * m) - sum_xx / pairs(k) - e_yy
 
     full = stat(dxy.sum(), dxx.sum(), n)
     # leave row i out: its cross terms and twice its within-x row sum (pairs (i,k) and (k,i)) go
