@@ -254,24 +254,42 @@ def mixture_tables(rows: list[dict]) -> list[str]:
     return lines
 
 
-def verdict(rows: list[dict]) -> list[str]:
-    """Done-when at 4 NFE: best new solver's worst rel <= 0.5 x Euler's worst, never worse."""
-    out = []
-    at4 = [r for r in rows if r.get("budget") == 4]
-    cells = list(dict.fromkeys(r["cell"] for r in at4))
+def verdict(rows: list[dict], n: int = 4) -> list[str]:
+    """Done-when at n NFE: best new solver's worst rel <= 0.5 x Euler's worst, never worse.
+
+    One line per solver, then a per-cell table (rel, ratio to Euler, floor) so that every cell's
+    verdict can be read next to the Monte-Carlo floor of the same size.
+    """
+    at_n = [r for r in rows if r.get("budget") == n]
+    cells = list(dict.fromkeys(r["cell"] for r in at_n))
+    new = ("midpoint", "heun", "multistep")
 
     def rel(cell, m):
-        return next(r["rel"] for r in at4 if r["cell"] == cell and r["method"] == m)
+        return next(
+            r["rel"]
+            for r in rows
+            if r["cell"] == cell and r["method"] == m and (m == "floor" or r.get("budget") == n)
+        )
 
     worst_euler = max(rel(c, "euler") for c in cells)
-    for m in ("midpoint", "heun", "multistep"):
+    out = []
+    for m in new:
         worst = max(rel(c, m) for c in cells)
         worse = [c for c in cells if rel(c, m) > rel(c, "euler")]
         out.append(
-            f"- {m}: worst {worst:.3f} vs Euler's worst {worst_euler:.3f} "
+            f"- {n} NFE, {m}: worst {worst:.3f} vs Euler's worst {worst_euler:.3f} "
             f"(ratio {worst / worst_euler:.2f}); cells worse than Euler: "
-            f"{', '.join(worse) if worse else 'none'}"
+            f"{', '.join(worse) if worse else 'none'} ({len(cells)} cells)"
         )
+    out += [
+        "",
+        f"| cell ({n} NFE) | floor | euler | " + " | ".join(f"{m} (ratio)" for m in new) + " |",
+        "|---|" + "---:|" * (len(new) + 2),
+    ]
+    for c in cells:
+        e = rel(c, "euler")
+        vals = [f"{rel(c, m):.3f} ({rel(c, m) / e:.2f})" for m in new]
+        out.append(f"| {c} | {rel(c, 'floor'):.3f} | {e:.3f} | " + " | ".join(vals) + " |")
     return out
 
 
