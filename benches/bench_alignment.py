@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from glass_core.align import best_of_n, fk_steering, guided, reward_guidance
 from glass_core.align._common import CountedModel, propagate
+from glass_core.metrics import energy_distance
 from glass_core.models import GaussianMixture, from_callable
 from glass_core.rewards import QuadraticReward
 from glass_core.transitions import ODE, SDE, Glass
@@ -64,15 +65,6 @@ class ExactKernel:
 
 def gens(reps: int, seed: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed * 100_003 + r) for r in range(reps)]
-
-
-def energy_distance(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased (U-statistic) squared energy distance between samples x and y."""
-    n, m = x.shape[0], y.shape[0]
-    xy = torch.cdist(x, y).mean()
-    xx = torch.cdist(x, x).sum() / (n * (n - 1))
-    yy = torch.cdist(y, y).sum() / (m * (m - 1))
-    return float(2 * xy - xx - yy)
 
 
 def pick_by_weight(samples: torch.Tensor, log_w: torch.Tensor, seed: int) -> torch.Tensor:
@@ -135,7 +127,9 @@ def quality_table(budgets: list[int], reps: int) -> tuple[list[dict], dict]:
     ref = target.sample(4000, generator=torch.Generator().manual_seed(1))
     # sampling noise of the metric itself: R exact samples, 20 independent draws
     floor = [
-        energy_distance(target.sample(reps, generator=torch.Generator().manual_seed(100 + i)), ref)
+        energy_distance(
+            target.sample(reps, generator=torch.Generator().manual_seed(100 + i)), ref
+        ).value
         for i in range(20)
     ]
     exact = {
@@ -160,7 +154,7 @@ def quality_table(budgets: list[int], reps: int) -> tuple[list[dict], dict]:
                     "n": n,
                     "reward": float(REWARD(out).mean()),
                     "reward_se": float(REWARD(out).std() / math.sqrt(reps)),
-                    "energy": energy_distance(out, ref),
+                    "energy": energy_distance(out, ref).value,
                     "logz_rmse": (
                         float(np.sqrt(np.mean((log_z - exact["log_z"]) ** 2)))
                         if log_z is not None

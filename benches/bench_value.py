@@ -11,7 +11,8 @@ Metrics
           each of P_ED = 256 noised digits and the other 1541 real digits (held out). Rows "data"
           give the same statistic for the 256 source digits themselves (the floor of any sampler)
           and "reference" for GLASS-Heun with 12 inner steps (23 NFE, close to the model's
-          converged posterior). SE: over 8 disjoint blocks of 32 sources (conservative).
+          converged posterior). SE: glass_core.metrics' jackknife over the sources (the
+          published tables predate it: their SEs are over 8 disjoint blocks of 32 sources).
   corr    Pearson correlation over P_V = 32 noised digits between V-hat_t(x) =
           glass_core.align.value_estimate (J = 8 posterior samples) and a ground-truth V
           (J = 64 samples by GLASS-Heun with 12 inner steps, 23 NFE) for the digit-classifier
@@ -34,22 +35,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_alignment import energy_distance
 from glass_core.align import value_estimate
 from glass_core.align.value import log_mean_exp
-from glass_core.models.default import load_default_model, load_default_reward
+from glass_core.metrics import energy_distance
+from glass_core.models.default import load_default_model, load_default_reward, load_real_digits
 from glass_core.transitions import SDE, Glass
 
 TIMES = (0.05, 0.15, 0.4)
 NFES = (2, 4, 8, 16)
 REFERENCE = Glass(inner_steps=12, solver="heun")  # 23 NFE at t' = 1
-
-
-def real_digits() -> torch.Tensor:
-    """scikit-learn digits as [1797, 1, 8, 8] in [-1, 1] (ink = +1), the training data."""
-    from sklearn.datasets import load_digits
-
-    return torch.tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
 
 
 def gen(seed: int) -> torch.Generator:
@@ -65,16 +59,13 @@ def methods(nfe: int) -> dict[str, object]:
     return {"GLASS": Glass(inner_steps=nfe), "SDE": SDE(substeps=nfe)}
 
 
-def energy_rows(model, sources, held_out, t, nfes, blocks, seed):
+def energy_rows(model, sources, held_out, t, nfes, seed):
     """{label: (energy, se)} for one posterior sample per source digit, per method and NFE."""
     x = noised(model, sources, t, seed)
-    flat_ref = held_out.reshape(held_out.shape[0], -1).double()
 
     def score(samples: torch.Tensor) -> tuple[float, float]:
-        flat = samples.reshape(samples.shape[0], -1).double()
-        full = energy_distance(flat, flat_ref)
-        parts = [energy_distance(b, flat_ref) for b in flat.chunk(blocks)]
-        return full, float(np.std(parts, ddof=1) / np.sqrt(blocks))
+        ed = energy_distance(samples, held_out)
+        return ed.value, ed.se
 
     out = {"data": score(sources)}
     with torch.no_grad():
@@ -178,17 +169,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    p_ed, p_v, j, j_gt, blocks = (256, 32, 8, 64, 8) if not args.quick else (64, 8, 4, 8, 4)
+    p_ed, p_v, j, j_gt = (256, 32, 8, 64) if not args.quick else (64, 8, 4, 8)
     nfes = NFES if not args.quick else (2, 4)
     model = load_default_model()
     reward = load_default_reward(target=3)
-    digits = real_digits()
+    digits, _ = load_real_digits()
     perm = torch.randperm(digits.shape[0], generator=gen(0))
     sources, held_out = digits[perm[:p_ed]], digits[perm[p_ed:]]
     start = time.perf_counter()
     energy, corr = {}, {}
     for i, t in enumerate(TIMES):
-        energy[t] = energy_rows(model, sources, held_out, t, nfes, blocks, 1000 * i)
+        energy[t] = energy_rows(model, sources, held_out, t, nfes, 1000 * i)
         corr[t] = value_rows(model, reward, sources[:p_v], t, nfes, j, j_gt, 1000 * i + 500)
         print(f"t={t} done at {time.perf_counter() - start:.0f} s", flush=True)
     wall = time.perf_counter() - start
@@ -215,7 +206,7 @@ def main() -> None:
                 {
                     "energy": {str(t): r for t, r in energy.items()},
                     "corr": {str(t): r for t, r in corr.items()},
-                    "sizes": dict(p_ed=p_ed, p_v=p_v, j=j, j_gt=j_gt, blocks=blocks),
+                    "sizes": dict(p_ed=p_ed, p_v=p_v, j=j, j_gt=j_gt),
                     "wall_time_s": wall,
                 },
                 indent=1,
