@@ -509,7 +509,7 @@ def steer(
     wall = time.perf_counter() - wall_start
     reward_time = decode_time + float(getattr(wrapped, "seconds", 0.0))
     nfe = int(model.num_evaluations)
-    if method == "fk" and raw is not None:
+    if method == "fk" and raw is not None:  # which count is which: docs/math.md §3.3
         nfe = int(raw.nfe)  # counts the lookahead potential's J evaluations per particle
     passes = nfe * model.passes_per_eval
     return SteerResult(

@@ -3,7 +3,6 @@ that counts NFE / micro-batches / times model calls, and the plain propagation l
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from glass_core._chain import chain
 from glass_core._checks import optional_positive_int
 from glass_core._progress import progress_bar
 from glass_core._random import Generator as Generator  # re-exported for the algorithms
@@ -228,13 +228,13 @@ def propagate(
     progress: bool,
     desc: str,
 ) -> torch.Tensor:
-    """Plain chain x_0 -> x_1 through every transition of the grid (no weighting)."""
-    gen = as_generator_arg(generator)
+    """The plain chain through every transition of the grid, with a progress bar."""
     with progress_bar(len(grid) - 1, progress, desc) as bar:
-        for t, t_next in itertools.pairwise(grid):
-            x = transition(model, x, t, t_next, gen)
+
+        def advance(*_: Any) -> None:
             bar.update(1)
-    return x
+
+        return chain(transition, model, x, grid, as_generator_arg(generator), advance)
 
 
 def nonfinite_reward_error(

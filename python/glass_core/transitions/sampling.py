@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from glass_core import _random
+from glass_core._chain import StepCallback, chain
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser
 from glass_core.schedules import validate_time_grid
 from glass_core.transitions.base import Transition
-
-# callback(step, t, t_next, x_next) -> replacement for x_next or None
-StepCallback = Callable[[int, float, float, torch.Tensor], "torch.Tensor | None"]
 
 
 @dataclass
@@ -73,15 +72,6 @@ def sample(
             )
         lead = tuple(x0.shape[:2])
         x = x0.flatten(0, 1)
-    nfe = 0
-    for i in range(len(grid) - 1):
-        t, t_next = grid[i], grid[i + 1]
-        x = transition(model, x, t, t_next, generator)
-        nfe += transition.nfe(model.schedule, t, t_next)
-        if callback is not None:
-            out = callback(i, t, t_next, x)
-            if out is not None:
-                if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-                    raise InvalidInputError("callback must return None or a tensor shaped like x")
-                x = out
+    x = chain(transition, model, x, grid, generator, callback)
+    nfe = sum(transition.nfe(model.schedule, t, t_next) for t, t_next in itertools.pairwise(grid))
     return SampleResult(samples=x if lead is None else x.reshape(*lead, *x.shape[1:]), nfe=nfe)
