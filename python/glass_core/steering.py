@@ -508,9 +508,9 @@ def steer(
 
     wall = time.perf_counter() - wall_start
     reward_time = decode_time + float(getattr(wrapped, "seconds", 0.0))
-    nfe = int(model.num_evaluations)
-    if method == "fk" and raw is not None:  # which count is which: docs/math.md §3.3
-        nfe = int(raw.nfe)  # counts the lookahead potential's J evaluations per particle
+    # the algorithm's count per particle where one ran (FK's includes the lookahead's calls), the
+    # adapter's for plain sampling (which count is which: docs/math.md §3.3)
+    nfe = int(model.num_evaluations) if raw is None or method == "sample" else int(raw.nfe)
     passes = nfe * model.passes_per_eval
     return SteerResult(
         images=out_images,
