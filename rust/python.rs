@@ -439,6 +439,24 @@ fn parse_seeds(py: Python<'_>, seed: &Bound<'_, PyAny>, name: &str) -> PyResult<
             format!("{name} must be an int or a sequence of ints, got a str"),
         ));
     }
+    // a bool is an int to Python (True == 1) but never meant as a seed: refused here as above
+    let has_bool = match seed.getattr("dtype") {
+        Ok(d) => d.getattr("kind").is_ok_and(|k| k.eq("b").unwrap_or(false)),
+        Err(_) => seed.try_iter().is_ok_and(|items| {
+            items.flatten().any(|v| {
+                // Python's bool and numpy's bool_ (named "bool" since numpy 2)
+                v.get_type()
+                    .name()
+                    .is_ok_and(|n| n == "bool" || n == "bool_")
+            })
+        }),
+    };
+    if has_bool {
+        return Err(invalid_err(
+            py,
+            format!("{name} must be an int or a sequence of ints, got bools"),
+        ));
+    }
     match seed.extract::<Vec<u64>>() {
         Ok(v) => Ok(Seeds::PerRow(v)),
         Err(_) => Err(invalid_err(
