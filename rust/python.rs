@@ -20,7 +20,7 @@ use numpy::{
     PyUntypedArrayMethods,
 };
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyKeyboardInterrupt, PyValueError};
+use pyo3::exceptions::{PyException, PyImportError, PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{
@@ -354,6 +354,25 @@ impl Interrupt for PySignals {
     }
 }
 
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
+/// `f`'s result, or a Rust panic in it turned into an error (a bug in glass_core; the last line of
+/// defence, nothing should panic). Every native call goes through this: a panic must never reach
+/// Python as pyo3's PanicException (a BaseException, not a GlassError).
+fn no_panic<T>(f: impl FnOnce() -> crate::error::Result<T>) -> crate::error::Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(RsError::Other(format!(
+            "internal error in glass_core's native core (a bug, please report it): {}",
+            panic_message(&*p)
+        )))
+    })
+}
+
 /// Run native work: detached from the interpreter (other threads run) when it covers at least
 /// DETACH_THRESHOLD entries, interruptible by Ctrl-C, with any Rust panic turned into a
 /// `GlassError` (a bug in glass_core; the last line of defence, nothing should panic).
@@ -362,18 +381,7 @@ fn run_native<T: Send>(
     size: usize,
     f: impl FnOnce(&dyn Interrupt) -> crate::error::Result<T> + Send,
 ) -> PyResult<T> {
-    let guarded = |intr: &dyn Interrupt| {
-        std::panic::catch_unwind(AssertUnwindSafe(|| f(intr))).unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(RsError::Other(format!(
-                "internal error in glass_core's native core (a bug, please report it): {msg}"
-            )))
-        })
-    };
+    let guarded = |intr: &dyn Interrupt| no_panic(|| f(intr));
     let signals = PySignals::new();
     let res = if size >= DETACH_THRESHOLD {
         py.detach(|| guarded(&signals))
@@ -1414,10 +1422,29 @@ fn make_error_type<'py>(
     Ok(made.cast_into::<PyType>()?)
 }
 
+/// rust-numpy loads NumPy's C-API table on first use and panics if that fails (as it does when a
+/// signal handler raises meanwhile: the load runs Python code); loading it here, at import, means
+/// no later call can meet that failure.
+fn load_numpy_api(py: Python<'_>) -> PyResult<()> {
+    py.import("numpy")?;
+    // SAFETY: slot 0 of the API table, a function taking no arguments
+    std::panic::catch_unwind(AssertUnwindSafe(|| unsafe {
+        numpy::PY_ARRAY_API.PyArray_GetNDArrayCVersion(py)
+    }))
+    .map(|_| ())
+    .map_err(|p| {
+        PyImportError::new_err(format!(
+            "glass_core could not load NumPy's C API: {}",
+            panic_message(&*p)
+        ))
+    })
+}
+
 #[pymodule]
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    load_numpy_api(py)?;
     let _ = SIGNAL_THREAD.set(std::thread::current().id());
     let base = py.get_type::<GlassError>();
     let value_error = py.get_type::<PyValueError>();

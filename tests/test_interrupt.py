@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import glass_core as gc
@@ -89,3 +91,45 @@ def test_interrupted_step_leaves_state_unchanged() -> None:
     b = twin.step(g, resample=True)
     assert np.array_equal(a.ancestors, b.ancestors)
     assert np.array_equal(state.log_evidence, twin.log_evidence)
+
+
+FIRST_CALL = """
+import os, signal, sys
+import numpy as np
+import glass_core
+
+lw = np.zeros(1000)
+resample = glass_core.resample
+here = sys._getframe().f_code
+
+def handler(signum, frame):
+    # fire only inside Python code the native call itself runs, never between this script's
+    # statements: so the interrupt lands in the call, whatever the machine's load
+    if frame is not None and frame.f_code not in (here, handler.__code__):
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        raise KeyboardInterrupt
+
+signal.signal(signal.SIGALRM, handler)
+signal.setitimer(signal.ITIMER_REAL, 1e-5, 1e-5)
+try:
+    resample(lw, "multinomial", seed=0)
+    outcome = "ok"
+except KeyboardInterrupt:
+    outcome = "KeyboardInterrupt"
+except BaseException as e:
+    outcome = type(e).__name__
+signal.setitimer(signal.ITIMER_REAL, 0.0)
+os.write(1, outcome.encode())
+"""
+
+
+def test_interrupt_during_the_first_native_call_is_a_keyboard_interrupt() -> None:
+    """The first native call of a process used to load NumPy's C API lazily, running Python code
+    in which a signal handler could raise; rust-numpy then panicked (PanicException, a
+    BaseException). Each fresh process interrupts its first call with a handler that raises as
+    soon as any Python code runs inside it."""
+    for _ in range(3):
+        out = subprocess.run(
+            [sys.executable, "-c", FIRST_CALL], capture_output=True, text=True, timeout=120
+        )
+        assert out.stdout in ("ok", "KeyboardInterrupt"), (out.stdout, out.stderr[-2000:])
