@@ -235,7 +235,7 @@ def test_size_beyond_memory_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     argv = ["steer", "--pipeline", "default", "--reward", "digits", "--transitions", str(10**11)]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "glass-core: error: InvalidInputError: num_steps = 100000000000 is too large" in err
+    assert "glass-core: error: --transitions = 100000000000 is too large" in err
     assert "Traceback" not in err
 
 

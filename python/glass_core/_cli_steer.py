@@ -57,6 +57,20 @@ def _check_positive(args: argparse.Namespace, *names: str) -> None:
             raise CLIError(f"{_flag(name)} must be >= 1, got {value}")
 
 
+def _check_transitions(args: argparse.Namespace) -> None:
+    """--transitions within what a time grid of that many steps can hold: the grid's own rule,
+    asked before any model loads and reported under the flag the user typed."""
+    if args.transitions is None:
+        return
+    from glass_core.errors import InvalidInputError
+    from glass_core.schedules import uniform_grid
+
+    try:
+        uniform_grid(args.transitions)
+    except InvalidInputError as exc:
+        raise CLIError(str(exc).replace("num_steps", "--transitions", 1)) from None
+
+
 def check_device(spec: str) -> None:
     """--device names a torch device that exists here (else exit 2 before anything loads)."""
     import torch
@@ -112,6 +126,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
         "width",
         "max_sequence_length",
     )
+    _check_transitions(args)
     _deps.require("steer")
     import torch  # after the argument checks: usage errors stay fast
 
