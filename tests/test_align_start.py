@@ -204,8 +204,9 @@ def test_bad_start_arguments():
 
 
 def test_transitions_sample_from_x_t0():
-    """transitions.sample from x0 at t0 > 0: [N, ...] rows, or [B, N, ...] with num_groups (equal
-    to separate runs with one generator per group); noise at t0 > 0 is refused."""
+    """transitions.sample from x0 at t0 > 0: [N, ...] rows, or [B, N, ...] with num_groups or a
+    list of B generators (equal to separate runs with one generator per group); noise at t0 > 0
+    is refused."""
     tr = Glass(inner_steps=2)
     x0 = gmm().sample_marginal(6, T0, gen(2)).reshape(2, 3, 2)
     grouped = sample(gmm(), tr, GRID, x0=x0, num_groups=2, generator=[gen(1), gen(2)])
@@ -215,3 +216,10 @@ def test_transitions_sample_from_x_t0():
         torch.testing.assert_close(grouped.samples[b], one.samples)
     with pytest.raises(InvalidInputError, match="num_groups"):
         sample(gmm(), tr, GRID, x0=x0[0], num_groups=2)
+    # a list of B generators says the same: x0 is [B, N, ...], no num_groups needed
+    inferred = sample(gmm(), tr, GRID, x0=x0, generator=[gen(1), gen(2)])
+    torch.testing.assert_close(inferred.samples, grouped.samples)
+    with pytest.raises(InvalidInputError, match="x0"):
+        sample(gmm(), tr, GRID, x0=x0[0], generator=[gen(1), gen(2)])
+    with pytest.raises(InvalidInputError, match="x0"):
+        sample(gmm(), tr, GRID, x0=x0.reshape(3, 2, 2), generator=[gen(1), gen(2)])

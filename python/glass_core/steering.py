@@ -464,18 +464,26 @@ def steer(
             latents, rewards = raw.samples, raw.rewards
         else:
             gen = list(generator) if isinstance(generator, list | tuple) else generator
+            # with one generator per prompt, x0 goes in grouped as [num_b, n, ...]
+            start = (
+                None
+                if x0 is None
+                else x0.reshape(num_b, n, *shape)
+                if isinstance(gen, list)
+                else x0.reshape(num_b * n, *shape)
+            )
             with torch.no_grad():
                 raw = sample(
                     model,
                     cast(Any, observed),
                     grid,
-                    x0=None if x0 is None else x0.reshape(num_b * n, *shape),
+                    x0=start,
                     shape=None if x0 is not None else (num_b * n, *shape),
                     generator=gen,
                     device=model.device,
                     dtype=torch.float32,
                 )
-                latents = raw.samples
+                latents = raw.samples.reshape(num_b * n, *shape)
                 if wrapped is not None:
                     rewards = check_rewards(wrapped(latents), num_b * n)
     finally:

@@ -44,8 +44,8 @@ def sample(
     """Run `transition` over consecutive pairs of `time_grid` starting from x0 (or N(0, I) noise
     of `shape`, drawn from `generator` on `device`/`dtype`). x0 holds the particles at the grid's
     first time, which may be t0 > 0 (then x0 is required): [N, ...] (rows along dim 0), or
-    [B, N, ...] with `num_groups` = B (the samples are then [B, N, ...]; pass a list of B
-    generators to keep the groups' noise separate).
+    [B, N, ...] (the samples are then [B, N, ...]) when `generator` is a list of B generators
+    (group b's noise from generator b) or `num_groups` = B.
 
     After each transition `callback(step, t, t_next, x)` may return a tensor that replaces x (the
     steering algorithms resample there). Returns the final samples and the NFE spent per sample.
@@ -64,11 +64,14 @@ def sample(
     else:
         x = x0
     lead: tuple[int, ...] | None = None
+    grouped_by = f"num_groups={num_groups!r}"
+    if num_groups is None and x0 is not None and isinstance(generator, list | tuple):
+        num_groups, grouped_by = len(generator), f"a list of {len(generator)} generators"
     if num_groups is not None:
         if x0 is None or x0.ndim < 3 or x0.shape[0] != num_groups:
             got = None if x0 is None else tuple(x0.shape)
             raise InvalidInputError(
-                f"num_groups={num_groups!r} needs x0 of shape [B={num_groups}, N, ...], got {got}"
+                f"x0 must have shape [B={num_groups}, N, ...] with {grouped_by}, got {got}"
             )
         lead = tuple(x0.shape[:2])
         x = x0.flatten(0, 1)
