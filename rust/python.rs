@@ -716,14 +716,16 @@ impl PySMCState {
         }
         let scheme = parse_scheme(py, scheme)?;
         let seeds = parse_seeds(py, seeds, "seeds")?;
-        let inner = SmcState::new(
-            num_groups,
-            num_particles,
-            scheme,
-            ess_threshold,
-            &seeds,
-            track_genealogy,
-        )
+        let inner = no_panic(|| {
+            SmcState::new(
+                num_groups,
+                num_particles,
+                scheme,
+                ess_threshold,
+                &seeds,
+                track_genealogy,
+            )
+        })
         .py(py)?;
         Ok(Self {
             inner: Mutex::new(inner),
@@ -925,7 +927,7 @@ fn map_times<'py>(
         if !check(v) {
             return Err(invalid_err(py, format!("{name} must be {expect}, got {v}")));
         }
-        return Ok(PyFloat::new(py, f(v)).into_any());
+        return Ok(PyFloat::new(py, no_panic(|| Ok(f(v))).py(py)?).into_any());
     }
     let x = float_input(obj, name)?;
     let shape = x.shape();
@@ -937,7 +939,7 @@ fn map_times<'py>(
         ));
     }
     if shape.is_empty() {
-        return Ok(PyFloat::new(py, f(s[0])).into_any());
+        return Ok(PyFloat::new(py, no_panic(|| Ok(f(s[0]))).py(py)?).into_any());
     }
     let out: Vec<f64> = run_native(py, s.len(), |_| Ok(s.iter().map(|&v| f(v)).collect()))?;
     let a = ArrayD::from_shape_vec(IxDyn(&shape), out)
@@ -977,7 +979,7 @@ impl PySchedule {
                 format!("alphas_cumprod must be 1-D, got shape {:?}", x.shape()),
             ));
         }
-        let tab = VpTable::from_alphas_cumprod(x.slice()).py(py)?;
+        let tab = no_panic(|| VpTable::from_alphas_cumprod(x.slice())).py(py)?;
         Ok(Self {
             inner: Schedule::Vp(Arc::new(tab)),
         })
@@ -1009,7 +1011,7 @@ impl PySchedule {
     /// SD3/FLUX static time shift of `base` (shift > 0).
     #[staticmethod]
     fn shifted(py: Python<'_>, base: &Bound<'_, PySchedule>, shift: f64) -> PyResult<Self> {
-        let inner = Schedule::shifted(base.get().inner.clone(), shift).py(py)?;
+        let inner = no_panic(|| Schedule::shifted(base.get().inner.clone(), shift)).py(py)?;
         Ok(Self { inner })
     }
 
@@ -1049,8 +1051,8 @@ impl PySchedule {
     /// (t_lo, t_hi): the times at which a model carries information; denoisers are queried at t
     /// clamped to this range (VP tables: the noisiest and least noisy nodes; else (0, 1)).
     #[getter]
-    fn model_time_range(&self) -> (f64, f64) {
-        self.inner.model_time_range()
+    fn model_time_range(&self, py: Python<'_>) -> PyResult<(f64, f64)> {
+        no_panic(|| Ok(self.inner.model_time_range())).py(py)
     }
     /// T for a VP table schedule, else None.
     #[getter]
@@ -1102,7 +1104,7 @@ impl PySchedule {
     }
     /// alpha_t sigma_t' / (sigma_t alpha_t') (0 at t = 0 and at t_next = 1).
     fn rho_ddpm(&self, py: Python<'_>, t: f64, t_next: f64) -> PyResult<f64> {
-        self.inner.rho_ddpm(t, t_next).py(py)
+        no_panic(|| self.inner.rho_ddpm(t, t_next)).py(py)
     }
     /// VP tables only: continuous diffusers timestep k = (T+1)(1-t) - 1.
     fn timestep_from_t<'py>(&self, t: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -1201,7 +1203,7 @@ fn rho_ddpm(
     t: f64,
     t_next: f64,
 ) -> PyResult<f64> {
-    schedule.get().inner.rho_ddpm(t, t_next).py(py)
+    no_panic(|| schedule.get().inner.rho_ddpm(t, t_next)).py(py)
 }
 
 /// The GLASS coefficient table of one transition t -> t_next (read-only). Scalars gamma, abar,
@@ -1379,7 +1381,7 @@ fn validate_time_grid<'py>(
             format!("time_grid must be 1-D, got shape {:?}", x.shape()),
         ));
     }
-    schedule::validate_time_grid(x.slice()).py(py)?;
+    no_panic(|| schedule::validate_time_grid(x.slice())).py(py)?;
     Ok(PyArray1::from_slice(py, x.slice()))
 }
 
@@ -1395,13 +1397,15 @@ fn dynamic_shift_mu(
     base_shift: f64,
     max_shift: f64,
 ) -> PyResult<f64> {
-    schedule::dynamic_shift_mu(
-        image_seq_len,
-        base_seq_len,
-        max_seq_len,
-        base_shift,
-        max_shift,
-    )
+    no_panic(|| {
+        schedule::dynamic_shift_mu(
+            image_seq_len,
+            base_seq_len,
+            max_seq_len,
+            base_shift,
+            max_shift,
+        )
+    })
     .py(py)
 }
 
