@@ -12,7 +12,7 @@ at n = 2, 4, 8, 16 NFE per transition. Metrics against the exact kernel, average
         exact kernel moments; "floor" is the same statistic for N exact kernel samples.
   ed    V-statistic energy distance between 2000 of the samples and 2000 exact kernel samples.
 
-Part 2, the embedded digits model (glass_core.models.default; real scikit-learn digits). Unsteered
+Part 2, the embedded digits model (glass_core.digits.assets; real scikit-learn digits). Unsteered
 samples from N(0, I) at equal NFE (10, 20, 50): ODE (Euler) and SDE (Euler-Maruyama) with NFE
 uniform steps, GLASS rho = ddpm over T = 5 uniform transitions with each inner solver (euler and
 multistep K = NFE/5; heun and midpoint K = NFE/10), and multistep over T = 2 transitions. Metric:
@@ -170,7 +170,7 @@ def digit_configs(nfe: int):
 
 
 def run_digits(seeds: int, batch: int, nfes: list[int], skip: str) -> list[dict]:
-    from glass_core.models.default import load_default_model, load_real_digits
+    from glass_core.digits.assets import load_default_model, load_real_digits
 
     torch.set_num_threads(1)
     model = load_default_model()

@@ -124,7 +124,7 @@ def mixture(reps: int, budget: int) -> list[dict]:
 
 
 def digits(reps: int, budget: int) -> list[dict]:
-    from glass_core.models.default import load_default_model, load_default_reward
+    from glass_core.digits.assets import load_default_model, load_default_reward
 
     model, reward = load_default_model(), load_default_reward(target=3)
     rows = []

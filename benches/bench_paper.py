@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from glass_core.evidence import (
+from glass_core.digits.assets import load_default_model, load_heldout_classifier, load_real_digits
+from glass_core.digits.evidence import (
     FK_SOLVER,
     Cell,
     load_judges,
@@ -52,7 +53,6 @@ from glass_core.evidence import (
     unsteered_samples,
 )
 from glass_core.metrics import energy_distance, mean_se
-from glass_core.models.default import load_default_model, load_heldout_classifier, load_real_digits
 
 TARGET = 3
 TRANSITIONS = 5
@@ -148,8 +148,8 @@ def format_fk(rows: list[dict], cfg: dict[str, Any]) -> str:
 def plot_fk(path: Path, rows: list[dict], cfg: dict[str, Any]) -> None:
     """Table 1's three columns against NFE per particle at the middle particle count, ±1 s.e.
     (the demo's plot, drawn from the benchmark's rows)."""
-    from glass_core.demo import write_plot
-    from glass_core.demo_config import DemoConfig
+    from glass_core.digits.config import DemoConfig
+    from glass_core.digits.demo import write_plot
 
     n = cfg["particles"][len(cfg["particles"]) // 2]
     # bench key -> the demo's key for the same method (so both plots colour it alike)

@@ -1,6 +1,6 @@
 """Posterior sampling and value estimation from a noised real digit (the paper's §6.1, in kind).
 
-Model: the embedded rectified-flow digits model (glass_core.models.default). Data: real
+Model: the embedded rectified-flow digits model (glass_core.digits.assets). Data: real
 scikit-learn digits z (8x8, in [-1, 1]), noised to x_t = alpha_t z + sigma_t eps at
 t in {0.05, 0.15, 0.4}. From each x_t we draw posterior samples z' ~ p(x1 | x_t) with GLASS
 (one transition t -> 1, K inner Euler steps) or the DDPM SDE (K Euler-Maruyama steps), at
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from glass_core.align import value_estimate
 from glass_core.align.value import log_mean_exp
+from glass_core.digits.assets import load_default_model, load_default_reward, load_real_digits
 from glass_core.metrics import energy_distance
-from glass_core.models.default import load_default_model, load_default_reward, load_real_digits
 from glass_core.transitions import SDE, Glass
 
 TIMES = (0.05, 0.15, 0.4)

@@ -21,8 +21,8 @@ DATA_DIR = REPO / "python" / "glass_core" / "data"
 
 
 def load_default_module() -> ModuleType:
-    """Import glass_core/models/default.py by path (works before the native core is built)."""
-    path = REPO / "python" / "glass_core" / "models" / "default.py"
+    """Import glass_core/digits/assets.py by path (works before the native core is built)."""
+    path = REPO / "python" / "glass_core" / "digits" / "assets.py"
     spec = importlib.util.spec_from_file_location("_glass_core_default", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)

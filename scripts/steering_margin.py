@@ -17,7 +17,7 @@ import statistics
 
 import torch
 from glass_core.align import fk_steering
-from glass_core.models.default import load_default_model, load_default_reward
+from glass_core.digits.assets import load_default_model, load_default_reward
 from glass_core.schedules import uniform_grid
 from glass_core.transitions import Glass, sample
 

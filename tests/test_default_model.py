@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from glass_core.align import fk_steering
-from glass_core.models.default import (
+from glass_core.digits.assets import (
     DEFAULT_MODEL_DIR,
     DEFAULT_REWARD_DIR,
     load_default_model,
@@ -129,7 +129,7 @@ def test_reward_scores_real_digits_and_is_differentiable(reward) -> None:
 
 
 def test_closed_form_template_reward() -> None:
-    from glass_core.models.default import load_template_reward
+    from glass_core.digits.assets import load_template_reward
     from glass_core.rewards import QuadraticReward
     from sklearn.datasets import load_digits
 
@@ -226,7 +226,7 @@ def _tiny_ddpm_pipeline(prediction_type: str):
 def test_unconditional_vp_pipeline_adapter(prediction_type: str) -> None:
     """DDPM-style pipelines: at a table node k (t_k = 1 - (k+1)/(T+1)) the adapter's denoiser is
     the diffusers x0-prediction of the network queried at timestep k."""
-    from glass_core.models.default import from_unconditional_pipeline
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
     pipe = _tiny_ddpm_pipeline(prediction_type)
     model = from_unconditional_pipeline(pipe)
@@ -252,7 +252,7 @@ def test_unconditional_vp_pipeline_adapter(prediction_type: str) -> None:
 
 def test_unsupported_pipeline_is_a_clear_error() -> None:
     from glass_core.errors import UnsupportedModelError
-    from glass_core.models.default import from_unconditional_pipeline
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
     class NotAPipeline:
         unet = None

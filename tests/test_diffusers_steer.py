@@ -318,16 +318,17 @@ def test_bad_reward_outputs_raise(bad: str) -> None:
 
 
 def _default_pipe_and_reward():
-    from glass_core.models.default import load_default_reward, load_pipeline
+    from glass_core.digits.assets import load_default_reward, load_pipeline
 
     return load_pipeline(), load_default_reward(5)
 
 
 def test_steer_on_the_embedded_default_model() -> None:
     """steer() takes the embedded DDPMPipeline (UNet2DModel + flow-matching scheduler) through
-    models.default.from_unconditional_pipeline and gives what fk_steering gives on that adapter."""
+    models.diffusers.unconditional.from_unconditional_pipeline and gives what fk_steering gives
+    on that adapter."""
     from glass_core.align import fk_steering
-    from glass_core.models.default import from_unconditional_pipeline
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
     from glass_core.schedules import uniform_grid
 
     pipe, reward = _default_pipe_and_reward()

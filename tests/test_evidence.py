@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from glass_core.evidence import steering_methods, transition_for
-from glass_core.metrics import energy_distance, mean_se
-from glass_core.models.default import (
+from glass_core.digits.assets import (
     DEFAULT_HELDOUT_DIR,
     load_heldout_classifier,
     load_real_digits,
 )
+from glass_core.digits.evidence import steering_methods, transition_for
+from glass_core.metrics import energy_distance, mean_se
 from glass_core.schedules import RectifiedFlow, uniform_grid
 
 REPO = Path(__file__).resolve().parents[1]

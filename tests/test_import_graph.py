@@ -136,3 +136,45 @@ def test_native_core_imports_no_glass_core_module() -> None:
         "glass_core._deprecation",
         "glass_core.steer",
     }
+
+
+CORE = ("align", "transitions", "models", "rewards", "schedules", "steering")
+# modules kept at an old path for one release, forwarding to the digits demo
+DIGITS_SHIMS = {"glass_core.models.default"}
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        node = todo.pop()
+        for nxt in graph.get(node, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_library_core_does_not_depend_on_the_digits_demo() -> None:
+    graph = import_graph()
+    assert "glass_core.digits.assets" in graph["glass_core.digits.evidence"]  # the graph sees it
+    core = [
+        name
+        for name in graph
+        if name.split(".")[1:2] and name.split(".")[1] in CORE and name not in DIGITS_SHIMS
+    ]
+    assert "glass_core.steering" in core and "glass_core.align.fk" in core
+    for name in core:
+        bad = {m for m in _reachable(graph, name) if m.startswith("glass_core.digits")}
+        assert not bad, f"{name} imports the digits demo: {sorted(bad)}"
+    # and at run time: loading the core loads no digits module
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, glass_core.align, glass_core.transitions, glass_core.models, "
+        "glass_core.rewards, glass_core.schedules, glass_core.steering\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('glass_core.digits')))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

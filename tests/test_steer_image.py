@@ -24,7 +24,7 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def _embedded():
-    from glass_core.models.default import load_pipeline
+    from glass_core.digits.assets import load_pipeline
 
     return load_pipeline()
 

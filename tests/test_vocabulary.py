@@ -105,3 +105,48 @@ def test_old_module_paths_warn_and_forward():
     with pytest.warns(DeprecationWarning, match="glass_core.transitions.sampling"):
         from glass_core.transitions.sample import sample as old_sample
     assert old_sample is sample_fn
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("glass_core.models.default", "glass_core.digits.assets", "load_default_reward"),
+        ("glass_core.demo", "glass_core.digits.demo", "run_demo"),
+        ("glass_core.demo_config", "glass_core.digits.config", "DemoConfig"),
+        ("glass_core.evidence", "glass_core.digits.evidence", "run_cell"),
+    ],
+)
+def test_moved_digits_modules_warn_and_forward(old: str, new: str, name: str) -> None:
+    import importlib
+
+    obj = getattr(importlib.import_module(new), name)
+    with pytest.warns(DeprecationWarning, match=f"use {new}.{name}"):
+        old_obj = getattr(importlib.import_module(old), name)
+    assert old_obj is obj
+    with pytest.raises(AttributeError):
+        _ = importlib.import_module(old).no_such_name
+
+
+def test_old_default_path_forwards_the_adapter_to_its_own_module() -> None:
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    with pytest.warns(DeprecationWarning, match="glass_core.models.diffusers.unconditional"):
+        from glass_core.models.default import from_unconditional_pipeline as old
+    assert old is from_unconditional_pipeline
+
+
+def test_package_paths_to_the_digits_demo_do_not_warn() -> None:
+    """The CLI, the benches and the package itself use the new paths: loading and using them
+    with every warning an error raises nothing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings\n"
+        "warnings.filterwarnings('error', '.*deprecated.*use glass_core', DeprecationWarning)\n"
+        "import glass_core.cli, glass_core._cli_steer\n"
+        "from glass_core.digits import assets, config, demo, evidence\n"
+        "evidence.steering_methods(); config.DemoConfig()\n"
+        "assets.load_default_reward(target=3)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)

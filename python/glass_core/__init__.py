@@ -72,7 +72,7 @@ sys.modules.setdefault("glass_core.steer", ModuleAlias("glass_core.steer", "glas
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        try:  # any other submodule (glass_core._core, glass_core.demo, ...) on first access
+        try:  # any other submodule (glass_core._core, glass_core.digits.demo, ...) on first access
             value = importlib.import_module(f"glass_core.{name}")
         except ModuleNotFoundError:
             raise AttributeError(f"module 'glass_core' has no attribute {name!r}") from None

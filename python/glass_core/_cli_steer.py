@@ -223,7 +223,7 @@ def _check_distributed(args: argparse.Namespace) -> None:
 
 
 def _pipeline_dir(spec: str) -> Path:
-    from glass_core.models.default import DEFAULT_MODEL_DIR
+    from glass_core.digits.assets import DEFAULT_MODEL_DIR
 
     if spec == "default":
         return DEFAULT_MODEL_DIR
@@ -270,7 +270,7 @@ def _steer_reward(spec: str, device: str) -> Any:
 
     kind, _, rest = spec.partition(":")
     if kind == "digits":
-        from glass_core.models.default import load_default_reward
+        from glass_core.digits.assets import load_default_reward
 
         path, target = _default_reward_spec(spec)
         return load_default_reward(target, path, device=device)
@@ -323,12 +323,12 @@ def load_function(path: Path, name: str) -> Any:
 
 
 def load_pipeline(args: argparse.Namespace, pipe_dir: Path) -> Any:
-    """The --pipeline folder through ``models.default.load_pipeline``; one that does not load is
+    """The --pipeline folder through ``digits.assets.load_pipeline``; one that does not load is
     bad input (exit code 2)."""
     import torch
 
+    from glass_core.digits.assets import load_pipeline as load
     from glass_core.errors import InvalidInputError
-    from glass_core.models.default import load_pipeline as load
 
     dtype = None if args.dtype == "float32" else getattr(torch, args.dtype)
     try:
@@ -377,7 +377,7 @@ def _steer_run(
 ) -> Any:
     import torch
 
-    from glass_core.models.default import IMAGE_SHAPE, DigitReward
+    from glass_core.digits.assets import IMAGE_SHAPE, DigitReward
     from glass_core.steering import default_num_transitions, is_unconditional, steer
 
     quiet_libraries(args.quiet)

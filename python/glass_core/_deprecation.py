@@ -58,3 +58,20 @@ class ModuleAlias(types.ModuleType):
 
         warn(f"module {self.__name__}", f"module {self._new}")
         return getattr(importlib.import_module(self._new), name)
+
+
+def moved_module(old: str, new: str) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for a module kept at its old path after a move: every
+    attribute read imports the new module, warns and forwards (the old module itself stays
+    importable silently, so only using it warns)."""
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        import importlib
+
+        value = getattr(importlib.import_module(new), name)
+        warn(f"{old}.{name}", f"{new}.{name}")
+        return value
+
+    return __getattr__

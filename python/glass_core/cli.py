@@ -81,7 +81,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _demo_parser(sub: Any) -> None:
-    from glass_core.demo_config import DemoConfig
+    from glass_core.digits.config import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -452,7 +452,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from glass_core import _deps
     from glass_core._outdir import staged_output_dir
-    from glass_core.demo_config import DemoConfig
+    from glass_core.digits.config import DemoConfig
 
     cfg = DemoConfig.quick() if args.quick else DemoConfig()
     parser_defaults = DemoConfig()
@@ -467,7 +467,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise CLIError(f"--{name}: directory not found: {value!r}")
     cfg.validate()  # argument errors before importing torch
     _deps.require("demo")
-    from glass_core.demo import run_demo
+    from glass_core.digits.demo import run_demo
 
     with staged_output_dir(args.out, args.overwrite) as folder:
         results = run_demo(cfg, folder, progress=not args.quiet, log=_log(args))

@@ -262,7 +262,7 @@ def steer(
     Args:
         pipe: FLUX, SD3, SD 1.x/2.x or SDXL diffusers pipeline (components are wrapped, its
             ``__call__`` is not used), or an unconditional ``UNet2DModel`` pipeline (e.g. a
-            ``DDPMPipeline``, or ``glass_core.models.default.load_pipeline()``, the embedded
+            ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
             default model) through ``glass_core.models.diffusers.unconditional``:
             then ``prompt`` must be None (no conditioning arguments), the latents are the samples
             in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
@@ -545,4 +545,3 @@ def steer(
         num_decodes=int(getattr(wrapped, "num_decodes", 0)) + (1 if decoded_here else 0),
         raw=raw,
     )
-

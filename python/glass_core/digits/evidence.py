@@ -1,0 +1,298 @@
+"""The paper's experiments in kind on the embedded digits model, scored by held-out judges.
+
+One place defines the steering methods compared at equal NFE per particle (best-of-N and FK
+steering over ODE, SDE and GLASS transitions, FK with reward guidance inside GLASS), how a budget
+of NFE per particle becomes each method's transition, and how returned samples are scored:
+
+* the optimised reward: log p(digit = target) under the embedded CNN classifier;
+* held-out P(target): the probability of the target digit under a logistic regression trained on
+  the real digits (``digits.assets.load_heldout_classifier``), a model the steering never sees;
+* realism: energy distance of the returned samples to the real digits of the target class
+  (``glass_core.metrics.energy_distance``, unbiased, jackknife standard error).
+
+Every method uses the same time grid of ``transitions`` uniform outer steps (FK potentials and
+resampling at its points for SDE and GLASS alike), the same per-group generators (group g of every
+cell starts from the same seed) and returns, per group, its highest-reward sample. The benchmark
+(``benches/bench_paper.py``) and ``glass-core demo`` both run through :func:`run_cell`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glass_core.metrics import Estimate, energy_distance, mean_se
+
+__all__ = [
+    "FK_SOLVER",
+    "GUIDANCE_SCALE",
+    "GUIDANCE_WINDOW",
+    "Cell",
+    "Judges",
+    "Method",
+    "glass_inner_steps",
+    "load_judges",
+    "run_cell",
+    "steering_methods",
+    "summarise",
+    "transition_for",
+    "unsteered_samples",
+]
+
+#: Reward-guidance recipe of the paper's App. D.4 (lambda = 0.4 on the nu^2/2 coefficient, applied
+#: for t in [0.2, 0.7]); used as is, not tuned on this model.
+GUIDANCE_SCALE = 0.4
+GUIDANCE_WINDOW = (0.2, 0.7)
+#: The GLASS inner solver for steering: the one with the lowest unsteered energy distance to the
+#: real digits at 10 NFE among those the library offers (docs/benchmarks/paper.md, Tables 3/4).
+FK_SOLVER = "heun"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the steering table."""
+
+    key: str
+    label: str
+    algorithm: str  # "sample" (one unsteered draw), "best_of_n" or "fk"
+    kernel: str  # "ode", "sde" or "glass"
+    rho: float | str | None = None
+    guided: bool = False
+    potential: str = "diff"
+
+
+def steering_methods(lookahead: bool = False) -> list[Method]:
+    """The rows of the paper's Table 1 in kind (lookahead FK when the library has it)."""
+    rows = [
+        Method("flow", "no steering (ODE, N = 1)", "sample", "ode"),
+        Method("bon_ode", "BoN-ODE", "best_of_n", "ode"),
+        Method("bon_sde", "BoN-SDE", "best_of_n", "sde"),
+        Method("bon_glass_ddpm", "BoN-GLASS (rho=DDPM)", "best_of_n", "glass", "ddpm"),
+        Method("bon_glass_04", "BoN-GLASS (rho=0.4)", "best_of_n", "glass", 0.4),
+        Method("fk_sde", "FK-SDE", "fk", "sde"),
+        Method("fk_glass_ddpm", "FK-GLASS (rho=DDPM)", "fk", "glass", "ddpm"),
+        Method("fk_glass_04", "FK-GLASS (rho=0.4)", "fk", "glass", 0.4),
+        Method("fk_glass_04_grad", "FK-GLASS+grad (rho=0.4)", "fk", "glass", 0.4, guided=True),
+    ]
+    if lookahead:
+        rows.append(
+            Method(
+                "fk_lookahead",
+                "lookahead FK-GLASS (rho=0.4)",
+                "fk",
+                "glass",
+                0.4,
+                potential="lookahead",
+            )
+        )
+    return rows
+
+
+def glass_inner_steps(rho: float | str, per_transition: int, solver: str | None) -> int:
+    """The most inner steps whose cost fits `per_transition` NFE with this solver (0 if even one
+    step costs more)."""
+    from glass_core.transitions import Glass
+
+    kw = {} if solver is None else {"solver": solver}
+    k = per_transition
+    while k > 0 and Glass(rho, inner_steps=k, **kw).nfe_per_call > per_transition:
+        k -= 1
+    return k
+
+
+def transition_for(
+    kernel: str,
+    nfe: int,
+    transitions: int,
+    *,
+    rho: float | str | None = None,
+    solver: str | None = None,
+) -> Any:
+    """The transition spending about `nfe` evaluations over `transitions` uniform outer steps:
+    ODE/SDE with nfe/transitions Euler substeps per outer step (Heun ODE: half as many), GLASS
+    with the inner steps of `solver` (None = the library's default) that fit nfe/transitions."""
+    from glass_core.transitions import ODE, SDE, Glass
+
+    if nfe % transitions:
+        raise ValueError(f"nfe ({nfe}) must be a multiple of transitions ({transitions})")
+    per = nfe // transitions
+    if kernel == "ode":
+        ode_solver = solver or "euler"
+        return ODE(solver=ode_solver, substeps=max(1, per // 2) if ode_solver == "heun" else per)
+    if kernel == "sde":
+        return SDE(substeps=per)
+    if kernel == "glass":
+        assert rho is not None
+        k = glass_inner_steps(rho, per, solver)
+        if k == 0:  # a two-stage solver does not fit 1 NFE per transition: one Euler step does
+            return Glass(rho, inner_steps=per, solver="euler")
+        return Glass(rho, inner_steps=k, **({} if solver is None else {"solver": solver}))
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+@dataclass(frozen=True)
+class Judges:
+    """What the returned samples are scored with (none of it is seen by the steering but the
+    reward)."""
+
+    reward: Any  # the optimised reward, log p(digit = target) under the embedded CNN
+    heldout: Any  # digits.assets.HeldoutClassifier
+    real: torch.Tensor  # real digits of the target class [M, 1, 8, 8]
+    target: int
+
+
+def load_judges(target: int, reward_path: str | Path | None = None) -> Judges:
+    """The embedded reward (or the classifier at `reward_path`) for `target`, the held-out
+    classifier and the real digits of class `target`."""
+    from glass_core.digits.assets import (
+        load_default_reward,
+        load_heldout_classifier,
+        load_real_digits,
+    )
+
+    x, y = load_real_digits()
+    reward = load_default_reward(target, reward_path)
+    return Judges(reward, load_heldout_classifier(), x[y == target], target)
+
+
+@dataclass
+class Cell:
+    """One method at one (NFE per particle, N): per-group returned samples and their scores."""
+
+    method: Method
+    nfe_budget: int
+    particles: int
+    samples: torch.Tensor  # [B, 1, 8, 8]
+    rewards: torch.Tensor  # [B] optimised reward of the returned sample
+    heldout: torch.Tensor  # [B] held-out P(target) of the returned sample
+    nfe: int  # measured model evaluations per particle
+    wall: float
+    realism: Estimate | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "method": self.method.key,
+            "label": self.method.label,
+            "nfe_budget": self.nfe_budget,
+            "nfe": self.nfe,
+            "particles": self.particles,
+            "groups": len(self.rewards),
+            "reward": _est(mean_se(self.rewards)),
+            "heldout_p_target": _est(mean_se(self.heldout)),
+            "heldout_accuracy": _est(mean_se((self.heldout > 0.5).double())),
+            "energy_distance": None if self.realism is None else _est(self.realism),
+            "wall_s": round(self.wall, 2),
+        }
+
+
+def _est(e: Estimate) -> dict[str, float]:
+    return {"mean": e.value, "se": e.se}
+
+
+def run_cell(
+    model: Any,
+    judges: Judges,
+    method: Method,
+    *,
+    nfe: int,
+    particles: int,
+    groups: int,
+    seed: int = 0,
+    transitions: int = 5,
+    solver: str | None = None,
+    lambda_: float = 4.0,
+    realism: bool = True,
+) -> Cell:
+    """Run `method` for `groups` independent groups of `particles` particles in one batched call
+    (group g seeded with seed + g) and score the returned samples."""
+    from glass_core.align import best_of_n, fk_steering, guided
+    from glass_core.schedules import uniform_grid
+    from glass_core.transitions import Glass
+
+    kernel_solver = solver if method.kernel == "glass" else None
+    transition = transition_for(
+        method.kernel, nfe, transitions, rho=method.rho, solver=kernel_solver
+    )
+    grid = uniform_grid(transitions)
+    gens = [torch.Generator().manual_seed(seed + g) for g in range(groups)]
+    net = guided(model, judges.reward, GUIDANCE_SCALE, GUIDANCE_WINDOW) if method.guided else model
+    common: dict[str, Any] = {
+        "transition": transition,
+        "time_grid": grid,
+        "shape": (1, 8, 8),
+        "generator": gens,
+        "progress": False,
+    }
+    start = time.perf_counter()
+    if method.algorithm == "fk":
+        extra: dict[str, Any] = {}
+        if method.potential == "lookahead":  # J = 2 posterior samples, 2 inner steps: 2 extra
+            # NFE per particle at each interior potential step (reported in the measured NFE)
+            extra = {
+                "lookahead_samples": 2,
+                "lookahead_transition": Glass(method.rho, inner_steps=2, solver="euler"),
+            }
+        res: Any = fk_steering(
+            net,
+            judges.reward,
+            num_particles=particles,
+            potential=method.potential,
+            lambda_=lambda_,
+            **extra,
+            **common,
+        )
+        idx = res.rewards.argmax(dim=-1)
+        rows = torch.arange(groups)
+        samples, rewards = res.samples[rows, idx], res.rewards[rows, idx]
+    else:
+        n = 1 if method.algorithm == "sample" else particles
+        res = best_of_n(net, judges.reward, num_particles=n, **common)
+        samples, rewards = res.best(), res.best_reward
+    wall = time.perf_counter() - start
+    samples = samples.detach()
+    cell = Cell(
+        method=method,
+        nfe_budget=nfe,
+        particles=1 if method.algorithm == "sample" else particles,
+        samples=samples,
+        rewards=rewards.detach().double(),
+        heldout=judges.heldout.probs(samples)[:, judges.target],
+        nfe=int(res.nfe),
+        wall=wall,
+    )
+    if realism:
+        cell.realism = energy_distance(samples, judges.real)
+    return cell
+
+
+def unsteered_samples(
+    model: Any,
+    kernel: str,
+    *,
+    nfe: int,
+    count: int,
+    seed: int,
+    transitions: int = 5,
+    rho: float | str | None = None,
+    solver: str | None = None,
+) -> tuple[torch.Tensor, int]:
+    """`count` plain samples of one transition family at `nfe` per sample, and the NFE spent."""
+    from glass_core.schedules import uniform_grid
+    from glass_core.transitions import sample
+
+    transition = transition_for(kernel, nfe, transitions, rho=rho, solver=solver)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        res = sample(
+            model, transition, uniform_grid(transitions), shape=(count, 1, 8, 8), generator=gen
+        )
+    return res.samples, int(res.nfe)
+
+
+def summarise(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    return [c.summary() for c in cells]
