@@ -355,6 +355,20 @@ fn block_sums<const G: usize>(
     Ok(part)
 }
 
+/// The merges write each particle's index only at the first output slot it owns; a running max
+/// fills the slots in between (indices are nondecreasing along the sorted targets).
+fn fill_forward(out: &mut [i64], intr: &dyn Interrupt) -> Result<()> {
+    let mut run = 0i64;
+    for c in out.chunks_mut(CHUNK) {
+        for o in c.iter_mut() {
+            run = if *o > run { *o } else { run };
+            *o = run;
+        }
+        intr.check()?;
+    }
+    Ok(())
+}
+
 /// The scatter merge of blocks `first..first + G` into `out`, which holds output positions
 /// [base, base + out.len()): the positions these blocks own (see `scatter_merge`).
 #[allow(clippy::too_many_arguments)]
@@ -407,15 +421,7 @@ fn merge_blocks<const G: usize>(
         local = l;
         intr.check()?;
     }
-    let mut run = 0i64;
-    for c in out.chunks_mut(CHUNK) {
-        for o in c.iter_mut() {
-            run = if *o > run { *o } else { run };
-            *o = run;
-        }
-        intr.check()?;
-    }
-    Ok(())
+    fill_forward(out, intr)
 }
 
 /// Scatter-based merge of sorted targets against the CDF, without a data-dependent inner loop.
@@ -523,15 +529,7 @@ fn scatter_merge_one_thread(
         }
         intr.check()?;
     }
-    let mut run = 0i64;
-    for c in out.chunks_mut(CHUNK) {
-        for o in c.iter_mut() {
-            run = if *o > run { *o } else { run };
-            *o = run;
-        }
-        intr.check()?;
-    }
-    Ok(())
+    fill_forward(out, intr)
 }
 
 /// `scatter_merge` over the weights `ws` (up to the last positive one) with the LANES blocks in
