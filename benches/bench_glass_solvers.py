@@ -6,6 +6,7 @@ t', rho) draw P start points x_t ~ p_t and from each N transitions with
   midpoint   K = n // 2 (2 NFE per step)
   heun       K = n // 2, or (n + 1) // 2 when s = 1 is singular (t' = 1 or |rho| = 1: 2K - 1 NFE)
   multistep  K = n (1 NFE per step)
+  pc         K = n (1 NFE per step; predictor-corrector)
   SDE        n Euler-Maruyama substeps (only where its kernel is the cell's: rho = ddpm or t' = 1)
 at n = 2, 4, 8, 16 NFE per transition. Metrics against the exact kernel, averaged over the P points:
   rel   relative moment error max(|mean - m| / sqrt(tr C), |cov - C|_F / |C|_F) with m, C the
@@ -14,8 +15,9 @@ at n = 2, 4, 8, 16 NFE per transition. Metrics against the exact kernel, average
 
 Part 2, the embedded digits model (glass_core.digits.assets; real scikit-learn digits). Unsteered
 samples from N(0, I) at equal NFE (10, 20, 50): ODE (Euler) and SDE (Euler-Maruyama) with NFE
-uniform steps, GLASS rho = ddpm over T = 5 uniform transitions with each inner solver (euler and
-multistep K = NFE/5; heun and midpoint K = NFE/10), and multistep over T = 2 transitions. Metric:
+uniform steps, GLASS rho = ddpm over T = 5 uniform transitions with each inner solver (euler,
+multistep and pc K = NFE/5; heun and midpoint K = NFE/10), and multistep and pc over T = 2
+transitions. Metric:
 U-statistic energy distance between the samples and all 1797 real digits, mean and standard error
 over seeds. "data" is a random subset of real digits of the same size against the remaining ones.
 
@@ -39,7 +41,7 @@ from glass_core.transitions import ODE, SDE, Glass, sample
 
 F64 = torch.float64
 NFES = (2, 4, 8, 16)
-SOLVERS = ("euler", "midpoint", "heun", "multistep")
+SOLVERS = ("euler", "midpoint", "heun", "multistep", "pc")
 # (schedule, t, t', rho): posterior sampling from early and late times, late steps, interior steps
 CELLS = [
     ("rf", 0.05, 1.0, "ddpm"),
@@ -87,7 +89,7 @@ def singular(t_next: float, rho) -> bool:
 
 def methods(n: int, t_next: float, rho):
     """(name, transition) pairs spending n NFE per transition (heun at a singular end: 2K-1)."""
-    out = [("euler", Glass(rho, n, "euler")), ("multistep", Glass(rho, n, "multistep"))]
+    out = [(s, Glass(rho, n, s)) for s in ("euler", "multistep", "pc")]
     if n >= 2:
         out.append(("midpoint", Glass(rho, n // 2, "midpoint")))
         k = (n + 1) // 2 if singular(t_next, rho) else n // 2
@@ -162,6 +164,8 @@ def digit_configs(nfe: int):
         ("GLASS euler 5 x K", Glass("ddpm", nfe // 5, "euler"), five),
         ("GLASS multistep 5 x K", Glass("ddpm", nfe // 5, "multistep"), five),
         ("GLASS multistep 2 x K", Glass("ddpm", nfe // 2, "multistep"), uniform_grid(2)),
+        ("GLASS pc 5 x K", Glass("ddpm", nfe // 5, "pc"), five),
+        ("GLASS pc 2 x K", Glass("ddpm", nfe // 2, "pc"), uniform_grid(2)),
         ("GLASS heun 5 x K", Glass("ddpm", nfe // 10, "heun"), five),
         ("GLASS midpoint 5 x K", Glass("ddpm", nfe // 10, "midpoint"), five),
     ]
@@ -221,7 +225,7 @@ def run_digits(seeds: int, batch: int, nfes: list[int], skip: str) -> list[dict]
 def mixture_tables(rows: list[dict]) -> list[str]:
     lines = []
     cells = list(dict.fromkeys(r["cell"] for r in rows))
-    names = ("euler", "midpoint", "heun", "multistep", "SDE")
+    names = (*SOLVERS, "SDE")
     for metric, title in (("rel", "relative moment error"), ("ed", "energy distance")):
         for n in NFES:
             lines += [
@@ -253,7 +257,7 @@ def verdict(rows: list[dict], n: int = 4) -> list[str]:
     """
     at_n = [r for r in rows if r.get("budget") == n]
     cells = list(dict.fromkeys(r["cell"] for r in at_n))
-    new = ("midpoint", "heun", "multistep")
+    new = SOLVERS[1:]
 
     def rel(cell, m):
         return next(

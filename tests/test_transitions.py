@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from align_fixtures import gmm as gmm2
@@ -12,7 +13,7 @@ from glass_core.errors import InvalidInputError
 from glass_core.models import GaussianMixture, from_callable
 from glass_core.schedules import Cosine, RectifiedFlow
 from glass_core.transitions import ODE, SDE, Glass
-from glass_core.transitions.glass import multistep_grid
+from glass_core.transitions.glass import PC_SPREAD, multistep_grid
 from test_sample_stats import assert_moments, energy_pvalue, moment_errors
 
 F64 = torch.float64
@@ -138,10 +139,38 @@ def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
         a, sg = path(s)
         return math.log(a / sg)
 
+    snr = (sc.alpha(t) / sc.sigma(t)) ** 2
+    c = PC_SPREAD * math.sqrt(snr + 1)
+
+    def pc_step(s, s_next, y, z_at, phi_at):
+        """y/s_s integrates D dr, r = a_s/s_s, with D linear in phi = r/sqrt(c^2 + r^2) through
+        the points (phi_at[i], z_at[i]): Gauss-Legendre in r, or D at phi = 1 where s_{s'} = 0."""
+        (a0, sg0), (a1, sg1) = path(s), path(s_next)
+
+        def d(phi):
+            if len(z_at) == 1:
+                return z_at[0]
+            return z_at[0] + (phi - phi_at[0]) / (phi_at[1] - phi_at[0]) * (z_at[1] - z_at[0])
+
+        if sg1 == 0:
+            return a1 * d(1.0)
+        r0, r1 = a0 / sg0, a1 / sg1
+        nodes, weights = np.polynomial.legendre.leggauss(40)
+        r = r0 + (r1 - r0) * (nodes + 1) / 2
+        integral = sum(
+            w * (r1 - r0) / 2 * d(ri / math.hypot(c, ri)) for ri, w in zip(r, weights, strict=True)
+        )
+        return sg1 * (y / sg0 + integral)
+
+    def phi_of(s):
+        a, sg = path(s)
+        return a / math.hypot(c * sg, a)
+
     grid = [m / k for m in range(k + 1)]
-    if solver == "multistep":  # its step starts (the grid is a choice; the update is under test)
-        snr = (sc.alpha(t) / sc.sigma(t)) ** 2
-        grid = [*multistep_grid(k, snr, abar, sbar, sigma0), 1.0]
+    if solver in ("multistep", "pc"):  # step starts (the grid is a choice; the update is tested)
+        spread = PC_SPREAD if solver == "pc" else 1.0
+        grid = [*multistep_grid(k, snr, abar, sbar, sigma0, spread), 1.0]
+    y_prev = None
     y = sigma0 * eps
     z_prev = None
     for m in range(k):
@@ -149,6 +178,17 @@ def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
         h = s_next - s
         if solver == "euler":
             y = y + h * f(s, y)
+        elif solver == "pc":  # predictor-corrector: docs/math.md §3.5
+            z = zf(s, y)
+            if m > 0:
+                pts = [phi_of(grid[m - 1]), phi_of(s)]
+                y = pc_step(grid[m - 1], s, y_prev, [z_prev, z], pts)
+            y_prev = y
+            if m == 0:
+                y = pc_step(s, s_next, y, [z], [0.0])
+            else:
+                y = pc_step(s, s_next, y, [z_prev, z], [phi_of(grid[m - 1]), phi_of(s)])
+            z_prev = z
         elif m == k - 1 and sbar == 0 and solver in ("heun", "multistep"):
             z = zf(s, y)
             y = abar * end_extrapolation(grid[m - 1] if m else 0.0, s, z_prev, z)
@@ -168,7 +208,16 @@ def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
 
 
 @pytest.mark.parametrize(
-    "solver,k", [("euler", 5), ("heun", 3), ("midpoint", 3), ("multistep", 2), ("multistep", 4)]
+    "solver,k",
+    [
+        ("euler", 5),
+        ("heun", 3),
+        ("midpoint", 3),
+        ("multistep", 2),
+        ("multistep", 4),
+        ("pc", 2),
+        ("pc", 4),
+    ],
 )
 @pytest.mark.parametrize(
     "t,t_next,rho",
@@ -186,7 +235,7 @@ def test_glass_step_matches_reference_algorithm(solver, k, t, t_next, rho):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun", "multistep"])
+@pytest.mark.parametrize("solver", ["euler", "heun", "multistep", "pc"])
 @pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 1e-5)])
 def test_rho1_one_step_is_deterministic_ddim(solver, dtype, tol):
     sched = Cosine()

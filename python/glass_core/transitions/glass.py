@@ -12,6 +12,11 @@ integrates the linear part exactly, y' = (s'/s) y + (a' - s' a/s) D, with D a li
 of the last two denoised estimates. Where the path ends at s_1 = 0 (t'=1 or |rho|=1) lambda_1 is
 infinite; the last step then extrapolates in kappa = s_s / a_s to kappa = 0 instead, which is finite
 and keeps second order without evaluating s = 1 (heun uses the same last step).
+"pc" (the default) is a predictor-corrector of the same cost (UniPC-type, docs/math.md §3.5): the
+same exact linear part, D linear in phi = r / sqrt(c^2 + r^2) (r = a_s/s_s) instead of lambda, and
+each step redone with the estimate the next step evaluates anyway. phi is the variable in which
+D is exactly linear along the inner flow when p(z | x_t) is Gaussian with precision c^2, and it
+is finite at both ends, so only the very first prediction is first order.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from glass_core.models.base import Denoiser, working_dtype
 from glass_core.schedules import Schedule, resolve_rho
 from glass_core.transitions.base import Transition, check_choice, check_int
 
-SOLVERS = ("euler", "heun", "midpoint", "multistep")
+SOLVERS = ("euler", "heun", "midpoint", "multistep", "pc")
+# One-evaluation-per-step solvers (the others evaluate twice per step).
+SINGLE_EVAL = ("euler", "multistep", "pc")
+# "pc"'s scale c = PC_SPREAD * sqrt(SNR(t) + 1): SNR(t) + 1 is the precision of z given x_t
+# for unit-variance data, and real posteriors are tighter (the mixture benchmark's error is
+# flat for 1.25-1.75 and rises outside; docs/benchmarks/glass_solvers.md).
+PC_SPREAD = 1.5
 # Below this sbar (relative to sigma0) the inner velocity at s=1 is numerically singular
 # (w1 ~ -sigma0/sbar); the last Heun step is then a multistep step, which never evaluates s=1.
 SINGULAR_SBAR = 1e-4
@@ -42,12 +53,13 @@ MAX_INNER_STEPS = 10**6
 class Glass(Transition):
     """GLASS transition with correlation `rho` (float in [-1, 1] or "ddpm") and K inner steps.
 
-    solver "euler" and "multistep" cost K model evaluations, "heun" and "midpoint" 2K (Heun: 2K-1
-    when the inner path is singular at s=1, i.e. t'=1 or |rho|=1: its last step then reuses the
-    previous estimate instead of evaluating s=1). "multistep" and "heun" are second order in K,
-    "euler" first order; a precomputed `denoised` = D_t(x_t) saves one evaluation for all.
-    The default is "multistep": at the same cost as the paper's Euler it is far closer to the exact
-    kernel on the Gaussian mixture (docs/benchmarks/glass_solvers.md).
+    solver "euler", "multistep" and "pc" cost K model evaluations, "heun" and "midpoint" 2K
+    (Heun: 2K-1 when the inner path is singular at s=1, i.e. t'=1 or |rho|=1: its last step then
+    reuses the previous estimate instead of evaluating s=1). All but "euler" are second order in
+    K; a precomputed `denoised` = D_t(x_t) saves one evaluation for all. The default is "pc": at
+    the same cost as the paper's Euler its worst error against the exact kernel over the mixture
+    benchmark's transitions is the smallest of all solvers at 2-16 evaluations per transition
+    (docs/benchmarks/glass_solvers.md).
     rho=1 with K=1 (Euler) is deterministic DDIM; rho=1 with K>1 is still stochastic
     (docs/math.md §3).
     """
@@ -56,7 +68,7 @@ class Glass(Transition):
         self,
         rho: float | str = "ddpm",
         inner_steps: int = 10,
-        solver: str = "multistep",
+        solver: str = "pc",
         sigma0: float = 1.0,
     ):
         resolve_rho_spec(rho)
@@ -76,7 +88,7 @@ class Glass(Transition):
 
     @property
     def nfe_per_call(self) -> int:
-        return self.inner_steps * (1 if self.solver in ("euler", "multistep") else 2)
+        return self.inner_steps * (1 if self.solver in SINGLE_EVAL else 2)
 
     def _singular(self, coeffs: dict) -> bool:
         return float(coeffs["sbar"]) <= SINGULAR_SBAR * self.sigma0
@@ -95,9 +107,12 @@ class Glass(Transition):
         """Inner times where the velocity is evaluated (index j used by `_step`); `head` is the
         coefficient table at s=0."""
         k = self.inner_steps
-        if self.solver == "multistep":
+        if self.solver in ("multistep", "pc"):
             snr_t = (float(head["alpha_t"]) / float(head["sigma_t"])) ** 2
-            return multistep_grid(k, snr_t, float(head["abar"]), float(head["sbar"]), self.sigma0)
+            spread = PC_SPREAD if self.solver == "pc" else 1.0
+            return multistep_grid(
+                k, snr_t, float(head["abar"]), float(head["sbar"]), self.sigma0, spread
+            )
         if self.solver == "euler":
             return np.arange(k, dtype=np.float64) / k
         if self.solver == "midpoint":
@@ -145,6 +160,14 @@ class Glass(Transition):
             c["singular"],
         )
         keep, gain, beta = keep.tolist(), gain.tolist(), beta.tolist()
+        if self.solver == "pc":
+            snr_t = (float(c["alpha_t"]) / float(c["sigma_t"])) ** 2
+            pred, corr = pc_coefficients(
+                np.append(np.asarray(c["a_s"]), float(c["abar"])),
+                np.append(np.asarray(c["s_s"]), float(c["sbar"])),
+                PC_SPREAD * math.sqrt(snr_t + 1.0),
+            )
+            pred, corr = pred.tolist(), corr.tolist()
 
         def zhat(j: int, y: torch.Tensor) -> torch.Tensor:
             if s[j] == 0.0:  # s=0: x_bar carries no information, zhat = D_t(x_t) (App. B.3)
@@ -169,9 +192,19 @@ class Glass(Transition):
         y = _random.randn_like(xw, generator)
         if self.sigma0 != 1.0:
             y.mul_(self.sigma0)
-        z_prev = None
+        z_prev = y_prev = None
         for m in range(k):
-            if self.solver == "euler":
+            if self.solver == "pc":
+                z = zhat(m, y)  # at the predicted y_m
+                if m > 0:  # corrector: redo step m-1 with z linear between z_{m-1} and z_m
+                    y = torch.mul(y_prev, keep[m - 1]).add_(z_prev, alpha=corr[m - 1][0])
+                    y.add_(z, alpha=corr[m - 1][1])
+                y_prev = y
+                y = torch.mul(y, keep[m]).add_(z, alpha=pred[m][0])
+                if m > 0:  # predictor: z extrapolated linearly through z_{m-1}, z_m
+                    y.sub_(z_prev, alpha=pred[m][1])
+                z_prev = z
+            elif self.solver == "euler":
                 y = euler(m, y, h)
             elif self.solver == "midpoint":
                 y = torch.add(y, vel(2 * m + 1, euler(2 * m, y, 0.5 * h)), alpha=h)
@@ -188,15 +221,17 @@ class Glass(Transition):
         return torch.add(y, xw, alpha=float(c["gamma"])).to(x.dtype)
 
 
-def multistep_grid(k: int, snr_t: float, abar: float, sbar: float, sigma0: float) -> np.ndarray:
-    """The K step starts of "multistep": uniform in u = r/(r + c) where r = a_s/s_s = e^lambda.
+def multistep_grid(
+    k: int, snr_t: float, abar: float, sbar: float, sigma0: float, spread: float = 1.0
+) -> np.ndarray:
+    """The K step starts of "multistep" and "pc": uniform in u = r/(r + c), r = a_s/s_s = e^lambda.
 
-    c = sqrt(SNR(t) + 1) is the precision of z given x_t for unit-variance data: the inner
-    measurement starts to add information when r^2 reaches it, so the steps go there instead of
-    being spent at small r where the estimate barely moves (uniform s is c = abar/sigma0 when
+    c^2 = SNR(t) + 1 is the precision of z given x_t for unit-variance data (times spread^2): the
+    inner measurement starts to add information when r^2 reaches it, so the steps go there instead
+    of being spent at small r where the estimate barely moves (uniform s is c = abar/sigma0 when
     sbar = 0). u ends at r_end/(r_end + c), r_end = abar/sbar (u = 1 when sbar = 0).
     """
-    c = math.sqrt(snr_t + 1.0)
+    c = spread * math.sqrt(snr_t + 1.0)
     u_end = 1.0 if sbar == 0.0 else (abar / sbar) / (abar / sbar + c)
     u = np.arange(k, dtype=np.float64) / k * u_end
     r = c * u / (1.0 - u)
@@ -232,6 +267,40 @@ def multistep_coefficients(
             h = math.log(ratio[j + 1] / ratio[j])
             beta[j] = (h / -math.expm1(-h) - 1.0) / math.log(ratio[j] / ratio[j - 1])
     return keep, gain, beta
+
+
+def pc_coefficients(a: np.ndarray, s: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step float64 (predictor, corrector) weights of "pc", each of shape [K, 2].
+
+    a, s: the inner path a_s, s_s at the K+1 grid points s_0 = 0 < ... < s_K = 1. Along the
+    inner flow d(y/s_s) = D dr with r = a_s/s_s, so with D = z_j + slope (phi - phi_j),
+    phi = r/sqrt(c^2 + r^2), one step is exactly (keep_j = s_{j+1}/s_j, multistep_coefficients)
+      y_{j+1} = keep_j y_j + i0_j z_j + slope m_j,
+      i0_j = s_{j+1} (r_{j+1} - r_j),  m_j = s_{j+1} int_{r_j}^{r_{j+1}} (phi - phi_j) dr,
+    both finite where s_{j+1} = 0 (r = inf, phi = 1). Predictor: slope through z_{j-1}, z_j,
+      y_{j+1} = keep y_j + pred[j,0] z_j - pred[j,1] z_{j-1}  (j = 0: first order, pred[0,1] = 0);
+    corrector (once z_{j+1} is known, j < K-1): slope through z_j, z_{j+1},
+      y_{j+1} = keep y_j + corr[j,0] z_j + corr[j,1] z_{j+1}.
+    """
+    k = len(a) - 1
+    pos = s > 0
+    r = np.divide(a, s, out=np.full_like(a, np.inf), where=pos)
+    hyp = np.hypot(c, r)  # inf at r = inf
+    phi = np.divide(r, hyp, out=np.ones_like(r), where=pos)
+    i0 = a[1:] - s[1:] * r[:-1]  # = s_{j+1} (r_{j+1} - r_j), = a_K where s_K = 0
+    # s_{j+1} int phi dr = s_{j+1} (hyp_{j+1} - hyp_j), with s hyp = hypot(c s, a) finite at s = 0
+    i1 = np.hypot(c * s[1:], a[1:]) - s[1:] * hyp[:-1]
+    m = i1 - phi[:-1] * i0
+    pred = np.zeros((k, 2))
+    corr = np.zeros((k, 2))
+    slope_prev = m[1:] / (phi[1:-1] - phi[:-2])  # steps 1..K-1, slope through (j-1, j)
+    pred[0, 0] = i0[0]
+    pred[1:, 0] = i0[1:] + slope_prev
+    pred[1:, 1] = slope_prev
+    slope_next = m[:-1] / (phi[1:-1] - phi[:-2])  # steps 0..K-2, slope through (j, j+1)
+    corr[:-1, 0] = i0[:-1] - slope_next
+    corr[:-1, 1] = slope_next
+    return pred, corr
 
 
 def resolve_rho_spec(rho: object) -> None:
