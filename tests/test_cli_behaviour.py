@@ -17,6 +17,7 @@ from glass_core import _deps, _progress
 from glass_core._cli_steer import distinct_ancestors, ess_collapse
 from glass_core._outdir import staged_output_dir
 from glass_core.cli import main
+from glass_core.transitions import Glass
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -256,6 +257,22 @@ def test_equal_nfe_defaults_across_kernels_and_sample_without_reward(
     assert results(tmp_path / "sub")["nfe"] == 6
     code, _, err = run([*STEER, "--method", "fk", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "--reward is required for --method fk" in err
+
+
+def test_solver_option_reaches_glass_and_a_bad_one_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--solver picks GLASS's inner solver (results.json's kernel records it; unset: the
+    library's default); an unknown one exits 2 naming the choices and creates nothing."""
+    base = [*STEER, "--method", "sample", "--particles", "1", "--transitions", "2"]
+    code, _, err = run([*base, "--solver", "bogus", "--out", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "solver must be one of" in err and "'pc'" in err, err
+    assert not (tmp_path / "bad").exists()
+    for flag, want in (([], Glass().solver), (["--solver", "euler"], "euler")):
+        out = tmp_path / want
+        code, _, err = run([*base, *flag, "--out", str(out)], capsys)
+        assert code == 0, err
+        assert f"solver={want!r}" in results(out)["kernel"], results(out)["kernel"]
 
 
 def test_latent_and_python_rewards(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

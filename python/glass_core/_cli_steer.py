@@ -47,7 +47,8 @@ def transition_of(args: argparse.Namespace) -> Any:
         return ODE(solver="euler", substeps=args.substeps)
     if args.transition == "sde":
         return SDE(substeps=args.substeps)
-    return Glass(rho=args.rho, inner_steps=args.inner_steps)
+    solver = {"solver": args.solver} if "solver" in args else {}  # unset: the library's default
+    return Glass(rho=args.rho, inner_steps=args.inner_steps, **solver)
 
 
 def _check_positive(args: argparse.Namespace, *names: str) -> None:
@@ -491,6 +492,7 @@ def write_outputs(folder: Path, res: Any, args: argparse.Namespace, world: int) 
         "reward": args.reward,
         "method": args.method,
         "transition": args.transition,
+        "kernel": repr(transition_of(args)),  # every parameter, defaults included
         "nfe": int(res.nfe),
         "num_transitions": len(res.time_grid) - 1,
         "time_grid": np.asarray(res.time_grid).tolist(),

@@ -203,6 +203,11 @@ def _steer_parser(sub: Any) -> None:
         "kernel: 50 / --inner-steps for glass, 50 / --substeps for ode and sde",
     )
     p.add_argument("--inner-steps", type=int, default=10, help="GLASS inner steps per transition")
+    p.add_argument(
+        "--solver",
+        default=argparse.SUPPRESS,  # unset: the library's default
+        help="GLASS inner solver: pc (the default), multistep, euler, heun or midpoint",
+    )
     p.add_argument("--substeps", type=int, default=1, help="ODE/SDE Euler substeps per transition")
     p.add_argument(
         "--rho", type=_rho, default="ddpm", help="GLASS rho: 'ddpm' or a float in [-1, 1]"
