@@ -17,6 +17,7 @@ Metrics over the R returned samples:
 Then the bookkeeping overhead: FK-GLASS with N = 1024 particles and a ~1 ms model.
 
 Usage: python benches/bench_alignment.py [--reps 400] [--out docs/benchmarks] [--quick]
+(without --out it only prints)
 """
 
 from __future__ import annotations
@@ -396,9 +397,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--budgets", type=int, nargs="+", default=[64, 256, 1024, 4096])
-    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    ap.add_argument("--out", type=Path, default=None, help="write alignment.md/.png here")
     ap.add_argument("--quick", action="store_true", help="reps=50, budgets 64 256 (smoke run)")
-    ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
     if args.quick:
         args.reps, args.budgets = 50, [64, 256]
@@ -415,7 +415,7 @@ def main() -> None:
             f"{k:>16}: {v:.4f}"
             + (f"  ({100 * v / ov['fk_wall']:.2f}% of FK wall)" if k != "fk_nfe" else "")
         )
-    if not args.no_write:
+    if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         png = args.out / "alignment.png"
         plot(rows, exact, png)

@@ -14,6 +14,7 @@ ranks), plus the same migration plan replayed on the recorded genealogy for W = 
 a pure function of the ancestors, which do not depend on W), used for the FLUX projection.
 
 Run: python benches/bench_distributed.py [--out docs/benchmarks/distributed.json]
+(without --out it only prints)
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def summarise(results: dict[int, dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks/distributed.json"))
+    ap.add_argument("--out", type=Path, default=None, help="also write the runs to this JSON file")
     ap.add_argument("--worlds", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--model-ms", type=float, default=MODEL_MS, help="model ms per N-batch NFE")
     ap.add_argument("--repeats", type=int, default=REPEATS)
@@ -269,8 +270,9 @@ def main() -> None:
         "runs": {str(k): v["runs"] for k, v in results.items()},
         "replay": {str(k): v for k, v in replays.items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=1))
     print(table(rows, replays))
 
 

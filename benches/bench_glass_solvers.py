@@ -21,7 +21,8 @@ transitions. Metric:
 U-statistic energy distance between the samples and all 1797 real digits, mean and standard error
 over seeds. "data" is a random subset of real digits of the same size against the remaining ones.
 
-Usage: nice -n 10 python benches/bench_glass_solvers.py [--out docs/benchmarks] [--quick]
+Usage: nice -n 10 python benches/bench_glass_solvers.py [--out DIR] [--quick]
+(without --out it only prints)
 """
 
 from __future__ import annotations
@@ -290,7 +291,7 @@ def verdict(rows: list[dict], n: int = 4) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="docs/benchmarks")
+    ap.add_argument("--out", type=Path, default=None, help="also write json/table.md here")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--points", type=int, default=4)
     ap.add_argument("--samples", type=int, default=40_000)
@@ -302,8 +303,9 @@ def main() -> None:
     ap.add_argument("--cells", default="", help="mixture: comma-separated cell indices")
     ap.add_argument("--budgets", default="2,4,8,16", help="mixture: NFE per transition")
     args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     res: dict = {"machine": platform.platform(), "torch": torch.__version__, "args": vars(args)}
     if args.part in ("all", "mixture"):
@@ -314,13 +316,15 @@ def main() -> None:
             cells[:4] if args.quick else cells,
             [int(n) for n in args.budgets.split(",")],
         )
-        (out / "glass_solvers_mixture.json").write_text(json.dumps(res, indent=1))
+        if out is not None:
+            (out / "glass_solvers_mixture.json").write_text(json.dumps(res, indent=1))
     if args.part in ("all", "digits"):
         nfes = [int(n) for n in args.nfes.split(",")]
         res["digits"] = run_digits(
             args.seeds, args.batch, nfes[:1] if args.quick else nfes, args.skip
         )
-        (out / "glass_solvers_digits.json").write_text(json.dumps(res, indent=1))
+        if out is not None:
+            (out / "glass_solvers_digits.json").write_text(json.dumps(res, indent=1))
     lines = []
     if "mixture" in res:
         lines += ["## Exact mixture", "", *verdict(res["mixture"]), ""]
@@ -339,7 +343,8 @@ def main() -> None:
             )
     lines.append(f"\nwall time {time.time() - t0:.0f} s")
     print("\n".join(lines))
-    (out / f"glass_solvers_{args.part}.table.md").write_text("\n".join(lines) + "\n")
+    if out is not None:
+        (out / f"glass_solvers_{args.part}.table.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -310,7 +310,7 @@ def _bench_parser(sub: Any) -> None:
         "--script-args",
         default="",
         help='extra arguments passed to every script, e.g. --script-args="--quick" (scripts run '
-        "from the repository root, so their default output paths such as docs/benchmarks apply)",
+        "from the repository root and only print unless given their own --out)",
     )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per script")
     p.add_argument("--out", type=Path, default=Path("glass_out/bench"), help="output directory")
