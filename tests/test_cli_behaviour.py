@@ -18,6 +18,7 @@ from glass_core._cli_steer import distinct_ancestors, ess_collapse
 from glass_core._outdir import staged_output_dir
 from glass_core.cli import main
 from glass_core.transitions import Glass
+from tiny_pipelines import ddpm_pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -129,23 +130,8 @@ def test_out_that_is_a_file_or_the_current_folder_exits_2(
 @pytest.fixture(scope="module")
 def ddpm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny unconditional DDPMPipeline saved with save_pretrained."""
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-    ).eval()
     path = tmp_path_factory.mktemp("ddpm") / "pipe"
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(
-        str(path)
-    )
+    ddpm_pipeline(num_train_timesteps=50).save_pretrained(str(path))
     return path
 
 

@@ -19,6 +19,7 @@ from glass_core.digits.assets import (
 )
 from glass_core.schedules import uniform_grid
 from glass_core.transitions import ODE, Glass, sample
+from tiny_pipelines import ddpm_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -204,31 +205,13 @@ def test_fk_on_default_model_is_seed_reproducible(model, reward) -> None:
     assert torch.equal(a.samples, b.samples) and torch.equal(a.log_weights, b.log_weights)
 
 
-def _tiny_ddpm_pipeline(prediction_type: str):
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
-    sched = DDPMScheduler(num_train_timesteps=100, prediction_type=prediction_type)
-    return DDPMPipeline(unet=unet.eval(), scheduler=sched)
-
-
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_unconditional_vp_pipeline_adapter(prediction_type: str) -> None:
     """DDPM-style pipelines: at a table node k (t_k = 1 - (k+1)/(T+1)) the adapter's denoiser is
     the diffusers x0-prediction of the network queried at timestep k."""
     from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
-    pipe = _tiny_ddpm_pipeline(prediction_type)
+    pipe = ddpm_pipeline(prediction_type)
     model = from_unconditional_pipeline(pipe)
     assert model.sample_shape == (1, 8, 8)
     k, num_t = 37, 100

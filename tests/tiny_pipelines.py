@@ -303,10 +303,30 @@ def sdxl_pipeline() -> Any:
     return pipe
 
 
+def ddpm_pipeline(prediction_type: str = "epsilon", num_train_timesteps: int = 100) -> Any:
+    """Unconditional DDPMPipeline: a 1-channel 8x8 UNet2DModel (random weights), DDPM table."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
+    sched = DDPMScheduler(num_train_timesteps=num_train_timesteps, prediction_type=prediction_type)
+    return DDPMPipeline(unet=unet.eval(), scheduler=sched)
+
+
 __all__ = [
     "HEIGHT",
     "MAX_LEN",
     "WIDTH",
+    "ddpm_pipeline",
     "flux_pipeline",
     "make_tokenizer",
     "sd3_pipeline",
