@@ -4,8 +4,9 @@ For a GMM in d = 2 and d = 16 and three fixed transitions (intermediate t = 0.4 
 sampling t = 0.4 -> 1 and t = 0.15 -> 1), draw P start points x_t ~ p_t and from each take S
 transitions with each method at NFE budgets 1, 2, 4, 8, 16 per transition:
   GLASS(rho="ddpm" | 0.4, Euler inner solver: K = NFE inner steps)
+  GLASS(rho="ddpm" | 0.4, pc inner solver, the default: K = NFE inner steps)
   GLASS(rho="ddpm" | 0.4, Heun inner solver: largest K whose cost 2K (2K-1 when t'=1, where the
-        last step is Euler) fits the budget; none at budget 1 for t' < 1)
+        last step reuses the previous estimate) fits the budget; none at budget 1 for t' < 1)
   SDE Euler-Maruyama with NFE substeps (its exact kernel is GLASS rho="ddpm", Prop. 1)
 Error = energy distance (V-statistic) between the S samples of x_t' of the method and S exact
 samples of the kernel for its rho, averaged over the P start points. The noise floor is the same
@@ -72,6 +73,7 @@ def methods(budget: int, singular: bool):
     # At t'=1 the kernel is the posterior whatever rho is (gamma=0, abar=1, sbar=0): one family.
     for rho in ("ddpm",) if singular else ("ddpm", 0.4):
         out.append((f"GLASS-euler rho={rho}", Glass(rho, inner_steps=budget, solver="euler")))
+        out.append((f"GLASS-pc rho={rho}", Glass(rho, inner_steps=budget, solver="pc")))
         k = (budget + 1) // 2 if singular else budget // 2
         if k >= 1 and not (singular and k == 1):  # Heun K=1 at t'=1 is exactly Euler K=1
             out.append((f"GLASS-heun rho={rho}", Glass(rho, inner_steps=k, solver="heun")))

@@ -47,7 +47,7 @@ def transition_of(args: argparse.Namespace) -> Any:
         return ODE(solver="euler", substeps=args.substeps)
     if args.transition == "sde":
         return SDE(substeps=args.substeps)
-    solver = {"solver": args.solver} if "solver" in args else {}  # unset: the library's default
+    solver: dict[str, Any] = {"solver": args.solver} if "solver" in args else {}  # unset: default
     return Glass(rho=args.rho, inner_steps=args.inner_steps, **solver)
 
 
@@ -287,7 +287,7 @@ def _steer_reward(spec: str, device: str) -> Any:
             raise CLIError(f"--reward: file not found: {path!r}")
         fn = load_function(Path(path), func)
         return image_reward(fn) if kind == "python" else latent_reward(fn)
-    extra: dict[str, str] = {}
+    extra: dict[str, Any] = {}
     if kind == "aesthetic":  # a head on CLIP ViT-L/14 image embeddings: two paths
         rest, _, clip = rest.rpartition(":")
         if not rest or not clip:
@@ -387,12 +387,10 @@ def _steer_run(
     kwargs = _pipeline_kwargs(args, pipe, unconditional)
     if isinstance(reward, DigitReward):
         cfg = pipe.unet.config if unconditional else None
-        size = cfg.sample_size if cfg is not None else None
-        shape = (
-            None
-            if cfg is None
-            else (cfg.in_channels, *((size, size) if isinstance(size, int) else size))
-        )
+        shape = None
+        if cfg is not None:
+            size = cfg.sample_size
+            shape = (cfg.in_channels, *((size, size) if isinstance(size, int) else size))
         if shape is None or tuple(shape) != IMAGE_SHAPE:
             raise CLIError(
                 "--reward digits needs an unconditional pipeline of 1x8x8 samples "

@@ -588,8 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _exit_now(code)
         return code
     except SystemExit as exc:  # argparse (its own message already printed)
-        code = exc.code
-        return code if isinstance(code, int) else 2
+        exit_code = exc.code
+        return exit_code if isinstance(exit_code, int) else 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

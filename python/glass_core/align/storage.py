@@ -34,8 +34,12 @@ class ParticleStorage(Protocol):
 
     is_main: bool  # this process reports progress
     label: str  # appended to progress-bar titles
-    fk_result: type[FKResult]
-    best_of_n_result: type[BestOfNResult]
+
+    @property
+    def fk_result(self) -> type[FKResult]: ...  # read-only: strategies may return a subclass
+
+    @property
+    def best_of_n_result(self) -> type[BestOfNResult]: ...
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
         """Validate the arguments (``validate(world_size)``) and set the run up; every process

@@ -93,14 +93,20 @@ def steering_methods(lookahead: bool = False) -> list[Method]:
     return rows
 
 
+def solver_option(solver: str | None) -> dict[str, Any]:
+    """Glass keyword arguments for `solver` (None: the library's default)."""
+    return {} if solver is None else {"solver": solver}
+
+
 def glass_inner_steps(rho: float | str, per_transition: int, solver: str | None) -> int:
     """The most inner steps whose cost fits `per_transition` NFE with this solver (0 if even one
     step costs more)."""
     from glass_core.transitions import Glass
 
-    kw = {} if solver is None else {"solver": solver}
     k = per_transition
-    while k > 0 and Glass(rho, inner_steps=k, **kw).nfe_per_call > per_transition:
+    while (
+        k > 0 and Glass(rho, inner_steps=k, **solver_option(solver)).nfe_per_call > per_transition
+    ):
         k -= 1
     return k
 
@@ -131,7 +137,7 @@ def transition_for(
         k = glass_inner_steps(rho, per, solver)
         if k == 0:  # a two-stage solver does not fit 1 NFE per transition: one Euler step does
             return Glass(rho, inner_steps=per, solver="euler")
-        return Glass(rho, inner_steps=k, **({} if solver is None else {"solver": solver}))
+        return Glass(rho, inner_steps=k, **solver_option(solver))
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
@@ -233,6 +239,7 @@ def run_cell(
         extra: dict[str, Any] = {}
         if method.potential == "lookahead":  # J = 2 posterior samples, 2 inner steps: 2 extra
             # NFE per particle at each interior potential step (reported in the measured NFE)
+            assert method.rho is not None  # lookahead rows are GLASS rows
             extra = {
                 "lookahead_samples": 2,
                 "lookahead_transition": Glass(method.rho, inner_steps=2, solver="euler"),

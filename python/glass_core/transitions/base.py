@@ -12,7 +12,7 @@ import torch
 from glass_core import _random
 from glass_core._checks import positive_int
 from glass_core.errors import InvalidInputError, ModelError
-from glass_core.models.base import Denoiser, check_batch
+from glass_core.models.base import Denoiser, TimeLike, check_batch
 from glass_core.models.gmm import kernel_scalars
 from glass_core.schedules import Schedule
 
@@ -110,10 +110,10 @@ class CheckedModel:
     def __getattr__(self, name: str) -> object:
         return getattr(self._model, name)
 
-    def denoise(self, x: torch.Tensor, t: object) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         return self.record(self._model.denoise(x, t), t, x)
 
-    def velocity(self, x: torch.Tensor, t: object) -> torch.Tensor:
+    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         return self.record(self._model.velocity(x, t), t, x)
 
     def record(self, out: torch.Tensor, t: object, x: torch.Tensor | None) -> torch.Tensor:

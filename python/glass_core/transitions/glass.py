@@ -22,6 +22,7 @@ is finite at both ends, so only the very first prediction is first order.
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +33,13 @@ from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, working_dtype
 from glass_core.schedules import Schedule, resolve_rho
 from glass_core.transitions.base import Transition, check_choice, check_int
+
+
+class Coefficients(Protocol):
+    """The native GlassCoefficients table, or the dict `Glass.coefficients` builds from it."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
 
 SOLVERS = ("euler", "heun", "midpoint", "multistep", "pc")
 # One-evaluation-per-step solvers (the others evaluate twice per step).
@@ -90,7 +98,7 @@ class Glass(Transition):
     def nfe_per_call(self) -> int:
         return self.inner_steps * (1 if self.solver in SINGLE_EVAL else 2)
 
-    def _singular(self, coeffs: dict) -> bool:
+    def _singular(self, coeffs: Coefficients) -> bool:
         return float(coeffs["sbar"]) <= SINGULAR_SBAR * self.sigma0
 
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
@@ -103,7 +111,7 @@ class Glass(Transition):
                 n -= 1
         return n - 1 if reuse else n
 
-    def s_grid(self, head: dict, singular: bool) -> np.ndarray:
+    def s_grid(self, head: Coefficients, singular: bool) -> np.ndarray:
         """Inner times where the velocity is evaluated (index j used by `_step`); `head` is the
         coefficient table at s=0."""
         k = self.inner_steps
@@ -187,21 +195,26 @@ class Glass(Transition):
 
         def multistep(j: int, y: torch.Tensor, z: torch.Tensor, z_prev: torch.Tensor | None):
             y = torch.mul(y, keep[j]).add_(z, alpha=gain[j] * (1.0 + beta[j]))
-            return y if beta[j] == 0.0 else y.sub_(z_prev, alpha=gain[j] * beta[j])
+            if beta[j] == 0.0:
+                return y
+            assert z_prev is not None  # beta = 0 on the first step
+            return y.sub_(z_prev, alpha=gain[j] * beta[j])
 
         y = _random.randn_like(xw, generator)
         if self.sigma0 != 1.0:
             y.mul_(self.sigma0)
-        z_prev = y_prev = None
+        z_prev: torch.Tensor | None = None
+        y_prev: torch.Tensor | None = None
         for m in range(k):
             if self.solver == "pc":
                 z = zhat(m, y)  # at the predicted y_m
-                if m > 0:  # corrector: redo step m-1 with z linear between z_{m-1} and z_m
+                if z_prev is not None and y_prev is not None:
+                    # corrector: redo step m-1 with z linear between z_{m-1} and z_m
                     y = torch.mul(y_prev, keep[m - 1]).add_(z_prev, alpha=corr[m - 1][0])
                     y.add_(z, alpha=corr[m - 1][1])
                 y_prev = y
                 y = torch.mul(y, keep[m]).add_(z, alpha=pred[m][0])
-                if m > 0:  # predictor: z extrapolated linearly through z_{m-1}, z_m
+                if z_prev is not None:  # predictor: z extrapolated linearly through z_{m-1}, z_m
                     y.sub_(z_prev, alpha=pred[m][1])
                 z_prev = z
             elif self.solver == "euler":
