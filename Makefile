@@ -31,7 +31,10 @@ test-python:
 lint: $(STAMPS)/install-diffusers,test
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
+	cargo fmt --check
 	ruff check python tests benches scripts examples
+	ruff format --check python tests benches scripts examples
+	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy.stubtest glass_core._core
 
 bench: $(STAMPS)/install-diffusers,test  ## benchmark tables (figures, not pass/fail)

@@ -196,12 +196,14 @@ fn to_numpy<'py>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny
     let arr = if is_torch_tensor(x) {
         match torch_to_numpy(x, name) {
             Ok(a) => a,
-            Err(e) if INVALID_INPUT.get(py).is_some_and(|t| e.get_type(py).is(t)) => {
-                return Err(e)
-            }
+            Err(e) if INVALID_INPUT.get(py).is_some_and(|t| e.get_type(py).is(t)) => return Err(e),
             Err(e) => {
-                let dtype = x.getattr("dtype").and_then(|d| d.str().map(|s| s.to_string()));
-                let device = x.getattr("device").and_then(|d| d.str().map(|s| s.to_string()));
+                let dtype = x
+                    .getattr("dtype")
+                    .and_then(|d| d.str().map(|s| s.to_string()));
+                let device = x
+                    .getattr("device")
+                    .and_then(|d| d.str().map(|s| s.to_string()));
                 return Err(invalid_err(
                     py,
                     format!(
@@ -235,7 +237,8 @@ fn to_numpy<'py>(x: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyAny
     };
     let dtype = arr.getattr("dtype")?;
     let kind = dtype.getattr("kind")?.extract::<String>()?;
-    if kind == "f" && dtype.getattr("itemsize")?.extract::<usize>()? == 4
+    if kind == "f"
+        && dtype.getattr("itemsize")?.extract::<usize>()? == 4
         && dtype.getattr("isnative")?.is_truthy()?
     {
         return Ok(arr);
@@ -1210,7 +1213,12 @@ fn rho_ddpm(
 /// sbar, alpha_t, sigma_t; over the inner times s (float64 arrays, or floats for a scalar s):
 /// a_s, s_s, w1, w2, w3, lam, t_star, alpha_star, c_x, c_y. Item access ``c["w1"]`` and
 /// ``keys()`` read the same fields (so ``dict(c)`` works).
-#[pyclass(frozen, get_all, module = "glass_core._core", name = "GlassCoefficients")]
+#[pyclass(
+    frozen,
+    get_all,
+    module = "glass_core._core",
+    name = "GlassCoefficients"
+)]
 struct GlassCoefficients {
     gamma: f64,
     abar: f64,

@@ -670,7 +670,10 @@ mod tests {
         // at the noisiest node the derivative is the table's (right) slope, not the closure's
         let (_, _, da_node, _) = s.eval(lo);
         let (_, _, da_next, _) = s.eval(lo + 1e-9);
-        assert!((da_node - da_next).abs() < 1e-6 * da_next.abs(), "{da_node} {da_next}");
+        assert!(
+            (da_node - da_next).abs() < 1e-6 * da_next.abs(),
+            "{da_node} {da_next}"
+        );
         assert!(da_node < 1.0, "{da_node}");
     }
 
