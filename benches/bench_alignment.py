@@ -104,7 +104,9 @@ def run_method(name: str, n: int, reps: int, seed: int):
         res = fk_steering(model, REWARD, transition=SDE(), **fk)
     elif name == "FK-GLASS":
         fk.update(time_grid=GLASS_GRID)
-        res = fk_steering(model, REWARD, transition=Glass(rho="ddpm", inner_steps=4), **fk)
+        res = fk_steering(
+            model, REWARD, transition=Glass(rho="ddpm", inner_steps=4, solver="euler"), **fk
+        )
     elif name == "FK-exact (ref)":
         fk.update(time_grid=GLASS_GRID)
         res = fk_steering(model, REWARD, transition=ExactKernel(), **fk)
@@ -113,7 +115,9 @@ def run_method(name: str, n: int, reps: int, seed: int):
     elif name == "FK-GLASS+grad":
         fk.update(time_grid=GLASS_GRID)
         gm = guided(model, REWARD, LAMBDA, GUIDE_WINDOW)
-        res = fk_steering(gm, REWARD, transition=Glass(rho="ddpm", inner_steps=4), **fk)
+        res = fk_steering(
+            gm, REWARD, transition=Glass(rho="ddpm", inner_steps=4, solver="euler"), **fk
+        )
     else:
         raise ValueError(name)
     out = pick_by_weight(res.samples, res.log_weights, seed)
@@ -197,7 +201,7 @@ def overhead(num_particles: int = 1024, model_ms: float = 1.0, repeats: int = 5)
         return out
 
     model = from_callable(slow, prediction="x1", schedule=base.schedule)
-    tr = Glass(rho="ddpm", inner_steps=10)
+    tr = Glass(rho="ddpm", inner_steps=10, solver="euler")
     grid = np.linspace(0.0, 1.0, 6)
     fk_runs, plain_runs = [], []
     for r in range(repeats):

@@ -61,7 +61,7 @@ class FixedCostModel:
 
 
 def transitions() -> dict[str, object]:
-    return {"GLASS": Glass(rho=0.4, inner_steps=10), "SDE": SDE(substeps=10)}
+    return {"GLASS": Glass(rho=0.4, inner_steps=10, solver="euler"), "SDE": SDE(substeps=10)}
 
 
 def measure(

@@ -38,6 +38,8 @@ from glass_core.transitions import Glass
 
 GRID = np.linspace(0.0, 1.0, 5)  # 4 transitions
 INNER = 4
+# lookahead.md was measured with Euler inner steps (then the default): pinned so it reproduces
+SOLVER = "euler"
 BASE_NFE = 4 * INNER
 STEPS = 3  # intermediate potential steps
 
@@ -69,11 +71,14 @@ def configs(budget_particles: int) -> list[dict]:
 def run(model, reward, cfg: dict, lam: float, shape, reps: int, seed: int):
     kw = {}
     if cfg["potential"] == "lookahead":
-        kw = dict(lookahead_samples=cfg["j"], lookahead_transition=Glass(inner_steps=cfg["m"]))
+        kw = dict(
+            lookahead_samples=cfg["j"],
+            lookahead_transition=Glass(inner_steps=cfg["m"], solver=SOLVER),
+        )
     return fk_steering(
         model,
         reward,
-        transition=Glass(inner_steps=INNER),
+        transition=Glass(inner_steps=INNER, solver=SOLVER),
         num_particles=cfg["n"],
         time_grid=GRID,
         shape=shape,

@@ -50,8 +50,8 @@ def measure(samples: int) -> dict:
         "ODE Heun x25": (lambda: ODE("heun"), 25),
         "SDE x50": (lambda: SDE(), 50),
         "SDE x10": (lambda: SDE(), 10),
-        "GLASS ddpm K=2 x25": (lambda: Glass("ddpm", inner_steps=2), 25),
-        "GLASS 0.4 K=5 x10": (lambda: Glass(0.4, inner_steps=5), 10),
+        "GLASS ddpm K=2 x25": (lambda: Glass("ddpm", inner_steps=2, solver="euler"), 25),
+        "GLASS 0.4 K=5 x10": (lambda: Glass(0.4, inner_steps=5, solver="euler"), 10),
         "GLASS ddpm heun K=5 x5": (lambda: Glass("ddpm", inner_steps=5, solver="heun"), 5),
         "ODE Euler DDIM grid x10": (lambda: ODE(), "ddim10"),
     }
