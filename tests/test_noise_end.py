@@ -178,9 +178,10 @@ MOMENT_SAMPLERS = {  # at most 50 model evaluations per sample each
     "ode_heun_x25": (lambda: ODE("heun"), 25),
     "sde_x50": (lambda: SDE(), 50),
     "glass_ddpm_midpoint_k5_x5": (lambda: Glass(inner_steps=5, solver="midpoint"), 5),
-    "glass_0.4_euler_k10_x5": (lambda: Glass(0.4, inner_steps=10), 5),
+    "glass_0.4_euler_k10_x5": (lambda: Glass(0.4, inner_steps=10, solver="euler"), 5),
     "glass_ddpm_heun_k5_x5": (lambda: Glass(inner_steps=5, solver="heun"), 5),
     "glass_0.4_multistep_k10_x5": (lambda: Glass(0.4, inner_steps=10, solver="multistep"), 5),
+    "glass_0.4_pc_k10_x5": (lambda: Glass(0.4, inner_steps=10, solver="pc"), 5),
 }
 
 
