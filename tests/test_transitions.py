@@ -104,9 +104,9 @@ def test_glass_denoiser_is_the_two_measurement_posterior(sched, t, t_next, rho):
 
 
 def reference_glass(model, x, t, t_next, rho, k, solver, eps, sigma0=1.0):
-    """Algorithm 1 (and its Heun/midpoint/multistep variants) written out from docs/math.md §3, with
-    the GLASS denoiser replaced by the brute-force two-measurement posterior (no t*, no native
-    table)."""
+    """Algorithm 1 (and its Heun/midpoint/multistep/pc variants) written out from docs/math.md
+    §3, with the GLASS denoiser replaced by the brute-force two-measurement posterior (no t*, no
+    native table)."""
     sc = model.schedule
     gam = rho * sc.sigma(t_next) / sc.sigma(t)
     abar = sc.alpha(t_next) - gam * sc.alpha(t)
