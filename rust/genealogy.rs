@@ -178,6 +178,36 @@ impl SmcState {
         Some(out)
     }
 
+    /// Room for one more step of ancestors (B*N u32) in the genealogy, taken before anything
+    /// changes: growing it past the available memory is an `InvalidInput` error naming
+    /// `track_genealogy`, not an aborted process (a failed reallocation aborts in Rust).
+    fn reserve_genealogy(&mut self) -> Result<()> {
+        let (b, n, steps) = (self.b, self.n, self.steps);
+        let Some(gen) = self.genealogy.as_mut() else {
+            return Ok(());
+        };
+        let need = gen.len() + b * n;
+        if need <= gen.capacity() {
+            return Ok(());
+        }
+        // amortised doubling (O(1) copies per entry); the old buffer is copied into the new one,
+        // so both are alive at the peak
+        let new_cap = need.max(2 * gen.capacity());
+        ensure_fits(
+            &format!(
+                "track_genealogy=True (step {} of {b} x {n} particles; the genealogy keeps every \
+                 step's ancestors, pass track_genealogy=False to keep none)",
+                steps + 1
+            ),
+            bytes_of(&[(new_cap as u128, 4), (gen.len() as u128, 4)]),
+        )?;
+        gen.try_reserve_exact(new_cap - gen.len()).map_err(|e| {
+            invalid(format!(
+                "track_genealogy=True: cannot grow the genealogy to {new_cap} entries ({e})"
+            ))
+        })
+    }
+
     /// One SMC step with log-potentials `g` ([B, N] row-major). Atomic: on error (including an
     /// interruption by `intr`, asked between chunks of work) nothing changes.
     pub fn step(
@@ -194,6 +224,7 @@ impl SmcState {
                 g.len()
             )));
         }
+        self.reserve_genealogy()?;
         // one fused pass: reweighted log-weights, per-row maxima, NaN/+inf flag on the potentials
         let mut rew = std::mem::take(&mut self.scratch);
         let fused = fused_reweight(&mut rew, &self.log_w, g, b, n, intr);
@@ -408,6 +439,18 @@ mod tests {
             }
             assert_eq!(tr[i] as usize, cur);
         }
+    }
+
+    #[test]
+    fn genealogy_grows_amortised() {
+        let mut s = state(2, 3, None);
+        for _ in 0..10 {
+            s.step(&[0.0; 6], ResampleMode::Always, &NoInterrupt)
+                .unwrap();
+        }
+        let gen = s.genealogy.as_ref().unwrap();
+        assert_eq!(gen.len(), 60);
+        assert!(gen.capacity() >= 60 && gen.capacity() <= 2 * 60);
     }
 
     #[test]
