@@ -11,7 +11,7 @@ from align_fixtures import gmm as gmm2
 from glass_core import _random
 from glass_core.errors import InvalidInputError
 from glass_core.models import GaussianMixture, from_callable
-from glass_core.schedules import Cosine, RectifiedFlow
+from glass_core.schedules import Cosine, RectifiedFlow, resolve_rho
 from glass_core.transitions import ODE, SDE, Glass
 from glass_core.transitions.glass import PC_SPREAD, multistep_grid
 from test_sample_stats import assert_moments, energy_pvalue, moment_errors
@@ -232,6 +232,22 @@ def test_glass_step_matches_reference_algorithm(solver, k, t, t_next, rho):
         model, x, t, t_next, torch.Generator().manual_seed(14)
     )
     want = reference_glass(model, x, t, t_next, rho, k, solver, eps)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "midpoint", "multistep", "pc"])
+@pytest.mark.parametrize("sigma0", [0.5, 2.0])
+@pytest.mark.parametrize("t,t_next,rho", [(0.3, 0.7, 0.4), (0.4, 1.0, "ddpm")])
+def test_glass_step_matches_reference_with_sigma0(solver, sigma0, t, t_next, rho):
+    """The inner path's initial scale sigma0 != 1 enters every solver's table and grid."""
+    model = gmm2(Cosine())
+    rho_value = resolve_rho(model.schedule, rho, t, t_next)
+    x = 1.5 * torch.randn(40, 2, generator=torch.Generator().manual_seed(13), dtype=F64)
+    eps = _random.randn_like(x, torch.Generator().manual_seed(14))
+    got = Glass(rho, inner_steps=3, solver=solver, sigma0=sigma0)(
+        model, x, t, t_next, torch.Generator().manual_seed(14)
+    )
+    want = reference_glass(model, x, t, t_next, rho_value, 3, solver, eps, sigma0)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
