@@ -280,23 +280,9 @@ def test_steer_default_model(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_steer_unconditional_ddpm_pipeline(tmp_path: Path) -> None:
     """A saved unconditional DDPMPipeline (VP schedule, epsilon) goes through glass_core.steer like
     the embedded model; a user image reward (images in [0, 1]) via python:FILE:FUNC."""
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from tiny_pipelines import ddpm_pipeline
 
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=50)).save_pretrained(
-        str(tmp_path / "pipe")
-    )
+    ddpm_pipeline(num_train_timesteps=50, channels=3).save_pretrained(str(tmp_path / "pipe"))
     (tmp_path / "r.py").write_text("def red(z):\n    return z[:, 0].mean(dim=(1, 2))\n")
     out = tmp_path / "out"
     argv = [

@@ -303,15 +303,17 @@ def sdxl_pipeline() -> Any:
     return pipe
 
 
-def ddpm_pipeline(prediction_type: str = "epsilon", num_train_timesteps: int = 100) -> Any:
-    """Unconditional DDPMPipeline: a 1-channel 8x8 UNet2DModel (random weights), DDPM table."""
+def ddpm_pipeline(
+    prediction_type: str = "epsilon", num_train_timesteps: int = 100, channels: int = 1
+) -> Any:
+    """Unconditional DDPMPipeline: an 8x8 UNet2DModel (random weights), DDPM table."""
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     torch.manual_seed(0)
     unet = UNet2DModel(
         sample_size=8,
-        in_channels=1,
-        out_channels=1,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=(8, 16),
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
