@@ -357,3 +357,34 @@ def test_mismatched_embeds_and_prompts() -> None:
         from_pipeline(pipe, PROMPTS, height=15, width=16)
     with pytest.raises(InvalidInputError, match="prompt"):
         from_pipeline(pipe)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"scaling_factor": 0.5, "shift_factor": 0.1},
+        {"scaling_factor": 0.5, "latents_mean": [0.1, -0.2], "latents_std": [2.0, 0.5]},
+    ],
+    ids=["shift", "per_channel"],
+)
+def test_vae_latent_maps_follow_the_config_and_invert(config: dict) -> None:
+    """Network latents -> VAE latents: z / scaling + shift, or per channel z * std / scaling +
+    mean; the inverse map returns the network latents."""
+    import types
+
+    from glass_core.models.diffusers.base import DiffusersDenoiser
+
+    den = object.__new__(DiffusersDenoiser)
+    den.pipe = types.SimpleNamespace(
+        vae=types.SimpleNamespace(config=types.SimpleNamespace(**config))
+    )
+    z = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    if "latents_mean" in config:
+        mean = torch.tensor(config["latents_mean"], dtype=z.dtype).view(1, 2, 1, 1)
+        std = torch.tensor(config["latents_std"], dtype=z.dtype).view(1, 2, 1, 1)
+        want = z * std / config["scaling_factor"] + mean
+    else:
+        want = z / config["scaling_factor"] + config["shift_factor"]
+    vae = den._vae_latents(z)
+    torch.testing.assert_close(vae, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(den._network_latents(vae), z, rtol=1e-12, atol=1e-12)

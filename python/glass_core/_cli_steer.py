@@ -152,7 +152,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
             return 0
         with staged_output_dir(args.out, args.overwrite) as folder:
             res = _steer_run(args, pipe_dir, reward, transition, group, rank)
-            record = write_outputs(folder, res, args, world)
+            record = write_outputs(folder, res, args, transition, world)
     finally:
         if group is not None:
             torch.distributed.destroy_process_group()
@@ -475,7 +475,9 @@ def distinct_ancestors(genealogy: np.ndarray) -> list[int]:
     return out
 
 
-def write_outputs(folder: Path, res: Any, args: argparse.Namespace, world: int) -> dict[str, Any]:
+def write_outputs(
+    folder: Path, res: Any, args: argparse.Namespace, transition: Any, world: int
+) -> dict[str, Any]:
     """Images, best images and results.json into `folder`; returns the record."""
     import json
 
@@ -490,7 +492,7 @@ def write_outputs(folder: Path, res: Any, args: argparse.Namespace, world: int) 
         "reward": args.reward,
         "method": args.method,
         "transition": args.transition,
-        "kernel": repr(transition_of(args)),  # every parameter, defaults included
+        "kernel": repr(transition),  # every parameter, defaults included
         "nfe": int(res.nfe),
         "num_transitions": len(res.time_grid) - 1,
         "time_grid": np.asarray(res.time_grid).tolist(),

@@ -412,6 +412,9 @@ def steer(
         common["num_groups"] = num_b
     if x0 is not None:
         common["x0"] = x0
+    # what every alignment algorithm takes; fk and best_of_n may propose from the guided model
+    aligned = {**common, "transition": observed, "num_particles": n, "progress": progress}
+    proposal = guided(model, wrapped, reward_scale, reward_window) if guide else model
     genealogy = log_evidence = ess = None
     log_w = torch.full((num_b, n), -float(np.log(n)), dtype=torch.float64)
     rewards: torch.Tensor | None = None
@@ -425,41 +428,23 @@ def steer(
                     rewards = check_rewards(wrapped(x0.reshape(-1, *shape)), num_b * n)
         elif method == "fk":
             raw = fk_steering(
-                guided(model, wrapped, reward_scale, reward_window) if guide else model,
+                proposal,
                 wrapped,
-                transition=observed,
-                num_particles=n,
                 potential=potential,
                 lambda_=lambda_,
-                progress=progress,
                 process_group=process_group,
-                **common,
+                **aligned,
                 **algorithm_kwargs,
             )
             latents, rewards = raw.samples, raw.rewards
             log_w = raw.log_weights
             genealogy, log_evidence, ess = raw.ancestors, raw.log_evidence, raw.ess_history
         elif method == "best_of_n":
-            raw = best_of_n(
-                guided(model, wrapped, reward_scale, reward_window) if guide else model,
-                wrapped,
-                transition=observed,
-                num_particles=n,
-                progress=progress,
-                process_group=process_group,
-                **common,
-            )
+            raw = best_of_n(proposal, wrapped, process_group=process_group, **aligned)
             latents, rewards = raw.samples, raw.rewards
         elif method == "guidance":
             raw = reward_guidance(
-                model,
-                wrapped,
-                transition=observed,
-                scale=reward_scale,
-                window=reward_window,
-                num_particles=n,
-                progress=progress,
-                **common,
+                model, wrapped, scale=reward_scale, window=reward_window, **aligned
             )
             latents, rewards = raw.samples, raw.rewards
         else:

@@ -109,22 +109,14 @@ class LocalStorage:
     best_of_n_result = BestOfNResult
 
     def __init__(self) -> None:
-        self._noise: Any = None
-        self._rows = 0
+        self.noise: Any = None
+        self.local_rows = 0
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
         cfg = validate(1)
-        self._noise = as_generator_arg(generator)
-        self._rows = cfg.num_groups * cfg.num_particles
+        self.noise = as_generator_arg(generator)
+        self.local_rows = cfg.num_groups * cfg.num_particles
         return cfg
-
-    @property
-    def noise(self) -> Any:
-        return self._noise
-
-    @property
-    def local_rows(self) -> int:
-        return self._rows
 
     @property
     def host_device(self) -> torch.device | None:

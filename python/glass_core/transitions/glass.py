@@ -116,10 +116,9 @@ class Glass(Transition):
         coefficient table at s=0."""
         k = self.inner_steps
         if self.solver in ("multistep", "pc"):
-            snr_t = (float(head["alpha_t"]) / float(head["sigma_t"])) ** 2
             spread = PC_SPREAD if self.solver == "pc" else 1.0
             return multistep_grid(
-                k, snr_t, float(head["abar"]), float(head["sbar"]), self.sigma0, spread
+                k, snr_of(head), float(head["abar"]), float(head["sbar"]), self.sigma0, spread
             )
         if self.solver == "euler":
             return np.arange(k, dtype=np.float64) / k
@@ -169,11 +168,10 @@ class Glass(Transition):
         )
         keep, gain, beta = keep.tolist(), gain.tolist(), beta.tolist()
         if self.solver == "pc":
-            snr_t = (float(c["alpha_t"]) / float(c["sigma_t"])) ** 2
             pred, corr = pc_coefficients(
                 np.append(np.asarray(c["a_s"]), float(c["abar"])),
                 np.append(np.asarray(c["s_s"]), float(c["sbar"])),
-                PC_SPREAD * math.sqrt(snr_t + 1.0),
+                inner_scale(snr_of(c), PC_SPREAD),
             )
             pred, corr = pred.tolist(), corr.tolist()
 
@@ -234,6 +232,17 @@ class Glass(Transition):
         return torch.add(y, xw, alpha=float(c["gamma"])).to(x.dtype)
 
 
+def snr_of(table: Coefficients) -> float:
+    """SNR(t) = (alpha_t / sigma_t)^2 of a transition's coefficient table."""
+    return (float(table["alpha_t"]) / float(table["sigma_t"])) ** 2
+
+
+def inner_scale(snr_t: float, spread: float = 1.0) -> float:
+    """c = spread * sqrt(SNR(t) + 1): c^2 is the precision of z given x_t for unit-variance data,
+    the inner measurement's r = a_s/s_s at which it starts to add information."""
+    return spread * math.sqrt(snr_t + 1.0)
+
+
 def multistep_grid(
     k: int, snr_t: float, abar: float, sbar: float, sigma0: float, spread: float = 1.0
 ) -> np.ndarray:
@@ -244,7 +253,7 @@ def multistep_grid(
     of being spent at small r where the estimate barely moves (uniform s is c = abar/sigma0 when
     sbar = 0). u ends at r_end/(r_end + c), r_end = abar/sbar (u = 1 when sbar = 0).
     """
-    c = spread * math.sqrt(snr_t + 1.0)
+    c = inner_scale(snr_t, spread)
     u_end = 1.0 if sbar == 0.0 else (abar / sbar) / (abar / sbar + c)
     u = np.arange(k, dtype=np.float64) / k * u_end
     r = c * u / (1.0 - u)

@@ -69,8 +69,8 @@ class ShardedStorage:
         self.comm = Comm(self.sharding)
         self.is_main = self.comm.rank == 0
         self.layout: Layout | None = None
-        self._noise: ShardedNoise | None = None
-        self._rows = 0
+        self.noise: ShardedNoise | None = None
+        self.local_rows = 0
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
         comm = self.comm
@@ -82,23 +82,15 @@ class ShardedStorage:
         handshake(comm, config, error)  # raises on every rank if any rank failed
         layout = np.stack([contiguous_layout(cfg.num_particles, comm.world)] * cfg.num_groups)
         self.layout = Layout(layout, comm.rank)
-        self._noise = ShardedNoise(
+        self.noise = ShardedNoise(
             generator, cfg.num_groups * cfg.num_particles, self.layout.local_rows()
         )
-        self._rows = cfg.num_groups * cfg.local_particles
+        self.local_rows = cfg.num_groups * cfg.local_particles
         return cfg
 
     def _layout(self) -> Layout:
         assert self.layout is not None, "configure() first"
         return self.layout
-
-    @property
-    def noise(self) -> Any:
-        return self._noise
-
-    @property
-    def local_rows(self) -> int:
-        return self._rows
 
     @property
     def host_device(self) -> torch.device | None:
@@ -109,10 +101,10 @@ class ShardedStorage:
         try:
             yield
         except Exception as exc:  # join the pending gather flagged as failed
-            self.comm.fail(exc, self._rows, step)
+            self.comm.fail(exc, self.local_rows, step)
 
     def gather_rewards(self, local: torch.Tensor, step: int) -> torch.Tensor:
-        gathered = self.comm.gather(local, self._rows, step)
+        gathered = self.comm.gather(local, self.local_rows, step)
         return torch.from_numpy(self._layout().to_slots(gathered.numpy()).reshape(-1))
 
     def held_by(self, flat_slots: np.ndarray) -> list[int] | None:
@@ -137,8 +129,8 @@ class ShardedStorage:
                 step,
             )
         )
-        assert self._noise is not None
-        self._noise.rows = layout.local_rows()
+        assert self.noise is not None
+        self.noise.rows = layout.local_rows()
         return [None if p is None else next(moved) for p in parts]
 
     def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:

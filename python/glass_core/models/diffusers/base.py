@@ -182,32 +182,29 @@ class DiffusersDenoiser(DenoiserBase):
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
 
     # -- latents <-> images ----------------------------------------------------------------
-    def _vae_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled (network-space) latents -> the VAE's own latent space."""
+    def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:
+        """(scale, offset) with VAE latents = network latents * scale + offset: per channel from
+        the VAE config's latents_mean/std where it has them, else its scaling and shift factors."""
         cfg = self.pipe.vae.config
         mean = getattr(cfg, "latents_mean", None)
         std = getattr(cfg, "latents_std", None)
         if mean is not None and std is not None:
-            c = z.shape[1]
-            mean_t = torch.tensor(mean, device=z.device, dtype=z.dtype).view(1, c, 1, 1)
-            std_t = torch.tensor(std, device=z.device, dtype=z.dtype).view(1, c, 1, 1)
-            return z * std_t / cfg.scaling_factor + mean_t
-        shift = getattr(cfg, "shift_factor", None) or 0.0
-        return z / cfg.scaling_factor + shift
+            shape = (1, like.shape[1], 1, 1)
+            mean_t = torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape)
+            std_t = torch.tensor(std, device=like.device, dtype=like.dtype).view(shape)
+            return std_t / cfg.scaling_factor, mean_t
+        return 1.0 / cfg.scaling_factor, getattr(cfg, "shift_factor", None) or 0.0
+
+    def _vae_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled (network-space) latents -> the VAE's own latent space."""
+        scale, offset = self._latent_affine(z)
+        return z * scale + offset
 
     def _network_latents(self, lat: torch.Tensor) -> torch.Tensor:
         """The VAE's own latent space -> scaled (network-space) latents (inverse of
         ``_vae_latents``)."""
-        cfg = self.pipe.vae.config
-        mean = getattr(cfg, "latents_mean", None)
-        std = getattr(cfg, "latents_std", None)
-        if mean is not None and std is not None:
-            c = lat.shape[1]
-            mean_t = torch.tensor(mean, device=lat.device, dtype=lat.dtype).view(1, c, 1, 1)
-            std_t = torch.tensor(std, device=lat.device, dtype=lat.dtype).view(1, c, 1, 1)
-            return (lat - mean_t) * cfg.scaling_factor / std_t
-        shift = getattr(cfg, "shift_factor", None) or 0.0
-        return (lat - shift) * cfg.scaling_factor
+        scale, offset = self._latent_affine(lat)
+        return (lat - offset) / scale
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
         """Images -> latents ``[M, *latent_shape]`` (float32, on the network's device): the mean
