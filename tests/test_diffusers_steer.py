@@ -153,13 +153,6 @@ def test_latent_reward_and_callback_and_pil() -> None:
     assert len(res.best()) == 1
     assert res.best()[0] is res.images[int(res.best_index[0])]
     assert res.total_nfe == res.nfe * 2 and res.ancestors is None
-    # the old names still work for one release, with a DeprecationWarning
-    with pytest.warns(DeprecationWarning, match="samples"):
-        assert res.latents is res.samples
-    with pytest.warns(DeprecationWarning, match="ancestors"):
-        assert res.genealogy is None
-    with pytest.warns(DeprecationWarning, match=r"best\(\)"):
-        assert res.best_images() == res.best()
 
 
 def test_guidance_moves_toward_a_latent_reward() -> None:

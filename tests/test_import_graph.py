@@ -129,18 +129,11 @@ def test_native_core_imports_no_glass_core_module() -> None:
         [sys.executable, "-c", NATIVE_LEAF_SCRIPT], capture_output=True, text=True, check=True
     )
     loaded = set(out.stdout.split())
-    # the package itself (lazy: it loads only its deprecation helper) and the native module
-    assert loaded <= {
-        "glass_core",
-        "glass_core._core",
-        "glass_core._deprecation",
-        "glass_core.steer",
-    }
+    # the package itself (lazy: it loads nothing else) and the native module
+    assert loaded <= {"glass_core", "glass_core._core"}
 
 
 CORE = ("align", "transitions", "models", "rewards", "schedules", "steering")
-# modules kept at an old path for one release, forwarding to the digits demo
-DIGITS_SHIMS = {"glass_core.models.default"}
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -161,7 +154,7 @@ def test_library_core_does_not_depend_on_the_digits_demo() -> None:
     core = [
         name
         for name in graph
-        if name.split(".")[1:2] and name.split(".")[1] in CORE and name not in DIGITS_SHIMS
+        if name.split(".")[1:2] and name.split(".")[1] in CORE
     ]
     assert "glass_core.steering" in core and "glass_core.align.fk" in core
     for name in core:

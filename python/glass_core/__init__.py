@@ -10,10 +10,7 @@ toward a reward; ``steer`` (module ``steering``) does it all for a diffusers pip
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import TYPE_CHECKING, Any
-
-from glass_core._deprecation import ModuleAlias
 
 __version__ = "0.1.0"
 
@@ -63,10 +60,6 @@ __all__ = [
     "steer",
     "transitions",
 ]
-
-
-# The module behind `steer` was called glass_core.steer, shadowed by the function of that name.
-sys.modules.setdefault("glass_core.steer", ModuleAlias("glass_core.steer", "glass_core.steering"))
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from glass_core._checks import positive_int
-from glass_core._deprecation import warn
 from glass_core.align.results import SamplingResult
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel, is_unconditional
@@ -96,23 +95,6 @@ class SteerResult(SamplingResult):
             raise InvalidInputError("best() needs rewards (method='sample' without reward)")
         n = self.num_particles
         return [self.images[b * n + int(i)] for b, i in enumerate(self.best_index.tolist())]
-
-    def best_images(self) -> list[Any]:
-        """Deprecated name of :meth:`best`."""
-        warn("SteerResult.best_images()", "SteerResult.best()")
-        return self.best()
-
-    @property
-    def latents(self) -> torch.Tensor:
-        """Deprecated name of ``samples``."""
-        warn("SteerResult.latents", "SteerResult.samples")
-        return self.samples
-
-    @property
-    def genealogy(self) -> np.ndarray | None:
-        """Deprecated name of ``ancestors``."""
-        warn("SteerResult.genealogy", "SteerResult.ancestors")
-        return self.ancestors
 
 
 class _ObservedTransition:

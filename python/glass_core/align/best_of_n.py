@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from glass_core._deprecation import renamed_kwargs
 from glass_core.align._common import (
     CountedModel,
     Generator,
@@ -25,7 +24,6 @@ from glass_core.align.storage import particle_storage
 from glass_core.rewards.base import Reward, check_rewards
 
 
-@renamed_kwargs(n="num_particles")
 def best_of_n(
     model: Any,
     reward: Reward,

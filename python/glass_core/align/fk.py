@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 import torch
 
-from glass_core._deprecation import renamed_kwargs
 from glass_core.align._common import (
     CountedModel,
     Generator,
@@ -141,7 +140,6 @@ def score_potential_step(
     return denoised, check_rewards(r_raw, x.shape[0], finite=False)
 
 
-@renamed_kwargs(resample="resampling")
 def fk_steering(
     model: Any,
     reward: Reward,

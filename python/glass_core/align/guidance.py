@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from glass_core._deprecation import renamed_kwargs
 from glass_core.align._common import (
     CountedModel,
     Generator,
@@ -127,7 +126,6 @@ def guided(
     return GuidedDenoiser(model, reward, scale, window if window is not None else (0.0, 1.0))
 
 
-@renamed_kwargs(num_samples="num_particles")
 def reward_guidance(
     model: Any,
     reward: Reward,

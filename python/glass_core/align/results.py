@@ -7,9 +7,7 @@ Every algorithm returns a :class:`SamplingResult`: ``samples``, ``rewards``, ``l
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -51,36 +49,11 @@ def uniform_log_weights(rewards: torch.Tensor) -> torch.Tensor:
     return torch.full(rewards.shape, -float(np.log(n)), dtype=torch.float64)
 
 
-class _BestSample(torch.Tensor):
-    """``BestOfNResult.best`` read as an attribute (the old API): a tensor that warns when used,
-    and that returns itself as a plain tensor when called like the new method."""
-
-    def __call__(self) -> torch.Tensor:
-        with torch._C.DisableTorchFunctionSubclass():
-            return torch.Tensor.as_subclass(self, torch.Tensor)
-
-    @classmethod
-    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        warnings.warn(
-            "BestOfNResult.best is a method now: use result.best() (or result.best_sample)",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **(kwargs or {}))
-
-
 @dataclass(frozen=True, kw_only=True)
 class BestOfNResult(SamplingResult):
     best_sample: torch.Tensor  # [...] or [B, ...]: the highest-reward sample
     best_reward: torch.Tensor  # [] or [B]
     best_index: torch.Tensor  # [] or [B] int64, index into the group's samples
-
-    @property  # type: ignore[override]
-    def best(self) -> Any:
-        """Call it: ``result.best()`` is the highest-reward sample (``result.best`` used as a
-        tensor still works, with a DeprecationWarning)."""
-        return self.best_sample.as_subclass(_BestSample)
 
 
 @dataclass(frozen=True, kw_only=True)
