@@ -5,6 +5,7 @@
 This package sits above ``transitions``, ``align`` and ``models``: nothing there imports it.
 """
 
+from glass_core.diffusers.callback import SteeringCallback, steering_callback
 from glass_core.diffusers.layouts import Layout, PackedLayout, flux_layout
 from glass_core.diffusers.scheduler import PCFlowScheduler, TransitionScheduler
 
@@ -12,6 +13,8 @@ __all__ = [
     "Layout",
     "PCFlowScheduler",
     "PackedLayout",
+    "SteeringCallback",
     "TransitionScheduler",
     "flux_layout",
+    "steering_callback",
 ]

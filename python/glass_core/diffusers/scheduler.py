@@ -89,6 +89,17 @@ def grid_from_sigmas(sigmas: Any) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Boundary:
+    """Transition `step` of the run (1, 2, ...) starts here: its time t, the particles x_t and
+    D_t(x_t) from the network's first evaluation there (model layout)."""
+
+    step: int
+    t: float
+    x: torch.Tensor
+    denoised: torch.Tensor
+
+
+@dataclass(frozen=True)
 class TransitionState:
     """Transition `k` in progress: x at its start time, the outputs (glass_core velocities) of
     its evaluations so far, and the generator state its noise is drawn from."""
@@ -157,8 +168,9 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             base_class_name=type(base).__name__,
             transition=transition_spec(self.transition),
         )
-        #: hooks called once per run at the first ``step``, before any transition noise is drawn
-        self.start_hooks: list[Callable[[], None]] = []
+        #: hooks called once per run with the pipeline's first latents at the first ``step``,
+        #: before any transition noise is drawn (a steering callback draws its seeds there)
+        self.start_hooks: list[Callable[[torch.Tensor], None]] = []
         self.time_grid = np.zeros(0)
         self.evaluations: list[list[float]] = []
         self.timesteps = torch.zeros(0)
@@ -317,14 +329,19 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     def _begin(self, sample: torch.Tensor) -> TransitionState:
         if not self.evaluations:
             raise InvalidInputError(f"{type(self).__name__}: call set_timesteps before step")
-        for hook in self.start_hooks:
-            hook()
-        if self.generator is None:  # reproducible under torch.manual_seed
-            self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
         self._first_k = self.transition_starts.index(self._begin_index or 0)
         self._dtype = sample.dtype
+        if self.generator is None:  # reproducible under torch.manual_seed
+            self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        for hook in self.start_hooks:
+            hook(sample)
         x = self.layout.to_model(sample).to(torch.promote_types(sample.dtype, torch.float32))
         return TransitionState(self._first_k, x, [], self.generator.get_state())
+
+    @property
+    def run_grid(self) -> np.ndarray:
+        """The times of this run's transitions (from an img2img start on)."""
+        return self.time_grid[self._first_k :]
 
     def step(
         self,
@@ -398,15 +415,15 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         return out
 
     # -- for steering callbacks ------------------------------------------------------------
-    def boundary(self) -> tuple[float, torch.Tensor, torch.Tensor] | None:
-        """(t_k, x_t_k, D_t_k(x_t_k)) (model layout) if the last ``step`` recorded the first
-        evaluation of a transition k of the run other than its first (and no resampling has
-        consumed it yet), else None."""
+    def boundary(self) -> Boundary | None:
+        """The transition boundary the last ``step`` reached (its output was the first
+        evaluation of a transition of the run other than its first), unless resampling has
+        consumed it already; else None."""
         snap = self._snapshot
         if snap is None or not self._at_boundary:
             return None
         t = float(self.time_grid[snap.k])
-        return t, snap.x, denoised_from(snap.outputs[0], snap.x, t)
+        return Boundary(snap.k - self._first_k, t, snap.x, denoised_from(snap.outputs[0], snap.x, t))
 
     def resample(self, index: torch.Tensor) -> torch.Tensor:
         """Replace particle row i by row ``index[i]`` and return the latents the pipeline must

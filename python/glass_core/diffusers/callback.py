@@ -1,0 +1,313 @@
+"""FK steering and best-of-N inside any diffusers flow pipeline through ``callback_on_step_end``.
+
+The pipeline's scheduler must be a ``TransitionScheduler``: particles are the pipeline's
+``num_images_per_prompt`` rows of each prompt (groups, row-major), FK scores r(D_t(x_t)) on the
+network's first evaluation of each transition (no extra evaluation), and resampling goes
+through ``scheduler.resample`` so the transitions' state follows the particles. The FK
+bookkeeping (native SMCState, potentials, result) is ``glass_core.align.fk``'s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from glass_core._checks import optional_positive_int, positive_int
+from glass_core.align._common import Timer, draw_seeds, nonfinite_reward_error
+from glass_core.align._config import FKConfig, SamplingConfig
+from glass_core.align.fk import FKBookkeeping
+from glass_core.align.results import BestOfNResult, FKResult, SamplingResult, uniform_log_weights
+from glass_core.diffusers.layouts import PackedLayout
+from glass_core.diffusers.scheduler import TransitionScheduler
+from glass_core.errors import InvalidInputError, UnsupportedModelError
+from glass_core.rewards.adapters import reward_on_latents
+from glass_core.rewards.base import check_rewards
+
+METHODS = ("fk", "best_of_n")
+
+
+def family_decoder(pipe: Any, scheduler: TransitionScheduler, latent_shape: tuple[int, ...]):
+    """``decode(z, max_batch=None) -> images [M, 3, H, W] in [0, 1]`` for model-layout latents,
+    through glass_core's own adapter decode (VAE normalisation) of the pipeline's family.
+
+    Raises
+    ------
+    UnsupportedModelError
+        glass_core has no decode for the family (use a latent reward), or FLUX without the
+        unpacked layout.
+    """
+    from glass_core.models.diffusers import FluxDenoiser, SD3Denoiser, detect_family
+
+    try:
+        family = detect_family(pipe)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(
+            f"reward_on='images': glass_core has no image decode for {type(pipe).__name__}; "
+            f"score latents instead (reward_on='latents') ({e})"
+        ) from None
+    classes = {"flux": FluxDenoiser, "sd3": SD3Denoiser}
+    if family not in classes:
+        raise UnsupportedModelError(
+            f"reward_on='images': {family} pipelines are VP pipelines, which "
+            "TransitionScheduler does not serve"
+        )
+    if family == "flux" and not isinstance(scheduler.layout, PackedLayout):
+        raise UnsupportedModelError(
+            "reward_on='images' on FLUX decodes unpacked latents: wrap the scheduler with "
+            "layout=glass_core.diffusers.flux_layout(pipe, height, width)"
+        )
+    # the adapter's decode reads only these attributes (no prompt encoding needed)
+    dec = classes[family].__new__(classes[family])
+    dec.pipe, dec.latent_shape, dec.network_max_batch = pipe, tuple(latent_shape), None
+    return dec.decode
+
+
+class SteeringCallback:
+    """The object ``steering_callback`` returns: pass it as ``callback_on_step_end`` with
+    ``callback_on_step_end_tensor_inputs=cb.tensor_inputs``; afterwards ``cb.result`` is an
+    ``FKResult`` ("fk") or ``BestOfNResult`` ("best_of_n") with [B, N] fields (B prompts x N
+    particles), samples in the scheduler's model layout."""
+
+    tensor_inputs = ["latents"]
+
+    def __init__(self, pipe: Any, reward: Any, method: str, num_particles: int, **opts: Any):
+        self.pipe = pipe
+        self.scheduler = pipe.scheduler
+        self.reward = reward
+        self.method = method
+        self.num_particles = num_particles
+        self.opts = opts
+        self.result: SamplingResult | None = None
+        self._book: FKBookkeeping | None = None
+        self._flags: list[bool] = []
+        self._scored: Any = None
+        self._wall_start = 0.0
+        hooks = self.scheduler.start_hooks
+        hooks[:] = [h for h in hooks if not isinstance(getattr(h, "__self__", None), type(self))]
+        hooks.append(self._start)
+
+    # -- at the scheduler's first step, before any transition noise --------------------------
+    def _start(self, sample: torch.Tensor) -> None:
+        sched, n = self.scheduler, self.num_particles
+        x = sched.layout.to_model(sample)
+        rows = x.shape[0]
+        if rows % n:
+            raise InvalidInputError(
+                f"num_particles={n}: the pipeline runs {rows} rows; pass num_images_per_prompt="
+                f"{n} (rows = prompts x num_images_per_prompt)"
+            )
+        self._wall_start = time.perf_counter()
+        self.result = None
+        num_b = rows // n
+        opts = self.opts
+        holder = SimpleNamespace(
+            decode=lambda z, max_batch=None: self._decode(z, max_batch),
+            device=x.device,
+            num_groups=num_b,
+        )
+        self._decoder = None
+        self._latent_shape = tuple(x.shape[1:])
+        self._scored = reward_on_latents(
+            self.reward, holder, opts["reward_on"], opts["max_batch"], opts["reward_prompts"], None
+        )
+        sampling = SamplingConfig(
+            num_particles=n,
+            local_particles=n,
+            grid=[float(t) for t in sched.run_grid],
+            shape=self._latent_shape,
+            max_batch=opts["max_batch"],
+            num_groups=num_b,
+            grouped=True,
+        )
+        if self.method != "fk":
+            self._book = None
+            return
+        cfg = FKConfig.from_sampling(sampling, **opts["fk"])
+        seeds = draw_seeds(sched.generator, num_b)  # where steer draws them: after the noise
+        self._book = FKBookkeeping(cfg, seeds, x.device, opts["track_genealogy"])
+        self._flags = cfg.potential_steps()
+
+    def _decode(self, z: torch.Tensor, max_batch: int | None) -> torch.Tensor:
+        if self._decoder is None:
+            self._decoder = family_decoder(self.pipe, self.scheduler, self._latent_shape)
+        return self._decoder(z, max_batch=max_batch)
+
+    # -- after every pipeline step -----------------------------------------------------------
+    def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The pipeline's ``callback_on_step_end(pipe, step, timestep, callback_kwargs)``."""
+        sched = self.scheduler
+        if pipe.scheduler is not sched:
+            raise InvalidInputError(
+                "callback_on_step_end: the pipeline's scheduler is not the TransitionScheduler "
+                "this callback was made for; make the callback after setting pipe.scheduler"
+            )
+        out: dict[str, Any] = {}
+        b = sched.boundary()
+        if b is not None and self._book is not None and self._flags[b.step]:
+            with torch.no_grad():
+                r = check_rewards(self._scored(b.denoised), b.x.shape[0], finite=False)
+            _, idx = self._potential_step(r, b.step, b.t, final=False)
+            if idx is not None:
+                out["latents"] = sched.resample(idx)
+        if sched.finished:
+            out.update(self._finish())
+        return out
+
+    def _potential_step(
+        self, rewards: torch.Tensor, step: int, t: float, final: bool
+    ) -> tuple[Any, torch.Tensor | None]:
+        book = self._book
+        assert book is not None
+        log_g = book.potential.step(rewards, final=final)
+        host = torch.stack([rewards.to(torch.float64), log_g]).cpu().numpy()  # the one sync
+        if not np.isfinite(host[0]).all():
+            raise nonfinite_reward_error(host[0], step, t)
+        return book.step(host[1], t, final)
+
+    def _finish(self) -> dict[str, Any]:
+        sched = self.scheduler
+        x = sched.final
+        assert x is not None
+        with torch.no_grad():
+            r = check_rewards(self._scored(x), x.shape[0], finite=self._book is None)
+        out: dict[str, Any] = {}
+        if self._book is not None:
+            steps = len(sched.run_grid) - 1
+            _, idx = self._potential_step(r, steps, 1.0, final=True)
+            if idx is not None:
+                r = r.index_select(0, idx)
+                out["latents"] = sched.resample(idx)
+                x = sched.final
+                assert x is not None
+        self.result = self._result(x, r)
+        return out
+
+    def _result(self, x: torch.Tensor, rewards: torch.Tensor) -> SamplingResult:
+        n = self.num_particles
+        num_b = x.shape[0] // n
+        samples = x.reshape(num_b, n, *x.shape[1:])
+        r = rewards.reshape(num_b, n)
+        nfe = sum(len(e) for e in self.scheduler.evaluations[self.scheduler._first_k :])
+        if self._book is not None:
+            counted = SimpleNamespace(nfe=nfe, model_time=math.nan, timed=False)
+            return self._book.result(
+                FKResult,
+                samples=samples,
+                rewards=r,
+                counted=counted,
+                reward_timer=Timer(False),
+                wall_start=self._wall_start,
+            )
+        best = r.argmax(dim=1)
+        rows = torch.arange(num_b, device=best.device)
+        return BestOfNResult(
+            samples=samples,
+            rewards=r,
+            log_weights=uniform_log_weights(r),
+            ancestors=None,
+            nfe=nfe,
+            total_nfe=nfe * num_b * n,
+            model_time=math.nan,
+            reward_time=math.nan,
+            wall_time=time.perf_counter() - self._wall_start,
+            best_sample=samples[rows, best],
+            best_reward=r[rows, best],
+            best_index=best,
+        )
+
+
+def steering_callback(
+    pipe: Any,
+    *,
+    reward: Any,
+    method: str = "fk",
+    num_particles: int,
+    lambda_: float = 1.0,
+    potential: str = "diff",
+    reward_on: str = "auto",
+    reward_prompts: str | Sequence[str] | None = None,
+    resampling: str = "systematic",
+    ess_threshold: float | None = None,
+    resample_every: int | None = None,
+    resample_window: tuple[float, float] | None = None,
+    final_resample: bool = False,
+    track_genealogy: bool = True,
+    max_batch: int | None = None,
+) -> SteeringCallback:
+    """FK steering or best-of-N for ``pipe(..., num_images_per_prompt=num_particles,
+    callback_on_step_end=cb, callback_on_step_end_tensor_inputs=cb.tensor_inputs)``.
+
+    Parameters
+    ----------
+    pipe : diffusers flow pipeline whose ``scheduler`` is a ``TransitionScheduler``
+    reward : callable
+        A reward on latents ``z -> [M]`` (model layout: unpacked for FLUX with ``flux_layout``)
+        or an image reward (``glass_core.rewards``; decoded through glass_core's adapter decode,
+        FLUX and SD3 only).
+    method : "fk" | "best_of_n"
+    num_particles : int
+        N, the pipeline's ``num_images_per_prompt``; FK resamples within each prompt's N rows.
+    lambda_, potential, resampling, ess_threshold, resample_every, resample_window,
+    final_resample, track_genealogy
+        As ``glass_core.align.fk_steering`` (potential "lookahead" needs the adapter route).
+    reward_on : "auto" | "latents" | "images"
+    reward_prompts : str or list of str, optional
+        The text an image reward compares against, one per prompt.
+    max_batch : int, optional
+        Images per VAE decode / reward call.
+
+    Returns
+    -------
+    SteeringCallback
+        ``cb.result`` after the pipeline call.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad arguments, or ``pipe.scheduler`` is not a ``TransitionScheduler``.
+    """
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(getattr(pipe, "scheduler", None), TransitionScheduler):
+        raise InvalidInputError(
+            "pipe: its scheduler must be a glass_core.diffusers.TransitionScheduler "
+            "(pipe.scheduler = TransitionScheduler.wrap(pipe.scheduler, transition=...)), got "
+            f"{type(getattr(pipe, 'scheduler', None)).__name__}"
+        )
+    if potential == "lookahead":
+        raise InvalidInputError(
+            "potential='lookahead' evaluates J x N rows at once, which a pipeline's own loop "
+            "cannot; use glass_core.steer"
+        )
+    if not callable(reward):
+        raise InvalidInputError(f"reward must be callable, got {type(reward).__name__}")
+    n = positive_int(num_particles, "num_particles")
+    fk = {
+        "potential": potential,
+        "lambda_": lambda_,
+        "resampling": resampling,
+        "ess_threshold": ess_threshold,
+        "resample_every": resample_every,
+        "resample_window": resample_window,
+        "final_resample": final_resample,
+    }
+    if method == "fk":  # check now, not at the pipeline's first step
+        grid = SamplingConfig(n, n, [0.0, 1.0], (1,), None, 1, True)
+        FKConfig.from_sampling(grid, **fk)
+    return SteeringCallback(
+        pipe,
+        reward,
+        method,
+        n,
+        fk=fk,
+        reward_on=reward_on,
+        reward_prompts=reward_prompts,
+        track_genealogy=bool(track_genealogy),
+        max_batch=optional_positive_int(max_batch, "max_batch"),
+    )
