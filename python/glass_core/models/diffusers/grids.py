@@ -31,8 +31,15 @@ def calculate_shift(
     return float(dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
+def own_scheduler(pipe: Any) -> Any:
+    """The pipeline's own scheduler: a glass_core.diffusers.TransitionScheduler (whose timesteps
+    list model evaluations, not a grid) is unwrapped to the scheduler it wraps, ``.base``."""
+    sched = pipe.scheduler
+    return getattr(sched, "base", None) or sched
+
+
 def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
-    sched = copy.deepcopy(model.pipe.scheduler)
+    sched = copy.deepcopy(own_scheduler(model.pipe))
     cfg = sched.config
     kwargs: dict[str, Any] = {}
     if cfg.get("use_dynamic_shifting", False):
@@ -60,7 +67,7 @@ def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
 
 
 def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
-    sched = copy.deepcopy(model.pipe.scheduler)
+    sched = copy.deepcopy(own_scheduler(model.pipe))
     sched.set_timesteps(num_steps)
     ks = sched.timesteps.detach().cpu().double().numpy()
     big_t = model.num_train_timesteps
