@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ def family_decoder(pipe: Any, scheduler: TransitionScheduler, latent_shape: tupl
             f"reward_on='images': glass_core has no image decode for {type(pipe).__name__}; "
             f"score latents instead (reward_on='latents') ({e})"
         ) from None
-    classes = {"flux": FluxDenoiser, "sd3": SD3Denoiser}
+    classes: dict[str, Any] = {"flux": FluxDenoiser, "sd3": SD3Denoiser}
     if family not in classes:
         raise UnsupportedModelError(
             f"reward_on='images': {family} pipelines are VP pipelines, which "
@@ -74,7 +74,7 @@ class SteeringCallback:
     ``FKResult`` ("fk") or ``BestOfNResult`` ("best_of_n") with [B, N] fields (B prompts x N
     particles), samples in the scheduler's model layout."""
 
-    tensor_inputs = ["latents"]
+    tensor_inputs: ClassVar[list[str]] = ["latents"]
 
     def __init__(self, pipe: Any, reward: Any, method: str, num_particles: int, **opts: Any):
         self.pipe = pipe
@@ -111,7 +111,7 @@ class SteeringCallback:
             device=x.device,
             num_groups=num_b,
         )
-        self._decoder = None
+        self._decoder: Callable[..., torch.Tensor] | None = None
         self._latent_shape = tuple(x.shape[1:])
         self._scored = reward_on_latents(
             self.reward, holder, opts["reward_on"], opts["max_batch"], opts["reward_prompts"], None
@@ -134,9 +134,11 @@ class SteeringCallback:
         self._flags = cfg.potential_steps()
 
     def _decode(self, z: torch.Tensor, max_batch: int | None) -> torch.Tensor:
-        if self._decoder is None:
-            self._decoder = family_decoder(self.pipe, self.scheduler, self._latent_shape)
-        return self._decoder(z, max_batch=max_batch)
+        decoder = self._decoder
+        if decoder is None:
+            decoder = family_decoder(self.pipe, self.scheduler, self._latent_shape)
+            self._decoder = decoder
+        return decoder(z, max_batch=max_batch)
 
     # -- after every pipeline step -----------------------------------------------------------
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -200,7 +202,7 @@ class SteeringCallback:
                 FKResult,
                 samples=samples,
                 rewards=r,
-                counted=counted,
+                counted=cast(Any, counted),  # FKBookkeeping reads nfe/model_time/timed
                 reward_timer=Timer(False),
                 wall_start=self._wall_start,
             )

@@ -12,9 +12,10 @@ state x_t and the outputs so far; ``_replay`` re-runs glass_core's own transitio
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -68,12 +69,14 @@ def check_flow_scheduler(base: Any) -> None:
     if not flow:
         raise UnsupportedModelError(
             f"scheduler: {type(base).__name__} (prediction_type="
-            f"{cfg.get('prediction_type')!r}) is not a flow-matching scheduler; TransitionScheduler "
-            "serves flow pipelines (FLUX, SD3, Qwen-Image, Wan, FLUX.2); for VP/epsilon pipelines "
-            "use glass_core.steer"
+            f"{cfg.get('prediction_type')!r}) is not a flow-matching scheduler; "
+            "TransitionScheduler serves flow pipelines (FLUX, SD3, Qwen-Image, Wan, FLUX.2); "
+            "for VP/epsilon pipelines use glass_core.steer"
         )
     if cfg.get("invert_sigmas", False):
-        raise UnsupportedModelError("scheduler: invert_sigmas=True (time runs backwards) is not served")
+        raise UnsupportedModelError(
+            "scheduler: invert_sigmas=True (time runs backwards) is not served"
+        )
 
 
 def grid_from_sigmas(sigmas: Any) -> np.ndarray:
@@ -136,7 +139,8 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     """
 
     order = 1
-    _compatibles: list[Any] = []
+    base: Any  # the wrapped scheduler
+    _compatibles: ClassVar[list[Any]] = []
 
     def __init__(
         self,
@@ -189,8 +193,19 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         generator: torch.Generator | None = None,
         layout: Layout | None = None,
     ) -> TransitionScheduler:
-        """``pipe.scheduler = TransitionScheduler.wrap(pipe.scheduler, transition=..., generator=g)``
-        (a wrapped TransitionScheduler's own base is wrapped again)."""
+        """``pipe.scheduler = TransitionScheduler.wrap(pipe.scheduler, transition=...,
+        generator=g)``; a TransitionScheduler given here is unwrapped first (its base is wrapped).
+
+        Parameters
+        ----------
+        scheduler : diffusers flow scheduler
+        transition, generator, layout
+            As the constructor.
+
+        Returns
+        -------
+        TransitionScheduler
+        """
         return cls(scheduler, transition=transition, generator=generator, layout=layout)
 
     @classmethod
@@ -237,7 +252,7 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self.time_grid = grid
         self.evaluations = [
             evaluation_times(self.transition, float(a), float(b))
-            for a, b in zip(grid[:-1], grid[1:], strict=True)
+            for a, b in itertools.pairwise(grid)
         ]
         flat = np.asarray([t for ts in self.evaluations for t in ts], dtype=np.float64)
         train = float(self.base.config.get("num_train_timesteps", 1000))
@@ -423,7 +438,9 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if snap is None or not self._at_boundary:
             return None
         t = float(self.time_grid[snap.k])
-        return Boundary(snap.k - self._first_k, t, snap.x, denoised_from(snap.outputs[0], snap.x, t))
+        return Boundary(
+            snap.k - self._first_k, t, snap.x, denoised_from(snap.outputs[0], snap.x, t)
+        )
 
     def resample(self, index: torch.Tensor) -> torch.Tensor:
         """Replace particle row i by row ``index[i]`` and return the latents the pipeline must
