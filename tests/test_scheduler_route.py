@@ -297,3 +297,58 @@ def test_pc_flow_scheduler_equals_steer_ode_pc(flux) -> None:
     res = _steer(flux, pc, 4, 0, method="sample")
     assert len(sched.timesteps) == res.nfe == 4  # one evaluation per step
     _close(out, pack_latents(res.samples), 1e-4)
+
+
+# -- other families: the same scheduler inside their own pipelines ------------------------------
+
+FAMILIES = {  # family -> the call's particles-per-prompt argument
+    "qwenimage": "num_images_per_prompt",
+    "wan": "num_videos_per_prompt",
+    "flux2_klein": "num_images_per_prompt",
+}
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family(request):
+    tf = pytest.importorskip("tiny_families")
+    pipe = tf.BUILDERS[request.param]()
+    base = pipe.scheduler
+    call = {**tf.SMALL_CALL[request.param], "output_type": "latent"}
+    yield pipe, call, FAMILIES[request.param]
+    pipe.scheduler = base
+
+
+def test_other_families_rho1_k1_equal_their_own_euler(family) -> None:
+    pipe, call, _ = family
+    ref = pipe(prompt=PROMPTS[0], num_inference_steps=3, generator=_gen(0), **call)[0]
+    g = _gen(0)
+    pipe.scheduler = TransitionScheduler.wrap(
+        pipe.scheduler, transition=Glass(rho=1.0, inner_steps=1), generator=g
+    )
+    out = pipe(prompt=PROMPTS[0], num_inference_steps=3, generator=g, **call)[0]
+    assert out.shape == ref.shape
+    assert float((out - ref).abs().max()) < 1e-5 * max(1.0, float(ref.abs().max()))
+
+
+def test_other_families_fk_raises_a_latent_reward(family) -> None:
+    pipe, call, per_prompt = family
+    n, steps, tr = 8, 3, Glass(rho=0.4, inner_steps=2)
+    base = pipe.scheduler
+
+    def run(cb):
+        g = _gen(3)
+        pipe.scheduler = TransitionScheduler.wrap(base, transition=tr, generator=g)
+        extra: dict = {}
+        if cb is not None:
+            cb = steering_callback(pipe, reward=MEAN, num_particles=n, lambda_=50.0)
+            extra = {"callback_on_step_end": cb, "callback_on_step_end_tensor_inputs": ["latents"]}
+        out = pipe(prompt=PROMPTS, num_inference_steps=steps, generator=g, **{per_prompt: n},
+                   **call, **extra)[0]  # fmt: skip
+        return out, extra.get("callback_on_step_end")
+
+    plain, _ = run(None)
+    _, cb = run(True)
+    r_plain, r_fk = MEAN(plain), cb.result.rewards.flatten()
+    assert cb.result.ancestors.shape == (steps, 2, n)
+    se = float(torch.sqrt(r_plain.var() / r_plain.numel() + r_fk.var() / r_fk.numel()))
+    assert float(r_fk.mean() - r_plain.mean()) > 3 * se
