@@ -153,3 +153,47 @@ def test_step_and_result_refuse_the_wrong_state():
         state = fk.step(state)
     with pytest.raises(InvalidInputError, match="state"):
         fk.step(state)
+
+
+def _fk_result(ancestors, ess, times, n):
+    from glass_core.align import FKResult
+
+    grouped = np.asarray(ess).ndim == 2
+    lw = torch.zeros((np.asarray(ess).shape[1], n) if grouped else (n,), dtype=torch.float64)
+    return FKResult(
+        samples=torch.zeros((*lw.shape, 2)), rewards=torch.zeros(lw.shape), log_weights=lw,
+        ancestors=ancestors, nfe=1, total_nfe=n, model_time=0.0, reward_time=0.0,
+        wall_time=0.0, log_evidence=0.0, ess_history=np.asarray(ess),
+        resampled=np.ones(np.asarray(ess).shape, dtype=bool), step_times=np.asarray(times),
+    )  # fmt: skip
+
+
+def test_diagnostics_on_known_genealogies():
+    # 4 particles, 3 steps: after step 2 every particle descends from particle 1 of step 0
+    gen_ = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [0, 1, 2, 3]])
+    res = _fk_result(gen_, [3.0, 1.2, 1.0], [0.2, 0.6, 1.0], 4)
+    assert res.lineage_roots() == 1
+    assert _fk_result(gen_[:2], [3.0, 1.2], [0.2, 0.6], 4).lineage_roots() == 1
+    assert _fk_result(gen_[:1], [3.0], [0.2], 4).lineage_roots() == 2
+    assert _fk_result(gen_[2:], [3.0], [0.2], 4).lineage_roots() == 4
+    assert res.early_collapse() == []  # collapsed only at t = 0.6 >= 0.5
+    assert res.early_collapse(before=0.7) == [(0, 0.6, 1.2)]
+    grouped = _fk_result(
+        np.stack([gen_, np.tile(np.arange(4), (3, 1))], axis=1),
+        [[3.0, 1.1], [1.2, 1.4], [1.0, 4.0]],
+        [0.2, 0.4, 1.0],
+        4,
+    )
+    np.testing.assert_array_equal(grouped.lineage_roots(), [1, 4])
+    assert grouped.early_collapse() == [(0, 0.4, 1.2), (1, 0.2, 1.1)]
+    with pytest.raises(InvalidInputError, match="track_genealogy"):
+        _fk_result(None, [3.0], [0.2], 4).lineage_roots()
+
+
+def test_lineage_roots_equals_the_native_trace():
+    fk = _sampler({"resampling": "multinomial"})
+    state = _init(fk, {"num_groups": 3}, 7)
+    while not state.done:
+        state = fk.step(state)
+    roots = [np.unique(row).size for row in np.asarray(state.smc.native.trace())[0]]
+    np.testing.assert_array_equal(fk.result(state).lineage_roots(), roots)
