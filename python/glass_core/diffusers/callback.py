@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, ClassVar, cast
 
@@ -19,15 +20,17 @@ import numpy as np
 import torch
 
 from glass_core._checks import optional_positive_int, positive_int
-from glass_core.align._common import Timer, draw_seeds, nonfinite_reward_error
 from glass_core.align._config import FKConfig, SamplingConfig
-from glass_core.align.fk import FKBookkeeping
-from glass_core.align.results import BestOfNResult, FKResult, SamplingResult, uniform_log_weights
+from glass_core.align.fk import FKSampler
+from glass_core.align.fk_state import FKState
+from glass_core.align.potentials import as_potential
+from glass_core.align.results import BestOfNResult, SamplingResult, uniform_log_weights
 from glass_core.diffusers.layouts import PackedLayout
 from glass_core.diffusers.scheduler import TransitionScheduler
 from glass_core.errors import InvalidInputError, UnsupportedModelError
 from glass_core.rewards.adapters import reward_on_latents
 from glass_core.rewards.base import check_rewards
+from glass_core.schedules import RectifiedFlow
 
 METHODS = ("fk", "best_of_n")
 
@@ -68,6 +71,47 @@ def family_decoder(pipe: Any, scheduler: TransitionScheduler, latent_shape: tupl
     return dec.decode
 
 
+class _AtBoundary:
+    """The model PipelineFK scores with: D_t(x_t) from the network's first evaluation at the
+    transition boundary, which the pipeline has already run (no extra evaluation)."""
+
+    def __init__(self) -> None:
+        self.schedule = RectifiedFlow()
+        self.denoised: torch.Tensor | None = None
+
+    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        assert self.denoised is not None and self.denoised.shape == x.shape
+        return self.denoised
+
+
+class PipelineFK(FKSampler):
+    """``FKSampler`` whose proposal is the pipeline's own denoising loop: ``propose`` takes the
+    particles the TransitionScheduler reached (``reached``), and the model answers D_t(x_t)
+    from the network's evaluation there. Scoring, weights and resampling are FKSampler's."""
+
+    def __init__(self, reward: Any, transition: Any, time_grid: Any, **options: Any) -> None:
+        super().__init__(_AtBoundary(), reward, transition=transition, time_grid=time_grid,
+                         **options)  # fmt: skip
+        self.reached: torch.Tensor | None = None
+
+    def propose(self, ctx: Any, state: FKState, t: float, t_next: float) -> None:
+        assert self.reached is not None
+        state.particles, state.denoised = self.reached, None
+
+    def advance(self, state: FKState, x: torch.Tensor, denoised: torch.Tensor | None) -> Any:
+        """Step `state` to the particles `x` the pipeline reached (and their D_t(x), None at
+        t = 1); returns the flat ancestors if this step resampled, else None."""
+        self.reached = x
+        cast(_AtBoundary, self.model).denoised = denoised
+        before = len(state.resampled)
+        self.step(state)
+        if len(state.resampled) == before or not state.resampled[-1].any():
+            return None
+        cfg = state.config
+        offsets = np.arange(cfg.num_groups)[:, None] * cfg.num_particles
+        return torch.from_numpy((np.asarray(state.last_ancestors) + offsets).reshape(-1))
+
+
 class SteeringCallback:
     """The object ``steering_callback`` returns: pass it as ``callback_on_step_end`` with
     ``callback_on_step_end_tensor_inputs=cb.tensor_inputs``; afterwards ``cb.result`` is an
@@ -84,9 +128,10 @@ class SteeringCallback:
         self.num_particles = num_particles
         self.opts = opts
         self.result: SamplingResult | None = None
-        self._book: FKBookkeeping | None = None
-        self._flags: list[bool] = []
+        self._fk: PipelineFK | None = None
+        self._state: FKState | None = None
         self._scored: Any = None
+        self._decoder: Callable[..., torch.Tensor] | None = None
         self._wall_start = 0.0
         hooks = self.scheduler.start_hooks
         hooks[:] = [h for h in hooks if not isinstance(getattr(h, "__self__", None), type(self))]
@@ -94,7 +139,7 @@ class SteeringCallback:
 
     # -- at the scheduler's first step, before any transition noise --------------------------
     def _start(self, sample: torch.Tensor) -> None:
-        sched, n = self.scheduler, self.num_particles
+        sched, n, opts = self.scheduler, self.num_particles, self.opts
         x = sched.layout.to_model(sample)
         rows = x.shape[0]
         if rows % n:
@@ -105,35 +150,21 @@ class SteeringCallback:
         self._wall_start = time.perf_counter()
         self.result = None
         num_b = rows // n
-        opts = self.opts
-        holder = SimpleNamespace(
-            decode=lambda z, max_batch=None: self._decode(z, max_batch),
-            device=x.device,
-            num_groups=num_b,
-        )
-        self._decoder: Callable[..., torch.Tensor] | None = None
         self._latent_shape = tuple(x.shape[1:])
+        holder = SimpleNamespace(decode=self._decode, device=x.device, num_groups=num_b)
         self._scored = reward_on_latents(
             self.reward, holder, opts["reward_on"], opts["max_batch"], opts["reward_prompts"], None
         )
-        sampling = SamplingConfig(
-            num_particles=n,
-            local_particles=n,
-            grid=[float(t) for t in sched.run_grid],
-            shape=self._latent_shape,
-            max_batch=opts["max_batch"],
-            num_groups=num_b,
-            grouped=True,
-        )
         if self.method != "fk":
-            self._book = None
+            self._fk = self._state = None
             return
-        cfg = FKConfig.from_sampling(sampling, **opts["fk"])
-        seeds = draw_seeds(sched.generator, num_b)  # where steer draws them: after the noise
-        self._book = FKBookkeeping(cfg, seeds, x.device, opts["track_genealogy"])
-        self._flags = cfg.potential_steps()
+        fk = PipelineFK(self._scored, sched.transition, sched.run_grid, **opts["fk"])
+        # x0 = the pipeline's noise: init draws only the resampling seeds, where steer does
+        x0 = x.reshape(num_b, n, *self._latent_shape)
+        self._state = fk.init(n, generator=sched.generator, num_groups=num_b, x0=x0)
+        self._fk = fk
 
-    def _decode(self, z: torch.Tensor, max_batch: int | None) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor, max_batch: int | None = None) -> torch.Tensor:
         decoder = self._decoder
         if decoder is None:
             decoder = family_decoder(self.pipe, self.scheduler, self._latent_shape)
@@ -151,61 +182,43 @@ class SteeringCallback:
             )
         out: dict[str, Any] = {}
         b = sched.boundary()
-        if b is not None and self._book is not None and self._flags[b.step]:
-            with torch.no_grad():
-                r = check_rewards(self._scored(b.denoised), b.x.shape[0], finite=False)
-            _, idx = self._potential_step(r, b.step, b.t, final=False)
+        if b is not None and self._fk is not None and self._state is not None:
+            if b.step != self._state.step + 1:
+                raise InvalidInputError(
+                    f"callback_on_step_end: transition boundary {b.step} reached at FK step "
+                    f"{self._state.step}; one callback serves one pipeline call at a time"
+                )
+            idx = self._fk.advance(self._state, b.x, b.denoised)
             if idx is not None:
                 out["latents"] = sched.resample(idx)
         if sched.finished:
             out.update(self._finish())
         return out
 
-    def _potential_step(
-        self, rewards: torch.Tensor, step: int, t: float, final: bool
-    ) -> tuple[Any, torch.Tensor | None]:
-        book = self._book
-        assert book is not None
-        log_g = book.potential.step(rewards, final=final)
-        host = torch.stack([rewards.to(torch.float64), log_g]).cpu().numpy()  # the one sync
-        if not np.isfinite(host[0]).all():
-            raise nonfinite_reward_error(host[0], step, t)
-        return book.step(host[1], t, final)
-
     def _finish(self) -> dict[str, Any]:
         sched = self.scheduler
         x = sched.final
         assert x is not None
-        with torch.no_grad():
-            r = check_rewards(self._scored(x), x.shape[0], finite=self._book is None)
         out: dict[str, Any] = {}
-        if self._book is not None:
-            steps = len(sched.run_grid) - 1
-            _, idx = self._potential_step(r, steps, 1.0, final=True)
+        nfe = sum(len(e) for e in sched.evaluations[-(len(sched.run_grid) - 1) :])
+        if self._fk is not None and self._state is not None:
+            idx = self._fk.advance(self._state, x, None)
             if idx is not None:
-                r = r.index_select(0, idx)
                 out["latents"] = sched.resample(idx)
-                x = sched.final
-                assert x is not None
-        self.result = self._result(x, r)
+            res = self._fk.result(self._state)
+            n_rows = x.shape[0]
+            self.result = replace(res, nfe=nfe, total_nfe=nfe * n_rows)
+            return out
+        with torch.no_grad():
+            r = check_rewards(self._scored(x), x.shape[0])
+        self.result = self._best_of_n(x, r, nfe)
         return out
 
-    def _result(self, x: torch.Tensor, rewards: torch.Tensor) -> SamplingResult:
+    def _best_of_n(self, x: torch.Tensor, rewards: torch.Tensor, nfe: int) -> BestOfNResult:
         n = self.num_particles
         num_b = x.shape[0] // n
         samples = x.reshape(num_b, n, *x.shape[1:])
         r = rewards.reshape(num_b, n)
-        nfe = sum(len(e) for e in self.scheduler.evaluations[self.scheduler._first_k :])
-        if self._book is not None:
-            counted = SimpleNamespace(nfe=nfe, model_time=math.nan, timed=False)
-            return self._book.result(
-                FKResult,
-                samples=samples,
-                rewards=r,
-                counted=cast(Any, counted),  # FKBookkeeping reads nfe/model_time/timed
-                reward_timer=Timer(False),
-                wall_start=self._wall_start,
-            )
         best = r.argmax(dim=1)
         rows = torch.arange(num_b, device=best.device)
         return BestOfNResult(
@@ -282,7 +295,7 @@ def steering_callback(
             "(pipe.scheduler = TransitionScheduler.wrap(pipe.scheduler, transition=...)), got "
             f"{type(getattr(pipe, 'scheduler', None)).__name__}"
         )
-    if potential == "lookahead":
+    if as_potential(potential).name == "lookahead":
         raise InvalidInputError(
             "potential='lookahead' evaluates J x N rows at once, which a pipeline's own loop "
             "cannot; use glass_core.steer"
