@@ -352,3 +352,20 @@ def test_other_families_fk_raises_a_latent_reward(family) -> None:
     assert cb.result.ancestors.shape == (steps, 2, n)
     se = float(torch.sqrt(r_plain.var() / r_plain.numel() + r_fk.var() / r_fk.numel()))
     assert float(r_fk.mean() - r_plain.mean()) > 3 * se
+
+
+@pytest.mark.slow
+def test_example_runs_and_matches_steer() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "scheduler_route.py"
+    spec = importlib.util.spec_from_file_location("scheduler_route", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    out = example.main(["--particles", "2", "--steps", "2"])
+    assert out["max |fk callback - steer fk| samples"] < 1e-4
+    assert out["nfe per particle"] == 4
+    a, b = out["log-evidence callback / steer"]
+    assert abs(a - b) < 1e-4 * max(1.0, abs(b))
