@@ -285,18 +285,23 @@ def test_steer_unwraps_a_wrapped_scheduler(flux) -> None:
 
 
 def test_pc_flow_scheduler_equals_steer_ode_pc(flux) -> None:
-    try:
-        pc = ODE(solver="pc")
-    except InvalidInputError:
-        pytest.skip("ODE(solver='pc') is not in this build yet (branch transitions)")
+    steps = 4
     g = _gen(0)
     flux.scheduler = PCFlowScheduler.from_config(flux.scheduler.config, generator=g)
-    assert repr(flux.scheduler.transition) == repr(pc)
     sched = flux.scheduler
-    out = flux(PROMPTS[0], num_inference_steps=4, generator=g, **CALL).images
-    res = _steer(flux, pc, 4, 0, method="sample")
-    assert len(sched.timesteps) == res.nfe == 4  # one evaluation per step
+    out = flux(PROMPTS[0], num_inference_steps=steps, generator=g, **CALL).images
+    assert repr(sched.transition) == repr(ODE(solver="pc", substeps=steps))
+    assert len(sched.timesteps) == steps and sched.time_grid.tolist() == [0.0, 1.0]
+    res = _steer(flux, sched.transition, 1, 0, method="sample")  # steer grid: [0, 1]
+    assert res.nfe == steps
     _close(out, pack_latents(res.samples), 1e-4)
+    # a deterministic solver of the ODE the pipeline's Euler solves: close to Euler at 50 steps
+    euler = flux(PROMPTS[0], num_inference_steps=50, generator=_gen(0), **CALL).images
+    pc_err = float((out - euler).abs().max())
+    euler4 = flux(PROMPTS[0], num_inference_steps=steps, generator=_gen(0), **CALL).images
+    assert pc_err < float((euler4 - euler).abs().max())
+    back = PCFlowScheduler.from_config(sched.config)
+    assert type(back) is PCFlowScheduler and back.transition.solver == "pc"
 
 
 # -- other families: the same scheduler inside their own pipelines ------------------------------

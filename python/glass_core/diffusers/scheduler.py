@@ -248,7 +248,7 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         given = {"num_inference_steps": num_inference_steps, "sigmas": sigmas, "mu": mu}
         given.update(timesteps=timesteps, **kwargs)
         self.base.set_timesteps(device=device, **{k: v for k, v in given.items() if v is not None})
-        grid = grid_from_sigmas(self.base.sigmas)
+        grid = self.plan(grid_from_sigmas(self.base.sigmas))
         self.time_grid = grid
         self.evaluations = [
             evaluation_times(self.transition, float(a), float(b))
@@ -261,6 +261,20 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self.num_inference_steps = len(grid) - 1
         self._begin_index = None
         self._reset_run()
+
+    def plan(self, grid: np.ndarray) -> np.ndarray:
+        """The transitions' times from the wrapped scheduler's grid: one transition per step.
+
+        Parameters
+        ----------
+        grid : np.ndarray
+            float64 times t = 1 - sigma of the wrapped scheduler, rising to 1.
+
+        Returns
+        -------
+        np.ndarray
+        """
+        return grid
 
     @property
     def transition_starts(self) -> list[int]:
@@ -475,19 +489,24 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
 
 class PCFlowScheduler(TransitionScheduler):
-    """glass_core's phi-linear predictor-corrector (``ODE(solver="pc")``) as a diffusers flow
-    scheduler: ``pipe.scheduler = PCFlowScheduler.from_config(pipe.scheduler.config)``. One
-    evaluation per step on the flow scheduler's own grid (``set_timesteps`` takes ``sigmas`` /
-    ``mu`` as FlowMatchEulerDiscreteScheduler does).
+    """glass_core's phi-linear predictor-corrector as a diffusers flow scheduler:
+    ``pipe.scheduler = PCFlowScheduler.from_config(pipe.scheduler.config)``.
+
+    ``set_timesteps`` takes what FlowMatchEulerDiscreteScheduler takes (``num_inference_steps``
+    or ``sigmas``, ``mu``); with T steps the run is ONE deterministic transition
+    ``ODE(solver="pc", substeps=T)`` from the grid's first time to 1: T evaluations, second
+    order, exact data-prediction end. pc places its T steps itself (uniform in r/(r + c),
+    r = alpha/sigma; docs/math.md §3.5), so of the wrapped scheduler's grid only the number of
+    steps and the start are used (its shift is not). img2img can only start at step 0.
 
     Parameters
     ----------
     base : diffusers flow scheduler, optional
         Default ``FlowMatchEulerDiscreteScheduler()``.
+    transition : ODE(solver="pc"), optional
+        Only for the config round trip; its substeps are set by ``set_timesteps``.
     generator, layout
         As for ``TransitionScheduler`` (the ODE draws no noise).
-    transition
-        Only ``ODE(solver="pc")`` (the default); stored in the config like any transition.
     """
 
     def __init__(
@@ -499,13 +518,20 @@ class PCFlowScheduler(TransitionScheduler):
     ) -> None:
         from glass_core.transitions import ODE
 
-        pc = ODE(solver=PC_SOLVER)
-        if transition is not None and transition_spec(transition) != transition_spec(pc):
+        if transition is not None and not (
+            isinstance(transition, ODE) and transition.solver == PC_SOLVER
+        ):
             raise InvalidInputError(
-                f"transition: PCFlowScheduler runs {pc!r}, got {transition!r}; use "
-                "TransitionScheduler for other transitions"
+                f"transition: PCFlowScheduler runs ODE(solver={PC_SOLVER!r}), got "
+                f"{transition!r}; use TransitionScheduler for other transitions"
             )
-        super().__init__(base, pc, generator, layout)
+        super().__init__(base, ODE(solver=PC_SOLVER), generator, layout)
+
+    def plan(self, grid: np.ndarray) -> np.ndarray:
+        from glass_core.transitions import ODE
+
+        self.transition = ODE(solver=PC_SOLVER, substeps=len(grid) - 1)
+        return grid[[0, -1]]
 
 
 #: the ODE solver PCFlowScheduler runs
