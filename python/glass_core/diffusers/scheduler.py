@@ -330,11 +330,12 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 "sampling (inpainting); that replaces the transitions' state mid-transition and "
                 "is not supported"
             )
+        if noise is None:
+            raise InvalidInputError("scale_noise: noise is required (the flow forward process)")
         train = float(self.base.config.get("num_train_timesteps", 1000))
         ts = torch.as_tensor(timestep, dtype=torch.float64).reshape(-1)
         sigma = (ts / train).to(device=sample.device, dtype=sample.dtype)
         sigma = sigma.reshape(-1, *([1] * (sample.ndim - 1)))
-        assert noise is not None
         return sigma * noise + (1.0 - sigma) * sample
 
     def __len__(self) -> int:
