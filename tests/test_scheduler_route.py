@@ -151,6 +151,22 @@ def test_fk_callback_equals_steer_fk(flux, transition) -> None:
     assert got.nfe == ref.nfe
 
 
+def test_fk_callback_options_equal_steer(flux) -> None:
+    """Adaptive resampling, a sparser potential schedule, another potential and a final
+    resample: the same options give the same run by either route."""
+    opts = {"potential": "max", "ess_threshold": 0.7, "resample_every": 2, "final_resample": True,
+            "resampling": "multinomial", "lambda_": 40.0}  # fmt: skip
+    tr, n, steps = Glass(rho=0.2, inner_steps=2, solver="pc"), 4, 4
+    got, images = _fk_call(flux, tr, steps, 13, n, reward=MEAN, method="fk", **opts)
+    ref = _steer(flux, tr, steps, 13, prompt=PROMPTS, reward=MEAN, method="fk", num_particles=n,
+                 **opts)  # fmt: skip
+    _close(got.samples.reshape(ref.samples.shape), ref.samples, 1e-4)
+    _close(pack_latents(got.samples.flatten(0, 1)), images, 1e-6)
+    np.testing.assert_array_equal(got.ancestors, ref.ancestors)
+    np.testing.assert_array_equal(got.resampled, ref.raw.resampled)
+    np.testing.assert_allclose(got.log_evidence, ref.log_evidence, rtol=1e-4, atol=1e-5)
+
+
 def test_fk_callback_raises_the_mean_reward(flux) -> None:
     n, steps, tr = 8, 3, Glass(rho=0.4, inner_steps=2)
     fk, _ = _fk_call(flux, tr, steps, 7, n, reward=MEAN, method="fk", lambda_=50.0)
