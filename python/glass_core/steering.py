@@ -129,7 +129,7 @@ class _ObservedTransition:
 
 def _check_unconditional_args(pipe: Any, **given: Any) -> None:
     """Conditioning arguments make no sense for an unconditional pipeline: name the ones given."""
-    bad = [k for k, v in given.items() if v is not None and not (k == "true_cfg_scale" and v == 1)]
+    bad = [k for k, v in given.items() if v is not None]
     if bad:
         raise InvalidInputError(
             f"{', '.join(bad)}: {type(pipe).__name__} is an unconditional UNet2DModel pipeline "
@@ -225,7 +225,7 @@ def steer(
     negative_prompt_embeds: torch.Tensor | None = None,
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     guidance_scale: float | None = None,
-    true_cfg_scale: float = 1.0,
+    true_cfg_scale: float | None = None,
     height: int | None = None,
     width: int | None = None,
     encode_kwargs: Mapping[str, Any] | None = None,
@@ -351,7 +351,11 @@ def steer(
         model = UnconditionalPipelineModel(pipe, max(1, groups), max_batch)
         prompts = None
     else:
-        model = from_pipeline(pipe, prompt, max_batch=max_batch, **conditioning)
+        from glass_core.models.diffusers import call_options
+
+        names = call_options(pipe)
+        options = {k: algorithm_kwargs.pop(k) for k in names if k in algorithm_kwargs}
+        model = from_pipeline(pipe, prompt, max_batch=max_batch, **conditioning, **options)
         prompts = model.conditioning.prompts
     num_b = model.num_groups
     if isinstance(generator, list | tuple) and len(generator) != num_b:

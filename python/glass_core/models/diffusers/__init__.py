@@ -16,6 +16,7 @@ from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers._conditioning import Conditioning, encode
 from glass_core.models.diffusers._family import SUPPORTED_FAMILIES, detect_family
 from glass_core.models.diffusers.base import DiffusersDenoiser, module_device
+from glass_core.models.diffusers.families import FAMILIES, build, option_names
 from glass_core.models.diffusers.flow import (
     FluxDenoiser,
     SD3Denoiser,
@@ -49,6 +50,14 @@ def _default_size(pipe: Any, family: str) -> int:
     return int(net.config.sample_size) * vsf
 
 
+def call_options(pipe: Any) -> tuple[str, ...]:
+    """The pipeline call options ``from_pipeline`` (hence ``steer``) passes through by name for
+    ``pipe``'s family (none for the unconditional, FLUX.1, SD3, SD and SDXL adapters, which take
+    theirs as explicit arguments)."""
+    family = detect_family(pipe)
+    return option_names(family) if family in FAMILIES else ()
+
+
 def from_pipeline(
     pipe: Any,
     prompt: str | Sequence[str] | None = None,
@@ -59,7 +68,7 @@ def from_pipeline(
     negative_prompt_embeds: torch.Tensor | None = None,
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     guidance_scale: float | None = None,
-    true_cfg_scale: float = 1.0,
+    true_cfg_scale: float | None = None,
     height: int | None = None,
     width: int | None = None,
     max_batch: int | None = None,
@@ -68,6 +77,7 @@ def from_pipeline(
     original_size: tuple[int, int] | None = None,
     crops_coords_top_left: tuple[int, int] = (0, 0),
     target_size: tuple[int, int] | None = None,
+    **options: Any,
 ) -> DiffusersDenoiser:
     """Wrap ``pipe`` and its encoded prompt(s) as a glass_core Denoiser.
 
@@ -78,19 +88,44 @@ def from_pipeline(
             ``pooled_prompt_embeds`` for FLUX/SD3/SDXL) instead.
         guidance_scale: FLUX: distilled guidance input (default 3.5); SD3/SD/SDXL: CFG scale
             (defaults 7.0 / 7.5 / 5.0); CFG runs 2 forward passes per evaluation when > 1.
-        true_cfg_scale: FLUX only: true CFG with ``negative_prompt`` when > 1.
+        true_cfg_scale: FLUX.1 and Qwen-Image: true CFG with ``negative_prompt`` when > 1
+            (default: the pipeline's, 1.0 for FLUX.1 and 4.0 for Qwen-Image).
         height, width: image size in pixels (default: the pipeline's default size).
         max_batch: network rows per forward pass (CFG rows included); None = whole batch.
         requires_grad: run the network with autograd enabled (default: under no_grad).
         encode_kwargs: extra keyword arguments for ``pipe.encode_prompt`` (e.g.
             ``{"max_sequence_length": 256}`` for FLUX/SD3, ``{"clip_skip": 2}``).
         original_size, crops_coords_top_left, target_size: SDXL micro-conditioning.
+        **options: the call options of the newer families, named and defaulting as in the
+            pipeline's ``__call__`` (``glass_core.models.diffusers.families.option_names``):
+            ``max_sequence_length`` (all), ``text_encoder_out_layers`` (FLUX.2),
+            ``complex_human_instruction`` / ``clean_caption`` / ``use_resolution_binning``
+            (SANA), ``num_frames`` (Wan).
 
     Raises:
         UnsupportedModelError: ``pipe`` is not one of the supported families (message lists them).
         InvalidInputError: inconsistent prompts/embeddings (message names the argument).
     """
     family = detect_family(pipe)
+    if family in FAMILIES:
+        return build(
+            family,
+            pipe,
+            prompt,
+            negative_prompt=negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            guidance_scale=guidance_scale,
+            true_cfg_scale=true_cfg_scale,
+            height=height,
+            width=width,
+            max_batch=max_batch,
+            requires_grad=requires_grad,
+            encode_kwargs=encode_kwargs,
+            **options,
+        )
+    if options:
+        raise InvalidInputError(f"{', '.join(sorted(options))}: not an option of {family} pipelines")
     default = _default_size(pipe, family)
     height = int(height or default)
     width = int(width or default)
@@ -103,6 +138,7 @@ def from_pipeline(
             f"got height={height}, width={width}"
         )
     g = DEFAULT_GUIDANCE[family] if guidance_scale is None else float(guidance_scale)
+    true_cfg_scale = 1.0 if true_cfg_scale is None else true_cfg_scale
     if family == "flux":
         has_neg = negative_prompt is not None or negative_prompt_embeds is not None
         do_cfg = float(true_cfg_scale) > 1.0 and has_neg
@@ -154,6 +190,7 @@ __all__ = [
     "SD3Denoiser",
     "UNetDenoiser",
     "calculate_shift",
+    "call_options",
     "default_time_grid",
     "detect_family",
     "from_pipeline",

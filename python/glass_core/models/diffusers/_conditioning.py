@@ -55,6 +55,34 @@ def _check_embeds(name: str, x: torch.Tensor | None, ndim: int, batch: int | Non
         )
 
 
+def check_prompts(
+    prompt: str | Sequence[str] | None,
+    negative_prompt: str | Sequence[str] | None,
+    prompt_embeds: torch.Tensor | None,
+) -> tuple[list[str] | None, list[str] | None, int]:
+    """(prompts, negative prompts one per prompt, number of groups B) from either prompts or
+    ``prompt_embeds`` [B, ...]; a single negative prompt is repeated for every group."""
+    prompts = _as_prompt_list(prompt, "prompt")
+    negs = _as_prompt_list(negative_prompt, "negative_prompt")
+    if prompts is not None and prompt_embeds is not None:
+        raise InvalidInputError("pass either prompt or prompt_embeds, not both")
+    if prompts is None and prompt_embeds is None:
+        raise InvalidInputError("one of prompt or prompt_embeds is required")
+    if prompt_embeds is not None and not isinstance(prompt_embeds, torch.Tensor):
+        raise InvalidInputError(
+            f"prompt_embeds must be a tensor with 3 dims, got {type(prompt_embeds).__name__}"
+        )
+    batch = len(prompts) if prompts is not None else int(prompt_embeds.shape[0])  # type: ignore
+    if negs is not None:
+        if len(negs) == 1 and batch > 1:
+            negs = negs * batch
+        if len(negs) != batch:
+            raise InvalidInputError(
+                f"negative_prompt has {len(negs)} entries but there are {batch} prompts"
+            )
+    return prompts, negs, batch
+
+
 def encode(
     pipe: Any,
     family: str,
@@ -70,13 +98,7 @@ def encode(
     encode_kwargs: Mapping[str, Any] | None,
 ) -> Conditioning:
     """Encode prompts (or validate given embeddings) for `family` with ``pipe.encode_prompt``."""
-    prompts = _as_prompt_list(prompt, "prompt")
-    negs = _as_prompt_list(negative_prompt, "negative_prompt")
-    if prompts is not None and prompt_embeds is not None:
-        raise InvalidInputError("pass either prompt or prompt_embeds, not both")
-    if prompts is None and prompt_embeds is None:
-        raise InvalidInputError("one of prompt or prompt_embeds is required")
-    batch = len(prompts) if prompts is not None else int(prompt_embeds.shape[0])  # type: ignore
+    prompts, negs, batch = check_prompts(prompt, negative_prompt, prompt_embeds)
     needs_pooled = family in ("flux", "sd3", "sdxl")
     _check_embeds("prompt_embeds", prompt_embeds, 3, batch)
     _check_embeds("pooled_prompt_embeds", pooled_prompt_embeds, 2, batch)
@@ -95,17 +117,8 @@ def encode(
         raise InvalidInputError(
             f"negative_pooled_prompt_embeds is required with negative_prompt_embeds for {family}"
         )
-    if negs is not None:
-        if negative_prompt_embeds is not None:
-            raise InvalidInputError(
-                "pass either negative_prompt or negative_prompt_embeds, not both"
-            )
-        if len(negs) == 1 and batch > 1:
-            negs = negs * batch
-        if len(negs) != batch:
-            raise InvalidInputError(
-                f"negative_prompt has {len(negs)} entries but there are {batch} prompts"
-            )
+    if negs is not None and negative_prompt_embeds is not None:
+        raise InvalidInputError("pass either negative_prompt or negative_prompt_embeds, not both")
     if (
         prompt_embeds is not None
         and negative_prompt_embeds is not None

@@ -37,6 +37,23 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return get_module_execution_device(module)
 
 
+def images_to_output(images: torch.Tensor, output_type: str) -> Any:
+    """Images ``[M, C, H, W]`` (or videos ``[M, F, C, H, W]``) in [0, 1] as ``output_type``:
+    "pt" as they are, "np" channels-last ndarrays, "pil" a list of PIL images (videos: a list of
+    frame lists, as diffusers' video pipelines give)."""
+    if output_type == "pt":
+        return images
+    if output_type == "np":
+        return images.detach().movedim(-3, -1).cpu().float().numpy()
+    from PIL import Image
+
+    u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = u8.movedim(-3, -1).cpu().numpy()
+    if arr.ndim == 5:
+        return [[Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in v] for v in arr]
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+
+
 class DiffusersDenoiser(DenoiserBase):
     """A glass_core Denoiser around a diffusers pipeline's network (t=0 noise, t=1 data).
 
@@ -59,7 +76,7 @@ class DiffusersDenoiser(DenoiserBase):
         schedule: Schedule,
         prediction: str,
         guidance_scale: float,
-        latent_shape: tuple[int, int, int],
+        latent_shape: tuple[int, ...],
         height: int,
         width: int,
         max_batch: int | None = None,
@@ -184,15 +201,17 @@ class DiffusersDenoiser(DenoiserBase):
     # -- latents <-> images ----------------------------------------------------------------
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:
         """(scale, offset) with VAE latents = network latents * scale + offset: per channel from
-        the VAE config's latents_mean/std where it has them, else its scaling and shift factors."""
+        the VAE config's latents_mean/std where it has them (divided by a scaling_factor only
+        where the config has one: Qwen-Image's and Wan's have none), else its scaling and shift
+        factors."""
         cfg = self.pipe.vae.config
         mean = getattr(cfg, "latents_mean", None)
         std = getattr(cfg, "latents_std", None)
         if mean is not None and std is not None:
-            shape = (1, like.shape[1], 1, 1)
+            shape = (1, like.shape[1]) + (1,) * (like.ndim - 2)
             mean_t = torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape)
             std_t = torch.tensor(std, device=like.device, dtype=like.dtype).view(shape)
-            return std_t / cfg.scaling_factor, mean_t
+            return std_t / (getattr(cfg, "scaling_factor", None) or 1.0), mean_t
         return 1.0 / cfg.scaling_factor, getattr(cfg, "shift_factor", None) or 0.0
 
     def _vae_latents(self, z: torch.Tensor) -> torch.Tensor:
@@ -227,20 +246,32 @@ class DiffusersDenoiser(DenoiserBase):
             with torch.no_grad():
                 for i in range(0, pixels.shape[0], step):
                     px = pixels[i : i + step].to(vdev, torch.float32 if upcast else vdtype)
-                    lat = vae.encode(px, return_dict=False)[0].mode()
+                    lat = self._vae_encode(px)
                     outs.append(self._network_latents(lat.float()))
         finally:
             if upcast:
                 vae.to(vdtype)
         return torch.cat(outs, dim=0).to(self.device)
 
+    def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
+        """The VAE's decode of its own latents: images [m, 3, H, W] in [-1, 1] (families whose
+        VAE works on another layout, e.g. video, override this)."""
+        out: torch.Tensor = self.pipe.vae.decode(lat, return_dict=False)[0]
+        return out
+
+    def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The mean of the VAE's latent distribution for images [m, 3, H, W] in [-1, 1]."""
+        out: torch.Tensor = self.pipe.vae.encode(pixels, return_dict=False)[0].mode()
+        return out
+
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
-        """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1] (float32).
+        """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1] (float32;
+        videos: ``[M, F, 3, H, W]``).
 
         Differentiable when called with gradients enabled (reward guidance); micro-batched by
         ``max_batch`` (default: the adapter's ``max_batch``).
         """
-        if z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape:
+        if tuple(z.shape[1:]) != self.latent_shape:
             raise InvalidInputError(
                 f"z must have shape [M, {', '.join(map(str, self.latent_shape))}], "
                 f"got {tuple(z.shape)}"
@@ -257,12 +288,28 @@ class DiffusersDenoiser(DenoiserBase):
         try:
             for i in range(0, z.shape[0], step):
                 lat = self._vae_latents(z[i : i + step].to(device=vdev, dtype=torch.float32))
-                img = vae.decode(lat.to(torch.float32 if upcast else vdtype), return_dict=False)[0]
+                img = self._vae_decode(lat.to(torch.float32 if upcast else vdtype))
                 outs.append((img.float() / 2 + 0.5).clamp(0, 1))
         finally:
             if upcast:
                 vae.to(vdtype)
         return torch.cat(outs, dim=0)
+
+    media = "image"
+
+    @property
+    def prompts(self) -> list[str] | None:
+        return self.conditioning.prompts
+
+    def time_grid(self, num_steps: int) -> Any:
+        """The pipeline's own step grid for ``num_steps`` transitions (``default_time_grid``)."""
+        from glass_core.models.diffusers.grids import default_time_grid
+
+        return default_time_grid(self, num_steps)
+
+    def to_output(self, images: torch.Tensor, output_type: str) -> Any:
+        """Decoded images in [0, 1] as the pipeline's ``output_type`` ("pt" | "np" | "pil")."""
+        return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
         """[M, 3, H, W] images in [0, 1] -> list of PIL images."""
