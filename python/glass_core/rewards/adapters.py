@@ -157,6 +157,52 @@ class LatentCallableReward:
         return self.fn(z)
 
 
+class VideoCallableReward:
+    """A user function on videos: ``fn(videos[M, F, C, H, W] in [0, 1]) -> [M]`` or
+    ``fn(videos, prompts) -> [M]`` (prompts: one string per video)."""
+
+    input_kind = "videos"
+
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+        if not callable(fn):
+            raise InvalidInputError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, videos: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        if not isinstance(videos, torch.Tensor) or videos.ndim != 5:
+            shape = tuple(videos.shape) if isinstance(videos, torch.Tensor) else type(videos)
+            raise InvalidInputError(f"videos must be a [M, F, C, H, W] tensor, got {shape}")
+        if _accepts_prompts(self.fn):
+            return self.fn(videos, prompts)
+        return self.fn(videos)
+
+
+class FrameAveragedReward:
+    """An image reward on videos: every frame scored (with its video's prompt), averaged over the
+    frames of each video."""
+
+    def __init__(self, reward: Callable[..., torch.Tensor]) -> None:
+        self.reward = reward
+
+    def __call__(self, videos: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        m, f = videos.shape[:2]
+        frames = videos.reshape(m * f, *videos.shape[2:])
+        if not _accepts_prompts(self.reward):
+            scores = self.reward(frames)
+        else:
+            rows = rows_to_prompts(prompts, m) if prompts is not None else None
+            per_frame = None if rows is None else [p for p in rows for _ in range(f)]
+            scores = self.reward(frames, per_frame)
+        if not isinstance(scores, torch.Tensor):
+            raise RewardError(f"reward must return a torch.Tensor, got {type(scores).__name__}")
+        return scores.reshape(m, f).mean(dim=1)
+
+
+def video_reward(fn: Callable[..., torch.Tensor]) -> VideoCallableReward:
+    """Mark a user callable as a reward on decoded videos ``[M, F, C, H, W]`` in [0, 1]."""
+    return VideoCallableReward(fn)
+
+
 def image_reward(fn: Callable[..., torch.Tensor]) -> ImageCallableReward:
     """Mark a user callable as a reward on decoded images in [0, 1]."""
     return ImageCallableReward(fn)
@@ -276,9 +322,12 @@ def reward_on_latents(
     prompts: list[str] | None,
 ) -> Any:
     """The reward the alignment algorithms score latents with, for a pipeline adapter `model`
-    (``decode``, ``device``, ``num_groups``): a latent reward as is, an image reward (``reward_on``
-    "images", or "auto" and the reward says so) through :class:`DecodedReward` on chunks of
-    `max_batch` images with per-row prompts (`reward_prompts`, one per group, else `prompts`)."""
+    (``decode``, ``device``, ``num_groups``, ``media``): a latent reward as is, an image reward
+    (``reward_on`` "images", or "auto" and the reward says so) through :class:`DecodedReward` on
+    chunks of `max_batch` images with per-row prompts (`reward_prompts`, one per group, else
+    `prompts`). For a video pipeline an image reward scores every frame and averages over the
+    frames (:class:`FrameAveragedReward`); a video reward (``reward_on`` "videos" or
+    :func:`video_reward`) gets the decoded videos; chunks are then `max_batch` videos."""
     if reward is None:
         return None
     if not callable(reward):
@@ -286,10 +335,13 @@ def reward_on_latents(
     kind = reward_on
     if kind == "auto":
         kind = getattr(reward, "input_kind", "latents")
-    if kind not in ("images", "latents"):
+    if kind not in ("images", "latents", "videos"):
         raise InvalidInputError(
-            f"reward_on must be 'auto', 'images' or 'latents', got {reward_on!r}"
+            f"reward_on must be 'auto', 'images', 'videos' or 'latents', got {reward_on!r}"
         )
+    media = getattr(model, "media", "image")
+    if kind == "videos" and media != "video":
+        raise InvalidInputError(f"reward: a video reward needs a video pipeline, not {media}s")
     if isinstance(reward, torch.nn.Module):
         reward.to(model.device)
     if kind == "latents":
@@ -306,4 +358,6 @@ def reward_on_latents(
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z, max_batch=max_batch)
 
+    if kind == "images" and media == "video":  # documented: per frame, averaged over frames
+        reward = FrameAveragedReward(reward)
     return DecodedReward(ChunkedImageReward(reward, max_batch), decode, prompts)

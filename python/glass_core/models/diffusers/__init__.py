@@ -125,7 +125,8 @@ def from_pipeline(
             **options,
         )
     if options:
-        raise InvalidInputError(f"{', '.join(sorted(options))}: not an option of {family} pipelines")
+        names = ", ".join(sorted(options))
+        raise InvalidInputError(f"{names}: not an option of {family} pipelines")
     default = _default_size(pipe, family)
     height = int(height or default)
     width = int(width or default)

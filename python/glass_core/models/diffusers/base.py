@@ -313,11 +313,7 @@ class DiffusersDenoiser(DenoiserBase):
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
         """[M, 3, H, W] images in [0, 1] -> list of PIL images."""
-        from PIL import Image
-
-        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a) for a in arr]
+        return self.to_output(images, "pil")  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return (

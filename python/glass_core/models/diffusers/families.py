@@ -53,7 +53,8 @@ def _size(pipe: Any, fam: Family, height: int | None, width: int | None) -> tupl
     """Height and width (default: the pipeline's ``__call__`` defaults, else its default sample
     size), checked against the family's pixel multiple."""
     mult = int(fam.module.size_multiple(pipe))
-    fallback = int(getattr(pipe, "default_sample_size", 128)) * int(getattr(pipe, "vae_scale_factor", 8))
+    vsf = int(getattr(pipe, "vae_scale_factor", 8))
+    fallback = int(getattr(pipe, "default_sample_size", 128)) * vsf
     h = int(height or call_default(pipe, "height") or fallback)
     w = int(width or call_default(pipe, "width") or fallback)
     if h % mult or w % mult or h <= 0 or w <= 0:

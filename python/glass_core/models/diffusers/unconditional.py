@@ -19,7 +19,7 @@ import torch
 
 from glass_core.errors import UnsupportedModelError
 from glass_core.models.callable import from_callable
-from glass_core.models.diffusers.base import module_device
+from glass_core.models.diffusers.base import images_to_output, module_device
 from glass_core.models.diffusers.flow import flow_timestep
 from glass_core.models.diffusers.grids import default_time_grid
 from glass_core.models.diffusers.unet import PREDICTIONS, vp_schedule_from_scheduler
@@ -136,6 +136,8 @@ class UnconditionalPipelineModel:
 
     family = "unconditional"
     passes_per_eval = 1
+    media = "image"
+    prompts = None
 
     def __init__(self, pipe: Any, num_groups: int, max_batch: int | None) -> None:
         self.pipe = pipe
@@ -189,9 +191,9 @@ class UnconditionalPipelineModel:
         proc = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=c == 1)
         return proc.preprocess(image, height=h, width=w).to(self.device, torch.float32)
 
-    def to_pil(self, images: torch.Tensor) -> list[Any]:
-        from PIL import Image
+    def to_output(self, images: torch.Tensor, output_type: str) -> Any:
+        """Images in [0, 1] as "pt" | "np" | "pil" (grey-scale PIL images for one channel)."""
+        return images_to_output(images, output_type)
 
-        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+    def to_pil(self, images: torch.Tensor) -> list[Any]:
+        return self.to_output(images, "pil")  # type: ignore[no-any-return]
