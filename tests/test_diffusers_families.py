@@ -113,7 +113,7 @@ def test_wan_video_rewards_per_frame_and_whole_video() -> None:
     first = image_reward(lambda im: im[:, 0].mean(dim=(1, 2)))  # red channel of each frame
     res = steer(pipe, PROMPTS, reward=first, generator=torch.Generator().manual_seed(2), **kw)
     video = res.images
-    assert video.shape == (4, 3, 3, 32, 16)  # [M, F, C, H, W]: 5 frames -> 2 latent frames -> 5
+    assert video.shape == (4, 5, 3, 32, 16)  # [M, F, C, H, W]: 5 frames, 2 latent frames
     torch.testing.assert_close(res.rewards.reshape(-1), video[:, :, 0].mean(dim=(1, 2, 3)))
     seen: list[tuple[int, ...]] = []
 

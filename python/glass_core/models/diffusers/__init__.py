@@ -107,37 +107,70 @@ def from_pipeline(
         InvalidInputError: inconsistent prompts/embeddings (message names the argument).
     """
     family = detect_family(pipe)
+    common: dict[str, Any] = {
+        "negative_prompt": negative_prompt,
+        "prompt_embeds": prompt_embeds,
+        "negative_prompt_embeds": negative_prompt_embeds,
+        "guidance_scale": guidance_scale,
+        "true_cfg_scale": true_cfg_scale,
+        "height": height,
+        "width": width,
+        "max_batch": max_batch,
+        "requires_grad": requires_grad,
+        "encode_kwargs": encode_kwargs,
+    }
     if family in FAMILIES:
-        return build(
-            family,
-            pipe,
-            prompt,
-            negative_prompt=negative_prompt,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
-            guidance_scale=guidance_scale,
-            true_cfg_scale=true_cfg_scale,
-            height=height,
-            width=width,
-            max_batch=max_batch,
-            requires_grad=requires_grad,
-            encode_kwargs=encode_kwargs,
-            **options,
-        )
+        pooled = {"pooled_prompt_embeds": pooled_prompt_embeds}
+        pooled["negative_pooled_prompt_embeds"] = negative_pooled_prompt_embeds
+        given = sorted(k for k, v in pooled.items() if v is not None)
+        if given:
+            raise InvalidInputError(f"{', '.join(given)}: {family} pipelines take no pooled embeds")
+        return build(family, pipe, prompt, **common, **options)
     if options:
         names = ", ".join(sorted(options))
         raise InvalidInputError(f"{names}: not an option of {family} pipelines")
+    sdxl = {
+        "original_size": original_size,
+        "crops_coords_top_left": crops_coords_top_left,
+        "target_size": target_size,
+    }
+    pooled_embeds = (pooled_prompt_embeds, negative_pooled_prompt_embeds)
+    return _classic(family, pipe, prompt, pooled_embeds, sdxl, **common)
+
+
+def _classic_size(pipe: Any, family: str, height: int | None, width: int | None) -> tuple[int, int]:
     default = _default_size(pipe, family)
-    height = int(height or default)
-    width = int(width or default)
+    h, w = int(height or default), int(width or default)
     mult = int(pipe.vae_scale_factor) * (2 if family == "flux" else 1)
     if family == "sd3":
         mult *= int(pipe.transformer.config.patch_size)
-    if height % mult or width % mult or height <= 0 or width <= 0:
+    if h % mult or w % mult or h <= 0 or w <= 0:
         raise InvalidInputError(
             f"height and width must be positive multiples of {mult} for {family}, "
-            f"got height={height}, width={width}"
+            f"got height={h}, width={w}"
         )
+    return h, w
+
+
+def _classic(
+    family: str,
+    pipe: Any,
+    prompt: Any,
+    pooled: tuple[torch.Tensor | None, torch.Tensor | None],
+    sdxl: dict[str, Any],
+    *,
+    negative_prompt: Any,
+    prompt_embeds: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor | None,
+    guidance_scale: float | None,
+    true_cfg_scale: float | None,
+    height: int | None,
+    width: int | None,
+    encode_kwargs: Mapping[str, Any] | None,
+    **common: Any,
+) -> DiffusersDenoiser:
+    """The FLUX.1, SD3, SD and SDXL adapters (their options are explicit arguments)."""
+    height, width = _classic_size(pipe, family, height, width)
     g = DEFAULT_GUIDANCE[family] if guidance_scale is None else float(guidance_scale)
     true_cfg_scale = 1.0 if true_cfg_scale is None else true_cfg_scale
     if family == "flux":
@@ -145,40 +178,25 @@ def from_pipeline(
         do_cfg = float(true_cfg_scale) > 1.0 and has_neg
     else:
         do_cfg = g > 1.0
-    device = _execution_device(pipe)
     cond = encode(
         pipe,
         family,
         prompt=prompt,
         negative_prompt=negative_prompt,
         prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled_prompt_embeds,
+        pooled_prompt_embeds=pooled[0],
         negative_prompt_embeds=negative_prompt_embeds,
-        negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+        negative_pooled_prompt_embeds=pooled[1],
         do_cfg=do_cfg,
-        device=device,
+        device=_execution_device(pipe),
         encode_kwargs=encode_kwargs,
     )
-    common: dict[str, Any] = {
-        "height": height,
-        "width": width,
-        "max_batch": max_batch,
-        "requires_grad": requires_grad,
-    }
+    common.update(height=height, width=width)
     if family == "flux":
         return FluxDenoiser(pipe, cond, guidance_scale=g, true_cfg_scale=true_cfg_scale, **common)
     if family == "sd3":
         return SD3Denoiser(pipe, cond, guidance_scale=g, **common)
-    ids = None
-    if family == "sdxl":
-        ids = sdxl_add_time_ids(
-            pipe,
-            height,
-            width,
-            original_size=original_size,
-            crops_coords_top_left=crops_coords_top_left,
-            target_size=target_size,
-        )
+    ids = sdxl_add_time_ids(pipe, height, width, **sdxl) if family == "sdxl" else None
     return UNetDenoiser(pipe, cond, family=family, guidance_scale=g, add_time_ids=ids, **common)
 
 
