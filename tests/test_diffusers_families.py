@@ -4,6 +4,11 @@ best-of-N run, video rewards, call options and errors."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -121,12 +126,14 @@ def test_wan_video_rewards_per_frame_and_whole_video() -> None:
         seen.append(tuple(videos.shape))
         return videos[:, -1].mean(dim=(1, 2, 3))
 
-    res = steer(pipe, PROMPTS, reward=video_reward(last_frame),
-                generator=torch.Generator().manual_seed(2), **kw)  # fmt: skip
+    gen = torch.Generator().manual_seed(2)
+    res = steer(pipe, PROMPTS, reward=video_reward(last_frame), generator=gen, **kw)
     torch.testing.assert_close(res.rewards.reshape(-1), res.images[:, -1].mean(dim=(1, 2, 3)))
     assert all(s[0] == 1 and len(s) == 5 for s in seen)  # max_batch videos per reward call
-    frames = steer(pipe, PROMPTS[:1], method="sample", transition=ODE(), num_particles=1,
-                   num_transitions=1, output_type="pil", progress=False, **tf.SMALL_CALL["wan"])  # fmt: skip
+    one = {"method": "sample", "transition": ODE(), "num_particles": 1, "num_transitions": 1}
+    frames = steer(
+        pipe, PROMPTS[:1], output_type="pil", progress=False, **one, **tf.SMALL_CALL["wan"]
+    )
     assert len(frames.images) == 1 and len(frames.images[0]) == 5  # one list of PIL frames
 
 
@@ -148,3 +155,28 @@ def test_unsupported_message_lists_every_family() -> None:
         detect_family(NotAPipeline())
     for name in ("FLUX.1", "SD3", "SDXL", "FLUX.2", "Qwen-Image", "SANA", "Wan"):
         assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["flux2", "flux2_klein", "qwenimage", "sana"])
+def test_cli_steers_the_saved_tiny_pipeline(name: str, tmp_path: Path) -> None:
+    """``glass-core steer --pipeline DIR`` on each image family's tiny pipeline saved to disk."""
+    tf.BUILDERS[name]().save_pretrained(str(tmp_path / "pipe"))
+    (tmp_path / "reward.py").write_text(
+        "def mean(images):\n    return images.mean(dim=(1, 2, 3))\n"
+    )
+    size = tf.SMALL_CALL[name]
+    out = tmp_path / "out"
+    argv = [
+        *("steer", "--pipeline", str(tmp_path / "pipe"), "--prompt", "a red house"),
+        *("--reward", f"python:{tmp_path / 'reward.py'}:mean", "--method", "fk"),
+        *("--particles", "2", "--transitions", "2", "--inner-steps", "1", "--quiet"),
+        *("--height", str(size["height"]), "--width", str(size["width"])),
+        *("--max-sequence-length", "16", "--out", str(out)),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "glass_core", *argv], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "results.json").read_text())
+    assert record["images"] == ["image_000.png", "image_001.png"]
+    assert all((out / f).read_bytes()[:4] == b"\x89PNG" for f in record["images"])

@@ -370,8 +370,15 @@ def _wrap_pipeline(
         raise InvalidInputError(
             f"unexpected keyword arguments for method={method!r}: {sorted(rest)}"
         )
+    # timed: steer reports model and reward seconds (the meter syncs the device around them)
     model = wrap_pipeline(
-        pipe, prompt, generator=generator, max_batch=max_batch, **conditioning, **options
+        pipe,
+        prompt,
+        generator=generator,
+        max_batch=max_batch,
+        timed=True,
+        **conditioning,
+        **options,
     )
     num_b = model.num_groups
     if isinstance(generator, list | tuple) and len(generator) != num_b:
@@ -455,7 +462,7 @@ class _Outcome:
     latents: torch.Tensor
     rewards: torch.Tensor | None
     log_weights: torch.Tensor | None = None
-    ancestors: torch.Tensor | None = None
+    ancestors: Any = None
     log_evidence: Any = None
     ess: Any = None
 
@@ -490,16 +497,16 @@ def _run_algorithm(run: _Run, p: dict[str, Any]) -> _Outcome:
         return _run_sample(run)
     aligned = _aligned_kwargs(run, p["progress"])
     if p["method"] == "guidance":
-        raw = reward_guidance(
+        gr = reward_guidance(
             run.model, run.reward, scale=p["reward_scale"], window=p["reward_window"], **aligned
         )
-        return _Outcome(raw, raw.samples, raw.rewards)
+        return _Outcome(gr, gr.samples, gr.rewards)
     proposal = run.model
     if p["guide"]:
         proposal = guided(run.model, run.reward, p["reward_scale"], p["reward_window"])
     if p["method"] == "best_of_n":
-        raw = best_of_n(proposal, run.reward, process_group=p["process_group"], **aligned)
-        return _Outcome(raw, raw.samples, raw.rewards)
+        bon = best_of_n(proposal, run.reward, process_group=p["process_group"], **aligned)
+        return _Outcome(bon, bon.samples, bon.rewards)
     raw = fk_steering(
         proposal,
         run.reward,
@@ -566,19 +573,18 @@ def _produce_outputs(
     if genealogy is not None and genealogy.ndim == 2:
         genealogy = genealogy[:, None, :]
     ess = out.ess if out.ess is None or np.ndim(out.ess) != 1 else np.asarray(out.ess)[:, None]
-    decode_start = time.perf_counter()
-    images, decoded_here = None, False
+    images = None
     if output_type != "latent":
         with torch.no_grad():
             if hasattr(run.reward, "images_for"):
                 images = run.reward.images_for(latents)  # reuses the final reward's decode
             else:
-                images, decoded_here = model.decode(latents, max_batch=max_batch), True
-    reward_time = time.perf_counter() - decode_start + float(getattr(run.reward, "seconds", 0.0))
+                images = model.meter.reward(lambda z: model.decode(z, max_batch=max_batch), latents)
+    meter = model.meter
     wall = time.perf_counter() - wall_start
     # the algorithm's count per particle where one ran (FK's includes the lookahead's calls), the
     # adapter's for plain sampling (which count is which: docs/math.md §3.3)
-    nfe = int(model.num_evaluations) if out.raw is None or method == "sample" else out.raw.nfe
+    nfe = meter.evaluations if out.raw is None or method == "sample" else out.raw.nfe
     return SteerResult(
         images=latents if images is None else model.to_output(images, output_type),
         samples=latents,
@@ -591,16 +597,16 @@ def _produce_outputs(
         nfe=int(nfe),
         total_nfe=int(nfe) * run.rows,
         forward_passes=int(nfe) * model.passes_per_eval,
-        total_forward_passes=model.num_forward_rows,
+        total_forward_passes=meter.forward_rows,
         wall_time=wall,
-        model_time=model.model_time,
-        reward_time=reward_time,
-        bookkeeping_time=max(0.0, wall - model.model_time - reward_time),
+        model_time=meter.model_seconds,
+        reward_time=meter.reward_seconds,
+        bookkeeping_time=max(0.0, wall - meter.model_seconds - meter.reward_seconds),
         num_groups=b,
         num_particles=n,
         method=method,
         time_grid=np.asarray(run.grid, dtype=np.float64),
         prompts=model.prompts,
-        num_decodes=int(getattr(run.reward, "num_decodes", 0)) + (1 if decoded_here else 0),
+        num_decodes=meter.decodes,
         raw=out.raw,
     )

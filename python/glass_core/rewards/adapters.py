@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from glass_core.errors import InvalidInputError, RewardError
+from glass_core.meter import Meter, chunked
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -219,7 +220,8 @@ class DecodedReward:
     Decodes each scored batch once (through ``decode``, differentiably when ``z`` requires grad,
     for reward guidance) and keeps the last decode: ``last_images`` / ``images_for(z)`` give the
     decoded batch back without decoding again (``steer`` reuses it for the output images).
-    ``num_decodes`` counts VAE decode calls.
+    Decoding and scoring are reward work on ``meter`` (:class:`glass_core.meter.Meter`, shared
+    with the pipeline adapter by ``reward_on_latents``; the adapter's ``decode`` counts decodes).
     """
 
     input_kind = "latents"
@@ -229,14 +231,14 @@ class DecodedReward:
         reward: Callable[..., torch.Tensor],
         decode: Callable[[torch.Tensor], torch.Tensor],
         prompts: Sequence[str] | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.reward = reward
         self.decode = decode
         self.prompts = list(prompts) if prompts is not None else None
+        self.meter = Meter() if meter is None else meter
         self.last_latents: torch.Tensor | None = None
         self.last_images: torch.Tensor | None = None
-        self.num_decodes = 0
-        self.seconds = 0.0
 
     def _cached(self, z: torch.Tensor) -> torch.Tensor | None:
         last = self.last_latents
@@ -252,19 +254,16 @@ class DecodedReward:
         if cached is not None:
             return cached
         with torch.no_grad():
-            images = self.decode(z)
-        self.num_decodes += 1
+            images = self.meter.reward(self.decode, z)
         self.last_latents, self.last_images = z.detach().clone(), images.detach()
         return images
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        import time
+        return self.meter.reward(self._score, z)  # type: ignore[no-any-return]
 
-        start = time.perf_counter()
-        wants_grad = torch.is_grad_enabled() and z.requires_grad
-        if wants_grad:
+    def _score(self, z: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and z.requires_grad:
             images = self.decode(z)
-            self.num_decodes += 1
             self.last_latents, self.last_images = z.detach().clone(), images.detach()
         else:
             images = self.images_for(z)
@@ -273,7 +272,6 @@ class DecodedReward:
         if not isinstance(out, torch.Tensor):
             raise RewardError(f"reward must return a torch.Tensor, got {type(out).__name__}")
         out = out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
-        self.seconds += time.perf_counter() - start
         return out.to(z.device) if out.device != z.device else out
 
 
@@ -299,18 +297,10 @@ class ChunkedImageReward:
         self.max_batch = max_batch
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        m = images.shape[0]
-        rows = rows_to_prompts(prompts, m) if prompts is not None else None
-        step = self.max_batch or m
-        takes = _accepts_prompts(self.reward)
-        outs = []
-        for i in range(0, m, step):
-            chunk = images[i : i + step]
-            if takes:
-                outs.append(self.reward(chunk, rows[i : i + step] if rows is not None else None))
-            else:
-                outs.append(self.reward(chunk))
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        rows = rows_to_prompts(prompts, images.shape[0]) if prompts is not None else None
+        if not _accepts_prompts(self.reward):
+            return chunked(self.reward, self.max_batch, images)
+        return chunked(self.reward, self.max_batch, images, rows, per_row=(True, rows is not None))
 
 
 def reward_on_latents(
@@ -360,4 +350,5 @@ def reward_on_latents(
 
     if kind == "images" and media == "video":  # documented: per frame, averaged over frames
         reward = FrameAveragedReward(reward)
-    return DecodedReward(ChunkedImageReward(reward, max_batch), decode, prompts)
+    chunks = ChunkedImageReward(reward, max_batch)
+    return DecodedReward(chunks, decode, prompts, getattr(model, "meter", None))

@@ -10,7 +10,6 @@ not a multiple of B raises).
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 
 from glass_core._checks import optional_positive_int
 from glass_core.errors import InvalidInputError
+from glass_core.meter import Meter, chunked
 from glass_core.models.base import DenoiserBase
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.schedules import Schedule
@@ -62,7 +62,8 @@ class DiffusersDenoiser(DenoiserBase):
     latent space the VAE decodes), ``passes_per_eval`` (2 with true CFG), counters
     ``num_evaluations`` (denoiser calls), ``num_forward_rows`` (network rows processed),
     ``num_forward_passes`` (network rows per particle: evaluations x CFG passes), and
-    ``model_time`` (seconds inside network forward passes, device-synchronised).
+    ``model_time`` (seconds inside network forward passes, device-synchronised; 0 unless
+    ``meter.timed``), all read from ``meter`` (:class:`glass_core.meter.Meter`).
     """
 
     family: str = ""
@@ -93,9 +94,7 @@ class DiffusersDenoiser(DenoiserBase):
         self.width = int(width)
         self.network_max_batch = max_batch
         self.requires_grad = requires_grad
-        self.num_evaluations = 0
-        self.num_forward_rows = 0
-        self.model_time = 0.0
+        self.meter = Meter()
 
     # -- properties ------------------------------------------------------------------------
     @property
@@ -124,10 +123,24 @@ class DiffusersDenoiser(DenoiserBase):
         """Forward passes per particle so far (evaluations x CFG passes)."""
         return self.num_evaluations * self.passes_per_eval
 
+    @property
+    def num_evaluations(self) -> int:
+        """Denoiser calls so far (``meter.evaluations``)."""
+        return self.meter.evaluations
+
+    @property
+    def num_forward_rows(self) -> int:
+        """Network rows processed so far, CFG rows included (``meter.forward_rows``)."""
+        return self.meter.forward_rows
+
+    @property
+    def model_time(self) -> float:
+        """Seconds inside network forward passes (``meter.model_seconds``; 0 unless the meter
+        is ``timed``)."""
+        return self.meter.model_seconds
+
     def reset_counters(self) -> None:
-        self.num_evaluations = 0
-        self.num_forward_rows = 0
-        self.model_time = 0.0
+        self.meter.reset()
 
     # -- the model call --------------------------------------------------------------------
     def _groups_for(self, m: int) -> torch.Tensor:
@@ -149,13 +162,7 @@ class DiffusersDenoiser(DenoiserBase):
         raise NotImplementedError
 
     def _timed(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
-        start = time.perf_counter()
-        out = self._network_call(x, t, cond)
-        if out.is_cuda:
-            torch.cuda.synchronize(out.device)
-        self.model_time += time.perf_counter() - start
-        self.num_forward_rows += x.shape[0]
-        return out
+        return self.meter.model(self._network_call, x, t, cond)
 
     def _guided(self, x: torch.Tensor, t: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         c = self.conditioning
@@ -183,20 +190,18 @@ class DiffusersDenoiser(DenoiserBase):
                 f"x must have shape [M, {', '.join(map(str, self.latent_shape))}] (latent_shape), "
                 f"got {tuple(x.shape)}"
             )
-        m = x.shape[0]
-        groups = self._groups_for(m)
-        self.num_evaluations += 1
-        step = m
+        groups = self._groups_for(x.shape[0])
+        self.meter.evaluations += 1
+        step = None
         if self.network_max_batch is not None:
             step = max(1, self.network_max_batch // self.passes_per_eval)
-        ctx = nullcontext() if self.requires_grad else torch.no_grad()
-        outs = []
-        with ctx:
-            for i in range(0, m, step):
-                xs, ts, gs = x[i : i + step], t[i : i + step], groups[i : i + step]
-                raw = self._guided(xs.to(self.dtype), ts, gs)
-                outs.append(self._to_prediction(raw.to(x.dtype), xs, ts))
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+        def rows(xs: torch.Tensor, ts: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
+            raw = self._guided(xs.to(self.dtype), ts, gs)
+            return self._to_prediction(raw.to(x.dtype), xs, ts)
+
+        with nullcontext() if self.requires_grad else torch.no_grad():
+            return chunked(rows, step, x, t, groups)
 
     # -- latents <-> images ----------------------------------------------------------------
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:
@@ -240,18 +245,18 @@ class DiffusersDenoiser(DenoiserBase):
         upcast = vdtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         if upcast:  # as in decode: SDXL's fp16 VAE overflows
             vae.to(torch.float32)
-        step = max_batch or self.network_max_batch or pixels.shape[0]
-        outs = []
+
+        def rows(px: torch.Tensor) -> torch.Tensor:
+            lat = self._vae_encode(px.to(vdev, torch.float32 if upcast else vdtype))
+            return self._network_latents(lat.float())
+
         try:
             with torch.no_grad():
-                for i in range(0, pixels.shape[0], step):
-                    px = pixels[i : i + step].to(vdev, torch.float32 if upcast else vdtype)
-                    lat = self._vae_encode(px)
-                    outs.append(self._network_latents(lat.float()))
+                out = chunked(rows, max_batch or self.network_max_batch, pixels)
         finally:
             if upcast:
                 vae.to(vdtype)
-        return torch.cat(outs, dim=0).to(self.device)
+        return out.to(self.device)
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
         """The VAE's decode of its own latents: images [m, 3, H, W] in [-1, 1] (families whose
@@ -283,17 +288,18 @@ class DiffusersDenoiser(DenoiserBase):
         upcast = vdtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         if upcast:
             vae.to(torch.float32)
-        step = max_batch or self.network_max_batch or z.shape[0]
-        outs = []
+
+        def rows(zs: torch.Tensor) -> torch.Tensor:
+            lat = self._vae_latents(zs.to(device=vdev, dtype=torch.float32))
+            img = self._vae_decode(lat.to(torch.float32 if upcast else vdtype))
+            return (img.float() / 2 + 0.5).clamp(0, 1)
+
+        self.meter.decodes += 1
         try:
-            for i in range(0, z.shape[0], step):
-                lat = self._vae_latents(z[i : i + step].to(device=vdev, dtype=torch.float32))
-                img = self._vae_decode(lat.to(torch.float32 if upcast else vdtype))
-                outs.append((img.float() / 2 + 0.5).clamp(0, 1))
+            return chunked(rows, max_batch or self.network_max_batch, z)
         finally:
             if upcast:
                 vae.to(vdtype)
-        return torch.cat(outs, dim=0)
 
     media = "image"
 

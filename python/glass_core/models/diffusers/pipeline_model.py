@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from glass_core.errors import InvalidInputError
+from glass_core.meter import Meter
 from glass_core.schedules import Schedule
 
 
@@ -42,6 +43,8 @@ class PipelineModel(Protocol):
         Denoiser calls and network rows processed so far.
     model_time : float
         Seconds inside network forward passes.
+    meter : glass_core.meter.Meter
+        Where the counts and seconds above (and decodes, reward seconds) accumulate.
     """
 
     schedule: Schedule
@@ -67,6 +70,8 @@ class PipelineModel(Protocol):
 
     @property
     def model_time(self) -> float: ...
+
+    meter: Meter
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor: ...
 
@@ -103,6 +108,7 @@ def wrap_pipeline(
     *,
     generator: Any = None,
     max_batch: int | None = None,
+    timed: bool = False,
     **conditioning: Any,
 ) -> PipelineModel:
     """``pipe`` as a :class:`PipelineModel`: an unconditional ``UNet2DModel`` pipeline (B groups
@@ -117,6 +123,9 @@ def wrap_pipeline(
         A list gives the number of groups of an unconditional pipeline.
     max_batch : int, optional
         Network rows per forward pass.
+    timed : bool
+        Measure seconds on the model's meter (syncing the device around each network pass and
+        each decode/reward call); counts are kept either way.
     **conditioning
         ``from_pipeline``'s keyword arguments (negative prompts, embeddings, guidance, size, the
         family's call options).
@@ -138,8 +147,11 @@ def wrap_pipeline(
         is_unconditional,
     )
 
+    model: Any
     if not is_unconditional(pipe):
-        return from_pipeline(pipe, prompt, max_batch=max_batch, **conditioning)  # type: ignore
+        model = from_pipeline(pipe, prompt, max_batch=max_batch, **conditioning)
+        model.meter.timed = timed
+        return model  # type: ignore[no-any-return]
     bad = [k for k, v in {"prompt": prompt, **conditioning}.items() if v is not None]
     if bad:
         raise InvalidInputError(
@@ -148,4 +160,6 @@ def wrap_pipeline(
             f"arguments"
         )
     groups = len(generator) if isinstance(generator, list | tuple) else 1
-    return UnconditionalPipelineModel(pipe, max(1, groups), max_batch)  # type: ignore
+    model = UnconditionalPipelineModel(pipe, max(1, groups), max_batch)
+    model.meter.timed = timed
+    return model  # type: ignore[no-any-return]

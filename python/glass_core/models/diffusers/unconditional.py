@@ -10,14 +10,13 @@ scheduler's ``prediction_type`` as the denoiser's prediction.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from glass_core.errors import UnsupportedModelError
+from glass_core.meter import Meter
 from glass_core.models.callable import from_callable
 from glass_core.models.diffusers.base import images_to_output, module_device
 from glass_core.models.diffusers.flow import flow_timestep
@@ -26,23 +25,10 @@ from glass_core.models.diffusers.unet import PREDICTIONS, vp_schedule_from_sched
 from glass_core.schedules import RectifiedFlow, shifted_grid, uniform_grid
 
 __all__ = [
-    "CallStats",
     "UnconditionalPipelineModel",
     "from_unconditional_pipeline",
     "is_unconditional",
 ]
-
-
-@dataclass
-class CallStats:
-    """Network calls, rows and seconds spent inside the network (for model/bookkeeping splits)."""
-
-    calls: int = 0
-    rows: int = 0
-    seconds: float = 0.0
-
-    def reset(self) -> None:
-        self.calls, self.rows, self.seconds = 0, 0, 0.0
 
 
 def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
@@ -91,10 +77,9 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
             f"pipe.scheduler: {type(sched).__name__} is neither a flow-matching scheduler nor "
             f"one with alphas_cumprod"
         )
-    stats = CallStats()
+    meter = Meter()
 
-    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        start = time.perf_counter()
+    def network(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t_vec.dim() == 0:
             t_vec = t_vec.expand(x.shape[0])
@@ -105,17 +90,17 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
             out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
         else:
             out = -unet(x.to(unet.dtype), flow_timestep(t_vec, num_t)).sample.to(x.dtype)
-        stats.calls += 1
-        stats.rows += x.shape[0]
-        stats.seconds += time.perf_counter() - start
         return out
+
+    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        return meter.model(network, x, t)
 
     model: Any = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
     size = unet.config.sample_size
     hw = (size, size) if isinstance(size, int) else tuple(size)
     model.unet = unet
     model.sample_shape = (int(unet.config.in_channels), *hw)
-    model.stats = stats
+    model.meter = meter
     return model
 
 
@@ -146,17 +131,21 @@ class UnconditionalPipelineModel:
         self.latent_shape = tuple(self.inner.sample_shape)
         self.num_groups = num_groups
         self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
-        self.num_evaluations = 0
+        self.meter: Meter = self.inner.meter
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
+        self.meter.evaluations += 1
         out: torch.Tensor = self.inner.denoise(x, t)
         return out
 
     def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
+        self.meter.evaluations += 1
         out: torch.Tensor = self.inner.velocity(x, t)
         return out
+
+    @property
+    def num_evaluations(self) -> int:
+        return self.meter.evaluations
 
     @property
     def device(self) -> torch.device:
@@ -164,11 +153,11 @@ class UnconditionalPipelineModel:
 
     @property
     def model_time(self) -> float:
-        return float(self.inner.stats.seconds)
+        return self.meter.model_seconds
 
     @property
     def num_forward_rows(self) -> int:
-        return int(self.inner.stats.rows)
+        return self.meter.forward_rows
 
     def time_grid(self, num_steps: int) -> np.ndarray:
         """Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
@@ -180,6 +169,7 @@ class UnconditionalPipelineModel:
         return np.asarray(grid, dtype=np.float64)
 
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        self.meter.decodes += 1
         return (z.float() / 2 + 0.5).clamp(0, 1)
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
