@@ -143,6 +143,8 @@ def test_call_options_and_errors() -> None:
         steer(pipe, PROMPTS, method="sample", num_frames=9, progress=False)
     with pytest.raises(InvalidInputError, match="multiples of 32"):
         steer(pipe, PROMPTS, method="sample", height=48, width=32, progress=False)
+    with pytest.raises(InvalidInputError, match="true_cfg_scale"):
+        steer(pipe, PROMPTS, method="sample", true_cfg_scale=4.0, **tf.SMALL_CALL["sana"])
     with pytest.raises(InvalidInputError, match="video reward"):
         steer(pipe, PROMPTS, reward=video_reward(lambda v: v.mean()), **tf.SMALL_CALL["sana"])
 

@@ -1,13 +1,14 @@
 """``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call (this module
 is ``glass_core.steering``; ``glass_core.steer`` is the function).
 
-Orchestration only: wraps the pipeline's own components (``glass_core.models.diffusers``:
-``from_pipeline`` for text-conditioned FLUX/SD3/SD/SDXL pipelines, ``unconditional`` for
-``UNet2DModel`` pipelines such as the embedded default model), picks the pipeline's own step grid,
-turns an image reward into a reward on latents (``glass_core.rewards.adapters.reward_on_latents``,
-decoding through the VAE once per scored batch), and runs one of the alignment algorithms
-(``glass_core.align``) or plain sampling, optionally with the particles sharded over
-torch.distributed ranks (``process_group``). Rows are group-major: B prompts x N particles.
+Orchestration only, in named steps over one interface: check the arguments, wrap the pipeline
+as a ``PipelineModel`` (``glass_core.models.diffusers.pipeline_model.wrap_pipeline``: the family
+adapter, or the unconditional one; docs/families.md), prepare the run (the pipeline's own step
+grid, an SDEdit start, the reward on latents via ``glass_core.rewards.adapters.reward_on_latents``,
+decoding once per scored batch), run one of the alignment algorithms (``glass_core.align``) or
+plain sampling, optionally with the particles sharded over torch.distributed ranks
+(``process_group``), and produce the outputs with the counts and times of the model's meter
+(``glass_core.meter.Meter``). Rows are group-major: B prompts x N particles.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class SteerResult(SamplingResult):
     """Output of :func:`steer`. Per-particle fields are group-major (row = b * N + i).
 
     images: list of B*N PIL images ("pil"), a float tensor [B*N, 3, H, W] in [0, 1] ("pt"), an
-        ndarray [B*N, H, W, 3] ("np"), or the latents ("latent").
+        ndarray [B*N, H, W, 3] ("np"), or the latents ("latent"); videos (Wan): B*N lists of PIL
+        frames, [B*N, F, 3, H, W], or [B*N, F, H, W, 3].
     samples: final particles [B*N, *latent_shape] (network-space latents, unpacked for FLUX).
     rewards: [B, N] final reward per particle (None for method="sample" without reward).
     log_weights: [B, N] normalised log-weights (uniform -log N except for "fk").
@@ -218,8 +220,11 @@ def steer(
     """Sample from ``pipe`` steered toward ``reward`` (docs/math.md §6).
 
     Args:
-        pipe: FLUX, SD3, SD 1.x/2.x or SDXL diffusers pipeline (components are wrapped, its
-            ``__call__`` is not used), or an unconditional ``UNet2DModel`` pipeline (e.g. a
+        pipe: a FLUX.1, SD3, SD 1.x/2.x, SDXL, FLUX.2 ([dev], [klein]), Qwen-Image, SANA or Wan
+            2.x text-to-video diffusers pipeline (docs/families.md; components are wrapped through
+            one ``PipelineModel`` interface, its ``__call__`` is not used; the same seed draws
+            the same initial noise as the pipeline), or an unconditional ``UNet2DModel`` pipeline
+            (e.g. a
             ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
             default model) through ``glass_core.models.diffusers.unconditional``:
             then ``prompt`` must be None (no conditioning arguments), the latents are the samples
@@ -261,6 +266,10 @@ def steer(
             particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
             sees the rank's own particles) are this rank's. Not available for "guidance" and
             "sample" (not sharded).
+        **algorithm_kwargs: the pipeline family's own call options under the pipeline's names
+            and defaults (``num_frames`` for Wan, ``max_sequence_length``,
+            ``use_resolution_binning`` for SANA, ...: docs/families.md), then further keyword
+            arguments of ``fk_steering`` (method "fk").
         image / strength: edit an existing image (SDEdit with any method and transition): the
             image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
             encoded with the pipeline's VAE (the mean of its latent distribution; the

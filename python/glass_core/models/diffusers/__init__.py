@@ -1,5 +1,6 @@
-"""Adapters turning a diffusers pipeline (FLUX, SD3, SD 1.x/2.x, SDXL) plus prompts into a
-glass_core ``Denoiser`` in glass_core's convention (t = 0 noise, t = 1 data).
+"""Adapters turning a diffusers pipeline (FLUX.1, SD3, SD 1.x/2.x, SDXL, FLUX.2, Qwen-Image, SANA,
+Wan 2.x) plus prompts into a glass_core ``Denoiser`` in glass_core's convention (t = 0 noise,
+t = 1 data): one module per family, one interface (``pipeline_model.PipelineModel``).
 
 Only the pipeline's components are used (``pipe.transformer`` / ``pipe.unet``, ``pipe.scheduler``'s
 tables and grids, ``pipe.vae``, ``pipe.encode_prompt``); no pipeline ``__call__`` is copied.

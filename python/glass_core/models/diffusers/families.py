@@ -107,6 +107,11 @@ def build(
             f"{', '.join(unknown)}: not a call option of {type(pipe).__name__} that steer "
             f"passes through (it takes {', '.join(option_names(family)) or 'none'})"
         )
+    if true_cfg_scale is not None and fam.cfg_scale_name != "true_cfg_scale":
+        raise InvalidInputError(
+            f"true_cfg_scale: {type(pipe).__name__} has no true_cfg_scale (its classifier-free "
+            "guidance is scaled by guidance_scale)"
+        )
     h, w = _size(pipe, fam, height, width)
     kw = {**_options(pipe, getattr(mod, "ENCODE_OPTIONS", ()), options), **(encode_kwargs or {})}
     model_kw = _options(pipe, getattr(mod, "MODEL_OPTIONS", ()), options)
