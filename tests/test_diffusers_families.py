@@ -103,7 +103,7 @@ def test_every_family_implements_the_interface_and_is_detected() -> None:
         assert model.num_groups == 2 and model.prompts == PROMPTS
 
 
-def test_wan_video_rewards_per_frame_and_whole_video() -> None:
+def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {
         "method": "best_of_n",
@@ -135,6 +135,11 @@ def test_wan_video_rewards_per_frame_and_whole_video() -> None:
         pipe, PROMPTS[:1], output_type="pil", progress=False, **one, **tf.SMALL_CALL["wan"]
     )
     assert len(frames.images) == 1 and len(frames.images[0]) == 5  # one list of PIL frames
+    frames.images[0].save(tmp_path / "video.png")  # an animated PNG of the 5 frames
+    from PIL import Image
+
+    with Image.open(tmp_path / "video.png") as anim:
+        assert anim.n_frames == 5 and anim.size == (16, 32)
 
 
 def test_call_options_and_errors() -> None:
@@ -159,9 +164,10 @@ def test_unsupported_message_lists_every_family() -> None:
         assert name in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["flux2", "flux2_klein", "qwenimage", "sana"])
+@pytest.mark.parametrize("name", FAMILIES)
 def test_cli_steers_the_saved_tiny_pipeline(name: str, tmp_path: Path) -> None:
-    """``glass-core steer --pipeline DIR`` on each image family's tiny pipeline saved to disk."""
+    """``glass-core steer --pipeline DIR`` on each family's tiny pipeline saved to disk (Wan's
+    videos are written as animated PNGs; the CLI's default num_frames is the pipeline's, 81)."""
     tf.BUILDERS[name]().save_pretrained(str(tmp_path / "pipe"))
     (tmp_path / "reward.py").write_text(
         "def mean(images):\n    return images.mean(dim=(1, 2, 3))\n"

@@ -37,10 +37,20 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return get_module_execution_device(module)
 
 
+class VideoFrames(list):  # type: ignore[type-arg]
+    """One video as its list of PIL frames (as diffusers' video pipelines return them) that also
+    saves like an image: ``save(path)`` writes an animated file (APNG for .png, GIF, WebP)."""
+
+    def save(self, fp: Any, format: str | None = None, **params: Any) -> None:
+        params.setdefault("loop", 0)
+        self[0].save(fp, format, save_all=True, append_images=list(self[1:]), **params)
+
+
 def images_to_output(images: torch.Tensor, output_type: str) -> Any:
     """Images ``[M, C, H, W]`` (or videos ``[M, F, C, H, W]``) in [0, 1] as ``output_type``:
     "pt" as they are, "np" channels-last ndarrays, "pil" a list of PIL images (videos: a list of
-    frame lists, as diffusers' video pipelines give)."""
+    :class:`VideoFrames`, frame lists as diffusers' video pipelines give, which save as animated
+    files)."""
     if output_type == "pt":
         return images
     if output_type == "np":
@@ -50,7 +60,7 @@ def images_to_output(images: torch.Tensor, output_type: str) -> Any:
     u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
     arr = u8.movedim(-3, -1).cpu().numpy()
     if arr.ndim == 5:
-        return [[Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in v] for v in arr]
+        return [VideoFrames(Image.fromarray(f) for f in v) for v in arr]
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
 
 
