@@ -250,11 +250,14 @@ class DecodedReward:
 
     def images_for(self, z: torch.Tensor) -> torch.Tensor:
         """Decoded images of z, reusing the last decode when z is the last scored batch."""
+        return self.meter.reward(self._images, z)  # type: ignore[no-any-return]
+
+    def _images(self, z: torch.Tensor) -> torch.Tensor:
         cached = self._cached(z)
         if cached is not None:
             return cached
         with torch.no_grad():
-            images = self.meter.reward(self.decode, z)
+            images = self.decode(z)
         self.last_latents, self.last_images = z.detach().clone(), images.detach()
         return images
 
@@ -266,7 +269,7 @@ class DecodedReward:
             images = self.decode(z)
             self.last_latents, self.last_images = z.detach().clone(), images.detach()
         else:
-            images = self.images_for(z)
+            images = self._images(z)  # inside this timed section: not timed again
         prompts = self.prompts
         out = self.reward(images, prompts) if _accepts_prompts(self.reward) else self.reward(images)
         if not isinstance(out, torch.Tensor):
