@@ -45,6 +45,7 @@ def family_decoder(pipe: Any, scheduler: TransitionScheduler, latent_shape: tupl
         glass_core has no decode for the family (use a latent reward), or FLUX without the
         unpacked layout.
     """
+    from glass_core.meter import Meter
     from glass_core.models.diffusers import FluxDenoiser, SD3Denoiser, detect_family
 
     try:
@@ -68,6 +69,7 @@ def family_decoder(pipe: Any, scheduler: TransitionScheduler, latent_shape: tupl
     # the adapter's decode reads only these attributes (no prompt encoding needed)
     dec = classes[family].__new__(classes[family])
     dec.pipe, dec.latent_shape, dec.network_max_batch = pipe, tuple(latent_shape), None
+    dec.meter = Meter()
     return dec.decode
 
 
