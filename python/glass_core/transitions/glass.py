@@ -22,7 +22,6 @@ is finite at both ends, so only the very first prediction is first order.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ from glass_core.transitions.solvers import (
     PC_SPREAD,
     Evaluator,
     InnerSolver,
+    Table,
     inner_scale,
     multistep_coefficients,
     multistep_grid,
@@ -59,10 +59,7 @@ __all__ = [
 ]
 
 
-class Coefficients(Protocol):
-    """The native GlassCoefficients table, or the dict `Glass.coefficients` builds from it."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
+Coefficients = Table  # the native GlassCoefficients table, or the dict `Glass.coefficients` builds
 
 
 SOLVERS = tuple(SOLVER_CLASSES)

@@ -22,13 +22,19 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
-Table = Mapping[str, Any]
+
+class Table(Protocol):
+    """A float64 coefficient table: the native GlassCoefficients, or a dict with its keys."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
 # "pc"'s scale c = PC_SPREAD * sqrt(SNR(t) + 1): SNR(t) + 1 is the precision of z given x_t
 # for unit-variance data, and real posteriors are tighter (the mixture benchmark's error is
 # flat for 1.25-1.75 and rises outside; docs/benchmarks/glass_solvers.md).
