@@ -64,8 +64,8 @@ def test_names_are_shorthands_for_the_objects():
 class Recording(FKSampler):
     """Records the particles and the host log-potentials of every potential step."""
 
-    def weight(self, state, local, k, final, before=None):
-        log_g, scores = super().weight(state, local, k, final, before)
+    def weight(self, state, local, k, final):
+        log_g, scores = super().weight(state, local, k, final)
         self.seen.append((state.particles.clone(), log_g.copy(), final))
         return log_g, scores
 

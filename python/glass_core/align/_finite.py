@@ -76,7 +76,7 @@ class _Strict:
 def blame(
     transition: Any,
     model: Any,
-    before: tuple[torch.Tensor, torch.Tensor | None, Any],
+    before: tuple[Any, ...] | None,
     noise: Any,
     after: tuple[torch.Tensor, torch.Tensor | None],
     times: tuple[float, float],
@@ -93,6 +93,8 @@ def blame(
             f"the model returned NaN/inf at t={t_next} for rows {_rows(denoised)} (the "
             "denoiser output scored at that potential step)"
         )
+    if before is None:  # a step that did not record its start
+        return ModelError(f"the particles hold NaN/inf in rows {_rows(x)} {where}")
     x0, d0, snapshot = before
     if not bool(torch.isfinite(x0).all()):  # an earlier transition (no potential step since)
         return ModelError(f"the particles hold NaN/inf in rows {_rows(x0)} at t={t} already")

@@ -211,14 +211,15 @@ class FKSampler:
             storage.noise,
             cfg.lambda_,
         )
-        before = (state.particles, state.denoised, noise_snapshot(storage.noise))
+        # what a failure needs to replay the transition (references and a host-side RNG state)
+        state.proposed_from = (state.particles, state.denoised, noise_snapshot(storage.noise))
         with torch.no_grad():
             with storage.guard(k):
                 self.propose(ctx, state, cfg.grid[k - 1], cfg.grid[k])
                 weighted = self.is_weighted(state, k)
                 scores = self.score(ctx, state, cfg.grid[k], final) if weighted else None
             if scores is not None:
-                log_g, rewards = self.weight(state, scores, k, final, before)
+                log_g, rewards = self.weight(state, scores, k, final)
                 self.resample(state, log_g, rewards, k, final)
         state.step = k
         state.nfe += ctx.model.nfe
@@ -244,12 +245,12 @@ class FKSampler:
         return local
 
     def weight(
-        self, state: FKState, local: torch.Tensor, k: int, final: bool, before: Any = None
+        self, state: FKState, local: torch.Tensor, k: int, final: bool
     ) -> tuple[np.ndarray, torch.Tensor]:
         """(host [B*N] log-potentials, device scores of all slots) from this process's scores:
         the weight part, with the one device->host transfer of the step (scores, log-potentials
-        and a finite flag of the particles). `before`: (x, denoised, noise snapshot) at the
-        step's start, to re-run the transition and name the party at fault on NaN/inf."""
+        and a finite flag of the particles; on NaN/inf the transition is replayed from
+        ``state.proposed_from`` to name the party at fault)."""
         cfg, storage = state.config, state.storage
         scores = storage.gather_rewards(local, k)  # all B*N slots
         log_g = cfg.potential.step(state.potential, scores, cfg.lambda_, final=final)
@@ -257,9 +258,10 @@ class FKSampler:
         host = torch.cat([scores.to(torch.float64), log_g, ok]).cpu().numpy()  # the one sync
         size = scores.shape[0]
         r_host, g_host = host[:size], host[size : 2 * size]
-        if host[-1] != 1.0 and before is not None:
+        if host[-1] != 1.0:
             after = (state.particles, state.denoised)
             grid = (cfg.grid[k - 1], cfg.grid[k])
+            before = state.proposed_from
             raise blame(self.transition, self.model, before, storage.noise, after, grid)
         overflow = overflow_error(r_host, g_host, cfg.lambda_)
         if overflow is not None:
