@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from glass_core._checks import positive_int
+from glass_core._checks import particle_count, positive_int
 from glass_core.align.results import SamplingResult
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel, is_unconditional
@@ -303,7 +303,7 @@ def steer(
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     if output_type not in OUTPUT_TYPES:
         raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-    n = positive_int(num_particles, "num_particles")
+    n = particle_count(num_particles, "num_particles")
     if reward is None and method != "sample":
         raise InvalidInputError(f"reward is required for method={method!r}")
     if time_grid is not None and num_transitions is not None:

@@ -137,7 +137,7 @@ def score_potential_step(
     finiteness by the caller on its host copy (no extra device sync)."""
     denoised = None if final else counted.denoise(x, t_next)
     r_raw = reward_timer(reward, x if final else denoised)
-    return denoised, check_rewards(r_raw, x.shape[0], finite=False)
+    return denoised, check_rewards(r_raw, x.shape[0], finite=False, device=x.device).detach()
 
 
 def fk_steering(
