@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import operator
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -245,3 +246,78 @@ def plain_array(values: Any, name: str) -> None:
             f"`{name}` is a numpy masked array, whose mask would be ignored; fill it first, e.g. "
             f"`{name}.filled(-np.inf)` for log-weights",
         )
+
+
+def grid_steps(value: Any, name: str = "num_transitions") -> int:
+    """A number of time-grid steps whose grid ((value + 1) float64 times) fits in memory."""
+    k = positive_int(value, name)
+    need, avail = (k + 1) * 8, available_bytes()
+    if need > avail:
+        raise invalid(
+            name,
+            f"{name} = {k} is too large: its time grid needs {_human(need)} of memory, more than "
+            f"the {_human(avail)} available",
+        )
+    return k
+
+
+def _same(arg: str) -> str:
+    return arg
+
+
+def steer_arguments(
+    *,
+    method: str,
+    reward: Any,
+    num_particles: Any,
+    num_transitions: Any = None,
+    lambda_: Any = 1.0,
+    reward_scale: Any = 0.4,
+    image: Any = None,
+    strength: Any = None,
+    name: Callable[[str], str] = _same,
+) -> int:
+    """The rules of ``glass_core.steer``'s arguments that need no pipeline, so a caller can ask
+    them before loading one (the command line, with its flags' names).
+
+    Parameters
+    ----------
+    method, reward, num_particles, num_transitions, lambda_, reward_scale, image, strength
+        As for ``glass_core.steer`` (``image`` only matters as given or not).
+    name : callable
+        Maps each argument's name to the name the messages (and the errors' ``arg``) use.
+
+    Returns
+    -------
+    int
+        The particle count.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming ``name(argument)`` for the first rule broken.
+    """
+    n = particle_count(num_particles, name("num_particles"))
+    if num_transitions is not None:
+        grid_steps(num_transitions, name("num_transitions"))
+    finite_float(lambda_, name("lambda_"))
+    finite_float(reward_scale, name("reward_scale"))
+    if reward is None and method != "sample":
+        raise invalid(
+            name("reward"),
+            f"{name('reward')} is required for {name('method')} {method} (only {name('method')} "
+            "sample runs without one)",
+        )
+    if image is None and strength is not None:
+        raise invalid(
+            name("strength"), f"{name('strength')} applies only together with {name('image')}"
+        )
+    if image is not None:
+        s = None if strength is None else finite_float(strength, name("strength"))
+        if s is None or not 0.0 <= s <= 1.0:
+            raise invalid(
+                name("strength"),
+                f"{name('strength')} must be a number in [0, 1] with {name('image')}, got "
+                f"{strength!r}",
+            )
+    return n
