@@ -45,20 +45,23 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long to look up
+        return False
+
+
 def _existing_ancestor(path: Path) -> Path:
     parent = path.absolute().parent
-    while not parent.exists():
+    while not _exists(parent):
         parent = parent.parent
     return parent
 
 
 def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
     """Raise InvalidInputError naming ``flag`` unless ``out`` can receive a new run's files."""
-    if out.exists() and not out.is_dir():
-        raise InvalidInputError(f"{flag}: {str(out)!r} is a file, not a folder")
     parent = _existing_ancestor(out)
-    if not parent.is_dir():
-        raise InvalidInputError(f"{flag}: {str(parent)!r} is a file, not a folder")
     limit = _name_max(parent)
     for part in out.absolute().parts:
         if len(os.fsencode(part)) > limit:
@@ -66,6 +69,10 @@ def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
                 f"{flag}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes long; this "
                 f"filesystem allows at most {limit}"
             )
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(f"{flag}: {str(out)!r} is a file, not a folder")
+    if not parent.is_dir():
+        raise InvalidInputError(f"{flag}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise InvalidInputError(f"{flag}: cannot write into {str(parent)!r} (permission denied)")
     here = Path.cwd().resolve()
