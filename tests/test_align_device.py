@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 import torch
 from align_fixtures import GRID, gen, gmm
-from glass_core.align import FKSampler, best_of_n, fk_steering, reward_guidance, value_estimate
+from glass_core.align import (
+    FKSampler,
+    Lookahead,
+    best_of_n,
+    fk_steering,
+    reward_guidance,
+    value_estimate,
+)
 from glass_core.align._common import draw_seeds
 from glass_core.errors import InvalidInputError, ModelError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
@@ -52,8 +59,13 @@ class PlainEuler:
         return x + (t_next - t) * model.velocity(x, t)
 
 
-@pytest.mark.parametrize("options", [{}, {"resample_every": 2}, {"ess_threshold": 0.5}])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"resample_every": 2}, {"ess_threshold": 0.5}, {"potential": "max"}, "lookahead"],
+)
 def test_fk_reads_the_device_once_per_potential_step(options):
+    if options == "lookahead":
+        options = {"potential": Lookahead(3, PlainEuler())}
     grid = [*np.linspace(0.0, 0.9, 6).tolist(), 1.0]
     fk = FKSampler(gmm(), LIN, transition=PlainEuler(), time_grid=grid, **options)
     state = fk.init(64, shape=(2,), generator=[gen(0), gen(1)], dtype=torch.float64)
