@@ -215,6 +215,7 @@ def steer(
     process_group: Any = None,
     image: Any = None,
     strength: float | None = None,
+    compile: bool | None = None,
     **algorithm_kwargs: Any,
 ) -> SteerResult:
     """Sample from ``pipe`` steered toward ``reward`` (docs/math.md §6).
@@ -245,6 +246,11 @@ def steer(
             the guidance).
         transition: ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
             ``ODE(...)``.
+        compile: None keeps the transition's own setting; True/False runs a ``Glass``
+            transition (the default one included) with ``Glass(compile=...)``, its inner loop
+            as one ``torch.compile`` graph (docs/gpu.md). The given ``Glass`` is not modified (a
+            copy with the same parameters is used); ``compile=True`` with another transition
+            raises ``InvalidInputError``.
         time_grid / num_transitions: an explicit grid from 0 to 1, or the number of transitions on
             the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
             (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
@@ -281,7 +287,7 @@ def steer(
     wall_start = time.perf_counter()
     transition = _check_arguments(
         method, output_type, num_particles, reward, time_grid, num_transitions, guide,
-        process_group, transition, algorithm_kwargs,
+        process_group, transition, compile, algorithm_kwargs,
     )  # fmt: skip
     model, algorithm_kwargs = _wrap_pipeline(
         pipe, prompt, generator, max_batch, algorithm_kwargs, method,
@@ -319,6 +325,7 @@ def _check_arguments(
     guide: bool,
     process_group: Any,
     transition: Any,
+    compile: bool | None,
     algorithm_kwargs: Mapping[str, Any],
 ) -> Any:
     """Step 1: the arguments' own rules (each named in its error); returns the transition."""
@@ -340,7 +347,25 @@ def _check_arguments(
     transition = Glass() if transition is None else transition
     if not callable(transition):
         raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
-    return transition
+    return transition if compile is None else _with_compile(transition, compile)
+
+
+def _with_compile(transition: Any, compile: Any) -> Any:
+    """The transition with ``compile`` set: a new ``Glass`` with the given one's parameters."""
+    from glass_core.transitions import Glass
+
+    if not isinstance(compile, bool):
+        raise InvalidInputError(f"compile must be None, True or False, got {compile!r}")
+    if not isinstance(transition, Glass):
+        if compile is False:
+            return transition  # nothing to turn off
+        raise InvalidInputError(
+            f"compile=True applies to a Glass transition (its inner loop), not {transition!r}"
+        )
+    return Glass(
+        rho=transition.rho, inner_steps=transition.inner_steps, solver=transition.solver,
+        sigma0=transition.sigma0, compile=compile,
+    )  # fmt: skip
 
 
 def _check_process_group(process_group: Any, method: str) -> None:
