@@ -1,5 +1,7 @@
-"""``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call (this module
-is ``glass_core.steering``; ``glass_core.steer`` is the function).
+"""``glass_core.steer``.
+
+Reward-steered sampling from a diffusers pipeline in one call (this module is
+``glass_core.steering``; ``glass_core.steer`` is the function).
 
 Orchestration only, in named steps over one interface: check the arguments, wrap the pipeline
 as a ``PipelineModel`` (``glass_core.models.diffusers.pipeline_model.wrap_pipeline``: the family
@@ -49,8 +51,10 @@ DEFAULT_NFE = 50
 
 
 def default_num_transitions(transition: Any) -> int:
-    """Transitions that spend ``DEFAULT_NFE`` evaluations per particle with ``transition``
-    (e.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``)."""
+    """Return the transitions that spend ``DEFAULT_NFE`` evaluations per particle.
+
+    E.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``.
+    """
     return max(1, DEFAULT_NFE // int(getattr(transition, "nfe_per_call", 1)))
 
 
@@ -92,7 +96,10 @@ class SteerResult(SamplingResult):
     raw: Any = field(default=None, repr=False)
 
     def best(self) -> list[Any]:  # type: ignore[override]
-        """The highest-reward image of each group (list of B; latents for output "latent")."""
+        """Return the highest-reward image of each group.
+
+        A list of B (latents for output "latent").
+        """
         if self.best_index is None:
             raise InvalidInputError("best() needs rewards (method='sample' without reward)")
         n = self.num_particles
@@ -130,7 +137,10 @@ class _ObservedTransition:
 
 
 def _image_latents(model: Any, image: Any, num_b: int, max_batch: int | None) -> torch.Tensor:
-    """The encoded image(s) as [B, *latent_shape]: one image for every group or one per group."""
+    """Return the encoded image(s) as [B, *latent_shape].
+
+    One image for every group or one per group.
+    """
     try:
         z = model.encode(image, max_batch=max_batch)
     except InvalidInputError:
@@ -153,10 +163,13 @@ def image_start(
     num_particles: int,
     generator: Any,
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """SDEdit start: (the grid from t0 = 1 - strength on, x_t0 [B, N, ...]) with
-    x_t0 = alpha_t0 z + sigma_t0 eps for each of N particles per encoded image z ([B, ...]),
-    eps drawn from `generator` (a list: one generator per group). The grid keeps the times
-    after t0. strength 0 gives t0 = 1 and x_t0 = z exactly; strength 1 starts from pure noise."""
+    """SDEdit start.
+
+    (the grid from t0 = 1 - strength on, x_t0 [B, N, ...]) with x_t0 = alpha_t0 z + sigma_t0 eps for
+    each of N particles per encoded image z ([B, ...]), eps drawn from `generator` (a list: one
+    generator per group). The grid keeps the times after t0. strength 0 gives t0 = 1 and x_t0 = z
+    exactly; strength 1 starts from pure noise.
+    """
     from glass_core import _random
 
     try:
@@ -351,7 +364,10 @@ def _check_arguments(
 
 
 def _with_compile(transition: Any, compile: Any) -> Any:
-    """The transition with ``compile`` set: a new ``Glass`` with the given one's parameters."""
+    """Return the transition with ``compile`` set.
+
+    A new ``Glass`` with the given one's parameters.
+    """
     from glass_core.transitions import Glass
 
     if not isinstance(compile, bool):
@@ -393,8 +409,11 @@ def _wrap_pipeline(
     method: str,
     **conditioning: Any,
 ) -> tuple[Any, dict[str, Any]]:
-    """Step 2: the pipeline as a ``PipelineModel``; the pipeline's own call options are taken out
-    of the extra keyword arguments, the rest must be the algorithm's (FK's)."""
+    """Wrap the pipeline (step 2).
+
+    The pipeline as a ``PipelineModel``; the pipeline's own call options are taken out of the extra
+    keyword arguments, the rest must be the algorithm's (FK's).
+    """
     from glass_core.models.diffusers.pipeline_model import call_options, wrap_pipeline
 
     names = call_options(pipe)
@@ -425,8 +444,11 @@ def _wrap_pipeline(
 
 @dataclass
 class _Run:
-    """What the algorithm runs on: the wrapped pipeline, the reward on latents, the grid, the
-    start, the observed transition and the sizes."""
+    """What the algorithm runs on.
+
+    The wrapped pipeline, the reward on latents, the grid, the start, the observed transition and
+    the sizes.
+    """
 
     model: Any
     reward: Any
@@ -502,7 +524,7 @@ class _Outcome:
 
 
 def _aligned_kwargs(run: _Run, progress: bool) -> dict[str, Any]:
-    """What every alignment algorithm takes."""
+    """Return what every alignment algorithm takes."""
     kw: dict[str, Any] = {
         "time_grid": run.grid,
         "shape": run.shape,

@@ -30,9 +30,11 @@ class Denoiser(Protocol):
 
     schedule: Schedule
 
-    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor: ...
+    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the denoised estimate D_t(x) of the data."""
 
-    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor: ...
+    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the velocity of the probability-flow ODE at (x, t)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,6 +42,7 @@ class Denoiser(Protocol):
 
 
 def check_batch(x: torch.Tensor, name: str = "x") -> None:
+    """Raise InvalidInputError unless ``x`` is a batch tensor [M, ...] (naming ``name``)."""
     if not isinstance(x, torch.Tensor):
         raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < 1 or x.shape[0] == 0:
@@ -89,7 +92,7 @@ def working_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype | None = None):
-    """A float64 coefficient (scalar or [B]) as something that multiplies x ([B, ...]) row-wise."""
+    """Return a float64 coefficient (scalar or [B]) shaped to multiply x ([B, ...]) row-wise."""
     if np.ndim(c) == 0:
         return float(c)
     shape = (-1,) + (1,) * (x.ndim - 1)
@@ -121,8 +124,10 @@ NOISE_FLOOR_LOG_SNR = 2.0 * math.log(1e-3)
 
 
 def query_time(schedule: Schedule, t: float | np.ndarray, prediction: str) -> float | np.ndarray:
-    """The time at which a model returning `prediction` is asked for D_t: t clamped to
-    ``schedule.model_time_range`` (and, for epsilon/score models, to the noise floor from below).
+    """Return the time at which a model returning `prediction` is asked for D_t.
+
+    t clamped to ``schedule.model_time_range`` (and, for epsilon/score models, to the noise floor
+    from below).
 
     The convention shared by every model: D_t(x) := D_{query_time(t)}(x). For a VP table this is
     the noisiest node below it (what diffusers pipelines assume of pure noise) and the least noisy
@@ -223,6 +228,7 @@ class DenoiserBase:
         self.max_batch = max_batch
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Return the network's prediction at (x, t) on a tensor of times."""
         raise NotImplementedError
 
     def _predict(self, x: torch.Tensor, tv: float | np.ndarray) -> torch.Tensor:
@@ -276,10 +282,13 @@ class DenoiserBase:
         return self.as_prediction(x, t, "velocity")
 
     def epsilon(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the noise prediction at (x, t)."""
         return self.as_prediction(x, t, "epsilon")
 
     def v(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the v-prediction at (x, t)."""
         return self.as_prediction(x, t, "v")
 
     def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the score (gradient of the log-density) at (x, t)."""
         return self.as_prediction(x, t, "score")

@@ -25,9 +25,11 @@ class CallableDenoiser(DenoiserBase):
         self.fn = fn
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Return the network's prediction at (x, t) on a tensor of times."""
         return self.fn(x, t)
 
     def __repr__(self) -> str:
+        """Return a short description of the object."""
         return f"CallableDenoiser({self.fn!r}, prediction={self.prediction!r})"
 
 

@@ -22,7 +22,8 @@ class Reward(Protocol):
     must be differentiable with torch autograd.
     """
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
 
 
 def _listing(idx: torch.Tensor) -> str:

@@ -1,5 +1,8 @@
-"""``load_reward``: one entry point for every model-based reward adapter, loaded from local
-paths. The shared adapter pieces live in :mod:`glass_core.rewards.adapters` (re-exported here)."""
+"""``load_reward``.
+
+One entry point for every model-based reward adapter, loaded from local paths. The shared adapter
+pieces live in :mod:`glass_core.rewards.adapters` (re-exported here).
+"""
 
 from __future__ import annotations
 

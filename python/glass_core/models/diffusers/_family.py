@@ -61,7 +61,7 @@ def _check_plain(pipe: Any, net: Any, family: str) -> str:
 
 
 def detect_family(pipe: Any) -> str:
-    """A key of ``SUPPORTED_FAMILIES`` for a supported pipeline, else UnsupportedModelError.
+    """Return the key of ``SUPPORTED_FAMILIES`` for a supported pipeline.
 
     Detection looks at the denoising network (``pipe.transformer`` / ``pipe.unet``) and, for UNets,
     at whether the UNet takes SDXL's added text/time conditioning. Subclasses of the supported

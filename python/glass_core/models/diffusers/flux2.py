@@ -1,5 +1,7 @@
-"""FLUX.2: ``Flux2Pipeline`` ([dev], Mistral-3 text encoder, guidance embedding) and
-``Flux2KleinPipeline`` ([klein], Qwen3 text encoder, true CFG against "" unless distilled).
+"""FLUX.2.
+
+``Flux2Pipeline`` ([dev], Mistral-3 text encoder, guidance embedding) and ``Flux2KleinPipeline``
+([klein], Qwen3 text encoder, true CFG against "" unless distilled).
 
 Particles are the pipeline's own noise layout, ``[M, in_channels, h/2, w/2]`` (2x2-patchified VAE
 latents, batch-normalised by the VAE's ``bn`` statistics); they become tokens ``[M, hw, C]`` only
@@ -24,6 +26,7 @@ ENCODE_OPTIONS = ("max_sequence_length", "text_encoder_out_layers")
 
 
 def is_klein(pipe: Any) -> bool:
+    """Return whether ``pipe`` is a FLUX.2 [klein] pipeline."""
     return any(c.__name__ == "Flux2KleinPipeline" for c in type(pipe).__mro__)
 
 
@@ -36,8 +39,10 @@ def encode(
     device: torch.device,
     kw: dict[str, Any],
 ) -> tuple[Tensors, Tensors | None]:
-    """Prompt embeddings through ``pipe.encode_prompt``; the negative ("" unless given) only
-    with true CFG ([klein])."""
+    """Prompt embeddings through ``pipe.encode_prompt``.
+
+    The negative ("" unless given) only with true CFG ([klein]).
+    """
     pe, _ = pipe.encode_prompt(
         prompt=prompts, device=device, prompt_embeds=embeds.get("prompt_embeds"), **kw
     )
@@ -55,6 +60,7 @@ def size_multiple(pipe: Any) -> int:
 
 
 def default_guidance(pipe: Any) -> float:
+    """Return the pipeline's default guidance scale."""
     return 4.0
 
 
@@ -139,6 +145,7 @@ class Flux2Denoiser(DiffusersDenoiser):
 
     @property
     def image_seq_len(self) -> int:
+        """Return the number of image tokens the transformer sees."""
         _, h, w = self.latent_shape
         return h * w
 

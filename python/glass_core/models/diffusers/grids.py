@@ -26,14 +26,18 @@ def calculate_shift(
     base_shift: float = 0.5,
     max_shift: float = 1.15,
 ) -> float:
-    """FLUX/SD3 dynamic-shift ``mu`` (diffusers' formula, computed by the native
-    ``dynamic_shift_mu``); static-shift equivalent: exp(mu)."""
+    """Return FLUX/SD3's dynamic-shift ``mu`` (diffusers' formula).
+
+    Computed by the native ``dynamic_shift_mu``; static-shift equivalent: exp(mu).
+    """
     return float(dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
 def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
-    """The dynamic-shift ``mu`` the pipeline computes from its image sequence length and the
-    scheduler's config (``calculate_shift``)."""
+    """Return the dynamic-shift ``mu`` the pipeline computes (``calculate_shift``).
+
+    From its image sequence length and the scheduler's config.
+    """
     cfg = model.pipe.scheduler.config
     return calculate_shift(
         model.image_seq_len,
@@ -45,8 +49,10 @@ def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
 
 
 def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
-    """``linspace(1, 1/n, n)``, the sigmas FLUX-style pipelines pass, unless the scheduler makes
-    its own (``use_flow_sigmas``)."""
+    """Return the sigmas FLUX-style pipelines pass, ``linspace(1, 1/n, n)``.
+
+    None when the scheduler makes its own (``use_flow_sigmas``).
+    """
     if model.pipe.scheduler.config.get("use_flow_sigmas", False):
         return None
     return np.linspace(1.0, 1.0 / num_steps, num_steps)

@@ -59,10 +59,12 @@ def size_multiple(pipe: Any) -> int:
 
 
 def default_guidance(pipe: Any) -> float | None:
+    """Return the pipeline's default guidance scale."""
     return None  # the guidance embedding's input; only guidance-distilled transformers take it
 
 
 def does_cfg(pipe: Any, true_cfg_scale: float, has_negative: bool) -> bool:
+    """Return whether classifier-free guidance runs for this scale and negative prompt."""
     return true_cfg_scale > 1.0 and has_negative
 
 
@@ -136,6 +138,7 @@ class QwenImageDenoiser(DiffusersDenoiser):
 
     @property
     def image_seq_len(self) -> int:
+        """Return the number of image tokens the transformer sees."""
         _, h, w = self.latent_shape
         return (h // 2) * (w // 2)
 

@@ -56,15 +56,17 @@ def size_multiple(pipe: Any) -> int:
 
 
 def default_guidance(pipe: Any) -> float:
+    """Return the pipeline's default guidance scale."""
     return 4.5
 
 
 def does_cfg(pipe: Any, guidance_scale: float, has_negative: bool) -> bool:
+    """Return whether classifier-free guidance runs for this scale and negative prompt."""
     return guidance_scale > 1.0
 
 
 def _bins(pipe: Any) -> dict[str, list[float]]:
-    """The aspect-ratio bins SanaPipeline picks by the transformer's sample size."""
+    """Return the aspect-ratio bins SanaPipeline picks by the transformer's sample size."""
     from diffusers.pipelines.sana import pipeline_sana as ps
 
     bins = {
@@ -140,6 +142,7 @@ class SanaDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
         return {}  # the scheduler's default sigmas, static shift
 
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:

@@ -98,9 +98,12 @@ class UNetDenoiser(DiffusersDenoiser):
         self.num_train_timesteps = len(sched.alphas_cumprod)
 
     def timestep(self, t: torch.Tensor) -> torch.Tensor:
-        """Continuous-time equivalent diffusers timestep k(t), snapped to the integer node when
-        within 1e-6 of it (so grid times reproduce the pipeline's timesteps). The model layer asks
-        only inside [t_{T-1}, t_0]; the clamp to [0, T-1] only absorbs rounding."""
+        """Return the continuous-time equivalent diffusers timestep k(t).
+
+        Snapped to the integer node when within 1e-6 of it (so grid times reproduce the
+        pipeline's timesteps). The model layer asks only inside [t_{T-1}, t_0]; the clamp to
+        [0, T-1] only absorbs rounding.
+        """
         times = np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
         k = torch.as_tensor(self.schedule.timestep_from_t(times)).reshape(t.shape)  # native
         k = k.clamp(0.0, self.num_train_timesteps - 1.0)

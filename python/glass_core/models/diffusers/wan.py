@@ -1,5 +1,7 @@
-"""Wan 2.x text-to-video: ``WanPipeline`` with one transformer (Wan 2.1-style; the two-expert
-Wan 2.2 A14B checkpoints, ``transformer_2``, are not supported).
+"""Wan 2.x text-to-video.
+
+``WanPipeline`` with one transformer (Wan 2.1-style; the two-expert Wan 2.2 A14B checkpoints,
+``transformer_2``, are not supported).
 
 Particles are video latents ``[M, C, F', h, w]`` with F' = (num_frames - 1) / 4 + 1 (the
 pipeline's noise layout), normalised by the VAE's ``latents_mean`` / ``latents_std`` (no scaling
@@ -54,16 +56,21 @@ def size_multiple(pipe: Any) -> int:
 
 
 def default_guidance(pipe: Any) -> float:
+    """Return the pipeline's default guidance scale."""
     return 5.0
 
 
 def does_cfg(pipe: Any, guidance_scale: float, has_negative: bool) -> bool:
+    """Return whether classifier-free guidance runs for this scale and negative prompt."""
     return guidance_scale > 1.0
 
 
 def latent_frames(pipe: Any, num_frames: int) -> int:
-    """Latent frames for ``num_frames`` (rounded as the pipeline does when num_frames - 1 is not
-    a multiple of the VAE's temporal factor)."""
+    """Return the latent frames for ``num_frames``.
+
+    Rounded as the pipeline does when num_frames - 1 is not a multiple of the VAE's temporal
+    factor.
+    """
     k = int(pipe.vae_scale_factor_temporal)
     if num_frames % k != 1:
         warnings.warn(
@@ -127,6 +134,7 @@ class WanDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
         return {}  # WanPipeline: set_timesteps(num_inference_steps), the scheduler's own shift
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
