@@ -267,9 +267,9 @@ def test_compile_reaches_the_glass_transition(monkeypatch, given) -> None:
         assert (seen[0].rho, seen[0].inner_steps, seen[0].solver) == (0.5, 3, "euler")
         assert seen[0] is not given and given.compile is False
     # compile=False turns it off again; None keeps the transition's own setting
+    kw = {"method": "sample", "num_particles": 1, "num_transitions": 2, **_sd_kwargs()}
     for compile_arg, transition in [(False, Glass(compile=True)), (None, Glass())]:
-        steer(pipe, "a cat", method="sample", transition=transition, num_particles=1,
-              num_transitions=2, generator=_gen(0), compile=compile_arg, **_sd_kwargs())  # fmt: skip
+        steer(pipe, "a cat", transition=transition, compile=compile_arg, generator=_gen(0), **kw)
     assert len(seen) == 1
 
 

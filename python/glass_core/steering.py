@@ -233,69 +233,111 @@ def steer(
 ) -> SteerResult:
     """Sample from ``pipe`` steered toward ``reward`` (docs/math.md §6).
 
-    Args:
-        pipe: a FLUX.1, SD3, SD 1.x/2.x, SDXL, FLUX.2 ([dev], [klein]), Qwen-Image, SANA or Wan
-            2.x text-to-video diffusers pipeline (docs/families.md; components are wrapped through
-            one ``PipelineModel`` interface, its ``__call__`` is not used; the same seed draws
-            the same initial noise as the pipeline), or an unconditional ``UNet2DModel`` pipeline
-            (e.g. a
-            ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
-            default model) through ``glass_core.models.diffusers.unconditional``:
-            then ``prompt`` must be None (no conditioning arguments), the latents are the samples
-            in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
-            ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
-            a list of B generators gives B groups.
-        prompt: a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
-            (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
-        reward: an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
-            the VAE decode of the denoised estimate, decoded once per scored batch) or a reward on
-            latents (any callable ``z -> [M]``, or ``latent_reward(fn)``). ``reward_on`` overrides
-            the detection ("images" | "latents").
-        method: "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
-            arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
-            with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
-            "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
-            "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
-            the guidance).
-        transition: ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
-            ``ODE(...)``.
-        compile: None keeps the transition's own setting; True/False runs a ``Glass``
-            transition (the default one included) with ``Glass(compile=...)``, its inner loop
-            as one ``torch.compile`` graph (docs/gpu.md). The given ``Glass`` is not modified (a
-            copy with the same parameters is used); ``compile=True`` with another transition
-            raises ``InvalidInputError``.
-        time_grid / num_transitions: an explicit grid from 0 to 1, or the number of transitions on
-            the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
-            (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
-        generator: a torch.Generator, or a list of B generators (one per prompt group).
-        output_type: "pil" | "pt" | "np" | "latent".
-        max_batch: network rows per forward pass (CFG rows included) and images per VAE decode /
-            reward call; None = all particles at once.
-        callback: ``callback(step, t, t_next, latents)`` after every transition (observe only).
-        reward_prompts: the text an image reward compares against, one per group (default: the
-            prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
-        process_group: shard the particles of method "fk" / "best_of_n" over torch.distributed
-            ranks (a ``ProcessGroup``, e.g. from ``glass_core.align.distributed.init()``, or a
-            ``glass_core.align.distributed.Sharding`` with ``gather=True``); passed to
-            ``fk_steering`` / ``best_of_n``. Every rank must make the same call with an
-            identically seeded generator; ``num_particles`` must be a multiple of the world size.
-            Every rank gets the full result (all particles, rewards, weights, genealogy: the same
-            as one process with the same seed, to rounding), and decodes all output images unless
-            ``output_type="latent"`` (decode on one rank to save the work). ``nfe`` is per
-            particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
-            sees the rank's own particles) are this rank's. Not available for "guidance" and
-            "sample" (not sharded).
-        **algorithm_kwargs: the pipeline family's own call options under the pipeline's names
-            and defaults (``num_frames`` for Wan, ``max_sequence_length``,
-            ``use_resolution_binning`` for SANA, ...: docs/families.md), then further keyword
-            arguments of ``fk_steering`` (method "fk").
-        image / strength: edit an existing image (SDEdit with any method and transition): the
-            image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
-            encoded with the pipeline's VAE (the mean of its latent distribution; the
-            unconditional model's samples are the pixels in [-1, 1]), noised to t0 = 1 - strength
-            along the model's schedule with ``generator``, and steered from there over the
-            grid's times after t0. The target is then p(x1 | x_t0) tilted by the reward.
-            strength 0 returns the image's latents unchanged; 1 ignores the image.
+    Parameters
+    ----------
+    pipe
+        a FLUX.1, SD3, SD 1.x/2.x, SDXL, FLUX.2 ([dev], [klein]), Qwen-Image, SANA or Wan
+        2.x text-to-video diffusers pipeline (docs/families.md; components are wrapped through
+        one ``PipelineModel`` interface, its ``__call__`` is not used; the same seed draws
+        the same initial noise as the pipeline), or an unconditional ``UNet2DModel`` pipeline
+        (e.g. a
+        ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
+        default model) through ``glass_core.models.diffusers.unconditional``:
+        then ``prompt`` must be None (no conditioning arguments), the latents are the samples
+        in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
+        ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
+        a list of B generators gives B groups.
+    prompt
+        a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
+        (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
+    reward
+        an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
+        the VAE decode of the denoised estimate, decoded once per scored batch) or a reward on
+        latents (any callable ``z -> [M]``, or ``latent_reward(fn)``). ``reward_on`` overrides
+        the detection ("images" | "latents").
+    method
+        "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
+        arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
+        with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
+        "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
+        "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
+        the guidance).
+    transition
+        ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
+        ``ODE(...)``.
+    compile
+        None keeps the transition's own setting; True/False runs a ``Glass``
+        transition (the default one included) with ``Glass(compile=...)``, its inner loop
+        as one ``torch.compile`` graph (docs/gpu.md). The given ``Glass`` is not modified (a
+        copy with the same parameters is used); ``compile=True`` with another transition
+        raises ``InvalidInputError``.
+    time_grid, num_transitions
+        an explicit grid from 0 to 1, or the number of transitions on
+        the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
+        (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
+    generator
+        a torch.Generator, or a list of B generators (one per prompt group).
+    output_type
+        "pil" | "pt" | "np" | "latent".
+    max_batch
+        network rows per forward pass (CFG rows included) and images per VAE decode /
+        reward call; None = all particles at once.
+    callback
+        ``callback(step, t, t_next, latents)`` after every transition (observe only).
+    reward_prompts
+        the text an image reward compares against, one per group (default: the
+        prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
+    process_group
+        shard the particles of method "fk" / "best_of_n" over torch.distributed
+        ranks (a ``ProcessGroup``, e.g. from ``glass_core.align.distributed.init()``, or a
+        ``glass_core.align.distributed.Sharding`` with ``gather=True``); passed to
+        ``fk_steering`` / ``best_of_n``. Every rank must make the same call with an
+        identically seeded generator; ``num_particles`` must be a multiple of the world size.
+        Every rank gets the full result (all particles, rewards, weights, genealogy: the same
+        as one process with the same seed, to rounding), and decodes all output images unless
+        ``output_type="latent"`` (decode on one rank to save the work). ``nfe`` is per
+        particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
+        sees the rank's own particles) are this rank's. Not available for "guidance" and
+        "sample" (not sharded).
+    **algorithm_kwargs
+        the pipeline family's own call options under the pipeline's names
+        and defaults (``num_frames`` for Wan, ``max_sequence_length``,
+        ``use_resolution_binning`` for SANA, ...: docs/families.md), then further keyword
+        arguments of ``fk_steering`` (method "fk").
+    image, strength
+        edit an existing image (SDEdit with any method and transition): the
+        image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
+        encoded with the pipeline's VAE (the mean of its latent distribution; the
+        unconditional model's samples are the pixels in [-1, 1]), noised to t0 = 1 - strength
+        along the model's schedule with ``generator``, and steered from there over the
+        grid's times after t0. The target is then p(x1 | x_t0) tilted by the reward.
+        strength 0 returns the image's latents unchanged; 1 ignores the image.
+    negative_prompt, prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds
+        As in ``glass_core.models.diffusers.from_pipeline``.
+    negative_pooled_prompt_embeds, guidance_scale, true_cfg_scale, height, width, encode_kwargs
+        As in ``glass_core.models.diffusers.from_pipeline``.
+    num_particles
+        Particles per prompt group (N).
+    progress
+        Show a progress bar.
+    lambda_, potential
+        FK steering's reward temperature and potential (``glass_core.align.fk_steering``).
+    reward_scale, reward_window, guide
+        Reward guidance: its scale, the window of t it acts in, and whether "fk" /
+        "best_of_n" add it (see ``method``).
+
+    Returns
+    -------
+    SteerResult
+        The images (``output_type``), latents, rewards, weights, genealogy and the run's
+        counts and times.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad argument (naming it), or a reward returning bad values.
+    UnsupportedModelError
+        ``pipe`` is not a supported family (the message lists them).
     """
     wall_start = time.perf_counter()
     transition = _check_arguments(

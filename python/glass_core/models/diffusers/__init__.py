@@ -83,31 +83,50 @@ def from_pipeline(
 ) -> DiffusersDenoiser:
     """Wrap ``pipe`` and its encoded prompt(s) as a glass_core Denoiser.
 
-    Args:
-        pipe: a FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline or
-            StableDiffusionXLPipeline (or a subclass using the same components).
-        prompt: one prompt or a list of B prompts (B groups); or give ``prompt_embeds`` (and
-            ``pooled_prompt_embeds`` for FLUX/SD3/SDXL) instead.
-        guidance_scale: FLUX: distilled guidance input (default 3.5); SD3/SD/SDXL: CFG scale
-            (defaults 7.0 / 7.5 / 5.0); CFG runs 2 forward passes per evaluation when > 1.
-        true_cfg_scale: FLUX.1 and Qwen-Image: true CFG with ``negative_prompt`` when > 1
-            (default: the pipeline's, 1.0 for FLUX.1 and 4.0 for Qwen-Image).
-        height, width: image size in pixels (default: the pipeline's default size).
-        max_batch: network rows per forward pass (CFG rows included); None = whole batch.
-        requires_grad: run the network with autograd enabled (default: under no_grad).
-        encode_kwargs: extra keyword arguments for ``pipe.encode_prompt`` (e.g.
-            ``{"max_sequence_length": 256}`` for FLUX/SD3, ``{"clip_skip": 2}``).
-        original_size, crops_coords_top_left, target_size: SDXL micro-conditioning.
-        **options: the call options of the newer families, named and defaulting as in the
-            pipeline's ``__call__`` (``glass_core.models.diffusers.families.option_names``):
-            ``max_sequence_length`` (all), ``text_encoder_out_layers`` (FLUX.2),
-            ``complex_human_instruction`` / ``clean_caption`` / ``use_resolution_binning``
-            (SANA), ``num_frames`` (Wan).
+    Parameters
+    ----------
+    pipe
+        A pipeline of a supported family (``SUPPORTED_FAMILIES``: FLUX.1, SD3, SD, SDXL, FLUX.2,
+        Qwen-Image, SANA, Wan 2.x; or a subclass using the same components).
+    prompt
+        one prompt or a list of B prompts (B groups); or give ``prompt_embeds`` (and
+        ``pooled_prompt_embeds`` for FLUX/SD3/SDXL) instead.
+    guidance_scale
+        FLUX: distilled guidance input (default 3.5); SD3/SD/SDXL: CFG scale
+        (defaults 7.0 / 7.5 / 5.0); CFG runs 2 forward passes per evaluation when > 1.
+    true_cfg_scale
+        FLUX.1 and Qwen-Image: true CFG with ``negative_prompt`` when > 1
+        (default: the pipeline's, 1.0 for FLUX.1 and 4.0 for Qwen-Image).
+    height, width
+        image size in pixels (default: the pipeline's default size).
+    max_batch
+        network rows per forward pass (CFG rows included); None = whole batch.
+    requires_grad
+        run the network with autograd enabled (default: under no_grad).
+    encode_kwargs
+        extra keyword arguments for ``pipe.encode_prompt`` (e.g.
+        ``{"max_sequence_length": 256}`` for FLUX/SD3, ``{"clip_skip": 2}``).
+    original_size, crops_coords_top_left, target_size
+        SDXL micro-conditioning (other families reject values other than the defaults).
+    **options
+        the call options of the newer families, named and defaulting as in the
+        pipeline's ``__call__`` (``glass_core.models.diffusers.families.option_names``):
+        ``max_sequence_length`` (all), ``text_encoder_out_layers`` (FLUX.2),
+        ``complex_human_instruction`` / ``clean_caption`` / ``use_resolution_binning``
+        (SANA), ``num_frames`` (Wan).
+
+    Returns
+    -------
+    DiffusersDenoiser
+        The family's denoiser, with its prompts encoded once.
 
     Raises
     ------
-        UnsupportedModelError: ``pipe`` is not one of the supported families (message lists them).
-        InvalidInputError: inconsistent prompts/embeddings (message names the argument).
+    UnsupportedModelError
+        ``pipe`` is not one of the supported families (message lists them).
+    InvalidInputError
+        Inconsistent prompts/embeddings, an option the family does not take, or a size off its
+        pixel multiple (message names the argument).
     """
     micro = {"original_size": original_size, "target_size": target_size}
     micro = {k: v for k, v in micro.items() if v is not None}
