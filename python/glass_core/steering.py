@@ -54,6 +54,16 @@ def default_num_transitions(transition: Any) -> int:
     """Return the transitions that spend ``DEFAULT_NFE`` evaluations per particle.
 
     E.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``.
+
+    Parameters
+    ----------
+    transition : Transition
+        The transition (its ``nfe_per_call``).
+
+    Returns
+    -------
+    int
+        The number of transitions (at least 1).
     """
     return max(1, DEFAULT_NFE // int(getattr(transition, "nfe_per_call", 1)))
 
@@ -169,6 +179,31 @@ def image_start(
     each of N particles per encoded image z ([B, ...]), eps drawn from `generator` (a list: one
     generator per group). The grid keeps the times after t0. strength 0 gives t0 = 1 and x_t0 = z
     exactly; strength 1 starts from pure noise.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's noise schedule.
+    latents : torch.Tensor
+        Encoded images [B, ...].
+    strength : float
+        In [0, 1].
+    grid : ndarray
+        The full time grid.
+    num_particles : int
+        N.
+    generator : torch.Generator or list
+        The noise's generator(s).
+
+    Returns
+    -------
+    tuple
+        (grid from t0, x_t0).
+
+    Raises
+    ------
+    InvalidInputError
+        A bad ``strength``.
     """
     from glass_core import _random
 

@@ -40,5 +40,26 @@ def from_callable(
 
     prediction: what fn returns: "x1" (E[z|x_t]), "velocity" (u_t), "epsilon" (E[eps|x_t]),
     "v" (alpha eps - sigma z) or "score". t is passed as a [B] tensor on x's device.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x, t) -> prediction``.
+    prediction : str
+        What ``fn`` returns (see above).
+    schedule : Schedule
+        The noise schedule ``fn`` was trained with.
+    max_batch : int, optional
+        Rows per call of ``fn`` (None: all at once).
+
+    Returns
+    -------
+    CallableDenoiser
+        The denoiser.
+
+    Raises
+    ------
+    InvalidInputError
+        ``fn`` not callable, or an unknown ``prediction``.
     """
     return CallableDenoiser(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)

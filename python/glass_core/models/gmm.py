@@ -32,7 +32,25 @@ def _col(c: float | np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def scalar_time(t: TimeLike, name: str) -> float:
-    """Return ``t`` as a Python float, raising InvalidInputError if it is not a scalar."""
+    """Return ``t`` as a Python float, raising InvalidInputError if it is not a scalar.
+
+    Parameters
+    ----------
+    t : float or tensor
+        The time.
+    name : str
+        Its name in the error message.
+
+    Returns
+    -------
+    float
+        The time.
+
+    Raises
+    ------
+    InvalidInputError
+        ``t`` is not a scalar.
+    """
     if isinstance(t, torch.Tensor):
         if t.numel() != 1:
             raise InvalidInputError(f"{name} must be a scalar time, got shape {tuple(t.shape)}")
@@ -55,6 +73,20 @@ def kernel_scalars(
     """Return (gamma, abar, sbar) of the z-conditional kernel (docs/math.md §3).
 
     The kernel is N(abar z + gamma x_t, sbar^2 I).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule.
+    t, t_next : float
+        The transition's times.
+    rho : float or str
+        The noise correlation (or "ddpm").
+
+    Returns
+    -------
+    tuple of float
+        (gamma, abar, sbar).
     """
     tt, tn = scalar_time(t, "t"), scalar_time(t_next, "t_next")
     if not tn > tt:

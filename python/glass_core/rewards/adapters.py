@@ -28,7 +28,27 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def local_path(path: str | os.PathLike[str], name: str = "path", *, kind: str = "any") -> Path:
-    """Return a local file or directory that exists (no hub ids: this library never downloads)."""
+    """Return a local file or directory that exists (no hub ids: this library never downloads).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The path.
+    name : str
+        Its name in the error message.
+    kind : str
+        "file", "dir" or "any".
+
+    Returns
+    -------
+    Path
+        The path.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a path, missing, or of the wrong kind.
+    """
     if not isinstance(path, str | os.PathLike):
         raise InvalidInputError(f"{name} must be a local path, got {type(path).__name__}")
     p = Path(path).expanduser()
@@ -45,7 +65,27 @@ def local_path(path: str | os.PathLike[str], name: str = "path", *, kind: str = 
 
 
 def check_images(images: Any, name: str = "images", channels: int | None = 3) -> torch.Tensor:
-    """``images`` is a [M, C, H, W] tensor (C = ``channels`` unless None)."""
+    """``images`` is a [M, C, H, W] tensor (C = ``channels`` unless None).
+
+    Parameters
+    ----------
+    images : Any
+        The input.
+    name : str
+        Its name in the error message.
+    channels : int, optional
+        Required channels (None: any).
+
+    Returns
+    -------
+    torch.Tensor
+        ``images``.
+
+    Raises
+    ------
+    InvalidInputError
+        Not such a tensor.
+    """
     is_4d = isinstance(images, torch.Tensor) and images.ndim == 4
     if not is_4d or (channels is not None and images.shape[1] != channels):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -63,6 +103,20 @@ def clip_preprocess(
     """Differentiable CLIP preprocessing.
 
     Resize the shorter side (bicubic, antialiased), center crop, normalise. ``images`` in [0, 1].
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Images [M, 3, H, W] in [0, 1].
+    size : int or tuple of int
+        The crop size.
+    mean, std : sequence of float
+        The normalisation.
+
+    Returns
+    -------
+    torch.Tensor
+        The model inputs.
     """
     check_images(images)
     sh, sw = (size, size) if isinstance(size, int) else size
@@ -80,7 +134,25 @@ def clip_preprocess(
 
 
 def rows_to_prompts(prompts: Sequence[str] | None, m: int) -> list[str] | None:
-    """Per-row prompts for a group-major batch of m rows (row i -> prompts[i // (m / B)])."""
+    """Per-row prompts for a group-major batch of m rows (row i -> prompts[i // (m / B)]).
+
+    Parameters
+    ----------
+    prompts : list of str, optional
+        One prompt per group (B).
+    m : int
+        Rows.
+
+    Returns
+    -------
+    list of str or None
+        One prompt per row.
+
+    Raises
+    ------
+    InvalidInputError
+        m is not a multiple of B.
+    """
     if prompts is None:
         return None
     b = len(prompts)
@@ -219,17 +291,58 @@ class FrameAveragedReward:
 
 
 def video_reward(fn: Callable[..., torch.Tensor]) -> VideoCallableReward:
-    """Mark a user callable as a reward on decoded videos ``[M, F, C, H, W]`` in [0, 1]."""
+    """Mark a user callable as a reward on decoded videos ``[M, F, C, H, W]`` in [0, 1].
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(videos)`` or ``fn(videos, prompts)`` -> [M].
+
+    Returns
+    -------
+    VideoCallableReward
+        The reward.
+    """
     return VideoCallableReward(fn)
 
 
 def image_reward(fn: Callable[..., torch.Tensor]) -> ImageCallableReward:
-    """Mark a user callable as a reward on decoded images in [0, 1]."""
+    """Mark a user callable as a reward on decoded images in [0, 1].
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(images)`` or ``fn(images, prompts)`` -> [M].
+
+    Returns
+    -------
+    ImageCallableReward
+        The reward.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.rewards.loading import image_reward
+    >>> bright = image_reward(lambda im: im.mean(dim=(1, 2, 3)))
+    >>> bright(torch.ones(2, 3, 4, 4)).tolist()
+    [1.0, 1.0]
+    """
     return ImageCallableReward(fn)
 
 
 def latent_reward(fn: Callable[[torch.Tensor], torch.Tensor]) -> LatentCallableReward:
-    """Mark a user callable as a reward on latents (the particles themselves)."""
+    """Mark a user callable as a reward on latents (the particles themselves).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(z)`` -> [M].
+
+    Returns
+    -------
+    LatentCallableReward
+        The reward.
+    """
     return LatentCallableReward(fn)
 
 
@@ -344,6 +457,31 @@ def reward_on_latents(
     `prompts`). For a video pipeline an image reward scores every frame and averages over the
     frames (:class:`FrameAveragedReward`); a video reward (``reward_on`` "videos" or
     :func:`video_reward`) gets the decoded videos; chunks are then `max_batch` videos.
+
+    Parameters
+    ----------
+    reward : callable
+        The user's reward.
+    model : PipelineModel
+        The wrapped pipeline.
+    reward_on : str
+        "auto", "images", "videos" or "latents".
+    max_batch : int, optional
+        Images (videos) per decode and reward call.
+    reward_prompts : str or list of str, optional
+        The text the reward compares against.
+    prompts : list of str, optional
+        The pipeline's prompts (the default text).
+
+    Returns
+    -------
+    callable
+        A reward on latents [M, ...] -> [M].
+
+    Raises
+    ------
+    InvalidInputError
+        A bad ``reward_on`` or prompts that do not match the groups.
     """
     if reward is None:
         return None

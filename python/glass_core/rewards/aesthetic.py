@@ -55,7 +55,18 @@ def _load_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def head_from_state(state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """Build the aesthetic MLP head from its state dict."""
+    """Build the aesthetic MLP head from its state dict.
+
+    Parameters
+    ----------
+    state : dict
+        The head's state dict.
+
+    Returns
+    -------
+    torch.nn.Module
+        The head.
+    """
     if "layers.0.weight" in state:
         head: torch.nn.Module = AestheticMLP(int(state["layers.0.weight"].shape[1]))
     elif "weight" in state and state["weight"].ndim == 2 and state["weight"].shape[0] == 1:

@@ -64,6 +64,25 @@ def check_prompts(
 
     B comes from the prompts or ``prompt_embeds`` [B, ...]; a single negative prompt is repeated
     for every group.
+
+    Parameters
+    ----------
+    prompt : str or list of str, optional
+        The prompt(s).
+    negative_prompt : str or list of str, optional
+        One negative prompt, or one per group.
+    prompt_embeds : torch.Tensor, optional
+        Given embeddings [B, ...] instead of prompts.
+
+    Returns
+    -------
+    tuple
+        (prompts or None, negative prompts or None, B).
+
+    Raises
+    ------
+    InvalidInputError
+        Both or neither of prompt and prompt_embeds, or a count mismatch.
     """
     prompts = _as_prompt_list(prompt, "prompt")
     negs = _as_prompt_list(negative_prompt, "negative_prompt")

@@ -30,6 +30,16 @@ def module_device(module: torch.nn.Module) -> torch.device:
 
     Diffusers' own helper when available; otherwise an accelerate offload hook's execution device,
     else the parameters' device.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A pipeline component.
+
+    Returns
+    -------
+    torch.device
+        The device.
     """
     try:
         from diffusers.utils.torch_utils import get_module_execution_device
@@ -61,6 +71,18 @@ def images_to_output(images: torch.Tensor, output_type: str) -> Any:
     "pt" as they are, "np" channels-last ndarrays, "pil" a list of PIL images (videos: a list of
     :class:`VideoFrames`, frame lists as diffusers' video pipelines give, which save as animated
     files).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Images or videos in [0, 1].
+    output_type : str
+        "pt" | "np" | "pil".
+
+    Returns
+    -------
+    torch.Tensor, ndarray or list
+        The images in that type.
     """
     if output_type == "pt":
         return images

@@ -62,13 +62,36 @@ def call_default(pipe: Any, name: str) -> Any:
     """Return the default of ``name`` in the pipeline's ``__call__``.
 
     ``inspect.Parameter.empty`` if it has no such argument.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The pipeline.
+    name : str
+        An argument of its ``__call__``.
+
+    Returns
+    -------
+    Any
+        Its default.
     """
     param = inspect.signature(type(pipe).__call__).parameters.get(name)
     return inspect.Parameter.empty if param is None else param.default
 
 
 def option_names(family: str) -> tuple[str, ...]:
-    """Return the call options the family passes through (encode, then model options)."""
+    """Return the call options the family passes through (encode, then model options).
+
+    Parameters
+    ----------
+    family : str
+        A key of ``FAMILIES``.
+
+    Returns
+    -------
+    tuple of str
+        The names, as the pipeline's ``__call__`` spells them.
+    """
     mod = FAMILIES[family].module
     return tuple(getattr(mod, "ENCODE_OPTIONS", ())) + tuple(getattr(mod, "MODEL_OPTIONS", ()))
 

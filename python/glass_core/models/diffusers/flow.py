@@ -33,14 +33,38 @@ def _prepare_image_ids(
 
 
 def pack_latents(x: torch.Tensor) -> torch.Tensor:
-    """[M, C, h, w] -> FLUX tokens [M, (h/2)(w/2), 4C] (FluxPipeline._pack_latents layout)."""
+    """[M, C, h, w] -> FLUX tokens [M, (h/2)(w/2), 4C] (FluxPipeline._pack_latents layout).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Latents [M, C, h, w].
+
+    Returns
+    -------
+    torch.Tensor
+        Tokens [M, (h/2)(w/2), 4C].
+    """
     m, c, h, w = x.shape
     x = x.view(m, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(m, (h // 2) * (w // 2), c * 4)
 
 
 def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """FLUX tokens [M, (h/2)(w/2), 4C] -> [M, C, h, w] (inverse of `pack_latents`)."""
+    """FLUX tokens [M, (h/2)(w/2), 4C] -> [M, C, h, w] (inverse of `pack_latents`).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Tokens [M, (h/2)(w/2), 4C].
+    h, w : int
+        The latent height and width.
+
+    Returns
+    -------
+    torch.Tensor
+        Latents [M, C, h, w].
+    """
     m, _, ch = x.shape
     x = x.view(m, h // 2, w // 2, ch // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(m, ch // 4, h, w)
@@ -50,6 +74,18 @@ def flow_timestep(t: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
     """Return the network timestep of a flow-matching model at glass_core time t.
 
     T * sigma with the diffusers sigma = 1 - t (docs/math.md §1).
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        glass_core times (float64).
+    num_train_timesteps : int
+        The scheduler's T.
+
+    Returns
+    -------
+    torch.Tensor
+        The network timesteps.
     """
     return (1.0 - t) * num_train_timesteps
 

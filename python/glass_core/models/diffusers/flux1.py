@@ -80,20 +80,68 @@ encode = checked_encoder(_encode, "flux", needs_pooled=POOLED)
 
 
 def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default distilled guidance (3.5)."""
+    """Return the pipeline's default distilled guidance (3.5).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    float
+        The guidance scale used when the caller gives none.
+    """
     return 3.5
 
 
 def does_cfg(pipe: Any, scale: float, has_negative: bool) -> bool:
-    """Return whether true CFG runs: ``true_cfg_scale > 1`` and a negative prompt given."""
+    """Return whether true CFG runs: ``true_cfg_scale > 1`` and a negative prompt given.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    scale : float
+        The scale of the family's classifier-free guidance.
+    has_negative : bool
+        Whether a negative prompt or negative embeddings were given.
+
+    Returns
+    -------
+    bool
+        True when each evaluation runs the negative rows too.
+    """
     return float(scale) > 1.0 and has_negative
 
 
 def size_multiple(pipe: Any) -> int:
-    """Return the pixel multiple of height and width (the VAE factor times the 2x2 packing)."""
+    """Return the pixel multiple of height and width (the VAE factor times the 2x2 packing).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        Height and width must be multiples of this many pixels.
+    """
     return int(pipe.vae_scale_factor) * 2
 
 
 def default_size(pipe: Any) -> int:
-    """Return the default height and width in pixels."""
+    """Return the default height and width in pixels.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        The default height and width in pixels.
+    """
     return int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor)

@@ -29,6 +29,20 @@ def calculate_shift(
     """Return FLUX/SD3's dynamic-shift ``mu`` (diffusers' formula).
 
     Computed by the native ``dynamic_shift_mu``; static-shift equivalent: exp(mu).
+
+    Parameters
+    ----------
+    image_seq_len : int
+        Image tokens.
+    base_seq_len, max_seq_len : int
+        The scheduler's sequence lengths.
+    base_shift, max_shift : float
+        The scheduler's shifts.
+
+    Returns
+    -------
+    float
+        mu.
     """
     return float(dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift))
 
@@ -37,6 +51,18 @@ def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
     """Return the dynamic-shift ``mu`` the pipeline computes (``calculate_shift``).
 
     From its image sequence length and the scheduler's config.
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter (its pipeline's scheduler and ``image_seq_len``).
+    default_max_shift : float
+        ``max_shift`` when the scheduler's config has none.
+
+    Returns
+    -------
+    float
+        mu.
     """
     cfg = model.pipe.scheduler.config
     return calculate_shift(
@@ -52,6 +78,18 @@ def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
     """Return the sigmas FLUX-style pipelines pass, ``linspace(1, 1/n, n)``.
 
     None when the scheduler makes its own (``use_flow_sigmas``).
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter.
+    num_steps : int
+        The number of steps n.
+
+    Returns
+    -------
+    ndarray or None
+        The sigmas.
     """
     if model.pipe.scheduler.config.get("use_flow_sigmas", False):
         return None
@@ -104,6 +142,20 @@ def default_time_grid(model: Any, num_steps: int, *, exact: bool = False) -> np.
     what the alignment algorithms need) the first time is replaced by 0 (the pipeline also starts
     from pure noise there) and the last is 1 (clean data); ``exact=True`` keeps the scheduler's
     first timestep and its final alpha (for parity checks against the pipeline's own sampler).
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter.
+    num_steps : int
+        The number of transitions.
+    exact : bool
+        See above.
+
+    Returns
+    -------
+    ndarray
+        The grid, float64.
     """
     positive_int(num_steps, "num_steps")
     if hasattr(model, "scheduler_kwargs"):  # flow families: they say what the pipeline passes

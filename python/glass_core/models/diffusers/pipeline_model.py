@@ -106,7 +106,18 @@ class PipelineModel(Protocol):
 
 
 def call_options(pipe: Any) -> tuple[str, ...]:
-    """Names of the pipeline call options ``wrap_pipeline`` passes through for ``pipe``."""
+    """Names of the pipeline call options ``wrap_pipeline`` passes through for ``pipe``.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The pipeline.
+
+    Returns
+    -------
+    tuple of str
+        The names (none for unconditional pipelines).
+    """
     from glass_core.models.diffusers import call_options as family_options
     from glass_core.models.diffusers.unconditional import is_unconditional
 

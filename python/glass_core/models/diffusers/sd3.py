@@ -66,20 +66,68 @@ encode = checked_encoder(_encode, "sd3", needs_pooled=POOLED)
 
 
 def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default CFG scale (7.0)."""
+    """Return the pipeline's default CFG scale (7.0).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    float
+        The guidance scale used when the caller gives none.
+    """
     return 7.0
 
 
 def does_cfg(pipe: Any, scale: float, has_negative: bool) -> bool:
-    """Return whether CFG runs (``guidance_scale > 1``)."""
+    """Return whether CFG runs (``guidance_scale > 1``).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    scale : float
+        The scale of the family's classifier-free guidance.
+    has_negative : bool
+        Whether a negative prompt or negative embeddings were given.
+
+    Returns
+    -------
+    bool
+        True when each evaluation runs the negative rows too.
+    """
     return scale > 1.0
 
 
 def size_multiple(pipe: Any) -> int:
-    """Return the pixel multiple of height and width (VAE factor times the patch size)."""
+    """Return the pixel multiple of height and width (VAE factor times the patch size).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        Height and width must be multiples of this many pixels.
+    """
     return int(pipe.vae_scale_factor) * int(pipe.transformer.config.patch_size)
 
 
 def default_size(pipe: Any) -> int:
-    """Return the default height and width in pixels."""
+    """Return the default height and width in pixels.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        The default height and width in pixels.
+    """
     return int(pipe.transformer.config.sample_size) * int(pipe.vae_scale_factor)

@@ -73,7 +73,18 @@ encode = checked_encoder(_encode, "sdxl", needs_pooled=POOLED)
 
 
 def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default CFG scale (5.0)."""
+    """Return the pipeline's default CFG scale (5.0).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    float
+        The guidance scale used when the caller gives none.
+    """
     return 5.0
 
 

@@ -50,6 +50,23 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
 
     The network runs in its own dtype (inputs cast, outputs cast back to the particles' dtype).
     The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The unconditional pipeline (``pipe.unet``, ``pipe.scheduler``).
+    max_batch : int, optional
+        Network rows per forward pass (None: all at once).
+
+    Returns
+    -------
+    DenoiserBase
+        The denoiser.
+
+    Raises
+    ------
+    UnsupportedModelError
+        An unsupported scheduler or prediction type.
     """
     unet, sched = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
     if unet is None or sched is None or type(unet).__name__ != "UNet2DModel":
@@ -110,6 +127,16 @@ def is_unconditional(pipe: Any) -> bool:
 
     E.g. ``DDPMPipeline``, the embedded default model, which :func:`glass_core.steer` wraps with
     :class:`UnconditionalPipelineModel`.
+
+    Parameters
+    ----------
+    pipe : Any
+        The object passed as a pipeline.
+
+    Returns
+    -------
+    bool
+        True for an unconditional ``UNet2DModel`` pipeline.
     """
     unet = getattr(pipe, "unet", None)
     return unet is not None and any(c.__name__ == "UNet2DModel" for c in type(unet).__mro__)
