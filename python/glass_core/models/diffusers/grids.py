@@ -96,8 +96,15 @@ def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
     return np.linspace(1.0, 1.0 / num_steps, num_steps)
 
 
+def own_scheduler(pipe: Any) -> Any:
+    """The pipeline's own scheduler: a glass_core.diffusers.TransitionScheduler (whose timesteps
+    list model evaluations, not a grid) is unwrapped to the scheduler it wraps, ``.base``."""
+    sched = pipe.scheduler
+    return getattr(sched, "base", None) or sched
+
+
 def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
-    sched = copy.deepcopy(model.pipe.scheduler)
+    sched = copy.deepcopy(own_scheduler(model.pipe))
     kwargs = model.scheduler_kwargs(num_steps)
     if kwargs.get("sigmas") is not None:
         sched.set_timesteps(**kwargs)
@@ -113,7 +120,7 @@ def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
 
 
 def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
-    sched = copy.deepcopy(model.pipe.scheduler)
+    sched = copy.deepcopy(own_scheduler(model.pipe))
     sched.set_timesteps(num_steps)
     ks = sched.timesteps.detach().cpu().double().numpy()
     big_t = model.num_train_timesteps
