@@ -84,8 +84,8 @@ class CheckedModel:
     def __init__(self, model: Denoiser) -> None:
         self._model = model
         self.schedule = model.schedule
-        # (time, finite rows of the input or None, finite rows of the output)
-        self._calls: list[tuple[object, torch.Tensor | None, torch.Tensor]] = []
+        # (time, finite rows of the input, finite rows of the output)
+        self._calls: list[tuple[object, torch.Tensor, torch.Tensor]] = []
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._model, name)
@@ -96,26 +96,21 @@ class CheckedModel:
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         return self.record(self._model.velocity(x, t), t, x)
 
-    def record(self, out: torch.Tensor, t: object, x: torch.Tensor | None) -> torch.Tensor:
+    def record(self, out: torch.Tensor, t: object, x: torch.Tensor) -> torch.Tensor:
+        _floating(out, x, t)
         if isinstance(out, torch.Tensor) and out.ndim >= 1:
-            if not out.is_floating_point():
-                raise ModelError(
-                    f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
-                )
-            if x is not None:
-                model_output(out, x, t)
-            self._calls.append((t, None if x is None else _finite_rows(x), _finite_rows(out)))
+            self._calls.append((t, _finite_rows(x), _finite_rows(out)))
         return out
 
     def raise_if_bad(self, result: torch.Tensor, transition: Transition, t: float, t_next: float):
         result_ok = _finite_rows(result)
-        flags = [f for _, fin, fout in self._calls for f in (fin, fout) if f is not None]
+        flags = [f for _, fin, fout in self._calls for f in (fin, fout)]
         if bool(torch.stack([f.all() for f in [*flags, result_ok]]).all()):  # the one sync
             return
         where = f"(during the transition t={t} -> t_next={t_next})"
         fin = None
         for tk, fin, fout in self._calls:
-            if fin is not None and not bool(fin.all()):
+            if not bool(fin.all()):
                 break  # the transition fed the model NaN/inf: not the model's fault
             if not bool(fout.all()):
                 raise ModelError(
@@ -153,11 +148,7 @@ def _floating(out: torch.Tensor, x: torch.Tensor, t: object) -> torch.Tensor:
             raise ModelError(
                 f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
             )
-        if out.device != x.device:
-            raise ModelError(
-                f"the model's output at t={t} is on {out.device}, but its input was on "
-                f"{x.device}; return the output on the input's device"
-            )
+        model_output(out, x, t)
     return out
 
 
