@@ -24,7 +24,13 @@ __all__ = ["Meter", "chunked", "sync"]
 
 
 def sync(t: Any) -> None:
-    """Wait for the device's kernels (CUDA only: CPU work is already done when it returns)."""
+    """Wait for the device's kernels (CUDA only: CPU work is already done when it returns).
+
+    Parameters
+    ----------
+    t : Any
+        A value; for a CUDA tensor, its device is waited for (anything else returns at once).
+    """
     if isinstance(t, torch.Tensor) and t.is_cuda:
         torch.cuda.synchronize(t.device)
 

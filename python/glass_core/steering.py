@@ -1,5 +1,7 @@
-"""``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call (this module
-is ``glass_core.steering``; ``glass_core.steer`` is the function).
+"""``glass_core.steer``.
+
+Reward-steered sampling from a diffusers pipeline in one call (this module is
+``glass_core.steering``; ``glass_core.steer`` is the function).
 
 Orchestration only, in named steps over one interface: check the arguments, wrap the pipeline
 as a ``PipelineModel`` (``glass_core.models.diffusers.pipeline_model.wrap_pipeline``: the family
@@ -21,7 +23,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from glass_core._checks import positive_int
+from glass_core._checks import positive_int, steer_arguments
 from glass_core.align.results import SamplingResult
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers.unconditional import is_unconditional
@@ -49,8 +51,20 @@ DEFAULT_NFE = 50
 
 
 def default_num_transitions(transition: Any) -> int:
-    """Transitions that spend ``DEFAULT_NFE`` evaluations per particle with ``transition``
-    (e.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``)."""
+    """Return the transitions that spend ``DEFAULT_NFE`` evaluations per particle.
+
+    E.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``.
+
+    Parameters
+    ----------
+    transition : Transition
+        The transition (its ``nfe_per_call``).
+
+    Returns
+    -------
+    int
+        The number of transitions (at least 1).
+    """
     return max(1, DEFAULT_NFE // int(getattr(transition, "nfe_per_call", 1)))
 
 
@@ -92,7 +106,10 @@ class SteerResult(SamplingResult):
     raw: Any = field(default=None, repr=False)
 
     def best(self) -> list[Any]:  # type: ignore[override]
-        """The highest-reward image of each group (list of B; latents for output "latent")."""
+        """Return the highest-reward image of each group.
+
+        A list of B (latents for output "latent").
+        """
         if self.best_index is None:
             raise InvalidInputError("best() needs rewards (method='sample' without reward)")
         n = self.num_particles
@@ -130,7 +147,10 @@ class _ObservedTransition:
 
 
 def _image_latents(model: Any, image: Any, num_b: int, max_batch: int | None) -> torch.Tensor:
-    """The encoded image(s) as [B, *latent_shape]: one image for every group or one per group."""
+    """Return the encoded image(s) as [B, *latent_shape].
+
+    One image for every group or one per group.
+    """
     try:
         z = model.encode(image, max_batch=max_batch)
     except InvalidInputError:
@@ -153,10 +173,38 @@ def image_start(
     num_particles: int,
     generator: Any,
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """SDEdit start: (the grid from t0 = 1 - strength on, x_t0 [B, N, ...]) with
-    x_t0 = alpha_t0 z + sigma_t0 eps for each of N particles per encoded image z ([B, ...]),
-    eps drawn from `generator` (a list: one generator per group). The grid keeps the times
-    after t0. strength 0 gives t0 = 1 and x_t0 = z exactly; strength 1 starts from pure noise."""
+    """SDEdit start.
+
+    (the grid from t0 = 1 - strength on, x_t0 [B, N, ...]) with x_t0 = alpha_t0 z + sigma_t0 eps for
+    each of N particles per encoded image z ([B, ...]), eps drawn from `generator` (a list: one
+    generator per group). The grid keeps the times after t0. strength 0 gives t0 = 1 and x_t0 = z
+    exactly; strength 1 starts from pure noise.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's noise schedule.
+    latents : torch.Tensor
+        Encoded images [B, ...].
+    strength : float
+        In [0, 1].
+    grid : ndarray
+        The full time grid.
+    num_particles : int
+        N.
+    generator : torch.Generator or list
+        The noise's generator(s).
+
+    Returns
+    -------
+    tuple
+        (grid from t0, x_t0).
+
+    Raises
+    ------
+    InvalidInputError
+        A bad ``strength``.
+    """
     from glass_core import _random
 
     try:
@@ -215,73 +263,122 @@ def steer(
     process_group: Any = None,
     image: Any = None,
     strength: float | None = None,
+    compile: bool | None = None,
     **algorithm_kwargs: Any,
 ) -> SteerResult:
     """Sample from ``pipe`` steered toward ``reward`` (docs/math.md §6).
 
-    Args:
-        pipe: a FLUX.1, SD3, SD 1.x/2.x, SDXL, FLUX.2 ([dev], [klein]), Qwen-Image, SANA or Wan
-            2.x text-to-video diffusers pipeline (docs/families.md; components are wrapped through
-            one ``PipelineModel`` interface, its ``__call__`` is not used; the same seed draws
-            the same initial noise as the pipeline), or an unconditional ``UNet2DModel`` pipeline
-            (e.g. a
-            ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
-            default model) through ``glass_core.models.diffusers.unconditional``:
-            then ``prompt`` must be None (no conditioning arguments), the latents are the samples
-            in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
-            ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
-            a list of B generators gives B groups.
-        prompt: a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
-            (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
-        reward: an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
-            the VAE decode of the denoised estimate, decoded once per scored batch) or a reward on
-            latents (any callable ``z -> [M]``, or ``latent_reward(fn)``). ``reward_on`` overrides
-            the detection ("images" | "latents").
-        method: "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
-            arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
-            with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
-            "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
-            "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
-            the guidance).
-        transition: ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
-            ``ODE(...)``.
-        time_grid / num_transitions: an explicit grid from 0 to 1, or the number of transitions on
-            the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
-            (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
-        generator: a torch.Generator, or a list of B generators (one per prompt group).
-        output_type: "pil" | "pt" | "np" | "latent".
-        max_batch: network rows per forward pass (CFG rows included) and images per VAE decode /
-            reward call; None = all particles at once.
-        callback: ``callback(step, t, t_next, latents)`` after every transition (observe only).
-        reward_prompts: the text an image reward compares against, one per group (default: the
-            prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
-        process_group: shard the particles of method "fk" / "best_of_n" over torch.distributed
-            ranks (a ``ProcessGroup``, e.g. from ``glass_core.align.distributed.init()``, or a
-            ``glass_core.align.distributed.Sharding`` with ``gather=True``); passed to
-            ``fk_steering`` / ``best_of_n``. Every rank must make the same call with an
-            identically seeded generator; ``num_particles`` must be a multiple of the world size.
-            Every rank gets the full result (all particles, rewards, weights, genealogy: the same
-            as one process with the same seed, to rounding), and decodes all output images unless
-            ``output_type="latent"`` (decode on one rank to save the work). ``nfe`` is per
-            particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
-            sees the rank's own particles) are this rank's. Not available for "guidance" and
-            "sample" (not sharded).
-        **algorithm_kwargs: the pipeline family's own call options under the pipeline's names
-            and defaults (``num_frames`` for Wan, ``max_sequence_length``,
-            ``use_resolution_binning`` for SANA, ...: docs/families.md), then further keyword
-            arguments of ``fk_steering`` (method "fk").
-        image / strength: edit an existing image (SDEdit with any method and transition): the
-            image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
-            encoded with the pipeline's VAE (the mean of its latent distribution; the
-            unconditional model's samples are the pixels in [-1, 1]), noised to t0 = 1 - strength
-            along the model's schedule with ``generator``, and steered from there over the
-            grid's times after t0. The target is then p(x1 | x_t0) tilted by the reward.
-            strength 0 returns the image's latents unchanged; 1 ignores the image.
+    Parameters
+    ----------
+    pipe
+        a FLUX.1, SD3, SD 1.x/2.x, SDXL, FLUX.2 ([dev], [klein]), Qwen-Image, SANA or Wan
+        2.x text-to-video diffusers pipeline (docs/families.md; components are wrapped through
+        one ``PipelineModel`` interface, its ``__call__`` is not used; the same seed draws
+        the same initial noise as the pipeline), or an unconditional ``UNet2DModel`` pipeline
+        (e.g. a
+        ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
+        default model) through ``glass_core.models.diffusers.unconditional``:
+        then ``prompt`` must be None (no conditioning arguments), the latents are the samples
+        in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
+        ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
+        a list of B generators gives B groups.
+    prompt
+        a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
+        (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
+    reward
+        an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
+        the VAE decode of the denoised estimate, decoded once per scored batch) or a reward on
+        latents (any callable ``z -> [M]``, or ``latent_reward(fn)``). ``reward_on`` overrides
+        the detection ("images" | "latents").
+    method
+        "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
+        arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
+        with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
+        "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
+        "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
+        the guidance).
+    transition
+        ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
+        ``ODE(...)``.
+    compile
+        None keeps the transition's own setting; True/False runs a ``Glass``
+        transition (the default one included) with ``Glass(compile=...)``, its inner loop
+        as one ``torch.compile`` graph (docs/gpu.md). The given ``Glass`` is not modified (a
+        copy with the same parameters is used); ``compile=True`` with another transition
+        raises ``InvalidInputError``.
+    time_grid, num_transitions
+        an explicit grid from 0 to 1, or the number of transitions on
+        the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
+        (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
+    generator
+        a torch.Generator, or a list of B generators (one per prompt group).
+    output_type
+        "pil" | "pt" | "np" | "latent".
+    max_batch
+        network rows per forward pass (CFG rows included) and images per VAE decode /
+        reward call; None = all particles at once.
+    callback
+        ``callback(step, t, t_next, latents)`` after every transition (observe only).
+    reward_prompts
+        the text an image reward compares against, one per group (default: the
+        prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
+    process_group
+        shard the particles of method "fk" / "best_of_n" over torch.distributed
+        ranks (a ``ProcessGroup``, e.g. from ``glass_core.align.distributed.init()``, or a
+        ``glass_core.align.distributed.Sharding`` with ``gather=True``); passed to
+        ``fk_steering`` / ``best_of_n``. Every rank must make the same call with an
+        identically seeded generator; ``num_particles`` must be a multiple of the world size.
+        Every rank gets the full result (all particles, rewards, weights, genealogy: the same
+        as one process with the same seed, to rounding), and decodes all output images unless
+        ``output_type="latent"`` (decode on one rank to save the work). ``nfe`` is per
+        particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
+        sees the rank's own particles) are this rank's. Not available for "guidance" and
+        "sample" (not sharded).
+    **algorithm_kwargs
+        the pipeline family's own call options under the pipeline's names
+        and defaults (``num_frames`` for Wan, ``max_sequence_length``,
+        ``use_resolution_binning`` for SANA, ...: docs/families.md), then further keyword
+        arguments of ``fk_steering`` (method "fk").
+    image, strength
+        edit an existing image (SDEdit with any method and transition): the
+        image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
+        encoded with the pipeline's VAE (the mean of its latent distribution; the
+        unconditional model's samples are the pixels in [-1, 1]), noised to t0 = 1 - strength
+        along the model's schedule with ``generator``, and steered from there over the
+        grid's times after t0. The target is then p(x1 | x_t0) tilted by the reward.
+        strength 0 returns the image's latents unchanged; 1 ignores the image.
+    negative_prompt, prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds
+        As in ``glass_core.models.diffusers.from_pipeline``.
+    negative_pooled_prompt_embeds, guidance_scale, true_cfg_scale, height, width, encode_kwargs
+        As in ``glass_core.models.diffusers.from_pipeline``.
+    num_particles
+        Particles per prompt group (N).
+    progress
+        Show a progress bar.
+    lambda_, potential
+        FK steering's reward temperature and potential (``glass_core.align.fk_steering``).
+    reward_scale, reward_window, guide
+        Reward guidance: its scale, the window of t it acts in, and whether "fk" /
+        "best_of_n" add it (see ``method``).
+
+    Returns
+    -------
+    SteerResult
+        The images (``output_type``), latents, rewards, weights, genealogy and the run's
+        counts and times.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad argument (naming it), or a reward returning bad values.
+    UnsupportedModelError
+        ``pipe`` is not a supported family (the message lists them).
     """
     wall_start = time.perf_counter()
-    transition = _check_arguments(
+    transition, num_particles = _check_arguments(
         method, output_type, num_particles, reward, time_grid, num_transitions, guide,
-        process_group, transition, algorithm_kwargs,
+        process_group, transition, compile, algorithm_kwargs,
+        lambda_=lambda_, reward_scale=reward_scale, image=image, strength=strength,
     )  # fmt: skip
     model, algorithm_kwargs = _wrap_pipeline(
         pipe, prompt, generator, max_batch, algorithm_kwargs, method,
@@ -319,18 +416,35 @@ def _check_arguments(
     guide: bool,
     process_group: Any,
     transition: Any,
+    compile: bool | None,
     algorithm_kwargs: Mapping[str, Any],
-) -> Any:
-    """Step 1: the arguments' own rules (each named in its error); returns the transition."""
+    *,
+    lambda_: Any,
+    reward_scale: Any,
+    image: Any,
+    strength: Any,
+) -> tuple[Any, int]:
+    """Step 1: the arguments' own rules (each named in its error).
+
+    The pipeline-free ones are ``_checks.steer_arguments`` (the command line asks them before
+    loading a pipeline). Returns the transition and the particle count.
+    """
     from glass_core.transitions import Glass
 
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     if output_type not in OUTPUT_TYPES:
         raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-    positive_int(num_particles, "num_particles")
-    if reward is None and method != "sample":
-        raise InvalidInputError(f"reward is required for method={method!r}")
+    n = steer_arguments(
+        method=method,
+        reward=reward,
+        num_particles=num_particles,
+        num_transitions=num_transitions,
+        lambda_=lambda_,
+        reward_scale=reward_scale,
+        image=image,
+        strength=strength,
+    )
     if time_grid is not None and num_transitions is not None:
         raise InvalidInputError("pass either time_grid or num_transitions, not both")
     if guide and method not in ("fk", "best_of_n"):
@@ -340,7 +454,28 @@ def _check_arguments(
     transition = Glass() if transition is None else transition
     if not callable(transition):
         raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
-    return transition
+    return (transition if compile is None else _with_compile(transition, compile)), n
+
+
+def _with_compile(transition: Any, compile: Any) -> Any:
+    """Return the transition with ``compile`` set.
+
+    A new ``Glass`` with the given one's parameters.
+    """
+    from glass_core.transitions import Glass
+
+    if not isinstance(compile, bool):
+        raise InvalidInputError(f"compile must be None, True or False, got {compile!r}")
+    if not isinstance(transition, Glass):
+        if compile is False:
+            return transition  # nothing to turn off
+        raise InvalidInputError(
+            f"compile=True applies to a Glass transition (its inner loop), not {transition!r}"
+        )
+    return Glass(
+        rho=transition.rho, inner_steps=transition.inner_steps, solver=transition.solver,
+        sigma0=transition.sigma0, compile=compile,
+    )  # fmt: skip
 
 
 def _check_process_group(process_group: Any, method: str) -> None:
@@ -368,8 +503,11 @@ def _wrap_pipeline(
     method: str,
     **conditioning: Any,
 ) -> tuple[Any, dict[str, Any]]:
-    """Step 2: the pipeline as a ``PipelineModel``; the pipeline's own call options are taken out
-    of the extra keyword arguments, the rest must be the algorithm's (FK's)."""
+    """Wrap the pipeline (step 2).
+
+    The pipeline as a ``PipelineModel``; the pipeline's own call options are taken out of the extra
+    keyword arguments, the rest must be the algorithm's (FK's).
+    """
     from glass_core.models.diffusers.pipeline_model import call_options, wrap_pipeline
 
     names = call_options(pipe)
@@ -400,8 +538,11 @@ def _wrap_pipeline(
 
 @dataclass
 class _Run:
-    """What the algorithm runs on: the wrapped pipeline, the reward on latents, the grid, the
-    start, the observed transition and the sizes."""
+    """What the algorithm runs on.
+
+    The wrapped pipeline, the reward on latents, the grid, the start, the observed transition and
+    the sizes.
+    """
 
     model: Any
     reward: Any
@@ -452,8 +593,6 @@ def _prepare_run(
     if image is not None:
         z_image = _image_latents(model, image, model.num_groups, max_batch)
         grid, x0 = image_start(model.schedule, z_image, strength, grid, num_particles, generator)
-    elif strength is not None:
-        raise InvalidInputError("strength applies only together with image=")
     bar = None
     if show_bar:
         from glass_core._progress import progress_bar
@@ -477,7 +616,7 @@ class _Outcome:
 
 
 def _aligned_kwargs(run: _Run, progress: bool) -> dict[str, Any]:
-    """What every alignment algorithm takes."""
+    """Return what every alignment algorithm takes."""
     kw: dict[str, Any] = {
         "time_grid": run.grid,
         "shape": run.shape,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from glass_core._checks import optional_positive_int, positive_int
+from glass_core._checks import optional_positive_int, particle_count
 from glass_core.align._common import (
     check_bool,
     check_callable,
@@ -61,7 +61,7 @@ class SamplingConfig:
         check_model(model)
         check_callable(reward, "reward")
         check_callable(transition, "transition")
-        n = positive_int(num_particles, "num_particles")
+        n = particle_count(num_particles, "num_particles")
         if n % world_size:
             raise fail(
                 "num_particles", f"({n}) must be a multiple of the world size ({world_size})"

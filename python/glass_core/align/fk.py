@@ -35,6 +35,7 @@ from glass_core.align._common import (
     ungroup,
 )
 from glass_core.align._config import FKConfig, sampling_validator
+from glass_core.align._finite import blame, finite_flag, noise_snapshot
 from glass_core.align._start import start_particles
 from glass_core.align.fk_state import FKState, SMCBook
 from glass_core.align.potentials import Potential, ScoreContext, overflow_error
@@ -210,6 +211,8 @@ class FKSampler:
             storage.noise,
             cfg.lambda_,
         )
+        # what a failure needs to replay the transition (references and a host-side RNG state)
+        state.proposed_from = (state.particles, state.denoised, noise_snapshot(storage.noise))
         with torch.no_grad():
             with storage.guard(k):
                 self.propose(ctx, state, cfg.grid[k - 1], cfg.grid[k])
@@ -245,20 +248,30 @@ class FKSampler:
         self, state: FKState, local: torch.Tensor, k: int, final: bool
     ) -> tuple[np.ndarray, torch.Tensor]:
         """(host [B*N] log-potentials, device scores of all slots) from this process's scores:
-        the weight part, with the one device->host transfer of the step."""
+        the weight part, with the one device->host transfer of the step (scores, log-potentials
+        and a finite flag of the particles; on NaN/inf the transition is replayed from
+        ``state.proposed_from`` to name the party at fault)."""
         cfg, storage = state.config, state.storage
         scores = storage.gather_rewards(local, k)  # all B*N slots
         log_g = cfg.potential.step(state.potential, scores, cfg.lambda_, final=final)
-        host = torch.stack([scores.to(torch.float64), log_g]).cpu().numpy()  # the one sync
-        overflow = overflow_error(host[0], host[1], cfg.lambda_)
+        ok = finite_flag(state.particles, state.denoised).to(scores.device).reshape(1)
+        host = torch.cat([scores.to(torch.float64), log_g, ok]).cpu().numpy()  # the one sync
+        size = scores.shape[0]
+        r_host, g_host = host[:size], host[size : 2 * size]
+        if host[-1] != 1.0:
+            after = (state.particles, state.denoised)
+            grid = (cfg.grid[k - 1], cfg.grid[k])
+            before = state.proposed_from
+            raise blame(self.transition, self.model, before, storage.noise, after, grid)
+        overflow = overflow_error(r_host, g_host, cfg.lambda_)
         if overflow is not None:
             raise overflow
-        if not np.isfinite(host[0]).all():
-            raise nonfinite_reward_error(host[0], k, cfg.grid[k], storage.held_by)
+        if not np.isfinite(r_host).all():
+            raise nonfinite_reward_error(r_host, k, cfg.grid[k], storage.held_by)
         if final:
             state.rewards = scores
             state.reward_dtype = local.dtype
-        return host[1], scores
+        return g_host, scores
 
     def resample(
         self, state: FKState, log_g: np.ndarray, scores: torch.Tensor, k: int, final: bool

@@ -96,6 +96,8 @@ class FKState:
     model_time: float = 0.0
     reward_time: float = 0.0
     seconds: float = 0.0  # wall time spent in init and step
+    # (x, denoised, noise snapshot) at the start of the running step, to replay it on NaN/inf
+    proposed_from: tuple[Any, ...] | None = None
 
     @property
     def done(self) -> bool:
@@ -145,4 +147,4 @@ class FKState:
                 "the state of a sharded FK run (process_group=...) cannot be saved: save each "
                 "rank's particles instead"
             )
-        return dict(self.__dict__)
+        return dict(self.__dict__, proposed_from=None)  # a replay aid, not part of the state

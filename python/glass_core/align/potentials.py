@@ -112,7 +112,7 @@ class Potential(ABC):
         """
         denoised = None if final else ctx.model.denoise(x, t)
         r_raw = ctx.reward_timer(ctx.reward, x if final else denoised)
-        return denoised, check_rewards(r_raw, x.shape[0], finite=False)
+        return denoised, check_rewards(r_raw, x.shape[0], finite=False, device=x.device).detach()
 
     @abstractmethod
     def increment(
@@ -236,8 +236,9 @@ class Lookahead(Potential):
         counted = ctx.model
         inner = CountedModel(counted._model, counted.max_batch, counted.timed)
         r = posterior_rewards(
-            inner, ctx.reward, self.transition, x, t, self.num_samples, ctx.noise, denoised
-        )
+            inner, ctx.reward, self.transition, x, t, self.num_samples, ctx.noise, denoised,
+            finite=False,  # NaN/inf values are caught on the step's host copy
+        )  # fmt: skip
         counted.nfe += inner.nfe * self.num_samples
         counted.model_time += inner.model_time
         return log_mean_exp(ctx.lambda_ * r.to(torch.float64))

@@ -49,16 +49,18 @@ def posterior_rewards(
     num_samples: int,
     generator: Any,
     denoised: torch.Tensor | None = None,
+    finite: bool = True,
 ) -> torch.Tensor:
     """[rows, J] rewards r(z_j) of J posterior samples per row of x ([rows, ...]), drawn by
     `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's draws are
     consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x) if the
-    caller has it (saves the transition's first model call when it can reuse it)."""
+    caller has it (saves the transition's first model call when it can reuse it). `finite=False`
+    leaves the NaN/inf check (a device sync) to the caller's host copy."""
     rows = x.shape[0]
     rep = x.repeat_interleave(num_samples, dim=0)
     d_rep = None if denoised is None else denoised.repeat_interleave(num_samples, dim=0)
     z = transition(counted, rep, t, 1.0, generator, denoised=d_rep)
-    r = check_rewards(reward(z), rows * num_samples, name="reward")
+    r = check_rewards(reward(z), rows * num_samples, name="reward", finite=finite)
     return r.reshape(rows, num_samples)
 
 

@@ -1,7 +1,9 @@
-"""Shared pieces of the model-based rewards: local-path checks, differentiable CLIP-style image
-preprocessing, user callables on images or latents, and the VAE-decoding wrapper that turns an
-image reward into a reward on latents (decoding once per scored batch and caching the decode),
-and ``reward_on_latents``, which picks the wrapping a pipeline adapter needs.
+"""Shared pieces of the model-based rewards.
+
+Local-path checks, differentiable CLIP-style image preprocessing, user callables on images or
+latents, and the VAE-decoding wrapper that turns an image reward into a reward on latents (decoding
+once per scored batch and caching the decode), and ``reward_on_latents``, which picks the wrapping a
+pipeline adapter needs.
 
 Image rewards take ``images [M, 3, H, W]`` in [0, 1] (float, on the reward's device) and the
 per-row prompts, and return ``[M]`` float. Latent rewards take the latents directly.
@@ -26,7 +28,27 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def local_path(path: str | os.PathLike[str], name: str = "path", *, kind: str = "any") -> Path:
-    """A local file or directory that exists (no hub ids: this library never downloads)."""
+    """Return a local file or directory that exists (no hub ids: this library never downloads).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The path.
+    name : str
+        Its name in the error message.
+    kind : str
+        "file", "dir" or "any".
+
+    Returns
+    -------
+    Path
+        The path.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a path, missing, or of the wrong kind.
+    """
     if not isinstance(path, str | os.PathLike):
         raise InvalidInputError(f"{name} must be a local path, got {type(path).__name__}")
     p = Path(path).expanduser()
@@ -43,7 +65,27 @@ def local_path(path: str | os.PathLike[str], name: str = "path", *, kind: str = 
 
 
 def check_images(images: Any, name: str = "images", channels: int | None = 3) -> torch.Tensor:
-    """``images`` is a [M, C, H, W] tensor (C = ``channels`` unless None)."""
+    """``images`` is a [M, C, H, W] tensor (C = ``channels`` unless None).
+
+    Parameters
+    ----------
+    images : Any
+        The input.
+    name : str
+        Its name in the error message.
+    channels : int, optional
+        Required channels (None: any).
+
+    Returns
+    -------
+    torch.Tensor
+        ``images``.
+
+    Raises
+    ------
+    InvalidInputError
+        Not such a tensor.
+    """
     is_4d = isinstance(images, torch.Tensor) and images.ndim == 4
     if not is_4d or (channels is not None and images.shape[1] != channels):
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -58,8 +100,24 @@ def clip_preprocess(
     mean: Sequence[float] = OPENAI_CLIP_MEAN,
     std: Sequence[float] = OPENAI_CLIP_STD,
 ) -> torch.Tensor:
-    """Differentiable CLIP preprocessing: resize the shorter side (bicubic, antialiased), center
-    crop, normalise. ``images`` in [0, 1]."""
+    """Differentiable CLIP preprocessing.
+
+    Resize the shorter side (bicubic, antialiased), center crop, normalise. ``images`` in [0, 1].
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Images [M, 3, H, W] in [0, 1].
+    size : int or tuple of int
+        The crop size.
+    mean, std : sequence of float
+        The normalisation.
+
+    Returns
+    -------
+    torch.Tensor
+        The model inputs.
+    """
     check_images(images)
     sh, sw = (size, size) if isinstance(size, int) else size
     h, w = images.shape[-2:]
@@ -76,7 +134,25 @@ def clip_preprocess(
 
 
 def rows_to_prompts(prompts: Sequence[str] | None, m: int) -> list[str] | None:
-    """Per-row prompts for a group-major batch of m rows (row i -> prompts[i // (m / B)])."""
+    """Per-row prompts for a group-major batch of m rows (row i -> prompts[i // (m / B)]).
+
+    Parameters
+    ----------
+    prompts : list of str, optional
+        One prompt per group (B).
+    m : int
+        Rows.
+
+    Returns
+    -------
+    list of str or None
+        One prompt per row.
+
+    Raises
+    ------
+    InvalidInputError
+        m is not a multiple of B.
+    """
     if prompts is None:
         return None
     b = len(prompts)
@@ -93,9 +169,11 @@ class ImageRewardModel(torch.nn.Module):
     needs_prompts = True
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
+        """Return the reward of each image for its prompt, a tensor [M]."""
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Score a batch of images (and prompts) as a tensor [M]."""
         check_images(images)
         if self.needs_prompts:
             if prompts is None:
@@ -108,15 +186,19 @@ class ImageRewardModel(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Return the device the model runs on."""
         for p in self.parameters():
             return p.device
         return torch.device("cpu")
 
 
 class ImageCallableReward(ImageRewardModel):
-    """A user function on images: ``fn(images[M,C,H,W] in [0,1]) -> [M]`` or
-    ``fn(images, prompts) -> [M]`` (prompts: one string per row). C is the pipeline's: 3 for the
-    text-to-image families, 1 for grey-scale unconditional models such as the embedded one."""
+    """A user function on images.
+
+    ``fn(images[M,C,H,W] in [0,1]) -> [M]`` or ``fn(images, prompts) -> [M]`` (prompts: one string
+    per row). C is the pipeline's: 3 for the text-to-image families, 1 for grey-scale unconditional
+    models such as the embedded one.
+    """
 
     def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
         super().__init__()
@@ -135,6 +217,7 @@ class ImageCallableReward(ImageRewardModel):
         self.needs_prompts = False
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Score a batch of images (and prompts) as a tensor [M]."""
         check_images(images, channels=None)
         if self.takes_prompts:
             return self.fn(
@@ -155,12 +238,16 @@ class LatentCallableReward:
         self.fn = fn
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
         return self.fn(z)
 
 
 class VideoCallableReward:
-    """A user function on videos: ``fn(videos[M, F, C, H, W] in [0, 1]) -> [M]`` or
-    ``fn(videos, prompts) -> [M]`` (prompts: one string per video)."""
+    """A user function on videos.
+
+    ``fn(videos[M, F, C, H, W] in [0, 1]) -> [M]`` or ``fn(videos, prompts) -> [M]`` (prompts: one
+    string per video).
+    """
 
     input_kind = "videos"
 
@@ -170,6 +257,7 @@ class VideoCallableReward:
         self.fn = fn
 
     def __call__(self, videos: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
         if not isinstance(videos, torch.Tensor) or videos.ndim != 5:
             shape = tuple(videos.shape) if isinstance(videos, torch.Tensor) else type(videos)
             raise InvalidInputError(f"videos must be a [M, F, C, H, W] tensor, got {shape}")
@@ -179,13 +267,16 @@ class VideoCallableReward:
 
 
 class FrameAveragedReward:
-    """An image reward on videos: every frame scored (with its video's prompt), averaged over the
-    frames of each video."""
+    """An image reward on videos.
+
+    Every frame scored (with its video's prompt), averaged over the frames of each video.
+    """
 
     def __init__(self, reward: Callable[..., torch.Tensor]) -> None:
         self.reward = reward
 
     def __call__(self, videos: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
         m, f = videos.shape[:2]
         frames = videos.reshape(m * f, *videos.shape[2:])
         if not _accepts_prompts(self.reward):
@@ -200,17 +291,58 @@ class FrameAveragedReward:
 
 
 def video_reward(fn: Callable[..., torch.Tensor]) -> VideoCallableReward:
-    """Mark a user callable as a reward on decoded videos ``[M, F, C, H, W]`` in [0, 1]."""
+    """Mark a user callable as a reward on decoded videos ``[M, F, C, H, W]`` in [0, 1].
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(videos)`` or ``fn(videos, prompts)`` -> [M].
+
+    Returns
+    -------
+    VideoCallableReward
+        The reward.
+    """
     return VideoCallableReward(fn)
 
 
 def image_reward(fn: Callable[..., torch.Tensor]) -> ImageCallableReward:
-    """Mark a user callable as a reward on decoded images in [0, 1]."""
+    """Mark a user callable as a reward on decoded images in [0, 1].
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(images)`` or ``fn(images, prompts)`` -> [M].
+
+    Returns
+    -------
+    ImageCallableReward
+        The reward.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.rewards.loading import image_reward
+    >>> bright = image_reward(lambda im: im.mean(dim=(1, 2, 3)))
+    >>> bright(torch.ones(2, 3, 4, 4)).tolist()
+    [1.0, 1.0]
+    """
     return ImageCallableReward(fn)
 
 
 def latent_reward(fn: Callable[[torch.Tensor], torch.Tensor]) -> LatentCallableReward:
-    """Mark a user callable as a reward on latents (the particles themselves)."""
+    """Mark a user callable as a reward on latents (the particles themselves).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(z)`` -> [M].
+
+    Returns
+    -------
+    LatentCallableReward
+        The reward.
+    """
     return LatentCallableReward(fn)
 
 
@@ -249,7 +381,7 @@ class DecodedReward:
         return self.last_images if torch.equal(last, z.detach()) else None
 
     def images_for(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoded images of z, reusing the last decode when z is the last scored batch."""
+        """Return decoded images of z, reusing the last decode when z is the last scored batch."""
         return self.meter.reward(self._images, z)  # type: ignore[no-any-return]
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
@@ -262,6 +394,7 @@ class DecodedReward:
         return images
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
         return self.meter.reward(self._score, z)  # type: ignore[no-any-return]
 
     def _score(self, z: torch.Tensor) -> torch.Tensor:
@@ -300,6 +433,7 @@ class ChunkedImageReward:
         self.max_batch = max_batch
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
         rows = rows_to_prompts(prompts, images.shape[0]) if prompts is not None else None
         if not _accepts_prompts(self.reward):
             return chunked(self.reward, self.max_batch, images)
@@ -314,13 +448,41 @@ def reward_on_latents(
     reward_prompts: str | Sequence[str] | None,
     prompts: list[str] | None,
 ) -> Any:
-    """The reward the alignment algorithms score latents with, for a pipeline adapter `model`
-    (``decode``, ``device``, ``num_groups``, ``media``): a latent reward as is, an image reward
+    """Return the reward the alignment algorithms score latents with.
+
+    For a pipeline adapter `model` (``decode``, ``device``, ``num_groups``, ``media``): a latent
+    reward as is, an image reward
     (``reward_on`` "images", or "auto" and the reward says so) through :class:`DecodedReward` on
     chunks of `max_batch` images with per-row prompts (`reward_prompts`, one per group, else
     `prompts`). For a video pipeline an image reward scores every frame and averages over the
     frames (:class:`FrameAveragedReward`); a video reward (``reward_on`` "videos" or
-    :func:`video_reward`) gets the decoded videos; chunks are then `max_batch` videos."""
+    :func:`video_reward`) gets the decoded videos; chunks are then `max_batch` videos.
+
+    Parameters
+    ----------
+    reward : callable
+        The user's reward.
+    model : PipelineModel
+        The wrapped pipeline.
+    reward_on : str
+        "auto", "images", "videos" or "latents".
+    max_batch : int, optional
+        Images (videos) per decode and reward call.
+    reward_prompts : str or list of str, optional
+        The text the reward compares against.
+    prompts : list of str, optional
+        The pipeline's prompts (the default text).
+
+    Returns
+    -------
+    callable
+        A reward on latents [M, ...] -> [M].
+
+    Raises
+    ------
+    InvalidInputError
+        A bad ``reward_on`` or prompts that do not match the groups.
+    """
     if reward is None:
         return None
     if not callable(reward):

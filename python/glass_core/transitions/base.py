@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from glass_core import _random
-from glass_core._checks import positive_int
+from glass_core._checks import model_output, positive_int
 from glass_core.errors import InvalidInputError, ModelError
 from glass_core.models.base import Denoiser, TimeLike, check_batch
 from glass_core.schedules import Schedule
@@ -84,8 +84,8 @@ class CheckedModel:
     def __init__(self, model: Denoiser) -> None:
         self._model = model
         self.schedule = model.schedule
-        # (time, finite rows of the input or None, finite rows of the output)
-        self._calls: list[tuple[object, torch.Tensor | None, torch.Tensor]] = []
+        # (time, finite rows of the input, finite rows of the output)
+        self._calls: list[tuple[object, torch.Tensor, torch.Tensor]] = []
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._model, name)
@@ -96,24 +96,21 @@ class CheckedModel:
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
         return self.record(self._model.velocity(x, t), t, x)
 
-    def record(self, out: torch.Tensor, t: object, x: torch.Tensor | None) -> torch.Tensor:
+    def record(self, out: torch.Tensor, t: object, x: torch.Tensor) -> torch.Tensor:
+        _floating(out, x, t)
         if isinstance(out, torch.Tensor) and out.ndim >= 1:
-            if not out.is_floating_point():
-                raise ModelError(
-                    f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
-                )
-            self._calls.append((t, None if x is None else _finite_rows(x), _finite_rows(out)))
+            self._calls.append((t, _finite_rows(x), _finite_rows(out)))
         return out
 
     def raise_if_bad(self, result: torch.Tensor, transition: Transition, t: float, t_next: float):
         result_ok = _finite_rows(result)
-        flags = [f for _, fin, fout in self._calls for f in (fin, fout) if f is not None]
+        flags = [f for _, fin, fout in self._calls for f in (fin, fout)]
         if bool(torch.stack([f.all() for f in [*flags, result_ok]]).all()):  # the one sync
             return
         where = f"(during the transition t={t} -> t_next={t_next})"
         fin = None
         for tk, fin, fout in self._calls:
-            if fin is not None and not bool(fin.all()):
+            if not bool(fin.all()):
                 break  # the transition fed the model NaN/inf: not the model's fault
             if not bool(fout.all()):
                 raise ModelError(
@@ -127,8 +124,8 @@ class CheckedModel:
 
 
 class _FloatOutputs:
-    """Forwards to a Denoiser and checks that each output is floating point (tensor metadata: no
-    kernel, no host read). Other attributes are forwarded."""
+    """Forwards to a Denoiser and checks that each output is floating point and on its input's
+    device (tensor metadata: no kernel, no host read). Other attributes are forwarded."""
 
     def __init__(self, model: Denoiser) -> None:
         self._model = model
@@ -138,17 +135,20 @@ class _FloatOutputs:
         return getattr(self._model, name)
 
     def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        return _floating(self._model.denoise(x, t), t)
+        return _floating(self._model.denoise(x, t), x, t)
 
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        return _floating(self._model.velocity(x, t), t)
+        return _floating(self._model.velocity(x, t), x, t)
 
 
-def _floating(out: torch.Tensor, t: object) -> torch.Tensor:
-    if isinstance(out, torch.Tensor) and out.ndim >= 1 and not out.is_floating_point():
-        raise ModelError(
-            f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
-        )
+def _floating(out: torch.Tensor, x: torch.Tensor, t: object) -> torch.Tensor:
+    """The model's output must be a floating-point tensor on the input's device (ModelError)."""
+    if isinstance(out, torch.Tensor) and out.ndim >= 1:
+        if not out.is_floating_point():
+            raise ModelError(
+                f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
+            )
+        model_output(out, x, t)
     return out
 
 

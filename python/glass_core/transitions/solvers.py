@@ -93,7 +93,7 @@ class Evaluator:
         (j, input) -> the estimate at point j, in the working dtype.
     x : torch.Tensor
         The transition's start x_t (working dtype); enters the input with weight in_x.
-    in_x, in_y : sequence of float
+    in_x, in_y : sequence of float, or 1-D tensors (compiled)
         Per-point input weights (GLASS: alpha* c_x, alpha* c_y; the ODE: 0, 1).
     """
 
@@ -102,11 +102,12 @@ class Evaluator:
         start: Callable[[], torch.Tensor],
         call: Callable[[int, torch.Tensor], torch.Tensor],
         x: torch.Tensor,
-        in_x: Sequence[float],
-        in_y: Sequence[float],
+        in_x: Sequence[Coef] | torch.Tensor,
+        in_y: Sequence[Coef] | torch.Tensor,
     ) -> None:
         self.start, self.call, self.x = start, call, x
-        self.in_x, self.in_y = list(in_x), list(in_y)
+        self.in_x: list[Coef] = list(in_x)
+        self.in_y: list[Coef] = list(in_y)
 
     def input(self, j: int, state: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
         """The model input at point j for the state y_j = sum_i c_i v_i."""

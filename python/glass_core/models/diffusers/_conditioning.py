@@ -6,7 +6,7 @@ for a batch of particles with ``index_select`` (particle row i belongs to group 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,8 +60,30 @@ def check_prompts(
     negative_prompt: str | Sequence[str] | None,
     prompt_embeds: torch.Tensor | None,
 ) -> tuple[list[str] | None, list[str] | None, int]:
-    """(prompts, negative prompts one per prompt, number of groups B) from either prompts or
-    ``prompt_embeds`` [B, ...]; a single negative prompt is repeated for every group."""
+    """Return (prompts, negative prompts, number of groups B) from prompts or embeddings.
+
+    B comes from the prompts or ``prompt_embeds`` [B, ...]; a single negative prompt is repeated
+    for every group.
+
+    Parameters
+    ----------
+    prompt : str or list of str, optional
+        The prompt(s).
+    negative_prompt : str or list of str, optional
+        One negative prompt, or one per group.
+    prompt_embeds : torch.Tensor, optional
+        Given embeddings [B, ...] instead of prompts.
+
+    Returns
+    -------
+    tuple
+        (prompts or None, negative prompts or None, B).
+
+    Raises
+    ------
+    InvalidInputError
+        Both or neither of prompt and prompt_embeds, or a count mismatch.
+    """
     prompts = _as_prompt_list(prompt, "prompt")
     negs = _as_prompt_list(negative_prompt, "negative_prompt")
     if prompts is not None and prompt_embeds is not None:
@@ -84,14 +106,21 @@ def check_prompts(
 
 
 def _check_given_embeds(
-    family: str, e: dict[str, Any], batch: int, do_cfg: bool, negs: list[str] | None
+    family: str,
+    e: dict[str, Any],
+    batch: int,
+    do_cfg: bool,
+    negs: list[str] | None,
+    needs_pooled: bool,
 ) -> None:
-    """Given embeddings: right ranks and batch, pooled ones where the family needs them, and a
-    negative as prompt or as embeddings, not both."""
+    """Check given embeddings.
+
+    Right ranks and batch, pooled ones where the family needs them, and a negative as prompt or as
+    embeddings, not both.
+    """
     for name, ndim in (("prompt_embeds", 3), ("pooled_prompt_embeds", 2)):
         _check_embeds(name, e[name], ndim, batch)
         _check_embeds(f"negative_{name}", e[f"negative_{name}"], ndim, batch)
-    needs_pooled = family in ("flux", "sd3", "sdxl")
     pe, npe = e["prompt_embeds"], e["negative_prompt_embeds"]
     if pe is not None and needs_pooled and e["pooled_prompt_embeds"] is None:
         raise InvalidInputError(
@@ -120,145 +149,44 @@ def _check_encoded(cond: Tensors, uncond: Tensors | None, batch: int) -> None:
                 )
 
 
-def encode(
-    pipe: Any,
-    family: str,
-    *,
-    prompt: str | Sequence[str] | None,
-    negative_prompt: str | Sequence[str] | None,
-    prompt_embeds: torch.Tensor | None,
-    pooled_prompt_embeds: torch.Tensor | None,
-    negative_prompt_embeds: torch.Tensor | None,
-    negative_pooled_prompt_embeds: torch.Tensor | None,
-    do_cfg: bool,
-    device: torch.device,
-    encode_kwargs: Mapping[str, Any] | None,
-) -> Conditioning:
-    """Encode prompts (or validate given embeddings) for `family` (FLUX.1, SD3, SD, SDXL) with
-    ``pipe.encode_prompt``."""
-    prompts, negs, batch = check_prompts(prompt, negative_prompt, prompt_embeds)
-    embeds = {
-        "prompt_embeds": prompt_embeds,
-        "pooled_prompt_embeds": pooled_prompt_embeds,
-        "negative_prompt_embeds": negative_prompt_embeds,
-        "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
-    }
-    _check_given_embeds(family, embeds, batch, do_cfg, negs)
-    with torch.no_grad():
-        cond, uncond = ENCODERS[family](
-            pipe, prompts, negs, embeds, do_cfg, device, dict(encode_kwargs or {})
-        )
-    _check_encoded(cond, uncond, batch)
-    return Conditioning(num_groups=batch, cond=cond, uncond=uncond, prompts=prompts)
+Encoder = Callable[
+    [Any, list[str] | None, list[str] | None, dict[str, Any], bool, torch.device, dict[str, Any]],
+    tuple[Tensors, Tensors | None],
+]
 
 
-def _encode_sd3(
-    pipe: Any,
-    prompts: list[str] | None,
-    negs: list[str] | None,
-    e: dict[str, Any],
-    do_cfg: bool,
-    device: torch.device,
-    kw: dict[str, Any],
-) -> tuple[Tensors, Tensors | None]:
-    pe, npe, pp, npp = pipe.encode_prompt(
-        prompt=prompts,
-        prompt_2=None,
-        prompt_3=None,
-        device=device,
-        num_images_per_prompt=1,
-        do_classifier_free_guidance=do_cfg,
-        negative_prompt=negs,
-        **e,
-        **kw,
-    )
-    cond = {"encoder_hidden_states": pe, "pooled_projections": pp}
-    return cond, ({"encoder_hidden_states": npe, "pooled_projections": npp} if do_cfg else None)
+def checked_encoder(encoder: Encoder, family: str, *, needs_pooled: bool) -> Encoder:
+    """Wrap a family's encoder with the checks of the given embeddings and of its outputs.
 
+    Parameters
+    ----------
+    encoder : callable
+        ``encoder(pipe, prompts, negs, embeds, do_cfg, device, kw) -> (cond, uncond)``.
+    family : str
+        The family's name (for error messages).
+    needs_pooled : bool
+        Whether ``pooled_prompt_embeds`` must come with ``prompt_embeds``.
 
-def _encode_sd(
-    pipe: Any,
-    prompts: list[str] | None,
-    negs: list[str] | None,
-    e: dict[str, Any],
-    do_cfg: bool,
-    device: torch.device,
-    kw: dict[str, Any],
-) -> tuple[Tensors, Tensors | None]:
-    pe, npe = pipe.encode_prompt(
-        prompt=prompts,
-        device=device,
-        num_images_per_prompt=1,
-        do_classifier_free_guidance=do_cfg,
-        negative_prompt=negs,
-        prompt_embeds=e["prompt_embeds"],
-        negative_prompt_embeds=e["negative_prompt_embeds"],
-        **kw,
-    )
-    return {"encoder_hidden_states": pe}, ({"encoder_hidden_states": npe} if do_cfg else None)
+    Returns
+    -------
+    callable
+        An encoder with the same signature that raises ``InvalidInputError`` for given
+        embeddings of the wrong rank or batch, or outputs without one row per group.
+    """
 
+    def encode(
+        pipe: Any,
+        prompts: list[str] | None,
+        negs: list[str] | None,
+        e: dict[str, Any],
+        do_cfg: bool,
+        device: torch.device,
+        kw: dict[str, Any],
+    ) -> tuple[Tensors, Tensors | None]:
+        batch = len(prompts) if prompts is not None else int(e["prompt_embeds"].shape[0])
+        _check_given_embeds(family, e, batch, do_cfg, negs, needs_pooled)
+        cond, uncond = encoder(pipe, prompts, negs, e, do_cfg, device, kw)
+        _check_encoded(cond, uncond, batch)
+        return cond, uncond
 
-def _encode_sdxl(
-    pipe: Any,
-    prompts: list[str] | None,
-    negs: list[str] | None,
-    e: dict[str, Any],
-    do_cfg: bool,
-    device: torch.device,
-    kw: dict[str, Any],
-) -> tuple[Tensors, Tensors | None]:
-    pe, npe, pp, npp = pipe.encode_prompt(
-        prompt=prompts,
-        prompt_2=None,
-        device=device,
-        num_images_per_prompt=1,
-        do_classifier_free_guidance=do_cfg,
-        negative_prompt=negs,
-        negative_prompt_2=None,
-        **e,
-        **kw,
-    )
-    cond = {"encoder_hidden_states": pe, "text_embeds": pp}
-    return cond, ({"encoder_hidden_states": npe, "text_embeds": npp} if do_cfg else None)
-
-
-def _encode_flux(
-    pipe: Any,
-    prompts: list[str] | None,
-    negs: list[str] | None,
-    e: dict[str, Any],
-    do_cfg: bool,
-    device: torch.device,
-    kw: dict[str, Any],
-) -> tuple[Tensors, Tensors | None]:
-    pe, pp, _ = pipe.encode_prompt(
-        prompt=prompts,
-        prompt_2=None,
-        device=device,
-        num_images_per_prompt=1,
-        prompt_embeds=e["prompt_embeds"],
-        pooled_prompt_embeds=e["pooled_prompt_embeds"],
-        **kw,
-    )
-    cond = {"encoder_hidden_states": pe, "pooled_projections": pp}
-    if not do_cfg:
-        return cond, None
-    npe, npp = e["negative_prompt_embeds"], e["negative_pooled_prompt_embeds"]
-    if npe is not None:
-        negs = None
-    elif negs is None:
-        negs = [""] * pe.shape[0]
-    npe, npp, _ = pipe.encode_prompt(
-        prompt=negs,
-        prompt_2=None,
-        device=device,
-        num_images_per_prompt=1,
-        prompt_embeds=npe,
-        pooled_prompt_embeds=npp,
-        **kw,
-    )
-    return cond, {"encoder_hidden_states": npe, "pooled_projections": npp}
-
-
-#: each family's encoder: (pipe, prompts, negatives, given embeddings, cfg, device, kwargs)
-ENCODERS = {"flux": _encode_flux, "sd3": _encode_sd3, "sd": _encode_sd, "sdxl": _encode_sdxl}
+    return encode

@@ -61,11 +61,26 @@ def _check_plain(pipe: Any, net: Any, family: str) -> str:
 
 
 def detect_family(pipe: Any) -> str:
-    """A key of ``SUPPORTED_FAMILIES`` for a supported pipeline, else UnsupportedModelError.
+    """Return the key of ``SUPPORTED_FAMILIES`` for a supported pipeline.
 
     Detection looks at the denoising network (``pipe.transformer`` / ``pipe.unet``) and, for UNets,
     at whether the UNet takes SDXL's added text/time conditioning. Subclasses of the supported
     pipelines (custom pipelines built on the same components) are accepted.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The pipeline.
+
+    Returns
+    -------
+    str
+        The family's key.
+
+    Raises
+    ------
+    UnsupportedModelError
+        An unsupported pipeline or variant (the message lists the supported families).
     """
     for name in _class_names(pipe):
         if name in _PIPELINES:

@@ -1,5 +1,7 @@
-"""Shared machinery of the diffusers adapters: conditioning per particle row, classifier-free
-guidance, micro-batching, timing/counters and VAE decoding.
+"""Shared machinery of the diffusers adapters.
+
+Conditioning per particle row, classifier-free guidance, micro-batching, timing/counters and VAE
+decoding.
 
 Rows of a particle batch are group-major: with B prompts and a batch of M = B * n rows, row i
 belongs to prompt i // n. The adapters micro-batch network calls themselves (``max_batch`` rows per
@@ -24,8 +26,21 @@ from glass_core.schedules import Schedule
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
-    """The device a module's inputs must be on (diffusers' own helper when available; otherwise an
-    accelerate offload hook's execution device, else the parameters' device)."""
+    """Return the device a module's inputs must be on.
+
+    Diffusers' own helper when available; otherwise an accelerate offload hook's execution device,
+    else the parameters' device.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A pipeline component.
+
+    Returns
+    -------
+    torch.device
+        The device.
+    """
     try:
         from diffusers.utils.torch_utils import get_module_execution_device
     except ImportError:  # diffusers < 0.42
@@ -38,19 +53,37 @@ def module_device(module: torch.nn.Module) -> torch.device:
 
 
 class VideoFrames(list):  # type: ignore[type-arg]
-    """One video as its list of PIL frames (as diffusers' video pipelines return them) that also
-    saves like an image: ``save(path)`` writes an animated file (APNG for .png, GIF, WebP)."""
+    """One video as its list of PIL frames that also saves like an image.
+
+    As diffusers' video pipelines return them; ``save(path)`` writes an animated file (APNG for
+    .png, GIF, WebP).
+    """
 
     def save(self, fp: Any, format: str | None = None, **params: Any) -> None:
+        """Save the frames as an animated image (PIL's ``save_all`` with the other frames)."""
         params.setdefault("loop", 0)
         self[0].save(fp, format, save_all=True, append_images=list(self[1:]), **params)
 
 
 def images_to_output(images: torch.Tensor, output_type: str) -> Any:
-    """Images ``[M, C, H, W]`` (or videos ``[M, F, C, H, W]``) in [0, 1] as ``output_type``:
+    """Images ``[M, C, H, W]`` (or videos ``[M, F, C, H, W]``) in [0, 1] as ``output_type``.
+
     "pt" as they are, "np" channels-last ndarrays, "pil" a list of PIL images (videos: a list of
     :class:`VideoFrames`, frame lists as diffusers' video pipelines give, which save as animated
-    files)."""
+    files).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Images or videos in [0, 1].
+    output_type : str
+        "pt" | "np" | "pil".
+
+    Returns
+    -------
+    torch.Tensor, ndarray or list
+        The images in that type.
+    """
     if output_type == "pt":
         return images
     if output_type == "np":
@@ -109,14 +142,17 @@ class DiffusersDenoiser(DenoiserBase):
     # -- properties ------------------------------------------------------------------------
     @property
     def num_groups(self) -> int:
+        """Return the number of prompt groups B."""
         return self.conditioning.num_groups
 
     @property
     def cfg(self) -> bool:
+        """Return whether classifier-free guidance runs (two rows per evaluation)."""
         return self.conditioning.uncond is not None
 
     @property
     def passes_per_eval(self) -> int:
+        """Return the network rows per particle per evaluation (2 with CFG)."""
         return 2 if self.cfg else 1
 
     @property
@@ -126,6 +162,7 @@ class DiffusersDenoiser(DenoiserBase):
 
     @property
     def dtype(self) -> torch.dtype:
+        """Return the network's dtype."""
         return next(self.network.parameters()).dtype
 
     @property
@@ -145,11 +182,14 @@ class DiffusersDenoiser(DenoiserBase):
 
     @property
     def model_time(self) -> float:
-        """Seconds inside network forward passes (``meter.model_seconds``; 0 unless the meter
-        is ``timed``)."""
+        """Return the seconds inside network forward passes (``meter.model_seconds``).
+
+        0 unless the meter is ``timed``.
+        """
         return self.meter.model_seconds
 
     def reset_counters(self) -> None:
+        """Reset the evaluation counters of the meter."""
         self.meter.reset()
 
     # -- the model call --------------------------------------------------------------------
@@ -215,10 +255,12 @@ class DiffusersDenoiser(DenoiserBase):
 
     # -- latents <-> images ----------------------------------------------------------------
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:
-        """(scale, offset) with VAE latents = network latents * scale + offset: per channel from
-        the VAE config's latents_mean/std where it has them (divided by a scaling_factor only
-        where the config has one: Qwen-Image's and Wan's have none), else its scaling and shift
-        factors."""
+        """(scale, offset) with VAE latents = network latents * scale + offset.
+
+        Per channel from the VAE config's latents_mean/std where it has them (divided by a
+        scaling_factor only where the config has one: Qwen-Image's and Wan's have none), else its
+        scaling and shift factors.
+        """
         cfg = self.pipe.vae.config
         mean = getattr(cfg, "latents_mean", None)
         std = getattr(cfg, "latents_std", None)
@@ -235,14 +277,14 @@ class DiffusersDenoiser(DenoiserBase):
         return z * scale + offset
 
     def _network_latents(self, lat: torch.Tensor) -> torch.Tensor:
-        """The VAE's own latent space -> scaled (network-space) latents (inverse of
-        ``_vae_latents``)."""
+        """Map VAE latents to scaled (network-space) latents (inverse of ``_vae_latents``)."""
         scale, offset = self._latent_affine(lat)
         return (lat - offset) / scale
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
-        """Images -> latents ``[M, *latent_shape]`` (float32, on the network's device): the mean
-        of the VAE's latent distribution, in the scaled space ``decode`` reads.
+        """Images -> latents ``[M, *latent_shape]`` (float32, on the network's device).
+
+        The mean of the VAE's latent distribution, in the scaled space ``decode`` reads.
 
         ``image``: anything the pipeline's image processor takes (a PIL image, a list of them, an
         ndarray, or a float tensor ``[M, 3, H, W]`` in [0, 1]); it is resized to the adapter's
@@ -269,19 +311,23 @@ class DiffusersDenoiser(DenoiserBase):
         return out.to(self.device)
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
-        """The VAE's decode of its own latents: images [m, 3, H, W] in [-1, 1] (families whose
-        VAE works on another layout, e.g. video, override this)."""
+        """Return the VAE's decode of its own latents.
+
+        Images [m, 3, H, W] in [-1, 1] (families whose VAE works on another layout, e.g. video,
+        override this).
+        """
         out: torch.Tensor = self.pipe.vae.decode(lat, return_dict=False)[0]
         return out
 
     def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The mean of the VAE's latent distribution for images [m, 3, H, W] in [-1, 1]."""
+        """Return the mean of the VAE's latent distribution for images [m, 3, H, W] in [-1, 1]."""
         out: torch.Tensor = self.pipe.vae.encode(pixels, return_dict=False)[0].mode()
         return out
 
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
-        """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1] (float32;
-        videos: ``[M, F, 3, H, W]``).
+        """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1].
+
+        Float32; videos: ``[M, F, 3, H, W]``.
 
         Differentiable when called with gradients enabled (reward guidance); micro-batched by
         ``max_batch`` (default: the adapter's ``max_batch``).
@@ -315,16 +361,20 @@ class DiffusersDenoiser(DenoiserBase):
 
     @property
     def prompts(self) -> list[str] | None:
+        """Return the prompts, one per group (None when embeddings were given)."""
         return self.conditioning.prompts
 
     def time_grid(self, num_steps: int) -> Any:
-        """The pipeline's own step grid for ``num_steps`` transitions (``default_time_grid``)."""
+        """Return the pipeline's own step grid for ``num_steps`` transitions.
+
+        See ``grids.default_time_grid``.
+        """
         from glass_core.models.diffusers.grids import default_time_grid
 
         return default_time_grid(self, num_steps)
 
     def to_output(self, images: torch.Tensor, output_type: str) -> Any:
-        """Decoded images in [0, 1] as the pipeline's ``output_type`` ("pt" | "np" | "pil")."""
+        """Convert images in [0, 1] to the pipeline's ``output_type`` ("pt" | "np" | "pil")."""
         return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
@@ -332,6 +382,7 @@ class DiffusersDenoiser(DenoiserBase):
         return self.to_output(images, "pil")  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
+        """Return a short description of the object."""
         return (
             f"{type(self).__name__}(family={self.family!r}, groups={self.num_groups}, "
             f"latent_shape={self.latent_shape}, guidance_scale={self.guidance_scale}, "

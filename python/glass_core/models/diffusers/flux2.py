@@ -1,5 +1,7 @@
-"""FLUX.2: ``Flux2Pipeline`` ([dev], Mistral-3 text encoder, guidance embedding) and
-``Flux2KleinPipeline`` ([klein], Qwen3 text encoder, true CFG against "" unless distilled).
+"""FLUX.2.
+
+``Flux2Pipeline`` ([dev], Mistral-3 text encoder, guidance embedding) and ``Flux2KleinPipeline``
+([klein], Qwen3 text encoder, true CFG against "" unless distilled).
 
 Particles are the pipeline's own noise layout, ``[M, in_channels, h/2, w/2]`` (2x2-patchified VAE
 latents, batch-normalised by the VAE's ``bn`` statistics); they become tokens ``[M, hw, C]`` only
@@ -24,6 +26,18 @@ ENCODE_OPTIONS = ("max_sequence_length", "text_encoder_out_layers")
 
 
 def is_klein(pipe: Any) -> bool:
+    """Return whether ``pipe`` is a FLUX.2 [klein] pipeline.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    bool
+        True for ``Flux2KleinPipeline`` (or a subclass).
+    """
     return any(c.__name__ == "Flux2KleinPipeline" for c in type(pipe).__mro__)
 
 
@@ -36,8 +50,30 @@ def encode(
     device: torch.device,
     kw: dict[str, Any],
 ) -> tuple[Tensors, Tensors | None]:
-    """Prompt embeddings through ``pipe.encode_prompt``; the negative ("" unless given) only
-    with true CFG ([klein])."""
+    """Prompt embeddings through ``pipe.encode_prompt``.
+
+    The negative ("" unless given) only with true CFG ([klein]).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    prompts, negs : list of str or None
+        One prompt (negative prompt) per group, or None when embeddings are given.
+    embeds : dict
+        Given embeddings (``prompt_embeds``, ``negative_prompt_embeds``, ...) or None.
+    do_cfg : bool
+        Whether the negative rows are needed.
+    device : torch.device
+        Where the embeddings go.
+    kw : dict
+        Further keyword arguments of ``encode_prompt``.
+
+    Returns
+    -------
+    tuple of dict
+        The conditional and (with CFG, else None) unconditional network inputs, ``[B, ...]``.
+    """
     pe, _ = pipe.encode_prompt(
         prompt=prompts, device=device, prompt_embeds=embeds.get("prompt_embeds"), **kw
     )
@@ -50,29 +86,89 @@ def encode(
 
 
 def size_multiple(pipe: Any) -> int:
-    """Height and width must be multiples of this many pixels."""
+    """Height and width must be multiples of this many pixels.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        Height and width must be multiples of this many pixels.
+    """
     return 2 * int(pipe.vae_scale_factor)
 
 
 def default_guidance(pipe: Any) -> float:
+    """Return the pipeline's default guidance scale.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    float
+        The guidance scale used when the caller gives none.
+    """
     return 4.0
 
 
 def does_cfg(pipe: Any, guidance_scale: float, has_negative: bool) -> bool:
-    """[klein] runs true CFG when guidance_scale > 1 and it is not distilled; [dev] never."""
+    """[klein] runs true CFG when guidance_scale > 1 and it is not distilled; [dev] never.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    guidance_scale : float
+        The scale of the family's classifier-free guidance.
+    has_negative : bool
+        Whether a negative prompt or negative embeddings were given.
+
+    Returns
+    -------
+    bool
+        True when each evaluation runs the negative rows too.
+    """
     distilled = bool(getattr(pipe.config, "is_distilled", False))
     return is_klein(pipe) and guidance_scale > 1.0 and not distilled
 
 
 def patchify(lat: torch.Tensor) -> torch.Tensor:
-    """[M, C, H, W] -> [M, 4C, H/2, W/2] (``Flux2Pipeline._patchify_latents``)."""
+    """[M, C, H, W] -> [M, 4C, H/2, W/2] (``Flux2Pipeline._patchify_latents``).
+
+    Parameters
+    ----------
+    lat : torch.Tensor
+        VAE latents [M, C, H, W].
+
+    Returns
+    -------
+    torch.Tensor
+        Patched latents [M, 4C, H/2, W/2].
+    """
     m, c, h, w = lat.shape
     lat = lat.view(m, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
     return lat.reshape(m, c * 4, h // 2, w // 2)
 
 
 def unpatchify(z: torch.Tensor) -> torch.Tensor:
-    """[M, 4C, h, w] -> [M, C, 2h, 2w] (``Flux2Pipeline._unpatchify_latents``)."""
+    """[M, 4C, h, w] -> [M, C, 2h, 2w] (``Flux2Pipeline._unpatchify_latents``).
+
+    Parameters
+    ----------
+    z : torch.Tensor
+        Patched latents [M, 4C, h, w].
+
+    Returns
+    -------
+    torch.Tensor
+        VAE latents [M, C, 2h, 2w].
+    """
     m, c, h, w = z.shape
     z = z.reshape(m, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
     return z.reshape(m, c // 4, h * 2, w * 2)
@@ -139,6 +235,7 @@ class Flux2Denoiser(DiffusersDenoiser):
 
     @property
     def image_seq_len(self) -> int:
+        """Return the number of image tokens the transformer sees."""
         _, h, w = self.latent_shape
         return h * w
 

@@ -26,14 +26,44 @@ def calculate_shift(
     base_shift: float = 0.5,
     max_shift: float = 1.15,
 ) -> float:
-    """FLUX/SD3 dynamic-shift ``mu`` (diffusers' formula, computed by the native
-    ``dynamic_shift_mu``); static-shift equivalent: exp(mu)."""
+    """Return FLUX/SD3's dynamic-shift ``mu`` (diffusers' formula).
+
+    Computed by the native ``dynamic_shift_mu``; static-shift equivalent: exp(mu).
+
+    Parameters
+    ----------
+    image_seq_len : int
+        Image tokens.
+    base_seq_len, max_seq_len : int
+        The scheduler's sequence lengths.
+    base_shift, max_shift : float
+        The scheduler's shifts.
+
+    Returns
+    -------
+    float
+        mu.
+    """
     return float(dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
 def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
-    """The dynamic-shift ``mu`` the pipeline computes from its image sequence length and the
-    scheduler's config (``calculate_shift``)."""
+    """Return the dynamic-shift ``mu`` the pipeline computes (``calculate_shift``).
+
+    From its image sequence length and the scheduler's config.
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter (its pipeline's scheduler and ``image_seq_len``).
+    default_max_shift : float
+        ``max_shift`` when the scheduler's config has none.
+
+    Returns
+    -------
+    float
+        mu.
+    """
     cfg = model.pipe.scheduler.config
     return calculate_shift(
         model.image_seq_len,
@@ -45,8 +75,22 @@ def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
 
 
 def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
-    """``linspace(1, 1/n, n)``, the sigmas FLUX-style pipelines pass, unless the scheduler makes
-    its own (``use_flow_sigmas``)."""
+    """Return the sigmas FLUX-style pipelines pass, ``linspace(1, 1/n, n)``.
+
+    None when the scheduler makes its own (``use_flow_sigmas``).
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter.
+    num_steps : int
+        The number of steps n.
+
+    Returns
+    -------
+    ndarray or None
+        The sigmas.
+    """
     if model.pipe.scheduler.config.get("use_flow_sigmas", False):
         return None
     return np.linspace(1.0, 1.0 / num_steps, num_steps)
@@ -105,6 +149,20 @@ def default_time_grid(model: Any, num_steps: int, *, exact: bool = False) -> np.
     what the alignment algorithms need) the first time is replaced by 0 (the pipeline also starts
     from pure noise there) and the last is 1 (clean data); ``exact=True`` keeps the scheduler's
     first timestep and its final alpha (for parity checks against the pipeline's own sampler).
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter.
+    num_steps : int
+        The number of transitions.
+    exact : bool
+        See above.
+
+    Returns
+    -------
+    ndarray
+        The grid, float64.
     """
     positive_int(num_steps, "num_steps")
     if hasattr(model, "scheduler_kwargs"):  # flow families: they say what the pipeline passes

@@ -1,5 +1,6 @@
-"""The one interface ``glass_core.steer`` uses a diffusers pipeline through, and the function that
-wraps a pipeline into it.
+"""The one interface ``glass_core.steer`` uses a diffusers pipeline through.
+
+And the function that wraps a pipeline into it.
 
 Every family implements :class:`PipelineModel` (the text-conditioned families through
 ``DiffusersDenoiser`` and their family module, unconditional ``UNet2DModel`` pipelines through
@@ -21,8 +22,10 @@ from glass_core.schedules import Schedule
 
 @runtime_checkable
 class PipelineModel(Protocol):
-    """A steerable pipeline: a ``Denoiser`` over particles of ``latent_shape`` (glass_core time:
-    t = 0 noise, t = 1 data) plus what turns particles into the pipeline's outputs.
+    """A steerable pipeline.
+
+    A ``Denoiser`` over particles of ``latent_shape`` (glass_core time: t = 0 noise, t = 1 data)
+    plus what turns particles into the pipeline's outputs.
 
     Attributes
     ----------
@@ -52,33 +55,41 @@ class PipelineModel(Protocol):
     media: str
 
     @property
-    def num_groups(self) -> int: ...
+    def num_groups(self) -> int:
+        """Return the number of prompt groups B."""
 
     @property
-    def prompts(self) -> list[str] | None: ...
+    def prompts(self) -> list[str] | None:
+        """Return the prompts, one per group (None when embeddings were given)."""
 
     @property
-    def device(self) -> torch.device: ...
+    def device(self) -> torch.device:
+        """Return the device the model runs on."""
 
     @property
-    def passes_per_eval(self) -> int: ...
+    def passes_per_eval(self) -> int:
+        """Return the network rows per particle per evaluation (2 with CFG)."""
 
     num_evaluations: int
 
     @property
-    def num_forward_rows(self) -> int: ...
+    def num_forward_rows(self) -> int:
+        """Return the network rows run so far (CFG rows included)."""
 
     @property
-    def model_time(self) -> float: ...
+    def model_time(self) -> float:
+        """Return the seconds spent in the network (when timed)."""
 
     meter: Meter
 
-    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor: ...
+    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """Return the denoised estimate D_t(x) of the data."""
 
-    def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor: ...
+    def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """Return the velocity of the probability-flow ODE at (x, t)."""
 
     def time_grid(self, num_steps: int) -> np.ndarray:
-        """The pipeline's own grid for ``num_steps`` transitions, 0 = t_0 < ... < t_K = 1."""
+        """Return the pipeline's own grid for ``num_steps`` transitions, 0 = t_0 < ... < t_K = 1."""
         ...
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
@@ -90,12 +101,23 @@ class PipelineModel(Protocol):
         ...
 
     def to_output(self, images: torch.Tensor, output_type: str) -> Any:
-        """Decoded images as "pt" | "np" | "pil", the pipeline's own output types."""
+        """Return decoded images as "pt" | "np" | "pil", the pipeline's own output types."""
         ...
 
 
 def call_options(pipe: Any) -> tuple[str, ...]:
-    """Names of the pipeline call options ``wrap_pipeline`` passes through for ``pipe``."""
+    """Names of the pipeline call options ``wrap_pipeline`` passes through for ``pipe``.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The pipeline.
+
+    Returns
+    -------
+    tuple of str
+        The names (none for unconditional pipelines).
+    """
     from glass_core.models.diffusers import call_options as family_options
     from glass_core.models.diffusers.unconditional import is_unconditional
 
@@ -111,9 +133,10 @@ def wrap_pipeline(
     timed: bool = False,
     **conditioning: Any,
 ) -> PipelineModel:
-    """``pipe`` as a :class:`PipelineModel`: an unconditional ``UNet2DModel`` pipeline (B groups
-    from a list of B generators), else the text-conditioned family adapter of ``from_pipeline``
-    with the prompts encoded.
+    """``pipe`` as a :class:`PipelineModel`.
+
+    An unconditional ``UNet2DModel`` pipeline (B groups from a list of B generators), else the
+    text-conditioned family adapter of ``from_pipeline`` with the prompts encoded.
 
     Parameters
     ----------

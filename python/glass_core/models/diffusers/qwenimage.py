@@ -41,7 +41,28 @@ def encode(
     device: torch.device,
     kw: dict[str, Any],
 ) -> tuple[Tensors, Tensors | None]:
-    """Prompt (and, with true CFG, negative prompt) embeddings and masks via encode_prompt."""
+    """Prompt (and, with true CFG, negative prompt) embeddings and masks via encode_prompt.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    prompts, negs : list of str or None
+        One prompt (negative prompt) per group, or None when embeddings are given.
+    embeds : dict
+        Given embeddings (``prompt_embeds``, ``negative_prompt_embeds``, ...) or None.
+    do_cfg : bool
+        Whether the negative rows are needed.
+    device : torch.device
+        Where the embeddings go.
+    kw : dict
+        Further keyword arguments of ``encode_prompt``.
+
+    Returns
+    -------
+    tuple of dict
+        The conditional and (with CFG, else None) unconditional network inputs, ``[B, ...]``.
+    """
     pe, mask = pipe.encode_prompt(
         prompt=prompts, device=device, prompt_embeds=embeds.get("prompt_embeds"), **kw
     )
@@ -54,15 +75,54 @@ def encode(
 
 
 def size_multiple(pipe: Any) -> int:
-    """Height and width must be multiples of this many pixels."""
+    """Height and width must be multiples of this many pixels.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        Height and width must be multiples of this many pixels.
+    """
     return 2 * int(pipe.vae_scale_factor)
 
 
 def default_guidance(pipe: Any) -> float | None:
+    """Return the pipeline's default guidance scale.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    float
+        The guidance scale used when the caller gives none.
+    """
     return None  # the guidance embedding's input; only guidance-distilled transformers take it
 
 
 def does_cfg(pipe: Any, true_cfg_scale: float, has_negative: bool) -> bool:
+    """Return whether classifier-free guidance runs for this scale and negative prompt.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    true_cfg_scale : float
+        The scale of the family's classifier-free guidance.
+    has_negative : bool
+        Whether a negative prompt or negative embeddings were given.
+
+    Returns
+    -------
+    bool
+        True when each evaluation runs the negative rows too.
+    """
     return true_cfg_scale > 1.0 and has_negative
 
 
@@ -136,6 +196,7 @@ class QwenImageDenoiser(DiffusersDenoiser):
 
     @property
     def image_seq_len(self) -> int:
+        """Return the number of image tokens the transformer sees."""
         _, h, w = self.latent_shape
         return (h // 2) * (w // 2)
 

@@ -32,7 +32,28 @@ def encode(
     device: torch.device,
     kw: dict[str, Any],
 ) -> tuple[Tensors, Tensors | None]:
-    """Embeddings and attention masks of the prompts and (with CFG) the negatives."""
+    """Embeddings and attention masks of the prompts and (with CFG) the negatives.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    prompts, negs : list of str or None
+        One prompt (negative prompt) per group, or None when embeddings are given.
+    embeds : dict
+        Given embeddings (``prompt_embeds``, ``negative_prompt_embeds``, ...) or None.
+    do_cfg : bool
+        Whether the negative rows are needed.
+    device : torch.device
+        Where the embeddings go.
+    kw : dict
+        Further keyword arguments of ``encode_prompt``.
+
+    Returns
+    -------
+    tuple of dict
+        The conditional and (with CFG, else None) unconditional network inputs, ``[B, ...]``.
+    """
     pe, mask, npe, nmask = pipe.encode_prompt(
         prompts,
         do_cfg,
@@ -51,20 +72,59 @@ def encode(
 
 
 def size_multiple(pipe: Any) -> int:
-    """Height and width must be multiples of this many pixels."""
+    """Height and width must be multiples of this many pixels.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        Height and width must be multiples of this many pixels.
+    """
     return 32  # SanaPipeline.check_inputs
 
 
 def default_guidance(pipe: Any) -> float:
+    """Return the pipeline's default guidance scale.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    float
+        The guidance scale used when the caller gives none.
+    """
     return 4.5
 
 
 def does_cfg(pipe: Any, guidance_scale: float, has_negative: bool) -> bool:
+    """Return whether classifier-free guidance runs for this scale and negative prompt.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    guidance_scale : float
+        The scale of the family's classifier-free guidance.
+    has_negative : bool
+        Whether a negative prompt or negative embeddings were given.
+
+    Returns
+    -------
+    bool
+        True when each evaluation runs the negative rows too.
+    """
     return guidance_scale > 1.0
 
 
 def _bins(pipe: Any) -> dict[str, list[float]]:
-    """The aspect-ratio bins SanaPipeline picks by the transformer's sample size."""
+    """Return the aspect-ratio bins SanaPipeline picks by the transformer's sample size."""
     from diffusers.pipelines.sana import pipeline_sana as ps
 
     bins = {
@@ -140,6 +200,7 @@ class SanaDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
         return {}  # the scheduler's default sigmas, static shift
 
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:

@@ -1,5 +1,6 @@
-"""Unconditional ``UNet2DModel`` pipelines (DDPMPipeline, the embedded digits model): the adapter
-``from_pipeline`` does not cover (it wraps text-conditioned FLUX/SD3/SD/SDXL pipelines).
+"""Unconditional ``UNet2DModel`` pipelines (DDPMPipeline, the embedded digits model).
+
+The adapter ``from_pipeline`` does not cover (it wraps text-conditioned FLUX/SD3/SD/SDXL pipelines).
 
 Uses only ``pipe.unet`` and ``pipe.scheduler``'s config and converts at this boundary, with the
 same conversions as the text-conditioned adapters (docs/math.md §1 and §2): flow-matching
@@ -32,7 +33,7 @@ __all__ = [
 
 
 def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
-    """A glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline (e.g. DDPMPipeline).
+    """Return a glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline.
 
     The adapter ``glass_core.models.diffusers.from_pipeline`` does not cover (it wraps
     text-conditioned FLUX/SD3/SD/SDXL pipelines). Uses only ``pipe.unet`` and ``pipe.scheduler``'s
@@ -49,6 +50,23 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
 
     The network runs in its own dtype (inputs cast, outputs cast back to the particles' dtype).
     The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The unconditional pipeline (``pipe.unet``, ``pipe.scheduler``).
+    max_batch : int, optional
+        Network rows per forward pass (None: all at once).
+
+    Returns
+    -------
+    DenoiserBase
+        The denoiser.
+
+    Raises
+    ------
+    UnsupportedModelError
+        An unsupported scheduler or prediction type.
     """
     unet, sched = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
     if unet is None or sched is None or type(unet).__name__ != "UNet2DModel":
@@ -105,19 +123,33 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
 
 
 def is_unconditional(pipe: Any) -> bool:
-    """True for an unconditional ``UNet2DModel`` pipeline (e.g. ``DDPMPipeline``, the embedded
-    default model), which :func:`glass_core.steer` wraps with
-    :class:`UnconditionalPipelineModel`."""
+    """Return whether ``pipe`` is an unconditional ``UNet2DModel`` pipeline.
+
+    E.g. ``DDPMPipeline``, the embedded default model, which :func:`glass_core.steer` wraps with
+    :class:`UnconditionalPipelineModel`.
+
+    Parameters
+    ----------
+    pipe : Any
+        The object passed as a pipeline.
+
+    Returns
+    -------
+    bool
+        True for an unconditional ``UNet2DModel`` pipeline.
+    """
     unet = getattr(pipe, "unet", None)
     return unet is not None and any(c.__name__ == "UNet2DModel" for c in type(unet).__mro__)
 
 
 class UnconditionalPipelineModel:
-    """An unconditional UNet2DModel pipeline as :func:`glass_core.steer` uses a diffusers adapter:
-    the Denoiser of :func:`from_unconditional_pipeline` plus counters, the pipeline's step grid
+    """An unconditional UNet2DModel pipeline as :func:`glass_core.steer` uses a diffusers adapter.
+
+    The Denoiser of :func:`from_unconditional_pipeline` plus counters, the pipeline's step grid
     and the DDPMPipeline post-processing (samples in [-1, 1] -> images in [0, 1]). Latents are
     the samples themselves; there are no prompts, so B groups come only from a list of
-    generators."""
+    generators.
+    """
 
     family = "unconditional"
     passes_per_eval = 1
@@ -134,34 +166,43 @@ class UnconditionalPipelineModel:
         self.meter: Meter = self.inner.meter
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """Return the denoised estimate D_t(x) of the data."""
         self.meter.evaluations += 1
         out: torch.Tensor = self.inner.denoise(x, t)
         return out
 
     def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """Return the velocity of the probability-flow ODE at (x, t)."""
         self.meter.evaluations += 1
         out: torch.Tensor = self.inner.velocity(x, t)
         return out
 
     @property
     def num_evaluations(self) -> int:
+        """Return the denoiser evaluations so far."""
         return self.meter.evaluations
 
     @property
     def device(self) -> torch.device:
+        """Return the device the model runs on."""
         return module_device(self.pipe.unet)
 
     @property
     def model_time(self) -> float:
+        """Return the seconds spent in the network (when timed)."""
         return self.meter.model_seconds
 
     @property
     def num_forward_rows(self) -> int:
+        """Return the network rows run so far (CFG rows included)."""
         return self.meter.forward_rows
 
     def time_grid(self, num_steps: int) -> np.ndarray:
-        """Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
-        DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines."""
+        """Return the step grid for ``num_steps`` transitions.
+
+        Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
+        DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines.
+        """
         if "FlowMatch" not in type(self.pipe.scheduler).__name__:
             return default_time_grid(self, num_steps)  # family is not flux/sd3: the VP grid
         shift = float(self.pipe.scheduler.config.get("shift", 1.0))
@@ -169,12 +210,15 @@ class UnconditionalPipelineModel:
         return np.asarray(grid, dtype=np.float64)
 
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        """Decode latents to images in [0, 1]."""
         self.meter.decodes += 1
         return (z.float() / 2 + 0.5).clamp(0, 1)
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
-        """Images (PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the
-        sample size) -> samples in [-1, 1] (the inverse of ``decode``)."""
+        """Encode images as samples in [-1, 1] (the inverse of ``decode``).
+
+        Images: PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the sample size.
+        """
         from diffusers.image_processor import VaeImageProcessor
 
         c, h, w = self.latent_shape
@@ -186,4 +230,5 @@ class UnconditionalPipelineModel:
         return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
+        """Convert images in [0, 1] to PIL images."""
         return self.to_output(images, "pil")  # type: ignore[no-any-return]

@@ -1,5 +1,7 @@
-"""Wan 2.x text-to-video: ``WanPipeline`` with one transformer (Wan 2.1-style; the two-expert
-Wan 2.2 A14B checkpoints, ``transformer_2``, are not supported).
+"""Wan 2.x text-to-video.
+
+``WanPipeline`` with one transformer (Wan 2.1-style; the two-expert Wan 2.2 A14B checkpoints,
+``transformer_2``, are not supported).
 
 Particles are video latents ``[M, C, F', h, w]`` with F' = (num_frames - 1) / 4 + 1 (the
 pipeline's noise layout), normalised by the VAE's ``latents_mean`` / ``latents_std`` (no scaling
@@ -34,7 +36,28 @@ def encode(
     device: torch.device,
     kw: dict[str, Any],
 ) -> tuple[Tensors, Tensors | None]:
-    """T5 embeddings of the prompts and (with CFG) the negatives, via encode_prompt."""
+    """T5 embeddings of the prompts and (with CFG) the negatives, via encode_prompt.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    prompts, negs : list of str or None
+        One prompt (negative prompt) per group, or None when embeddings are given.
+    embeds : dict
+        Given embeddings (``prompt_embeds``, ``negative_prompt_embeds``, ...) or None.
+    do_cfg : bool
+        Whether the negative rows are needed.
+    device : torch.device
+        Where the embeddings go.
+    kw : dict
+        Further keyword arguments of ``encode_prompt``.
+
+    Returns
+    -------
+    tuple of dict
+        The conditional and (with CFG, else None) unconditional network inputs, ``[B, ...]``.
+    """
     pe, npe = pipe.encode_prompt(
         prompt=prompts,
         negative_prompt=negs,
@@ -49,21 +72,75 @@ def encode(
 
 
 def size_multiple(pipe: Any) -> int:
-    """Height and width must be multiples of this many pixels."""
+    """Height and width must be multiples of this many pixels.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    int
+        Height and width must be multiples of this many pixels.
+    """
     return 16  # WanPipeline.check_inputs
 
 
 def default_guidance(pipe: Any) -> float:
+    """Return the pipeline's default guidance scale.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+
+    Returns
+    -------
+    float
+        The guidance scale used when the caller gives none.
+    """
     return 5.0
 
 
 def does_cfg(pipe: Any, guidance_scale: float, has_negative: bool) -> bool:
+    """Return whether classifier-free guidance runs for this scale and negative prompt.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    guidance_scale : float
+        The scale of the family's classifier-free guidance.
+    has_negative : bool
+        Whether a negative prompt or negative embeddings were given.
+
+    Returns
+    -------
+    bool
+        True when each evaluation runs the negative rows too.
+    """
     return guidance_scale > 1.0
 
 
 def latent_frames(pipe: Any, num_frames: int) -> int:
-    """Latent frames for ``num_frames`` (rounded as the pipeline does when num_frames - 1 is not
-    a multiple of the VAE's temporal factor)."""
+    """Return the latent frames for ``num_frames``.
+
+    Rounded as the pipeline does when num_frames - 1 is not a multiple of the VAE's temporal
+    factor.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    num_frames : int
+        Video frames.
+
+    Returns
+    -------
+    int
+        Latent frames.
+    """
     k = int(pipe.vae_scale_factor_temporal)
     if num_frames % k != 1:
         warnings.warn(
@@ -127,6 +204,7 @@ class WanDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
         return {}  # WanPipeline: set_timesteps(num_inference_steps), the scheduler's own shift
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
