@@ -223,3 +223,16 @@ def test_nan_particles_blame_the_party_at_fault():
             gmm(), lambda z: z[:, 0] / 0.0 * 0.0, transition=PlainEuler(), num_particles=6,
             time_grid=GRID, shape=(2,), generator=gen(0), progress=False,
         )  # fmt: skip
+
+
+def test_ancestors_go_up_from_pinned_memory_without_blocking_on_cuda(monkeypatch):
+    from glass_core.align.fk import upload_ancestors
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((a, k)) or self)
+    upload_ancestors(np.arange(3), torch.device("cuda"))
+    assert calls == ["pin", ((torch.device("cuda"),), {"non_blocking": True})]
+    calls.clear()
+    upload_ancestors(np.arange(3), torch.device("cpu"))  # nothing to pin on the host
+    assert calls == [((torch.device("cpu"),), {})]
