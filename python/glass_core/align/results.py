@@ -58,8 +58,8 @@ class BestOfNResult(SamplingResult):
     best_index: torch.Tensor  # [] or [B] int64, index into the group's samples
 
     def best(self) -> torch.Tensor:
-        """The highest-reward sample (``best_sample``; also when ``samples`` holds only this
-        rank's shard of a sharded run)."""
+        """The highest-reward sample ([...] or [B, ...]), kept when the run ended (a sharded
+        run that did not gather every sample still has it)."""
         return self.best_sample
 
 
