@@ -199,10 +199,10 @@ class NaNStep(PlainEuler):
         return "NaNStep()"
 
 
-def _run(model, transition):
+def _run(model, transition, **kw):
     return fk_steering(
         model, LIN, transition=transition, num_particles=6, time_grid=GRID, shape=(2,),
-        generator=gen(0), dtype=torch.float64, progress=False,
+        generator=gen(0), dtype=torch.float64, progress=False, **kw,
     )  # fmt: skip
 
 
@@ -214,6 +214,9 @@ def test_nan_particles_blame_the_party_at_fault():
     # the denoiser output scored at the first potential step
     with pytest.raises(ModelError, match=r"at t_next=0.2|at t=0.2 for rows \[1\] \(the denoiser"):
         _run(NaNModel("denoise", t1), PlainEuler())
+    # NaN made at a step without a potential is found at the next one, which names the rows
+    with pytest.raises(ModelError, match=r"rows \[1\] at t=0.2 already"):
+        _run(NaNModel("velocity", 0.0), PlainEuler(), resample_every=2)
     # the transition itself, from finite model outputs (its replay is NaN too)
     with pytest.raises(InvalidInputError, match=r"NaNStep\(\) produced NaN/inf in rows \[2\]"):
         _run(gmm(), NaNStep())
@@ -223,3 +226,16 @@ def test_nan_particles_blame_the_party_at_fault():
             gmm(), lambda z: z[:, 0] / 0.0 * 0.0, transition=PlainEuler(), num_particles=6,
             time_grid=GRID, shape=(2,), generator=gen(0), progress=False,
         )  # fmt: skip
+
+
+def test_ancestors_go_up_from_pinned_memory_without_blocking_on_cuda(monkeypatch):
+    from glass_core.align.fk import upload_ancestors
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((a, k)) or self)
+    upload_ancestors(np.arange(3), torch.device("cuda"))
+    assert calls == ["pin", ((torch.device("cuda"),), {"non_blocking": True})]
+    calls.clear()
+    upload_ancestors(np.arange(3), torch.device("cpu"))  # nothing to pin on the host
+    assert calls == [((torch.device("cpu"),), {})]

@@ -160,3 +160,14 @@ def test_lookahead_log_g_against_the_closed_form_value():
         if t == GRID[1]:
             assert float((v - LAM * (log_w.exp() * (mean @ A)).sum(dim=1)).min()) > 0.5
         torch.testing.assert_close(v_hat, v, rtol=0, atol=0.07)
+
+
+@pytest.mark.parametrize("kind", ["diff", "max", "sum"])
+def test_overflowing_potential_is_named_on_the_host_copy(kind):
+    fk = FKSampler(
+        gmm(), LinearReward([1e300, 1e300]), transition=ExactKernel(), time_grid=GRID,
+        potential=kind, lambda_=1e300,
+    )  # fmt: skip
+    state = fk.init(4, shape=(2,), generator=gen(0), dtype=torch.float64)
+    with pytest.raises(InvalidInputError, match=r"lambda_ = 1e\+300 is too large"):
+        fk.step(state)

@@ -211,16 +211,17 @@ class FKSampler:
             storage.noise,
             cfg.lambda_,
         )
-        # what a failure needs to replay the transition (references and a host-side RNG state)
-        state.proposed_from = (state.particles, state.denoised, noise_snapshot(storage.noise))
+        weighted = self.is_weighted(state, k)
+        if weighted:  # what a failure needs to replay the transition (host-side RNG state)
+            state.proposed_from = (state.particles, state.denoised, noise_snapshot(storage.noise))
         with torch.no_grad():
             with storage.guard(k):
                 self.propose(ctx, state, cfg.grid[k - 1], cfg.grid[k])
-                weighted = self.is_weighted(state, k)
                 scores = self.score(ctx, state, cfg.grid[k], final) if weighted else None
             if scores is not None:
                 log_g, rewards = self.weight(state, scores, k, final)
                 self.resample(state, log_g, rewards, k, final)
+        state.proposed_from = None  # do not keep the previous particles alive between steps
         state.step = k
         state.nfe += ctx.model.nfe
         state.model_time += ctx.model.model_time
