@@ -1,5 +1,8 @@
-"""Reward alignment: best-of-N, Feynman-Kac steering and reward guidance over any transition."""
+"""Reward alignment over any transition: best-of-N, Feynman-Kac steering, reward guidance,
+value decoding and beam search."""
 
+from glass_core.align._search import SearchResult
+from glass_core.align.beam import beam_search
 from glass_core.align.best_of_n import best_of_n
 from glass_core.align.distributed import RankFailedError, Sharding
 from glass_core.align.fk import fk_steering
@@ -7,6 +10,7 @@ from glass_core.align.guidance import GuidedDenoiser, guided, reward_guidance
 from glass_core.align.potentials import POTENTIALS
 from glass_core.align.results import BestOfNResult, FKResult, GuidanceResult, SamplingResult
 from glass_core.align.value import ValueEstimate, value_estimate
+from glass_core.align.value_decoding import value_decoding
 
 __all__ = [
     "POTENTIALS",
@@ -16,11 +20,14 @@ __all__ = [
     "GuidedDenoiser",
     "RankFailedError",
     "SamplingResult",
+    "SearchResult",
     "Sharding",
     "ValueEstimate",
+    "beam_search",
     "best_of_n",
     "fk_steering",
     "guided",
     "reward_guidance",
+    "value_decoding",
     "value_estimate",
 ]
