@@ -12,6 +12,7 @@ M candidates per particle counts M, over J posterior samples of each candidate M
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 from glass_core._checks import positive_int
 from glass_core.align._common import (
     CountedModel,
+    as_generator_arg,
     check_callable,
     check_finite_float,
     fail,
@@ -30,7 +32,7 @@ from glass_core.align._common import (
     progress_bar,
     ungroup,
 )
-from glass_core.align._config import SamplingConfig, sampling_validator
+from glass_core.align._config import SamplingConfig
 from glass_core.align._start import start_particles
 from glass_core.align.results import SamplingResult, uniform_log_weights
 from glass_core.align.value import log_mean_exp, posterior_rewards
@@ -106,7 +108,21 @@ def _counted_call(
     return out
 
 
-def check_search_args(num_candidates: Any, temperature: Any, process_group: Any) -> tuple[int, float]:
+def _expand(
+    transition: Callable[..., torch.Tensor],
+    rep: torch.Tensor,
+    t: float,
+    t_next: float,
+    noise: Any,
+    d_rep: torch.Tensor | None,
+    model: CountedModel,
+) -> torch.Tensor:
+    return transition(model, rep, t, t_next, noise, denoised=d_rep)
+
+
+def check_search_args(
+    num_candidates: Any, temperature: Any, process_group: Any
+) -> tuple[int, float]:
     """(M, temperature) checked; searches are not sharded (their selection is global per
     group: a clear error instead)."""
     if process_group is not None:
@@ -126,22 +142,23 @@ def run_search(
     value: CandidateValue,
     select: Selector,
     num_candidates: int,
-    sampling: dict[str, Any],
+    validate: Callable[[int], SamplingConfig],
+    generator: Any,
+    x0: torch.Tensor | None,
     dtype: torch.dtype | None,
     device: torch.device | str | None,
     progress: bool,
     profile: bool,
     desc: str,
 ) -> SearchResult:
-    """Expand-score-select through the grid (see module doc); `sampling` holds the arguments
-    of align._config.sampling_validator."""
+    """Expand-score-select through the grid (see module doc); `validate` is
+    align._config.sampling_validator's result for the run's arguments."""
     wall_start = time.perf_counter()
-    cfg: SamplingConfig = sampling_validator(**sampling)(1)
-    gen = sampling["generator"]
-    noise = list(gen) if isinstance(gen, (list, tuple)) else gen
+    cfg = validate(1)
+    noise = as_generator_arg(generator)
     counted = CountedModel(model, cfg.max_batch, timed=profile)
     m, b, n = num_candidates, cfg.num_groups, cfg.num_particles
-    x = start_particles(sampling["x0"], b * n, cfg.shape, noise, dtype, device)
+    x = start_particles(x0, b * n, cfg.shape, noise, dtype, device)
     denoised: torch.Tensor | None = None
     history: list[torch.Tensor] = []
     with torch.no_grad(), progress_bar(cfg.num_steps, progress, desc) as bar:
@@ -149,10 +166,7 @@ def run_search(
             t, t_next = cfg.grid[k - 1], cfg.grid[k]
             rep = x.repeat_interleave(m, dim=0)
             d_rep = None if denoised is None else denoised.repeat_interleave(m, dim=0)
-
-            def expand(mod: CountedModel, rep: Any = rep, d_rep: Any = d_rep) -> torch.Tensor:
-                return transition(mod, rep, t, t_next, noise, denoised=d_rep)
-
+            expand = functools.partial(_expand, transition, rep, t, t_next, noise, d_rep)
             cand = _counted_call(counted, m, expand)
             scores, cand_d = value(counted, reward, cand, t_next, m, noise)
             host = scores.cpu().numpy()  # the one sync per step

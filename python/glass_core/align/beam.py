@@ -14,6 +14,7 @@ import torch
 
 from glass_core._checks import positive_int
 from glass_core.align._common import Generator
+from glass_core.align._config import sampling_validator
 from glass_core.align._search import CandidateValue, SearchResult, check_search_args, run_search
 from glass_core.rewards.base import Reward
 
@@ -83,6 +84,9 @@ def beam_search(
     """
     m, _ = check_search_args(num_candidates, 0.0, process_group)
     width = positive_int(beam_width, "beam_width")
+    validate = sampling_validator(
+        model, reward, transition, time_grid, width, shape, generator, num_groups, max_batch, x0
+    )
     return run_search(
         model=model,
         reward=reward,
@@ -90,11 +94,9 @@ def beam_search(
         value=CandidateValue(value, value_samples, value_transition),
         select=top_per_group,
         num_candidates=m,
-        sampling=dict(
-            model=model, reward=reward, transition=transition, time_grid=time_grid,
-            num_particles=width, shape=shape, generator=generator,
-            num_groups=num_groups, max_batch=max_batch, x0=x0,
-        ),  # fmt: skip
+        validate=validate,
+        generator=generator,
+        x0=x0,
         dtype=dtype,
         device=device,
         progress=progress,

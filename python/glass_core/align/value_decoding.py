@@ -14,6 +14,7 @@ import torch
 
 from glass_core import _random
 from glass_core.align._common import Generator
+from glass_core.align._config import sampling_validator
 from glass_core.align._search import CandidateValue, SearchResult, check_search_args, run_search
 from glass_core.rewards.base import Reward
 
@@ -94,6 +95,10 @@ def value_decoding(
         The reward returned NaN/inf or the wrong shape.
     """
     m, temp = check_search_args(num_candidates, temperature, process_group)
+    validate = sampling_validator(
+        model, reward, transition, time_grid, num_particles, shape, generator, num_groups,
+        max_batch, x0,
+    )  # fmt: skip
     return run_search(
         model=model,
         reward=reward,
@@ -101,11 +106,9 @@ def value_decoding(
         value=CandidateValue(value, value_samples, value_transition),
         select=per_particle_selector(temp),
         num_candidates=m,
-        sampling=dict(
-            model=model, reward=reward, transition=transition, time_grid=time_grid,
-            num_particles=num_particles, shape=shape, generator=generator,
-            num_groups=num_groups, max_batch=max_batch, x0=x0,
-        ),  # fmt: skip
+        validate=validate,
+        generator=generator,
+        x0=x0,
         dtype=dtype,
         device=device,
         progress=progress,
