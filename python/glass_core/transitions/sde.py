@@ -14,11 +14,11 @@ import torch
 from glass_core import _random
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, schedule_values, working_dtype
+from glass_core.models.gmm import kernel_scalars
 from glass_core.schedules import Schedule
 from glass_core.transitions.base import (
     Transition,
     check_int,
-    frozen_denoiser_step,
     leaves_noise_end,
     substep_intervals,
 )
@@ -75,15 +75,46 @@ class SDE(Transition):
         wd = working_dtype(x)
         y = x.to(wd)
         sched = model.schedule
-        for k, (t0, t1) in enumerate(substep_intervals(t, t_next, self.substeps)):
+        for k, (t0, t1) in enumerate(self.substeps_of(t, t_next)):
             d = denoised if (k == 0 and denoised is not None) else model.denoise(y.to(x.dtype), t0)
-            if leaves_noise_end(sched, t0):
-                rho = float(sched.rho_ddpm(t0, t1)) ** self.kappa
-                y = frozen_denoiser_step(sched, y, t0, t1, rho, d.to(wd), generator)
-                continue
-            h = t1 - t0
-            a_c, b_c, eta = sde_coefficients(sched, t0, self.kappa)
-            noise = _random.randn_like(y, generator)
-            std = math.sqrt(2.0 * self.kappa * max(eta, 0.0) * h)
-            y = y + h * (a_c * y + b_c * d.to(wd)) + std * noise
+            mean, std = self.gaussian_kernel(sched, y, d.to(wd), t0, t1)
+            # the noise end's closed-form step draws no noise when it is deterministic
+            if std > 0.0 or not leaves_noise_end(sched, t0):
+                mean = mean + std * _random.randn_like(y, generator)
+            y = mean
         return y.to(x.dtype)
+
+    def substeps_of(self, t: float, t_next: float) -> list[tuple[float, float]]:
+        """The substeps (t0, t1) of one call from t to t_next, each a Gaussian kernel given
+        D_t0 (see `gaussian_kernel`)."""
+        return substep_intervals(t, t_next, self.substeps)
+
+    def gaussian_kernel(
+        self, schedule: Schedule, x: torch.Tensor, denoised: torch.Tensor, t0: float, t1: float
+    ) -> tuple[torch.Tensor, float]:
+        """(mean [x's shape], std): one substep t0 -> t1 is x' = mean + std * xi, xi ~ N(0, I),
+        given x and denoised = D_t0(x). Twisted proposals (glass_core.align.twisted) shift the
+        mean and weight by this kernel's density.
+
+        Parameters
+        ----------
+        schedule : Schedule
+            The model's schedule.
+        x, denoised : torch.Tensor
+            The particles at t0 and D_t0(x) (same shape and dtype).
+        t0, t1 : float
+            One substep of `substeps_of`.
+
+        Returns
+        -------
+        tuple of (torch.Tensor, float)
+            The kernel's mean and its isotropic standard deviation.
+        """
+        if leaves_noise_end(schedule, t0):
+            rho = float(schedule.rho_ddpm(t0, t1)) ** self.kappa
+            gamma, abar, sbar = kernel_scalars(schedule, t0, t1, rho)
+            return gamma * x + abar * denoised, sbar
+        h = t1 - t0
+        a_c, b_c, eta = sde_coefficients(schedule, t0, self.kappa)
+        std = math.sqrt(2.0 * self.kappa * max(eta, 0.0) * h)
+        return x + h * (a_c * x + b_c * denoised), std
