@@ -118,10 +118,11 @@ def draw_seeds(generator: Generator, num_groups: int) -> list[int]:
     """One resampling seed per group, drawn from that group's generator (so B groups with B
     generators reproduce B separate runs)."""
     hi = 2**62
-    if isinstance(generator, (list, tuple)):
-        return [int(torch.randint(hi, (1,), generator=g)) for g in generator]
+    if isinstance(generator, (list, tuple)):  # drawn where each generator lives
+        return [int(torch.randint(hi, (1,), generator=g, device=g.device)) for g in generator]
     single = generator if isinstance(generator, torch.Generator) else None
-    return [int(v) for v in torch.randint(hi, (num_groups,), generator=single)]
+    where = single.device if single is not None else torch.device("cpu")
+    return [int(v) for v in torch.randint(hi, (num_groups,), generator=single, device=where)]
 
 
 def initial_noise(

@@ -55,6 +55,11 @@ class BestOfNResult(SamplingResult):
     best_reward: torch.Tensor  # [] or [B]
     best_index: torch.Tensor  # [] or [B] int64, index into the group's samples
 
+    def best(self) -> torch.Tensor:
+        """The highest-reward sample (``best_sample``; also when ``samples`` holds only this
+        rank's shard of a sharded run)."""
+        return self.best_sample
+
 
 @dataclass(frozen=True, kw_only=True)
 class GuidanceResult(SamplingResult):
