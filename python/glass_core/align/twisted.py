@@ -19,12 +19,16 @@ the paper's uncorrected reward guidance).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from glass_core import _random
 from glass_core.align._common import CountedModel, fail
+from glass_core.align.fk import PROPOSALS, FKSampler
+from glass_core.align.fk_state import FKState
+from glass_core.align.potentials import Diff, PotentialState, ScoreContext
 from glass_core.rewards.base import Reward, check_rewards
 
 
@@ -118,3 +122,83 @@ def twisted_move(
         g64, xi64 = g.reshape(g.shape[0], -1).double(), xi.reshape(xi.shape[0], -1).double()
         ratio = ratio - 0.5 * std * std * (g64 * g64).sum(1) - std * (g64 * xi64).sum(1)
     return x, ratio
+
+
+@dataclass
+class TwistState(PotentialState):
+    """The difference potential's state plus, per particle, the twist gradient g at the last
+    potential step and the log density ratio of the move since (added to the next
+    log-potential)."""
+
+    grad: torch.Tensor | None = None
+    ratio: torch.Tensor | None = None
+
+    def gather(self, index: torch.Tensor) -> None:
+        super().gather(index)
+        if self.grad is not None:
+            self.grad = self.grad.index_select(0, index.to(self.grad.device))
+
+
+class TwistedDiff(Diff):
+    """The difference potential lambda (r_k - r_{k-1}) times the twisted proposal's density ratio
+    (module doc): exact weights for proposal='twisted'."""
+
+    def init(self, n: int, device: torch.device) -> TwistState:
+        base = super().init(n, device)
+        return TwistState(base.running, base.applied)
+
+    def step(
+        self, state: PotentialState, scores: torch.Tensor, lambda_: float, *, final: bool
+    ) -> torch.Tensor:
+        log_g = super().step(state, scores, lambda_, final=final)
+        if isinstance(state, TwistState) and state.ratio is not None:
+            log_g = log_g + state.ratio.to(log_g.device)
+            state.ratio = None
+        return log_g
+
+
+class TwistedFKSampler(FKSampler):
+    """FK steering with the twisted proposal (TDS): fk_steering(..., proposal="twisted").
+
+    Every transition is a potential step (the twist gradient is taken there, in the same model
+    call as the score r(D_t(x))); the potential is the difference potential. Same arguments as
+    :class:`FKSampler`.
+
+    Raises
+    ------
+    InvalidInputError
+        For a transition without a Gaussian kernel (GLASS: use guide=True), another potential,
+        `resample_every` / `resample_window`, or `process_group`.
+    """
+
+    def __init__(self, model: Any, reward: Reward, **kwargs: Any) -> None:
+        check_twistable(kwargs.get("transition"))
+        for name in ("resample_every", "resample_window", "process_group"):
+            if kwargs.get(name) is not None:
+                raise fail(name, "is not supported with proposal='twisted'")
+        potential = kwargs.pop("potential", "diff")
+        if not (potential == "diff" or type(potential) is Diff):
+            raise fail("potential", f"must be 'diff' with proposal='twisted', got {potential!r}")
+        super().__init__(model, reward, potential=TwistedDiff(), **kwargs)
+
+    def score(self, ctx: ScoreContext, state: FKState, t: float, final: bool) -> torch.Tensor:
+        if final:
+            return super().score(ctx, state, t, final)
+        d, r, g = twist_gradient(ctx.model, ctx.reward, state.particles, t, ctx.lambda_)
+        state.denoised = d
+        if isinstance(state.potential, TwistState):
+            state.potential.grad = g
+        return r
+
+    def propose(self, ctx: ScoreContext, state: FKState, t: float, t_next: float) -> None:
+        pot = state.potential
+        assert isinstance(pot, TwistState)  # made by TwistedDiff.init
+        start = None if state.denoised is None or pot.grad is None else (state.denoised, pot.grad)
+        state.particles, pot.ratio = twisted_move(
+            self.transition, ctx.model, ctx.reward, state.particles, t, t_next, ctx.noise,
+            ctx.lambda_, start,
+        )  # fmt: skip
+        state.denoised = None
+
+
+PROPOSALS["twisted"] = TwistedFKSampler
