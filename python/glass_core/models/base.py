@@ -15,6 +15,7 @@ import torch
 
 from glass_core._checks import optional_positive_int
 from glass_core.errors import InvalidInputError, ModelError
+from glass_core.meter import chunked
 from glass_core.schedules import Schedule
 
 Prediction = Literal["x1", "velocity", "epsilon", "v", "score"]
@@ -230,14 +231,11 @@ class DenoiserBase:
             t_tensor = torch.full((b,), tv, device=x.device, dtype=working_dtype(x))
         else:
             t_tensor = torch.as_tensor(np.asarray(tv), device=x.device, dtype=working_dtype(x))
-        step = self.max_batch or b
-        if step >= b:  # one call: no slicing (this runs once per model evaluation)
-            return self._checked(self.predict(x, t_tensor), x)
-        outs = [
-            self._checked(self.predict(x[i : i + step], t_tensor[i : i + step]), x[i : i + step])
-            for i in range(0, b, step)
-        ]
-        return torch.cat(outs, dim=0)
+
+        def rows(xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+            return self._checked(self.predict(xs, ts), xs)
+
+        return chunked(rows, self.max_batch, x, t_tensor)
 
     @staticmethod
     def _checked(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from glass_core.errors import InvalidInputError, RewardError
+from glass_core.meter import Meter, chunked
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -157,6 +158,52 @@ class LatentCallableReward:
         return self.fn(z)
 
 
+class VideoCallableReward:
+    """A user function on videos: ``fn(videos[M, F, C, H, W] in [0, 1]) -> [M]`` or
+    ``fn(videos, prompts) -> [M]`` (prompts: one string per video)."""
+
+    input_kind = "videos"
+
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+        if not callable(fn):
+            raise InvalidInputError(f"fn must be callable, got {type(fn).__name__}")
+        self.fn = fn
+
+    def __call__(self, videos: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        if not isinstance(videos, torch.Tensor) or videos.ndim != 5:
+            shape = tuple(videos.shape) if isinstance(videos, torch.Tensor) else type(videos)
+            raise InvalidInputError(f"videos must be a [M, F, C, H, W] tensor, got {shape}")
+        if _accepts_prompts(self.fn):
+            return self.fn(videos, prompts)
+        return self.fn(videos)
+
+
+class FrameAveragedReward:
+    """An image reward on videos: every frame scored (with its video's prompt), averaged over the
+    frames of each video."""
+
+    def __init__(self, reward: Callable[..., torch.Tensor]) -> None:
+        self.reward = reward
+
+    def __call__(self, videos: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
+        m, f = videos.shape[:2]
+        frames = videos.reshape(m * f, *videos.shape[2:])
+        if not _accepts_prompts(self.reward):
+            scores = self.reward(frames)
+        else:
+            rows = rows_to_prompts(prompts, m) if prompts is not None else None
+            per_frame = None if rows is None else [p for p in rows for _ in range(f)]
+            scores = self.reward(frames, per_frame)
+        if not isinstance(scores, torch.Tensor):
+            raise RewardError(f"reward must return a torch.Tensor, got {type(scores).__name__}")
+        return scores.reshape(m, f).mean(dim=1)
+
+
+def video_reward(fn: Callable[..., torch.Tensor]) -> VideoCallableReward:
+    """Mark a user callable as a reward on decoded videos ``[M, F, C, H, W]`` in [0, 1]."""
+    return VideoCallableReward(fn)
+
+
 def image_reward(fn: Callable[..., torch.Tensor]) -> ImageCallableReward:
     """Mark a user callable as a reward on decoded images in [0, 1]."""
     return ImageCallableReward(fn)
@@ -173,7 +220,8 @@ class DecodedReward:
     Decodes each scored batch once (through ``decode``, differentiably when ``z`` requires grad,
     for reward guidance) and keeps the last decode: ``last_images`` / ``images_for(z)`` give the
     decoded batch back without decoding again (``steer`` reuses it for the output images).
-    ``num_decodes`` counts VAE decode calls.
+    Decoding and scoring are reward work on ``meter`` (:class:`glass_core.meter.Meter`, shared
+    with the pipeline adapter by ``reward_on_latents``; the adapter's ``decode`` counts decodes).
     """
 
     input_kind = "latents"
@@ -183,14 +231,14 @@ class DecodedReward:
         reward: Callable[..., torch.Tensor],
         decode: Callable[[torch.Tensor], torch.Tensor],
         prompts: Sequence[str] | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.reward = reward
         self.decode = decode
         self.prompts = list(prompts) if prompts is not None else None
+        self.meter = Meter() if meter is None else meter
         self.last_latents: torch.Tensor | None = None
         self.last_images: torch.Tensor | None = None
-        self.num_decodes = 0
-        self.seconds = 0.0
 
     def _cached(self, z: torch.Tensor) -> torch.Tensor | None:
         last = self.last_latents
@@ -206,19 +254,16 @@ class DecodedReward:
         if cached is not None:
             return cached
         with torch.no_grad():
-            images = self.decode(z)
-        self.num_decodes += 1
+            images = self.meter.reward(self.decode, z)
         self.last_latents, self.last_images = z.detach().clone(), images.detach()
         return images
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        import time
+        return self.meter.reward(self._score, z)  # type: ignore[no-any-return]
 
-        start = time.perf_counter()
-        wants_grad = torch.is_grad_enabled() and z.requires_grad
-        if wants_grad:
+    def _score(self, z: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and z.requires_grad:
             images = self.decode(z)
-            self.num_decodes += 1
             self.last_latents, self.last_images = z.detach().clone(), images.detach()
         else:
             images = self.images_for(z)
@@ -227,7 +272,6 @@ class DecodedReward:
         if not isinstance(out, torch.Tensor):
             raise RewardError(f"reward must return a torch.Tensor, got {type(out).__name__}")
         out = out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
-        self.seconds += time.perf_counter() - start
         return out.to(z.device) if out.device != z.device else out
 
 
@@ -253,18 +297,10 @@ class ChunkedImageReward:
         self.max_batch = max_batch
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        m = images.shape[0]
-        rows = rows_to_prompts(prompts, m) if prompts is not None else None
-        step = self.max_batch or m
-        takes = _accepts_prompts(self.reward)
-        outs = []
-        for i in range(0, m, step):
-            chunk = images[i : i + step]
-            if takes:
-                outs.append(self.reward(chunk, rows[i : i + step] if rows is not None else None))
-            else:
-                outs.append(self.reward(chunk))
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        rows = rows_to_prompts(prompts, images.shape[0]) if prompts is not None else None
+        if not _accepts_prompts(self.reward):
+            return chunked(self.reward, self.max_batch, images)
+        return chunked(self.reward, self.max_batch, images, rows, per_row=(True, rows is not None))
 
 
 def reward_on_latents(
@@ -276,9 +312,12 @@ def reward_on_latents(
     prompts: list[str] | None,
 ) -> Any:
     """The reward the alignment algorithms score latents with, for a pipeline adapter `model`
-    (``decode``, ``device``, ``num_groups``): a latent reward as is, an image reward (``reward_on``
-    "images", or "auto" and the reward says so) through :class:`DecodedReward` on chunks of
-    `max_batch` images with per-row prompts (`reward_prompts`, one per group, else `prompts`)."""
+    (``decode``, ``device``, ``num_groups``, ``media``): a latent reward as is, an image reward
+    (``reward_on`` "images", or "auto" and the reward says so) through :class:`DecodedReward` on
+    chunks of `max_batch` images with per-row prompts (`reward_prompts`, one per group, else
+    `prompts`). For a video pipeline an image reward scores every frame and averages over the
+    frames (:class:`FrameAveragedReward`); a video reward (``reward_on`` "videos" or
+    :func:`video_reward`) gets the decoded videos; chunks are then `max_batch` videos."""
     if reward is None:
         return None
     if not callable(reward):
@@ -286,10 +325,13 @@ def reward_on_latents(
     kind = reward_on
     if kind == "auto":
         kind = getattr(reward, "input_kind", "latents")
-    if kind not in ("images", "latents"):
+    if kind not in ("images", "latents", "videos"):
         raise InvalidInputError(
-            f"reward_on must be 'auto', 'images' or 'latents', got {reward_on!r}"
+            f"reward_on must be 'auto', 'images', 'videos' or 'latents', got {reward_on!r}"
         )
+    media = getattr(model, "media", "image")
+    if kind == "videos" and media != "video":
+        raise InvalidInputError(f"reward: a video reward needs a video pipeline, not {media}s")
     if isinstance(reward, torch.nn.Module):
         reward.to(model.device)
     if kind == "latents":
@@ -306,4 +348,7 @@ def reward_on_latents(
     def decode(z: torch.Tensor) -> torch.Tensor:
         return model.decode(z, max_batch=max_batch)
 
-    return DecodedReward(ChunkedImageReward(reward, max_batch), decode, prompts)
+    if kind == "images" and media == "video":  # documented: per frame, averaged over frames
+        reward = FrameAveragedReward(reward)
+    chunks = ChunkedImageReward(reward, max_batch)
+    return DecodedReward(chunks, decode, prompts, getattr(model, "meter", None))

@@ -22,6 +22,7 @@ from glass_core.rewards.adapters import (
     latent_reward,
     local_path,
     rows_to_prompts,
+    video_reward,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "load_reward",
     "local_path",
     "rows_to_prompts",
+    "video_reward",
 ]
 
 REWARD_KINDS = ("clip", "pickscore", "hps", "aesthetic", "image_reward")

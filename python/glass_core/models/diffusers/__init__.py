@@ -16,6 +16,7 @@ from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers._conditioning import Conditioning, encode
 from glass_core.models.diffusers._family import SUPPORTED_FAMILIES, detect_family
 from glass_core.models.diffusers.base import DiffusersDenoiser, module_device
+from glass_core.models.diffusers.families import FAMILIES, build, option_names
 from glass_core.models.diffusers.flow import (
     FluxDenoiser,
     SD3Denoiser,
@@ -49,6 +50,14 @@ def _default_size(pipe: Any, family: str) -> int:
     return int(net.config.sample_size) * vsf
 
 
+def call_options(pipe: Any) -> tuple[str, ...]:
+    """The pipeline call options ``from_pipeline`` (hence ``steer``) passes through by name for
+    ``pipe``'s family (none for the unconditional, FLUX.1, SD3, SD and SDXL adapters, which take
+    theirs as explicit arguments)."""
+    family = detect_family(pipe)
+    return option_names(family) if family in FAMILIES else ()
+
+
 def from_pipeline(
     pipe: Any,
     prompt: str | Sequence[str] | None = None,
@@ -59,7 +68,7 @@ def from_pipeline(
     negative_prompt_embeds: torch.Tensor | None = None,
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     guidance_scale: float | None = None,
-    true_cfg_scale: float = 1.0,
+    true_cfg_scale: float | None = None,
     height: int | None = None,
     width: int | None = None,
     max_batch: int | None = None,
@@ -68,6 +77,7 @@ def from_pipeline(
     original_size: tuple[int, int] | None = None,
     crops_coords_top_left: tuple[int, int] = (0, 0),
     target_size: tuple[int, int] | None = None,
+    **options: Any,
 ) -> DiffusersDenoiser:
     """Wrap ``pipe`` and its encoded prompt(s) as a glass_core Denoiser.
 
@@ -78,70 +88,115 @@ def from_pipeline(
             ``pooled_prompt_embeds`` for FLUX/SD3/SDXL) instead.
         guidance_scale: FLUX: distilled guidance input (default 3.5); SD3/SD/SDXL: CFG scale
             (defaults 7.0 / 7.5 / 5.0); CFG runs 2 forward passes per evaluation when > 1.
-        true_cfg_scale: FLUX only: true CFG with ``negative_prompt`` when > 1.
+        true_cfg_scale: FLUX.1 and Qwen-Image: true CFG with ``negative_prompt`` when > 1
+            (default: the pipeline's, 1.0 for FLUX.1 and 4.0 for Qwen-Image).
         height, width: image size in pixels (default: the pipeline's default size).
         max_batch: network rows per forward pass (CFG rows included); None = whole batch.
         requires_grad: run the network with autograd enabled (default: under no_grad).
         encode_kwargs: extra keyword arguments for ``pipe.encode_prompt`` (e.g.
             ``{"max_sequence_length": 256}`` for FLUX/SD3, ``{"clip_skip": 2}``).
         original_size, crops_coords_top_left, target_size: SDXL micro-conditioning.
+        **options: the call options of the newer families, named and defaulting as in the
+            pipeline's ``__call__`` (``glass_core.models.diffusers.families.option_names``):
+            ``max_sequence_length`` (all), ``text_encoder_out_layers`` (FLUX.2),
+            ``complex_human_instruction`` / ``clean_caption`` / ``use_resolution_binning``
+            (SANA), ``num_frames`` (Wan).
 
     Raises:
         UnsupportedModelError: ``pipe`` is not one of the supported families (message lists them).
         InvalidInputError: inconsistent prompts/embeddings (message names the argument).
     """
     family = detect_family(pipe)
+    common: dict[str, Any] = {
+        "negative_prompt": negative_prompt,
+        "prompt_embeds": prompt_embeds,
+        "negative_prompt_embeds": negative_prompt_embeds,
+        "guidance_scale": guidance_scale,
+        "true_cfg_scale": true_cfg_scale,
+        "height": height,
+        "width": width,
+        "max_batch": max_batch,
+        "requires_grad": requires_grad,
+        "encode_kwargs": encode_kwargs,
+    }
+    if family in FAMILIES:
+        pooled = {"pooled_prompt_embeds": pooled_prompt_embeds}
+        pooled["negative_pooled_prompt_embeds"] = negative_pooled_prompt_embeds
+        given = sorted(k for k, v in pooled.items() if v is not None)
+        if given:
+            raise InvalidInputError(f"{', '.join(given)}: {family} pipelines take no pooled embeds")
+        return build(family, pipe, prompt, **common, **options)
+    if options:
+        names = ", ".join(sorted(options))
+        raise InvalidInputError(f"{names}: not an option of {family} pipelines")
+    sdxl = {
+        "original_size": original_size,
+        "crops_coords_top_left": crops_coords_top_left,
+        "target_size": target_size,
+    }
+    pooled_embeds = (pooled_prompt_embeds, negative_pooled_prompt_embeds)
+    return _classic(family, pipe, prompt, pooled_embeds, sdxl, **common)
+
+
+def _classic_size(pipe: Any, family: str, height: int | None, width: int | None) -> tuple[int, int]:
     default = _default_size(pipe, family)
-    height = int(height or default)
-    width = int(width or default)
+    h, w = int(height or default), int(width or default)
     mult = int(pipe.vae_scale_factor) * (2 if family == "flux" else 1)
     if family == "sd3":
         mult *= int(pipe.transformer.config.patch_size)
-    if height % mult or width % mult or height <= 0 or width <= 0:
+    if h % mult or w % mult or h <= 0 or w <= 0:
         raise InvalidInputError(
             f"height and width must be positive multiples of {mult} for {family}, "
-            f"got height={height}, width={width}"
+            f"got height={h}, width={w}"
         )
+    return h, w
+
+
+def _classic(
+    family: str,
+    pipe: Any,
+    prompt: Any,
+    pooled: tuple[torch.Tensor | None, torch.Tensor | None],
+    sdxl: dict[str, Any],
+    *,
+    negative_prompt: Any,
+    prompt_embeds: torch.Tensor | None,
+    negative_prompt_embeds: torch.Tensor | None,
+    guidance_scale: float | None,
+    true_cfg_scale: float | None,
+    height: int | None,
+    width: int | None,
+    encode_kwargs: Mapping[str, Any] | None,
+    **common: Any,
+) -> DiffusersDenoiser:
+    """The FLUX.1, SD3, SD and SDXL adapters (their options are explicit arguments)."""
+    height, width = _classic_size(pipe, family, height, width)
     g = DEFAULT_GUIDANCE[family] if guidance_scale is None else float(guidance_scale)
+    true_cfg_scale = 1.0 if true_cfg_scale is None else true_cfg_scale
     if family == "flux":
         has_neg = negative_prompt is not None or negative_prompt_embeds is not None
         do_cfg = float(true_cfg_scale) > 1.0 and has_neg
     else:
         do_cfg = g > 1.0
-    device = _execution_device(pipe)
     cond = encode(
         pipe,
         family,
         prompt=prompt,
         negative_prompt=negative_prompt,
         prompt_embeds=prompt_embeds,
-        pooled_prompt_embeds=pooled_prompt_embeds,
+        pooled_prompt_embeds=pooled[0],
         negative_prompt_embeds=negative_prompt_embeds,
-        negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+        negative_pooled_prompt_embeds=pooled[1],
         do_cfg=do_cfg,
-        device=device,
+        device=_execution_device(pipe),
         encode_kwargs=encode_kwargs,
     )
-    common: dict[str, Any] = {
-        "height": height,
-        "width": width,
-        "max_batch": max_batch,
-        "requires_grad": requires_grad,
-    }
+    common.update(height=height, width=width)
     if family == "flux":
         return FluxDenoiser(pipe, cond, guidance_scale=g, true_cfg_scale=true_cfg_scale, **common)
     if family == "sd3":
         return SD3Denoiser(pipe, cond, guidance_scale=g, **common)
-    ids = None
-    if family == "sdxl":
-        ids = sdxl_add_time_ids(
-            pipe,
-            height,
-            width,
-            original_size=original_size,
-            crops_coords_top_left=crops_coords_top_left,
-            target_size=target_size,
-        )
+    ids = sdxl_add_time_ids(pipe, height, width, **sdxl) if family == "sdxl" else None
     return UNetDenoiser(pipe, cond, family=family, guidance_scale=g, add_time_ids=ids, **common)
 
 
@@ -154,6 +209,7 @@ __all__ = [
     "SD3Denoiser",
     "UNetDenoiser",
     "calculate_shift",
+    "call_options",
     "default_time_grid",
     "detect_family",
     "from_pipeline",

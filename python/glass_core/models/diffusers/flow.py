@@ -16,6 +16,7 @@ import torch
 
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.models.diffusers.base import DiffusersDenoiser
+from glass_core.models.diffusers.grids import linear_sigmas, scheduler_mu
 from glass_core.schedules import RectifiedFlow
 
 
@@ -126,6 +127,12 @@ class FluxDenoiser(DiffusersDenoiser):
         _, h, w = self.latent_shape
         return (h // 2) * (w // 2)
 
+    def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """``set_timesteps`` arguments FluxPipeline passes: linear sigmas, dynamic-shift mu."""
+        use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
+        mu = {"mu": scheduler_mu(self, 1.15)} if use_mu else {}
+        return {"sigmas": linear_sigmas(self, num_steps), **mu}
+
 
 class SD3Denoiser(DiffusersDenoiser):
     """SD3 / SD3.5 adapter: network timestep = 1000 * sigma, true CFG with ``guidance_scale``
@@ -180,3 +187,8 @@ class SD3Denoiser(DiffusersDenoiser):
         p = int(self.network.config.patch_size)
         _, h, w = self.latent_shape
         return (h // p) * (w // p)
+
+    def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """``set_timesteps`` arguments SD3's pipeline passes: default sigmas, mu if dynamic."""
+        use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
+        return {"mu": scheduler_mu(self, 1.16)} if use_mu else {}

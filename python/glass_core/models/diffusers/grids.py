@@ -31,25 +31,34 @@ def calculate_shift(
     return float(dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
+def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
+    """The dynamic-shift ``mu`` the pipeline computes from its image sequence length and the
+    scheduler's config (``calculate_shift``)."""
+    cfg = model.pipe.scheduler.config
+    return calculate_shift(
+        model.image_seq_len,
+        cfg.get("base_image_seq_len", 256),
+        cfg.get("max_image_seq_len", 4096),
+        cfg.get("base_shift", 0.5),
+        cfg.get("max_shift", default_max_shift),
+    )
+
+
+def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
+    """``linspace(1, 1/n, n)``, the sigmas FLUX-style pipelines pass, unless the scheduler makes
+    its own (``use_flow_sigmas``)."""
+    if model.pipe.scheduler.config.get("use_flow_sigmas", False):
+        return None
+    return np.linspace(1.0, 1.0 / num_steps, num_steps)
+
+
 def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
     sched = copy.deepcopy(model.pipe.scheduler)
-    cfg = sched.config
-    kwargs: dict[str, Any] = {}
-    if cfg.get("use_dynamic_shifting", False):
-        default_max = 1.15 if model.family == "flux" else 1.16
-        kwargs["mu"] = calculate_shift(
-            model.image_seq_len,
-            cfg.get("base_image_seq_len", 256),
-            cfg.get("max_image_seq_len", 4096),
-            cfg.get("base_shift", 0.5),
-            cfg.get("max_shift", default_max),
-        )
-    sigmas = None
-    if model.family == "flux" and not cfg.get("use_flow_sigmas", False):
-        sigmas = np.linspace(1.0, 1.0 / num_steps, num_steps)
-    if sigmas is not None:
-        sched.set_timesteps(sigmas=sigmas, **kwargs)
+    kwargs = model.scheduler_kwargs(num_steps)
+    if kwargs.get("sigmas") is not None:
+        sched.set_timesteps(**kwargs)
     else:
+        kwargs.pop("sigmas", None)
         sched.set_timesteps(num_steps, **kwargs)
     sig = getattr(sched, "sigmas", None)
     if sig is None:
@@ -91,7 +100,7 @@ def default_time_grid(model: Any, num_steps: int, *, exact: bool = False) -> np.
     first timestep and its final alpha (for parity checks against the pipeline's own sampler).
     """
     positive_int(num_steps, "num_steps")
-    if model.family in ("flux", "sd3"):
+    if hasattr(model, "scheduler_kwargs"):  # flow families: they say what the pipeline passes
         grid = _flow_grid(model, int(num_steps))
     else:
         grid = _vp_grid(model, int(num_steps), exact)

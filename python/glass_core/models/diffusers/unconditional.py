@@ -10,39 +10,25 @@ scheduler's ``prediction_type`` as the denoiser's prediction.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from glass_core.errors import UnsupportedModelError
+from glass_core.meter import Meter
 from glass_core.models.callable import from_callable
-from glass_core.models.diffusers.base import module_device
+from glass_core.models.diffusers.base import images_to_output, module_device
 from glass_core.models.diffusers.flow import flow_timestep
 from glass_core.models.diffusers.grids import default_time_grid
 from glass_core.models.diffusers.unet import PREDICTIONS, vp_schedule_from_scheduler
 from glass_core.schedules import RectifiedFlow, shifted_grid, uniform_grid
 
 __all__ = [
-    "CallStats",
     "UnconditionalPipelineModel",
     "from_unconditional_pipeline",
     "is_unconditional",
 ]
-
-
-@dataclass
-class CallStats:
-    """Network calls, rows and seconds spent inside the network (for model/bookkeeping splits)."""
-
-    calls: int = 0
-    rows: int = 0
-    seconds: float = 0.0
-
-    def reset(self) -> None:
-        self.calls, self.rows, self.seconds = 0, 0, 0.0
 
 
 def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
@@ -91,10 +77,9 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
             f"pipe.scheduler: {type(sched).__name__} is neither a flow-matching scheduler nor "
             f"one with alphas_cumprod"
         )
-    stats = CallStats()
+    meter = Meter()
 
-    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        start = time.perf_counter()
+    def network(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t_vec.dim() == 0:
             t_vec = t_vec.expand(x.shape[0])
@@ -105,17 +90,17 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
             out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
         else:
             out = -unet(x.to(unet.dtype), flow_timestep(t_vec, num_t)).sample.to(x.dtype)
-        stats.calls += 1
-        stats.rows += x.shape[0]
-        stats.seconds += time.perf_counter() - start
         return out
+
+    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        return meter.model(network, x, t)
 
     model: Any = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
     size = unet.config.sample_size
     hw = (size, size) if isinstance(size, int) else tuple(size)
     model.unet = unet
     model.sample_shape = (int(unet.config.in_channels), *hw)
-    model.stats = stats
+    model.meter = meter
     return model
 
 
@@ -136,6 +121,8 @@ class UnconditionalPipelineModel:
 
     family = "unconditional"
     passes_per_eval = 1
+    media = "image"
+    prompts = None
 
     def __init__(self, pipe: Any, num_groups: int, max_batch: int | None) -> None:
         self.pipe = pipe
@@ -144,17 +131,21 @@ class UnconditionalPipelineModel:
         self.latent_shape = tuple(self.inner.sample_shape)
         self.num_groups = num_groups
         self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
-        self.num_evaluations = 0
+        self.meter: Meter = self.inner.meter
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
+        self.meter.evaluations += 1
         out: torch.Tensor = self.inner.denoise(x, t)
         return out
 
     def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
+        self.meter.evaluations += 1
         out: torch.Tensor = self.inner.velocity(x, t)
         return out
+
+    @property
+    def num_evaluations(self) -> int:
+        return self.meter.evaluations
 
     @property
     def device(self) -> torch.device:
@@ -162,11 +153,11 @@ class UnconditionalPipelineModel:
 
     @property
     def model_time(self) -> float:
-        return float(self.inner.stats.seconds)
+        return self.meter.model_seconds
 
     @property
     def num_forward_rows(self) -> int:
-        return int(self.inner.stats.rows)
+        return self.meter.forward_rows
 
     def time_grid(self, num_steps: int) -> np.ndarray:
         """Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
@@ -178,6 +169,7 @@ class UnconditionalPipelineModel:
         return np.asarray(grid, dtype=np.float64)
 
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        self.meter.decodes += 1
         return (z.float() / 2 + 0.5).clamp(0, 1)
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
@@ -189,9 +181,9 @@ class UnconditionalPipelineModel:
         proc = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=c == 1)
         return proc.preprocess(image, height=h, width=w).to(self.device, torch.float32)
 
-    def to_pil(self, images: torch.Tensor) -> list[Any]:
-        from PIL import Image
+    def to_output(self, images: torch.Tensor, output_type: str) -> Any:
+        """Images in [0, 1] as "pt" | "np" | "pil" (grey-scale PIL images for one channel)."""
+        return images_to_output(images, output_type)
 
-        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+    def to_pil(self, images: torch.Tensor) -> list[Any]:
+        return self.to_output(images, "pil")  # type: ignore[no-any-return]
