@@ -16,8 +16,12 @@ held-out P(target) (a logistic regression on the real digits, never seen by the 
 the energy distance (x100, jackknife s.e.) of the returned samples to the real 3s (realism,
 lower is better). Twisted FK needs a Gaussian kernel: with GLASS it is refused by design.
 
+Table 3 (--posterior, a separate run with the same setup): value decoding scored by the
+Monte-Carlo posterior value (J = 2 posterior samples per candidate, 2 NFE each, drawn by SDE or
+GLASS like the row's transitions) instead of r(D_t(x)).
+
 One run per table (one seed), CPU. Usage:
-python benches/bench_search.py [--quick] [--groups G] [--out docs/benchmarks]
+python benches/bench_search.py [--quick] [--groups G] [--posterior] [--out docs/benchmarks]
 """
 
 from __future__ import annotations
@@ -175,9 +179,35 @@ def digits_row(model: Any, judges: Judges, method: Any, groups: int) -> tuple[st
     }
 
 
-def digits_table(groups: int, particles: int) -> str:
+def posterior_methods(particles: int) -> list[tuple[str, str, Callable[..., Any], dict[str, Any]]]:
+    """Value decoding with the Monte-Carlo posterior value (J = 2 samples at 2 NFE each, drawn
+    by the row's own transition family): about 4 + 2 x 2 NFE per candidate and step, so one chain of
+    M = 6 candidates spends about the budget of the other rows (the measured NFE is printed)."""
+    from glass_core.transitions import SDE, Glass
+
+    m, chains = 6, max(1, particles // 8)
+    value_transitions = {"sde": SDE(substeps=2), "glass": Glass(0.4, inner_steps=2, solver="euler")}
+    return [
+        (
+            f"value decoding (M={m}, posterior value J=2)",
+            kernel,
+            value_decoding,
+            {
+                "num_particles": chains,
+                "num_candidates": m,
+                "value": "posterior",
+                "value_samples": 2,
+                "value_transition": value_transitions[kernel],
+            },
+        )
+        for kernel in ("sde", "glass")
+    ]
+
+
+def digits_table(groups: int, particles: int, posterior: bool = False) -> str:
     model = load_default_model()
     judges = load_judges(TARGET)
+    methods = posterior_methods(particles) if posterior else digits_methods(particles)
     lines = [
         f"G = {groups} groups, budget {particles} particles x {NFE} NFE per group "
         f"(measured below), lambda = {DIGITS_LAMBDA:g}, GLASS rho = 0.4",
@@ -185,14 +215,15 @@ def digits_table(groups: int, particles: int) -> str:
         "| method | transition | NFE / group | reward | held-out P(3) | ED x100 | s |",
         "|---|---|---|---|---|---|---|",
     ]
-    for method in digits_methods(particles):
+    for method in methods:
         label, r = digits_row(model, judges, method, groups)
         lines.append(
             f"| {label} | {r['kernel']} | {r['nfe_group']} | {pm(r['reward'])} | "
             f"{pm(r['heldout'])} | {pm(r['ed'], 100, 2)} | {r['wall']:.1f} |"
         )
         print(lines[-1], flush=True)
-    lines.append("| twisted FK | GLASS | refused: no kernel density (use guide=True) | | | | |")
+    if not posterior:
+        lines.append("| twisted FK | GLASS | refused: no kernel density (use guide=True) | | | | |")
     return "\n".join(lines)
 
 
@@ -201,15 +232,28 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
     parser.add_argument("--groups", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write <out>/search_tables.md")
+    parser.add_argument(
+        "--posterior",
+        action="store_true",
+        help="only the posterior-value rows (Table 3; writes <out>/search_posterior.md)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     quick = args.quick
     g1, n1 = (2, 200) if quick else (8, 2500)
     g2, n2 = (4, 4) if quick else (args.groups or 48, 8)
     start = time.perf_counter()
+    env = f"{platform.python_version()}, torch {torch.__version__}, 1 thread, CPU"
+    if args.posterior:
+        t3 = digits_table(g2, n2, posterior=True)
+        text = f"## Table 3: value decoding with the posterior value\n\n{t3}\n\n({env}; total "
+        text += f"{time.perf_counter() - start:.0f} s)\n"
+        print(text)
+        if args.out is not None:
+            (args.out / "search_posterior.md").write_text(text)
+        return
     t1 = mixture_table(g1, n1, [1.0] if quick else [1.0, 4.0])
     t2 = digits_table(g2, n2)
-    env = f"{platform.python_version()}, torch {torch.__version__}, 1 thread, CPU"
     text = (
         "### Table 1: exact mixture, linear reward\n\n" + t1
         + "\n\n### Table 2: embedded digits model\n\n" + t2
