@@ -93,18 +93,19 @@ def test_tempered_evidence_and_mean_with_exact_kernel():
 
 
 def test_next_exponent_edges():
-    scores = np.array([[0.0, 1.0, 2.0, 3.0]])
-    flat = np.full((1, 4), -math.log(4))
-    zero = np.zeros((1, 4))
+    f64 = torch.float64
+    scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]], dtype=f64)
+    flat = torch.full((1, 4), -math.log(4), dtype=f64)
+    zero, ones = torch.zeros((1, 4), dtype=f64), torch.ones(1, dtype=f64)
     # equal scores: any exponent keeps ESS = N, so the full lambda is taken
-    assert next_exponent(flat, np.ones((1, 4)), zero, np.zeros(1), 5.0, 0.9)[0] == 5.0
+    assert float(next_exponent(flat, zero + 1, zero, ones * 0, 5.0, 0.9)[0]) == 5.0
     # from lambda_{k-1} = 1 with nothing applied yet the ESS is already 0.52 N < 0.9 N: the
     # exponent stays (it never decreases)
-    assert relative_ess(flat + scores)[0] < 0.9
-    assert next_exponent(flat, scores, zero, np.ones(1), 5.0, 0.9)[0] == 1.0
-    lam = next_exponent(flat, scores, zero, np.zeros(1), 50.0, 0.5)[0]
-    assert 0.0 < lam < 50.0
-    assert abs(relative_ess(flat + lam * scores)[0] - 0.5) < 1e-9
+    assert float(relative_ess(flat + scores)[0]) < 0.9
+    assert float(next_exponent(flat, scores, zero, ones, 5.0, 0.9)[0]) == 1.0
+    lam = next_exponent(flat, scores, zero, ones * 0, 50.0, 0.5)
+    assert 0.0 < float(lam[0]) < 50.0
+    assert abs(float(relative_ess(flat + lam[:, None] * scores)[0]) - 0.5) < 1e-9
 
 
 def test_tempered_groups_equal_separate_runs_and_max_batch():

@@ -4,7 +4,8 @@ The intermediate targets p_{t_k}(x) exp(lambda_k r(D_{t_k}(x))) raise the reward
 to `lambda_` along the path; each lambda_k is chosen adaptively (align.tempering: bisection so
 the ESS after reweighting stays near `ess_target`), so resampling does not collapse early. The
 final step takes lambda_, so the weights and the log-evidence are exact for
-p(z) exp(lambda_ r(z)) / Z. Propose and resample are FKSampler's; only the weight part differs.
+p(z) exp(lambda_ r(z)) / Z. It is FKSampler with the Tempered potential: propose, weight and
+resample are the engine's.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from glass_core.align._common import Generator, check_finite_float, fail, nonfinite_reward_error
+from glass_core.align._common import Generator, check_finite_float, fail
 from glass_core.align.fk import FKSampler, run_to_end
 from glass_core.align.fk_state import FKState
-from glass_core.align.potentials import Diff, PotentialState, overflow_error
+from glass_core.align.potentials import Diff, PotentialState
 from glass_core.align.results import FKResult
 from glass_core.align.tempering import next_exponent
 from glass_core.rewards.base import Reward
@@ -27,17 +28,56 @@ from glass_core.rewards.base import Reward
 
 @dataclass
 class TemperedState(PotentialState):
-    """The lineage sums (``applied`` = lambda_{k-1} r_{k-1}) and the exponents so far."""
+    """The lineage sums (``applied`` = lambda_{k-1} r_{k-1}), the carried log-weights [B, N] of
+    the step being weighted (set by TemperedSMCSampler.weight) and the exponents so far."""
 
-    exponents: list[np.ndarray] = field(default_factory=list)  # [B] per potential step
+    carried: torch.Tensor | None = None
+    exponents: list[torch.Tensor] = field(default_factory=list)  # [B] per potential step
 
 
 class Tempered(Diff):
-    """The difference potential with a per-step exponent lambda_k (set by TemperedSMCSampler)."""
+    """The difference potential with a per-step, per-group exponent lambda_k chosen on the
+    device by align.tempering.next_exponent (the last step takes lambda_).
+
+    Parameters
+    ----------
+    ess_target : float
+        In (0, 1]: the ESS / N each increment keeps after reweighting.
+    """
+
+    name = "tempered"
+
+    def __init__(self, ess_target: float = 0.5) -> None:
+        self.ess_target = ess_target
 
     def init(self, n: int, device: torch.device) -> TemperedState:
         base = super().init(n, device)
         return TemperedState(base.running, base.applied)
+
+    def step(
+        self, state: PotentialState, scores: torch.Tensor, lambda_: float, *, final: bool
+    ) -> torch.Tensor:
+        assert isinstance(state, TemperedState) and state.carried is not None
+        carried = state.carried
+        r = scores.to(torch.float64).reshape(carried.shape)
+        applied = state.applied.reshape(carried.shape)
+        lam = torch.full_like(carried[:, 0], lambda_)
+        if not final:
+            prev = state.exponents[-1] if state.exponents else torch.zeros_like(lam)
+            lam = next_exponent(carried, r, applied, prev, lambda_, self.ess_target)
+        log_g = (lam[:, None] * r - applied).reshape(-1)
+        state.exponents.append(lam)
+        state.applied = state.applied + log_g
+        state.running = r.reshape(-1)
+        return log_g
+
+    def increment(
+        self, scores: torch.Tensor, running: torch.Tensor, lambda_: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError("Tempered.step sets the exponent itself")  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return f"Tempered(ess_target={self.ess_target})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,7 +89,8 @@ class TemperedResult(FKResult):
 
 
 class TemperedSMCSampler(FKSampler):
-    """FKSampler whose weight part picks the exponent lambda_k adaptively (module doc).
+    """FKSampler with the :class:`Tempered` potential: the weight part hands it the carried
+    log-weights (already on the host, no sync) and is otherwise the engine's.
 
     Parameters
     ----------
@@ -72,42 +113,24 @@ class TemperedSMCSampler(FKSampler):
             if kwargs.get(name) is not None:
                 raise fail(name, "is not supported by tempered_smc")
         kwargs.pop("potential", None)
-        super().__init__(model, reward, potential=Tempered(), **kwargs)
-        self.ess_target = target
+        super().__init__(model, reward, potential=Tempered(target), **kwargs)
 
     def weight(
         self, state: FKState, local: torch.Tensor, k: int, final: bool
     ) -> tuple[np.ndarray, torch.Tensor]:
-        cfg, pot = state.config, state.potential
+        pot = state.potential
         assert isinstance(pot, TemperedState)  # made by Tempered.init
-        scores = state.storage.gather_rewards(local, k)
-        host = torch.stack([scores.to(torch.float64), pot.applied]).cpu().numpy()  # the one sync
-        if not np.isfinite(host[0]).all():
-            raise nonfinite_reward_error(host[0], k, cfg.grid[k], state.storage.held_by)
-        b_n = (cfg.num_groups, cfg.num_particles)
-        r, applied = host[0].reshape(b_n), host[1].reshape(b_n)
-        lam = np.full(cfg.num_groups, cfg.lambda_)
-        if not final:
-            prev = pot.exponents[-1] if pot.exponents else np.zeros(cfg.num_groups)
-            lam = next_exponent(
-                state.log_weights.numpy(), r, applied, prev, cfg.lambda_, self.ess_target
-            )
-        log_g = (lam[:, None] * r - applied).reshape(-1)
-        overflow = overflow_error(host[0], log_g, cfg.lambda_)
-        if overflow is not None:
-            raise overflow
-        pot.exponents.append(lam)
-        pot.applied = pot.applied + torch.from_numpy(log_g).to(pot.applied.device)
-        pot.running = scores.to(torch.float64)
-        if final:
-            state.rewards, state.reward_dtype = scores, local.dtype
-        return log_g, scores
+        pot.carried = state.log_weights.to(pot.applied.device)
+        try:
+            return super().weight(state, local, k, final)
+        finally:
+            pot.carried = None
 
     def result(self, state: FKState) -> TemperedResult:
         base = super().result(state)
         pot = state.potential
         assert isinstance(pot, TemperedState)
-        exps = np.stack(pot.exponents)  # [S, B]
+        exps = torch.stack(pot.exponents).cpu().numpy()  # [S, B]
         return TemperedResult(
             **{f.name: getattr(base, f.name) for f in fields(FKResult)},
             exponents=exps if state.config.grouped else exps[:, 0],

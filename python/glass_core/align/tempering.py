@@ -5,46 +5,47 @@ The intermediate target at potential step k is p_{t_k}(x) exp(lambda_k r(D_{t_k}
 lambda_k r_k - lambda_{k-1} r_{k-1} (what its lineage received so far is lambda_{k-1} r_{k-1}).
 lambda_k is the largest value in [lambda_{k-1}, lambda] whose reweighted ESS (with the carried
 weights) is at least ess_target * N, found per group by vectorised bisection, as adaptive tempered
-SMC libraries do; the final step takes lambda, so the weights are exact for it.
+SMC libraries do; the final step takes lambda, so the weights are exact for it. Everything is
+torch on the particles' device: no host synchronisation (the engine's weight part makes the one
+transfer of the step).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import torch
 
 BISECTION_STEPS = 60  # halves [lambda_{k-1}, lambda] to 2^-60 of its width
 
 
-def relative_ess(log_w: np.ndarray) -> np.ndarray:
-    """ESS / N of unnormalised log-weights [B, N] per row (1 for equal weights)."""
-    top = log_w.max(axis=1, keepdims=True)
-    w = np.exp(log_w - np.where(np.isfinite(top), top, 0.0))
-    s1, s2 = w.sum(axis=1), (w * w).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = s1 * s1 / (s2 * log_w.shape[1])
-    return np.nan_to_num(out, nan=0.0)
+def relative_ess(log_w: torch.Tensor) -> torch.Tensor:
+    """ESS / N of unnormalised log-weights [B, N] per row (1 for equal weights, 0 for a row
+    that is all -inf)."""
+    top = log_w.max(dim=1, keepdim=True).values
+    w = torch.exp(log_w - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+    s1, s2 = w.sum(dim=1), (w * w).sum(dim=1)
+    return torch.nan_to_num(s1 * s1 / (s2 * log_w.shape[1]), nan=0.0)
 
 
 def next_exponent(
-    log_weights: np.ndarray,
-    scores: np.ndarray,
-    applied: np.ndarray,
-    previous: np.ndarray,
+    log_weights: torch.Tensor,
+    scores: torch.Tensor,
+    applied: torch.Tensor,
+    previous: torch.Tensor,
     lambda_: float,
     ess_target: float,
-) -> np.ndarray:
+) -> torch.Tensor:
     """The next exponents lambda_k [B].
 
     Parameters
     ----------
-    log_weights : np.ndarray
-        [B, N] carried normalised log-weights (before this step).
-    scores : np.ndarray
-        [B, N] this step's rewards r_k.
-    applied : np.ndarray
-        [B, N] log-potentials applied along each lineage so far (lambda_{k-1} r_{k-1}).
-    previous : np.ndarray
-        [B] lambda_{k-1}.
+    log_weights : torch.Tensor
+        [B, N] float64 carried normalised log-weights (before this step).
+    scores : torch.Tensor
+        [B, N] float64 this step's rewards r_k.
+    applied : torch.Tensor
+        [B, N] float64 log-potentials applied along each lineage so far (lambda_{k-1} r_{k-1}).
+    previous : torch.Tensor
+        [B] float64 lambda_{k-1}.
     lambda_ : float
         The final exponent (the upper bound).
     ess_target : float
@@ -52,19 +53,19 @@ def next_exponent(
 
     Returns
     -------
-    np.ndarray
+    torch.Tensor
         [B] float64: lambda when its ESS reaches the target, lambda_{k-1} when even that misses
         it (the exponent never decreases), else the bisection's largest exponent meeting it.
     """
 
-    def ess_at(lam: np.ndarray) -> np.ndarray:
+    def ess_at(lam: torch.Tensor) -> torch.Tensor:
         return relative_ess(log_weights + lam[:, None] * scores - applied)
 
-    top = np.full_like(previous, lambda_)
-    lo, hi = previous.copy(), top.copy()
+    top = torch.full_like(previous, lambda_)
+    lo, hi = previous, top
     done = ess_at(hi) >= ess_target
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
         ok = ess_at(mid) >= ess_target
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
-    return np.where(done, top, lo)
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    return torch.where(done, top, lo)
