@@ -140,7 +140,8 @@ def test_twisted_move_weights_recover_the_untwisted_kernel():
     x = model.sample_marginal(1, t, gen(5)).float().expand(n, 2).contiguous()
     d = model.denoise(x, t)
     g = torch.tensor([[1.5, -1.0]]).expand(n, 2)
-    mean, std = sde.gaussian_kernel(model.schedule, x[:1], d[:1], t, t_next)
+    ((_, gamma, abar, std),) = sde.scalars(model.schedule, t, t_next)
+    mean = gamma * x[:1] + abar * d[:1]
     x_new, ratio = twisted_move(sde, model, LIN, x, t, t_next, gen(6), 1.0, (d, g))
     w = torch.softmax(ratio, 0).unsqueeze(1)
     weighted = (w * x_new.double()).sum(0)

@@ -1,8 +1,8 @@
 """Twisted proposals with exact weights (TDS, Wu et al. 2023) for Gaussian-kernel transitions.
 
-A transition whose every substep s -> s' is Gaussian given D_s, x' = m(x) + sigma xi (the SDE:
-``gaussian_kernel`` and ``substeps_of``), is twisted by the gradient of the twist
-log psi_s(x) = lambda r(D_s(x)):
+A transition whose every substep s -> s' is Gaussian given D_s, x' = gamma x + abar D_s(x) +
+sigma xi = m(x) + sigma xi (the SDE, whose ``scalars(schedule, t, t')`` lists (s, gamma, abar,
+sigma) per substep), is twisted by the gradient of the twist log psi_s(x) = lambda r(D_s(x)):
 
     q(x' | x) = N(m(x) + sigma^2 g, sigma^2 I),  g = grad_x lambda r(D_s(x)),
 
@@ -49,11 +49,11 @@ def check_twistable(transition: Any) -> None:
             "weighted exactly: use proposal='twisted' with an SDE transition, or guide=True "
             "for the reward-guided GLASS proposal (uncorrected guidance)",
         )
-    if not (hasattr(transition, "gaussian_kernel") and hasattr(transition, "substeps_of")):
+    if not callable(getattr(transition, "scalars", None)):
         raise fail(
             "transition",
-            f"{transition!r} has no Gaussian kernel (needs `gaussian_kernel` and `substeps_of`, "
-            "as SDE has) for proposal='twisted'",
+            f"{transition!r} has no Gaussian kernel (needs `scalars(schedule, t, t_next)`, the "
+            "per-substep (t0, gamma, abar, sbar) SDE has) for proposal='twisted'",
         )
 
 
@@ -107,13 +107,13 @@ def twisted_move(
         whole move (to add to the log-potential of the step).
     """
     ratio = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for k, (t0, t1) in enumerate(transition.substeps_of(t, t_next)):
+    for k, (t0, gamma, abar, std) in enumerate(transition.scalars(model.schedule, t, t_next)):
         if k == 0 and start is not None:
             d, g = start
         else:
             d, _, g = twist_gradient(model, reward, x, t0, lambda_)
-        mean, std = transition.gaussian_kernel(model.schedule, x, d.to(x.dtype), t0, t1)
-        if std <= 0.0:  # a deterministic substep: nothing to twist
+        mean = gamma * x + abar * d.to(x.dtype)
+        if std <= 0.0:  # a deterministic substep (the last one, to t = 1): nothing to twist
             x = mean
             continue
         xi = _random.randn_like(mean, noise)
