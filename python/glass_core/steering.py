@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from glass_core._checks import positive_int, steer_arguments
-from glass_core.align.results import SamplingResult
+from glass_core.align.results import FKResult, SamplingResult
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers.unconditional import is_unconditional
 from glass_core.rewards.adapters import reward_on_latents
@@ -40,7 +40,11 @@ __all__ = [
     "steer",
 ]
 
-METHODS = ("fk", "best_of_n", "guidance", "sample")
+METHODS = (
+    "fk", "best_of_n", "guidance", "sample", "tempered", "twisted", "value_decoding", "beam_search"
+)  # fmt: skip
+#: the methods that take further keyword arguments of their glass_core.align function
+KWARG_METHODS = ("fk", "tempered", "twisted", "value_decoding", "beam_search")
 SHARDED_METHODS = ("fk", "best_of_n")  # the methods that accept process_group
 OUTPUT_TYPES = ("pil", "pt", "np", "latent")
 
@@ -296,7 +300,11 @@ def steer(
         with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
         "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
         "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
-        the guidance).
+        the guidance). "tempered" (``glass_core.align.tempered_smc``), "twisted"
+        (``fk_steering(..., proposal="twisted")``: SDE transitions; ``callback`` is not
+        called, its proposal does not call the transition), "value_decoding" and
+        "beam_search" (``num_particles`` chains / beams; ``callback`` sees the candidate
+        batches) take their function's further keyword arguments (docs/search.md).
     transition
         ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
         ``ODE(...)``.
@@ -454,6 +462,10 @@ def _check_arguments(
     transition = Glass() if transition is None else transition
     if not callable(transition):
         raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
+    if method == "twisted":
+        from glass_core.align.twisted import check_twistable
+
+        check_twistable(transition)
     return (transition if compile is None else _with_compile(transition, compile)), n
 
 
@@ -513,7 +525,7 @@ def _wrap_pipeline(
     names = call_options(pipe)
     options = {k: v for k, v in extra.items() if k in names}
     rest = {k: v for k, v in extra.items() if k not in names}
-    if method != "fk" and rest:
+    if method not in KWARG_METHODS and rest:
         raise InvalidInputError(
             f"unexpected keyword arguments for method={method!r}: {sorted(rest)}"
         )
@@ -636,7 +648,7 @@ def _aligned_kwargs(run: _Run, progress: bool) -> dict[str, Any]:
 
 def _run_algorithm(run: _Run, p: dict[str, Any]) -> _Outcome:
     """Step 4: the chosen method on the run (strength 0: the image's latents as they are)."""
-    from glass_core.align import best_of_n, fk_steering, guided, reward_guidance
+    from glass_core.align import best_of_n, fk_steering, guided, reward_guidance, tempered_smc
 
     if len(run.grid) == 1:
         assert run.x0 is not None
@@ -655,19 +667,40 @@ def _run_algorithm(run: _Run, p: dict[str, Any]) -> _Outcome:
     if p["method"] == "best_of_n":
         bon = best_of_n(proposal, run.reward, process_group=p["process_group"], **aligned)
         return _Outcome(bon, bon.samples, bon.rewards)
-    raw = fk_steering(
-        proposal,
-        run.reward,
-        potential=p["potential"],
-        lambda_=p["lambda_"],
-        process_group=p["process_group"],
-        **aligned,
-        **p["algorithm_kwargs"],
-    )
+    if p["method"] in ("value_decoding", "beam_search"):
+        return _run_search(run, p, aligned)
+    raw: FKResult
+    if p["method"] == "tempered":
+        raw = tempered_smc(
+            proposal, run.reward, lambda_=p["lambda_"], **aligned, **p["algorithm_kwargs"]
+        )
+    else:
+        raw = fk_steering(
+            proposal,
+            run.reward,
+            potential=p["potential"],
+            lambda_=p["lambda_"],
+            process_group=p["process_group"],
+            proposal="twisted" if p["method"] == "twisted" else "plain",
+            **aligned,
+            **p["algorithm_kwargs"],
+        )
     return _Outcome(
         raw, raw.samples, raw.rewards, raw.log_weights, raw.ancestors, raw.log_evidence,
         raw.ess_history,
     )  # fmt: skip
+
+
+def _run_search(run: _Run, p: dict[str, Any], aligned: dict[str, Any]) -> _Outcome:
+    """value_decoding (num_particles chains) or beam_search (num_particles beams)."""
+    from glass_core.align import beam_search, value_decoding
+
+    if p["method"] == "beam_search":
+        aligned = {("beam_width" if k == "num_particles" else k): v for k, v in aligned.items()}
+        res = beam_search(run.model, run.reward, **aligned, **p["algorithm_kwargs"])
+    else:
+        res = value_decoding(run.model, run.reward, **aligned, **p["algorithm_kwargs"])
+    return _Outcome(res, res.samples, res.rewards)
 
 
 def _score(run: _Run, latents: torch.Tensor) -> torch.Tensor | None:

@@ -342,6 +342,10 @@ class FKSampler:
         )
 
 
+#: The FKSampler class of each `proposal` of fk_steering; glass_core.align.twisted adds its own.
+PROPOSALS: dict[str, type[FKSampler]] = {"plain": FKSampler}
+
+
 def fk_steering(
     model: Any,
     reward: Reward,
@@ -367,6 +371,7 @@ def fk_steering(
     profile: bool = False,
     process_group: Any = None,
     x0: torch.Tensor | None = None,
+    proposal: str = "plain",
 ) -> FKResult:
     """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z: :class:`FKSampler` run to the end.
 
@@ -389,8 +394,13 @@ def fk_steering(
     None), which may be t0 > 0: the target is then p(x1 | x_t0) tilted by exp(lambda_ r).
     The final weights target p(z) exp(lambda_ r(z)) / Z exactly whatever the potential; the
     lookahead's model evaluations (J per particle per batched call) are counted in `nfe`.
+    `proposal`: "plain" (the transition as is) or "twisted" (TDS: the transition's Gaussian
+    kernel shifted by the gradient of lambda_ r(D_t(x)), with exact weights; SDE transitions
+    only, see glass_core.align.twisted).
     """
-    fk = FKSampler(
+    if proposal not in PROPOSALS:
+        raise fail("proposal", f"must be one of {tuple(PROPOSALS)}, got {proposal!r}")
+    fk = PROPOSALS[proposal](
         model, reward, transition=transition, time_grid=time_grid, potential=potential,
         lambda_=lambda_, resampling=resampling, ess_threshold=ess_threshold,
         resample_every=resample_every, resample_window=resample_window,
@@ -401,10 +411,31 @@ def fk_steering(
         num_particles, shape=shape, generator=generator, num_groups=num_groups, dtype=dtype,
         device=device, x0=x0,
     )  # fmt: skip
+    return run_to_end(fk, state, progress, "FK steering")
+
+
+def run_to_end(sampler: FKSampler, state: FKState, progress: bool, desc: str) -> FKResult:
+    """``sampler.step(state)`` until done (with a progress bar titled `desc`), then the result.
+
+    Parameters
+    ----------
+    sampler : FKSampler
+        The engine (or a subclass: tempered SMC, twisted proposals).
+    state : FKState
+        From ``sampler.init``.
+    progress : bool
+        Show the bar (on the main process).
+    desc : str
+        The bar's title.
+
+    Returns
+    -------
+    FKResult
+        ``sampler.result(state)``.
+    """
     show = progress and state.storage.is_main
-    label = "FK steering" + state.storage.label
-    with progress_bar(state.config.num_steps, show, label) as bar:
+    with progress_bar(state.config.num_steps, show, desc + state.storage.label) as bar:
         while not state.done:
-            state = fk.step(state)
+            state = sampler.step(state)
             bar.update(1)
-    return fk.result(state)
+    return sampler.result(state)

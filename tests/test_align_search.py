@@ -1,0 +1,201 @@
+"""value_decoding and beam_search against closed forms on the exact Gaussian mixture.
+
+With a one-step grid [0, 1] and the exact kernel, the candidates are iid data samples z ~ p, so
+the reward r = a.z of the kept candidate is the maximum of M iid draws of the mixture of normals
+r ~ sum_k w_k N(a.m_k, v_k |a|^2) (value decoding at temperature 0), and beam search keeps the
+top B of B x M draws: both have closed-form expectations as order statistics of that law.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from align_fixtures import GRID, ExactKernel, gen, gmm
+from glass_core.align import beam_search, best_of_n, value_decoding
+from glass_core.errors import InvalidInputError, RewardError
+from glass_core.rewards import LinearReward
+from glass_core.transitions import SDE, Glass
+from scipy import integrate, stats
+from scipy.special import gammaln
+
+A = torch.tensor([1.0, 0.5], dtype=torch.float64)
+LIN = LinearReward(A)
+ONE_STEP = [0.0, 1.0]
+
+
+def reward_law(model):
+    """(weights, means, stds) of r = a.z under the mixture."""
+    a = A.numpy()
+    return (
+        model.weights.numpy(),
+        model.means.numpy() @ a,
+        model.stds.numpy() * float(np.linalg.norm(a)),
+    )
+
+
+def order_stat_means(model, n: int, ranks: list[int]) -> list[float]:
+    """E[X_(j)] of the j-th smallest of n iid reward draws, by quadrature on a fine grid:
+    density of X_(j) = n!/((j-1)!(n-j)!) F^{j-1} (1-F)^{n-j} f."""
+    w, mu, sd = reward_law(model)
+    x = np.linspace(mu.min() - 8 * sd.max(), mu.max() + 8 * sd.max(), 40001)
+    f = (w[:, None] * stats.norm.pdf(x[None], mu[:, None], sd[:, None])).sum(0)
+    cdf = (w[:, None] * stats.norm.cdf(x[None], mu[:, None], sd[:, None])).sum(0)
+    cdf = np.clip(cdf, 1e-300, 1 - 1e-16)
+    out = []
+    for j in ranks:
+        log_c = gammaln(n + 1) - gammaln(j) - gammaln(n - j + 1)
+        dens = np.exp(log_c + (j - 1) * np.log(cdf) + (n - j) * np.log1p(-cdf)) * f
+        out.append(float(integrate.trapezoid(x * dens, x)))
+    return out
+
+
+def test_value_decoding_argmax_is_the_max_of_m_draws():
+    model, m, n = gmm(), 8, 4000
+    res = value_decoding(
+        model, LIN, transition=ExactKernel(), num_particles=n, time_grid=ONE_STEP, shape=(2,),
+        num_candidates=m, generator=gen(0), progress=False,
+    )  # fmt: skip
+    (expected,) = order_stat_means(model, m, [m])
+    se = float(res.rewards.std()) / math.sqrt(n)
+    assert abs(float(res.rewards.mean()) - expected) < 4 * se, (res.rewards.mean(), expected)
+    assert torch.allclose(res.rewards.double(), LIN(res.samples).double())
+
+
+def test_beam_search_keeps_the_top_b_of_b_times_m():
+    model, b, m, groups = gmm(), 4, 3, 3000
+    res = beam_search(
+        model, LIN, transition=ExactKernel(), beam_width=b, num_candidates=m,
+        time_grid=ONE_STEP, shape=(2,), num_groups=groups, generator=gen(1), progress=False,
+    )  # fmt: skip
+    assert res.rewards.shape == (groups, b) and res.samples.shape == (groups, b, 2)
+    assert bool((res.rewards[:, :-1] >= res.rewards[:, 1:]).all())  # best first
+    expected = order_stat_means(model, b * m, [b * m - i for i in range(b)])
+    for i in range(b):
+        col = res.rewards[:, i].double()
+        se = float(col.std()) / math.sqrt(groups)
+        assert abs(float(col.mean()) - expected[i]) < 4 * se, (i, col.mean(), expected[i])
+
+
+def test_beam_search_one_step_selects_exactly_from_the_same_draws():
+    model, b, m = gmm(), 3, 5
+    res = beam_search(
+        model, LIN, transition=ExactKernel(), beam_width=b, num_candidates=m,
+        time_grid=ONE_STEP, shape=(2,), generator=gen(7), progress=False,
+    )  # fmt: skip
+    g = gen(7)
+    x = torch.randn(b, 2, generator=g)  # the same start and candidates, drawn by hand
+    cand = model.sample_transition(x.repeat_interleave(m, 0), 0.0, 1.0, "ddpm", g)
+    top = LIN(cand).sort(descending=True, stable=True).indices[:b]
+    assert torch.equal(res.samples, cand[top])
+
+
+@pytest.mark.parametrize("transition", [Glass(), SDE()], ids=["glass", "sde"])
+def test_value_decoding_raises_mean_reward_above_unsteered(transition):
+    model, n = gmm(), 2000
+    kw = dict(transition=transition, num_particles=n, time_grid=GRID, shape=(2,), progress=False)
+    plain = best_of_n(model, LIN, generator=gen(2), **kw).rewards.double()
+    vd = value_decoding(model, LIN, num_candidates=4, generator=gen(3), **kw).rewards.double()
+    gap = float(vd.mean() - plain.mean())
+    se = math.sqrt(float(vd.var() + plain.var()) / n)
+    assert gap > 10 * se and gap > 1.0, (gap, se)
+
+
+def test_one_candidate_is_the_plain_chain():
+    model = gmm()
+    kw = dict(transition=Glass(), num_particles=64, time_grid=GRID, shape=(2,), progress=False)
+    plain = best_of_n(model, LIN, generator=gen(4), **kw)
+    vd = value_decoding(model, LIN, num_candidates=1, generator=gen(4), **kw)
+    assert torch.allclose(vd.samples, plain.samples, atol=1e-5)
+
+
+def test_huge_temperature_is_unsteered():
+    model, n = gmm(), 4000
+    kw = dict(transition=ExactKernel(), num_particles=n, time_grid=ONE_STEP, shape=(2,))
+    res = value_decoding(model, LIN, num_candidates=8, temperature=1e9, generator=gen(5), **kw)
+    w, mu, sd = reward_law(model)
+    mean = float(w @ mu)
+    var = float(w @ (sd**2 + mu**2)) - mean**2
+    assert abs(float(res.rewards.mean()) - mean) < 4 * math.sqrt(var / n)
+
+
+class RowCounter:
+    """Forwards to a model and counts every row it evaluates."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.rows = model, model.schedule, 0
+
+    def denoise(self, x, t):
+        self.rows += x.shape[0]
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.rows += x.shape[0]
+        return self.model.velocity(x, t)
+
+
+@pytest.mark.parametrize("value", ["denoised", "posterior"])
+@pytest.mark.parametrize("transition", [Glass(inner_steps=3), SDE()], ids=["glass", "sde"])
+def test_nfe_counts_every_model_evaluation(value, transition):
+    counter = RowCounter(gmm())
+    res = value_decoding(
+        counter, LIN, transition=transition, num_particles=6, time_grid=GRID, shape=(2,),
+        num_candidates=3, value=value, value_samples=2, num_groups=2, generator=gen(6),
+        max_batch=5, progress=False,
+    )  # fmt: skip
+    assert res.total_nfe == counter.rows == res.nfe * 12
+    beams = RowCounter(gmm())
+    res = beam_search(
+        beams, LIN, transition=transition, beam_width=3, num_candidates=2, time_grid=GRID,
+        shape=(2,), value=value, value_samples=2, generator=gen(6), progress=False,
+    )  # fmt: skip
+    assert res.total_nfe == beams.rows
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_groups_equal_separate_runs(search):
+    model = gmm()
+    kw = dict(transition=Glass(inner_steps=3), time_grid=GRID, shape=(2,), progress=False)
+    kw["num_particles" if search == "value_decoding" else "beam_width"] = 5
+    fn = value_decoding if search == "value_decoding" else beam_search
+    extra = {"temperature": 0.5} if search == "value_decoding" else {}
+    both = fn(model, LIN, generator=[gen(8), gen(9)], value="posterior", **kw, **extra)
+    for b, seed in enumerate((8, 9)):
+        one = fn(model, LIN, generator=gen(seed), value="posterior", **kw, **extra)
+        assert torch.allclose(both.samples[b], one.samples, atol=1e-5)
+        assert torch.allclose(both.value_history[:, b], one.value_history, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_candidates": 0}, "num_candidates"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"value": "mean"}, "value"),
+        ({"value_samples": 0, "value": "posterior"}, "value_samples"),
+        ({"value_transition": SDE()}, "value_transition"),
+        ({"process_group": object()}, "process_group"),
+        ({"num_particles": 0}, "num_particles"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, name):
+    args = dict(transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), progress=False)
+    args.update(kwargs)
+    with pytest.raises(InvalidInputError, match=f"`?{name}`?"):
+        value_decoding(gmm(), LIN, **args)
+
+
+def test_beam_width_is_named():
+    with pytest.raises(InvalidInputError, match="beam_width"):
+        beam_search(gmm(), LIN, transition=SDE(), beam_width=0, time_grid=GRID, shape=(2,))
+
+
+def test_nonfinite_value_is_a_reward_error():
+    def bad(z):
+        return torch.full((z.shape[0],), float("nan"))
+
+    with pytest.raises(RewardError, match="NaN"):
+        value_decoding(
+            gmm(), bad, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,),
+            progress=False,
+        )  # fmt: skip
