@@ -346,6 +346,20 @@ class DenoiserBase:
     Subclasses set `prediction` (what `predict` returns) and implement `predict(x, t)` where t is a
     [B] tensor on x's device (dtype: x's, at least float32). Batches larger than `max_batch` are
     split into micro-batches transparently.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule the model was trained with.
+    prediction : str
+        What ``predict`` returns (``PREDICTIONS``).
+    max_batch : int, optional
+        Rows per ``predict`` call (None: all at once).
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown ``prediction`` or a bad ``max_batch``.
     """
 
     def __init__(self, schedule: Schedule, *, prediction: str = "x1", max_batch: int | None = None):

@@ -14,7 +14,24 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class CallableDenoiser(DenoiserBase):
-    """A DenoiserBase whose `predict` is a user function returning `prediction`."""
+    """A DenoiserBase whose `predict` is a user function returning `prediction`.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x, t) -> prediction``.
+    prediction : str
+        What ``fn`` returns.
+    schedule : Schedule
+        The noise schedule.
+    max_batch : int, optional
+        Rows per call (None: all at once).
+
+    Raises
+    ------
+    InvalidInputError
+        ``fn`` not callable, or an unknown ``prediction``.
+    """
 
     def __init__(
         self, fn: ModelFn, *, prediction: str, schedule: Schedule, max_batch: int | None = None

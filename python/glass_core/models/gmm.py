@@ -100,6 +100,22 @@ class GaussianMixture(DenoiserBase):
     """sum_k weights_k N(means_k, stds_k^2 I) in R^d with an exact denoiser (prediction "x1").
 
     Inputs x may be [B, d] or [B, *shape] with prod(shape) == d.
+
+    Parameters
+    ----------
+    means : torch.Tensor
+        Component means [K, d].
+    stds : torch.Tensor
+        Component standard deviations [K].
+    weights : torch.Tensor
+        Component weights [K] (normalised here).
+    schedule : Schedule, optional
+        The noise schedule (default: rectified flow).
+
+    Raises
+    ------
+    InvalidInputError
+        Inconsistent shapes, non-finite values, stds <= 0, or weights negative or all zero.
     """
 
     def __init__(

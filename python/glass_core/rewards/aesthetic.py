@@ -22,7 +22,13 @@ from glass_core.rewards.clip import CLIPBackbone
 
 
 class AestheticMLP(torch.nn.Module):
-    """The LAION improved-aesthetic-predictor MLP (same parameter names)."""
+    """The LAION improved-aesthetic-predictor MLP (same parameter names).
+
+    Parameters
+    ----------
+    dim : int
+        The CLIP embedding size.
+    """
 
     def __init__(self, dim: int = 768) -> None:
         super().__init__()
@@ -81,7 +87,15 @@ def head_from_state(state: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 
 class AestheticScore(ImageRewardModel):
-    """``head(normalize(clip_image_embedding))`` (LAION scale: roughly 1..10)."""
+    """``head(normalize(clip_image_embedding))`` (LAION scale: roughly 1..10).
+
+    Parameters
+    ----------
+    clip : CLIPBackbone
+        The CLIP ViT-L/14 image tower.
+    head : torch.nn.Module
+        The MLP head.
+    """
 
     needs_prompts = False
 

@@ -46,7 +46,19 @@ def _mean_std(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 class CLIPBackbone(ImageRewardModel):
-    """A transformers CLIPModel with its tokenizer and differentiable image preprocessing."""
+    """A transformers CLIPModel with its tokenizer and differentiable image preprocessing.
+
+    Parameters
+    ----------
+    model : CLIPModel
+        The transformers model.
+    tokenizer : Any
+        Its tokenizer.
+    image_size : int, optional
+        Input size (default: the model's).
+    mean, std : sequence of float
+        The image normalisation.
+    """
 
     def __init__(
         self,
@@ -127,7 +139,19 @@ class CLIPBackbone(ImageRewardModel):
 
 
 class CLIPScore(CLIPBackbone):
-    """CLIPScore: ``scale * cos(image, prompt)`` (scale 100)."""
+    """CLIPScore: ``scale * cos(image, prompt)`` (scale 100).
+
+    Parameters
+    ----------
+    model : CLIPModel
+        The transformers model.
+    tokenizer : Any
+        Its tokenizer.
+    scale : float
+        The score's scale.
+    **kwargs
+        Further arguments of ``CLIPBackbone``.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, *, scale: float = 100.0, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)

@@ -40,7 +40,19 @@ def _open_clip() -> Any:
 
 
 class HPSv2(ImageRewardModel):
-    """HPSv2 score ``cos(image, prompt)`` on an open_clip model."""
+    """HPSv2 score ``cos(image, prompt)`` on an open_clip model.
+
+    Parameters
+    ----------
+    model : Any
+        The open_clip model with the HPSv2 weights.
+    tokenizer : Any
+        Its tokenizer.
+    image_size : int, optional
+        Input size (default: the model's).
+    mean, std : sequence of float, optional
+        The image normalisation (default: the model's).
+    """
 
     def __init__(
         self,

@@ -23,7 +23,13 @@ from glass_core.rewards.adapters import ImageRewardModel, local_path
 
 
 class ImageRewardScore(ImageRewardModel):
-    """ImageReward score per (image, prompt); not differentiable."""
+    """ImageReward score per (image, prompt); not differentiable.
+
+    Parameters
+    ----------
+    model : Any
+        The loaded ImageReward model.
+    """
 
     def __init__(self, model: Any) -> None:
         super().__init__()

@@ -107,6 +107,29 @@ class DiffusersDenoiser(DenoiserBase):
     ``num_forward_passes`` (network rows per particle: evaluations x CFG passes), and
     ``model_time`` (seconds inside network forward passes, device-synchronised; 0 unless
     ``meter.timed``), all read from ``meter`` (:class:`glass_core.meter.Meter`).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The pipeline.
+    network : torch.nn.Module
+        Its denoising network.
+    conditioning : Conditioning
+        The encoded prompts.
+    schedule : Schedule
+        The noise schedule in glass_core time.
+    prediction : str
+        What the network's output converts to (``PREDICTIONS``).
+    guidance_scale : float
+        The CFG scale (CFG runs when the conditioning has negatives).
+    latent_shape : tuple of int
+        One particle's shape.
+    height, width : int
+        Image size in pixels.
+    max_batch : int, optional
+        Network rows per forward pass (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled.
     """
 
     family: str = ""

@@ -99,6 +99,23 @@ class FluxDenoiser(DiffusersDenoiser):
     ``guidance_scale`` is FLUX-dev's distilled guidance *input* (ignored by schnell, whose
     transformer has no guidance embedding); ``true_cfg_scale`` > 1 with a negative prompt runs true
     CFG (2 forward passes per evaluation), as ``FluxPipeline`` does.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The distilled guidance input.
+    height, width : int
+        Image size in pixels.
+    true_cfg_scale : float
+        True CFG scale (runs with negatives in ``conditioning``).
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
     """
 
     family = "flux"
@@ -180,6 +197,21 @@ class SD3Denoiser(DiffusersDenoiser):
 
     Network timestep = 1000 * sigma, true CFG with ``guidance_scale`` (2 forward passes per
     evaluation when guidance_scale > 1).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The CFG scale.
+    height, width : int
+        Image size in pixels.
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
     """
 
     family = "sd3"

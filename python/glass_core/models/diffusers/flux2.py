@@ -175,7 +175,23 @@ def unpatchify(z: torch.Tensor) -> torch.Tensor:
 
 
 class Flux2Denoiser(DiffusersDenoiser):
-    """FLUX.2 [dev] / [klein] adapter (velocity u = -v, one pass, two with [klein]'s CFG)."""
+    """FLUX.2 [dev] / [klein] adapter (velocity u = -v, one pass, two with [klein]'s CFG).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The guidance embedding ([dev]) or CFG scale ([klein]).
+    height, width : int
+        Image size in pixels.
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    """
 
     family = "flux2"
 

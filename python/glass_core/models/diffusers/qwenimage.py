@@ -127,7 +127,25 @@ def does_cfg(pipe: Any, true_cfg_scale: float, has_negative: bool) -> bool:
 
 
 class QwenImageDenoiser(DiffusersDenoiser):
-    """Qwen-Image adapter (velocity u = -v; 2 passes per evaluation with true CFG)."""
+    """Qwen-Image adapter (velocity u = -v; 2 passes per evaluation with true CFG).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The guidance embedding where the transformer has one (else unused).
+    height, width : int
+        Image size in pixels.
+    true_cfg_scale : float
+        True CFG scale (runs with negatives in ``conditioning``).
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    """
 
     family = "qwenimage"
 

@@ -143,7 +143,25 @@ def _bins(pipe: Any) -> dict[str, list[float]]:
 
 
 class SanaDenoiser(DiffusersDenoiser):
-    """SANA adapter (velocity u = -v; 2 passes per evaluation with CFG)."""
+    """SANA adapter (velocity u = -v; 2 passes per evaluation with CFG).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The CFG scale.
+    height, width : int
+        Image size in pixels.
+    use_resolution_binning : bool
+        Generate at the nearest aspect-ratio bin and resize back, as the pipeline does.
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    """
 
     family = "sana"
 

@@ -149,6 +149,15 @@ class UnconditionalPipelineModel:
     and the DDPMPipeline post-processing (samples in [-1, 1] -> images in [0, 1]). Latents are
     the samples themselves; there are no prompts, so B groups come only from a list of
     generators.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The unconditional pipeline.
+    num_groups : int
+        B (one per generator).
+    max_batch : int, optional
+        Network rows per forward pass (None: all at once).
     """
 
     family = "unconditional"
