@@ -398,7 +398,27 @@ class DenoiserBase:
         return out
 
     def as_prediction(self, x: torch.Tensor, t: TimeLike, target: str) -> torch.Tensor:
-        """`target` at (x, t): the model is asked at `query_time` (D_t := D_{query_time(t)})."""
+        """`target` at (x, t): the model is asked at `query_time` (D_t := D_{query_time(t)}).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [B, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+        target : str
+            The parameterisation wanted (``PREDICTIONS``).
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad inputs or times, or a target the model's prediction does not determine.
+        """
         check_batch(x)
         tv = time_values(t, x.shape[0])
         tq = query_time(self.schedule, tv, self.prediction)
@@ -415,13 +435,39 @@ class DenoiserBase:
         return convert(d, x, tv, self.schedule, source="x1", target=target)
 
     def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        """D_t(x) = E[z | x_t = x]."""
+        """D_t(x) = E[z | x_t = x].
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [B, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         return self.as_prediction(x, t, "x1")
 
     __call__ = denoise
 
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        """Marginal velocity u_t(x) (eq. 26)."""
+        """Marginal velocity u_t(x) (eq. 26).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [B, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         return self.as_prediction(x, t, "velocity")
 
     def epsilon(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:

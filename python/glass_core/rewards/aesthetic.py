@@ -114,12 +114,45 @@ class AestheticScore(ImageRewardModel):
         processor_path: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> AestheticScore:
-        """Load the model from a local directory or a hub name."""
+        """Load the model from local files (no download).
+
+        Parameters
+        ----------
+        head_path : str or PathLike
+            The head's weights file.
+        clip_path : str or PathLike
+            The CLIP ViT-L/14 directory.
+        processor_path : str or PathLike, optional
+            Where the image processor lives (default: ``clip_path``).
+
+        Returns
+        -------
+        AestheticScore
+            The reward.
+
+        Raises
+        ------
+        InvalidInputError
+            A missing path.
+        """
         clip = CLIPBackbone.from_pretrained(clip_path, processor_path=processor_path, **kwargs)
         return cls(clip, head_from_state(_load_state(head_path)))
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         emb = self.clip.image_embeddings(images)
         dtype = next(self.head.parameters()).dtype
         return self.head(emb.to(dtype)).float().reshape(-1)

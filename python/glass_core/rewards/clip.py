@@ -87,7 +87,27 @@ class CLIPBackbone(ImageRewardModel):
         torch_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Load the model from a local directory or a hub name."""
+        """Load the model from local files (no download).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The transformers CLIP directory.
+        processor_path : str or PathLike, optional
+            Where the image processor lives (default: ``path``).
+        torch_dtype : torch.dtype, optional
+            The model's dtype.
+
+        Returns
+        -------
+        CLIPBackbone
+            The model (or the subclass it is called on).
+
+        Raises
+        ------
+        InvalidInputError
+            A missing path.
+        """
         from transformers import AutoTokenizer, CLIPModel
 
         p = local_path(path, "path", kind="dir")
@@ -158,6 +178,19 @@ class CLIPScore(CLIPBackbone):
         self.scale = float(scale)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         assert prompts is not None
         return self.scale * self.cosine(images, prompts)

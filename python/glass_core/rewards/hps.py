@@ -87,6 +87,25 @@ class HPSv2(ImageRewardModel):
 
         ``model_config``: optional JSON file (or directory of them) registering a custom
         architecture with open_clip (``open_clip.add_model_config``).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The HPSv2 checkpoint file.
+        model_name : str
+            The open_clip architecture.
+        model_config : str or PathLike, optional
+            A model config file to register first.
+
+        Returns
+        -------
+        HPSv2
+            The reward.
+
+        Raises
+        ------
+        InvalidInputError
+            A missing path or an unknown architecture.
         """
         oc = _open_clip()
         ckpt_path = local_path(path, "path", kind="file")
@@ -122,7 +141,20 @@ class HPSv2(ImageRewardModel):
         return F.normalize(self.model.encode_image(pix.to(dtype)).float(), dim=-1)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         assert prompts is not None
         return (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(-1)
 

@@ -312,6 +312,18 @@ class DiffusersDenoiser(DenoiserBase):
         ``image``: anything the pipeline's image processor takes (a PIL image, a list of them, an
         ndarray, or a float tensor ``[M, 3, H, W]`` in [0, 1]); it is resized to the adapter's
         height x width.
+
+        Parameters
+        ----------
+        image : PIL image, list, ndarray or torch.Tensor
+            One image or one per row (tensors in [0, 1]).
+        max_batch : int, optional
+            Images per VAE call (default: the adapter's).
+
+        Returns
+        -------
+        torch.Tensor
+            Latents [M, *latent_shape].
         """
         pixels = self.pipe.image_processor.preprocess(image, height=self.height, width=self.width)
         vae = self.pipe.vae
@@ -354,6 +366,23 @@ class DiffusersDenoiser(DenoiserBase):
 
         Differentiable when called with gradients enabled (reward guidance); micro-batched by
         ``max_batch`` (default: the adapter's ``max_batch``).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents [M, *latent_shape].
+        max_batch : int, optional
+            Latents per VAE call (default: the adapter's).
+
+        Returns
+        -------
+        torch.Tensor
+            Images (or videos) in [0, 1], float32.
+
+        Raises
+        ------
+        InvalidInputError
+            ``z`` of the wrong shape.
         """
         if tuple(z.shape[1:]) != self.latent_shape:
             raise InvalidInputError(
@@ -391,13 +420,36 @@ class DiffusersDenoiser(DenoiserBase):
         """Return the pipeline's own step grid for ``num_steps`` transitions.
 
         See ``grids.default_time_grid``.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of transitions K.
+
+        Returns
+        -------
+        ndarray
+            K + 1 increasing times from 0 to 1, float64.
         """
         from glass_core.models.diffusers.grids import default_time_grid
 
         return default_time_grid(self, num_steps)
 
     def to_output(self, images: torch.Tensor, output_type: str) -> Any:
-        """Convert images in [0, 1] to the pipeline's ``output_type`` ("pt" | "np" | "pil")."""
+        """Convert images in [0, 1] to the pipeline's ``output_type`` ("pt" | "np" | "pil").
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images (or videos) in [0, 1].
+        output_type : str
+            "pt" | "np" | "pil".
+
+        Returns
+        -------
+        torch.Tensor, ndarray or list
+            The images in that type.
+        """
         return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
