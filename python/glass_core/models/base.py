@@ -371,7 +371,20 @@ class DenoiserBase:
         self.max_batch = max_batch
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Return the network's prediction at (x, t) on a tensor of times."""
+        """Return the network's prediction at (x, t) on a tensor of times.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         raise NotImplementedError
 
     def _predict(self, x: torch.Tensor, tv: float | np.ndarray) -> torch.Tensor:

@@ -42,7 +42,20 @@ class CallableDenoiser(DenoiserBase):
         self.fn = fn
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Return the network's prediction at (x, t) on a tensor of times."""
+        """Return the network's prediction at (x, t) on a tensor of times.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         return self.fn(x, t)
 
     def __repr__(self) -> str:

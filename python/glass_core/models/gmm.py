@@ -388,7 +388,20 @@ class GaussianMixture(DenoiserBase):
         return self._denoise64(x, tv)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Return the network's prediction at (x, t) on a tensor of times."""
+        """Return the network's prediction at (x, t) on a tensor of times.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         return self._denoise64(x, time_values(t, x.shape[0]))
 
     # -- the GLASS transition kernel (docs/math.md §3, §7) --------------------------------------

@@ -173,7 +173,20 @@ class ImageRewardModel(torch.nn.Module):
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        """Score a batch of images (and prompts) as a tensor [M]."""
+        """Score a batch of images (and prompts) as a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, C, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         check_images(images)
         if self.needs_prompts:
             if prompts is None:
@@ -222,7 +235,20 @@ class ImageCallableReward(ImageRewardModel):
         self.needs_prompts = False
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        """Score a batch of images (and prompts) as a tensor [M]."""
+        """Score a batch of images (and prompts) as a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, C, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         check_images(images, channels=None)
         if self.takes_prompts:
             return self.fn(
@@ -413,7 +439,18 @@ class DecodedReward:
         return self.last_images if torch.equal(last, z.detach()) else None
 
     def images_for(self, z: torch.Tensor) -> torch.Tensor:
-        """Return decoded images of z, reusing the last decode when z is the last scored batch."""
+        """Return decoded images of z, reusing the last decode when z is the last scored batch.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents [M, ...].
+
+        Returns
+        -------
+        torch.Tensor
+            Images in [0, 1].
+        """
         return self.meter.reward(self._images, z)  # type: ignore[no-any-return]
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:

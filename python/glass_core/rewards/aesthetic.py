@@ -44,7 +44,18 @@ class AestheticMLP(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the head's output for the image embeddings."""
+        """Return the head's output for the image embeddings.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalised CLIP image embeddings [M, dim].
+
+        Returns
+        -------
+        torch.Tensor
+            Scores [M, 1].
+        """
         return self.layers(x)
 
 

@@ -119,7 +119,18 @@ class CLIPBackbone(ImageRewardModel):
         return cls(model, tokenizer, mean=mean, std=std, **kwargs)
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Normalised text embeddings [len(prompts), D], cached per distinct prompt."""
+        """Normalised text embeddings [len(prompts), D], cached per distinct prompt.
+
+        Parameters
+        ----------
+        prompts : list of str
+            The prompts.
+
+        Returns
+        -------
+        torch.Tensor
+            [len(prompts), D].
+        """
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             max_len = getattr(self.tokenizer, "model_max_length", 77)
@@ -142,14 +153,38 @@ class CLIPBackbone(ImageRewardModel):
         return torch.stack([self._text_cache[p] for p in prompts]).to(self.device)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised image embeddings [M, D]; differentiable in `images` ([0, 1])."""
+        """Normalised image embeddings [M, D]; differentiable in `images` ([0, 1]).
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            [M, D].
+        """
         pix = clip_preprocess(images.to(self.device), self.image_size, self.mean, self.std)
         dtype = next(self.model.parameters()).dtype
         feats = _features(self.model.get_image_features(pixel_values=pix.to(dtype)))
         return F.normalize(feats.float(), dim=-1)
 
     def cosine(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """Return the cosine similarity of each image with its prompt."""
+        """Return the cosine similarity of each image with its prompt.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            [M].
+        """
         return (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(-1)
 
     def to(self, *args: Any, **kwargs: Any) -> Any:  # drop cached text embeddings on moves

@@ -124,7 +124,18 @@ class HPSv2(ImageRewardModel):
         return cls(model, oc.get_tokenizer(model_name), **kwargs)
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Return the normalised text embeddings of the prompts."""
+        """Return the normalised text embeddings of the prompts.
+
+        Parameters
+        ----------
+        prompts : list of str
+            The prompts.
+
+        Returns
+        -------
+        torch.Tensor
+            [len(prompts), D].
+        """
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             with torch.no_grad():
@@ -135,7 +146,18 @@ class HPSv2(ImageRewardModel):
         return torch.stack([self._text_cache[p] for p in prompts]).to(self.device)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the normalised image embeddings."""
+        """Return the normalised image embeddings.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            [M, D].
+        """
         pix = clip_preprocess(images.to(self.device), self.image_size, self.mean, self.std)
         dtype = next(self.model.parameters()).dtype
         return F.normalize(self.model.encode_image(pix.to(dtype)).float(), dim=-1)

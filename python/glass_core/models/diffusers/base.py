@@ -60,7 +60,17 @@ class VideoFrames(list):  # type: ignore[type-arg]
     """
 
     def save(self, fp: Any, format: str | None = None, **params: Any) -> None:
-        """Save the frames as an animated image (PIL's ``save_all`` with the other frames)."""
+        """Save the frames as an animated image (PIL's ``save_all`` with the other frames).
+
+        Parameters
+        ----------
+        fp : str, PathLike or file
+            Where to write.
+        format : str, optional
+            PIL's format name (default: from the file name).
+        **params
+            Further PIL save options (``loop`` defaults to 0: forever).
+        """
         params.setdefault("loop", 0)
         self[0].save(fp, format, save_all=True, append_images=list(self[1:]), **params)
 
@@ -257,7 +267,20 @@ class DiffusersDenoiser(DenoiserBase):
         return self.predict(x, t64)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Prediction (of kind ``self.prediction``) for rows ``x`` at times ``t`` ([M])."""
+        """Prediction (of kind ``self.prediction``) for rows ``x`` at times ``t`` ([M]).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         if tuple(x.shape[1:]) != self.latent_shape:
             raise InvalidInputError(
                 f"x must have shape [M, {', '.join(map(str, self.latent_shape))}] (latent_shape), "
@@ -453,7 +476,18 @@ class DiffusersDenoiser(DenoiserBase):
         return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
-        """[M, 3, H, W] images in [0, 1] -> list of PIL images."""
+        """[M, 3, H, W] images in [0, 1] -> list of PIL images.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, C, H, W] in [0, 1].
+
+        Returns
+        -------
+        list of PIL.Image.Image
+            One image per row.
+        """
         return self.to_output(images, "pil")  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

@@ -186,7 +186,18 @@ class FluxDenoiser(DiffusersDenoiser):
         return (h // 2) * (w // 2)
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """``set_timesteps`` arguments FluxPipeline passes: linear sigmas, dynamic-shift mu."""
+        """``set_timesteps`` arguments FluxPipeline passes: linear sigmas, dynamic-shift mu.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
         mu = {"mu": scheduler_mu(self, 1.15)} if use_mu else {}
         return {"sigmas": linear_sigmas(self, num_steps), **mu}
@@ -266,6 +277,17 @@ class SD3Denoiser(DiffusersDenoiser):
         return (h // p) * (w // p)
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """``set_timesteps`` arguments SD3's pipeline passes: default sigmas, mu if dynamic."""
+        """``set_timesteps`` arguments SD3's pipeline passes: default sigmas, mu if dynamic.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
         return {"mu": scheduler_mu(self, 1.16)} if use_mu else {}

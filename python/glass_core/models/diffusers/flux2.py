@@ -256,7 +256,18 @@ class Flux2Denoiser(DiffusersDenoiser):
         return h * w
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Linear sigmas shifted with FLUX.2's empirical mu (the pipeline's own function)."""
+        """Linear sigmas shifted with FLUX.2's empirical mu (the pipeline's own function).
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
 
         mu = compute_empirical_mu(image_seq_len=self.image_seq_len, num_steps=num_steps)

@@ -219,7 +219,18 @@ class QwenImageDenoiser(DiffusersDenoiser):
         return (h // 2) * (w // 2)
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Linear sigmas and the dynamic-shift mu, which QwenImagePipeline always passes."""
+        """Linear sigmas and the dynamic-shift mu, which QwenImagePipeline always passes.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         return {"sigmas": linear_sigmas(self, num_steps), "mu": scheduler_mu(self, 1.15)}
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:

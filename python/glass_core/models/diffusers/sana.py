@@ -218,7 +218,18 @@ class SanaDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         return {}  # the scheduler's default sigmas, static shift
 
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:

@@ -140,6 +140,16 @@ class UNetDenoiser(DiffusersDenoiser):
         Snapped to the integer node when within 1e-6 of it (so grid times reproduce the
         pipeline's timesteps). The model layer asks only inside [t_{T-1}, t_0]; the clamp to
         [0, T-1] only absorbs rounding.
+
+        Parameters
+        ----------
+        t : torch.Tensor
+            glass_core times (float64).
+
+        Returns
+        -------
+        torch.Tensor
+            Diffusers timesteps.
         """
         times = np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
         k = torch.as_tensor(self.schedule.timestep_from_t(times)).reshape(t.shape)  # native

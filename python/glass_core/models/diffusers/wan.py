@@ -222,7 +222,18 @@ class WanDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         return {}  # WanPipeline: set_timesteps(num_inference_steps), the scheduler's own shift
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
