@@ -188,3 +188,33 @@ def test_cli_steers_the_saved_tiny_pipeline(name: str, tmp_path: Path) -> None:
     record = json.loads((out / "results.json").read_text())
     assert record["images"] == ["image_000.png", "image_001.png"]
     assert all((out / f).read_bytes()[:4] == b"\x89PNG" for f in record["images"])
+
+
+def test_classic_families_share_the_registry_rules() -> None:
+    """FLUX.1/SD3/SD/SDXL go through families.build: call options by the pipeline's names
+    (SDXL's micro-conditioning, also through steer), the same option and true-CFG checks."""
+    import tiny_pipelines as tp
+    from glass_core.models.diffusers import call_options, from_pipeline, sdxl_add_time_ids
+
+    xl = tp.sdxl_pipeline()
+    assert call_options(xl) == ("original_size", "crops_coords_top_left", "target_size")
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH}
+    model = from_pipeline(xl, "a cat", original_size=(96, 80), target_size=(64, 48), **size)
+    expect = sdxl_add_time_ids(xl, **size, original_size=(96, 80), target_size=(64, 48))
+    torch.testing.assert_close(model.conditioning.cond["time_ids"][0], expect.to(torch.float32))
+    # through steer: the option reaches the denoiser (different micro-conditioning, other output)
+    kw = {"method": "sample", "num_particles": 1, "num_transitions": 2, "output_type": "latent"}
+    kw.update(size, progress=False)
+    plain = steer(xl, "a cat", generator=torch.Generator().manual_seed(0), **kw).samples
+    micro = steer(
+        xl, "a cat", generator=torch.Generator().manual_seed(0), original_size=(512, 512), **kw
+    ).samples
+    assert not torch.equal(plain, micro)
+    sd = tp.sd_pipeline("epsilon")
+    with pytest.raises(InvalidInputError, match="original_size: not a call option"):
+        from_pipeline(sd, "a cat", original_size=(64, 64), **size)
+    with pytest.raises(InvalidInputError, match="true_cfg_scale: StableDiffusionPipeline has no"):
+        from_pipeline(sd, "a cat", true_cfg_scale=2.0, **size)
+    with pytest.raises(InvalidInputError, match="pooled_prompt_embeds: sana pipelines take no"):
+        from_pipeline(tf.BUILDERS["sana"](), prompt_embeds=torch.zeros(1, 4, 8),
+                      pooled_prompt_embeds=torch.zeros(1, 8))  # fmt: skip

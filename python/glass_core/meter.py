@@ -119,7 +119,22 @@ class Meter:
             setattr(self, field, getattr(self, field) + time.perf_counter() - start)
 
     def model(self, fn: Callable[..., torch.Tensor], x: torch.Tensor, *args: Any) -> torch.Tensor:
-        """``fn(x, *args)`` as one network forward pass over ``x``'s rows (counted, timed)."""
+        """``fn(x, *args)`` as one network forward pass over ``x``'s rows (counted, timed).
+
+        Parameters
+        ----------
+        fn : callable
+            The network call.
+        x : torch.Tensor
+            Its batch (rows counted).
+        *args
+            Further arguments of ``fn``.
+
+        Returns
+        -------
+        Any
+            ``fn``'s output.
+        """
         with self._section("model_seconds", x) as result:
             out = fn(x, *args)
             result.append(out)
@@ -127,7 +142,20 @@ class Meter:
         return out
 
     def reward(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` as reward work (decoding, scoring), timed when ``timed``."""
+        """``fn(*args)`` as reward work (decoding, scoring), timed when ``timed``.
+
+        Parameters
+        ----------
+        fn : callable
+            The reward work.
+        *args
+            Its arguments.
+
+        Returns
+        -------
+        Any
+            ``fn``'s output.
+        """
         like = args[0] if args else None
         with self._section("reward_seconds", like) as result:
             out = fn(*args)

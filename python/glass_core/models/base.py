@@ -346,6 +346,20 @@ class DenoiserBase:
     Subclasses set `prediction` (what `predict` returns) and implement `predict(x, t)` where t is a
     [B] tensor on x's device (dtype: x's, at least float32). Batches larger than `max_batch` are
     split into micro-batches transparently.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule the model was trained with.
+    prediction : str
+        What ``predict`` returns (``PREDICTIONS``).
+    max_batch : int, optional
+        Rows per ``predict`` call (None: all at once).
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown ``prediction`` or a bad ``max_batch``.
     """
 
     def __init__(self, schedule: Schedule, *, prediction: str = "x1", max_batch: int | None = None):
@@ -357,7 +371,20 @@ class DenoiserBase:
         self.max_batch = max_batch
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Return the network's prediction at (x, t) on a tensor of times."""
+        """Return the network's prediction at (x, t) on a tensor of times.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         raise NotImplementedError
 
     def _predict(self, x: torch.Tensor, tv: float | np.ndarray) -> torch.Tensor:
@@ -384,7 +411,27 @@ class DenoiserBase:
         return out
 
     def as_prediction(self, x: torch.Tensor, t: TimeLike, target: str) -> torch.Tensor:
-        """`target` at (x, t): the model is asked at `query_time` (D_t := D_{query_time(t)})."""
+        """`target` at (x, t): the model is asked at `query_time` (D_t := D_{query_time(t)}).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [B, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+        target : str
+            The parameterisation wanted (``PREDICTIONS``).
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad inputs or times, or a target the model's prediction does not determine.
+        """
         check_batch(x)
         tv = time_values(t, x.shape[0])
         tq = query_time(self.schedule, tv, self.prediction)
@@ -401,13 +448,39 @@ class DenoiserBase:
         return convert(d, x, tv, self.schedule, source="x1", target=target)
 
     def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        """D_t(x) = E[z | x_t = x]."""
+        """D_t(x) = E[z | x_t = x].
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [B, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         return self.as_prediction(x, t, "x1")
 
     __call__ = denoise
 
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        """Marginal velocity u_t(x) (eq. 26)."""
+        """Marginal velocity u_t(x) (eq. 26).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [B, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         return self.as_prediction(x, t, "velocity")
 
     def epsilon(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:

@@ -14,7 +14,24 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class CallableDenoiser(DenoiserBase):
-    """A DenoiserBase whose `predict` is a user function returning `prediction`."""
+    """A DenoiserBase whose `predict` is a user function returning `prediction`.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x, t) -> prediction``.
+    prediction : str
+        What ``fn`` returns.
+    schedule : Schedule
+        The noise schedule.
+    max_batch : int, optional
+        Rows per call (None: all at once).
+
+    Raises
+    ------
+    InvalidInputError
+        ``fn`` not callable, or an unknown ``prediction``.
+    """
 
     def __init__(
         self, fn: ModelFn, *, prediction: str, schedule: Schedule, max_batch: int | None = None
@@ -25,7 +42,20 @@ class CallableDenoiser(DenoiserBase):
         self.fn = fn
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Return the network's prediction at (x, t) on a tensor of times."""
+        """Return the network's prediction at (x, t) on a tensor of times.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         return self.fn(x, t)
 
     def __repr__(self) -> str:

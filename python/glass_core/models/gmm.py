@@ -100,6 +100,22 @@ class GaussianMixture(DenoiserBase):
     """sum_k weights_k N(means_k, stds_k^2 I) in R^d with an exact denoiser (prediction "x1").
 
     Inputs x may be [B, d] or [B, *shape] with prod(shape) == d.
+
+    Parameters
+    ----------
+    means : torch.Tensor
+        Component means [K, d].
+    stds : torch.Tensor
+        Component standard deviations [K].
+    weights : torch.Tensor
+        Component weights [K] (normalised here).
+    schedule : Schedule, optional
+        The noise schedule (default: rectified flow).
+
+    Raises
+    ------
+    InvalidInputError
+        Inconsistent shapes, non-finite values, stds <= 0, or weights negative or all zero.
     """
 
     def __init__(
@@ -206,14 +222,40 @@ class GaussianMixture(DenoiserBase):
     def sample(
         self, n: int, generator: _random.Generator = None, *, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        """N exact data samples, [n, d] float64."""
+        """N exact data samples, [n, d] float64.
+
+        Parameters
+        ----------
+        n : int
+            Samples.
+        generator : torch.Generator, optional
+            The randomness.
+        device : optional
+            Where to draw them.
+
+        Returns
+        -------
+        torch.Tensor
+            [n, d] float64.
+        """
         m, v, lw = self._params(torch.device(device))
         return self._mixture_sample(
             lw.expand(n, -1), m.unsqueeze(0).expand(n, -1, -1), v.expand(n, -1), generator
         )
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """Log p_data(z), [B] float64."""
+        """Log p_data(z), [B] float64.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Points [B, d].
+
+        Returns
+        -------
+        torch.Tensor
+            [B] float64.
+        """
         zf = self._flat(z, "z")
         m, v, lw = self._params(zf.device)
         return self._mixture_log_prob(zf, lw.unsqueeze(0), m.unsqueeze(0), v.unsqueeze(0))
@@ -227,7 +269,20 @@ class GaussianMixture(DenoiserBase):
         return a_, s_, m, v, lw
 
     def marginal_log_prob(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        """Log p_t(x) with p_t the law of alpha_t z + sigma_t eps, [B] float64."""
+        """Log p_t(x) with p_t the law of alpha_t z + sigma_t eps, [B] float64.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Points [B, d].
+        t : float
+            The time.
+
+        Returns
+        -------
+        torch.Tensor
+            [B] float64.
+        """
         xf = self._flat(x)
         a, s, m, v, lw = self._marginal_pieces(time_values(t, xf.shape[0]), xf.device)
         mean = a.unsqueeze(-1) * m.unsqueeze(0)
@@ -242,7 +297,24 @@ class GaussianMixture(DenoiserBase):
         *,
         device: torch.device | str = "cpu",
     ) -> torch.Tensor:
-        """N exact samples of p_t, [n, d] float64."""
+        """N exact samples of p_t, [n, d] float64.
+
+        Parameters
+        ----------
+        n : int
+            Samples.
+        t : float
+            The time.
+        generator : torch.Generator, optional
+            The randomness.
+        device : optional
+            Where to draw them.
+
+        Returns
+        -------
+        torch.Tensor
+            [n, d] float64.
+        """
         a, s, m, v, lw = self._marginal_pieces(scalar_time(t, "t"), torch.device(device))
         mean = (a * m).unsqueeze(0).expand(n, -1, -1)
         var = (a**2 * v + s**2).expand(n, -1)
@@ -261,6 +333,18 @@ class GaussianMixture(DenoiserBase):
         """p(z | x_t = x) = sum_k w_k N(mean_k, var_k I).
 
         Returns (log_w [B, K] normalised, mean [B, K, d], var [B, K]), all float64.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Points [B, d].
+        t : float
+            The time.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            (log w [B, K], mean [B, K, d], var [B, K]), float64.
         """
         xf = self._flat(x)
         log_w, tot, a, s, m, v = self._responsibilities(xf, time_values(t, xf.shape[0]))
@@ -273,7 +357,22 @@ class GaussianMixture(DenoiserBase):
     def sample_posterior(
         self, x: torch.Tensor, t: TimeLike, generator: _random.Generator = None
     ) -> torch.Tensor:
-        """Exact z ~ p(z | x_t = x), shaped like x."""
+        """Exact z ~ p(z | x_t = x), shaped like x.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Points [B, ...].
+        t : float
+            The time.
+        generator : torch.Generator, optional
+            The randomness.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         log_w, mean, var = self.posterior(x, t)
         return self._mixture_sample(log_w, mean, var, generator).reshape(x.shape).to(x.dtype)
 
@@ -289,7 +388,20 @@ class GaussianMixture(DenoiserBase):
         return self._denoise64(x, tv)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Return the network's prediction at (x, t) on a tensor of times."""
+        """Return the network's prediction at (x, t) on a tensor of times.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         return self._denoise64(x, time_values(t, x.shape[0]))
 
     # -- the GLASS transition kernel (docs/math.md §3, §7) --------------------------------------
@@ -298,6 +410,20 @@ class GaussianMixture(DenoiserBase):
         """Exact p(x_t' | x_t = x) = sum_k w_k N(mean_k, var_k I) for correlation rho (or "ddpm").
 
         Returns (log_w [B, K], mean [B, K, d], var [B, K]), float64.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Points [B, d].
+        t, t_next : float
+            The transition's times.
+        rho : float or str
+            The noise correlation (or "ddpm").
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            (log w [B, K], mean [B, K, d], var [B, K]), float64.
         """
         gamma, abar, sbar = kernel_scalars(self.schedule, t, t_next, rho)
         log_w, pm, pv = self.posterior(x, scalar_time(t, "t"))
@@ -314,7 +440,24 @@ class GaussianMixture(DenoiserBase):
         rho: float | str = "ddpm",
         generator: _random.Generator = None,
     ) -> torch.Tensor:
-        """Exact x_t' ~ p(x_t' | x_t = x), shaped like x (x's dtype)."""
+        """Exact x_t' ~ p(x_t' | x_t = x), shaped like x (x's dtype).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Points [B, ...].
+        t, t_next : float
+            The transition's times.
+        rho : float or str
+            The noise correlation (or "ddpm").
+        generator : torch.Generator, optional
+            The randomness.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         log_w, mean, var = self.transition(x, t, t_next, rho)
         return self._mixture_sample(log_w, mean, var, generator).reshape(x.shape).to(x.dtype)
 
@@ -326,7 +469,22 @@ class GaussianMixture(DenoiserBase):
         t_next: TimeLike,
         rho: float | str = "ddpm",
     ) -> torch.Tensor:
-        """Log p(x_t' = x_next | x_t = x), [B] float64."""
+        """Log p(x_t' = x_next | x_t = x), [B] float64.
+
+        Parameters
+        ----------
+        x_next, x : torch.Tensor
+            Points [B, d].
+        t, t_next : float
+            The transition's times.
+        rho : float or str
+            The noise correlation (or "ddpm").
+
+        Returns
+        -------
+        torch.Tensor
+            [B] float64.
+        """
         yf = self._flat(x_next, "x_next")
         if x_next.shape != x.shape:
             raise InvalidInputError(
@@ -338,7 +496,22 @@ class GaussianMixture(DenoiserBase):
     def transition_moments(
         self, x: torch.Tensor, t: TimeLike, t_next: TimeLike, rho: float | str = "ddpm"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean [B, d] and covariance [B, d, d] of the exact kernel, float64."""
+        """Mean [B, d] and covariance [B, d, d] of the exact kernel, float64.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Points [B, d].
+        t, t_next : float
+            The transition's times.
+        rho : float or str
+            The noise correlation (or "ddpm").
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            (mean [B, d], covariance [B, d, d]).
+        """
         log_w, mean, var = self.transition(x, t, t_next, rho)
         w = torch.softmax(log_w, dim=1)
         mu = torch.einsum("bk,bki->bi", w, mean)
@@ -356,6 +529,25 @@ class GaussianMixture(DenoiserBase):
         reward_kind "quadratic": r(z) = -|z - c|^2 / (2 s^2), params = {"c": c, "s": s} or (c, s);
         needs lambda_ >= 0. The result has `.log_normalizer` = log Z (relative to this mixture,
         plus this mixture's own log_normalizer) and `.reward(z)` -> [B].
+
+        Parameters
+        ----------
+        reward_kind : str
+            "linear" or "quadratic" (see above).
+        params : Any
+            The reward's parameters.
+        lambda_ : float
+            The tilt's strength.
+
+        Returns
+        -------
+        GaussianMixture
+            The tilted mixture (its ``log_normalizer`` holds log Z).
+
+        Raises
+        ------
+        InvalidInputError
+            An unknown kind or bad parameters.
         """
         lam = float(lambda_)
         if not math.isfinite(lam):

@@ -173,7 +173,20 @@ class ImageRewardModel(torch.nn.Module):
         raise NotImplementedError
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        """Score a batch of images (and prompts) as a tensor [M]."""
+        """Score a batch of images (and prompts) as a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, C, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         check_images(images)
         if self.needs_prompts:
             if prompts is None:
@@ -198,6 +211,11 @@ class ImageCallableReward(ImageRewardModel):
     ``fn(images[M,C,H,W] in [0,1]) -> [M]`` or ``fn(images, prompts) -> [M]`` (prompts: one string
     per row). C is the pipeline's: 3 for the text-to-image families, 1 for grey-scale unconditional
     models such as the embedded one.
+
+    Parameters
+    ----------
+    fn : callable
+        The function.
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
@@ -217,7 +235,20 @@ class ImageCallableReward(ImageRewardModel):
         self.needs_prompts = False
 
     def forward(self, images: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
-        """Score a batch of images (and prompts) as a tensor [M]."""
+        """Score a batch of images (and prompts) as a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, C, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         check_images(images, channels=None)
         if self.takes_prompts:
             return self.fn(
@@ -228,7 +259,13 @@ class ImageCallableReward(ImageRewardModel):
 
 
 class LatentCallableReward:
-    """A user function on latents ``fn(z[M, C, h, w]) -> [M]`` (no VAE decode)."""
+    """A user function on latents ``fn(z[M, C, h, w]) -> [M]`` (no VAE decode).
+
+    Parameters
+    ----------
+    fn : callable
+        The function.
+    """
 
     input_kind = "latents"
 
@@ -247,6 +284,11 @@ class VideoCallableReward:
 
     ``fn(videos[M, F, C, H, W] in [0, 1]) -> [M]`` or ``fn(videos, prompts) -> [M]`` (prompts: one
     string per video).
+
+    Parameters
+    ----------
+    fn : callable
+        The function.
     """
 
     input_kind = "videos"
@@ -270,6 +312,11 @@ class FrameAveragedReward:
     """An image reward on videos.
 
     Every frame scored (with its video's prompt), averaged over the frames of each video.
+
+    Parameters
+    ----------
+    reward : callable
+        The image reward ``reward(images, prompts) -> [M]``.
     """
 
     def __init__(self, reward: Callable[..., torch.Tensor]) -> None:
@@ -354,6 +401,17 @@ class DecodedReward:
     decoded batch back without decoding again (``steer`` reuses it for the output images).
     Decoding and scoring are reward work on ``meter`` (:class:`glass_core.meter.Meter`, shared
     with the pipeline adapter by ``reward_on_latents``; the adapter's ``decode`` counts decodes).
+
+    Parameters
+    ----------
+    reward : callable
+        The image reward.
+    decode : callable
+        Latents -> images in [0, 1].
+    prompts : list of str, optional
+        One prompt per row.
+    meter : Meter, optional
+        Where decodes and reward seconds are counted.
     """
 
     input_kind = "latents"
@@ -381,7 +439,18 @@ class DecodedReward:
         return self.last_images if torch.equal(last, z.detach()) else None
 
     def images_for(self, z: torch.Tensor) -> torch.Tensor:
-        """Return decoded images of z, reusing the last decode when z is the last scored batch."""
+        """Return decoded images of z, reusing the last decode when z is the last scored batch.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents [M, ...].
+
+        Returns
+        -------
+        torch.Tensor
+            Images in [0, 1].
+        """
         return self.meter.reward(self._images, z)  # type: ignore[no-any-return]
 
     def _images(self, z: torch.Tensor) -> torch.Tensor:
@@ -426,7 +495,15 @@ def _accepts_prompts(fn: Any) -> bool:
 
 
 class ChunkedImageReward:
-    """Calls an image reward on chunks of `max_batch` rows with per-row prompts."""
+    """Calls an image reward on chunks of `max_batch` rows with per-row prompts.
+
+    Parameters
+    ----------
+    reward : callable
+        The image reward.
+    max_batch : int, optional
+        Rows per call (None: all at once).
+    """
 
     def __init__(self, reward: Any, max_batch: int | None) -> None:
         self.reward = reward

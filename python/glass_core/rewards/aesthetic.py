@@ -22,7 +22,13 @@ from glass_core.rewards.clip import CLIPBackbone
 
 
 class AestheticMLP(torch.nn.Module):
-    """The LAION improved-aesthetic-predictor MLP (same parameter names)."""
+    """The LAION improved-aesthetic-predictor MLP (same parameter names).
+
+    Parameters
+    ----------
+    dim : int
+        The CLIP embedding size.
+    """
 
     def __init__(self, dim: int = 768) -> None:
         super().__init__()
@@ -38,7 +44,18 @@ class AestheticMLP(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return the head's output for the image embeddings."""
+        """Return the head's output for the image embeddings.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Normalised CLIP image embeddings [M, dim].
+
+        Returns
+        -------
+        torch.Tensor
+            Scores [M, 1].
+        """
         return self.layers(x)
 
 
@@ -81,7 +98,15 @@ def head_from_state(state: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 
 class AestheticScore(ImageRewardModel):
-    """``head(normalize(clip_image_embedding))`` (LAION scale: roughly 1..10)."""
+    """``head(normalize(clip_image_embedding))`` (LAION scale: roughly 1..10).
+
+    Parameters
+    ----------
+    clip : CLIPBackbone
+        The CLIP ViT-L/14 image tower.
+    head : torch.nn.Module
+        The MLP head.
+    """
 
     needs_prompts = False
 
@@ -100,12 +125,45 @@ class AestheticScore(ImageRewardModel):
         processor_path: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> AestheticScore:
-        """Load the model from a local directory or a hub name."""
+        """Load the model from local files (no download).
+
+        Parameters
+        ----------
+        head_path : str or PathLike
+            The head's weights file.
+        clip_path : str or PathLike
+            The CLIP ViT-L/14 directory.
+        processor_path : str or PathLike, optional
+            Where the image processor lives (default: ``clip_path``).
+
+        Returns
+        -------
+        AestheticScore
+            The reward.
+
+        Raises
+        ------
+        InvalidInputError
+            A missing path.
+        """
         clip = CLIPBackbone.from_pretrained(clip_path, processor_path=processor_path, **kwargs)
         return cls(clip, head_from_state(_load_state(head_path)))
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         emb = self.clip.image_embeddings(images)
         dtype = next(self.head.parameters()).dtype
         return self.head(emb.to(dtype)).float().reshape(-1)

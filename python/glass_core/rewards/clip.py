@@ -46,7 +46,19 @@ def _mean_std(path: Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 class CLIPBackbone(ImageRewardModel):
-    """A transformers CLIPModel with its tokenizer and differentiable image preprocessing."""
+    """A transformers CLIPModel with its tokenizer and differentiable image preprocessing.
+
+    Parameters
+    ----------
+    model : CLIPModel
+        The transformers model.
+    tokenizer : Any
+        Its tokenizer.
+    image_size : int, optional
+        Input size (default: the model's).
+    mean, std : sequence of float
+        The image normalisation.
+    """
 
     def __init__(
         self,
@@ -75,7 +87,27 @@ class CLIPBackbone(ImageRewardModel):
         torch_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Load the model from a local directory or a hub name."""
+        """Load the model from local files (no download).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The transformers CLIP directory.
+        processor_path : str or PathLike, optional
+            Where the image processor lives (default: ``path``).
+        torch_dtype : torch.dtype, optional
+            The model's dtype.
+
+        Returns
+        -------
+        CLIPBackbone
+            The model (or the subclass it is called on).
+
+        Raises
+        ------
+        InvalidInputError
+            A missing path.
+        """
         from transformers import AutoTokenizer, CLIPModel
 
         p = local_path(path, "path", kind="dir")
@@ -87,7 +119,18 @@ class CLIPBackbone(ImageRewardModel):
         return cls(model, tokenizer, mean=mean, std=std, **kwargs)
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Normalised text embeddings [len(prompts), D], cached per distinct prompt."""
+        """Normalised text embeddings [len(prompts), D], cached per distinct prompt.
+
+        Parameters
+        ----------
+        prompts : list of str
+            The prompts.
+
+        Returns
+        -------
+        torch.Tensor
+            [len(prompts), D].
+        """
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             max_len = getattr(self.tokenizer, "model_max_length", 77)
@@ -110,14 +153,38 @@ class CLIPBackbone(ImageRewardModel):
         return torch.stack([self._text_cache[p] for p in prompts]).to(self.device)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised image embeddings [M, D]; differentiable in `images` ([0, 1])."""
+        """Normalised image embeddings [M, D]; differentiable in `images` ([0, 1]).
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            [M, D].
+        """
         pix = clip_preprocess(images.to(self.device), self.image_size, self.mean, self.std)
         dtype = next(self.model.parameters()).dtype
         feats = _features(self.model.get_image_features(pixel_values=pix.to(dtype)))
         return F.normalize(feats.float(), dim=-1)
 
     def cosine(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """Return the cosine similarity of each image with its prompt."""
+        """Return the cosine similarity of each image with its prompt.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            [M].
+        """
         return (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(-1)
 
     def to(self, *args: Any, **kwargs: Any) -> Any:  # drop cached text embeddings on moves
@@ -127,13 +194,38 @@ class CLIPBackbone(ImageRewardModel):
 
 
 class CLIPScore(CLIPBackbone):
-    """CLIPScore: ``scale * cos(image, prompt)`` (scale 100)."""
+    """CLIPScore: ``scale * cos(image, prompt)`` (scale 100).
+
+    Parameters
+    ----------
+    model : CLIPModel
+        The transformers model.
+    tokenizer : Any
+        Its tokenizer.
+    scale : float
+        The score's scale.
+    **kwargs
+        Further arguments of ``CLIPBackbone``.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, *, scale: float = 100.0, **kwargs: Any) -> None:
         super().__init__(model, tokenizer, **kwargs)
         self.scale = float(scale)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         assert prompts is not None
         return self.scale * self.cosine(images, prompts)

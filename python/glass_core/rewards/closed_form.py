@@ -47,7 +47,13 @@ def _flat(z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
 
 
 class LinearReward:
-    """r(z) = a . z over the flattened sample."""
+    """r(z) = a . z over the flattened sample.
+
+    Parameters
+    ----------
+    a : array_like
+        The direction, flattened like the sample.
+    """
 
     kind = "linear"
 
@@ -71,7 +77,15 @@ class LinearReward:
 
 
 class QuadraticReward:
-    """Isotropic quadratic r(z) = -|z - center|^2 / (2 scale^2) over the flattened sample."""
+    """Isotropic quadratic r(z) = -|z - center|^2 / (2 scale^2) over the flattened sample.
+
+    Parameters
+    ----------
+    center : array_like
+        The centre, flattened like the sample.
+    scale : float
+        The width (> 0).
+    """
 
     kind = "quadratic"
 

@@ -40,7 +40,19 @@ def _open_clip() -> Any:
 
 
 class HPSv2(ImageRewardModel):
-    """HPSv2 score ``cos(image, prompt)`` on an open_clip model."""
+    """HPSv2 score ``cos(image, prompt)`` on an open_clip model.
+
+    Parameters
+    ----------
+    model : Any
+        The open_clip model with the HPSv2 weights.
+    tokenizer : Any
+        Its tokenizer.
+    image_size : int, optional
+        Input size (default: the model's).
+    mean, std : sequence of float, optional
+        The image normalisation (default: the model's).
+    """
 
     def __init__(
         self,
@@ -75,6 +87,25 @@ class HPSv2(ImageRewardModel):
 
         ``model_config``: optional JSON file (or directory of them) registering a custom
         architecture with open_clip (``open_clip.add_model_config``).
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The HPSv2 checkpoint file.
+        model_name : str
+            The open_clip architecture.
+        model_config : str or PathLike, optional
+            A model config file to register first.
+
+        Returns
+        -------
+        HPSv2
+            The reward.
+
+        Raises
+        ------
+        InvalidInputError
+            A missing path or an unknown architecture.
         """
         oc = _open_clip()
         ckpt_path = local_path(path, "path", kind="file")
@@ -93,7 +124,18 @@ class HPSv2(ImageRewardModel):
         return cls(model, oc.get_tokenizer(model_name), **kwargs)
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Return the normalised text embeddings of the prompts."""
+        """Return the normalised text embeddings of the prompts.
+
+        Parameters
+        ----------
+        prompts : list of str
+            The prompts.
+
+        Returns
+        -------
+        torch.Tensor
+            [len(prompts), D].
+        """
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             with torch.no_grad():
@@ -104,13 +146,37 @@ class HPSv2(ImageRewardModel):
         return torch.stack([self._text_cache[p] for p in prompts]).to(self.device)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """Return the normalised image embeddings."""
+        """Return the normalised image embeddings.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            [M, D].
+        """
         pix = clip_preprocess(images.to(self.device), self.image_size, self.mean, self.std)
         dtype = next(self.model.parameters()).dtype
         return F.normalize(self.model.encode_image(pix.to(dtype)).float(), dim=-1)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         assert prompts is not None
         return (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(-1)
 

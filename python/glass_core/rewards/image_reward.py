@@ -23,7 +23,13 @@ from glass_core.rewards.adapters import ImageRewardModel, local_path
 
 
 class ImageRewardScore(ImageRewardModel):
-    """ImageReward score per (image, prompt); not differentiable."""
+    """ImageReward score per (image, prompt); not differentiable.
+
+    Parameters
+    ----------
+    model : Any
+        The loaded ImageReward model.
+    """
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -37,7 +43,29 @@ class ImageRewardScore(ImageRewardModel):
         med_config: str | os.PathLike[str] | None = None,
         device: Any = "cpu",
     ) -> ImageRewardScore:
-        """Load the model from a checkpoint."""
+        """Load the model from a local checkpoint file.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The ``ImageReward.pt`` checkpoint.
+        med_config : str or PathLike, optional
+            Its ``med_config.json``.
+        device : optional
+            Where the model runs.
+
+        Returns
+        -------
+        ImageRewardScore
+            The reward.
+
+        Raises
+        ------
+        InvalidInputError
+            A missing path.
+        ImportError
+            The ``image-reward`` package is not installed.
+        """
         ckpt = local_path(path, "path", kind="file")
         try:
             import ImageReward as RM
@@ -53,7 +81,20 @@ class ImageRewardScore(ImageRewardModel):
         return cls(RM.load(str(ckpt), **kwargs))
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         from PIL import Image
 
         assert prompts is not None

@@ -19,6 +19,19 @@ class PickScore(CLIPBackbone):
     """PickScore logits ``exp(logit_scale) * cos``; differentiable in the images."""
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
-        """Return the reward of each image for its prompt, a tensor [M]."""
+        """Return the reward of each image for its prompt, a tensor [M].
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, 3, H, W] in [0, 1].
+        prompts : list of str, optional
+            One prompt per image.
+
+        Returns
+        -------
+        torch.Tensor
+            Rewards [M].
+        """
         assert prompts is not None
         return self.model.logit_scale.exp().float() * self.cosine(images, prompts)

@@ -60,7 +60,17 @@ class VideoFrames(list):  # type: ignore[type-arg]
     """
 
     def save(self, fp: Any, format: str | None = None, **params: Any) -> None:
-        """Save the frames as an animated image (PIL's ``save_all`` with the other frames)."""
+        """Save the frames as an animated image (PIL's ``save_all`` with the other frames).
+
+        Parameters
+        ----------
+        fp : str, PathLike or file
+            Where to write.
+        format : str, optional
+            PIL's format name (default: from the file name).
+        **params
+            Further PIL save options (``loop`` defaults to 0: forever).
+        """
         params.setdefault("loop", 0)
         self[0].save(fp, format, save_all=True, append_images=list(self[1:]), **params)
 
@@ -107,6 +117,29 @@ class DiffusersDenoiser(DenoiserBase):
     ``num_forward_passes`` (network rows per particle: evaluations x CFG passes), and
     ``model_time`` (seconds inside network forward passes, device-synchronised; 0 unless
     ``meter.timed``), all read from ``meter`` (:class:`glass_core.meter.Meter`).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The pipeline.
+    network : torch.nn.Module
+        Its denoising network.
+    conditioning : Conditioning
+        The encoded prompts.
+    schedule : Schedule
+        The noise schedule in glass_core time.
+    prediction : str
+        What the network's output converts to (``PREDICTIONS``).
+    guidance_scale : float
+        The CFG scale (CFG runs when the conditioning has negatives).
+    latent_shape : tuple of int
+        One particle's shape.
+    height, width : int
+        Image size in pixels.
+    max_batch : int, optional
+        Network rows per forward pass (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled.
     """
 
     family: str = ""
@@ -234,7 +267,20 @@ class DiffusersDenoiser(DenoiserBase):
         return self.predict(x, t64)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Prediction (of kind ``self.prediction``) for rows ``x`` at times ``t`` ([M])."""
+        """Prediction (of kind ``self.prediction``) for rows ``x`` at times ``t`` ([M]).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : torch.Tensor
+            Times [M] in [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The prediction, shaped like x.
+        """
         if tuple(x.shape[1:]) != self.latent_shape:
             raise InvalidInputError(
                 f"x must have shape [M, {', '.join(map(str, self.latent_shape))}] (latent_shape), "
@@ -289,6 +335,18 @@ class DiffusersDenoiser(DenoiserBase):
         ``image``: anything the pipeline's image processor takes (a PIL image, a list of them, an
         ndarray, or a float tensor ``[M, 3, H, W]`` in [0, 1]); it is resized to the adapter's
         height x width.
+
+        Parameters
+        ----------
+        image : PIL image, list, ndarray or torch.Tensor
+            One image or one per row (tensors in [0, 1]).
+        max_batch : int, optional
+            Images per VAE call (default: the adapter's).
+
+        Returns
+        -------
+        torch.Tensor
+            Latents [M, *latent_shape].
         """
         pixels = self.pipe.image_processor.preprocess(image, height=self.height, width=self.width)
         vae = self.pipe.vae
@@ -331,6 +389,23 @@ class DiffusersDenoiser(DenoiserBase):
 
         Differentiable when called with gradients enabled (reward guidance); micro-batched by
         ``max_batch`` (default: the adapter's ``max_batch``).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Latents [M, *latent_shape].
+        max_batch : int, optional
+            Latents per VAE call (default: the adapter's).
+
+        Returns
+        -------
+        torch.Tensor
+            Images (or videos) in [0, 1], float32.
+
+        Raises
+        ------
+        InvalidInputError
+            ``z`` of the wrong shape.
         """
         if tuple(z.shape[1:]) != self.latent_shape:
             raise InvalidInputError(
@@ -368,17 +443,51 @@ class DiffusersDenoiser(DenoiserBase):
         """Return the pipeline's own step grid for ``num_steps`` transitions.
 
         See ``grids.default_time_grid``.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of transitions K.
+
+        Returns
+        -------
+        ndarray
+            K + 1 increasing times from 0 to 1, float64.
         """
         from glass_core.models.diffusers.grids import default_time_grid
 
         return default_time_grid(self, num_steps)
 
     def to_output(self, images: torch.Tensor, output_type: str) -> Any:
-        """Convert images in [0, 1] to the pipeline's ``output_type`` ("pt" | "np" | "pil")."""
+        """Convert images in [0, 1] to the pipeline's ``output_type`` ("pt" | "np" | "pil").
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images (or videos) in [0, 1].
+        output_type : str
+            "pt" | "np" | "pil".
+
+        Returns
+        -------
+        torch.Tensor, ndarray or list
+            The images in that type.
+        """
         return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
-        """[M, 3, H, W] images in [0, 1] -> list of PIL images."""
+        """[M, 3, H, W] images in [0, 1] -> list of PIL images.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, C, H, W] in [0, 1].
+
+        Returns
+        -------
+        list of PIL.Image.Image
+            One image per row.
+        """
         return self.to_output(images, "pil")  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

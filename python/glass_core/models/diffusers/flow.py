@@ -99,6 +99,23 @@ class FluxDenoiser(DiffusersDenoiser):
     ``guidance_scale`` is FLUX-dev's distilled guidance *input* (ignored by schnell, whose
     transformer has no guidance embedding); ``true_cfg_scale`` > 1 with a negative prompt runs true
     CFG (2 forward passes per evaluation), as ``FluxPipeline`` does.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The distilled guidance input.
+    height, width : int
+        Image size in pixels.
+    true_cfg_scale : float
+        True CFG scale (runs with negatives in ``conditioning``).
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
     """
 
     family = "flux"
@@ -169,7 +186,18 @@ class FluxDenoiser(DiffusersDenoiser):
         return (h // 2) * (w // 2)
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """``set_timesteps`` arguments FluxPipeline passes: linear sigmas, dynamic-shift mu."""
+        """``set_timesteps`` arguments FluxPipeline passes: linear sigmas, dynamic-shift mu.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
         mu = {"mu": scheduler_mu(self, 1.15)} if use_mu else {}
         return {"sigmas": linear_sigmas(self, num_steps), **mu}
@@ -180,6 +208,21 @@ class SD3Denoiser(DiffusersDenoiser):
 
     Network timestep = 1000 * sigma, true CFG with ``guidance_scale`` (2 forward passes per
     evaluation when guidance_scale > 1).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The CFG scale.
+    height, width : int
+        Image size in pixels.
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
     """
 
     family = "sd3"
@@ -234,6 +277,17 @@ class SD3Denoiser(DiffusersDenoiser):
         return (h // p) * (w // p)
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """``set_timesteps`` arguments SD3's pipeline passes: default sigmas, mu if dynamic."""
+        """``set_timesteps`` arguments SD3's pipeline passes: default sigmas, mu if dynamic.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
         return {"mu": scheduler_mu(self, 1.16)} if use_mu else {}

@@ -175,7 +175,23 @@ def unpatchify(z: torch.Tensor) -> torch.Tensor:
 
 
 class Flux2Denoiser(DiffusersDenoiser):
-    """FLUX.2 [dev] / [klein] adapter (velocity u = -v, one pass, two with [klein]'s CFG)."""
+    """FLUX.2 [dev] / [klein] adapter (velocity u = -v, one pass, two with [klein]'s CFG).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The guidance embedding ([dev]) or CFG scale ([klein]).
+    height, width : int
+        Image size in pixels.
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    """
 
     family = "flux2"
 
@@ -240,7 +256,18 @@ class Flux2Denoiser(DiffusersDenoiser):
         return h * w
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Linear sigmas shifted with FLUX.2's empirical mu (the pipeline's own function)."""
+        """Linear sigmas shifted with FLUX.2's empirical mu (the pipeline's own function).
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
 
         mu = compute_empirical_mu(image_seq_len=self.image_seq_len, num_steps=num_steps)

@@ -127,7 +127,25 @@ def does_cfg(pipe: Any, true_cfg_scale: float, has_negative: bool) -> bool:
 
 
 class QwenImageDenoiser(DiffusersDenoiser):
-    """Qwen-Image adapter (velocity u = -v; 2 passes per evaluation with true CFG)."""
+    """Qwen-Image adapter (velocity u = -v; 2 passes per evaluation with true CFG).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The guidance embedding where the transformer has one (else unused).
+    height, width : int
+        Image size in pixels.
+    true_cfg_scale : float
+        True CFG scale (runs with negatives in ``conditioning``).
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    """
 
     family = "qwenimage"
 
@@ -201,7 +219,18 @@ class QwenImageDenoiser(DiffusersDenoiser):
         return (h // 2) * (w // 2)
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Linear sigmas and the dynamic-shift mu, which QwenImagePipeline always passes."""
+        """Linear sigmas and the dynamic-shift mu, which QwenImagePipeline always passes.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         return {"sigmas": linear_sigmas(self, num_steps), "mu": scheduler_mu(self, 1.15)}
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:

@@ -143,7 +143,25 @@ def _bins(pipe: Any) -> dict[str, list[float]]:
 
 
 class SanaDenoiser(DiffusersDenoiser):
-    """SANA adapter (velocity u = -v; 2 passes per evaluation with CFG)."""
+    """SANA adapter (velocity u = -v; 2 passes per evaluation with CFG).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The CFG scale.
+    height, width : int
+        Image size in pixels.
+    use_resolution_binning : bool
+        Generate at the nearest aspect-ratio bin and resize back, as the pipeline does.
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    """
 
     family = "sana"
 
@@ -200,7 +218,18 @@ class SanaDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         return {}  # the scheduler's default sigmas, static shift
 
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:

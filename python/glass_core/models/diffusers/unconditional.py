@@ -149,6 +149,15 @@ class UnconditionalPipelineModel:
     and the DDPMPipeline post-processing (samples in [-1, 1] -> images in [0, 1]). Latents are
     the samples themselves; there are no prompts, so B groups come only from a list of
     generators.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The unconditional pipeline.
+    num_groups : int
+        B (one per generator).
+    max_batch : int, optional
+        Network rows per forward pass (None: all at once).
     """
 
     family = "unconditional"
@@ -166,13 +175,39 @@ class UnconditionalPipelineModel:
         self.meter: Meter = self.inner.meter
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        """Return the denoised estimate D_t(x) of the data."""
+        """Return the denoised estimate D_t(x) of the data.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         self.meter.evaluations += 1
         out: torch.Tensor = self.inner.denoise(x, t)
         return out
 
     def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        """Return the velocity of the probability-flow ODE at (x, t)."""
+        """Return the velocity of the probability-flow ODE at (x, t).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Inputs [M, ...].
+        t : float or tensor
+            One time in [0, 1], or one per row.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like x.
+        """
         self.meter.evaluations += 1
         out: torch.Tensor = self.inner.velocity(x, t)
         return out
@@ -202,6 +237,16 @@ class UnconditionalPipelineModel:
 
         Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
         DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of transitions K.
+
+        Returns
+        -------
+        ndarray
+            K + 1 increasing times from 0 to 1, float64.
         """
         if "FlowMatch" not in type(self.pipe.scheduler).__name__:
             return default_time_grid(self, num_steps)  # family is not flux/sd3: the VP grid
@@ -210,7 +255,20 @@ class UnconditionalPipelineModel:
         return np.asarray(grid, dtype=np.float64)
 
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
-        """Decode latents to images in [0, 1]."""
+        """Decode latents to images in [0, 1].
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Samples [M, C, H, W] in [-1, 1].
+        max_batch : int, optional
+            Unused (no VAE); kept for the interface.
+
+        Returns
+        -------
+        torch.Tensor
+            Images in [0, 1].
+        """
         self.meter.decodes += 1
         return (z.float() / 2 + 0.5).clamp(0, 1)
 
@@ -218,6 +276,18 @@ class UnconditionalPipelineModel:
         """Encode images as samples in [-1, 1] (the inverse of ``decode``).
 
         Images: PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the sample size.
+
+        Parameters
+        ----------
+        image : PIL image, list, ndarray or torch.Tensor
+            One image or one per row.
+        max_batch : int, optional
+            Unused (no VAE); kept for the interface.
+
+        Returns
+        -------
+        torch.Tensor
+            Samples [M, C, H, W].
         """
         from diffusers.image_processor import VaeImageProcessor
 
@@ -226,9 +296,33 @@ class UnconditionalPipelineModel:
         return proc.preprocess(image, height=h, width=w).to(self.device, torch.float32)
 
     def to_output(self, images: torch.Tensor, output_type: str) -> Any:
-        """Images in [0, 1] as "pt" | "np" | "pil" (grey-scale PIL images for one channel)."""
+        """Images in [0, 1] as "pt" | "np" | "pil" (grey-scale PIL images for one channel).
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images in [0, 1].
+        output_type : str
+            "pt" | "np" | "pil".
+
+        Returns
+        -------
+        torch.Tensor, ndarray or list
+            The images in that type.
+        """
         return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
-        """Convert images in [0, 1] to PIL images."""
+        """Convert images in [0, 1] to PIL images.
+
+        Parameters
+        ----------
+        images : torch.Tensor
+            Images [M, C, H, W] in [0, 1].
+
+        Returns
+        -------
+        list of PIL.Image.Image
+            One image per row.
+        """
         return self.to_output(images, "pil")  # type: ignore[no-any-return]

@@ -58,6 +58,32 @@ class UNetDenoiser(DiffusersDenoiser):
     For SDXL pass ``add_time_ids`` ([6]: original size, crop top-left, target size), which the
     pipeline would build from (height, width); the pooled text embeddings come from the
     conditioning (``text_embeds``).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The CFG scale.
+    height, width : int
+        Image size in pixels.
+    family : str
+        "sd" or "sdxl".
+    add_time_ids : torch.Tensor, optional
+        SDXL's added time ids [6].
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    prediction_type : str, optional
+        Overrides the scheduler's ``prediction_type``.
+
+    Raises
+    ------
+    UnsupportedModelError
+        A prediction type other than epsilon, v_prediction or sample.
     """
 
     def __init__(
@@ -114,6 +140,16 @@ class UNetDenoiser(DiffusersDenoiser):
         Snapped to the integer node when within 1e-6 of it (so grid times reproduce the
         pipeline's timesteps). The model layer asks only inside [t_{T-1}, t_0]; the clamp to
         [0, T-1] only absorbs rounding.
+
+        Parameters
+        ----------
+        t : torch.Tensor
+            glass_core times (float64).
+
+        Returns
+        -------
+        torch.Tensor
+            Diffusers timesteps.
         """
         times = np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
         k = torch.as_tensor(self.schedule.timestep_from_t(times)).reshape(t.shape)  # native

@@ -152,7 +152,25 @@ def latent_frames(pipe: Any, num_frames: int) -> int:
 
 
 class WanDenoiser(DiffusersDenoiser):
-    """Wan 2.x text-to-video adapter (velocity u = -v; 2 passes per evaluation with CFG)."""
+    """Wan 2.x text-to-video adapter (velocity u = -v; 2 passes per evaluation with CFG).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline (its network, scheduler and VAE are used).
+    conditioning : Conditioning
+        The encoded prompts (``families.build`` makes them).
+    guidance_scale : float
+        The CFG scale.
+    height, width : int
+        Image size in pixels.
+    num_frames : int
+        Video frames.
+    max_batch : int, optional
+        Network rows per forward pass, CFG rows included (None: all at once).
+    requires_grad : bool
+        Run the network with autograd enabled (default: under no_grad).
+    """
 
     family = "wan"
     media = "video"
@@ -204,7 +222,18 @@ class WanDenoiser(DiffusersDenoiser):
         return -out
 
     def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
-        """Return the keyword arguments the pipeline passes to ``set_timesteps``."""
+        """Return the keyword arguments the pipeline passes to ``set_timesteps``.
+
+        Parameters
+        ----------
+        num_steps : int
+            The number of steps K.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of ``scheduler.set_timesteps``.
+        """
         return {}  # WanPipeline: set_timesteps(num_inference_steps), the scheduler's own shift
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
