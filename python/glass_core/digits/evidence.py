@@ -8,7 +8,11 @@ of NFE per particle becomes each method's transition, and how returned samples a
 * held-out P(target): the probability of the target digit under a logistic regression trained on
   the real digits (``digits.assets.load_heldout_classifier``), a model the steering never sees;
 * realism: energy distance of the returned samples to the real digits of the target class
-  (``glass_core.metrics.energy_distance``, unbiased, jackknife standard error).
+  (``glass_core.metrics.energy_distance``, unbiased, jackknife standard error), three ways
+  (:func:`realism`): on the raw samples (the historical column), on the samples clamped to the
+  data range [-1, 1] as a pipeline returns images, and in feature space
+  (``glass_core.metrics.feature_energy_distance`` on :func:`digit_features`), the two that see
+  leftover pixel noise; plus the fraction of pixels outside [-1.05, 1.05].
 
 Every method uses the same time grid of ``transitions`` uniform outer steps (FK potentials and
 resampling at its points for SDE and GLASS alike), the same per-group generators (group g of every
@@ -26,7 +30,7 @@ from typing import Any
 
 import torch
 
-from glass_core.metrics import Estimate, energy_distance, mean_se
+from glass_core.metrics import Estimate, energy_distance, feature_energy_distance, mean_se
 
 __all__ = [
     "FK_SOLVER",
@@ -35,8 +39,12 @@ __all__ = [
     "Cell",
     "Judges",
     "Method",
+    "Realism",
+    "digit_features",
     "glass_inner_steps",
     "load_judges",
+    "pipeline_output",
+    "realism",
     "run_cell",
     "steering_methods",
     "summarise",
@@ -141,6 +149,89 @@ def transition_for(
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
+#: the data range of the digits; a pipeline returns images clamped to it
+DATA_RANGE: tuple[float, float] = (-1.0, 1.0)
+#: a pixel this far outside the data range counts as leftover noise
+OUTSIDE_MARGIN = 0.05
+
+
+def pipeline_output(x: torch.Tensor) -> torch.Tensor:
+    """Samples as a pipeline returns images: clamped to :data:`DATA_RANGE`."""
+    return x.clamp(*DATA_RANGE)
+
+
+def digit_features(classifier: Any) -> Any:
+    """Feature map for ``feature_energy_distance``: the spatial means of each SiLU activation of
+    the embedded CNN (``DigitClassifier.features``) on clamped images, concatenated (160 features:
+    the first layer sees pixel texture such as leftover noise, the last one digit shape).
+
+    Parameters
+    ----------
+    classifier : DigitClassifier
+        The embedded reward's network (``load_default_reward(...).classifier``).
+
+    Returns
+    -------
+    callable
+        ``[k, 1, 8, 8] -> [k, 160]`` float tensor.
+    """
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        h = pipeline_output(x.float())
+        pooled = []
+        for layer in classifier.features:
+            h = layer(h)
+            if isinstance(layer, torch.nn.SiLU):
+                pooled.append(h.mean(dim=(2, 3)))
+        return torch.cat(pooled, dim=1)
+
+    return features
+
+
+@dataclass(frozen=True)
+class Realism:
+    """Realism of a sample set against real digits (lower = more real; 0 = indistinguishable)."""
+
+    raw: Estimate  # pixel energy distance on the unclamped samples
+    clamped: Estimate  # pixel energy distance on pipeline_output(samples)
+    features: Estimate  # feature energy distance (digit_features)
+    outside: float  # fraction of pixels outside the data range by more than OUTSIDE_MARGIN
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "energy_distance": _est(self.raw),
+            "energy_distance_clamped": _est(self.clamped),
+            "feature_distance": _est(self.features),
+            "outside_fraction": self.outside,
+        }
+
+
+def realism(samples: torch.Tensor, real: torch.Tensor, features: Any) -> Realism:
+    """Score `samples` against `real` digits all three ways (:class:`Realism`).
+
+    Parameters
+    ----------
+    samples : torch.Tensor
+        Generated images ``[n >= 3, 1, 8, 8]``.
+    real : torch.Tensor
+        Reference images ``[m >= 2, 1, 8, 8]`` (in the data range).
+    features : callable
+        The feature map, e.g. ``digit_features(classifier)``.
+
+    Returns
+    -------
+    Realism
+    """
+    lo, hi = DATA_RANGE
+    out = (samples < lo - OUTSIDE_MARGIN) | (samples > hi + OUTSIDE_MARGIN)
+    return Realism(
+        raw=energy_distance(samples, real),
+        clamped=energy_distance(pipeline_output(samples), real),
+        features=feature_energy_distance(samples, real, features),
+        outside=float(out.double().mean()),
+    )
+
+
 @dataclass(frozen=True)
 class Judges:
     """What the returned samples are scored with (none of it is seen by the steering but the
@@ -150,6 +241,7 @@ class Judges:
     heldout: Any  # digits.assets.HeldoutClassifier
     real: torch.Tensor  # real digits of the target class [M, 1, 8, 8]
     target: int
+    features: Any  # feature map for the feature distance (digit_features)
 
 
 def load_judges(target: int, reward_path: str | Path | None = None) -> Judges:
@@ -163,7 +255,8 @@ def load_judges(target: int, reward_path: str | Path | None = None) -> Judges:
 
     x, y = load_real_digits()
     reward = load_default_reward(target, reward_path)
-    return Judges(reward, load_heldout_classifier(), x[y == target], target)
+    features = digit_features(load_default_reward(target).classifier)
+    return Judges(reward, load_heldout_classifier(), x[y == target], target, features)
 
 
 @dataclass
@@ -178,9 +271,10 @@ class Cell:
     heldout: torch.Tensor  # [B] held-out P(target) of the returned sample
     nfe: int  # measured model evaluations per particle
     wall: float
-    realism: Estimate | None = None
+    realism: Realism | None = None
 
     def summary(self) -> dict[str, Any]:
+        scores = {"energy_distance": None} if self.realism is None else self.realism.summary()
         return {
             "method": self.method.key,
             "label": self.method.label,
@@ -191,7 +285,7 @@ class Cell:
             "reward": _est(mean_se(self.rewards)),
             "heldout_p_target": _est(mean_se(self.heldout)),
             "heldout_accuracy": _est(mean_se((self.heldout > 0.5).double())),
-            "energy_distance": None if self.realism is None else _est(self.realism),
+            **scores,
             "wall_s": round(self.wall, 2),
         }
 
@@ -273,7 +367,7 @@ def run_cell(
         wall=wall,
     )
     if realism:
-        cell.realism = energy_distance(samples, judges.real)
+        cell.realism = realism(samples, judges.real, judges.features)
     return cell
 
 
