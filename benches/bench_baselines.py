@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from glass_core.digits.assets import load_default_model, load_default_reward, load_real_digits
 from glass_core.digits.baselines import BASELINES, STOCHASTIC, sample_baseline
-from glass_core.digits.evidence import Realism, digit_features, glass_inner_steps, realism
+from glass_core.digits.evidence import Realism, digit_features, glass_inner_steps, score_realism
 from glass_core.schedules import uniform_grid
 from glass_core.transitions import ODE, SDE, Glass, sample
 
@@ -98,8 +98,12 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[s
     noise = torch.randn(args.samples, 1, 8, 8, generator=torch.Generator().manual_seed(args.seed))
     noisy = held + 0.15 * torch.randn(held.shape, generator=torch.Generator().manual_seed(7))
     records = [
-        _record("real digits (other half)", None, len(held), 0, realism(held, ref, feats), 0.0),
-        _record("real digits + N(0, 0.15^2)", None, len(held), 0, realism(noisy, ref, feats), 0.0),
+        _record(
+            "real digits (other half)", None, len(held), 0, score_realism(held, ref, feats), 0.0
+        ),
+        _record(
+            "real digits + N(0, 0.15^2)", None, len(held), 0, score_realism(noisy, ref, feats), 0.0
+        ),
     ]
     groups: list[tuple[str, list[tuple[float | None, Sampler]]]] = [
         (label, [(None, run)]) for label, run in glass_rows().items()
@@ -113,7 +117,7 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[s
             for shift, run in variants:
                 start = time.perf_counter()
                 out, spent = run(nfe, noise, torch.Generator().manual_seed(args.seed + 1))
-                rec = _record(label, nfe, spent, shift, realism(out, ref, feats), start)
+                rec = _record(label, nfe, spent, shift, score_realism(out, ref, feats), start)
                 if best is None or rec["clamped"]["mean"] < best["clamped"]["mean"]:
                     best = rec
             assert best is not None

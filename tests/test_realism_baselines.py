@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from glass_core.digits.assets import load_default_reward, load_real_digits
-from glass_core.digits.evidence import digit_features, pipeline_output, realism
+from glass_core.digits.evidence import digit_features, pipeline_output, score_realism
 from glass_core.errors import InvalidInputError
 from glass_core.metrics import energy_distance, feature_energy_distance
 
@@ -24,7 +24,7 @@ def halves() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_noise_sanity_row_scores_clearly_worse_than_the_data(halves: tuple) -> None:
     a, b, noisy = halves
     feats = digit_features(load_default_reward(3).classifier)
-    data, noise = realism(a, b, feats), realism(noisy, b, feats)
+    data, noise = score_realism(a, b, feats), score_realism(noisy, b, feats)
     # the raw pixel statistic is (nearly) blind: it does not separate the two by 2 s.e.
     raw_gap = noise.raw.value - data.raw.value
     assert raw_gap < 2 * (noise.raw.se**2 + data.raw.se**2) ** 0.5

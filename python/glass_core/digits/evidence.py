@@ -9,7 +9,7 @@ of NFE per particle becomes each method's transition, and how returned samples a
   the real digits (``digits.assets.load_heldout_classifier``), a model the steering never sees;
 * realism: energy distance of the returned samples to the real digits of the target class
   (``glass_core.metrics.energy_distance``, unbiased, jackknife standard error), three ways
-  (:func:`realism`): on the raw samples (the historical column), on the samples clamped to the
+  (:func:`score_realism`): on the raw samples (the historical column), on the samples clamped to the
   data range [-1, 1] as a pipeline returns images, and in feature space
   (``glass_core.metrics.feature_energy_distance`` on :func:`digit_features`), the two that see
   leftover pixel noise; plus the fraction of pixels outside [-1.05, 1.05].
@@ -44,8 +44,8 @@ __all__ = [
     "glass_inner_steps",
     "load_judges",
     "pipeline_output",
-    "realism",
     "run_cell",
+    "score_realism",
     "steering_methods",
     "summarise",
     "transition_for",
@@ -68,7 +68,7 @@ class Method:
     key: str
     label: str
     algorithm: str  # "sample" (one unsteered draw), "best_of_n" or "fk"
-    kernel: str  # "ode", "sde" or "glass"
+    kernel: str  # "ode", "sde", "glass" or a diffusers baseline (digits.baselines.BASELINES)
     rho: float | str | None = None
     guided: bool = False
     potential: str = "diff"
@@ -206,7 +206,7 @@ class Realism:
         }
 
 
-def realism(samples: torch.Tensor, real: torch.Tensor, features: Any) -> Realism:
+def score_realism(samples: torch.Tensor, real: torch.Tensor, features: Any) -> Realism:
     """Score `samples` against `real` digits all three ways (:class:`Realism`).
 
     Parameters
@@ -311,9 +311,14 @@ def run_cell(
     """Run `method` for `groups` independent groups of `particles` particles in one batched call
     (group g seeded with seed + g) and score the returned samples."""
     from glass_core.align import best_of_n, fk_steering, guided
+    from glass_core.digits.baselines import BASELINES
     from glass_core.schedules import uniform_grid
     from glass_core.transitions import Glass
 
+    if method.kernel in BASELINES:
+        start = time.perf_counter()
+        samples, rewards = _baseline_best_of_n(model, judges, method, nfe, particles, groups, seed)
+        return _scored(method, judges, nfe, particles, samples, rewards, nfe, start, realism)
     kernel_solver = solver if method.kernel == "glass" else None
     transition = transition_for(
         method.kernel, nfe, transitions, rho=method.rho, solver=kernel_solver
@@ -354,21 +359,66 @@ def run_cell(
         n = 1 if method.algorithm == "sample" else particles
         res = best_of_n(net, judges.reward, num_particles=n, **common)
         samples, rewards = res.best(), res.best_reward
+    return _scored(method, judges, nfe, particles, samples, rewards, int(res.nfe), start, realism)
+
+
+def _scored(
+    method: Method,
+    judges: Judges,
+    nfe_budget: int,
+    particles: int,
+    samples: torch.Tensor,
+    rewards: torch.Tensor,
+    nfe: int,
+    start: float,
+    realism: bool,
+) -> Cell:
+    """The Cell of returned `samples` (one per group) with its scores."""
     wall = time.perf_counter() - start
     samples = samples.detach()
     cell = Cell(
         method=method,
-        nfe_budget=nfe,
+        nfe_budget=nfe_budget,
         particles=1 if method.algorithm == "sample" else particles,
         samples=samples,
         rewards=rewards.detach().double(),
         heldout=judges.heldout.probs(samples)[:, judges.target],
-        nfe=int(res.nfe),
+        nfe=nfe,
         wall=wall,
     )
     if realism:
-        cell.realism = realism(samples, judges.real, judges.features)
+        cell.realism = score_realism(samples, judges.real, judges.features)
     return cell
+
+
+def _baseline_best_of_n(
+    model: Any,
+    judges: Judges,
+    method: Method,
+    nfe: int,
+    particles: int,
+    groups: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-of-N (or one sample) over a diffusers baseline's samples: group g's noise from seed +
+    g as for the glass_core rows; a stochastic baseline's step noise from one generator seeded
+    seed + groups. Returns the per-group best samples and their rewards."""
+    from glass_core.digits.baselines import sample_baseline
+
+    n = 1 if method.algorithm == "sample" else particles
+    noise = torch.cat(
+        [
+            torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed + g))
+            for g in range(groups)
+        ]
+    )
+    step_gen = torch.Generator().manual_seed(seed + groups)
+    x = sample_baseline(model.unet, method.kernel, nfe, noise, generator=step_gen)
+    with torch.no_grad():
+        r = judges.reward(x).detach().reshape(groups, n)
+    idx = r.argmax(dim=-1)
+    rows = torch.arange(groups)
+    return x.reshape(groups, n, 1, 8, 8)[rows, idx], r[rows, idx]
 
 
 def unsteered_samples(
