@@ -237,7 +237,7 @@ def _with_data(text: str, data: list[dict[str, Any]], metric: str) -> str:
     """Insert the data rows (same value in every column) under the table's header."""
     lines = text.split("\n")
     head = next(i for i, line in enumerate(lines) if line.startswith("|---"))
-    ncol = lines[head].count("|") - 1
+    ncol = lines[head].count("|") - 2
     extra = [
         f"| {r['row']} | "
         + " | ".join([f"{100 * r[metric]['mean']:.2f} ± {100 * r[metric]['se']:.2f}"] * ncol)
