@@ -7,4 +7,3 @@ from glass_core.transitions.sampling import SampleResult, sample
 from glass_core.transitions.sde import SDE, sde_coefficients
 
 __all__ = ["ODE", "SDE", "Glass", "SampleResult", "Transition", "sample", "sde_coefficients"]
-

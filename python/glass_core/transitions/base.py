@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -13,7 +14,6 @@ from glass_core import _random
 from glass_core._checks import positive_int
 from glass_core.errors import InvalidInputError, ModelError
 from glass_core.models.base import Denoiser, TimeLike, check_batch
-from glass_core.models.gmm import kernel_scalars
 from glass_core.schedules import Schedule
 
 check_int = positive_int  # the name the transitions use
@@ -54,30 +54,10 @@ def substep_intervals(t: float, t_next: float, substeps: int) -> list[tuple[floa
 
 def leaves_noise_end(schedule: Schedule, t: float) -> bool:
     """True for a step starting at pure noise (alpha_t = 0) or below the model's time range (a VP
-    table's noisiest node): the samplers take it in closed form, `frozen_denoiser_step`, because
+    table's noisiest node): the samplers take it in closed form (the frozen-denoiser step), because
     there the schedule's derivatives are singular or steep and the model is not asked at t itself
     (docs/noise_end.md)."""
     return t < schedule.model_time_range[0] or schedule.alpha(t) == 0.0
-
-
-def frozen_denoiser_step(
-    schedule: Schedule,
-    x: torch.Tensor,
-    t: float,
-    t_next: float,
-    rho: float,
-    denoised: torch.Tensor,
-    generator: _random.Generator,
-) -> torch.Tensor:
-    """x' = gamma x + abar D + sbar xi: the exact solution from t to t' of the probability-flow ODE
-    (rho = 1, DDIM) or of the reverse SDE (rho = rho_ddpm ** kappa, DDPM-ancestral for kappa = 1)
-    with the denoiser held at D = `denoised` (GLASS with one inner step, docs/math.md §3.3). No
-    schedule derivative enters, so it is finite from alpha_t = 0."""
-    gamma, abar, sbar = kernel_scalars(schedule, t, t_next, rho)
-    out = gamma * x + abar * denoised.to(x.dtype)
-    if sbar > 0.0:
-        out = out + sbar * _random.randn_like(x, generator)
-    return out
 
 
 def _rows(ok: torch.Tensor, limit: int = 10) -> str:
@@ -95,11 +75,11 @@ def _finite_rows(v: torch.Tensor) -> torch.Tensor:
 
 class CheckedModel:
     """Forwards to a Denoiser and records, on the device, which rows of each model input and
-    output are finite: no host synchronisation per model call. `raise_if_bad` synchronises once
-    per transition and blames the right party: the transition (InvalidInputError: its parameters
-    or times are numerically out of range) when it fed the model or returned NaN/inf, the model
-    (ModelError naming the time and rows) when its output was the first NaN/inf. Other
-    attributes are forwarded, so transitions see the original model."""
+    output are finite. Used only to explain a failed transition (`Transition.raise_nonfinite`
+    re-runs it with this wrapper): `raise_if_bad` blames the right party: the transition
+    (InvalidInputError: its parameters or times are numerically out of range) when it fed the
+    model or returned NaN/inf, the model (ModelError naming the time and rows) when its output
+    was the first NaN/inf. Other attributes are forwarded, so transitions see the original model."""
 
     def __init__(self, model: Denoiser) -> None:
         self._model = model
@@ -146,6 +126,73 @@ class CheckedModel:
         )
 
 
+class _FloatOutputs:
+    """Forwards to a Denoiser and checks that each output is floating point (tensor metadata: no
+    kernel, no host read). Other attributes are forwarded."""
+
+    def __init__(self, model: Denoiser) -> None:
+        self._model = model
+        self.schedule = model.schedule
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        return _floating(self._model.denoise(x, t), t)
+
+    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        return _floating(self._model.velocity(x, t), t)
+
+
+def _floating(out: torch.Tensor, t: object) -> torch.Tensor:
+    if isinstance(out, torch.Tensor) and out.ndim >= 1 and not out.is_floating_point():
+        raise ModelError(
+            f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
+        )
+    return out
+
+
+def check_finite(x: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor on x's device: whether every entry of x is finite (no host read).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Any floating-point tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        True iff x has no NaN/inf; read it on the host once per step, with the step's other
+        flags.
+    """
+    return torch.isfinite(x).all()
+
+
+def _snapshot(generator: object) -> list[torch.Tensor] | None:
+    """The states of a torch.Generator (or a list of them), so a failed call can be replayed
+    with the same noise; None for other generators, or while a CUDA graph is being captured."""
+    gens = generator if isinstance(generator, list | tuple) else [generator]
+    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+        return None
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        return None
+    return [g.get_state() for g in gens]  # type: ignore[union-attr]
+
+
+def _restored(generator: object, states: list[torch.Tensor] | None) -> object:
+    """Fresh generators in the snapshot's states (the caller's generators are left alone)."""
+    if states is None:
+        return generator
+    gens = generator if isinstance(generator, list | tuple) else [generator]
+    clones = []
+    for g, state in zip(gens, states, strict=True):
+        clone = torch.Generator(device=g.device)  # type: ignore[union-attr]
+        clone.set_state(state)
+        clones.append(clone)
+    return clones if isinstance(generator, list | tuple) else clones[0]
+
+
 class Transition(ABC):
     """x_t -> x_t' for a Denoiser. Subclasses implement `_step` and `nfe`."""
 
@@ -169,6 +216,10 @@ class Transition(ABC):
         denoised: torch.Tensor | None,
     ) -> torch.Tensor: ...
 
+    # the device flag of the last call (see __call__), and what re-running it needs
+    last_finite: torch.Tensor | None = None
+    _replay: tuple | None = None
+
     def __call__(
         self,
         model: Denoiser,
@@ -178,8 +229,92 @@ class Transition(ABC):
         generator: _random.Generator = None,
         *,
         denoised: torch.Tensor | None = None,
+        check: bool = True,
     ) -> torch.Tensor:
-        """One transition. `denoised`: a precomputed D_t(x) (saves the first model call)."""
+        """One transition x_t -> x_t'.
+
+        Parameters
+        ----------
+        model : Denoiser
+            The pretrained model (schedule, denoise, velocity).
+        x : torch.Tensor
+            Particles at t, [B, ...].
+        t, t_next : float
+            0 <= t < t_next <= 1, t < 1.
+        generator : torch.Generator, list of them, or None
+            The noise source (a list: one generator per equal row group).
+        denoised : torch.Tensor, optional
+            A precomputed D_t(x) (saves the first model call).
+        check : bool
+            True: read the device flag `last_finite` once at the end and raise on NaN/inf
+            (the transition's only host read). False: no host read at all; the caller reads
+            `transition.last_finite` (a 0-d bool tensor, a new one per call: keep the
+            reference) in its own per-step transfer and, if it is False, calls
+            `raise_nonfinite()`, which re-runs the call with per-call checks to blame the
+            model or the transition. Until the next call the transition then keeps references
+            to x and denoised for that re-run.
+
+        Returns
+        -------
+        torch.Tensor
+            Particles at t_next, shaped like x.
+
+        Raises
+        ------
+        InvalidInputError
+            Bad arguments, or (check=True) NaN/inf made by the transition from finite model
+            outputs.
+        ModelError
+            (check=True) the model returned NaN/inf or a non-floating tensor.
+        """
+        tt, tn = self._validate(model, x, t, t_next, denoised)
+        states = _snapshot(generator)
+        out = self._run(_FloatOutputs(model), x, tt, tn, generator, denoised)
+        self.last_finite = check_finite(out)
+        self._replay = (model, x, tt, tn, generator, states, denoised)
+        if check:
+            if not bool(self.last_finite):  # the one host read
+                self.raise_nonfinite()
+            self._replay = None
+        return out
+
+    def raise_nonfinite(self) -> NoReturn:
+        """Explain a call whose `last_finite` is False: re-run it (same noise when the generator
+        is a torch.Generator or a list of them) with every model input and output checked, and
+        raise the error that blames the right party.
+
+        Raises
+        ------
+        ModelError
+            The model returned NaN/inf from a finite input (naming the time and rows).
+        InvalidInputError
+            The transition made NaN/inf from finite model outputs, or no call is recorded.
+        """
+        if self._replay is None:
+            raise InvalidInputError(f"{self!r}: raise_nonfinite needs a call with check=False")
+        model, x, t, t_next, generator, states, denoised = self._replay
+        self._replay = None
+        checked = CheckedModel(model)
+        if denoised is not None:
+            checked.record(denoised, t, x)
+        out = self._run(checked, x, t, t_next, _restored(generator, states), denoised)
+        checked.raise_if_bad(out, self, t, t_next)
+        raise InvalidInputError(
+            f"{self!r} produced NaN/inf during the transition t={t} -> t_next={t_next}; a re-run "
+            "with per-call checks did not reproduce it (its noise could not be replayed)"
+        )
+
+    def _run(self, model, x, t, t_next, generator, denoised) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        try:
+            return self._step(model, x, t, t_next, generator, denoised)
+        except (ZeroDivisionError, OverflowError) as e:  # float64 scalar coefficient math
+            raise InvalidInputError(
+                f"{self!r}: the transition t={t} -> t_next={t_next} is numerically out of range "
+                f"({e})"
+            ) from e
+
+    @staticmethod
+    def _validate(model, x, t, t_next, denoised) -> tuple[float, float]:  # type: ignore[no-untyped-def]
         if not (hasattr(model, "schedule") and hasattr(model, "denoise")):
             raise InvalidInputError(
                 "model must be a Denoiser (schedule, denoise, velocity), "
@@ -196,14 +331,4 @@ class Transition(ABC):
             raise InvalidInputError(
                 f"denoised must have the shape of x {tuple(x.shape)}, got {got}"
             )
-        checked = CheckedModel(model)
-        if denoised is not None:
-            checked.record(denoised, tt, x)
-        try:
-            out = self._step(checked, x, tt, tn, generator, denoised)
-        except (ZeroDivisionError, OverflowError) as e:  # float64 scalar coefficient math
-            raise InvalidInputError(
-                f"{self!r}: the transition t={tt} -> t_next={tn} is numerically out of range ({e})"
-            ) from e
-        checked.raise_if_bad(out, self, tt, tn)
-        return out
+        return tt, tn

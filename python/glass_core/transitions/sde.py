@@ -1,8 +1,11 @@
-"""Euler-Maruyama on the reverse-time SDE (the "DDPM sampling" baseline, docs/math.md §5).
+"""The reverse-time SDE (the "DDPM sampling" baseline, docs/math.md §5), by exact ancestral steps.
 
 dX = [u_t(X) + kappa (nu_t^2 / 2) grad log p_t(X)] dt + sqrt(kappa) nu_t dW,
 nu_t^2 = 2 alpha' sigma^2 / alpha - 2 sigma sigma'. kappa=1 is the paper's SDE, whose kernel equals
-GLASS with rho="ddpm" (Prop. 1). With D = D_t(x) the drift is A x + B D (coefficients float64).
+GLASS with rho="ddpm" (Prop. 1). With the denoiser frozen at D over a substep the SDE is linear
+and its solution is Gaussian: the GLASS z-conditional kernel with z = D and rho = rho_ddpm^kappa.
+Each substep takes that solution exactly (DDPM-ancestral for kappa = 1), so the sampler is
+stable for any step size and its noise vanishes at t' = 1, where it returns D itself.
 """
 
 from __future__ import annotations
@@ -14,14 +17,10 @@ import torch
 from glass_core import _random
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, schedule_values, working_dtype
+from glass_core.models.gmm import kernel_scalars
 from glass_core.schedules import Schedule
-from glass_core.transitions.base import (
-    Transition,
-    check_int,
-    frozen_denoiser_step,
-    leaves_noise_end,
-    substep_intervals,
-)
+from glass_core.transitions.base import Transition, check_int, substep_intervals
+from glass_core.transitions.solvers import lincomb
 
 
 def sde_coefficients(
@@ -36,14 +35,27 @@ def sde_coefficients(
 
 
 class SDE(Transition):
-    """`substeps` uniform Euler-Maruyama steps (1 model evaluation each) from t to t_next.
+    """`substeps` uniform steps (1 model evaluation each) of the reverse SDE from t to t_next.
 
-    Coefficients are taken at the left end of each substep. A substep leaving the noise end
-    (alpha_t = 0, where they are infinite, or below a VP table's noisiest node, where they are
-    steep) is instead the exact solution of this SDE with the denoiser held at D_t(x): the GLASS
-    kernel with rho = rho_ddpm ** kappa (DDPM-ancestral for kappa = 1), exact in mean and free of
-    Euler-Maruyama's variance blow-up there (docs/noise_end.md). `kappa` scales the diffusion
-    (kappa=0 is the ODE); only kappa=1 reproduces the DDPM/GLASS-ddpm kernel.
+    Each substep from t0 to t1 freezes the denoiser at D = D_t0(x) and takes the exact solution of
+    the then linear SDE: x' = gamma x + abar D + sbar xi with (gamma, abar, sbar) of the GLASS
+    z-conditional kernel at rho = rho_ddpm(t0, t1) ** kappa (DDPM-ancestral for kappa = 1;
+    docs/math.md §3.6). No schedule derivative enters, so it is finite from alpha_t = 0 and stable
+    on any grid; at t1 = 1 sbar = 0 and gamma = 0, so the last substep returns D (no leftover
+    noise). `kappa` scales the diffusion (kappa=0 is DDIM); only kappa=1 reproduces the
+    DDPM/GLASS-ddpm kernel.
+
+    Parameters
+    ----------
+    substeps : int
+        Steps per call.
+    kappa : float
+        Diffusion scale (>= 0).
+
+    Raises
+    ------
+    InvalidInputError
+        For a bad substeps or kappa (naming it).
     """
 
     def __init__(self, substeps: int = 1, kappa: float = 1.0):
@@ -63,6 +75,14 @@ class SDE(Transition):
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
         return self.substeps - (1 if reuse else 0)
 
+    def scalars(self, schedule: Schedule, t: float, t_next: float) -> list[tuple[float, ...]]:
+        """Per substep float64 (t0, gamma, abar, sbar) of the exact frozen-denoiser step."""
+        out = []
+        for t0, t1 in substep_intervals(t, t_next, self.substeps):
+            rho = float(schedule.rho_ddpm(t0, t1)) ** self.kappa
+            out.append((t0, *kernel_scalars(schedule, t0, t1, rho)))
+        return out
+
     def _step(
         self,
         model: Denoiser,
@@ -74,16 +94,10 @@ class SDE(Transition):
     ) -> torch.Tensor:
         wd = working_dtype(x)
         y = x.to(wd)
-        sched = model.schedule
-        for k, (t0, t1) in enumerate(substep_intervals(t, t_next, self.substeps)):
+        for k, (t0, gamma, abar, sbar) in enumerate(self.scalars(model.schedule, t, t_next)):
             d = denoised if (k == 0 and denoised is not None) else model.denoise(y.to(x.dtype), t0)
-            if leaves_noise_end(sched, t0):
-                rho = float(sched.rho_ddpm(t0, t1)) ** self.kappa
-                y = frozen_denoiser_step(sched, y, t0, t1, rho, d.to(wd), generator)
-                continue
-            h = t1 - t0
-            a_c, b_c, eta = sde_coefficients(sched, t0, self.kappa)
-            noise = _random.randn_like(y, generator)
-            std = math.sqrt(2.0 * self.kappa * max(eta, 0.0) * h)
-            y = y + h * (a_c * y + b_c * d.to(wd)) + std * noise
+            terms = [(gamma, y), (abar, d.to(wd))]
+            if sbar > 0.0:
+                terms.append((sbar, _random.randn_like(y, generator)))
+            y = lincomb(terms)
         return y.to(x.dtype)

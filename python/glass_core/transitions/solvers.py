@@ -1,0 +1,380 @@
+"""Solvers of the flows inside the transitions, as small classes behind one interface.
+
+Both flows have the same structure (docs/math.md §3.1, §5): a state y on a path a z + s eps
+moves with dy = (w1 y + w2 D) ds, D a denoised estimate. GLASS's inner flow has a_s = s abar,
+s_s = (1 - s) sigma0 + s sbar and D the GLASS denoiser; the probability-flow ODE has a = alpha_t,
+s = sigma_t and D = D_t. A solver needs from the flow only a host-side float64 `table` and an
+`Evaluator` (the denoised estimate at its j-th point), and returns the state at the end:
+
+- "euler", "midpoint", "heun": velocity form, uniform steps h = 1/K in s (table: w1, w2 at the
+  points; heun's singular last step also a_s, s_s, abar, sbar);
+- "multistep" (docs/math.md §3.4) and "pc" (§3.5): data-prediction (exponential-integrator)
+  form on the path (table: a_s, s_s at the K step starts, abar, sbar at the end, snr_t for pc's
+  scale), one evaluation per step.
+
+The tensor work is a few fused updates per evaluation, in place where the autograd graph allows
+(no temporaries of the particles' size beyond the solver's state, no host reads); all
+coefficients are Python floats computed once per transition. Adding a solver is one class here
+and one entry in `SOLVERS`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+Table = Mapping[str, Any]
+# "pc"'s scale c = PC_SPREAD * sqrt(SNR(t) + 1): SNR(t) + 1 is the precision of z given x_t
+# for unit-variance data, and real posteriors are tighter (the mixture benchmark's error is
+# flat for 1.25-1.75 and rises outside; docs/benchmarks/glass_solvers.md).
+PC_SPREAD = 1.5
+
+
+def lincomb(terms: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
+    """A fresh tensor sum_i c_i v_i in one kernel per term (terms with c = 0 are skipped)."""
+    live = [(c, v) for c, v in terms if c != 0.0]
+    if not live:
+        return torch.zeros_like(terms[0][1])
+    (c0, v0), rest = live[0], live[1:]
+    if c0 == 1.0 and rest:
+        out = torch.add(v0, rest[0][1], alpha=rest[0][0])
+        rest = rest[1:]
+    else:
+        out = torch.mul(v0, c0)
+    for c, v in rest:
+        out.add_(v, alpha=c)
+    return out
+
+
+def update_(y: torch.Tensor, keep: float, terms: Sequence[tuple[float, torch.Tensor]]):
+    """y <- keep y + sum_i c_i v_i in place (y is the solver's own state)."""
+    if keep != 1.0:
+        y.mul_(keep)
+    for c, v in terms:
+        if c != 0.0:
+            y.add_(v, alpha=c)
+    return y
+
+
+class Evaluator:
+    """The denoised estimate at a solver's points: point 0 is the flow's start, where the
+    estimate is `start()` (D_t(x), or the caller's precomputed value); point j > 0 asks
+    `call(j, inp)` at the model input inp = in_x[j] x + in_y[j] y_j, formed in one pass from the
+    terms of y_j (so a solver never materialises y_j only to feed the model).
+
+    Parameters
+    ----------
+    start : callable
+        () -> the estimate at point 0, in the working dtype.
+    call : callable
+        (j, input) -> the estimate at point j, in the working dtype.
+    x : torch.Tensor
+        The transition's start x_t (working dtype); enters the input with weight in_x.
+    in_x, in_y : sequence of float
+        Per-point input weights (GLASS: alpha* c_x, alpha* c_y; the ODE: 0, 1).
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], torch.Tensor],
+        call: Callable[[int, torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        in_x: Sequence[float],
+        in_y: Sequence[float],
+    ) -> None:
+        self.start, self.call, self.x = start, call, x
+        self.in_x, self.in_y = list(in_x), list(in_y)
+
+    def input(self, j: int, state: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
+        """The model input at point j for the state y_j = sum_i c_i v_i."""
+        return lincomb([(self.in_x[j], self.x), *((self.in_y[j] * c, v) for c, v in state)])
+
+    def __call__(self, j: int, state: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
+        """The estimate at point j for the state y_j = sum_i c_i v_i."""
+        if j == 0:
+            return self.start()
+        return self.call(j, self.input(j, state))
+
+
+class InnerSolver(ABC):
+    """One solver: where it evaluates, what it precomputes, how it integrates."""
+
+    name: ClassVar[str]
+    evals_per_step: ClassVar[int] = 1
+
+    def nfe(self, k: int, singular: bool) -> int:
+        """Model evaluations of K steps (`singular`: the path ends at s_s = 0)."""
+        return self.evals_per_step * k
+
+    @abstractmethod
+    def points(self, k: int, snr_t: float, abar: float, sbar: float, sigma0: float, singular: bool):
+        """Inner times s in [0, 1) of the evaluations, as a float64 array (point 0 is s = 0)."""
+
+    @abstractmethod
+    def plan(self, table: Table, k: int) -> Any:
+        """Per-step Python-float coefficients from the flow's float64 `table`."""
+
+    @abstractmethod
+    def integrate(self, y: torch.Tensor, ev: Evaluator, plan: Any) -> torch.Tensor:
+        """The state at the end from y (owned by the solver: updated in place)."""
+
+
+class Euler(InnerSolver):
+    """Algorithm 1: y <- (1 + h w1) y + h w2 D, with (1 + h w1) formed in float64 so that for
+    rho = 1, K = 1 the noise drops out exactly (deterministic DDIM)."""
+
+    name = "euler"
+
+    def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        return np.arange(k, dtype=np.float64) / k
+
+    def plan(self, table: Table, k: int) -> Any:
+        h = 1.0 / k
+        w1, w2 = np.asarray(table["w1"])[:k], np.asarray(table["w2"])[:k]
+        return (1.0 + h * w1).tolist(), (h * w2).tolist()
+
+    def integrate(self, y, ev, plan):
+        keep, gain = plan
+        for j in range(len(keep)):
+            update_(y, keep[j], [(gain[j], ev(j, [(1.0, y)]))])
+        return y
+
+
+class Midpoint(InnerSolver):
+    """Explicit midpoint: an Euler half step, then the full step with the midpoint velocity."""
+
+    name = "midpoint"
+    evals_per_step = 2
+
+    def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        return np.arange(2 * k, dtype=np.float64) / (2 * k)
+
+    def plan(self, table: Table, k: int) -> Any:
+        h = 1.0 / k
+        w1, w2 = np.asarray(table["w1"]), np.asarray(table["w2"])
+        half = (1.0 + 0.5 * h * w1).tolist(), (0.5 * h * w2).tolist()
+        return (*half, (h * w1).tolist(), (h * w2).tolist())
+
+    def integrate(self, y, ev, plan):
+        keep_half, gain_half, hw1, hw2 = plan
+        for m in range(len(keep_half) // 2):
+            j = 2 * m
+            half = lincomb([(keep_half[j], y), (gain_half[j], ev(j, [(1.0, y)]))])
+            update_(y, 1.0, [(hw1[j + 1], half), (hw2[j + 1], ev(j + 1, [(1.0, half)]))])
+        return y
+
+
+class Multistep(InnerSolver):
+    """Second-order multistep exponential integrator in the inner log-SNR (docs/math.md §3.4):
+    y <- keep y + gain ((1 + beta) z_j - beta z_{j-1}); one evaluation per step."""
+
+    name = "multistep"
+    spread: ClassVar[float] = 1.0
+
+    def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        return multistep_grid(k, snr_t, abar, sbar, sigma0, self.spread)
+
+    def plan(self, table: Table, k: int) -> Any:
+        keep, gain, beta = multistep_coefficients(*path_ends(table, k), bool(table["singular"]))
+        return keep.tolist(), (gain * (1.0 + beta)).tolist(), (-gain * beta).tolist()
+
+    def integrate(self, y, ev, plan):
+        return multistep_steps(y, ev, plan, range(len(plan[0])), None)
+
+
+def multistep_steps(y, ev: Evaluator, plan, steps, z_prev):
+    """The multistep update over `steps` (heun's singular last step is one of them)."""
+    keep, now, before = plan
+    for j in steps:
+        z = ev(j, [(1.0, y)])
+        update_(y, keep[j], [(now[j], z), (before[j], z_prev)] if before[j] else [(now[j], z)])
+        z_prev = z
+    return y
+
+
+class Heun(InnerSolver):
+    """Heun (trapezoid) in s, 2 evaluations per step; on a singular path its last step is the
+    multistep last step (extrapolating the estimates at s_{K-2} and s_{K-1}), never s = 1."""
+
+    name = "heun"
+    evals_per_step = 2
+
+    def nfe(self, k: int, singular: bool) -> int:
+        return 2 * k - (1 if singular else 0)
+
+    def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        return np.arange(k + (0 if singular else 1), dtype=np.float64) / k
+
+    def plan(self, table: Table, k: int) -> Any:
+        h = 1.0 / k
+        w1, w2 = np.asarray(table["w1"]), np.asarray(table["w2"])
+        singular = bool(table["singular"])
+        last = Multistep().plan(table, k) if singular else None
+        return h, w1.tolist(), w2.tolist(), last, singular
+
+    def integrate(self, y, ev, plan):
+        h, w1, w2, last, singular = plan
+        k = round(1.0 / h)
+        z_prev = None
+        for m in range(k - 1 if singular else k):
+            z_prev = ev(m, [(1.0, y)])
+            k1 = lincomb([(w1[m], y), (w2[m], z_prev)])
+            ahead = torch.add(y, k1, alpha=h)
+            k1.add_(ahead, alpha=w1[m + 1]).add_(ev(m + 1, [(1.0, ahead)]), alpha=w2[m + 1])
+            y.add_(k1, alpha=0.5 * h)
+        if singular:
+            y = multistep_steps(y, ev, last, [k - 1], z_prev)
+        return y
+
+
+class PC(InnerSolver):
+    """The phi-linear predictor-corrector (docs/math.md §3.5), one evaluation per step.
+
+    Only the corrected state y^c is kept: step m corrects y^c in place with z_{m-1}, z_m, and the
+    next model input is formed directly from y^c, z_m, z_{m-1} (the predicted state is never
+    materialised), so the live particle tensors are y^c, z_m and the model input.
+    """
+
+    name = "pc"
+    spread: ClassVar[float] = PC_SPREAD
+
+    def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        return multistep_grid(k, snr_t, abar, sbar, sigma0, self.spread)
+
+    def plan(self, table: Table, k: int) -> Any:
+        a, s = path_ends(table, k)
+        pred, corr = pc_coefficients(a, s, inner_scale(float(table["snr_t"]), self.spread))
+        keep = np.where(s[1:] > 0, s[1:] / s[:-1], 0.0)
+        return keep.tolist(), pred.tolist(), corr.tolist()
+
+    def integrate(self, y, ev, plan):
+        keep, pred, corr = plan
+        k = len(keep)
+        z_prev, z = None, ev(0, [(1.0, y)])
+        for m in range(k):
+            if m > 0:  # corrector: redo step m-1 with z linear between z_{m-1} and z_m
+                update_(y, keep[m - 1], [(corr[m - 1][0], z_prev), (corr[m - 1][1], z)])
+            # predictor: z extrapolated linearly through z_{m-1}, z_m (first order at m = 0)
+            ahead = [(keep[m], y), (pred[m][0], z)]
+            if m > 0:
+                ahead.append((-pred[m][1], z_prev))
+            if m == k - 1:
+                return lincomb(ahead)
+            inp = ev.input(m + 1, ahead)
+            del ahead
+            z_prev = z  # drops z_{m-1} before the model runs
+            z = ev.call(m + 1, inp)
+            del inp
+        raise AssertionError("unreachable: the loop returns at m = K - 1")
+
+
+SOLVERS: dict[str, type[InnerSolver]] = {
+    cls.name: cls for cls in (Euler, Heun, Midpoint, Multistep, PC)
+}
+
+
+def path_ends(table: Table, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, s) at the K step starts followed by the path's end (abar, sbar)."""
+    a = np.append(np.asarray(table["a_s"], dtype=np.float64)[:k], float(table["abar"]))
+    s = np.append(np.asarray(table["s_s"], dtype=np.float64)[:k], float(table["sbar"]))
+    return a, s
+
+
+def snr_of(table: Table) -> float:
+    """SNR(t) = (alpha_t / sigma_t)^2 of a transition's coefficient table."""
+    return (float(table["alpha_t"]) / float(table["sigma_t"])) ** 2
+
+
+def inner_scale(snr_t: float, spread: float = 1.0) -> float:
+    """c = spread * sqrt(SNR(t) + 1): c^2 is the precision of z given x_t for unit-variance data,
+    the inner measurement's r = a_s/s_s at which it starts to add information."""
+    return spread * math.sqrt(snr_t + 1.0)
+
+
+def multistep_grid(
+    k: int, snr_t: float, abar: float, sbar: float, sigma0: float, spread: float = 1.0
+) -> np.ndarray:
+    """The K step starts of "multistep" and "pc": uniform in u = r/(r + c), r = a_s/s_s = e^lambda.
+
+    c^2 = SNR(t) + 1 is the precision of z given x_t for unit-variance data (times spread^2): the
+    inner measurement starts to add information when r^2 reaches it, so the steps go there instead
+    of being spent at small r where the estimate barely moves (uniform s is c = abar/sigma0 when
+    sbar = 0). u ends at r_end/(r_end + c), r_end = abar/sbar (u = 1 when sbar = 0).
+    """
+    c = inner_scale(snr_t, spread)
+    u_end = 1.0 if sbar == 0.0 else (abar / sbar) / (abar / sbar + c)
+    u = np.arange(k, dtype=np.float64) / k * u_end
+    r = c * u / (1.0 - u)
+    return r * sigma0 / (abar + r * (sigma0 - sbar))  # the s with a_s/s_s = r
+
+
+def multistep_coefficients(
+    a: np.ndarray, s: np.ndarray, singular: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step float64 (keep, gain, beta): y_{j+1} = keep y_j + gain ((1+beta) z_j - beta z_{j-1}).
+
+    a, s: the path a_s, s_s at the K+1 grid points s_0 < ... < s_K (the end). Given z_j the
+    exact step is keep = s_{j+1}/s_j, gain = a_{j+1} - s_{j+1} a_j/s_j (data-prediction / DDIM
+    form). beta makes z linear in lambda = log(a/s) between the last two points and averages it
+    exactly over the step (weight d e^lambda): beta = (h/(1 - e^-h) - 1)/h_prev. lambda_0 = -inf
+    where a_0 = 0, so the first two steps are first order. The last step of a singular path
+    (`singular`: s_K ~ 0) is linear in kappa = s/a instead, averaged the same way; at s_K = 0 it
+    is the value at kappa=0.
+    """
+    k = len(a) - 1
+    ratio = a / np.where(s > 0, s, 1.0)  # e^lambda, unused where s = 0
+    keep = np.where(s[1:] > 0, s[1:] / s[:-1], 0.0)
+    gain = np.where(s[1:] > 0, a[1:] - s[1:] * ratio[:-1], a[1:])
+    beta = np.zeros(k)
+    for j in range(1, k):
+        if a[j - 1] == 0.0:  # previous point is s=0 (lambda = -inf)
+            continue
+        if singular and j == k - 1:
+            kp, kj, ke = s[j - 1] / a[j - 1], s[j] / a[j], s[j + 1] / a[j + 1]
+            # mean of kappa over e^lambda in [1/kj, 1/ke]; 0 in the limit ke -> 0
+            mean = ke * kj * math.log(kj / ke) / (kj - ke) if ke > 0 else 0.0
+            beta[j] = (mean - kj) / (kj - kp)
+        else:
+            h = math.log(ratio[j + 1] / ratio[j])
+            beta[j] = (h / -math.expm1(-h) - 1.0) / math.log(ratio[j] / ratio[j - 1])
+    return keep, gain, beta
+
+
+def pc_coefficients(a: np.ndarray, s: np.ndarray, c: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step float64 (predictor, corrector) weights of "pc", each of shape [K, 2].
+
+    a, s: the path a_s, s_s at the K+1 grid points s_0 < ... < s_K (the end). Along the
+    flow d(y/s_s) = D dr with r = a_s/s_s, so with D = z_j + slope (phi - phi_j),
+    phi = r/sqrt(c^2 + r^2), one step is exactly (keep_j = s_{j+1}/s_j, multistep_coefficients)
+      y_{j+1} = keep_j y_j + i0_j z_j + slope m_j,
+      i0_j = s_{j+1} (r_{j+1} - r_j),  m_j = s_{j+1} int_{r_j}^{r_{j+1}} (phi - phi_j) dr,
+    both finite where s_{j+1} = 0 (r = inf, phi = 1). Predictor: slope through z_{j-1}, z_j,
+      y_{j+1} = keep y_j + pred[j,0] z_j - pred[j,1] z_{j-1}  (j = 0: first order, pred[0,1] = 0);
+    corrector (once z_{j+1} is known, j < K-1): slope through z_j, z_{j+1},
+      y_{j+1} = keep y_j + corr[j,0] z_j + corr[j,1] z_{j+1}.
+    """
+    k = len(a) - 1
+    pos = s > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(pos, a / np.where(pos, s, 1.0), np.inf)
+        hyp = np.hypot(c, r)  # inf at r = inf
+        phi = np.where(pos, r / hyp, 1.0)
+    i0 = a[1:] - s[1:] * r[:-1]  # = s_{j+1} (r_{j+1} - r_j), = a_K where s_K = 0
+    # s_{j+1} int phi dr = s_{j+1} (hyp_{j+1} - hyp_j), with s hyp = hypot(c s, a) finite at s = 0
+    i1 = np.hypot(c * s[1:], a[1:]) - s[1:] * hyp[:-1]
+    m = i1 - phi[:-1] * i0
+    pred = np.zeros((k, 2))
+    corr = np.zeros((k, 2))
+    slope_prev = m[1:] / (phi[1:-1] - phi[:-2])  # steps 1..K-1, slope through (j-1, j)
+    pred[0, 0] = i0[0]
+    pred[1:, 0] = i0[1:] + slope_prev
+    pred[1:, 1] = slope_prev
+    slope_next = m[:-1] / (phi[1:-1] - phi[:-2])  # steps 0..K-2, slope through (j, j+1)
+    corr[:-1, 0] = i0[:-1] - slope_next
+    corr[:-1, 1] = slope_next
+    return pred, corr

@@ -1,0 +1,98 @@
+"""GPU discipline of the transitions (issue 21), checked on CPU with deterministic counts: kernels
+per NFE outside the model (benches/kernel_counts.py), no host read inside a transition (run on
+the meta device, where any read raises), and the deferred finite check."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from glass_core.errors import ModelError
+from glass_core.models import from_callable
+from glass_core.schedules import Schedule
+from glass_core.transitions import ODE, SDE, Glass
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
+import kernel_counts
+
+TRANSITIONS = [
+    Glass(0.4, 3, "pc"),
+    Glass(0.4, 3, "euler"),
+    Glass("ddpm", 3, "heun"),
+    Glass(0.4, 3, "midpoint"),
+    Glass(0.4, 3, "multistep"),
+    ODE("euler", 3),
+    ODE("heun", 3),
+    ODE("pc", 3),
+    SDE(3),
+]
+
+
+@pytest.mark.parametrize("name", list(kernel_counts.BOUNDS))
+def test_kernels_per_nfe_outside_the_model(name):
+    """ODE euler <= 3, SDE <= 6, GLASS euler <= 6, GLASS pc <= 9 (measured 2, 5, 4.8, 7.8; 14,
+    17, 13, 17 before, with 8 per NFE spent on per-call finite checks)."""
+    k = kernel_counts.kernels_per_nfe(kernel_counts._transitions()[name], n=64)
+    assert k <= kernel_counts.BOUNDS[name], f"{name}: {k} kernels per NFE"
+
+
+def half(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x
+
+
+@pytest.mark.parametrize("tr", TRANSITIONS, ids=repr)
+@pytest.mark.parametrize("t_next", [0.7, 1.0])
+def test_no_host_read_inside_a_transition(tr, t_next):
+    """On the meta device every host read (item, bool, tolist, numpy) raises: with check=False a
+    transition runs there end to end, noise from a CPU generator included."""
+    model = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    x = torch.empty(8, 4, device="meta")
+    out = tr(model, x, 0.2, t_next, torch.Generator().manual_seed(0), check=False)
+    assert out.device.type == "meta" and out.shape == x.shape
+    assert tr.last_finite is not None and tr.last_finite.shape == ()
+    d = torch.empty(8, 4, device="meta")
+    tr(model, x, 0.0, t_next, None, denoised=d, check=False)
+
+
+def nan_rows(rows: list[int]):
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = 0.5 * x
+        out[rows] = float("nan")
+        return out
+
+    return from_callable(fn, schedule=Schedule.rectified_flow(), prediction="x1")
+
+
+@pytest.mark.parametrize("tr", TRANSITIONS, ids=repr)
+def test_deferred_check_flags_and_explains_a_failure(tr):
+    """check=False returns without reading the flag; `last_finite` says False and
+    `raise_nonfinite` re-runs the call with per-call checks to blame the model, naming rows."""
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    out = tr(nan_rows([1, 4]), x, 0.2, 0.6, torch.Generator().manual_seed(1), check=False)
+    assert not bool(tr.last_finite) and not torch.isfinite(out).all()
+    with pytest.raises(ModelError, match=r"t=0\.2 for rows \[1, 4\]"):
+        tr.raise_nonfinite()
+    good = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    tr(good, x, 0.2, 0.6, torch.Generator().manual_seed(1), check=False)
+    assert bool(tr.last_finite)
+
+
+def test_replay_uses_the_same_noise():
+    """A failure that depends on the noise is reproduced: the model fails only in the row whose
+    input is largest, which for x = 0 is the row where the transition's noise is largest."""
+    eps = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    bad_row = int(eps.abs().amax(1).argmax())
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        rowmax = x.abs().amax(1, keepdim=True)
+        big = (rowmax >= 0.999 * rowmax.max()) & (rowmax.max() > 0)
+        return torch.where(big, torch.full_like(x, float("nan")), 0.5 * x)
+
+    model = from_callable(fn, schedule=Schedule.rectified_flow(), prediction="x1")
+    tr = Glass(0.4, 2, "euler")
+    tr(model, torch.zeros(5, 3), 0.2, 0.6, torch.Generator().manual_seed(1), check=False)
+    assert not bool(tr.last_finite)
+    with pytest.raises(ModelError, match=rf"for rows \[{bad_row}\]"):
+        tr.raise_nonfinite()
