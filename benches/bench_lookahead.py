@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from glass_core.align import fk_steering
+from glass_core.align import Lookahead, fk_steering
 from glass_core.models import GaussianMixture
 from glass_core.rewards import QuadraticReward
 from glass_core.transitions import Glass
@@ -69,12 +69,9 @@ def configs(budget_particles: int) -> list[dict]:
 
 
 def run(model, reward, cfg: dict, lam: float, shape, reps: int, seed: int):
-    kw = {}
-    if cfg["potential"] == "lookahead":
-        kw = dict(
-            lookahead_samples=cfg["j"],
-            lookahead_transition=Glass(inner_steps=cfg["m"], solver=SOLVER),
-        )
+    potential = cfg["potential"]
+    if potential == "lookahead":
+        potential = Lookahead(cfg["j"], Glass(inner_steps=cfg["m"], solver=SOLVER))
     return fk_steering(
         model,
         reward,
@@ -82,11 +79,10 @@ def run(model, reward, cfg: dict, lam: float, shape, reps: int, seed: int):
         num_particles=cfg["n"],
         time_grid=GRID,
         shape=shape,
-        potential=cfg["potential"],
+        potential=potential,
         lambda_=lam,
         generator=gens(reps, seed),
         progress=False,
-        **kw,
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from align_fixtures import ExactKernel, gen, gmm, weighted_mean_and_se
-from glass_core.align import best_of_n, fk_steering, reward_guidance
+from glass_core.align import Lookahead, best_of_n, fk_steering, reward_guidance
 from glass_core.errors import InvalidInputError
 from glass_core.models import GaussianMixture
 from glass_core.rewards import LinearReward
@@ -71,13 +71,8 @@ def check_mean_reward(res, target):
 @pytest.mark.parametrize("potential", ["diff", "lookahead"])
 def test_fk_from_fixed_x_t0_evidence(potential):
     target = tilted_posterior(1.0)
-    kw = {"lookahead_transition": ExactKernel(), "lookahead_samples": 4}
-    res = run(
-        fixed_start(600, 16),
-        potential=potential,
-        generator=gen(7),
-        **(kw if potential == "lookahead" else {}),
-    )
+    pot = Lookahead(4, ExactKernel()) if potential == "lookahead" else potential
+    res = run(fixed_start(600, 16), potential=pot, generator=gen(7))
     assert res.samples.shape == (600, 16, 2)
     check_evidence(res, target)
 
@@ -90,8 +85,8 @@ def test_fk_from_fixed_x_t0_evidence(potential):
 def test_fk_from_fixed_x_t0_hits_tilted_posterior(potential, lookahead):
     target = tilted_posterior(1.0)
     untilted = tilted_posterior(0.0)
-    kw = {} if lookahead is None else {"lookahead_transition": lookahead, "lookahead_samples": 4}
-    res = run(fixed_start(1, 4000)[0], potential=potential, generator=gen(3), **kw)
+    pot = potential if lookahead is None else Lookahead(4, lookahead)
+    res = run(fixed_start(1, 4000)[0], potential=pot, generator=gen(3))
     check_mean_reward(res, target)
     exact = float(LIN(target.sample(100_000, generator=gen(5))).mean())
     base = float(LIN(untilted.sample(100_000, generator=gen(5))).mean())
@@ -108,9 +103,7 @@ def test_fk_glass_from_x_t0_and_lookahead_nfe():
     res_la = run(
         fixed_start(1, 4000)[0],
         transition=tr,
-        potential="lookahead",
-        lookahead_samples=5,
-        lookahead_transition=look,
+        potential=Lookahead(5, look),
         generator=gen(4),
     )
     check_mean_reward(res_la, target)
@@ -132,9 +125,7 @@ def test_lookahead_from_noise_evidence():
         num_particles=16,
         time_grid=np.linspace(0, 1, 6),
         shape=(2,),
-        potential="lookahead",
-        lookahead_transition=ExactKernel(),
-        lookahead_samples=4,
+        potential=Lookahead(4, ExactKernel()),
         num_groups=600,
         generator=gen(11),
         progress=False,
@@ -195,10 +186,12 @@ def test_bad_start_arguments():
         run(torch.full((4, 2), float("nan"), dtype=torch.float64))
     with pytest.raises(InvalidInputError, match="x0"):
         run(fixed_start(1, 4)[0], process_group=object())
-    with pytest.raises(InvalidInputError, match="lookahead_samples"):
-        run(fixed_start(1, 4)[0], potential="lookahead", lookahead_samples=0)
-    with pytest.raises(InvalidInputError, match="lookahead_transition"):
-        run(fixed_start(1, 4)[0], lookahead_transition=Glass())
+    with pytest.raises(InvalidInputError, match="num_samples"):
+        run(fixed_start(1, 4)[0], potential=Lookahead(0))
+    with pytest.raises(InvalidInputError, match="transition"):
+        run(fixed_start(1, 4)[0], potential=Lookahead(2, transition="glass"))
+    with pytest.raises(InvalidInputError, match="potential"):
+        run(fixed_start(1, 4)[0], potential="bogus")
     with pytest.raises(InvalidInputError, match="x0"):
         sample(gmm(), ExactKernel(), GRID, shape=(4, 2))
 

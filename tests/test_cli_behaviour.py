@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 from glass_core import _deps, _progress
-from glass_core._cli_steer import distinct_ancestors, ess_collapse
 from glass_core._outdir import staged_output_dir
 from glass_core.cli import main
+from glass_core.cli._steer_record import distinct_ancestors, ess_collapse
 from glass_core.transitions import Glass
 from tiny_pipelines import ddpm_pipeline
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from glass_core.digits.assets import (
     DEFAULT_HELDOUT_DIR,
+    HeldoutClassifier,
     load_heldout_classifier,
     load_real_digits,
 )
@@ -105,7 +106,19 @@ def _load_script(name: str):
     return mod
 
 
-def test_heldout_classifier_is_the_recorded_one_and_retrains_identically() -> None:
+#: A retrain on another CPU / BLAS converges to the same optimum only up to rounding (L-BFGS's
+#: path depends on the summation order: on an AMD EPYC a bias differs from the shipped one by 3e-4).
+#: What must hold everywhere: the test accuracy within 2 of the 360 test images, and the same
+#: prediction on >= 99.5 % of them (at most 1 of 360 may flip).
+RETRAIN_ACCURACY_TOL = 2 / 360
+RETRAIN_MIN_AGREEMENT = 0.995
+
+
+def test_heldout_classifier_is_the_recorded_one_and_retrains_to_the_same_predictions() -> None:
+    """Provenance by hashes (bit for bit: the shipped bytes and the script that wrote them); the
+    retrain by what does not depend on a CPU's rounding: accuracy and predictions on the split."""
+    from sklearn.model_selection import train_test_split
+
     prov = json.loads((DEFAULT_HELDOUT_DIR / "provenance.json").read_text())
     assert prov["script"] == "scripts/train_heldout_classifier.py"
     script = REPO / prov["script"]
@@ -117,10 +130,21 @@ def test_heldout_classifier_is_the_recorded_one_and_retrains_identically() -> No
     weight, bias, metrics = _load_script("train_heldout_classifier").train(
         prov["seed"], prov["args"]["C"], prov["args"]["max_iter"]
     )
+    retrained = HeldoutClassifier(torch.from_numpy(weight), torch.from_numpy(bias))
     shipped = load_heldout_classifier()
-    assert torch.allclose(torch.from_numpy(weight).double(), shipped.weight, atol=1e-4)
-    assert torch.allclose(torch.from_numpy(bias).double(), shipped.bias, atol=1e-4)
-    assert metrics["test_accuracy"] == pytest.approx(prov["metrics"]["test_accuracy"], abs=0.01)
+    x, y = load_real_digits()  # the script's split: stratified 20 %, random_state = its seed
+    index = torch.arange(len(y)).numpy()
+    _, test = train_test_split(index, test_size=0.2, stratify=y.numpy(), random_state=prov["seed"])
+    x_te, y_te = x[test], y[test]
+    assert len(test) == prov["metrics"]["num_test"] == 360
+    pred_new, pred_old = retrained.probs(x_te).argmax(-1), shipped.probs(x_te).argmax(-1)
+    agreement = (pred_new == pred_old).double().mean().item()
+    assert agreement >= RETRAIN_MIN_AGREEMENT, agreement
+    shipped_acc = (pred_old == y_te).double().mean().item()
+    # the shipped weights on the recorded split: one image may flip where two classes tie to
+    # rounding on another CPU
+    assert shipped_acc == pytest.approx(prov["metrics"]["test_accuracy"], abs=1 / 360 + 1e-12)
+    assert metrics["test_accuracy"] == pytest.approx(shipped_acc, abs=RETRAIN_ACCURACY_TOL)
 
 
 def test_heldout_classifier_recognises_real_digits_and_not_noise() -> None:

@@ -9,6 +9,7 @@ import torch
 pytest.importorskip("diffusers")
 
 import tiny_pipelines as tp
+from glass_core.align import Lookahead
 from glass_core.errors import InvalidInputError
 from glass_core.rewards.loading import image_reward, latent_reward
 from glass_core.steering import steer
@@ -183,9 +184,7 @@ def test_lookahead_fk_through_steer_counts_its_nfe() -> None:
         prompt,
         reward=BRIGHT,
         method="fk",
-        potential="lookahead",
-        lookahead_samples=3,
-        lookahead_transition=Glass(inner_steps=2),
+        potential=Lookahead(3, Glass(inner_steps=2)),
         transition=Glass(inner_steps=2),
         num_particles=2,
         num_transitions=3,

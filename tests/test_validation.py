@@ -50,7 +50,7 @@ CASES = [
     (lambda: fk(dtype=torch.int64), "dtype"),
     (lambda: fk(device="bogus"), "device"),
     (lambda: fk(generator=5), "generator"),
-    (lambda: fk(num_particles=10**12), "num_particles rows"),
+    (lambda: fk(num_particles=10**12), "num_particles` = 1000000000000 is too large"),
     (lambda: fk(shape=(10**6, 10**6)), "do not fit in memory"),
     (lambda: fk(reward=lambda z: 100.0 + z.sum(dim=1), lambda_=1e308), "lambda_"),
 ]

@@ -16,7 +16,6 @@ from glass_core.align import (
     fk_steering,
     reward_guidance,
 )
-from glass_core.errors import InvalidInputError
 from glass_core.rewards import LinearReward
 from glass_core.transitions import SDE, Glass
 

@@ -1,13 +1,18 @@
-"""Output folders of the command line: never mixed with an older run's files, never half written.
+"""Output folders of the command line: never mixed with an older run's files, never half written,
+never lost.
 
 A command writes into a fresh hidden folder beside ``--out`` and moves it into place only when it
 has finished, so a failed or interrupted run leaves ``--out`` exactly as it was (and creates no
 empty folder). An existing non-empty ``--out`` is refused unless ``overwrite``; then it is
 replaced whole, so no image of an earlier, larger run is left beside the new ``results.json``.
+The final move re-checks atomically that ``--out`` is still empty (a rename onto a non-empty
+folder fails), so a run that finished second never deletes another's results; when the move
+fails, ``OutputNotMovedError`` says where the complete results are.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -17,16 +22,55 @@ from pathlib import Path
 
 from glass_core.errors import InvalidInputError
 
-__all__ = ["check_output_dir", "staged_output_dir"]
+__all__ = ["OutputNotMovedError", "check_output_dir", "staged_output_dir"]
+
+#: characters mkdtemp adds to a prefix
+_RANDOM_CHARS = 8
+
+
+class OutputNotMovedError(RuntimeError):
+    """A run completed but its folder could not be moved to ``--out``; ``results`` is where it
+    is (complete), named in the message."""
+
+    def __init__(self, message: str, results: Path) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the filesystem of `folder` allows."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long to look up
+        return False
+
+
+def _existing_ancestor(path: Path) -> Path:
+    parent = path.absolute().parent
+    while not _exists(parent):
+        parent = parent.parent
+    return parent
 
 
 def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
     """Raise InvalidInputError naming ``flag`` unless ``out`` can receive a new run's files."""
+    parent = _existing_ancestor(out)
+    limit = _name_max(parent)
+    for part in out.absolute().parts:
+        if len(os.fsencode(part)) > limit:
+            raise InvalidInputError(
+                f"{flag}: the name {part[:40]!r}... is {len(os.fsencode(part))} bytes long; this "
+                f"filesystem allows at most {limit}"
+            )
     if out.exists() and not out.is_dir():
         raise InvalidInputError(f"{flag}: {str(out)!r} is a file, not a folder")
-    parent = out.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
     if not parent.is_dir():
         raise InvalidInputError(f"{flag}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK):
@@ -44,28 +88,81 @@ def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
         )
 
 
+def _sibling(target: Path, kind: str) -> Path:
+    """A new empty hidden folder ``.NAME.KIND-XXXXXXXX`` beside `target` (NAME shortened so the
+    whole name fits the filesystem's limit however long ``--out``'s own name is)."""
+    fixed = len(f"..{kind}-") + _RANDOM_CHARS
+    keep = max(1, _name_max(target.parent) - fixed)
+    name = os.fsencode(target.name)[:keep].decode(errors="ignore")
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{kind}-", dir=target.parent))
+
+
+def _rename(src: Path, dst: Path) -> None:
+    """os.rename: onto a folder only if it is empty (POSIX), the atomic emptiness check."""
+    os.rename(src, dst)
+
+
 @contextmanager
 def staged_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> Iterator[Path]:
-    """Yield an empty folder beside ``out``; on success it becomes ``out`` (replacing it), on any
-    exception (including KeyboardInterrupt) it is deleted and ``out`` is left untouched."""
+    """Yield an empty folder beside ``out``; on success it becomes ``out`` (replacing it with
+    ``overwrite``), on any exception (including KeyboardInterrupt) it is deleted and ``out`` is
+    left untouched.
+
+    Raises
+    ------
+    InvalidInputError
+        ``out`` cannot receive the run (see check_output_dir), checked before the body runs.
+    OutputNotMovedError
+        The body completed but its folder could not become ``out`` (another run filled it
+        meanwhile, or the filesystem refused); the message and ``results`` say where it is.
+    """
     check_output_dir(out, overwrite, flag)
     target = out.absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    staging = _sibling(target, "partial")
     _default_permissions(staging)
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if target.exists():  # empty, or replaced with overwrite
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.rmdir(old)
-        target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(target)
+    try:
+        if overwrite and target.exists():
+            _replace(staging, target)
+        else:
+            _rename(staging, target)
+    except OSError as exc:
+        raise _not_moved(exc, staging, target, flag) from exc
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """``target`` (any content) replaced by ``staging``; if that fails, ``target`` is restored."""
+    old = _sibling(target, "old")
+    os.rmdir(old)
+    try:
+        _rename(target, old)
+    except FileNotFoundError:  # removed meanwhile: nothing to replace
+        _rename(staging, target)
+        return
+    try:
+        _rename(staging, target)
+    except OSError:
+        _rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _not_moved(exc: OSError, staging: Path, target: Path, flag: str) -> OutputNotMovedError:
+    taken = exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR)
+    why = (
+        f"{str(target)!r} was filled by another run meanwhile"
+        if taken
+        else f"moving it to {str(target)!r} failed ({exc.strerror or exc})"
+    )
+    return OutputNotMovedError(
+        f"{flag}: the run completed but {why}; its complete results are in {str(staging)!r}",
+        staging,
+    )
 
 
 def _default_permissions(path: Path) -> None:

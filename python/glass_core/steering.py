@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from glass_core._checks import positive_int
+from glass_core._checks import positive_int, steer_arguments
 from glass_core.align.results import SamplingResult
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel, is_unconditional
@@ -303,9 +303,16 @@ def steer(
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     if output_type not in OUTPUT_TYPES:
         raise InvalidInputError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-    n = positive_int(num_particles, "num_particles")
-    if reward is None and method != "sample":
-        raise InvalidInputError(f"reward is required for method={method!r}")
+    n = steer_arguments(
+        method=method,
+        reward=reward,
+        num_particles=num_particles,
+        num_transitions=num_transitions,
+        lambda_=lambda_,
+        reward_scale=reward_scale,
+        image=image,
+        strength=strength,
+    )
     if time_grid is not None and num_transitions is not None:
         raise InvalidInputError("pass either time_grid or num_transitions, not both")
     if guide and method not in ("fk", "best_of_n"):
@@ -374,8 +381,6 @@ def steer(
     if image is not None:
         z_image = _image_latents(model, image, num_b, max_batch)
         grid, x0 = image_start(model.schedule, z_image, strength, grid, n, generator)
-    elif strength is not None:
-        raise InvalidInputError("strength applies only together with image=")
 
     bar = None
     if progress and method == "sample":

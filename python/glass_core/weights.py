@@ -19,7 +19,31 @@ Errors: NaN log-weights and all -inf rows raise :class:`~glass_core.errors.Degen
 
 from __future__ import annotations
 
-from glass_core._core import SMCState, StepResult, ess, normalize_log_weights, resample
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from glass_core import _core
+from glass_core._checks import plain_array
+from glass_core._core import SMCState, StepResult
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _unmasked(native: _F) -> _F:
+    """`native` refusing numpy masked arrays (whose mask it would ignore) as its first argument."""
+
+    @functools.wraps(native)
+    def checked(log_weights: Any, *args: Any, **kwargs: Any) -> Any:
+        plain_array(log_weights, "log_weights")
+        return native(log_weights, *args, **kwargs)
+
+    return checked  # type: ignore[return-value]
+
+
+ess = _unmasked(_core.ess)
+normalize_log_weights = _unmasked(_core.normalize_log_weights)
+resample = _unmasked(_core.resample)
 
 SCHEMES: tuple[str, ...] = ("systematic", "stratified", "multinomial", "residual")
 

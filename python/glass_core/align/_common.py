@@ -3,7 +3,6 @@ that counts NFE / micro-batches / times model calls, and the plain propagation l
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from glass_core import _checks
 from glass_core._chain import chain
+from glass_core._checks import finite_float as check_finite_float  # noqa: F401 (re-exported)
 from glass_core._checks import optional_positive_int
 from glass_core._progress import progress_bar
 from glass_core._random import Generator as Generator  # re-exported for the algorithms
@@ -21,23 +22,13 @@ from glass_core.schedules import validate_time_grid
 
 
 def fail(name: str, msg: str) -> InvalidInputError:
-    return InvalidInputError(f"`{name}` {msg}")
+    return _checks.invalid(name, f"`{name}` {msg}")
 
 
 def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise fail(name, f"must be True or False, got {value!r}")
     return bool(value)
-
-
-def check_finite_float(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise fail(name, f"must be a finite number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise fail(name, f"must be a finite number, got {value!r}")
-    return v
 
 
 def check_window(window: Any, name: str) -> tuple[float, float] | None:
@@ -118,10 +109,11 @@ def draw_seeds(generator: Generator, num_groups: int) -> list[int]:
     """One resampling seed per group, drawn from that group's generator (so B groups with B
     generators reproduce B separate runs)."""
     hi = 2**62
-    if isinstance(generator, (list, tuple)):
-        return [int(torch.randint(hi, (1,), generator=g)) for g in generator]
+    if isinstance(generator, (list, tuple)):  # drawn where each generator lives
+        return [int(torch.randint(hi, (1,), generator=g, device=g.device)) for g in generator]
     single = generator if isinstance(generator, torch.Generator) else None
-    return [int(v) for v in torch.randint(hi, (num_groups,), generator=single)]
+    where = single.device if single is not None else torch.device("cpu")
+    return [int(v) for v in torch.randint(hi, (num_groups,), generator=single, device=where)]
 
 
 def initial_noise(
@@ -133,12 +125,7 @@ def initial_noise(
 ) -> torch.Tensor:
     from glass_core._random import randn_like
 
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise fail("dtype", f"must be a floating-point torch.dtype or None, got {dtype!r}")
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, TypeError, AssertionError) as e:
-        raise fail("device", f"is not a usable torch device: {device!r} ({e})") from None
+    _checks.float_dtype(dtype), _checks.device(device)
     try:
         empty = torch.empty((batch, *shape), dtype=dtype or torch.float32, device=device)
     except RuntimeError as e:  # torch's allocators raise (CPU and CUDA out of memory)

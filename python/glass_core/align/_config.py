@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from glass_core._checks import optional_positive_int, positive_int
+from glass_core._checks import optional_positive_int, particle_count
 from glass_core.align._common import (
     check_bool,
     check_callable,
@@ -20,7 +20,7 @@ from glass_core.align._common import (
     resolve_groups,
 )
 from glass_core.align._start import resolve_start
-from glass_core.align.potentials import POTENTIALS
+from glass_core.align.potentials import Potential, as_potential
 from glass_core.weights import SCHEMES
 
 
@@ -61,7 +61,7 @@ class SamplingConfig:
         check_model(model)
         check_callable(reward, "reward")
         check_callable(transition, "transition")
-        n = positive_int(num_particles, "num_particles")
+        n = particle_count(num_particles, "num_particles")
         if n % world_size:
             raise fail(
                 "num_particles", f"({n}) must be a multiple of the world size ({world_size})"
@@ -119,7 +119,7 @@ def sampling_validator(
 class FKConfig(SamplingConfig):
     """fk_steering's checked arguments."""
 
-    potential: str
+    potential: Potential
     lambda_: float
     resampling: str
     ess_threshold: float | None
@@ -141,8 +141,7 @@ class FKConfig(SamplingConfig):
         final_resample: Any,
     ) -> FKConfig:
         """The checked sampling arguments plus fk_steering's own."""
-        if potential not in POTENTIALS:
-            raise fail("potential", f"must be one of {POTENTIALS}, got {potential!r}")
+        pot = as_potential(potential)
         lam = check_finite_float(lambda_, "lambda_")
         if resampling not in SCHEMES:
             raise fail("resampling", f"must be one of {SCHEMES}, got {resampling!r}")
@@ -154,7 +153,7 @@ class FKConfig(SamplingConfig):
                 )
         return cls(
             **{f.name: getattr(sampling, f.name) for f in fields(SamplingConfig)},
-            potential=potential,
+            potential=pot,
             lambda_=lam,
             resampling=resampling,
             ess_threshold=ess_threshold,

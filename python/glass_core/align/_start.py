@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from glass_core import _checks
 from glass_core.align._common import (
     Generator,
     check_shape,
@@ -45,6 +46,7 @@ def resolve_start(
     if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
         got = x0.dtype if isinstance(x0, torch.Tensor) else type(x0).__name__
         raise fail("x0", f"must be a floating-point tensor [N, ...] or [B, N, ...], got {got}")
+    _checks.tensor_with_data(x0, "x0")
     if not bool(torch.isfinite(x0).all()):
         raise fail("x0", "must be finite")
     _, grouped = resolve_groups(generator, num_groups)

@@ -65,7 +65,7 @@ def best_of_n(
     with storage.guard(last), torch.no_grad():
         x = start_particles(x0, size, cfg.shape, storage.noise, dtype, device)
         x = propagate(counted, transition, x, cfg.grid, storage.noise, show, desc)
-        local = check_rewards(reward_timer(reward, x), size, finite=False)
+        local = check_rewards(reward_timer(reward, x), size, finite=False, device=x.device).detach()
     rewards = storage.gather_rewards(local, last)  # all B*N slots
     host = rewards.to(torch.float64).cpu().numpy()
     if not np.isfinite(host).all():

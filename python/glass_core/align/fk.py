@@ -1,17 +1,25 @@
-"""Feynman-Kac steering / SMC over any transition (docs/math.md §6.2).
+"""Feynman-Kac steering / SMC over any transition (docs/math.md §6.2) as an init/step engine.
 
-Per step k (t_{k-1} -> t_k): propagate all B*N particles with the transition; at a potential step
-score r(D_{t_k}(x)) on the denoiser output (that call is handed to the next transition as
-`denoised=`, so it costs no extra NFE), add the log-potential, and let the native SMCState
-resample (row-local per group) or carry the weights. Only the [2, B*N] float64 (reward, log-G)
-block crosses to the host: one sync per potential step.
+:class:`FKSampler` holds the model and the strategies; :meth:`FKSampler.init` returns an
+:class:`~glass_core.align.fk_state.FKState` and :meth:`FKSampler.step` advances it by one
+transition t_{k-1} -> t_k in three named parts, each replaceable by a subclass:
+
+* :meth:`~FKSampler.propose` moves the particles with the transition (reusing ``denoised``);
+* :meth:`~FKSampler.weight` (potential steps only) scores them with the potential on the device
+  (r(D_{t_k}(x)), whose denoiser output is handed to the next transition so it costs no extra
+  NFE), turns the scores into log-potentials and brings everything the host needs across in one
+  [2, B*N] float64 transfer: the one device sync per potential step;
+* :meth:`~FKSampler.resample` lets the native SMCState reweight and resample (row-local per
+  group) or carry the weights, and moves the particles to their ancestors.
+
+:func:`fk_steering` is the loop ``init``, ``step`` until ``done``, ``result``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,123 +29,317 @@ from glass_core.align._common import (
     Generator,
     Timer,
     draw_seeds,
+    fail,
     nonfinite_reward_error,
     progress_bar,
     ungroup,
 )
 from glass_core.align._config import FKConfig, sampling_validator
+from glass_core.align._finite import blame, finite_flag, noise_snapshot
 from glass_core.align._start import start_particles
-from glass_core.align.potentials import Potential
+from glass_core.align.fk_state import FKState, SMCBook
+from glass_core.align.potentials import Potential, ScoreContext, overflow_error
 from glass_core.align.results import FKResult
 from glass_core.align.storage import particle_storage
-from glass_core.align.value import Lookahead
-from glass_core.rewards.base import Reward, check_rewards
-
-if TYPE_CHECKING:
-    from glass_core.weights import StepResult
-
-R = TypeVar("R", bound=FKResult)
+from glass_core.rewards.base import Reward
 
 
-class FKBookkeeping:
-    """The global side of FK steering over all B*N particles, the same whatever the particle
-    storage: the native SMCState, the potentials, the per-potential-step history and the
-    assembly of the result."""
+def upload_ancestors(flat: Any, device: torch.device) -> torch.Tensor:
+    """The host int64 ancestors on `device`: from pinned memory without blocking on CUDA (the
+    copy is ordered on the stream before the gathers that use it)."""
+    idx = torch.from_numpy(np.asarray(flat, dtype=np.int64))
+    if device.type == "cuda":
+        return idx.pin_memory().to(device, non_blocking=True)
+    return idx.to(device)
+
+
+class FKSampler:
+    """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z, one step at a time.
+
+    ``state = fk.init(num_particles=N, shape=...)``, ``state = fk.step(state)`` until
+    ``state.done``, then ``fk.result(state)``; between steps the state can be inspected, its
+    particles replaced, or saved with ``torch.save`` and resumed after ``torch.load(...,
+    weights_only=False)`` to the same bits. See :func:`fk_steering` for the arguments.
+
+    Parameters
+    ----------
+    model : Denoiser
+        The flow/diffusion model.
+    reward : callable
+        [rows, ...] samples -> [rows] rewards.
+    transition : callable
+        The proposal x_t -> x_t' (any glass_core transition).
+    time_grid : array-like
+        Increasing times from t0 to 1.
+    potential : Potential or str
+        A :class:`~glass_core.align.potentials.Potential` or a shorthand ("diff", "max", "sum",
+        "lookahead").
+    lambda_, resampling, ess_threshold, resample_every, resample_window, final_resample,
+    max_batch, track_genealogy, profile, process_group
+        As for :func:`fk_steering`; checked by :meth:`init`.
+    """
 
     def __init__(
-        self, cfg: FKConfig, seeds: list[int], device: torch.device, track_genealogy: bool
+        self,
+        model: Any,
+        reward: Reward,
+        *,
+        transition: Callable[..., torch.Tensor],
+        time_grid: Any,
+        potential: Potential | str = "diff",
+        lambda_: float = 1.0,
+        resampling: str = "systematic",
+        ess_threshold: float | None = None,
+        resample_every: int | None = None,
+        resample_window: tuple[float, float] | None = None,
+        final_resample: bool = False,
+        max_batch: int | None = None,
+        track_genealogy: bool = True,
+        profile: bool = False,
+        process_group: Any = None,
     ) -> None:
-        from glass_core.weights import SMCState  # native core
+        self.model, self.reward, self.transition = model, reward, transition
+        self.time_grid, self.max_batch = time_grid, max_batch
+        self.options = dict(
+            potential=potential,
+            lambda_=lambda_,
+            resampling=resampling,
+            ess_threshold=ess_threshold,
+            resample_every=resample_every,
+            resample_window=resample_window,
+            final_resample=final_resample,
+        )
+        self.track_genealogy, self.profile = track_genealogy, profile
+        self.process_group = process_group
 
-        self.cfg = cfg
-        self.device = device  # where the potential state (and the returned ancestors) live
-        self.track_genealogy = track_genealogy
-        self.state = SMCState(
+    def init(
+        self,
+        num_particles: int,
+        *,
+        shape: Any = None,
+        generator: Generator = None,
+        num_groups: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        x0: torch.Tensor | None = None,
+    ) -> FKState:
+        """Check every argument and return the state at the grid's first time.
+
+        Parameters
+        ----------
+        num_particles : int
+            N, particles per group.
+        shape : tuple of int, optional
+            One sample's shape (may be None when `x0` is given).
+        generator : torch.Generator or list of them, optional
+            The run's randomness (a list of B: B groups, each equal to a separate run).
+        num_groups : int, optional
+            B groups sharing one generator.
+        dtype, device : optional
+            Of fresh noise particles (or to cast/move `x0` to).
+        x0 : torch.Tensor, optional
+            The particles at the grid's first time ([N, ...] or [B, N, ...]).
+
+        Returns
+        -------
+        FKState
+
+        Raises
+        ------
+        InvalidInputError
+            Naming the first invalid argument.
+        """
+        start = time.perf_counter()
+        sampling = sampling_validator(
+            self.model, self.reward, self.transition, self.time_grid, num_particles, shape,
+            generator, num_groups, self.max_batch, x0, self.process_group,
+        )  # fmt: skip
+        storage = particle_storage(self.process_group)
+        cfg = storage.configure(lambda world: self._config(sampling(world)), generator)
+        with storage.guard(0):
+            x = start_particles(x0, storage.local_rows, cfg.shape, storage.noise, dtype, device)
+            seeds = draw_seeds(generator, cfg.num_groups)
+        smc = SMCBook(
             cfg.num_groups,
             cfg.num_particles,
-            scheme=cast(Any, cfg.resampling),  # validated by FKConfig
+            scheme=cfg.resampling,
             ess_threshold=cfg.ess_threshold,
             seeds=seeds,
-            track_genealogy=track_genealogy,
+            track_genealogy=self.track_genealogy,
         )
-        self.potential = Potential(
-            cfg.potential, cfg.lambda_, cfg.num_groups * cfg.num_particles, device
-        )
-        self.ess_rows: list[np.ndarray] = []
-        self.resampled_rows: list[np.ndarray] = []
-        self.step_times: list[float] = []
+        host = storage.host_device or x.device  # where the potential state and ancestors live
+        pot = cfg.potential.init(cfg.num_groups * cfg.num_particles, host)
+        state = FKState(config=cfg, storage=storage, smc=smc, potential=pot, particles=x)
+        state.seconds = time.perf_counter() - start
+        return state
 
-    def step(
-        self, log_g: np.ndarray, t_next: float, final: bool
-    ) -> tuple[StepResult, torch.Tensor | None]:
-        """Reweight with the host log-potentials [B*N] and resample as configured. Returns the
-        StepResult and, if any group resampled, the flat ancestors on `device` (the potential
-        state has already followed them)."""
-        cfg = self.cfg
-        res = self.state.step(
-            log_g.reshape(cfg.num_groups, cfg.num_particles), resample=cfg.resample_decision(final)
-        )
-        self.ess_rows.append(np.asarray(res.ess, dtype=np.float64))
-        self.resampled_rows.append(np.asarray(res.resampled, dtype=bool))
-        self.step_times.append(t_next)
-        if not res.any_resampled:
-            return res, None
-        idx = torch.from_numpy(np.asarray(res.flat_ancestors, dtype=np.int64)).to(self.device)
-        self.potential.gather(idx)
-        return res, idx
+    def _config(self, sampling: Any) -> FKConfig:
+        cfg = FKConfig.from_sampling(sampling, **self.options)
+        if self.process_group is not None and not cfg.potential.shardable:
+            raise fail("potential", f"{cfg.potential.name!r} is not supported with process_group")
+        return cfg
 
-    def result(
-        self,
-        cls: type[R],
-        *,
-        samples: torch.Tensor,
-        rewards: torch.Tensor,
-        counted: CountedModel,
-        reward_timer: Timer,
-        wall_start: float,
-        **extra: Any,
-    ) -> R:
-        """`cls` (FKResult or a subclass taking `extra`) from [B, N, ...] samples, [B, N]
-        rewards and the recorded history."""
-        cfg, grouped = self.cfg, self.cfg.grouped
-        num_b, n = cfg.num_groups, cfg.num_particles
-        log_w = torch.as_tensor(np.asarray(self.state.log_weights), dtype=torch.float64)
-        log_z = np.asarray(self.state.log_evidence, dtype=np.float64).reshape(num_b)
-        ancestors = np.asarray(self.state.genealogy()) if self.track_genealogy else None
-        ess_hist = np.stack(self.ess_rows)  # [S, B]
-        res_hist = np.stack(self.resampled_rows)
-        return cls(
-            samples=ungroup(samples, grouped),
-            log_weights=ungroup(log_w.reshape(num_b, n), grouped),
+    def step(self, state: FKState) -> FKState:
+        """Advance `state` by one transition (and its potential step, if it is one).
+
+        Parameters
+        ----------
+        state : FKState
+            From :meth:`init` or a previous step; advanced in place and returned.
+
+        Returns
+        -------
+        FKState
+
+        Raises
+        ------
+        InvalidInputError
+            If the state is done, the potential overflows, or a part rejects its input.
+        RewardError
+            If the reward returns NaN/inf.
+        """
+        if state.done:
+            raise fail("state", "is done (every transition has run): call result(state)")
+        start = time.perf_counter()
+        cfg, storage = state.config, state.storage
+        k = state.step + 1
+        final = k == cfg.num_steps
+        ctx = ScoreContext(
+            CountedModel(self.model, cfg.max_batch, timed=self.profile),
+            self.reward,
+            Timer(self.profile),
+            storage.noise,
+            cfg.lambda_,
+        )
+        weighted = self.is_weighted(state, k)
+        if weighted:  # what a failure needs to replay the transition (host-side RNG state)
+            state.proposed_from = (state.particles, state.denoised, noise_snapshot(storage.noise))
+        with torch.no_grad():
+            with storage.guard(k):
+                self.propose(ctx, state, cfg.grid[k - 1], cfg.grid[k])
+                scores = self.score(ctx, state, cfg.grid[k], final) if weighted else None
+            if scores is not None:
+                log_g, rewards = self.weight(state, scores, k, final)
+                self.resample(state, log_g, rewards, k, final)
+        state.proposed_from = None  # do not keep the previous particles alive between steps
+        state.step = k
+        state.nfe += ctx.model.nfe
+        state.model_time += ctx.model.model_time
+        state.reward_time += ctx.reward_timer.total
+        state.seconds += time.perf_counter() - start
+        return state
+
+    def is_weighted(self, state: FKState, k: int) -> bool:
+        """Whether transition `k` ends at a potential step."""
+        return state.config.potential_steps()[k]
+
+    def propose(self, ctx: ScoreContext, state: FKState, t: float, t_next: float) -> None:
+        """Move the particles from t to t_next with the transition (the propose part)."""
+        state.particles = self.transition(
+            ctx.model, state.particles, t, t_next, ctx.noise, denoised=state.denoised
+        )
+        state.denoised = None
+
+    def score(self, ctx: ScoreContext, state: FKState, t: float, final: bool) -> torch.Tensor:
+        """This process's [rows] scores at a potential step (sets ``state.denoised``)."""
+        state.denoised, local = state.config.potential.score(ctx, state.particles, t, final)
+        return local
+
+    def weight(
+        self, state: FKState, local: torch.Tensor, k: int, final: bool
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """(host [B*N] log-potentials, device scores of all slots) from this process's scores:
+        the weight part, with the one device->host transfer of the step (scores, log-potentials
+        and a finite flag of the particles; on NaN/inf the transition is replayed from
+        ``state.proposed_from`` to name the party at fault)."""
+        cfg, storage = state.config, state.storage
+        scores = storage.gather_rewards(local, k)  # all B*N slots
+        log_g = cfg.potential.step(state.potential, scores, cfg.lambda_, final=final)
+        ok = finite_flag(state.particles, state.denoised).to(scores.device).reshape(1)
+        host = torch.cat([scores.to(torch.float64), log_g, ok]).cpu().numpy()  # the one sync
+        size = scores.shape[0]
+        r_host, g_host = host[:size], host[size : 2 * size]
+        if host[-1] != 1.0:
+            after = (state.particles, state.denoised)
+            grid = (cfg.grid[k - 1], cfg.grid[k])
+            before = state.proposed_from
+            raise blame(self.transition, self.model, before, storage.noise, after, grid)
+        overflow = overflow_error(r_host, g_host, cfg.lambda_)
+        if overflow is not None:
+            raise overflow
+        if not np.isfinite(r_host).all():
+            raise nonfinite_reward_error(r_host, k, cfg.grid[k], storage.held_by)
+        if final:
+            state.rewards = scores
+            state.reward_dtype = local.dtype
+        return g_host, scores
+
+    def resample(
+        self, state: FKState, log_g: np.ndarray, scores: torch.Tensor, k: int, final: bool
+    ) -> None:
+        """Reweight with the host log-potentials, resample as configured and move every
+        per-particle tensor to its ancestor (the resample part)."""
+        cfg, storage = state.config, state.storage
+        res = state.smc.step(
+            log_g.reshape(cfg.num_groups, cfg.num_particles), cfg.resample_decision(final)
+        )
+        state.resampled.append(np.asarray(res.resampled, dtype=bool))
+        state.step_times.append(cfg.grid[k])
+        state.last_ancestors = np.asarray(res.ancestors)
+        idx = None
+        if res.any_resampled:
+            idx = upload_ancestors(res.flat_ancestors, state.potential.applied.device)
+            state.potential.gather(idx)
+            if final:  # intermediate scores are not kept, only the final rewards
+                state.rewards = scores.index_select(0, idx)
+        state.particles, state.denoised = storage.follow(
+            res, idx, [state.particles, state.denoised], k
+        )
+
+    def result(self, state: FKState) -> FKResult:
+        """The weighted particles of a finished run.
+
+        Parameters
+        ----------
+        state : FKState
+            A state whose ``done`` is True (on every rank of a sharded run).
+
+        Returns
+        -------
+        FKResult
+            Or the storage's subclass (``ShardedFKResult`` for sharded runs).
+
+        Raises
+        ------
+        InvalidInputError
+            If the state is not done.
+        """
+        if not state.done or state.rewards is None:
+            raise fail("state", f"is at step {state.step} of {state.config.num_steps}: not done")
+        cfg, storage, x = state.config, state.storage, state.particles
+        grouped, num_b, n = cfg.grouped, cfg.num_groups, cfg.num_particles
+        native = state.smc.native
+        ess_hist = np.asarray(native.ess_history, dtype=np.float64)  # [S, B]
+        res_hist = np.stack(state.resampled)
+        ancestors = np.asarray(native.genealogy()) if native.track_genealogy else None
+        log_z = np.asarray(native.log_evidence, dtype=np.float64).reshape(num_b)
+        rewards = state.rewards.to(dtype=state.reward_dtype, device=x.device).reshape(num_b, n)
+        return storage.fk_result(
+            samples=ungroup(storage.gathered_samples(x, cfg), grouped),
+            log_weights=ungroup(state.log_weights.reshape(num_b, n), grouped),
             rewards=ungroup(rewards, grouped),
             log_evidence=log_z if grouped else float(log_z[0]),
             ess_history=ess_hist if grouped else ess_hist[:, 0],
             resampled=res_hist if grouped else res_hist[:, 0],
-            step_times=np.asarray(self.step_times),
+            step_times=np.asarray(state.step_times),
             ancestors=(None if ancestors is None else ancestors if grouped else ancestors[:, 0]),
-            nfe=counted.nfe,
-            total_nfe=counted.nfe * n * num_b,
-            model_time=counted.model_time if counted.timed else float("nan"),
-            reward_time=reward_timer.total if reward_timer.enabled else float("nan"),
-            wall_time=time.perf_counter() - wall_start,
-            **extra,
+            nfe=state.nfe,
+            total_nfe=state.nfe * n * num_b,
+            model_time=state.model_time if self.profile else float("nan"),
+            reward_time=state.reward_time if self.profile else float("nan"),
+            wall_time=state.seconds,
+            **storage.fk_extra(x, cfg),
         )
-
-
-def score_potential_step(
-    counted: CountedModel,
-    reward: Reward,
-    reward_timer: Timer,
-    x: torch.Tensor,
-    t_next: float,
-    final: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(denoised, rewards) at a potential step: r(x) at the end, else r(D_{t_next}(x)) whose
-    denoiser output is returned for the next transition. Shape/dtype are checked here,
-    finiteness by the caller on its host copy (no extra device sync)."""
-    denoised = None if final else counted.denoise(x, t_next)
-    r_raw = reward_timer(reward, x if final else denoised)
-    return denoised, check_rewards(r_raw, x.shape[0], finite=False)
 
 
 def fk_steering(
@@ -148,7 +350,7 @@ def fk_steering(
     num_particles: int,
     time_grid: Any,
     shape: Any = None,
-    potential: str = "diff",
+    potential: Potential | str = "diff",
     lambda_: float = 1.0,
     resampling: str = "systematic",
     ess_threshold: float | None = None,
@@ -165,14 +367,14 @@ def fk_steering(
     profile: bool = False,
     process_group: Any = None,
     x0: torch.Tensor | None = None,
-    lookahead_samples: int = 16,
-    lookahead_transition: Callable[..., torch.Tensor] | None = None,
 ) -> FKResult:
-    """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z.
+    """Feynman-Kac steering toward p(z) exp(lambda_ r(z)) / Z: :class:`FKSampler` run to the end.
 
-    `resampling` names the scheme: "systematic", "stratified", "multinomial" or "residual".
+    `potential`: a :class:`~glass_core.align.potentials.Potential` (``Diff()``, ``Max()``,
+    ``Sum()``, ``Lookahead(num_samples, transition)``) or its name as a shorthand for the default
+    object. `resampling` names the scheme (one of ``glass_core.weights.SCHEMES``).
     Potential steps are t_k with k % resample_every == 0 (every step if None) and t_k inside
-    `resample_window`, plus always the final t=1. At each one the intermediate reward is computed
+    `resample_window`, plus always the final t=1. At each one the intermediate score is computed
     and resampling happens (or, with `ess_threshold`, only when ESS < ess_threshold * N); weights
     are carried otherwise. The last step applies the exact final correction and resamples only if
     `final_resample`. `generator` may be a list of B torch.Generators: B groups (e.g. prompts) x N
@@ -185,79 +387,24 @@ def fk_steering(
     particles over its ranks with the same results (see glass_core.align.distributed).
     `x0`: the particles at the grid's first time ([N, ...] or [B, N, ...]; `shape` may then be
     None), which may be t0 > 0: the target is then p(x1 | x_t0) tilted by exp(lambda_ r).
-    potential="lookahead" uses V-hat_t(x) = log mean_j exp(lambda_ r(z_j)) over
-    `lookahead_samples` posterior samples z_j drawn by `lookahead_transition` (default
-    ``Glass(inner_steps=4)``) from (x, t) to 1 as the value in a difference potential (see
-    glass_core.align.potentials); their model evaluations (J per particle per batched call) are
-    counted in `nfe`. The final weights target p(z) exp(lambda_ r(z)) / Z exactly either way.
+    The final weights target p(z) exp(lambda_ r(z)) / Z exactly whatever the potential; the
+    lookahead's model evaluations (J per particle per batched call) are counted in `nfe`.
     """
-    wall_start = time.perf_counter()
-    sampling = sampling_validator(
-        model, reward, transition, time_grid, num_particles, shape, generator, num_groups,
-        max_batch, x0, process_group,
+    fk = FKSampler(
+        model, reward, transition=transition, time_grid=time_grid, potential=potential,
+        lambda_=lambda_, resampling=resampling, ess_threshold=ess_threshold,
+        resample_every=resample_every, resample_window=resample_window,
+        final_resample=final_resample, max_batch=max_batch, track_genealogy=track_genealogy,
+        profile=profile, process_group=process_group,
     )  # fmt: skip
-    look = Lookahead.from_args(potential, lookahead_samples, lookahead_transition, process_group)
-    storage = particle_storage(process_group)
-
-    def validate(world_size: int) -> FKConfig:
-        return FKConfig.from_sampling(
-            sampling(world_size),
-            potential=potential,
-            lambda_=lambda_,
-            resampling=resampling,
-            ess_threshold=ess_threshold,
-            resample_every=resample_every,
-            resample_window=resample_window,
-            final_resample=final_resample,
-        )
-
-    cfg = storage.configure(validate, generator)
-    counted = CountedModel(model, cfg.max_batch, timed=profile)
-    reward_timer = Timer(profile)
-    noise = storage.noise
-    with storage.guard(0):
-        x = start_particles(x0, storage.local_rows, cfg.shape, noise, dtype, device)
-        seeds = draw_seeds(generator, cfg.num_groups)
-    book = FKBookkeeping(cfg, seeds, storage.host_device or x.device, track_genealogy)
-    flags = cfg.potential_steps()
-    denoised: torch.Tensor | None = None
-    local = rewards = torch.empty(0)
-    show = progress and storage.is_main
-
-    with torch.no_grad(), progress_bar(cfg.num_steps, show, "FK steering" + storage.label) as bar:
-        for k in range(1, cfg.num_steps + 1):
-            t, t_next = cfg.grid[k - 1], cfg.grid[k]
-            final = k == cfg.num_steps
-            with storage.guard(k):
-                x = transition(counted, x, t, t_next, noise, denoised=denoised)
-                denoised = None
-                bar.update(1)
-                if flags[k] and look is not None and not final:
-                    denoised = counted.denoise(x, t_next)
-                    local = look.values(counted, reward, x, t_next, cfg.lambda_, noise, denoised)
-                elif flags[k]:
-                    denoised, local = score_potential_step(
-                        counted, reward, reward_timer, x, t_next, final
-                    )
-            if not flags[k]:
-                continue
-            rewards = storage.gather_rewards(local, k)  # all B*N slots
-            log_g = book.potential.step(rewards, final=final)
-            host = torch.stack([rewards.to(torch.float64), log_g]).cpu().numpy()  # the one sync
-            if not np.isfinite(host[0]).all():
-                raise nonfinite_reward_error(host[0], k, t_next, storage.held_by)
-            res, idx = book.step(host[1], t_next, final)
-            if idx is not None and final:  # intermediate rewards are not kept, only the final
-                rewards = rewards.index_select(0, idx)
-            x, denoised = storage.follow(res, idx, [x, denoised], k)
-
-    b_n = (cfg.num_groups, cfg.num_particles)
-    return book.result(
-        storage.fk_result,
-        samples=storage.gathered_samples(x, cfg),
-        rewards=rewards.to(dtype=local.dtype, device=x.device).reshape(b_n),
-        counted=counted,
-        reward_timer=reward_timer,
-        wall_start=wall_start,
-        **storage.fk_extra(x, cfg),
-    )
+    state = fk.init(
+        num_particles, shape=shape, generator=generator, num_groups=num_groups, dtype=dtype,
+        device=device, x0=x0,
+    )  # fmt: skip
+    show = progress and state.storage.is_main
+    label = "FK steering" + state.storage.label
+    with progress_bar(state.config.num_steps, show, label) as bar:
+        while not state.done:
+            state = fk.step(state)
+            bar.update(1)
+    return fk.result(state)

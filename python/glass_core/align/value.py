@@ -49,16 +49,18 @@ def posterior_rewards(
     num_samples: int,
     generator: Any,
     denoised: torch.Tensor | None = None,
+    finite: bool = True,
 ) -> torch.Tensor:
     """[rows, J] rewards r(z_j) of J posterior samples per row of x ([rows, ...]), drawn by
     `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's draws are
     consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x) if the
-    caller has it (saves the transition's first model call when it can reuse it)."""
+    caller has it (saves the transition's first model call when it can reuse it). `finite=False`
+    leaves the NaN/inf check (a device sync) to the caller's host copy."""
     rows = x.shape[0]
     rep = x.repeat_interleave(num_samples, dim=0)
     d_rep = None if denoised is None else denoised.repeat_interleave(num_samples, dim=0)
     z = transition(counted, rep, t, 1.0, generator, denoised=d_rep)
-    r = check_rewards(reward(z), rows * num_samples, name="reward")
+    r = check_rewards(reward(z), rows * num_samples, name="reward", finite=finite)
     return r.reshape(rows, num_samples)
 
 
@@ -117,50 +119,3 @@ def value_estimate(
         nfe=counted.nfe,
         total_nfe=counted.nfe * j * x.shape[0],
     )
-
-
-class Lookahead:
-    """The value estimate fk_steering's "lookahead" potential uses at each intermediate
-    potential step: J posterior samples per particle by `transition` from (x, t) to 1."""
-
-    def __init__(self, num_samples: int, transition: Any) -> None:
-        self.num_samples = num_samples
-        self.transition = transition
-
-    @classmethod
-    def from_args(
-        cls, potential: Any, num_samples: Any, transition: Any, process_group: Any
-    ) -> Lookahead | None:
-        """The lookahead of fk_steering's arguments, or None for the other potentials."""
-        if potential != "lookahead":
-            if transition is not None:
-                raise fail(
-                    "lookahead_transition", f"needs potential='lookahead', got {potential!r}"
-                )
-            return None
-        if process_group is not None:
-            raise fail("potential", "'lookahead' is not supported with process_group")
-        tr = Glass(inner_steps=4) if transition is None else transition
-        check_callable(tr, "lookahead_transition")
-        return cls(positive_int(num_samples, "lookahead_samples"), tr)
-
-    def values(
-        self,
-        counted: CountedModel,
-        reward: Reward,
-        x: torch.Tensor,
-        t: float,
-        lambda_: float,
-        generator: Any,
-        denoised: torch.Tensor,
-    ) -> torch.Tensor:
-        """[rows] float64 V-hat = log mean_j exp(lambda_ r(z_j)). The model calls run on a
-        separate counter and are added to `counted` as J evaluations per particle each (the
-        batch holds J copies of every particle)."""
-        inner = CountedModel(counted._model, counted.max_batch, counted.timed)
-        r = posterior_rewards(
-            inner, reward, self.transition, x, t, self.num_samples, generator, denoised
-        )
-        counted.nfe += inner.nfe * self.num_samples
-        counted.model_time += inner.model_time
-        return log_mean_exp(lambda_ * r.to(torch.float64))

@@ -43,11 +43,21 @@ class DemoConfig:
         return sorted({*self.budgets, self.nfe})
 
     def validate(self) -> None:
+        from glass_core import _checks
         from glass_core.errors import InvalidInputError
 
         def bad(name: str, msg: str) -> InvalidInputError:
             return InvalidInputError(f"--{name.replace('_', '-').rstrip('-')} {msg}")
 
+        _checks.seed(self.seed, "--seed")
+        _checks.num_threads(self.threads, "--threads")
+        _checks.particle_count(  # 8x8 float32 samples
+            self.particles, "--particles", num_groups=max(1, self.groups), sample_bytes=256
+        )
+        for name in ("nfe", "glass_transitions"):
+            _checks.grid_steps(getattr(self, name), "--" + name.replace("_", "-"))
+        for budget in self.budgets:
+            _checks.grid_steps(budget, "--budgets")
         if not 0 <= self.target <= 9:
             raise bad("target", f"must be a digit class 0..9, got {self.target}")
         for name in ("particles", "groups", "nfe", "glass_transitions", "threads"):

@@ -310,7 +310,7 @@ def run_cell(
 ) -> Cell:
     """Run `method` for `groups` independent groups of `particles` particles in one batched call
     (group g seeded with seed + g) and score the returned samples."""
-    from glass_core.align import best_of_n, fk_steering, guided
+    from glass_core.align import Lookahead, best_of_n, fk_steering, guided
     from glass_core.digits.baselines import BASELINES
     from glass_core.schedules import uniform_grid
     from glass_core.transitions import Glass
@@ -335,21 +335,17 @@ def run_cell(
     }
     start = time.perf_counter()
     if method.algorithm == "fk":
-        extra: dict[str, Any] = {}
-        if method.potential == "lookahead":  # J = 2 posterior samples, 2 inner steps: 2 extra
+        potential: Any = method.potential
+        if potential == "lookahead":  # J = 2 posterior samples, 2 inner steps: 2 extra
             # NFE per particle at each interior potential step (reported in the measured NFE)
             assert method.rho is not None  # lookahead rows are GLASS rows
-            extra = {
-                "lookahead_samples": 2,
-                "lookahead_transition": Glass(method.rho, inner_steps=2, solver="euler"),
-            }
+            potential = Lookahead(2, Glass(method.rho, inner_steps=2, solver="euler"))
         res: Any = fk_steering(
             net,
             judges.reward,
             num_particles=particles,
-            potential=method.potential,
+            potential=potential,
             lambda_=lambda_,
-            **extra,
             **common,
         )
         idx = res.rewards.argmax(dim=-1)

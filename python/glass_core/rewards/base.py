@@ -6,6 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from glass_core._checks import reward_output
 from glass_core.errors import RewardError
 
 __all__ = ["Reward", "check_rewards", "evaluate_reward"]
@@ -32,13 +33,19 @@ def _listing(idx: torch.Tensor) -> str:
 
 
 def check_rewards(
-    values: object, batch: int, *, name: str = "reward", finite: bool = True
+    values: object,
+    batch: int,
+    *,
+    name: str = "reward",
+    finite: bool = True,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """Validate a reward output: a float tensor of shape ``[batch]`` with only finite values.
 
     Raises RewardError naming the shape or the offending particle indices. Returns the values
     unchanged (same device and dtype) so that callers keep one device tensor. `finite=False`
     skips the value check (it costs a device sync); the caller must then check on the host.
+    `device`: the particles' device, which the values must be on.
     """
     if not isinstance(values, torch.Tensor):
         raise RewardError(
@@ -50,6 +57,7 @@ def check_rewards(
         )
     if not (values.is_floating_point()):
         raise RewardError(f"{name} must return a floating-point tensor, got {values.dtype}")
+    reward_output(values, device, name)
     if not finite:
         return values
     bad = ~torch.isfinite(values)

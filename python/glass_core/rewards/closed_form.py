@@ -22,6 +22,21 @@ def _vector(value: Any, name: str) -> torch.Tensor:
     return v
 
 
+class _OnDevice:
+    """A float64 CPU constant with one cached copy per (device, dtype) it is used on, so a
+    reward called every step moves it to the particles' device once, not on every call."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value
+        self._copies: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+
+    def get(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        key = (device, dtype)
+        if key not in self._copies:
+            self._copies[key] = self.value.to(device=device, dtype=dtype)
+        return self._copies[key]
+
+
 def _flat(z: torch.Tensor, dim: int, name: str) -> torch.Tensor:
     zf = z.reshape(z.shape[0], -1)
     if zf.shape[1] != dim:
@@ -38,6 +53,7 @@ class LinearReward:
 
     def __init__(self, a: Any) -> None:
         self.a = _vector(a, "a")
+        self._a = _OnDevice(self.a)
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -45,7 +61,7 @@ class LinearReward:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         zf = _flat(z, self.a.numel(), "LinearReward")
-        return zf @ self.a.to(device=z.device, dtype=z.dtype)
+        return zf @ self._a.get(z.device, z.dtype)
 
     def __repr__(self) -> str:
         return f"LinearReward(a={self.a.tolist()})"
@@ -58,6 +74,7 @@ class QuadraticReward:
 
     def __init__(self, center: Any, scale: float) -> None:
         self.center = _vector(center, "center")
+        self._center = _OnDevice(self.center)
         scale = float(scale)
         if not (scale > 0.0 and scale < float("inf")):
             raise InvalidInputError(f"`scale` must be finite and > 0, got {scale}")
@@ -70,7 +87,7 @@ class QuadraticReward:
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         zf = _flat(z, self.center.numel(), "QuadraticReward")
-        c = self.center.to(device=z.device, dtype=z.dtype)
+        c = self._center.get(z.device, z.dtype)
         return -((zf - c) ** 2).sum(dim=1) / (2.0 * self.scale**2)
 
     def __repr__(self) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from glass_core import _random
-from glass_core._checks import positive_int
+from glass_core._checks import model_output, positive_int
 from glass_core.errors import InvalidInputError, ModelError
 from glass_core.models.base import Denoiser, TimeLike, check_batch
 from glass_core.schedules import Schedule
@@ -102,6 +102,8 @@ class CheckedModel:
                 raise ModelError(
                     f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
                 )
+            if x is not None:
+                model_output(out, x, t)
             self._calls.append((t, None if x is None else _finite_rows(x), _finite_rows(out)))
         return out
 

@@ -1,0 +1,112 @@
+"""NaN/inf particles in an FK step without a device sync of their own: the step computes one
+device flag (:func:`finite_flag`) that travels to the host in the step's single transfer; only
+when it says "not finite" is the transition re-run from a snapshot of its input and noise with a
+model that checks every call (:func:`blame`), so the error still names the party at fault: the
+model (ModelError with the time and rows) or the transition (InvalidInputError)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from glass_core.errors import GlassError, InvalidInputError, ModelError
+
+
+def finite_flag(*tensors: torch.Tensor | None) -> torch.Tensor:
+    """0-d float64 on the first tensor's device: 1 if every value of every tensor is finite."""
+    flags = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return torch.stack(flags).all().to(torch.float64)
+
+
+def _rows(v: torch.Tensor, limit: int = 10) -> str:
+    bad = (~torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)).nonzero().flatten().tolist()
+    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
+    return f"{bad[:limit]}{more}"
+
+
+def noise_snapshot(noise: Any) -> Any:
+    """The state of the transitions' generator(s), to replay a step on failure (host-side)."""
+    if isinstance(noise, torch.Generator):
+        return noise.get_state()
+    if isinstance(noise, (list, tuple)):
+        return [g.get_state() for g in noise]
+    return None  # the global RNG or a sharded view: not replayed
+
+
+def _restore(noise: Any, snapshot: Any) -> bool:
+    if snapshot is None:
+        return False
+    gens = noise if isinstance(noise, (list, tuple)) else [noise]
+    states = snapshot if isinstance(snapshot, list) else [snapshot]
+    for g, s in zip(gens, states, strict=True):
+        g.set_state(s)
+    return True
+
+
+class _Strict:
+    """A model proxy that checks each call's input and output on the host (failure path only)."""
+
+    def __init__(self, model: Any, where: str) -> None:
+        self._model, self.schedule, self._where = model, model.schedule, where
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        return self._check(self._model.denoise, x, t)
+
+    def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        return self._check(self._model.velocity, x, t)
+
+    def _check(self, fn: Any, x: torch.Tensor, t: Any) -> torch.Tensor:
+        if not bool(torch.isfinite(x).all()):
+            raise InvalidInputError(
+                f"the transition fed the model NaN/inf in rows {_rows(x)} at t={t} "
+                f"{self._where}: its parameters or the times are numerically out of range"
+            )
+        out = fn(x, t)
+        if not bool(torch.isfinite(out).all()):
+            raise ModelError(
+                f"the model returned NaN/inf at t={t} for rows {_rows(out)} {self._where}"
+            )
+        return out
+
+
+def blame(
+    transition: Any,
+    model: Any,
+    before: tuple[Any, ...] | None,
+    noise: Any,
+    after: tuple[torch.Tensor, torch.Tensor | None],
+    times: tuple[float, float],
+) -> GlassError:
+    """The error for an FK step whose particles `after` = (x, D_t'(x) or None) hold NaN/inf.
+
+    `before` = (x, denoised, noise snapshot) at the step's start; the transition is re-run from
+    there with every model call checked, which raises the specific error if it reproduces."""
+    t, t_next = times
+    where = f"(during the transition t={t} -> t_next={t_next})"
+    x, denoised = after
+    if bool(torch.isfinite(x).all()) and denoised is not None:
+        return ModelError(
+            f"the model returned NaN/inf at t={t_next} for rows {_rows(denoised)} (the "
+            "denoiser output scored at that potential step)"
+        )
+    if before is None:  # a step that did not record its start
+        return ModelError(f"the particles hold NaN/inf in rows {_rows(x)} {where}")
+    x0, d0, snapshot = before
+    if not bool(torch.isfinite(x0).all()):  # an earlier transition (no potential step since)
+        return ModelError(f"the particles hold NaN/inf in rows {_rows(x0)} at t={t} already")
+    if _restore(noise, snapshot):
+        try:
+            with torch.no_grad():
+                again = transition(_Strict(model, where), x0, t, t_next, noise, denoised=d0)
+        except GlassError as exc:
+            return exc
+        if not bool(torch.isfinite(again).all()):
+            return InvalidInputError(
+                f"{transition!r} produced NaN/inf in rows {_rows(again)} {where} from finite "
+                "model outputs: its parameters or the times are numerically out of range"
+            )
+    return ModelError(f"the particles hold NaN/inf in rows {_rows(x)} {where}")

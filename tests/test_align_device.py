@@ -1,0 +1,241 @@
+"""GPU discipline of the alignment loops, pinned on CPU: one device->host read per FK potential
+step (none on the other steps), every random draw made where its generator lives, and NaN/inf
+particles still blamed on the right party although the step no longer syncs to check them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from align_fixtures import GRID, gen, gmm
+from glass_core.align import (
+    FKSampler,
+    Lookahead,
+    best_of_n,
+    fk_steering,
+    reward_guidance,
+    value_estimate,
+)
+from glass_core.align._common import draw_seeds
+from glass_core.errors import InvalidInputError, ModelError, RewardError
+from glass_core.rewards import LinearReward, QuadraticReward
+from glass_core.transitions import ODE, SDE, Glass
+
+LIN = LinearReward([1.0, 0.5])
+
+# every way a tensor's values reach Python / the host
+READS = ("item", "tolist", "cpu", "__bool__", "__float__", "__int__", "__index__", "__array__")
+
+
+@contextlib.contextmanager
+def count_reads():
+    """Count calls of the Tensor methods that read device values on the host."""
+    counts: Counter[str] = Counter()
+    originals = {name: getattr(torch.Tensor, name) for name in READS}
+
+    def wrap(name, fn):
+        def read(self, *args, **kwargs):
+            counts[name] += 1
+            return fn(self, *args, **kwargs)
+
+        return read
+
+    for name, fn in originals.items():
+        setattr(torch.Tensor, name, wrap(name, fn))
+    try:
+        yield counts
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+
+
+class PlainEuler:
+    """An Euler ODE step with no checks of its own (so the count is the loop's alone)."""
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        return x + (t_next - t) * model.velocity(x, t)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"resample_every": 2}, {"ess_threshold": 0.5}, {"potential": "max"}, "lookahead"],
+)
+def test_fk_reads_the_device_once_per_potential_step(options):
+    if options == "lookahead":
+        options = {"potential": Lookahead(3, PlainEuler())}
+    grid = [*np.linspace(0.0, 0.9, 6).tolist(), 1.0]
+    fk = FKSampler(gmm(), LIN, transition=PlainEuler(), time_grid=grid, **options)
+    state = fk.init(64, shape=(2,), generator=[gen(0), gen(1)], dtype=torch.float64)
+    flags = state.config.potential_steps()
+    for k in range(1, len(grid)):
+        with count_reads() as counts:
+            state = fk.step(state)
+        assert sum(counts.values()) == int(flags[k]), (k, counts)
+        if flags[k]:
+            assert counts == Counter(cpu=1)
+
+
+def test_quadratic_reward_moves_its_constant_once():
+    reward = QuadraticReward([1.0, -1.0], 1.0)
+    z = torch.zeros(3, 2, dtype=torch.float32)
+    reward(z)
+    first = reward._center.get(z.device, z.dtype)
+    reward(z)
+    assert reward._center.get(z.device, z.dtype) is first  # no new copy per call
+    torch.testing.assert_close(reward(z), torch.full((3,), -1.0))
+
+
+RANDOM = ("randn", "rand", "randint", "randperm", "normal", "multinomial", "bernoulli")
+
+
+@contextlib.contextmanager
+def record_draws():
+    """Record (function, generator, device) of every torch random call."""
+    calls = []
+    originals = {name: getattr(torch, name) for name in RANDOM}
+
+    def wrap(name, fn):
+        def draw(*args, **kwargs):
+            calls.append((name, kwargs.get("generator"), kwargs.get("device")))
+            return fn(*args, **kwargs)
+
+        return draw
+
+    for name, fn in originals.items():
+        setattr(torch, name, wrap(name, fn))
+    try:
+        yield calls
+    finally:
+        for name, fn in originals.items():
+            setattr(torch, name, fn)
+
+
+def _algorithms(generator):
+    kw = dict(time_grid=GRID, shape=(2,), generator=generator, progress=False)
+    model = gmm()
+    yield lambda: fk_steering(model, LIN, transition=SDE(), num_particles=8, **kw)
+    yield lambda: fk_steering(
+        model, LIN, transition=Glass(), num_particles=8, potential="max", **kw
+    )
+    yield lambda: fk_steering(
+        model, LIN, transition=Glass(inner_steps=2), num_particles=4, potential="lookahead", **kw
+    )
+    yield lambda: best_of_n(model, LIN, transition=SDE(), num_particles=8, **kw)
+    yield lambda: reward_guidance(model, LIN, transition=ODE(), scale=0.5, num_particles=8, **kw)
+    x = torch.zeros(2, 4, 2) if isinstance(generator, list) else torch.zeros(4, 2)
+    yield lambda: value_estimate(model, LIN, x, 0.5, num_samples=3, generator=generator)
+
+
+@pytest.mark.parametrize("generator", [gen(0), [gen(1), gen(2)]], ids=["single", "list"])
+def test_every_random_draw_passes_its_generators_device(generator):
+    gens = generator if isinstance(generator, list) else [generator]
+    for run in _algorithms(generator):
+        with record_draws() as calls:
+            run()
+        assert calls, "the algorithm drew nothing"
+        for name, g, device in calls:
+            assert any(g is h for h in gens), (name, g)  # never the global generator
+            assert device is not None and torch.device(device) == g.device, (name, device)
+
+
+class FakeDeviceGenerator(torch.Generator):
+    """A CPU generator that reports another device (as a torch.Generator("cuda") would)."""
+
+    @property
+    def device(self):
+        return torch.device("meta")
+
+
+def test_draw_seeds_draws_on_the_generators_device(monkeypatch):
+    seen = []
+    real = torch.randint
+
+    def randint(*args, generator=None, device=None, **kw):
+        seen.append(device)
+        return real(*args, generator=generator, **kw)  # the CPU stands in for the device
+
+    monkeypatch.setattr(torch, "randint", randint)
+    g = FakeDeviceGenerator()
+    g.manual_seed(0)
+    assert len(draw_seeds(g, 3)) == 3 and len(draw_seeds([g, g], 2)) == 2
+    assert seen == [torch.device("meta")] * 3
+
+
+class NaNModel:
+    """The GMM, except that its `kind` ("denoise"/"velocity") calls at time `bad_t` return NaN
+    in row 1."""
+
+    def __init__(self, kind, bad_t):
+        self.inner, self.kind, self.bad_t = gmm(), kind, bad_t
+        self.schedule = self.inner.schedule
+
+    def _out(self, kind, out, t):
+        if kind == self.kind and float(t) == self.bad_t:
+            out = out.clone()
+            out[1] = float("nan")
+        return out
+
+    def denoise(self, x, t):
+        return self._out("denoise", self.inner.denoise(x, t), t)
+
+    def velocity(self, x, t):
+        return self._out("velocity", self.inner.velocity(x, t), t)
+
+
+class NaNStep(PlainEuler):
+    """Returns NaN in row 2 on the step from t = GRID[1], from finite model outputs."""
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        out = super().__call__(model, x, t, t_next, generator, denoised=denoised)
+        if t == GRID[1]:
+            out = out.clone()
+            out[2] = float("nan")
+        return out
+
+    def __repr__(self):
+        return "NaNStep()"
+
+
+def _run(model, transition, **kw):
+    return fk_steering(
+        model, LIN, transition=transition, num_particles=6, time_grid=GRID, shape=(2,),
+        generator=gen(0), dtype=torch.float64, progress=False, **kw,
+    )  # fmt: skip
+
+
+def test_nan_particles_blame_the_party_at_fault():
+    t1 = float(GRID[1])
+    # the model inside the transition (the second transition's velocity call, replayed)
+    with pytest.raises(ModelError, match=r"model returned NaN/inf at t=0.2 for rows \[1\] \(dur"):
+        _run(NaNModel("velocity", t1), PlainEuler())
+    # the denoiser output scored at the first potential step
+    with pytest.raises(ModelError, match=r"at t_next=0.2|at t=0.2 for rows \[1\] \(the denoiser"):
+        _run(NaNModel("denoise", t1), PlainEuler())
+    # NaN made at a step without a potential is found at the next one, which names the rows
+    with pytest.raises(ModelError, match=r"rows \[1\] at t=0.2 already"):
+        _run(NaNModel("velocity", 0.0), PlainEuler(), resample_every=2)
+    # the transition itself, from finite model outputs (its replay is NaN too)
+    with pytest.raises(InvalidInputError, match=r"NaNStep\(\) produced NaN/inf in rows \[2\]"):
+        _run(gmm(), NaNStep())
+    # finite particles, NaN reward: the reward's fault as before
+    with pytest.raises(RewardError):
+        fk_steering(
+            gmm(), lambda z: z[:, 0] / 0.0 * 0.0, transition=PlainEuler(), num_particles=6,
+            time_grid=GRID, shape=(2,), generator=gen(0), progress=False,
+        )  # fmt: skip
+
+
+def test_ancestors_go_up_from_pinned_memory_without_blocking_on_cuda(monkeypatch):
+    from glass_core.align.fk import upload_ancestors
+
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: calls.append((a, k)) or self)
+    upload_ancestors(np.arange(3), torch.device("cuda"))
+    assert calls == ["pin", ((torch.device("cuda"),), {"non_blocking": True})]
+    calls.clear()
+    upload_ancestors(np.arange(3), torch.device("cpu"))  # nothing to pin on the host
+    assert calls == [((torch.device("cpu"),), {})]

@@ -1,0 +1,199 @@
+"""FKSampler, the init/step engine under fk_steering: stepped by hand it equals fk_steering bit for
+bit, and a state saved with torch.save mid-run resumes to the same bits."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from align_fixtures import GRID, ExactKernel, gen, gmm
+from glass_core.align import FKSampler, FKState, Lookahead, fk_steering
+from glass_core.errors import InvalidInputError
+from glass_core.rewards import LinearReward, QuadraticReward
+from glass_core.transitions import SDE, Glass
+
+LIN = LinearReward([1.0, 0.5])
+QUAD = QuadraticReward([1.0, -1.0], 1.0)
+
+# (sampler options, init options without the generator, generator seeds: int or list)
+CASES = {
+    "diff-every": ({}, {}, 0),
+    "max-quad": ({"potential": "max", "reward": QUAD}, {}, 1),
+    "sum-every2": ({"potential": "sum", "resample_every": 2}, {}, 2),
+    "ess-final-residual": (
+        {"ess_threshold": 0.5, "final_resample": True, "resampling": "residual"},
+        {},
+        3,
+    ),
+    "groups": ({}, {}, [4, 5, 6]),
+    "glass-window": (
+        {"transition": Glass(inner_steps=2), "resample_window": (0.3, 0.7), "max_batch": 5},
+        {},
+        8,
+    ),
+    "sde-no-genealogy": ({"transition": SDE(), "lambda_": 3.0, "track_genealogy": False}, {}, 9),
+    "lookahead": ({"potential": Lookahead(3, ExactKernel())}, {}, 12),
+    "lookahead-glass": ({"potential": Lookahead(2, Glass(inner_steps=2))}, {"num_groups": 2}, 13),
+}
+FIELDS = (
+    "samples",
+    "rewards",
+    "log_weights",
+    "ancestors",
+    "nfe",
+    "total_nfe",
+    "log_evidence",
+    "ess_history",
+    "resampled",
+    "step_times",
+)
+
+
+def _generator(seeds):
+    return [gen(s) for s in seeds] if isinstance(seeds, list) else gen(seeds)
+
+
+def _sampler(opts: dict) -> FKSampler:
+    opts = dict(opts)
+    reward = opts.pop("reward", LIN)
+    opts.setdefault("transition", ExactKernel())
+    return FKSampler(gmm(), reward, time_grid=GRID, **opts)
+
+
+def _init(fk: FKSampler, init: dict, seeds) -> FKState:
+    return fk.init(16, shape=(2,), dtype=torch.float64, generator=_generator(seeds), **init)
+
+
+def assert_same(a, b) -> None:
+    for name in FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+        elif isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+        else:
+            assert x == y, name
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_stepped_by_hand_equals_fk_steering(case):
+    opts, init, seeds = CASES[case]
+    fk = _sampler(opts)
+    state = _init(fk, init, seeds)
+    times = [state.time]
+    while not state.done:
+        state = fk.step(state)
+        times.append(state.time)
+    assert times == list(GRID)
+    by_hand = fk.result(state)
+    kw = {k: v for k, v in opts.items() if k != "reward"}
+    kw.setdefault("transition", ExactKernel())
+    ref = fk_steering(
+        gmm(), opts.get("reward", LIN), time_grid=GRID, num_particles=16, shape=(2,),
+        dtype=torch.float64, generator=_generator(seeds), progress=False, **kw, **init,
+    )  # fmt: skip
+    assert_same(by_hand, ref)
+
+
+@pytest.mark.parametrize("case", ["diff-every", "groups", "ess-final-residual", "lookahead"])
+@pytest.mark.parametrize("stop", [0, 2, 4])
+def test_saved_state_resumes_to_the_same_bits(case, stop):
+    opts, init, seeds = CASES[case]
+    fk = _sampler(opts)
+    state = _init(fk, init, seeds)
+    for _ in range(stop):
+        state = fk.step(state)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    while not state.done:  # the original run continues...
+        state = fk.step(state)
+    straight = fk.result(state)
+    buf.seek(0)
+    resumed = torch.load(buf, weights_only=False)  # ...and so does its saved copy
+    assert resumed.step == stop
+    while not resumed.done:
+        resumed = fk.step(resumed)
+    assert_same(fk.result(resumed), straight)
+
+
+def test_state_exposes_particles_weights_ess_ancestors_and_time():
+    fk = _sampler({"ess_threshold": 0.3})
+    state = _init(fk, {"num_groups": 2}, 0)
+    assert state.particles.shape == (32, 2) and state.time == 0.0 and not state.done
+    torch.testing.assert_close(state.log_weights, torch.full((2, 16), -np.log(16.0)).double())
+    np.testing.assert_allclose(state.ess, [16.0, 16.0])
+    np.testing.assert_array_equal(state.ancestors, np.tile(np.arange(16), (2, 1)))
+    state = fk.step(fk.step(state))
+    assert state.time == GRID[2] and state.ess_history.shape == (2, 2)
+    lw = state.log_weights
+    torch.testing.assert_close(torch.logsumexp(lw, dim=1), torch.zeros(2, dtype=torch.float64))
+    w = lw.exp()
+    np.testing.assert_allclose(state.ess, (1.0 / (w**2).sum(dim=1)).numpy(), rtol=1e-12)
+    assert state.ancestors.shape == (2, 16)
+    assert ((state.ancestors >= 0) & (state.ancestors < 16)).all()
+
+
+def test_changed_particles_are_continued_from():
+    fk = _sampler({})
+    a = fk.step(_init(fk, {}, 0))
+    b = fk.step(_init(fk, {}, 0))
+    b.particles = b.particles + 1.0  # an edit between steps is what the next step moves
+    a, b = fk.step(a), fk.step(b)
+    assert not torch.equal(a.particles, b.particles)
+
+
+def test_step_and_result_refuse_the_wrong_state():
+    fk = _sampler({})
+    state = _init(fk, {}, 0)
+    with pytest.raises(InvalidInputError, match="state"):
+        fk.result(state)
+    while not state.done:
+        state = fk.step(state)
+    with pytest.raises(InvalidInputError, match="state"):
+        fk.step(state)
+
+
+def _fk_result(ancestors, ess, times, n):
+    from glass_core.align import FKResult
+
+    grouped = np.asarray(ess).ndim == 2
+    lw = torch.zeros((np.asarray(ess).shape[1], n) if grouped else (n,), dtype=torch.float64)
+    return FKResult(
+        samples=torch.zeros((*lw.shape, 2)), rewards=torch.zeros(lw.shape), log_weights=lw,
+        ancestors=ancestors, nfe=1, total_nfe=n, model_time=0.0, reward_time=0.0,
+        wall_time=0.0, log_evidence=0.0, ess_history=np.asarray(ess),
+        resampled=np.ones(np.asarray(ess).shape, dtype=bool), step_times=np.asarray(times),
+    )  # fmt: skip
+
+
+def test_diagnostics_on_known_genealogies():
+    # 4 particles, 3 steps: after step 2 every particle descends from particle 1 of step 0
+    gen_ = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [0, 1, 2, 3]])
+    res = _fk_result(gen_, [3.0, 1.2, 1.0], [0.2, 0.6, 1.0], 4)
+    assert res.lineage_roots() == 1
+    assert _fk_result(gen_[:2], [3.0, 1.2], [0.2, 0.6], 4).lineage_roots() == 1
+    assert _fk_result(gen_[:1], [3.0], [0.2], 4).lineage_roots() == 2
+    assert _fk_result(gen_[2:], [3.0], [0.2], 4).lineage_roots() == 4
+    assert res.early_collapse() == []  # collapsed only at t = 0.6 >= 0.5
+    assert res.early_collapse(before=0.7) == [(0, 0.6, 1.2)]
+    grouped = _fk_result(
+        np.stack([gen_, np.tile(np.arange(4), (3, 1))], axis=1),
+        [[3.0, 1.1], [1.2, 1.4], [1.0, 4.0]],
+        [0.2, 0.4, 1.0],
+        4,
+    )
+    np.testing.assert_array_equal(grouped.lineage_roots(), [1, 4])
+    assert grouped.early_collapse() == [(0, 0.4, 1.2), (1, 0.2, 1.1)]
+    with pytest.raises(InvalidInputError, match="track_genealogy"):
+        _fk_result(None, [3.0], [0.2], 4).lineage_roots()
+
+
+def test_lineage_roots_equals_the_native_trace():
+    fk = _sampler({"resampling": "multinomial"})
+    state = _init(fk, {"num_groups": 3}, 7)
+    while not state.done:
+        state = fk.step(state)
+    roots = [np.unique(row).size for row in np.asarray(state.smc.native.trace())[0]]
+    np.testing.assert_array_equal(fk.result(state).lineage_roots(), roots)
