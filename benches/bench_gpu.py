@@ -15,8 +15,8 @@ On CPU (or ``--device cpu``) it prints issue 21's proxy instead: kernel-launchin
 outside the model, counted by a TorchDispatchMode (view and metadata ops excluded), for
 fk_steering with N = 1024, d = 16, 5 outer steps, resampling at every step and a trivial model,
 as the slope between 5 and 10 NFE per transition; and the device->host reads per outer step
-(``item``/``bool`` reads, i.e. ``aten._local_scalar_dense``, plus ``Tensor.cpu``/``numpy``/
-``tolist`` calls: on CPU an upper bound, since some of those read host tensors).
+(``item``/``bool`` reads, i.e. ``aten._local_scalar_dense``, plus ``Tensor.cpu``/``tolist``
+calls: on CPU an upper bound, since some of those may read host tensors).
 
 One command, one table; results are written only with ``--out DIR`` (gpu.md and gpu.json).
 Usage: python benches/bench_gpu.py [--device cpu|cuda] [--quick] [--out DIR]
@@ -105,8 +105,9 @@ class KernelCounter(TorchDispatchMode):
 
 @contextlib.contextmanager
 def counting_host_reads(counter: KernelCounter) -> Iterator[None]:
-    """Count Tensor.cpu/numpy/tolist calls (device->host transfers on a GPU) into `counter`."""
-    names = ("cpu", "numpy", "tolist")
+    """Count Tensor.cpu/tolist calls (device->host transfers on a GPU) into `counter` (numpy()
+    is not one: it refuses device tensors, so it only ever follows a counted .cpu())."""
+    names = ("cpu", "tolist")
     saved = {n: getattr(torch.Tensor, n) for n in names}
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
