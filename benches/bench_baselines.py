@@ -3,7 +3,7 @@ against the samplers a diffusers user would pick, in one run on the same noise.
 
 Rows: the real digits themselves (the data level) and real digits + N(0, 0.15^2) (the sanity row:
 a metric that cannot see leftover noise would rank it with the data); glass_core's ODE (Euler,
-Heun and, when the library offers it, pc), SDE (Euler-Maruyama) and GLASS pc (one transition
+Heun and, when the library offers it, pc), SDE and GLASS pc (one transition
 0 -> 1 with K inner steps, and the paper bench's split of T transitions x K inner steps);
 diffusers' UniPC (order 2), DPM-Solver++(2M), SDE-DPM-Solver++(2M) and DDPM ancestral driving the
 same network (``glass_core.digits.baselines``), each at its best static grid shift of
@@ -71,7 +71,7 @@ def glass_rows() -> dict[str, Sampler]:
         rows["ODE pc"] = _chain(lambda n: (1, ODE(solver="pc", substeps=n)))
     except Exception:  # the library does not offer ODE(solver="pc") yet
         pass
-    rows["SDE (Euler-Maruyama)"] = _chain(lambda n: (1, SDE(substeps=n)))
+    rows["glass_core SDE"] = _chain(lambda n: (1, SDE(substeps=n)))
     # from t = 0 the state is pure noise, so one transition 0 -> 1 does not depend on rho
     rows["GLASS pc, 1 transition 0 -> 1"] = _chain(_glass_pc("ddpm", False))
     rows["GLASS pc rho=0.4, T x K split"] = _chain(_glass_pc(0.4, True))
