@@ -15,6 +15,7 @@ Usage: python benches/kernel_counts.py
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -71,6 +72,52 @@ class KernelCounter(TorchDispatchMode):
                 self.counts.kernels += 1
                 self.ops[str(func)] = self.ops.get(str(func), 0) + 1
         return func(*args, **(kwargs or {}))
+
+
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of tensors created by aten ops inside the mode and still alive (views and
+    in-place results are not new memory)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: set[int] = set()
+
+    def _release(self, key: int, size: int) -> None:
+        self._seen.discard(key)
+        self.live -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        if func.is_view or func._schema.name.endswith("_"):
+            return out
+        for t in out if isinstance(out, tuple | list) else [out]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta" and id(t) not in self._seen:
+                size = t.untyped_storage().nbytes()
+                self._seen.add(id(t))
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._release, id(t), size)
+        return out
+
+
+def peak_extra_particles(transition: object, *, n: int = 1024, d: int = 16) -> float:
+    """Peak memory of one transition call (0.3 -> 0.7, check=False) over the model's own (the
+    issue's "extra" memory), in units of the particles' bytes: tensors created during the call
+    and alive at the same time, minus the peak of one model call alone (its output and its
+    time vector)."""
+    counter = KernelCounter()
+    model = _model(counter)
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    with LiveBytes() as own:
+        out = model.denoise(x, 0.5)
+    del out
+    with LiveBytes() as mode:
+        out = transition(model, x, 0.3, 0.7, gen, check=False)  # type: ignore[operator]
+    del out
+    return (mode.peak - own.peak) / (x.numel() * x.element_size())
 
 
 def _model(counter: KernelCounter):  # type: ignore[no-untyped-def]
@@ -146,6 +193,9 @@ def main() -> None:
     for name, make in _transitions().items():
         k = kernels_per_nfe(make)
         print(f"| {name} | {k:.1f} | {BOUNDS[name]} | {host_reads_per_step(make):.1f} |")
+    print("\n| transition (10 NFE) | peak extra memory, particle tensors |\n|---|---:|")
+    for name, make in _transitions().items():
+        print(f"| {name} | {peak_extra_particles(make(10)):.2f} |")
 
 
 if __name__ == "__main__":

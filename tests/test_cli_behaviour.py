@@ -16,7 +16,6 @@ import torch
 from glass_core import _deps, _progress
 from glass_core._outdir import staged_output_dir
 from glass_core.cli import main
-from glass_core.cli._steer_record import distinct_ancestors, ess_collapse
 from glass_core.transitions import Glass
 from tiny_pipelines import ddpm_pipeline
 
@@ -306,26 +305,19 @@ def test_results_json_has_ess_genealogy_best_image_and_collapse_warning(
     assert res["ess_times"] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
     assert np.shape(res["ess_history"]) == (n_steps, 1)
     assert np.shape(res["genealogy"]) == (n_steps, 1, 8)
-    assert res["distinct_ancestors"] == distinct_ancestors(np.asarray(res["genealogy"]))
+    lineage = np.arange(8)  # walk the final particles' lineages back through the genealogy
+    for parents in np.asarray(res["genealogy"])[::-1, 0]:
+        lineage = parents[lineage]
+    assert res["distinct_ancestors"] == [len(np.unique(lineage))]
     assert (out / "best_000.png").read_bytes() == (
         out / res["images"][res["best_index"][0]]
     ).read_bytes()
-    collapsed = ess_collapse(np.asarray(res["ess_history"]), np.asarray(res["ess_times"]), 8)
+    early = np.asarray(res["ess_times"]) < 0.5
+    collapsed = (np.asarray(res["ess_history"])[early, 0] < 1.5).any()
     assert bool(collapsed) == bool(res["warnings"])
     assert res["ess_history"][0][0] < 1.5, "the seed no longer collapses; pick another"
     assert "glass-core: warning: FK weights collapsed onto one particle early" in err
     assert "lower --lambda" in err
-
-
-def test_ess_collapse_and_ancestors_on_known_arrays() -> None:
-    times = np.array([0.2, 0.4, 0.6, 1.0])
-    ess = np.array([[7.5, 1.2], [6.0, 1.0], [1.1, 3.0], [1.0, 1.0]])
-    assert ess_collapse(ess, times, 8) == [(1, 0.2, 1.2)]  # group 0 only collapses late
-    assert ess_collapse(ess, times, 1) == []
-    gen = np.array([[[0, 1, 2, 3]], [[1, 1, 3, 3]], [[0, 0, 0, 0]]])  # [S, B, N]
-    assert distinct_ancestors(gen) == [1]
-    assert distinct_ancestors(gen[:2]) == [2]
-    assert distinct_ancestors(gen[:1]) == [4]
 
 
 def test_options_of_unconditional_pipelines_exit_2(

@@ -245,6 +245,44 @@ def test_bad_arguments() -> None:
         steer(pipe, PROMPTS, reward=BRIGHT, generator=[_gen(0)], **kw)
 
 
+class _Reached(Exception):
+    """Raised by the spy when the compiled GLASS step is reached."""
+
+
+@pytest.mark.parametrize("given", [None, Glass(rho=0.5, inner_steps=3, solver="euler")])
+def test_compile_reaches_the_glass_transition(monkeypatch, given) -> None:
+    seen: list[Glass] = []
+
+    def spy(self, *args, **kwargs):
+        seen.append(self)
+        raise _Reached
+
+    monkeypatch.setattr(Glass, "_compiled_step", spy)
+    pipe = tp.sd_pipeline("epsilon")
+    with pytest.raises(_Reached):
+        steer(pipe, "a cat", method="sample", transition=given, num_particles=1,
+              num_transitions=2, generator=_gen(0), compile=True, **_sd_kwargs())  # fmt: skip
+    assert len(seen) == 1 and seen[0].compile is True
+    if given is not None:  # same parameters; the caller's object untouched
+        assert (seen[0].rho, seen[0].inner_steps, seen[0].solver) == (0.5, 3, "euler")
+        assert seen[0] is not given and given.compile is False
+    # compile=False turns it off again; None keeps the transition's own setting
+    kw = {"method": "sample", "num_particles": 1, "num_transitions": 2, **_sd_kwargs()}
+    for compile_arg, transition in [(False, Glass(compile=True)), (None, Glass())]:
+        steer(pipe, "a cat", transition=transition, compile=compile_arg, generator=_gen(0), **kw)
+    assert len(seen) == 1
+
+
+def test_compile_rejected_for_non_glass_transitions() -> None:
+    pipe = tp.sd_pipeline("epsilon")
+    kw = {"method": "sample", "num_particles": 1, "num_transitions": 2, **_sd_kwargs()}
+    with pytest.raises(InvalidInputError, match="compile=True applies to a Glass"):
+        steer(pipe, "a cat", transition=ODE(), compile=True, **kw)
+    with pytest.raises(InvalidInputError, match="compile must be"):
+        steer(pipe, "a cat", compile="yes", **kw)
+    steer(pipe, "a cat", transition=SDE(), compile=False, **kw)  # nothing to turn off
+
+
 def test_prompt_embeds_with_reward_prompts() -> None:
     pipe = tp.sd_pipeline("epsilon")
     pe, npe = pipe.encode_prompt(PROMPTS, "cpu", 1, True)

@@ -38,6 +38,14 @@ def test_kernels_per_nfe_outside_the_model(name):
     assert k <= kernel_counts.BOUNDS[name], f"{name}: {k} kernels per NFE"
 
 
+@pytest.mark.parametrize("solver", ["pc", "euler", "multistep", "midpoint"])
+def test_peak_extra_memory_of_a_glass_transition(solver):
+    """At most 3 particle-sized tensors over the model's own (pc keeps y^c, z_m and the model
+    input; it held 5 before)."""
+    extra = kernel_counts.peak_extra_particles(Glass(0.4, 10, solver), n=256)
+    assert extra <= 3.0, f"{solver}: {extra:.2f} particle tensors"
+
+
 def half(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return 0.5 * x
 

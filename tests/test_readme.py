@@ -19,14 +19,14 @@ def test_readme_python_example_runs() -> None:
 
 
 def test_glass_core_steer_is_callable_whatever_was_imported_first() -> None:
-    """`import glass_core; glass_core.steer(pipe, ...)` as the README calls it, also after the old
-    module path `glass_core.steer` was imported (the module is `glass_core.steering` now, so no
-    module and function share a name)."""
+    """`import glass_core; glass_core.steer(pipe, ...)` as the README calls it, also after the
+    module behind it was imported (it is `glass_core.steering`: no module and function share a
+    name)."""
     import subprocess
     import sys
 
     code = (
-        "import glass_core.steer, glass_core\n"
+        "import glass_core.steering, glass_core\n"
         "from glass_core.errors import InvalidInputError\n"
         "try:\n"
         "    glass_core.steer(object(), 'a', method='nope')\n"

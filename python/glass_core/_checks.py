@@ -107,7 +107,12 @@ def available_cpus() -> int:
 def num_threads(value: Any, name: str = "threads") -> int:
     """A CPU thread count in [1, available_cpus()]: more threads than cores only slow torch down
     (and tens of thousands make OpenMP fail to create them or crash)."""
-    return positive_int(value, name, maximum=available_cpus())
+    n, cores = positive_int(value, name), available_cpus()
+    if n > cores:
+        raise invalid(
+            name, f"`{name}` = {n} is more than the {cores} CPU core(s) this process may use"
+        )
+    return n
 
 
 def available_bytes() -> int:

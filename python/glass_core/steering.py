@@ -1,13 +1,16 @@
-"""``glass_core.steer``: reward-steered sampling from a diffusers pipeline in one call (this module
-is ``glass_core.steering``; ``glass_core.steer`` is the function).
+"""``glass_core.steer``.
 
-Orchestration only: wraps the pipeline's own components (``glass_core.models.diffusers``:
-``from_pipeline`` for text-conditioned FLUX/SD3/SD/SDXL pipelines, ``unconditional`` for
-``UNet2DModel`` pipelines such as the embedded default model), picks the pipeline's own step grid,
-turns an image reward into a reward on latents (``glass_core.rewards.adapters.reward_on_latents``,
-decoding through the VAE once per scored batch), and runs one of the alignment algorithms
-(``glass_core.align``) or plain sampling, optionally with the particles sharded over
-torch.distributed ranks (``process_group``). Rows are group-major: B prompts x N particles.
+Reward-steered sampling from a diffusers pipeline in one call (this module is
+``glass_core.steering``; ``glass_core.steer`` is the function).
+
+Orchestration only, in named steps over one interface: check the arguments, wrap the pipeline
+as a ``PipelineModel`` (``glass_core.models.diffusers.pipeline_model.wrap_pipeline``: the family
+adapter, or the unconditional one; docs/families.md), prepare the run (the pipeline's own step
+grid, an SDEdit start, the reward on latents via ``glass_core.rewards.adapters.reward_on_latents``,
+decoding once per scored batch), run one of the alignment algorithms (``glass_core.align``) or
+plain sampling, optionally with the particles sharded over torch.distributed ranks
+(``process_group``), and produce the outputs with the counts and times of the model's meter
+(``glass_core.meter.Meter``). Rows are group-major: B prompts x N particles.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from glass_core._checks import positive_int, steer_arguments
 from glass_core.align.results import SamplingResult
 from glass_core.errors import InvalidInputError
-from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel, is_unconditional
+from glass_core.models.diffusers.unconditional import is_unconditional
 from glass_core.rewards.adapters import reward_on_latents
 
 __all__ = [
@@ -48,8 +51,20 @@ DEFAULT_NFE = 50
 
 
 def default_num_transitions(transition: Any) -> int:
-    """Transitions that spend ``DEFAULT_NFE`` evaluations per particle with ``transition``
-    (e.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``)."""
+    """Return the transitions that spend ``DEFAULT_NFE`` evaluations per particle.
+
+    E.g. 5 for ``Glass(inner_steps=10)``, 50 for ``ODE()`` / ``SDE()``.
+
+    Parameters
+    ----------
+    transition : Transition
+        The transition (its ``nfe_per_call``).
+
+    Returns
+    -------
+    int
+        The number of transitions (at least 1).
+    """
     return max(1, DEFAULT_NFE // int(getattr(transition, "nfe_per_call", 1)))
 
 
@@ -58,7 +73,8 @@ class SteerResult(SamplingResult):
     """Output of :func:`steer`. Per-particle fields are group-major (row = b * N + i).
 
     images: list of B*N PIL images ("pil"), a float tensor [B*N, 3, H, W] in [0, 1] ("pt"), an
-        ndarray [B*N, H, W, 3] ("np"), or the latents ("latent").
+        ndarray [B*N, H, W, 3] ("np"), or the latents ("latent"); videos (Wan): B*N lists of PIL
+        frames, [B*N, F, 3, H, W], or [B*N, F, H, W, 3].
     samples: final particles [B*N, *latent_shape] (network-space latents, unpacked for FLUX).
     rewards: [B, N] final reward per particle (None for method="sample" without reward).
     log_weights: [B, N] normalised log-weights (uniform -log N except for "fk").
@@ -90,7 +106,10 @@ class SteerResult(SamplingResult):
     raw: Any = field(default=None, repr=False)
 
     def best(self) -> list[Any]:  # type: ignore[override]
-        """The highest-reward image of each group (list of B; latents for output "latent")."""
+        """Return the highest-reward image of each group.
+
+        A list of B (latents for output "latent").
+        """
         if self.best_index is None:
             raise InvalidInputError("best() needs rewards (method='sample' without reward)")
         n = self.num_particles
@@ -127,32 +146,11 @@ class _ObservedTransition:
         return out
 
 
-def _check_unconditional_args(pipe: Any, **given: Any) -> None:
-    """Conditioning arguments make no sense for an unconditional pipeline: name the ones given."""
-    bad = [k for k, v in given.items() if v is not None and not (k == "true_cfg_scale" and v == 1)]
-    if bad:
-        raise InvalidInputError(
-            f"{', '.join(bad)}: {type(pipe).__name__} is an unconditional UNet2DModel pipeline "
-            f"(no text conditioning); pass prompt=None and no prompt/embedding/guidance/size "
-            f"arguments"
-        )
-
-
-def _format_images(
-    model: Any, latents: torch.Tensor, images: torch.Tensor | None, output_type: str
-) -> Any:
-    if output_type == "latent":
-        return latents
-    assert images is not None
-    if output_type == "pt":
-        return images
-    if output_type == "np":
-        return images.detach().permute(0, 2, 3, 1).cpu().float().numpy()
-    return model.to_pil(images)
-
-
 def _image_latents(model: Any, image: Any, num_b: int, max_batch: int | None) -> torch.Tensor:
-    """The encoded image(s) as [B, *latent_shape]: one image for every group or one per group."""
+    """Return the encoded image(s) as [B, *latent_shape].
+
+    One image for every group or one per group.
+    """
     try:
         z = model.encode(image, max_batch=max_batch)
     except InvalidInputError:
@@ -175,10 +173,38 @@ def image_start(
     num_particles: int,
     generator: Any,
 ) -> tuple[np.ndarray, torch.Tensor]:
-    """SDEdit start: (the grid from t0 = 1 - strength on, x_t0 [B, N, ...]) with
-    x_t0 = alpha_t0 z + sigma_t0 eps for each of N particles per encoded image z ([B, ...]),
-    eps drawn from `generator` (a list: one generator per group). The grid keeps the times
-    after t0. strength 0 gives t0 = 1 and x_t0 = z exactly; strength 1 starts from pure noise."""
+    """SDEdit start.
+
+    (the grid from t0 = 1 - strength on, x_t0 [B, N, ...]) with x_t0 = alpha_t0 z + sigma_t0 eps for
+    each of N particles per encoded image z ([B, ...]), eps drawn from `generator` (a list: one
+    generator per group). The grid keeps the times after t0. strength 0 gives t0 = 1 and x_t0 = z
+    exactly; strength 1 starts from pure noise.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's noise schedule.
+    latents : torch.Tensor
+        Encoded images [B, ...].
+    strength : float
+        In [0, 1].
+    grid : ndarray
+        The full time grid.
+    num_particles : int
+        N.
+    generator : torch.Generator or list
+        The noise's generator(s).
+
+    Returns
+    -------
+    tuple
+        (grid from t0, x_t0).
+
+    Raises
+    ------
+    InvalidInputError
+        A bad ``strength``.
+    """
     from glass_core import _random
 
     try:
@@ -225,7 +251,7 @@ def steer(
     negative_prompt_embeds: torch.Tensor | None = None,
     negative_pooled_prompt_embeds: torch.Tensor | None = None,
     guidance_scale: float | None = None,
-    true_cfg_scale: float = 1.0,
+    true_cfg_scale: float | None = None,
     height: int | None = None,
     width: int | None = None,
     encode_kwargs: Mapping[str, Any] | None = None,
@@ -237,68 +263,174 @@ def steer(
     process_group: Any = None,
     image: Any = None,
     strength: float | None = None,
+    compile: bool | None = None,
     **algorithm_kwargs: Any,
 ) -> SteerResult:
     """Sample from ``pipe`` steered toward ``reward`` (docs/math.md §6).
 
-    Args:
-        pipe: FLUX, SD3, SD 1.x/2.x or SDXL diffusers pipeline (components are wrapped, its
-            ``__call__`` is not used), or an unconditional ``UNet2DModel`` pipeline (e.g. a
-            ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
-            default model) through ``glass_core.models.diffusers.unconditional``:
-            then ``prompt`` must be None (no conditioning arguments), the latents are the samples
-            in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
-            ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
-            a list of B generators gives B groups.
-        prompt: a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
-            (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
-        reward: an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
-            the VAE decode of the denoised estimate, decoded once per scored batch) or a reward on
-            latents (any callable ``z -> [M]``, or ``latent_reward(fn)``). ``reward_on`` overrides
-            the detection ("images" | "latents").
-        method: "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
-            arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
-            with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
-            "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
-            "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
-            the guidance).
-        transition: ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
-            ``ODE(...)``.
-        time_grid / num_transitions: an explicit grid from 0 to 1, or the number of transitions on
-            the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
-            (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
-        generator: a torch.Generator, or a list of B generators (one per prompt group).
-        output_type: "pil" | "pt" | "np" | "latent".
-        max_batch: network rows per forward pass (CFG rows included) and images per VAE decode /
-            reward call; None = all particles at once.
-        callback: ``callback(step, t, t_next, latents)`` after every transition (observe only).
-        reward_prompts: the text an image reward compares against, one per group (default: the
-            prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
-        process_group: shard the particles of method "fk" / "best_of_n" over torch.distributed
-            ranks (a ``ProcessGroup``, e.g. from ``glass_core.align.distributed.init()``, or a
-            ``glass_core.align.distributed.Sharding`` with ``gather=True``); passed to
-            ``fk_steering`` / ``best_of_n``. Every rank must make the same call with an
-            identically seeded generator; ``num_particles`` must be a multiple of the world size.
-            Every rank gets the full result (all particles, rewards, weights, genealogy: the same
-            as one process with the same seed, to rounding), and decodes all output images unless
-            ``output_type="latent"`` (decode on one rank to save the work). ``nfe`` is per
-            particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
-            sees the rank's own particles) are this rank's. Not available for "guidance" and
-            "sample" (not sharded).
-        image / strength: edit an existing image (SDEdit with any method and transition): the
-            image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
-            encoded with the pipeline's VAE (the mean of its latent distribution; the
-            unconditional model's samples are the pixels in [-1, 1]), noised to t0 = 1 - strength
-            along the model's schedule with ``generator``, and steered from there over the
-            grid's times after t0. The target is then p(x1 | x_t0) tilted by the reward.
-            strength 0 returns the image's latents unchanged; 1 ignores the image.
-    """
-    from glass_core.align import best_of_n, fk_steering, guided, reward_guidance
-    from glass_core.models.diffusers import default_time_grid, from_pipeline
-    from glass_core.rewards.base import check_rewards
-    from glass_core.transitions import Glass, sample
+    Parameters
+    ----------
+    pipe
+        a FLUX.1, SD3, SD 1.x/2.x, SDXL, FLUX.2 ([dev], [klein]), Qwen-Image, SANA or Wan
+        2.x text-to-video diffusers pipeline (docs/families.md; components are wrapped through
+        one ``PipelineModel`` interface, its ``__call__`` is not used; the same seed draws
+        the same initial noise as the pipeline), or an unconditional ``UNet2DModel`` pipeline
+        (e.g. a
+        ``DDPMPipeline``, or ``glass_core.digits.assets.load_pipeline()``, the embedded
+        default model) through ``glass_core.models.diffusers.unconditional``:
+        then ``prompt`` must be None (no conditioning arguments), the latents are the samples
+        in [-1, 1], images are ``latents / 2 + 0.5``, the grid is uniform in t (flow matching,
+        ``shifted_grid`` with a static shift) or the scheduler's timesteps (DDPM-like), and
+        a list of B generators gives B groups.
+    prompt
+        a prompt or list of B prompts (B groups x ``num_particles``); or ``prompt_embeds``
+        (+ ``pooled_prompt_embeds`` for FLUX/SD3/SDXL, negatives optional).
+    reward
+        an image reward (``glass_core.rewards.*`` adapters, ``image_reward(fn)``; scored on
+        the VAE decode of the denoised estimate, decoded once per scored batch) or a reward on
+        latents (any callable ``z -> [M]``, or ``latent_reward(fn)``). ``reward_on`` overrides
+        the detection ("images" | "latents").
+    method
+        "fk" (Feynman-Kac steering; ``lambda_``, ``potential`` and further keyword
+        arguments of ``glass_core.align.fk_steering``), "best_of_n", "guidance" (reward guidance
+        with ``reward_scale`` inside ``reward_window``, needs a differentiable reward), or
+        "sample" (no reward needed). ``guide=True`` adds the same reward guidance inside
+        "fk" / "best_of_n" (the paper's FKS-GLASS+grad; FK weights then do not correct for
+        the guidance).
+    transition
+        ``glass_core.transitions.Glass(...)`` (default ``Glass()``), ``SDE(...)`` or
+        ``ODE(...)``.
+    compile
+        None keeps the transition's own setting; True/False runs a ``Glass``
+        transition (the default one included) with ``Glass(compile=...)``, its inner loop
+        as one ``torch.compile`` graph (docs/gpu.md). The given ``Glass`` is not modified (a
+        copy with the same parameters is used); ``compile=True`` with another transition
+        raises ``InvalidInputError``.
+    time_grid, num_transitions
+        an explicit grid from 0 to 1, or the number of transitions on
+        the pipeline's own (shifted) step grid; default ``default_num_transitions(transition)``
+        (``DEFAULT_NFE`` = 50 evaluations per particle for every transition).
+    generator
+        a torch.Generator, or a list of B generators (one per prompt group).
+    output_type
+        "pil" | "pt" | "np" | "latent".
+    max_batch
+        network rows per forward pass (CFG rows included) and images per VAE decode /
+        reward call; None = all particles at once.
+    callback
+        ``callback(step, t, t_next, latents)`` after every transition (observe only).
+    reward_prompts
+        the text an image reward compares against, one per group (default: the
+        prompts; required for prompt-based rewards when only ``prompt_embeds`` are given).
+    process_group
+        shard the particles of method "fk" / "best_of_n" over torch.distributed
+        ranks (a ``ProcessGroup``, e.g. from ``glass_core.align.distributed.init()``, or a
+        ``glass_core.align.distributed.Sharding`` with ``gather=True``); passed to
+        ``fk_steering`` / ``best_of_n``. Every rank must make the same call with an
+        identically seeded generator; ``num_particles`` must be a multiple of the world size.
+        Every rank gets the full result (all particles, rewards, weights, genealogy: the same
+        as one process with the same seed, to rounding), and decodes all output images unless
+        ``output_type="latent"`` (decode on one rank to save the work). ``nfe`` is per
+        particle as usual; ``model_time``, ``total_forward_passes`` and ``callback`` (which
+        sees the rank's own particles) are this rank's. Not available for "guidance" and
+        "sample" (not sharded).
+    **algorithm_kwargs
+        the pipeline family's own call options under the pipeline's names
+        and defaults (``num_frames`` for Wan, ``max_sequence_length``,
+        ``use_resolution_binning`` for SANA, ...: docs/families.md), then further keyword
+        arguments of ``fk_steering`` (method "fk").
+    image, strength
+        edit an existing image (SDEdit with any method and transition): the
+        image (one, or one per prompt group; PIL, list, ndarray or a tensor in [0, 1]) is
+        encoded with the pipeline's VAE (the mean of its latent distribution; the
+        unconditional model's samples are the pixels in [-1, 1]), noised to t0 = 1 - strength
+        along the model's schedule with ``generator``, and steered from there over the
+        grid's times after t0. The target is then p(x1 | x_t0) tilted by the reward.
+        strength 0 returns the image's latents unchanged; 1 ignores the image.
+    negative_prompt, prompt_embeds, pooled_prompt_embeds, negative_prompt_embeds
+        As in ``glass_core.models.diffusers.from_pipeline``.
+    negative_pooled_prompt_embeds, guidance_scale, true_cfg_scale, height, width, encode_kwargs
+        As in ``glass_core.models.diffusers.from_pipeline``.
+    num_particles
+        Particles per prompt group (N).
+    progress
+        Show a progress bar.
+    lambda_, potential
+        FK steering's reward temperature and potential (``glass_core.align.fk_steering``).
+    reward_scale, reward_window, guide
+        Reward guidance: its scale, the window of t it acts in, and whether "fk" /
+        "best_of_n" add it (see ``method``).
 
+    Returns
+    -------
+    SteerResult
+        The images (``output_type``), latents, rewards, weights, genealogy and the run's
+        counts and times.
+
+    Raises
+    ------
+    InvalidInputError
+        A bad argument (naming it), or a reward returning bad values.
+    UnsupportedModelError
+        ``pipe`` is not a supported family (the message lists them).
+    """
     wall_start = time.perf_counter()
+    transition, num_particles = _check_arguments(
+        method, output_type, num_particles, reward, time_grid, num_transitions, guide,
+        process_group, transition, compile, algorithm_kwargs,
+        lambda_=lambda_, reward_scale=reward_scale, image=image, strength=strength,
+    )  # fmt: skip
+    model, algorithm_kwargs = _wrap_pipeline(
+        pipe, prompt, generator, max_batch, algorithm_kwargs, method,
+        negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,
+        pooled_prompt_embeds=pooled_prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+        negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+        guidance_scale=guidance_scale, true_cfg_scale=true_cfg_scale, height=height, width=width,
+        encode_kwargs=encode_kwargs,
+    )  # fmt: skip
+    run = _prepare_run(
+        model, transition, reward, reward_on, reward_prompts, max_batch, time_grid,
+        num_transitions, num_particles, generator, image, strength, progress and method == "sample",
+        callback,
+    )  # fmt: skip
+    params = {
+        "method": method, "progress": progress, "lambda_": lambda_, "potential": potential,
+        "reward_scale": reward_scale, "reward_window": reward_window, "guide": guide,
+        "process_group": process_group, "algorithm_kwargs": algorithm_kwargs,
+    }  # fmt: skip
+    try:
+        outcome = _run_algorithm(run, params)
+    finally:
+        if run.bar is not None:
+            run.bar.close()
+    return _produce_outputs(run, outcome, method, output_type, max_batch, wall_start)
+
+
+def _check_arguments(
+    method: str,
+    output_type: str,
+    num_particles: int,
+    reward: Any,
+    time_grid: Any,
+    num_transitions: int | None,
+    guide: bool,
+    process_group: Any,
+    transition: Any,
+    compile: bool | None,
+    algorithm_kwargs: Mapping[str, Any],
+    *,
+    lambda_: Any,
+    reward_scale: Any,
+    image: Any,
+    strength: Any,
+) -> tuple[Any, int]:
+    """Step 1: the arguments' own rules (each named in its error).
+
+    The pipeline-free ones are ``_checks.steer_arguments`` (the command line asks them before
+    loading a pipeline). Returns the transition and the particle count.
+    """
+    from glass_core.transitions import Glass
+
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
     if output_type not in OUTPUT_TYPES:
@@ -317,203 +449,312 @@ def steer(
         raise InvalidInputError("pass either time_grid or num_transitions, not both")
     if guide and method not in ("fk", "best_of_n"):
         raise InvalidInputError(f"guide=True applies to method 'fk' or 'best_of_n', not {method!r}")
-    if method != "fk" and algorithm_kwargs:
-        raise InvalidInputError(
-            f"unexpected keyword arguments for method={method!r}: {sorted(algorithm_kwargs)}"
-        )
     if process_group is not None:
-        from glass_core.align.distributed import Sharding
-
-        if method not in SHARDED_METHODS:
-            raise InvalidInputError(
-                f"process_group: method={method!r} is not sharded across ranks; process_group "
-                f"applies to method {' or '.join(map(repr, SHARDED_METHODS))} only"
-            )
-        if isinstance(process_group, Sharding) and not process_group.gather:
-            raise InvalidInputError(
-                "process_group: steer returns every particle on every rank, so it needs "
-                "Sharding(gather=True); call glass_core.align.fk_steering / best_of_n directly "
-                "for rank-local samples"
-            )
+        _check_process_group(process_group, method)
     transition = Glass() if transition is None else transition
     if not callable(transition):
         raise InvalidInputError(f"transition must be a transition object, got {transition!r}")
+    return (transition if compile is None else _with_compile(transition, compile)), n
 
-    model: Any
-    conditioning: dict[str, Any] = {
-        "negative_prompt": negative_prompt,
-        "prompt_embeds": prompt_embeds,
-        "pooled_prompt_embeds": pooled_prompt_embeds,
-        "negative_prompt_embeds": negative_prompt_embeds,
-        "negative_pooled_prompt_embeds": negative_pooled_prompt_embeds,
-        "guidance_scale": guidance_scale,
-        "true_cfg_scale": true_cfg_scale,
-        "height": height,
-        "width": width,
-        "encode_kwargs": encode_kwargs,
-    }
-    if is_unconditional(pipe):
-        _check_unconditional_args(pipe, prompt=prompt, **conditioning)
-        groups = len(generator) if isinstance(generator, list | tuple) else 1
-        model = UnconditionalPipelineModel(pipe, max(1, groups), max_batch)
-        prompts = None
-    else:
-        model = from_pipeline(pipe, prompt, max_batch=max_batch, **conditioning)
-        prompts = model.conditioning.prompts
+
+def _with_compile(transition: Any, compile: Any) -> Any:
+    """Return the transition with ``compile`` set.
+
+    A new ``Glass`` with the given one's parameters.
+    """
+    from glass_core.transitions import Glass
+
+    if not isinstance(compile, bool):
+        raise InvalidInputError(f"compile must be None, True or False, got {compile!r}")
+    if not isinstance(transition, Glass):
+        if compile is False:
+            return transition  # nothing to turn off
+        raise InvalidInputError(
+            f"compile=True applies to a Glass transition (its inner loop), not {transition!r}"
+        )
+    return Glass(
+        rho=transition.rho, inner_steps=transition.inner_steps, solver=transition.solver,
+        sigma0=transition.sigma0, compile=compile,
+    )  # fmt: skip
+
+
+def _check_process_group(process_group: Any, method: str) -> None:
+    from glass_core.align.distributed import Sharding
+
+    if method not in SHARDED_METHODS:
+        raise InvalidInputError(
+            f"process_group: method={method!r} is not sharded across ranks; process_group "
+            f"applies to method {' or '.join(map(repr, SHARDED_METHODS))} only"
+        )
+    if isinstance(process_group, Sharding) and not process_group.gather:
+        raise InvalidInputError(
+            "process_group: steer returns every particle on every rank, so it needs "
+            "Sharding(gather=True); call glass_core.align.fk_steering / best_of_n directly "
+            "for rank-local samples"
+        )
+
+
+def _wrap_pipeline(
+    pipe: Any,
+    prompt: Any,
+    generator: Any,
+    max_batch: int | None,
+    extra: dict[str, Any],
+    method: str,
+    **conditioning: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """Wrap the pipeline (step 2).
+
+    The pipeline as a ``PipelineModel``; the pipeline's own call options are taken out of the extra
+    keyword arguments, the rest must be the algorithm's (FK's).
+    """
+    from glass_core.models.diffusers.pipeline_model import call_options, wrap_pipeline
+
+    names = call_options(pipe)
+    options = {k: v for k, v in extra.items() if k in names}
+    rest = {k: v for k, v in extra.items() if k not in names}
+    if method != "fk" and rest:
+        raise InvalidInputError(
+            f"unexpected keyword arguments for method={method!r}: {sorted(rest)}"
+        )
+    # timed: steer reports model and reward seconds (the meter syncs the device around them)
+    model = wrap_pipeline(
+        pipe,
+        prompt,
+        generator=generator,
+        max_batch=max_batch,
+        timed=True,
+        **conditioning,
+        **options,
+    )
     num_b = model.num_groups
     if isinstance(generator, list | tuple) and len(generator) != num_b:
         raise InvalidInputError(
             f"generator: a list must hold one torch.Generator per prompt ({num_b}), "
             f"got {len(generator)}"
         )
+    return model, rest
+
+
+@dataclass
+class _Run:
+    """What the algorithm runs on.
+
+    The wrapped pipeline, the reward on latents, the grid, the start, the observed transition and
+    the sizes.
+    """
+
+    model: Any
+    reward: Any
+    grid: np.ndarray
+    x0: torch.Tensor | None
+    num_particles: int
+    generator: Any
+    transition: _ObservedTransition
+    bar: Any
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.model.num_groups)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.model.latent_shape)
+
+    @property
+    def rows(self) -> int:
+        return self.num_groups * self.num_particles
+
+
+def _prepare_run(
+    model: Any,
+    transition: Any,
+    reward: Any,
+    reward_on: str,
+    reward_prompts: Any,
+    max_batch: int | None,
+    time_grid: Any,
+    num_transitions: int | None,
+    num_particles: int,
+    generator: Any,
+    image: Any,
+    strength: Any,
+    show_bar: bool,
+    callback: StepCallback | None,
+) -> _Run:
+    """Step 3: the proposal's grid and start (SDEdit from ``image``), and the reward on latents."""
     if time_grid is None:
         k = default_num_transitions(transition) if num_transitions is None else num_transitions
-        k = positive_int(k, "num_transitions")
-        if isinstance(model, UnconditionalPipelineModel):
-            grid = model.time_grid(k)
-        else:
-            grid = default_time_grid(model, k)
+        grid = model.time_grid(positive_int(k, "num_transitions"))
     else:
         grid = np.asarray(time_grid, dtype=np.float64)
-    wrapped = reward_on_latents(reward, model, reward_on, max_batch, reward_prompts, prompts)
-    shape = model.latent_shape
+    wrapped = reward_on_latents(reward, model, reward_on, max_batch, reward_prompts, model.prompts)
     x0: torch.Tensor | None = None
     if image is not None:
-        z_image = _image_latents(model, image, num_b, max_batch)
-        grid, x0 = image_start(model.schedule, z_image, strength, grid, n, generator)
-
+        z_image = _image_latents(model, image, model.num_groups, max_batch)
+        grid, x0 = image_start(model.schedule, z_image, strength, grid, num_particles, generator)
     bar = None
-    if progress and method == "sample":
+    if show_bar:
         from glass_core._progress import progress_bar
 
         bar = progress_bar(len(grid) - 1, True, "sampling")
     observed = _ObservedTransition(transition, callback, bar)
-    common: dict[str, Any] = {
-        "time_grid": grid,
-        "shape": shape,
-        "generator": generator,
-        "device": model.device,
-        "dtype": torch.float32,
-    }
-    if not isinstance(generator, list | tuple):
-        common["num_groups"] = num_b
-    if x0 is not None:
-        common["x0"] = x0
-    # what every alignment algorithm takes; fk and best_of_n may propose from the guided model
-    aligned = {**common, "transition": observed, "num_particles": n, "progress": progress}
-    proposal = guided(model, wrapped, reward_scale, reward_window) if guide else model
-    genealogy = log_evidence = ess = None
-    log_w = torch.full((num_b, n), -float(np.log(n)), dtype=torch.float64)
-    rewards: torch.Tensor | None = None
-    raw: Any
-    try:
-        if len(grid) == 1:  # strength 0: nothing to sample, the image's latents as they are
-            assert x0 is not None
-            raw, latents = None, x0
-            if wrapped is not None:
-                with torch.no_grad():
-                    rewards = check_rewards(wrapped(x0.reshape(-1, *shape)), num_b * n)
-        elif method == "fk":
-            raw = fk_steering(
-                proposal,
-                wrapped,
-                potential=potential,
-                lambda_=lambda_,
-                process_group=process_group,
-                **aligned,
-                **algorithm_kwargs,
-            )
-            latents, rewards = raw.samples, raw.rewards
-            log_w = raw.log_weights
-            genealogy, log_evidence, ess = raw.ancestors, raw.log_evidence, raw.ess_history
-        elif method == "best_of_n":
-            raw = best_of_n(proposal, wrapped, process_group=process_group, **aligned)
-            latents, rewards = raw.samples, raw.rewards
-        elif method == "guidance":
-            raw = reward_guidance(
-                model, wrapped, scale=reward_scale, window=reward_window, **aligned
-            )
-            latents, rewards = raw.samples, raw.rewards
-        else:
-            gen = list(generator) if isinstance(generator, list | tuple) else generator
-            # with one generator per prompt, x0 goes in grouped as [num_b, n, ...]
-            start = (
-                None
-                if x0 is None
-                else x0.reshape(num_b, n, *shape)
-                if isinstance(gen, list)
-                else x0.reshape(num_b * n, *shape)
-            )
-            with torch.no_grad():
-                raw = sample(
-                    model,
-                    cast(Any, observed),
-                    grid,
-                    x0=start,
-                    shape=None if x0 is not None else (num_b * n, *shape),
-                    generator=gen,
-                    device=model.device,
-                    dtype=torch.float32,
-                )
-                latents = raw.samples.reshape(num_b * n, *shape)
-                if wrapped is not None:
-                    rewards = check_rewards(wrapped(latents), num_b * n)
-    finally:
-        if bar is not None:
-            bar.close()
+    return _Run(model, wrapped, grid, x0, num_particles, generator, observed, bar)
 
-    latents = latents.reshape(num_b * n, *shape)
-    if rewards is not None:
-        rewards = rewards.reshape(num_b, n)
-    if log_w.ndim == 1:
-        log_w = log_w.reshape(num_b, n)
+
+@dataclass
+class _Outcome:
+    """An algorithm's particles and diagnostics, group-major."""
+
+    raw: Any
+    latents: torch.Tensor
+    rewards: torch.Tensor | None
+    log_weights: torch.Tensor | None = None
+    ancestors: Any = None
+    log_evidence: Any = None
+    ess: Any = None
+
+
+def _aligned_kwargs(run: _Run, progress: bool) -> dict[str, Any]:
+    """Return what every alignment algorithm takes."""
+    kw: dict[str, Any] = {
+        "time_grid": run.grid,
+        "shape": run.shape,
+        "generator": run.generator,
+        "device": run.model.device,
+        "dtype": torch.float32,
+        "transition": run.transition,
+        "num_particles": run.num_particles,
+        "progress": progress,
+    }
+    if not isinstance(run.generator, list | tuple):
+        kw["num_groups"] = run.num_groups
+    if run.x0 is not None:
+        kw["x0"] = run.x0
+    return kw
+
+
+def _run_algorithm(run: _Run, p: dict[str, Any]) -> _Outcome:
+    """Step 4: the chosen method on the run (strength 0: the image's latents as they are)."""
+    from glass_core.align import best_of_n, fk_steering, guided, reward_guidance
+
+    if len(run.grid) == 1:
+        assert run.x0 is not None
+        return _Outcome(None, run.x0, _score(run, run.x0))
+    if p["method"] == "sample":
+        return _run_sample(run)
+    aligned = _aligned_kwargs(run, p["progress"])
+    if p["method"] == "guidance":
+        gr = reward_guidance(
+            run.model, run.reward, scale=p["reward_scale"], window=p["reward_window"], **aligned
+        )
+        return _Outcome(gr, gr.samples, gr.rewards)
+    proposal = run.model
+    if p["guide"]:
+        proposal = guided(run.model, run.reward, p["reward_scale"], p["reward_window"])
+    if p["method"] == "best_of_n":
+        bon = best_of_n(proposal, run.reward, process_group=p["process_group"], **aligned)
+        return _Outcome(bon, bon.samples, bon.rewards)
+    raw = fk_steering(
+        proposal,
+        run.reward,
+        potential=p["potential"],
+        lambda_=p["lambda_"],
+        process_group=p["process_group"],
+        **aligned,
+        **p["algorithm_kwargs"],
+    )
+    return _Outcome(
+        raw, raw.samples, raw.rewards, raw.log_weights, raw.ancestors, raw.log_evidence,
+        raw.ess_history,
+    )  # fmt: skip
+
+
+def _score(run: _Run, latents: torch.Tensor) -> torch.Tensor | None:
+    from glass_core.rewards.base import check_rewards
+
+    if run.reward is None:
+        return None
+    with torch.no_grad():
+        return check_rewards(run.reward(latents.reshape(-1, *run.shape)), run.rows)
+
+
+def _run_sample(run: _Run) -> _Outcome:
+    """Plain sampling along the grid (one generator per group: x0 goes in grouped)."""
+    from glass_core.transitions import sample
+
+    gen = list(run.generator) if isinstance(run.generator, list | tuple) else run.generator
+    start = None
+    if run.x0 is not None:
+        lead = (run.num_groups, run.num_particles) if isinstance(gen, list) else (run.rows,)
+        start = run.x0.reshape(*lead, *run.shape)
+    with torch.no_grad():
+        raw = sample(
+            run.model,
+            cast(Any, run.transition),
+            run.grid,
+            x0=start,
+            shape=None if start is not None else (run.rows, *run.shape),
+            generator=gen,
+            device=run.model.device,
+            dtype=torch.float32,
+        )
+    latents = raw.samples.reshape(run.rows, *run.shape)
+    return _Outcome(raw, latents, _score(run, latents))
+
+
+def _produce_outputs(
+    run: _Run,
+    out: _Outcome,
+    method: str,
+    output_type: str,
+    max_batch: int | None,
+    wall_start: float,
+) -> SteerResult:
+    """Step 5: shapes per group, the output decode (reusing the final reward's), the counts."""
+    b, n, model = run.num_groups, run.num_particles, run.model
+    latents = out.latents.reshape(run.rows, *run.shape)
+    rewards = None if out.rewards is None else out.rewards.reshape(b, n)
+    log_w = out.log_weights
+    log_w = torch.full((b, n), -float(np.log(n)), dtype=torch.float64) if log_w is None else log_w
+    genealogy = out.ancestors
     if genealogy is not None and genealogy.ndim == 2:
         genealogy = genealogy[:, None, :]
-    log_evidence = None if log_evidence is None else np.asarray(log_evidence).reshape(num_b)
-    if ess is not None and np.ndim(ess) == 1:
-        ess = np.asarray(ess)[:, None]
-
-    decode_start = time.perf_counter()
+    ess = out.ess if out.ess is None or np.ndim(out.ess) != 1 else np.asarray(out.ess)[:, None]
     images = None
-    decoded_here = False
     if output_type != "latent":
         with torch.no_grad():
-            if hasattr(wrapped, "images_for"):
-                images = wrapped.images_for(latents)  # reuses the final reward's decode
+            if hasattr(run.reward, "images_for"):
+                images = run.reward.images_for(latents)  # reuses the final reward's decode
             else:
-                images = model.decode(latents, max_batch=max_batch)
-                decoded_here = True
-    decode_time = time.perf_counter() - decode_start
-    out_images = _format_images(model, latents, images, output_type)
-
+                images = model.meter.reward(lambda z: model.decode(z, max_batch=max_batch), latents)
+    meter = model.meter
     wall = time.perf_counter() - wall_start
-    reward_time = decode_time + float(getattr(wrapped, "seconds", 0.0))
     # the algorithm's count per particle where one ran (FK's includes the lookahead's calls), the
     # adapter's for plain sampling (which count is which: docs/math.md §3.3)
-    nfe = int(model.num_evaluations) if raw is None or method == "sample" else int(raw.nfe)
-    passes = nfe * model.passes_per_eval
+    nfe = meter.evaluations if out.raw is None or method == "sample" else out.raw.nfe
     return SteerResult(
-        images=out_images,
+        images=latents if images is None else model.to_output(images, output_type),
         samples=latents,
         rewards=rewards,
-        log_weights=log_w,
+        log_weights=log_w.reshape(b, n),
         ancestors=genealogy,
-        log_evidence=log_evidence,
+        log_evidence=None if out.log_evidence is None else np.asarray(out.log_evidence).reshape(b),
         ess_history=ess,
         best_index=None if rewards is None else rewards.argmax(dim=1),
-        nfe=nfe,
-        total_nfe=nfe * num_b * n,
-        forward_passes=passes,
-        total_forward_passes=model.num_forward_rows,
+        nfe=int(nfe),
+        total_nfe=int(nfe) * run.rows,
+        forward_passes=int(nfe) * model.passes_per_eval,
+        total_forward_passes=meter.forward_rows,
         wall_time=wall,
-        model_time=model.model_time,
-        reward_time=reward_time,
-        bookkeeping_time=max(0.0, wall - model.model_time - reward_time),
-        num_groups=num_b,
+        model_time=meter.model_seconds,
+        reward_time=meter.reward_seconds,
+        bookkeeping_time=max(0.0, wall - meter.model_seconds - meter.reward_seconds),
+        num_groups=b,
         num_particles=n,
         method=method,
-        time_grid=np.asarray(grid, dtype=np.float64),
-        prompts=prompts,
-        num_decodes=int(getattr(wrapped, "num_decodes", 0)) + (1 if decoded_here else 0),
-        raw=raw,
+        time_grid=np.asarray(run.grid, dtype=np.float64),
+        prompts=model.prompts,
+        num_decodes=meter.decodes,
+        raw=out.raw,
     )

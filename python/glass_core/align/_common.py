@@ -3,7 +3,6 @@ that counts NFE / micro-batches / times model calls, and the plain propagation l
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from glass_core._checks import optional_positive_int
 from glass_core._progress import progress_bar
 from glass_core._random import Generator as Generator  # re-exported for the algorithms
 from glass_core.errors import InvalidInputError, RewardError
+from glass_core.meter import Meter, chunked
 from glass_core.rewards.base import _listing
 from glass_core.schedules import validate_time_grid
 
@@ -140,26 +140,40 @@ def as_generator_arg(generator: Generator) -> Any:
     return list(generator) if isinstance(generator, (list, tuple)) else generator
 
 
-def _sync(t: torch.Tensor) -> None:
-    if t.is_cuda:  # honest timings need the kernels to finish
-        torch.cuda.synchronize(t.device)
-
-
 class CountedModel:
     """Wraps a Denoiser: counts NFE (one per batched call), micro-batches along dim 0 and, when
-    `timed`, times the model calls (with a device sync on CUDA, so only when profiling).
-    Unknown attributes are forwarded, so transitions see the original model."""
+    `timed`, times the model calls (with a device sync on CUDA, so only when profiling), all on
+    one :class:`glass_core.meter.Meter`. Unknown attributes are forwarded, so transitions see the
+    original model."""
 
     def __init__(self, model: Any, max_batch: int | None = None, timed: bool = False) -> None:
         self._model = model
         self.schedule = model.schedule
         self.max_batch = max_batch
-        self.timed = timed
-        self.nfe = 0
-        self.model_time = 0.0
+        self.meter = Meter(timed=timed)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
+
+    @property
+    def timed(self) -> bool:
+        return self.meter.timed
+
+    @property
+    def nfe(self) -> int:
+        return self.meter.evaluations
+
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self.meter.evaluations = value
+
+    @property
+    def model_time(self) -> float:
+        return self.meter.model_seconds
+
+    @model_time.setter
+    def model_time(self, value: float) -> None:
+        self.meter.model_seconds = value
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
         return self._call(self._model.denoise, x, t)
@@ -168,42 +182,26 @@ class CountedModel:
         return self._call(self._model.velocity, x, t)
 
     def _call(self, fn: Callable[..., torch.Tensor], x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.nfe += 1
-        if self.timed:
-            _sync(x)
-            start = time.perf_counter()
-        mb = self.max_batch
-        if mb is None or x.shape[0] <= mb:
-            out = fn(x, t)
-        else:
-            per_row = isinstance(t, torch.Tensor) and t.ndim >= 1 and t.shape[0] == x.shape[0]
-            out = torch.cat(
-                [
-                    fn(x[i : i + mb], t[i : i + mb] if per_row else t)
-                    for i in range(0, x.shape[0], mb)
-                ]
-            )
-        if self.timed:
-            _sync(out)
-            self.model_time += time.perf_counter() - start
-        return out
+        self.meter.evaluations += 1
+        return self.meter.model(lambda xs, ts: chunked(fn, self.max_batch, xs, ts), x, t)
 
 
 class Timer:
-    """Accumulates wall time of a code section when enabled (syncing CUDA around it)."""
+    """Accumulates the wall time of reward sections when enabled (a Meter's reward seconds)."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.total = 0.0
+        self.meter = Meter(timed=enabled)
+
+    @property
+    def enabled(self) -> bool:
+        return self.meter.timed
+
+    @property
+    def total(self) -> float:
+        return self.meter.reward_seconds
 
     def __call__(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
-        if not self.enabled:
-            return fn(*args)
-        start = time.perf_counter()
-        out = fn(*args)
-        _sync(out)
-        self.total += time.perf_counter() - start
-        return out
+        return self.meter.reward(fn, *args)  # type: ignore[no-any-return]
 
 
 def propagate(

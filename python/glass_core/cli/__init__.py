@@ -188,7 +188,7 @@ def _describe(exc: BaseException) -> str:
         return describe_missing(exc) or f"{type(exc).__name__}: {msg}"
     flag = flag_of(getattr(exc, "arg", None))
     if flag is not None:
-        return msg if msg.startswith(flag) else f"{flag}: {msg}"
+        return msg if flag in msg else f"{flag}: {msg}"
     return f"{type(exc).__name__}: {msg}"
 
 

@@ -1,5 +1,6 @@
 """Outputs of ``glass-core steer``: the images, the best image of each prompt and results.json
-(rewards, weights, ESS history, genealogy), and the warning when FK's weights collapsed early."""
+(rewards, weights, ESS history, genealogy), and the warning when FK's weights collapsed early
+(the diagnostics are the FK result's own: ``lineage_roots()``, ``early_collapse()``)."""
 
 from __future__ import annotations
 
@@ -12,35 +13,6 @@ import numpy as np
 #: an FK run whose ESS falls below this before EARLY_T has in effect one particle left
 ESS_COLLAPSE = 1.5
 EARLY_T = 0.5
-
-
-def ess_collapse(
-    ess: np.ndarray, times: np.ndarray, num_particles: int
-) -> list[tuple[int, float, float]]:
-    """(group, t, ESS) for each group whose ESS fell below ESS_COLLAPSE at a potential step
-    before t = EARLY_T: from there on its particles are copies of one."""
-    if num_particles < 2 or len(times) == 0:
-        return []
-    ess = np.asarray(ess, dtype=np.float64).reshape(len(times), -1)
-    found = []
-    for b in range(ess.shape[1]):
-        early = [(float(t), float(e)) for t, e in zip(times, ess[:, b], strict=True) if t < EARLY_T]
-        low = [(t, e) for t, e in early if e < ESS_COLLAPSE]
-        if low:
-            found.append((b, *low[0]))
-    return found
-
-
-def distinct_ancestors(genealogy: np.ndarray) -> list[int]:
-    """For each group, how many initial particles the final ones descend from."""
-    gen = np.asarray(genealogy)  # [S, B, N]
-    out = []
-    for b in range(gen.shape[1]):
-        idx = np.arange(gen.shape[2])
-        for step in gen[::-1, b]:
-            idx = step[idx]
-        out.append(len(np.unique(idx)))
-    return out
 
 
 def write_outputs(
@@ -89,10 +61,14 @@ def write_outputs(
         ess = np.asarray(ess_rows, dtype=np.float64).reshape(len(times), res.num_groups)
         record["ess_times"] = times.tolist()  # [S]: the potential steps' t
         record["ess_history"] = ess.tolist()  # [S][B], after reweighting
+        raw = res.raw  # the FKResult (None when nothing was sampled)
         if res.ancestors is not None:
             record["genealogy"] = np.asarray(res.ancestors).tolist()  # [S][B][N] parent indices
-            record["distinct_ancestors"] = distinct_ancestors(res.ancestors)  # [B]
-        for b, t, e in ess_collapse(ess, times, res.num_particles):
+            record["distinct_ancestors"] = np.atleast_1d(raw.lineage_roots()).tolist()  # [B]
+        collapsed = (
+            [] if raw is None else raw.early_collapse(ess_below=ESS_COLLAPSE, before=EARLY_T)
+        )
+        for b, t, e in collapsed:
             roots = record.get("distinct_ancestors", [None] * (b + 1))[b]
             record["warnings"].append(
                 f"FK weights collapsed onto one particle early (prompt {b}: ESS {e:.2f} of "

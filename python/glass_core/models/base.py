@@ -15,6 +15,7 @@ import torch
 
 from glass_core._checks import optional_positive_int
 from glass_core.errors import InvalidInputError, ModelError
+from glass_core.meter import chunked
 from glass_core.schedules import Schedule
 
 Prediction = Literal["x1", "velocity", "epsilon", "v", "score"]
@@ -29,9 +30,11 @@ class Denoiser(Protocol):
 
     schedule: Schedule
 
-    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor: ...
+    def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the denoised estimate D_t(x) of the data."""
 
-    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor: ...
+    def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the velocity of the probability-flow ODE at (x, t)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -39,6 +42,20 @@ class Denoiser(Protocol):
 
 
 def check_batch(x: torch.Tensor, name: str = "x") -> None:
+    """Raise InvalidInputError unless ``x`` is a batch tensor [M, ...] (naming ``name``).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        The batch.
+    name : str
+        Its name in the error message.
+
+    Raises
+    ------
+    InvalidInputError
+        ``x`` is not a floating-point tensor [B, ...] with B >= 1.
+    """
     if not isinstance(x, torch.Tensor):
         raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < 1 or x.shape[0] == 0:
@@ -50,7 +67,27 @@ def check_batch(x: torch.Tensor, name: str = "x") -> None:
 
 
 def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
-    """float64 time(s): a python float for a shared time, else an ndarray [batch]. Validated."""
+    """float64 time(s): a python float for a shared time, else an ndarray [batch]. Validated.
+
+    Parameters
+    ----------
+    t : float, ndarray or torch.Tensor
+        One time or one per row.
+    batch : int
+        The number of rows.
+    name : str
+        Its name in error messages.
+
+    Returns
+    -------
+    float or ndarray
+        The time(s) in float64.
+
+    Raises
+    ------
+    InvalidInputError
+        Times outside [0, 1], non-finite, or of the wrong length.
+    """
     if type(t) is float:  # the common case, checked without numpy (runs once per model call)
         if not 0.0 <= t <= 1.0:  # also rejects NaN
             raise InvalidInputError(f"{name} must be finite and inside [0, 1], got {t}")
@@ -83,12 +120,38 @@ def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
 
 
 def working_dtype(x: torch.Tensor) -> torch.dtype:
-    """Arithmetic dtype for combining tensors: at least float32 (bf16/fp16 models are upcast)."""
+    """Arithmetic dtype for combining tensors: at least float32 (bf16/fp16 models are upcast).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        A model input or output.
+
+    Returns
+    -------
+    torch.dtype
+        ``x.dtype`` if at least float32, else float32.
+    """
     return torch.promote_types(x.dtype, torch.float32)
 
 
 def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype | None = None):
-    """A float64 coefficient (scalar or [B]) as something that multiplies x ([B, ...]) row-wise."""
+    """Return a float64 coefficient (scalar or [B]) shaped to multiply x ([B, ...]) row-wise.
+
+    Parameters
+    ----------
+    c : float or ndarray
+        The coefficient.
+    x : torch.Tensor
+        The batch it multiplies.
+    dtype : torch.dtype, optional
+        The tensor's dtype (default: ``working_dtype(x)``).
+
+    Returns
+    -------
+    float or torch.Tensor
+        A float for a scalar, else a tensor [B, 1, ...] on x's device.
+    """
     if np.ndim(c) == 0:
         return float(c)
     shape = (-1,) + (1,) * (x.ndim - 1)
@@ -96,7 +159,20 @@ def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype | None = No
 
 
 def schedule_values(schedule: Schedule, t: float | np.ndarray):
-    """(alpha, sigma, d_alpha, d_sigma) at t, float64 (scalar or ndarray), from the native core."""
+    """(alpha, sigma, d_alpha, d_sigma) at t, float64 (scalar or ndarray), from the native core.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule.
+    t : float or ndarray
+        The time(s).
+
+    Returns
+    -------
+    tuple
+        (alpha, sigma, d_alpha, d_sigma).
+    """
     if np.ndim(t) == 0:
         tt = float(t)
         return schedule.alpha(tt), schedule.sigma(tt), schedule.d_alpha(tt), schedule.d_sigma(tt)
@@ -120,13 +196,29 @@ NOISE_FLOOR_LOG_SNR = 2.0 * math.log(1e-3)
 
 
 def query_time(schedule: Schedule, t: float | np.ndarray, prediction: str) -> float | np.ndarray:
-    """The time at which a model returning `prediction` is asked for D_t: t clamped to
-    ``schedule.model_time_range`` (and, for epsilon/score models, to the noise floor from below).
+    """Return the time at which a model returning `prediction` is asked for D_t.
+
+    t clamped to ``schedule.model_time_range`` (and, for epsilon/score models, to the noise floor
+    from below).
 
     The convention shared by every model: D_t(x) := D_{query_time(t)}(x). For a VP table this is
     the noisiest node below it (what diffusers pipelines assume of pure noise) and the least noisy
     node above it; analytic schedules are asked at t itself except an epsilon/score model at
     alpha = 0, which cannot tell anything about the data there.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule.
+    t : float or ndarray
+        The time(s) D_t is wanted at.
+    prediction : str
+        What the model returns (``PREDICTIONS``).
+
+    Returns
+    -------
+    float or ndarray
+        The time(s) the model is evaluated at.
     """
     lo, hi = schedule.model_time_range
     if prediction in _BLIND_AT_NOISE:
@@ -162,6 +254,25 @@ def conversion_coefficients(schedule: Schedule, t: float | np.ndarray, source: s
     Solves [x; p] = [[alpha, sigma], [c_z, c_eps]] [z; eps] for (z, eps), then forms the target's
     loadings. Raises where the source does not determine the target (det = 0: x1 at sigma=0,
     epsilon at alpha=0).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule.
+    t : float or ndarray
+        The time(s).
+    source, target : str
+        The parameterisations (``PREDICTIONS``).
+
+    Returns
+    -------
+    tuple
+        (A, B), floats or ndarrays.
+
+    Raises
+    ------
+    InvalidInputError
+        Where the source does not determine the target.
     """
     a, s, da, ds = schedule_values(schedule, t)
     cz, ce = _loadings(source, a, s, da, ds)
@@ -187,7 +298,31 @@ def convert(
     source: str,
     target: str,
 ) -> torch.Tensor:
-    """Convert a model output `pred` at (x, t) from one parameterisation to another."""
+    """Convert a model output `pred` at (x, t) from one parameterisation to another.
+
+    Parameters
+    ----------
+    pred : torch.Tensor
+        The model output in the ``source`` parameterisation.
+    x : torch.Tensor
+        The model input.
+    t : float or tensor
+        The time(s).
+    schedule : Schedule
+        The noise schedule.
+    source, target : str
+        The parameterisations (``PREDICTIONS``).
+
+    Returns
+    -------
+    torch.Tensor
+        The output in the ``target`` parameterisation.
+
+    Raises
+    ------
+    InvalidInputError
+        Where the source does not determine the target.
+    """
     if source not in PREDICTIONS:
         raise InvalidInputError(f"source must be one of {PREDICTIONS}, got {source!r}")
     if target not in PREDICTIONS:
@@ -222,6 +357,7 @@ class DenoiserBase:
         self.max_batch = max_batch
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Return the network's prediction at (x, t) on a tensor of times."""
         raise NotImplementedError
 
     def _predict(self, x: torch.Tensor, tv: float | np.ndarray) -> torch.Tensor:
@@ -230,14 +366,11 @@ class DenoiserBase:
             t_tensor = torch.full((b,), tv, device=x.device, dtype=working_dtype(x))
         else:
             t_tensor = torch.as_tensor(np.asarray(tv), device=x.device, dtype=working_dtype(x))
-        step = self.max_batch or b
-        if step >= b:  # one call: no slicing (this runs once per model evaluation)
-            return self._checked(self.predict(x, t_tensor), x)
-        outs = [
-            self._checked(self.predict(x[i : i + step], t_tensor[i : i + step]), x[i : i + step])
-            for i in range(0, b, step)
-        ]
-        return torch.cat(outs, dim=0)
+
+        def rows(xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+            return self._checked(self.predict(xs, ts), xs)
+
+        return chunked(rows, self.max_batch, x, t_tensor)
 
     @staticmethod
     def _checked(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -278,10 +411,13 @@ class DenoiserBase:
         return self.as_prediction(x, t, "velocity")
 
     def epsilon(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the noise prediction at (x, t)."""
         return self.as_prediction(x, t, "epsilon")
 
     def v(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the v-prediction at (x, t)."""
         return self.as_prediction(x, t, "v")
 
     def score(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the score (gradient of the log-density) at (x, t)."""
         return self.as_prediction(x, t, "score")

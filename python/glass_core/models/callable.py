@@ -25,9 +25,11 @@ class CallableDenoiser(DenoiserBase):
         self.fn = fn
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Return the network's prediction at (x, t) on a tensor of times."""
         return self.fn(x, t)
 
     def __repr__(self) -> str:
+        """Return a short description of the object."""
         return f"CallableDenoiser({self.fn!r}, prediction={self.prediction!r})"
 
 
@@ -38,5 +40,26 @@ def from_callable(
 
     prediction: what fn returns: "x1" (E[z|x_t]), "velocity" (u_t), "epsilon" (E[eps|x_t]),
     "v" (alpha eps - sigma z) or "score". t is passed as a [B] tensor on x's device.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x, t) -> prediction``.
+    prediction : str
+        What ``fn`` returns (see above).
+    schedule : Schedule
+        The noise schedule ``fn`` was trained with.
+    max_batch : int, optional
+        Rows per call of ``fn`` (None: all at once).
+
+    Returns
+    -------
+    CallableDenoiser
+        The denoiser.
+
+    Raises
+    ------
+    InvalidInputError
+        ``fn`` not callable, or an unknown ``prediction``.
     """
     return CallableDenoiser(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)

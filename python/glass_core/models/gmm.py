@@ -32,6 +32,25 @@ def _col(c: float | np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def scalar_time(t: TimeLike, name: str) -> float:
+    """Return ``t`` as a Python float, raising InvalidInputError if it is not a scalar.
+
+    Parameters
+    ----------
+    t : float or tensor
+        The time.
+    name : str
+        Its name in the error message.
+
+    Returns
+    -------
+    float
+        The time.
+
+    Raises
+    ------
+    InvalidInputError
+        ``t`` is not a scalar.
+    """
     if isinstance(t, torch.Tensor):
         if t.numel() != 1:
             raise InvalidInputError(f"{name} must be a scalar time, got shape {tuple(t.shape)}")
@@ -51,8 +70,24 @@ def kernel_scalars(
     t_next: TimeLike,
     rho: float | str,
 ) -> tuple[float, float, float]:
-    """(gamma, abar, sbar) of the z-conditional kernel N(abar z + gamma x_t, sbar^2 I)
-    (docs/math.md §3)."""
+    """Return (gamma, abar, sbar) of the z-conditional kernel (docs/math.md §3).
+
+    The kernel is N(abar z + gamma x_t, sbar^2 I).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The noise schedule.
+    t, t_next : float
+        The transition's times.
+    rho : float or str
+        The noise correlation (or "ddpm").
+
+    Returns
+    -------
+    tuple of float
+        (gamma, abar, sbar).
+    """
     tt, tn = scalar_time(t, "t"), scalar_time(t_next, "t_next")
     if not tn > tt:
         raise InvalidInputError(f"t_next must be > t, got t={tt}, t_next={tn}")
@@ -103,10 +138,12 @@ class GaussianMixture(DenoiserBase):
 
     @property
     def num_components(self) -> int:
+        """Return the number of mixture components."""
         return self.means.shape[0]
 
     @property
     def dim(self) -> int:
+        """Return the data dimension."""
         return self.means.shape[1]
 
     def _params(self, device: torch.device):
@@ -160,7 +197,7 @@ class GaussianMixture(DenoiserBase):
     def _mixture_log_prob(
         y: torch.Tensor, log_w: torch.Tensor, mean: torch.Tensor, var: torch.Tensor
     ) -> torch.Tensor:
-        """log sum_k w_k N(y; mean_k, var_k I); y [B, d], mean [B|1, K, d], var [B|1, K]."""
+        """Log sum_k w_k N(y; mean_k, var_k I); y [B, d], mean [B|1, K, d], var [B|1, K]."""
         d = y.shape[1]
         sq = ((y.unsqueeze(1) - mean) ** 2).sum(-1)
         comp = -0.5 * (d * (_LOG2PI + torch.log(var)) + sq / var)
@@ -169,14 +206,14 @@ class GaussianMixture(DenoiserBase):
     def sample(
         self, n: int, generator: _random.Generator = None, *, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        """n exact data samples, [n, d] float64."""
+        """N exact data samples, [n, d] float64."""
         m, v, lw = self._params(torch.device(device))
         return self._mixture_sample(
             lw.expand(n, -1), m.unsqueeze(0).expand(n, -1, -1), v.expand(n, -1), generator
         )
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """log p_data(z), [B] float64."""
+        """Log p_data(z), [B] float64."""
         zf = self._flat(z, "z")
         m, v, lw = self._params(zf.device)
         return self._mixture_log_prob(zf, lw.unsqueeze(0), m.unsqueeze(0), v.unsqueeze(0))
@@ -190,7 +227,7 @@ class GaussianMixture(DenoiserBase):
         return a_, s_, m, v, lw
 
     def marginal_log_prob(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        """log p_t(x) with p_t the law of alpha_t z + sigma_t eps, [B] float64."""
+        """Log p_t(x) with p_t the law of alpha_t z + sigma_t eps, [B] float64."""
         xf = self._flat(x)
         a, s, m, v, lw = self._marginal_pieces(time_values(t, xf.shape[0]), xf.device)
         mean = a.unsqueeze(-1) * m.unsqueeze(0)
@@ -205,14 +242,14 @@ class GaussianMixture(DenoiserBase):
         *,
         device: torch.device | str = "cpu",
     ) -> torch.Tensor:
-        """n exact samples of p_t, [n, d] float64."""
+        """N exact samples of p_t, [n, d] float64."""
         a, s, m, v, lw = self._marginal_pieces(scalar_time(t, "t"), torch.device(device))
         mean = (a * m).unsqueeze(0).expand(n, -1, -1)
         var = (a**2 * v + s**2).expand(n, -1)
         return self._mixture_sample(lw.expand(n, -1), mean, var, generator)
 
     def _responsibilities(self, xf: torch.Tensor, t: float | np.ndarray):
-        """log w_k(x) [B, K] (normalised), tot_k = a^2 v_k + s^2 [B|1, K], and a, s, m, v."""
+        """Log w_k(x) [B, K] (normalised), tot_k = a^2 v_k + s^2 [B|1, K], and a, s, m, v."""
         a, s, m, v, lw = self._marginal_pieces(t, xf.device)
         tot = a**2 * v + s**2  # variance of x_t given component k
         # |x - a m_k|^2 expanded so the [B, K, d] tensor is never built (this is the hot path)
@@ -252,6 +289,7 @@ class GaussianMixture(DenoiserBase):
         return self._denoise64(x, tv)
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Return the network's prediction at (x, t) on a tensor of times."""
         return self._denoise64(x, time_values(t, x.shape[0]))
 
     # -- the GLASS transition kernel (docs/math.md §3, §7) --------------------------------------
@@ -288,7 +326,7 @@ class GaussianMixture(DenoiserBase):
         t_next: TimeLike,
         rho: float | str = "ddpm",
     ) -> torch.Tensor:
-        """log p(x_t' = x_next | x_t = x), [B] float64."""
+        """Log p(x_t' = x_next | x_t = x), [B] float64."""
         yf = self._flat(x_next, "x_next")
         if x_next.shape != x.shape:
             raise InvalidInputError(
@@ -312,7 +350,7 @@ class GaussianMixture(DenoiserBase):
     # -- reward tilting (exact targets for alignment) -------------------------------------------
 
     def tilted(self, reward_kind: str, params: Any, lambda_: float) -> GaussianMixture:
-        """The exact tilted target p(z) exp(lambda_ r(z)) / Z as a GaussianMixture.
+        """Return the exact tilted target p(z) exp(lambda_ r(z)) / Z as a GaussianMixture.
 
         reward_kind "linear": r(z) = a.z, params = a ([d]) or {"a": a}.
         reward_kind "quadratic": r(z) = -|z - c|^2 / (2 s^2), params = {"c": c, "s": s} or (c, s);
@@ -375,6 +413,7 @@ class GaussianMixture(DenoiserBase):
         return out
 
     def __repr__(self) -> str:
+        """Return a short description of the object."""
         return (
             f"GaussianMixture(K={self.num_components}, d={self.dim}, "
             f"schedule={getattr(self.schedule, 'name', self.schedule)!r})"

@@ -38,6 +38,7 @@ class AestheticMLP(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the head's output for the image embeddings."""
         return self.layers(x)
 
 
@@ -54,6 +55,18 @@ def _load_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def head_from_state(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Build the aesthetic MLP head from its state dict.
+
+    Parameters
+    ----------
+    state : dict
+        The head's state dict.
+
+    Returns
+    -------
+    torch.nn.Module
+        The head.
+    """
     if "layers.0.weight" in state:
         head: torch.nn.Module = AestheticMLP(int(state["layers.0.weight"].shape[1]))
     elif "weight" in state and state["weight"].ndim == 2 and state["weight"].shape[0] == 1:
@@ -87,10 +100,12 @@ class AestheticScore(ImageRewardModel):
         processor_path: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> AestheticScore:
+        """Load the model from a local directory or a hub name."""
         clip = CLIPBackbone.from_pretrained(clip_path, processor_path=processor_path, **kwargs)
         return cls(clip, head_from_state(_load_state(head_path)))
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
+        """Return the reward of each image for its prompt, a tensor [M]."""
         emb = self.clip.image_embeddings(images)
         dtype = next(self.head.parameters()).dtype
         return self.head(emb.to(dtype)).float().reshape(-1)

@@ -23,7 +23,8 @@ class Reward(Protocol):
     must be differentiable with torch autograd.
     """
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
 
 
 def _listing(idx: torch.Tensor) -> str:
@@ -45,7 +46,29 @@ def check_rewards(
     Raises RewardError naming the shape or the offending particle indices. Returns the values
     unchanged (same device and dtype) so that callers keep one device tensor. `finite=False`
     skips the value check (it costs a device sync); the caller must then check on the host.
-    `device`: the particles' device, which the values must be on.
+
+    Parameters
+    ----------
+    values : object
+        The reward's output.
+    batch : int
+        Expected rows.
+    name : str
+        The reward's name in error messages.
+    finite : bool
+        Check the values too.
+    device : torch.device or None
+        The particles' device, which the values must be on.
+
+    Returns
+    -------
+    torch.Tensor
+        ``values``.
+
+    Raises
+    ------
+    RewardError
+        A wrong type, shape or non-finite values.
     """
     if not isinstance(values, torch.Tensor):
         raise RewardError(
@@ -73,7 +96,29 @@ def check_rewards(
 def evaluate_reward(
     reward: Reward, z: torch.Tensor, *, max_batch: int | None = None, validate: bool = True
 ) -> torch.Tensor:
-    """Evaluate ``reward`` on ``z`` in micro-batches of ``max_batch`` rows (all at once if None)."""
+    """Evaluate ``reward`` on ``z`` in micro-batches of ``max_batch`` rows (all at once if None).
+
+    Parameters
+    ----------
+    reward : Reward
+        The reward.
+    z : torch.Tensor
+        Latents [M, ...].
+    max_batch : int, optional
+        Rows per call.
+    validate : bool
+        Check the output with ``check_rewards``.
+
+    Returns
+    -------
+    torch.Tensor
+        Rewards [M].
+
+    Raises
+    ------
+    RewardError
+        A bad reward output.
+    """
     n = z.shape[0]
     if max_batch is None or max_batch >= n:
         out = reward(z)

@@ -1,5 +1,6 @@
-"""CLIPScore from a local transformers CLIP directory (CLIPModel + tokenizer, optionally a
-preprocessor_config.json for the image mean/std).
+"""CLIPScore from a local transformers CLIP directory.
+
+CLIPModel + tokenizer, optionally a preprocessor_config.json for the image mean/std.
 
 score(image, prompt) = scale * cos(image_embedding, text_embedding), scale = 100 by default (the
 torchmetrics convention; no clamp at 0 so gradients flow). Text embeddings are cached per prompt.
@@ -27,7 +28,7 @@ from glass_core.rewards.adapters import (
 
 
 def _features(out: Any) -> torch.Tensor:
-    """transformers 4 returns the projected features; 5 returns an output whose pooler_output is."""
+    """Return the projected features (transformers 5: the output's pooler_output)."""
     if isinstance(out, torch.Tensor):
         return out
     return out.pooler_output
@@ -74,6 +75,7 @@ class CLIPBackbone(ImageRewardModel):
         torch_dtype: torch.dtype | None = None,
         **kwargs: Any,
     ) -> Any:
+        """Load the model from a local directory or a hub name."""
         from transformers import AutoTokenizer, CLIPModel
 
         p = local_path(path, "path", kind="dir")
@@ -115,9 +117,11 @@ class CLIPBackbone(ImageRewardModel):
         return F.normalize(feats.float(), dim=-1)
 
     def cosine(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Return the cosine similarity of each image with its prompt."""
         return (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(-1)
 
     def to(self, *args: Any, **kwargs: Any) -> Any:  # drop cached text embeddings on moves
+        """Move the model (dropping cached text embeddings)."""
         self._text_cache.clear()
         return super().to(*args, **kwargs)
 
@@ -130,5 +134,6 @@ class CLIPScore(CLIPBackbone):
         self.scale = float(scale)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
+        """Return the reward of each image for its prompt, a tensor [M]."""
         assert prompts is not None
         return self.scale * self.cosine(images, prompts)

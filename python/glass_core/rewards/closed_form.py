@@ -57,13 +57,16 @@ class LinearReward:
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
+        """Return the reward's parameters."""
         return {"a": self.a}
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
         zf = _flat(z, self.a.numel(), "LinearReward")
         return zf @ self._a.get(z.device, z.dtype)
 
     def __repr__(self) -> str:
+        """Return a short description of the object."""
         return f"LinearReward(a={self.a.tolist()})"
 
 
@@ -82,13 +85,16 @@ class QuadraticReward:
 
     @property
     def params(self) -> dict[str, Any]:
+        """Return the reward's parameters."""
         # Key names follow GaussianMixture.tilted("quadratic", {"c": ..., "s": ...}, lambda_).
         return {"c": self.center, "s": self.scale}
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Score a batch as a tensor [M]."""
         zf = _flat(z, self.center.numel(), "QuadraticReward")
         c = self._center.get(z.device, z.dtype)
         return -((zf - c) ** 2).sum(dim=1) / (2.0 * self.scale**2)
 
     def __repr__(self) -> str:
+        """Return a short description of the object."""
         return f"QuadraticReward(center={self.center.tolist()}, scale={self.scale})"

@@ -1,5 +1,7 @@
-"""HPSv2 (Wu et al. 2023) through open_clip: a ViT-H-14 open_clip model with the HPSv2 checkpoint
-(``HPS_v2_compressed.pt`` or ``HPS_v2.1_compressed.pt``) loaded from a local file.
+"""HPSv2 (Wu et al. 2023) through open_clip.
+
+A ViT-H-14 open_clip model with the HPSv2 checkpoint (``HPS_v2_compressed.pt`` or
+``HPS_v2.1_compressed.pt``) loaded from a local file.
 
 score(image, prompt) = cos(image, prompt) (the reference ``hpsv2.score``). The model is created
 with ``pretrained=None`` (no download) and the checkpoint's ``state_dict`` is loaded into it. The
@@ -91,6 +93,7 @@ class HPSv2(ImageRewardModel):
         return cls(model, oc.get_tokenizer(model_name), **kwargs)
 
     def text_embeddings(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Return the normalised text embeddings of the prompts."""
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             with torch.no_grad():
@@ -101,14 +104,17 @@ class HPSv2(ImageRewardModel):
         return torch.stack([self._text_cache[p] for p in prompts]).to(self.device)
 
     def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """Return the normalised image embeddings."""
         pix = clip_preprocess(images.to(self.device), self.image_size, self.mean, self.std)
         dtype = next(self.model.parameters()).dtype
         return F.normalize(self.model.encode_image(pix.to(dtype)).float(), dim=-1)
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
+        """Return the reward of each image for its prompt, a tensor [M]."""
         assert prompts is not None
         return (self.image_embeddings(images) * self.text_embeddings(prompts)).sum(-1)
 
     def to(self, *args: Any, **kwargs: Any) -> Any:
+        """Move the model (dropping cached text embeddings)."""
         self._text_cache.clear()
         return super().to(*args, **kwargs)

@@ -1,5 +1,7 @@
-"""ImageReward (Xu et al. 2023) through its own package ``image-reward`` (import name
-``ImageReward``), loaded from a local checkpoint file (``ImageReward.pt``) and its ``med_config``.
+"""ImageReward (Xu et al. 2023) through its own package ``image-reward``.
+
+Import name ``ImageReward``; loaded from a local checkpoint file (``ImageReward.pt``) and its
+``med_config``.
 
 Status: the package is NOT a dependency and is not installed in the test environment. It downloads
 and pip-resolves, but does not install cleanly next to this project's stack: it pins timm==0.6.13
@@ -35,6 +37,7 @@ class ImageRewardScore(ImageRewardModel):
         med_config: str | os.PathLike[str] | None = None,
         device: Any = "cpu",
     ) -> ImageRewardScore:
+        """Load the model from a checkpoint."""
         ckpt = local_path(path, "path", kind="file")
         try:
             import ImageReward as RM
@@ -50,6 +53,7 @@ class ImageRewardScore(ImageRewardModel):
         return cls(RM.load(str(ckpt), **kwargs))
 
     def score(self, images: torch.Tensor, prompts: Sequence[str] | None) -> torch.Tensor:
+        """Return the reward of each image for its prompt, a tensor [M]."""
         from PIL import Image
 
         assert prompts is not None

@@ -1,5 +1,8 @@
-"""``load_reward``: one entry point for every model-based reward adapter, loaded from local
-paths. The shared adapter pieces live in :mod:`glass_core.rewards.adapters` (re-exported here)."""
+"""``load_reward``.
+
+One entry point for every model-based reward adapter, loaded from local paths. The shared adapter
+pieces live in :mod:`glass_core.rewards.adapters` (re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from glass_core.rewards.adapters import (
     latent_reward,
     local_path,
     rows_to_prompts,
+    video_reward,
 )
 
 __all__ = [
@@ -39,6 +43,7 @@ __all__ = [
     "load_reward",
     "local_path",
     "rows_to_prompts",
+    "video_reward",
 ]
 
 REWARD_KINDS = ("clip", "pickscore", "hps", "aesthetic", "image_reward")
@@ -58,6 +63,27 @@ def load_reward(
     ``processor_path`` if the processor lives elsewhere), "hps" (HPSv2 open_clip checkpoint file),
     "aesthetic" (head file; ``clip_path`` = the CLIP ViT-L/14 dir), "image_reward" (ImageReward
     checkpoint; needs the ``image-reward`` package).
+
+    Parameters
+    ----------
+    kind : str
+        One of ``REWARD_KINDS`` (above).
+    path : str or PathLike
+        The local directory or file.
+    device, dtype : optional
+        Where and in which dtype the adapter runs.
+    **kwargs
+        Further arguments of the adapter's loader.
+
+    Returns
+    -------
+    Reward
+        The adapter.
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown ``kind`` or a missing path.
     """
     if kind == "clip":
         from glass_core.rewards.clip import CLIPScore

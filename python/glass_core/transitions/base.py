@@ -129,8 +129,8 @@ class CheckedModel:
 
 
 class _FloatOutputs:
-    """Forwards to a Denoiser and checks that each output is floating point (tensor metadata: no
-    kernel, no host read). Other attributes are forwarded."""
+    """Forwards to a Denoiser and checks that each output is floating point and on its input's
+    device (tensor metadata: no kernel, no host read). Other attributes are forwarded."""
 
     def __init__(self, model: Denoiser) -> None:
         self._model = model
@@ -140,17 +140,24 @@ class _FloatOutputs:
         return getattr(self._model, name)
 
     def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        return _floating(self._model.denoise(x, t), t)
+        return _floating(self._model.denoise(x, t), x, t)
 
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        return _floating(self._model.velocity(x, t), t)
+        return _floating(self._model.velocity(x, t), x, t)
 
 
-def _floating(out: torch.Tensor, t: object) -> torch.Tensor:
-    if isinstance(out, torch.Tensor) and out.ndim >= 1 and not out.is_floating_point():
-        raise ModelError(
-            f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
-        )
+def _floating(out: torch.Tensor, x: torch.Tensor, t: object) -> torch.Tensor:
+    """The model's output must be a floating-point tensor on the input's device (ModelError)."""
+    if isinstance(out, torch.Tensor) and out.ndim >= 1:
+        if not out.is_floating_point():
+            raise ModelError(
+                f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
+            )
+        if out.device != x.device:
+            raise ModelError(
+                f"the model's output at t={t} is on {out.device}, but its input was on "
+                f"{x.device}; return the output on the input's device"
+            )
     return out
 
 

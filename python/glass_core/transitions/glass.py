@@ -22,7 +22,7 @@ is finite at both ends, so only the very first prediction is first order.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,11 +32,13 @@ from glass_core._core import glass_coefficients
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, working_dtype
 from glass_core.schedules import Schedule, resolve_rho
-from glass_core.transitions.base import Transition, check_choice, check_int
+from glass_core.transitions import compiled
+from glass_core.transitions.base import CheckedModel, Transition, check_choice, check_int
 from glass_core.transitions.solvers import (
     PC_SPREAD,
     Evaluator,
     InnerSolver,
+    Table,
     inner_scale,
     multistep_coefficients,
     multistep_grid,
@@ -59,10 +61,7 @@ __all__ = [
 ]
 
 
-class Coefficients(Protocol):
-    """The native GlassCoefficients table, or the dict `Glass.coefficients` builds from it."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
+Coefficients = Table  # the native GlassCoefficients table, or the dict `Glass.coefficients` builds
 
 
 SOLVERS = tuple(SOLVER_CLASSES)
@@ -99,6 +98,12 @@ class Glass(Transition):
         One of `SOLVERS`.
     sigma0 : float
         Initial scale of the inner path (> 0).
+    compile : bool
+        Run the inner loop, the network included, as one `torch.compile(fullgraph=True)`
+        graph (docs/gpu.md): per-transition coefficients go in as tensors, so (t, t') pairs and
+        grid steps reuse the graph; the noise and the s = 0 evaluation stay eager. Needs a
+        `DenoiserBase` model (a `predict(x, t)` on tensor times); its micro-batching is not
+        applied inside the graph.
 
     Raises
     ------
@@ -112,6 +117,7 @@ class Glass(Transition):
         inner_steps: int = 10,
         solver: str = "pc",
         sigma0: float = 1.0,
+        compile: bool = False,
     ):
         resolve_rho_spec(rho)
         self.rho = rho
@@ -122,6 +128,10 @@ class Glass(Transition):
         if not (math.isfinite(s0) and s0 > 0):
             raise InvalidInputError(f"sigma0 must be a finite float > 0, got {sigma0!r}")
         self.sigma0 = s0
+        if not isinstance(compile, bool):
+            raise InvalidInputError(f"compile must be True or False, got {compile!r}")
+        self.compile = compile
+        self._compiled: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -177,6 +187,8 @@ class Glass(Transition):
     ) -> torch.Tensor:
         c = self.coefficients(model.schedule, t, t_next)
         plan = self.inner.plan(c, self.inner_steps)
+        if self.compile and not isinstance(model, CheckedModel):  # a failure re-runs eagerly
+            return self._compiled_step(model, x, t, c, plan, generator, denoised)
         wd = working_dtype(x)
         xw = x.to(wd)
         a_star = np.asarray(c["alpha_star"])
@@ -196,6 +208,35 @@ class Glass(Transition):
         if self.sigma0 != 1.0:
             y.mul_(self.sigma0)
         y = self.inner.integrate(y, ev, plan)
+        return y.add_(xw, alpha=float(c["gamma"])).to(x.dtype)
+
+    def _compiled_step(
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        t: float,
+        c: dict,
+        plan: Any,
+        generator: _random.Generator,
+        denoised: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`_step` with the inner loop in one compiled graph (see `compile`)."""
+        net = compiled.network(model)
+        wd = working_dtype(x)
+        xw = x.to(wd)
+        d0 = (denoised if denoised is not None else model.denoise(x, t)).to(wd)
+        a_star = np.asarray(c["alpha_star"])
+        tables = compiled.point_tables(
+            model.schedule, net, a_star * np.asarray(c["c_x"]), a_star * np.asarray(c["c_y"]),
+            np.asarray(c["t_star"]), xw,
+        )  # fmt: skip
+        y = _random.randn_like(xw, generator)
+        if self.sigma0 != 1.0:
+            y.mul_(self.sigma0)
+        if self._compiled is None:
+            self._compiled = compiled.compile_integrate()
+        y = self._compiled(self.inner, net.predict, xw, y, d0, tables, compiled.tensors(plan, xw))
+        compiled.count_calls(model, len(c["s"]) - 1)
         return y.add_(xw, alpha=float(c["gamma"])).to(x.dtype)
 
 

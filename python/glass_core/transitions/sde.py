@@ -75,7 +75,9 @@ class SDE(Transition):
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
         return self.substeps - (1 if reuse else 0)
 
-    def scalars(self, schedule: Schedule, t: float, t_next: float) -> list[tuple[float, ...]]:
+    def scalars(
+        self, schedule: Schedule, t: float, t_next: float
+    ) -> list[tuple[float, float, float, float]]:
         """Per substep float64 (t0, gamma, abar, sbar) of the exact frozen-denoiser step."""
         out = []
         for t0, t1 in substep_intervals(t, t_next, self.substeps):

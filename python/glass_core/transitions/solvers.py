@@ -22,42 +22,60 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
-Table = Mapping[str, Any]
+
+class Table(Protocol):
+    """A float64 coefficient table: the native GlassCoefficients, or a dict with its keys."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
 # "pc"'s scale c = PC_SPREAD * sqrt(SNR(t) + 1): SNR(t) + 1 is the precision of z given x_t
 # for unit-variance data, and real posteriors are tighter (the mixture benchmark's error is
 # flat for 1.25-1.75 and rises outside; docs/benchmarks/glass_solvers.md).
 PC_SPREAD = 1.5
 
 
-def lincomb(terms: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
-    """A fresh tensor sum_i c_i v_i in one kernel per term (terms with c = 0 are skipped)."""
-    live = [(c, v) for c, v in terms if c != 0.0]
+Coef = float | torch.Tensor  # a Python float (eager) or a 0-d tensor (compiled: no constants)
+
+
+def _is(c: Coef, value: float) -> bool:
+    """Whether c is the Python number `value` (a tensor coefficient is never skipped)."""
+    return isinstance(c, float | int) and c == value
+
+
+def _axpy_(out: torch.Tensor, v: torch.Tensor, c: Coef) -> torch.Tensor:
+    return out.add_(v, alpha=c) if isinstance(c, float | int) else out.addcmul_(v, c)
+
+
+def lincomb(terms: Sequence[tuple[Coef, torch.Tensor]]) -> torch.Tensor:
+    """A fresh tensor sum_i c_i v_i in one kernel per term (terms with c = 0.0 are skipped)."""
+    live = [(c, v) for c, v in terms if not _is(c, 0.0)]
     if not live:
         return torch.zeros_like(terms[0][1])
     (c0, v0), rest = live[0], live[1:]
-    if c0 == 1.0 and rest:
+    if _is(c0, 1.0) and rest and isinstance(rest[0][0], float | int):
         out = torch.add(v0, rest[0][1], alpha=rest[0][0])
         rest = rest[1:]
     else:
         out = torch.mul(v0, c0)
     for c, v in rest:
-        out.add_(v, alpha=c)
+        _axpy_(out, v, c)
     return out
 
 
-def update_(y: torch.Tensor, keep: float, terms: Sequence[tuple[float, torch.Tensor]]):
+def update_(y: torch.Tensor, keep: Coef, terms: Sequence[tuple[Coef, torch.Tensor | None]]):
     """y <- keep y + sum_i c_i v_i in place (y is the solver's own state)."""
-    if keep != 1.0:
+    if not _is(keep, 1.0):
         y.mul_(keep)
     for c, v in terms:
-        if c != 0.0:
-            y.add_(v, alpha=c)
+        if v is not None and not _is(c, 0.0):
+            _axpy_(y, v, c)
     return y
 
 
@@ -75,7 +93,7 @@ class Evaluator:
         (j, input) -> the estimate at point j, in the working dtype.
     x : torch.Tensor
         The transition's start x_t (working dtype); enters the input with weight in_x.
-    in_x, in_y : sequence of float
+    in_x, in_y : sequence of float, or 1-D tensors (compiled)
         Per-point input weights (GLASS: alpha* c_x, alpha* c_y; the ODE: 0, 1).
     """
 
@@ -84,11 +102,12 @@ class Evaluator:
         start: Callable[[], torch.Tensor],
         call: Callable[[int, torch.Tensor], torch.Tensor],
         x: torch.Tensor,
-        in_x: Sequence[float],
-        in_y: Sequence[float],
+        in_x: Sequence[Coef] | torch.Tensor,
+        in_y: Sequence[Coef] | torch.Tensor,
     ) -> None:
         self.start, self.call, self.x = start, call, x
-        self.in_x, self.in_y = list(in_x), list(in_y)
+        self.in_x: list[Coef] = list(in_x)
+        self.in_y: list[Coef] = list(in_y)
 
     def input(self, j: int, state: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
         """The model input at point j for the state y_j = sum_i c_i v_i."""
@@ -192,7 +211,7 @@ def multistep_steps(y, ev: Evaluator, plan, steps, z_prev):
     keep, now, before = plan
     for j in steps:
         z = ev(j, [(1.0, y)])
-        update_(y, keep[j], [(now[j], z), (before[j], z_prev)] if before[j] else [(now[j], z)])
+        update_(y, keep[j], [(now[j], z), (before[j], z_prev)])
         z_prev = z
     return y
 
@@ -225,7 +244,7 @@ class Heun(InnerSolver):
             z_prev = ev(m, [(1.0, y)])
             k1 = lincomb([(w1[m], y), (w2[m], z_prev)])
             ahead = torch.add(y, k1, alpha=h)
-            k1.add_(ahead, alpha=w1[m + 1]).add_(ev(m + 1, [(1.0, ahead)]), alpha=w2[m + 1])
+            update_(k1, 1.0, [(w1[m + 1], ahead), (w2[m + 1], ev(m + 1, [(1.0, ahead)]))])
             y.add_(k1, alpha=0.5 * h)
         if singular:
             y = multistep_steps(y, ev, last, [k - 1], z_prev)

@@ -6,7 +6,7 @@ for a batch of particles with ``index_select`` (particle row i belongs to group 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,130 +55,91 @@ def _check_embeds(name: str, x: torch.Tensor | None, ndim: int, batch: int | Non
         )
 
 
-def encode(
-    pipe: Any,
-    family: str,
-    *,
+def check_prompts(
     prompt: str | Sequence[str] | None,
     negative_prompt: str | Sequence[str] | None,
     prompt_embeds: torch.Tensor | None,
-    pooled_prompt_embeds: torch.Tensor | None,
-    negative_prompt_embeds: torch.Tensor | None,
-    negative_pooled_prompt_embeds: torch.Tensor | None,
-    do_cfg: bool,
-    device: torch.device,
-    encode_kwargs: Mapping[str, Any] | None,
-) -> Conditioning:
-    """Encode prompts (or validate given embeddings) for `family` with ``pipe.encode_prompt``."""
+) -> tuple[list[str] | None, list[str] | None, int]:
+    """Return (prompts, negative prompts, number of groups B) from prompts or embeddings.
+
+    B comes from the prompts or ``prompt_embeds`` [B, ...]; a single negative prompt is repeated
+    for every group.
+
+    Parameters
+    ----------
+    prompt : str or list of str, optional
+        The prompt(s).
+    negative_prompt : str or list of str, optional
+        One negative prompt, or one per group.
+    prompt_embeds : torch.Tensor, optional
+        Given embeddings [B, ...] instead of prompts.
+
+    Returns
+    -------
+    tuple
+        (prompts or None, negative prompts or None, B).
+
+    Raises
+    ------
+    InvalidInputError
+        Both or neither of prompt and prompt_embeds, or a count mismatch.
+    """
     prompts = _as_prompt_list(prompt, "prompt")
     negs = _as_prompt_list(negative_prompt, "negative_prompt")
     if prompts is not None and prompt_embeds is not None:
         raise InvalidInputError("pass either prompt or prompt_embeds, not both")
     if prompts is None and prompt_embeds is None:
         raise InvalidInputError("one of prompt or prompt_embeds is required")
+    if prompt_embeds is not None and not isinstance(prompt_embeds, torch.Tensor):
+        raise InvalidInputError(
+            f"prompt_embeds must be a tensor with 3 dims, got {type(prompt_embeds).__name__}"
+        )
     batch = len(prompts) if prompts is not None else int(prompt_embeds.shape[0])  # type: ignore
-    needs_pooled = family in ("flux", "sd3", "sdxl")
-    _check_embeds("prompt_embeds", prompt_embeds, 3, batch)
-    _check_embeds("pooled_prompt_embeds", pooled_prompt_embeds, 2, batch)
-    _check_embeds("negative_prompt_embeds", negative_prompt_embeds, 3, batch)
-    _check_embeds("negative_pooled_prompt_embeds", negative_pooled_prompt_embeds, 2, batch)
-    if prompt_embeds is not None and needs_pooled and pooled_prompt_embeds is None:
-        raise InvalidInputError(
-            f"pooled_prompt_embeds is required with prompt_embeds for the {family} family"
-        )
-    if (
-        negative_prompt_embeds is not None
-        and needs_pooled
-        and negative_pooled_prompt_embeds is None
-        and do_cfg
-    ):
-        raise InvalidInputError(
-            f"negative_pooled_prompt_embeds is required with negative_prompt_embeds for {family}"
-        )
     if negs is not None:
-        if negative_prompt_embeds is not None:
-            raise InvalidInputError(
-                "pass either negative_prompt or negative_prompt_embeds, not both"
-            )
         if len(negs) == 1 and batch > 1:
             negs = negs * batch
         if len(negs) != batch:
             raise InvalidInputError(
                 f"negative_prompt has {len(negs)} entries but there are {batch} prompts"
             )
-    if (
-        prompt_embeds is not None
-        and negative_prompt_embeds is not None
-        and prompt_embeds.shape != negative_prompt_embeds.shape
-    ):
+    return prompts, negs, batch
+
+
+def _check_given_embeds(
+    family: str,
+    e: dict[str, Any],
+    batch: int,
+    do_cfg: bool,
+    negs: list[str] | None,
+    needs_pooled: bool,
+) -> None:
+    """Check given embeddings.
+
+    Right ranks and batch, pooled ones where the family needs them, and a negative as prompt or as
+    embeddings, not both.
+    """
+    for name, ndim in (("prompt_embeds", 3), ("pooled_prompt_embeds", 2)):
+        _check_embeds(name, e[name], ndim, batch)
+        _check_embeds(f"negative_{name}", e[f"negative_{name}"], ndim, batch)
+    pe, npe = e["prompt_embeds"], e["negative_prompt_embeds"]
+    if pe is not None and needs_pooled and e["pooled_prompt_embeds"] is None:
         raise InvalidInputError(
-            f"negative_prompt_embeds shape {tuple(negative_prompt_embeds.shape)} must equal "
-            f"prompt_embeds shape {tuple(prompt_embeds.shape)}"
+            f"pooled_prompt_embeds is required with prompt_embeds for the {family} family"
         )
-    kw = dict(encode_kwargs or {})
-    with torch.no_grad():
-        if family == "flux":
-            cond, uncond = _encode_flux(
-                pipe,
-                prompts,
-                negs,
-                prompt_embeds,
-                pooled_prompt_embeds,
-                negative_prompt_embeds,
-                negative_pooled_prompt_embeds,
-                do_cfg,
-                device,
-                kw,
-            )
-        elif family == "sd3":
-            pe, npe, pp, npp = pipe.encode_prompt(
-                prompt=prompts,
-                prompt_2=None,
-                prompt_3=None,
-                device=device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=do_cfg,
-                negative_prompt=negs,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds,
-                pooled_prompt_embeds=pooled_prompt_embeds,
-                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-                **kw,
-            )
-            cond = {"encoder_hidden_states": pe, "pooled_projections": pp}
-            uncond = {"encoder_hidden_states": npe, "pooled_projections": npp} if do_cfg else None
-        elif family == "sd":
-            pe, npe = pipe.encode_prompt(
-                prompt=prompts,
-                device=device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=do_cfg,
-                negative_prompt=negs,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds,
-                **kw,
-            )
-            cond = {"encoder_hidden_states": pe}
-            uncond = {"encoder_hidden_states": npe} if do_cfg else None
-        elif family == "sdxl":
-            pe, npe, pp, npp = pipe.encode_prompt(
-                prompt=prompts,
-                prompt_2=None,
-                device=device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=do_cfg,
-                negative_prompt=negs,
-                negative_prompt_2=None,
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds,
-                pooled_prompt_embeds=pooled_prompt_embeds,
-                negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
-                **kw,
-            )
-            cond = {"encoder_hidden_states": pe, "text_embeds": pp}
-            uncond = {"encoder_hidden_states": npe, "text_embeds": npp} if do_cfg else None
-        else:  # pragma: no cover - detect_family guards this
-            raise InvalidInputError(f"unknown family {family!r}")
+    if npe is not None and needs_pooled and e["negative_pooled_prompt_embeds"] is None and do_cfg:
+        raise InvalidInputError(
+            f"negative_pooled_prompt_embeds is required with negative_prompt_embeds for {family}"
+        )
+    if negs is not None and npe is not None:
+        raise InvalidInputError("pass either negative_prompt or negative_prompt_embeds, not both")
+    if pe is not None and npe is not None and pe.shape != npe.shape:
+        raise InvalidInputError(
+            f"negative_prompt_embeds shape {tuple(npe.shape)} must equal "
+            f"prompt_embeds shape {tuple(pe.shape)}"
+        )
+
+
+def _check_encoded(cond: Tensors, uncond: Tensors | None, batch: int) -> None:
     for name, tensors in (("cond", cond), ("uncond", uncond or {})):
         for k, v in tensors.items():
             if v is None or v.shape[0] != batch:
@@ -186,44 +147,46 @@ def encode(
                 raise InvalidInputError(
                     f"encode_prompt returned {name} {k} with shape {got}; expected batch {batch}"
                 )
-    return Conditioning(num_groups=batch, cond=cond, uncond=uncond, prompts=prompts)
 
 
-def _encode_flux(
-    pipe: Any,
-    prompts: list[str] | None,
-    negs: list[str] | None,
-    pe: torch.Tensor | None,
-    pp: torch.Tensor | None,
-    npe: torch.Tensor | None,
-    npp: torch.Tensor | None,
-    do_cfg: bool,
-    device: torch.device,
-    kw: dict[str, Any],
-) -> tuple[Tensors, Tensors | None]:
-    pe, pp, _ = pipe.encode_prompt(
-        prompt=prompts,
-        prompt_2=None,
-        device=device,
-        num_images_per_prompt=1,
-        prompt_embeds=pe,
-        pooled_prompt_embeds=pp,
-        **kw,
-    )
-    cond = {"encoder_hidden_states": pe, "pooled_projections": pp}
-    if not do_cfg:
-        return cond, None
-    if npe is not None:
-        negs = None
-    elif negs is None:
-        negs = [""] * pe.shape[0]
-    npe, npp, _ = pipe.encode_prompt(
-        prompt=negs,
-        prompt_2=None,
-        device=device,
-        num_images_per_prompt=1,
-        prompt_embeds=npe,
-        pooled_prompt_embeds=npp,
-        **kw,
-    )
-    return cond, {"encoder_hidden_states": npe, "pooled_projections": npp}
+Encoder = Callable[
+    [Any, list[str] | None, list[str] | None, dict[str, Any], bool, torch.device, dict[str, Any]],
+    tuple[Tensors, Tensors | None],
+]
+
+
+def checked_encoder(encoder: Encoder, family: str, *, needs_pooled: bool) -> Encoder:
+    """Wrap a family's encoder with the checks of the given embeddings and of its outputs.
+
+    Parameters
+    ----------
+    encoder : callable
+        ``encoder(pipe, prompts, negs, embeds, do_cfg, device, kw) -> (cond, uncond)``.
+    family : str
+        The family's name (for error messages).
+    needs_pooled : bool
+        Whether ``pooled_prompt_embeds`` must come with ``prompt_embeds``.
+
+    Returns
+    -------
+    callable
+        An encoder with the same signature that raises ``InvalidInputError`` for given
+        embeddings of the wrong rank or batch, or outputs without one row per group.
+    """
+
+    def encode(
+        pipe: Any,
+        prompts: list[str] | None,
+        negs: list[str] | None,
+        e: dict[str, Any],
+        do_cfg: bool,
+        device: torch.device,
+        kw: dict[str, Any],
+    ) -> tuple[Tensors, Tensors | None]:
+        batch = len(prompts) if prompts is not None else int(e["prompt_embeds"].shape[0])
+        _check_given_embeds(family, e, batch, do_cfg, negs, needs_pooled)
+        cond, uncond = encoder(pipe, prompts, negs, e, do_cfg, device, kw)
+        _check_encoded(cond, uncond, batch)
+        return cond, uncond
+
+    return encode

@@ -12,6 +12,20 @@ SUPPORTED_FAMILIES: dict[str, str] = {
     "sd3": "SD3 / SD3.5 (StableDiffusion3Pipeline: pipe.transformer is an SD3Transformer2DModel)",
     "sd": "SD 1.x / 2.x (StableDiffusionPipeline: pipe.unet, eps- or v-prediction)",
     "sdxl": "SDXL (StableDiffusionXLPipeline: pipe.unet with text_time added conditioning)",
+    "flux2": "FLUX.2 [dev] and [klein] (Flux2Pipeline, Flux2KleinPipeline)",
+    "qwenimage": "Qwen-Image (QwenImagePipeline)",
+    "sana": "SANA (SanaPipeline)",
+    "wan": "Wan 2.x text-to-video with one transformer (WanPipeline)",
+}
+
+#: text-to-image/video pipeline classes of the families with a module of their own (their
+#: edit/inpaint/control siblings share the transformer but take other inputs)
+_PIPELINES = {
+    "Flux2Pipeline": "flux2",
+    "Flux2KleinPipeline": "flux2",
+    "QwenImagePipeline": "qwenimage",
+    "SanaPipeline": "sana",
+    "WanPipeline": "wan",
 }
 
 _TRANSFORMERS = {"FluxTransformer2DModel": "flux", "SD3Transformer2DModel": "sd3"}
@@ -47,12 +61,35 @@ def _check_plain(pipe: Any, net: Any, family: str) -> str:
 
 
 def detect_family(pipe: Any) -> str:
-    """ "flux" | "sd3" | "sd" | "sdxl" for a supported pipeline, else UnsupportedModelError.
+    """Return the key of ``SUPPORTED_FAMILIES`` for a supported pipeline.
 
     Detection looks at the denoising network (``pipe.transformer`` / ``pipe.unet``) and, for UNets,
     at whether the UNet takes SDXL's added text/time conditioning. Subclasses of the supported
     pipelines (custom pipelines built on the same components) are accepted.
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The pipeline.
+
+    Returns
+    -------
+    str
+        The family's key.
+
+    Raises
+    ------
+    UnsupportedModelError
+        An unsupported pipeline or variant (the message lists the supported families).
     """
+    for name in _class_names(pipe):
+        if name in _PIPELINES:
+            if getattr(pipe, "transformer_2", None) is not None:
+                raise UnsupportedModelError(
+                    f"pipe: {type(pipe).__name__} with two transformers (Wan 2.2 A14B experts) is "
+                    f"not supported; {supported_message()}"
+                )
+            return _PIPELINES[name]
     transformer = getattr(pipe, "transformer", None)
     if transformer is not None:
         for name in _class_names(transformer):

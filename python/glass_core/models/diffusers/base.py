@@ -1,5 +1,7 @@
-"""Shared machinery of the diffusers adapters: conditioning per particle row, classifier-free
-guidance, micro-batching, timing/counters and VAE decoding.
+"""Shared machinery of the diffusers adapters.
+
+Conditioning per particle row, classifier-free guidance, micro-batching, timing/counters and VAE
+decoding.
 
 Rows of a particle batch are group-major: with B prompts and a batch of M = B * n rows, row i
 belongs to prompt i // n. The adapters micro-batch network calls themselves (``max_batch`` rows per
@@ -10,7 +12,6 @@ not a multiple of B raises).
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from typing import Any
 
@@ -18,14 +19,28 @@ import torch
 
 from glass_core._checks import optional_positive_int
 from glass_core.errors import InvalidInputError
+from glass_core.meter import Meter, chunked
 from glass_core.models.base import DenoiserBase
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.schedules import Schedule
 
 
 def module_device(module: torch.nn.Module) -> torch.device:
-    """The device a module's inputs must be on (diffusers' own helper when available; otherwise an
-    accelerate offload hook's execution device, else the parameters' device)."""
+    """Return the device a module's inputs must be on.
+
+    Diffusers' own helper when available; otherwise an accelerate offload hook's execution device,
+    else the parameters' device.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A pipeline component.
+
+    Returns
+    -------
+    torch.device
+        The device.
+    """
     try:
         from diffusers.utils.torch_utils import get_module_execution_device
     except ImportError:  # diffusers < 0.42
@@ -37,6 +52,51 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return get_module_execution_device(module)
 
 
+class VideoFrames(list):  # type: ignore[type-arg]
+    """One video as its list of PIL frames that also saves like an image.
+
+    As diffusers' video pipelines return them; ``save(path)`` writes an animated file (APNG for
+    .png, GIF, WebP).
+    """
+
+    def save(self, fp: Any, format: str | None = None, **params: Any) -> None:
+        """Save the frames as an animated image (PIL's ``save_all`` with the other frames)."""
+        params.setdefault("loop", 0)
+        self[0].save(fp, format, save_all=True, append_images=list(self[1:]), **params)
+
+
+def images_to_output(images: torch.Tensor, output_type: str) -> Any:
+    """Images ``[M, C, H, W]`` (or videos ``[M, F, C, H, W]``) in [0, 1] as ``output_type``.
+
+    "pt" as they are, "np" channels-last ndarrays, "pil" a list of PIL images (videos: a list of
+    :class:`VideoFrames`, frame lists as diffusers' video pipelines give, which save as animated
+    files).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        Images or videos in [0, 1].
+    output_type : str
+        "pt" | "np" | "pil".
+
+    Returns
+    -------
+    torch.Tensor, ndarray or list
+        The images in that type.
+    """
+    if output_type == "pt":
+        return images
+    if output_type == "np":
+        return images.detach().movedim(-3, -1).cpu().float().numpy()
+    from PIL import Image
+
+    u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = u8.movedim(-3, -1).cpu().numpy()
+    if arr.ndim == 5:
+        return [VideoFrames(Image.fromarray(f) for f in v) for v in arr]
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+
+
 class DiffusersDenoiser(DenoiserBase):
     """A glass_core Denoiser around a diffusers pipeline's network (t=0 noise, t=1 data).
 
@@ -45,7 +105,8 @@ class DiffusersDenoiser(DenoiserBase):
     latent space the VAE decodes), ``passes_per_eval`` (2 with true CFG), counters
     ``num_evaluations`` (denoiser calls), ``num_forward_rows`` (network rows processed),
     ``num_forward_passes`` (network rows per particle: evaluations x CFG passes), and
-    ``model_time`` (seconds inside network forward passes, device-synchronised).
+    ``model_time`` (seconds inside network forward passes, device-synchronised; 0 unless
+    ``meter.timed``), all read from ``meter`` (:class:`glass_core.meter.Meter`).
     """
 
     family: str = ""
@@ -59,7 +120,7 @@ class DiffusersDenoiser(DenoiserBase):
         schedule: Schedule,
         prediction: str,
         guidance_scale: float,
-        latent_shape: tuple[int, int, int],
+        latent_shape: tuple[int, ...],
         height: int,
         width: int,
         max_batch: int | None = None,
@@ -76,21 +137,22 @@ class DiffusersDenoiser(DenoiserBase):
         self.width = int(width)
         self.network_max_batch = max_batch
         self.requires_grad = requires_grad
-        self.num_evaluations = 0
-        self.num_forward_rows = 0
-        self.model_time = 0.0
+        self.meter = Meter()
 
     # -- properties ------------------------------------------------------------------------
     @property
     def num_groups(self) -> int:
+        """Return the number of prompt groups B."""
         return self.conditioning.num_groups
 
     @property
     def cfg(self) -> bool:
+        """Return whether classifier-free guidance runs (two rows per evaluation)."""
         return self.conditioning.uncond is not None
 
     @property
     def passes_per_eval(self) -> int:
+        """Return the network rows per particle per evaluation (2 with CFG)."""
         return 2 if self.cfg else 1
 
     @property
@@ -100,6 +162,7 @@ class DiffusersDenoiser(DenoiserBase):
 
     @property
     def dtype(self) -> torch.dtype:
+        """Return the network's dtype."""
         return next(self.network.parameters()).dtype
 
     @property
@@ -107,10 +170,27 @@ class DiffusersDenoiser(DenoiserBase):
         """Forward passes per particle so far (evaluations x CFG passes)."""
         return self.num_evaluations * self.passes_per_eval
 
+    @property
+    def num_evaluations(self) -> int:
+        """Denoiser calls so far (``meter.evaluations``)."""
+        return self.meter.evaluations
+
+    @property
+    def num_forward_rows(self) -> int:
+        """Network rows processed so far, CFG rows included (``meter.forward_rows``)."""
+        return self.meter.forward_rows
+
+    @property
+    def model_time(self) -> float:
+        """Return the seconds inside network forward passes (``meter.model_seconds``).
+
+        0 unless the meter is ``timed``.
+        """
+        return self.meter.model_seconds
+
     def reset_counters(self) -> None:
-        self.num_evaluations = 0
-        self.num_forward_rows = 0
-        self.model_time = 0.0
+        """Reset the evaluation counters of the meter."""
+        self.meter.reset()
 
     # -- the model call --------------------------------------------------------------------
     def _groups_for(self, m: int) -> torch.Tensor:
@@ -132,13 +212,7 @@ class DiffusersDenoiser(DenoiserBase):
         raise NotImplementedError
 
     def _timed(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
-        start = time.perf_counter()
-        out = self._network_call(x, t, cond)
-        if out.is_cuda:
-            torch.cuda.synchronize(out.device)
-        self.model_time += time.perf_counter() - start
-        self.num_forward_rows += x.shape[0]
-        return out
+        return self.meter.model(self._network_call, x, t, cond)
 
     def _guided(self, x: torch.Tensor, t: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
         c = self.conditioning
@@ -166,33 +240,35 @@ class DiffusersDenoiser(DenoiserBase):
                 f"x must have shape [M, {', '.join(map(str, self.latent_shape))}] (latent_shape), "
                 f"got {tuple(x.shape)}"
             )
-        m = x.shape[0]
-        groups = self._groups_for(m)
-        self.num_evaluations += 1
-        step = m
+        groups = self._groups_for(x.shape[0])
+        self.meter.evaluations += 1
+        step = None
         if self.network_max_batch is not None:
             step = max(1, self.network_max_batch // self.passes_per_eval)
-        ctx = nullcontext() if self.requires_grad else torch.no_grad()
-        outs = []
-        with ctx:
-            for i in range(0, m, step):
-                xs, ts, gs = x[i : i + step], t[i : i + step], groups[i : i + step]
-                raw = self._guided(xs.to(self.dtype), ts, gs)
-                outs.append(self._to_prediction(raw.to(x.dtype), xs, ts))
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+        def rows(xs: torch.Tensor, ts: torch.Tensor, gs: torch.Tensor) -> torch.Tensor:
+            raw = self._guided(xs.to(self.dtype), ts, gs)
+            return self._to_prediction(raw.to(x.dtype), xs, ts)
+
+        with nullcontext() if self.requires_grad else torch.no_grad():
+            return chunked(rows, step, x, t, groups)
 
     # -- latents <-> images ----------------------------------------------------------------
     def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:
-        """(scale, offset) with VAE latents = network latents * scale + offset: per channel from
-        the VAE config's latents_mean/std where it has them, else its scaling and shift factors."""
+        """(scale, offset) with VAE latents = network latents * scale + offset.
+
+        Per channel from the VAE config's latents_mean/std where it has them (divided by a
+        scaling_factor only where the config has one: Qwen-Image's and Wan's have none), else its
+        scaling and shift factors.
+        """
         cfg = self.pipe.vae.config
         mean = getattr(cfg, "latents_mean", None)
         std = getattr(cfg, "latents_std", None)
         if mean is not None and std is not None:
-            shape = (1, like.shape[1], 1, 1)
+            shape = (1, like.shape[1]) + (1,) * (like.ndim - 2)
             mean_t = torch.tensor(mean, device=like.device, dtype=like.dtype).view(shape)
             std_t = torch.tensor(std, device=like.device, dtype=like.dtype).view(shape)
-            return std_t / cfg.scaling_factor, mean_t
+            return std_t / (getattr(cfg, "scaling_factor", None) or 1.0), mean_t
         return 1.0 / cfg.scaling_factor, getattr(cfg, "shift_factor", None) or 0.0
 
     def _vae_latents(self, z: torch.Tensor) -> torch.Tensor:
@@ -201,14 +277,14 @@ class DiffusersDenoiser(DenoiserBase):
         return z * scale + offset
 
     def _network_latents(self, lat: torch.Tensor) -> torch.Tensor:
-        """The VAE's own latent space -> scaled (network-space) latents (inverse of
-        ``_vae_latents``)."""
+        """Map VAE latents to scaled (network-space) latents (inverse of ``_vae_latents``)."""
         scale, offset = self._latent_affine(lat)
         return (lat - offset) / scale
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
-        """Images -> latents ``[M, *latent_shape]`` (float32, on the network's device): the mean
-        of the VAE's latent distribution, in the scaled space ``decode`` reads.
+        """Images -> latents ``[M, *latent_shape]`` (float32, on the network's device).
+
+        The mean of the VAE's latent distribution, in the scaled space ``decode`` reads.
 
         ``image``: anything the pipeline's image processor takes (a PIL image, a list of them, an
         ndarray, or a float tensor ``[M, 3, H, W]`` in [0, 1]); it is resized to the adapter's
@@ -221,26 +297,42 @@ class DiffusersDenoiser(DenoiserBase):
         upcast = vdtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         if upcast:  # as in decode: SDXL's fp16 VAE overflows
             vae.to(torch.float32)
-        step = max_batch or self.network_max_batch or pixels.shape[0]
-        outs = []
+
+        def rows(px: torch.Tensor) -> torch.Tensor:
+            lat = self._vae_encode(px.to(vdev, torch.float32 if upcast else vdtype))
+            return self._network_latents(lat.float())
+
         try:
             with torch.no_grad():
-                for i in range(0, pixels.shape[0], step):
-                    px = pixels[i : i + step].to(vdev, torch.float32 if upcast else vdtype)
-                    lat = vae.encode(px, return_dict=False)[0].mode()
-                    outs.append(self._network_latents(lat.float()))
+                out = chunked(rows, max_batch or self.network_max_batch, pixels)
         finally:
             if upcast:
                 vae.to(vdtype)
-        return torch.cat(outs, dim=0).to(self.device)
+        return out.to(self.device)
+
+    def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
+        """Return the VAE's decode of its own latents.
+
+        Images [m, 3, H, W] in [-1, 1] (families whose VAE works on another layout, e.g. video,
+        override this).
+        """
+        out: torch.Tensor = self.pipe.vae.decode(lat, return_dict=False)[0]
+        return out
+
+    def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Return the mean of the VAE's latent distribution for images [m, 3, H, W] in [-1, 1]."""
+        out: torch.Tensor = self.pipe.vae.encode(pixels, return_dict=False)[0].mode()
+        return out
 
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
-        """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1] (float32).
+        """Decode latents ``[M, *latent_shape]`` to images ``[M, 3, H, W]`` in [0, 1].
+
+        Float32; videos: ``[M, F, 3, H, W]``.
 
         Differentiable when called with gradients enabled (reward guidance); micro-batched by
         ``max_batch`` (default: the adapter's ``max_batch``).
         """
-        if z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape:
+        if tuple(z.shape[1:]) != self.latent_shape:
             raise InvalidInputError(
                 f"z must have shape [M, {', '.join(map(str, self.latent_shape))}], "
                 f"got {tuple(z.shape)}"
@@ -252,27 +344,45 @@ class DiffusersDenoiser(DenoiserBase):
         upcast = vdtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
         if upcast:
             vae.to(torch.float32)
-        step = max_batch or self.network_max_batch or z.shape[0]
-        outs = []
+
+        def rows(zs: torch.Tensor) -> torch.Tensor:
+            lat = self._vae_latents(zs.to(device=vdev, dtype=torch.float32))
+            img = self._vae_decode(lat.to(torch.float32 if upcast else vdtype))
+            return (img.float() / 2 + 0.5).clamp(0, 1)
+
+        self.meter.decodes += 1
         try:
-            for i in range(0, z.shape[0], step):
-                lat = self._vae_latents(z[i : i + step].to(device=vdev, dtype=torch.float32))
-                img = vae.decode(lat.to(torch.float32 if upcast else vdtype), return_dict=False)[0]
-                outs.append((img.float() / 2 + 0.5).clamp(0, 1))
+            return chunked(rows, max_batch or self.network_max_batch, z)
         finally:
             if upcast:
                 vae.to(vdtype)
-        return torch.cat(outs, dim=0)
+
+    media = "image"
+
+    @property
+    def prompts(self) -> list[str] | None:
+        """Return the prompts, one per group (None when embeddings were given)."""
+        return self.conditioning.prompts
+
+    def time_grid(self, num_steps: int) -> Any:
+        """Return the pipeline's own step grid for ``num_steps`` transitions.
+
+        See ``grids.default_time_grid``.
+        """
+        from glass_core.models.diffusers.grids import default_time_grid
+
+        return default_time_grid(self, num_steps)
+
+    def to_output(self, images: torch.Tensor, output_type: str) -> Any:
+        """Convert images in [0, 1] to the pipeline's ``output_type`` ("pt" | "np" | "pil")."""
+        return images_to_output(images, output_type)
 
     def to_pil(self, images: torch.Tensor) -> list[Any]:
         """[M, 3, H, W] images in [0, 1] -> list of PIL images."""
-        from PIL import Image
-
-        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a) for a in arr]
+        return self.to_output(images, "pil")  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
+        """Return a short description of the object."""
         return (
             f"{type(self).__name__}(family={self.family!r}, groups={self.num_groups}, "
             f"latent_shape={self.latent_shape}, guidance_scale={self.guidance_scale}, "

@@ -1,6 +1,6 @@
 """Rectified-flow families: FLUX.1 (dev/schnell) and SD3/SD3.5.
 
-diffusers runs time backwards, sigma = 1 - t (sigma = 1 is noise), with
+Diffusers runs time backwards, sigma = 1 - t (sigma = 1 is noise), with
 x = (1 - sigma) z + sigma eps, and predicts v = eps - z. In glass_core's convention
 (RectifiedFlow schedule: alpha = t, sigma = 1 - t) the marginal velocity is
 u_t(x) = -v(x, sigma = 1 - t), the adapter's native prediction ("velocity"). The static or dynamic
@@ -16,6 +16,7 @@ import torch
 
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.models.diffusers.base import DiffusersDenoiser
+from glass_core.models.diffusers.grids import linear_sigmas, scheduler_mu
 from glass_core.schedules import RectifiedFlow
 
 
@@ -32,28 +33,68 @@ def _prepare_image_ids(
 
 
 def pack_latents(x: torch.Tensor) -> torch.Tensor:
-    """[M, C, h, w] -> FLUX tokens [M, (h/2)(w/2), 4C] (FluxPipeline._pack_latents layout)."""
+    """[M, C, h, w] -> FLUX tokens [M, (h/2)(w/2), 4C] (FluxPipeline._pack_latents layout).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Latents [M, C, h, w].
+
+    Returns
+    -------
+    torch.Tensor
+        Tokens [M, (h/2)(w/2), 4C].
+    """
     m, c, h, w = x.shape
     x = x.view(m, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(m, (h // 2) * (w // 2), c * 4)
 
 
 def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """FLUX tokens [M, (h/2)(w/2), 4C] -> [M, C, h, w] (inverse of `pack_latents`)."""
+    """FLUX tokens [M, (h/2)(w/2), 4C] -> [M, C, h, w] (inverse of `pack_latents`).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Tokens [M, (h/2)(w/2), 4C].
+    h, w : int
+        The latent height and width.
+
+    Returns
+    -------
+    torch.Tensor
+        Latents [M, C, h, w].
+    """
     m, _, ch = x.shape
     x = x.view(m, h // 2, w // 2, ch // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(m, ch // 4, h, w)
 
 
 def flow_timestep(t: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
-    """The network timestep of a flow-matching model at glass_core time t: T * sigma with the
-    diffusers sigma = 1 - t (docs/math.md §1)."""
+    """Return the network timestep of a flow-matching model at glass_core time t.
+
+    T * sigma with the diffusers sigma = 1 - t (docs/math.md §1).
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        glass_core times (float64).
+    num_train_timesteps : int
+        The scheduler's T.
+
+    Returns
+    -------
+    torch.Tensor
+        The network timesteps.
+    """
     return (1.0 - t) * num_train_timesteps
 
 
 class FluxDenoiser(DiffusersDenoiser):
-    """FLUX.1 adapter. Particles live unpacked, ``[M, C, h, w]`` with C = in_channels / 4; they are
-    packed into 2x2 patches (and given FLUX's image ids) only at the network call.
+    """FLUX.1 adapter.
+
+    Particles live unpacked, ``[M, C, h, w]`` with C = in_channels / 4; they are packed into 2x2
+    patches (and given FLUX's image ids) only at the network call.
 
     ``guidance_scale`` is FLUX-dev's distilled guidance *input* (ignored by schnell, whose
     transformer has no guidance embedding); ``true_cfg_scale`` > 1 with a negative prompt runs true
@@ -123,13 +164,23 @@ class FluxDenoiser(DiffusersDenoiser):
 
     @property
     def image_seq_len(self) -> int:
+        """Return the number of image tokens the transformer sees."""
         _, h, w = self.latent_shape
         return (h // 2) * (w // 2)
 
+    def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """``set_timesteps`` arguments FluxPipeline passes: linear sigmas, dynamic-shift mu."""
+        use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
+        mu = {"mu": scheduler_mu(self, 1.15)} if use_mu else {}
+        return {"sigmas": linear_sigmas(self, num_steps), **mu}
+
 
 class SD3Denoiser(DiffusersDenoiser):
-    """SD3 / SD3.5 adapter: network timestep = 1000 * sigma, true CFG with ``guidance_scale``
-    (2 forward passes per evaluation when guidance_scale > 1)."""
+    """SD3 / SD3.5 adapter.
+
+    Network timestep = 1000 * sigma, true CFG with ``guidance_scale`` (2 forward passes per
+    evaluation when guidance_scale > 1).
+    """
 
     family = "sd3"
 
@@ -177,6 +228,12 @@ class SD3Denoiser(DiffusersDenoiser):
 
     @property
     def image_seq_len(self) -> int:
+        """Return the number of image tokens the transformer sees."""
         p = int(self.network.config.patch_size)
         _, h, w = self.latent_shape
         return (h // p) * (w // p)
+
+    def scheduler_kwargs(self, num_steps: int) -> dict[str, Any]:
+        """``set_timesteps`` arguments SD3's pipeline passes: default sigmas, mu if dynamic."""
+        use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
+        return {"mu": scheduler_mu(self, 1.16)} if use_mu else {}

@@ -26,30 +26,90 @@ def calculate_shift(
     base_shift: float = 0.5,
     max_shift: float = 1.15,
 ) -> float:
-    """FLUX/SD3 dynamic-shift ``mu`` (diffusers' formula, computed by the native
-    ``dynamic_shift_mu``); static-shift equivalent: exp(mu)."""
+    """Return FLUX/SD3's dynamic-shift ``mu`` (diffusers' formula).
+
+    Computed by the native ``dynamic_shift_mu``; static-shift equivalent: exp(mu).
+
+    Parameters
+    ----------
+    image_seq_len : int
+        Image tokens.
+    base_seq_len, max_seq_len : int
+        The scheduler's sequence lengths.
+    base_shift, max_shift : float
+        The scheduler's shifts.
+
+    Returns
+    -------
+    float
+        mu.
+    """
     return float(dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift))
 
 
+def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
+    """Return the dynamic-shift ``mu`` the pipeline computes (``calculate_shift``).
+
+    From its image sequence length and the scheduler's config.
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter (its pipeline's scheduler and ``image_seq_len``).
+    default_max_shift : float
+        ``max_shift`` when the scheduler's config has none.
+
+    Returns
+    -------
+    float
+        mu.
+    """
+    cfg = model.pipe.scheduler.config
+    return calculate_shift(
+        model.image_seq_len,
+        cfg.get("base_image_seq_len", 256),
+        cfg.get("max_image_seq_len", 4096),
+        cfg.get("base_shift", 0.5),
+        cfg.get("max_shift", default_max_shift),
+    )
+
+
+def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
+    """Return the sigmas FLUX-style pipelines pass, ``linspace(1, 1/n, n)``.
+
+    None when the scheduler makes its own (``use_flow_sigmas``).
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter.
+    num_steps : int
+        The number of steps n.
+
+    Returns
+    -------
+    ndarray or None
+        The sigmas.
+    """
+    if model.pipe.scheduler.config.get("use_flow_sigmas", False):
+        return None
+    return np.linspace(1.0, 1.0 / num_steps, num_steps)
+
+
+def own_scheduler(pipe: Any) -> Any:
+    """The pipeline's own scheduler: a glass_core.diffusers.TransitionScheduler (whose timesteps
+    list model evaluations, not a grid) is unwrapped to the scheduler it wraps, ``.base``."""
+    sched = pipe.scheduler
+    return getattr(sched, "base", None) or sched
+
+
 def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
-    sched = copy.deepcopy(model.pipe.scheduler)
-    cfg = sched.config
-    kwargs: dict[str, Any] = {}
-    if cfg.get("use_dynamic_shifting", False):
-        default_max = 1.15 if model.family == "flux" else 1.16
-        kwargs["mu"] = calculate_shift(
-            model.image_seq_len,
-            cfg.get("base_image_seq_len", 256),
-            cfg.get("max_image_seq_len", 4096),
-            cfg.get("base_shift", 0.5),
-            cfg.get("max_shift", default_max),
-        )
-    sigmas = None
-    if model.family == "flux" and not cfg.get("use_flow_sigmas", False):
-        sigmas = np.linspace(1.0, 1.0 / num_steps, num_steps)
-    if sigmas is not None:
-        sched.set_timesteps(sigmas=sigmas, **kwargs)
+    sched = copy.deepcopy(own_scheduler(model.pipe))
+    kwargs = model.scheduler_kwargs(num_steps)
+    if kwargs.get("sigmas") is not None:
+        sched.set_timesteps(**kwargs)
     else:
+        kwargs.pop("sigmas", None)
         sched.set_timesteps(num_steps, **kwargs)
     sig = getattr(sched, "sigmas", None)
     if sig is None:
@@ -60,7 +120,7 @@ def _flow_grid(model: Any, num_steps: int) -> np.ndarray:
 
 
 def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
-    sched = copy.deepcopy(model.pipe.scheduler)
+    sched = copy.deepcopy(own_scheduler(model.pipe))
     sched.set_timesteps(num_steps)
     ks = sched.timesteps.detach().cpu().double().numpy()
     big_t = model.num_train_timesteps
@@ -89,9 +149,23 @@ def default_time_grid(model: Any, num_steps: int, *, exact: bool = False) -> np.
     what the alignment algorithms need) the first time is replaced by 0 (the pipeline also starts
     from pure noise there) and the last is 1 (clean data); ``exact=True`` keeps the scheduler's
     first timestep and its final alpha (for parity checks against the pipeline's own sampler).
+
+    Parameters
+    ----------
+    model : DiffusersDenoiser
+        The adapter.
+    num_steps : int
+        The number of transitions.
+    exact : bool
+        See above.
+
+    Returns
+    -------
+    ndarray
+        The grid, float64.
     """
     positive_int(num_steps, "num_steps")
-    if model.family in ("flux", "sd3"):
+    if hasattr(model, "scheduler_kwargs"):  # flow families: they say what the pipeline passes
         grid = _flow_grid(model, int(num_steps))
     else:
         grid = _vp_grid(model, int(num_steps), exact)

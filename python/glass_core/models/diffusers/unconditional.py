@@ -1,5 +1,6 @@
-"""Unconditional ``UNet2DModel`` pipelines (DDPMPipeline, the embedded digits model): the adapter
-``from_pipeline`` does not cover (it wraps text-conditioned FLUX/SD3/SD/SDXL pipelines).
+"""Unconditional ``UNet2DModel`` pipelines (DDPMPipeline, the embedded digits model).
+
+The adapter ``from_pipeline`` does not cover (it wraps text-conditioned FLUX/SD3/SD/SDXL pipelines).
 
 Uses only ``pipe.unet`` and ``pipe.scheduler``'s config and converts at this boundary, with the
 same conversions as the text-conditioned adapters (docs/math.md §1 and §2): flow-matching
@@ -10,43 +11,29 @@ scheduler's ``prediction_type`` as the denoiser's prediction.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from glass_core.errors import UnsupportedModelError
+from glass_core.meter import Meter
 from glass_core.models.callable import from_callable
-from glass_core.models.diffusers.base import module_device
+from glass_core.models.diffusers.base import images_to_output, module_device
 from glass_core.models.diffusers.flow import flow_timestep
 from glass_core.models.diffusers.grids import default_time_grid
 from glass_core.models.diffusers.unet import PREDICTIONS, vp_schedule_from_scheduler
 from glass_core.schedules import RectifiedFlow, shifted_grid, uniform_grid
 
 __all__ = [
-    "CallStats",
     "UnconditionalPipelineModel",
     "from_unconditional_pipeline",
     "is_unconditional",
 ]
 
 
-@dataclass
-class CallStats:
-    """Network calls, rows and seconds spent inside the network (for model/bookkeeping splits)."""
-
-    calls: int = 0
-    rows: int = 0
-    seconds: float = 0.0
-
-    def reset(self) -> None:
-        self.calls, self.rows, self.seconds = 0, 0, 0.0
-
-
 def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> Any:
-    """A glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline (e.g. DDPMPipeline).
+    """Return a glass_core ``Denoiser`` for an unconditional ``UNet2DModel`` pipeline.
 
     The adapter ``glass_core.models.diffusers.from_pipeline`` does not cover (it wraps
     text-conditioned FLUX/SD3/SD/SDXL pipelines). Uses only ``pipe.unet`` and ``pipe.scheduler``'s
@@ -63,6 +50,23 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
 
     The network runs in its own dtype (inputs cast, outputs cast back to the particles' dtype).
     The result carries ``.unet``, ``.sample_shape`` and ``.stats`` (:class:`CallStats`).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The unconditional pipeline (``pipe.unet``, ``pipe.scheduler``).
+    max_batch : int, optional
+        Network rows per forward pass (None: all at once).
+
+    Returns
+    -------
+    DenoiserBase
+        The denoiser.
+
+    Raises
+    ------
+    UnsupportedModelError
+        An unsupported scheduler or prediction type.
     """
     unet, sched = getattr(pipe, "unet", None), getattr(pipe, "scheduler", None)
     if unet is None or sched is None or type(unet).__name__ != "UNet2DModel":
@@ -91,10 +95,9 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
             f"pipe.scheduler: {type(sched).__name__} is neither a flow-matching scheduler nor "
             f"one with alphas_cumprod"
         )
-    stats = CallStats()
+    meter = Meter()
 
-    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        start = time.perf_counter()
+    def network(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         t_vec = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         if t_vec.dim() == 0:
             t_vec = t_vec.expand(x.shape[0])
@@ -105,37 +108,53 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
             out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
         else:
             out = -unet(x.to(unet.dtype), flow_timestep(t_vec, num_t)).sample.to(x.dtype)
-        stats.calls += 1
-        stats.rows += x.shape[0]
-        stats.seconds += time.perf_counter() - start
         return out
+
+    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        return meter.model(network, x, t)
 
     model: Any = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
     size = unet.config.sample_size
     hw = (size, size) if isinstance(size, int) else tuple(size)
     model.unet = unet
     model.sample_shape = (int(unet.config.in_channels), *hw)
-    model.stats = stats
+    model.meter = meter
     return model
 
 
 def is_unconditional(pipe: Any) -> bool:
-    """True for an unconditional ``UNet2DModel`` pipeline (e.g. ``DDPMPipeline``, the embedded
-    default model), which :func:`glass_core.steer` wraps with
-    :class:`UnconditionalPipelineModel`."""
+    """Return whether ``pipe`` is an unconditional ``UNet2DModel`` pipeline.
+
+    E.g. ``DDPMPipeline``, the embedded default model, which :func:`glass_core.steer` wraps with
+    :class:`UnconditionalPipelineModel`.
+
+    Parameters
+    ----------
+    pipe : Any
+        The object passed as a pipeline.
+
+    Returns
+    -------
+    bool
+        True for an unconditional ``UNet2DModel`` pipeline.
+    """
     unet = getattr(pipe, "unet", None)
     return unet is not None and any(c.__name__ == "UNet2DModel" for c in type(unet).__mro__)
 
 
 class UnconditionalPipelineModel:
-    """An unconditional UNet2DModel pipeline as :func:`glass_core.steer` uses a diffusers adapter:
-    the Denoiser of :func:`from_unconditional_pipeline` plus counters, the pipeline's step grid
+    """An unconditional UNet2DModel pipeline as :func:`glass_core.steer` uses a diffusers adapter.
+
+    The Denoiser of :func:`from_unconditional_pipeline` plus counters, the pipeline's step grid
     and the DDPMPipeline post-processing (samples in [-1, 1] -> images in [0, 1]). Latents are
     the samples themselves; there are no prompts, so B groups come only from a list of
-    generators."""
+    generators.
+    """
 
     family = "unconditional"
     passes_per_eval = 1
+    media = "image"
+    prompts = None
 
     def __init__(self, pipe: Any, num_groups: int, max_batch: int | None) -> None:
         self.pipe = pipe
@@ -144,33 +163,46 @@ class UnconditionalPipelineModel:
         self.latent_shape = tuple(self.inner.sample_shape)
         self.num_groups = num_groups
         self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
-        self.num_evaluations = 0
+        self.meter: Meter = self.inner.meter
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
+        """Return the denoised estimate D_t(x) of the data."""
+        self.meter.evaluations += 1
         out: torch.Tensor = self.inner.denoise(x, t)
         return out
 
     def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        self.num_evaluations += 1
+        """Return the velocity of the probability-flow ODE at (x, t)."""
+        self.meter.evaluations += 1
         out: torch.Tensor = self.inner.velocity(x, t)
         return out
 
     @property
+    def num_evaluations(self) -> int:
+        """Return the denoiser evaluations so far."""
+        return self.meter.evaluations
+
+    @property
     def device(self) -> torch.device:
+        """Return the device the model runs on."""
         return module_device(self.pipe.unet)
 
     @property
     def model_time(self) -> float:
-        return float(self.inner.stats.seconds)
+        """Return the seconds spent in the network (when timed)."""
+        return self.meter.model_seconds
 
     @property
     def num_forward_rows(self) -> int:
-        return int(self.inner.stats.rows)
+        """Return the network rows run so far (CFG rows included)."""
+        return self.meter.forward_rows
 
     def time_grid(self, num_steps: int) -> np.ndarray:
-        """Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
-        DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines."""
+        """Return the step grid for ``num_steps`` transitions.
+
+        Flow matching: uniform in t = 1 - sigma, or ``shifted_grid`` for a static shift;
+        DDPM/DDIM-like schedulers: the scheduler's own timesteps, as for SD pipelines.
+        """
         if "FlowMatch" not in type(self.pipe.scheduler).__name__:
             return default_time_grid(self, num_steps)  # family is not flux/sd3: the VP grid
         shift = float(self.pipe.scheduler.config.get("shift", 1.0))
@@ -178,20 +210,25 @@ class UnconditionalPipelineModel:
         return np.asarray(grid, dtype=np.float64)
 
     def decode(self, z: torch.Tensor, *, max_batch: int | None = None) -> torch.Tensor:
+        """Decode latents to images in [0, 1]."""
+        self.meter.decodes += 1
         return (z.float() / 2 + 0.5).clamp(0, 1)
 
     def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
-        """Images (PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the
-        sample size) -> samples in [-1, 1] (the inverse of ``decode``)."""
+        """Encode images as samples in [-1, 1] (the inverse of ``decode``).
+
+        Images: PIL, list, ndarray, or a tensor [M, C, H, W] in [0, 1]; resized to the sample size.
+        """
         from diffusers.image_processor import VaeImageProcessor
 
         c, h, w = self.latent_shape
         proc = VaeImageProcessor(vae_scale_factor=1, do_convert_grayscale=c == 1)
         return proc.preprocess(image, height=h, width=w).to(self.device, torch.float32)
 
-    def to_pil(self, images: torch.Tensor) -> list[Any]:
-        from PIL import Image
+    def to_output(self, images: torch.Tensor, output_type: str) -> Any:
+        """Images in [0, 1] as "pt" | "np" | "pil" (grey-scale PIL images for one channel)."""
+        return images_to_output(images, output_type)
 
-        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = u8.permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+    def to_pil(self, images: torch.Tensor) -> list[Any]:
+        """Convert images in [0, 1] to PIL images."""
+        return self.to_output(images, "pil")  # type: ignore[no-any-return]

@@ -30,7 +30,18 @@ PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v", "sample": "x1"}
 
 
 def vp_schedule_from_scheduler(scheduler: Any) -> Any:
-    """``VP.from_alphas_cumprod`` of a diffusers scheduler's ``alphas_cumprod`` (float64)."""
+    """``VP.from_alphas_cumprod`` of a diffusers scheduler's ``alphas_cumprod`` (float64).
+
+    Parameters
+    ----------
+    scheduler : SchedulerMixin
+        A DDPM-like diffusers scheduler.
+
+    Returns
+    -------
+    VP
+        The schedule.
+    """
     table = getattr(scheduler, "alphas_cumprod", None)
     if table is None:
         raise UnsupportedModelError(
@@ -98,9 +109,12 @@ class UNetDenoiser(DiffusersDenoiser):
         self.num_train_timesteps = len(sched.alphas_cumprod)
 
     def timestep(self, t: torch.Tensor) -> torch.Tensor:
-        """Continuous-time equivalent diffusers timestep k(t), snapped to the integer node when
-        within 1e-6 of it (so grid times reproduce the pipeline's timesteps). The model layer asks
-        only inside [t_{T-1}, t_0]; the clamp to [0, T-1] only absorbs rounding."""
+        """Return the continuous-time equivalent diffusers timestep k(t).
+
+        Snapped to the integer node when within 1e-6 of it (so grid times reproduce the
+        pipeline's timesteps). The model layer asks only inside [t_{T-1}, t_0]; the clamp to
+        [0, T-1] only absorbs rounding.
+        """
         times = np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
         k = torch.as_tensor(self.schedule.timestep_from_t(times)).reshape(t.shape)  # native
         k = k.clamp(0.0, self.num_train_timesteps - 1.0)
@@ -133,7 +147,22 @@ def sdxl_add_time_ids(
     crops_coords_top_left: tuple[int, int] = (0, 0),
     target_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """SDXL's added time ids [6] as ``StableDiffusionXLPipeline`` builds them by default."""
+    """SDXL's added time ids [6] as ``StableDiffusionXLPipeline`` builds them by default.
+
+    Parameters
+    ----------
+    pipe : StableDiffusionXLPipeline
+        The pipeline.
+    height, width : int
+        Image size in pixels.
+    original_size, crops_coords_top_left, target_size : tuple of int
+        The micro-conditioning (defaults: the image size, (0, 0)).
+
+    Returns
+    -------
+    torch.Tensor
+        The ids [6].
+    """
     original_size = original_size or (height, width)
     target_size = target_size or (height, width)
     ids = list(original_size) + list(crops_coords_top_left) + list(target_size)

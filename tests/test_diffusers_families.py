@@ -1,0 +1,190 @@
+"""FLUX.2 ([dev], [klein]), Qwen-Image, SANA and Wan 2.x through ``steer`` on tiny random-weight
+pipelines: the deterministic sampler equals the pipeline's own (same seed, same steps), FK and
+best-of-N run, video rewards, call options and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+import tiny_families as tf
+from glass_core.errors import InvalidInputError, UnsupportedModelError
+from glass_core.models.diffusers import SUPPORTED_FAMILIES, detect_family
+from glass_core.models.diffusers.pipeline_model import PipelineModel, wrap_pipeline
+from glass_core.rewards.loading import image_reward, video_reward
+from glass_core.steering import steer
+from glass_core.transitions import ODE, Glass
+
+PROMPTS = ["a red house", "a cat on the moon"]
+FAMILIES = sorted(tf.BUILDERS)
+# Qwen-Image's true CFG needs a negative prompt (the pipeline's true_cfg_scale default is 4.0)
+EXTRA = {"qwenimage": {"negative_prompt": ["blue sky", "green tree"]}}
+MEAN = image_reward(lambda im: im.mean(dim=(1, 2, 3)))
+
+
+def _call(name: str) -> dict:
+    return {**tf.SMALL_CALL[name], **EXTRA.get(name, {})}
+
+
+def _pipe_output(name: str, k: int) -> torch.Tensor:
+    out = tf.BUILDERS[name]()(
+        prompt=PROMPTS,
+        num_inference_steps=k,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+        **_call(name),
+    )
+    return out.frames if hasattr(out, "frames") else out.images
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_deterministic_steer_equals_the_pipeline(name: str) -> None:
+    k = 3
+    ref = _pipe_output(name, k)
+    for transition in (ODE(), Glass(rho=1.0, inner_steps=1)):
+        res = steer(
+            tf.BUILDERS[name](),
+            PROMPTS,
+            method="sample",
+            transition=transition,
+            num_particles=1,
+            num_transitions=k,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+            progress=False,
+            **_call(name),
+        )
+        assert res.images.shape == ref.shape
+        rel = float((res.images - ref).abs().max() / ref.abs().max())
+        assert rel < 1e-4, (name, type(transition).__name__, rel)
+        assert res.nfe == k
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("method", ["fk", "best_of_n"])
+def test_fk_and_best_of_n_run(name: str, method: str) -> None:
+    n, k = 2, 2
+    res = steer(
+        tf.BUILDERS[name](),
+        PROMPTS,
+        reward=MEAN,
+        method=method,
+        transition=Glass(inner_steps=1),
+        num_particles=n,
+        num_transitions=k,
+        generator=torch.Generator().manual_seed(1),
+        output_type="pt",
+        progress=False,
+        **_call(name),
+    )
+    assert res.rewards.shape == (2, n) and torch.isfinite(res.rewards).all()
+    media = res.images.reshape(2 * n, -1)
+    # the rewards are those of the returned images (frames averaged for a video)
+    torch.testing.assert_close(res.rewards.reshape(-1), media.mean(dim=1))
+    if method == "fk":
+        assert res.ancestors.shape == (k, 2, n)
+    assert res.total_forward_passes == res.forward_passes * 2 * n
+
+
+def test_every_family_implements_the_interface_and_is_detected() -> None:
+    for name in FAMILIES:
+        pipe = tf.BUILDERS[name]()
+        family = detect_family(pipe)
+        assert family in SUPPORTED_FAMILIES
+        model = wrap_pipeline(pipe, PROMPTS, **_call(name))
+        assert isinstance(model, PipelineModel)
+        assert model.num_groups == 2 and model.prompts == PROMPTS
+
+
+def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
+    pipe = tf.wan_pipeline()
+    kw = {
+        "method": "best_of_n",
+        "transition": ODE(),
+        "num_particles": 2,
+        "num_transitions": 2,
+        "output_type": "pt",
+        "progress": False,
+        "max_batch": 1,  # chunking over video rows
+        **tf.SMALL_CALL["wan"],
+    }
+    first = image_reward(lambda im: im[:, 0].mean(dim=(1, 2)))  # red channel of each frame
+    res = steer(pipe, PROMPTS, reward=first, generator=torch.Generator().manual_seed(2), **kw)
+    video = res.images
+    assert video.shape == (4, 5, 3, 32, 16)  # [M, F, C, H, W]: 5 frames, 2 latent frames
+    torch.testing.assert_close(res.rewards.reshape(-1), video[:, :, 0].mean(dim=(1, 2, 3)))
+    seen: list[tuple[int, ...]] = []
+
+    def last_frame(videos: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(videos.shape))
+        return videos[:, -1].mean(dim=(1, 2, 3))
+
+    gen = torch.Generator().manual_seed(2)
+    res = steer(pipe, PROMPTS, reward=video_reward(last_frame), generator=gen, **kw)
+    torch.testing.assert_close(res.rewards.reshape(-1), res.images[:, -1].mean(dim=(1, 2, 3)))
+    assert all(s[0] == 1 and len(s) == 5 for s in seen)  # max_batch videos per reward call
+    one = {"method": "sample", "transition": ODE(), "num_particles": 1, "num_transitions": 1}
+    frames = steer(
+        pipe, PROMPTS[:1], output_type="pil", progress=False, **one, **tf.SMALL_CALL["wan"]
+    )
+    assert len(frames.images) == 1 and len(frames.images[0]) == 5  # one list of PIL frames
+    frames.images[0].save(tmp_path / "video.png")  # an animated PNG of the 5 frames
+    from PIL import Image
+
+    with Image.open(tmp_path / "video.png") as anim:
+        assert anim.n_frames == 5 and anim.size == (16, 32)
+
+
+def test_call_options_and_errors() -> None:
+    pipe = tf.sana_pipeline()
+    with pytest.raises(InvalidInputError, match="num_frames"):
+        steer(pipe, PROMPTS, method="sample", num_frames=9, progress=False)
+    with pytest.raises(InvalidInputError, match="multiples of 32"):
+        steer(pipe, PROMPTS, method="sample", height=48, width=32, progress=False)
+    with pytest.raises(InvalidInputError, match="true_cfg_scale"):
+        steer(pipe, PROMPTS, method="sample", true_cfg_scale=4.0, **tf.SMALL_CALL["sana"])
+    with pytest.raises(InvalidInputError, match="video reward"):
+        steer(pipe, PROMPTS, reward=video_reward(lambda v: v.mean()), **tf.SMALL_CALL["sana"])
+
+
+def test_unsupported_message_lists_every_family() -> None:
+    class NotAPipeline:
+        transformer = torch.nn.Linear(1, 1)
+
+    with pytest.raises(UnsupportedModelError) as err:
+        detect_family(NotAPipeline())
+    for name in ("FLUX.1", "SD3", "SDXL", "FLUX.2", "Qwen-Image", "SANA", "Wan"):
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cli_steers_the_saved_tiny_pipeline(name: str, tmp_path: Path) -> None:
+    """``glass-core steer --pipeline DIR`` on each family's tiny pipeline saved to disk (Wan's
+    videos are written as animated PNGs; the CLI's default num_frames is the pipeline's, 81)."""
+    tf.BUILDERS[name]().save_pretrained(str(tmp_path / "pipe"))
+    (tmp_path / "reward.py").write_text(
+        "def mean(images):\n    return images.mean(dim=(1, 2, 3))\n"
+    )
+    size = tf.SMALL_CALL[name]
+    out = tmp_path / "out"
+    argv = [
+        *("steer", "--pipeline", str(tmp_path / "pipe"), "--prompt", "a red house"),
+        *("--reward", f"python:{tmp_path / 'reward.py'}:mean", "--method", "fk"),
+        *("--particles", "2", "--transitions", "2", "--inner-steps", "1", "--quiet"),
+        *("--height", str(size["height"]), "--width", str(size["width"])),
+        *("--max-sequence-length", "16", "--out", str(out)),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "glass_core", *argv], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "results.json").read_text())
+    assert record["images"] == ["image_000.png", "image_001.png"]
+    assert all((out / f).read_bytes()[:4] == b"\x89PNG" for f in record["images"])
