@@ -45,7 +45,7 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
         data = (out / name).read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 2000, name
     table = (out / "table.md").read_text()
-    assert table.count("\n| ") == 12  # six methods at each of the budgets 5 and 10
+    assert table.count("\n| ") == 16  # eight methods at each of the budgets 5 and 10
 
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["particles"] == 4 and res["config"]["groups"] == 3
@@ -57,11 +57,13 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
             "best_of_n_ode",
             "best_of_n_sde",
             "best_of_n_glass",
+            "best_of_n_unipc",
+            "best_of_n_sde_dpmpp",
             "fk_sde",
             "fk_glass",
         }
         # equal compute: the ODE/SDE baselines spend the budget, GLASS at most the budget
-        for key in ("sample_ode", "best_of_n_ode", "best_of_n_sde", "fk_sde"):
+        for key in ("sample_ode", "best_of_n_ode", "best_of_n_sde", "fk_sde", "best_of_n_unipc"):
             assert rows[key]["nfe"] == budget
         for key in ("best_of_n_glass", "fk_glass"):
             assert budget - 5 <= rows[key]["nfe"] <= budget
@@ -70,6 +72,7 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
             assert row["reward"]["mean"] <= 0.0  # log-probabilities
             assert 0.0 <= row["heldout_p_target"]["mean"] <= 1.0
             assert row["energy_distance"]["se"] > 0
+            assert row["energy_distance_clamped"]["se"] > 0 and row["feature_distance"]["se"] > 0
         # best-of-N returns the best of its samples, among them the plain ODE sample's noise
         assert rows["best_of_n_ode"]["reward"]["mean"] >= rows["sample_ode"]["reward"]["mean"]
 

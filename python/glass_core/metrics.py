@@ -8,16 +8,21 @@ delete-one jackknife over the rows of X (the generated set; the reference set Y 
 The V-statistic (all pairs, i = j included) is kept as an option: it is biased upward by
 E|X - X'|/n + E|Y - Y'|/m but never negative, which a log-scale error plot against a noise floor
 needs.
+
+Pixel energy distance is nearly blind to isotropic pixel noise (real digits + N(0, 0.15^2) score
+about as well as the data), so the benches also report :func:`feature_energy_distance`: the same
+statistic in a feature space standardised on the reference set, where such noise is plain.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Estimate", "energy_distance", "mean_se"]
+__all__ = ["Estimate", "energy_distance", "feature_energy_distance", "mean_se"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +79,35 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = True) 
     loo = stat(dxy.sum() - dxy, dxx.sum() - 2 * dxx, n - 1)
     se = math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
     return Estimate(float(full), se)
+
+
+def feature_energy_distance(
+    x: torch.Tensor, y: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]
+) -> Estimate:
+    """Energy distance between `features` of samples x and of reference y, each feature
+    standardised by its mean and standard deviation over y (so every feature counts alike and the
+    scale does not depend on the network's units), with the jackknife standard error over x.
+
+    Parameters
+    ----------
+    x, y : torch.Tensor
+        Samples [n, ...] and reference set [m, ...] in the input space of `features`.
+    features : callable
+        Maps a batch [k, ...] to feature rows [k, f] (no gradient is taken).
+
+    Returns
+    -------
+    Estimate
+        Unbiased energy distance in the standardised feature space and its standard error.
+
+    Raises
+    ------
+    ValueError
+        As :func:`energy_distance` on too few rows or mismatched feature widths.
+    """
+    with torch.no_grad():
+        fx = features(x).detach().double().cpu()
+        fy = features(y).detach().double().cpu()
+    mu = fy.mean(0)
+    sd = fy.std(0).clamp_min(1e-12)  # a feature constant on the reference set: avoid 0/0
+    return energy_distance((fx - mu) / sd, (fy - mu) / sd)

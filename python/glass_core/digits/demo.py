@@ -44,6 +44,8 @@ LABELS: dict[str, str] = {
     "best_of_n_ode": "best-of-N (ODE)",
     "best_of_n_sde": "best-of-N (SDE)",
     "best_of_n_glass": "best-of-N (GLASS)",
+    "best_of_n_unipc": "best-of-N (diffusers UniPC)",
+    "best_of_n_sde_dpmpp": "best-of-N (diffusers SDE-DPM-Solver++(2M))",
     "fk_sde": "FK steering (SDE)",
     "fk_glass": "FK steering (GLASS)",
 }
@@ -52,6 +54,8 @@ COLORS = {
     "best_of_n_ode": "C0",
     "best_of_n_sde": "C1",
     "best_of_n_glass": "C2",
+    "best_of_n_unipc": "C5",
+    "best_of_n_sde_dpmpp": "C6",
     "fk_sde": "C3",
     "fk_glass": "C4",
 }
@@ -65,6 +69,9 @@ def _methods(cfg: DemoConfig) -> list[Method]:
         Method("best_of_n_ode", LABELS["best_of_n_ode"], "best_of_n", "ode"),
         Method("best_of_n_sde", LABELS["best_of_n_sde"], "best_of_n", "sde"),
         Method("best_of_n_glass", LABELS["best_of_n_glass"], "best_of_n", "glass", rho),
+        # the samplers a diffusers user would pick (glass_core.digits.baselines)
+        Method("best_of_n_unipc", LABELS["best_of_n_unipc"], "best_of_n", "unipc"),
+        Method("best_of_n_sde_dpmpp", LABELS["best_of_n_sde_dpmpp"], "best_of_n", "sde_dpmpp_2m"),
         Method("fk_sde", LABELS["fk_sde"], "fk", "sde", potential=pot),
         Method("fk_glass", LABELS["fk_glass"], "fk", "glass", rho, potential=pot),
     ]
@@ -82,13 +89,15 @@ def format_table(rows: list[dict[str, Any]], cfg: DemoConfig) -> str:
     """Markdown table: one block of methods per NFE budget."""
     head = (
         "| NFE / particle | method | particles N | total NFE / group | reward (optimised) "
-        "| held-out P(target) | energy distance x100 | wall s |\n"
-        "|---:|---|---:|---:|---:|---:|---:|---:|\n"
+        "| held-out P(target) | energy distance x100 | clamped ED x100 | feature ED x100 "
+        "| wall s |\n"
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     body = "".join(
         f"| {r['nfe']} | {r['label']} | {r['particles']} | {r['nfe'] * r['particles']} | "
         f"{_pm(r['reward'])} | {_pm(r['heldout_p_target'])} | "
-        f"{_pm(r['energy_distance'], 100, 1)} | {r['wall_s']:.1f} |\n"
+        f"{_pm(r['energy_distance'], 100, 1)} | {_pm(r['energy_distance_clamped'], 100, 1)} | "
+        f"{_pm(r['feature_distance'], 100, 1)} | {r['wall_s']:.1f} |\n"
         for r in rows
     )
     rho = cfg.glass_rho if cfg.glass_rho == "ddpm" else f"{float(cfg.glass_rho):g}"
@@ -97,7 +106,10 @@ def format_table(rows: list[dict[str, Any]], cfg: DemoConfig) -> str:
         f"independent groups (seed {cfg.seed} + group), mean ± standard error over the one sample "
         f"each group returns (its highest-reward particle). Held-out P(target): a logistic "
         f"regression on the real digits that the steering never sees. Energy distance: to the "
-        f"real digits of class {cfg.target} (0 = indistinguishable; jackknife s.e.). FK: "
+        f"real digits of class {cfg.target} (0 = indistinguishable; jackknife s.e.): raw, clamped "
+        f"to [-1, 1] as a pipeline returns images, and in the embedded CNN's standardised "
+        f"features (the last two see leftover pixel noise). UniPC / SDE-DPM-Solver++(2M): "
+        f"diffusers' schedulers driving the same network (glass_core.digits.baselines). FK: "
         f"potential {cfg.potential}, lambda {cfg.lambda_:g}, resampling at the "
         f"{cfg.glass_transitions - 1} interior times of the {cfg.glass_transitions} outer steps "
         f"shared by SDE and GLASS; GLASS: rho {rho}, inner solver {FK_SOLVER} (a measured NFE "
@@ -164,7 +176,11 @@ def write_plot(path: Path, rows: list[dict[str, Any]], cfg: DemoConfig) -> None:
     panels = (
         ("reward", 1.0, f"optimised reward\nlog p(digit={cfg.target})"),
         ("heldout_p_target", 1.0, f"held-out P(digit={cfg.target})"),
-        ("energy_distance", 100.0, "energy distance x100 to\nreal digits (lower = real)"),
+        (
+            "energy_distance_clamped",
+            100.0,
+            "clamped energy distance x100\nto real digits (lower = real)",
+        ),
     )
     fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.3))
     keys = dict.fromkeys(r["method"] for r in rows)

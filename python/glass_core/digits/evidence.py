@@ -8,7 +8,11 @@ of NFE per particle becomes each method's transition, and how returned samples a
 * held-out P(target): the probability of the target digit under a logistic regression trained on
   the real digits (``digits.assets.load_heldout_classifier``), a model the steering never sees;
 * realism: energy distance of the returned samples to the real digits of the target class
-  (``glass_core.metrics.energy_distance``, unbiased, jackknife standard error).
+  (``glass_core.metrics.energy_distance``, unbiased, jackknife standard error), three ways
+  (:func:`score_realism`): on the raw samples (the historical column), on the samples clamped to the
+  data range [-1, 1] as a pipeline returns images, and in feature space
+  (``glass_core.metrics.feature_energy_distance`` on :func:`digit_features`), the two that see
+  leftover pixel noise; plus the fraction of pixels outside [-1.05, 1.05].
 
 Every method uses the same time grid of ``transitions`` uniform outer steps (FK potentials and
 resampling at its points for SDE and GLASS alike), the same per-group generators (group g of every
@@ -26,7 +30,7 @@ from typing import Any
 
 import torch
 
-from glass_core.metrics import Estimate, energy_distance, mean_se
+from glass_core.metrics import Estimate, energy_distance, feature_energy_distance, mean_se
 
 __all__ = [
     "FK_SOLVER",
@@ -35,9 +39,13 @@ __all__ = [
     "Cell",
     "Judges",
     "Method",
+    "Realism",
+    "digit_features",
     "glass_inner_steps",
     "load_judges",
+    "pipeline_output",
     "run_cell",
+    "score_realism",
     "steering_methods",
     "summarise",
     "transition_for",
@@ -60,7 +68,7 @@ class Method:
     key: str
     label: str
     algorithm: str  # "sample" (one unsteered draw), "best_of_n" or "fk"
-    kernel: str  # "ode", "sde" or "glass"
+    kernel: str  # "ode", "sde", "glass" or a diffusers baseline (digits.baselines.BASELINES)
     rho: float | str | None = None
     guided: bool = False
     potential: str = "diff"
@@ -141,6 +149,89 @@ def transition_for(
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
+#: the data range of the digits; a pipeline returns images clamped to it
+DATA_RANGE: tuple[float, float] = (-1.0, 1.0)
+#: a pixel this far outside the data range counts as leftover noise
+OUTSIDE_MARGIN = 0.05
+
+
+def pipeline_output(x: torch.Tensor) -> torch.Tensor:
+    """Samples as a pipeline returns images: clamped to :data:`DATA_RANGE`."""
+    return x.clamp(*DATA_RANGE)
+
+
+def digit_features(classifier: Any) -> Any:
+    """Feature map for ``feature_energy_distance``: the spatial means of each SiLU activation of
+    the embedded CNN (``DigitClassifier.features``) on clamped images, concatenated (160 features:
+    the first layer sees pixel texture such as leftover noise, the last one digit shape).
+
+    Parameters
+    ----------
+    classifier : DigitClassifier
+        The embedded reward's network (``load_default_reward(...).classifier``).
+
+    Returns
+    -------
+    callable
+        ``[k, 1, 8, 8] -> [k, 160]`` float tensor.
+    """
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        h = pipeline_output(x.float())
+        pooled = []
+        for layer in classifier.features:
+            h = layer(h)
+            if isinstance(layer, torch.nn.SiLU):
+                pooled.append(h.mean(dim=(2, 3)))
+        return torch.cat(pooled, dim=1)
+
+    return features
+
+
+@dataclass(frozen=True)
+class Realism:
+    """Realism of a sample set against real digits (lower = more real; 0 = indistinguishable)."""
+
+    raw: Estimate  # pixel energy distance on the unclamped samples
+    clamped: Estimate  # pixel energy distance on pipeline_output(samples)
+    features: Estimate  # feature energy distance (digit_features)
+    outside: float  # fraction of pixels outside the data range by more than OUTSIDE_MARGIN
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "energy_distance": _est(self.raw),
+            "energy_distance_clamped": _est(self.clamped),
+            "feature_distance": _est(self.features),
+            "outside_fraction": self.outside,
+        }
+
+
+def score_realism(samples: torch.Tensor, real: torch.Tensor, features: Any) -> Realism:
+    """Score `samples` against `real` digits all three ways (:class:`Realism`).
+
+    Parameters
+    ----------
+    samples : torch.Tensor
+        Generated images ``[n >= 3, 1, 8, 8]``.
+    real : torch.Tensor
+        Reference images ``[m >= 2, 1, 8, 8]`` (in the data range).
+    features : callable
+        The feature map, e.g. ``digit_features(classifier)``.
+
+    Returns
+    -------
+    Realism
+    """
+    lo, hi = DATA_RANGE
+    out = (samples < lo - OUTSIDE_MARGIN) | (samples > hi + OUTSIDE_MARGIN)
+    return Realism(
+        raw=energy_distance(samples, real),
+        clamped=energy_distance(pipeline_output(samples), real),
+        features=feature_energy_distance(samples, real, features),
+        outside=float(out.double().mean()),
+    )
+
+
 @dataclass(frozen=True)
 class Judges:
     """What the returned samples are scored with (none of it is seen by the steering but the
@@ -150,6 +241,7 @@ class Judges:
     heldout: Any  # digits.assets.HeldoutClassifier
     real: torch.Tensor  # real digits of the target class [M, 1, 8, 8]
     target: int
+    features: Any  # feature map for the feature distance (digit_features)
 
 
 def load_judges(target: int, reward_path: str | Path | None = None) -> Judges:
@@ -163,7 +255,8 @@ def load_judges(target: int, reward_path: str | Path | None = None) -> Judges:
 
     x, y = load_real_digits()
     reward = load_default_reward(target, reward_path)
-    return Judges(reward, load_heldout_classifier(), x[y == target], target)
+    features = digit_features(load_default_reward(target).classifier)
+    return Judges(reward, load_heldout_classifier(), x[y == target], target, features)
 
 
 @dataclass
@@ -178,9 +271,10 @@ class Cell:
     heldout: torch.Tensor  # [B] held-out P(target) of the returned sample
     nfe: int  # measured model evaluations per particle
     wall: float
-    realism: Estimate | None = None
+    realism: Realism | None = None
 
     def summary(self) -> dict[str, Any]:
+        scores = {"energy_distance": None} if self.realism is None else self.realism.summary()
         return {
             "method": self.method.key,
             "label": self.method.label,
@@ -191,7 +285,7 @@ class Cell:
             "reward": _est(mean_se(self.rewards)),
             "heldout_p_target": _est(mean_se(self.heldout)),
             "heldout_accuracy": _est(mean_se((self.heldout > 0.5).double())),
-            "energy_distance": None if self.realism is None else _est(self.realism),
+            **scores,
             "wall_s": round(self.wall, 2),
         }
 
@@ -217,9 +311,14 @@ def run_cell(
     """Run `method` for `groups` independent groups of `particles` particles in one batched call
     (group g seeded with seed + g) and score the returned samples."""
     from glass_core.align import Lookahead, best_of_n, fk_steering, guided
+    from glass_core.digits.baselines import BASELINES
     from glass_core.schedules import uniform_grid
     from glass_core.transitions import Glass
 
+    if method.kernel in BASELINES:
+        start = time.perf_counter()
+        samples, rewards = _baseline_best_of_n(model, judges, method, nfe, particles, groups, seed)
+        return _scored(method, judges, nfe, particles, samples, rewards, nfe, start, realism)
     kernel_solver = solver if method.kernel == "glass" else None
     transition = transition_for(
         method.kernel, nfe, transitions, rho=method.rho, solver=kernel_solver
@@ -256,21 +355,66 @@ def run_cell(
         n = 1 if method.algorithm == "sample" else particles
         res = best_of_n(net, judges.reward, num_particles=n, **common)
         samples, rewards = res.best(), res.best_reward
+    return _scored(method, judges, nfe, particles, samples, rewards, int(res.nfe), start, realism)
+
+
+def _scored(
+    method: Method,
+    judges: Judges,
+    nfe_budget: int,
+    particles: int,
+    samples: torch.Tensor,
+    rewards: torch.Tensor,
+    nfe: int,
+    start: float,
+    realism: bool,
+) -> Cell:
+    """The Cell of returned `samples` (one per group) with its scores."""
     wall = time.perf_counter() - start
     samples = samples.detach()
     cell = Cell(
         method=method,
-        nfe_budget=nfe,
+        nfe_budget=nfe_budget,
         particles=1 if method.algorithm == "sample" else particles,
         samples=samples,
         rewards=rewards.detach().double(),
         heldout=judges.heldout.probs(samples)[:, judges.target],
-        nfe=int(res.nfe),
+        nfe=nfe,
         wall=wall,
     )
     if realism:
-        cell.realism = energy_distance(samples, judges.real)
+        cell.realism = score_realism(samples, judges.real, judges.features)
     return cell
+
+
+def _baseline_best_of_n(
+    model: Any,
+    judges: Judges,
+    method: Method,
+    nfe: int,
+    particles: int,
+    groups: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best-of-N (or one sample) over a diffusers baseline's samples: group g's noise from seed +
+    g as for the glass_core rows; a stochastic baseline's step noise from one generator seeded
+    seed + groups. Returns the per-group best samples and their rewards."""
+    from glass_core.digits.baselines import sample_baseline
+
+    n = 1 if method.algorithm == "sample" else particles
+    noise = torch.cat(
+        [
+            torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed + g))
+            for g in range(groups)
+        ]
+    )
+    step_gen = torch.Generator().manual_seed(seed + groups)
+    x = sample_baseline(model.unet, method.kernel, nfe, noise, generator=step_gen)
+    with torch.no_grad():
+        r = judges.reward(x).detach().reshape(groups, n)
+    idx = r.argmax(dim=-1)
+    rows = torch.arange(groups)
+    return x.reshape(groups, n, 1, 8, 8)[rows, idx], r[rows, idx]
 
 
 def unsteered_samples(

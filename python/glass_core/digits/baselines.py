@@ -1,0 +1,148 @@
+"""The samplers a diffusers user would pick, driving the embedded digits network directly.
+
+Every bench compares glass_core's transitions against these rows, so they live in one place.
+Each baseline is a diffusers scheduler configured for the embedded rectified-flow model
+(``prediction_type="flow_prediction"``, ``use_flow_sigmas=True``: the network predicts
+v = eps - z at sigma = 1 - t) and run by the loop a diffusers pipeline runs: for each of the
+scheduler's timesteps, one UNet call at that timestep, then ``scheduler.step``. One model
+evaluation per step, so NFE = ``num_inference_steps``; the last step ends at sigma = 0 on the
+data-prediction estimate (``final_sigmas_type="zero"``).
+
+* ``unipc``: UniPCMultistepScheduler, order 2 (bh2, the corrector reusing the next evaluation);
+* ``dpmpp_2m``: DPMSolverMultistepScheduler, DPM-Solver++(2M);
+* ``sde_dpmpp_2m``: the same with ``algorithm_type="sde-dpmsolver++"`` (stochastic);
+* ``ddpm_ancestral``: ``sde-dpmsolver++`` of order 1, which is exactly the DDPM ancestral step
+  x_s ~ q(x_s | x_t, z_hat) of the flow's Gaussian path (DDIM with eta = 1).
+
+``flow_shift`` is the scheduler's static grid shift (1 = uniform in sigma); benches pick each
+baseline's best shift per NFE from :data:`FLOW_SHIFTS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["BASELINES", "FLOW_SHIFTS", "STOCHASTIC", "make_scheduler", "sample_baseline"]
+
+#: name -> (diffusers class name, extra config, label)
+BASELINES: dict[str, tuple[str, dict[str, Any], str]] = {
+    "unipc": (
+        "UniPCMultistepScheduler",
+        {"solver_order": 2, "solver_type": "bh2"},
+        "diffusers UniPC (order 2)",
+    ),
+    "dpmpp_2m": (
+        "DPMSolverMultistepScheduler",
+        {"solver_order": 2, "algorithm_type": "dpmsolver++"},
+        "diffusers DPM-Solver++(2M)",
+    ),
+    "sde_dpmpp_2m": (
+        "DPMSolverMultistepScheduler",
+        {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"},
+        "diffusers SDE-DPM-Solver++(2M)",
+    ),
+    "ddpm_ancestral": (
+        "DPMSolverMultistepScheduler",
+        {"solver_order": 1, "algorithm_type": "sde-dpmsolver++"},
+        "DDPM ancestral (diffusers SDE-DPM-Solver++ order 1)",
+    ),
+}
+#: the baselines that draw noise at every step
+STOCHASTIC = frozenset({"sde_dpmpp_2m", "ddpm_ancestral"})
+#: static grid shifts searched for each baseline's best grid (1.0 = uniform in sigma)
+FLOW_SHIFTS: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+def make_scheduler(name: str, *, flow_shift: float = 1.0) -> Any:
+    """A fresh diffusers scheduler for baseline `name` on the embedded rectified-flow model.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`BASELINES`.
+    flow_shift : float
+        Static shift of the flow sigmas (1.0: uniform).
+
+    Returns
+    -------
+    diffusers.SchedulerMixin
+
+    Raises
+    ------
+    InvalidInputError
+        If `name` is not a baseline or `flow_shift` is not positive.
+    """
+    import diffusers
+
+    from glass_core.errors import InvalidInputError
+
+    if name not in BASELINES:
+        raise InvalidInputError(f"baseline name must be one of {list(BASELINES)}, got {name!r}")
+    if not flow_shift > 0:
+        raise InvalidInputError(f"flow_shift must be > 0, got {flow_shift}")
+    cls_name, extra, _ = BASELINES[name]
+    return getattr(diffusers, cls_name)(
+        num_train_timesteps=1000,
+        prediction_type="flow_prediction",
+        use_flow_sigmas=True,
+        flow_shift=flow_shift,
+        final_sigmas_type="zero",
+        lower_order_final=True,
+        **extra,
+    )
+
+
+@torch.no_grad()
+def sample_baseline(
+    unet: Any,
+    name: str,
+    nfe: int,
+    noise: torch.Tensor,
+    *,
+    flow_shift: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Samples of baseline `name` in `nfe` UNet evaluations from `noise` (the state at sigma = 1,
+    i.e. glass_core's t = 0), as a diffusers pipeline's denoising loop computes them.
+
+    Parameters
+    ----------
+    unet : diffusers.UNet2DModel
+        The flow-matching network (``pipe.unet`` of the embedded model).
+    name : str
+        A key of :data:`BASELINES`.
+    nfe : int
+        Number of inference steps (one UNet call each).
+    noise : torch.Tensor
+        Initial noise ``[B, C, H, W]``.
+    flow_shift : float
+        Static grid shift (see :func:`make_scheduler`).
+    generator : torch.Generator, optional
+        Source of the per-step noise of the stochastic baselines (required for them).
+
+    Returns
+    -------
+    torch.Tensor
+        Samples ``[B, C, H, W]`` in the data convention (not clamped).
+
+    Raises
+    ------
+    InvalidInputError
+        On an unknown name, ``nfe < 1`` or a stochastic baseline without a generator.
+    """
+    from glass_core.errors import InvalidInputError
+
+    if nfe < 1:
+        raise InvalidInputError(f"nfe must be >= 1, got {nfe}")
+    if name in STOCHASTIC and generator is None:
+        raise InvalidInputError(f"baseline {name!r} draws noise: pass generator=")
+    sched = make_scheduler(name, flow_shift=flow_shift)
+    sched.set_timesteps(nfe, device=noise.device)
+    step_kwargs = {"generator": generator} if name in STOCHASTIC else {}
+    x = noise * sched.init_noise_sigma
+    for t in sched.timesteps:
+        v = unet(x.to(unet.dtype), t.expand(len(x))).sample.to(x.dtype)
+        x = sched.step(v, t, x, **step_kwargs).prev_sample
+    return x
