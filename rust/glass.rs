@@ -49,20 +49,23 @@ pub fn glass_coefficients(
 ) -> Result<GlassCoefficients> {
     check_transition(t, t_next)?;
     if !(rho.is_finite() && (-1.0..=1.0).contains(&rho)) {
-        return Err(invalid(format!(
-            "rho must be a finite number in [-1, 1], got {rho}"
-        )));
+        return Err(invalid(
+            "rho",
+            format!("rho must be a finite number in [-1, 1], got {rho}"),
+        ));
     }
     if !(sigma0.is_finite() && sigma0 > 0.0) {
-        return Err(invalid(format!(
-            "sigma0 must be a finite number > 0, got {sigma0}"
-        )));
+        return Err(invalid(
+            "sigma0",
+            format!("sigma0 must be a finite number > 0, got {sigma0}"),
+        ));
     }
     for (i, &si) in s.iter().enumerate() {
         if !(0.0..=1.0).contains(&si) {
-            return Err(invalid(format!(
-                "s[{i}] = {si} is not a finite inner time in [0, 1]"
-            )));
+            return Err(invalid(
+                "s",
+                format!("s[{i}] = {si} is not a finite inner time in [0, 1]"),
+            ));
         }
     }
     let (alpha_t, sigma_t, _, _) = schedule.eval(t);
@@ -75,6 +78,7 @@ pub fn glass_coefficients(
 
     let n = s.len();
     ensure_fits(
+        "s",
         &format!("the number of inner times s ({n})"),
         bytes_of(&[(n as u128, 8 * 10)]),
     )?;

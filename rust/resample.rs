@@ -34,10 +34,13 @@ impl FromStr for Scheme {
             "stratified" => Ok(Scheme::Stratified),
             "systematic" => Ok(Scheme::Systematic),
             "residual" => Ok(Scheme::Residual),
-            other => Err(invalid(format!(
-                "scheme must be one of \"systematic\", \"stratified\", \"multinomial\", \
+            other => Err(invalid(
+                "scheme",
+                format!(
+                    "scheme must be one of \"systematic\", \"stratified\", \"multinomial\", \
                  \"residual\"; got {other:?}"
-            ))),
+                ),
+            )),
         }
     }
 }
@@ -69,10 +72,13 @@ impl Seeds {
             Seeds::Single(s) => Ok((0..rows).map(|b| row_rng(*s, b as u64)).collect()),
             Seeds::PerRow(v) => {
                 if v.len() != rows {
-                    return Err(invalid(format!(
-                        "seed: a list of seeds needs one seed per row ({rows}), got {}",
-                        v.len()
-                    )));
+                    return Err(invalid(
+                        "seed",
+                        format!(
+                            "seed: a list of seeds needs one seed per row ({rows}), got {}",
+                            v.len()
+                        ),
+                    ));
                 }
                 Ok(v.iter().map(|&s| row_rng(s, 0)).collect())
             }
@@ -774,11 +780,12 @@ pub fn resample_log_weights(
 ) -> Result<Vec<i64>> {
     let maxes = check_batch(lw, b, n, "log_weights", intr)?;
     if num_samples == 0 {
-        return Err(invalid("num_samples must be >= 1, got 0"));
+        return Err(invalid("num_samples", "num_samples must be >= 1, got 0"));
     }
     let mut rngs = seeds.rngs(b)?;
     let (bu, mu, nu) = (b as u128, num_samples as u128, n as u128);
     ensure_fits(
+        "num_samples",
         &if b > 1 {
             format!("num_samples = {num_samples} (for {b} rows)")
         } else {

@@ -54,9 +54,10 @@ pub fn max_and_nan_chunked(v: &[f64], intr: &dyn Interrupt) -> Result<(f64, bool
 /// Validate one row of log-weights (named `name`) and return its maximum (finite).
 pub fn check_row(lw: &[f64], name: &str, row: Option<usize>, intr: &dyn Interrupt) -> Result<f64> {
     if lw.is_empty() {
-        return Err(invalid(format!(
-            "{name} must contain at least one particle"
-        )));
+        return Err(invalid(
+            name,
+            format!("{name} must contain at least one particle"),
+        ));
     }
     let (m, nan) = max_and_nan_chunked(lw, intr)?;
     if nan {
@@ -68,10 +69,13 @@ pub fn check_row(lw: &[f64], name: &str, row: Option<usize>, intr: &dyn Interrup
     }
     if m == f64::INFINITY {
         let i = lw.iter().position(|&x| x == f64::INFINITY).unwrap_or(0);
-        return Err(invalid(format!(
-            "{name} contains +inf at index {i}{}; log-weights must be < +inf",
-            row_suffix(row)
-        )));
+        return Err(invalid(
+            name,
+            format!(
+                "{name} contains +inf at index {i}{}; log-weights must be < +inf",
+                row_suffix(row)
+            ),
+        ));
     }
     if m == f64::NEG_INFINITY {
         return Err(degenerate(format!(
@@ -279,9 +283,10 @@ pub fn check_batch(
     intr: &dyn Interrupt,
 ) -> Result<Vec<f64>> {
     if n == 0 {
-        return Err(invalid(format!(
-            "{name} must contain at least one particle per row"
-        )));
+        return Err(invalid(
+            name,
+            format!("{name} must contain at least one particle per row"),
+        ));
     }
     debug_assert_eq!(lw.len(), b * n);
     (0..b)
@@ -382,11 +387,11 @@ mod tests {
         }
         assert!(matches!(
             check_row(&[0.0, f64::INFINITY], "log_weights", None, &Never),
-            Err(GlassError::InvalidInput(_))
+            Err(GlassError::InvalidInput { .. })
         ));
         assert!(matches!(
             check_row(&[], "log_weights", None, &Never),
-            Err(GlassError::InvalidInput(_))
+            Err(GlassError::InvalidInput { .. })
         ));
     }
 }
