@@ -7,6 +7,8 @@ use crate::genealogy::{ResampleMode, SmcState};
 use numpy::ndarray::{Array2, Array3};
 use numpy::{PyArray1, PyArray2, PyArray3, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
@@ -47,24 +49,76 @@ impl StepResult {
 /// uses PCG-64 stream b) or a sequence of B ints (group b uses seeds[b], stream 0); each group's
 /// generator advances across steps.
 /// Thread-safe: calls from several threads are serialised (each waits for the one running,
-/// without holding the interpreter lock while it waits).
+/// without holding the interpreter lock while it waits). No lock is held while Python code runs
+/// (converting `step`'s input happens before locking), so that code may read the state; a
+/// re-entrant call that would still wait on its own thread raises `GlassError` instead.
 #[pyclass(frozen, module = "glass_core._core", name = "SMCState")]
 struct PySMCState {
     inner: Mutex<SmcState>,
+    /// Key of the thread holding `inner` (0: none), to refuse a re-entrant call from it.
+    holder: AtomicU64,
+    /// B and N, fixed for the state's life: read without locking.
+    shape: (usize, usize),
+}
+
+static NEXT_THREAD_KEY: AtomicU64 = AtomicU64::new(1);
+thread_local! {
+    static THREAD_KEY: u64 = NEXT_THREAD_KEY.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The locked state; clears the holder mark when dropped.
+struct Locked<'a> {
+    guard: MutexGuard<'a, SmcState>,
+    holder: &'a AtomicU64,
+}
+
+impl Deref for Locked<'_> {
+    type Target = SmcState;
+    fn deref(&self) -> &SmcState {
+        &self.guard
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut SmcState {
+        &mut self.guard
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.holder.store(0, Ordering::Release);
+    }
 }
 
 impl PySMCState {
     /// The state, locked. While another thread holds it (a step running detached from the
-    /// interpreter), wait with the interpreter released so that thread can re-attach.
-    fn state(&self, py: Python<'_>) -> MutexGuard<'_, SmcState> {
+    /// interpreter), wait with the interpreter released so that thread can re-attach; Ctrl-C
+    /// ends the wait. If this thread holds it (a callback reached from inside a call on it),
+    /// waiting would never end: raise instead.
+    fn state(&self, py: Python<'_>) -> PyResult<Locked<'_>> {
+        let me = THREAD_KEY.with(|k| *k);
         loop {
-            match self.inner.try_lock() {
-                Ok(g) => return g,
-                Err(TryLockError::Poisoned(e)) => return e.into_inner(),
+            let guard = match self.inner.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
                 Err(TryLockError::WouldBlock) => {
-                    py.detach(|| std::thread::sleep(Duration::from_micros(200)))
+                    if self.holder.load(Ordering::Acquire) == me {
+                        return Err(GlassError::new_err(
+                            "SMCState is in use by a call on this same thread (a callback \
+                             reached from inside that call cannot use the state)",
+                        ));
+                    }
+                    py.check_signals()?;
+                    py.detach(|| std::thread::sleep(Duration::from_micros(200)));
+                    continue;
                 }
-            }
+            };
+            self.holder.store(me, Ordering::Release);
+            return Ok(Locked {
+                guard,
+                holder: &self.holder,
+            });
         }
     }
 }
@@ -108,6 +162,8 @@ impl PySMCState {
         .py(py)?;
         Ok(Self {
             inner: Mutex::new(inner),
+            holder: AtomicU64::new(0),
+            shape: (num_groups, num_particles),
         })
     }
 
@@ -125,8 +181,8 @@ impl PySMCState {
         log_potentials: &Bound<'_, PyAny>,
         resample: Option<bool>,
     ) -> PyResult<StepResult> {
-        let mut st = self.state(py);
-        let (b, n) = (st.num_groups(), st.num_particles());
+        let (b, n) = self.shape;
+        // converting may run Python code (``__array__``, ``__torch_function__``): before locking
         let x = float_input(log_potentials, "log_potentials")?;
         let shape = x.shape();
         let ok = (shape.len() == 2 && shape[0] == b && shape[1] == n)
@@ -151,6 +207,7 @@ impl PySMCState {
             Some(false) => ResampleMode::Never,
         };
         let g = x.slice();
+        let mut st = self.state(py)?;
         let inner = &mut *st;
         let (out, flat) = run_native(py, b * n, |intr| {
             inner.step(g, mode, intr).map(|o| {
@@ -171,7 +228,7 @@ impl PySMCState {
     /// Normalised log-weights [B, N] (a copy).
     #[getter]
     fn log_weights<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let st = self.state(py);
+        let st = self.state(py)?;
         let (b, n) = (st.num_groups(), st.num_particles());
         let a = Array2::from_shape_vec((b, n), st.log_weights().to_vec())
             .map_err(|e| GlassError::new_err(e.to_string()))?;
@@ -180,15 +237,15 @@ impl PySMCState {
 
     /// Accumulated log-evidence [B]: sum over steps of log sum_i W_i exp(G_i).
     #[getter]
-    fn log_evidence<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
-        let st = self.state(py);
-        PyArray1::from_slice(py, st.log_evidence())
+    fn log_evidence<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let st = self.state(py)?;
+        Ok(PyArray1::from_slice(py, st.log_evidence()))
     }
 
     /// ESS per step, [num_steps, B] float64 (after reweighting, before resampling).
     #[getter]
     fn ess_history<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let st = self.state(py);
+        let st = self.state(py)?;
         let a =
             Array2::from_shape_vec((st.num_steps(), st.num_groups()), st.ess_history().to_vec())
                 .map_err(|e| GlassError::new_err(e.to_string()))?;
@@ -196,33 +253,33 @@ impl PySMCState {
     }
 
     #[getter]
-    fn num_steps(&self, py: Python<'_>) -> usize {
-        self.state(py).num_steps()
+    fn num_steps(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.state(py)?.num_steps())
     }
     #[getter]
-    fn num_groups(&self, py: Python<'_>) -> usize {
-        self.state(py).num_groups()
+    fn num_groups(&self) -> usize {
+        self.shape.0
     }
     #[getter]
-    fn num_particles(&self, py: Python<'_>) -> usize {
-        self.state(py).num_particles()
+    fn num_particles(&self) -> usize {
+        self.shape.1
     }
     #[getter]
-    fn scheme(&self, py: Python<'_>) -> &'static str {
-        self.state(py).scheme().as_str()
+    fn scheme(&self, py: Python<'_>) -> PyResult<&'static str> {
+        Ok(self.state(py)?.scheme().as_str())
     }
     #[getter]
-    fn ess_threshold(&self, py: Python<'_>) -> Option<f64> {
-        self.state(py).ess_threshold()
+    fn ess_threshold(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        Ok(self.state(py)?.ess_threshold())
     }
     #[getter]
-    fn track_genealogy(&self, py: Python<'_>) -> bool {
-        self.state(py).tracks_genealogy()
+    fn track_genealogy(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.state(py)?.tracks_genealogy())
     }
 
     /// Ancestors of every step, int64 [num_steps, B, N]. GlassError if track_genealogy=False.
     fn genealogy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<i64>>> {
-        let st = self.state(py);
+        let st = self.state(py)?;
         let g = st.genealogy().ok_or_else(|| {
             GlassError::new_err("genealogy is not tracked (track_genealogy=False)")
         })?;
@@ -241,7 +298,7 @@ impl PySMCState {
     /// Lineages, int64 [num_steps + 1, B, N]: trace[k, b, i] is the index at step k of the
     /// ancestor of final particle i of group b (trace[-1] is the identity).
     fn trace<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<i64>>> {
-        let st = self.state(py);
+        let st = self.state(py)?;
         let inner = &*st;
         let v = run_native(
             py,
@@ -269,9 +326,9 @@ impl PySMCState {
         Ok(PyArray3::from_owned_array(py, a))
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let st = self.state(py);
-        format!(
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let st = self.state(py)?;
+        Ok(format!(
             "SMCState(num_groups={}, num_particles={}, scheme={:?}, ess_threshold={}, num_steps={})",
             st.num_groups(),
             st.num_particles(),
@@ -281,7 +338,7 @@ impl PySMCState {
                 None => "None".into(),
             },
             st.num_steps()
-        )
+        ))
     }
 }
 
