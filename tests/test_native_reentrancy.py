@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-# the subprocess needs a few seconds to import numpy/torch on a loaded machine; a deadlock never ends
+# importing numpy/torch takes seconds on a loaded machine; a deadlock never ends
 TIMEOUT_S = 120
 
 NUMPY_CASE = """
@@ -53,7 +53,9 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("source", [NUMPY_CASE, TORCH_CASE], ids=["__array__", "__torch_function__"])
+@pytest.mark.parametrize(
+    "source", [NUMPY_CASE, TORCH_CASE], ids=["__array__", "__torch_function__"]
+)
 def test_step_input_that_reads_the_state_does_not_deadlock(source: str) -> None:
     if "torch" in source:
         pytest.importorskip("torch")
