@@ -9,10 +9,12 @@ import numpy.typing as npt
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
 _Times = npt.NDArray[Any] | Sequence[float]
-_Scheme = Literal["systematic", "stratified", "multinomial", "residual"]
+_Scheme = Literal["systematic", "stratified", "multinomial", "residual", "ssp", "killing"]
 
 __version__: str
+RESAMPLING_SCHEMES: tuple[str, ...]
 __all__ = [
+    "RESAMPLING_SCHEMES",
     "DegenerateWeightsError",
     "GlassCoefficients",
     "GlassError",

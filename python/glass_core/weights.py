@@ -7,8 +7,8 @@ copied), sequences and scalars, and return numpy arrays; indices are int64, usab
 
 * :func:`normalize_log_weights` -- ``(lw - logsumexp(lw), log mean weight)`` per row.
 * :func:`ess` -- effective sample size per row.
-* :func:`resample` -- ancestor indices, schemes "systematic" | "stratified" | "multinomial" |
-  "residual", all O(N), seeded (``seed`` int: row b uses PCG-64 stream b; sequence of ints: row b
+* :func:`resample` -- ancestor indices, schemes :data:`SCHEMES` ("systematic" | "stratified" |
+  "multinomial" | "residual" | "ssp" | "killing"; killing needs M = N), all O(N), seeded (``seed`` int: row b uses PCG-64 stream b; sequence of ints: row b
   uses ``seeds[b]``, identical to a 1-D call with that seed).
 * :class:`SMCState` -- carried weights, log-evidence, adaptive resampling and genealogy for B groups
   of N particles; :meth:`SMCState.step` returns a :class:`StepResult`.
@@ -19,8 +19,16 @@ Errors: NaN log-weights and all -inf rows raise :class:`~glass_core.errors.Degen
 
 from __future__ import annotations
 
-from glass_core._core import SMCState, StepResult, ess, normalize_log_weights, resample
+from glass_core._core import (
+    RESAMPLING_SCHEMES,
+    SMCState,
+    StepResult,
+    ess,
+    normalize_log_weights,
+    resample,
+)
 
-SCHEMES: tuple[str, ...] = ("systematic", "stratified", "multinomial", "residual")
+#: Names of the resampling schemes, from the native registry (the one place they are listed).
+SCHEMES: tuple[str, ...] = RESAMPLING_SCHEMES
 
 __all__ = ["SCHEMES", "SMCState", "StepResult", "ess", "normalize_log_weights", "resample"]

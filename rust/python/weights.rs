@@ -3,7 +3,7 @@
 use super::convert::{array2_i64, parse_scheme, parse_seeds, size_arg, weights_input};
 use super::errors::GlassError;
 use super::native::run_native;
-use crate::resample::resample_log_weights;
+use crate::resample::{resample_log_weights, Scheme};
 use crate::weights;
 use numpy::ndarray::Array2;
 use numpy::{PyArray1, PyArray2};
@@ -105,7 +105,8 @@ fn ess<'py>(py: Python<'py>, log_weights: &Bound<'py, PyAny>) -> PyResult<Bound<
 /// resample(log_weights, scheme="systematic", *, seed, num_samples=None) -> ndarray[int64]
 ///
 /// 1-D [N] -> [M] ancestor indices; 2-D [B, N] -> [B, M] row-local indices (M = num_samples or
-/// N). scheme: "systematic" | "stratified" | "multinomial" | "residual" (all O(N)). seed: an int
+/// N). scheme: one of RESAMPLING_SCHEMES, all O(N): "systematic" | "stratified" | "multinomial" |
+/// "residual" | "ssp" | "killing" (killing: M = N only). seed: an int
 /// (row b uses PCG-64 stream b of that seed) or a sequence of B ints (row b uses seeds[b], stream
 /// 0, so row b equals a 1-D call with seed=seeds[b]). Same seed, same indices.
 #[pyfunction]
@@ -139,5 +140,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalize_log_weights, m)?)?;
     m.add_function(wrap_pyfunction!(ess, m)?)?;
     m.add_function(wrap_pyfunction!(resample, m)?)?;
+    let names: Vec<&str> = Scheme::ALL.iter().map(|s| s.as_str()).collect();
+    m.add("RESAMPLING_SCHEMES", PyTuple::new(m.py(), names)?)?;
     Ok(())
 }
