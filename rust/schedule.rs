@@ -593,6 +593,42 @@ pub fn validate_time_grid(grid: &[f64]) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The VP inverse t(SNR) over the whole of [0, 1], including below the noisiest table time
+    /// 1/(T+1) and above the least noisy one: t -> SNR(t) -> t round-trips.
+    #[test]
+    fn vp_inverse_round_trips_on_the_whole_range() {
+        let vp = Schedule::Vp(std::sync::Arc::new(
+            VpTable::from_betas(0.00085, 0.012, 1000, "scaled_linear").unwrap(),
+        ));
+        let lo = 1.0 / 1001.0;
+        let mut ts = vec![
+            1e-7,
+            1e-5,
+            1e-4,
+            3e-4,
+            0.5 * lo,
+            0.9 * lo,
+            lo,
+            1.1 * lo,
+            2.0 * lo,
+        ];
+        ts.extend((1..1000).map(|k| k as f64 / 1000.0));
+        ts.extend([1.0 - lo, 1.0 - 0.5 * lo, 1.0 - 1e-6]);
+        for &t in &ts {
+            let l = vp.log_snr(t);
+            assert!(l.is_finite(), "{t}");
+            let back = vp.t_from_log_snr(l);
+            assert!((back - t).abs() < 1e-9, "t_from_log_snr: {t} -> {back}");
+            let back = vp.t_from_snr(l.exp());
+            assert!(
+                (back - t).abs() < 1e-7 * t.max(1e-3),
+                "t_from_snr: {t} -> {back}"
+            );
+        }
+        assert_eq!(vp.t_from_snr(0.0), 0.0);
+        assert_eq!(vp.t_from_snr(f64::INFINITY), 1.0);
+    }
+
     #[test]
     fn vp_timestep_mapping_hits_the_nodes_and_inverts() {
         let table: Vec<f64> = (0..10).map(|k| 0.99 - 0.09 * k as f64).collect();

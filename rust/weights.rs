@@ -304,6 +304,48 @@ pub fn check_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ESS of random log-weights against a plain f64 loop, for N on both sides of the vector
+    /// width and of CHUNK (the tail loop of the vectorised sums must count every entry once).
+    #[test]
+    fn ess_of_random_weights_matches_the_definition_for_any_n() {
+        use crate::interrupt::{Never, CHUNK};
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for n in [
+            1usize,
+            2,
+            3,
+            5,
+            6,
+            7,
+            9,
+            13,
+            31,
+            33,
+            101,
+            1001,
+            CHUNK + 5,
+            2 * CHUNK + 3,
+        ] {
+            let lw: Vec<f64> = (0..n).map(|_| 6.0 * next() - 3.0).collect();
+            let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let (mut sum, mut sq) = (0.0f64, 0.0f64);
+            for &x in &lw {
+                let w = (x - m).exp();
+                sum += w;
+                sq += w * w;
+            }
+            let want = sum * sum / sq;
+            let got = ess_row(&lw, "lw", None, &Never).unwrap();
+            assert!((got - want).abs() < 1e-10 * want, "n={n}: {got} vs {want}");
+        }
+    }
     use crate::error::GlassError;
     use crate::interrupt::Never;
 
