@@ -8,8 +8,9 @@ copied), sequences and scalars, and return numpy arrays; indices are int64, usab
 * :func:`normalize_log_weights` -- ``(lw - logsumexp(lw), log mean weight)`` per row.
 * :func:`ess` -- effective sample size per row.
 * :func:`resample` -- ancestor indices, schemes :data:`SCHEMES` ("systematic" | "stratified" |
-  "multinomial" | "residual" | "ssp" | "killing"; killing needs M = N), all O(N), seeded (``seed`` int: row b uses PCG-64 stream b; sequence of ints: row b
-  uses ``seeds[b]``, identical to a 1-D call with that seed).
+  "multinomial" | "residual" | "ssp" | "killing"; killing needs M = N), all O(N), seeded
+  (``seed`` int: row b uses PCG-64 stream b; sequence of ints: row b uses ``seeds[b]``, identical
+  to a 1-D call with that seed).
 * :class:`SMCState` -- carried weights, log-evidence, adaptive resampling and genealogy for B groups
   of N particles; :meth:`SMCState.step` returns a :class:`StepResult`.
 
