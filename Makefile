@@ -3,9 +3,9 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMPS := .make
-RUST_SOURCES := Cargo.toml Cargo.lock $(wildcard rust/*.rs)
+RUST_SOURCES := Cargo.toml Cargo.lock $(wildcard rust/*.rs rust/*/*.rs)
 
-.PHONY: demo test test-fast test-rust test-python lint bench clean
+.PHONY: demo test test-fast test-rust test-python lint bench mutants clean
 
 # editable install of glass_core with the extras after the dash (builds the Rust extension)
 $(STAMPS)/install-%: pyproject.toml $(RUST_SOURCES)
@@ -40,6 +40,16 @@ lint: $(STAMPS)/install-diffusers,test
 bench: $(STAMPS)/install-diffusers,test  ## benchmark tables (figures, not pass/fail)
 	cargo bench --bench resample
 	$(PYTHON) -m glass_core bench --overwrite
+
+# Mutation testing, a periodic check (not part of .ci/run; hours on 2 cores: see docs/testing.md).
+# cargo-mutants over rust/ (config .cargo/mutants.toml) with `cargo test` alone, then mutmut over
+# the core Python modules (config [tool.mutmut] in pyproject.toml) with their own tests only.
+MUTANTS_JOBS ?= 1
+mutants: $(STAMPS)/install-diffusers,test,mutation  ## mutation scores (docs/testing.md)
+	cargo mutants --version >/dev/null 2>&1 || cargo install --locked cargo-mutants
+	nice -n 5 cargo mutants --jobs $(MUTANTS_JOBS) --timeout 300 --output .make/mutants-rust || true
+	cd python && nice -n 5 $(PYTHON) -m mutmut run || true
+	@echo "rust: .make/mutants-rust/mutants.out/{caught,missed,timeout,unviable}.txt; python: mutmut results"
 
 clean:
 	cargo clean

@@ -32,12 +32,7 @@ fn bench_schemes(c: &mut Criterion) {
         }
         for kind in ["uniform", "skewed", "extreme"] {
             let lw = log_weights(kind, n);
-            for scheme in [
-                Scheme::Systematic,
-                Scheme::Stratified,
-                Scheme::Multinomial,
-                Scheme::Residual,
-            ] {
+            for scheme in Scheme::ALL {
                 group.bench_with_input(BenchmarkId::new(scheme.as_str(), kind), &lw, |b, lw| {
                     b.iter(|| {
                         resample_log_weights(

@@ -3,12 +3,14 @@
 
 use thiserror::Error;
 
-/// Every fallible function in the crate returns this. Messages always name the offending argument.
+/// Every fallible function in the crate returns this. Messages always name the offending argument
+/// (and `InvalidInput` carries its name).
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum GlassError {
-    /// Bad shape, dtype, value or range of an argument (Python: `InvalidInputError`, a `ValueError`).
-    #[error("{0}")]
-    InvalidInput(String),
+    /// Bad shape, dtype, value or range of the argument `arg` (Python: `InvalidInputError`, a
+    /// `ValueError`, with `arg` as its attribute so callers can name their own flag for it).
+    #[error("{msg}")]
+    InvalidInput { arg: String, msg: String },
     /// Log-weights that cannot define a distribution: a NaN, or a row that is entirely -inf
     /// (Python: `DegenerateWeightsError`, a `ValueError`).
     #[error("{0}")]
@@ -24,9 +26,12 @@ pub enum GlassError {
 
 pub type Result<T> = std::result::Result<T, GlassError>;
 
-/// Shorthand for an `InvalidInput` error.
-pub fn invalid(msg: impl Into<String>) -> GlassError {
-    GlassError::InvalidInput(msg.into())
+/// Shorthand for an `InvalidInput` error about the argument `arg`.
+pub fn invalid(arg: impl Into<String>, msg: impl Into<String>) -> GlassError {
+    GlassError::InvalidInput {
+        arg: arg.into(),
+        msg: msg.into(),
+    }
 }
 
 /// Shorthand for a `DegenerateWeights` error.

@@ -70,7 +70,7 @@ proptest! {
                 prop_assert!(lw.chunks(n).any(|row| row.iter().any(|x| x.is_nan())
                     || row.iter().all(|&x| x == f64::NEG_INFINITY)));
             }
-            Err(GlassError::InvalidInput(_)) => prop_assert!(lw.contains(&f64::INFINITY)),
+            Err(GlassError::InvalidInput { .. }) => prop_assert!(lw.contains(&f64::INFINITY)),
             Err(e) => prop_assert!(false, "unexpected {e:?}"),
         }
     }
@@ -133,7 +133,7 @@ proptest! {
                     prop_assert!((total - 1.0).abs() < 1e-12);
                 }
             }
-            Err(GlassError::DegenerateWeights(_)) | Err(GlassError::InvalidInput(_)) => {
+            Err(GlassError::DegenerateWeights(_)) | Err(GlassError::InvalidInput { .. }) => {
                 let after = (s.log_weights().to_vec(), s.log_evidence().to_vec(), s.num_steps());
                 prop_assert_eq!(before, after);
             }
@@ -154,7 +154,7 @@ proptest! {
                     prop_assert_eq!(g.len(), num_steps + 1);
                     prop_assert!(schedule::validate_time_grid(&g).is_ok());
                 }
-                Err(GlassError::InvalidInput(_)) => {}
+                Err(GlassError::InvalidInput { .. }) => {}
                 Err(e) => prop_assert!(false, "unexpected {e:?}"),
             }
         }

@@ -68,33 +68,39 @@ impl SmcState {
         track_genealogy: bool,
     ) -> Result<Self> {
         if num_groups == 0 {
-            return Err(invalid("num_groups must be >= 1, got 0"));
+            return Err(invalid("num_groups", "num_groups must be >= 1, got 0"));
         }
         if num_particles == 0 {
-            return Err(invalid("num_particles must be >= 1, got 0"));
+            return Err(invalid(
+                "num_particles",
+                "num_particles must be >= 1, got 0",
+            ));
         }
         if num_particles > u32::MAX as usize {
-            return Err(invalid(format!(
-                "num_particles must be < 2^32, got {num_particles}"
-            )));
+            return Err(invalid(
+                "num_particles",
+                format!("num_particles must be < 2^32, got {num_particles}"),
+            ));
         }
         if let Some(th) = ess_threshold {
             if !(0.0..=1.0).contains(&th) {
-                return Err(invalid(format!(
-                    "ess_threshold must be None or a fraction in [0, 1], got {th}"
-                )));
+                return Err(invalid(
+                    "ess_threshold",
+                    format!("ess_threshold must be None or a fraction in [0, 1], got {th}"),
+                ));
             }
         }
         let (bu, nu) = (num_groups as u128, num_particles as u128);
         ensure_fits(
+            "num_particles",
             &format!("num_groups x num_particles = {num_groups} x {num_particles}"),
             // log-weights and their scratch, per-step ancestors (row-local and flat), one row of
             // exponentiated weights, one generator per group
             bytes_of(&[(bu * nu, 8 * 4), (nu, 8), (bu, 32)]),
         )?;
         let rngs = seeds.rngs(num_groups).map_err(|e| match e {
-            GlassError::InvalidInput(m) => {
-                GlassError::InvalidInput(m.replacen("seed:", "seeds:", 1))
+            GlassError::InvalidInput { msg, .. } => {
+                invalid("seeds", msg.replacen("seed:", "seeds:", 1))
             }
             other => other,
         })?;
@@ -194,6 +200,7 @@ impl SmcState {
         // so both are alive at the peak
         let new_cap = need.max(2 * gen.capacity());
         ensure_fits(
+            "track_genealogy",
             &format!(
                 "track_genealogy=True (step {} of {b} x {n} particles; the genealogy keeps every \
                  step's ancestors, pass track_genealogy=False to keep none)",
@@ -202,9 +209,12 @@ impl SmcState {
             bytes_of(&[(new_cap as u128, 4), (gen.len() as u128, 4)]),
         )?;
         gen.try_reserve_exact(new_cap - gen.len()).map_err(|e| {
-            invalid(format!(
-                "track_genealogy=True: cannot grow the genealogy to {new_cap} entries ({e})"
-            ))
+            invalid(
+                "track_genealogy",
+                format!(
+                    "track_genealogy=True: cannot grow the genealogy to {new_cap} entries ({e})"
+                ),
+            )
         })
     }
 
@@ -218,11 +228,14 @@ impl SmcState {
     ) -> Result<StepOutput> {
         let (b, n) = (self.b, self.n);
         if g.len() != b * n {
-            return Err(invalid(format!(
-                "log_potentials must have {b} x {n} = {} entries, got {}",
-                b * n,
-                g.len()
-            )));
+            return Err(invalid(
+                "log_potentials",
+                format!(
+                    "log_potentials must have {b} x {n} = {} entries, got {}",
+                    b * n,
+                    g.len()
+                ),
+            ));
         }
         self.reserve_genealogy()?;
         // one fused pass: reweighted log-weights, per-row maxima, NaN/+inf flag on the potentials
@@ -358,9 +371,12 @@ fn check_potentials(g: &[f64], b: usize, n: usize) -> Result<()> {
             return Err(if x.is_nan() {
                 GlassError::DegenerateWeights(format!("log_potentials contains NaN at index {loc}"))
             } else {
-                invalid(format!(
-                    "log_potentials contains +inf at index {loc}; potentials must be < +inf"
-                ))
+                invalid(
+                    "log_potentials",
+                    format!(
+                        "log_potentials contains +inf at index {loc}; potentials must be < +inf"
+                    ),
+                )
             });
         }
     }
@@ -479,7 +495,7 @@ mod tests {
                 ResampleMode::Always,
                 &NoInterrupt,
             ),
-            Err(GlassError::InvalidInput(_))
+            Err(GlassError::InvalidInput { .. })
         ));
         assert!(s
             .step(&[0.0; 5], ResampleMode::Always, &NoInterrupt)

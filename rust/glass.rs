@@ -49,20 +49,23 @@ pub fn glass_coefficients(
 ) -> Result<GlassCoefficients> {
     check_transition(t, t_next)?;
     if !(rho.is_finite() && (-1.0..=1.0).contains(&rho)) {
-        return Err(invalid(format!(
-            "rho must be a finite number in [-1, 1], got {rho}"
-        )));
+        return Err(invalid(
+            "rho",
+            format!("rho must be a finite number in [-1, 1], got {rho}"),
+        ));
     }
     if !(sigma0.is_finite() && sigma0 > 0.0) {
-        return Err(invalid(format!(
-            "sigma0 must be a finite number > 0, got {sigma0}"
-        )));
+        return Err(invalid(
+            "sigma0",
+            format!("sigma0 must be a finite number > 0, got {sigma0}"),
+        ));
     }
     for (i, &si) in s.iter().enumerate() {
         if !(0.0..=1.0).contains(&si) {
-            return Err(invalid(format!(
-                "s[{i}] = {si} is not a finite inner time in [0, 1]"
-            )));
+            return Err(invalid(
+                "s",
+                format!("s[{i}] = {si} is not a finite inner time in [0, 1]"),
+            ));
         }
     }
     let (alpha_t, sigma_t, _, _) = schedule.eval(t);
@@ -75,6 +78,7 @@ pub fn glass_coefficients(
 
     let n = s.len();
     ensure_fits(
+        "s",
         &format!("the number of inner times s ({n})"),
         bytes_of(&[(n as u128, 8 * 10)]),
     )?;
@@ -190,6 +194,51 @@ mod tests {
             assert!((snr - c.lam[i]).abs() < 1e-9 * c.lam[i]);
         }
         assert!(c.t_star[20] >= 0.6 - 1e-12);
+    }
+
+    /// Every field at 0 < t < t' < 1, rho != 0 (both signs), against docs/math.md §3 written out
+    /// for rectified flow (alpha = t, sigma = 1 - t, SNR^-1: t = sqrt(l) / (1 + sqrt(l))), with
+    /// gamma and abar also as hand-computed numbers so a sign flip cannot cancel out.
+    #[test]
+    fn closed_form_every_coefficient_rectified_flow() {
+        let (t, tn, sigma0) = (0.2f64, 0.6f64, 1.3f64);
+        let s = [0.25f64, 0.7];
+        for (rho, gamma_hand, abar_hand) in [(0.5f64, 0.25, 0.55), (-0.5, -0.25, 0.65)] {
+            let c = glass_coefficients(&Schedule::RectifiedFlow, t, tn, rho, &s, sigma0).unwrap();
+            let (at, st, an, sn) = (t, 1.0 - t, tn, 1.0 - tn);
+            let gamma = rho * sn / st;
+            let abar = an - gamma * at;
+            let sbar = sn * (1.0 - rho * rho).sqrt();
+            assert!((c.gamma - gamma_hand).abs() < 1e-15 && (gamma - gamma_hand).abs() < 1e-15);
+            assert!((c.abar - abar_hand).abs() < 1e-15 && (abar - abar_hand).abs() < 1e-15);
+            assert!((c.sbar - sbar).abs() < 1e-15);
+            assert!((c.alpha_t - at).abs() < 1e-15 && (c.sigma_t - st).abs() < 1e-15);
+            for (i, &si) in s.iter().enumerate() {
+                let a_s = si * abar;
+                let s_s = (1.0 - si) * sigma0 + si * sbar;
+                let w1 = (sbar - sigma0) / s_s;
+                let lam = (at / st).powi(2) + (a_s / s_s).powi(2);
+                let t_star = lam.sqrt() / (1.0 + lam.sqrt());
+                let want = [
+                    (c.a_s[i], a_s),
+                    (c.s_s[i], s_s),
+                    (c.w1[i], w1),
+                    (c.w2[i], abar - a_s * w1),
+                    (c.w3[i], -gamma * w1),
+                    (c.lam[i], lam),
+                    (c.t_star[i], t_star),
+                    (c.alpha_star[i], t_star),
+                    (c.c_x[i], at / (st * st * lam)),
+                    (c.c_y[i], a_s / (s_s * s_s * lam)),
+                ];
+                for (k, (got, exp)) in want.into_iter().enumerate() {
+                    assert!(
+                        (got - exp).abs() < 1e-12 * exp.abs().max(1.0),
+                        "{rho} {si} {k}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod interrupt;
 pub mod limits;
 pub mod resample;
 pub mod schedule;
+pub mod ssp_killing;
 pub mod weights;
 
 #[cfg(test)]

@@ -51,18 +51,22 @@ fn human(bytes: u128) -> String {
 }
 
 /// Check that a call needing `bytes` (computed by the caller in u128, so no product can wrap)
-/// fits; `what` names the size argument(s) and their values, e.g. "num_samples = 1099511627776".
-pub fn ensure_fits(what: &str, bytes: u128) -> Result<()> {
+/// fits; `what` names the size argument(s) and their values, e.g. "num_samples = 1099511627776",
+/// and `arg` is the argument to blame (the error's `arg`).
+pub fn ensure_fits(arg: &str, what: &str, bytes: u128) -> Result<()> {
     if bytes < CHEAP_BYTES {
         return Ok(());
     }
     let avail = available_bytes();
     if bytes > avail {
-        return Err(invalid(format!(
-            "{what} is too large: it needs {} of memory, more than the {} available",
-            human(bytes),
-            human(avail)
-        )));
+        return Err(invalid(
+            arg,
+            format!(
+                "{what} is too large: it needs {} of memory, more than the {} available",
+                human(bytes),
+                human(avail)
+            ),
+        ));
     }
     Ok(())
 }
@@ -81,15 +85,20 @@ mod tests {
 
     #[test]
     fn small_requests_pass_and_absurd_ones_name_the_argument() {
-        assert!(ensure_fits("n = 10", 80).is_ok());
-        match ensure_fits("num_samples = 2**61", bytes_of(&[(1 << 61, 8)])) {
-            Err(GlassError::InvalidInput(m)) => {
-                assert!(m.starts_with("num_samples = 2**61 is too large"), "{m}")
+        assert!(ensure_fits("n", "n = 10", 80).is_ok());
+        match ensure_fits(
+            "num_samples",
+            "num_samples = 2**61",
+            bytes_of(&[(1 << 61, 8)]),
+        ) {
+            Err(GlassError::InvalidInput { arg, msg }) => {
+                assert_eq!(arg, "num_samples");
+                assert!(msg.starts_with("num_samples = 2**61 is too large"), "{msg}")
             }
             e => panic!("{e:?}"),
         }
         // products that would wrap in 64 bits
-        assert!(ensure_fits("x", bytes_of(&[(u64::MAX as u128, u64::MAX as u128)])).is_err());
+        assert!(ensure_fits("x", "x", bytes_of(&[(u64::MAX as u128, u64::MAX as u128)])).is_err());
         assert!(available_bytes() > 0 && available_bytes() <= MAX_BYTES);
     }
 }

@@ -1,4 +1,5 @@
-//! O(N) resampling schemes (multinomial, stratified, systematic, residual).
+//! O(N) resampling schemes (multinomial, stratified, systematic, residual; SSP and killing in
+//! `ssp_killing`). `Scheme::ALL` is the one registry of their names.
 //!
 //! Every scheme generates its uniforms already sorted (systematic/stratified by construction,
 //! multinomial through normalised exponential spacings) and walks them against the running CDF of
@@ -24,32 +25,56 @@ pub enum Scheme {
     Stratified,
     Systematic,
     Residual,
+    /// Srinivasan sampling process (see `ssp_killing`).
+    Ssp,
+    /// Keep i with probability W_i / max W, else a multinomial draw; needs M = N.
+    Killing,
 }
 
 impl FromStr for Scheme {
     type Err = crate::error::GlassError;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "multinomial" => Ok(Scheme::Multinomial),
-            "stratified" => Ok(Scheme::Stratified),
-            "systematic" => Ok(Scheme::Systematic),
-            "residual" => Ok(Scheme::Residual),
-            other => Err(invalid(format!(
-                "scheme must be one of \"systematic\", \"stratified\", \"multinomial\", \
-                 \"residual\"; got {other:?}"
-            ))),
-        }
+        Scheme::ALL
+            .into_iter()
+            .find(|scheme| scheme.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<String> = Scheme::ALL
+                    .iter()
+                    .map(|x| format!("{:?}", x.as_str()))
+                    .collect();
+                invalid(
+                    "scheme",
+                    format!("scheme must be one of {}; got {s:?}", names.join(", ")),
+                )
+            })
     }
 }
 
 impl Scheme {
+    /// Every scheme, in the order shown to users (the registry: names live only here).
+    pub const ALL: [Scheme; 6] = [
+        Scheme::Systematic,
+        Scheme::Stratified,
+        Scheme::Multinomial,
+        Scheme::Residual,
+        Scheme::Ssp,
+        Scheme::Killing,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Scheme::Multinomial => "multinomial",
             Scheme::Stratified => "stratified",
             Scheme::Systematic => "systematic",
             Scheme::Residual => "residual",
+            Scheme::Ssp => "ssp",
+            Scheme::Killing => "killing",
         }
+    }
+
+    /// Whether the scheme can draw a number of ancestors other than the number of particles.
+    pub fn any_num_samples(&self) -> bool {
+        *self != Scheme::Killing
     }
 }
 
@@ -69,10 +94,13 @@ impl Seeds {
             Seeds::Single(s) => Ok((0..rows).map(|b| row_rng(*s, b as u64)).collect()),
             Seeds::PerRow(v) => {
                 if v.len() != rows {
-                    return Err(invalid(format!(
-                        "seed: a list of seeds needs one seed per row ({rows}), got {}",
-                        v.len()
-                    )));
+                    return Err(invalid(
+                        "seed",
+                        format!(
+                            "seed: a list of seeds needs one seed per row ({rows}), got {}",
+                            v.len()
+                        ),
+                    ));
                 }
                 Ok(v.iter().map(|&s| row_rng(s, 0)).collect())
             }
@@ -689,6 +717,8 @@ pub fn resample_weights_on(
             stratified_scatter(w, last, scratch, out, threads, intr)
         }
         Scheme::Multinomial => multinomial(w, last, total, rng, out, scratch, intr),
+        Scheme::Ssp => crate::ssp_killing::ssp(w, total, rng, out, intr),
+        Scheme::Killing => crate::ssp_killing::killing(w, last, total, rng, out, scratch, intr),
         Scheme::Residual => {
             // deterministic floor(M W_i) copies, then multinomial on the residual weights
             let scale = m as f64 / total;
@@ -725,7 +755,9 @@ pub fn resample_weights_on(
     }
 }
 
-fn multinomial(
+/// Multinomial draws into `out` (ascending), from weights `w` (sum `total`, last positive entry at
+/// `last`).
+pub(crate) fn multinomial(
     w: &[f64],
     last: usize,
     total: f64,
@@ -774,11 +806,22 @@ pub fn resample_log_weights(
 ) -> Result<Vec<i64>> {
     let maxes = check_batch(lw, b, n, "log_weights", intr)?;
     if num_samples == 0 {
-        return Err(invalid("num_samples must be >= 1, got 0"));
+        return Err(invalid("num_samples", "num_samples must be >= 1, got 0"));
+    }
+    if !scheme.any_num_samples() && num_samples != n {
+        return Err(invalid(
+            "num_samples",
+            format!(
+                "scheme {:?} draws exactly one ancestor per particle: num_samples must be {n} \
+                 (or None), got {num_samples}",
+                scheme.as_str()
+            ),
+        ));
     }
     let mut rngs = seeds.rngs(b)?;
     let (bu, mu, nu) = (b as u128, num_samples as u128, n as u128);
     ensure_fits(
+        "num_samples",
         &if b > 1 {
             format!("num_samples = {num_samples} (for {b} rows)")
         } else {
@@ -849,12 +892,7 @@ mod tests {
     use super::*;
     use crate::interrupt::Never;
 
-    const ALL: [Scheme; 4] = [
-        Scheme::Multinomial,
-        Scheme::Stratified,
-        Scheme::Systematic,
-        Scheme::Residual,
-    ];
+    const ALL: [Scheme; 6] = Scheme::ALL;
 
     fn weights(n: usize, seed: u64) -> Vec<f64> {
         let mut rng = row_rng(seed, 99);
@@ -869,7 +907,7 @@ mod tests {
                 let out = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(3), &Never).unwrap();
                 assert_eq!(out.len(), n);
                 assert!(out.iter().all(|&a| a >= 0 && (a as usize) < n));
-                if s != Scheme::Residual {
+                if s != Scheme::Residual && s != Scheme::Killing {
                     assert!(out.windows(2).all(|p| p[0] <= p[1]), "{s:?}");
                 }
             }
@@ -885,7 +923,11 @@ mod tests {
         let tot: f64 = w.iter().sum();
         for seed in 0..200 {
             // each count within [floor, ceil] of its expectation (stratified: within one more)
-            for (scheme, slack) in [(Scheme::Systematic, 1e-9), (Scheme::Stratified, 1.0)] {
+            for (scheme, slack) in [
+                (Scheme::Systematic, 1e-9),
+                (Scheme::Ssp, 1e-9),
+                (Scheme::Stratified, 1.0),
+            ] {
                 let a = resample_log_weights(&lw, 1, n, n, scheme, &Seeds::Single(seed), &Never)
                     .unwrap();
                 let c = counts(&a, n);
@@ -907,6 +949,53 @@ mod tests {
     }
 
     #[test]
+    fn names_round_trip_and_killing_needs_one_draw_per_particle() {
+        for s in Scheme::ALL {
+            assert_eq!(s.as_str().parse::<Scheme>().unwrap(), s);
+        }
+        match "bogus".parse::<Scheme>() {
+            Err(crate::error::GlassError::InvalidInput { arg, msg }) => {
+                assert_eq!(arg, "scheme");
+                assert!(
+                    Scheme::ALL.iter().all(|s| msg.contains(s.as_str())),
+                    "{msg}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        let lw = [0.0, 1.0, 2.0];
+        let seeds = Seeds::Single(0);
+        assert!(resample_log_weights(&lw, 1, 3, 4, Scheme::Killing, &seeds, &Never).is_err());
+        assert!(resample_log_weights(&lw, 1, 3, 4, Scheme::Ssp, &seeds, &Never).is_ok());
+    }
+
+    /// SSP with M != N and weights whose M W_i are exact integers or sum fractions to exactly 1.
+    #[test]
+    fn ssp_counts_within_floor_ceil_for_any_m() {
+        for (n, m) in [(7usize, 3usize), (5, 11), (10, 10), (1, 4)] {
+            let lw = weights(n, 11);
+            let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = lw.iter().map(|x| (x - mx).exp()).collect();
+            let tot: f64 = w.iter().sum();
+            for seed in 0..100 {
+                let a =
+                    resample_log_weights(&lw, 1, n, m, Scheme::Ssp, &Seeds::Single(seed), &Never)
+                        .unwrap();
+                assert_eq!(a.len(), m);
+                let c = counts(&a, n);
+                for i in 0..n {
+                    let e = m as f64 * w[i] / tot;
+                    assert!(c[i] as f64 >= e.floor() - 1e-9 && c[i] as f64 <= e.ceil() + 1e-9);
+                }
+            }
+        }
+        // M W_i = (1, 1, 2): deterministic
+        let lw = [0.0, 0.0, 2f64.ln()];
+        let a = resample_log_weights(&lw, 1, 3, 4, Scheme::Ssp, &Seeds::Single(1), &Never).unwrap();
+        assert_eq!(a, vec![0, 1, 2, 2]);
+    }
+
+    #[test]
     fn unbiased() {
         let n = 8;
         let lw: Vec<f64> = (0..n).map(|i| (i as f64 * 0.5) - 2.0).collect();
@@ -915,19 +1004,23 @@ mod tests {
         let tot: f64 = w.iter().sum();
         let reps = 4000u64;
         for &s in &ALL {
-            let mut acc = vec![0.0; n];
+            let (mut acc, mut acc2) = (vec![0.0; n], vec![0.0; n]);
             for seed in 0..reps {
                 let a =
                     resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(seed), &Never).unwrap();
                 for (i, c) in counts(&a, n).into_iter().enumerate() {
                     acc[i] += c as f64;
+                    acc2[i] += (c * c) as f64;
                 }
             }
             for i in 0..n {
                 let p = w[i] / tot;
                 let mean = acc[i] / reps as f64;
-                // multinomial variance bounds every scheme's variance
-                let sd = (n as f64 * p * (1.0 - p) / reps as f64).sqrt();
+                // the multinomial variance bounds the classic schemes' variance; killing's can
+                // exceed it, so the larger of it and the sample variance (4000 reps: a 5-sd
+                // band fails a correct scheme with probability < 1e-5 per count)
+                let var = (acc2[i] / reps as f64 - mean * mean).max(n as f64 * p * (1.0 - p));
+                let sd = (var / reps as f64).sqrt();
                 assert!(
                     (mean - n as f64 * p).abs() < 5.0 * sd + 1e-9,
                     "{s:?} i={i} {mean}"
@@ -946,9 +1039,10 @@ mod tests {
             f64::NEG_INFINITY,
         ];
         for &s in &ALL {
+            let m = if s.any_num_samples() { 64 } else { 5 };
             for seed in 0..50 {
                 let a =
-                    resample_log_weights(&lw, 1, 5, 64, s, &Seeds::Single(seed), &Never).unwrap();
+                    resample_log_weights(&lw, 1, 5, m, s, &Seeds::Single(seed), &Never).unwrap();
                 assert!(a.iter().all(|&x| x == 1 || x == 3), "{s:?} {a:?}");
             }
         }

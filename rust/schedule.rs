@@ -32,15 +32,17 @@ impl VpTable {
     pub fn from_alphas_cumprod(table: &[f64]) -> Result<Self> {
         let n = table.len();
         if n < 2 {
-            return Err(invalid(format!(
-                "alphas_cumprod must have at least 2 entries, got {n}"
-            )));
+            return Err(invalid(
+                "alphas_cumprod",
+                format!("alphas_cumprod must have at least 2 entries, got {n}"),
+            ));
         }
         for (k, &a) in table.iter().enumerate() {
             if !(a.is_finite() && a > 0.0 && a < 1.0) {
-                return Err(invalid(format!(
-                    "alphas_cumprod[{k}] = {a} is not in the open interval (0, 1)"
-                )));
+                return Err(invalid(
+                    "alphas_cumprod",
+                    format!("alphas_cumprod[{k}] = {a} is not in the open interval (0, 1)"),
+                ));
             }
         }
         let mut ls = Vec::with_capacity(n);
@@ -51,13 +53,16 @@ impl VpTable {
         for j in 1..n {
             if ls[j] <= ls[j - 1] {
                 let k = n - 1 - j;
-                return Err(invalid(format!(
-                    "alphas_cumprod must be strictly decreasing (index 0 least noisy); \
+                return Err(invalid(
+                    "alphas_cumprod",
+                    format!(
+                        "alphas_cumprod must be strictly decreasing (index 0 least noisy); \
                      alphas_cumprod[{k}] = {} <= alphas_cumprod[{}] = {}",
-                    table[k],
-                    k + 1,
-                    table[k + 1]
-                )));
+                        table[k],
+                        k + 1,
+                        table[k + 1]
+                    ),
+                ));
             }
         }
         let denom = (n + 1) as f64;
@@ -79,22 +84,26 @@ impl VpTable {
         kind: &str,
     ) -> Result<Self> {
         if !(beta_start.is_finite() && beta_start > 0.0 && beta_start < 1.0) {
-            return Err(invalid(format!(
-                "beta_start must be in (0, 1), got {beta_start}"
-            )));
+            return Err(invalid(
+                "beta_start",
+                format!("beta_start must be in (0, 1), got {beta_start}"),
+            ));
         }
         if !(beta_end.is_finite() && beta_end > 0.0 && beta_end < 1.0) {
-            return Err(invalid(format!(
-                "beta_end must be in (0, 1), got {beta_end}"
-            )));
+            return Err(invalid(
+                "beta_end",
+                format!("beta_end must be in (0, 1), got {beta_end}"),
+            ));
         }
         if num_train_timesteps < 2 {
-            return Err(invalid(format!(
-                "num_train_timesteps must be >= 2, got {num_train_timesteps}"
-            )));
+            return Err(invalid(
+                "num_train_timesteps",
+                format!("num_train_timesteps must be >= 2, got {num_train_timesteps}"),
+            ));
         }
         // betas, the table, its copy and the log-SNR and time nodes
         ensure_fits(
+            "num_train_timesteps",
             &format!("num_train_timesteps = {num_train_timesteps}"),
             bytes_of(&[(num_train_timesteps as u128, 8 * 5)]),
         )?;
@@ -106,9 +115,10 @@ impl VpTable {
                 .map(|i| lin(beta_start.sqrt(), beta_end.sqrt(), i).powi(2))
                 .collect(),
             other => {
-                return Err(invalid(format!(
-                    "kind must be \"linear\" or \"scaled_linear\", got {other:?}"
-                )))
+                return Err(invalid(
+                    "kind",
+                    format!("kind must be \"linear\" or \"scaled_linear\", got {other:?}"),
+                ))
             }
         };
         let mut acc = 1.0;
@@ -232,9 +242,10 @@ fn sigmoid(x: f64) -> f64 {
 
 fn check_t(t: f64) -> Result<()> {
     if !(0.0..=1.0).contains(&t) {
-        return Err(invalid(format!(
-            "t must be a finite time in [0, 1], got {t}"
-        )));
+        return Err(invalid(
+            "t",
+            format!("t must be a finite time in [0, 1], got {t}"),
+        ));
     }
     Ok(())
 }
@@ -395,17 +406,22 @@ impl Schedule {
 pub fn check_transition(t: f64, t_next: f64) -> Result<()> {
     check_t(t)?;
     if !(0.0..=1.0).contains(&t_next) {
-        return Err(invalid(format!(
-            "t_next must be a finite time in [0, 1], got {t_next}"
-        )));
+        return Err(invalid(
+            "t_next",
+            format!("t_next must be a finite time in [0, 1], got {t_next}"),
+        ));
     }
     if t >= 1.0 {
-        return Err(invalid(format!("t must be < 1 (t = 1 is data), got {t}")));
+        return Err(invalid(
+            "t",
+            format!("t must be < 1 (t = 1 is data), got {t}"),
+        ));
     }
     if t_next <= t {
-        return Err(invalid(format!(
-            "t_next must be > t, got t = {t}, t_next = {t_next}"
-        )));
+        return Err(invalid(
+            "t_next",
+            format!("t_next must be > t, got t = {t}, t_next = {t_next}"),
+        ));
     }
     Ok(())
 }
@@ -434,15 +450,19 @@ pub fn dynamic_shift_mu(
     max_shift: f64,
 ) -> Result<f64> {
     if max_seq_len == base_seq_len {
-        return Err(invalid("max_seq_len must differ from base_seq_len"));
+        return Err(invalid(
+            "max_seq_len",
+            "max_seq_len must differ from base_seq_len",
+        ));
     }
     let m = (max_shift - base_shift) / (max_seq_len - base_seq_len);
     let b = base_shift - m * base_seq_len;
     let mu = image_seq_len * m + b;
     if !mu.is_finite() {
-        return Err(invalid(format!(
-            "image_seq_len gives a non-finite mu: {mu}"
-        )));
+        return Err(invalid(
+            "image_seq_len",
+            format!("image_seq_len gives a non-finite mu: {mu}"),
+        ));
     }
     Ok(mu)
 }
@@ -453,49 +473,61 @@ pub const MAX_SHIFT: f64 = 1e6;
 
 fn check_shift(shift: f64) -> Result<()> {
     if !(shift.is_finite() && (1.0 / MAX_SHIFT..=MAX_SHIFT).contains(&shift)) {
-        return Err(invalid(format!(
-            "shift must be a number in [1e-6, 1e6], got {shift:?}"
-        )));
+        return Err(invalid(
+            "shift",
+            format!("shift must be a number in [1e-6, 1e6], got {shift:?}"),
+        ));
     }
     Ok(())
 }
 
 /// A generated grid must be strictly increasing: `what` names the arguments that made it collapse.
-fn check_generated(g: &[f64], what: impl Fn() -> String) -> Result<()> {
+fn check_generated(g: &[f64], arg: &str, what: impl Fn() -> String) -> Result<()> {
     match g.windows(2).position(|p| p[1] <= p[0]) {
         None => Ok(()),
-        Some(i) => Err(invalid(format!(
-            "{}: the grid is not strictly increasing (points {i} and {} are {} and {})",
-            what(),
-            i + 1,
-            g[i],
-            g[i + 1]
-        ))),
+        Some(i) => Err(invalid(
+            arg,
+            format!(
+                "{}: the grid is not strictly increasing (points {i} and {} are {} and {})",
+                what(),
+                i + 1,
+                g[i],
+                g[i + 1]
+            ),
+        )),
     }
 }
 
 /// `num_steps + 1` equally spaced times from t_start to t_end (endpoints exact).
 pub fn uniform_grid(num_steps: usize, t_start: f64, t_end: f64) -> Result<Vec<f64>> {
     if num_steps == 0 {
-        return Err(invalid("num_steps must be >= 1, got 0"));
+        return Err(invalid("num_steps", "num_steps must be >= 1, got 0"));
     }
     ensure_fits(
+        "num_steps",
         &format!("num_steps = {num_steps}"),
         bytes_of(&[(num_steps as u128 + 1, 8)]),
     )?;
-    check_t(t_start).map_err(|_| invalid(format!("t_start must be in [0, 1], got {t_start}")))?;
-    check_t(t_end).map_err(|_| invalid(format!("t_end must be in [0, 1], got {t_end}")))?;
+    check_t(t_start).map_err(|_| {
+        invalid(
+            "t_start",
+            format!("t_start must be in [0, 1], got {t_start}"),
+        )
+    })?;
+    check_t(t_end)
+        .map_err(|_| invalid("t_end", format!("t_end must be in [0, 1], got {t_end}")))?;
     if t_end <= t_start {
-        return Err(invalid(format!(
-            "t_end must be > t_start, got t_start = {t_start}, t_end = {t_end}"
-        )));
+        return Err(invalid(
+            "t_end",
+            format!("t_end must be > t_start, got t_start = {t_start}, t_end = {t_end}"),
+        ));
     }
     let n = num_steps as f64;
     let mut g: Vec<f64> = (0..=num_steps)
         .map(|i| t_start + (t_end - t_start) * (i as f64 / n))
         .collect();
     g[num_steps] = t_end;
-    check_generated(&g, || {
+    check_generated(&g, "num_steps", || {
         format!("num_steps = {num_steps} is too many for t_start = {t_start}, t_end = {t_end}")
     })?;
     Ok(g)
@@ -505,9 +537,10 @@ pub fn uniform_grid(num_steps: usize, t_start: f64, t_end: f64) -> Result<Vec<f6
 /// t = 1 - sigma'.
 pub fn shifted_grid(num_steps: usize, shift: f64) -> Result<Vec<f64>> {
     if num_steps == 0 {
-        return Err(invalid("num_steps must be >= 1, got 0"));
+        return Err(invalid("num_steps", "num_steps must be >= 1, got 0"));
     }
     ensure_fits(
+        "num_steps",
         &format!("num_steps = {num_steps}"),
         bytes_of(&[(num_steps as u128 + 1, 8)]),
     )?;
@@ -521,7 +554,7 @@ pub fn shifted_grid(num_steps: usize, shift: f64) -> Result<Vec<f64>> {
         .collect();
     g[0] = 0.0;
     g[num_steps] = 1.0;
-    check_generated(&g, || {
+    check_generated(&g, "num_steps", || {
         format!("num_steps = {num_steps} with shift = {shift} collapses the shifted grid")
     })?;
     Ok(g)
@@ -530,23 +563,27 @@ pub fn shifted_grid(num_steps: usize, shift: f64) -> Result<Vec<f64>> {
 /// Check a time grid: at least two points, finite, inside [0, 1], strictly increasing.
 pub fn validate_time_grid(grid: &[f64]) -> Result<()> {
     if grid.len() < 2 {
-        return Err(invalid(format!(
-            "time_grid must have at least 2 points, got {}",
-            grid.len()
-        )));
+        return Err(invalid(
+            "time_grid",
+            format!("time_grid must have at least 2 points, got {}", grid.len()),
+        ));
     }
     for (i, &t) in grid.iter().enumerate() {
         if !(0.0..=1.0).contains(&t) {
-            return Err(invalid(format!(
-                "time_grid[{i}] = {t} is not a finite time in [0, 1]"
-            )));
+            return Err(invalid(
+                "time_grid",
+                format!("time_grid[{i}] = {t} is not a finite time in [0, 1]"),
+            ));
         }
         if i > 0 && t <= grid[i - 1] {
-            return Err(invalid(format!(
+            return Err(invalid(
+                "time_grid",
+                format!(
                 "time_grid must be strictly increasing: time_grid[{}] = {} >= time_grid[{i}] = {t}",
                 i - 1,
                 grid[i - 1]
-            )));
+            ),
+            ));
         }
     }
     Ok(())
@@ -555,6 +592,42 @@ pub fn validate_time_grid(grid: &[f64]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The VP inverse t(SNR) over the whole of [0, 1], including below the noisiest table time
+    /// 1/(T+1) and above the least noisy one: t -> SNR(t) -> t round-trips.
+    #[test]
+    fn vp_inverse_round_trips_on_the_whole_range() {
+        let vp = Schedule::Vp(std::sync::Arc::new(
+            VpTable::from_betas(0.00085, 0.012, 1000, "scaled_linear").unwrap(),
+        ));
+        let lo = 1.0 / 1001.0;
+        let mut ts = vec![
+            1e-7,
+            1e-5,
+            1e-4,
+            3e-4,
+            0.5 * lo,
+            0.9 * lo,
+            lo,
+            1.1 * lo,
+            2.0 * lo,
+        ];
+        ts.extend((1..1000).map(|k| k as f64 / 1000.0));
+        ts.extend([1.0 - lo, 1.0 - 0.5 * lo, 1.0 - 1e-6]);
+        for &t in &ts {
+            let l = vp.log_snr(t);
+            assert!(l.is_finite(), "{t}");
+            let back = vp.t_from_log_snr(l);
+            assert!((back - t).abs() < 1e-9, "t_from_log_snr: {t} -> {back}");
+            let back = vp.t_from_snr(l.exp());
+            assert!(
+                (back - t).abs() < 1e-7 * t.max(1e-3),
+                "t_from_snr: {t} -> {back}"
+            );
+        }
+        assert_eq!(vp.t_from_snr(0.0), 0.0);
+        assert_eq!(vp.t_from_snr(f64::INFINITY), 1.0);
+    }
 
     #[test]
     fn vp_timestep_mapping_hits_the_nodes_and_inverts() {

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from align_fixtures import gmm
+from align_fixtures import MEANS, VARS, WEIGHTS, gmm
 from glass_core.schedules import VP, Cosine, RectifiedFlow
 from glass_core.transitions import Glass
 from glass_core.transitions.glass import multistep_grid
@@ -155,3 +155,55 @@ def test_pc_halves_euler_on_the_tight_late_posterior():
     err = errors_at_4_nfe("rf", 0.6, 1.0, "ddpm", ("multistep", "pc"), points=4)
     assert err["pc"] <= 0.5 * err["euler"], err
     assert err["pc"] < err["multistep"], err
+
+
+def alpha_sigma_reference(sname: str, t: float) -> tuple[float, float]:
+    """alpha_t, sigma_t from docs/math.md §2 (closed forms; VP through the schedule's table
+    interpolation, which is not the GLASS coefficient table under test)."""
+    if sname == "rf":
+        return t, 1.0 - t
+    if sname == "cosine":
+        return math.sin(math.pi * t / 2), math.cos(math.pi * t / 2)
+    sched = SCHEDULES[sname]()
+    return float(sched.alpha(t)), float(sched.sigma(t))
+
+
+def exact_kernel_reference(sname, x0, t, t_next, rho):
+    """Mean [d] and covariance [d, d] of the exact GLASS kernel at x_t = x0, computed here from
+    docs/math.md §3 (gamma, abar, sbar) and §7 (mixture posterior), independently of the native
+    coefficient table and of models.gmm."""
+    a, b = alpha_sigma_reference(sname, t)
+    a2, b2 = alpha_sigma_reference(sname, t_next)
+    rho = a * b2 / (b * a2) if rho == "ddpm" else rho
+    gamma = rho * b2 / b
+    abar = a2 - gamma * a
+    sbar = b2 * math.sqrt(max(1.0 - rho * rho, 0.0))
+    x = np.asarray(x0, dtype=np.float64).reshape(-1)
+    m, v, pi = np.asarray(MEANS), np.asarray(VARS), np.asarray(WEIGHTS)
+    d = x.size
+    tot = a * a * v + b * b
+    log_w = np.log(pi) - 0.5 * d * np.log(tot) - ((x - a * m) ** 2).sum(1) / (2 * tot)
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    pm = (b * b * m + a * v[:, None] * x) / tot[:, None]
+    pv = v * b * b / tot
+    mean_k = abar * pm + gamma * x
+    var_k = abar**2 * pv + sbar**2
+    mu = w @ mean_k
+    cov = (w[:, None, None] * np.einsum("ki,kj->kij", mean_k, mean_k)).sum(0)
+    cov += (w * var_k).sum() * np.eye(d) - np.outer(mu, mu)
+    return mu, cov
+
+
+@pytest.mark.parametrize("sname,t,t_next,rho", KERNEL_CASES)
+def test_exact_kernel_reference_is_independent_of_the_native_table(sname, t, t_next, rho):
+    """The reference the solver tests compare with (models.gmm's transition_moments, built on the
+    native coefficients) equals the kernel computed from the formulas alone, so a wrong native
+    coefficient (e.g. abar's sign) cannot pass by being on both sides of the comparison."""
+    model = gmm(SCHEDULES[sname]())
+    x0 = model.sample_marginal(3, t, torch.Generator().manual_seed(6))
+    for row in x0.split(1):
+        mu, cov = model.transition_moments(row, t, t_next, rho)
+        want_mu, want_cov = exact_kernel_reference(sname, row, t, t_next, rho)
+        np.testing.assert_allclose(mu[0].numpy(), want_mu, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(cov[0].numpy(), want_cov, rtol=1e-9, atol=1e-12)

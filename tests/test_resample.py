@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 from glass_core import DegenerateWeightsError, InvalidInputError
+from glass_core import weights as weights_module
+from glass_core._core import RESAMPLING_SCHEMES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-SCHEMES = ("systematic", "stratified", "multinomial", "residual")
+SCHEMES = RESAMPLING_SCHEMES
+# draws exactly one ancestor per particle (M = N)
+ONE_PER_PARTICLE = ("killing",)
 
 log_weight_arrays = arrays(
     np.float64,
@@ -38,7 +42,7 @@ def counts(idx: np.ndarray, n: int) -> np.ndarray:
 @given(lw=log_weight_arrays, seed=st.integers(0, 2**64 - 1), extra=st.integers(-5, 5))
 def test_invariants(scheme: str, lw: np.ndarray, seed: int, extra: int) -> None:
     n = len(lw)
-    m = max(1, n + extra)
+    m = n if scheme in ONE_PER_PARTICLE else max(1, n + extra)
     idx = gc.resample(lw, scheme, seed=seed, num_samples=m)
     assert idx.dtype == np.int64 and idx.shape == (m,)
     assert idx.min() >= 0 and idx.max() < n
@@ -47,32 +51,40 @@ def test_invariants(scheme: str, lw: np.ndarray, seed: int, extra: int) -> None:
     w = weights_of(lw)
     assert np.all(c[w == 0] == 0), "a zero-weight particle was selected"
     e = m * w
-    if scheme == "systematic":
+    if scheme in ("systematic", "ssp"):
         assert np.all(c >= np.floor(e - 1e-9)) and np.all(c <= np.ceil(e + 1e-9))
     elif scheme == "stratified":
         assert np.all(c >= np.floor(e - 1e-9) - 1) and np.all(c <= np.ceil(e + 1e-9) + 1)
     elif scheme == "residual":
         assert np.all(c >= np.floor(e - 1e-9))
-    if scheme != "residual":
+    if scheme not in ("residual", "killing"):
         assert np.all(np.diff(idx) >= 0)  # sorted uniforms + merge walk -> sorted ancestors
+    if scheme == "killing":  # a particle either keeps its own slot or is replaced
+        kept = idx == np.arange(n)
+        assert np.all(w[idx[~kept]] > 0)
 
 
 def mean_count_deviation(idx: np.ndarray, w: np.ndarray) -> np.ndarray:
     """z-scores of the mean offspring counts over R replicate rows (idx [R, M]).
 
-    The sd bound sqrt(max(M w (1 - w), 1/4) / R) dominates the per-count variance of every
-    scheme (multinomial: M w (1-w); the others: at most that, or frac (1 - frac) <= 1/4).
+    The sd bound sqrt(max(M w (1 - w), 1/4) / R) dominates the per-count variance of the classic
+    schemes (multinomial: M w (1-w); the others: at most that, or frac (1 - frac) <= 1/4);
+    killing's can exceed it, so the sample variance is used where larger (R = 4000: it is within
+    a few percent of the true variance, and a deterministic biased resampler has none).
     """
     r, m = idx.shape
     n = len(w)
     c = np.stack([np.bincount(row, minlength=n) for row in idx])
-    sd = np.sqrt(np.maximum(m * w * (1 - w), 0.25) / r)
+    var = np.maximum(np.maximum(m * w * (1 - w), 0.25), c.var(0))
+    sd = np.sqrt(var / r)
     return (c.mean(0) - m * w) / sd
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("m", [10, 7, 23])
 def test_unbiased(scheme: str, m: int) -> None:
+    if scheme in ONE_PER_PARTICLE and m != 10:
+        pytest.skip("this scheme draws exactly one ancestor per particle")
     rng = np.random.default_rng(4)
     lw = rng.normal(scale=1.5, size=10)
     lw[3] = -math.inf
@@ -137,6 +149,8 @@ def test_extreme_and_tiny_cases() -> None:
     u = np.full(64, -3.0)
     np.testing.assert_array_equal(gc.resample(u, "systematic", seed=5), np.arange(64))
     np.testing.assert_array_equal(np.sort(gc.resample(u, "residual", seed=5)), np.arange(64))
+    np.testing.assert_array_equal(gc.resample(u, "ssp", seed=5), np.arange(64))
+    np.testing.assert_array_equal(gc.resample(u, "killing", seed=5), np.arange(64))
     # a CDF that rounds below 1: the last positive-weight particle is the ceiling
     lw = np.array([0.0, -1e-300, -745.0, -math.inf])
     for s in SCHEMES:
@@ -296,3 +310,18 @@ def test_zero_weights_never_selected_at_any_boundary(
     m = data.draw(st.integers(1, 3 * n))
     idx = gc.resample(lw, scheme, seed=seed, num_samples=m)
     assert not np.isinf(lw[idx]).any()
+
+
+def test_scheme_registry_is_the_native_one_and_killing_needs_m_equal_n() -> None:
+    assert set(RESAMPLING_SCHEMES) >= {"systematic", "ssp", "killing"}
+    assert weights_module.SCHEMES == RESAMPLING_SCHEMES
+    with pytest.raises(InvalidInputError) as info:
+        gc.resample(np.zeros(4), "nope", seed=0)
+    assert info.value.arg == "scheme" and all(s in str(info.value) for s in RESAMPLING_SCHEMES)
+    with pytest.raises(InvalidInputError) as info:
+        gc.resample(np.zeros(4), "killing", seed=0, num_samples=5)
+    assert info.value.arg == "num_samples"
+    for scheme in RESAMPLING_SCHEMES:  # SMCState takes every registered scheme
+        st = gc.SMCState(2, 6, scheme=scheme, seeds=0)
+        st.step(np.random.default_rng(0).normal(size=(2, 6)), resample=True)
+        assert st.scheme == scheme

@@ -9,10 +9,12 @@ import numpy.typing as npt
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
 _Times = npt.NDArray[Any] | Sequence[float]
-_Scheme = Literal["systematic", "stratified", "multinomial", "residual"]
+_Scheme = Literal["systematic", "stratified", "multinomial", "residual", "ssp", "killing"]
 
 __version__: str
+RESAMPLING_SCHEMES: tuple[str, ...]
 __all__ = [
+    "RESAMPLING_SCHEMES",
     "DegenerateWeightsError",
     "GlassCoefficients",
     "GlassError",
@@ -33,7 +35,11 @@ __all__ = [
 ]
 
 class GlassError(Exception): ...
-class InvalidInputError(GlassError, ValueError): ...
+
+class InvalidInputError(GlassError, ValueError):
+    arg: str | None
+    def __init__(self, *args: object, arg: str | None = None) -> None: ...
+
 class DegenerateWeightsError(GlassError, ValueError): ...
 
 @final

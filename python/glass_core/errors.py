@@ -5,7 +5,8 @@
 
 * ``GlassError(Exception)``: base class of every glass_core error.
 * ``InvalidInputError(GlassError, ValueError)``: bad shape / dtype / value / range; the message
-  names the argument.
+  names the argument and ``arg`` holds its name (``InvalidInputError(msg, arg="seed")``; None when
+  not given), so a caller can map it to its own flag without reading the message.
 * ``DegenerateWeightsError(GlassError, ValueError)``: a NaN log-weight (the message gives the first
   bad index) or a row whose log-weights are all -inf (the message gives the row).
 * ``RewardError(InvalidInputError)``: a reward returned NaN/inf or the wrong shape; the message

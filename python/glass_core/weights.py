@@ -7,9 +7,10 @@ copied), sequences and scalars, and return numpy arrays; indices are int64, usab
 
 * :func:`normalize_log_weights` -- ``(lw - logsumexp(lw), log mean weight)`` per row.
 * :func:`ess` -- effective sample size per row.
-* :func:`resample` -- ancestor indices, schemes "systematic" | "stratified" | "multinomial" |
-  "residual", all O(N), seeded (``seed`` int: row b uses PCG-64 stream b; sequence of ints: row b
-  uses ``seeds[b]``, identical to a 1-D call with that seed).
+* :func:`resample` -- ancestor indices, schemes :data:`SCHEMES` ("systematic" | "stratified" |
+  "multinomial" | "residual" | "ssp" | "killing"; killing needs M = N), all O(N), seeded
+  (``seed`` int: row b uses PCG-64 stream b; sequence of ints: row b uses ``seeds[b]``, identical
+  to a 1-D call with that seed).
 * :class:`SMCState` -- carried weights, log-evidence, adaptive resampling and genealogy for B groups
   of N particles; :meth:`SMCState.step` returns a :class:`StepResult`.
 
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 from glass_core import _core
 from glass_core._checks import plain_array
-from glass_core._core import SMCState, StepResult
+from glass_core._core import RESAMPLING_SCHEMES, SMCState, StepResult
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -45,6 +46,7 @@ ess = _unmasked(_core.ess)
 normalize_log_weights = _unmasked(_core.normalize_log_weights)
 resample = _unmasked(_core.resample)
 
-SCHEMES: tuple[str, ...] = ("systematic", "stratified", "multinomial", "residual")
+#: Names of the resampling schemes, from the native registry (the one place they are listed).
+SCHEMES: tuple[str, ...] = RESAMPLING_SCHEMES
 
 __all__ = ["SCHEMES", "SMCState", "StepResult", "ess", "normalize_log_weights", "resample"]
