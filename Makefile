@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 STAMPS := .make
 RUST_SOURCES := Cargo.toml Cargo.lock $(wildcard rust/*.rs rust/*/*.rs)
 
-.PHONY: demo test test-fast test-rust test-python lint bench mutants clean
+.PHONY: demo test test-fast test-rust test-python lint bench docs mutants clean
 
 # editable install of glass_core with the extras after the dash (builds the Rust extension)
 $(STAMPS)/install-%: pyproject.toml $(RUST_SOURCES)
@@ -53,4 +53,7 @@ mutants: $(STAMPS)/install-diffusers,test,mutation  ## mutation scores (docs/tes
 
 clean:
 	cargo clean
-	rm -rf $(STAMPS) glass_out .pytest_cache .benchmarks
+	rm -rf $(STAMPS) glass_out .pytest_cache .benchmarks site
+
+docs: $(STAMPS)/install-docs  ## the documentation site (mkdocs build --strict) into site/
+	$(PYTHON) -m mkdocs build --strict

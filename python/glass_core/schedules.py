@@ -54,12 +54,29 @@ __all__ = [
 
 
 def RectifiedFlow() -> Schedule:
-    """alpha = t, sigma = 1 - t (FLUX, SD3, SiT "linear")."""
+    """Rectified-flow schedule: alpha = t, sigma = 1 - t (FLUX, SD3, SiT "linear").
+
+    Returns
+    -------
+    Schedule
+        The native, immutable schedule.
+
+    Examples
+    --------
+    >>> RectifiedFlow().alpha(0.25)
+    0.25
+    """
     return Schedule.rectified_flow()
 
 
 def Cosine() -> Schedule:
-    """alpha = sin(pi t / 2), sigma = cos(pi t / 2)."""
+    """Cosine schedule: alpha = sin(pi t / 2), sigma = cos(pi t / 2).
+
+    Returns
+    -------
+    Schedule
+        The native, immutable schedule.
+    """
     return Schedule.cosine()
 
 
@@ -68,9 +85,23 @@ class VP:
 
     @staticmethod
     def from_alphas_cumprod(table: Sequence[float] | np.ndarray | object) -> Schedule:
-        """From ``alphas_cumprod`` (diffusers order: strictly decreasing, entries in (0, 1)).
+        """Build a VP schedule from a diffusers ``alphas_cumprod`` table.
 
-        Accepts numpy arrays, torch tensors (e.g. ``scheduler.alphas_cumprod``) or sequences.
+        Parameters
+        ----------
+        table
+            Strictly decreasing entries in (0, 1), diffusers order (index 0 least noisy): a
+            numpy array, a torch tensor (e.g. ``scheduler.alphas_cumprod``) or a sequence.
+
+        Returns
+        -------
+        Schedule
+            Node k sits at t_k = 1 - (k + 1) / (T + 1); log-SNR is piecewise linear between nodes.
+
+        Raises
+        ------
+        InvalidInputError
+            If the table is empty, not strictly decreasing or has entries outside (0, 1).
         """
         return Schedule.vp_from_alphas_cumprod(table)
 
@@ -81,12 +112,41 @@ class VP:
         num_train_timesteps: int = 1000,
         kind: Literal["linear", "scaled_linear"] = "linear",
     ) -> Schedule:
-        """DDPM betas: "linear" or "scaled_linear" (SD 1.x/SDXL: 0.00085, 0.012), in float64."""
+        """Build a VP schedule from DDPM betas, in float64.
+
+        Parameters
+        ----------
+        beta_start, beta_end
+            First and last beta (SD 1.x / SDXL: 0.00085 and 0.012 with "scaled_linear").
+        num_train_timesteps
+            Number of table entries T.
+        kind
+            "linear" (betas linear in the step) or "scaled_linear" (square roots linear).
+
+        Returns
+        -------
+        Schedule
+            The VP schedule of ``alphas_cumprod = cumprod(1 - betas)``.
+        """
         return Schedule.vp_from_betas(beta_start, beta_end, num_train_timesteps, kind)
 
 
 def shifted(schedule: Schedule, shift: float) -> Schedule:
-    """SD3/FLUX static time shift: alpha'(t) = alpha(m(t)), m(t) = 1 - s(1-t)/(1+(s-1)(1-t))."""
+    """Apply the SD3/FLUX static time shift to a schedule.
+
+    Parameters
+    ----------
+    schedule
+        The schedule to shift.
+    shift
+        The shift s in [1e-6, 1e6]; alpha'(t) = alpha(m(t)) with
+        m(t) = 1 - s (1 - t) / (1 + (s - 1)(1 - t)).
+
+    Returns
+    -------
+    Schedule
+        The shifted schedule.
+    """
     return Schedule.shifted(schedule, float(shift))
 
 
@@ -98,7 +158,27 @@ def dynamic_shift(
     base_shift: float = 0.5,
     max_shift: float = 1.15,
 ) -> Schedule:
-    """``shifted(schedule, exp(mu))`` with diffusers' resolution-dependent FLUX ``mu``."""
+    """Shift a schedule by diffusers' resolution-dependent FLUX ``mu``.
+
+    Parameters
+    ----------
+    schedule
+        The schedule to shift.
+    image_seq_len
+        The image's token count L (latent pixels / 4 for FLUX's 2x2 packing).
+    base_seq_len, max_seq_len, base_shift, max_shift
+        The scheduler config's values; ``mu`` is linear in L between them.
+
+    Returns
+    -------
+    Schedule
+        ``shifted(schedule, exp(mu))``.
+
+    Raises
+    ------
+    InvalidInputError
+        If the resulting shift is out of range, naming ``image_seq_len``.
+    """
     mu = dynamic_shift_mu(image_seq_len, base_seq_len, max_seq_len, base_shift, max_shift)
     try:
         shift = math.exp(mu)
@@ -111,7 +191,27 @@ def dynamic_shift(
 
 
 def resolve_rho(schedule: Schedule, rho: float | str, t: float, t_next: float) -> float:
-    """rho as a float; "ddpm" -> alpha_t sigma_t' / (sigma_t alpha_t') from the native core."""
+    """Resolve a GLASS correlation to a float for the transition t -> t_next.
+
+    Parameters
+    ----------
+    schedule
+        The model's schedule.
+    rho
+        A float in [-1, 1], or "ddpm" for alpha_t sigma_t' / (sigma_t alpha_t') (the SDE's kernel).
+    t, t_next
+        The transition's start and end times.
+
+    Returns
+    -------
+    float
+        The correlation.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``rho`` is neither "ddpm" nor a finite float in [-1, 1].
+    """
     if isinstance(rho, str):
         if rho != "ddpm":
             raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
