@@ -72,7 +72,7 @@ class UNetDenoiser(DiffusersDenoiser):
     family : str
         "sd" or "sdxl".
     add_time_ids : torch.Tensor, optional
-        SDXL's added time ids [6].
+        SDXL's added time ids [6] (given: the UNet gets them as ``time_ids``).
     max_batch : int, optional
         Network rows per forward pass, CFG rows included (None: all at once).
     requires_grad : bool
@@ -111,7 +111,7 @@ class UNetDenoiser(DiffusersDenoiser):
         vsf = int(pipe.vae_scale_factor)
         shape = (int(unet.config.in_channels), int(height) // vsf, int(width) // vsf)
         schedule = vp_schedule_from_scheduler(sched)
-        if family == "sdxl" and add_time_ids is not None:
+        if add_time_ids is not None:  # SDXL's added conditioning (sdxl.make_denoiser)
             ids = add_time_ids.reshape(1, -1).to(conditioning.cond["encoder_hidden_states"])
             b = conditioning.num_groups
             conditioning.cond["time_ids"] = ids.repeat(b, 1)
