@@ -1,10 +1,11 @@
-"""The compiled inner loop of `Glass(compile=True)`: one `torch.compile(fullgraph=True)` graph
-from the start of the inner flow to its end, the network included (docs/gpu.md).
+"""The compiled inner loop of `Glass(compile=True)`.
 
-Everything that changes from one transition to the next enters as a tensor (the solver's plan,
-the model input weights, the model's query times and the conversion of its prediction to D), so
-one graph serves every (t, t') pair and grid step of a run; the graph has no host read, draws no
-noise (the noise comes in) and has static shapes, which also makes it CUDA-graph capturable.
+One `torch.compile(fullgraph=True)` graph from the start of the inner flow to its end, the
+network included (docs/gpu.md). Everything that changes from one transition to the next enters
+as a tensor (the solver's plan, the model input weights, the model's query times and the
+conversion of its prediction to D), so one graph serves every (t, t') pair and grid step of a
+run; the graph has no host read, draws no noise (the noise comes in) and has static shapes,
+which also makes it CUDA-graph capturable.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _integrate(
     tables: torch.Tensor,
     plan: Any,
 ) -> torch.Tensor:
-    """The solver's integration with D_j = A_j inp + B_j predict(inp, tq_j) at point j > 0."""
+    """Run the solver's integration with D_j = A_j inp + B_j predict(inp, tq_j) at point j > 0."""
     in_x, in_y, tq, a, b = tables.unbind(0)
     batch = xw.shape[0]
 
@@ -41,13 +42,21 @@ def _integrate(
 
 
 def compile_integrate() -> Any:
-    """`_integrate` compiled with fullgraph=True and static shapes (one graph per Glass)."""
+    """Compile `_integrate` with fullgraph=True and static shapes (one graph per Glass)."""
     return torch.compile(_integrate, fullgraph=True, dynamic=False)
 
 
 def network(model: Any) -> Any:
-    """The innermost model of a wrapper chain (wrappers keep it as `_model`) that predicts on
-    tensor times: an object with `predict(x, t)` and `prediction` (a `DenoiserBase`)."""
+    """Find the model of a wrapper chain that predicts on tensor times.
+
+    Wrappers keep their model as `_model`; the innermost one with `predict(x, t)` and
+    `prediction` (a `DenoiserBase`) is returned.
+
+    Raises
+    ------
+    InvalidInputError
+        No model of the chain predicts on tensor times.
+    """
     m = model
     while m is not None:
         if "prediction" in vars(m) and callable(getattr(type(m), "predict", None)):
@@ -76,8 +85,11 @@ def point_tables(
     times: np.ndarray,
     like: torch.Tensor,
 ) -> torch.Tensor:
-    """[5, M] tensor (in_x, in_y, query time, A, B) per point: D = A inp + B predict(inp, tq),
-    the model asked at query_time (docs/math.md §4). Float64 on the host, one copy."""
+    """Tabulate (in_x, in_y, query time, A, B) per point as a [5, M] tensor like `like`.
+
+    D = A inp + B predict(inp, tq), the model asked at query_time (docs/math.md §4). Computed
+    in float64 on the host, one copy to the device.
+    """
     tq = np.asarray(query_time(schedule, times, net.prediction), dtype=np.float64)
     a, b = conversion_coefficients(schedule, tq, net.prediction, "x1")
     rows = [in_x, in_y, tq, np.broadcast_to(a, tq.shape), np.broadcast_to(b, tq.shape)]
@@ -85,8 +97,11 @@ def point_tables(
 
 
 def tensors(plan: Any, like: torch.Tensor) -> Any:
-    """The plan with every list of floats as a tensor (like's dtype and device); numbers,
-    booleans and None stay Python values (they fix the graph's structure, not its values)."""
+    """Turn every list of floats in the plan into a tensor (like's dtype and device).
+
+    Numbers, booleans and None stay Python values (they fix the graph's structure, not its
+    values).
+    """
     if isinstance(plan, tuple):
         return tuple(tensors(p, like) for p in plan)
     if isinstance(plan, list):
