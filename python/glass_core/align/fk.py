@@ -35,7 +35,7 @@ from glass_core.align._common import (
     ungroup,
 )
 from glass_core.align._config import FKConfig, sampling_validator
-from glass_core.align._finite import blame, finite_flag, noise_snapshot
+from glass_core.align._finite import blame, finite_flag, noise_snapshot, unchecked_step
 from glass_core.align._start import start_particles
 from glass_core.align.fk_state import FKState, SMCBook
 from glass_core.align.potentials import Potential, ScoreContext, overflow_error
@@ -235,8 +235,8 @@ class FKSampler:
 
     def propose(self, ctx: ScoreContext, state: FKState, t: float, t_next: float) -> None:
         """Move the particles from t to t_next with the transition (the propose part)."""
-        state.particles = self.transition(
-            ctx.model, state.particles, t, t_next, ctx.noise, denoised=state.denoised
+        state.particles = unchecked_step(
+            self.transition, ctx.model, state.particles, t, t_next, ctx.noise, state.denoised
         )
         state.denoised = None
 

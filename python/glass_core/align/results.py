@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from glass_core.errors import InvalidInputError
+
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingResult:
@@ -75,3 +77,61 @@ class FKResult(SamplingResult):
     ess_history: np.ndarray  # [S] or [S, B]: ESS after reweighting at each potential step
     resampled: np.ndarray  # [S] or [S, B] bool
     step_times: np.ndarray  # [S]: time t_k at which each potential step happened
+
+    def _grouped(self) -> bool:
+        return self.log_weights.ndim == 2
+
+    def lineage_roots(self) -> int | np.ndarray:
+        """How many initial particles the final ones descend from: an int, or [B] int64 for a
+        grouped run (N when nothing was resampled, 1 when every lineage merged into one).
+
+        Returns
+        -------
+        int or numpy.ndarray
+
+        Raises
+        ------
+        InvalidInputError
+            If the run did not track the genealogy (``track_genealogy=False``).
+        """
+        if self.ancestors is None:
+            raise InvalidInputError(
+                "lineage_roots needs the genealogy: run with track_genealogy=True"
+            )
+        gen = np.asarray(self.ancestors)
+        gen = gen if self._grouped() else gen[:, None, :]  # [S, B, N]
+        idx = np.tile(np.arange(gen.shape[2]), (gen.shape[1], 1))
+        for parents in gen[::-1]:  # walk every lineage back one step at a time
+            idx = np.take_along_axis(parents, idx, axis=1)
+        roots = np.array([np.unique(row).size for row in idx], dtype=np.int64)
+        return roots if self._grouped() else int(roots[0])
+
+    def early_collapse(
+        self, *, ess_below: float = 1.5, before: float = 0.5
+    ) -> list[tuple[int, float, float]]:
+        """Groups whose weights collapsed onto about one particle early: (group, t, ESS) of the
+        first potential step with t < `before` and ESS < `ess_below`, per such group. From there
+        on the group is close to a single trajectory (lower lambda_ or raise N).
+
+        Parameters
+        ----------
+        ess_below : float
+            ESS under which the weights count as collapsed.
+        before : float
+            Only potential steps at t < before count as early.
+
+        Returns
+        -------
+        list of (int, float, float)
+            Group 0 for a single-group run.
+        """
+        ess = np.asarray(self.ess_history, dtype=np.float64).reshape(len(self.step_times), -1)
+        if self.log_weights.shape[-1] < 2:
+            return []
+        found = []
+        for b in range(ess.shape[1]):
+            low = (np.asarray(self.step_times) < before) & (ess[:, b] < ess_below)
+            if low.any():
+                s = int(np.argmax(low))
+                found.append((b, float(self.step_times[s]), float(ess[s, b])))
+        return found
