@@ -2,7 +2,8 @@
 device flag (:func:`finite_flag`) that travels to the host in the step's single transfer; only
 when it says "not finite" is the transition re-run from a snapshot of its input and noise with a
 model that checks every call (:func:`blame`), so the error still names the party at fault: the
-model (ModelError with the time and rows) or the transition (InvalidInputError)."""
+model (ModelError with the time and rows) or the transition (InvalidInputError).
+"""
 
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def blame(
     """The error for an FK step whose particles `after` = (x, D_t'(x) or None) hold NaN/inf.
 
     `before` = (x, denoised, noise snapshot) at the step's start; the transition is re-run from
-    there with every model call checked, which raises the specific error if it reproduces."""
+    there with every model call checked, which raises the specific error if it reproduces.
+    """
     t, t_next = times
     where = f"(during the transition t={t} -> t_next={t_next})"
     x, denoised = after
