@@ -78,6 +78,25 @@ def test_fk_reads_the_device_once_per_potential_step(options):
             assert counts == Counter(cpu=1)
 
 
+@pytest.mark.parametrize(
+    "transition",
+    [Glass(), Glass(solver="euler"), SDE(), ODE()],
+    ids=["glass-pc", "glass-euler", "sde", "ode"],
+)
+def test_fk_reads_the_device_once_per_potential_step_with_glass_core_transitions(transition):
+    # the transition's own finite check is off (check=False): FK's one transfer covers it
+    grid = [*np.linspace(0.0, 0.9, 6).tolist(), 1.0]
+    fk = FKSampler(gmm(), LIN, transition=transition, time_grid=grid, resample_every=2)
+    state = fk.init(16, shape=(2,), generator=gen(0), dtype=torch.float64)
+    flags = state.config.potential_steps()
+    assert not all(flags[1:])  # both kinds of step are counted
+    for k in range(1, len(grid)):
+        with count_reads() as counts:
+            state = fk.step(state)
+        assert counts == (Counter(cpu=1) if flags[k] else Counter()), (k, counts)
+    assert transition._replay is None  # the previous particles are not kept alive
+
+
 def test_quadratic_reward_moves_its_constant_once():
     reward = QuadraticReward([1.0, -1.0], 1.0)
     z = torch.zeros(3, 2, dtype=torch.float32)

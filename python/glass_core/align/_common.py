@@ -1,5 +1,6 @@
 """Shared plumbing for the alignment algorithms: argument checks, generators, the model wrapper
-that counts NFE / micro-batches / times model calls, and the plain propagation loop."""
+that counts NFE / micro-batches / times model calls, and the plain propagation loop.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
 
 def check_time_grid(time_grid: Any) -> list[float]:
     """Strictly increasing floats from t0 in [0, 1) (0: pure noise; t0 > 0 needs given
-    particles, see align._start) to 1 (data): the native time-grid rule plus the end at 1."""
+    particles, see align._start) to 1 (data): the native time-grid rule plus the end at 1.
+    """
     try:
         grid = [float(t) for t in validate_time_grid(time_grid)]
     except InvalidInputError as exc:  # the algorithms quote the argument's name
@@ -107,7 +109,8 @@ def resolve_groups(generator: Generator, num_groups: int | None) -> tuple[int, b
 
 def draw_seeds(generator: Generator, num_groups: int) -> list[int]:
     """One resampling seed per group, drawn from that group's generator (so B groups with B
-    generators reproduce B separate runs)."""
+    generators reproduce B separate runs).
+    """
     hi = 2**62
     if isinstance(generator, (list, tuple)):  # drawn where each generator lives
         return [int(torch.randint(hi, (1,), generator=g, device=g.device)) for g in generator]
@@ -144,7 +147,8 @@ class CountedModel:
     """Wraps a Denoiser: counts NFE (one per batched call), micro-batches along dim 0 and, when
     `timed`, times the model calls (with a device sync on CUDA, so only when profiling), all on
     one :class:`glass_core.meter.Meter`. Unknown attributes are forwarded, so transitions see the
-    original model."""
+    original model.
+    """
 
     def __init__(self, model: Any, max_batch: int | None = None, timed: bool = False) -> None:
         self._model = model
@@ -229,7 +233,8 @@ def nonfinite_reward_error(
     held_by: Callable[[np.ndarray], list[int] | None] | None = None,
 ) -> RewardError:
     """The error for host rewards (all particles, flat) holding NaN/inf; `held_by` maps the bad
-    indices to the ranks holding them (sharded runs; None when there is one process)."""
+    indices to the ranks holding them (sharded runs; None when there is one process).
+    """
     bad = np.flatnonzero(~np.isfinite(values))
     ranks = None if held_by is None else held_by(bad)
     where = "" if ranks is None else f" (held by rank(s) {', '.join(map(str, ranks))})"

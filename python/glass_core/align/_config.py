@@ -1,5 +1,6 @@
 """Validated arguments of best_of_n, reward_guidance and fk_steering (whatever the particle
-storage), so that every check lives in one place."""
+storage), so that every check lives in one place.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from glass_core.weights import SCHEMES
 @dataclass(frozen=True)
 class SamplingConfig:
     """What every sampling algorithm needs: per-group particle count (in total over all ranks
-    and on this rank), the time grid, one sample's shape, the micro-batch and the groups."""
+    and on this rank), the time grid, one sample's shape, the micro-batch and the groups.
+    """
 
     num_particles: int
     local_particles: int  # num_particles / world_size (num_particles when not sharded)
@@ -57,7 +59,8 @@ class SamplingConfig:
         world_size: int = 1,
     ) -> SamplingConfig:
         """The checked arguments shared by every algorithm; `world_size`: ranks that will share
-        the particles."""
+        the particles.
+        """
         check_model(model)
         check_callable(reward, "reward")
         check_callable(transition, "transition")
@@ -93,7 +96,8 @@ def sampling_validator(
 ) -> Callable[[int], SamplingConfig]:
     """Check the start `x0` against the other arguments now (see resolve_start) and return
     ``validate(world_size)``: the arguments every algorithm shares, checked for a run whose
-    particles `world_size` ranks share (the storage strategy calls it, see ParticleStorage)."""
+    particles `world_size` ranks share (the storage strategy calls it, see ParticleStorage).
+    """
     shape, num_groups = resolve_start(
         x0, shape, num_particles, num_groups, generator, time_grid, process_group
     )
@@ -164,7 +168,8 @@ class FKConfig(SamplingConfig):
 
     def potential_steps(self) -> list[bool]:
         """is_potential[k] for k = 1..K (index 0 unused): steps k with k % resample_every == 0
-        (all if None) and t_k inside resample_window, plus always the final step."""
+        (all if None) and t_k inside resample_window, plus always the final step.
+        """
         every, window, grid = self.resample_every, self.resample_window, self.grid
         flags = [False] * (self.num_steps + 1)
         for k in range(1, self.num_steps):
@@ -177,7 +182,8 @@ class FKConfig(SamplingConfig):
 
     def resample_decision(self, final: bool) -> bool | None:
         """SMCState.step's `resample`: the final step resamples only if asked; intermediate
-        potential steps always resample, or adaptively (None) with an ESS threshold."""
+        potential steps always resample, or adaptively (None) with an ESS threshold.
+        """
         if final:
             return self.final_resample
         return None if self.ess_threshold is not None else True

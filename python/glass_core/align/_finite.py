@@ -2,7 +2,8 @@
 device flag (:func:`finite_flag`) that travels to the host in the step's single transfer; only
 when it says "not finite" is the transition re-run from a snapshot of its input and noise with a
 model that checks every call (:func:`blame`), so the error still names the party at fault: the
-model (ModelError with the time and rows) or the transition (InvalidInputError)."""
+model (ModelError with the time and rows) or the transition (InvalidInputError).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +12,56 @@ from typing import Any
 import torch
 
 from glass_core.errors import GlassError, InvalidInputError, ModelError
+from glass_core.transitions.base import Transition
 
 
 def finite_flag(*tensors: torch.Tensor | None) -> torch.Tensor:
     """0-d float64 on the first tensor's device: 1 if every value of every tensor is finite."""
     flags = [torch.isfinite(t).all() for t in tensors if t is not None]
     return torch.stack(flags).all().to(torch.float64)
+
+
+def unchecked_step(
+    transition: Any,
+    model: Any,
+    x: torch.Tensor,
+    t: float,
+    t_next: float,
+    noise: Any,
+    denoised: torch.Tensor | None,
+) -> torch.Tensor:
+    """Run one transition without a host read of its own.
+
+    A glass_core :class:`~glass_core.transitions.base.Transition` is called with
+    ``check=False`` (its finite flag is covered by :func:`finite_flag` of the particles in the
+    step's one transfer, and :func:`blame` explains a failure); a plain callable is called as is.
+
+    Parameters
+    ----------
+    transition : callable
+        The proposal x_t -> x_t'.
+    model : Denoiser
+        The (counted) model.
+    x : torch.Tensor
+        The particles at `t`.
+    t, t_next : float
+        The transition's times.
+    noise : torch.Generator, list of them, or None
+        The transition's randomness.
+    denoised : torch.Tensor or None
+        D_t(x) from the last potential step, if any.
+
+    Returns
+    -------
+    torch.Tensor
+        The particles at `t_next`.
+    """
+    if not isinstance(transition, Transition):
+        return transition(model, x, t, t_next, noise, denoised=denoised)
+    out = transition(model, x, t, t_next, noise, denoised=denoised, check=False)
+    # FK blames from its own snapshot: do not keep the step's input alive in the transition
+    transition._replay = None
+    return out
 
 
 def _rows(v: torch.Tensor, limit: int = 10) -> str:
@@ -84,7 +129,8 @@ def blame(
     """The error for an FK step whose particles `after` = (x, D_t'(x) or None) hold NaN/inf.
 
     `before` = (x, denoised, noise snapshot) at the step's start; the transition is re-run from
-    there with every model call checked, which raises the specific error if it reproduces."""
+    there with every model call checked, which raises the specific error if it reproduces.
+    """
     t, t_next = times
     where = f"(during the transition t={t} -> t_next={t_next})"
     x, denoised = after

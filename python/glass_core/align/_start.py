@@ -32,7 +32,8 @@ def resolve_start(
 ) -> tuple[Any, Any]:
     """Check `x0` against the other arguments and return the (shape, num_groups) the
     configuration should validate: from x0 when it is given (`shape` may then be None). Without
-    x0 the grid must start at 0 (noise)."""
+    x0 the grid must start at 0 (noise).
+    """
     first = _first_time(time_grid)
     if x0 is None:
         if first is not None and first != 0.0:
@@ -93,7 +94,8 @@ def start_particles(
     device: torch.device | str | None,
 ) -> torch.Tensor:
     """The [rows, *shape] particles at the grid's first time: x0 flattened (cast to `dtype` /
-    moved to `device` if given) or fresh N(0, I) noise from `noise`."""
+    moved to `device` if given) or fresh N(0, I) noise from `noise`.
+    """
     if x0 is None:
         return initial_noise(rows, shape, noise, dtype, device)
     return x0.reshape(rows, *shape).to(dtype=dtype or x0.dtype, device=device or x0.device)

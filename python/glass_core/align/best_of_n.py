@@ -48,7 +48,8 @@ def best_of_n(
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     samples over its ranks with the same results (see glass_core.align.distributed).
     `x0`: the samples at the grid's first time ([N, ...] or [B, N, ...]; `shape` may then be
-    None), which may be t0 > 0."""
+    None), which may be t0 > 0.
+    """
     wall_start = time.perf_counter()
     validate = sampling_validator(
         model, reward, transition, time_grid, num_particles, shape, generator, num_groups,

@@ -35,7 +35,7 @@ from glass_core.align._common import (
     ungroup,
 )
 from glass_core.align._config import FKConfig, sampling_validator
-from glass_core.align._finite import blame, finite_flag, noise_snapshot
+from glass_core.align._finite import blame, finite_flag, noise_snapshot, unchecked_step
 from glass_core.align._start import start_particles
 from glass_core.align.fk_state import FKState, SMCBook
 from glass_core.align.potentials import Potential, ScoreContext, overflow_error
@@ -45,8 +45,23 @@ from glass_core.rewards.base import Reward
 
 
 def upload_ancestors(flat: Any, device: torch.device) -> torch.Tensor:
-    """The host int64 ancestors on `device`: from pinned memory without blocking on CUDA (the
-    copy is ordered on the stream before the gathers that use it)."""
+    """Upload the host int64 ancestors to `device`.
+
+    From pinned memory without blocking on CUDA (the copy is ordered on the stream before the
+    gathers that use it).
+
+    Parameters
+    ----------
+    flat : array-like
+        The flat [B*N] ancestor indices.
+    device : torch.device
+        Where the particles live.
+
+    Returns
+    -------
+    torch.Tensor
+        int64 indices on `device`.
+    """
     idx = torch.from_numpy(np.asarray(flat, dtype=np.int64))
     if device.type == "cuda":
         return idx.pin_memory().to(device, non_blocking=True)
@@ -234,24 +249,77 @@ class FKSampler:
         return state.config.potential_steps()[k]
 
     def propose(self, ctx: ScoreContext, state: FKState, t: float, t_next: float) -> None:
-        """Move the particles from t to t_next with the transition (the propose part)."""
-        state.particles = self.transition(
-            ctx.model, state.particles, t, t_next, ctx.noise, denoised=state.denoised
+        """Move the particles from t to t_next with the transition (the propose part).
+
+        Parameters
+        ----------
+        ctx : ScoreContext
+            The step's counted model, reward and noise.
+        state : FKState
+            Updated in place (``particles``; ``denoised`` is consumed).
+        t, t_next : float
+            The transition's times.
+        """
+        state.particles = unchecked_step(
+            self.transition, ctx.model, state.particles, t, t_next, ctx.noise, state.denoised
         )
         state.denoised = None
 
     def score(self, ctx: ScoreContext, state: FKState, t: float, final: bool) -> torch.Tensor:
-        """This process's [rows] scores at a potential step (sets ``state.denoised``)."""
+        """Score this process's particles at a potential step (sets ``state.denoised``).
+
+        Parameters
+        ----------
+        ctx : ScoreContext
+            The step's counted model, reward and noise.
+        state : FKState
+            The state after :meth:`propose`.
+        t : float
+            The potential step's time.
+        final : bool
+            Whether `t` is the grid's last time.
+
+        Returns
+        -------
+        torch.Tensor
+            [rows] scores, on the device.
+        """
         state.denoised, local = state.config.potential.score(ctx, state.particles, t, final)
         return local
 
     def weight(
         self, state: FKState, local: torch.Tensor, k: int, final: bool
     ) -> tuple[np.ndarray, torch.Tensor]:
-        """(host [B*N] log-potentials, device scores of all slots) from this process's scores:
-        the weight part, with the one device->host transfer of the step (scores, log-potentials
-        and a finite flag of the particles; on NaN/inf the transition is replayed from
-        ``state.proposed_from`` to name the party at fault)."""
+        """Turn this process's scores into log-potentials (the weight part).
+
+        It makes the one device->host transfer of the step (scores, log-potentials and a finite
+        flag of the particles; on NaN/inf the transition is replayed from
+        ``state.proposed_from`` to name the party at fault).
+
+        Parameters
+        ----------
+        state : FKState
+            The state after :meth:`score`.
+        local : torch.Tensor
+            This process's [rows] scores.
+        k : int
+            The step's index into the grid.
+        final : bool
+            Whether this is the last step.
+
+        Returns
+        -------
+        tuple of (numpy.ndarray, torch.Tensor)
+            Host [B*N] log-potentials and the device scores of all slots.
+
+        Raises
+        ------
+        ModelError, InvalidInputError
+            If the particles hold NaN/inf (the model or the transition blamed), or lambda_ *
+            reward overflows.
+        RewardError
+            If the reward returned NaN/inf.
+        """
         cfg, storage = state.config, state.storage
         scores = storage.gather_rewards(local, k)  # all B*N slots
         log_g = cfg.potential.step(state.potential, scores, cfg.lambda_, final=final)
@@ -277,8 +345,23 @@ class FKSampler:
     def resample(
         self, state: FKState, log_g: np.ndarray, scores: torch.Tensor, k: int, final: bool
     ) -> None:
-        """Reweight with the host log-potentials, resample as configured and move every
-        per-particle tensor to its ancestor (the resample part)."""
+        """Reweight with the host log-potentials and resample as configured (the resample part).
+
+        Every per-particle tensor moves to its ancestor.
+
+        Parameters
+        ----------
+        state : FKState
+            Updated in place.
+        log_g : numpy.ndarray
+            Host [B*N] log-potentials.
+        scores : torch.Tensor
+            The device scores of all slots (kept as the rewards at the final step).
+        k : int
+            The step's index into the grid.
+        final : bool
+            Whether this is the last step.
+        """
         cfg, storage = state.config, state.storage
         res = state.smc.step(
             log_g.reshape(cfg.num_groups, cfg.num_particles), cfg.resample_decision(final)
@@ -297,7 +380,7 @@ class FKSampler:
         )
 
     def result(self, state: FKState) -> FKResult:
-        """The weighted particles of a finished run.
+        """Return the weighted particles of a finished run.
 
         Parameters
         ----------

@@ -63,7 +63,7 @@ class GuidedDenoiser:
         return getattr(self.model, name)
 
     def _coefficient(self, t: Any, x: torch.Tensor) -> float | torch.Tensor:
-        """scale * sigma^2/alpha where t is inside the window and alpha > 0, else 0."""
+        """Scale * sigma^2/alpha where t is inside the window and alpha > 0, else 0."""
         tv, per_row = _time_values(t)
         lo, hi = self.window
         sch = self.schedule
@@ -101,7 +101,7 @@ class GuidedDenoiser:
         return d + c * self.reward_gradient(d)
 
     def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        """u from the guided D via eq. (26); defined for t < 1."""
+        """U from the guided D via eq. (26); defined for t < 1."""
         tv, per_row = _time_values(t)
         sch = self.schedule
         a, s = sch.alpha(tv), sch.sigma(tv)
@@ -122,7 +122,8 @@ def guided(
 ) -> GuidedDenoiser:
     """Wrap `model` so every denoiser call is reward-guided (usable with any transition and inside
     `fk_steering`; note that FK weights then no longer correct for the guidance, as in the paper's
-    FKS-GLASS+grad)."""
+    FKS-GLASS+grad).
+    """
     return GuidedDenoiser(model, reward, scale, window if window is not None else (0.0, 1.0))
 
 
@@ -148,7 +149,8 @@ def reward_guidance(
     """Sample `num_particles` per group with the reward-guided denoiser and score the results.
     `profile=True` measures model and reward time (NaN otherwise; the reward gradients inside
     the guided denoiser count as model time). `x0`: the samples at the grid's first time
-    ([N, ...] or [B, N, ...]; `shape` may then be None), which may be t0 > 0."""
+    ([N, ...] or [B, N, ...]; `shape` may then be None), which may be t0 > 0.
+    """
     wall_start = time.perf_counter()
     cfg = sampling_validator(
         model, reward, transition, time_grid, num_particles, shape, generator, num_groups,

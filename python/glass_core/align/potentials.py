@@ -34,8 +34,10 @@ from glass_core.rewards.base import Reward, check_rewards
 
 @dataclass(frozen=True)
 class ScoreContext:
-    """What a potential may call at a potential step: the counted model, the reward (timed),
-    the transitions' noise and the temperature."""
+    """Hold what a potential may call at a potential step.
+
+    The counted model, the reward (timed), the transitions' noise and the temperature.
+    """
 
     model: CountedModel
     reward: Reward
@@ -46,8 +48,11 @@ class ScoreContext:
 
 @dataclass
 class PotentialState:
-    """Per-particle potential state over all B*N slots (float64): the running statistic of the
-    intermediate potential and the sum of the log-potentials applied along each lineage."""
+    """Hold the per-particle potential state over all B*N slots (float64).
+
+    `running` is the intermediate potential's running statistic, `applied` the sum of the
+    log-potentials applied along each lineage.
+    """
 
     running: torch.Tensor
     applied: torch.Tensor
@@ -59,19 +64,22 @@ class PotentialState:
 
 
 class Potential(ABC):
-    """A Feynman-Kac potential: what is scored at an intermediate potential step (:meth:`score`)
-    and how the scores become a log-potential (:meth:`increment`). The final step is the same for
-    all (:meth:`step`): lambda r(z) minus what the lineage already received.
+    """Define a Feynman-Kac potential.
+
+    What is scored at an intermediate potential step (:meth:`score`) and how the scores become a
+    log-potential (:meth:`increment`). The final step is the same for all (:meth:`step`):
+    lambda r(z) minus what the lineage already received.
 
     Subclasses set ``name`` (the string shorthand) and ``start`` (the running statistic's initial
-    value); ``shardable = False`` marks potentials that cannot run with ``process_group``."""
+    value); ``shardable = False`` marks potentials that cannot run with ``process_group``.
+    """
 
     name: ClassVar[str]
     start: ClassVar[float] = 0.0
     shardable: ClassVar[bool] = True
 
     def init(self, n: int, device: torch.device) -> PotentialState:
-        """The state of `n` particles before the first potential step.
+        """Return the state of `n` particles before the first potential step.
 
         Parameters
         ----------
@@ -123,7 +131,7 @@ class Potential(ABC):
     def step(
         self, state: PotentialState, scores: torch.Tensor, lambda_: float, *, final: bool
     ) -> torch.Tensor:
-        """The [B*N] float64 log-potentials of one potential step; updates `state`.
+        """Return the [B*N] float64 log-potentials of one potential step and update `state`.
 
         Parameters
         ----------
@@ -151,6 +159,7 @@ class Potential(ABC):
         return log_g
 
     def __repr__(self) -> str:
+        """Return the constructor call."""
         return f"{type(self).__name__}()"
 
 
@@ -162,12 +171,15 @@ class Diff(Potential):
     def increment(
         self, scores: torch.Tensor, running: torch.Tensor, lambda_: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (log-potentials, new running statistic); see :meth:`Potential.increment`."""
         return lambda_ * (scores - running), scores
 
 
 class Max(Potential):
-    """lambda max(r_1..r_k). The running max starts at -inf (not FKS's 0) so negative rewards
-    still steer."""
+    """lambda max(r_1..r_k), the running-max potential.
+
+    The running max starts at -inf (not FKS's 0) so negative rewards still steer.
+    """
 
     name = "max"
     start = float("-inf")
@@ -175,6 +187,7 @@ class Max(Potential):
     def increment(
         self, scores: torch.Tensor, running: torch.Tensor, lambda_: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (log-potentials, new running statistic); see :meth:`Potential.increment`."""
         running = torch.maximum(running, scores)
         return lambda_ * running, running
 
@@ -187,13 +200,16 @@ class Sum(Potential):
     def increment(
         self, scores: torch.Tensor, running: torch.Tensor, lambda_: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (log-potentials, new running statistic); see :meth:`Potential.increment`."""
         running = running + scores
         return lambda_ * running, running
 
 
 class Lookahead(Potential):
-    """V-hat_k - V-hat_{k-1} with V-hat_t(x) = log mean_j exp(lambda r(z_j)) over `num_samples`
-    posterior samples z_j drawn by `transition` from (x, t) to 1.
+    """V-hat_k - V-hat_{k-1}, the lookahead potential.
+
+    V-hat_t(x) = log mean_j exp(lambda r(z_j)) over `num_samples` posterior samples z_j drawn by
+    `transition` from (x, t) to 1.
 
     Parameters
     ----------
@@ -222,6 +238,24 @@ class Lookahead(Potential):
     def score(
         self, ctx: ScoreContext, x: torch.Tensor, t: float, final: bool
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Score V-hat_t(x) at an intermediate step, the reward at the final one.
+
+        Parameters
+        ----------
+        ctx : ScoreContext
+            The step's model, reward, noise and temperature.
+        x : torch.Tensor
+            The particles at `t`.
+        t : float
+            The potential step's time.
+        final : bool
+            Whether `t` is the grid's last time.
+
+        Returns
+        -------
+        tuple of (torch.Tensor or None, torch.Tensor)
+            D_t(x) (None at the final step) and the [rows] scores.
+        """
         if final:
             return super().score(ctx, x, t, final)
         denoised = ctx.model.denoise(x, t)
@@ -230,9 +264,27 @@ class Lookahead(Potential):
     def values(
         self, ctx: ScoreContext, x: torch.Tensor, t: float, denoised: torch.Tensor
     ) -> torch.Tensor:
-        """[rows] float64 V-hat = log mean_j exp(lambda_ r(z_j)). The model calls run on a
-        separate counter and are added to ``ctx.model`` as J evaluations per particle each (the
-        batch holds J copies of every particle)."""
+        """Return the [rows] float64 V-hat = log mean_j exp(lambda_ r(z_j)).
+
+        The model calls run on a separate counter and are added to ``ctx.model`` as J
+        evaluations per particle each (the batch holds J copies of every particle).
+
+        Parameters
+        ----------
+        ctx : ScoreContext
+            The step's model, reward, noise and temperature.
+        x : torch.Tensor
+            The particles at `t`.
+        t : float
+            The potential step's time.
+        denoised : torch.Tensor
+            D_t(x).
+
+        Returns
+        -------
+        torch.Tensor
+            [rows] float64 lambda-scaled log-values.
+        """
         counted = ctx.model
         inner = CountedModel(counted._model, counted.max_batch, counted.timed)
         r = posterior_rewards(
@@ -246,9 +298,11 @@ class Lookahead(Potential):
     def increment(
         self, scores: torch.Tensor, running: torch.Tensor, lambda_: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (log-potentials, new running statistic); see :meth:`Potential.increment`."""
         return scores - running, scores  # scores are already lambda-scaled log-values
 
     def __repr__(self) -> str:
+        """Return the constructor call."""
         return f"Lookahead(num_samples={self.num_samples}, transition={self.transition!r})"
 
 
@@ -257,7 +311,16 @@ POTENTIALS: tuple[str, ...] = tuple(_SHORTHANDS)
 
 
 def as_potential(potential: Any) -> Potential:
-    """The :class:`Potential` for `potential`: an instance as is, a name as its default object.
+    """Return the :class:`Potential` for `potential`.
+
+    Parameters
+    ----------
+    potential : Potential or str
+        An instance (returned as is) or a name of :data:`POTENTIALS` (its default object).
+
+    Returns
+    -------
+    Potential
 
     Raises
     ------
@@ -274,8 +337,21 @@ def as_potential(potential: Any) -> Potential:
 def overflow_error(
     scores: np.ndarray, log_g: np.ndarray, lambda_: float
 ) -> InvalidInputError | None:
-    """The error for finite host scores whose log-potentials are not finite (lambda_ * r
-    overflowed float64), or None. NaN/inf scores are the reward check's to report."""
+    """Return the error for finite scores whose log-potentials overflowed, or None.
+
+    lambda_ * r overflowed float64. NaN/inf scores are the reward check's to report.
+
+    Parameters
+    ----------
+    scores, log_g : numpy.ndarray
+        The host copies of one potential step's scores and log-potentials.
+    lambda_ : float
+        The temperature (named in the message).
+
+    Returns
+    -------
+    InvalidInputError or None
+    """
     bad = np.isfinite(scores) & ~np.isfinite(log_g)
     if not bad.any():
         return None

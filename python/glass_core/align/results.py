@@ -1,5 +1,7 @@
-"""Result containers. Single-group calls drop the group axis; grouped calls (``num_groups`` given
-or a list of generators) keep a leading ``B`` axis on every per-group field.
+"""Result containers of the alignment algorithms.
+
+Single-group calls drop the group axis; grouped calls (``num_groups`` given or a list of
+generators) keep a leading ``B`` axis on every per-group field.
 
 Every algorithm returns a :class:`SamplingResult`: ``samples``, ``rewards``, ``log_weights``,
 ``ancestors``, ``nfe`` / ``total_nfe``, the timings and :meth:`SamplingResult.best`.
@@ -21,7 +23,8 @@ class SamplingResult:
 
     ``log_weights`` are normalised (logsumexp = 0 per group; uniform -log N for unweighted
     algorithms); estimate E[f] as ``(log_weights.exp() * f(samples)).sum(-1)``.
-    Timings are seconds; ``model_time`` and ``reward_time`` are NaN unless ``profile=True``."""
+    Timings are seconds; ``model_time`` and ``reward_time`` are NaN unless ``profile=True``.
+    """
 
     samples: torch.Tensor  # [N, ...] or [B, N, ...]
     rewards: torch.Tensor  # [N] or [B, N]: final reward r(z) of each particle
@@ -35,10 +38,16 @@ class SamplingResult:
 
     @property
     def weights(self) -> torch.Tensor:
+        """Return the normalised weights, exp(log_weights)."""
         return self.log_weights.exp()
 
     def best(self) -> torch.Tensor:
-        """The highest-reward sample ([...] or [B, ...]); ties go to the lowest index."""
+        """Return the highest-reward sample ([...] or [B, ...]); ties go to the lowest index.
+
+        Returns
+        -------
+        torch.Tensor
+        """
         idx = self.rewards.argmax(dim=-1)
         if self.rewards.ndim == 1:
             return self.samples[idx]
@@ -53,13 +62,21 @@ def uniform_log_weights(rewards: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, kw_only=True)
 class BestOfNResult(SamplingResult):
+    """Best-of-N samples with the best one per group kept."""
+
     best_sample: torch.Tensor  # [...] or [B, ...]: the highest-reward sample
     best_reward: torch.Tensor  # [] or [B]
     best_index: torch.Tensor  # [] or [B] int64, index into the group's samples
 
     def best(self) -> torch.Tensor:
-        """The highest-reward sample ([...] or [B, ...]), kept when the run ended (a sharded
-        run that did not gather every sample still has it)."""
+        """Return the highest-reward sample ([...] or [B, ...]), kept when the run ended.
+
+        A sharded run that did not gather every sample still has it.
+
+        Returns
+        -------
+        torch.Tensor
+        """
         return self.best_sample
 
 
@@ -70,8 +87,10 @@ class GuidanceResult(SamplingResult):
 
 @dataclass(frozen=True, kw_only=True)
 class FKResult(SamplingResult):
-    """Weighted particles targeting p(z) exp(lambda_ r(z)) / Z. ``log_evidence`` estimates log Z
-    with Z = E_p[exp(lambda_ r(z))] (exp of it is unbiased for Z)."""
+    """Weighted particles targeting p(z) exp(lambda_ r(z)) / Z.
+
+    ``log_evidence`` estimates log Z with Z = E_p[exp(lambda_ r(z))] (exp of it is unbiased for Z).
+    """
 
     log_evidence: float | np.ndarray  # float or [B]
     ess_history: np.ndarray  # [S] or [S, B]: ESS after reweighting at each potential step
@@ -82,12 +101,13 @@ class FKResult(SamplingResult):
         return self.log_weights.ndim == 2
 
     def lineage_roots(self) -> int | np.ndarray:
-        """How many initial particles the final ones descend from: an int, or [B] int64 for a
-        grouped run (N when nothing was resampled, 1 when every lineage merged into one).
+        """Count the initial particles the final ones descend from.
 
         Returns
         -------
         int or numpy.ndarray
+            An int, or [B] int64 for a grouped run (N when nothing was resampled, 1 when every
+            lineage merged into one).
 
         Raises
         ------
@@ -109,9 +129,11 @@ class FKResult(SamplingResult):
     def early_collapse(
         self, *, ess_below: float = 1.5, before: float = 0.5
     ) -> list[tuple[int, float, float]]:
-        """Groups whose weights collapsed onto about one particle early: (group, t, ESS) of the
-        first potential step with t < `before` and ESS < `ess_below`, per such group. From there
-        on the group is close to a single trajectory (lower lambda_ or raise N).
+        """Find the groups whose weights collapsed onto about one particle early.
+
+        (group, t, ESS) of the first potential step with t < `before` and ESS < `ess_below`, per
+        such group. From there on the group is close to a single trajectory (lower lambda_ or
+        raise N).
 
         Parameters
         ----------

@@ -43,7 +43,8 @@ class ParticleStorage(Protocol):
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
         """Validate the arguments (``validate(world_size)``) and set the run up; every process
-        of the run raises if any of them found an error."""
+        of the run raises if any of them found an error.
+        """
         ...
 
     @property
@@ -63,7 +64,8 @@ class ParticleStorage(Protocol):
 
     def guard(self, step: int) -> contextlib.AbstractContextManager[None]:
         """Context of the work of transition `step` (0: setup), so a failure reaches every
-        process of the run."""
+        process of the run.
+        """
         ...
 
     def gather_rewards(self, local: torch.Tensor, step: int) -> torch.Tensor:
@@ -78,7 +80,8 @@ class ParticleStorage(Protocol):
         self, res: StepResult, flat_ancestors: torch.Tensor | None, parts: list[Any], step: int
     ) -> list[Any]:
         """Move the per-particle tensors `parts` (None entries pass through) to their new
-        slots after a potential step (`flat_ancestors` None: nothing resampled)."""
+        slots after a potential step (`flat_ancestors` None: nothing resampled).
+        """
         ...
 
     def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
@@ -158,7 +161,8 @@ class LocalStorage:
 
 def particle_storage(process_group: Any) -> ParticleStorage:
     """The strategy for `process_group` as given to fk_steering/best_of_n: None keeps every
-    particle here; a torch.distributed ProcessGroup or a ``Sharding`` shards them."""
+    particle here; a torch.distributed ProcessGroup or a ``Sharding`` shards them.
+    """
     if process_group is None:
         return LocalStorage()
     from glass_core.align.distributed.strategy import ShardedStorage

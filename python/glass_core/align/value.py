@@ -32,7 +32,8 @@ from glass_core.transitions.glass import Glass
 @dataclass(frozen=True)
 class ValueEstimate:
     """V-hat per row of x: ``values`` [B] (or [B_groups, N]) float64, with the posterior samples'
-    rewards [B, J] (or [B_groups, N, J]) for diagnostics."""
+    rewards [B, J] (or [B_groups, N, J]) for diagnostics.
+    """
 
     values: torch.Tensor
     rewards: torch.Tensor
@@ -55,7 +56,8 @@ def posterior_rewards(
     `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's draws are
     consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x) if the
     caller has it (saves the transition's first model call when it can reuse it). `finite=False`
-    leaves the NaN/inf check (a device sync) to the caller's host copy."""
+    leaves the NaN/inf check (a device sync) to the caller's host copy.
+    """
     rows = x.shape[0]
     rep = x.repeat_interleave(num_samples, dim=0)
     d_rep = None if denoised is None else denoised.repeat_interleave(num_samples, dim=0)
@@ -65,7 +67,7 @@ def posterior_rewards(
 
 
 def log_mean_exp(r: torch.Tensor) -> torch.Tensor:
-    """log (1/J) sum_j exp r_j over the last axis, in float64."""
+    """Log (1/J) sum_j exp r_j over the last axis, in float64."""
     r64 = r.to(torch.float64)
     return torch.logsumexp(r64, dim=-1) - math.log(r64.shape[-1])
 
@@ -88,7 +90,8 @@ def value_estimate(
     log-mean-exp reward (biased low by O(1/num_samples), see the module doc). `generator` may be a
     list of B_groups torch.Generators: x is then [B_groups, N, ...] and group b's samples come
     from generator b, so the values are [B_groups, N]. `max_batch` splits model calls into
-    chunks of that many rows (the batch is rows * num_samples)."""
+    chunks of that many rows (the batch is rows * num_samples).
+    """
     check_model(model)
     check_callable(reward, "reward")
     check_batch(x)

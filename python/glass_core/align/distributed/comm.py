@@ -39,7 +39,8 @@ class Sharding:
     the timeout in seconds of every collective (it must exceed the longest time by which one
     rank can lag another between two potential steps), and whether the final samples are
     all-gathered to every rank (``gather=False`` leaves ``samples`` as this rank's shard, with
-    ``local_slots`` saying which particles they are)."""
+    ``local_slots`` saying which particles they are).
+    """
 
     group: Any = None
     timeout: float = 300.0
@@ -48,7 +49,8 @@ class Sharding:
 
 def resolve_sharding(process_group: Any) -> Sharding:
     """``process_group`` as given to fk_steering/best_of_n: a ProcessGroup (e.g.
-    ``torch.distributed.group.WORLD``) or a :class:`Sharding`."""
+    ``torch.distributed.group.WORLD``) or a :class:`Sharding`.
+    """
     import torch.distributed as dist
 
     sharding = process_group if isinstance(process_group, Sharding) else Sharding(process_group)
@@ -72,7 +74,8 @@ def resolve_sharding(process_group: Any) -> Sharding:
 
 def init(backend: str | None = None, timeout: float = 300.0) -> Any:
     """Initialise the default group from torchrun's environment (idempotent) and return it.
-    Backend: NCCL when CUDA is available, else gloo. With NCCL the local GPU is selected."""
+    Backend: NCCL when CUDA is available, else gloo. With NCCL the local GPU is selected.
+    """
     import os
 
     import torch.distributed as dist
@@ -150,7 +153,8 @@ class Comm:
         what: str = "all-gather of rewards",
     ) -> torch.Tensor:
         """All-gather `size` values per rank behind a status header -> [W, size] on the CPU.
-        Raises RankFailedError on every rank if any rank passed `error`."""
+        Raises RankFailedError on every rank if any rank passed `error`.
+        """
         buf = torch.zeros(2 + size, dtype=dtype)
         buf[0] = 1 if error is not None else 0
         buf[1] = step

@@ -1,7 +1,8 @@
 """Where the particles of a sharded run live and how they move: the per-group layout (which slot
 each local row holds), packing particles into byte blocks, the migration that follows a
 resampling step (planned by :mod:`glass_core.align.distributed.migration`) and the final
-all-gather of the samples in slot order."""
+all-gather of the samples in slot order.
+"""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ from glass_core.errors import InvalidInputError
 class ShardedNoise:
     """A rank's view of a generator (None, one, or a list of B): draws exactly what the single
     process would draw for all B*N rows and keeps this rank's rows (``rows``: global flat row of
-    each local row). Used through the ``glass_randn``/``glass_rand`` hook of glass_core._random."""
+    each local row). Used through the ``glass_randn``/``glass_rand`` hook of glass_core._random.
+    """
 
     def __init__(self, generator: Generator, total_rows: int, rows: torch.Tensor) -> None:
         self.generator = generator
@@ -30,7 +31,8 @@ class ShardedNoise:
 
     def _draw_device(self, device: torch.device) -> torch.device:
         """Draw where the generator lives (a CPU generator keeps the full draw in host memory;
-        only this rank's rows go to `device`); the global RNG (None) draws on `device`."""
+        only this rank's rows go to `device`); the global RNG (None) draws on `device`.
+        """
         gen = self.generator
         gens = [gen] if isinstance(gen, torch.Generator) else list(gen or [])
         devices = {g.device for g in gens if isinstance(g, torch.Generator)}

@@ -1,6 +1,7 @@
 """The sharded particle-storage strategy (see :mod:`glass_core.align.storage` for the interface
 the FK and best-of-N loops use, and the package doc for how a sharded run reproduces one
-process)."""
+process).
+"""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ C = TypeVar("C", bound=SamplingConfig)
 class ShardedFKResult(FKResult):
     """FKResult of a sharded run (identical on every rank) plus this rank's view and traffic.
     ``migrated[s]`` / ``transfers[s]``: slots that changed rank / particles sent at potential
-    step s (0 where no resampling), summed over ranks."""
+    step s (0 where no resampling), summed over ranks.
+    """
 
     rank: int
     world_size: int
