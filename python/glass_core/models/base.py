@@ -252,8 +252,8 @@ def conversion_coefficients(schedule: Schedule, t: float | np.ndarray, source: s
     """float64 (A, B) with target = A x + B * source_prediction at time t.
 
     Solves ``[x; p] = [[alpha, sigma], [c_z, c_eps]] [z; eps]`` for (z, eps), then forms the
-    target's loadings. Raises where the source does not determine the target (det = 0: x1 at sigma=0,
-    epsilon at alpha=0).
+    target's loadings. Raises where the source does not determine the target (det = 0: x1 at
+    sigma=0, epsilon at alpha=0).
 
     Parameters
     ----------
