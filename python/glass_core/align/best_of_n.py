@@ -42,8 +42,10 @@ def best_of_n(
     process_group: Any = None,
     x0: torch.Tensor | None = None,
 ) -> BestOfNResult:
-    """Draw `num_particles` samples per group with `transition` over `time_grid` and return the
-    best by reward together with all samples and rewards. Ties go to the lowest index
+    """Draw `num_particles` samples per group and return the best by reward.
+
+    The samples are drawn with `transition` over `time_grid`; all samples and rewards are
+    returned too. Ties go to the lowest index
     (torch.argmax). `profile=True` measures model and reward time (NaN otherwise).
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     samples over its ranks with the same results (see glass_core.align.distributed).

@@ -31,7 +31,9 @@ from glass_core.transitions.glass import Glass
 
 @dataclass(frozen=True)
 class ValueEstimate:
-    """V-hat per row of x: ``values`` [B] (or [B_groups, N]) float64, with the posterior samples'
+    """Hold V-hat per row of x.
+
+    ``values`` [B] (or [B_groups, N]) float64, with the posterior samples'
     rewards [B, J] (or [B_groups, N, J]) for diagnostics.
     """
 
@@ -52,8 +54,10 @@ def posterior_rewards(
     denoised: torch.Tensor | None = None,
     finite: bool = True,
 ) -> torch.Tensor:
-    """[rows, J] rewards r(z_j) of J posterior samples per row of x ([rows, ...]), drawn by
-    `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's draws are
+    """Return the [rows, J] rewards r(z_j) of J posterior samples per row of x ([rows, ...]).
+
+    They are drawn by `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's
+    draws are
     consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x) if the
     caller has it (saves the transition's first model call when it can reuse it). `finite=False`
     leaves the NaN/inf check (a device sync) to the caller's host copy.
