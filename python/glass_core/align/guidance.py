@@ -46,7 +46,10 @@ def _time_values(t: Any) -> tuple[float | np.ndarray, bool]:
 
 
 class GuidedDenoiser:
-    """A Denoiser whose prediction is nudged up the reward gradient. Build with `guided(...)`."""
+    """A Denoiser whose prediction is nudged up the reward gradient.
+
+    Build with :func:`guided`, whose arguments it takes.
+    """
 
     def __init__(
         self, model: Any, reward: Reward, scale: float, window: tuple[float, float] = (0.0, 1.0)
@@ -171,6 +174,26 @@ def guided(
     Usable with any transition and inside
     `fk_steering`; note that FK weights then no longer correct for the guidance, as in the paper's
     FKS-GLASS+grad).
+
+    Parameters
+    ----------
+    model : Denoiser
+        The model to guide.
+    reward : callable
+        A differentiable [rows, ...] -> [rows] reward.
+    scale : float
+        The guidance strength (D + scale sigma^2 / alpha grad r(D)).
+    window : tuple of float, optional
+        Guide only at times inside it (None: everywhere).
+
+    Returns
+    -------
+    GuidedDenoiser
+
+    Raises
+    ------
+    InvalidInputError
+        For a bad model, reward, scale or window.
     """
     return GuidedDenoiser(model, reward, scale, window if window is not None else (0.0, 1.0))
 
@@ -199,6 +222,27 @@ def reward_guidance(
     `profile=True` measures model and reward time (NaN otherwise; the reward gradients inside
     the guided denoiser count as model time). `x0`: the samples at the grid's first time
     ([N, ...] or [B, N, ...]; `shape` may then be None), which may be t0 > 0.
+
+    Parameters
+    ----------
+    model, reward, transition, num_particles, time_grid, shape, generator, num_groups, dtype,
+    device, max_batch, progress, profile, x0
+        As for :func:`~glass_core.align.fk_steering`.
+    scale : float
+        The guidance strength.
+    window : tuple of float, optional
+        Guide only at times inside it (None: everywhere).
+
+    Returns
+    -------
+    GuidanceResult
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the first invalid argument.
+    ModelError, RewardError
+        If the model or the reward returns NaN/inf or a badly shaped output.
     """
     wall_start = time.perf_counter()
     cfg = sampling_validator(

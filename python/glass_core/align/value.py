@@ -95,6 +95,36 @@ def value_estimate(
     list of B_groups torch.Generators: x is then [B_groups, N, ...] and group b's samples come
     from generator b, so the values are [B_groups, N]. `max_batch` splits model calls into
     chunks of that many rows (the batch is rows * num_samples).
+
+    Parameters
+    ----------
+    model : Denoiser
+        The flow/diffusion model.
+    reward : callable
+        [rows, ...] samples -> [rows] rewards.
+    x : torch.Tensor
+        [B, ...] particles at `t` ([B_groups, N, ...] with a list of generators).
+    t : float
+        The time, 0 <= t < 1.
+    num_samples : int
+        J, posterior samples per row.
+    transition : callable, optional
+        Draws the posterior samples.
+    generator : torch.Generator or list of them, optional
+        The randomness.
+    max_batch : int, optional
+        Rows per model call.
+
+    Returns
+    -------
+    ValueEstimate
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the first invalid argument.
+    ModelError, RewardError
+        If the model or the reward returns NaN/inf or a badly shaped output.
     """
     check_model(model)
     check_callable(reward, "reward")
