@@ -102,8 +102,8 @@ def sampling_validator(
     """Check the start `x0` now and return ``validate(world_size)``.
 
     `x0` is checked against the other arguments (see resolve_start); ``validate`` returns the
-    arguments every algorithm shares, checked for a run whose
-    particles `world_size` ranks share (the storage strategy calls it, see ParticleStorage).
+    arguments every algorithm shares, checked for a run whose particles `world_size` ranks share
+    (the storage strategy calls it, see ParticleStorage).
     """
     shape, num_groups = resolve_start(
         x0, shape, num_particles, num_groups, generator, time_grid, process_group

@@ -1,9 +1,9 @@
 """The state of a Feynman-Kac run (:class:`FKState`).
 
 Stepped by :class:`glass_core.align.FKSampler`, it holds particles, weights, ancestors, potential
-state, history and
-cost, everything needed to continue. It pickles (``torch.save`` / ``torch.load(...,
-weights_only=False)``) with its generators, so a saved run resumes to the same bits.
+state, history and cost, everything needed to continue. It pickles (``torch.save`` /
+``torch.load(..., weights_only=False)``) with its generators, so a saved run resumes to the same
+bits.
 """
 
 from __future__ import annotations

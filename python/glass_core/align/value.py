@@ -57,10 +57,9 @@ def posterior_rewards(
     """Return the [rows, J] rewards r(z_j) of J posterior samples per row of x ([rows, ...]).
 
     They are drawn by `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's
-    draws are
-    consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x) if the
-    caller has it (saves the transition's first model call when it can reuse it). `finite=False`
-    leaves the NaN/inf check (a device sync) to the caller's host copy.
+    draws are consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x)
+    if the caller has it (saves the transition's first model call when it can reuse it).
+    `finite=False` leaves the NaN/inf check (a device sync) to the caller's host copy.
     """
     rows = x.shape[0]
     rep = x.repeat_interleave(num_samples, dim=0)
