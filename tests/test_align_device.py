@@ -97,6 +97,28 @@ def test_fk_reads_the_device_once_per_potential_step_with_glass_core_transitions
     assert transition._replay is None  # the previous particles are not kept alive
 
 
+@pytest.mark.parametrize("transition", [Glass(), SDE()], ids=["glass-pc", "sde"])
+def test_unchecked_transitions_give_the_checked_bits(transition, monkeypatch):
+    import glass_core.align.fk as fk_module
+
+    def run():
+        return fk_steering(
+            gmm(), LIN, transition=transition, num_particles=16, time_grid=GRID, shape=(2,),
+            generator=gen(3), lambda_=2.0, progress=False,
+        )  # fmt: skip
+
+    unchecked = run()
+    monkeypatch.setattr(
+        fk_module,
+        "unchecked_step",
+        lambda tr, model, x, t, t_next, noise, d: tr(model, x, t, t_next, noise, denoised=d),
+    )
+    checked = run()
+    assert torch.equal(unchecked.samples, checked.samples)
+    assert torch.equal(unchecked.log_weights, checked.log_weights)
+    assert unchecked.log_evidence == checked.log_evidence
+
+
 def test_quadratic_reward_moves_its_constant_once():
     reward = QuadraticReward([1.0, -1.0], 1.0)
     z = torch.zeros(3, 2, dtype=torch.float32)

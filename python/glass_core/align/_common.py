@@ -1,4 +1,6 @@
-"""Shared plumbing for the alignment algorithms: argument checks, generators, the model wrapper
+"""Shared plumbing for the alignment algorithms.
+
+Argument checks, generators, the model wrapper
 that counts NFE / micro-batches / times model calls, and the plain propagation loop.
 """
 
@@ -63,7 +65,9 @@ def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
 
 
 def check_time_grid(time_grid: Any) -> list[float]:
-    """Strictly increasing floats from t0 in [0, 1) (0: pure noise; t0 > 0 needs given
+    """Validate a time grid.
+
+    Strictly increasing floats from t0 in [0, 1) (0: pure noise; t0 > 0 needs given
     particles, see align._start) to 1 (data): the native time-grid rule plus the end at 1.
     """
     try:
@@ -108,7 +112,9 @@ def resolve_groups(generator: Generator, num_groups: int | None) -> tuple[int, b
 
 
 def draw_seeds(generator: Generator, num_groups: int) -> list[int]:
-    """One resampling seed per group, drawn from that group's generator (so B groups with B
+    """Draw one resampling seed per group.
+
+    Each is drawn from that group's generator (so B groups with B
     generators reproduce B separate runs).
     """
     hi = 2**62
@@ -144,7 +150,9 @@ def as_generator_arg(generator: Generator) -> Any:
 
 
 class CountedModel:
-    """Wraps a Denoiser: counts NFE (one per batched call), micro-batches along dim 0 and, when
+    """Wrap a Denoiser to count and time its calls.
+
+    It counts NFE (one per batched call), micro-batches along dim 0 and, when
     `timed`, times the model calls (with a device sync on CUDA, so only when profiling), all on
     one :class:`glass_core.meter.Meter`. Unknown attributes are forwarded, so transitions see the
     original model.
@@ -217,7 +225,7 @@ def propagate(
     progress: bool,
     desc: str,
 ) -> torch.Tensor:
-    """The plain chain through every transition of the grid, with a progress bar."""
+    """Run the plain chain through every transition of the grid, with a progress bar."""
     with progress_bar(len(grid) - 1, progress, desc) as bar:
 
         def advance(*_: Any) -> None:
@@ -232,7 +240,9 @@ def nonfinite_reward_error(
     t: float,
     held_by: Callable[[np.ndarray], list[int] | None] | None = None,
 ) -> RewardError:
-    """The error for host rewards (all particles, flat) holding NaN/inf; `held_by` maps the bad
+    """Return the error for host rewards holding NaN/inf.
+
+    `values` are all particles' rewards, flat; `held_by` maps the bad
     indices to the ranks holding them (sharded runs; None when there is one process).
     """
     bad = np.flatnonzero(~np.isfinite(values))

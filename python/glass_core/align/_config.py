@@ -1,5 +1,6 @@
-"""Validated arguments of best_of_n, reward_guidance and fk_steering (whatever the particle
-storage), so that every check lives in one place.
+"""Validated arguments of best_of_n, reward_guidance and fk_steering.
+
+Whatever the particle storage: every check lives in one place.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from glass_core.weights import SCHEMES
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """What every sampling algorithm needs: per-group particle count (in total over all ranks
+    """Hold what every sampling algorithm needs.
+
+    The per-group particle count (in total over all ranks
     and on this rank), the time grid, one sample's shape, the micro-batch and the groups.
     """
 
@@ -58,7 +61,9 @@ class SamplingConfig:
         num_groups: Any,
         world_size: int = 1,
     ) -> SamplingConfig:
-        """The checked arguments shared by every algorithm; `world_size`: ranks that will share
+        """Return the checked arguments shared by every algorithm.
+
+        `world_size`: ranks that will share
         the particles.
         """
         check_model(model)
@@ -94,9 +99,11 @@ def sampling_validator(
     x0: Any,
     process_group: Any = None,
 ) -> Callable[[int], SamplingConfig]:
-    """Check the start `x0` against the other arguments now (see resolve_start) and return
-    ``validate(world_size)``: the arguments every algorithm shares, checked for a run whose
-    particles `world_size` ranks share (the storage strategy calls it, see ParticleStorage).
+    """Check the start `x0` now and return ``validate(world_size)``.
+
+    `x0` is checked against the other arguments (see resolve_start); ``validate`` returns the
+    arguments every algorithm shares, checked for a run whose particles `world_size` ranks share
+    (the storage strategy calls it, see ParticleStorage).
     """
     shape, num_groups = resolve_start(
         x0, shape, num_particles, num_groups, generator, time_grid, process_group
@@ -144,7 +151,7 @@ class FKConfig(SamplingConfig):
         resample_window: Any,
         final_resample: Any,
     ) -> FKConfig:
-        """The checked sampling arguments plus fk_steering's own."""
+        """Return the checked sampling arguments plus fk_steering's own."""
         pot = as_potential(potential)
         lam = check_finite_float(lambda_, "lambda_")
         if resampling not in SCHEMES:
@@ -167,7 +174,9 @@ class FKConfig(SamplingConfig):
         )
 
     def potential_steps(self) -> list[bool]:
-        """is_potential[k] for k = 1..K (index 0 unused): steps k with k % resample_every == 0
+        """Return is_potential[k] for k = 1..K (index 0 unused).
+
+        Steps k with k % resample_every == 0
         (all if None) and t_k inside resample_window, plus always the final step.
         """
         every, window, grid = self.resample_every, self.resample_window, self.grid
@@ -181,7 +190,9 @@ class FKConfig(SamplingConfig):
         return flags
 
     def resample_decision(self, final: bool) -> bool | None:
-        """SMCState.step's `resample`: the final step resamples only if asked; intermediate
+        """Return SMCState.step's `resample` argument.
+
+        The final step resamples only if asked; intermediate
         potential steps always resample, or adaptively (None) with an ESS threshold.
         """
         if final:

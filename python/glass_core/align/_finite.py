@@ -1,4 +1,6 @@
-"""NaN/inf particles in an FK step without a device sync of their own: the step computes one
+"""NaN/inf particles in an FK step without a device sync of their own.
+
+The step computes one
 device flag (:func:`finite_flag`) that travels to the host in the step's single transfer; only
 when it says "not finite" is the transition re-run from a snapshot of its input and noise with a
 model that checks every call (:func:`blame`), so the error still names the party at fault: the
@@ -71,7 +73,7 @@ def _rows(v: torch.Tensor, limit: int = 10) -> str:
 
 
 def noise_snapshot(noise: Any) -> Any:
-    """The state of the transitions' generator(s), to replay a step on failure (host-side)."""
+    """Return the host-side state of the transitions' generator(s), to replay a failed step."""
     if isinstance(noise, torch.Generator):
         return noise.get_state()
     if isinstance(noise, (list, tuple)):
@@ -126,7 +128,9 @@ def blame(
     after: tuple[torch.Tensor, torch.Tensor | None],
     times: tuple[float, float],
 ) -> GlassError:
-    """The error for an FK step whose particles `after` = (x, D_t'(x) or None) hold NaN/inf.
+    """Return the error for an FK step whose particles `after` = (x, D_t'(x) or None) are bad.
+
+    They hold NaN/inf.
 
     `before` = (x, denoised, noise snapshot) at the step's start; the transition is re-run from
     there with every model call checked, which raises the specific error if it reproduces.

@@ -1,4 +1,6 @@
-"""Where a run starts: N(0, I) noise at t = 0, or given particles `x0` at the first time of the
+"""Where a run starts.
+
+N(0, I) noise at t = 0, or given particles `x0` at the first time of the
 grid (which may then be t0 > 0: posterior sampling from x_t0, SDEdit, resuming a run).
 
 x0 is [N, ...] for one group or [B, N, ...] for B groups (rows group-major once flattened). With
@@ -30,8 +32,9 @@ def resolve_start(
     time_grid: Any,
     process_group: Any = None,
 ) -> tuple[Any, Any]:
-    """Check `x0` against the other arguments and return the (shape, num_groups) the
-    configuration should validate: from x0 when it is given (`shape` may then be None). Without
+    """Check `x0` against the other arguments and return (shape, num_groups).
+
+    The configuration validates them: from x0 when it is given (`shape` may then be None). Without
     x0 the grid must start at 0 (noise).
     """
     first = _first_time(time_grid)
@@ -93,7 +96,9 @@ def start_particles(
     dtype: torch.dtype | None,
     device: torch.device | str | None,
 ) -> torch.Tensor:
-    """The [rows, *shape] particles at the grid's first time: x0 flattened (cast to `dtype` /
+    """Return the [rows, *shape] particles at the grid's first time.
+
+    x0 flattened (cast to `dtype` /
     moved to `device` if given) or fresh N(0, I) noise from `noise`.
     """
     if x0 is None:

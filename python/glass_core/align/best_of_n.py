@@ -42,13 +42,33 @@ def best_of_n(
     process_group: Any = None,
     x0: torch.Tensor | None = None,
 ) -> BestOfNResult:
-    """Draw `num_particles` samples per group with `transition` over `time_grid` and return the
-    best by reward together with all samples and rewards. Ties go to the lowest index
+    """Draw `num_particles` samples per group and return the best by reward.
+
+    The samples are drawn with `transition` over `time_grid`; all samples and rewards are
+    returned too. Ties go to the lowest index
     (torch.argmax). `profile=True` measures model and reward time (NaN otherwise).
     `process_group` (a torch.distributed ProcessGroup or `align.distributed.Sharding`) shards the
     samples over its ranks with the same results (see glass_core.align.distributed).
     `x0`: the samples at the grid's first time ([N, ...] or [B, N, ...]; `shape` may then be
     None), which may be t0 > 0.
+
+    Parameters
+    ----------
+    model, reward, transition, num_particles, time_grid, shape, generator, num_groups, dtype,
+    device, max_batch, progress, profile, process_group, x0
+        As for :func:`~glass_core.align.fk_steering`.
+
+    Returns
+    -------
+    BestOfNResult
+        Or its sharded subclass for sharded runs.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the first invalid argument.
+    ModelError, RewardError
+        If the model or the reward returns NaN/inf or a badly shaped output.
     """
     wall_start = time.perf_counter()
     validate = sampling_validator(

@@ -477,9 +477,71 @@ def fk_steering(
     None), which may be t0 > 0: the target is then p(x1 | x_t0) tilted by exp(lambda_ r).
     The final weights target p(z) exp(lambda_ r(z)) / Z exactly whatever the potential; the
     lookahead's model evaluations (J per particle per batched call) are counted in `nfe`.
-    `proposal`: "plain" (the transition as is) or "twisted" (TDS: the transition's Gaussian
-    kernel shifted by the gradient of lambda_ r(D_t(x)), with exact weights; SDE transitions
-    only, see glass_core.align.twisted).
+
+    Parameters
+    ----------
+    model : Denoiser
+        The flow/diffusion model (schedule, denoise, velocity).
+    reward : callable
+        [rows, ...] samples -> [rows] rewards.
+    transition : callable
+        The proposal x_t -> x_t' (a glass_core transition or any callable with its signature).
+    num_particles : int
+        N, particles per group.
+    time_grid : array-like
+        Increasing times from t0 to 1.
+    shape : tuple of int, optional
+        One sample's shape (may be None when `x0` is given).
+    potential : Potential or str
+        The intermediate potential or its shorthand.
+    lambda_ : float
+        The reward's inverse temperature.
+    resampling : str
+        The resampling scheme.
+    ess_threshold : float, optional
+        Resample adaptively when ESS < ess_threshold * N.
+    resample_every : int, optional
+        Potential steps every that many transitions.
+    resample_window : tuple of float, optional
+        Potential steps only at times t_k inside it.
+    final_resample : bool
+        Resample at the final step too.
+    generator : torch.Generator or list of them, optional
+        The run's randomness (a list of B: B groups).
+    num_groups : int, optional
+        B groups sharing one generator.
+    dtype, device : optional
+        Of fresh noise particles (or to cast/move `x0` to).
+    max_batch : int, optional
+        Rows per model call.
+    track_genealogy : bool
+        Keep the ancestors of every potential step in the result.
+    progress : bool
+        Show a progress bar.
+    profile : bool
+        Measure model and reward time.
+    process_group : ProcessGroup or Sharding, optional
+        Shard the particles over ranks.
+    x0 : torch.Tensor, optional
+        The particles at the grid's first time.
+    proposal : str
+        "plain" (the transition as is) or "twisted" (TDS: the transition's Gaussian kernel
+        shifted by the gradient of lambda_ r(D_t(x)), with exact weights; SDE transitions only,
+        see glass_core.align.twisted).
+
+    Returns
+    -------
+    FKResult
+        Or ``ShardedFKResult`` for sharded runs.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the first invalid argument, or if lambda_ * reward overflows.
+    ModelError
+        If the model returns NaN/inf or a badly shaped output.
+    RewardError
+        If the reward returns NaN/inf or a badly shaped output.
     """
     if proposal not in PROPOSALS:
         raise fail("proposal", f"must be one of {tuple(PROPOSALS)}, got {proposal!r}")

@@ -1,7 +1,9 @@
-"""The state of a Feynman-Kac run (:class:`FKState`), stepped by
-:class:`glass_core.align.FKSampler`: particles, weights, ancestors, potential state, history and
-cost, everything needed to continue. It pickles (``torch.save`` / ``torch.load(...,
-weights_only=False)``) with its generators, so a saved run resumes to the same bits.
+"""The state of a Feynman-Kac run (:class:`FKState`).
+
+Stepped by :class:`glass_core.align.FKSampler`, it holds particles, weights, ancestors, potential
+state, history and cost, everything needed to continue. It pickles (``torch.save`` /
+``torch.load(..., weights_only=False)``) with its generators, so a saved run resumes to the same
+bits.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from glass_core.errors import InvalidInputError
 
 
 class SMCBook:
-    """The native :class:`~glass_core.weights.SMCState` plus the inputs it was stepped with, so
-    it pickles: the native state (its PCG-64 streams included) is rebuilt on load by replaying
+    """Keep the native :class:`~glass_core.weights.SMCState` and the inputs it was stepped with.
+
+    So it pickles: the native state (its PCG-64 streams included) is rebuilt on load by replaying
     those steps, which reproduces it exactly. Costs one float64 per particle and step.
 
     Parameters
@@ -61,9 +64,11 @@ class SMCBook:
         return res
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the constructor arguments and the step inputs (the native state is rebuilt)."""
         return {"args": self._args, "inputs": self._inputs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild the native state by replaying the recorded steps."""
         self._args, self._inputs = state["args"], state["inputs"]
         self.native = self._fresh()
         for log_g, resample in self._inputs:
@@ -140,6 +145,13 @@ class FKState:
         return np.asarray(self.smc.native.log_evidence, dtype=np.float64)
 
     def __getstate__(self) -> dict[str, Any]:
+        """Return the picklable fields (local runs only).
+
+        Raises
+        ------
+        InvalidInputError
+            For the state of a sharded run.
+        """
         from glass_core.align.storage import LocalStorage
 
         if not isinstance(self.storage, LocalStorage):

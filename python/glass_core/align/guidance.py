@@ -46,7 +46,10 @@ def _time_values(t: Any) -> tuple[float | np.ndarray, bool]:
 
 
 class GuidedDenoiser:
-    """A Denoiser whose prediction is nudged up the reward gradient. Build with `guided(...)`."""
+    """A Denoiser whose prediction is nudged up the reward gradient.
+
+    Build with :func:`guided`, whose arguments it takes.
+    """
 
     def __init__(
         self, model: Any, reward: Reward, scale: float, window: tuple[float, float] = (0.0, 1.0)
@@ -60,6 +63,7 @@ class GuidedDenoiser:
         self.schedule = model.schedule
 
     def __getattr__(self, name: str) -> Any:
+        """Forward other attributes to the wrapped model."""
         return getattr(self.model, name)
 
     def _coefficient(self, t: Any, x: torch.Tensor) -> float | torch.Tensor:
@@ -80,6 +84,25 @@ class GuidedDenoiser:
         return torch.as_tensor(c, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.ndim - 1))
 
     def reward_gradient(self, z: torch.Tensor) -> torch.Tensor:
+        """Return grad_z r(z).
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            [rows, ...] samples.
+
+        Returns
+        -------
+        torch.Tensor
+            Shaped like `z`.
+
+        Raises
+        ------
+        RewardError
+            If the rewards are badly shaped or not finite.
+        InvalidInputError
+            If the reward is not differentiable in z.
+        """
         with torch.enable_grad():
             zz = z.detach().requires_grad_(True)
             r = self.reward(zz)
@@ -93,6 +116,19 @@ class GuidedDenoiser:
         return grad
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """Return the guided D_t(x) = D + scale sigma^2 / alpha grad r(D) inside the window.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            [rows, ...] particles at t.
+        t : float or torch.Tensor
+            The time (scalar or per row).
+
+        Returns
+        -------
+        torch.Tensor
+        """
         with torch.no_grad():
             d = self.model.denoise(x, t)
         c = self._coefficient(t, x)
@@ -101,7 +137,19 @@ class GuidedDenoiser:
         return d + c * self.reward_gradient(d)
 
     def velocity(self, x: torch.Tensor, t: Any) -> torch.Tensor:
-        """U from the guided D via eq. (26); defined for t < 1."""
+        """Return U from the guided D via eq. (26); defined for t < 1.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            [rows, ...] particles at t.
+        t : float or torch.Tensor
+            The time (scalar or per row).
+
+        Returns
+        -------
+        torch.Tensor
+        """
         tv, per_row = _time_values(t)
         sch = self.schedule
         a, s = sch.alpha(tv), sch.sigma(tv)
@@ -114,15 +162,38 @@ class GuidedDenoiser:
         return cx * x + cd * self.denoise(x, t)
 
     def __repr__(self) -> str:
+        """Return the guided(...) call that builds this wrapper."""
         return f"guided({self.model!r}, scale={self.scale}, window={self.window})"
 
 
 def guided(
     model: Any, reward: Reward, scale: float, window: tuple[float, float] | None = (0.0, 1.0)
 ) -> GuidedDenoiser:
-    """Wrap `model` so every denoiser call is reward-guided (usable with any transition and inside
+    """Wrap `model` so every denoiser call is reward-guided.
+
+    Usable with any transition and inside
     `fk_steering`; note that FK weights then no longer correct for the guidance, as in the paper's
     FKS-GLASS+grad).
+
+    Parameters
+    ----------
+    model : Denoiser
+        The model to guide.
+    reward : callable
+        A differentiable [rows, ...] -> [rows] reward.
+    scale : float
+        The guidance strength (D + scale sigma^2 / alpha grad r(D)).
+    window : tuple of float, optional
+        Guide only at times inside it (None: everywhere).
+
+    Returns
+    -------
+    GuidedDenoiser
+
+    Raises
+    ------
+    InvalidInputError
+        For a bad model, reward, scale or window.
     """
     return GuidedDenoiser(model, reward, scale, window if window is not None else (0.0, 1.0))
 
@@ -147,9 +218,31 @@ def reward_guidance(
     x0: torch.Tensor | None = None,
 ) -> GuidanceResult:
     """Sample `num_particles` per group with the reward-guided denoiser and score the results.
+
     `profile=True` measures model and reward time (NaN otherwise; the reward gradients inside
     the guided denoiser count as model time). `x0`: the samples at the grid's first time
     ([N, ...] or [B, N, ...]; `shape` may then be None), which may be t0 > 0.
+
+    Parameters
+    ----------
+    model, reward, transition, num_particles, time_grid, shape, generator, num_groups, dtype,
+    device, max_batch, progress, profile, x0
+        As for :func:`~glass_core.align.fk_steering`.
+    scale : float
+        The guidance strength.
+    window : tuple of float, optional
+        Guide only at times inside it (None: everywhere).
+
+    Returns
+    -------
+    GuidanceResult
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the first invalid argument.
+    ModelError, RewardError
+        If the model or the reward returns NaN/inf or a badly shaped output.
     """
     wall_start = time.perf_counter()
     cfg = sampling_validator(

@@ -36,14 +36,19 @@ class ParticleStorage(Protocol):
     label: str  # appended to progress-bar titles
 
     @property
-    def fk_result(self) -> type[FKResult]: ...  # read-only: strategies may return a subclass
+    def fk_result(self) -> type[FKResult]:
+        """Return the FK result class (strategies may return a subclass)."""
+        ...
 
     @property
-    def best_of_n_result(self) -> type[BestOfNResult]: ...
+    def best_of_n_result(self) -> type[BestOfNResult]:
+        """Return the best-of-N result class (strategies may return a subclass)."""
+        ...
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
-        """Validate the arguments (``validate(world_size)``) and set the run up; every process
-        of the run raises if any of them found an error.
+        """Validate the arguments (``validate(world_size)``) and set the run up.
+
+        Every process of the run raises if any of them found an error.
         """
         ...
 
@@ -63,8 +68,9 @@ class ParticleStorage(Protocol):
         ...
 
     def guard(self, step: int) -> contextlib.AbstractContextManager[None]:
-        """Context of the work of transition `step` (0: setup), so a failure reaches every
-        process of the run.
+        """Guard the work of transition `step` (0: setup).
+
+        A failure inside reaches every process of the run.
         """
         ...
 
@@ -79,19 +85,20 @@ class ParticleStorage(Protocol):
     def follow(
         self, res: StepResult, flat_ancestors: torch.Tensor | None, parts: list[Any], step: int
     ) -> list[Any]:
-        """Move the per-particle tensors `parts` (None entries pass through) to their new
-        slots after a potential step (`flat_ancestors` None: nothing resampled).
+        """Move the per-particle tensors `parts` to their new slots after a potential step.
+
+        None entries pass through; `flat_ancestors` None: nothing resampled.
         """
         ...
 
     def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
-        """The [B, N, ...] samples in slot order (or this process's shard, if so configured)."""
+        """Return the [B, N, ...] samples in slot order (or this process's shard, if configured)."""
         ...
 
     def best_samples(
         self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(samples, [B, ...] sample at `index` of each group) from the local particles."""
+        """Return (samples, [B, ...] sample at `index` of each group) from the local particles."""
         ...
 
     def fk_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
@@ -116,6 +123,7 @@ class LocalStorage:
         self.local_rows = 0
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
+        """Validate the arguments and set the run up (see ParticleStorage.configure)."""
         cfg = validate(1)
         self.noise = as_generator_arg(generator)
         self.local_rows = cfg.num_groups * cfg.num_particles
@@ -123,45 +131,56 @@ class LocalStorage:
 
     @property
     def host_device(self) -> torch.device | None:
+        """Return where the potential state lives (see ParticleStorage.host_device)."""
         return None
 
     @contextlib.contextmanager
     def guard(self, step: int) -> Iterator[None]:
+        """Guard the work of transition `step` (see ParticleStorage.guard)."""
         yield  # a failure simply propagates
 
     def gather_rewards(self, local: torch.Tensor, step: int) -> torch.Tensor:
+        """Return the [B*N] rewards of all slots (see ParticleStorage.gather_rewards)."""
         return local
 
     def held_by(self, flat_slots: np.ndarray) -> list[int] | None:
+        """Return the processes holding `flat_slots` (see ParticleStorage.held_by)."""
         return None
 
     def follow(
         self, res: StepResult, flat_ancestors: torch.Tensor | None, parts: list[Any], step: int
     ) -> list[Any]:
+        """Move `parts` to their new slots (see ParticleStorage.follow)."""
         if flat_ancestors is None:
             return parts
         return [None if p is None else p.index_select(0, flat_ancestors) for p in parts]
 
     def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+        """Return the [B, N, ...] samples (see ParticleStorage.gathered_samples)."""
         return x.reshape(cfg.num_groups, cfg.num_particles, *cfg.shape)
 
     def best_samples(
         self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (samples, best sample per group) (see ParticleStorage.best_samples)."""
         samples = self.gathered_samples(x, cfg)
         rows = torch.arange(cfg.num_groups, device=index.device)
         return samples, samples[rows, index]
 
     def fk_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        """Return the extra FK result fields (see ParticleStorage.fk_extra)."""
         return {}
 
     def best_of_n_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        """Return the extra best-of-N result fields (see ParticleStorage.best_of_n_extra)."""
         return {}
 
 
 def particle_storage(process_group: Any) -> ParticleStorage:
-    """The strategy for `process_group` as given to fk_steering/best_of_n: None keeps every
-    particle here; a torch.distributed ProcessGroup or a ``Sharding`` shards them.
+    """Return the particle-storage strategy for `process_group`.
+
+    `process_group` as given to fk_steering/best_of_n: None keeps every particle here; a
+    torch.distributed ProcessGroup or a ``Sharding`` shards them.
     """
     if process_group is None:
         return LocalStorage()

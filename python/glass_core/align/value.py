@@ -31,7 +31,9 @@ from glass_core.transitions.glass import Glass
 
 @dataclass(frozen=True)
 class ValueEstimate:
-    """V-hat per row of x: ``values`` [B] (or [B_groups, N]) float64, with the posterior samples'
+    """Hold V-hat per row of x.
+
+    ``values`` [B] (or [B_groups, N]) float64, with the posterior samples'
     rewards [B, J] (or [B_groups, N, J]) for diagnostics.
     """
 
@@ -52,11 +54,12 @@ def posterior_rewards(
     denoised: torch.Tensor | None = None,
     finite: bool = True,
 ) -> torch.Tensor:
-    """[rows, J] rewards r(z_j) of J posterior samples per row of x ([rows, ...]), drawn by
-    `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's draws are
-    consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x) if the
-    caller has it (saves the transition's first model call when it can reuse it). `finite=False`
-    leaves the NaN/inf check (a device sync) to the caller's host copy.
+    """Return the [rows, J] rewards r(z_j) of J posterior samples per row of x ([rows, ...]).
+
+    They are drawn by `transition` from (x, t) to 1 in one batch of rows * J (row-major: row i's
+    draws are consecutive, so a list of generators splits by groups of rows). `denoised`: D_t(x)
+    if the caller has it (saves the transition's first model call when it can reuse it).
+    `finite=False` leaves the NaN/inf check (a device sync) to the caller's host copy.
     """
     rows = x.shape[0]
     rep = x.repeat_interleave(num_samples, dim=0)
@@ -91,6 +94,36 @@ def value_estimate(
     list of B_groups torch.Generators: x is then [B_groups, N, ...] and group b's samples come
     from generator b, so the values are [B_groups, N]. `max_batch` splits model calls into
     chunks of that many rows (the batch is rows * num_samples).
+
+    Parameters
+    ----------
+    model : Denoiser
+        The flow/diffusion model.
+    reward : callable
+        [rows, ...] samples -> [rows] rewards.
+    x : torch.Tensor
+        [B, ...] particles at `t` ([B_groups, N, ...] with a list of generators).
+    t : float
+        The time, 0 <= t < 1.
+    num_samples : int
+        J, posterior samples per row.
+    transition : callable, optional
+        Draws the posterior samples.
+    generator : torch.Generator or list of them, optional
+        The randomness.
+    max_batch : int, optional
+        Rows per model call.
+
+    Returns
+    -------
+    ValueEstimate
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the first invalid argument.
+    ModelError, RewardError
+        If the model or the reward returns NaN/inf or a badly shaped output.
     """
     check_model(model)
     check_callable(reward, "reward")

@@ -1,5 +1,7 @@
-"""Particles sharded across torch.distributed ranks: ``fk_steering`` / ``best_of_n`` with
-``process_group=`` (launch with ``torchrun --nproc-per-node K``; gloo on CPU, NCCL on GPUs).
+"""Particles sharded across torch.distributed ranks.
+
+``fk_steering`` / ``best_of_n`` with ``process_group=`` (launch with
+``torchrun --nproc-per-node K``; gloo on CPU, NCCL on GPUs).
 
 Each of the W ranks holds n = N / W particles of every group and runs its own model calls.
 At a potential step the ranks all-gather only their rewards (float64, n per group and rank, plus

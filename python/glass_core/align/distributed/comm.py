@@ -1,4 +1,6 @@
-"""Communication of a sharded run: the process group and its timeout (:class:`Sharding`), the
+"""Communication of a sharded run.
+
+The process group and its timeout (:class:`Sharding`), the
 collectives with a status header that turn one rank's failure into an error on every rank, and
 the argument handshake run before any model call.
 
@@ -35,7 +37,9 @@ _MSG_BYTES = 2048
 
 @dataclass(frozen=True)
 class Sharding:
-    """How to shard: the process group (None = the default group, which must be initialised),
+    """Say how to shard a run.
+
+    The process group (None = the default group, which must be initialised),
     the timeout in seconds of every collective (it must exceed the longest time by which one
     rank can lag another between two potential steps), and whether the final samples are
     all-gathered to every rank (``gather=False`` leaves ``samples`` as this rank's shard, with
@@ -48,7 +52,9 @@ class Sharding:
 
 
 def resolve_sharding(process_group: Any) -> Sharding:
-    """``process_group`` as given to fk_steering/best_of_n: a ProcessGroup (e.g.
+    """Return the :class:`Sharding` for `process_group`.
+
+    ``process_group`` as given to fk_steering/best_of_n: a ProcessGroup (e.g.
     ``torch.distributed.group.WORLD``) or a :class:`Sharding`.
     """
     import torch.distributed as dist
@@ -74,6 +80,7 @@ def resolve_sharding(process_group: Any) -> Sharding:
 
 def init(backend: str | None = None, timeout: float = 300.0) -> Any:
     """Initialise the default group from torchrun's environment (idempotent) and return it.
+
     Backend: NCCL when CUDA is available, else gloo. With NCCL the local GPU is selected.
     """
     import os
@@ -91,6 +98,8 @@ def init(backend: str | None = None, timeout: float = 300.0) -> Any:
 
 @dataclass
 class CommStats:
+    """Count the bytes and seconds this rank spent communicating."""
+
     gather_bytes: int = 0  # bytes this rank contributed to the per-step reward all-gathers
     result_bytes: int = 0  # bytes this rank contributed to gathering the results (samples)
     setup_bytes: int = 0  # handshake and error exchange
@@ -129,6 +138,7 @@ class Comm:
     def all_gather(
         self, buf: torch.Tensor, what: str, step: int, kind: str = "gather"
     ) -> torch.Tensor:
+        """Gather `buf` from every rank to the host as [W, *buf.shape] (timed, counted)."""
         start = time.perf_counter()
         rows = (self.world * buf.shape[0], *buf.shape[1:])  # concatenated along dim 0
         out = torch.empty(rows, dtype=buf.dtype, device=self.device)
@@ -153,6 +163,7 @@ class Comm:
         what: str = "all-gather of rewards",
     ) -> torch.Tensor:
         """All-gather `size` values per rank behind a status header -> [W, size] on the CPU.
+
         Raises RankFailedError on every rank if any rank passed `error`.
         """
         buf = torch.zeros(2 + size, dtype=dtype)
@@ -248,7 +259,7 @@ def handshake(comm: Comm, config: list[int] | None, error: BaseException | None)
 
 
 def run_signature(cfg: SamplingConfig, generator: Generator) -> list[int]:
-    """What every rank must agree on (see handshake)."""
+    """Return what every rank must agree on (see handshake)."""
     return [
         cfg.num_particles,
         cfg.num_groups,

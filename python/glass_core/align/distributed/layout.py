@@ -1,4 +1,6 @@
-"""Where the particles of a sharded run live and how they move: the per-group layout (which slot
+"""Where the particles of a sharded run live and how they move.
+
+The per-group layout (which slot
 each local row holds), packing particles into byte blocks, the migration that follows a
 resampling step (planned by :mod:`glass_core.align.distributed.migration`) and the final
 all-gather of the samples in slot order.
@@ -26,14 +28,17 @@ class Layout:
 
     @property
     def num_groups(self) -> int:
+        """Return B, the number of groups."""
         return int(self.layouts.shape[0])
 
     @property
     def n_total(self) -> int:
+        """Return N, the particles per group over all ranks."""
         return int(self.layouts.shape[1] * self.layouts.shape[2])
 
     @property
     def n_local(self) -> int:
+        """Return the particles per group on this rank."""
         return int(self.layouts.shape[2])
 
     def local_rows(self) -> torch.Tensor:
@@ -50,6 +55,7 @@ class Layout:
         return out
 
     def owners(self, flat_slots: np.ndarray) -> list[int]:
+        """Return the sorted ranks holding the flat slots `flat_slots`."""
         bsz, world, n = self.layouts.shape
         owner = np.empty((bsz, world * n), dtype=np.int64)
         owner[np.arange(bsz)[:, None, None], self.layouts] = np.arange(world)[None, :, None]

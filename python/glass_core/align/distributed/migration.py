@@ -38,6 +38,7 @@ class MigrationPlan:
 
     @property
     def world_size(self) -> int:
+        """Return the number of ranks."""
         return int(self.new_layout.shape[0])
 
     @property

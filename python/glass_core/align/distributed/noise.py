@@ -19,7 +19,9 @@ from glass_core.errors import InvalidInputError
 
 
 class ShardedNoise:
-    """A rank's view of a generator (None, one, or a list of B): draws exactly what the single
+    """Give a rank's view of a generator (None, one, or a list of B).
+
+    It draws exactly what the single
     process would draw for all B*N rows and keeps this rank's rows (``rows``: global flat row of
     each local row). Used through the ``glass_randn``/``glass_rand`` hook of glass_core._random.
     """
@@ -30,8 +32,10 @@ class ShardedNoise:
         self.rows = rows
 
     def _draw_device(self, device: torch.device) -> torch.device:
-        """Draw where the generator lives (a CPU generator keeps the full draw in host memory;
-        only this rank's rows go to `device`); the global RNG (None) draws on `device`.
+        """Draw where the generator lives; the global RNG (None) draws on `device`.
+
+        A CPU generator keeps the full draw in host memory; only this rank's rows go to
+        `device`.
         """
         gen = self.generator
         gens = [gen] if isinstance(gen, torch.Generator) else list(gen or [])
@@ -63,9 +67,11 @@ class ShardedNoise:
     def glass_randn(
         self, shape: tuple[int, ...], *, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
+        """Draw this rank's rows of one full-batch standard normal tensor."""
         return self._draw(_random.randn, shape, device, dtype)
 
     def glass_rand(
         self, shape: tuple[int, ...], *, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
+        """Draw this rank's rows of one full-batch uniform [0, 1) tensor."""
         return self._draw(_random.rand, shape, device, dtype)

@@ -1,4 +1,6 @@
-"""The sharded particle-storage strategy (see :mod:`glass_core.align.storage` for the interface
+"""The sharded particle-storage strategy.
+
+See :mod:`glass_core.align.storage` for the interface
 the FK and best-of-N loops use, and the package doc for how a sharded run reproduces one
 process).
 """
@@ -36,6 +38,7 @@ C = TypeVar("C", bound=SamplingConfig)
 @dataclass(frozen=True, kw_only=True)
 class ShardedFKResult(FKResult):
     """FKResult of a sharded run (identical on every rank) plus this rank's view and traffic.
+
     ``migrated[s]`` / ``transfers[s]``: slots that changed rank / particles sent at potential
     step s (0 where no resampling), summed over ranks.
     """
@@ -75,6 +78,7 @@ class ShardedStorage:
         self.local_rows = 0
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
+        """Validate the arguments and set the run up (see ParticleStorage.configure)."""
         comm = self.comm
         try:
             cfg = validate(comm.world)
@@ -96,25 +100,30 @@ class ShardedStorage:
 
     @property
     def host_device(self) -> torch.device | None:
+        """Return where the potential state lives (see ParticleStorage.host_device)."""
         return torch.device("cpu")  # the gathered rewards are on the host already
 
     @contextlib.contextmanager
     def guard(self, step: int) -> Iterator[None]:
+        """Guard the work of transition `step` (see ParticleStorage.guard)."""
         try:
             yield
         except Exception as exc:  # join the pending gather flagged as failed
             self.comm.fail(exc, self.local_rows, step)
 
     def gather_rewards(self, local: torch.Tensor, step: int) -> torch.Tensor:
+        """Return the [B*N] rewards of all slots (see ParticleStorage.gather_rewards)."""
         gathered = self.comm.gather(local, self.local_rows, step)
         return torch.from_numpy(self._layout().to_slots(gathered.numpy()).reshape(-1))
 
     def held_by(self, flat_slots: np.ndarray) -> list[int] | None:
+        """Return the processes holding `flat_slots` (see ParticleStorage.held_by)."""
         return self._layout().owners(flat_slots)
 
     def follow(
         self, res: StepResult, flat_ancestors: torch.Tensor | None, parts: list[Any], step: int
     ) -> list[Any]:
+        """Move `parts` to their new slots (see ParticleStorage.follow)."""
         layout = self._layout()
         if flat_ancestors is None:
             layout.moved.append(0)
@@ -136,6 +145,7 @@ class ShardedStorage:
         return [None if p is None else next(moved) for p in parts]
 
     def gathered_samples(self, x: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+        """Return the [B, N, ...] samples (see ParticleStorage.gathered_samples)."""
         if self.sharding.gather:
             return gather_samples(self.comm, self._layout(), x)
         return x.reshape(cfg.num_groups, cfg.local_particles, *cfg.shape)
@@ -143,6 +153,7 @@ class ShardedStorage:
     def best_samples(
         self, x: torch.Tensor, index: torch.Tensor, cfg: SamplingConfig
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (samples, best sample per group) (see ParticleStorage.best_samples)."""
         num_b, n_loc, shape = cfg.num_groups, cfg.local_particles, cfg.shape
         rows = torch.arange(num_b)
         index = index.cpu()
@@ -161,11 +172,13 @@ class ShardedStorage:
         return samples, allb[torch.from_numpy(owner), rows].to(x.device)
 
     def best_of_n_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        """Return the extra best-of-N result fields (see ParticleStorage.best_of_n_extra)."""
         return dict(
             rank=self.comm.rank, world_size=self.comm.world, local_samples=x, comm=self.comm.stats
         )
 
     def fk_extra(self, x: torch.Tensor, cfg: SamplingConfig) -> dict[str, Any]:
+        """Return the extra FK result fields (see ParticleStorage.fk_extra)."""
         layout = self._layout()
         return dict(
             self.best_of_n_extra(x, cfg),
