@@ -69,7 +69,25 @@ def check_times(t: object, t_next: object) -> tuple[float, float]:
 
 
 def substep_intervals(t: float, t_next: float, substeps: int) -> list[tuple[float, float]]:
-    """Split [t, t_next] into `substeps` uniform intervals (t0, t1); the last ends at t_next."""
+    """Split [t, t_next] into `substeps` uniform intervals (t0, t1); the last ends at t_next.
+
+    Parameters
+    ----------
+    t, t_next : float
+        The call's step.
+    substeps : int
+        The number of intervals.
+
+    Returns
+    -------
+    list of tuple of float
+        The intervals in order.
+
+    Examples
+    --------
+    >>> substep_intervals(0.0, 1.0, 2)
+    [(0.0, 0.5), (0.5, 1.0)]
+    """
     grid = np.linspace(t, t_next, substeps + 1)
     grid[-1] = t_next
     return [(float(a), float(b)) for a, b in itertools.pairwise(grid)]
@@ -82,6 +100,18 @@ def leaves_noise_end(schedule: Schedule, t: float) -> bool:
     noisiest node): the samplers take it in closed form (the frozen-denoiser step), because
     there the schedule's derivatives are singular or steep and the model is not asked at t
     itself (docs/noise_end.md).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's schedule.
+    t : float
+        The step's start.
+
+    Returns
+    -------
+    bool
+        Whether the step from t is taken in closed form.
     """
     return t < schedule.model_time_range[0] or schedule.alpha(t) == 0.0
 
@@ -285,6 +315,11 @@ class Transition(ABC):
 
     Subclasses implement `_step`, `nfe_per_call` and `nfe`; a call validates its arguments,
     runs `_step` and leaves the finite flag in `last_finite` (see `__call__`).
+
+    Attributes
+    ----------
+    last_finite : torch.Tensor or None
+        0-d bool on the particles' device: whether the last call's output is all finite.
 
     Examples
     --------

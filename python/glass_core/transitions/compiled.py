@@ -42,7 +42,13 @@ def _integrate(
 
 
 def compile_integrate() -> Any:
-    """Compile `_integrate` with fullgraph=True and static shapes (one graph per Glass)."""
+    """Compile `_integrate` with fullgraph=True and static shapes (one graph per Glass).
+
+    Returns
+    -------
+    callable
+        The compiled `_integrate` (compiles on its first call).
+    """
     return torch.compile(_integrate, fullgraph=True, dynamic=False)
 
 
@@ -51,6 +57,16 @@ def network(model: Any) -> Any:
 
     Wrappers keep their model as `_model`; the innermost one with `predict(x, t)` and
     `prediction` (a `DenoiserBase`) is returned.
+
+    Parameters
+    ----------
+    model : Any
+        The model handed to the transition, possibly wrapped.
+
+    Returns
+    -------
+    Any
+        The `DenoiserBase` inside.
 
     Raises
     ------
@@ -69,7 +85,15 @@ def network(model: Any) -> Any:
 
 
 def count_calls(model: Any, n: int) -> None:
-    """Add the graph's `n` network calls to the counters (`nfe`) of the wrappers around it."""
+    """Add the graph's `n` network calls to the counters (`nfe`) of the wrappers around it.
+
+    Parameters
+    ----------
+    model : Any
+        The model handed to the transition, possibly wrapped.
+    n : int
+        Network calls made inside the graph.
+    """
     m = model
     while m is not None:
         if isinstance(vars(m).get("nfe"), int):
@@ -89,6 +113,24 @@ def point_tables(
 
     D = A inp + B predict(inp, tq), the model asked at query_time (docs/math.md §4). Computed
     in float64 on the host, one copy to the device.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's schedule.
+    net : Any
+        The `DenoiserBase` (its `prediction` fixes A, B and the query times).
+    in_x, in_y : numpy.ndarray
+        Per-point model input weights.
+    times : numpy.ndarray
+        Per-point times t* the estimate is wanted at.
+    like : torch.Tensor
+        Gives the dtype and device.
+
+    Returns
+    -------
+    torch.Tensor
+        [5, M].
     """
     tq = np.asarray(query_time(schedule, times, net.prediction), dtype=np.float64)
     a, b = conversion_coefficients(schedule, tq, net.prediction, "x1")
@@ -101,6 +143,18 @@ def tensors(plan: Any, like: torch.Tensor) -> Any:
 
     Numbers, booleans and None stay Python values (they fix the graph's structure, not its
     values).
+
+    Parameters
+    ----------
+    plan : Any
+        A solver's plan (nested tuples of lists and scalars).
+    like : torch.Tensor
+        Gives the dtype and device.
+
+    Returns
+    -------
+    Any
+        The plan with tensors for lists.
     """
     if isinstance(plan, tuple):
         return tuple(tensors(p, like) for p in plan)

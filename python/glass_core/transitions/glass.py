@@ -282,7 +282,18 @@ class Glass(Transition):
 
 
 def resolve_rho_spec(rho: object) -> None:
-    """Validate a rho specification at construction time."""
+    """Validate a rho specification at construction time.
+
+    Parameters
+    ----------
+    rho : float or "ddpm"
+        A float in [-1, 1] or the string "ddpm".
+
+    Raises
+    ------
+    InvalidInputError
+        For anything else (booleans included).
+    """
     if isinstance(rho, bool):
         raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
     if isinstance(rho, str):

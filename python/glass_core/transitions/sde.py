@@ -110,7 +110,20 @@ class SDE(Transition):
     def scalars(
         self, schedule: Schedule, t: float, t_next: float
     ) -> list[tuple[float, float, float, float]]:
-        """Return, per substep, the float64 (t0, gamma, abar, sbar) of its exact step."""
+        """Return, per substep, the float64 (t0, gamma, abar, sbar) of its exact step.
+
+        Parameters
+        ----------
+        schedule : Schedule
+            The model's schedule.
+        t, t_next : float
+            The call's step.
+
+        Returns
+        -------
+        list of tuple of float
+            One (t0, gamma, abar, sbar) per substep: x' = gamma x + abar D_t0(x) + sbar xi.
+        """
         out = []
         for t0, t1 in substep_intervals(t, t_next, self.substeps):
             rho = float(schedule.rho_ddpm(t0, t1)) ** self.kappa

@@ -88,7 +88,22 @@ def lincomb(terms: Sequence[tuple[Coef, torch.Tensor]]) -> torch.Tensor:
 
 
 def update_(y: torch.Tensor, keep: Coef, terms: Sequence[tuple[Coef, torch.Tensor | None]]):
-    """Set y <- keep y + sum_i c_i v_i in place (y is the solver's own state) and return it."""
+    """Set y <- keep y + sum_i c_i v_i in place (y is the solver's own state) and return it.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Updated in place.
+    keep : float or 0-d tensor
+        The weight of y.
+    terms : sequence of (coefficient, tensor or None)
+        Terms with a None tensor or a coefficient 0.0 are skipped.
+
+    Returns
+    -------
+    torch.Tensor
+        y.
+    """
     if not _is(keep, 1.0):
         y.mul_(keep)
     for c, v in terms:
@@ -293,7 +308,26 @@ class Multistep(InnerSolver):
 
 
 def multistep_steps(y, ev: Evaluator, plan, steps, z_prev):
-    """Apply the multistep update over `steps` (heun's singular last step is one of them)."""
+    """Apply the multistep update over `steps` (heun's singular last step is one of them).
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        The state, updated in place.
+    ev : Evaluator
+        The estimates at the solver's points.
+    plan : tuple
+        `Multistep.plan`'s (keep, now, before) per step.
+    steps : iterable of int
+        The step indices to take.
+    z_prev : torch.Tensor or None
+        The estimate before the first of them (None at step 0).
+
+    Returns
+    -------
+    torch.Tensor
+        The state after the steps.
+    """
     keep, now, before = plan
     for j in steps:
         z = ev(j, [(1.0, y)])
@@ -394,14 +428,38 @@ SOLVERS: dict[str, type[InnerSolver]] = {
 
 
 def path_ends(table: Table, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (a, s) at the K step starts followed by the path's end (abar, sbar)."""
+    """Return (a, s) at the K step starts followed by the path's end (abar, sbar).
+
+    Parameters
+    ----------
+    table : Table
+        The coefficient table ("a_s", "s_s", "abar", "sbar").
+    k : int
+        K, the steps.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Float64 a and s, K + 1 values each.
+    """
     a = np.append(np.asarray(table["a_s"], dtype=np.float64)[:k], float(table["abar"]))
     s = np.append(np.asarray(table["s_s"], dtype=np.float64)[:k], float(table["sbar"]))
     return a, s
 
 
 def snr_of(table: Table) -> float:
-    """SNR(t) = (alpha_t / sigma_t)^2 of a transition's coefficient table."""
+    """Return SNR(t) = (alpha_t / sigma_t)^2 of a transition's coefficient table.
+
+    Parameters
+    ----------
+    table : Table
+        The table ("alpha_t", "sigma_t").
+
+    Returns
+    -------
+    float
+        SNR(t).
+    """
     return (float(table["alpha_t"]) / float(table["sigma_t"])) ** 2
 
 
@@ -410,6 +468,23 @@ def inner_scale(snr_t: float, spread: float = 1.0) -> float:
 
     c^2 is the precision of z given x_t for unit-variance data: the inner measurement's
     r = a_s/s_s at which it starts to add information.
+
+    Parameters
+    ----------
+    snr_t : float
+        SNR(t) of the transition's start.
+    spread : float
+        The solver's spread (PC_SPREAD for "pc").
+
+    Returns
+    -------
+    float
+        c.
+
+    Examples
+    --------
+    >>> inner_scale(3.0, spread=1.5)
+    3.0
     """
     return spread * math.sqrt(snr_t + 1.0)
 
@@ -423,6 +498,24 @@ def multistep_grid(
     inner measurement starts to add information when r^2 reaches it, so the steps go there instead
     of being spent at small r where the estimate barely moves (uniform s is c = abar/sigma0 when
     sbar = 0). u ends at r_end/(r_end + c), r_end = abar/sbar (u = 1 when sbar = 0).
+
+    Parameters
+    ----------
+    k : int
+        K, the steps.
+    snr_t : float
+        SNR(t) of the transition's start.
+    abar, sbar : float
+        The inner path's end.
+    sigma0 : float
+        The inner path's initial scale.
+    spread : float
+        The solver's spread.
+
+    Returns
+    -------
+    numpy.ndarray
+        K float64 inner times s in [0, 1), the first 0.
     """
     c = inner_scale(snr_t, spread)
     u_end = 1.0 if sbar == 0.0 else (abar / sbar) / (abar / sbar + c)
@@ -443,6 +536,18 @@ def multistep_coefficients(
     where a_0 = 0, so the first two steps are first order. The last step of a singular path
     (`singular`: s_K ~ 0) is linear in kappa = s/a instead, averaged the same way; at s_K = 0 it
     is the value at kappa=0.
+
+    Parameters
+    ----------
+    a, s : numpy.ndarray
+        The path at the K + 1 grid points.
+    singular : bool
+        The path ends at s_K ~ 0.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (keep, gain, beta), K float64 values each.
     """
     k = len(a) - 1
     ratio = a / np.where(s > 0, s, 1.0)  # e^lambda, unused where s = 0
@@ -475,6 +580,18 @@ def pc_coefficients(a: np.ndarray, s: np.ndarray, c: float) -> tuple[np.ndarray,
       y_{j+1} = keep y_j + pred[j,0] z_j - pred[j,1] z_{j-1}  (j = 0: first order, pred[0,1] = 0);
     corrector (once z_{j+1} is known, j < K-1): slope through z_j, z_{j+1},
       y_{j+1} = keep y_j + corr[j,0] z_j + corr[j,1] z_{j+1}.
+
+    Parameters
+    ----------
+    a, s : numpy.ndarray
+        The path at the K + 1 grid points.
+    c : float
+        The scale in phi (`inner_scale`).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (pred, corr), each [K, 2] float64.
     """
     k = len(a) - 1
     pos = s > 0
