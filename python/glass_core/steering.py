@@ -15,6 +15,7 @@ plain sampling, optionally with the particles sharded over torch.distributed ran
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -494,6 +495,23 @@ def _check_process_group(process_group: Any, method: str) -> None:
         )
 
 
+def _check_fk_arguments(rest: Mapping[str, Any], pipe_name: str, names: Any) -> None:
+    """Refuse keywords that are neither the pipeline's call options nor ``fk_steering``'s.
+
+    The error's ``arg`` is the keyword when there is one (the command line names its flag).
+    """
+    from glass_core._checks import invalid
+    from glass_core.align import fk_steering
+
+    unknown = sorted(set(rest) - set(inspect.signature(fk_steering).parameters))
+    if unknown:
+        raise invalid(
+            unknown[0] if len(unknown) == 1 else None,
+            f"{', '.join(unknown)}: neither a call option of {pipe_name} that steer passes "
+            f"through (it takes {', '.join(sorted(names)) or 'none'}) nor an fk_steering argument",
+        )
+
+
 def _wrap_pipeline(
     pipe: Any,
     prompt: Any,
@@ -517,6 +535,7 @@ def _wrap_pipeline(
         raise InvalidInputError(
             f"unexpected keyword arguments for method={method!r}: {sorted(rest)}"
         )
+    _check_fk_arguments(rest, type(pipe).__name__, names)
     # timed: steer reports model and reward seconds (the meter syncs the device around them)
     model = wrap_pipeline(
         pipe,

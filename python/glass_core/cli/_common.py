@@ -57,6 +57,7 @@ FLAGS: dict[str, str] = {
     "height": "--height",
     "width": "--width",
     "max_sequence_length": "--max-sequence-length",
+    "num_frames": "--num-frames",
     "threads": "--threads",
 }
 

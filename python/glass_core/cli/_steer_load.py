@@ -22,6 +22,7 @@ PIPELINE_FLAGS = (
     "height",
     "width",
     "max_sequence_length",
+    "num_frames",
 )
 
 
@@ -201,8 +202,6 @@ def pipeline_kwargs(args: argparse.Namespace, pipe: Any, unconditional: bool) ->
     from glass_core.models.diffusers._family import detect_family
 
     family = detect_family(pipe)
-    if "true_cfg_scale" in given and family != "flux":
-        raise CLIError(f"--true-cfg-scale applies to FLUX pipelines, not {family}")
     kwargs = dict(given)
     prompts = kwargs.pop("prompt")
     kwargs["prompt"] = prompts if len(prompts) > 1 else prompts[0]

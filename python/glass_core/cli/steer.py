@@ -130,7 +130,8 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         "--true-cfg-scale",
         type=float,
         default=None,
-        help="FLUX true classifier-free guidance with --negative-prompt (> 1 turns it on)",
+        help="true classifier-free guidance with --negative-prompt (> 1 turns it on) for the "
+        "families that have it (FLUX, Qwen-Image); the pipeline says if it has none",
     )
     g.add_argument("--height", type=int, default=None, help="image height in pixels")
     g.add_argument("--width", type=int, default=None, help="image width in pixels")
@@ -139,6 +140,12 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="T5 prompt tokens (FLUX, SD3); unset = the pipeline's default (512 for FLUX)",
+    )
+    g.add_argument(
+        "--num-frames",
+        type=int,
+        default=None,
+        help="video frames (Wan, the pipeline's own num_frames); unset = the pipeline's default",
     )
 
 
@@ -203,7 +210,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         name=lambda arg: flag_of(arg) or arg,
     )
     _checks.seed(args.seed, "--seed")
-    for dest in ("inner_steps", "substeps", "max_batch", "height", "width", "max_sequence_length"):
+    sizes = ("inner_steps", "substeps", "max_batch", "height", "width", "max_sequence_length")
+    for dest in (*sizes, "num_frames"):
         _checks.optional_positive_int(getattr(args, dest), "--" + dest.replace("_", "-"))
     if args.image is not None and not args.image.is_file():
         raise CLIError(f"--image: file not found: {str(args.image)!r}")
