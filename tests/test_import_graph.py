@@ -151,11 +151,7 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_library_core_does_not_depend_on_the_digits_demo() -> None:
     graph = import_graph()
     assert "glass_core.digits.assets" in graph["glass_core.digits.evidence"]  # the graph sees it
-    core = [
-        name
-        for name in graph
-        if name.split(".")[1:2] and name.split(".")[1] in CORE
-    ]
+    core = [name for name in graph if name.split(".")[1:2] and name.split(".")[1] in CORE]
     assert "glass_core.steering" in core and "glass_core.align.fk" in core
     for name in core:
         bad = {m for m in _reachable(graph, name) if m.startswith("glass_core.digits")}

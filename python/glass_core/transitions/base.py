@@ -20,13 +20,36 @@ check_int = positive_int  # the name the transitions use
 
 
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """Return `value` if it is one of `choices`.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming `name` and the choices otherwise.
+    """
     if value not in choices:
         raise InvalidInputError(f"{name} must be one of {choices}, got {value!r}")
     return value  # type: ignore[return-value]
 
 
 def check_times(t: object, t_next: object) -> tuple[float, float]:
-    """Validated float64 (t, t_next) with 0 <= t < t_next <= 1."""
+    """Validate a step's times as floats with 0 <= t < t_next <= 1.
+
+    Parameters
+    ----------
+    t, t_next : float or one-element tensor
+        The step's start and end.
+
+    Returns
+    -------
+    tuple of float
+        (t, t_next) as Python floats.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the time that is not a finite number in [0, 1], or when t_next <= t.
+    """
     out = []
     for name, v in (("t", t), ("t_next", t_next)):
         if isinstance(v, torch.Tensor):
@@ -46,17 +69,50 @@ def check_times(t: object, t_next: object) -> tuple[float, float]:
 
 
 def substep_intervals(t: float, t_next: float, substeps: int) -> list[tuple[float, float]]:
-    """`substeps` uniform intervals (t0, t1) from t to t_next; the last ends exactly at t_next."""
+    """Split [t, t_next] into `substeps` uniform intervals (t0, t1); the last ends at t_next.
+
+    Parameters
+    ----------
+    t, t_next : float
+        The call's step.
+    substeps : int
+        The number of intervals.
+
+    Returns
+    -------
+    list of tuple of float
+        The intervals in order.
+
+    Examples
+    --------
+    >>> substep_intervals(0.0, 1.0, 2)
+    [(0.0, 0.5), (0.5, 1.0)]
+    """
     grid = np.linspace(t, t_next, substeps + 1)
     grid[-1] = t_next
     return [(float(a), float(b)) for a, b in itertools.pairwise(grid)]
 
 
 def leaves_noise_end(schedule: Schedule, t: float) -> bool:
-    """True for a step starting at pure noise (alpha_t = 0) or below the model's time range (a VP
-    table's noisiest node): the samplers take it in closed form (the frozen-denoiser step), because
-    there the schedule's derivatives are singular or steep and the model is not asked at t itself
-    (docs/noise_end.md)."""
+    """Tell whether a step from t leaves the noise end.
+
+    That is a start at pure noise (alpha_t = 0) or below the model's time range (a VP table's
+    noisiest node): the samplers take it in closed form (the frozen-denoiser step), because
+    there the schedule's derivatives are singular or steep and the model is not asked at t
+    itself (docs/noise_end.md).
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's schedule.
+    t : float
+        The step's start.
+
+    Returns
+    -------
+    bool
+        Whether the step from t is taken in closed form.
+    """
     return t < schedule.model_time_range[0] or schedule.alpha(t) == 0.0
 
 
@@ -67,55 +123,93 @@ def _rows(ok: torch.Tensor, limit: int = 10) -> str:
 
 
 def _finite_rows(v: torch.Tensor) -> torch.Tensor:
-    """Whether each row is all finite: v * 0 is 0 exactly where v is finite (NaN at NaN/inf), so
-    a row sums to 0 iff it is finite (no overflow is possible). Same answer as
-    isfinite(v).all(dim=1), several times faster on CPU (this runs twice per model call)."""
+    """Flag, per row of v, whether the row is all finite.
+
+    v * 0 is 0 exactly where v is finite (NaN at NaN/inf), so a row sums to 0 iff it is finite
+    (no overflow is possible). Same answer as isfinite(v).all(dim=1), several times faster on
+    CPU (this runs twice per model call).
+    """
     return torch.mul(v.reshape(v.shape[0], -1), 0).sum(dim=1) == 0
 
 
 class CheckedModel:
-    """Forwards to a Denoiser and records, on the device, which rows of each model input and
-    output are finite. Used only to explain a failed transition (`Transition.raise_nonfinite`
-    re-runs it with this wrapper): `raise_if_bad` blames the right party: the transition
-    (InvalidInputError: its parameters or times are numerically out of range) when it fed the
-    model or returned NaN/inf, the model (ModelError naming the time and rows) when its output
-    was the first NaN/inf. Other attributes are forwarded, so transitions see the original model."""
+    """A Denoiser wrapper that records which rows of each model input and output are finite.
+
+    Used only to explain a failed transition (`Transition.raise_nonfinite` re-runs it with this
+    wrapper): `raise_if_bad` blames the right party: the transition (InvalidInputError: its
+    parameters or times are numerically out of range) when it fed the model or returned NaN/inf,
+    the model (ModelError naming the time and rows) when its output was the first NaN/inf. Other
+    attributes are forwarded, so transitions see the original model.
+
+    Parameters
+    ----------
+    model : Denoiser
+        The model to forward to.
+    """
 
     def __init__(self, model: Denoiser) -> None:
         self._model = model
         self.schedule = model.schedule
-        # (time, finite rows of the input or None, finite rows of the output)
-        self._calls: list[tuple[object, torch.Tensor | None, torch.Tensor]] = []
+        # (time, finite rows of the input, finite rows of the output)
+        self._calls: list[tuple[object, torch.Tensor, torch.Tensor]] = []
 
     def __getattr__(self, name: str) -> object:
+        """Forward other attributes to the model."""
         return getattr(self._model, name)
 
     def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the model's D_t(x), recorded."""
         return self.record(self._model.denoise(x, t), t, x)
 
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
+        """Return the model's u_t(x), recorded."""
         return self.record(self._model.velocity(x, t), t, x)
 
-    def record(self, out: torch.Tensor, t: object, x: torch.Tensor | None) -> torch.Tensor:
+    def record(self, out: torch.Tensor, t: object, x: torch.Tensor) -> torch.Tensor:
+        """Check one model output and record which rows of its input and output are finite.
+
+        Parameters
+        ----------
+        out : torch.Tensor
+            The model's output at (x, t).
+        t : float or array
+            The time it was asked at (for messages).
+        x : torch.Tensor
+            The model's input.
+
+        Returns
+        -------
+        torch.Tensor
+            `out`, unchanged.
+
+        Raises
+        ------
+        ModelError
+            `out` is not floating point or not on x's device.
+        """
+        _floating(out, x, t)
         if isinstance(out, torch.Tensor) and out.ndim >= 1:
-            if not out.is_floating_point():
-                raise ModelError(
-                    f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
-                )
-            if x is not None:
-                model_output(out, x, t)
-            self._calls.append((t, None if x is None else _finite_rows(x), _finite_rows(out)))
+            self._calls.append((t, _finite_rows(x), _finite_rows(out)))
         return out
 
     def raise_if_bad(self, result: torch.Tensor, transition: Transition, t: float, t_next: float):
+        """Return if every recorded row and `result` are finite, else raise blaming the culprit.
+
+        Raises
+        ------
+        ModelError
+            The first NaN/inf was a model output from a finite input (naming time and rows).
+        InvalidInputError
+            The transition fed the model or returned NaN/inf from finite model outputs.
+        """
         result_ok = _finite_rows(result)
-        flags = [f for _, fin, fout in self._calls for f in (fin, fout) if f is not None]
+        flags = [f for _, fin, fout in self._calls for f in (fin, fout)]
         if bool(torch.stack([f.all() for f in [*flags, result_ok]]).all()):  # the one sync
             return
         where = f"(during the transition t={t} -> t_next={t_next})"
         fin = None
         for tk, fin, fout in self._calls:
-            if fin is not None and not bool(fin.all()):
+            if not bool(fin.all()):
                 break  # the transition fed the model NaN/inf: not the model's fault
             if not bool(fout.all()):
                 raise ModelError(
@@ -129,33 +223,45 @@ class CheckedModel:
 
 
 class _FloatOutputs:
-    """Forwards to a Denoiser and checks that each output is floating point (tensor metadata: no
-    kernel, no host read). Other attributes are forwarded."""
+    """A Denoiser wrapper that checks each output with `_floating`.
+
+    Tensor metadata only: no kernel, no host read. Other attributes are forwarded.
+    """
 
     def __init__(self, model: Denoiser) -> None:
         self._model = model
         self.schedule = model.schedule
 
     def __getattr__(self, name: str) -> object:
+        """Forward other attributes to the model."""
         return getattr(self._model, name)
 
     def denoise(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        return _floating(self._model.denoise(x, t), t)
+        return _floating(self._model.denoise(x, t), x, t)
 
     def velocity(self, x: torch.Tensor, t: TimeLike) -> torch.Tensor:
-        return _floating(self._model.velocity(x, t), t)
+        return _floating(self._model.velocity(x, t), x, t)
 
 
-def _floating(out: torch.Tensor, t: object) -> torch.Tensor:
-    if isinstance(out, torch.Tensor) and out.ndim >= 1 and not out.is_floating_point():
-        raise ModelError(
-            f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
-        )
+def _floating(out: torch.Tensor, x: torch.Tensor, t: object) -> torch.Tensor:
+    """Check that a model output is a floating-point tensor on its input's device.
+
+    Raises
+    ------
+    ModelError
+        Naming the time and the dtype or the two devices.
+    """
+    if isinstance(out, torch.Tensor) and out.ndim >= 1:
+        if not out.is_floating_point():
+            raise ModelError(
+                f"the model's output at t={t} must be a floating-point tensor, got {out.dtype}"
+            )
+        model_output(out, x, t)
     return out
 
 
 def check_finite(x: torch.Tensor) -> torch.Tensor:
-    """0-d bool tensor on x's device: whether every entry of x is finite (no host read).
+    """Flag, on x's device, whether every entry of x is finite (no host read).
 
     Parameters
     ----------
@@ -165,15 +271,24 @@ def check_finite(x: torch.Tensor) -> torch.Tensor:
     Returns
     -------
     torch.Tensor
-        True iff x has no NaN/inf; read it on the host once per step, with the step's other
-        flags.
+        0-d bool, True iff x has no NaN/inf; read it on the host once per step, with the
+        step's other flags.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.transitions import check_finite
+    >>> bool(check_finite(torch.tensor([1.0, float("nan")])))
+    False
     """
     return torch.isfinite(x).all()
 
 
 def _snapshot(generator: object) -> list[torch.Tensor] | None:
-    """The states of a torch.Generator (or a list of them), so a failed call can be replayed
-    with the same noise; None for other generators, or while a CUDA graph is being captured."""
+    """Save the states of a torch.Generator (or a list of them) to replay a failed call.
+
+    None for other generators, or while a CUDA graph is being captured.
+    """
     gens = generator if isinstance(generator, list | tuple) else [generator]
     if not gens or not all(isinstance(g, torch.Generator) for g in gens):
         return None
@@ -183,7 +298,7 @@ def _snapshot(generator: object) -> list[torch.Tensor] | None:
 
 
 def _restored(generator: object, states: list[torch.Tensor] | None) -> object:
-    """Fresh generators in the snapshot's states (the caller's generators are left alone)."""
+    """Make fresh generators in the snapshot's states (the caller's are left alone)."""
     if states is None:
         return generator
     gens = generator if isinstance(generator, list | tuple) else [generator]
@@ -196,7 +311,28 @@ def _restored(generator: object, states: list[torch.Tensor] | None) -> object:
 
 
 class Transition(ABC):
-    """x_t -> x_t' for a Denoiser. Subclasses implement `_step` and `nfe`."""
+    """A step x_t -> x_t' of a Denoiser's sampler; ODE, SDE and Glass implement it.
+
+    Subclasses implement `_step`, `nfe_per_call` and `nfe`; a call validates its arguments,
+    runs `_step` and leaves the finite flag in `last_finite` (see `__call__`).
+
+    Attributes
+    ----------
+    last_finite : torch.Tensor or None
+        0-d bool on the particles' device: whether the last call's output is all finite.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.models import from_callable
+    >>> from glass_core.schedules import Schedule
+    >>> from glass_core.transitions import ODE
+    >>> rf = Schedule.rectified_flow()
+    >>> model = from_callable(lambda x, t: 0 * x + 2, schedule=rf, prediction="x1")
+    >>> ODE()(model, torch.ones(2, 3), 0.5, 1.0)
+    tensor([[2., 2., 2.],
+            [2., 2., 2.]])
+    """
 
     @property
     @abstractmethod
@@ -205,7 +341,22 @@ class Transition(ABC):
 
     @abstractmethod
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
-        """Exact model evaluations of one call from t to t_next (reuse: `denoised` was given)."""
+        """Count the model evaluations of one call from t to t_next.
+
+        Parameters
+        ----------
+        schedule : Schedule
+            The model's schedule.
+        t, t_next : float
+            The step.
+        reuse : bool
+            `denoised` is given (saves one evaluation).
+
+        Returns
+        -------
+        int
+            Exact evaluations of that call.
+        """
 
     @abstractmethod
     def _step(
@@ -233,7 +384,7 @@ class Transition(ABC):
         denoised: torch.Tensor | None = None,
         check: bool = True,
     ) -> torch.Tensor:
-        """One transition x_t -> x_t'.
+        """Take one transition x_t -> x_t'.
 
         Parameters
         ----------
@@ -281,9 +432,10 @@ class Transition(ABC):
         return out
 
     def raise_nonfinite(self) -> NoReturn:
-        """Explain a call whose `last_finite` is False: re-run it (same noise when the generator
-        is a torch.Generator or a list of them) with every model input and output checked, and
-        raise the error that blames the right party.
+        """Explain a call whose `last_finite` is False: raise the error blaming its culprit.
+
+        The call is re-run (same noise when the generator is a torch.Generator or a list of
+        them) with every model input and output checked.
 
         Raises
         ------

@@ -1,10 +1,11 @@
-"""The compiled inner loop of `Glass(compile=True)`: one `torch.compile(fullgraph=True)` graph
-from the start of the inner flow to its end, the network included (docs/gpu.md).
+"""The compiled inner loop of `Glass(compile=True)`.
 
-Everything that changes from one transition to the next enters as a tensor (the solver's plan,
-the model input weights, the model's query times and the conversion of its prediction to D), so
-one graph serves every (t, t') pair and grid step of a run; the graph has no host read, draws no
-noise (the noise comes in) and has static shapes, which also makes it CUDA-graph capturable.
+One `torch.compile(fullgraph=True)` graph from the start of the inner flow to its end, the
+network included (docs/gpu.md). Everything that changes from one transition to the next enters
+as a tensor (the solver's plan, the model input weights, the model's query times and the
+conversion of its prediction to D), so one graph serves every (t, t') pair and grid step of a
+run; the graph has no host read, draws no noise (the noise comes in) and has static shapes,
+which also makes it CUDA-graph capturable.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _integrate(
     tables: torch.Tensor,
     plan: Any,
 ) -> torch.Tensor:
-    """The solver's integration with D_j = A_j inp + B_j predict(inp, tq_j) at point j > 0."""
+    """Run the solver's integration with D_j = A_j inp + B_j predict(inp, tq_j) at point j > 0."""
     in_x, in_y, tq, a, b = tables.unbind(0)
     batch = xw.shape[0]
 
@@ -41,13 +42,37 @@ def _integrate(
 
 
 def compile_integrate() -> Any:
-    """`_integrate` compiled with fullgraph=True and static shapes (one graph per Glass)."""
+    """Compile `_integrate` with fullgraph=True and static shapes (one graph per Glass).
+
+    Returns
+    -------
+    callable
+        The compiled `_integrate` (compiles on its first call).
+    """
     return torch.compile(_integrate, fullgraph=True, dynamic=False)
 
 
 def network(model: Any) -> Any:
-    """The innermost model of a wrapper chain (wrappers keep it as `_model`) that predicts on
-    tensor times: an object with `predict(x, t)` and `prediction` (a `DenoiserBase`)."""
+    """Find the model of a wrapper chain that predicts on tensor times.
+
+    Wrappers keep their model as `_model`; the innermost one with `predict(x, t)` and
+    `prediction` (a `DenoiserBase`) is returned.
+
+    Parameters
+    ----------
+    model : Any
+        The model handed to the transition, possibly wrapped.
+
+    Returns
+    -------
+    Any
+        The `DenoiserBase` inside.
+
+    Raises
+    ------
+    InvalidInputError
+        No model of the chain predicts on tensor times.
+    """
     m = model
     while m is not None:
         if "prediction" in vars(m) and callable(getattr(type(m), "predict", None)):
@@ -60,7 +85,15 @@ def network(model: Any) -> Any:
 
 
 def count_calls(model: Any, n: int) -> None:
-    """Add the graph's `n` network calls to the counters (`nfe`) of the wrappers around it."""
+    """Add the graph's `n` network calls to the counters (`nfe`) of the wrappers around it.
+
+    Parameters
+    ----------
+    model : Any
+        The model handed to the transition, possibly wrapped.
+    n : int
+        Network calls made inside the graph.
+    """
     m = model
     while m is not None:
         if isinstance(vars(m).get("nfe"), int):
@@ -76,8 +109,29 @@ def point_tables(
     times: np.ndarray,
     like: torch.Tensor,
 ) -> torch.Tensor:
-    """[5, M] tensor (in_x, in_y, query time, A, B) per point: D = A inp + B predict(inp, tq),
-    the model asked at query_time (docs/math.md §4). Float64 on the host, one copy."""
+    """Tabulate (in_x, in_y, query time, A, B) per point as a [5, M] tensor like `like`.
+
+    D = A inp + B predict(inp, tq), the model asked at query_time (docs/math.md §4). Computed
+    in float64 on the host, one copy to the device.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's schedule.
+    net : Any
+        The `DenoiserBase` (its `prediction` fixes A, B and the query times).
+    in_x, in_y : numpy.ndarray
+        Per-point model input weights.
+    times : numpy.ndarray
+        Per-point times t* the estimate is wanted at.
+    like : torch.Tensor
+        Gives the dtype and device.
+
+    Returns
+    -------
+    torch.Tensor
+        [5, M].
+    """
     tq = np.asarray(query_time(schedule, times, net.prediction), dtype=np.float64)
     a, b = conversion_coefficients(schedule, tq, net.prediction, "x1")
     rows = [in_x, in_y, tq, np.broadcast_to(a, tq.shape), np.broadcast_to(b, tq.shape)]
@@ -85,8 +139,23 @@ def point_tables(
 
 
 def tensors(plan: Any, like: torch.Tensor) -> Any:
-    """The plan with every list of floats as a tensor (like's dtype and device); numbers,
-    booleans and None stay Python values (they fix the graph's structure, not its values)."""
+    """Turn every list of floats in the plan into a tensor (like's dtype and device).
+
+    Numbers, booleans and None stay Python values (they fix the graph's structure, not its
+    values).
+
+    Parameters
+    ----------
+    plan : Any
+        A solver's plan (nested tuples of lists and scalars).
+    like : torch.Tensor
+        Gives the dtype and device.
+
+    Returns
+    -------
+    Any
+        The plan with tensors for lists.
+    """
     if isinstance(plan, tuple):
         return tuple(tensors(p, like) for p in plan)
     if isinstance(plan, list):

@@ -109,6 +109,19 @@ class Glass(Transition):
     ------
     InvalidInputError
         For a bad rho, inner_steps, solver or sigma0 (naming it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.models import from_callable
+    >>> from glass_core.schedules import Schedule
+    >>> from glass_core.transitions import Glass
+    >>> rf = Schedule.rectified_flow()
+    >>> model = from_callable(lambda x, t: 0 * x + 2, schedule=rf, prediction="x1")
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x1 = Glass(inner_steps=4)(model, torch.ones(2, 2), 0.5, 1.0, g)  # ends on D = 2
+    >>> torch.allclose(x1, torch.full((2, 2), 2.0))
+    True
     """
 
     def __init__(
@@ -134,6 +147,7 @@ class Glass(Transition):
         self._compiled: Any = None
 
     def __repr__(self) -> str:
+        """Return the constructor call that rebuilds this transition."""
         return (
             f"Glass(rho={self.rho!r}, inner_steps={self.inner_steps}, solver={self.solver!r}, "
             f"sigma0={self.sigma0})"
@@ -141,6 +155,7 @@ class Glass(Transition):
 
     @property
     def nfe_per_call(self) -> int:
+        """Model evaluations of one call without `denoised` reuse."""
         return self.inner_steps * self.inner.evals_per_step
 
     def _singular(self, coeffs: Coefficients) -> bool:
@@ -151,12 +166,25 @@ class Glass(Transition):
         return rho, glass_coefficients(schedule, t, t_next, rho, np.zeros(1), self.sigma0)
 
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
+        """Count the model evaluations of one call (see `Transition.nfe`)."""
         n = self.inner.nfe(self.inner_steps, self._singular(self._head(schedule, t, t_next)[1]))
         return n - 1 if reuse else n
 
     def s_grid(self, head: Coefficients, singular: bool) -> np.ndarray:
-        """Inner times where the velocity is evaluated (the solver's points); `head` is the
-        coefficient table at s=0."""
+        """Return the inner times where the velocity is evaluated (the solver's points).
+
+        Parameters
+        ----------
+        head : Coefficients
+            The transition's coefficient table at s = 0.
+        singular : bool
+            The inner path ends singular (sbar ~ 0).
+
+        Returns
+        -------
+        numpy.ndarray
+            Float64 inner times in [0, 1), the first 0.
+        """
         return self.inner.points(
             self.inner_steps,
             snr_of(head),
@@ -167,8 +195,21 @@ class Glass(Transition):
         )
 
     def coefficients(self, schedule: Schedule, t: float, t_next: float) -> dict:
-        """The native float64 table for this transition over `s_grid` (plus "s", "singular",
-        "rho", "snr_t")."""
+        """Build the native float64 coefficient table of the transition t -> t_next over `s_grid`.
+
+        Parameters
+        ----------
+        schedule : Schedule
+            The model's schedule.
+        t, t_next : float
+            The step.
+
+        Returns
+        -------
+        dict
+            The native table's columns plus "s" (the inner times), "singular", "rho" and
+            "snr_t".
+        """
         rho, head = self._head(schedule, t, t_next)
         singular = self._singular(head)
         s = self.s_grid(head, singular)
@@ -241,7 +282,18 @@ class Glass(Transition):
 
 
 def resolve_rho_spec(rho: object) -> None:
-    """Validate a rho specification at construction time."""
+    """Validate a rho specification at construction time.
+
+    Parameters
+    ----------
+    rho : float or "ddpm"
+        A float in [-1, 1] or the string "ddpm".
+
+    Raises
+    ------
+    InvalidInputError
+        For anything else (booleans included).
+    """
     if isinstance(rho, bool):
         raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
     if isinstance(rho, str):

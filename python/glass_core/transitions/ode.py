@@ -1,5 +1,8 @@
-"""Deterministic probability-flow ODE steps dx/dt = u_t(x): Euler or Heun on uniform substeps, or
-the data-prediction solvers "multistep" and "pc" of glass_core.transitions.solvers."""
+"""Deterministic probability-flow ODE steps dx/dt = u_t(x).
+
+Euler or Heun on uniform substeps, or the data-prediction solvers "multistep" and "pc" of
+glass_core.transitions.solvers.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ SINGULAR_SIGMA = 1e-4
 
 
 def _blend(y: torch.Tensor, keep: float, d: torch.Tensor, gain: float) -> torch.Tensor:
-    """keep y + gain d as a fresh tensor; one lerp where keep + gain = 1 (rectified flow)."""
+    """Return keep y + gain d as a fresh tensor; one lerp where keep + gain = 1 (rectified flow)."""
     if abs(keep + gain - 1.0) <= 1e-12:
         return torch.lerp(y, d, gain)
     return lincomb([(keep, y), (gain, d)])
@@ -65,6 +68,18 @@ class ODE(Transition):
     ------
     InvalidInputError
         For an unknown solver or a bad substeps (naming it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.models import from_callable
+    >>> from glass_core.schedules import Schedule
+    >>> from glass_core.transitions import ODE
+    >>> rf = Schedule.rectified_flow()
+    >>> model = from_callable(lambda x, t: 0 * x + 2, schedule=rf, prediction="x1")
+    >>> ODE("heun", substeps=2)(model, torch.ones(2, 2), 0.5, 1.0)
+    tensor([[2., 2.],
+            [2., 2.]])
     """
 
     def __init__(self, solver: str = "euler", substeps: int = 1):
@@ -72,13 +87,16 @@ class ODE(Transition):
         self.substeps = check_int(substeps, "substeps")
 
     def __repr__(self) -> str:
+        """Return the constructor call that rebuilds this transition."""
         return f"ODE(solver={self.solver!r}, substeps={self.substeps})"
 
     @property
     def nfe_per_call(self) -> int:
+        """Model evaluations of one call without `denoised` reuse."""
         return self.substeps * (2 if self.solver == "heun" else 1)
 
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
+        """Count the model evaluations of one call (see `Transition.nfe`)."""
         n = self.nfe_per_call
         if self.solver == "heun" and schedule.sigma(float(t_next)) == 0.0:
             n -= 1
@@ -111,9 +129,11 @@ class ODE(Transition):
         return y.to(x.dtype)
 
     def _substep_coefficients(self, sched: Schedule, t0: float, t1: float):
-        """float64 (keep, gain, second): the Euler (or frozen-denoiser) substep is
-        keep y + gain D_0; Heun's is second = (c_y, c_0, c_ahead, c_1) applied to
-        (y, D_0, the Euler result, D_1), or None."""
+        """Return a substep's float64 coefficients (keep, gain, second).
+
+        The Euler (or frozen-denoiser) substep is keep y + gain D_0; Heun's is
+        second = (c_y, c_0, c_ahead, c_1) applied to (y, D_0, the Euler result, D_1), or None.
+        """
         heun = self.solver == "heun" and sched.sigma(t1) != 0.0
         if leaves_noise_end(sched, t0):  # DDIM; Heun: trapezoid in D (second order, as EDM's)
             keep, gain, _ = kernel_scalars(sched, t0, t1, 1.0)
@@ -126,7 +146,20 @@ class ODE(Transition):
         return 1.0 + h * a0, h * b0, (1.0 + 0.5 * h * a0, 0.5 * h * b0, 0.5 * h * a1, 0.5 * h * b1)
 
     def points(self, sched: Schedule, t: float, t_next: float) -> np.ndarray:
-        """The K step starts of "multistep"/"pc" in [t, t_next): uniform in u = r/(r + c)."""
+        """Place the K step starts of "multistep"/"pc" in [t, t_next), uniform in u = r/(r + c).
+
+        Parameters
+        ----------
+        sched : Schedule
+            The model's schedule.
+        t, t_next : float
+            The call's step.
+
+        Returns
+        -------
+        numpy.ndarray
+            K float64 times, the first t.
+        """
         spread = float(getattr(SOLVERS[self.solver], "spread", 1.0))
         c = inner_scale(0.0, spread)
 

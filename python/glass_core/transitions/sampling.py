@@ -19,12 +19,22 @@ from glass_core.transitions.base import Transition
 
 @dataclass
 class SampleResult:
+    """What `sample` returns.
+
+    Parameters
+    ----------
+    samples : torch.Tensor
+        The particles at the grid's last time, shaped like x0 (or `shape`).
+    nfe : int
+        Model evaluations per sample (batch rows share each call).
+    """
+
     samples: torch.Tensor
-    nfe: int  # model evaluations per sample (batch rows share each call)
+    nfe: int
 
 
 def _grid(time_grid: Sequence[float] | np.ndarray | torch.Tensor) -> list[float]:
-    """The validated grid (native rule: 1-D, >= 2 points, finite, inside [0, 1], increasing)."""
+    """Validate the grid (native rule: 1-D, >= 2 points, finite, inside [0, 1], increasing)."""
     return [float(v) for v in validate_time_grid(time_grid)]
 
 
@@ -41,14 +51,58 @@ def sample(
     dtype: torch.dtype = torch.float32,
     num_groups: int | None = None,
 ) -> SampleResult:
-    """Run `transition` over consecutive pairs of `time_grid` starting from x0 (or N(0, I) noise
-    of `shape`, drawn from `generator` on `device`/`dtype`). x0 holds the particles at the grid's
-    first time, which may be t0 > 0 (then x0 is required): [N, ...] (rows along dim 0), or
-    [B, N, ...] (the samples are then [B, N, ...]) when `generator` is a list of B generators
-    (group b's noise from generator b) or `num_groups` = B.
+    """Run `transition` over consecutive pairs of `time_grid`.
 
-    After each transition `callback(step, t, t_next, x)` may return a tensor that replaces x (the
-    steering algorithms resample there). Returns the final samples and the NFE spent per sample.
+    The run starts from x0, or from N(0, I) noise of `shape` drawn from `generator` on
+    `device`/`dtype`. After each transition `callback(step, t, t_next, x)` may return a tensor
+    that replaces x (the steering algorithms resample there).
+
+    Parameters
+    ----------
+    model : Denoiser
+        The pretrained model.
+    transition : Transition
+        The step taken between consecutive grid times (ODE, SDE, Glass).
+    time_grid : sequence of float, array or tensor
+        Increasing times in [0, 1], at least two.
+    x0 : torch.Tensor, optional
+        The particles at the grid's first time, which may be t0 > 0 (then x0 is required):
+        [N, ...] (rows along dim 0), or [B, N, ...] (the samples are then [B, N, ...]) when
+        `generator` is a list of B generators (group b's noise from generator b) or
+        `num_groups` = B.
+    shape : sequence of int, optional
+        The noise's shape when x0 is not given (exactly one of x0 and shape).
+    generator : torch.Generator, list of them, or None
+        The noise source.
+    callback : callable, optional
+        `callback(step, t, t_next, x)` after each transition; a returned tensor replaces x.
+    device, dtype
+        Of the initial noise.
+    num_groups : int, optional
+        B for an x0 of shape [B, N, ...] with a single generator.
+
+    Returns
+    -------
+    SampleResult
+        The final samples and the NFE spent per sample.
+
+    Raises
+    ------
+    InvalidInputError
+        For a bad grid, both or neither of x0 and shape, noise asked from t0 > 0, or an x0 that
+        does not have the grouped shape.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.models import from_callable
+    >>> from glass_core.schedules import Schedule
+    >>> from glass_core.transitions import ODE, sample
+    >>> rf = Schedule.rectified_flow()
+    >>> model = from_callable(lambda x, t: 0 * x + 2, schedule=rf, prediction="x1")
+    >>> out = sample(model, ODE(), [0.0, 0.5, 1.0], shape=(4, 2))
+    >>> out.samples.shape, out.nfe
+    (torch.Size([4, 2]), 2)
     """
     grid = _grid(time_grid)
     if (x0 is None) == (shape is None):

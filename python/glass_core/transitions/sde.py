@@ -26,7 +26,24 @@ from glass_core.transitions.solvers import lincomb
 def sde_coefficients(
     schedule: Schedule, t: float, kappa: float = 1.0
 ) -> tuple[float, float, float]:
-    """(A, B, eta): drift = A x + B D_t(x), diffusion^2 = 2 kappa eta, at a time 0 < t < 1."""
+    """Return the reverse SDE's coefficients (A, B, eta) at a time 0 < t < 1.
+
+    The drift is A x + B D_t(x) and the diffusion squared is 2 kappa eta.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The model's schedule.
+    t : float
+        The time, 0 < t < 1.
+    kappa : float
+        Diffusion scale.
+
+    Returns
+    -------
+    tuple of float
+        (A, B, eta).
+    """
     a, s, da, ds = schedule_values(schedule, float(t))
     eta = da * s * s / a - s * ds  # nu_t^2 / 2
     a_u, b_u = ds / s, da - a * ds / s  # u = a_u x + b_u D (eq. 26)
@@ -56,6 +73,18 @@ class SDE(Transition):
     ------
     InvalidInputError
         For a bad substeps or kappa (naming it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from glass_core.models import from_callable
+    >>> from glass_core.schedules import Schedule
+    >>> from glass_core.transitions import SDE
+    >>> rf = Schedule.rectified_flow()
+    >>> model = from_callable(lambda x, t: 0 * x + 2, schedule=rf, prediction="x1")
+    >>> SDE(substeps=4)(model, torch.randn(2, 2), 0.0, 1.0, torch.Generator().manual_seed(0))
+    tensor([[2., 2.],
+            [2., 2.]])
     """
 
     def __init__(self, substeps: int = 1, kappa: float = 1.0):
@@ -66,19 +95,35 @@ class SDE(Transition):
         self.kappa = k
 
     def __repr__(self) -> str:
+        """Return the constructor call that rebuilds this transition."""
         return f"SDE(substeps={self.substeps}, kappa={self.kappa})"
 
     @property
     def nfe_per_call(self) -> int:
+        """Model evaluations of one call without `denoised` reuse."""
         return self.substeps
 
     def nfe(self, schedule: Schedule, t: float, t_next: float, *, reuse: bool = False) -> int:
+        """Count the model evaluations of one call (see `Transition.nfe`)."""
         return self.substeps - (1 if reuse else 0)
 
     def scalars(
         self, schedule: Schedule, t: float, t_next: float
     ) -> list[tuple[float, float, float, float]]:
-        """Per substep float64 (t0, gamma, abar, sbar) of the exact frozen-denoiser step."""
+        """Return, per substep, the float64 (t0, gamma, abar, sbar) of its exact step.
+
+        Parameters
+        ----------
+        schedule : Schedule
+            The model's schedule.
+        t, t_next : float
+            The call's step.
+
+        Returns
+        -------
+        list of tuple of float
+            One (t0, gamma, abar, sbar) per substep: x' = gamma x + abar D_t0(x) + sbar xi.
+        """
         out = []
         for t0, t1 in substep_intervals(t, t_next, self.substeps):
             rho = float(schedule.rho_ddpm(t0, t1)) ** self.kappa

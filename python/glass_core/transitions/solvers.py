@@ -32,7 +32,8 @@ import torch
 class Table(Protocol):
     """A float64 coefficient table: the native GlassCoefficients, or a dict with its keys."""
 
-    def __getitem__(self, key: str, /) -> Any: ...
+    def __getitem__(self, key: str, /) -> Any:
+        """Return the column (or scalar) named `key`."""
 
 
 # "pc"'s scale c = PC_SPREAD * sqrt(SNR(t) + 1): SNR(t) + 1 is the precision of z given x_t
@@ -54,7 +55,24 @@ def _axpy_(out: torch.Tensor, v: torch.Tensor, c: Coef) -> torch.Tensor:
 
 
 def lincomb(terms: Sequence[tuple[Coef, torch.Tensor]]) -> torch.Tensor:
-    """A fresh tensor sum_i c_i v_i in one kernel per term (terms with c = 0.0 are skipped)."""
+    """Return a fresh tensor sum_i c_i v_i, one kernel per term (terms with c = 0.0 skipped).
+
+    Parameters
+    ----------
+    terms : sequence of (coefficient, tensor)
+        Python floats or 0-d tensors, and same-shaped tensors (at least one term).
+
+    Returns
+    -------
+    torch.Tensor
+        The sum (zeros like the first tensor when every coefficient is 0.0).
+
+    Examples
+    --------
+    >>> import torch
+    >>> lincomb([(2.0, torch.ones(2)), (0.5, torch.ones(2))])
+    tensor([2.5000, 2.5000])
+    """
     live = [(c, v) for c, v in terms if not _is(c, 0.0)]
     if not live:
         return torch.zeros_like(terms[0][1])
@@ -70,7 +88,22 @@ def lincomb(terms: Sequence[tuple[Coef, torch.Tensor]]) -> torch.Tensor:
 
 
 def update_(y: torch.Tensor, keep: Coef, terms: Sequence[tuple[Coef, torch.Tensor | None]]):
-    """y <- keep y + sum_i c_i v_i in place (y is the solver's own state)."""
+    """Set y <- keep y + sum_i c_i v_i in place (y is the solver's own state) and return it.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        Updated in place.
+    keep : float or 0-d tensor
+        The weight of y.
+    terms : sequence of (coefficient, tensor or None)
+        Terms with a None tensor or a coefficient 0.0 are skipped.
+
+    Returns
+    -------
+    torch.Tensor
+        y.
+    """
     if not _is(keep, 1.0):
         y.mul_(keep)
     for c, v in terms:
@@ -80,10 +113,12 @@ def update_(y: torch.Tensor, keep: Coef, terms: Sequence[tuple[Coef, torch.Tenso
 
 
 class Evaluator:
-    """The denoised estimate at a solver's points: point 0 is the flow's start, where the
-    estimate is `start()` (D_t(x), or the caller's precomputed value); point j > 0 asks
-    `call(j, inp)` at the model input inp = in_x[j] x + in_y[j] y_j, formed in one pass from the
-    terms of y_j (so a solver never materialises y_j only to feed the model).
+    """The denoised estimate at a solver's points.
+
+    Point 0 is the flow's start, where the estimate is `start()` (D_t(x), or the caller's
+    precomputed value); point j > 0 asks `call(j, inp)` at the model input
+    inp = in_x[j] x + in_y[j] y_j, formed in one pass from the terms of y_j (so a solver never
+    materialises y_j only to feed the model).
 
     Parameters
     ----------
@@ -93,7 +128,7 @@ class Evaluator:
         (j, input) -> the estimate at point j, in the working dtype.
     x : torch.Tensor
         The transition's start x_t (working dtype); enters the input with weight in_x.
-    in_x, in_y : sequence of float
+    in_x, in_y : sequence of float, or 1-D tensors (compiled)
         Per-point input weights (GLASS: alpha* c_x, alpha* c_y; the ODE: 0, 1).
     """
 
@@ -102,61 +137,120 @@ class Evaluator:
         start: Callable[[], torch.Tensor],
         call: Callable[[int, torch.Tensor], torch.Tensor],
         x: torch.Tensor,
-        in_x: Sequence[float],
-        in_y: Sequence[float],
+        in_x: Sequence[Coef] | torch.Tensor,
+        in_y: Sequence[Coef] | torch.Tensor,
     ) -> None:
         self.start, self.call, self.x = start, call, x
-        self.in_x, self.in_y = list(in_x), list(in_y)
+        self.in_x: list[Coef] = list(in_x)
+        self.in_y: list[Coef] = list(in_y)
 
     def input(self, j: int, state: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
-        """The model input at point j for the state y_j = sum_i c_i v_i."""
+        """Form the model input at point j for the state y_j = sum_i c_i v_i (given as terms)."""
         return lincomb([(self.in_x[j], self.x), *((self.in_y[j] * c, v) for c, v in state)])
 
     def __call__(self, j: int, state: Sequence[tuple[float, torch.Tensor]]) -> torch.Tensor:
-        """The estimate at point j for the state y_j = sum_i c_i v_i."""
+        """Return the estimate at point j for the state y_j = sum_i c_i v_i (given as terms)."""
         if j == 0:
             return self.start()
         return self.call(j, self.input(j, state))
 
 
 class InnerSolver(ABC):
-    """One solver: where it evaluates, what it precomputes, how it integrates."""
+    """One GLASS inner solver: where it evaluates, what it precomputes, how it integrates.
+
+    Subclasses are registered in `SOLVERS` under their `name`; `evals_per_step` is the model
+    evaluations per step.
+    """
 
     name: ClassVar[str]
     evals_per_step: ClassVar[int] = 1
 
     def nfe(self, k: int, singular: bool) -> int:
-        """Model evaluations of K steps (`singular`: the path ends at s_s = 0)."""
+        """Count the model evaluations of K steps (`singular`: the path ends at s_s = 0)."""
         return self.evals_per_step * k
 
     @abstractmethod
     def points(self, k: int, snr_t: float, abar: float, sbar: float, sigma0: float, singular: bool):
-        """Inner times s in [0, 1) of the evaluations, as a float64 array (point 0 is s = 0)."""
+        """Place the evaluations at inner times s in [0, 1).
+
+        Parameters
+        ----------
+        k : int
+            K, the steps.
+        snr_t : float
+            SNR(t) of the transition's start.
+        abar, sbar : float
+            The inner path's end, a_s and s_s at s = 1.
+        sigma0 : float
+            The inner path's initial scale.
+        singular : bool
+            The path ends at s_s = 0.
+
+        Returns
+        -------
+        numpy.ndarray
+            Float64 inner times, point 0 at s = 0.
+        """
 
     @abstractmethod
     def plan(self, table: Table, k: int) -> Any:
-        """Per-step Python-float coefficients from the flow's float64 `table`."""
+        """See `InnerSolver.plan`."""
+        """Precompute the per-step Python-float coefficients from the flow's float64 `table`.
+
+        Parameters
+        ----------
+        table : Table
+            The coefficient table at the solver's points.
+        k : int
+            K, the steps.
+
+        Returns
+        -------
+        Any
+            The solver's plan, handed to `integrate`.
+        """
 
     @abstractmethod
     def integrate(self, y: torch.Tensor, ev: Evaluator, plan: Any) -> torch.Tensor:
-        """The state at the end from y (owned by the solver: updated in place)."""
+        """Integrate the inner flow from y to its end.
+
+        Parameters
+        ----------
+        y : torch.Tensor
+            The start state, owned by the solver (updated in place).
+        ev : Evaluator
+            The denoised estimate at the solver's points.
+        plan : Any
+            What `plan` returned.
+
+        Returns
+        -------
+        torch.Tensor
+            The state at the end.
+        """
 
 
 class Euler(InnerSolver):
-    """Algorithm 1: y <- (1 + h w1) y + h w2 D, with (1 + h w1) formed in float64 so that for
-    rho = 1, K = 1 the noise drops out exactly (deterministic DDIM)."""
+    """The paper's Euler (Algorithm 1): y <- (1 + h w1) y + h w2 D.
+
+    (1 + h w1) is formed in float64 so that for rho = 1, K = 1 the noise drops out exactly
+    (deterministic DDIM).
+    """
 
     name = "euler"
 
     def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        """See `InnerSolver.points`."""
         return np.arange(k, dtype=np.float64) / k
 
     def plan(self, table: Table, k: int) -> Any:
+        """See `InnerSolver.plan`."""
         h = 1.0 / k
         w1, w2 = np.asarray(table["w1"])[:k], np.asarray(table["w2"])[:k]
         return (1.0 + h * w1).tolist(), (h * w2).tolist()
 
     def integrate(self, y, ev, plan):
+        """See `InnerSolver.integrate`."""
         keep, gain = plan
         for j in range(len(keep)):
             update_(y, keep[j], [(gain[j], ev(j, [(1.0, y)]))])
@@ -170,15 +264,18 @@ class Midpoint(InnerSolver):
     evals_per_step = 2
 
     def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        """See `InnerSolver.points`."""
         return np.arange(2 * k, dtype=np.float64) / (2 * k)
 
     def plan(self, table: Table, k: int) -> Any:
+        """See `InnerSolver.plan`."""
         h = 1.0 / k
         w1, w2 = np.asarray(table["w1"]), np.asarray(table["w2"])
         half = (1.0 + 0.5 * h * w1).tolist(), (0.5 * h * w2).tolist()
         return (*half, (h * w1).tolist(), (h * w2).tolist())
 
     def integrate(self, y, ev, plan):
+        """See `InnerSolver.integrate`."""
         keep_half, gain_half, hw1, hw2 = plan
         for m in range(len(keep_half) // 2):
             j = 2 * m
@@ -188,25 +285,49 @@ class Midpoint(InnerSolver):
 
 
 class Multistep(InnerSolver):
-    """Second-order multistep exponential integrator in the inner log-SNR (docs/math.md §3.4):
-    y <- keep y + gain ((1 + beta) z_j - beta z_{j-1}); one evaluation per step."""
+    """Second-order multistep exponential integrator in the inner log-SNR (docs/math.md §3.4).
+
+    y <- keep y + gain ((1 + beta) z_j - beta z_{j-1}); one evaluation per step.
+    """
 
     name = "multistep"
     spread: ClassVar[float] = 1.0
 
     def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        """See `InnerSolver.points`."""
         return multistep_grid(k, snr_t, abar, sbar, sigma0, self.spread)
 
     def plan(self, table: Table, k: int) -> Any:
+        """See `InnerSolver.plan`."""
         keep, gain, beta = multistep_coefficients(*path_ends(table, k), bool(table["singular"]))
         return keep.tolist(), (gain * (1.0 + beta)).tolist(), (-gain * beta).tolist()
 
     def integrate(self, y, ev, plan):
+        """See `InnerSolver.integrate`."""
         return multistep_steps(y, ev, plan, range(len(plan[0])), None)
 
 
 def multistep_steps(y, ev: Evaluator, plan, steps, z_prev):
-    """The multistep update over `steps` (heun's singular last step is one of them)."""
+    """Apply the multistep update over `steps` (heun's singular last step is one of them).
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        The state, updated in place.
+    ev : Evaluator
+        The estimates at the solver's points.
+    plan : tuple
+        `Multistep.plan`'s (keep, now, before) per step.
+    steps : iterable of int
+        The step indices to take.
+    z_prev : torch.Tensor or None
+        The estimate before the first of them (None at step 0).
+
+    Returns
+    -------
+    torch.Tensor
+        The state after the steps.
+    """
     keep, now, before = plan
     for j in steps:
         z = ev(j, [(1.0, y)])
@@ -216,19 +337,25 @@ def multistep_steps(y, ev: Evaluator, plan, steps, z_prev):
 
 
 class Heun(InnerSolver):
-    """Heun (trapezoid) in s, 2 evaluations per step; on a singular path its last step is the
-    multistep last step (extrapolating the estimates at s_{K-2} and s_{K-1}), never s = 1."""
+    """Heun (trapezoid) in s, 2 evaluations per step.
+
+    On a singular path its last step is the multistep last step (extrapolating the estimates at
+    s_{K-2} and s_{K-1}), never s = 1.
+    """
 
     name = "heun"
     evals_per_step = 2
 
     def nfe(self, k: int, singular: bool) -> int:
+        """See `InnerSolver.nfe`."""
         return 2 * k - (1 if singular else 0)
 
     def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        """See `InnerSolver.points`."""
         return np.arange(k + (0 if singular else 1), dtype=np.float64) / k
 
     def plan(self, table: Table, k: int) -> Any:
+        """See `InnerSolver.plan`."""
         h = 1.0 / k
         w1, w2 = np.asarray(table["w1"]), np.asarray(table["w2"])
         singular = bool(table["singular"])
@@ -236,6 +363,7 @@ class Heun(InnerSolver):
         return h, w1.tolist(), w2.tolist(), last, singular
 
     def integrate(self, y, ev, plan):
+        """See `InnerSolver.integrate`."""
         h, w1, w2, last, singular = plan
         k = round(1.0 / h)
         z_prev = None
@@ -262,15 +390,18 @@ class PC(InnerSolver):
     spread: ClassVar[float] = PC_SPREAD
 
     def points(self, k, snr_t, abar, sbar, sigma0, singular):
+        """See `InnerSolver.points`."""
         return multistep_grid(k, snr_t, abar, sbar, sigma0, self.spread)
 
     def plan(self, table: Table, k: int) -> Any:
+        """See `InnerSolver.plan`."""
         a, s = path_ends(table, k)
         pred, corr = pc_coefficients(a, s, inner_scale(float(table["snr_t"]), self.spread))
         keep = np.where(s[1:] > 0, s[1:] / s[:-1], 0.0)
         return keep.tolist(), pred.tolist(), corr.tolist()
 
     def integrate(self, y, ev, plan):
+        """See `InnerSolver.integrate`."""
         keep, pred, corr = plan
         k = len(keep)
         z_prev, z = None, ev(0, [(1.0, y)])
@@ -297,32 +428,94 @@ SOLVERS: dict[str, type[InnerSolver]] = {
 
 
 def path_ends(table: Table, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(a, s) at the K step starts followed by the path's end (abar, sbar)."""
+    """Return (a, s) at the K step starts followed by the path's end (abar, sbar).
+
+    Parameters
+    ----------
+    table : Table
+        The coefficient table ("a_s", "s_s", "abar", "sbar").
+    k : int
+        K, the steps.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Float64 a and s, K + 1 values each.
+    """
     a = np.append(np.asarray(table["a_s"], dtype=np.float64)[:k], float(table["abar"]))
     s = np.append(np.asarray(table["s_s"], dtype=np.float64)[:k], float(table["sbar"]))
     return a, s
 
 
 def snr_of(table: Table) -> float:
-    """SNR(t) = (alpha_t / sigma_t)^2 of a transition's coefficient table."""
+    """Return SNR(t) = (alpha_t / sigma_t)^2 of a transition's coefficient table.
+
+    Parameters
+    ----------
+    table : Table
+        The table ("alpha_t", "sigma_t").
+
+    Returns
+    -------
+    float
+        SNR(t).
+    """
     return (float(table["alpha_t"]) / float(table["sigma_t"])) ** 2
 
 
 def inner_scale(snr_t: float, spread: float = 1.0) -> float:
-    """c = spread * sqrt(SNR(t) + 1): c^2 is the precision of z given x_t for unit-variance data,
-    the inner measurement's r = a_s/s_s at which it starts to add information."""
+    """Return c = spread * sqrt(SNR(t) + 1).
+
+    c^2 is the precision of z given x_t for unit-variance data: the inner measurement's
+    r = a_s/s_s at which it starts to add information.
+
+    Parameters
+    ----------
+    snr_t : float
+        SNR(t) of the transition's start.
+    spread : float
+        The solver's spread (PC_SPREAD for "pc").
+
+    Returns
+    -------
+    float
+        c.
+
+    Examples
+    --------
+    >>> inner_scale(3.0, spread=1.5)
+    3.0
+    """
     return spread * math.sqrt(snr_t + 1.0)
 
 
 def multistep_grid(
     k: int, snr_t: float, abar: float, sbar: float, sigma0: float, spread: float = 1.0
 ) -> np.ndarray:
-    """The K step starts of "multistep" and "pc": uniform in u = r/(r + c), r = a_s/s_s = e^lambda.
+    """Place the K step starts of "multistep" and "pc" uniform in u = r/(r + c), r = a_s/s_s.
 
     c^2 = SNR(t) + 1 is the precision of z given x_t for unit-variance data (times spread^2): the
     inner measurement starts to add information when r^2 reaches it, so the steps go there instead
     of being spent at small r where the estimate barely moves (uniform s is c = abar/sigma0 when
     sbar = 0). u ends at r_end/(r_end + c), r_end = abar/sbar (u = 1 when sbar = 0).
+
+    Parameters
+    ----------
+    k : int
+        K, the steps.
+    snr_t : float
+        SNR(t) of the transition's start.
+    abar, sbar : float
+        The inner path's end.
+    sigma0 : float
+        The inner path's initial scale.
+    spread : float
+        The solver's spread.
+
+    Returns
+    -------
+    numpy.ndarray
+        K float64 inner times s in [0, 1), the first 0.
     """
     c = inner_scale(snr_t, spread)
     u_end = 1.0 if sbar == 0.0 else (abar / sbar) / (abar / sbar + c)
@@ -343,6 +536,18 @@ def multistep_coefficients(
     where a_0 = 0, so the first two steps are first order. The last step of a singular path
     (`singular`: s_K ~ 0) is linear in kappa = s/a instead, averaged the same way; at s_K = 0 it
     is the value at kappa=0.
+
+    Parameters
+    ----------
+    a, s : numpy.ndarray
+        The path at the K + 1 grid points.
+    singular : bool
+        The path ends at s_K ~ 0.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (keep, gain, beta), K float64 values each.
     """
     k = len(a) - 1
     ratio = a / np.where(s > 0, s, 1.0)  # e^lambda, unused where s = 0
@@ -375,6 +580,18 @@ def pc_coefficients(a: np.ndarray, s: np.ndarray, c: float) -> tuple[np.ndarray,
       y_{j+1} = keep y_j + pred[j,0] z_j - pred[j,1] z_{j-1}  (j = 0: first order, pred[0,1] = 0);
     corrector (once z_{j+1} is known, j < K-1): slope through z_j, z_{j+1},
       y_{j+1} = keep y_j + corr[j,0] z_j + corr[j,1] z_{j+1}.
+
+    Parameters
+    ----------
+    a, s : numpy.ndarray
+        The path at the K + 1 grid points.
+    c : float
+        The scale in phi (`inner_scale`).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (pred, corr), each [K, 2] float64.
     """
     k = len(a) - 1
     pos = s > 0
