@@ -62,3 +62,30 @@ def test_option_a_family_lacks_names_the_flag(
     err = capsys.readouterr().err
     assert f"error: {flag}: " in err and says in err, err
     assert not (tmp_path / "out_sana").exists()
+
+
+def _default(out: Path, *extra: str) -> list[str]:
+    return [
+        *("steer", "--pipeline", "default", "--reward", "digits:5", "--particles", "2"),
+        *("--transitions", "2", "--quiet", "--out", str(out), *extra),
+    ]
+
+
+def test_ode_solver_reaches_the_ode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--transition ode --solver pc runs ODE(solver="pc") (the kernel's repr in results.json);
+    the solver name is the library's to check (a bad one is refused, exit code 2)."""
+    out = tmp_path / "pc"
+    assert main(_default(out, "--transition", "ode", "--solver", "pc")) == 0
+    kernel = json.loads((out / "results.json").read_text())["kernel"]
+    assert kernel.startswith("ODE(") and "'pc'" in kernel, kernel
+    capsys.readouterr()
+    assert main(_default(tmp_path / "bad", "--transition", "ode", "--solver", "rk4")) == 2
+    assert "solver must be one of" in capsys.readouterr().err
+
+
+def test_compile_is_passed_to_steer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--compile reaches steer(compile=True): with an SDE kernel steer refuses it, the error
+    naming the flag (a Glass run would pay torch.compile's first call, too slow for a test)."""
+    assert main(_default(tmp_path / "c", "--transition", "sde", "--compile")) == 2
+    err = capsys.readouterr().err
+    assert "error: --compile: compile=True applies to a Glass transition" in err, err

@@ -24,7 +24,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from glass_core._checks import positive_int, steer_arguments
+from glass_core._checks import invalid, positive_int, steer_arguments
 from glass_core.align.results import SamplingResult
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers.unconditional import is_unconditional
@@ -466,12 +466,13 @@ def _with_compile(transition: Any, compile: Any) -> Any:
     from glass_core.transitions import Glass
 
     if not isinstance(compile, bool):
-        raise InvalidInputError(f"compile must be None, True or False, got {compile!r}")
+        raise invalid("compile", f"compile must be None, True or False, got {compile!r}")
     if not isinstance(transition, Glass):
         if compile is False:
             return transition  # nothing to turn off
-        raise InvalidInputError(
-            f"compile=True applies to a Glass transition (its inner loop), not {transition!r}"
+        raise invalid(
+            "compile",
+            f"compile=True applies to a Glass transition (its inner loop), not {transition!r}",
         )
     return Glass(
         rho=transition.rho, inner_steps=transition.inner_steps, solver=transition.solver,
@@ -500,7 +501,6 @@ def _check_fk_arguments(rest: Mapping[str, Any], pipe_name: str, names: Any) -> 
 
     The error's ``arg`` is the keyword when there is one (the command line names its flag).
     """
-    from glass_core._checks import invalid
     from glass_core.align import fk_steering
 
     unknown = sorted(set(rest) - set(inspect.signature(fk_steering).parameters))

@@ -59,6 +59,7 @@ FLAGS: dict[str, str] = {
     "max_sequence_length": "--max-sequence-length",
     "num_frames": "--num-frames",
     "threads": "--threads",
+    "compile": "--compile",
 }
 
 

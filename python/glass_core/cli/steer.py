@@ -92,9 +92,17 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     add(
         "--solver",
         default=argparse.SUPPRESS,  # unset: the library's default
-        help="GLASS inner solver: pc (the default), multistep, euler, heun or midpoint",
+        help="GLASS inner solver: pc (the default), multistep, euler, heun or midpoint; with "
+        "--transition ode: euler (the default), heun, multistep or pc",
     )
     add("--substeps", type=int, default=1, help="ODE/SDE Euler substeps per transition")
+    add(
+        "--compile",
+        action="store_true",
+        default=None,  # unset: steer's default
+        help="torch.compile the GLASS inner loop (glass_core.steer's compile=True; the first "
+        "call pays the compilation)",
+    )
     add("--rho", type=rho_type, default="ddpm", help="GLASS rho: 'ddpm' or a float in [-1, 1]")
     add("--potential", default="diff", choices=POTENTIALS, help="FK potential")
     add(
@@ -184,8 +192,8 @@ def transition_of(args: argparse.Namespace) -> Any:
     """The transition kernel the flags name (its own constructor checks its parameters)."""
     from glass_core.transitions import ODE, SDE, Glass
 
-    if args.transition == "ode":
-        return ODE(solver="euler", substeps=args.substeps)
+    if args.transition == "ode":  # the CLI's ODE default stays Euler
+        return ODE(solver=getattr(args, "solver", "euler"), substeps=args.substeps)
     if args.transition == "sde":
         return SDE(substeps=args.substeps)
     solver: dict[str, Any] = {"solver": args.solver} if "solver" in args else {}  # unset: default
@@ -360,5 +368,6 @@ def _steer_run(
         process_group=group,
         image=None if args.image is None else read_image(args.image),
         strength=args.strength,
+        compile=args.compile,
         **kwargs,
     )
