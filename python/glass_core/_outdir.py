@@ -1,4 +1,6 @@
-"""Output folders of the command line: never mixed with an older run's files, never half written,
+"""Output folders of the command line.
+
+Output folders of the command line: never mixed with an older run's files, never half written,
 never lost.
 
 A command writes into a fresh hidden folder beside ``--out`` and moves it into place only when it
@@ -29,8 +31,11 @@ _RANDOM_CHARS = 8
 
 
 class OutputNotMovedError(RuntimeError):
-    """A run completed but its folder could not be moved to ``--out``; ``results`` is where it
-    is (complete), named in the message."""
+    """A completed run whose folder could not be moved to ``--out``.
+
+    A run completed but its folder could not be moved to ``--out``; ``results`` is where it
+    is (complete), named in the message.
+    """
 
     def __init__(self, message: str, results: Path) -> None:
         super().__init__(message)
@@ -38,7 +43,7 @@ class OutputNotMovedError(RuntimeError):
 
 
 def _name_max(folder: Path) -> int:
-    """The longest file name (bytes) the filesystem of `folder` allows."""
+    """Return the longest file name (bytes) the filesystem of `folder` allows."""
     try:
         return int(os.pathconf(folder, "PC_NAME_MAX"))
     except (OSError, ValueError, AttributeError):
@@ -89,8 +94,11 @@ def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
 
 
 def _sibling(target: Path, kind: str) -> Path:
-    """A new empty hidden folder ``.NAME.KIND-XXXXXXXX`` beside `target` (NAME shortened so the
-    whole name fits the filesystem's limit however long ``--out``'s own name is)."""
+    """Create a new empty hidden staging folder beside `target`.
+
+    A new empty hidden folder ``.NAME.KIND-XXXXXXXX`` beside `target` (NAME shortened so the
+    whole name fits the filesystem's limit however long ``--out``'s own name is).
+    """
     fixed = len(f"..{kind}-") + _RANDOM_CHARS
     keep = max(1, _name_max(target.parent) - fixed)
     name = os.fsencode(target.name)[:keep].decode(errors="ignore")
@@ -104,7 +112,9 @@ def _rename(src: Path, dst: Path) -> None:
 
 @contextmanager
 def staged_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> Iterator[Path]:
-    """Yield an empty folder beside ``out``; on success it becomes ``out`` (replacing it with
+    """Stage a run's output folder and move it into place on success.
+
+    Yield an empty folder beside ``out``; on success it becomes ``out`` (replacing it with
     ``overwrite``), on any exception (including KeyboardInterrupt) it is deleted and ``out`` is
     left untouched.
 
@@ -166,7 +176,7 @@ def _not_moved(exc: OSError, staging: Path, target: Path, flag: str) -> OutputNo
 
 
 def _default_permissions(path: Path) -> None:
-    """mkdtemp makes the folder private (0700); give it the mode mkdir would (0777 - umask)."""
+    """Mkdtemp makes the folder private (0700); give it the mode mkdir would (0777 - umask)."""
     mask = os.umask(0)
     os.umask(mask)
     path.chmod(0o777 & ~mask)

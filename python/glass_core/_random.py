@@ -42,7 +42,7 @@ def randn(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Standard normal tensor of `shape`.
+    """Draw a standard normal tensor of `shape`.
 
     `generator` is None, one torch.Generator, or a list of generators: then the leading dimension is
     split into len(list) equal chunks and chunk b is drawn from generator b (so row-group b of a
@@ -65,7 +65,7 @@ def randn(
 
 
 def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
-    """Standard normal noise shaped like `x` (same device and dtype); see `randn`."""
+    """Draw standard normal noise shaped like `x` (same device and dtype); see `randn`."""
     return randn(x.shape, generator, device=x.device, dtype=x.dtype)
 
 

@@ -1,6 +1,9 @@
-"""What every command of the command line shares: its user-facing error, the help formatter, the
+"""What every command of the command line shares.
+
+What every command of the command line shares: its user-facing error, the help formatter, the
 common options, the table from library arguments to flags and the log. A module of its own, so
-that the command modules and ``glass_core.cli`` can use it without importing each other."""
+that the command modules and ``glass_core.cli`` can use it without importing each other.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +67,7 @@ FLAGS: dict[str, str] = {
 
 
 def flag_of(arg: str | None) -> str | None:
-    """The flag setting library argument `arg` (a flag is its own), or None if no flag does."""
+    """Return the flag setting library argument `arg` (None if no flag does)."""
     if arg is None or arg.startswith("--"):
         return arg
     return FLAGS.get(arg)
@@ -106,7 +109,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
 
 
 def logger(args: argparse.Namespace) -> Callable[[str], None]:
-    """A function printing a progress message on stderr unless --quiet."""
+    """Return a function printing a progress message on stderr unless --quiet."""
 
     def log(msg: str) -> None:
         if not args.quiet:

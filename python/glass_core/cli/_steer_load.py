@@ -1,6 +1,9 @@
-"""Inputs of ``glass-core steer``: the --device, the --pipeline folder and its options, the
+"""Inputs of ``glass-core steer``.
+
+Inputs of ``glass-core steer``: the --device, the --pipeline folder and its options, the
 --reward spec (embedded, user Python or a registered kind) and the --image file; every one that
-cannot be used is a CLIError naming its flag (exit code 2)."""
+cannot be used is a CLIError naming its flag (exit code 2).
+"""
 
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ REWARD_SPECS = (
 
 
 def default_reward_spec(spec: str) -> tuple[str | None, int]:
-    """digits | digits:TARGET | digits:DIR:TARGET -> (dir or None, target)."""
+    """Digits | digits:TARGET | digits:DIR:TARGET -> (dir or None, target)."""
     parts = spec.split(":")
     if parts[0] != "digits" or len(parts) > 3:
         raise CLIError(f"--reward must be digits[:TARGET] or digits:DIR:TARGET, got {spec!r}")
@@ -112,8 +115,11 @@ def default_reward_spec(spec: str) -> tuple[str | None, int]:
 
 
 def steer_reward(spec: str, device: str) -> Any:
-    """digits[:...] (the embedded classifier, on 1x8x8 samples), python:FILE.py:FUNC (an image
-    reward), latent:FILE.py:FUNC (a reward on latents) or KIND:PATH (load_reward)."""
+    """Build the reward a --reward spec names.
+
+    digits[:...] (the embedded classifier, on 1x8x8 samples), python:FILE.py:FUNC (an image
+    reward), latent:FILE.py:FUNC (a reward on latents) or KIND:PATH (load_reward).
+    """
     from glass_core.rewards.loading import REWARD_KINDS, image_reward, latent_reward, load_reward
 
     kind, _, rest = spec.partition(":")
@@ -171,8 +177,11 @@ def load_function(path: Path, name: str) -> Any:
 
 
 def load_pipeline(args: argparse.Namespace, pipe_dir: Path) -> Any:
-    """The --pipeline folder through ``digits.assets.load_pipeline``; one that does not load is
-    bad input (exit code 2)."""
+    """Load the --pipeline folder.
+
+    The --pipeline folder through ``digits.assets.load_pipeline``; one that does not load is
+    bad input (exit code 2).
+    """
     import torch
 
     from glass_core.digits.assets import load_pipeline as load
@@ -219,8 +228,11 @@ def pipeline_kwargs(args: argparse.Namespace, pipe: Any, unconditional: bool) ->
 
 
 def quiet_libraries(quiet: bool) -> None:
-    """Loading bars of diffusers/transformers only on a terminal; with --quiet their warnings
-    (tokenizer truncation notices, which repeat the whole prompt) are off too."""
+    """Quiet the loading bars and warnings of diffusers/transformers.
+
+    Loading bars of diffusers/transformers only on a terminal; with --quiet their warnings
+    (tokenizer truncation notices, which repeat the whole prompt) are off too.
+    """
     import diffusers
 
     modules: list[Any] = [diffusers]

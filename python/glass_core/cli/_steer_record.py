@@ -1,6 +1,9 @@
-"""Outputs of ``glass-core steer``: the images, the best image of each prompt and results.json
+"""Outputs of ``glass-core steer``.
+
+Outputs of ``glass-core steer``: the images, the best image of each prompt and results.json
 (rewards, weights, ESS history, genealogy), and the warning when FK's weights collapsed early
-(the diagnostics are the FK result's own: ``lineage_roots()``, ``early_collapse()``)."""
+(the diagnostics are the FK result's own: ``lineage_roots()``, ``early_collapse()``).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""``glass-core bench``: run the benches/*.py scripts with this Python, write each one's printed
-table to OUT/<name>.md and a summary to OUT/bench.json."""
+"""``glass-core bench``: run the benchmark scripts.
+
+``glass-core bench``: run the benches/*.py scripts with this Python, write each one's printed
+table to OUT/<name>.md and a summary to OUT/bench.json.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +68,10 @@ def _bench_dir(given: Path | None) -> Path:
 
 
 def _scripts(bench_dir: Path, only: list[str] | None) -> list[Path]:
-    """The scripts to run: all (not _private.py) or those --only names ("paper": bench_paper)."""
+    """Return the scripts to run: all (not _private.py) or those --only names.
+
+    ("paper" stands for bench_paper.)
+    """
     scripts = sorted(p for p in bench_dir.glob("*.py") if not p.name.startswith("_"))
     if not only:
         return scripts

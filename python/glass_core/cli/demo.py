@@ -1,5 +1,8 @@
-"""``glass-core demo``: GLASS vs baselines at equal NFE on the embedded digits model (pictures, a
-table and JSON). Its settings and their rules are ``glass_core.digits.config.DemoConfig``."""
+"""``glass-core demo``: GLASS vs baselines at equal NFE.
+
+``glass-core demo``: GLASS vs baselines at equal NFE on the embedded digits model (pictures, a
+table and JSON). Its settings and their rules are ``glass_core.digits.config.DemoConfig``.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
-"""``glass-core steer``: load a local diffusers pipeline and a reward, call ``glass_core.steer``,
+"""``glass-core steer``: steer a local diffusers pipeline.
+
+``glass-core steer``: load a local diffusers pipeline and a reward, call ``glass_core.steer``,
 write the images, the best image of each prompt and ``results.json`` into a folder that appears
 only when the run is complete. Every argument rule that needs no model is the library's
-(``glass_core._checks``), asked with the flags' names before anything loads."""
+(``glass_core._checks``), asked with the flags' names before anything loads.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +47,11 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add the ``steer`` command to `subparsers` (defaults: glass_core.steer's, except --lambda,
-    stated in its help)."""
+    """Add the ``steer`` command to `subparsers`.
+
+    Add the ``steer`` command to `subparsers` (defaults: glass_core.steer's, except --lambda,
+    stated in its help).
+    """
     p = subparsers.add_parser(
         "steer",
         help="steer a local diffusers pipeline toward a reward (glass_core.steer)",
@@ -189,7 +195,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def transition_of(args: argparse.Namespace) -> Any:
-    """The transition kernel the flags name (its own constructor checks its parameters)."""
+    """Build the transition kernel the flags name (its own constructor checks its parameters)."""
     from glass_core.transitions import ODE, SDE, Glass
 
     if args.transition == "ode":  # the CLI's ODE default stays Euler
@@ -201,9 +207,12 @@ def transition_of(args: argparse.Namespace) -> Any:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Every rule that needs no model, before anything loads: glass_core.steer's own rules
+    """Check every rule that needs no model, before anything loads.
+
+    Every rule that needs no model, before anything loads: glass_core.steer's own rules
     (glass_core._checks.steer_arguments) named by the flags, the seed, and the sizes and files
-    only the command line has."""
+    only the command line has.
+    """
     if args.pipeline is None:
         raise CLIError("--pipeline is required for 'steer'")
     _checks.steer_arguments(
@@ -253,8 +262,11 @@ def _check_distributed(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """One path for every pipeline: load it with DiffusionPipeline.from_pretrained (the embedded
-    model for 'default') and call glass_core.steer, sharded with --distributed."""
+    """Run ``glass-core steer``.
+
+    One path for every pipeline: load it with DiffusionPipeline.from_pretrained (the embedded
+    model for 'default') and call glass_core.steer, sharded with --distributed.
+    """
     from glass_core import _deps
     from glass_core._outdir import check_output_dir, staged_output_dir
     from glass_core.cli._steer_load import check_device, pipeline_dir, steer_reward
