@@ -58,6 +58,25 @@ def positive_int(value: Any, name: str, minimum: int = 1, maximum: int | None = 
 
     `value` as an int in [minimum, maximum] (integer-likes such as numpy.int64 accepted, bools
     and floats refused).
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+    minimum, maximum : int
+        The bounds (``maximum`` None: none).
+
+    Returns
+    -------
+    int
+        ``value`` as an int.
+
+    Raises
+    ------
+    InvalidInputError
+        Not an integer or out of range.
     """
     try:
         v = operator.index(value)
@@ -71,7 +90,25 @@ def positive_int(value: Any, name: str, minimum: int = 1, maximum: int | None = 
 
 
 def optional_positive_int(value: Any, name: str) -> int | None:
-    """None, or `value` as a positive int."""
+    """None, or `value` as a positive int.
+
+    Parameters
+    ----------
+    value : object
+        None or the value to check.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int or None
+        ``value`` as an int, or None.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a positive integer.
+    """
     return None if value is None else positive_int(value, name)
 
 
@@ -85,6 +122,23 @@ def finite_float(value: Any, name: str) -> float:
     ------
     InvalidInputError
         With ``arg = name`` for anything else, NaN or inf.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    float
+        ``value`` as a float.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a real number, or NaN/inf.
     """
     numeric = not isinstance(value, bool | np.bool_ | str | bytes) and hasattr(value, "__float__")
     try:
@@ -97,12 +151,36 @@ def finite_float(value: Any, name: str) -> float:
 
 
 def seed(value: Any, name: str = "seed") -> int:
-    """Check a seed for ``torch.Generator.manual_seed``: an integer in [0, 2**64 - 1]."""
+    """Check a seed for ``torch.Generator.manual_seed``: an integer in [0, 2**64 - 1].
+
+    Parameters
+    ----------
+    value : object
+        The seed.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int
+        The seed as an int.
+
+    Raises
+    ------
+    InvalidInputError
+        Not an integer in that range.
+    """
     return positive_int(value, name, minimum=0, maximum=MAX_SEED)
 
 
 def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask, which a container may narrow)."""
+    """CPU cores this process may run on (its affinity mask, which a container may narrow).
+
+    Returns
+    -------
+    int
+        The number of cores, at least 1.
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -114,6 +192,23 @@ def num_threads(value: Any, name: str = "threads") -> int:
 
     A CPU thread count in [1, available_cpus()]: more threads than cores only slow torch down
     (and tens of thousands make OpenMP fail to create them or crash).
+
+    Parameters
+    ----------
+    value : object
+        The thread count.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int
+        The thread count.
+
+    Raises
+    ------
+    InvalidInputError
+        Not an integer in [1, available_cpus()].
     """
     n, cores = positive_int(value, name), available_cpus()
     if n > cores:
@@ -128,6 +223,11 @@ def available_bytes() -> int:
 
     Bytes this process can still allocate (Linux: MemAvailable, lowered by a cgroup v2
     limit), else UNKNOWN_MEMORY_BYTES; the rule of the native core's size contract.
+
+    Returns
+    -------
+    int
+        The bytes available.
     """
     avail: int | None = None
     try:
@@ -207,6 +307,23 @@ def device(value: Any, name: str = "device") -> Any:
 
     A torch device (or None) that can hold data: 'meta' tensors have none, so every
     algorithm would fail on them much later with an unrelated message.
+
+    Parameters
+    ----------
+    value : object
+        None, a torch.device or a device string.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    torch.device or None
+        The device.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a device, or the meta device.
     """
     import torch
 
@@ -223,7 +340,25 @@ def device(value: Any, name: str = "device") -> Any:
 
 
 def float_dtype(value: Any, name: str = "dtype") -> Any:
-    """None or one of FLOAT_DTYPES (float8 and complex dtypes cannot draw Gaussian noise)."""
+    """None or one of FLOAT_DTYPES (float8 and complex dtypes cannot draw Gaussian noise).
+
+    Parameters
+    ----------
+    value : object
+        None or a torch dtype.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    torch.dtype or None
+        The dtype.
+
+    Raises
+    ------
+    InvalidInputError
+        Not one of FLOAT_DTYPES.
+    """
     import torch
 
     allowed = [getattr(torch, d) for d in FLOAT_DTYPES]
@@ -236,13 +371,41 @@ def float_dtype(value: Any, name: str = "dtype") -> Any:
 
 
 def tensor_with_data(x: Any, name: str) -> None:
-    """Check that a tensor argument holds data (not on the meta device)."""
+    """Check that a tensor argument holds data (not on the meta device).
+
+    Parameters
+    ----------
+    x : object
+        The argument (checked only if it is a tensor).
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Raises
+    ------
+    InvalidInputError
+        A tensor on the meta device.
+    """
     if getattr(x, "is_meta", False):
         raise invalid(name, f"`{name}` is on the meta device (no data); pass a real tensor")
 
 
 def model_output(out: Any, x: Any, t: object) -> None:
-    """Check that the model's output is on the input's device (else a ModelError naming both)."""
+    """Check that the model's output is on the input's device (else a ModelError naming both).
+
+    Parameters
+    ----------
+    out : torch.Tensor
+        The model's output.
+    x : torch.Tensor
+        The model's input.
+    t : object
+        The time, for the message.
+
+    Raises
+    ------
+    ModelError
+        ``out`` on another device than ``x``.
+    """
     if out.device != x.device:
         raise ModelError(
             f"the model's output at t={t} is on {out.device}, but its input was on {x.device}; "
@@ -251,7 +414,22 @@ def model_output(out: Any, x: Any, t: object) -> None:
 
 
 def reward_output(values: Any, device: Any, name: str = "reward") -> None:
-    """Check that a reward's values are on the particles' device (else RewardError)."""
+    """Check that a reward's values are on the particles' device (else RewardError).
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        The reward's output.
+    device : torch.device or None
+        The particles' device (None: not checked).
+    name : str
+        The reward's name in the message.
+
+    Raises
+    ------
+    RewardError
+        ``values`` on another device.
+    """
     if device is not None and values.device != device:
         raise RewardError(
             f"{name} returned values on {values.device}, but the particles are on {device}; "
@@ -260,7 +438,20 @@ def reward_output(values: Any, device: Any, name: str = "reward") -> None:
 
 
 def plain_array(values: Any, name: str) -> None:
-    """Masked arrays are refused: their mask would be ignored silently."""
+    """Masked arrays are refused: their mask would be ignored silently.
+
+    Parameters
+    ----------
+    values : object
+        The argument.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Raises
+    ------
+    InvalidInputError
+        A numpy masked array.
+    """
     if isinstance(values, np.ma.MaskedArray):
         raise invalid(
             name,
@@ -270,7 +461,25 @@ def plain_array(values: Any, name: str) -> None:
 
 
 def grid_steps(value: Any, name: str = "num_transitions") -> int:
-    """Check a number of time-grid steps whose grid ((value + 1) float64 times) fits in memory."""
+    """Check a number of time-grid steps whose grid ((value + 1) float64 times) fits in memory.
+
+    Parameters
+    ----------
+    value : object
+        The number of steps.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int
+        The number of steps.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a positive integer, or a grid too large for the memory available.
+    """
     k = positive_int(value, name)
     need, avail = (k + 1) * 8, available_bytes()
     if need > avail:

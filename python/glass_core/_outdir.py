@@ -65,7 +65,22 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
-    """Raise InvalidInputError naming ``flag`` unless ``out`` can receive a new run's files."""
+    """Raise InvalidInputError naming ``flag`` unless ``out`` can receive a new run's files.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The output folder.
+    overwrite : bool
+        A non-empty ``out`` may be replaced.
+    flag : str
+        The option's name in messages.
+
+    Raises
+    ------
+    InvalidInputError
+        ``out`` is a file, non-empty without ``overwrite``, or its name is too long.
+    """
     parent = _existing_ancestor(out)
     limit = _name_max(parent)
     for part in out.absolute().parts:
@@ -125,6 +140,25 @@ def staged_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> Iterat
     OutputNotMovedError
         The body completed but its folder could not become ``out`` (another run filled it
         meanwhile, or the filesystem refused); the message and ``results`` say where it is.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The output folder.
+    overwrite : bool
+        A non-empty ``out`` may be replaced.
+    flag : str
+        The option's name in messages.
+
+    Yields
+    ------
+    pathlib.Path
+        The staging folder to write into.
+
+    Raises
+    ------
+    OutputNotMovedError
+        The run completed but could not be moved to ``out`` (the message says where it is).
     """
     check_output_dir(out, overwrite, flag)
     target = out.absolute()

@@ -64,6 +64,20 @@ def progress_bar(total: int, enabled: bool, desc: str) -> Any:
     """Return a context manager with ``update(n)``: a bar, log lines or nothing.
 
     See the module doc.
+
+    Parameters
+    ----------
+    total : int
+        Steps expected.
+    enabled : bool
+        False: nothing is shown.
+    desc : str
+        The bar's label.
+
+    Returns
+    -------
+    context manager
+        With ``update(n)`` and ``close()``.
     """
     from tqdm.auto import tqdm
 
