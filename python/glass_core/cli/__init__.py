@@ -55,7 +55,13 @@ class Terminated(BaseException):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the ``glass-core`` parser with one subparser per command."""
+    """Build the ``glass-core`` parser with one subparser per command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser.
+    """
     from glass_core import __doc__ as pkg_doc
     from glass_core.cli._common import Formatter
 
@@ -83,6 +89,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse flags over the --config file over the defaults.
 
     ``args._explicit`` holds the dests given as flags.
+
+    Parameters
+    ----------
+    argv : sequence of str or None
+        The arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    argparse.Namespace
+        The settings.
+
+    Raises
+    ------
+    CLIError
+        Bad flags or a bad --config file.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -112,6 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Entry point of ``glass-core``; returns the exit code (0 ok, 1 failure, 2 bad input or a
     missing optional dependency, 130 interrupted, 128 + N ended by signal N).
+
+    Parameters
+    ----------
+    argv : sequence of str or None
+        The arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code; errors are reported on stderr, not raised.
     """
     argv = list(argv) if argv is not None else sys.argv[1:]
     debug = "--debug" in argv

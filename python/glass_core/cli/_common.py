@@ -67,14 +67,41 @@ FLAGS: dict[str, str] = {
 
 
 def flag_of(arg: str | None) -> str | None:
-    """Return the flag setting library argument `arg` (None if no flag does)."""
+    """Return the flag setting library argument `arg` (None if no flag does).
+
+    Parameters
+    ----------
+    arg : str or None
+        A library argument's name or a flag.
+
+    Returns
+    -------
+    str or None
+        The flag.
+    """
     if arg is None or arg.startswith("--"):
         return arg
     return FLAGS.get(arg)
 
 
 def rho_type(value: str | float) -> str | float:
-    """GLASS rho from a flag or a TOML value: 'ddpm' or a float in [-1, 1]."""
+    """GLASS rho from a flag or a TOML value: 'ddpm' or a float in [-1, 1].
+
+    Parameters
+    ----------
+    value : str or float
+        The flag's or key's value.
+
+    Returns
+    -------
+    str or float
+        'ddpm' or the float.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Anything else.
+    """
     if value == "ddpm":
         return value
     try:
@@ -89,7 +116,13 @@ def rho_type(value: str | float) -> str | float:
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
-    """--config, --quiet, --overwrite and --debug, which every command takes."""
+    """--config, --quiet, --overwrite and --debug, which every command takes.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser.
+    """
     g = p.add_argument_group("common options")
     g.add_argument(
         "--config", type=Path, default=None, help="TOML file with the same keys as the flags"
@@ -109,7 +142,18 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
 
 
 def logger(args: argparse.Namespace) -> Callable[[str], None]:
-    """Return a function printing a progress message on stderr unless --quiet."""
+    """Return a function printing a progress message on stderr unless --quiet.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    callable
+        ``log(message)``.
+    """
 
     def log(msg: str) -> None:
         if not args.quiet:

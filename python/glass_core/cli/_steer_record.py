@@ -21,7 +21,26 @@ EARLY_T = 0.5
 def write_outputs(
     folder: Path, res: Any, args: argparse.Namespace, transition: Any, world: int
 ) -> dict[str, Any]:
-    """Images, best images and results.json into `folder`; returns the record."""
+    """Images, best images and results.json into `folder`; returns the record.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The (staging) output folder.
+    res : SteerResult
+        The run's result.
+    args : argparse.Namespace
+        The parsed flags.
+    transition : object
+        The transition kernel.
+    world : int
+        The number of ranks.
+
+    Returns
+    -------
+    dict
+        The record written to results.json.
+    """
     import json
 
     import torch

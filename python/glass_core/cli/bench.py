@@ -20,7 +20,13 @@ SOURCE_BENCHES = Path(__file__).resolve().parents[3] / "benches"
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add the ``bench`` command to `subparsers`."""
+    """Add the ``bench`` command to `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``glass-core`` parser's subparsers.
+    """
     p = subparsers.add_parser(
         "bench",
         help="run the benches/*.py scripts and write their tables",
@@ -88,7 +94,23 @@ def _scripts(bench_dir: Path, only: list[str] | None) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the scripts into --out (staged); returns the exit code (a failed script raises)."""
+    """Run the scripts into --out (staged); returns the exit code (a failed script raises).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code.
+
+    Raises
+    ------
+    CLIError
+        No benches folder or an unknown --only name.
+    """
     import json
 
     from glass_core._outdir import staged_output_dir

@@ -51,6 +51,11 @@ def add_parser(subparsers: Any) -> None:
 
     Add the ``steer`` command to `subparsers` (defaults: glass_core.steer's, except --lambda,
     stated in its help).
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``glass-core`` parser's subparsers.
     """
     p = subparsers.add_parser(
         "steer",
@@ -195,7 +200,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def transition_of(args: argparse.Namespace) -> Any:
-    """Build the transition kernel the flags name (its own constructor checks its parameters)."""
+    """Build the transition kernel the flags name (its own constructor checks its parameters).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    Transition
+        Glass, ODE or SDE.
+
+    Raises
+    ------
+    InvalidInputError
+        A parameter the kernel refuses.
+    """
     from glass_core.transitions import ODE, SDE, Glass
 
     if args.transition == "ode":  # the CLI's ODE default stays Euler
@@ -212,6 +233,16 @@ def check_arguments(args: argparse.Namespace) -> None:
     Every rule that needs no model, before anything loads: glass_core.steer's own rules
     (glass_core._checks.steer_arguments) named by the flags, the seed, and the sizes and files
     only the command line has.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Raises
+    ------
+    CLIError
+        The first rule broken, naming its flag.
     """
     if args.pipeline is None:
         raise CLIError("--pipeline is required for 'steer'")
@@ -266,6 +297,23 @@ def run(args: argparse.Namespace) -> int:
 
     One path for every pipeline: load it with DiffusionPipeline.from_pretrained (the embedded
     model for 'default') and call glass_core.steer, sharded with --distributed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code.
+
+    Raises
+    ------
+    CLIError
+        Bad flags (exit code 2).
+    InvalidInputError
+        An argument steer refuses (exit code 2).
     """
     from glass_core import _deps
     from glass_core._outdir import check_output_dir, staged_output_dir
