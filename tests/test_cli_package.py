@@ -76,7 +76,7 @@ def test_flag_table_names_only_real_library_arguments() -> None:
     known = {*inspect.signature(steer_fn).parameters, *inspect.signature(Glass).parameters}
     known |= {*inspect.signature(fk_steering).parameters}  # device, dtype
     # the grid's, the CLI's, the demo's and the T5 encoders' names
-    known |= {"num_steps", "seed", "substeps", "threads", "max_sequence_length"}
+    known |= {"num_steps", "seed", "substeps", "threads", "max_sequence_length", "num_frames"}
     assert set(_common.FLAGS) <= known, set(_common.FLAGS) - known
     flags = {o for a in _actions("steer").values() for o in a.option_strings}
     flags |= {o for a in _actions("demo").values() for o in a.option_strings}

@@ -34,7 +34,7 @@ FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def invalid(arg: str | None, message: str) -> InvalidInputError:
-    """An InvalidInputError whose ``arg`` names the argument at fault (None: no single one).
+    """Make an InvalidInputError whose ``arg`` names the argument at fault (None: no single one).
 
     Parameters
     ----------
@@ -54,8 +54,30 @@ def invalid(arg: str | None, message: str) -> InvalidInputError:
 
 
 def positive_int(value: Any, name: str, minimum: int = 1, maximum: int | None = None) -> int:
-    """`value` as an int in [minimum, maximum] (integer-likes such as numpy.int64 accepted, bools
-    and floats refused)."""
+    """Check an integer in a range.
+
+    `value` as an int in [minimum, maximum] (integer-likes such as numpy.int64 accepted, bools
+    and floats refused).
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+    minimum, maximum : int
+        The bounds (``maximum`` None: none).
+
+    Returns
+    -------
+    int
+        ``value`` as an int.
+
+    Raises
+    ------
+    InvalidInputError
+        Not an integer or out of range.
+    """
     try:
         v = operator.index(value)
     except TypeError:
@@ -68,18 +90,55 @@ def positive_int(value: Any, name: str, minimum: int = 1, maximum: int | None = 
 
 
 def optional_positive_int(value: Any, name: str) -> int | None:
-    """None, or `value` as a positive int."""
+    """None, or `value` as a positive int.
+
+    Parameters
+    ----------
+    value : object
+        None or the value to check.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int or None
+        ``value`` as an int, or None.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a positive integer.
+    """
     return None if value is None else positive_int(value, name)
 
 
 def finite_float(value: Any, name: str) -> float:
-    """`value` as a finite float: a real number (int, float, numpy scalar, one-element tensor);
+    """Check a finite float.
+
+    `value` as a finite float: a real number (int, float, numpy scalar, one-element tensor);
     booleans and strings are refused rather than read as 1.0 / parsed.
 
     Raises
     ------
     InvalidInputError
         With ``arg = name`` for anything else, NaN or inf.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    float
+        ``value`` as a float.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a real number, or NaN/inf.
     """
     numeric = not isinstance(value, bool | np.bool_ | str | bytes) and hasattr(value, "__float__")
     try:
@@ -92,12 +151,36 @@ def finite_float(value: Any, name: str) -> float:
 
 
 def seed(value: Any, name: str = "seed") -> int:
-    """A seed for ``torch.Generator.manual_seed``: an integer in [0, 2**64 - 1]."""
+    """Check a seed for ``torch.Generator.manual_seed``: an integer in [0, 2**64 - 1].
+
+    Parameters
+    ----------
+    value : object
+        The seed.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int
+        The seed as an int.
+
+    Raises
+    ------
+    InvalidInputError
+        Not an integer in that range.
+    """
     return positive_int(value, name, minimum=0, maximum=MAX_SEED)
 
 
 def available_cpus() -> int:
-    """CPU cores this process may run on (its affinity mask, which a container may narrow)."""
+    """CPU cores this process may run on (its affinity mask, which a container may narrow).
+
+    Returns
+    -------
+    int
+        The number of cores, at least 1.
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -105,8 +188,28 @@ def available_cpus() -> int:
 
 
 def num_threads(value: Any, name: str = "threads") -> int:
-    """A CPU thread count in [1, available_cpus()]: more threads than cores only slow torch down
-    (and tens of thousands make OpenMP fail to create them or crash)."""
+    """Check a CPU thread count.
+
+    A CPU thread count in [1, available_cpus()]: more threads than cores only slow torch down
+    (and tens of thousands make OpenMP fail to create them or crash).
+
+    Parameters
+    ----------
+    value : object
+        The thread count.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int
+        The thread count.
+
+    Raises
+    ------
+    InvalidInputError
+        Not an integer in [1, available_cpus()].
+    """
     n, cores = positive_int(value, name), available_cpus()
     if n > cores:
         raise invalid(
@@ -116,8 +219,16 @@ def num_threads(value: Any, name: str = "threads") -> int:
 
 
 def available_bytes() -> int:
-    """Bytes this process can still allocate (Linux: MemAvailable, lowered by a cgroup v2
-    limit), else UNKNOWN_MEMORY_BYTES; the rule of the native core's size contract."""
+    """Return the bytes this process can still allocate.
+
+    Bytes this process can still allocate (Linux: MemAvailable, lowered by a cgroup v2
+    limit), else UNKNOWN_MEMORY_BYTES; the rule of the native core's size contract.
+
+    Returns
+    -------
+    int
+        The bytes available.
+    """
     avail: int | None = None
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -153,7 +264,9 @@ def particle_count(
     num_groups: int = 1,
     sample_bytes: int = 4,
 ) -> int:
-    """`value` as a particle count whose particles fit in memory: ``num_groups x value`` samples
+    """Check a particle count against the memory available.
+
+    `value` as a particle count whose particles fit in memory: ``num_groups x value`` samples
     of at least ``sample_bytes`` each plus PARTICLE_OVERHEAD_BYTES, against available_bytes().
 
     Parameters
@@ -190,8 +303,28 @@ def particle_count(
 
 
 def device(value: Any, name: str = "device") -> Any:
-    """A torch device (or None) that can hold data: 'meta' tensors have none, so every
-    algorithm would fail on them much later with an unrelated message."""
+    """Check that a device can hold data.
+
+    A torch device (or None) that can hold data: 'meta' tensors have none, so every
+    algorithm would fail on them much later with an unrelated message.
+
+    Parameters
+    ----------
+    value : object
+        None, a torch.device or a device string.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    torch.device or None
+        The device.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a device, or the meta device.
+    """
     import torch
 
     if value is None:
@@ -207,7 +340,25 @@ def device(value: Any, name: str = "device") -> Any:
 
 
 def float_dtype(value: Any, name: str = "dtype") -> Any:
-    """None or one of FLOAT_DTYPES (float8 and complex dtypes cannot draw Gaussian noise)."""
+    """None or one of FLOAT_DTYPES (float8 and complex dtypes cannot draw Gaussian noise).
+
+    Parameters
+    ----------
+    value : object
+        None or a torch dtype.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    torch.dtype or None
+        The dtype.
+
+    Raises
+    ------
+    InvalidInputError
+        Not one of FLOAT_DTYPES.
+    """
     import torch
 
     allowed = [getattr(torch, d) for d in FLOAT_DTYPES]
@@ -220,13 +371,41 @@ def float_dtype(value: Any, name: str = "dtype") -> Any:
 
 
 def tensor_with_data(x: Any, name: str) -> None:
-    """A tensor argument must hold data (not on the meta device)."""
+    """Check that a tensor argument holds data (not on the meta device).
+
+    Parameters
+    ----------
+    x : object
+        The argument (checked only if it is a tensor).
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Raises
+    ------
+    InvalidInputError
+        A tensor on the meta device.
+    """
     if getattr(x, "is_meta", False):
         raise invalid(name, f"`{name}` is on the meta device (no data); pass a real tensor")
 
 
 def model_output(out: Any, x: Any, t: object) -> None:
-    """The model's output must be on the input's device (else a ModelError naming both)."""
+    """Check that the model's output is on the input's device (else a ModelError naming both).
+
+    Parameters
+    ----------
+    out : torch.Tensor
+        The model's output.
+    x : torch.Tensor
+        The model's input.
+    t : object
+        The time, for the message.
+
+    Raises
+    ------
+    ModelError
+        ``out`` on another device than ``x``.
+    """
     if out.device != x.device:
         raise ModelError(
             f"the model's output at t={t} is on {out.device}, but its input was on {x.device}; "
@@ -235,7 +414,22 @@ def model_output(out: Any, x: Any, t: object) -> None:
 
 
 def reward_output(values: Any, device: Any, name: str = "reward") -> None:
-    """A reward's values must be on the particles' device (else a RewardError naming both)."""
+    """Check that a reward's values are on the particles' device (else RewardError).
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        The reward's output.
+    device : torch.device or None
+        The particles' device (None: not checked).
+    name : str
+        The reward's name in the message.
+
+    Raises
+    ------
+    RewardError
+        ``values`` on another device.
+    """
     if device is not None and values.device != device:
         raise RewardError(
             f"{name} returned values on {values.device}, but the particles are on {device}; "
@@ -244,7 +438,20 @@ def reward_output(values: Any, device: Any, name: str = "reward") -> None:
 
 
 def plain_array(values: Any, name: str) -> None:
-    """Masked arrays are refused: their mask would be ignored silently."""
+    """Masked arrays are refused: their mask would be ignored silently.
+
+    Parameters
+    ----------
+    values : object
+        The argument.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Raises
+    ------
+    InvalidInputError
+        A numpy masked array.
+    """
     if isinstance(values, np.ma.MaskedArray):
         raise invalid(
             name,
@@ -254,7 +461,25 @@ def plain_array(values: Any, name: str) -> None:
 
 
 def grid_steps(value: Any, name: str = "num_transitions") -> int:
-    """A number of time-grid steps whose grid ((value + 1) float64 times) fits in memory."""
+    """Check a number of time-grid steps whose grid ((value + 1) float64 times) fits in memory.
+
+    Parameters
+    ----------
+    value : object
+        The number of steps.
+    name : str
+        The argument's name in the message (and the error's ``arg``).
+
+    Returns
+    -------
+    int
+        The number of steps.
+
+    Raises
+    ------
+    InvalidInputError
+        Not a positive integer, or a grid too large for the memory available.
+    """
     k = positive_int(value, name)
     need, avail = (k + 1) * 8, available_bytes()
     if need > avail:
@@ -282,7 +507,9 @@ def steer_arguments(
     strength: Any = None,
     name: Callable[[str], str] = _same,
 ) -> int:
-    """The rules of ``glass_core.steer``'s arguments that need no pipeline, so a caller can ask
+    """Check the arguments of ``glass_core.steer`` that need no pipeline.
+
+    The rules of ``glass_core.steer``'s arguments that need no pipeline, so a caller can ask
     them before loading one (the command line, with its flags' names).
 
     Parameters

@@ -1,4 +1,6 @@
-"""Output folders of the command line: never mixed with an older run's files, never half written,
+"""Output folders of the command line.
+
+Output folders of the command line: never mixed with an older run's files, never half written,
 never lost.
 
 A command writes into a fresh hidden folder beside ``--out`` and moves it into place only when it
@@ -29,8 +31,11 @@ _RANDOM_CHARS = 8
 
 
 class OutputNotMovedError(RuntimeError):
-    """A run completed but its folder could not be moved to ``--out``; ``results`` is where it
-    is (complete), named in the message."""
+    """A completed run whose folder could not be moved to ``--out``.
+
+    A run completed but its folder could not be moved to ``--out``; ``results`` is where it
+    is (complete), named in the message.
+    """
 
     def __init__(self, message: str, results: Path) -> None:
         super().__init__(message)
@@ -38,7 +43,7 @@ class OutputNotMovedError(RuntimeError):
 
 
 def _name_max(folder: Path) -> int:
-    """The longest file name (bytes) the filesystem of `folder` allows."""
+    """Return the longest file name (bytes) the filesystem of `folder` allows."""
     try:
         return int(os.pathconf(folder, "PC_NAME_MAX"))
     except (OSError, ValueError, AttributeError):
@@ -60,7 +65,22 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
-    """Raise InvalidInputError naming ``flag`` unless ``out`` can receive a new run's files."""
+    """Raise InvalidInputError naming ``flag`` unless ``out`` can receive a new run's files.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The output folder.
+    overwrite : bool
+        A non-empty ``out`` may be replaced.
+    flag : str
+        The option's name in messages.
+
+    Raises
+    ------
+    InvalidInputError
+        ``out`` is a file, non-empty without ``overwrite``, or its name is too long.
+    """
     parent = _existing_ancestor(out)
     limit = _name_max(parent)
     for part in out.absolute().parts:
@@ -89,8 +109,11 @@ def check_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> None:
 
 
 def _sibling(target: Path, kind: str) -> Path:
-    """A new empty hidden folder ``.NAME.KIND-XXXXXXXX`` beside `target` (NAME shortened so the
-    whole name fits the filesystem's limit however long ``--out``'s own name is)."""
+    """Create a new empty hidden staging folder beside `target`.
+
+    A new empty hidden folder ``.NAME.KIND-XXXXXXXX`` beside `target` (NAME shortened so the
+    whole name fits the filesystem's limit however long ``--out``'s own name is).
+    """
     fixed = len(f"..{kind}-") + _RANDOM_CHARS
     keep = max(1, _name_max(target.parent) - fixed)
     name = os.fsencode(target.name)[:keep].decode(errors="ignore")
@@ -104,7 +127,9 @@ def _rename(src: Path, dst: Path) -> None:
 
 @contextmanager
 def staged_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> Iterator[Path]:
-    """Yield an empty folder beside ``out``; on success it becomes ``out`` (replacing it with
+    """Stage a run's output folder and move it into place on success.
+
+    Yield an empty folder beside ``out``; on success it becomes ``out`` (replacing it with
     ``overwrite``), on any exception (including KeyboardInterrupt) it is deleted and ``out`` is
     left untouched.
 
@@ -115,6 +140,25 @@ def staged_output_dir(out: Path, overwrite: bool, flag: str = "--out") -> Iterat
     OutputNotMovedError
         The body completed but its folder could not become ``out`` (another run filled it
         meanwhile, or the filesystem refused); the message and ``results`` say where it is.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        The output folder.
+    overwrite : bool
+        A non-empty ``out`` may be replaced.
+    flag : str
+        The option's name in messages.
+
+    Yields
+    ------
+    pathlib.Path
+        The staging folder to write into.
+
+    Raises
+    ------
+    OutputNotMovedError
+        The run completed but could not be moved to ``out`` (the message says where it is).
     """
     check_output_dir(out, overwrite, flag)
     target = out.absolute()
@@ -166,7 +210,7 @@ def _not_moved(exc: OSError, staging: Path, target: Path, flag: str) -> OutputNo
 
 
 def _default_permissions(path: Path) -> None:
-    """mkdtemp makes the folder private (0700); give it the mode mkdir would (0777 - umask)."""
+    """Mkdtemp makes the folder private (0700); give it the mode mkdir would (0777 - umask)."""
     mask = os.umask(0)
     os.umask(mask)
     path.chmod(0o777 & ~mask)

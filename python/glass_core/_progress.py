@@ -61,7 +61,24 @@ class _LogLines:
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    """A context manager with ``update(n)``: a bar, log lines or nothing (see the module doc)."""
+    """Return a context manager with ``update(n)``: a bar, log lines or nothing.
+
+    See the module doc.
+
+    Parameters
+    ----------
+    total : int
+        Steps expected.
+    enabled : bool
+        False: nothing is shown.
+    desc : str
+        The bar's label.
+
+    Returns
+    -------
+    context manager
+        With ``update(n)`` and ``close()``.
+    """
     from tqdm.auto import tqdm
 
     if enabled and not (_is_terminal(sys.stderr) or _in_notebook()):

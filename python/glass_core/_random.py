@@ -42,11 +42,32 @@ def randn(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Standard normal tensor of `shape`.
+    """Draw a standard normal tensor of `shape`.
 
     `generator` is None, one torch.Generator, or a list of generators: then the leading dimension is
     split into len(list) equal chunks and chunk b is drawn from generator b (so row-group b of a
     batched call equals an unbatched call seeded with generator b).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The tensor's shape.
+    generator : torch.Generator, list of them, or None
+        The random source(s).
+    device : torch.device or str
+        Where the tensor goes.
+    dtype : torch.dtype
+        Its dtype.
+
+    Returns
+    -------
+    torch.Tensor
+        The draw.
+
+    Raises
+    ------
+    InvalidInputError
+        A generator list that does not split the leading dimension.
     """
     shape = tuple(int(s) for s in shape)
     device = torch.device(device)
@@ -65,7 +86,20 @@ def randn(
 
 
 def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
-    """Standard normal noise shaped like `x` (same device and dtype); see `randn`."""
+    """Draw standard normal noise shaped like `x` (same device and dtype); see `randn`.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        The shape, device and dtype to copy.
+    generator : torch.Generator, list of them, or None
+        The random source(s).
+
+    Returns
+    -------
+    torch.Tensor
+        The draw.
+    """
     return randn(x.shape, generator, device=x.device, dtype=x.dtype)
 
 
@@ -76,7 +110,24 @@ def rand(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Uniform [0, 1) tensor with the same generator rules as `randn`."""
+    """Uniform [0, 1) tensor with the same generator rules as `randn`.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The tensor's shape.
+    generator : torch.Generator, list of them, or None
+        The random source(s).
+    device : torch.device or str
+        Where the tensor goes.
+    dtype : torch.dtype
+        Its dtype.
+
+    Returns
+    -------
+    torch.Tensor
+        The draw.
+    """
     shape = tuple(int(s) for s in shape)
     device = torch.device(device)
 

@@ -48,13 +48,19 @@ class UnsupportedModelError(GlassError, ValueError):
 
 
 class ModelError(GlassError, RuntimeError):
-    """The model returned NaN/inf (or a non-floating-point tensor); the message names the time and
-    the rows, so the model (or its inputs) is blamed rather than the reward downstream."""
+    """The model returned NaN/inf or a non-floating-point tensor.
+
+    The model returned NaN/inf (or a non-floating-point tensor); the message names the time and
+    the rows, so the model (or its inputs) is blamed rather than the reward downstream.
+    """
 
 
 class RankFailedError(GlassError, RuntimeError):
-    """A rank raised during a sharded run; raised on every rank. ``ranks`` and ``step`` say where
-    (step k is the transition t_{k-1} -> t_k; 0 is argument checking before the first one)."""
+    """A rank raised during a sharded run.
+
+    A rank raised during a sharded run; raised on every rank. ``ranks`` and ``step`` say where
+    (step k is the transition t_{k-1} -> t_k; 0 is argument checking before the first one).
+    """
 
     def __init__(self, message: str, ranks: list[int], step: int) -> None:
         super().__init__(message)

@@ -15,6 +15,7 @@ plain sampling, optionally with the particles sharded over torch.distributed ran
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from glass_core._checks import positive_int, steer_arguments
+from glass_core._checks import invalid, positive_int, steer_arguments
 from glass_core.align.results import FKResult, SamplingResult
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers.unconditional import is_unconditional
@@ -477,12 +478,13 @@ def _with_compile(transition: Any, compile: Any) -> Any:
     from glass_core.transitions import Glass
 
     if not isinstance(compile, bool):
-        raise InvalidInputError(f"compile must be None, True or False, got {compile!r}")
+        raise invalid("compile", f"compile must be None, True or False, got {compile!r}")
     if not isinstance(transition, Glass):
         if compile is False:
             return transition  # nothing to turn off
-        raise InvalidInputError(
-            f"compile=True applies to a Glass transition (its inner loop), not {transition!r}"
+        raise invalid(
+            "compile",
+            f"compile=True applies to a Glass transition (its inner loop), not {transition!r}",
         )
     return Glass(
         rho=transition.rho, inner_steps=transition.inner_steps, solver=transition.solver,
@@ -503,6 +505,35 @@ def _check_process_group(process_group: Any, method: str) -> None:
             "process_group: steer returns every particle on every rank, so it needs "
             "Sharding(gather=True); call glass_core.align.fk_steering / best_of_n directly "
             "for rank-local samples"
+        )
+
+
+def _method_function(method: str) -> Any:
+    """Return the align function whose keyword arguments ``method`` takes through ``steer``."""
+    from glass_core import align
+
+    return {
+        "tempered": align.tempered_smc,
+        "value_decoding": align.value_decoding,
+        "beam_search": align.beam_search,
+    }.get(method, align.fk_steering)  # fk and twisted: fk_steering's
+
+
+def _check_method_arguments(
+    rest: Mapping[str, Any], method: str, pipe_name: str, names: Any
+) -> None:
+    """Refuse keywords that are neither the pipeline's call options nor the method's.
+
+    The error's ``arg`` is the keyword when there is one (the command line names its flag).
+    """
+    fn = _method_function(method)
+    unknown = sorted(set(rest) - set(inspect.signature(fn).parameters))
+    if unknown:
+        raise invalid(
+            unknown[0] if len(unknown) == 1 else None,
+            f"{', '.join(unknown)}: neither a call option of {pipe_name} that steer passes "
+            f"through (it takes {', '.join(sorted(names)) or 'none'}) nor an argument of "
+            f"{fn.__name__}",
         )
 
 
@@ -529,6 +560,7 @@ def _wrap_pipeline(
         raise InvalidInputError(
             f"unexpected keyword arguments for method={method!r}: {sorted(rest)}"
         )
+    _check_method_arguments(rest, method, type(pipe).__name__, names)
     # timed: steer reports model and reward seconds (the meter syncs the device around them)
     model = wrap_pipeline(
         pipe,

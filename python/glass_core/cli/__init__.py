@@ -55,7 +55,13 @@ class Terminated(BaseException):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``glass-core`` parser with one subparser per command."""
+    """Build the ``glass-core`` parser with one subparser per command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser.
+    """
     from glass_core import __doc__ as pkg_doc
     from glass_core.cli._common import Formatter
 
@@ -80,7 +86,25 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Flags over the --config file over the defaults; ``args._explicit``: dests given as flags."""
+    """Parse flags over the --config file over the defaults.
+
+    ``args._explicit`` holds the dests given as flags.
+
+    Parameters
+    ----------
+    argv : sequence of str or None
+        The arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    argparse.Namespace
+        The settings.
+
+    Raises
+    ------
+    CLIError
+        Bad flags or a bad --config file.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -105,8 +129,21 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``glass-core``; returns the exit code (0 ok, 1 failure, 2 bad input or a
-    missing optional dependency, 130 interrupted, 128 + N ended by signal N)."""
+    """Run ``glass-core`` and return its exit code.
+
+    Entry point of ``glass-core``; returns the exit code (0 ok, 1 failure, 2 bad input or a
+    missing optional dependency, 130 interrupted, 128 + N ended by signal N).
+
+    Parameters
+    ----------
+    argv : sequence of str or None
+        The arguments (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code; errors are reported on stderr, not raised.
+    """
     argv = list(argv) if argv is not None else sys.argv[1:]
     debug = "--debug" in argv
     previous = _install_signal_handlers()
@@ -139,8 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _install_signal_handlers() -> dict[signal.Signals, Any]:
-    """SIGTERM/SIGHUP raise Terminated (main thread only: elsewhere signals cannot be caught);
-    returns the previous handlers to restore."""
+    """Make SIGTERM/SIGHUP raise Terminated.
+
+    SIGTERM/SIGHUP raise Terminated (main thread only: elsewhere signals cannot be caught);
+    returns the previous handlers to restore.
+    """
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -152,10 +192,13 @@ def _install_signal_handlers() -> dict[signal.Signals, Any]:
 
 
 def _exit_now(code: int) -> NoReturn:
-    """End a --distributed run without interpreter finalisation: the process group is already
+    """End a --distributed run without interpreter finalisation.
+
+    End a --distributed run without interpreter finalisation: the process group is already
     destroyed and every file written, but gloo's C++ threads can still abort (SIGABRT,
     "terminate called without an active exception") during finalisation, which torchrun would
-    report as a failed run."""
+    report as a failed run.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -177,8 +220,11 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _describe(exc: BaseException) -> str:
-    """The one-line message: as raised, prefixed by the flag of the argument at fault (from
-    ``InvalidInputError.arg`` through the one table, FLAGS) unless the message names it."""
+    """Return the one-line message of an error.
+
+    The one-line message: as raised, prefixed by the flag of the argument at fault (from
+    ``InvalidInputError.arg`` through the one table, FLAGS) unless the message names it.
+    """
     from glass_core._deps import MissingExtraError, describe_missing
 
     msg = str(exc) or type(exc).__name__

@@ -1,6 +1,9 @@
-"""What every command of the command line shares: its user-facing error, the help formatter, the
+"""What every command of the command line shares.
+
+What every command of the command line shares: its user-facing error, the help formatter, the
 common options, the table from library arguments to flags and the log. A module of its own, so
-that the command modules and ``glass_core.cli`` can use it without importing each other."""
+that the command modules and ``glass_core.cli`` can use it without importing each other.
+"""
 
 from __future__ import annotations
 
@@ -57,19 +60,48 @@ FLAGS: dict[str, str] = {
     "height": "--height",
     "width": "--width",
     "max_sequence_length": "--max-sequence-length",
+    "num_frames": "--num-frames",
     "threads": "--threads",
+    "compile": "--compile",
 }
 
 
 def flag_of(arg: str | None) -> str | None:
-    """The flag setting library argument `arg` (a flag is its own), or None if no flag does."""
+    """Return the flag setting library argument `arg` (None if no flag does).
+
+    Parameters
+    ----------
+    arg : str or None
+        A library argument's name or a flag.
+
+    Returns
+    -------
+    str or None
+        The flag.
+    """
     if arg is None or arg.startswith("--"):
         return arg
     return FLAGS.get(arg)
 
 
 def rho_type(value: str | float) -> str | float:
-    """GLASS rho from a flag or a TOML value: 'ddpm' or a float in [-1, 1]."""
+    """GLASS rho from a flag or a TOML value: 'ddpm' or a float in [-1, 1].
+
+    Parameters
+    ----------
+    value : str or float
+        The flag's or key's value.
+
+    Returns
+    -------
+    str or float
+        'ddpm' or the float.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        Anything else.
+    """
     if value == "ddpm":
         return value
     try:
@@ -84,7 +116,13 @@ def rho_type(value: str | float) -> str | float:
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
-    """--config, --quiet, --overwrite and --debug, which every command takes."""
+    """--config, --quiet, --overwrite and --debug, which every command takes.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser.
+    """
     g = p.add_argument_group("common options")
     g.add_argument(
         "--config", type=Path, default=None, help="TOML file with the same keys as the flags"
@@ -104,7 +142,18 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
 
 
 def logger(args: argparse.Namespace) -> Callable[[str], None]:
-    """A function printing a progress message on stderr unless --quiet."""
+    """Return a function printing a progress message on stderr unless --quiet.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    callable
+        ``log(message)``.
+    """
 
     def log(msg: str) -> None:
         if not args.quiet:

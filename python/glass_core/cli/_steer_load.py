@@ -1,6 +1,9 @@
-"""Inputs of ``glass-core steer``: the --device, the --pipeline folder and its options, the
+"""Inputs of ``glass-core steer``.
+
+Inputs of ``glass-core steer``: the --device, the --pipeline folder and its options, the
 --reward spec (embedded, user Python or a registered kind) and the --image file; every one that
-cannot be used is a CLIError naming its flag (exit code 2)."""
+cannot be used is a CLIError naming its flag (exit code 2).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ PIPELINE_FLAGS = (
     "height",
     "width",
     "max_sequence_length",
+    "num_frames",
 )
 
 
@@ -30,7 +34,18 @@ def _flag(dest: str) -> str:
 
 
 def check_device(spec: str) -> None:
-    """--device names a torch device that exists here (else exit 2 before anything loads)."""
+    """--device names a torch device that exists here (else exit 2 before anything loads).
+
+    Parameters
+    ----------
+    spec : str
+        The --device value.
+
+    Raises
+    ------
+    CLIError
+        Not a torch device, or none such here.
+    """
     import torch
 
     try:
@@ -60,6 +75,23 @@ def check_device(spec: str) -> None:
 
 
 def read_image(path: Path) -> Any:
+    """Read the --image file as a PIL image (grayscale or RGB).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The image.
+
+    Raises
+    ------
+    CLIError
+        A file PIL cannot read.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -70,6 +102,23 @@ def read_image(path: Path) -> Any:
 
 
 def pipeline_dir(spec: str) -> Path:
+    """Return the folder a --pipeline value names ('default': the embedded model's).
+
+    Parameters
+    ----------
+    spec : str
+        The --pipeline value.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+
+    Raises
+    ------
+    CLIError
+        A folder that does not exist or holds no pipeline.
+    """
     from glass_core.digits.assets import DEFAULT_MODEL_DIR
 
     if spec == "default":
@@ -97,7 +146,23 @@ REWARD_SPECS = (
 
 
 def default_reward_spec(spec: str) -> tuple[str | None, int]:
-    """digits | digits:TARGET | digits:DIR:TARGET -> (dir or None, target)."""
+    """Digits | digits:TARGET | digits:DIR:TARGET -> (dir or None, target).
+
+    Parameters
+    ----------
+    spec : str
+        The --reward value.
+
+    Returns
+    -------
+    tuple of (str or None, int)
+        The classifier folder (None: embedded) and the target digit.
+
+    Raises
+    ------
+    CLIError
+        A malformed spec or target.
+    """
     parts = spec.split(":")
     if parts[0] != "digits" or len(parts) > 3:
         raise CLIError(f"--reward must be digits[:TARGET] or digits:DIR:TARGET, got {spec!r}")
@@ -111,8 +176,28 @@ def default_reward_spec(spec: str) -> tuple[str | None, int]:
 
 
 def steer_reward(spec: str, device: str) -> Any:
-    """digits[:...] (the embedded classifier, on 1x8x8 samples), python:FILE.py:FUNC (an image
-    reward), latent:FILE.py:FUNC (a reward on latents) or KIND:PATH (load_reward)."""
+    """Build the reward a --reward spec names.
+
+    digits[:...] (the embedded classifier, on 1x8x8 samples), python:FILE.py:FUNC (an image
+    reward), latent:FILE.py:FUNC (a reward on latents) or KIND:PATH (load_reward).
+
+    Parameters
+    ----------
+    spec : str
+        The --reward value.
+    device : str
+        The --device value.
+
+    Returns
+    -------
+    object
+        The reward for ``glass_core.steer``.
+
+    Raises
+    ------
+    CLIError
+        A spec that names no reward that loads.
+    """
     from glass_core.rewards.loading import REWARD_KINDS, image_reward, latent_reward, load_reward
 
     kind, _, rest = spec.partition(":")
@@ -155,7 +240,25 @@ def steer_reward(spec: str, device: str) -> Any:
 
 
 def load_function(path: Path, name: str) -> Any:
-    """FUNC from a Python file (for --reward python:/latent:FILE.py:FUNC); runs the file."""
+    """FUNC from a Python file (for --reward python:/latent:FILE.py:FUNC); runs the file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The Python file.
+    name : str
+        The function's name.
+
+    Returns
+    -------
+    callable
+        The function.
+
+    Raises
+    ------
+    CLIError
+        A missing file, a file that fails to run, or no such callable.
+    """
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(f"_glass_core_user_{path.stem}", path)
@@ -170,8 +273,28 @@ def load_function(path: Path, name: str) -> Any:
 
 
 def load_pipeline(args: argparse.Namespace, pipe_dir: Path) -> Any:
-    """The --pipeline folder through ``digits.assets.load_pipeline``; one that does not load is
-    bad input (exit code 2)."""
+    """Load the --pipeline folder.
+
+    The --pipeline folder through ``digits.assets.load_pipeline``; one that does not load is
+    bad input (exit code 2).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+    pipe_dir : pathlib.Path
+        The pipeline folder.
+
+    Returns
+    -------
+    object
+        The diffusers pipeline.
+
+    Raises
+    ------
+    CLIError
+        A folder that does not load.
+    """
     import torch
 
     from glass_core.digits.assets import load_pipeline as load
@@ -185,7 +308,27 @@ def load_pipeline(args: argparse.Namespace, pipe_dir: Path) -> Any:
 
 
 def pipeline_kwargs(args: argparse.Namespace, pipe: Any, unconditional: bool) -> dict[str, Any]:
-    """steer() keywords from the pipeline flags, each checked against the pipeline's kind."""
+    """steer() keywords from the pipeline flags, each checked against the pipeline's kind.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+    pipe : object
+        The loaded pipeline.
+    unconditional : bool
+        The pipeline has no text conditioning.
+
+    Returns
+    -------
+    dict
+        Keyword arguments of ``glass_core.steer``.
+
+    Raises
+    ------
+    CLIError
+        Text options for an unconditional pipeline, no --prompt, or an option the family lacks.
+    """
     given = {
         dest: getattr(args, dest) for dest in PIPELINE_FLAGS if getattr(args, dest) is not None
     }
@@ -201,8 +344,6 @@ def pipeline_kwargs(args: argparse.Namespace, pipe: Any, unconditional: bool) ->
     from glass_core.models.diffusers._family import detect_family
 
     family = detect_family(pipe)
-    if "true_cfg_scale" in given and family != "flux":
-        raise CLIError(f"--true-cfg-scale applies to FLUX pipelines, not {family}")
     kwargs = dict(given)
     prompts = kwargs.pop("prompt")
     kwargs["prompt"] = prompts if len(prompts) > 1 else prompts[0]
@@ -220,8 +361,16 @@ def pipeline_kwargs(args: argparse.Namespace, pipe: Any, unconditional: bool) ->
 
 
 def quiet_libraries(quiet: bool) -> None:
-    """Loading bars of diffusers/transformers only on a terminal; with --quiet their warnings
-    (tokenizer truncation notices, which repeat the whole prompt) are off too."""
+    """Quiet the loading bars and warnings of diffusers/transformers.
+
+    Loading bars of diffusers/transformers only on a terminal; with --quiet their warnings
+    (tokenizer truncation notices, which repeat the whole prompt) are off too.
+
+    Parameters
+    ----------
+    quiet : bool
+        The --quiet flag.
+    """
     import diffusers
 
     modules: list[Any] = [diffusers]

@@ -1,6 +1,9 @@
-"""Outputs of ``glass-core steer``: the images, the best image of each prompt and results.json
+"""Outputs of ``glass-core steer``.
+
+Outputs of ``glass-core steer``: the images, the best image of each prompt and results.json
 (rewards, weights, ESS history, genealogy), and the warning when FK's weights collapsed early
-(the diagnostics are the FK result's own: ``lineage_roots()``, ``early_collapse()``)."""
+(the diagnostics are the FK result's own: ``lineage_roots()``, ``early_collapse()``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,26 @@ EARLY_T = 0.5
 def write_outputs(
     folder: Path, res: Any, args: argparse.Namespace, transition: Any, world: int
 ) -> dict[str, Any]:
-    """Images, best images and results.json into `folder`; returns the record."""
+    """Images, best images and results.json into `folder`; returns the record.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The (staging) output folder.
+    res : SteerResult
+        The run's result.
+    args : argparse.Namespace
+        The parsed flags.
+    transition : object
+        The transition kernel.
+    world : int
+        The number of ranks.
+
+    Returns
+    -------
+    dict
+        The record written to results.json.
+    """
     import json
 
     import torch

@@ -1,5 +1,8 @@
-"""``glass-core bench``: run the benches/*.py scripts with this Python, write each one's printed
-table to OUT/<name>.md and a summary to OUT/bench.json."""
+"""``glass-core bench``: run the benchmark scripts.
+
+``glass-core bench``: run the benches/*.py scripts with this Python, write each one's printed
+table to OUT/<name>.md and a summary to OUT/bench.json.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,13 @@ SOURCE_BENCHES = Path(__file__).resolve().parents[3] / "benches"
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add the ``bench`` command to `subparsers`."""
+    """Add the ``bench`` command to `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``glass-core`` parser's subparsers.
+    """
     p = subparsers.add_parser(
         "bench",
         help="run the benches/*.py scripts and write their tables",
@@ -65,7 +74,10 @@ def _bench_dir(given: Path | None) -> Path:
 
 
 def _scripts(bench_dir: Path, only: list[str] | None) -> list[Path]:
-    """The scripts to run: all (not _private.py) or those --only names ("paper": bench_paper)."""
+    """Return the scripts to run: all (not _private.py) or those --only names.
+
+    ("paper" stands for bench_paper.)
+    """
     scripts = sorted(p for p in bench_dir.glob("*.py") if not p.name.startswith("_"))
     if not only:
         return scripts
@@ -82,7 +94,23 @@ def _scripts(bench_dir: Path, only: list[str] | None) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the scripts into --out (staged); returns the exit code (a failed script raises)."""
+    """Run the scripts into --out (staged); returns the exit code (a failed script raises).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code.
+
+    Raises
+    ------
+    CLIError
+        No benches folder or an unknown --only name.
+    """
     import json
 
     from glass_core._outdir import staged_output_dir

@@ -1,6 +1,9 @@
-"""TOML configuration of the commands: every flag is also a key (dashes or underscores), flat or
+"""TOML configuration of the commands.
+
+TOML configuration of the commands: every flag is also a key (dashes or underscores), flat or
 under a ``[demo]`` / ``[steer]`` / ``[bench]`` table; a value must have exactly the flag's type
-(3.7 is no integer, true no number), so a file is checked as strictly as the command line."""
+(3.7 is no integer, true no number), so a file is checked as strictly as the command line.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def _convert_one(action: argparse.Action, key: str, v: Any) -> Any:
 
 
 def _convert(action: argparse.Action, key: str, value: Any) -> Any:
-    """A TOML value for `action`, of exactly the type the flag takes."""
+    """Check a TOML value for `action`, of exactly the type the flag takes."""
     if isinstance(action, argparse._StoreTrueAction):
         if not isinstance(value, bool):
             raise CLIError(f"config key {key!r} must be true or false, got {value!r}")

@@ -1,5 +1,8 @@
-"""``glass-core demo``: GLASS vs baselines at equal NFE on the embedded digits model (pictures, a
-table and JSON). Its settings and their rules are ``glass_core.digits.config.DemoConfig``."""
+"""``glass-core demo``: GLASS vs baselines at equal NFE.
+
+``glass-core demo``: GLASS vs baselines at equal NFE on the embedded digits model (pictures, a
+table and JSON). Its settings and their rules are ``glass_core.digits.config.DemoConfig``.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,13 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add the ``demo`` command (its defaults: DemoConfig's) to `subparsers`."""
+    """Add the ``demo`` command (its defaults: DemoConfig's) to `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``glass-core`` parser's subparsers.
+    """
     from glass_core.digits.config import REWARD_KINDS, DemoConfig
 
     d = DemoConfig()
@@ -89,7 +98,18 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo into --out (staged); returns the exit code."""
+    """Run the demo into --out (staged); returns the exit code.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code.
+    """
     from glass_core import _deps
     from glass_core._outdir import check_output_dir, staged_output_dir
 

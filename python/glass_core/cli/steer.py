@@ -1,7 +1,10 @@
-"""``glass-core steer``: load a local diffusers pipeline and a reward, call ``glass_core.steer``,
+"""``glass-core steer``: steer a local diffusers pipeline.
+
+``glass-core steer``: load a local diffusers pipeline and a reward, call ``glass_core.steer``,
 write the images, the best image of each prompt and ``results.json`` into a folder that appears
 only when the run is complete. Every argument rule that needs no model is the library's
-(``glass_core._checks``), asked with the flags' names before anything loads."""
+(``glass_core._checks``), asked with the flags' names before anything loads.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +47,16 @@ DESCRIPTION = (
 
 
 def add_parser(subparsers: Any) -> None:
-    """Add the ``steer`` command to `subparsers` (defaults: glass_core.steer's, except --lambda,
-    stated in its help)."""
+    """Add the ``steer`` command to `subparsers`.
+
+    Add the ``steer`` command to `subparsers` (defaults: glass_core.steer's, except --lambda,
+    stated in its help).
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The ``glass-core`` parser's subparsers.
+    """
     p = subparsers.add_parser(
         "steer",
         help="steer a local diffusers pipeline toward a reward (glass_core.steer)",
@@ -92,9 +103,17 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     add(
         "--solver",
         default=argparse.SUPPRESS,  # unset: the library's default
-        help="GLASS inner solver: pc (the default), multistep, euler, heun or midpoint",
+        help="GLASS inner solver: pc (the default), multistep, euler, heun or midpoint; with "
+        "--transition ode: euler (the default), heun, multistep or pc",
     )
     add("--substeps", type=int, default=1, help="ODE/SDE Euler substeps per transition")
+    add(
+        "--compile",
+        action="store_true",
+        default=None,  # unset: steer's default
+        help="torch.compile the GLASS inner loop (glass_core.steer's compile=True; the first "
+        "call pays the compilation)",
+    )
     add("--rho", type=rho_type, default="ddpm", help="GLASS rho: 'ddpm' or a float in [-1, 1]")
     add("--potential", default="diff", choices=POTENTIALS, help="FK potential")
     add(
@@ -130,7 +149,8 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         "--true-cfg-scale",
         type=float,
         default=None,
-        help="FLUX true classifier-free guidance with --negative-prompt (> 1 turns it on)",
+        help="true classifier-free guidance with --negative-prompt (> 1 turns it on) for the "
+        "families that have it (FLUX, Qwen-Image); the pipeline says if it has none",
     )
     g.add_argument("--height", type=int, default=None, help="image height in pixels")
     g.add_argument("--width", type=int, default=None, help="image width in pixels")
@@ -139,6 +159,12 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="T5 prompt tokens (FLUX, SD3); unset = the pipeline's default (512 for FLUX)",
+    )
+    g.add_argument(
+        "--num-frames",
+        type=int,
+        default=None,
+        help="video frames (Wan, the pipeline's own num_frames); unset = the pipeline's default",
     )
 
 
@@ -174,11 +200,27 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def transition_of(args: argparse.Namespace) -> Any:
-    """The transition kernel the flags name (its own constructor checks its parameters)."""
+    """Build the transition kernel the flags name (its own constructor checks its parameters).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    Transition
+        Glass, ODE or SDE.
+
+    Raises
+    ------
+    InvalidInputError
+        A parameter the kernel refuses.
+    """
     from glass_core.transitions import ODE, SDE, Glass
 
-    if args.transition == "ode":
-        return ODE(solver="euler", substeps=args.substeps)
+    if args.transition == "ode":  # the CLI's ODE default stays Euler
+        return ODE(solver=getattr(args, "solver", "euler"), substeps=args.substeps)
     if args.transition == "sde":
         return SDE(substeps=args.substeps)
     solver: dict[str, Any] = {"solver": args.solver} if "solver" in args else {}  # unset: default
@@ -186,9 +228,22 @@ def transition_of(args: argparse.Namespace) -> Any:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Every rule that needs no model, before anything loads: glass_core.steer's own rules
+    """Check every rule that needs no model, before anything loads.
+
+    Every rule that needs no model, before anything loads: glass_core.steer's own rules
     (glass_core._checks.steer_arguments) named by the flags, the seed, and the sizes and files
-    only the command line has."""
+    only the command line has.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Raises
+    ------
+    CLIError
+        The first rule broken, naming its flag.
+    """
     if args.pipeline is None:
         raise CLIError("--pipeline is required for 'steer'")
     _checks.steer_arguments(
@@ -203,7 +258,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         name=lambda arg: flag_of(arg) or arg,
     )
     _checks.seed(args.seed, "--seed")
-    for dest in ("inner_steps", "substeps", "max_batch", "height", "width", "max_sequence_length"):
+    sizes = ("inner_steps", "substeps", "max_batch", "height", "width", "max_sequence_length")
+    for dest in (*sizes, "num_frames"):
         _checks.optional_positive_int(getattr(args, dest), "--" + dest.replace("_", "-"))
     if args.image is not None and not args.image.is_file():
         raise CLIError(f"--image: file not found: {str(args.image)!r}")
@@ -237,8 +293,28 @@ def _check_distributed(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """One path for every pipeline: load it with DiffusionPipeline.from_pretrained (the embedded
-    model for 'default') and call glass_core.steer, sharded with --distributed."""
+    """Run ``glass-core steer``.
+
+    One path for every pipeline: load it with DiffusionPipeline.from_pretrained (the embedded
+    model for 'default') and call glass_core.steer, sharded with --distributed.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed flags.
+
+    Returns
+    -------
+    int
+        The exit code.
+
+    Raises
+    ------
+    CLIError
+        Bad flags (exit code 2).
+    InvalidInputError
+        An argument steer refuses (exit code 2).
+    """
     from glass_core import _deps
     from glass_core._outdir import check_output_dir, staged_output_dir
     from glass_core.cli._steer_load import check_device, pipeline_dir, steer_reward
@@ -352,5 +428,6 @@ def _steer_run(
         process_group=group,
         image=None if args.image is None else read_image(args.image),
         strength=args.strength,
+        compile=args.compile,
         **kwargs,
     )

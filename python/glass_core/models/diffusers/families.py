@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from glass_core._checks import invalid
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers import flux1, flux2, qwenimage, sana, sd, sd3, sdxl, wan
 from glass_core.models.diffusers._conditioning import Conditioning, check_prompts
@@ -148,15 +149,17 @@ def execution_device(pipe: Any) -> torch.device:
 
 def _check_options(family: str, pipe: Any, options: Mapping[str, Any], true_cfg: Any) -> None:
     unknown = sorted(set(options) - set(option_names(family)))
-    if unknown:
-        raise InvalidInputError(
+    if unknown:  # .arg: the option at fault when there is one (the command line's flag)
+        raise invalid(
+            unknown[0] if len(unknown) == 1 else None,
             f"{', '.join(unknown)}: not a call option of {type(pipe).__name__} that steer "
-            f"passes through (it takes {', '.join(option_names(family)) or 'none'})"
+            f"passes through (it takes {', '.join(option_names(family)) or 'none'})",
         )
     if true_cfg is not None and FAMILIES[family].cfg_scale_name != "true_cfg_scale":
-        raise InvalidInputError(
+        raise invalid(
+            "true_cfg_scale",
             f"true_cfg_scale: {type(pipe).__name__} has no true_cfg_scale (its classifier-free "
-            "guidance is scaled by guidance_scale)"
+            "guidance is scaled by guidance_scale)",
         )
 
 
