@@ -1,5 +1,7 @@
-"""Any diffusers flow pipeline, unchanged: glass_core transitions as a drop-in scheduler
-(``TransitionScheduler``, ``PCFlowScheduler``) and FK steering / best-of-N through the pipeline's
+"""Steer any diffusers flow pipeline, unchanged, with glass_core.
+
+glass_core transitions run as a drop-in scheduler (``TransitionScheduler``,
+``PCFlowScheduler``) and FK steering / best-of-N through the pipeline's
 ``callback_on_step_end`` (``steering_callback``). docs/steering_any_pipeline.md.
 
 This package sits above ``transitions``, ``align`` and ``models``: nothing there imports it.

@@ -1,7 +1,9 @@
-"""Run glass_core's own transitions one model evaluation at a time, without a second copy of
-their math: a transition is re-run against a stand-in model that answers its calls from the
-outputs stored so far and stops at the first call it cannot answer. That call's input is where
-the transition wants the network evaluated next (the pipeline's next "latents").
+"""Run glass_core's own transitions one model evaluation at a time.
+
+This needs no second copy of their math: a transition is re-run against a stand-in model
+that answers its calls from the outputs stored so far and stops at the first call it cannot
+answer. That call's input is where the transition wants the network evaluated next (the
+pipeline's next "latents").
 
 Evaluation times do not depend on the data, so they are listed up front by one probe run.
 Re-running costs O(K^2) cheap array operations per transition of K evaluations (no network
@@ -29,8 +31,10 @@ class Unanswered(Exception):
 
 
 class StoredOutputs(DenoiserBase):
-    """A flow-matching Denoiser (glass_core time, velocity prediction u = dx/dt) answering the
-    j-th call with the j-th stored output; `Unanswered` at the first call past them.
+    """Answer the j-th model call with the j-th stored output.
+
+    A flow-matching Denoiser (glass_core time, velocity prediction u = dx/dt) that raises
+    `Unanswered` at the first call past the stored outputs.
 
     Parameters
     ----------
@@ -45,6 +49,25 @@ class StoredOutputs(DenoiserBase):
         self.times: list[float] = []
 
     def predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Return the next stored velocity, recording the call time.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            The state the transition evaluates the model at.
+        t : torch.Tensor
+            Per-sample glass_core times; ``t[0]`` is recorded in ``times``.
+
+        Returns
+        -------
+        torch.Tensor
+            The stored output for this call, cast to ``x.dtype``.
+
+        Raises
+        ------
+        Unanswered
+            If every stored output has already been used; it carries ``x`` and ``t``.
+        """
         j = self.calls
         self.calls += 1
         self.times.append(float(t[0]))
@@ -63,8 +86,23 @@ class _Probe(StoredOutputs):
 
 
 def evaluation_times(transition: Any, t: float, t_next: float) -> list[float]:
-    """The glass_core times at which `transition` evaluates the model from t to t_next, in order
-    (float64; one probe run on a 1-element state with a throwaway generator)."""
+    """List the glass_core times at which `transition` evaluates the model, in order.
+
+    One probe run from `t` to `t_next` on a 1-element float64 state with a throwaway generator;
+    the probe model answers every call with zeros.
+
+    Parameters
+    ----------
+    transition : callable
+        A glass_core transition ``transition(model, x, t, t_next, generator)``.
+    t, t_next : float
+        Start and end times (glass_core convention).
+
+    Returns
+    -------
+    list of float
+        The time of each model call, in call order.
+    """
     probe = _Probe([])
     x = torch.zeros(1, 1, dtype=torch.float64)
     transition(probe, x, t, t_next, torch.Generator().manual_seed(0))
@@ -79,8 +117,30 @@ def run_to_first_unanswered(
     outputs: list[torch.Tensor],
     generator: torch.Generator,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(x_t_next, None) if `outputs` answer every call of the transition from x at t, else
-    (None, the input of the first unanswered call). The caller restores `generator` first."""
+    """Re-run `transition` from `x` against the stored outputs until a call goes unanswered.
+
+    The caller restores `generator`'s state first, so the transition's noise is redrawn
+    identically on each re-run.
+
+    Parameters
+    ----------
+    transition : callable
+        A glass_core transition ``transition(model, x, t, t_next, generator)``.
+    x : torch.Tensor
+        State at time `t`.
+    t, t_next : float
+        Start and end times (glass_core convention).
+    outputs : list of torch.Tensor
+        Velocities of the calls answered so far, in call order.
+    generator : torch.Generator
+        The transition's generator, already restored to the step's starting state.
+
+    Returns
+    -------
+    tuple of (torch.Tensor or None, torch.Tensor or None)
+        ``(x_t_next, None)`` if `outputs` answer every call, else ``(None, x_call)`` with
+        ``x_call`` the input of the first unanswered call.
+    """
     model = StoredOutputs(outputs)
     try:
         return transition(model, x, t, t_next, generator), None
@@ -89,5 +149,22 @@ def run_to_first_unanswered(
 
 
 def denoised_from(velocity: torch.Tensor, x: torch.Tensor, t: float) -> torch.Tensor:
-    """D_t(x) from a stored velocity at (x, t): the conversion every glass_core adapter makes."""
+    """Convert a stored velocity at (x, t) to the denoised estimate D_t(x).
+
+    This is the conversion every glass_core adapter makes.
+
+    Parameters
+    ----------
+    velocity : torch.Tensor
+        Velocity u = dx/dt at (x, t) (glass_core convention).
+    x : torch.Tensor
+        State at time `t`.
+    t : float
+        glass_core time.
+
+    Returns
+    -------
+    torch.Tensor
+        D_t(x), shaped like `x`.
+    """
     return StoredOutputs([velocity]).denoise(x, t)

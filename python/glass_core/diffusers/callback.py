@@ -36,14 +36,30 @@ METHODS = ("fk", "best_of_n")
 
 
 def family_decoder(pipe: Any, scheduler: TransitionScheduler, latent_shape: tuple[int, ...]):
-    """``decode(z, max_batch=None) -> images [M, 3, H, W] in [0, 1]`` for model-layout latents,
-    through glass_core's own adapter decode (VAE normalisation) of the pipeline's family.
+    """Return a decoder from model-layout latents to images for the pipeline's family.
+
+    The decoder is glass_core's own adapter decode (VAE normalisation included) of the
+    pipeline's family, built without encoding any prompt.
+
+    Parameters
+    ----------
+    pipe : diffusers pipeline
+        A FLUX or SD3 pipeline (detected by ``glass_core.models.diffusers.detect_family``).
+    scheduler : TransitionScheduler
+        The pipeline's scheduler; for FLUX its ``layout`` must be a ``PackedLayout``.
+    latent_shape : tuple of int
+        Shape of one model-layout latent (no batch dimension).
+
+    Returns
+    -------
+    callable
+        ``decode(z, max_batch=None) -> images [M, 3, H, W] in [0, 1]``.
 
     Raises
     ------
     UnsupportedModelError
-        glass_core has no decode for the family (use a latent reward), or FLUX without the
-        unpacked layout.
+        glass_core has no decode for the family (use a latent reward), the family is a VP
+        pipeline (neither FLUX nor SD3), or FLUX without the unpacked layout.
     """
     from glass_core.meter import Meter
     from glass_core.models.diffusers import FluxDenoiser, SD3Denoiser, detect_family
@@ -74,8 +90,11 @@ def family_decoder(pipe: Any, scheduler: TransitionScheduler, latent_shape: tupl
 
 
 class _AtBoundary:
-    """The model PipelineFK scores with: D_t(x_t) from the network's first evaluation at the
-    transition boundary, which the pipeline has already run (no extra evaluation)."""
+    """Answer D_t(x_t) with the network's first evaluation at the transition boundary.
+
+    The model PipelineFK scores with; the pipeline has already run that evaluation (no extra
+    network call).
+    """
 
     def __init__(self) -> None:
         self.schedule = RectifiedFlow()
@@ -87,9 +106,23 @@ class _AtBoundary:
 
 
 class PipelineFK(FKSampler):
-    """``FKSampler`` whose proposal is the pipeline's own denoising loop: ``propose`` takes the
-    particles the TransitionScheduler reached (``reached``), and the model answers D_t(x_t)
-    from the network's evaluation there. Scoring, weights and resampling are FKSampler's."""
+    """Run FK steering with the pipeline's own denoising loop as the proposal.
+
+    ``propose`` takes the particles the TransitionScheduler reached (``reached``), and the
+    model answers D_t(x_t) from the network's evaluation there. Scoring, weights and
+    resampling are FKSampler's.
+
+    Parameters
+    ----------
+    reward : callable
+        Reward on model-layout latents ``z -> [M]``.
+    transition : callable
+        The scheduler's glass_core transition.
+    time_grid : sequence of float
+        The scheduler's run grid (glass_core times).
+    **options
+        Further ``FKSampler`` options (potential, lambda_, resampling, ...).
+    """
 
     def __init__(self, reward: Any, transition: Any, time_grid: Any, **options: Any) -> None:
         super().__init__(_AtBoundary(), reward, transition=transition, time_grid=time_grid,
@@ -97,12 +130,38 @@ class PipelineFK(FKSampler):
         self.reached: torch.Tensor | None = None
 
     def propose(self, ctx: Any, state: FKState, t: float, t_next: float) -> None:
+        """Set the particles to those the pipeline reached; D_t is left to the model.
+
+        Parameters
+        ----------
+        ctx : Any
+            FKSampler's per-run context (unused).
+        state : FKState
+            The FK state, updated in place.
+        t, t_next : float
+            The step's start and end times (unused: the pipeline already stepped).
+        """
         assert self.reached is not None
         state.particles, state.denoised = self.reached, None
 
     def advance(self, state: FKState, x: torch.Tensor, denoised: torch.Tensor | None) -> Any:
-        """Step `state` to the particles `x` the pipeline reached (and their D_t(x), None at
-        t = 1); returns the flat ancestors if this step resampled, else None."""
+        """Step `state` to the particles `x` the pipeline reached.
+
+        Parameters
+        ----------
+        state : FKState
+            The FK state, advanced in place by one FK step.
+        x : torch.Tensor
+            Particles the pipeline reached, model layout [B*N, ...].
+        denoised : torch.Tensor or None
+            Their D_t(x) from the network's evaluation there; None at t = 1.
+
+        Returns
+        -------
+        torch.Tensor or None
+            The flat ancestor row indices [B*N] (offset per prompt group) if this step
+            resampled, else None.
+        """
         self.reached = x
         cast(_AtBoundary, self.model).denoised = denoised
         before = len(state.resampled)
@@ -115,10 +174,28 @@ class PipelineFK(FKSampler):
 
 
 class SteeringCallback:
-    """The object ``steering_callback`` returns: pass it as ``callback_on_step_end`` with
+    """Steer a pipeline call from its ``callback_on_step_end``; made by ``steering_callback``.
+
+    Pass it as ``callback_on_step_end`` with
     ``callback_on_step_end_tensor_inputs=cb.tensor_inputs``; afterwards ``cb.result`` is an
     ``FKResult`` ("fk") or ``BestOfNResult`` ("best_of_n") with [B, N] fields (B prompts x N
-    particles), samples in the scheduler's model layout."""
+    particles), samples in the scheduler's model layout. Constructing it registers a start
+    hook on ``pipe.scheduler``, replacing any earlier ``SteeringCallback``'s hook.
+
+    Parameters
+    ----------
+    pipe : diffusers pipeline
+        The pipeline; its ``scheduler`` must be a ``TransitionScheduler``.
+    reward : callable
+        Reward on latents or images (see ``steering_callback``).
+    method : {"fk", "best_of_n"}
+        Steering method.
+    num_particles : int
+        N, the pipeline's ``num_images_per_prompt``.
+    **opts
+        ``fk`` (FKSampler options), ``reward_on``, ``reward_prompts``, ``track_genealogy``,
+        ``max_batch``, as ``steering_callback`` builds them.
+    """
 
     tensor_inputs: ClassVar[list[str]] = ["latents"]
 
@@ -175,7 +252,32 @@ class SteeringCallback:
 
     # -- after every pipeline step -----------------------------------------------------------
     def __call__(self, pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The pipeline's ``callback_on_step_end(pipe, step, timestep, callback_kwargs)``."""
+        """Advance FK at each transition boundary; finish the result after the last step.
+
+        The pipeline's ``callback_on_step_end(pipe, step, timestep, callback_kwargs)``.
+
+        Parameters
+        ----------
+        pipe : diffusers pipeline
+            The calling pipeline; its scheduler must be this callback's scheduler.
+        i : int
+            The pipeline's step index (unused: the scheduler tracks boundaries).
+        t : Any
+            The pipeline's timestep (unused).
+        kwargs : dict
+            The pipeline's callback tensors (unused).
+
+        Returns
+        -------
+        dict
+            ``{"latents": resampled latents}`` when this step resampled, else empty.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``pipe.scheduler`` is not this callback's scheduler, or a transition boundary
+            arrives out of order (one callback serves one pipeline call at a time).
+        """
         sched = self.scheduler
         if pipe.scheduler is not sched:
             raise InvalidInputError(
@@ -257,23 +359,28 @@ def steering_callback(
     track_genealogy: bool = True,
     max_batch: int | None = None,
 ) -> SteeringCallback:
-    """FK steering or best-of-N for ``pipe(..., num_images_per_prompt=num_particles,
-    callback_on_step_end=cb, callback_on_step_end_tensor_inputs=cb.tensor_inputs)``.
+    """Make a callback that runs FK steering or best-of-N inside a pipeline call.
+
+    Use it as ``pipe(..., num_images_per_prompt=num_particles, callback_on_step_end=cb,
+    callback_on_step_end_tensor_inputs=cb.tensor_inputs)``.
 
     Parameters
     ----------
-    pipe : diffusers flow pipeline whose ``scheduler`` is a ``TransitionScheduler``
+    pipe : diffusers flow pipeline
+        Its ``scheduler`` must be a ``TransitionScheduler``.
     reward : callable
         A reward on latents ``z -> [M]`` (model layout: unpacked for FLUX with ``flux_layout``)
         or an image reward (``glass_core.rewards``; decoded through glass_core's adapter decode,
         FLUX and SD3 only).
-    method : "fk" | "best_of_n"
+    method : {"fk", "best_of_n"}
+        FK steering, or best-of-N (pick the highest-reward row per prompt at the end).
     num_particles : int
         N, the pipeline's ``num_images_per_prompt``; FK resamples within each prompt's N rows.
     lambda_, potential, resampling, ess_threshold, resample_every, resample_window,
     final_resample, track_genealogy
         As ``glass_core.align.fk_steering`` (potential "lookahead" needs the adapter route).
-    reward_on : "auto" | "latents" | "images"
+    reward_on : {"auto", "latents", "images"}
+        What the reward scores: model-layout latents, or decoded images.
     reward_prompts : str or list of str, optional
         The text an image reward compares against, one per prompt.
     max_batch : int, optional
@@ -287,7 +394,11 @@ def steering_callback(
     Raises
     ------
     InvalidInputError
-        Bad arguments, or ``pipe.scheduler`` is not a ``TransitionScheduler``.
+        `method` not in ("fk", "best_of_n"), ``pipe.scheduler`` is not a
+        ``TransitionScheduler``, potential "lookahead", a non-callable `reward`, a
+        non-positive `num_particles` or `max_batch`, or (method "fk") FK options that
+        ``FKConfig`` rejects. A wrong row count (rows not a multiple of `num_particles`) is
+        raised at the pipeline's first step.
     """
     if method not in METHODS:
         raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")

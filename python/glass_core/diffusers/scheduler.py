@@ -1,4 +1,4 @@
-"""``TransitionScheduler``: any glass_core transition as a drop-in diffusers scheduler.
+"""Run any glass_core transition as a drop-in diffusers scheduler (``TransitionScheduler``).
 
 ``pipe.scheduler = TransitionScheduler.wrap(pipe.scheduler, transition=Glass(...), generator=g)``
 makes the pipeline's own ``__call__`` run T transitions on the grid the wrapped scheduler would
@@ -35,8 +35,25 @@ OWN_KEYS = ("base_class_name", "transition")
 
 
 def transition_spec(transition: Any) -> dict[str, Any]:
-    """A JSON-able description {"class": name, **constructor arguments} of a glass_core
-    transition (its constructor arguments are stored as attributes of the same names)."""
+    """Describe a glass_core transition as JSON-able ``{"class": name, **constructor args}``.
+
+    The constructor arguments are read from the transition's attributes of the same names.
+
+    Parameters
+    ----------
+    transition : glass_core transition
+        A ``glass_core.transitions`` object (Glass, ODE, SDE).
+
+    Returns
+    -------
+    dict
+        ``{"class": class name, <constructor argument>: value, ...}``.
+
+    Raises
+    ------
+    InvalidInputError
+        If `transition` is not an instance of a class exported by ``glass_core.transitions``.
+    """
     from glass_core import transitions
 
     name = type(transition).__name__
@@ -49,7 +66,23 @@ def transition_spec(transition: Any) -> dict[str, Any]:
 
 
 def transition_from_spec(spec: dict[str, Any]) -> Any:
-    """Inverse of `transition_spec`."""
+    """Rebuild a glass_core transition from its spec (inverse of `transition_spec`).
+
+    Parameters
+    ----------
+    spec : dict
+        ``{"class": name, **constructor arguments}``.
+
+    Returns
+    -------
+    glass_core transition
+        ``glass_core.transitions.<name>(**constructor arguments)``.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``spec["class"]`` is missing or names no class of ``glass_core.transitions``.
+    """
     from glass_core import transitions
 
     args = dict(spec)
@@ -60,8 +93,21 @@ def transition_from_spec(spec: dict[str, Any]) -> Any:
 
 
 def check_flow_scheduler(base: Any) -> None:
-    """Reject what the transitions cannot serve: non-flow-matching (VP/epsilon) schedulers and
-    inverted sigmas."""
+    """Reject a scheduler the transitions cannot serve.
+
+    A scheduler is flow-matching if its class name starts with ``FlowMatch`` or its config has
+    ``prediction_type="flow_prediction"``.
+
+    Parameters
+    ----------
+    base : diffusers scheduler
+        The scheduler to check (reads its class name and ``config``).
+
+    Raises
+    ------
+    UnsupportedModelError
+        If `base` is not flow-matching (VP/epsilon), or its config sets ``invert_sigmas``.
+    """
     cfg = base.config
     flow = type(base).__name__.startswith("FlowMatch") or (
         cfg.get("prediction_type") == "flow_prediction"
@@ -80,8 +126,26 @@ def check_flow_scheduler(base: Any) -> None:
 
 
 def grid_from_sigmas(sigmas: Any) -> np.ndarray:
-    """glass_core times t = 1 - sigma of a flow scheduler's sigmas (consecutive repeats of
-    second-order schedulers dropped); must rise strictly from t0 < 1 to 1."""
+    """Convert a flow scheduler's sigmas to glass_core times t = 1 - sigma.
+
+    Consecutive repeats (second-order schedulers) are dropped.
+
+    Parameters
+    ----------
+    sigmas : array-like or torch.Tensor
+        The scheduler's sigmas, falling to 0.
+
+    Returns
+    -------
+    np.ndarray
+        float64 times, rising strictly from t0 >= 0 to exactly 1.
+
+    Raises
+    ------
+    UnsupportedModelError
+        If fewer than two distinct times remain, they do not rise strictly, the last is not 1,
+        or the first is below 0.
+    """
     t = 1.0 - torch.as_tensor(sigmas).detach().cpu().double().numpy()
     t = t[np.concatenate([[True], np.diff(t) != 0])]
     if len(t) < 2 or np.any(np.diff(t) <= 0) or t[-1] != 1.0 or t[0] < 0.0:
@@ -93,8 +157,11 @@ def grid_from_sigmas(sigmas: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Boundary:
-    """Transition `step` of the run (1, 2, ...) starts here: its time t, the particles x_t and
-    D_t(x_t) from the network's first evaluation there (model layout)."""
+    """Hold the start of transition `step` of the run (1, 2, ...).
+
+    Fields: its time t, the particles x_t and D_t(x_t) from the network's first evaluation
+    there (model layout).
+    """
 
     step: int
     t: float
@@ -104,8 +171,11 @@ class Boundary:
 
 @dataclass(frozen=True)
 class TransitionState:
-    """Transition `k` in progress: x at its start time, the outputs (glass_core velocities) of
-    its evaluations so far, and the generator state its noise is drawn from."""
+    """Hold transition `k` in progress.
+
+    Fields: x at its start time, the outputs (glass_core velocities) of its evaluations so
+    far, and the generator state its noise is drawn from.
+    """
 
     k: int
     x: torch.Tensor
@@ -114,8 +184,10 @@ class TransitionState:
 
 
 class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
-    """A diffusers scheduler running glass_core transitions (Glass, ODE, SDE) inside any
-    flow-matching pipeline.
+    """Run glass_core transitions (Glass, ODE, SDE) inside any flow-matching pipeline.
+
+    A diffusers scheduler: ``timesteps`` list every model evaluation of every transition, and
+    ``step`` returns the next point where the running transition wants the network evaluated.
 
     Parameters
     ----------
@@ -135,7 +207,10 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     Raises
     ------
     UnsupportedModelError
-        ``base`` is not a flow-matching scheduler.
+        ``base`` is not a flow-matching scheduler, or sets ``invert_sigmas``.
+    InvalidInputError
+        ``generator`` is not a torch.Generator or None, or ``transition`` is not a
+        ``glass_core.transitions`` object.
     """
 
     order = 1
@@ -193,18 +268,28 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         generator: torch.Generator | None = None,
         layout: Layout | None = None,
     ) -> TransitionScheduler:
-        """``pipe.scheduler = TransitionScheduler.wrap(pipe.scheduler, transition=...,
-        generator=g)``; a TransitionScheduler given here is unwrapped first (its base is wrapped).
+        """Wrap a pipeline's flow scheduler.
+
+        ``pipe.scheduler = TransitionScheduler.wrap(pipe.scheduler, transition=...,
+        generator=g)``; a TransitionScheduler given here is unwrapped first (its base is
+        wrapped).
 
         Parameters
         ----------
         scheduler : diffusers flow scheduler
+            The scheduler whose grid the transitions run on.
         transition, generator, layout
             As the constructor.
 
         Returns
         -------
         TransitionScheduler
+            The wrapper (an instance of ``cls``).
+
+        Raises
+        ------
+        UnsupportedModelError, InvalidInputError
+            As the constructor.
         """
         return cls(scheduler, transition=transition, generator=generator, layout=layout)
 
@@ -212,9 +297,33 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     def from_config(  # type: ignore[override]
         cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs: Any
     ) -> Any:
-        """From a TransitionScheduler's config (its base and transition are rebuilt), or from a
+        """Build the scheduler from a config.
+
+        From a TransitionScheduler's config (its base and transition are rebuilt), or from a
         flow-matching scheduler's config (``transition=`` given or the default). ``generator``
-        and ``layout`` are not part of a config: pass them here."""
+        and ``layout`` are not part of a config: pass them here. An unknown base class name
+        falls back to ``FlowMatchEulerDiscreteScheduler``.
+
+        Parameters
+        ----------
+        config : dict, optional
+            A TransitionScheduler's or a flow-matching scheduler's config.
+        return_unused_kwargs : bool
+            Also return the keyword arguments the base scheduler did not use.
+        **kwargs
+            ``transition``, ``generator``, ``layout`` for the wrapper; the rest go to the base
+            scheduler's ``from_config``.
+
+        Returns
+        -------
+        TransitionScheduler or tuple
+            The scheduler, or ``(scheduler, unused kwargs)`` if `return_unused_kwargs`.
+
+        Raises
+        ------
+        UnsupportedModelError, InvalidInputError
+            As the constructor; InvalidInputError also for a spec naming no glass_core transition.
+        """
         import diffusers
 
         cfg = dict(config or {})
@@ -242,9 +351,29 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         timesteps: Any = None,
         **kwargs: Any,
     ) -> None:
-        """The wrapped scheduler's ``set_timesteps`` with the same arguments gives the grid of
-        transitions; ``timesteps`` then list each transition's evaluation times (diffusers units:
-        sigma * num_train_timesteps, sigma = 1 - t)."""
+        """Set the grid of transitions and list their evaluation times as ``timesteps``.
+
+        The wrapped scheduler's ``set_timesteps`` with the same arguments gives the grid of
+        transitions (through ``plan``); ``timesteps`` then list each transition's evaluation
+        times (diffusers units: sigma * num_train_timesteps, sigma = 1 - t). Resets the run.
+
+        Parameters
+        ----------
+        num_inference_steps : int, optional
+            Number of steps of the wrapped scheduler's grid.
+        device : str or torch.device, optional
+            Device of ``timesteps``.
+        sigmas, mu, timesteps : optional
+            Passed to the wrapped scheduler's ``set_timesteps`` (custom sigmas, dynamic shift).
+        **kwargs
+            Further arguments for the wrapped scheduler's ``set_timesteps``.
+
+        Raises
+        ------
+        UnsupportedModelError
+            If the wrapped scheduler's sigmas do not fall strictly to 0 (see
+            ``grid_from_sigmas``).
+        """
         given = {"num_inference_steps": num_inference_steps, "sigmas": sigmas, "mu": mu}
         given.update(timesteps=timesteps, **kwargs)
         self.base.set_timesteps(device=device, **{k: v for k, v in given.items() if v is not None})
@@ -263,7 +392,9 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._reset_run()
 
     def plan(self, grid: np.ndarray) -> np.ndarray:
-        """The transitions' times from the wrapped scheduler's grid: one transition per step.
+        """Return the transitions' times from the wrapped scheduler's grid.
+
+        Here one transition per step (the grid itself); subclasses may plan otherwise.
 
         Parameters
         ----------
@@ -273,6 +404,7 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         Returns
         -------
         np.ndarray
+            The transitions' boundary times.
         """
         return grid
 
@@ -283,19 +415,29 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
     @property
     def init_noise_sigma(self) -> float:
+        """Return 1.0: the pipeline's initial noise is unscaled (flow matching)."""
         return 1.0
 
     @property
     def step_index(self) -> int | None:
+        """Return the number of ``step`` calls of this run so far, or None before the first."""
         return self._step_index
 
     @property
     def begin_index(self) -> int | None:
+        """Return the evaluation index set by ``set_begin_index``, or None."""
         return self._begin_index
 
     def set_begin_index(self, begin_index: int = 0) -> None:
-        """Start at evaluation `begin_index`: only a transition's first evaluation (img2img
-        strengths falling on a transition boundary).
+        """Start the run at evaluation `begin_index` (img2img).
+
+        Only a transition's first evaluation is allowed (img2img strengths falling on a
+        transition boundary).
+
+        Parameters
+        ----------
+        begin_index : int
+            Index into ``timesteps`` of the first evaluation to run.
 
         Raises
         ------
@@ -311,18 +453,51 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._begin_index = begin_index
 
     def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Return `sample` unchanged (flow models take unscaled input).
+
+        Parameters
+        ----------
+        sample : torch.Tensor
+            The latents.
+        *args, **kwargs
+            Ignored (diffusers passes the timestep).
+
+        Returns
+        -------
+        torch.Tensor
+            `sample` itself.
+        """
         return sample
 
     def scale_noise(
         self, sample: torch.Tensor, timestep: Any, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Flow forward process sigma noise + (1 - sigma) sample at `timestep` (img2img start).
+        """Noise `sample` by the flow forward process at `timestep` (img2img start).
+
+        Returns sigma * noise + (1 - sigma) * sample with sigma = timestep /
+        num_train_timesteps.
+
+        Parameters
+        ----------
+        sample : torch.Tensor
+            Clean latents.
+        timestep : scalar or tensor
+            Diffusers timestep(s) (sigma * num_train_timesteps), one or one per row.
+        noise : torch.Tensor
+            Gaussian noise shaped like `sample` (required).
+
+        Returns
+        -------
+        torch.Tensor
+            The noised latents, in `sample`'s dtype and device.
 
         Raises
         ------
         UnsupportedModelError
             Called during sampling: the pipeline blends latents mid-run (inpainting), which
             would replace the transitions' state.
+        InvalidInputError
+            `noise` is None.
         """
         if self._step_index is not None:
             raise UnsupportedModelError(
@@ -339,6 +514,7 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         return sigma * noise + (1.0 - sigma) * sample
 
     def __len__(self) -> int:
+        """Return the wrapped scheduler's ``num_train_timesteps`` (default 1000)."""
         return int(self.base.config.get("num_train_timesteps", 1000))
 
     # -- the run ---------------------------------------------------------------------------
@@ -354,6 +530,7 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
     @property
     def finished(self) -> bool:
+        """Return True once the run reached t = 1 (``final`` holds the samples)."""
         return self.final is not None
 
     def _begin(self, sample: torch.Tensor) -> TransitionState:
@@ -382,14 +559,39 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         return_dict: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Record the network's output at the current evaluation and return the next latents:
-        the next evaluation's input, or x at t = 1 after the last.
+        """Record the network's output at the current evaluation and return the next latents.
+
+        The next latents are the next evaluation's input, or x at t = 1 after the last. The
+        first call of a run runs the ``start_hooks`` and, without a generator, seeds a private
+        one from torch's global RNG.
+
+        Parameters
+        ----------
+        model_output : torch.Tensor
+            The network's output (diffusers flow velocity v = -u) at the current evaluation.
+        timestep : Any
+            The pipeline's timestep (unused: the scheduler tracks its own position).
+        sample : torch.Tensor
+            The latents the pipeline evaluated at; must be the ones ``step`` returned last.
+        generator : Any
+            Ignored: the transitions draw from the scheduler's own generator.
+        return_dict : bool
+            Return a ``SchedulerOutput`` rather than a tuple.
+        **kwargs
+            Ignored.
+
+        Returns
+        -------
+        SchedulerOutput or tuple
+            ``prev_sample`` (or ``(prev_sample,)``): the next latents, pipeline layout and
+            `sample`'s dtype.
 
         Raises
         ------
         InvalidInputError
-            ``sample`` is not the latents this scheduler returned last (a callback replaced
-            them without going through ``resample``), or the run is already over.
+            ``set_timesteps`` was not called, ``sample`` is not the latents this scheduler
+            returned last (a callback replaced them without going through ``resample``), or
+            the run is already over.
         """
         if self._step_index is None:
             self._state = self._begin(sample)
@@ -418,9 +620,11 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             )
 
     def _advance(self, state: TransitionState) -> torch.Tensor:
-        """Run `state` to its first unanswered evaluation (or through the end of its
-        transition and to the next one's first): store the new state, return the pipeline
-        latents."""
+        """Run `state` to its first unanswered evaluation; return the pipeline latents.
+
+        If `state`'s transition completes, continue into the next one's first evaluation;
+        the new state is stored.
+        """
         gen = self.generator
         assert gen is not None
         grid = self.time_grid
@@ -446,9 +650,16 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
     # -- for steering callbacks ------------------------------------------------------------
     def boundary(self) -> Boundary | None:
-        """The transition boundary the last ``step`` reached (its output was the first
-        evaluation of a transition of the run other than its first), unless resampling has
-        consumed it already; else None."""
+        """Return the transition boundary the last ``step`` reached, if any.
+
+        The last step's output was the first evaluation of a transition of the run other
+        than its first, and resampling has not consumed it yet.
+
+        Returns
+        -------
+        Boundary or None
+            The boundary (step number in the run, t, x_t, D_t(x_t)), else None.
+        """
         snap = self._snapshot
         if snap is None or not self._at_boundary:
             return None
@@ -458,12 +669,27 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         )
 
     def resample(self, index: torch.Tensor) -> torch.Tensor:
-        """Replace particle row i by row ``index[i]`` and return the latents the pipeline must
-        continue from (return them from the callback as ``{"latents": ...}``).
+        """Replace particle row i by row ``index[i]``; return the latents to continue from.
 
-        At a boundary (see ``boundary``) the last step is redone from the gathered x_t and
-        outputs, with the same noise per row (as when ``glass_core.steer`` resamples before
-        the next transition draws); after the last evaluation the final samples are gathered.
+        Return them from the callback as ``{"latents": ...}``. At a boundary (see
+        ``boundary``) the last step is redone from the gathered x_t and outputs, with the same
+        noise per row (as when ``glass_core.steer`` resamples before the next transition
+        draws); after the last evaluation the final samples are gathered.
+
+        Parameters
+        ----------
+        index : torch.Tensor
+            Ancestor row per row, [M] integers.
+
+        Returns
+        -------
+        torch.Tensor
+            The latents the pipeline must continue from (pipeline layout).
+
+        Raises
+        ------
+        InvalidInputError
+            Neither right after a transition boundary nor after the last evaluation.
         """
         snap = self._snapshot
         if snap is not None and self._at_boundary:
@@ -490,7 +716,8 @@ class TransitionScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
 
 class PCFlowScheduler(TransitionScheduler):
-    """glass_core's phi-linear predictor-corrector as a diffusers flow scheduler:
+    """Run glass_core's phi-linear predictor-corrector as a diffusers flow scheduler.
+
     ``pipe.scheduler = PCFlowScheduler.from_config(pipe.scheduler.config)``.
 
     ``set_timesteps`` takes what FlowMatchEulerDiscreteScheduler takes (``num_inference_steps``
@@ -508,6 +735,13 @@ class PCFlowScheduler(TransitionScheduler):
         Only for the config round trip; its substeps are set by ``set_timesteps``.
     generator, layout
         As for ``TransitionScheduler`` (the ODE draws no noise).
+
+    Raises
+    ------
+    InvalidInputError
+        `transition` is given and is not ``ODE(solver="pc")``.
+    UnsupportedModelError
+        `base` is not a flow-matching scheduler.
     """
 
     def __init__(
@@ -529,6 +763,20 @@ class PCFlowScheduler(TransitionScheduler):
         super().__init__(base, ODE(solver=PC_SOLVER), generator, layout)
 
     def plan(self, grid: np.ndarray) -> np.ndarray:
+        """Plan one ``ODE(solver="pc", substeps=T)`` transition over the whole grid.
+
+        Sets ``self.transition`` with T = the wrapped grid's number of steps.
+
+        Parameters
+        ----------
+        grid : np.ndarray
+            float64 times t = 1 - sigma of the wrapped scheduler, rising to 1.
+
+        Returns
+        -------
+        np.ndarray
+            ``[grid[0], grid[-1]]``: the single transition's start and end.
+        """
         from glass_core.transitions import ODE
 
         self.transition = ODE(solver=PC_SOLVER, substeps=len(grid) - 1)
