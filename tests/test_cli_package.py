@@ -77,6 +77,7 @@ def test_flag_table_names_only_real_library_arguments() -> None:
     known |= {*inspect.signature(fk_steering).parameters}  # device, dtype
     # the grid's, the CLI's, the demo's and the T5 encoders' names
     known |= {"num_steps", "seed", "substeps", "threads", "max_sequence_length", "num_frames"}
+    known |= {"num_candidates"}  # value_decoding / beam_search, passed through steer
     assert set(_common.FLAGS) <= known, set(_common.FLAGS) - known
     flags = {o for a in _actions("steer").values() for o in a.option_strings}
     flags |= {o for a in _actions("demo").values() for o in a.option_strings}
@@ -119,3 +120,23 @@ def test_old_module_path_still_runs_the_command() -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode == 0 and "bench_" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("method", ["tempered", "value_decoding", "beam_search"])
+def test_every_method_is_a_choice_and_the_search_methods_run(
+    method: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from glass_core.steering import METHODS
+
+    assert tuple(_actions("steer")["method"].choices or ()) == tuple(METHODS)
+    extra = ["--num-candidates", "2"] if method != "tempered" else []
+    argv = [*STEER, "--method", method, "--particles", "2", "--transitions", "2",
+            "--inner-steps", "1", *extra, "--out", str(tmp_path / "o")]  # fmt: skip
+    assert cli_main(argv) == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert record["args"]["method"] == method and len(record["rewards"][0]) == 2
+
+
+def test_num_candidates_needs_a_search_method(tmp_path: Path) -> None:
+    argv = [*STEER, "--num-candidates", "2", "--out", str(tmp_path / "o")]
+    assert cli_main(argv) == 2 and not (tmp_path / "o").exists()

@@ -61,6 +61,7 @@ FLAGS: dict[str, str] = {
     "width": "--width",
     "max_sequence_length": "--max-sequence-length",
     "num_frames": "--num-frames",
+    "num_candidates": "--num-candidates",
     "threads": "--threads",
     "compile": "--compile",
 }

@@ -29,6 +29,13 @@ __all__ = ["add_parser", "run"]
 #: module imports torch, which --help must not)
 POTENTIALS = ("diff", "max", "sum", "lookahead")
 
+#: every method of glass_core.steering.METHODS (a test keeps them equal; steering imports torch)
+METHODS = (
+    "fk", "best_of_n", "guidance", "sample", "tempered", "twisted", "value_decoding", "beam_search"
+)  # fmt: skip
+#: the methods that draw candidates per step (value decoding, beam search)
+SEARCH_METHODS = ("value_decoding", "beam_search")
+
 #: --lambda's deliberate default: the FKS text-to-image setting (steer()'s own lambda_ is 1.0)
 CLI_LAMBDA = 10.0
 
@@ -88,8 +95,15 @@ def add_parser(subparsers: Any) -> None:
 
 def _add_method_options(p: argparse.ArgumentParser) -> None:
     add = p.add_argument
-    add("--method", default="fk", choices=["fk", "best_of_n", "guidance", "sample"],
-        help="alignment method")  # fmt: skip
+    add("--method", default="fk", choices=METHODS,
+        help="alignment method (docs/search.md for tempered, twisted, value_decoding, "
+        "beam_search)")  # fmt: skip
+    add(
+        "--num-candidates",
+        type=int,
+        default=argparse.SUPPRESS,  # unset: the library's default
+        help="candidates per particle and step for --method value_decoding / beam_search",
+    )
     add("--transition", default="glass", choices=["glass", "sde", "ode"], help="transition kernel")
     add("--particles", type=int, default=4, help="particles N per prompt")
     add(
@@ -397,6 +411,7 @@ def _steer_run(
     from glass_core.digits.assets import DigitReward
     from glass_core.steering import default_num_transitions, is_unconditional, steer
 
+    search = _search_kwargs(args)  # before the pipeline loads
     quiet_libraries(args.quiet)
     pipe = load_pipeline(args, pipe_dir)  # its own progress bars off: steer() shows progress
     unconditional = is_unconditional(pipe)
@@ -418,7 +433,8 @@ def _steer_run(
         transition=transition,
         num_particles=args.particles,
         num_transitions=args.transitions,
-        generator=torch.Generator(device="cpu").manual_seed(args.seed),
+        # drawn where the run lives (a CUDA generator with --device cuda: no host-side noise)
+        generator=torch.Generator(device=args.device).manual_seed(args.seed),
         output_type="pil" if rank == 0 else "latent",  # only rank 0 decodes and writes
         max_batch=args.max_batch,
         progress=not args.quiet,
@@ -429,5 +445,15 @@ def _steer_run(
         image=None if args.image is None else read_image(args.image),
         strength=args.strength,
         compile=args.compile,
+        **search,
         **kwargs,
     )
+
+
+def _search_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """--num-candidates for the methods that take it (unset: the library's default)."""
+    if "num_candidates" not in vars(args):
+        return {}
+    if args.method not in SEARCH_METHODS:
+        raise CLIError(f"--num-candidates applies to --method {' or '.join(SEARCH_METHODS)}")
+    return {"num_candidates": args.num_candidates}
