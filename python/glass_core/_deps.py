@@ -70,7 +70,19 @@ def require(use: str) -> None:
 
 
 def describe_missing(exc: ModuleNotFoundError) -> str | None:
-    """The install hint for a ModuleNotFoundError of an optional dependency, else None."""
+    """Return the install hint for a missing optional dependency.
+
+    Parameters
+    ----------
+    exc : ModuleNotFoundError
+        The error raised by an import.
+
+    Returns
+    -------
+    str or None
+        A message naming the missing module and the install command, or None when the module
+        is not one of the optional dependencies.
+    """
     top = (exc.name or "").split(".")[0]
     if top not in EXTRA_OF_MODULE:
         return None
@@ -78,7 +90,15 @@ def describe_missing(exc: ModuleNotFoundError) -> str | None:
 
 
 def pretrained_kwargs() -> dict[str, Any]:
-    """Keyword arguments for diffusers' ``from_pretrained``: the memory-light loading path when
-    accelerate is installed (part of the diffusers extra), and no "accelerate not found" warning
-    on every load when it is not (tiny models such as the embedded one do not need it)."""
+    """Return keyword arguments for diffusers' ``from_pretrained``.
+
+    The memory-light loading path is used when accelerate is installed (part of the diffusers
+    extra), and no "accelerate not found" warning is printed on every load when it is not (tiny
+    models such as the embedded one do not need it).
+
+    Returns
+    -------
+    dict
+        ``{"low_cpu_mem_usage": bool}``, true exactly when accelerate is importable.
+    """
     return {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}
