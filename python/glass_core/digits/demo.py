@@ -1,5 +1,6 @@
-"""`glass-core demo`: where GLASS transitions matter, at equal NFE, scored by judges the steering
-never saw.
+"""`glass-core demo`: where GLASS transitions matter, at equal NFE, scored by unseen judges.
+
+The judges are ones the steering never saw.
 
 On the embedded default model (a tiny rectified-flow UNet on the 8x8 digits) with the embedded
 reward r = log p(digit = target | image) under a small CNN, the demo runs best-of-N over ODE, SDE
@@ -132,8 +133,24 @@ def _tile(ax: Any, img: torch.Tensor, title: str) -> None:
 
 
 def write_grid(path: Path, cells: list[Any], nfe: int, target: int, heldout: Any) -> None:
-    """One row per method at `nfe`: its returned samples, each titled with reward r and held-out
-    P(target), and the row's means on the left."""
+    """Write a figure with one row per method at `nfe`.
+
+    Each row shows the method's returned samples, each titled with reward r and held-out
+    P(target), and the row's means on the left.
+
+    Parameters
+    ----------
+    path : Path
+        The image file written.
+    cells : list
+        The measured cells (:class:`glass_core.digits.evidence.Cell`), one per row.
+    nfe : int
+        The NFE per particle shown (used in the title).
+    target : int
+        The target digit.
+    heldout : Any
+        The held-out judge (its ``probs`` gives P(digit)).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
