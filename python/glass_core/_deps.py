@@ -52,6 +52,20 @@ def missing_modules(*modules: str) -> list[str]:
 
 
 def install_hint(modules: list[str], extra: str | None = None) -> str:
+    """Return the pip command installing the extras that provide `modules`.
+
+    Parameters
+    ----------
+    modules : list of str
+        Top-level module names (unknown ones map to the diffusers extra).
+    extra : str, optional
+        The extra to name instead of those of `modules`.
+
+    Returns
+    -------
+    str
+        The ``pip install "glass-core[...]"`` hint, with its source-checkout form.
+    """
     extras = {extra} if extra else {EXTRA_OF_MODULE.get(m, "diffusers") for m in modules}
     spec = ",".join(sorted(extras))
     return (
@@ -60,7 +74,18 @@ def install_hint(modules: list[str], extra: str | None = None) -> str:
 
 
 def require(use: str) -> None:
-    """Raise MissingExtraError naming the extra when a module that ``use`` needs is missing."""
+    """Raise MissingExtraError naming the extra when a module that ``use`` needs is missing.
+
+    Parameters
+    ----------
+    use : str
+        A key of ``NEEDS`` (the feature about to run).
+
+    Raises
+    ------
+    MissingExtraError
+        If a module that `use` needs is not installed; the message gives the install hint.
+    """
     missing = missing_modules(*NEEDS[use])
     if missing:
         raise MissingExtraError(

@@ -35,6 +35,12 @@ from glass_core.rewards.base import Reward, check_rewards
 def check_twistable(transition: Any) -> None:
     """Raise unless `transition` exposes a Gaussian kernel per substep (the SDE does).
 
+    Parameters
+    ----------
+    transition : Any
+        The transition; it needs a callable ``scalars(schedule, t, t_next)`` and must not be
+        a GLASS transition.
+
     Raises
     ------
     InvalidInputError

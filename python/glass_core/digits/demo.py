@@ -87,7 +87,20 @@ def _pm(est: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], cfg: DemoConfig) -> str:
-    """Markdown table: one block of methods per NFE budget."""
+    """Format the rows as a Markdown table: one block of methods per NFE budget.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :meth:`Cell.summary` rows of the sweep.
+    cfg : DemoConfig
+        The demo configuration (for the caption).
+
+    Returns
+    -------
+    str
+        The table.
+    """
     head = (
         "| NFE / particle | method | particles N | total NFE / group | reward (optimised) "
         "| held-out P(target) | energy distance x100 | clamped ED x100 | feature ED x100 "
@@ -184,7 +197,17 @@ def write_grid(path: Path, cells: list[Any], nfe: int, target: int, heldout: Any
 
 
 def write_plot(path: Path, rows: list[dict[str, Any]], cfg: DemoConfig) -> None:
-    """Reward, held-out P(target) and energy distance against NFE per particle, ±1 s.e."""
+    """Plot reward, held-out P(target) and energy distance against NFE per particle, ±1 s.e.
+
+    Parameters
+    ----------
+    path : Path
+        The image file written.
+    rows : list of dict
+        :meth:`Cell.summary` rows of the sweep.
+    cfg : DemoConfig
+        The demo configuration (target, sweep, particle and group counts).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -237,7 +260,32 @@ def write_plot(path: Path, rows: list[dict[str, Any]], cfg: DemoConfig) -> None:
 def run_demo(
     cfg: DemoConfig, out: Path, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Run the sweep, write table.md, results.json, demo_grid.png, reward_vs_nfe.png."""
+    """Run the sweep and write table.md, results.json, demo_grid.png and reward_vs_nfe.png.
+
+    Parameters
+    ----------
+    cfg : DemoConfig
+        The demo configuration (validated first).
+    out : Path
+        The output directory (created if missing).
+    progress : bool, default True
+        Unused: the log line per cell is the progress.
+    log : callable, default print
+        Receives one line per cell.
+
+    Returns
+    -------
+    dict
+        The contents of results.json (configuration, rows, timings, file names, versions).
+
+    Raises
+    ------
+    InvalidInputError
+        On a bad configuration (from :meth:`DemoConfig.validate`) or a model folder that does
+        not load.
+    FileNotFoundError
+        If a model or reward directory lacks its files.
+    """
     from glass_core.digits.assets import load_default_model, load_template_reward
 
     del progress  # one batched call per cell; the log line per cell is the progress
