@@ -1,5 +1,7 @@
 """The plain chain x_t0 -> x_t1 -> ... -> x_tK: one transition per step of the grid, no weights.
-Sampling and the unweighted algorithms (best-of-N, reward guidance) run this one loop."""
+
+Sampling and the unweighted algorithms (best-of-N, reward guidance) run this one loop.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +25,33 @@ def chain(
     generator: Any,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """x after every transition of `grid` from x at grid[0]; `generator` is handed to each
-    transition as given. After each step `callback(step, t, t_next, x)` may return a tensor that
-    replaces x."""
+    """Run `transition` over every step of `grid`, starting from x at grid[0].
+
+    Parameters
+    ----------
+    transition : callable
+        ``transition(model, x, t, t_next, generator)`` returning the state at ``t_next``.
+    model : Any
+        The model handed to each transition.
+    x : torch.Tensor
+        The state at ``grid[0]``.
+    grid : sequence of float
+        The times t_0, ..., t_K; one transition runs per consecutive pair.
+    generator : Any
+        Handed to each transition as given.
+    callback : callable, optional
+        ``callback(step, t, t_next, x)`` called after each step; a returned tensor replaces x.
+
+    Returns
+    -------
+    torch.Tensor
+        The state at ``grid[-1]``.
+
+    Raises
+    ------
+    InvalidInputError
+        If `callback` returns something other than None or a tensor shaped like x.
+    """
     for step, (t, t_next) in enumerate(itertools.pairwise(grid)):
         x = transition(model, x, t, t_next, generator)
         if callback is not None:

@@ -52,6 +52,20 @@ def missing_modules(*modules: str) -> list[str]:
 
 
 def install_hint(modules: list[str], extra: str | None = None) -> str:
+    """Return the pip command installing the extras that provide `modules`.
+
+    Parameters
+    ----------
+    modules : list of str
+        Top-level module names (unknown ones map to the diffusers extra).
+    extra : str, optional
+        The extra to name instead of those of `modules`.
+
+    Returns
+    -------
+    str
+        The ``pip install "glass-core[...]"`` hint, with its source-checkout form.
+    """
     extras = {extra} if extra else {EXTRA_OF_MODULE.get(m, "diffusers") for m in modules}
     spec = ",".join(sorted(extras))
     return (
@@ -60,7 +74,18 @@ def install_hint(modules: list[str], extra: str | None = None) -> str:
 
 
 def require(use: str) -> None:
-    """Raise MissingExtraError naming the extra when a module that ``use`` needs is missing."""
+    """Raise MissingExtraError naming the extra when a module that ``use`` needs is missing.
+
+    Parameters
+    ----------
+    use : str
+        A key of ``NEEDS`` (the feature about to run).
+
+    Raises
+    ------
+    MissingExtraError
+        If a module that `use` needs is not installed; the message gives the install hint.
+    """
     missing = missing_modules(*NEEDS[use])
     if missing:
         raise MissingExtraError(
@@ -70,7 +95,19 @@ def require(use: str) -> None:
 
 
 def describe_missing(exc: ModuleNotFoundError) -> str | None:
-    """The install hint for a ModuleNotFoundError of an optional dependency, else None."""
+    """Return the install hint for a missing optional dependency.
+
+    Parameters
+    ----------
+    exc : ModuleNotFoundError
+        The error raised by an import.
+
+    Returns
+    -------
+    str or None
+        A message naming the missing module and the install command, or None when the module
+        is not one of the optional dependencies.
+    """
     top = (exc.name or "").split(".")[0]
     if top not in EXTRA_OF_MODULE:
         return None
@@ -78,7 +115,15 @@ def describe_missing(exc: ModuleNotFoundError) -> str | None:
 
 
 def pretrained_kwargs() -> dict[str, Any]:
-    """Keyword arguments for diffusers' ``from_pretrained``: the memory-light loading path when
-    accelerate is installed (part of the diffusers extra), and no "accelerate not found" warning
-    on every load when it is not (tiny models such as the embedded one do not need it)."""
+    """Return keyword arguments for diffusers' ``from_pretrained``.
+
+    The memory-light loading path is used when accelerate is installed (part of the diffusers
+    extra), and no "accelerate not found" warning is printed on every load when it is not (tiny
+    models such as the embedded one do not need it).
+
+    Returns
+    -------
+    dict
+        ``{"low_cpu_mem_usage": bool}``, true exactly when accelerate is importable.
+    """
     return {"low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None}

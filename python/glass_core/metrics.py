@@ -1,5 +1,7 @@
-"""Sample-quality statistics with standard errors: a mean, and the energy distance between sample
-sets (the distribution-level realism measure the benchmarks and the demo report).
+"""Sample-quality statistics with standard errors.
+
+A mean, and the energy distance between sample sets (the distribution-level realism measure the
+benchmarks and the demo report).
 
 Energy distance (Szekely & Rizzo): E(X, Y) = 2 E|X - Y| - E|X - X'| - E|Y - Y'| >= 0, zero iff the
 distributions agree. The U-statistic (pairs i != j within a set) is unbiased, so a perfect sampler
@@ -33,12 +35,29 @@ class Estimate:
     se: float
 
     def __format__(self, spec: str) -> str:
+        """Format as ``"value ± se"``, both with `spec` (default ``.3f``)."""
         spec = spec or ".3f"
         return f"{self.value:{spec}} ± {self.se:{spec}}"
 
 
 def mean_se(values: torch.Tensor) -> Estimate:
-    """Mean and standard error (sample std / sqrt(n)) of a 1-D set of independent values."""
+    """Compute the mean and standard error of a set of independent values.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        The values, flattened and taken in float64 on the CPU.
+
+    Returns
+    -------
+    Estimate
+        The mean and sample std / sqrt(n) (NaN when there is a single value).
+
+    Raises
+    ------
+    ValueError
+        If `values` is empty.
+    """
     v = values.detach().double().flatten().cpu()
     if v.numel() == 0:
         raise ValueError("mean_se needs at least one value")
@@ -51,9 +70,30 @@ def _pairwise(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = True) -> Estimate:
-    """Energy distance between samples x [n, ...] and reference y [m, ...] (rows are flattened,
-    Euclidean norm, float64), with the jackknife standard error over x's rows. ``unbiased=False``
-    gives the V-statistic (within-set means over all n^2 and m^2 pairs, >= 0, biased upward)."""
+    """Compute the energy distance between samples x and reference y.
+
+    Rows are flattened and compared by Euclidean norm in float64.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Samples [n, ...], n >= 3.
+    y : torch.Tensor
+        Reference set [m, ...], m >= 2, with as many features per row as x.
+    unbiased : bool, default True
+        True gives the U-statistic (pairs i != j within a set); False the V-statistic
+        (within-set means over all n^2 and m^2 pairs, >= 0, biased upward).
+
+    Returns
+    -------
+    Estimate
+        The energy distance and its delete-one jackknife standard error over x's rows.
+
+    Raises
+    ------
+    ValueError
+        If x has fewer than 3 rows, y fewer than 2, or their feature widths differ.
+    """
     xf = x.detach().reshape(len(x), -1).double().cpu()
     yf = y.detach().reshape(len(y), -1).double().cpu()
     n, m = len(xf), len(yf)
@@ -84,9 +124,11 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, unbiased: bool = True) 
 def feature_energy_distance(
     x: torch.Tensor, y: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]
 ) -> Estimate:
-    """Energy distance between `features` of samples x and of reference y, each feature
-    standardised by its mean and standard deviation over y (so every feature counts alike and the
-    scale does not depend on the network's units), with the jackknife standard error over x.
+    """Compute the energy distance between `features` of samples x and of reference y.
+
+    Each feature is standardised by its mean and standard deviation over y, so every feature
+    counts alike and the scale does not depend on the network's units; the standard error is the
+    jackknife over x.
 
     Parameters
     ----------

@@ -1,5 +1,8 @@
-"""Reward alignment over any transition: best-of-N, Feynman-Kac steering, reward guidance,
-tempered SMC, twisted proposals, value decoding and beam search."""
+"""Reward alignment over any transition.
+
+Best-of-N, Feynman-Kac steering, reward guidance, tempered SMC, twisted proposals, value
+decoding and beam search.
+"""
 
 from glass_core.align._search import SearchResult
 from glass_core.align.beam import beam_search

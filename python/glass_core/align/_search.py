@@ -48,15 +48,35 @@ Selector = Callable[[torch.Tensor, Any], torch.Tensor]
 
 @dataclass(frozen=True, kw_only=True)
 class SearchResult(SamplingResult):
-    """Particles kept by a search (value decoding or beam search): unweighted (uniform
-    ``log_weights``), with ``value_history`` [S, N] or [S, B, N] float64: the value of each
-    kept candidate at every step (the last row is the reward r(z), as ``rewards``)."""
+    """Particles kept by a search (value decoding or beam search).
+
+    They are unweighted (uniform ``log_weights``), with ``value_history`` [S, N] or [S, B, N]
+    float64: the value of each kept candidate at every step (the last row is the reward r(z),
+    as ``rewards``).
+    """
 
     value_history: torch.Tensor
 
 
 class CandidateValue:
-    """Scores candidates: r(D_t(x')) or the J-sample posterior soft value (see module doc)."""
+    """Scores candidates: r(D_t(x')) or the J-sample posterior soft value (see module doc).
+
+    Parameters
+    ----------
+    value : {"denoised", "posterior"}
+        The kind of value.
+    value_samples : int
+        J, the posterior samples per candidate (positive).
+    value_transition : callable or None
+        The transition drawing the posterior samples (default ``Glass(inner_steps=4)``); only
+        with ``value="posterior"``.
+
+    Raises
+    ------
+    InvalidInputError
+        If `value` is unknown, `value_transition` is given with ``value="denoised"``,
+        `value_samples` is not a positive int or `value_transition` is not callable.
+    """
 
     def __init__(self, value: Any, value_samples: Any, value_transition: Any) -> None:
         if value not in VALUES:
@@ -77,9 +97,34 @@ class CandidateValue:
         copies: int,
         noise: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(values [rows] float64, D_t(cand) or None at t = 1) for `cand` holding `copies`
-        candidates per particle; the model calls are counted `copies` times (J * copies for
-        the posterior samples)."""
+        """Score the candidates `cand` at time `t`.
+
+        Parameters
+        ----------
+        counted : CountedModel
+            The counted model; its calls are counted `copies` times (J * copies for the
+            posterior samples).
+        reward : Reward
+            The reward r.
+        cand : torch.Tensor
+            [rows, ...] candidates, `copies` per particle.
+        t : float
+            The candidates' time; at t >= 1 the value is the reward itself.
+        copies : int
+            The candidates per particle.
+        noise : Any
+            The run's generator argument.
+
+        Returns
+        -------
+        tuple of torch.Tensor and (torch.Tensor or None)
+            The values [rows] float64, and D_t(cand) (None at t >= 1).
+
+        Raises
+        ------
+        RewardError
+            If the reward returns the wrong shape (non-finite values are checked by the caller).
+        """
         if t >= 1.0:
             return check_rewards(reward(cand), cand.shape[0], finite=False).double(), None
         denoised = _counted_call(counted, copies, lambda m: m.denoise(cand, t))
@@ -99,8 +144,11 @@ class CandidateValue:
 def _counted_call(
     counted: CountedModel, copies: int, fn: Callable[[CountedModel], torch.Tensor]
 ) -> torch.Tensor:
-    """fn on a fresh counter over the same model; its batched calls count `copies` model
-    evaluations per particle each (the batch holds that many rows per particle)."""
+    """Call fn on a fresh counter over the same model.
+
+    Its batched calls count `copies` model evaluations per particle each (the batch holds that
+    many rows per particle).
+    """
     inner = CountedModel(counted._model, counted.max_batch, counted.timed)
     out = fn(inner)
     counted.nfe += inner.nfe * copies
@@ -123,8 +171,27 @@ def _expand(
 def check_search_args(
     num_candidates: Any, temperature: Any, process_group: Any
 ) -> tuple[int, float]:
-    """(M, temperature) checked; searches are not sharded (their selection is global per
-    group: a clear error instead)."""
+    """Check the search arguments shared by value decoding and beam search.
+
+    Parameters
+    ----------
+    num_candidates : Any
+        M, must be a positive int.
+    temperature : Any
+        Must be a finite float >= 0.
+    process_group : Any
+        Must be None: searches are not sharded (their selection is global per group).
+
+    Returns
+    -------
+    tuple of (int, float)
+        (M, temperature).
+
+    Raises
+    ------
+    InvalidInputError
+        If an argument is invalid (the message names it).
+    """
     if process_group is not None:
         raise fail("process_group", "is not supported by value_decoding / beam_search")
     m = positive_int(num_candidates, "num_candidates")
@@ -151,8 +218,35 @@ def run_search(
     profile: bool,
     desc: str,
 ) -> SearchResult:
-    """Expand-score-select through the grid (see module doc); `validate` is
-    align._config.sampling_validator's result for the run's arguments."""
+    """Expand, score and select through the grid (see module doc).
+
+    Parameters
+    ----------
+    model, reward, transition, generator, x0, dtype, device, progress, profile
+        As in :func:`glass_core.align.fk_steering`.
+    value : CandidateValue
+        Scores the candidates.
+    select : callable
+        ``select(scores [groups, N, M], noise)`` returning flat indices of kept candidates.
+    num_candidates : int
+        M, the candidates per particle and step.
+    validate : callable
+        align._config.sampling_validator's result for the run's arguments.
+    desc : str
+        The progress-bar label.
+
+    Returns
+    -------
+    SearchResult
+        The kept particles with uniform weights and the per-step values.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad arguments (from `validate`).
+    RewardError
+        The reward returned NaN/inf or the wrong shape.
+    """
     wall_start = time.perf_counter()
     cfg = validate(1)
     noise = as_generator_arg(generator)

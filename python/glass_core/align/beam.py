@@ -20,8 +20,20 @@ from glass_core.rewards.base import Reward
 
 
 def top_per_group(scores: torch.Tensor, noise: Any) -> torch.Tensor:
-    """Flat candidate indices of the top B of each group's B x M candidates (scores
-    [groups, B, M]), best first; ties go to the lowest index."""
+    """Select the top B of each group's B x M candidates.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        [groups, B, M] candidate values.
+    noise : Any
+        Unused (the selection is deterministic); kept for the selector signature.
+
+    Returns
+    -------
+    torch.Tensor
+        [groups * B] flat candidate indices, best first per group; ties go to the lowest index.
+    """
     g, b, m = scores.shape
     flat = scores.reshape(g, b * m)
     # a stable descending sort keeps the lowest index first among ties (topk does not promise it)
@@ -52,8 +64,10 @@ def beam_search(
     process_group: Any = None,
     x0: torch.Tensor | None = None,
 ) -> SearchResult:
-    """Beam search: per group, `beam_width` beams expanded into `num_candidates` candidates
-    each per step, the top `beam_width` kept by value.
+    """Run beam search over the chain of `transition` steps.
+
+    Per group, `beam_width` beams are expanded into `num_candidates` candidates each per step,
+    and the top `beam_width` are kept by value.
 
     Parameters
     ----------

@@ -28,16 +28,21 @@ from glass_core.rewards.base import Reward
 
 @dataclass
 class TemperedState(PotentialState):
-    """The lineage sums (``applied`` = lambda_{k-1} r_{k-1}), the carried log-weights [B, N] of
-    the step being weighted (set by TemperedSMCSampler.weight) and the exponents so far."""
+    """The potential state of tempered SMC.
+
+    It holds the lineage sums (``applied`` = lambda_{k-1} r_{k-1}), the carried log-weights
+    [B, N] of the step being weighted (set by TemperedSMCSampler.weight) and the exponents so far.
+    """
 
     carried: torch.Tensor | None = None
     exponents: list[torch.Tensor] = field(default_factory=list)  # [B] per potential step
 
 
 class Tempered(Diff):
-    """The difference potential with a per-step, per-group exponent lambda_k chosen on the
-    device by align.tempering.next_exponent (the last step takes lambda_).
+    """The difference potential with a per-step, per-group exponent lambda_k.
+
+    The exponent is chosen on the device by align.tempering.next_exponent (the last step takes
+    lambda_).
 
     Parameters
     ----------
@@ -51,12 +56,44 @@ class Tempered(Diff):
         self.ess_target = ess_target
 
     def init(self, n: int, device: torch.device) -> TemperedState:
+        """Return the state of `n` particles before the first potential step.
+
+        Parameters
+        ----------
+        n : int
+            Number of particles (all groups, B*N).
+        device : torch.device
+            The particles' device.
+
+        Returns
+        -------
+        TemperedState
+            The difference potential's initial state, with no exponents yet.
+        """
         base = super().init(n, device)
         return TemperedState(base.running, base.applied)
 
     def step(
         self, state: PotentialState, scores: torch.Tensor, lambda_: float, *, final: bool
     ) -> torch.Tensor:
+        """Return the [B*N] float64 log-potentials lambda_k r_k - applied and update `state`.
+
+        Parameters
+        ----------
+        state : PotentialState
+            A TemperedState whose ``carried`` log-weights are set.
+        scores : torch.Tensor
+            [B*N] this step's rewards r_k.
+        lambda_ : float
+            The final exponent.
+        final : bool
+            True at the last potential step, which takes lambda_ instead of bisecting.
+
+        Returns
+        -------
+        torch.Tensor
+            [B*N] float64 log-potentials of this step.
+        """
         assert isinstance(state, TemperedState) and state.carried is not None
         carried = state.carried
         r = scores.to(torch.float64).reshape(carried.shape)
@@ -74,23 +111,35 @@ class Tempered(Diff):
     def increment(
         self, scores: torch.Tensor, running: torch.Tensor, lambda_: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Not used: :meth:`step` sets the exponent itself.
+
+        Raises
+        ------
+        NotImplementedError
+            Always.
+        """
         raise NotImplementedError("Tempered.step sets the exponent itself")  # pragma: no cover
 
     def __repr__(self) -> str:
+        """Return ``Tempered(ess_target=...)``."""
         return f"Tempered(ess_target={self.ess_target})"
 
 
 @dataclass(frozen=True, kw_only=True)
 class TemperedResult(FKResult):
-    """FKResult plus ``exponents`` [S] or [S, B]: lambda_k at each potential step (the last is
-    lambda_)."""
+    """FKResult plus ``exponents`` [S] or [S, B].
+
+    ``exponents`` holds lambda_k at each potential step (the last is lambda_).
+    """
 
     exponents: np.ndarray
 
 
 class TemperedSMCSampler(FKSampler):
-    """FKSampler with the :class:`Tempered` potential: the weight part hands it the carried
-    log-weights (already on the host, no sync) and is otherwise the engine's.
+    """FKSampler with the :class:`Tempered` potential.
+
+    The weight part hands the potential the carried log-weights (already on the host, no sync)
+    and is otherwise the engine's.
 
     Parameters
     ----------
@@ -118,6 +167,18 @@ class TemperedSMCSampler(FKSampler):
     def weight(
         self, state: FKState, local: torch.Tensor, k: int, final: bool
     ) -> tuple[np.ndarray, torch.Tensor]:
+        """Weight as :meth:`FKSampler.weight`, with the carried log-weights handed to the potential.
+
+        Parameters
+        ----------
+        state, local, k, final
+            As for :meth:`FKSampler.weight`.
+
+        Returns
+        -------
+        tuple of (np.ndarray, torch.Tensor)
+            As :meth:`FKSampler.weight`.
+        """
         pot = state.potential
         assert isinstance(pot, TemperedState)  # made by Tempered.init
         pot.carried = state.log_weights.to(pot.applied.device)
@@ -127,6 +188,18 @@ class TemperedSMCSampler(FKSampler):
             pot.carried = None
 
     def result(self, state: FKState) -> TemperedResult:
+        """Return the weighted particles of a finished run with the exponents used.
+
+        Parameters
+        ----------
+        state : FKState
+            A state whose ``done`` is True.
+
+        Returns
+        -------
+        TemperedResult
+            :meth:`FKSampler.result`'s fields plus ``exponents`` ([S] ungrouped, [S, B] grouped).
+        """
         base = super().result(state)
         pot = state.potential
         assert isinstance(pot, TemperedState)

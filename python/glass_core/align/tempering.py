@@ -18,8 +18,18 @@ BISECTION_STEPS = 60  # halves [lambda_{k-1}, lambda] to 2^-60 of its width
 
 
 def relative_ess(log_w: torch.Tensor) -> torch.Tensor:
-    """ESS / N of unnormalised log-weights [B, N] per row (1 for equal weights, 0 for a row
-    that is all -inf)."""
+    """Compute the relative effective sample size ESS / N of each row of log-weights.
+
+    Parameters
+    ----------
+    log_w : torch.Tensor
+        [B, N] unnormalised log-weights.
+
+    Returns
+    -------
+    torch.Tensor
+        [B]: 1 for equal weights, 0 for a row that is all -inf.
+    """
     top = log_w.max(dim=1, keepdim=True).values
     w = torch.exp(log_w - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
     s1, s2 = w.sum(dim=1), (w * w).sum(dim=1)
@@ -34,7 +44,7 @@ def next_exponent(
     lambda_: float,
     ess_target: float,
 ) -> torch.Tensor:
-    """The next exponents lambda_k [B].
+    """Choose the next exponents lambda_k [B] by bisection on the reweighted ESS.
 
     Parameters
     ----------

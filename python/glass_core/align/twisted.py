@@ -35,6 +35,12 @@ from glass_core.rewards.base import Reward, check_rewards
 def check_twistable(transition: Any) -> None:
     """Raise unless `transition` exposes a Gaussian kernel per substep (the SDE does).
 
+    Parameters
+    ----------
+    transition : Any
+        The transition; it needs a callable ``scalars(schedule, t, t_next)`` and must not be
+        a GLASS transition.
+
     Raises
     ------
     InvalidInputError
@@ -60,8 +66,27 @@ def check_twistable(transition: Any) -> None:
 def twist_gradient(
     model: CountedModel, reward: Reward, x: torch.Tensor, t: float, lambda_: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(D_t(x), r(D_t(x)), g = grad_x lambda_ r(D_t(x))) in one forward and backward pass
-    through the model (one NFE; the backward pass is not counted).
+    """Compute the denoised state, its reward and the twist gradient at `x`.
+
+    One forward and backward pass through the model (one NFE; the backward pass is not counted).
+
+    Parameters
+    ----------
+    model : CountedModel
+        The counted model.
+    reward : Reward
+        The reward r.
+    x : torch.Tensor
+        [rows, ...] particles at time `t`.
+    t : float
+        The particles' time.
+    lambda_ : float
+        The reward exponent scaling the gradient.
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        (D_t(x), r(D_t(x)), g = grad_x lambda_ r(D_t(x))), all detached.
 
     Raises
     ------
@@ -95,9 +120,27 @@ def twisted_move(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Move `x` from t to t_next with the twisted kernel of every substep of `transition`.
 
+    Each stochastic substep draws x' = mean + std^2 g + std xi, the kernel N(mean, std^2)
+    shifted by the twist gradient g.
+
     Parameters
     ----------
-    start
+    transition : Any
+        A transition with a Gaussian kernel: ``scalars(schedule, t, t_next)`` yields the
+        substeps' (t0, gamma, abar, std).
+    model : CountedModel
+        The counted model.
+    reward : Reward
+        The reward r.
+    x : torch.Tensor
+        [rows, ...] particles at `t`.
+    t, t_next : float
+        The move's times.
+    noise : Any
+        The run's generator argument.
+    lambda_ : float
+        The reward exponent.
+    start : tuple of (torch.Tensor, torch.Tensor) or None
         (D_t(x), g at x) from the last potential step, or None to compute them here.
 
     Returns
@@ -105,6 +148,11 @@ def twisted_move(
     tuple of (torch.Tensor, torch.Tensor)
         The moved particles and the [rows] float64 log density ratio untwisted / twisted of the
         whole move (to add to the log-potential of the step).
+
+    Raises
+    ------
+    InvalidInputError
+        If the model or the reward is not differentiable (from :func:`twist_gradient`).
     """
     ratio = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     for k, (t0, gamma, abar, std) in enumerate(transition.scalars(model.schedule, t, t_next)):
@@ -126,30 +174,62 @@ def twisted_move(
 
 @dataclass
 class TwistState(PotentialState):
-    """The difference potential's state plus, per particle, the twist gradient g at the last
-    potential step and the log density ratio of the move since (added to the next
-    log-potential)."""
+    """The difference potential's state plus the twist gradient and the move's density ratio.
+
+    Per particle: the twist gradient g at the last potential step and the log density ratio of
+    the move since (added to the next log-potential).
+    """
 
     grad: torch.Tensor | None = None
     ratio: torch.Tensor | None = None
 
     def gather(self, index: torch.Tensor) -> None:
+        """Follow the flat ancestors `index` after a resampling, twist gradient included."""
         super().gather(index)
         if self.grad is not None:
             self.grad = self.grad.index_select(0, index.to(self.grad.device))
 
 
 class TwistedDiff(Diff):
-    """The difference potential lambda (r_k - r_{k-1}) times the twisted proposal's density ratio
-    (module doc): exact weights for proposal='twisted'."""
+    """The difference potential times the twisted proposal's density ratio.
+
+    lambda (r_k - r_{k-1}) plus the log density ratio (module doc): exact weights for
+    proposal='twisted'.
+    """
 
     def init(self, n: int, device: torch.device) -> TwistState:
+        """Return the state of `n` particles before the first potential step.
+
+        Parameters
+        ----------
+        n : int
+            Number of particles (all groups, B*N).
+        device : torch.device
+            The particles' device.
+
+        Returns
+        -------
+        TwistState
+            The difference potential's initial state, with no gradient or ratio yet.
+        """
         base = super().init(n, device)
         return TwistState(base.running, base.applied)
 
     def step(
         self, state: PotentialState, scores: torch.Tensor, lambda_: float, *, final: bool
     ) -> torch.Tensor:
+        """Return the difference log-potentials plus the pending move's log density ratio.
+
+        Parameters
+        ----------
+        state, scores, lambda_, final
+            As for :meth:`Potential.step`; a pending ``state.ratio`` is added and cleared.
+
+        Returns
+        -------
+        torch.Tensor
+            [B*N] float64 log-potentials of this step.
+        """
         log_g = super().step(state, scores, lambda_, final=final)
         if isinstance(state, TwistState) and state.ratio is not None:
             log_g = log_g + state.ratio.to(log_g.device)
@@ -182,6 +262,23 @@ class TwistedFKSampler(FKSampler):
         super().__init__(model, reward, potential=TwistedDiff(), **kwargs)
 
     def score(self, ctx: ScoreContext, state: FKState, t: float, final: bool) -> torch.Tensor:
+        """Score the particles and take the twist gradient in the same model call.
+
+        Parameters
+        ----------
+        ctx, state, t, final
+            As for :meth:`FKSampler.score`; at the final step it is that method unchanged.
+
+        Returns
+        -------
+        torch.Tensor
+            The rewards r(D_t(x)) of the particles.
+
+        Raises
+        ------
+        InvalidInputError
+            If the model or the reward is not differentiable.
+        """
         if final:
             return super().score(ctx, state, t, final)
         d, r, g = twist_gradient(ctx.model, ctx.reward, state.particles, t, ctx.lambda_)
@@ -191,6 +288,14 @@ class TwistedFKSampler(FKSampler):
         return r
 
     def propose(self, ctx: ScoreContext, state: FKState, t: float, t_next: float) -> None:
+        """Move the particles from t to t_next with the twisted kernel (see :func:`twisted_move`).
+
+        Parameters
+        ----------
+        ctx, state, t, t_next
+            As for :meth:`FKSampler.propose`; the move's log density ratio is stored on the
+            potential state for the next log-potential.
+        """
         pot = state.potential
         assert isinstance(pot, TwistState)  # made by TwistedDiff.init
         start = None if state.denoised is None or pot.grad is None else (state.denoised, pot.grad)

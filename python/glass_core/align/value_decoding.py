@@ -20,9 +20,20 @@ from glass_core.rewards.base import Reward
 
 
 def per_particle_selector(temperature: float) -> Callable[[torch.Tensor, Any], torch.Tensor]:
-    """The selector keeping one of each particle's M candidates: argmax at temperature 0,
-    else a Gumbel-max draw from softmax(value / temperature) (noise from the run's generator,
-    one uniform per candidate, split by groups like all the run's noise)."""
+    """Build the selector keeping one of each particle's M candidates.
+
+    Parameters
+    ----------
+    temperature : float
+        0 selects the argmax; a positive value makes a Gumbel-max draw from
+        softmax(value / temperature), with noise from the run's generator (one uniform per
+        candidate, split by groups like all the run's noise).
+
+    Returns
+    -------
+    callable
+        ``select(scores [B, N, M], noise) -> [B * N]`` flat indices of the kept candidates.
+    """
 
     def select(scores: torch.Tensor, noise: Any) -> torch.Tensor:
         b, n, m = scores.shape
@@ -60,8 +71,10 @@ def value_decoding(
     process_group: Any = None,
     x0: torch.Tensor | None = None,
 ) -> SearchResult:
-    """SVDD-style value decoding: `num_particles` independent chains per group, each step
-    keeping one of `num_candidates` transition draws by its value.
+    """Run SVDD-style value decoding.
+
+    `num_particles` independent chains per group, each step keeping one of `num_candidates`
+    transition draws by its value.
 
     Parameters
     ----------

@@ -1,6 +1,9 @@
-"""The digits demo: the embedded 8x8-digits model, rewards and held-out judge (``assets``), the
-steering-method definitions and measurement cell behind the demo and ``benches/bench_paper.py``
-(``evidence``), and the demo runner (``demo``) with its configuration (``config``).
+"""The digits demo built on the library.
 
-Built on the library; the library core (align, transitions, models, rewards, schedules, steering)
-never imports it. Submodules load on import, not here, so ``assets`` stays loadable on its own."""
+The embedded 8x8-digits model, rewards and held-out judge (``assets``), the steering-method
+definitions and measurement cell behind the demo and ``benches/bench_paper.py`` (``evidence``),
+and the demo runner (``demo``) with its configuration (``config``).
+
+The library core (align, transitions, models, rewards, schedules, steering) never imports it.
+Submodules load on import, not here, so ``assets`` stays loadable on its own.
+"""

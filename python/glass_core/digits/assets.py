@@ -73,7 +73,15 @@ SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 1.0}
 
 
 class DigitClassifier(nn.Module):
-    """Small smooth (SiLU) CNN on ``[B, 1, 8, 8]`` images in ``[-1, 1]``; logits ``[B, 10]``."""
+    """Small smooth (SiLU) CNN on ``[B, 1, 8, 8]`` images in ``[-1, 1]``; logits ``[B, 10]``.
+
+    Parameters
+    ----------
+    width : int, default 32
+        Channels of the first convolution (the later ones have twice as many).
+    num_classes : int, default 10
+        Number of output logits.
+    """
 
     def __init__(self, width: int = 32, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
@@ -90,6 +98,7 @@ class DigitClassifier(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 16, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``[B, num_classes]`` of images `x` ``[B, 1, 8, 8]``."""
         return self.head(self.features(x))
 
 
@@ -99,6 +108,18 @@ class DigitReward:
     Callable on a batch ``z`` of shape ``[B, 1, 8, 8]`` (or ``[B, 64]``), returns ``[B]`` float32.
     Differentiable in ``z`` (use it under ``torch.enable_grad()`` for guidance); the classifier's
     own parameters are frozen.
+
+    Parameters
+    ----------
+    classifier : DigitClassifier
+        The classifier, put in eval mode with its parameters frozen.
+    target : int
+        The digit class rewarded, in [0, 9].
+
+    Raises
+    ------
+    ValueError
+        If `target` is not an int in [0, 9].
     """
 
     def __init__(self, classifier: DigitClassifier, target: int) -> None:
@@ -108,6 +129,23 @@ class DigitReward:
         self.target = target
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Return the classifier's logits of `z`.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            ``[B, 1, 8, 8]`` or ``[B, 64]`` images; moved to the classifier's device and dtype.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, num_classes]`` logits.
+
+        Raises
+        ------
+        ValueError
+            If `z` has another shape.
+        """
         if z.dim() == 2 and z.shape[1] == 64:
             z = z.reshape(-1, *IMAGE_SHAPE)
         if z.dim() != 4 or tuple(z.shape[1:]) != IMAGE_SHAPE:
@@ -116,9 +154,11 @@ class DigitReward:
         return self.classifier(z.to(device=param.device, dtype=param.dtype))
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """Return ``log p(class = target | z)`` ``[B]`` (see :meth:`logits` for `z`)."""
         return torch.log_softmax(self.logits(z), dim=-1)[:, self.target]
 
     def __repr__(self) -> str:
+        """Return ``DigitReward(target=...)``."""
         return f"DigitReward(target={self.target})"
 
 
@@ -131,7 +171,29 @@ def _read_json(path: Path) -> dict[str, Any]:
 def load_default_reward(
     target: int = 3, path: str | Path | None = None, *, device: str | torch.device = "cpu"
 ) -> DigitReward:
-    """Load the shipped digit classifier (or one saved by the training script at ``path``)."""
+    """Load the shipped digit classifier (or one saved by the training script at ``path``).
+
+    Parameters
+    ----------
+    target : int, default 3
+        The digit class rewarded.
+    path : str or Path, optional
+        A directory with ``config.json`` and ``model.safetensors`` (default: the shipped one).
+    device : str or torch.device, default "cpu"
+        Where the classifier is put.
+
+    Returns
+    -------
+    DigitReward
+        The reward ``log p(class = target | z)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory has no ``config.json``.
+    ValueError
+        If `target` is not an int in [0, 9].
+    """
     from safetensors.torch import load_file
 
     root = Path(path) if path is not None else DEFAULT_REWARD_DIR
@@ -147,10 +209,33 @@ def load_default_reward(
 def load_template_reward(
     target: int = 3, path: str | Path | None = None, *, scale: float = 2.0
 ) -> Any:
-    """Closed-form reward ``r(z) = -|z - m_target|^2 / (2 scale^2)`` with ``m_target`` the mean
-    image of digit ``target`` (shipped in ``class_means.safetensors``): an isotropic
-    ``glass_core.rewards.QuadraticReward``, so p(z) exp(lambda r(z)) stays closed-form for
-    Gaussian-mixture models and its gradient is exact."""
+    """Load the closed-form reward ``r(z) = -|z - m_target|^2 / (2 scale^2)``.
+
+    ``m_target`` is the mean image of digit ``target`` (shipped in ``class_means.safetensors``).
+    The reward is an isotropic ``glass_core.rewards.QuadraticReward``, so p(z) exp(lambda r(z))
+    stays closed-form for Gaussian-mixture models and its gradient is exact.
+
+    Parameters
+    ----------
+    target : int, default 3
+        The digit class whose mean image is the reward's centre.
+    path : str or Path, optional
+        A directory with ``class_means.safetensors`` (default: the shipped one).
+    scale : float, default 2.0
+        The reward's length scale.
+
+    Returns
+    -------
+    QuadraticReward
+        The reward, with a ``target`` attribute.
+
+    Raises
+    ------
+    ValueError
+        If `target` is not an int in [0, 9].
+    FileNotFoundError
+        If the directory has no ``class_means.safetensors``.
+    """
     from safetensors.torch import load_file
 
     from glass_core.rewards import QuadraticReward
@@ -173,10 +258,32 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     torch_dtype: torch.dtype | None = None,
 ) -> Any:
-    """``DiffusionPipeline.from_pretrained`` on a local directory (default: the embedded model),
-    exactly as a user loads a pipeline; loading bars off. A folder that does not load (corrupt
-    ``model_index.json`` or config, truncated weights, unknown classes) raises InvalidInputError
-    naming it: the folder is at fault, not the program."""
+    """Load a pipeline with ``DiffusionPipeline.from_pretrained`` from a local directory.
+
+    This is exactly how a user loads a pipeline; loading bars are off.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A ``save_pretrained`` directory (default: the embedded model).
+    device : str or torch.device, default "cpu"
+        Where the pipeline is put.
+    torch_dtype : torch.dtype, optional
+        Passed to ``from_pretrained`` when given.
+
+    Returns
+    -------
+    diffusers.DiffusionPipeline
+        The loaded pipeline with its progress bar disabled.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory has no ``model_index.json``.
+    InvalidInputError
+        If the folder does not load (corrupt ``model_index.json`` or config, truncated
+        weights, unknown classes), naming it: the folder is at fault, not the program.
+    """
     import diffusers
     from diffusers import DiffusionPipeline
 
@@ -211,9 +318,29 @@ def load_default_model(
     device: str | torch.device = "cpu",
     max_batch: int | None = None,
 ) -> Any:
-    """The embedded model (or any unconditional UNet2DModel pipeline directory) as a glass_core
-    ``Denoiser``: :func:`load_pipeline` (``DiffusionPipeline.from_pretrained``, the path users
-    take) then :func:`from_unconditional_pipeline` (built on ``glass_core.models.from_callable``).
+    """Load the embedded model (or any unconditional UNet2DModel pipeline) as a ``Denoiser``.
+
+    :func:`load_pipeline` (``DiffusionPipeline.from_pretrained``, the path users take) then
+    :func:`from_unconditional_pipeline` (built on ``glass_core.models.from_callable``).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A pipeline directory (default: the embedded model).
+    device : str or torch.device, default "cpu"
+        Where the pipeline is put.
+    max_batch : int, optional
+        Passed to :func:`from_unconditional_pipeline` (chunks every model call).
+
+    Returns
+    -------
+    Denoiser
+        The glass_core model, with a ``path`` attribute.
+
+    Raises
+    ------
+    FileNotFoundError, InvalidInputError
+        As :func:`load_pipeline`.
     """
     from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
@@ -227,16 +354,42 @@ DEFAULT_HELDOUT_DIR: Path = _DATA / "heldout_classifier"
 
 
 class HeldoutClassifier:
-    """The held-out judge: multinomial logistic regression on the real digits' pixels, trained by
-    ``scripts/train_heldout_classifier.py``. Another model family than the reward's CNN and never
-    used for steering, so ``probs(z)[:, target]`` on steered samples detects reward hacking."""
+    """The held-out judge: multinomial logistic regression on the real digits' pixels.
+
+    Trained by ``scripts/train_heldout_classifier.py``. Another model family than the reward's
+    CNN and never used for steering, so ``probs(z)[:, target]`` on steered samples detects
+    reward hacking.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        ``[10, 64]`` weights (kept in float64).
+    bias : torch.Tensor
+        ``[10]`` biases (kept in float64).
+    """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         self.weight = weight.double()  # [10, 64]
         self.bias = bias.double()  # [10]
 
     def probs(self, z: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``[B, 10]`` (float64) of images ``[B, 1, 8, 8]`` in ``[-1, 1]``."""
+        """Return the class probabilities of images `z`.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            ``[B, 1, 8, 8]`` images in ``[-1, 1]``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, 10]`` float64 probabilities on the CPU.
+
+        Raises
+        ------
+        ValueError
+            If `z` has another shape.
+        """
         if z.dim() != 4 or tuple(z.shape[1:]) != IMAGE_SHAPE:
             raise ValueError(f"z must have shape [B, 1, 8, 8], got {tuple(z.shape)}")
         logits = z.detach().reshape(len(z), -1).double().cpu() @ self.weight.T + self.bias
@@ -244,7 +397,23 @@ class HeldoutClassifier:
 
 
 def load_heldout_classifier(path: str | Path | None = None) -> HeldoutClassifier:
-    """Load the shipped held-out classifier (or one written by its training script at ``path``)."""
+    """Load the shipped held-out classifier (or one written by its training script at ``path``).
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A directory with ``model.safetensors`` (default: the shipped one).
+
+    Returns
+    -------
+    HeldoutClassifier
+        The judge.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the directory has no ``model.safetensors``.
+    """
     from safetensors.torch import load_file
 
     root = Path(path) if path is not None else DEFAULT_HELDOUT_DIR
@@ -256,8 +425,16 @@ def load_heldout_classifier(path: str | Path | None = None) -> HeldoutClassifier
 
 
 def load_real_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 1797 real digits as float32 ``[1797, 1, 8, 8]`` in ``[-1, 1]`` (ink = +1), the
-    data the embedded model was trained on, and their int64 labels. Needs scikit-learn."""
+    """Load scikit-learn's 1797 real digits, the data the embedded model was trained on.
+
+    Needs scikit-learn.
+
+    Returns
+    -------
+    tuple of (torch.Tensor, torch.Tensor)
+        The images as float32 ``[1797, 1, 8, 8]`` in ``[-1, 1]`` (ink = +1) and their int64
+        labels.
+    """
     from sklearn.datasets import load_digits
 
     data = load_digits()

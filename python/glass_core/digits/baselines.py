@@ -56,7 +56,7 @@ FLOW_SHIFTS: tuple[float, ...] = (0.5, 1.0, 2.0)
 
 
 def make_scheduler(name: str, *, flow_shift: float = 1.0) -> Any:
-    """A fresh diffusers scheduler for baseline `name` on the embedded rectified-flow model.
+    """Build a fresh diffusers scheduler for baseline `name` on the embedded rectified-flow model.
 
     Parameters
     ----------
@@ -104,8 +104,10 @@ def sample_baseline(
     flow_shift: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Samples of baseline `name` in `nfe` UNet evaluations from `noise` (the state at sigma = 1,
-    i.e. glass_core's t = 0), as a diffusers pipeline's denoising loop computes them.
+    """Sample baseline `name` in `nfe` UNet evaluations from `noise`.
+
+    `noise` is the state at sigma = 1, i.e. glass_core's t = 0; the samples are computed as a
+    diffusers pipeline's denoising loop computes them.
 
     Parameters
     ----------

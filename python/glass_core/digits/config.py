@@ -43,6 +43,15 @@ class DemoConfig:
         return sorted({*self.budgets, self.nfe})
 
     def validate(self) -> None:
+        """Check every field, naming the command-line option at fault.
+
+        Raises
+        ------
+        InvalidInputError
+            On a bad seed, thread count, particle count, grid size, target digit, group count
+            (< 3), budget, NFE not a multiple of ``--glass-transitions``, lambda, GLASS rho,
+            reward kind or max batch.
+        """
         from glass_core import _checks
         from glass_core.errors import InvalidInputError
 

@@ -1,5 +1,6 @@
-"""`glass-core demo`: where GLASS transitions matter, at equal NFE, scored by judges the steering
-never saw.
+"""`glass-core demo`: where GLASS transitions matter, at equal NFE, scored by unseen judges.
+
+The judges are ones the steering never saw.
 
 On the embedded default model (a tiny rectified-flow UNet on the 8x8 digits) with the embedded
 reward r = log p(digit = target | image) under a small CNN, the demo runs best-of-N over ODE, SDE
@@ -86,7 +87,20 @@ def _pm(est: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
 
 
 def format_table(rows: list[dict[str, Any]], cfg: DemoConfig) -> str:
-    """Markdown table: one block of methods per NFE budget."""
+    """Format the rows as a Markdown table: one block of methods per NFE budget.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :meth:`Cell.summary` rows of the sweep.
+    cfg : DemoConfig
+        The demo configuration (for the caption).
+
+    Returns
+    -------
+    str
+        The table.
+    """
     head = (
         "| NFE / particle | method | particles N | total NFE / group | reward (optimised) "
         "| held-out P(target) | energy distance x100 | clamped ED x100 | feature ED x100 "
@@ -132,8 +146,24 @@ def _tile(ax: Any, img: torch.Tensor, title: str) -> None:
 
 
 def write_grid(path: Path, cells: list[Any], nfe: int, target: int, heldout: Any) -> None:
-    """One row per method at `nfe`: its returned samples, each titled with reward r and held-out
-    P(target), and the row's means on the left."""
+    """Write a figure with one row per method at `nfe`.
+
+    Each row shows the method's returned samples, each titled with reward r and held-out
+    P(target), and the row's means on the left.
+
+    Parameters
+    ----------
+    path : Path
+        The image file written.
+    cells : list
+        The measured cells (:class:`glass_core.digits.evidence.Cell`), one per row.
+    nfe : int
+        The NFE per particle shown (used in the title).
+    target : int
+        The target digit.
+    heldout : Any
+        The held-out judge (its ``probs`` gives P(digit)).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -167,7 +197,17 @@ def write_grid(path: Path, cells: list[Any], nfe: int, target: int, heldout: Any
 
 
 def write_plot(path: Path, rows: list[dict[str, Any]], cfg: DemoConfig) -> None:
-    """Reward, held-out P(target) and energy distance against NFE per particle, ±1 s.e."""
+    """Plot reward, held-out P(target) and energy distance against NFE per particle, ±1 s.e.
+
+    Parameters
+    ----------
+    path : Path
+        The image file written.
+    rows : list of dict
+        :meth:`Cell.summary` rows of the sweep.
+    cfg : DemoConfig
+        The demo configuration (target, sweep, particle and group counts).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,7 +260,32 @@ def write_plot(path: Path, rows: list[dict[str, Any]], cfg: DemoConfig) -> None:
 def run_demo(
     cfg: DemoConfig, out: Path, *, progress: bool = True, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Run the sweep, write table.md, results.json, demo_grid.png, reward_vs_nfe.png."""
+    """Run the sweep and write table.md, results.json, demo_grid.png and reward_vs_nfe.png.
+
+    Parameters
+    ----------
+    cfg : DemoConfig
+        The demo configuration (validated first).
+    out : Path
+        The output directory (created if missing).
+    progress : bool, default True
+        Unused: the log line per cell is the progress.
+    log : callable, default print
+        Receives one line per cell.
+
+    Returns
+    -------
+    dict
+        The contents of results.json (configuration, rows, timings, file names, versions).
+
+    Raises
+    ------
+    InvalidInputError
+        On a bad configuration (from :meth:`DemoConfig.validate`) or a model folder that does
+        not load.
+    FileNotFoundError
+        If a model or reward directory lacks its files.
+    """
     from glass_core.digits.assets import load_default_model, load_template_reward
 
     del progress  # one batched call per cell; the log line per cell is the progress

@@ -75,7 +75,18 @@ class Method:
 
 
 def steering_methods(lookahead: bool = False) -> list[Method]:
-    """The rows of the paper's Table 1 in kind (lookahead FK when the library has it)."""
+    """List the rows of the paper's Table 1 in kind.
+
+    Parameters
+    ----------
+    lookahead : bool, default False
+        Append the lookahead FK-GLASS row.
+
+    Returns
+    -------
+    list of Method
+        The steering methods, unsteered sample first.
+    """
     rows = [
         Method("flow", "no steering (ODE, N = 1)", "sample", "ode"),
         Method("bon_ode", "BoN-ODE", "best_of_n", "ode"),
@@ -102,13 +113,38 @@ def steering_methods(lookahead: bool = False) -> list[Method]:
 
 
 def solver_option(solver: str | None) -> dict[str, Any]:
-    """Glass keyword arguments for `solver` (None: the library's default)."""
+    """Return the Glass keyword arguments for `solver`.
+
+    Parameters
+    ----------
+    solver : str or None
+        An inner solver name; None keeps the library's default.
+
+    Returns
+    -------
+    dict
+        ``{}`` for None, else ``{"solver": solver}``.
+    """
     return {} if solver is None else {"solver": solver}
 
 
 def glass_inner_steps(rho: float | str, per_transition: int, solver: str | None) -> int:
-    """The most inner steps whose cost fits `per_transition` NFE with this solver (0 if even one
-    step costs more)."""
+    """Find the most GLASS inner steps whose cost fits `per_transition` NFE with this solver.
+
+    Parameters
+    ----------
+    rho : float or str
+        The GLASS correlation (a float or ``"ddpm"``).
+    per_transition : int
+        The NFE budget of one transition.
+    solver : str or None
+        The inner solver (None: the library's default).
+
+    Returns
+    -------
+    int
+        The largest number of inner steps fitting the budget, 0 if even one step costs more.
+    """
     from glass_core.transitions import Glass
 
     k = per_transition
@@ -127,9 +163,35 @@ def transition_for(
     rho: float | str | None = None,
     solver: str | None = None,
 ) -> Any:
-    """The transition spending about `nfe` evaluations over `transitions` uniform outer steps:
-    ODE/SDE with nfe/transitions Euler substeps per outer step (Heun ODE: half as many), GLASS
-    with the inner steps of `solver` (None = the library's default) that fit nfe/transitions."""
+    """Build the transition spending about `nfe` evaluations over `transitions` outer steps.
+
+    ODE/SDE take nfe/transitions Euler substeps per outer step (Heun ODE: half as many); GLASS
+    takes the inner steps of `solver` (None = the library's default) that fit nfe/transitions,
+    or nfe/transitions Euler inner steps when not even one step of `solver` fits.
+
+    Parameters
+    ----------
+    kernel : str
+        ``"ode"``, ``"sde"`` or ``"glass"``.
+    nfe : int
+        NFE per particle over the whole grid.
+    transitions : int
+        Number of uniform outer steps.
+    rho : float or str, optional
+        The GLASS correlation (required for ``"glass"``).
+    solver : str, optional
+        The ODE solver (default Euler) or the GLASS inner solver.
+
+    Returns
+    -------
+    ODE, SDE or Glass
+        The transition.
+
+    Raises
+    ------
+    ValueError
+        If `nfe` is not a multiple of `transitions` or `kernel` is unknown.
+    """
     from glass_core.transitions import ODE, SDE, Glass
 
     if nfe % transitions:
@@ -156,14 +218,16 @@ OUTSIDE_MARGIN = 0.05
 
 
 def pipeline_output(x: torch.Tensor) -> torch.Tensor:
-    """Samples as a pipeline returns images: clamped to :data:`DATA_RANGE`."""
+    """Clamp samples to :data:`DATA_RANGE`, as a pipeline returns images."""
     return x.clamp(*DATA_RANGE)
 
 
 def digit_features(classifier: Any) -> Any:
-    """Feature map for ``feature_energy_distance``: the spatial means of each SiLU activation of
-    the embedded CNN (``DigitClassifier.features``) on clamped images, concatenated (160 features:
-    the first layer sees pixel texture such as leftover noise, the last one digit shape).
+    """Build the feature map for ``feature_energy_distance``.
+
+    The features are the spatial means of each SiLU activation of the embedded CNN
+    (``DigitClassifier.features``) on clamped images, concatenated (160 features: the first
+    layer sees pixel texture such as leftover noise, the last one digit shape).
 
     Parameters
     ----------
@@ -198,6 +262,7 @@ class Realism:
     outside: float  # fraction of pixels outside the data range by more than OUTSIDE_MARGIN
 
     def summary(self) -> dict[str, Any]:
+        """Return the scores as a JSON-ready dict (estimates as ``{"mean", "se"}``)."""
         return {
             "energy_distance": _est(self.raw),
             "energy_distance_clamped": _est(self.clamped),
@@ -221,6 +286,13 @@ def score_realism(samples: torch.Tensor, real: torch.Tensor, features: Any) -> R
     Returns
     -------
     Realism
+        Pixel energy distances (raw and clamped), feature energy distance and the fraction of
+        pixels outside the data range by more than :data:`OUTSIDE_MARGIN`.
+
+    Raises
+    ------
+    ValueError
+        On too few rows (as :func:`glass_core.metrics.energy_distance`).
     """
     lo, hi = DATA_RANGE
     out = (samples < lo - OUTSIDE_MARGIN) | (samples > hi + OUTSIDE_MARGIN)
@@ -234,8 +306,10 @@ def score_realism(samples: torch.Tensor, real: torch.Tensor, features: Any) -> R
 
 @dataclass(frozen=True)
 class Judges:
-    """What the returned samples are scored with (none of it is seen by the steering but the
-    reward)."""
+    """What the returned samples are scored with.
+
+    None of it is seen by the steering but the reward.
+    """
 
     reward: Any  # the optimised reward, log p(digit = target) under the embedded CNN
     heldout: Any  # digits.assets.HeldoutClassifier
@@ -245,8 +319,29 @@ class Judges:
 
 
 def load_judges(target: int, reward_path: str | Path | None = None) -> Judges:
-    """The embedded reward (or the classifier at `reward_path`) for `target`, the held-out
-    classifier and the real digits of class `target`."""
+    """Load the judges for `target`.
+
+    Parameters
+    ----------
+    target : int
+        The digit class steered toward.
+    reward_path : str or Path, optional
+        A reward classifier directory (default: the embedded reward). The feature map always
+        uses the embedded classifier.
+
+    Returns
+    -------
+    Judges
+        The reward, the held-out classifier, the real digits of class `target` and the
+        feature map.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a classifier directory lacks its files.
+    ValueError
+        If `target` is not an int in [0, 9].
+    """
     from glass_core.digits.assets import (
         load_default_reward,
         load_heldout_classifier,
@@ -274,6 +369,7 @@ class Cell:
     realism: Realism | None = None
 
     def summary(self) -> dict[str, Any]:
+        """Return the cell as a JSON-ready dict: means and standard errors over groups."""
         scores = {"energy_distance": None} if self.realism is None else self.realism.summary()
         return {
             "method": self.method.key,
@@ -308,8 +404,46 @@ def run_cell(
     lambda_: float = 4.0,
     realism: bool = True,
 ) -> Cell:
-    """Run `method` for `groups` independent groups of `particles` particles in one batched call
-    (group g seeded with seed + g) and score the returned samples."""
+    """Run `method` for `groups` independent groups and score the returned samples.
+
+    The groups of `particles` particles run in one batched call, group g seeded with seed + g;
+    each group returns its highest-reward particle.
+
+    Parameters
+    ----------
+    model : Denoiser
+        The model (its ``unet`` is used by the diffusers baselines).
+    judges : Judges
+        The reward steered toward and the scorers.
+    method : Method
+        The steering method.
+    nfe : int
+        NFE budget per particle.
+    particles : int
+        N per group (1 for the unsteered sample).
+    groups : int
+        Number of independent groups.
+    seed : int, default 0
+        Base seed.
+    transitions : int, default 5
+        Uniform outer steps (the FK resampling times).
+    solver : str, optional
+        The GLASS inner solver (ignored for other kernels).
+    lambda_ : float, default 4.0
+        The FK reward exponent.
+    realism : bool, default True
+        Also score the samples' realism (:func:`score_realism`).
+
+    Returns
+    -------
+    Cell
+        The returned samples with their scores and the measured NFE and wall time.
+
+    Raises
+    ------
+    ValueError
+        If `nfe` is not a multiple of `transitions` or the kernel is unknown.
+    """
     from glass_core.align import Lookahead, best_of_n, fk_steering, guided
     from glass_core.digits.baselines import BASELINES
     from glass_core.schedules import uniform_grid
@@ -369,7 +503,7 @@ def _scored(
     start: float,
     realism: bool,
 ) -> Cell:
-    """The Cell of returned `samples` (one per group) with its scores."""
+    """Build the Cell of returned `samples` (one per group) with its scores."""
     wall = time.perf_counter() - start
     samples = samples.detach()
     cell = Cell(
@@ -396,9 +530,12 @@ def _baseline_best_of_n(
     groups: int,
     seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best-of-N (or one sample) over a diffusers baseline's samples: group g's noise from seed +
-    g as for the glass_core rows; a stochastic baseline's step noise from one generator seeded
-    seed + groups. Returns the per-group best samples and their rewards."""
+    """Run best-of-N (or one sample) over a diffusers baseline's samples.
+
+    Group g's noise comes from seed + g as for the glass_core rows; a stochastic baseline's step
+    noise from one generator seeded seed + groups. Returns the per-group best samples and their
+    rewards.
+    """
     from glass_core.digits.baselines import sample_baseline
 
     n = 1 if method.algorithm == "sample" else particles
@@ -428,7 +565,37 @@ def unsteered_samples(
     rho: float | str | None = None,
     solver: str | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """`count` plain samples of one transition family at `nfe` per sample, and the NFE spent."""
+    """Draw `count` plain samples of one transition family at `nfe` per sample.
+
+    Parameters
+    ----------
+    model : Denoiser
+        The model.
+    kernel : str
+        ``"ode"``, ``"sde"`` or ``"glass"`` (see :func:`transition_for`).
+    nfe : int
+        NFE per sample.
+    count : int
+        Number of samples.
+    seed : int
+        Seed of the generator.
+    transitions : int, default 5
+        Uniform outer steps.
+    rho : float or str, optional
+        The GLASS correlation.
+    solver : str, optional
+        The ODE or GLASS inner solver.
+
+    Returns
+    -------
+    tuple of (torch.Tensor, int)
+        The samples ``[count, 1, 8, 8]`` and the NFE spent per sample.
+
+    Raises
+    ------
+    ValueError
+        As :func:`transition_for`.
+    """
     from glass_core.schedules import uniform_grid
     from glass_core.transitions import sample
 
@@ -442,4 +609,5 @@ def unsteered_samples(
 
 
 def summarise(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """Return :meth:`Cell.summary` of each cell, in order."""
     return [c.summary() for c in cells]

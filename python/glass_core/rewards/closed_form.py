@@ -23,8 +23,10 @@ def _vector(value: Any, name: str) -> torch.Tensor:
 
 
 class _OnDevice:
-    """A float64 CPU constant with one cached copy per (device, dtype) it is used on, so a
-    reward called every step moves it to the particles' device once, not on every call."""
+    """A float64 CPU constant with one cached copy per (device, dtype) it is used on.
+
+    A reward called every step thus moves it to the particles' device once, not on every call.
+    """
 
     def __init__(self, value: torch.Tensor) -> None:
         self.value = value

@@ -97,8 +97,21 @@ def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
 
 
 def own_scheduler(pipe: Any) -> Any:
-    """The pipeline's own scheduler: a glass_core.diffusers.TransitionScheduler (whose timesteps
-    list model evaluations, not a grid) is unwrapped to the scheduler it wraps, ``.base``."""
+    """Return the pipeline's own scheduler.
+
+    A glass_core.diffusers.TransitionScheduler (whose timesteps list model evaluations, not a
+    grid) is unwrapped to the scheduler it wraps, ``.base``.
+
+    Parameters
+    ----------
+    pipe : Any
+        A diffusers pipeline with a ``scheduler`` attribute.
+
+    Returns
+    -------
+    Any
+        ``pipe.scheduler.base`` when set, else ``pipe.scheduler``.
+    """
     sched = pipe.scheduler
     return getattr(sched, "base", None) or sched
 
