@@ -7,7 +7,7 @@ the ops inside the model's own network; the figure is the slope between 5 and 10
 transition, so the per-step cost of rewards and FK bookkeeping cancels:
 (count(10 NFE) - count(5 NFE)) / (5 steps x 5 NFE). Host reads (`item`, `bool`, `tolist` of a
 tensor: aten._local_scalar_dense) are counted apart. Kernel counts are deterministic (no
-timings), so tests assert bounds on them (tests/test_kernel_counts.py).
+timings), so tests assert bounds on them (tests/transitions/test_kernel_counts.py).
 
 Usage: python benches/kernel_counts.py
 """

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Seeds-averaged steering gain of the embedded model, used to set the margin in
-tests/test_default_model.py.
+tests/digits/test_default_model.py.
 
 For each seed: FK steering with GLASS transitions (the test's small configuration) and plain
 sampling with the same GLASS transition, same initial-noise generator; gain = importance-weighted
@@ -21,7 +21,7 @@ from glass_core.digits.assets import load_default_model, load_default_reward
 from glass_core.schedules import uniform_grid
 from glass_core.transitions import Glass, sample
 
-# the configuration tests/test_default_model.py runs (keep in sync)
+# the configuration tests/digits/test_default_model.py runs (keep in sync)
 CONFIG = {"particles": 8, "groups": 4, "transitions": 2, "inner_steps": 4, "lambda_": 4.0}
 
 

@@ -8,7 +8,7 @@ import torch
 from align_fixtures import gmm
 from glass_core.schedules import Cosine, RectifiedFlow
 from glass_core.transitions import SDE, sample
-from test_sample_stats import assert_moments
+from stat_checks import assert_moments
 
 F64 = torch.float64
 

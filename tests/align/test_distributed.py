@@ -278,7 +278,9 @@ def test_torchrun_launch(tmp_path):
     import sys
 
     script = tmp_path / "run.py"
-    script.write_text(TORCHRUN_SCRIPT.format(tests=os.path.dirname(__file__)))
+    script.write_text(
+        TORCHRUN_SCRIPT.format(tests=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    )
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     cmd += ["--master-port", str(free_port()), str(script)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

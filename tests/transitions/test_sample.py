@@ -9,7 +9,7 @@ from align_fixtures import gmm as gmm2
 from glass_core.errors import InvalidInputError
 from glass_core.schedules import Cosine, RectifiedFlow
 from glass_core.transitions import ODE, SDE, Glass, sample
-from test_sample_stats import Z, assert_moments, energy_pvalue
+from stat_checks import Z, assert_moments, energy_pvalue
 
 F64 = torch.float64
 N = 20_000

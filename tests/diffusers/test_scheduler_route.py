@@ -380,7 +380,7 @@ def test_example_runs_and_matches_steer() -> None:
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "scheduler_route.py"
+    path = Path(__file__).resolve().parents[2] / "examples" / "scheduler_route.py"
     spec = importlib.util.spec_from_file_location("scheduler_route", path)
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)

@@ -14,7 +14,7 @@ from glass_core.models import GaussianMixture, from_callable
 from glass_core.schedules import Cosine, RectifiedFlow, resolve_rho
 from glass_core.transitions import ODE, SDE, Glass
 from glass_core.transitions.glass import PC_SPREAD, multistep_grid
-from test_sample_stats import assert_moments, energy_pvalue, moment_errors
+from stat_checks import assert_moments, energy_pvalue, moment_errors
 
 F64 = torch.float64
 N = 100_000

@@ -1,7 +1,7 @@
 """glass_core.steer(..., process_group=) on a tiny text-conditioned pipeline with 2 gloo ranks
 (torch.multiprocessing spawn): B = 2 prompts x N = 4 particles sharded 2 per rank and prompt, CFG
 rows, an image reward that reads the per-row prompts; every rank gets the single-process result.
-(The embedded default model under torchrun: tests/test_cli.py.)"""
+(The embedded default model under torchrun: tests/cli/test_cli.py.)"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from align_fixtures import gmm as spec_gmm
 from glass_core.errors import InvalidInputError
 from glass_core.models import GaussianMixture
 from glass_core.schedules import Cosine, RectifiedFlow
-from test_sample_stats import Z, assert_moments, energy_pvalue
+from stat_checks import Z, assert_moments, energy_pvalue
 
 F64 = torch.float64
 

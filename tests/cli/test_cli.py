@@ -353,7 +353,7 @@ def test_bench_runs_scripts_and_writes_tables(
 def test_steer_tiny_random_pipeline(tmp_path: Path) -> None:
     """`steer` end to end on a tiny random SD-like pipeline saved to disk (the diffusers tests'
     fixture) with a user reward given as python:FILE:FUNC."""
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     tiny = pytest.importorskip("tiny_pipelines")
     pytest.importorskip("glass_core.steering")
     tiny.sd_pipeline().save_pretrained(str(tmp_path / "pipe"))

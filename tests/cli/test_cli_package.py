@@ -117,7 +117,7 @@ def test_old_module_path_still_runs_the_command() -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert proc.returncode == 0 and "bench_" in proc.stdout, proc.stderr
 

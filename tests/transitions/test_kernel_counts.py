@@ -14,7 +14,7 @@ from glass_core.models import from_callable
 from glass_core.schedules import Schedule
 from glass_core.transitions import ODE, SDE, Glass
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benches"))
 import kernel_counts
 
 TRANSITIONS = [

@@ -19,7 +19,7 @@ from glass_core.cli import main
 from glass_core.transitions import Glass
 from tiny_pipelines import ddpm_pipeline
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The embedded model, few evaluations: a fast steer run
 STEER = ["steer", "--pipeline", "default", "--particles", "2", "--seed", "1", "--quiet"]

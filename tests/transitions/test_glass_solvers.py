@@ -12,7 +12,7 @@ from align_fixtures import MEANS, VARS, WEIGHTS, gmm
 from glass_core.schedules import VP, Cosine, RectifiedFlow
 from glass_core.transitions import Glass
 from glass_core.transitions.glass import multistep_grid
-from test_sample_stats import assert_moments
+from stat_checks import assert_moments
 
 F64 = torch.float64
 SCHEDULES = {

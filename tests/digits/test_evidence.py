@@ -24,7 +24,7 @@ from glass_core.digits.evidence import steering_methods, transition_for
 from glass_core.metrics import energy_distance, mean_se
 from glass_core.schedules import RectifiedFlow, uniform_grid
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_energy_distance_is_unbiased_under_the_null() -> None:

@@ -431,7 +431,7 @@ def test_steer_process_group_needs_gathered_samples() -> None:
 @pytest.mark.parametrize("method", ["fk", "best_of_n"])
 def test_steer_process_group_one_rank_equals_no_group(method: str) -> None:
     """steer passes process_group to the sharded algorithms (a 1-rank gloo group in this process;
-    2 ranks under torchrun: tests/test_cli.py)."""
+    2 ranks under torchrun: tests/cli/test_cli.py)."""
     import socket
 
     import torch.distributed as dist
