@@ -16,15 +16,28 @@ data-prediction estimate (``final_sigmas_type="zero"``).
 
 ``flow_shift`` is the scheduler's static grid shift (1 = uniform in sigma); benches pick each
 baseline's best shift per NFE from :data:`FLOW_SHIFTS`.
+
+``start_time`` starts a baseline from a noised state x_t instead of noise (posterior sampling, as
+an img2img/SDEdit pipeline does, but at exactly sigma = 1 - t rather than at the nearest step of
+the full grid): :func:`set_flow_grid` lays the ``nfe`` steps from sigma = 1 - t to 0 with the
+scheduler's own shift formula.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["BASELINES", "FLOW_SHIFTS", "STOCHASTIC", "make_scheduler", "sample_baseline"]
+__all__ = [
+    "BASELINES",
+    "FLOW_SHIFTS",
+    "STOCHASTIC",
+    "make_scheduler",
+    "sample_baseline",
+    "set_flow_grid",
+]
 
 #: name -> (diffusers class name, extra config, label)
 BASELINES: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -94,6 +107,50 @@ def make_scheduler(name: str, *, flow_shift: float = 1.0) -> Any:
     )
 
 
+def set_flow_grid(scheduler: Any, nfe: int, start_time: float = 0.0, *, device: Any = None) -> None:
+    """Set `scheduler` up for `nfe` steps from sigma = 1 - `start_time` (glass_core's t) to 0.
+
+    ``start_time = 0`` is the scheduler's own ``set_timesteps(nfe)`` (its grid starts at
+    sigma = 0.999). Otherwise the grid is uniform in the unshifted sigma u from u_max to 0, mapped
+    through the scheduler's static shift ``k u / (1 + (k - 1) u)`` (``config.flow_shift``), with
+    u_max chosen so the first sigma is exactly 1 - `start_time`; the network timesteps are
+    ``1000 * sigma`` cast to int64 as diffusers casts them. DPMSolverMultistepScheduler's
+    ``set_timesteps`` (diffusers 0.42) takes no ``sigmas=``, so the grid is written into the
+    scheduler's ``sigmas``/``timesteps`` after ``set_timesteps`` has reset its multistep state:
+    what UniPC's ``set_timesteps(sigmas=...)`` writes for the same grid.
+
+    Parameters
+    ----------
+    scheduler : diffusers.SchedulerMixin
+        A scheduler from :func:`make_scheduler`.
+    nfe : int
+        Number of steps.
+    start_time : float
+        glass_core's time of the starting state, 0 <= start_time < 1.
+    device : torch.device, optional
+        Device of the timesteps.
+
+    Raises
+    ------
+    InvalidInputError
+        If `start_time` is outside [0, 1).
+    """
+    from glass_core.errors import InvalidInputError
+
+    if not 0.0 <= start_time < 1.0:
+        raise InvalidInputError(f"start_time must be in [0, 1), got {start_time}")
+    scheduler.set_timesteps(nfe, device=device)  # also resets the multistep history
+    if start_time == 0.0:
+        return
+    k, top = float(scheduler.config.flow_shift), 1.0 - start_time
+    u = np.linspace(top / (k - (k - 1.0) * top), 0.0, nfe + 1)
+    sigmas = k * u / (1.0 + (k - 1.0) * u)
+    sigmas[0], sigmas[-1] = top, 0.0  # exact ends (the shift formula rounds)
+    steps = sigmas[:-1] * scheduler.config.num_train_timesteps
+    scheduler.sigmas = torch.from_numpy(sigmas.astype(np.float32))
+    scheduler.timesteps = torch.from_numpy(steps).to(device=device, dtype=torch.int64)
+
+
 @torch.no_grad()
 def sample_baseline(
     unet: Any,
@@ -103,11 +160,14 @@ def sample_baseline(
     *,
     flow_shift: float = 1.0,
     generator: torch.Generator | None = None,
+    start_time: float = 0.0,
 ) -> torch.Tensor:
     """Sample baseline `name` in `nfe` UNet evaluations from `noise`.
 
-    `noise` is the state at sigma = 1, i.e. glass_core's t = 0; the samples are computed as a
-    diffusers pipeline's denoising loop computes them.
+    `noise` is the state at sigma = 1, i.e. glass_core's t = 0 (or, with `start_time` = t > 0,
+    a state x_t = t z + (1 - t) eps at sigma = 1 - t: the samples are then draws from the
+    posterior p(z | x_t), :func:`set_flow_grid`); the samples are computed as a diffusers
+    pipeline's denoising loop computes them.
 
     Parameters
     ----------
@@ -123,6 +183,8 @@ def sample_baseline(
         Static grid shift (see :func:`make_scheduler`).
     generator : torch.Generator, optional
         Source of the per-step noise of the stochastic baselines (required for them).
+    start_time : float
+        glass_core's time of `noise` (0: pure noise), 0 <= start_time < 1.
 
     Returns
     -------
@@ -132,7 +194,8 @@ def sample_baseline(
     Raises
     ------
     InvalidInputError
-        On an unknown name, ``nfe < 1`` or a stochastic baseline without a generator.
+        On an unknown name, ``nfe < 1``, a `start_time` outside [0, 1) or a stochastic baseline
+        without a generator.
     """
     from glass_core.errors import InvalidInputError
 
@@ -141,9 +204,9 @@ def sample_baseline(
     if name in STOCHASTIC and generator is None:
         raise InvalidInputError(f"baseline {name!r} draws noise: pass generator=")
     sched = make_scheduler(name, flow_shift=flow_shift)
-    sched.set_timesteps(nfe, device=noise.device)
+    set_flow_grid(sched, nfe, start_time, device=noise.device)
     step_kwargs = {"generator": generator} if name in STOCHASTIC else {}
-    x = noise * sched.init_noise_sigma
+    x = noise * sched.init_noise_sigma if start_time == 0.0 else noise
     for t in sched.timesteps:
         v = unet(x.to(unet.dtype), t.expand(len(x))).sample.to(x.dtype)
         x = sched.step(v, t, x, **step_kwargs).prev_sample
