@@ -33,12 +33,15 @@ import platform
 import time
 from pathlib import Path
 
+import bench_baselines as bb  # the same rows, records and tables as baselines.md
 import numpy as np
 import torch
+from glass_core.digits.baselines import BASELINES, FLOW_SHIFTS
+from glass_core.digits.evidence import Realism, digit_features, pool_realism, score_realism
 from glass_core.metrics import energy_distance
 from glass_core.models import GaussianMixture
-from glass_core.schedules import Cosine, RectifiedFlow, uniform_grid
-from glass_core.transitions import ODE, SDE, Glass, sample
+from glass_core.schedules import Cosine, RectifiedFlow
+from glass_core.transitions import ODE, SDE, Glass
 
 F64 = torch.float64
 NFES = (2, 4, 8, 16)
@@ -76,12 +79,6 @@ def rel_moment_error(x: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> 
 def energy_v(x: torch.Tensor, y: torch.Tensor) -> float:
     """V-statistic energy distance (>= 0; the published tables were computed with it)."""
     return energy_distance(x, y, unbiased=False).value
-
-
-def energy_u(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased (U-statistic) energy distance. Float64 since it moved to glass_core.metrics: the
-    published digits table (float32) can differ by one in its last printed digit."""
-    return energy_distance(x, y).value
 
 
 def singular(t_next: float, rho) -> bool:
@@ -156,71 +153,99 @@ def run_mixture(points: int, samples: int, cells: list, budgets: list[int]) -> l
     return rows
 
 
-def digit_configs(nfe: int):
-    """(name, transition, time grid) spending `nfe` NFE per sample."""
-    five = uniform_grid(5)
-    out = [
-        ("ODE (Euler)", ODE(substeps=nfe), [0.0, 1.0]),
-        ("SDE (Euler-Maruyama)", SDE(substeps=nfe), [0.0, 1.0]),
-        ("GLASS euler 5 x K", Glass("ddpm", nfe // 5, "euler"), five),
-        ("GLASS multistep 5 x K", Glass("ddpm", nfe // 5, "multistep"), five),
-        ("GLASS multistep 2 x K", Glass("ddpm", nfe // 2, "multistep"), uniform_grid(2)),
-        ("GLASS pc 5 x K", Glass("ddpm", nfe // 5, "pc"), five),
-        ("GLASS pc 2 x K", Glass("ddpm", nfe // 2, "pc"), uniform_grid(2)),
-        ("GLASS heun 5 x K", Glass("ddpm", nfe // 10, "heun"), five),
-        ("GLASS midpoint 5 x K", Glass("ddpm", nfe // 10, "midpoint"), five),
-    ]
-    # the digits runs are the slow part: midpoint (as accurate as heun on the mixture) is optional
-    return out
+def digit_rows() -> dict[str, bb.Sampler]:
+    """glass_core's rows: label -> sampler spending `nfe` NFE per sample (heun: 2K-1 at t' = 1)."""
+    rows = {
+        "ODE Euler": (1, lambda n: ODE(substeps=n)),
+        "ODE Heun": (1, lambda n: ODE(solver="heun", substeps=n // 2)),
+        "ODE pc": (1, lambda n: ODE(solver="pc", substeps=n)),
+        "glass_core SDE (exact ancestral)": (1, lambda n: SDE(substeps=n)),
+        "GLASS euler 5 x K": (5, lambda n: Glass("ddpm", n // 5, "euler")),
+        "GLASS multistep 5 x K": (5, lambda n: Glass("ddpm", n // 5, "multistep")),
+        "GLASS multistep 2 x K": (2, lambda n: Glass("ddpm", n // 2, "multistep")),
+        "GLASS pc 5 x K": (5, lambda n: Glass("ddpm", n // 5, "pc")),
+        "GLASS pc 2 x K": (2, lambda n: Glass("ddpm", n // 2, "pc")),
+        "GLASS heun 5 x K": (5, lambda n: Glass("ddpm", n // 10, "heun")),
+        "GLASS midpoint 5 x K": (5, lambda n: Glass("ddpm", n // 10, "midpoint")),
+    }
+    return {
+        label: bb.chain(lambda n, steps=steps, make=make: (steps, make(n)))
+        for label, (steps, make) in rows.items()
+    }
 
 
-def run_digits(seeds: int, batch: int, nfes: list[int], skip: str) -> list[dict]:
-    from glass_core.digits.assets import load_default_model, load_real_digits
+def run_digits(args: argparse.Namespace, nfes: list[int]) -> list[dict]:
+    """Score every row at every NFE over `args.seeds` seeds (bench_baselines' records, pooled).
 
-    torch.set_num_threads(1)
-    model = load_default_model()
+    Seed s draws the noise shared by all rows, the step noise of the stochastic rows and a random
+    half of the real digits as the reference (the other half is the data row). A diffusers
+    baseline's grid shift is chosen on seed 0 by the clamped distance, then kept for the others.
+    """
+    from glass_core.digits.assets import load_default_model, load_default_reward, load_real_digits
+
+    torch.set_num_threads(args.threads)
+    bb.MODEL = load_default_model()
     real, _ = load_real_digits()
-    flat_real = real.reshape(real.shape[0], -1)
-    rows = []
-    data = []
-    for seed in range(seeds):
-        perm = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(seed))
-        data.append(energy_u(flat_real[perm[:batch]], flat_real[perm[batch:]]))
-    rows.append(
-        {
-            "method": "data",
-            "nfe": 0,
-            "mean": float(np.mean(data)),
-            "se": float(np.std(data, ddof=1) / np.sqrt(seeds)),
-            "nfe_used": 0,
-        }
-    )
-    for nfe in nfes:
-        for name, tr, grid in digit_configs(nfe):
-            if skip and skip in name:
-                continue
-            vals, used = [], 0
-            for seed in range(seeds):
-                g = torch.Generator().manual_seed(1000 + seed)
-                with torch.no_grad():
-                    res = sample(model, tr, grid, shape=(batch, 1, 8, 8), generator=g)
-                used = res.nfe
-                vals.append(energy_u(res.samples.reshape(batch, -1).float(), flat_real))
-            rows.append(
-                {
-                    "method": name,
-                    "nfe": nfe,
-                    "nfe_used": used,
-                    "mean": float(np.mean(vals)),
-                    "se": float(np.std(vals, ddof=1) / np.sqrt(seeds)),
-                }
-            )
+    feats = digit_features(load_default_reward(3).classifier)
+    seeds = []
+    for seed in range(args.seeds):
+        perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+        ref, held = real[perm[: len(real) // 2]], real[perm[len(real) // 2 :]]
+        noise = torch.randn(
+            args.batch, 1, 8, 8, generator=torch.Generator().manual_seed(1000 + seed)
+        )
+        noisy = held + 0.15 * torch.randn(
+            held.shape, generator=torch.Generator().manual_seed(7 + seed)
+        )
+        seeds.append((ref, held, noisy, noise))
+    records = [
+        bb.record(
+            label,
+            None,
+            len(seeds[0][1]),
+            0,
+            pool_realism([score_realism(s[i], s[0], feats) for s in seeds]),
+            0.0,
+        )
+        for label, i in (("real digits (other half)", 1), ("real digits + N(0, 0.15^2)", 2))
+    ]
+    groups = [(label, [(None, run)]) for label, run in digit_rows().items()]
+    groups += [
+        (BASELINES[n][2], [(sh, bb.baseline_row(n, sh)) for sh in args.shifts]) for n in BASELINES
+    ]
+    for label, variants in groups:
+        if args.skip and args.skip in label:
+            continue
+        for nfe in nfes:
+            start = time.perf_counter()
+
+            def score(run: bb.Sampler, seed: int, nfe: int = nfe) -> tuple[Realism, int]:
+                ref, _, _, noise = seeds[seed]
+                out, spent = run(nfe, noise, torch.Generator().manual_seed(10_000 + seed))
+                return score_realism(out, ref, feats), spent
+
+            first = [(sh, *score(run, 0)) for sh, run in variants]
+            shift, r0, spent = min(first, key=lambda f: f[1].clamped.value)
+            run = dict(variants)[shift]
+            rest = [score(run, s)[0] for s in range(1, len(seeds))]
+            records.append(bb.record(label, nfe, spent, shift, pool_realism([r0, *rest]), start))
+            r = records[-1]
             print(
-                f"digits nfe={nfe} ({used}) {name:24s} ed={rows[-1]['mean']:.4f} "
-                f"+- {rows[-1]['se']:.4f}",
+                f"digits nfe={nfe} ({spent}) {label:44s} clamped {100 * r['clamped']['mean']:6.2f} "
+                f"features {100 * r['features']['mean']:7.2f} shift {shift} ({r['wall_s']} s)",
                 flush=True,
             )
-    return rows
+    return records
+
+
+def digits_tables(records: list[dict], nfes: list[int]) -> list[str]:
+    """bench_baselines' tables (x100, strongest row per NFE in bold) for these records."""
+    samplers = [r for r in records if r["nfe_budget"] is not None]
+    data = [r for r in records if r["nfe_budget"] is None]
+    parts = []
+    for metric, title in bb.METRICS:
+        parts += [bb.with_data(bb.table(samplers, nfes, metric, title), data, metric), ""]
+    return [*parts, bb.outside_table(records, nfes)]
 
 
 def mixture_tables(rows: list[dict]) -> list[str]:
@@ -299,7 +324,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--part", choices=("all", "mixture", "digits"), default="all")
     ap.add_argument("--nfes", default="10,20,50", help="digits NFE budgets")
-    ap.add_argument("--skip", default="", help="digits: skip configs whose name contains this")
+    ap.add_argument("--skip", default="", help="digits: skip rows whose label contains this")
+    ap.add_argument("--shifts", type=float, nargs="+", default=list(FLOW_SHIFTS))
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cells", default="", help="mixture: comma-separated cell indices")
     ap.add_argument("--budgets", default="2,4,8,16", help="mixture: NFE per transition")
     args = ap.parse_args()
@@ -317,30 +344,22 @@ def main() -> None:
             [int(n) for n in args.budgets.split(",")],
         )
         if out is not None:
-            (out / "glass_solvers_mixture.json").write_text(json.dumps(res, indent=1))
+            (out / "glass_solvers_mixture.json").write_text(json.dumps(res, indent=1, default=str))
     if args.part in ("all", "digits"):
         nfes = [int(n) for n in args.nfes.split(",")]
-        res["digits"] = run_digits(
-            args.seeds, args.batch, nfes[:1] if args.quick else nfes, args.skip
-        )
+        res["digits"] = run_digits(args, nfes[:1] if args.quick else nfes)
         if out is not None:
-            (out / "glass_solvers_digits.json").write_text(json.dumps(res, indent=1))
+            (out / "glass_solvers_digits.json").write_text(json.dumps(res, indent=1, default=str))
     lines = []
     if "mixture" in res:
         lines += ["## Exact mixture", "", *verdict(res["mixture"]), ""]
         lines += mixture_tables(res["mixture"])
     if "digits" in res:
         lines += [
-            "## Digits: energy distance to the real digits (mean ± SE over seeds)",
+            f"## Digits: {args.batch} samples x {args.seeds} seeds per row, x100, pooled s.e.",
             "",
-            "| method | NFE (used) | energy distance |",
-            "|---|---:|---:|",
+            *digits_tables(res["digits"], nfes[:1] if args.quick else nfes),
         ]
-        for r in res["digits"]:
-            lines.append(
-                f"| {r['method']} | {r['nfe']} ({r['nfe_used']}) | "
-                f"{r['mean']:.4f} ± {r['se']:.4f} |"
-            )
     lines.append(f"\nwall time {time.time() - t0:.0f} s")
     print("\n".join(lines))
     if out is not None:
