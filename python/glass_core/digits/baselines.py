@@ -103,11 +103,13 @@ def sample_baseline(
     *,
     flow_shift: float = 1.0,
     generator: torch.Generator | None = None,
+    sigmas: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample baseline `name` in `nfe` UNet evaluations from `noise`.
 
     `noise` is the state at sigma = 1, i.e. glass_core's t = 0; the samples are computed as a
-    diffusers pipeline's denoising loop computes them.
+    diffusers pipeline's denoising loop computes them. With `sigmas` the loop runs over that grid
+    instead (a transition between two noise levels, e.g. glass_core's t -> t' as sigma = 1 - t).
 
     Parameters
     ----------
@@ -123,6 +125,10 @@ def sample_baseline(
         Static grid shift (see :func:`make_scheduler`).
     generator : torch.Generator, optional
         Source of the per-step noise of the stochastic baselines (required for them).
+    sigmas : torch.Tensor, optional
+        ``nfe + 1`` decreasing noise levels in [0, 1], first the one `noise` is at, last the one
+        returned (default: the scheduler's own grid from 1 to 0). The network then sees these
+        exact levels as timesteps ``1000 * sigma`` (not rounded to integers).
 
     Returns
     -------
@@ -132,7 +138,8 @@ def sample_baseline(
     Raises
     ------
     InvalidInputError
-        On an unknown name, ``nfe < 1`` or a stochastic baseline without a generator.
+        On an unknown name, ``nfe < 1``, a stochastic baseline without a generator or `sigmas`
+        of the wrong length or not decreasing in [0, 1].
     """
     from glass_core.errors import InvalidInputError
 
@@ -142,9 +149,25 @@ def sample_baseline(
         raise InvalidInputError(f"baseline {name!r} draws noise: pass generator=")
     sched = make_scheduler(name, flow_shift=flow_shift)
     sched.set_timesteps(nfe, device=noise.device)
+    if sigmas is not None:
+        _use_sigmas(sched, sigmas, nfe, noise.device)
     step_kwargs = {"generator": generator} if name in STOCHASTIC else {}
     x = noise * sched.init_noise_sigma
     for t in sched.timesteps:
         v = unet(x.to(unet.dtype), t.expand(len(x))).sample.to(x.dtype)
         x = sched.step(v, t, x, **step_kwargs).prev_sample
     return x
+
+
+def _use_sigmas(sched: Any, sigmas: torch.Tensor, nfe: int, device: torch.device) -> None:
+    """Replace a scheduler's grid (after ``set_timesteps(nfe)``) by `sigmas`, checked."""
+    from glass_core.errors import InvalidInputError
+
+    s = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
+    if len(s) != nfe + 1 or not (bool((s[1:] < s[:-1]).all()) and s[0] <= 1 and s[-1] >= 0):
+        raise InvalidInputError(
+            f"sigmas must be {nfe + 1} decreasing values in [0, 1], got {sigmas.tolist()}"
+        )
+    # the schedulers step from sigmas[i] to sigmas[i + 1] and find i by the timestep passed in
+    sched.sigmas = s
+    sched.timesteps = (1000 * s[:-1]).to(device)
