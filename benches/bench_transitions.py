@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_ode_solvers import FlowNet  # the mixture as a diffusers flow network
-from glass_core.digits.baselines import BASELINES, sample_baseline
+from glass_core.digits.baselines import BASELINES, FlowNet, sample_baseline
 from glass_core.metrics import energy_distance
 from glass_core.models import GaussianMixture
 from glass_core.schedules import RectifiedFlow

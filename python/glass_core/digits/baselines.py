@@ -20,11 +20,19 @@ baseline's best shift per NFE from :data:`FLOW_SHIFTS`.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 
-__all__ = ["BASELINES", "FLOW_SHIFTS", "STOCHASTIC", "make_scheduler", "sample_baseline"]
+__all__ = [
+    "BASELINES",
+    "FLOW_SHIFTS",
+    "STOCHASTIC",
+    "FlowNet",
+    "make_scheduler",
+    "sample_baseline",
+]
 
 #: name -> (diffusers class name, extra config, label)
 BASELINES: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -53,6 +61,29 @@ BASELINES: dict[str, tuple[str, dict[str, Any], str]] = {
 STOCHASTIC = frozenset({"sde_dpmpp_2m", "ddpm_ancestral"})
 #: static grid shifts searched for each baseline's best grid (1.0 = uniform in sigma)
 FLOW_SHIFTS: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+class FlowNet:
+    """A glass_core model as a diffusers flow network, so the baselines can drive it.
+
+    ``net(x, timestep).sample`` is the flow-matching prediction v = eps - z at
+    sigma = timestep / 1000, i.e. minus glass_core's velocity at t = 1 - sigma (e.g. the exact
+    velocity of ``glass_core.models.GaussianMixture``).
+
+    Parameters
+    ----------
+    model : Denoiser
+        Any model with ``velocity(x, t)`` on the rectified-flow path.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.dtype = getattr(model, "dtype", torch.float64)
+
+    def __call__(self, x: torch.Tensor, timestep: torch.Tensor) -> SimpleNamespace:
+        """Return ``SimpleNamespace(sample=v)`` as a diffusers UNet's output."""
+        t = 1.0 - timestep.to(torch.float64) / 1000.0
+        return SimpleNamespace(sample=-self.model.velocity(x, t))
 
 
 def make_scheduler(name: str, *, flow_shift: float = 1.0) -> Any:
