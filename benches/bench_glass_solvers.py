@@ -7,22 +7,26 @@ t', rho) draw P start points x_t ~ p_t and from each N transitions with
   heun       K = n // 2, or (n + 1) // 2 when s = 1 is singular (t' = 1 or |rho| = 1: 2K - 1 NFE)
   multistep  K = n (1 NFE per step)
   pc         K = n (1 NFE per step; predictor-corrector)
-  SDE        n Euler-Maruyama substeps (only where its kernel is the cell's: rho = ddpm or t' = 1)
+  SDE        n exact ancestral substeps (only where its kernel is the cell's: rho = ddpm or t' = 1)
 at n = 2, 4, 8, 16 NFE per transition. Metrics against the exact kernel, averaged over the P points:
   rel   relative moment error max(|mean - m| / sqrt(tr C), |cov - C|_F / |C|_F) with m, C the
         exact kernel moments; "floor" is the same statistic for N exact kernel samples.
   ed    V-statistic energy distance between 2000 of the samples and 2000 exact kernel samples.
 
 Part 2, the embedded digits model (glass_core.digits.assets; real scikit-learn digits). Unsteered
-samples from N(0, I) at equal NFE (10, 20, 50): ODE (Euler) and SDE (Euler-Maruyama) with NFE
-uniform steps, GLASS rho = ddpm over T = 5 uniform transitions with each inner solver (euler,
-multistep and pc K = NFE/5; heun and midpoint K = NFE/10), and multistep and pc over T = 2
-transitions. Metric:
-U-statistic energy distance between the samples and all 1797 real digits, mean and standard error
-over seeds. "data" is a random subset of real digits of the same size against the remaining ones.
+samples from the same N(0, I) draws at equal NFE (10, 20, 50): glass_core's ODE (Euler, Heun, pc)
+and SDE (exact ancestral) with NFE uniform steps, GLASS rho = ddpm over T = 5 uniform transitions
+with each inner solver (euler, multistep and pc K = NFE/5; heun and midpoint K = NFE/10) and
+multistep and pc over T = 2, and diffusers' UniPC (order 2), DPM-Solver++(2M),
+SDE-DPM-Solver++(2M) and DDPM ancestral (glass_core.digits.baselines) at their best grid shift of
+--shifts (chosen on seed 0). Scores (glass_core.digits.evidence.score_realism, pooled over seeds
+with pool_realism): energy distance x100 to a random half of the real digits per seed, on the
+clamped samples, in the embedded CNN's feature space and raw, plus the % of pixels outside the
+data range; the data row (the other half) and the sanity row (real digits + N(0, 0.15^2)). The
+rows, records and tables are bench_baselines.py's.
 
-Usage: nice -n 10 python benches/bench_glass_solvers.py [--out DIR] [--quick]
-(without --out it only prints)
+Usage: nice -n 10 python benches/bench_glass_solvers.py [--part mixture|digits] [--out DIR]
+[--quick] (without --out it only prints; --render JSON... re-renders digits runs made per NFE)
 """
 
 from __future__ import annotations
