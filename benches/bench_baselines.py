@@ -41,7 +41,7 @@ SPLIT = {4: (2, 2), 6: (3, 2), 10: (5, 2), 20: (5, 4)}
 Sampler = Callable[[int, torch.Tensor, torch.Generator], tuple[torch.Tensor, int]]
 
 
-def _chain(make: Callable[[int], tuple[int, Any]]) -> Sampler:
+def chain(make: Callable[[int], tuple[int, Any]]) -> Sampler:
     """A glass_core row: make(nfe) -> (transitions T, transition), run over T uniform steps."""
 
     def run(nfe: int, noise: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
@@ -63,18 +63,18 @@ def _glass_pc(rho: float | str, split: bool) -> Callable[[int], tuple[int, Any]]
 
 def glass_rows() -> dict[str, Sampler]:
     rows: dict[str, Sampler] = {
-        "ODE Euler": _chain(lambda n: (1, ODE(substeps=n))),
-        "ODE Heun": _chain(lambda n: (1, ODE(solver="heun", substeps=max(1, n // 2)))),
+        "ODE Euler": chain(lambda n: (1, ODE(substeps=n))),
+        "ODE Heun": chain(lambda n: (1, ODE(solver="heun", substeps=max(1, n // 2)))),
     }
     try:
         ODE(solver="pc")
-        rows["ODE pc"] = _chain(lambda n: (1, ODE(solver="pc", substeps=n)))
+        rows["ODE pc"] = chain(lambda n: (1, ODE(solver="pc", substeps=n)))
     except Exception:  # the library does not offer ODE(solver="pc") yet
         pass
-    rows["glass_core SDE"] = _chain(lambda n: (1, SDE(substeps=n)))
+    rows["glass_core SDE"] = chain(lambda n: (1, SDE(substeps=n)))
     # from t = 0 the state is pure noise, so one transition 0 -> 1 does not depend on rho
-    rows["GLASS pc, 1 transition 0 -> 1"] = _chain(_glass_pc("ddpm", False))
-    rows["GLASS pc rho=0.4, T x K split"] = _chain(_glass_pc(0.4, True))
+    rows["GLASS pc, 1 transition 0 -> 1"] = chain(_glass_pc("ddpm", False))
+    rows["GLASS pc rho=0.4, T x K split"] = chain(_glass_pc(0.4, True))
     return rows
 
 
@@ -87,6 +87,12 @@ def baseline_row(name: str, shift: float) -> Sampler:
 
 
 MODEL: Any = None
+#: the realism columns, in the order the tables print them (record keys, titles)
+METRICS = (
+    ("clamped", "energy distance, samples clamped to [-1, 1]"),
+    ("features", "feature energy distance (embedded CNN, standardised)"),
+    ("raw", "energy distance, raw samples"),
+)
 
 
 def measure(args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[str, Any]]:
@@ -98,10 +104,10 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[s
     noise = torch.randn(args.samples, 1, 8, 8, generator=torch.Generator().manual_seed(args.seed))
     noisy = held + 0.15 * torch.randn(held.shape, generator=torch.Generator().manual_seed(7))
     records = [
-        _record(
+        record(
             "real digits (other half)", None, len(held), 0, score_realism(held, ref, feats), 0.0
         ),
-        _record(
+        record(
             "real digits + N(0, 0.15^2)", None, len(held), 0, score_realism(noisy, ref, feats), 0.0
         ),
     ]
@@ -117,7 +123,7 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[s
             for shift, run in variants:
                 start = time.perf_counter()
                 out, spent = run(nfe, noise, torch.Generator().manual_seed(args.seed + 1))
-                rec = _record(label, nfe, spent, shift, score_realism(out, ref, feats), start)
+                rec = record(label, nfe, spent, shift, score_realism(out, ref, feats), start)
                 if best is None or rec["clamped"]["mean"] < best["clamped"]["mean"]:
                     best = rec
             assert best is not None
@@ -126,9 +132,10 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[s
     return records
 
 
-def _record(
+def record(
     label: str, nfe: int | None, spent: int, shift: float | None, r: Realism, start: float
 ) -> dict[str, Any]:
+    """One table row's JSON record: `r`'s scores, the NFE spent, the shift and the wall time."""
     s = r.summary()
     return {
         "row": label,
@@ -217,12 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.seed}), reference: 898 real digits, shifts searched {args.shifts}, "
         f"torch {torch.__version__}, {args.threads} thread(s), {wall:.0f} s\n",
     ]
-    for metric, title in (
-        ("clamped", "energy distance, samples clamped to [-1, 1]"),
-        ("features", "feature energy distance (embedded CNN, standardised)"),
-        ("raw", "energy distance, raw samples"),
-    ):
-        parts.append(_with_data(table(samplers, args.nfe, metric, title), data, metric))
+    for metric, title in METRICS:
+        parts.append(with_data(table(samplers, args.nfe, metric, title), data, metric))
     parts.append(outside_table(records, args.nfe))
     text = "\n\n".join(parts) + "\n"
     print("\n" + text)
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / "baselines.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def _with_data(text: str, data: list[dict[str, Any]], metric: str) -> str:
+def with_data(text: str, data: list[dict[str, Any]], metric: str) -> str:
     """Insert the data rows (same value in every column) under the table's header."""
     lines = text.split("\n")
     head = next(i for i, line in enumerate(lines) if line.startswith("|---"))

@@ -7,22 +7,26 @@ t', rho) draw P start points x_t ~ p_t and from each N transitions with
   heun       K = n // 2, or (n + 1) // 2 when s = 1 is singular (t' = 1 or |rho| = 1: 2K - 1 NFE)
   multistep  K = n (1 NFE per step)
   pc         K = n (1 NFE per step; predictor-corrector)
-  SDE        n Euler-Maruyama substeps (only where its kernel is the cell's: rho = ddpm or t' = 1)
+  SDE        n exact ancestral substeps (only where its kernel is the cell's: rho = ddpm or t' = 1)
 at n = 2, 4, 8, 16 NFE per transition. Metrics against the exact kernel, averaged over the P points:
   rel   relative moment error max(|mean - m| / sqrt(tr C), |cov - C|_F / |C|_F) with m, C the
         exact kernel moments; "floor" is the same statistic for N exact kernel samples.
   ed    V-statistic energy distance between 2000 of the samples and 2000 exact kernel samples.
 
 Part 2, the embedded digits model (glass_core.digits.assets; real scikit-learn digits). Unsteered
-samples from N(0, I) at equal NFE (10, 20, 50): ODE (Euler) and SDE (Euler-Maruyama) with NFE
-uniform steps, GLASS rho = ddpm over T = 5 uniform transitions with each inner solver (euler,
-multistep and pc K = NFE/5; heun and midpoint K = NFE/10), and multistep and pc over T = 2
-transitions. Metric:
-U-statistic energy distance between the samples and all 1797 real digits, mean and standard error
-over seeds. "data" is a random subset of real digits of the same size against the remaining ones.
+samples from the same N(0, I) draws at equal NFE (10, 20, 50): glass_core's ODE (Euler, Heun, pc)
+and SDE (exact ancestral) with NFE uniform steps, GLASS rho = ddpm over T = 5 uniform transitions
+with each inner solver (euler, multistep and pc K = NFE/5; heun and midpoint K = NFE/10) and
+multistep and pc over T = 2, and diffusers' UniPC (order 2), DPM-Solver++(2M),
+SDE-DPM-Solver++(2M) and DDPM ancestral (glass_core.digits.baselines) at their best grid shift of
+--shifts (chosen on seed 0). Scores (glass_core.digits.evidence.score_realism, pooled over seeds
+with pool_realism): energy distance x100 to a random half of the real digits per seed, on the
+clamped samples, in the embedded CNN's feature space and raw, plus the % of pixels outside the
+data range; the data row (the other half) and the sanity row (real digits + N(0, 0.15^2)). The
+rows, records and tables are bench_baselines.py's.
 
-Usage: nice -n 10 python benches/bench_glass_solvers.py [--out DIR] [--quick]
-(without --out it only prints)
+Usage: nice -n 10 python benches/bench_glass_solvers.py [--part mixture|digits] [--out DIR]
+[--quick] (without --out it only prints; --render JSON... re-renders digits runs made per NFE)
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ import platform
 import time
 from pathlib import Path
 
+import bench_baselines as bb  # the same rows, records and tables as baselines.md
 import numpy as np
 import torch
+from glass_core.digits.baselines import BASELINES, FLOW_SHIFTS
+from glass_core.digits.evidence import Realism, digit_features, pool_realism, score_realism
 from glass_core.metrics import energy_distance
 from glass_core.models import GaussianMixture
-from glass_core.schedules import Cosine, RectifiedFlow, uniform_grid
-from glass_core.transitions import ODE, SDE, Glass, sample
+from glass_core.schedules import Cosine, RectifiedFlow
+from glass_core.transitions import ODE, SDE, Glass
 
 F64 = torch.float64
 NFES = (2, 4, 8, 16)
@@ -78,12 +85,6 @@ def energy_v(x: torch.Tensor, y: torch.Tensor) -> float:
     return energy_distance(x, y, unbiased=False).value
 
 
-def energy_u(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased (U-statistic) energy distance. Float64 since it moved to glass_core.metrics: the
-    published digits table (float32) can differ by one in its last printed digit."""
-    return energy_distance(x, y).value
-
-
 def singular(t_next: float, rho) -> bool:
     return t_next == 1.0 or (not isinstance(rho, str) and abs(rho) == 1.0)
 
@@ -100,7 +101,11 @@ def methods(n: int, t_next: float, rho):
     return out
 
 
-def run_mixture(points: int, samples: int, cells: list, budgets: list[int]) -> list[dict]:
+def run_mixture(
+    points: int, samples: int, cells: list, budgets: list[int], only: tuple[str, ...] = ()
+) -> list[dict]:
+    """Mixture rows; `only` keeps those methods (each method's noise is seeded on its own, so a
+    subset reproduces the full run's rows for those methods)."""
     rows = []
     for sname, t, t_next, rho in cells:
         model = gmm(RectifiedFlow() if sname == "rf" else Cosine())
@@ -133,6 +138,8 @@ def run_mixture(points: int, samples: int, cells: list, budgets: list[int]) -> l
         )
         for n in budgets:
             for name, tr in methods(n, t_next, rho):
+                if only and name not in only:
+                    continue
                 rel, ed = [], []
                 for p, (x, mu, cov, ex) in enumerate(exact):
                     out = tr(model, x, t, t_next, torch.Generator().manual_seed(100 + p))
@@ -156,71 +163,105 @@ def run_mixture(points: int, samples: int, cells: list, budgets: list[int]) -> l
     return rows
 
 
-def digit_configs(nfe: int):
-    """(name, transition, time grid) spending `nfe` NFE per sample."""
-    five = uniform_grid(5)
-    out = [
-        ("ODE (Euler)", ODE(substeps=nfe), [0.0, 1.0]),
-        ("SDE (Euler-Maruyama)", SDE(substeps=nfe), [0.0, 1.0]),
-        ("GLASS euler 5 x K", Glass("ddpm", nfe // 5, "euler"), five),
-        ("GLASS multistep 5 x K", Glass("ddpm", nfe // 5, "multistep"), five),
-        ("GLASS multistep 2 x K", Glass("ddpm", nfe // 2, "multistep"), uniform_grid(2)),
-        ("GLASS pc 5 x K", Glass("ddpm", nfe // 5, "pc"), five),
-        ("GLASS pc 2 x K", Glass("ddpm", nfe // 2, "pc"), uniform_grid(2)),
-        ("GLASS heun 5 x K", Glass("ddpm", nfe // 10, "heun"), five),
-        ("GLASS midpoint 5 x K", Glass("ddpm", nfe // 10, "midpoint"), five),
-    ]
-    # the digits runs are the slow part: midpoint (as accurate as heun on the mixture) is optional
-    return out
+def digit_rows() -> dict[str, bb.Sampler]:
+    """glass_core's rows: label -> sampler spending `nfe` NFE per sample (heun: 2K-1 at t' = 1)."""
+    rows = {
+        "ODE Euler": (1, lambda n: ODE(substeps=n)),
+        "ODE Heun": (1, lambda n: ODE(solver="heun", substeps=n // 2)),
+        "ODE pc": (1, lambda n: ODE(solver="pc", substeps=n)),
+        "glass_core SDE (exact ancestral)": (1, lambda n: SDE(substeps=n)),
+        "GLASS euler 5 x K": (5, lambda n: Glass("ddpm", n // 5, "euler")),
+        "GLASS multistep 5 x K": (5, lambda n: Glass("ddpm", n // 5, "multistep")),
+        "GLASS multistep 2 x K": (2, lambda n: Glass("ddpm", n // 2, "multistep")),
+        "GLASS pc 5 x K": (5, lambda n: Glass("ddpm", n // 5, "pc")),
+        "GLASS pc 2 x K": (2, lambda n: Glass("ddpm", n // 2, "pc")),
+        "GLASS heun 5 x K": (5, lambda n: Glass("ddpm", n // 10, "heun")),
+        "GLASS midpoint 5 x K": (5, lambda n: Glass("ddpm", n // 10, "midpoint")),
+    }
+    return {
+        label: bb.chain(lambda n, steps=steps, make=make: (steps, make(n)))
+        for label, (steps, make) in rows.items()
+    }
 
 
-def run_digits(seeds: int, batch: int, nfes: list[int], skip: str) -> list[dict]:
-    from glass_core.digits.assets import load_default_model, load_real_digits
+def run_digits(args: argparse.Namespace, nfes: list[int]) -> list[dict]:
+    """Score every row at every NFE over `args.seeds` seeds (bench_baselines' records, pooled).
 
-    torch.set_num_threads(1)
-    model = load_default_model()
+    Seed s draws the noise shared by all rows, the step noise of the stochastic rows and a random
+    half of the real digits as the reference (the other half is the data row). A diffusers
+    baseline's grid shift is chosen on seed 0 by the clamped distance, then kept for the others.
+    """
+    from glass_core.digits.assets import load_default_model, load_default_reward, load_real_digits
+
+    torch.set_num_threads(args.threads)
+    bb.MODEL = load_default_model()
     real, _ = load_real_digits()
-    flat_real = real.reshape(real.shape[0], -1)
-    rows = []
-    data = []
-    for seed in range(seeds):
-        perm = torch.randperm(real.shape[0], generator=torch.Generator().manual_seed(seed))
-        data.append(energy_u(flat_real[perm[:batch]], flat_real[perm[batch:]]))
-    rows.append(
-        {
-            "method": "data",
-            "nfe": 0,
-            "mean": float(np.mean(data)),
-            "se": float(np.std(data, ddof=1) / np.sqrt(seeds)),
-            "nfe_used": 0,
-        }
-    )
-    for nfe in nfes:
-        for name, tr, grid in digit_configs(nfe):
-            if skip and skip in name:
-                continue
-            vals, used = [], 0
-            for seed in range(seeds):
-                g = torch.Generator().manual_seed(1000 + seed)
-                with torch.no_grad():
-                    res = sample(model, tr, grid, shape=(batch, 1, 8, 8), generator=g)
-                used = res.nfe
-                vals.append(energy_u(res.samples.reshape(batch, -1).float(), flat_real))
-            rows.append(
-                {
-                    "method": name,
-                    "nfe": nfe,
-                    "nfe_used": used,
-                    "mean": float(np.mean(vals)),
-                    "se": float(np.std(vals, ddof=1) / np.sqrt(seeds)),
-                }
-            )
+    feats = digit_features(load_default_reward(3).classifier)
+    seeds = []
+    for seed in range(args.seeds):
+        perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+        ref, held = real[perm[: len(real) // 2]], real[perm[len(real) // 2 :]]
+        noise = torch.randn(
+            args.batch, 1, 8, 8, generator=torch.Generator().manual_seed(1000 + seed)
+        )
+        noisy = held + 0.15 * torch.randn(
+            held.shape, generator=torch.Generator().manual_seed(7 + seed)
+        )
+        seeds.append((ref, held, noisy, noise))
+    records = [
+        bb.record(
+            label,
+            None,
+            len(seeds[0][1]),
+            0,
+            pool_realism([score_realism(s[i], s[0], feats) for s in seeds]),
+            0.0,
+        )
+        for label, i in (("real digits (other half)", 1), ("real digits + N(0, 0.15^2)", 2))
+    ]
+    groups = [(label, [(None, run)]) for label, run in digit_rows().items()]
+    groups += [
+        (BASELINES[n][2], [(sh, bb.baseline_row(n, sh)) for sh in args.shifts]) for n in BASELINES
+    ]
+    for label, variants in groups:
+        if args.skip and args.skip in label:
+            continue
+        for nfe in nfes:
+            start = time.perf_counter()
+
+            def score(run: bb.Sampler, seed: int, nfe: int = nfe) -> tuple[Realism, int]:
+                ref, _, _, noise = seeds[seed]
+                out, spent = run(nfe, noise, torch.Generator().manual_seed(10_000 + seed))
+                return score_realism(out, ref, feats), spent
+
+            first = [(sh, *score(run, 0)) for sh, run in variants]
+            shift, r0, spent = min(first, key=lambda f: f[1].clamped.value)
+            run = dict(variants)[shift]
+            rest = [score(run, s)[0] for s in range(1, len(seeds))]
+            records.append(bb.record(label, nfe, spent, shift, pool_realism([r0, *rest]), start))
+            r = records[-1]
             print(
-                f"digits nfe={nfe} ({used}) {name:24s} ed={rows[-1]['mean']:.4f} "
-                f"+- {rows[-1]['se']:.4f}",
+                f"digits nfe={nfe} ({spent}) {label:44s} clamped {100 * r['clamped']['mean']:6.2f} "
+                f"features {100 * r['features']['mean']:7.2f} shift {shift} ({r['wall_s']} s)",
                 flush=True,
             )
-    return rows
+    return records
+
+
+def merge_digits(runs: list[list[dict]]) -> list[dict]:
+    """Concatenate the digits records of several runs (the data rows once, from the first)."""
+    data = [r for r in runs[0] if r["nfe_budget"] is None]
+    return data + [r for run in runs for r in run if r["nfe_budget"] is not None]
+
+
+def digits_tables(records: list[dict], nfes: list[int]) -> list[str]:
+    """bench_baselines' tables (x100, strongest row per NFE in bold) for these records."""
+    samplers = [r for r in records if r["nfe_budget"] is not None]
+    data = [r for r in records if r["nfe_budget"] is None]
+    parts = []
+    for metric, title in bb.METRICS:
+        parts += [bb.with_data(bb.table(samplers, nfes, metric, title), data, metric), ""]
+    return [*parts, bb.outside_table(records, nfes)]
 
 
 def mixture_tables(rows: list[dict]) -> list[str]:
@@ -299,7 +340,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--part", choices=("all", "mixture", "digits"), default="all")
     ap.add_argument("--nfes", default="10,20,50", help="digits NFE budgets")
-    ap.add_argument("--skip", default="", help="digits: skip configs whose name contains this")
+    ap.add_argument("--skip", default="", help="digits: skip rows whose label contains this")
+    ap.add_argument("--shifts", type=float, nargs="+", default=list(FLOW_SHIFTS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--render", type=Path, nargs="+", default=[], help="digits: tables from these jsons"
+    )
+    ap.add_argument("--methods", default="", help="mixture: only these methods (comma list)")
     ap.add_argument("--cells", default="", help="mixture: comma-separated cell indices")
     ap.add_argument("--budgets", default="2,4,8,16", help="mixture: NFE per transition")
     args = ap.parse_args()
@@ -315,32 +362,29 @@ def main() -> None:
             args.samples,
             cells[:4] if args.quick else cells,
             [int(n) for n in args.budgets.split(",")],
+            tuple(m for m in args.methods.split(",") if m),
         )
         if out is not None:
-            (out / "glass_solvers_mixture.json").write_text(json.dumps(res, indent=1))
-    if args.part in ("all", "digits"):
-        nfes = [int(n) for n in args.nfes.split(",")]
-        res["digits"] = run_digits(
-            args.seeds, args.batch, nfes[:1] if args.quick else nfes, args.skip
-        )
+            (out / "glass_solvers_mixture.json").write_text(json.dumps(res, indent=1, default=str))
+    nfes = [int(n) for n in args.nfes.split(",")][: 1 if args.quick else None]
+    if args.render:  # tables from earlier digits runs (e.g. one process per NFE), not re-run
+        res["digits"] = merge_digits([json.loads(p.read_text())["digits"] for p in args.render])
+    elif args.part in ("all", "digits"):
+        res["digits"] = run_digits(args, nfes)
         if out is not None:
-            (out / "glass_solvers_digits.json").write_text(json.dumps(res, indent=1))
+            (out / "glass_solvers_digits.json").write_text(json.dumps(res, indent=1, default=str))
     lines = []
     if "mixture" in res:
-        lines += ["## Exact mixture", "", *verdict(res["mixture"]), ""]
+        lines += ["## Exact mixture", ""]
+        if not args.methods:
+            lines += [*verdict(res["mixture"]), ""]
         lines += mixture_tables(res["mixture"])
     if "digits" in res:
         lines += [
-            "## Digits: energy distance to the real digits (mean ± SE over seeds)",
+            "## Digits: unsteered realism (x100, pooled s.e.; batch and seeds: see the json)",
             "",
-            "| method | NFE (used) | energy distance |",
-            "|---|---:|---:|",
+            *digits_tables(res["digits"], nfes),
         ]
-        for r in res["digits"]:
-            lines.append(
-                f"| {r['method']} | {r['nfe']} ({r['nfe_used']}) | "
-                f"{r['mean']:.4f} ± {r['se']:.4f} |"
-            )
     lines.append(f"\nwall time {time.time() - t0:.0f} s")
     print("\n".join(lines))
     if out is not None:

@@ -26,32 +26,17 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import torch
 from bench_glass_solvers import gmm, rel_moment_error  # the same mixture and statistic
-from glass_core.digits.baselines import sample_baseline
+from glass_core.digits.baselines import FlowNet, sample_baseline
 from glass_core.models import GaussianMixture
 from glass_core.schedules import RectifiedFlow, uniform_grid
 from glass_core.transitions import ODE, Glass, sample
 
 F64 = torch.float64
 NFES = (2, 4, 8, 16)
-
-
-class FlowNet:
-    """The mixture as a diffusers flow network: net(x, timestep).sample = v = eps - z at
-    sigma = timestep / 1000 (glass_core's u = -v at t = 1 - sigma)."""
-
-    dtype = F64
-
-    def __init__(self, model: GaussianMixture) -> None:
-        self.model = model
-
-    def __call__(self, x: torch.Tensor, timestep: torch.Tensor) -> SimpleNamespace:
-        t = 1.0 - timestep.to(F64) / 1000.0
-        return SimpleNamespace(sample=-self.model.velocity(x, t))
 
 
 def solvers(model: GaussianMixture) -> dict[str, Callable[[torch.Tensor, int], torch.Tensor]]:

@@ -7,7 +7,11 @@ transitions with each method at NFE budgets 1, 2, 4, 8, 16 per transition:
   GLASS(rho="ddpm" | 0.4, pc inner solver, the default: K = NFE inner steps)
   GLASS(rho="ddpm" | 0.4, Heun inner solver: largest K whose cost 2K (2K-1 when t'=1, where the
         last step reuses the previous estimate) fits the budget; none at budget 1 for t' < 1)
-  SDE Euler-Maruyama with NFE substeps (its exact kernel is GLASS rho="ddpm", Prop. 1)
+  SDE (exact ancestral): glass_core's SDE with NFE substeps, each the exact DDPM-ancestral step
+        with the denoiser frozen at its start (its limit kernel is GLASS rho="ddpm", Prop. 1)
+  diffusers DDPM ancestral and SDE-DPM-Solver++(2M): the stochastic baselines of
+        glass_core.digits.baselines driving the mixture's exact velocity over the same NFE
+        uniform steps in sigma = 1 - t from t to t' (same limit kernel as the SDE)
 Error = energy distance (V-statistic) between the S samples of x_t' of the method and S exact
 samples of the kernel for its rho, averaged over the P start points. The noise floor is the same
 estimator on two independent exact draws (mean and std over 3 repeats). Each cell also gives the
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from glass_core.digits.baselines import BASELINES, FlowNet, sample_baseline
 from glass_core.metrics import energy_distance
 from glass_core.models import GaussianMixture
 from glass_core.schedules import RectifiedFlow
@@ -34,6 +39,7 @@ from glass_core.transitions import SDE, Glass
 
 F64 = torch.float64
 BUDGETS = (1, 2, 4, 8, 16)
+SDE_LABEL = "SDE (exact ancestral)"
 TRANSITIONS = (
     ("intermediate 0.4->0.6", 0.4, 0.6),
     ("posterior 0.4->1", 0.4, 1.0),
@@ -67,6 +73,21 @@ def energy(x: torch.Tensor, y: torch.Tensor) -> float:
     return energy_distance(x, y, unbiased=False).value
 
 
+class DiffusersKernel:
+    """A stochastic diffusers baseline as a transition t -> t': `steps` uniform steps in sigma."""
+
+    def __init__(self, name: str, steps: int) -> None:
+        self.name, self.steps = name, steps
+
+    def nfe(self, schedule, t: float, t_next: float) -> int:
+        return self.steps
+
+    def __call__(self, model, x, t: float, t_next: float, generator) -> torch.Tensor:
+        sigmas = torch.linspace(1.0 - t, 1.0 - t_next, self.steps + 1)
+        net = FlowNet(model)
+        return sample_baseline(net, self.name, self.steps, x, generator=generator, sigmas=sigmas)
+
+
 def methods(budget: int, singular: bool):
     """(label, transition) pairs whose cost fits `budget` NFE."""
     out = []
@@ -77,7 +98,9 @@ def methods(budget: int, singular: bool):
         k = (budget + 1) // 2 if singular else budget // 2
         if k >= 1 and not (singular and k == 1):  # Heun K=1 at t'=1 is exactly Euler K=1
             out.append((f"GLASS-heun rho={rho}", Glass(rho, inner_steps=k, solver="heun")))
-    out.append(("SDE-EM", SDE(substeps=budget)))
+    out.append((SDE_LABEL, SDE(substeps=budget)))
+    for name in ("ddpm_ancestral", "sde_dpmpp_2m"):
+        out.append((BASELINES[name][2], DiffusersKernel(name, budget)))
     return out
 
 
@@ -144,6 +167,10 @@ def run(samples: int, points: int, quick: bool) -> tuple[list[dict], list[dict]]
     return rows, floors
 
 
+def energy_of(row: dict) -> float:
+    return row["energy"]
+
+
 def verdicts(rows: list[dict], floors: list[dict]) -> list[str]:
     out = []
     for fl in floors:
@@ -151,13 +178,16 @@ def verdicts(rows: list[dict], floors: list[dict]) -> list[str]:
         at4 = [r for r in sel if r["budget"] == 4]
         if at4:
             glass = [r for r in at4 if r["method"].startswith("GLASS")]
-            best = min(glass, key=lambda r: r["energy"])
-            sde = next(r for r in at4 if r["method"] == "SDE-EM")
+            best = min(glass, key=energy_of)
+            sde = next(r for r in at4 if r["method"] == SDE_LABEL)
             ratio = best["energy"] / sde["energy"]
             target = 0.2 if fl["transition"].startswith("posterior") else 0.5
+            rival = min((r for r in at4 if not r["method"].startswith("GLASS")), key=energy_of)
             out.append(
                 f"d={fl['dim']} {fl['transition']}: 4 NFE best GLASS ({best['method']}) / SDE = "
-                f"{ratio:.3f} (target <= {target}): {'MET' if ratio <= target else 'NOT MET'}"
+                f"{ratio:.3f} (target <= {target}): {'MET' if ratio <= target else 'NOT MET'}; "
+                f"/ best stochastic baseline ({rival['method']}) = "
+                f"{best['energy'] / rival['energy']:.3f}"
             )
         at16 = [r for r in sel if r["budget"] == 16 and "heun" in r["method"]]
         thr = fl["mean"] + 3 * fl["std"]
@@ -183,12 +213,19 @@ def table(rows: list[dict], floors: list[dict]) -> str:
         )
         lines.append("| method | " + " | ".join(f"NFE budget {b}" for b in budgets) + " |")
         lines.append("|---|" + "---|" * len(budgets))
+        best = {b: min((r for r in sel if r["budget"] == b), key=energy_of) for b in budgets}
         for lab in labels:
             cells = []
             for b in budgets:
                 r = next((r for r in sel if r["method"] == lab and r["budget"] == b), None)
-                cells.append("-" if r is None else f"{r['energy']:.2e} ({r['nfe']})")
+                text = "-" if r is None else f"{r['energy']:.2e} ({r['nfe']})"
+                cells.append(f"**{text}**" if r is best[b] else text)
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+        lines.append(
+            "\nStrongest (bold) at each budget: "
+            + "; ".join(f"{b}: {best[b]['method']}" for b in budgets)
+            + "."
+        )
     return "\n".join(lines)
 
 
@@ -210,7 +247,7 @@ def plot(rows: list[dict], floors: list[dict], path: Path) -> None:
         sel = [r for r in rows if r["dim"] == fl["dim"] and r["transition"] == fl["transition"]]
         for lab in dict.fromkeys(r["method"] for r in sel):
             pts = sorted((r["nfe"], r["energy"]) for r in sel if r["method"] == lab)
-            style = "--" if lab.startswith("SDE") else "-"
+            style = "-" if lab.startswith("GLASS") else "--"  # stochastic baselines dashed
             ax.plot(
                 [p[0] for p in pts],
                 [p[1] for p in pts],

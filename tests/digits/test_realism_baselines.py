@@ -113,3 +113,66 @@ def test_baseline_rejects_bad_arguments(digits_unet: object) -> None:
         make_scheduler("unipc", flow_shift=0.0)
     with pytest.raises(InvalidInputError, match="nfe"):
         sample_baseline(digits_unet, "unipc", 0, noise)
+    with pytest.raises(InvalidInputError, match="sigmas"):
+        sample_baseline(digits_unet, "unipc", 2, noise, sigmas=torch.tensor([1.0, 0.2, 0.5]))
+    with pytest.raises(InvalidInputError, match="sigmas"):
+        sample_baseline(digits_unet, "unipc", 2, noise, sigmas=torch.tensor([1.0, 0.0]))
+
+
+def _mixture() -> object:
+    from glass_core.models import GaussianMixture
+    from glass_core.schedules import RectifiedFlow
+
+    f64 = torch.float64
+    means = torch.tensor([[-2.0, 0.0], [1.5, 1.0], [0.5, -2.5]], dtype=f64)
+    stds = torch.tensor([0.05, 0.2, 0.1], dtype=f64).sqrt()
+    return GaussianMixture(means, stds, torch.tensor([0.3, 0.5, 0.2]), RectifiedFlow())
+
+
+def test_ddpm_ancestral_baseline_between_two_noise_levels_is_glass_cores_sde() -> None:
+    """With `sigmas` a baseline runs t -> t' (sigma = 1 - t): diffusers' DDPM-ancestral step and
+    glass_core's SDE substep are the same kernel (the same frozen-denoiser Gaussian step), so on
+    the exact mixture their samples from one x_t agree in mean and variance within Monte-Carlo
+    error, and into t' = 1 both return the denoised estimate exactly."""
+    from glass_core.digits.baselines import FlowNet, sample_baseline
+    from glass_core.transitions import SDE
+
+    model, n = _mixture(), 40_000
+    g = torch.Generator().manual_seed(3)
+    x = model.sample_marginal(1, 0.4, g).expand(n, 2)  # type: ignore[attr-defined]
+    net = FlowNet(model)
+    for steps in (1, 3):
+        sigmas = torch.linspace(0.6, 0.4, steps + 1)
+        ours = SDE(substeps=steps)(model, x, 0.4, 0.6, g)
+        theirs = sample_baseline(net, "ddpm_ancestral", steps, x, generator=g, sigmas=sigmas)
+        for a, b in ((ours, theirs), (ours**2, theirs**2)):  # first and second moments
+            se = ((a.var(0) + b.var(0)) / n).sqrt()
+            assert ((a.mean(0) - b.mean(0)).abs() < 5 * se).all(), steps
+    end = sample_baseline(
+        net, "ddpm_ancestral", 1, x[:4], generator=g, sigmas=torch.tensor([0.6, 0])
+    )
+    assert torch.allclose(end, SDE(substeps=1)(model, x[:4], 0.4, 1.0, g), atol=1e-5)
+
+
+def test_pool_realism_averages_independent_sets_and_combines_their_errors() -> None:
+    from glass_core.digits.evidence import Realism, pool_realism
+    from glass_core.metrics import Estimate
+
+    def realism(v: float, se: float, out: float) -> Realism:
+        return Realism(Estimate(v, se), Estimate(2 * v, se), Estimate(3 * v, 2 * se), out)
+
+    pooled = pool_realism([realism(1.0, 0.3, 0.1), realism(3.0, 0.4, 0.3)])
+    assert pooled.raw.value == pytest.approx(2.0) and pooled.raw.se == pytest.approx(0.25)
+    assert pooled.clamped.value == pytest.approx(4.0)
+    assert pooled.features.value == pytest.approx(6.0) and pooled.features.se == pytest.approx(0.5)
+    assert pooled.outside == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="at least one"):
+        pool_realism([])
+    # k independent null sets (same distribution): the pooled estimate is within 4 pooled s.e.
+    # of 0 and its s.e. about 1/sqrt(k) of one set's
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(300, 6, generator=g)
+    sets = [energy_distance(torch.randn(200, 6, generator=g), ref) for _ in range(4)]
+    null = pool_realism([Realism(e, e, e, 0.0) for e in sets])
+    assert abs(null.raw.value) < 4 * null.raw.se
+    assert null.raw.se == pytest.approx(sets[0].se / 2, rel=0.3)

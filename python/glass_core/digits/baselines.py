@@ -25,6 +25,7 @@ scheduler's own shift formula.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = [
     "BASELINES",
     "FLOW_SHIFTS",
     "STOCHASTIC",
+    "FlowNet",
     "make_scheduler",
     "sample_baseline",
     "set_flow_grid",
@@ -66,6 +68,29 @@ BASELINES: dict[str, tuple[str, dict[str, Any], str]] = {
 STOCHASTIC = frozenset({"sde_dpmpp_2m", "ddpm_ancestral"})
 #: static grid shifts searched for each baseline's best grid (1.0 = uniform in sigma)
 FLOW_SHIFTS: tuple[float, ...] = (0.5, 1.0, 2.0)
+
+
+class FlowNet:
+    """A glass_core model as a diffusers flow network, so the baselines can drive it.
+
+    ``net(x, timestep).sample`` is the flow-matching prediction v = eps - z at
+    sigma = timestep / 1000, i.e. minus glass_core's velocity at t = 1 - sigma (e.g. the exact
+    velocity of ``glass_core.models.GaussianMixture``).
+
+    Parameters
+    ----------
+    model : Denoiser
+        Any model with ``velocity(x, t)`` on the rectified-flow path.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.dtype = getattr(model, "dtype", torch.float64)
+
+    def __call__(self, x: torch.Tensor, timestep: torch.Tensor) -> SimpleNamespace:
+        """Return ``SimpleNamespace(sample=v)`` as a diffusers UNet's output."""
+        t = 1.0 - timestep.to(torch.float64) / 1000.0
+        return SimpleNamespace(sample=-self.model.velocity(x, t))
 
 
 def make_scheduler(name: str, *, flow_shift: float = 1.0) -> Any:
@@ -161,13 +186,16 @@ def sample_baseline(
     flow_shift: float = 1.0,
     generator: torch.Generator | None = None,
     start_time: float = 0.0,
+    sigmas: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sample baseline `name` in `nfe` UNet evaluations from `noise`.
 
     `noise` is the state at sigma = 1, i.e. glass_core's t = 0 (or, with `start_time` = t > 0,
     a state x_t = t z + (1 - t) eps at sigma = 1 - t: the samples are then draws from the
     posterior p(z | x_t), :func:`set_flow_grid`); the samples are computed as a diffusers
-    pipeline's denoising loop computes them.
+    pipeline's denoising loop computes them. With `sigmas` the loop runs over that grid
+    instead (a transition between two noise levels, e.g. glass_core's t -> t' as
+    sigma = 1 - t, with timesteps not rounded to integers as exact models need).
 
     Parameters
     ----------
@@ -185,6 +213,10 @@ def sample_baseline(
         Source of the per-step noise of the stochastic baselines (required for them).
     start_time : float
         glass_core's time of `noise` (0: pure noise), 0 <= start_time < 1.
+    sigmas : torch.Tensor, optional
+        ``nfe + 1`` decreasing noise levels in [0, 1], first the one `noise` is at, last the one
+        returned (default: the scheduler's own grid from 1 to 0). The network then sees these
+        exact levels as timesteps ``1000 * sigma`` (not rounded to integers).
 
     Returns
     -------
@@ -194,8 +226,9 @@ def sample_baseline(
     Raises
     ------
     InvalidInputError
-        On an unknown name, ``nfe < 1``, a `start_time` outside [0, 1) or a stochastic baseline
-        without a generator.
+        On an unknown name, ``nfe < 1``, a `start_time` outside [0, 1), both `start_time` and
+        `sigmas`, `sigmas` of the wrong length or not decreasing in [0, 1], or a
+        stochastic baseline without a generator.
     """
     from glass_core.errors import InvalidInputError
 
@@ -204,10 +237,28 @@ def sample_baseline(
     if name in STOCHASTIC and generator is None:
         raise InvalidInputError(f"baseline {name!r} draws noise: pass generator=")
     sched = make_scheduler(name, flow_shift=flow_shift)
+    if sigmas is not None and start_time != 0.0:
+        raise InvalidInputError("pass start_time or sigmas, not both")
     set_flow_grid(sched, nfe, start_time, device=noise.device)
+    if sigmas is not None:
+        _use_sigmas(sched, sigmas, nfe, noise.device)
     step_kwargs = {"generator": generator} if name in STOCHASTIC else {}
-    x = noise * sched.init_noise_sigma if start_time == 0.0 else noise
+    x = noise * sched.init_noise_sigma if start_time == 0.0 and sigmas is None else noise
     for t in sched.timesteps:
         v = unet(x.to(unet.dtype), t.expand(len(x))).sample.to(x.dtype)
         x = sched.step(v, t, x, **step_kwargs).prev_sample
     return x
+
+
+def _use_sigmas(sched: Any, sigmas: torch.Tensor, nfe: int, device: torch.device) -> None:
+    """Replace a scheduler's grid (after ``set_timesteps(nfe)``) by `sigmas`, checked."""
+    from glass_core.errors import InvalidInputError
+
+    s = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
+    if len(s) != nfe + 1 or not (bool((s[1:] < s[:-1]).all()) and s[0] <= 1 and s[-1] >= 0):
+        raise InvalidInputError(
+            f"sigmas must be {nfe + 1} decreasing values in [0, 1], got {sigmas.tolist()}"
+        )
+    # the schedulers step from sigmas[i] to sigmas[i + 1] and find i by the timestep passed in
+    sched.sigmas = s
+    sched.timesteps = (1000 * s[:-1]).to(device)

@@ -22,6 +22,7 @@ cell starts from the same seed) and returns, per group, its highest-reward sampl
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
     "glass_inner_steps",
     "load_judges",
     "pipeline_output",
+    "pool_realism",
     "run_cell",
     "score_realism",
     "steering_methods",
@@ -301,6 +303,45 @@ def score_realism(samples: torch.Tensor, real: torch.Tensor, features: Any) -> R
         clamped=energy_distance(pipeline_output(samples), real),
         features=feature_energy_distance(samples, real, features),
         outside=float(out.double().mean()),
+    )
+
+
+def pool_realism(scores: Sequence[Realism]) -> Realism:
+    """Pool the realism of independent sample sets (e.g. one per seed) into one estimate.
+
+    Each score is the mean over the sets; its standard error combines the sets' own standard
+    errors, sqrt(sum se_i^2) / k, which stays usable with few sets (an s.e. from the spread of
+    three values would itself be very noisy).
+
+    Parameters
+    ----------
+    scores : sequence of Realism
+        One score per independent sample set, all against comparable references.
+
+    Returns
+    -------
+    Realism
+        The pooled scores; ``outside`` is the mean fraction.
+
+    Raises
+    ------
+    ValueError
+        If `scores` is empty.
+    """
+    if not scores:
+        raise ValueError("pool_realism needs at least one score")
+    k = len(scores)
+
+    def pooled(field: str) -> Estimate:
+        ests = [getattr(s, field) for s in scores]
+        value = sum(e.value for e in ests) / k
+        return Estimate(value, math.sqrt(sum(e.se**2 for e in ests)) / k)
+
+    return Realism(
+        raw=pooled("raw"),
+        clamped=pooled("clamped"),
+        features=pooled("features"),
+        outside=sum(s.outside for s in scores) / k,
     )
 
 
