@@ -169,7 +169,8 @@ def format_fk(rows: list[dict], cfg: dict[str, Any]) -> str:
                 for key, _, x100, _ in FK_COLUMNS:
                     text = _pm(r[key], 100, 2) if x100 else _pm(r[key])
                     cells.append(f"**{text}**" if r is best[key] else text)
-                out.append(f"| {r['label']} ({r['nfe']}) | {n} | " + " | ".join(cells) + " |")
+                row = f"| {r['label']} ({r['nfe']}) | {r['particles']} | "
+                out.append(row + " | ".join(cells) + " |")
             strongest.append(
                 f"N = {n}: " + ", ".join(f"{c[1]}: {best[c[0]]['label']}" for c in FK_COLUMNS)
             )

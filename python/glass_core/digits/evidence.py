@@ -57,8 +57,10 @@ __all__ = [
 #: for t in [0.2, 0.7]); used as is, not tuned on this model.
 GUIDANCE_SCALE = 0.4
 GUIDANCE_WINDOW = (0.2, 0.7)
-#: The GLASS inner solver for steering: the one with the lowest unsteered energy distance to the
-#: real digits at 10 NFE among those the library offers (docs/benchmarks/paper.md, Tables 3/4).
+#: The GLASS inner solver of the demo's steering rows: Heun had the lowest unsteered raw energy
+#: distance at 10 NFE in an earlier run of docs/benchmarks/paper.md's Tables 3/4; in the current
+#: one Heun and pc tie there (pc lower on the pixel distances, Heun on the feature distance) and
+#: the paper bench's Table 1 runs with pc (``--fk-solver pc``), the library's default.
 FK_SOLVER = "heun"
 
 
