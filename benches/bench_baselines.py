@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +34,74 @@ from glass_core.digits.assets import load_default_model
 from glass_core.digits.baselines import BASELINES
 from glass_core.digits.evidence import glass_inner_steps
 from glass_core.digits.unsteered import (
+    Run,
     baseline_rows,
     chain_row,
+    format_score,
+    insert_data_rows,
     load_reference,
     measure_rows,
     ode_sde_rows,
     outside_table,
     realism_table,
+    record,
 )
 from glass_core.transitions import Glass
 
 #: the paper bench's split of NFE into T transitions x K inner steps
 SPLIT = {4: (2, 2), 6: (3, 2), 10: (5, 2), 20: (5, 4)}
+#: the realism columns, in the order the tables print them (record keys, titles)
+METRICS = (
+    ("clamped", "energy distance x100, samples clamped to [-1, 1]"),
+    ("features", "feature energy distance x100 (embedded CNN, standardised)"),
+    ("raw", "energy distance x100, raw samples"),
+)
+
+# ---------------------------------------------------------------------------------------------
+# The names other benches (bench_glass_solvers) build their digits table from; one
+# implementation, glass_core.digits.unsteered, behind them.
+
+Sampler = Run
+MODEL: Any = None  # set by the bench using chain/baseline_row before they run
+__all__ = [
+    "METRICS",
+    "MODEL",
+    "Sampler",
+    "baseline_row",
+    "chain",
+    "outside_table",
+    "record",
+    "table",
+    "with_data",
+]
+
+
+def chain(make: Callable[[int], tuple[int, Any]]) -> Sampler:
+    """A glass_core row on :data:`MODEL`: make(nfe) -> (T, transition) over T uniform steps."""
+
+    def run(nfe: int, noise: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        return chain_row(MODEL, "", make).variants[0][1](nfe, noise, gen)
+
+    return run
+
+
+def baseline_row(name: str, shift: float) -> Sampler:
+    """Diffusers baseline `name` at grid shift `shift` on :data:`MODEL`."""
+
+    def run(nfe: int, noise: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        return baseline_rows(MODEL, [name], [shift])[0].variants[0][1](nfe, noise, gen)
+
+    return run
+
+
+def table(records: list[dict[str, Any]], nfes: list[int], metric: str, title: str) -> str:
+    """The samplers x NFE table of `metric`, strongest row per NFE bold (digits.unsteered)."""
+    return realism_table(records, nfes, metric, title)
+
+
+def with_data(text: str, data: list[dict[str, Any]], metric: str) -> str:
+    """Insert the data rows (same value in every column) under the table's header."""
+    return insert_data_rows(text, data, lambda r: format_score(r, metric))
 
 
 def _glass_pc(rho: float | str, split: bool) -> Any:
@@ -86,11 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.seed}), reference: 898 real digits, shifts searched {args.shifts}, "
         f"torch {torch.__version__}, {args.threads} thread(s), {wall:.0f} s\n",
     ]
-    for metric, title in (
-        ("clamped", "energy distance x100, samples clamped to [-1, 1]"),
-        ("features", "feature energy distance x100 (embedded CNN, standardised)"),
-        ("raw", "energy distance x100, raw samples"),
-    ):
+    for metric, title in METRICS:
         parts.append(realism_table(records, args.nfe, metric, title))
     parts.append(outside_table(records, args.nfe))
     text = "\n\n".join(parts) + "\n"

@@ -26,13 +26,17 @@ from glass_core.metrics import mean_se
 __all__ = [
     "Reference",
     "Row",
+    "Run",
     "baseline_rows",
     "chain_row",
+    "format_score",
+    "insert_data_rows",
     "load_reference",
     "measure_rows",
     "ode_sde_rows",
     "outside_table",
     "realism_table",
+    "record",
 ]
 
 #: (nfe, initial noise, step-noise generator) -> (samples, NFE spent per sample)
@@ -173,7 +177,7 @@ def load_reference(seed: int = 0, heldout: bool = False) -> Reference:
     noise = torch.randn(held.shape, generator=torch.Generator().manual_seed(7))
     noisy = held + SANITY_NOISE * noise
     data = [
-        _record(label, None, 0, None, score_realism(s, ref, feats), _confidence(judge, s), 0.0)
+        record(label, None, 0, None, score_realism(s, ref, feats), 0.0, _confidence(judge, s))
         for label, s in (("real digits (other half)", held), ("real digits + N(0, 0.15^2)", noisy))
     ]
     return Reference(ref, feats, judge, data)
@@ -220,7 +224,7 @@ def measure_rows(
                 out, spent = run(nfe, noise, torch.Generator().manual_seed(seed + 1))
                 realism = score_realism(out, reference.ref, reference.features)
                 conf = _confidence(reference.heldout, out)
-                rec = _record(row.label, nfe, spent, shift, realism, conf, start)
+                rec = record(row.label, nfe, spent, shift, realism, start, conf)
                 if best is None or rec["clamped"]["mean"] < best["clamped"]["mean"]:
                     best = rec
             assert best is not None
@@ -237,15 +241,40 @@ def _confidence(heldout: Any, x: torch.Tensor) -> dict[str, float] | None:
     return {"mean": c.value, "se": c.se}
 
 
-def _record(
+def record(
     label: str,
     nfe: int | None,
     spent: int,
     shift: float | None,
     r: Realism,
-    confidence: dict[str, float] | None,
     start: float,
+    confidence: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    """Build one table row's JSON record.
+
+    Parameters
+    ----------
+    label : str
+        The row's label.
+    nfe : int or None
+        The NFE budget (None for a data row).
+    spent : int
+        The measured NFE per sample.
+    shift : float or None
+        The grid shift of the variant kept (None: no shift).
+    r : Realism
+        The scores.
+    start : float
+        ``time.perf_counter()`` at the start of the run (0: no wall time).
+    confidence : dict, optional
+        The held-out classifier's mean confidence ``{"mean", "se"}``.
+
+    Returns
+    -------
+    dict
+        ``row``, ``nfe_budget``, ``nfe``, ``shift``, ``clamped``, ``features``, ``raw``,
+        ``outside``, ``confidence`` and ``wall_s``.
+    """
     s = r.summary()
     return {
         "row": label,
@@ -259,6 +288,49 @@ def _record(
         "confidence": confidence,
         "wall_s": round(time.perf_counter() - start, 1) if start else 0.0,
     }
+
+
+def format_score(r: dict[str, Any], metric: str, higher_is_better: bool = False) -> str:
+    """Format ``r[metric]`` as "mean ± se": x100 with 2 decimals for a distance, else 3 decimals.
+
+    Parameters
+    ----------
+    r : dict
+        A record.
+    metric : str
+        A key of `r` holding ``{"mean", "se"}``.
+    higher_is_better : bool, default False
+        True for a score such as the held-out confidence (printed as is).
+
+    Returns
+    -------
+    str
+    """
+    scale, digits = (1.0, 3) if higher_is_better else (100.0, 2)
+    return f"{scale * r[metric]['mean']:.{digits}f} ± {scale * r[metric]['se']:.{digits}f}"
+
+
+def insert_data_rows(text: str, data: Sequence[dict[str, Any]], fmt: Callable[[Any], str]) -> str:
+    """Insert the data rows under a table's header, the same value `fmt(r)` in every column.
+
+    Parameters
+    ----------
+    text : str
+        A markdown table (its first ``|---`` line ends the header).
+    data : sequence of dict
+        The data rows' records.
+    fmt : callable
+        record -> cell text.
+
+    Returns
+    -------
+    str
+    """
+    lines = text.split("\n")
+    head = next(i for i, line in enumerate(lines) if line.startswith("|---"))
+    ncol = lines[head].count("|") - 2
+    extra = [f"| {r['row']} | " + " | ".join([fmt(r)] * ncol) + " |" for r in data]
+    return "\n".join(lines[: head + 1] + extra + lines[head + 1 :])
 
 
 def realism_table(
@@ -300,17 +372,15 @@ def realism_table(
         )
         for n in nfes
     }
-    scale, digits = (1.0, 3) if higher_is_better else (100.0, 2)
 
     def fmt(r: dict[str, Any]) -> str:
-        return f"{scale * r[metric]['mean']:.{digits}f} ± {scale * r[metric]['se']:.{digits}f}"
+        return format_score(r, metric, higher_is_better)
 
     lines = [
         f"**{title}** (± s.e.; bold: the strongest sampler at that NFE)\n",
         "| sampler | " + " | ".join(f"{n} NFE" for n in nfes) + " |",
         "|---|" + "---:|" * len(nfes),
     ]
-    lines += [f"| {r['row']} | " + " | ".join([fmt(r)] * len(nfes)) + " |" for r in data]
     at = {(r["row"], r["nfe_budget"]): r for r in samplers}
     for row in dict.fromkeys(r["row"] for r in samplers):
         cells = []
@@ -331,7 +401,7 @@ def realism_table(
         + "; ".join(f"{n}: {best[n]['row']}" for n in nfes)
         + " (the data rows are not samplers and never count as strongest)."
     )
-    return "\n".join(lines)
+    return insert_data_rows("\n".join(lines), data, fmt)
 
 
 def outside_table(records: Sequence[dict[str, Any]], nfes: Sequence[int]) -> str:
