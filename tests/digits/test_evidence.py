@@ -20,7 +20,8 @@ from glass_core.digits.assets import (
     load_heldout_classifier,
     load_real_digits,
 )
-from glass_core.digits.evidence import steering_methods, transition_for
+from glass_core.digits.baselines import BASELINES
+from glass_core.digits.evidence import baseline_methods, steering_methods, transition_for
 from glass_core.metrics import energy_distance, mean_se
 from glass_core.schedules import RectifiedFlow, uniform_grid
 
@@ -184,7 +185,8 @@ def test_transitions_spend_the_budget(nfe: int) -> None:
 def test_bench_paper_quick_mode(tmp_path: Path) -> None:
     """The quick benchmark end to end: every row and cell, and the effects it must show whatever
     the ranking between methods (steering raises both the reward and the held-out probability
-    above no steering; real digits against real digits score an energy distance near 0)."""
+    above no steering; real digits against real digits score an energy distance near 0, real
+    digits + noise clearly worse; the SDE ends clean)."""
     proc = subprocess.run(
         [
             sys.executable,
@@ -206,7 +208,7 @@ def test_bench_paper_quick_mode(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "paper_quick.json").read_text())
     cfg = res["config"]
     fk = res["fk"]
-    keys = {m.key for m in steering_methods(lookahead=False)}
+    keys = {m.key for m in steering_methods(lookahead=False) + baseline_methods()}
     assert keys <= {r["method"] for r in fk}
     for key in ("fk_sde", "fk_glass_ddpm", "fk_glass_04"):
         gaps: dict[str, list[tuple[float, float]]] = {"reward": [], "heldout_p_target": []}
@@ -224,8 +226,16 @@ def test_bench_paper_quick_mode(tmp_path: Path) -> None:
             mean = sum(d for d, _ in cells) / len(cells)
             se = math.sqrt(sum(e * e for _, e in cells)) / len(cells)
             assert mean > 3 * se, (key, metric, cells)
-    ref = res["sampling"][0]
-    assert abs(ref["energy_distance"]["mean"]) < 3 * ref["energy_distance"]["se"]
-    budgets = {r["nfe_budget"] for r in res["sampling"][1:]}
-    assert budgets == set(cfg["budgets"])
+    data, noisy, *samplers = res["sampling"]
+    assert data["row"] == "real digits (other half)" and noisy["row"].startswith("real digits +")
+    for metric in ("clamped", "features"):
+        assert abs(data[metric]["mean"]) < 3 * data[metric]["se"], metric
+        gap = noisy[metric]["mean"] - data[metric]["mean"]
+        assert gap > 2 * math.hypot(noisy[metric]["se"], data[metric]["se"]), metric
+    assert {r["nfe_budget"] for r in samplers} == set(cfg["budgets"])
+    rows = {r["row"] for r in samplers}
+    assert {BASELINES[name][2] for name in BASELINES} <= rows and "ODE pc" in rows
+    for r in samplers:
+        if r["row"].startswith("glass_core SDE"):
+            assert r["outside"] < 0.01, r  # the SDE's last substep returns the denoised estimate
     assert (tmp_path / "paper_tables_quick.md").read_text().count("|") > 100

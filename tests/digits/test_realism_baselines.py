@@ -176,3 +176,32 @@ def test_pool_realism_averages_independent_sets_and_combines_their_errors() -> N
     null = pool_realism([Realism(e, e, e, 0.0) for e in sets])
     assert abs(null.raw.value) < 4 * null.raw.se
     assert null.raw.se == pytest.approx(sets[0].se / 2, rel=0.3)
+
+
+def test_unsteered_table_keeps_each_rows_best_grid_and_names_the_strongest_row() -> None:
+    from glass_core.digits.unsteered import Row, load_reference, measure_rows, realism_table
+
+    reference = load_reference(seed=0)
+    x, _ = load_real_digits()
+    held = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[len(x) // 2 :]]
+
+    def noisy(sd: float):  # a "sampler" returning the held-out real digits plus noise
+        def run(nfe: int, noise: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+            return held + sd * torch.randn(held.shape, generator=gen), nfe - 1
+
+        return run
+
+    rows = [
+        Row("noisy", ((None, noisy(0.3)),)),
+        Row("two grids", ((1.0, noisy(0.3)), (2.0, noisy(0.0)))),
+    ]
+    bad, good = measure_rows(rows, [10], torch.zeros(1), 0, reference, log=lambda _: None)
+    # the clean variant wins its row, and it is clearly better than the noisy row
+    assert good["shift"] == 2.0 and good["nfe"] == 9 and bad["shift"] is None
+    gap = bad["clamped"]["mean"] - good["clamped"]["mean"]
+    assert gap > 3 * (bad["clamped"]["se"] ** 2 + good["clamped"]["se"] ** 2) ** 0.5
+    text = realism_table([*reference.data, bad, good], [10], "clamped", "t")
+    assert "Strongest at each NFE: 10: two grids" in text
+    assert "| two grids | **" in text and "(shift 2, 9 NFE)" in text
+    # the data rows are shown but never bold
+    assert all("**" not in line for line in text.splitlines() if line.startswith("| real"))

@@ -41,6 +41,7 @@ __all__ = [
     "Judges",
     "Method",
     "Realism",
+    "baseline_methods",
     "digit_features",
     "glass_inner_steps",
     "load_judges",
@@ -58,8 +59,10 @@ __all__ = [
 #: for t in [0.2, 0.7]); used as is, not tuned on this model.
 GUIDANCE_SCALE = 0.4
 GUIDANCE_WINDOW = (0.2, 0.7)
-#: The GLASS inner solver for steering: the one with the lowest unsteered energy distance to the
-#: real digits at 10 NFE among those the library offers (docs/benchmarks/paper.md, Tables 3/4).
+#: The GLASS inner solver of the demo's steering rows: Heun had the lowest unsteered raw energy
+#: distance at 10 NFE in an earlier run of docs/benchmarks/paper.md's Tables 3/4; in the current
+#: one Heun and pc tie there (pc lower on the pixel distances, Heun on the feature distance) and
+#: the paper bench's Table 1 runs with pc (``--fk-solver pc``), the library's default.
 FK_SOLVER = "heun"
 
 
@@ -112,6 +115,43 @@ def steering_methods(lookahead: bool = False) -> list[Method]:
             )
         )
     return rows
+
+
+#: best-of-N over the diffusers baselines: baseline name -> (method key, label)
+BASELINE_BON: dict[str, tuple[str, str]] = {
+    "unipc": ("bon_unipc", "BoN-UniPC (order 2)"),
+    "dpmpp_2m": ("bon_dpmpp_2m", "BoN-DPM-Solver++(2M)"),
+    "sde_dpmpp_2m": ("bon_sde_dpmpp_2m", "BoN-SDE-DPM-Solver++(2M)"),
+    "ddpm_ancestral": ("bon_ddpm_ancestral", "BoN-DDPM ancestral (diffusers)"),
+}
+
+
+def baseline_methods(names: Sequence[str] = tuple(BASELINE_BON)) -> list[Method]:
+    """List best-of-N over the samplers a diffusers user would pick, beside the steering rows.
+
+    :func:`run_cell` samples them with ``digits.baselines.sample_baseline`` (grid shift 1) from
+    the same per-group noise as the glass_core rows.
+
+    Parameters
+    ----------
+    names : sequence of str, default every baseline
+        Keys of :data:`BASELINE_BON` (and of ``digits.baselines.BASELINES``).
+
+    Returns
+    -------
+    list of Method
+
+    Raises
+    ------
+    InvalidInputError
+        For a name that is not a baseline.
+    """
+    from glass_core.errors import InvalidInputError
+
+    unknown = [n for n in names if n not in BASELINE_BON]
+    if unknown:
+        raise InvalidInputError(f"names must be baselines {list(BASELINE_BON)}, got {unknown}")
+    return [Method(BASELINE_BON[n][0], BASELINE_BON[n][1], "best_of_n", n) for n in names]
 
 
 def solver_option(solver: str | None) -> dict[str, Any]:
