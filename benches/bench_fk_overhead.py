@@ -5,7 +5,7 @@ call (1 ms and 10 ms), so every second that is not model time is the library's o
 transition arithmetic, reward, potentials, FK bookkeeping (native SMC step + particle gather) and
 Python glue. Cases: N = 1024 and 4096 particles of dimension 16 (float32), FK steering with
 GLASS (rho 0.4, 5 transitions x 10 inner Euler steps, 50 NFE) and with SDE (the same 5
-transitions x 10 Euler-Maruyama substeps, 50 NFE), resampling at every transition boundary.
+transitions x 10 exact ancestral substeps, 50 NFE), resampling at every transition boundary.
 Model time is measured inside the model callable. Two clocks: wall time (the issue's definition,
 only meaningful on a quiet machine) and CPU time of this process, for which the model spins on
 its thread's CPU clock; on a shared, overloaded box the CPU-time ratio is the robust figure

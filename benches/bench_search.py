@@ -4,7 +4,7 @@ Table 1, the exact Gaussian mixture (docs/math.md §7) with the linear reward r(
 (1, 0.5): the tilted target p(z) exp(lambda r(z)) / Z is a Gaussian mixture in closed form
 (GaussianMixture.tilted). FK steering, tempered SMC and twisted FK, each at 20 NFE per particle
 over 5 uniform outer steps (GLASS: Glass(inner_steps=4), the library's default solver; SDE: 4
-Euler-Maruyama substeps per outer step), G groups of N particles in one call. Columns, mean ±
+exact ancestral substeps per outer step), G groups of N particles in one call. Columns, mean ±
 standard error over the G groups: the error of the weighted mean reward and of log Z against the
 closed form, and the mean ESS / N after reweighting at the interior steps.
 
