@@ -103,6 +103,15 @@ def test_guided_denoiser_formula_and_window():
         torch.testing.assert_close(got[i : i + 1], g.denoise(x[i : i + 1], t))
 
 
+def test_guided_per_row_times_as_numpy_equal_tensor_times():
+    model = gmm()
+    g = guided(model, LIN, scale=0.7, window=(0.2, 0.7))
+    x = torch.randn(6, 2, dtype=torch.float64, generator=gen(0))
+    tt = torch.tensor([0.1, 0.3, 0.5, 0.8, 0.2, 0.7], dtype=torch.float64)
+    torch.testing.assert_close(g.denoise(x, tt.numpy()), g.denoise(x, tt))
+    torch.testing.assert_close(g.velocity(x, tt.numpy()), g.velocity(x, tt))
+
+
 def test_guided_velocity_is_eq43():
     model = gmm()
     g = guided(model, LIN, scale=1.3)
