@@ -97,14 +97,14 @@ def test_tempered_evidence_and_mean_with_exact_kernel():
 
 def test_tempered_ess_threshold_decides_resampling():
     """ess_threshold reaches the sampler: 1.0 resamples at every step but the last, 1e-9 at none."""
-    runs = {
+    kw = dict(transition=ExactKernel(), num_particles=64, time_grid=GRID, shape=(2,), lambda_=3.0)
+    resampled = {
         thr: tempered_smc(
-            gmm(), LIN, transition=ExactKernel(), num_particles=64, time_grid=GRID, shape=(2,),
-            lambda_=3.0, ess_threshold=thr, generator=gen(1), progress=False,
-        ).resampled  # fmt: skip
+            gmm(), LIN, ess_threshold=thr, generator=gen(1), progress=False, **kw
+        ).resampled
         for thr in (1.0, 1e-9)
     }
-    assert bool(np.all(runs[1.0][:-1])) and not bool(np.any(runs[1e-9]))
+    assert bool(np.all(resampled[1.0][:-1])) and not bool(np.any(resampled[1e-9]))
 
 
 def test_next_exponent_edges():
