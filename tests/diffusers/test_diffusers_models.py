@@ -388,3 +388,13 @@ def test_vae_latent_maps_follow_the_config_and_invert(config: dict) -> None:
     vae = den._vae_latents(z)
     torch.testing.assert_close(vae, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(den._network_latents(vae), z, rtol=1e-12, atol=1e-12)
+
+
+def test_a_pipeline_without_a_unet_is_named_in_the_error():
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    class NotAPipeline:
+        unet = None
+
+    with pytest.raises(UnsupportedModelError, match="pipe: NotAPipeline is not an unconditional"):
+        from_unconditional_pipeline(NotAPipeline())
