@@ -430,3 +430,9 @@ def test_checked_encoder_names_an_output_without_one_row_per_prompt(bad, got: st
     want = rf"returned uncond encoder_hidden_states with shape {got}; expected batch 2"
     with pytest.raises(InvalidInputError, match=want):
         encode(None, ["a", "b"], None, _no_embeds(), True, torch.device("cpu"), {})
+
+
+def test_wan_guides_for_any_scale_above_one():
+    from glass_core.models.diffusers import wan
+
+    assert wan.does_cfg(None, 1.5, False) and not wan.does_cfg(None, 1.0, True)
