@@ -436,3 +436,11 @@ def test_wan_guides_for_any_scale_above_one():
     from glass_core.models.diffusers import wan
 
     assert wan.does_cfg(None, 1.5, False) and not wan.does_cfg(None, 1.0, True)
+
+
+def test_predictions_build_no_autograd_graph_by_default():
+    """requires_grad=False (the default): the network runs under no_grad, so no graph is kept."""
+    pipe = tp.flux_pipeline(True)
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    assert any(p.requires_grad for p in pipe.transformer.parameters())
+    assert not model.denoise(_noise(3, (2, *model.latent_shape)), 0.3).requires_grad
