@@ -223,6 +223,10 @@ def test_start_shape_errors_spell_out_what_was_read():
     run = dict(transition=Glass(inner_steps=2), time_grid=[0.3, 0.6, 1.0], progress=False)
     with pytest.raises(InvalidInputError, match=r"`x0` must be \[N, \.\.\.\], got shape \(3,\)"):
         best_of_n(gmm(), lin, num_particles=4, x0=torch.zeros(3), **run)
+    with pytest.raises(
+        InvalidInputError, match=r"`x0` must be \[N, \*shape\] or \[B, N, \*shape\]"
+    ):
+        best_of_n(gmm(), lin, num_particles=4, shape=(2,), x0=torch.zeros(4), **run)
     how = r"\(read as \[N, \.\.\.\]: give shape= or groups for \[B, N, \.\.\.\]\)"
     with pytest.raises(InvalidInputError, match=rf"`x0` holds 3 particles per group {how}, but"):
         best_of_n(gmm(), lin, num_particles=4, x0=torch.zeros(3, 2), **run)
