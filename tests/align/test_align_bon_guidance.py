@@ -65,7 +65,8 @@ def test_best_of_n_nan_reward_raises():
         r[7] = float("nan")
         return r
 
-    with pytest.raises(RewardError, match=r"\[7\]"):
+    # the deferred check after the gather (naming the step), not a per-rank check before it
+    with pytest.raises(RewardError, match=r"at step \d+ \(t=1\) for particle indices \[7\]"):
         bon(reward=bad)
 
 
@@ -101,6 +102,15 @@ def test_guided_denoiser_formula_and_window():
     got = g.denoise(x, tt)
     for i, t in enumerate(tt.tolist()):
         torch.testing.assert_close(got[i : i + 1], g.denoise(x[i : i + 1], t))
+
+
+def test_guided_per_row_times_as_numpy_equal_tensor_times():
+    model = gmm()
+    g = guided(model, LIN, scale=0.7, window=(0.2, 0.7))
+    x = torch.randn(6, 2, dtype=torch.float64, generator=gen(0))
+    tt = torch.tensor([0.1, 0.3, 0.5, 0.8, 0.2, 0.7], dtype=torch.float64)
+    torch.testing.assert_close(g.denoise(x, tt.numpy()), g.denoise(x, tt))
+    torch.testing.assert_close(g.velocity(x, tt.numpy()), g.velocity(x, tt))
 
 
 def test_guided_velocity_is_eq43():

@@ -197,3 +197,12 @@ def test_lineage_roots_equals_the_native_trace():
         state = fk.step(state)
     roots = [np.unique(row).size for row in np.asarray(state.smc.native.trace())[0]]
     np.testing.assert_array_equal(fk.result(state).lineage_roots(), roots)
+
+
+def test_nonfinite_rows_are_listed_up_to_ten_then_counted():
+    from glass_core.align._finite import _rows
+
+    v = torch.zeros(16, 2)
+    v[[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15], 1] = float("nan")
+    assert _rows(v) == "[0, 2, 3, 4, 5, 6, 7, 8, 9, 10] and 3 more"
+    assert _rows(v[:3]) == "[0, 2]"

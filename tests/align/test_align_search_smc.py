@@ -15,7 +15,7 @@ from glass_core.align.tempering import next_exponent, relative_ess
 from glass_core.align.twisted import twisted_move
 from glass_core.errors import InvalidInputError
 from glass_core.rewards import LinearReward
-from glass_core.transitions import SDE, Glass
+from glass_core.transitions import ODE, SDE, Glass
 
 A = torch.tensor([1.0, 0.5], dtype=torch.float64)
 LIN = LinearReward(A)
@@ -95,6 +95,18 @@ def test_tempered_evidence_and_mean_with_exact_kernel():
     assert abs(z_hat.mean() - 1.0) < 4 * z_hat.std() / math.sqrt(groups), z_hat.mean()
 
 
+def test_tempered_ess_threshold_decides_resampling():
+    """ess_threshold reaches the sampler: 1.0 resamples at every step but the last, 1e-9 at none."""
+    kw = dict(transition=ExactKernel(), num_particles=64, time_grid=GRID, shape=(2,), lambda_=3.0)
+    resampled = {
+        thr: tempered_smc(
+            gmm(), LIN, ess_threshold=thr, generator=gen(1), progress=False, **kw
+        ).resampled
+        for thr in (1.0, 1e-9)
+    }
+    assert bool(np.all(resampled[1.0][:-1])) and not bool(np.any(resampled[1e-9]))
+
+
 def test_next_exponent_edges():
     f64 = torch.float64
     scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]], dtype=f64)
@@ -154,6 +166,14 @@ def test_twisted_move_weights_recover_the_untwisted_kernel():
     shift = x_new.double().mean(0) - mean[0].double()
     expected_shift = std**2 * torch.tensor([1.5, -1.0], dtype=torch.float64)
     assert float((shift - expected_shift).abs().max()) < 5 * std / math.sqrt(n)
+
+
+def test_twisted_needs_a_gaussian_kernel():
+    with pytest.raises(InvalidInputError, match=r"per-substep \(t0, gamma, abar, sbar\)"):
+        fk_steering(
+            gmm(), LIN, transition=ODE(), num_particles=4, time_grid=GRID, shape=(2,),
+            proposal="twisted", progress=False,
+        )  # fmt: skip
 
 
 def test_twisted_glass_is_refused_with_a_pointer_to_guidance():

@@ -216,3 +216,22 @@ def test_transitions_sample_from_x_t0():
         sample(gmm(), tr, GRID, x0=x0[0], generator=[gen(1), gen(2)])
     with pytest.raises(InvalidInputError, match="x0"):
         sample(gmm(), tr, GRID, x0=x0.reshape(3, 2, 2), generator=[gen(1), gen(2)])
+
+
+def test_start_shape_errors_spell_out_what_was_read():
+    lin = LinearReward([1.0, 0.5])
+    run = dict(transition=Glass(inner_steps=2), time_grid=[0.3, 0.6, 1.0], progress=False)
+    with pytest.raises(InvalidInputError, match=r"`x0` must be \[N, \.\.\.\], got shape \(3,\)"):
+        best_of_n(gmm(), lin, num_particles=4, x0=torch.zeros(3), **run)
+    with pytest.raises(
+        InvalidInputError, match=r"`x0` must be \[N, \*shape\] or \[B, N, \*shape\]"
+    ):
+        best_of_n(gmm(), lin, num_particles=4, shape=(2,), x0=torch.zeros(4), **run)
+    how = r"\(read as \[N, \.\.\.\]: give shape= or groups for \[B, N, \.\.\.\]\)"
+    with pytest.raises(InvalidInputError, match=rf"`x0` holds 3 particles per group {how}, but"):
+        best_of_n(gmm(), lin, num_particles=4, x0=torch.zeros(3, 2), **run)
+    run["time_grid"] = [0.0, 0.5, 1.0]
+    with pytest.raises(InvalidInputError, match=r"`num_groups` is 3 but `generator` lists 2"):
+        best_of_n(
+            gmm(), lin, num_particles=4, shape=(2,), num_groups=3, generator=[gen(1)] * 2, **run
+        )

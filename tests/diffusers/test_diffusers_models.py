@@ -388,3 +388,59 @@ def test_vae_latent_maps_follow_the_config_and_invert(config: dict) -> None:
     vae = den._vae_latents(z)
     torch.testing.assert_close(vae, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(den._network_latents(vae), z, rtol=1e-12, atol=1e-12)
+
+
+def test_a_pipeline_without_a_unet_is_named_in_the_error():
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    class NotAPipeline:
+        unet = None
+
+    with pytest.raises(UnsupportedModelError, match="pipe: NotAPipeline is not an unconditional"):
+        from_unconditional_pipeline(NotAPipeline())
+
+
+def _no_embeds() -> dict:
+    names = ("prompt_embeds", "pooled_prompt_embeds")
+    return {p + n: None for n in names for p in ("", "negative_")}
+
+
+def test_checked_encoder_passes_the_given_embeddings_through():
+    from glass_core.models.diffusers._conditioning import checked_encoder
+
+    def enc(pipe, prompts, negs, e, do_cfg, device, kw):
+        return {"encoder_hidden_states": e["prompt_embeds"]}, None
+
+    given = {**_no_embeds(), "prompt_embeds": torch.randn(3, 4, 8)}
+    encode = checked_encoder(enc, "sd", needs_pooled=False)
+    cond, uncond = encode(None, None, None, given, False, torch.device("cpu"), {})
+    assert cond["encoder_hidden_states"] is given["prompt_embeds"] and uncond is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "got"), [(torch.zeros(1, 4, 8), r"\(1, 4, 8\)"), (None, "None")], ids=["rows", "none"]
+)
+def test_checked_encoder_names_an_output_without_one_row_per_prompt(bad, got: str):
+    from glass_core.models.diffusers._conditioning import checked_encoder
+
+    def enc(pipe, prompts, negs, e, do_cfg, device, kw):
+        return {"encoder_hidden_states": torch.zeros(2, 4, 8)}, {"encoder_hidden_states": bad}
+
+    encode = checked_encoder(enc, "sd", needs_pooled=False)
+    want = rf"returned uncond encoder_hidden_states with shape {got}; expected batch 2"
+    with pytest.raises(InvalidInputError, match=want):
+        encode(None, ["a", "b"], None, _no_embeds(), True, torch.device("cpu"), {})
+
+
+def test_wan_guides_for_any_scale_above_one():
+    from glass_core.models.diffusers import wan
+
+    assert wan.does_cfg(None, 1.5, False) and not wan.does_cfg(None, 1.0, True)
+
+
+def test_predictions_build_no_autograd_graph_by_default():
+    """requires_grad=False (the default): the network runs under no_grad, so no graph is kept."""
+    pipe = tp.flux_pipeline(True)
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    assert any(p.requires_grad for p in pipe.transformer.parameters())
+    assert not model.denoise(_noise(3, (2, *model.latent_shape)), 0.3).requires_grad

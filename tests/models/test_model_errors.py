@@ -30,6 +30,15 @@ def test_model_nan_is_a_model_error_naming_time_and_rows(transition) -> None:
         transition(nan_in_row(3), x, 0.2, 0.5, torch.Generator().manual_seed(1))
 
 
+@pytest.mark.parametrize(
+    ("fn", "got"), [(lambda x, t: x.tolist(), "list"), (lambda x, t: x[:1], r"\(1, 2\)")]
+)
+def test_model_output_of_the_wrong_kind_or_shape_is_named(fn, got: str) -> None:
+    model = from_callable(fn, schedule=Schedule.rectified_flow(), prediction="x1")
+    with pytest.raises(InvalidInputError, match=rf"input's shape \(2, 2\), got {got}"):
+        model.denoise(torch.randn(2, 2), 0.5)
+
+
 def test_integer_model_output_is_a_model_error() -> None:
     model = from_callable(
         lambda x, t: x.to(torch.int64), schedule=Schedule.rectified_flow(), prediction="x1"

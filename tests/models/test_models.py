@@ -193,3 +193,12 @@ def test_randn_like_generator_lists_are_per_chunk():
     assert _random.randn_like(x.bfloat16(), None).dtype == torch.bfloat16
     with pytest.raises(InvalidInputError, match="generator"):
         _random.randn_like(torch.empty(5, 2), gens)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_per_row_times_are_float64_whatever_the_tensor_dtype(dtype) -> None:
+    from glass_core.models.base import time_values
+
+    got = time_values(torch.tensor([0.25, 0.5], dtype=dtype), 2)
+    assert str(got.dtype) == "float64"
+    assert got.tolist() == [0.25, 0.5]

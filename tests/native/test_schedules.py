@@ -147,6 +147,24 @@ def test_dynamic_shift_mu_is_diffusers_formula() -> None:
     assert s.shift == pytest.approx(math.exp(1.15))
 
 
+def test_dynamic_shift_defaults_are_diffusers_flux_config() -> None:
+    """The wrapper's defaults (256, 4096, 0.5, 1.15) against mu linear in L, at L where every
+    default matters (at L = 4096 mu is max_shift whatever base_seq_len and base_shift are)."""
+    m = (1.15 - 0.5) / (4096 - 256)
+    for L in (256, 1024, 2000):
+        s = S.dynamic_shift(S.RectifiedFlow(), L)
+        assert s.shift == pytest.approx(math.exp(0.5 + m * (L - 256)), rel=1e-13)
+    custom = S.dynamic_shift(S.RectifiedFlow(), 300, 200, 1200, 0.25, 2.25)
+    assert custom.shift == pytest.approx(math.exp(0.25 + 2.0 / 1000 * 100), rel=1e-13)
+
+
+def test_vp_from_betas_defaults_are_1000_linear_steps() -> None:
+    betas = np.linspace(0.0001, 0.02, 1000)
+    s = S.VP.from_betas(0.0001, 0.02)
+    assert s == DDPM_TABLE
+    np.testing.assert_allclose(s.alphas_cumprod(), np.cumprod(1 - betas), rtol=1e-12)
+
+
 def test_grids() -> None:
     g = S.uniform_grid(5)
     np.testing.assert_allclose(g, [0, 0.2, 0.4, 0.6, 0.8, 1.0], atol=1e-15)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from glass_core.errors import ModelError
+from glass_core.errors import InvalidInputError, ModelError
 from glass_core.models import from_callable
 from glass_core.schedules import Schedule
 from glass_core.transitions import ODE, SDE, Glass
@@ -104,3 +104,19 @@ def test_replay_uses_the_same_noise():
     assert not bool(tr.last_finite)
     with pytest.raises(ModelError, match=rf"for rows \[{bad_row}\]"):
         tr.raise_nonfinite()
+
+
+def test_a_failure_the_checked_rerun_does_not_reproduce_is_reported_as_such():
+    """A model that returns NaN on its first call only: the checked re-run is finite, so the error
+    says the failure was not reproduced instead of blaming rows of a finite re-run."""
+    calls: list[int] = []
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return 0.5 * x * (float("nan") if len(calls) == 1 else 1.0)
+
+    model = from_callable(fn, schedule=Schedule.rectified_flow(), prediction="x1")
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InvalidInputError, match="did not reproduce"):
+        ODE("euler", 1)(model, x, 0.2, 0.6, None)
+    assert len(calls) == 2

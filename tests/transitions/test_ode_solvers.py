@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from align_fixtures import gmm
+from glass_core.models import from_callable
 from glass_core.schedules import Cosine, RectifiedFlow
 from glass_core.transitions import ODE, Glass
 
@@ -105,3 +106,17 @@ def test_ode_pc_reuses_denoised_and_counts_nfe():
         assert len(calls) == 3
         torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
         assert all(0.3 <= c < 1.0 for c in calls)  # never evaluated at the data end
+
+
+@pytest.mark.parametrize("solver", ["multistep", "pc"])
+def test_data_prediction_solvers_call_the_model_in_the_input_dtype(solver):
+    """bf16 particles are integrated in float32 but the model is always asked in bf16."""
+    seen: list[torch.dtype] = []
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(x.dtype)
+        return 0.5 * x
+
+    model = from_callable(fn, schedule=RectifiedFlow(), prediction="x1")
+    out = ODE(solver, 3)(model, torch.randn(4, 3).to(torch.bfloat16), 0.2, 0.6, None)
+    assert out.dtype == torch.bfloat16 and len(seen) >= 3 and set(seen) == {torch.bfloat16}

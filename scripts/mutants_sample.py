@@ -1,0 +1,127 @@
+"""A fixed-seed uniform sample of mutmut's mutants, and the score of the ones that were run.
+
+The full Python run is about ten thousand mutants (hours on two cores), so ``make mutants`` runs a
+uniform random sample by default (docs/testing.md). Run from the repository root, where mutmut
+reads ``[tool.mutmut]``:
+
+    python scripts/mutants_sample.py names --size 300 --seed 28 > .make/mutants-sample.txt
+    mutmut run $(cat .make/mutants-sample.txt)
+    python scripts/mutants_sample.py score .make/mutants-sample.txt
+
+``names`` first writes the mutants into ``mutants/`` (what ``mutmut run`` does before testing);
+``score`` prints killed / total with a 95% Wilson interval and lists the mutants that were not
+killed, marking those listed in docs/mutants_equivalent.txt.
+
+This uses mutmut 3.8's internal functions (``mutmut.__main__``), pinned by the ``mutation`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+EQUIVALENT_LIST = Path("docs/mutants_equivalent.txt")
+
+
+def all_mutant_names() -> list[str]:
+    """Generate the mutants (cached by mutmut per file) and return every mutant's name, sorted.
+
+    Returns
+    -------
+    list[str]
+        Names such as ``glass_core.schedules.x_resolve_rho__mutmut_3``.
+    """
+    from mutmut.__main__ import create_mutants
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir, walk_mutatable_files
+
+    Path("mutants").mkdir(exist_ok=True)
+    with contextlib.redirect_stdout(sys.stderr):  # mutmut's progress lines: stdout is the names
+        copy_src_dir()
+        copy_also_copy_files()
+        create_mutants(1)
+    names: list[str] = []
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        names.extend(data.exit_code_by_key)
+    return sorted(names)
+
+
+def statuses() -> dict[str, str]:
+    """The status mutmut recorded for each mutant ("killed", "survived", "no tests", ...)."""
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.stats import status_by_exit_code
+    from mutmut.utils.file_utils import walk_mutatable_files
+
+    found: dict[str, str] = {}
+    for path in walk_mutatable_files():
+        data = SourceFileMutationData(path=path)
+        data.load()
+        found.update({k: status_by_exit_code[v] for k, v in data.exit_code_by_key.items()})
+    return found
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion k / n (95% for z = 1.96)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def equivalent_names() -> set[str]:
+    """Mutant names listed in docs/mutants_equivalent.txt (first field of each non-comment line)."""
+    if not EQUIVALENT_LIST.exists():
+        return set()
+    lines = EQUIVALENT_LIST.read_text().splitlines()
+    return {line.split()[0] for line in lines if line.strip() and not line.startswith("#")}
+
+
+def print_score(sample: list[str]) -> None:
+    """Print the counts by status, the score over non-equivalent mutants and the survivors."""
+    status = statuses()
+    equivalent = equivalent_names()
+    counts = Counter(status.get(name, "not generated") for name in sample)
+    print("by status:", dict(sorted(counts.items())))
+    checked = [n for n in sample if status.get(n) not in (None, "not checked")]
+    scored = [n for n in checked if n not in equivalent]
+    killed = sum(status[n] in ("killed", "timeout", "caught by type check") for n in scored)
+    lo, hi = wilson_interval(killed, len(scored))
+    print(f"checked {len(checked)} of {len(sample)}; equivalent {len(checked) - len(scored)}")
+    rate = killed / max(len(scored), 1)
+    print(f"score {killed}/{len(scored)} = {rate:.1%} (95% CI {lo:.1%}-{hi:.1%})")
+    for name in scored:
+        if status[name] not in ("killed", "timeout", "caught by type check"):
+            print(f"  {status[name]}: {name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``names`` (print a sample) or ``score`` (summarise a sample's results)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    names = sub.add_parser("names", help="print a fixed-seed uniform sample of mutant names")
+    names.add_argument("--size", type=int, default=300, help="sample size (0: all mutants)")
+    names.add_argument("--seed", type=int, default=28)
+    score = sub.add_parser("score", help="score of the mutants named in a file")
+    score.add_argument("file", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "names":
+        population = all_mutant_names()
+        size = len(population) if args.size <= 0 else min(args.size, len(population))
+        print(f"{size} of {len(population)} mutants (seed {args.seed})", file=sys.stderr)
+        # in draw order: a larger size with the same seed extends a smaller sample
+        print("\n".join(random.Random(args.seed).sample(population, size)))
+    else:
+        print_score(args.file.read_text().split())
+
+
+if __name__ == "__main__":
+    main()
