@@ -635,6 +635,11 @@ mod tests {
             }
             e => panic!("{e:?}"),
         }
+        // every potential +inf: the fused pass alone must flag it
+        assert!(matches!(
+            s.step(&[f64::INFINITY; 6], ResampleMode::Never, &NoInterrupt),
+            Err(GlassError::InvalidInput { .. })
+        ));
         let mut s = state(1, 3, None);
         match s.step(&[0.0, 0.0, f64::NAN], ResampleMode::Always, &NoInterrupt) {
             Err(GlassError::DegenerateWeights(m)) => {

@@ -101,4 +101,46 @@ mod tests {
         assert!(ensure_fits("x", "x", bytes_of(&[(u64::MAX as u128, u64::MAX as u128)])).is_err());
         assert!(available_bytes() > 0 && available_bytes() <= MAX_BYTES);
     }
+
+    #[test]
+    fn reads_meminfo_style_and_plain_numbers() {
+        let dir = std::env::temp_dir().join(format!("glass_limits_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let info = dir.join("meminfo");
+        std::fs::write(&info, "MemTotal:  4096 kB\nMemAvailable:   2048 kB\n").unwrap();
+        let num = dir.join("number");
+        std::fs::write(&num, "123456789\n").unwrap();
+        let (info, num) = (info.to_str().unwrap(), num.to_str().unwrap());
+        assert_eq!(read_kib(info, "MemAvailable:"), Some(2048));
+        assert_eq!(read_kib(info, "MemTotal:"), Some(4096));
+        assert_eq!(read_kib(info, "SwapFree:"), None);
+        assert_eq!(read_number(num), Some(123_456_789));
+        assert_eq!(read_number(info), None);
+        assert_eq!(read_kib("/nonexistent/meminfo", "MemAvailable:"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The machine running the suite has far more than 128 MiB free; a 128 MiB request (above
+    /// the cheap cut-off, so checked against it) passes.
+    #[test]
+    fn available_memory_is_read_in_bytes() {
+        let avail = available_bytes();
+        assert!(avail > 256 << 20, "{avail}");
+        if let Some(kib) = read_kib("/proc/meminfo", "MemAvailable:") {
+            assert!(avail <= kib * 1024);
+            // two reads a moment apart: the same order of magnitude (not KiB, not KiB^2)
+            assert!(avail * 4 > kib * 1024, "{avail} {kib}");
+        }
+        assert!(ensure_fits("x", "x", 128 << 20).is_ok());
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(0), "0.0 B");
+        assert_eq!(human(1023), "1023.0 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(3 << 30), "3.0 GiB");
+        assert_eq!(human(1 << 60), "1.0 EiB");
+        assert_eq!(human(u128::MAX), "2.951e20 EiB");
+    }
 }
