@@ -687,4 +687,36 @@ mod tests {
         assert_eq!(s.log_weights(), &before[..]);
         assert_eq!(s.num_steps(), 0);
     }
+
+    /// Growing the genealogy is checked before anything changes: step k + 1 needs the new
+    /// buffer and the old one (B*N = 3: 12, then 36, then 72 bytes).
+    #[test]
+    fn genealogy_growth_is_checked_against_the_memory() {
+        let mut s = state(1, 3, None);
+        let before = crate::limits::with_available(36, || {
+            for _ in 0..2 {
+                s.step(&[0.0; 3], ResampleMode::Never, &NoInterrupt)
+                    .unwrap();
+            }
+            let before = s.log_weights().to_vec();
+            match s.step(&[1.0, 0.0, 0.0], ResampleMode::Never, &NoInterrupt) {
+                Err(GlassError::InvalidInput { arg, msg }) => {
+                    assert_eq!(arg, "track_genealogy");
+                    assert!(msg.contains("step 3 of 1 x 3 particles"), "{msg}");
+                }
+                e => panic!("{e:?}"),
+            }
+            before
+        });
+        assert_eq!((s.num_steps(), s.log_weights()), (2, &before[..]));
+        // without a genealogy nothing grows
+        let mut s =
+            SmcState::new(1, 3, Scheme::Systematic, None, &Seeds::Single(1), false).unwrap();
+        crate::limits::with_available(0, || {
+            for _ in 0..3 {
+                s.step(&[0.0; 3], ResampleMode::Never, &NoInterrupt)
+                    .unwrap();
+            }
+        });
+    }
 }

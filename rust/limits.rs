@@ -54,10 +54,17 @@ fn human(bytes: u128) -> String {
 /// fits; `what` names the size argument(s) and their values, e.g. "num_samples = 1099511627776",
 /// and `arg` is the argument to blame (the error's `arg`).
 pub fn ensure_fits(arg: &str, what: &str, bytes: u128) -> Result<()> {
+    #[cfg(test)]
+    if let Some(avail) = PRETEND_AVAILABLE.with(|c| c.get()) {
+        return fits(arg, what, bytes, avail);
+    }
     if bytes < CHEAP_BYTES {
         return Ok(());
     }
-    let avail = available_bytes();
+    fits(arg, what, bytes, available_bytes())
+}
+
+fn fits(arg: &str, what: &str, bytes: u128, avail: u128) -> Result<()> {
     if bytes > avail {
         return Err(invalid(
             arg,
@@ -69,6 +76,21 @@ pub fn ensure_fits(arg: &str, what: &str, bytes: u128) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+thread_local! {
+    static PRETEND_AVAILABLE: std::cell::Cell<Option<u128>> = const { std::cell::Cell::new(None) };
+}
+
+/// Run `f` as if only `bytes` were available on this thread, with every request checked however
+/// small: tests of each call's size accounting that allocate nothing.
+#[cfg(test)]
+pub(crate) fn with_available<R>(bytes: u128, f: impl FnOnce() -> R) -> R {
+    let before = PRETEND_AVAILABLE.with(|c| c.replace(Some(bytes)));
+    let r = f();
+    PRETEND_AVAILABLE.with(|c| c.set(before));
+    r
 }
 
 /// Bytes of `count` values of `size` bytes each, for several arrays: sum of count * size.
@@ -132,6 +154,21 @@ mod tests {
             assert!(avail * 4 > kib * 1024, "{avail} {kib}");
         }
         assert!(ensure_fits("x", "x", 128 << 20).is_ok());
+    }
+
+    #[test]
+    fn a_request_of_exactly_the_available_memory_fits() {
+        with_available(1000, || {
+            assert!(ensure_fits("x", "x", 1000).is_ok());
+            match ensure_fits("x", "x = 3", 1001) {
+                Err(GlassError::InvalidInput { arg, msg }) => {
+                    assert_eq!(arg, "x");
+                    assert_eq!(msg, "x = 3 is too large: it needs 1001.0 B of memory, more than the 1000.0 B available");
+                }
+                e => panic!("{e:?}"),
+            }
+        });
+        assert!(ensure_fits("x", "x", 1001).is_ok());
     }
 
     #[test]

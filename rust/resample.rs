@@ -1288,4 +1288,41 @@ mod tests {
         .is_err());
         assert!("bogus".parse::<Scheme>().is_err());
     }
+
+    /// B x M ancestors, M uniforms and N weights (8 bytes each) are checked before allocating.
+    #[test]
+    fn size_check_counts_ancestors_uniforms_and_weights() {
+        use crate::limits::with_available;
+        let lw = [0.0; 8];
+        let call =
+            || resample_log_weights(&lw, 2, 4, 3, Scheme::Systematic, &Seeds::Single(1), &Never);
+        assert!(with_available(8 * (6 + 3 + 4), call).is_ok());
+        match with_available(8 * (6 + 3 + 4) - 1, call) {
+            Err(crate::error::GlassError::InvalidInput { arg, msg }) => {
+                assert_eq!(arg, "num_samples");
+                assert!(
+                    msg.starts_with("num_samples = 3 (for 2 rows) is too large"),
+                    "{msg}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        let one = with_available(0, || {
+            resample_log_weights(
+                &lw[..4],
+                1,
+                4,
+                3,
+                Scheme::Systematic,
+                &Seeds::Single(1),
+                &Never,
+            )
+        });
+        match one {
+            Err(crate::error::GlassError::InvalidInput { msg, .. }) => {
+                assert!(msg.starts_with("num_samples = 3 is too large"), "{msg}")
+            }
+            e => panic!("{e:?}"),
+        }
+    }
 }

@@ -1075,4 +1075,24 @@ mod tests {
         assert!(validate_time_grid(&[0.0, 1.0]).is_ok());
         assert!(validate_time_grid(&[0.3, 0.2]).is_err());
     }
+
+    /// Sizes are checked before allocating: a grid of num_steps + 1 f64, a table of five
+    /// vectors of T f64.
+    #[test]
+    fn size_checks_count_what_is_allocated() {
+        use crate::limits::with_available;
+        assert!(with_available(80, || uniform_grid(9, 0.0, 1.0)).is_ok());
+        assert_eq!(
+            arg_of(with_available(79, || uniform_grid(9, 0.0, 1.0))),
+            "num_steps"
+        );
+        assert!(with_available(80, || shifted_grid(9, 2.0)).is_ok());
+        assert_eq!(
+            arg_of(with_available(79, || shifted_grid(9, 2.0))),
+            "num_steps"
+        );
+        let betas = || VpTable::from_betas(0.1, 0.2, 10, "linear");
+        assert!(with_available(400, betas).is_ok());
+        assert_eq!(arg_of(with_available(399, betas)), "num_train_timesteps");
+    }
 }
