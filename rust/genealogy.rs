@@ -719,4 +719,27 @@ mod tests {
             }
         });
     }
+
+    /// An interruption at any check leaves the state as it was.
+    #[test]
+    fn interrupted_steps_change_nothing() {
+        use crate::interrupt::After;
+        let n = 2 * CHUNK + 3;
+        for mode in [ResampleMode::Always, ResampleMode::Never] {
+            let mut s = state(2, n, None);
+            let g: Vec<f64> = (0..2 * n).map(|i| (i % 7) as f64 * 0.1).collect();
+            s.step(&g, ResampleMode::Always, &NoInterrupt).unwrap();
+            let (lw, ev) = (s.log_weights().to_vec(), s.log_evidence().to_vec());
+            for k in 0..12 {
+                let r = s.step(&g, mode, &After::new(k));
+                assert_eq!(r, Err(GlassError::Interrupted), "{mode:?} k={k}");
+                assert_eq!(
+                    (s.num_steps(), s.log_weights(), s.log_evidence()),
+                    (1, &lw[..], &ev[..])
+                );
+                assert_eq!(s.genealogy().unwrap().len(), 2 * n);
+            }
+            assert!(s.step(&g, mode, &After::new(1000)).is_ok());
+        }
+    }
 }

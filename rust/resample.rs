@@ -1325,4 +1325,43 @@ mod tests {
             e => panic!("{e:?}"),
         }
     }
+
+    /// An interruption at any of the first checks stops every scheme with `Interrupted`, on one
+    /// thread or several (the helpers stop when the calling thread is interrupted).
+    #[test]
+    fn every_scheme_stops_when_interrupted() {
+        use crate::error::GlassError::Interrupted;
+        use crate::interrupt::After;
+        let n = 3 * CHUNK + 7;
+        let lw = weights(n, 5);
+        for s in ALL {
+            for k in [0, 1, 2] {
+                let r = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(1), &After::new(k));
+                assert_eq!(r, Err(Interrupted), "{s:?} k={k}");
+            }
+            assert!(
+                resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(1), &After::new(1000)).is_ok()
+            );
+        }
+        let w: Vec<f64> = lw.iter().map(|x| x.exp()).collect();
+        let total: f64 = w.iter().sum();
+        for scheme in [Scheme::Systematic, Scheme::Stratified] {
+            for threads in [1, 2, 4] {
+                for k in [0, 1, 3] {
+                    let mut out = vec![0i64; n];
+                    let r = resample_weights_on(
+                        &w,
+                        total,
+                        scheme,
+                        &mut row_rng(1, 0),
+                        &mut out,
+                        &mut Vec::new(),
+                        threads,
+                        &After::new(k),
+                    );
+                    assert_eq!(r, Err(Interrupted), "{scheme:?} threads={threads} k={k}");
+                }
+            }
+        }
+    }
 }

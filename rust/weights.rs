@@ -525,4 +525,20 @@ mod tests {
         assert!((at - EXP_FLUSH.exp()).abs() < 1e-15 * EXP_FLUSH.exp() && at > 0.0);
         assert_eq!(exp_poly_fma(EXP_FLUSH.next_down()), 0.0);
     }
+
+    #[test]
+    fn long_rows_stop_when_interrupted() {
+        use crate::interrupt::After;
+        let lw = vec![0.5; 2 * CHUNK + 1];
+        for k in 0..4 {
+            assert_eq!(
+                ess_row(&lw, "lw", None, &After::new(k)),
+                Err(GlassError::Interrupted)
+            );
+            let mut out = vec![0.0; lw.len()];
+            let r = normalize_row(&lw, &mut out, "lw", None, &After::new(k));
+            assert_eq!(r, Err(GlassError::Interrupted));
+        }
+        assert!((ess_row(&lw, "lw", None, &After::new(6)).unwrap() - lw.len() as f64).abs() < 1e-6);
+    }
 }
