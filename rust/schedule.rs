@@ -892,9 +892,11 @@ mod tests {
         let vp = Schedule::Vp(Arc::new(tab.clone()));
         let (ts, ls) = (&tab.ts, &tab.ls);
         let n = ts.len();
+        // (log-SNR, slope) on the interval [ts[j], ts[j + 1]) holding t
         let plain = |t: f64| {
             let j = (0..n - 1).rev().find(|&j| ts[j] <= t).unwrap();
-            ls[j] + (ls[j + 1] - ls[j]) / (ts[j + 1] - ts[j]) * (t - ts[j])
+            let slope = (ls[j + 1] - ls[j]) / (ts[j + 1] - ts[j]);
+            (ls[j] + slope * (t - ts[j]), slope)
         };
         let mut rng = crate::resample::row_rng(3, 0);
         let mut times: Vec<f64> = (0..2000)
@@ -908,11 +910,18 @@ mod tests {
         }
         times.push(ts[n - 1].next_down());
         for t in times {
-            let want = plain(t);
+            let (want, slope) = plain(t);
             let got = vp.log_snr(t);
             assert!(
                 (got - want).abs() < 1e-12 * want.abs().max(1.0),
                 "t={t}: {got} vs {want}"
+            );
+            // the slope through d_alpha = alpha sigma^2 l' / 2
+            let (a, s, da, _) = vp.eval(t);
+            let want_da = 0.5 * a * s * s * slope;
+            assert!(
+                (da - want_da).abs() < 1e-9 * want_da.abs(),
+                "t={t}: {da} vs {want_da}"
             );
         }
         // the inverse at the nodes' log-SNRs returns the nodes
