@@ -1396,4 +1396,70 @@ mod tests {
             assert!(e >= 0.0);
         }
     }
+
+    /// The walk never passes the last positive weight, even when the targets overshoot the
+    /// CDF's end (here: `total` overstated threefold, a stand-in for rounding).
+    #[test]
+    fn walk_stops_at_the_last_positive_weight() {
+        let w = [0.5, 1.0, 0.0, 0.0];
+        for scheme in [Scheme::Multinomial, Scheme::Killing] {
+            for seed in 0..20 {
+                let mut out = vec![-1i64; 4];
+                let mut rng = row_rng(seed, 0);
+                resample_weights_on(
+                    &w,
+                    4.5,
+                    scheme,
+                    &mut rng,
+                    &mut out,
+                    &mut Vec::new(),
+                    1,
+                    &Never,
+                )
+                .unwrap();
+                assert!(out.iter().all(|&a| a == 0 || a == 1), "{scheme:?} {out:?}");
+            }
+        }
+        let lw = [0.0, 1.0];
+        let r = resample_log_weights(&lw, 1, 2, 0, Scheme::Multinomial, &Seeds::Single(1), &Never);
+        match r {
+            Err(crate::error::GlassError::InvalidInput { arg, .. }) => {
+                assert_eq!(arg, "num_samples")
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    /// Rows above `SCRATCH_KEEP` particles: only systematic recomputes its weights per chunk;
+    /// another scheme gives what it gives on stored weights.
+    #[test]
+    fn huge_rows_of_other_schemes_use_stored_weights() {
+        let n = crate::weights::SCRATCH_KEEP + 3;
+        let lw: Vec<f64> = (0..n).map(|i| ((i % 97) as f64) * -0.05).collect();
+        let got = resample_log_weights(
+            &lw,
+            1,
+            n,
+            64,
+            Scheme::Multinomial,
+            &Seeds::Single(2),
+            &Never,
+        )
+        .unwrap();
+        let mut w = vec![0.0; n];
+        let (total, _) = crate::weights::exp_shifted(&lw, 0.0, &mut w, &Never).unwrap();
+        let mut out = vec![0i64; 64];
+        let mut rng = row_rng(2, 0);
+        multinomial(
+            &w,
+            n - 1,
+            total,
+            &mut rng,
+            &mut out,
+            &mut Vec::new(),
+            &Never,
+        )
+        .unwrap();
+        assert_eq!(got, out);
+    }
 }
