@@ -730,7 +730,7 @@ mod tests {
             let g: Vec<f64> = (0..2 * n).map(|i| (i % 7) as f64 * 0.1).collect();
             s.step(&g, ResampleMode::Always, &NoInterrupt).unwrap();
             let (lw, ev) = (s.log_weights().to_vec(), s.log_evidence().to_vec());
-            for k in 0..12 {
+            for k in [0, 1, 2, 3, 5, 8, 11] {
                 let r = s.step(&g, mode, &After::new(k));
                 assert_eq!(r, Err(GlassError::Interrupted), "{mode:?} k={k}");
                 assert_eq!(
