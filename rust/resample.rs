@@ -1462,4 +1462,71 @@ mod tests {
         .unwrap();
         assert_eq!(got, out);
     }
+
+    /// Residual with every M W_i an integer is deterministic: floor copies only, no draw.
+    #[test]
+    fn residual_with_integer_counts_draws_nothing() {
+        let w = [1.0, 2.0, 1.0];
+        let mut rng = row_rng(4, 0);
+        let mut out = vec![-1i64; 8];
+        resample_weights_on(
+            &w,
+            4.0,
+            Scheme::Residual,
+            &mut rng,
+            &mut out,
+            &mut Vec::new(),
+            1,
+            &Never,
+        )
+        .unwrap();
+        assert_eq!(out, vec![0, 0, 1, 1, 1, 1, 2, 2]);
+        assert!(rng == row_rng(4, 0), "the generator advanced");
+    }
+
+    /// Each row of a batch is resampled from its own weights with its own generator, on the
+    /// stored path and on the recompute-per-chunk path of huge systematic rows.
+    #[test]
+    fn batch_rows_use_their_own_weights() {
+        for (n, m, scheme) in [
+            (50, 50, Scheme::Multinomial),
+            (crate::weights::SCRATCH_KEEP + 1, 1000, Scheme::Systematic),
+        ] {
+            // zero weights at every 7th particle and in a long tail
+            let mut lw: Vec<f64> = (0..n)
+                .map(|i| match i % 7 {
+                    _ if i > n - n / 10 => f64::NEG_INFINITY,
+                    0 => f64::NEG_INFINITY,
+                    k => -0.3 * k as f64,
+                })
+                .collect();
+            // a positive last entry after zero weights: the huge path must not cut the row short
+            lw[n - 1] = 0.0;
+            let mut second = lw.clone();
+            second.reverse();
+            lw.extend_from_slice(&second);
+            let seeds = Seeds::PerRow(vec![7, 8]);
+            let both = resample_log_weights(&lw, 2, n, m, scheme, &seeds, &Never).unwrap();
+            for (r, seed) in [(0usize, 7u64), (1, 8)] {
+                let row = &lw[r * n..(r + 1) * n];
+                let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let mut w = vec![0.0; n];
+                let (total, _) = crate::weights::exp_shifted(row, mx, &mut w, &Never).unwrap();
+                let mut out = vec![0i64; m];
+                let mut rng = row_rng(seed, 0);
+                resample_weights_on(
+                    &w,
+                    total,
+                    scheme,
+                    &mut rng,
+                    &mut out,
+                    &mut Vec::new(),
+                    1,
+                    &Never,
+                )
+                .unwrap();
+                assert_eq!(&both[r * m..(r + 1) * m], &out[..], "{scheme:?} row {r}");
+            }
+        }
+    }
 }
