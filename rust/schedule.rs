@@ -1104,4 +1104,22 @@ mod tests {
         assert!(with_available(400, betas).is_ok());
         assert_eq!(arg_of(with_available(399, betas)), "num_train_timesteps");
     }
+
+    /// The single-value accessors are the components of `eval`.
+    #[test]
+    fn accessors_are_the_components_of_eval() {
+        for s in all() {
+            for t in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
+                let (a, sg, da, ds) = s.eval(t);
+                let got = (s.alpha(t), s.sigma(t), s.d_alpha(t), s.d_sigma(t));
+                assert_eq!(got, (a, sg, da, ds), "{} t={t}", s.name());
+            }
+        }
+        // rectified flow: d_alpha = 1, d_sigma = -1 everywhere
+        assert_eq!(Schedule::RectifiedFlow.d_alpha(0.3), 1.0);
+        assert_eq!(Schedule::RectifiedFlow.d_sigma(0.3), -1.0);
+        let c = Schedule::Cosine;
+        assert!((c.d_alpha(0.5) - FRAC_PI_2 * (FRAC_PI_2 * 0.5).cos()).abs() < 1e-15);
+        assert!((c.d_sigma(0.5) + FRAC_PI_2 * (FRAC_PI_2 * 0.5).sin()).abs() < 1e-15);
+    }
 }
