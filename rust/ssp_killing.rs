@@ -216,4 +216,31 @@ mod tests {
         assert_eq!((k, c), (1, [1, 1]));
         assert!((r - 0.3).abs() < 1e-15);
     }
+
+    /// Fewer draws than particles (every M W_i < 1, nothing given by the floors): the open
+    /// fraction gets the one missing draw, and E[count_i] = M W_i (2000 draws, 5 sd of a
+    /// Bernoulli mean).
+    #[test]
+    fn ssp_with_fewer_draws_than_particles() {
+        let w = [1.0, 1.0, 2.0];
+        let reps = 2000u64;
+        for m in [1usize, 2] {
+            let mut acc = [0.0f64; 3];
+            for seed in 0..reps {
+                let mut out = vec![-1i64; m];
+                ssp(&w, 4.0, &mut row_rng(seed, 3), &mut out, &Never).unwrap();
+                for c in crate::resample::counts(&out, 3).iter().zip(acc.iter_mut()) {
+                    *c.1 += *c.0 as f64;
+                }
+            }
+            for (i, a) in acc.iter().enumerate() {
+                let p = m as f64 * w[i] / 4.0;
+                let sd = (p.min(1.0) * (1.0 - p.min(1.0)) / reps as f64).sqrt();
+                assert!(
+                    (a / reps as f64 - p).abs() < 5.0 * sd + 1e-12,
+                    "m={m} i={i}"
+                );
+            }
+        }
+    }
 }
