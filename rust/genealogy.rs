@@ -469,6 +469,190 @@ mod tests {
         assert!(gen.capacity() >= 60 && gen.capacity() <= 2 * 60);
     }
 
+    /// The accessors report what the state was built with and what the steps did (the Python
+    /// layer reads them; Rust must pin them too).
+    #[test]
+    fn accessors_report_construction_and_progress() {
+        let s = SmcState::new(
+            3,
+            5,
+            Scheme::Multinomial,
+            Some(0.4),
+            &Seeds::Single(2),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (s.num_groups(), s.num_particles(), s.num_steps()),
+            (3, 5, 0)
+        );
+        assert_eq!(s.scheme(), Scheme::Multinomial);
+        assert_eq!(s.ess_threshold(), Some(0.4));
+        assert!(!s.tracks_genealogy());
+        assert!(s.genealogy().is_none() && s.trace().is_none());
+        assert_eq!(s.log_weights(), &[-(5f64.ln()); 15][..]);
+        assert_eq!(s.log_evidence(), &[0.0; 3][..]);
+        assert!(s.ess_history().is_empty());
+        let mut s = state(2, 3, Some(0.25));
+        assert!(s.tracks_genealogy());
+        assert_eq!(s.ess_threshold(), Some(0.25));
+        for k in 1..=2 {
+            s.step(&[0.0; 6], ResampleMode::Always, &NoInterrupt)
+                .unwrap();
+            assert_eq!(s.num_steps(), k);
+        }
+        assert_eq!(s.genealogy().unwrap().len(), 2 * 6);
+        assert!(state(1, 2, None).ess_threshold().is_none());
+    }
+
+    /// Per group and step: ESS = (sum w)^2 / sum w^2 of the reweighted weights, log Z increment =
+    /// log sum(W_prev w), carried log-weights normalised; the genealogy is the concatenation of
+    /// the step outputs' ancestors and the trace walks them back, for B = 3 groups.
+    #[test]
+    fn ess_evidence_genealogy_and_trace_per_group() {
+        let (b, n, steps) = (3usize, 5usize, 6usize);
+        let mut s = state(b, n, Some(0.6));
+        let mut rng = crate::resample::row_rng(8, 1);
+        let mut lw = vec![-(n as f64).ln(); b * n];
+        let mut log_z = vec![0.0; b];
+        let mut outs = Vec::new();
+        for _ in 0..steps {
+            let g: Vec<f64> = (0..b * n)
+                .map(|_| 4.0 * crate::resample::uniform(&mut rng) - 2.0)
+                .collect();
+            let out = s.step(&g, ResampleMode::Adaptive, &NoInterrupt).unwrap();
+            for r in 0..b {
+                let w: Vec<f64> = (0..n)
+                    .map(|i| (lw[r * n + i] + g[r * n + i]).exp())
+                    .collect();
+                let (sum, sq) = (w.iter().sum::<f64>(), w.iter().map(|x| x * x).sum::<f64>());
+                let ess = sum * sum / sq;
+                assert!(
+                    (out.ess[r] - ess).abs() < 1e-12 * ess,
+                    "{} {ess}",
+                    out.ess[r]
+                );
+                assert_eq!(out.resampled[r], ess < 0.6 * n as f64);
+                log_z[r] += sum.ln();
+                for i in 0..n {
+                    lw[r * n + i] = if out.resampled[r] {
+                        -(n as f64).ln()
+                    } else {
+                        (w[i] / sum).ln()
+                    };
+                }
+            }
+            let hist = s.ess_history();
+            assert_eq!(&hist[hist.len() - b..], &out.ess[..]);
+            outs.push(out);
+        }
+        assert!(outs.iter().any(|o| o.resampled.iter().any(|&x| x)));
+        assert!(outs.iter().any(|o| o.resampled.iter().any(|&x| !x)));
+        for (got, want) in s.log_weights().iter().zip(&lw) {
+            assert!((got - want).abs() < 1e-12, "{got} {want}");
+        }
+        for (got, want) in s.log_evidence().iter().zip(&log_z) {
+            assert!((got - want).abs() < 1e-12, "{got} {want}");
+        }
+        let gen: Vec<u32> = outs
+            .iter()
+            .flat_map(|o| o.ancestors.iter().map(|&a| a as u32))
+            .collect();
+        assert_eq!(s.genealogy().unwrap(), &gen[..]);
+        let tr = s.trace().unwrap();
+        assert_eq!(tr.len(), (steps + 1) * b * n);
+        for r in 0..b {
+            for i in 0..n {
+                let mut cur = i;
+                for k in (0..=steps).rev() {
+                    assert_eq!(tr[k * b * n + r * n + i] as usize, cur, "k={k} r={r} i={i}");
+                    if k > 0 {
+                        cur = outs[k - 1].ancestors[r * n + cur] as usize;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adaptive resampling fires on ESS < threshold * N, strictly: equal weights have ESS = N
+    /// exactly, which does not trigger threshold 1.
+    #[test]
+    fn adaptive_threshold_is_strict_and_scaled_by_n() {
+        let mut s = state(1, 4, Some(1.0));
+        let out = s
+            .step(&[0.0; 4], ResampleMode::Adaptive, &NoInterrupt)
+            .unwrap();
+        assert_eq!(out.ess, vec![4.0]);
+        assert!(!out.resampled[0]);
+        // ESS = (1 + 3e^-2)^2 / (1 + 3e^-4) ~ 1.71 < 0.9 * 4, > 0.9 / 4
+        let g = [2.0, 0.0, 0.0, 0.0];
+        let out = s.step(&g, ResampleMode::Adaptive, &NoInterrupt).unwrap();
+        assert!(out.ess[0] > 1.0 && out.ess[0] < 2.0);
+        let mut s = state(1, 4, Some(0.9));
+        assert!(
+            s.step(&g, ResampleMode::Adaptive, &NoInterrupt)
+                .unwrap()
+                .resampled[0]
+        );
+        let mut s = state(1, 4, Some(0.4));
+        assert!(
+            !s.step(&g, ResampleMode::Adaptive, &NoInterrupt)
+                .unwrap()
+                .resampled[0]
+        );
+    }
+
+    /// The genealogy grows by exact reservations with doubling: capacities B*N, 2 B*N, 4 B*N, ...
+    /// (B*N = 3 is below the minimum capacity Vec picks on its own, 4).
+    #[test]
+    fn genealogy_reserves_exactly_then_doubles() {
+        let mut s = state(1, 3, None);
+        let mut caps = Vec::new();
+        for _ in 0..5 {
+            s.step(&[0.0; 3], ResampleMode::Always, &NoInterrupt)
+                .unwrap();
+            caps.push(s.genealogy.as_ref().unwrap().capacity());
+        }
+        assert_eq!(caps, vec![3, 6, 12, 12, 24]);
+    }
+
+    /// Bad potentials are reported at their [row, column] (or [column] for one group).
+    #[test]
+    fn bad_potentials_name_their_index() {
+        let mut s = state(2, 3, None);
+        let mut g = [0.0; 6];
+        g[5] = f64::NAN;
+        match s.step(&g, ResampleMode::Always, &NoInterrupt) {
+            Err(GlassError::DegenerateWeights(m)) => assert!(m.contains("index [1, 2]"), "{m}"),
+            e => panic!("{e:?}"),
+        }
+        g[5] = 0.0;
+        g[3] = f64::INFINITY;
+        match s.step(&g, ResampleMode::Always, &NoInterrupt) {
+            Err(GlassError::InvalidInput { arg, msg }) => {
+                assert_eq!(arg, "log_potentials");
+                assert!(msg.contains("+inf at index [1, 0]"), "{msg}");
+            }
+            e => panic!("{e:?}"),
+        }
+        // every potential +inf: the fused pass alone must flag it
+        assert!(matches!(
+            s.step(&[f64::INFINITY; 6], ResampleMode::Never, &NoInterrupt),
+            Err(GlassError::InvalidInput { .. })
+        ));
+        let mut s = state(1, 3, None);
+        match s.step(&[0.0, 0.0, f64::NAN], ResampleMode::Always, &NoInterrupt) {
+            Err(GlassError::DegenerateWeights(m)) => {
+                assert!(m.ends_with("NaN at index [2]"), "{m}")
+            }
+            e => panic!("{e:?}"),
+        }
+        match s.step(&[0.0; 3], ResampleMode::Never, &NoInterrupt) {
+            Ok(out) => assert_eq!(out.ancestors, vec![0, 1, 2]),
+            e => panic!("{e:?}"),
+        }
+    }
+
     #[test]
     fn errors_are_atomic() {
         let mut s = state(2, 3, None);
@@ -502,5 +686,60 @@ mod tests {
             .is_err());
         assert_eq!(s.log_weights(), &before[..]);
         assert_eq!(s.num_steps(), 0);
+    }
+
+    /// Growing the genealogy is checked before anything changes: step k + 1 needs the new
+    /// buffer and the old one (B*N = 3: 12, then 36, then 72 bytes).
+    #[test]
+    fn genealogy_growth_is_checked_against_the_memory() {
+        let mut s = state(1, 3, None);
+        let before = crate::limits::with_available(36, || {
+            for _ in 0..2 {
+                s.step(&[0.0; 3], ResampleMode::Never, &NoInterrupt)
+                    .unwrap();
+            }
+            let before = s.log_weights().to_vec();
+            match s.step(&[1.0, 0.0, 0.0], ResampleMode::Never, &NoInterrupt) {
+                Err(GlassError::InvalidInput { arg, msg }) => {
+                    assert_eq!(arg, "track_genealogy");
+                    assert!(msg.contains("step 3 of 1 x 3 particles"), "{msg}");
+                }
+                e => panic!("{e:?}"),
+            }
+            before
+        });
+        assert_eq!((s.num_steps(), s.log_weights()), (2, &before[..]));
+        // without a genealogy nothing grows
+        let mut s =
+            SmcState::new(1, 3, Scheme::Systematic, None, &Seeds::Single(1), false).unwrap();
+        crate::limits::with_available(0, || {
+            for _ in 0..3 {
+                s.step(&[0.0; 3], ResampleMode::Never, &NoInterrupt)
+                    .unwrap();
+            }
+        });
+    }
+
+    /// An interruption at any check leaves the state as it was.
+    #[test]
+    fn interrupted_steps_change_nothing() {
+        use crate::interrupt::After;
+        let n = 2 * CHUNK + 3;
+        for mode in [ResampleMode::Always, ResampleMode::Never] {
+            let mut s = state(2, n, None);
+            let g: Vec<f64> = (0..2 * n).map(|i| (i % 7) as f64 * 0.1).collect();
+            s.step(&g, ResampleMode::Always, &NoInterrupt).unwrap();
+            let (lw, ev) = (s.log_weights().to_vec(), s.log_evidence().to_vec());
+            for k in [0, 1, 2, 3, 5, 8, 11] {
+                let r = s.step(&g, mode, &After::new(k));
+                assert_eq!(r, Err(GlassError::Interrupted), "{mode:?} k={k}");
+                assert_eq!(
+                    (s.num_steps(), s.log_weights(), s.log_evidence()),
+                    (1, &lw[..], &ev[..])
+                );
+                assert_eq!(s.genealogy().unwrap().len(), 2 * n);
+            }
+            assert!(s.step(&g, mode, &After::new(1000)).is_ok());
+        }
     }
 }

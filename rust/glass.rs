@@ -250,4 +250,52 @@ mod tests {
         assert!(glass_coefficients(&rf, 0.5, 0.6, 0.5, &[0.5], 0.0).is_err());
         assert!(glass_coefficients(&rf, f64::NAN, 0.6, 0.5, &[0.5], 1.0).is_err());
     }
+
+    /// The table's ten vectors of len(s) f64 are counted before they are allocated.
+    #[test]
+    fn size_check_counts_ten_vectors_per_inner_time() {
+        let s = [0.5; 20];
+        let call = || glass_coefficients(&Schedule::RectifiedFlow, 0.2, 0.6, 0.5, &s, 1.0);
+        assert!(crate::limits::with_available(80 * 20, call).is_ok());
+        match crate::limits::with_available(80 * 20 - 1, call) {
+            Err(crate::error::GlassError::InvalidInput { arg, .. }) => assert_eq!(arg, "s"),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    /// At s = 1 with sbar = 0 (t' = 1): s_s = 0, so lam = inf, t* = 1, alpha* = 1, c_x = 0 and
+    /// c_y = 1 / abar; at s = 0 and t = 0 (alpha_t = 0): c_x = c_y = 0.
+    #[test]
+    fn degenerate_inner_times_follow_the_conventions() {
+        let c = glass_coefficients(&Schedule::RectifiedFlow, 0.3, 1.0, 0.4, &[1.0], 1.0).unwrap();
+        assert_eq!(c.s_s[0], 0.0);
+        assert_eq!((c.alpha_star[0], c.c_x[0]), (1.0, 0.0));
+        assert!(c.w2[0].is_nan() && c.w3[0].is_nan());
+        assert!((c.c_y[0] - 1.0 / c.abar).abs() < 1e-15 && c.abar > 0.0);
+        let c = glass_coefficients(&Schedule::Cosine, 0.0, 0.5, 0.4, &[0.0, 0.5], 1.0).unwrap();
+        assert_eq!(
+            (c.alpha_t, c.c_x[0], c.c_y[0], c.t_star[0]),
+            (0.0, 0.0, 0.0, 0.0)
+        );
+        assert_eq!((c.lam[0], c.alpha_star[0]), (0.0, 0.0));
+        assert!(c.c_y[1] > 0.0 && c.c_x[1] == 0.0);
+    }
+
+    /// SNR(t) = 1e-320 (subnormal) and r^2 ~ 0.1: log(SNR(t) + r^2) must be formed with the larger
+    /// term first (the other order overflows exp); likewise r^2 ~ 1e-600 below SNR(t) ~ 1e20.
+    #[test]
+    fn precision_sum_is_stable_across_700_orders_of_magnitude() {
+        let rf = Schedule::RectifiedFlow;
+        for (t, tn, s) in [(1e-160, 0.5, 0.5), (1.0 - 1e-10, 1.0 - 1e-11, 1e-300)] {
+            let c = glass_coefficients(&rf, t, tn, 0.5, &[s], 1.0).unwrap();
+            let r = c.a_s[0] / c.s_s[0];
+            let lam = (t / (1.0 - t)).powi(2) + r * r;
+            let want = lam.sqrt() / (1.0 + lam.sqrt());
+            assert!(
+                (c.t_star[0] - want).abs() < 1e-12,
+                "{t}: {} vs {want}",
+                c.t_star[0]
+            );
+        }
+    }
 }

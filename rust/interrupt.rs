@@ -37,3 +37,24 @@ impl Interrupt for Never {
         Ok(())
     }
 }
+
+/// Interrupts at the (n + 1)-th check (tests of every call's interruption path).
+#[cfg(test)]
+pub(crate) struct After(pub std::sync::atomic::AtomicIsize);
+
+#[cfg(test)]
+impl After {
+    pub(crate) fn new(n: isize) -> Self {
+        Self(std::sync::atomic::AtomicIsize::new(n))
+    }
+}
+
+#[cfg(test)]
+impl Interrupt for After {
+    fn check(&self) -> Result<()> {
+        if self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) <= 0 {
+            return Err(crate::error::GlassError::Interrupted);
+        }
+        Ok(())
+    }
+}

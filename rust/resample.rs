@@ -1288,4 +1288,245 @@ mod tests {
         .is_err());
         assert!("bogus".parse::<Scheme>().is_err());
     }
+
+    /// B x M ancestors, M uniforms and N weights (8 bytes each) are checked before allocating.
+    #[test]
+    fn size_check_counts_ancestors_uniforms_and_weights() {
+        use crate::limits::with_available;
+        let lw = [0.0; 8];
+        let call =
+            || resample_log_weights(&lw, 2, 4, 3, Scheme::Systematic, &Seeds::Single(1), &Never);
+        assert!(with_available(8 * (6 + 3 + 4), call).is_ok());
+        match with_available(8 * (6 + 3 + 4) - 1, call) {
+            Err(crate::error::GlassError::InvalidInput { arg, msg }) => {
+                assert_eq!(arg, "num_samples");
+                assert!(
+                    msg.starts_with("num_samples = 3 (for 2 rows) is too large"),
+                    "{msg}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        let one = with_available(0, || {
+            resample_log_weights(
+                &lw[..4],
+                1,
+                4,
+                3,
+                Scheme::Systematic,
+                &Seeds::Single(1),
+                &Never,
+            )
+        });
+        match one {
+            Err(crate::error::GlassError::InvalidInput { msg, .. }) => {
+                assert!(msg.starts_with("num_samples = 3 is too large"), "{msg}")
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    /// An interruption at any of the first checks stops every scheme with `Interrupted`, on one
+    /// thread or several (the helpers stop when the calling thread is interrupted).
+    #[test]
+    fn every_scheme_stops_when_interrupted() {
+        use crate::error::GlassError::Interrupted;
+        use crate::interrupt::After;
+        let n = 3 * CHUNK + 7;
+        let lw = weights(n, 5);
+        for s in ALL {
+            for k in [0, 1, 2] {
+                let r = resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(1), &After::new(k));
+                assert_eq!(r, Err(Interrupted), "{s:?} k={k}");
+            }
+            assert!(
+                resample_log_weights(&lw, 1, n, n, s, &Seeds::Single(1), &After::new(1000)).is_ok()
+            );
+        }
+        let w: Vec<f64> = lw.iter().map(|x| x.exp()).collect();
+        let total: f64 = w.iter().sum();
+        for scheme in [Scheme::Systematic, Scheme::Stratified] {
+            for threads in [1, 2, 4] {
+                for k in [0, 1, 3] {
+                    let mut out = vec![0i64; n];
+                    let r = resample_weights_on(
+                        &w,
+                        total,
+                        scheme,
+                        &mut row_rng(1, 0),
+                        &mut out,
+                        &mut Vec::new(),
+                        threads,
+                        &After::new(k),
+                    );
+                    assert_eq!(r, Err(Interrupted), "{scheme:?} threads={threads} k={k}");
+                }
+            }
+        }
+    }
+
+    /// SplitMix64 against its reference output (seed 1234567, Vigna's splitmix64.c); the
+    /// generator of (seed, stream) is PCG-64 with state (first output << 64 | second output);
+    /// uniforms are the top 53 bits, exponentials -ln(1 - u).
+    #[test]
+    fn seeding_and_variates_follow_their_definitions() {
+        let want = [
+            6_457_827_717_110_365_317u64,
+            3_203_168_211_198_807_973,
+            9_817_491_932_198_370_423,
+            4_593_380_528_125_082_431,
+            16_408_922_859_458_223_821,
+        ];
+        let mut x = 1_234_567u64;
+        for w in want {
+            assert_eq!(splitmix64(&mut x), w);
+        }
+        let mut a = row_rng(1_234_567, 5);
+        let mut b = Pcg64::new((u128::from(want[0]) << 64) | u128::from(want[1]), 5);
+        for _ in 0..4 {
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+        let (mut c, mut d) = (row_rng(9, 0), row_rng(9, 0));
+        for _ in 0..1000 {
+            let u = uniform(&mut c);
+            assert_eq!(u, (d.next_u64() >> 11) as f64 / 2f64.powi(53));
+            assert!((0.0..1.0).contains(&u));
+            let e = exponential(&mut c);
+            assert_eq!(e, -(1.0 - uniform(&mut d)).ln());
+            assert!(e >= 0.0);
+        }
+    }
+
+    /// The walk never passes the last positive weight, even when the targets overshoot the
+    /// CDF's end (here: `total` overstated threefold, a stand-in for rounding).
+    #[test]
+    fn walk_stops_at_the_last_positive_weight() {
+        let w = [0.5, 1.0, 0.0, 0.0];
+        for scheme in [Scheme::Multinomial, Scheme::Killing] {
+            for seed in 0..20 {
+                let mut out = vec![-1i64; 4];
+                let mut rng = row_rng(seed, 0);
+                resample_weights_on(
+                    &w,
+                    4.5,
+                    scheme,
+                    &mut rng,
+                    &mut out,
+                    &mut Vec::new(),
+                    1,
+                    &Never,
+                )
+                .unwrap();
+                assert!(out.iter().all(|&a| a == 0 || a == 1), "{scheme:?} {out:?}");
+            }
+        }
+        let lw = [0.0, 1.0];
+        let r = resample_log_weights(&lw, 1, 2, 0, Scheme::Multinomial, &Seeds::Single(1), &Never);
+        match r {
+            Err(crate::error::GlassError::InvalidInput { arg, .. }) => {
+                assert_eq!(arg, "num_samples")
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    /// Rows above `SCRATCH_KEEP` particles: only systematic recomputes its weights per chunk;
+    /// another scheme gives what it gives on stored weights.
+    #[test]
+    fn huge_rows_of_other_schemes_use_stored_weights() {
+        let n = crate::weights::SCRATCH_KEEP + 3;
+        let lw: Vec<f64> = (0..n).map(|i| ((i % 97) as f64) * -0.05).collect();
+        let got = resample_log_weights(
+            &lw,
+            1,
+            n,
+            64,
+            Scheme::Multinomial,
+            &Seeds::Single(2),
+            &Never,
+        )
+        .unwrap();
+        let mut w = vec![0.0; n];
+        let (total, _) = crate::weights::exp_shifted(&lw, 0.0, &mut w, &Never).unwrap();
+        let mut out = vec![0i64; 64];
+        let mut rng = row_rng(2, 0);
+        multinomial(
+            &w,
+            n - 1,
+            total,
+            &mut rng,
+            &mut out,
+            &mut Vec::new(),
+            &Never,
+        )
+        .unwrap();
+        assert_eq!(got, out);
+    }
+
+    /// Residual with every M W_i an integer is deterministic: floor copies only, no draw.
+    #[test]
+    fn residual_with_integer_counts_draws_nothing() {
+        let w = [1.0, 2.0, 1.0];
+        let mut rng = row_rng(4, 0);
+        let mut out = vec![-1i64; 8];
+        resample_weights_on(
+            &w,
+            4.0,
+            Scheme::Residual,
+            &mut rng,
+            &mut out,
+            &mut Vec::new(),
+            1,
+            &Never,
+        )
+        .unwrap();
+        assert_eq!(out, vec![0, 0, 1, 1, 1, 1, 2, 2]);
+        assert!(rng == row_rng(4, 0), "the generator advanced");
+    }
+
+    /// Each row of a batch is resampled from its own weights with its own generator, on the
+    /// stored path and on the recompute-per-chunk path of huge systematic rows.
+    #[test]
+    fn batch_rows_use_their_own_weights() {
+        for (n, m, scheme) in [
+            (50, 50, Scheme::Multinomial),
+            (crate::weights::SCRATCH_KEEP + 1, 1000, Scheme::Systematic),
+        ] {
+            // zero weights at every 7th particle and in a long tail
+            let mut lw: Vec<f64> = (0..n)
+                .map(|i| match i % 7 {
+                    _ if i > n - n / 10 => f64::NEG_INFINITY,
+                    0 => f64::NEG_INFINITY,
+                    k => -0.3 * k as f64,
+                })
+                .collect();
+            // a positive last entry after zero weights: the huge path must not cut the row short
+            lw[n - 1] = 0.0;
+            let mut second = lw.clone();
+            second.reverse();
+            lw.extend_from_slice(&second);
+            let seeds = Seeds::PerRow(vec![7, 8]);
+            let both = resample_log_weights(&lw, 2, n, m, scheme, &seeds, &Never).unwrap();
+            for (r, seed) in [(0usize, 7u64), (1, 8)] {
+                let row = &lw[r * n..(r + 1) * n];
+                let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let mut w = vec![0.0; n];
+                let (total, _) = crate::weights::exp_shifted(row, mx, &mut w, &Never).unwrap();
+                let mut out = vec![0i64; m];
+                let mut rng = row_rng(seed, 0);
+                resample_weights_on(
+                    &w,
+                    total,
+                    scheme,
+                    &mut rng,
+                    &mut out,
+                    &mut Vec::new(),
+                    1,
+                    &Never,
+                )
+                .unwrap();
+                assert_eq!(&both[r * m..(r + 1) * m], &out[..], "{scheme:?} row {r}");
+            }
+        }
+    }
 }

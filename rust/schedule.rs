@@ -796,4 +796,330 @@ mod tests {
         let mu = dynamic_shift_mu(4096.0, 256.0, 4096.0, 0.5, 1.15).unwrap();
         assert!((mu - 1.15).abs() < 1e-12);
     }
+
+    fn arg_of<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(crate::error::GlassError::InvalidInput { arg, .. }) => arg,
+            e => panic!("expected InvalidInput, got {e:?}"),
+        }
+    }
+
+    fn msg_of<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(crate::error::GlassError::InvalidInput { msg, .. }) => msg,
+            e => panic!("expected InvalidInput, got {e:?}"),
+        }
+    }
+
+    /// A three-entry table: nodes at t = 1/4, 1/2, 3/4 with log-SNR ln(1/9), 0, ln 9.
+    fn small_vp() -> VpTable {
+        VpTable::from_alphas_cumprod(&[0.9, 0.5, 0.1]).unwrap()
+    }
+
+    #[test]
+    fn vp_table_accessors_and_schedule_names() {
+        let tab = small_vp();
+        assert_eq!(tab.len(), 3);
+        assert!(!tab.is_empty());
+        assert_eq!(tab.node_range(), (0.25, 0.75));
+        assert_eq!(tab.alphas_cumprod(), vec![0.9, 0.5, 0.1]);
+        let vp = Schedule::Vp(Arc::new(tab.clone()));
+        assert_eq!(vp.vp_table(), Some(&tab));
+        assert_eq!(Schedule::RectifiedFlow.vp_table(), None);
+        let sh = Schedule::shifted(vp.clone(), 2.5).unwrap();
+        assert_eq!(sh.vp_table(), None);
+        assert_eq!(Schedule::RectifiedFlow.name(), "rectified_flow");
+        assert_eq!(Schedule::Cosine.name(), "cosine");
+        assert_eq!(vp.name(), "vp(T=3)");
+        assert_eq!(sh.name(), "shifted(vp(T=3), 2.5)");
+    }
+
+    /// log-SNR of the three-node table in every region (closure below the first node, linear
+    /// between nodes, closure above the last) and its right-continuous slope, through eval's
+    /// derivatives d_alpha = alpha sigma^2 l' / 2, d_sigma = -sigma alpha^2 l' / 2.
+    #[test]
+    fn vp_log_snr_and_slope_closed_form_in_every_region() {
+        let vp = Schedule::Vp(Arc::new(small_vp()));
+        let (l0, l1, l2) = ((1.0f64 / 9.0).ln(), 0.0f64, 9f64.ln());
+        let cases: [(f64, f64, f64); 9] = [
+            (0.1, l0 + 2.0 * (0.1f64 / 0.25).ln(), 2.0 / 0.1),
+            (0.2, l0 + 2.0 * (0.2f64 / 0.25).ln(), 2.0 / 0.2),
+            (0.25, l0, (l1 - l0) / 0.25),
+            (0.3, l0 + (l1 - l0) * 0.05 / 0.25, (l1 - l0) / 0.25),
+            (0.5, l1, (l2 - l1) / 0.25),
+            (0.6, l1 + (l2 - l1) * 0.1 / 0.25, (l2 - l1) / 0.25),
+            (0.75, l2, 2.0 / 0.25),
+            (0.8, l2 - 2.0 * (0.2f64 / 0.25).ln(), 2.0 / 0.2),
+            (0.95, l2 - 2.0 * (0.05f64 / 0.25).ln(), 2.0 / 0.05),
+        ];
+        for (t, l, dl) in cases {
+            assert!(
+                (vp.log_snr(t) - l).abs() < 1e-12,
+                "t={t}: {} vs {l}",
+                vp.log_snr(t)
+            );
+            let (a, s, da, ds) = vp.eval(t);
+            let a2 = 1.0 / (1.0 + (-l).exp());
+            assert!((a - a2.sqrt()).abs() < 1e-12 && (s - (1.0 - a2).sqrt()).abs() < 1e-12);
+            assert!((da - 0.5 * a * s * s * dl).abs() < 1e-9, "t={t}: da {da}");
+            assert!((ds + 0.5 * s * a * a * dl).abs() < 1e-9, "t={t}: ds {ds}");
+            // and back
+            assert!((vp.t_from_log_snr(l) - t).abs() < 1e-12, "t={t}");
+        }
+        assert_eq!(vp.log_snr(0.0), f64::NEG_INFINITY);
+        assert_eq!(vp.log_snr(1.0), f64::INFINITY);
+        // the ends: alpha = exp(l0 / 2) t / t0 near 0, sigma = exp(-l2 / 2) (1 - t) / (1 - t2)
+        // near 1
+        let (a, s, da, ds) = vp.eval(0.0);
+        assert_eq!((a, s, ds), (0.0, 1.0, 0.0));
+        assert!((da - (0.5 * l0).exp() / 0.25).abs() < 1e-12, "{da}");
+        let (a, s, da, ds) = vp.eval(1.0);
+        assert_eq!((a, s, da), (1.0, 0.0, 0.0));
+        assert!((ds + (-0.5 * l2).exp() / 0.25).abs() < 1e-12, "{ds}");
+        for (l, t) in [
+            (l0 - 2.0, 0.25 * (-1.0f64).exp()),
+            (l2 + 2.0, 1.0 - 0.25 / 1f64.exp()),
+        ] {
+            assert!((vp.t_from_log_snr(l) - t).abs() < 1e-15, "{l}");
+        }
+    }
+
+    /// The piecewise-linear log-SNR of the 1000-entry SD table against a plain search for the
+    /// node interval, at random times and right at (and one ulp around) every node.
+    #[test]
+    fn vp_interpolation_matches_a_plain_search() {
+        let tab = sd_table();
+        let vp = Schedule::Vp(Arc::new(tab.clone()));
+        let (ts, ls) = (&tab.ts, &tab.ls);
+        let n = ts.len();
+        // (log-SNR, slope) on the interval [ts[j], ts[j + 1]) holding t
+        let plain = |t: f64| {
+            let j = (0..n - 1).rev().find(|&j| ts[j] <= t).unwrap();
+            let slope = (ls[j + 1] - ls[j]) / (ts[j + 1] - ts[j]);
+            (ls[j] + slope * (t - ts[j]), slope)
+        };
+        let mut rng = crate::resample::row_rng(3, 0);
+        let mut times: Vec<f64> = (0..2000)
+            .map(|_| ts[0] + (ts[n - 1] - ts[0]) * crate::resample::uniform(&mut rng))
+            .collect();
+        for &x in &ts[..n - 1] {
+            times.extend([x, x.next_up()]);
+        }
+        for &x in &ts[1..n - 1] {
+            times.push(x.next_down());
+        }
+        times.push(ts[n - 1].next_down());
+        for t in times {
+            let (want, slope) = plain(t);
+            let got = vp.log_snr(t);
+            assert!(
+                (got - want).abs() < 1e-12 * want.abs().max(1.0),
+                "t={t}: {got} vs {want}"
+            );
+            // the slope through d_alpha = alpha sigma^2 l' / 2
+            let (a, s, da, _) = vp.eval(t);
+            let want_da = 0.5 * a * s * s * slope;
+            assert!(
+                (da - want_da).abs() < 1e-9 * want_da.abs(),
+                "t={t}: {da} vs {want_da}"
+            );
+        }
+        // the inverse at the nodes' log-SNRs returns the nodes
+        for j in 0..n {
+            assert!((vp.t_from_log_snr(ls[j]) - ts[j]).abs() < 1e-14, "node {j}");
+        }
+    }
+
+    #[test]
+    fn tables_from_betas_closed_form() {
+        let lin = VpTable::from_betas(0.1, 0.3, 3, "linear").unwrap();
+        for (got, want) in lin
+            .alphas_cumprod()
+            .iter()
+            .zip([0.9, 0.9 * 0.8, 0.9 * 0.8 * 0.7])
+        {
+            assert!((got - want).abs() < 1e-15, "{got} {want}");
+        }
+        // sqrt-linspace from 0.1 to 0.3: betas 0.01, 0.04, 0.09
+        let sl = VpTable::from_betas(0.01, 0.09, 3, "scaled_linear").unwrap();
+        for (got, want) in sl
+            .alphas_cumprod()
+            .iter()
+            .zip([0.99, 0.99 * 0.96, 0.99 * 0.96 * 0.91])
+        {
+            assert!((got - want).abs() < 1e-15, "{got} {want}");
+        }
+        assert_eq!(VpTable::from_betas(0.1, 0.2, 2, "linear").unwrap().len(), 2);
+        for (bs, be, t, arg) in [
+            (0.0, 0.2, 10, "beta_start"),
+            (1.0, 0.2, 10, "beta_start"),
+            (f64::INFINITY, 0.2, 10, "beta_start"),
+            (0.1, 0.0, 10, "beta_end"),
+            (0.1, 1.0, 10, "beta_end"),
+            (0.1, f64::NAN, 10, "beta_end"),
+            (0.1, 0.2, 1, "num_train_timesteps"),
+        ] {
+            assert_eq!(arg_of(VpTable::from_betas(bs, be, t, "linear")), arg);
+        }
+        assert_eq!(arg_of(VpTable::from_betas(0.1, 0.2, 10, "cubic")), "kind");
+    }
+
+    #[test]
+    fn alphas_cumprod_validation_names_the_entry() {
+        assert!(VpTable::from_alphas_cumprod(&[0.999_999, 1e-9]).is_ok());
+        for bad in [0.0, 1.0, -0.5, 1.5, f64::INFINITY, f64::NAN] {
+            let msg = msg_of(VpTable::from_alphas_cumprod(&[0.9, bad]));
+            assert!(msg.starts_with("alphas_cumprod[1] = "), "{msg}");
+            let msg = msg_of(VpTable::from_alphas_cumprod(&[bad, 0.1]));
+            assert!(msg.starts_with("alphas_cumprod[0] = "), "{msg}");
+        }
+        let msg = msg_of(VpTable::from_alphas_cumprod(&[0.9, 0.8, 0.85]));
+        assert!(
+            msg.ends_with("alphas_cumprod[1] = 0.8 <= alphas_cumprod[2] = 0.85"),
+            "{msg}"
+        );
+        assert!(VpTable::from_alphas_cumprod(&[0.9, 0.9]).is_err());
+        assert!(msg_of(VpTable::from_alphas_cumprod(&[])).contains("got 0"));
+    }
+
+    #[test]
+    fn sigmoid_is_stable_at_both_ends() {
+        assert_eq!(sigmoid(800.0), 1.0);
+        assert!(sigmoid(-800.0) >= 0.0 && sigmoid(-800.0) < 1e-300);
+        assert_eq!(sigmoid(0.0), 0.5);
+        for x in [-3.0f64, -0.5, 0.5, 3.0] {
+            assert!((sigmoid(x) - 1.0 / (1.0 + (-x).exp())).abs() < 1e-15);
+        }
+        // through the rectified-flow inverse t = sigmoid(l / 2)
+        let rf = Schedule::RectifiedFlow;
+        assert_eq!(rf.t_from_log_snr(2000.0), 1.0);
+        assert!(rf.t_from_log_snr(-2000.0) < 1e-300);
+        assert!(rf.t_from_log_snr(f64::NAN).is_nan());
+        assert!(Schedule::Cosine.t_from_log_snr(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn cosine_inverse_both_branches() {
+        let cos = Schedule::Cosine;
+        for t in [0.01, 0.2, 0.5, 0.7, 0.99] {
+            let l = 2.0 * (FRAC_PI_2 * t).tan().ln();
+            assert!((cos.log_snr(t) - l).abs() < 1e-12, "{t}");
+            assert!((cos.t_from_log_snr(l) - t).abs() < 1e-12, "{t}");
+        }
+    }
+
+    #[test]
+    fn shift_map_closed_form() {
+        // s = 3, t = 1/2: tau = 1/2, den = 2, m = 1 - 3/4, dm = 3/4
+        assert_eq!(shift_map(3.0, 0.5), (0.25, 0.75));
+        assert_eq!(shift_inverse(3.0, 0.25), 0.5);
+        // s = 1/2, t = 1/4: tau = 3/4, den = 5/8, m = 1 - 3/5, dm = 32/25
+        let (m, dm) = shift_map(0.5, 0.25);
+        assert!((m - 0.4).abs() < 1e-15 && (dm - 1.28).abs() < 1e-15);
+        assert!((shift_inverse(0.5, 0.4) - 0.25).abs() < 1e-15);
+        let sh = Schedule::shifted(Schedule::RectifiedFlow, 3.0).unwrap();
+        let (a, s, da, ds) = sh.eval(0.5);
+        assert_eq!((a, s, da, ds), (0.25, 0.75, 0.75, -0.75));
+        assert!((sh.log_snr(0.5) - 2.0 * (1.0f64 / 3.0).ln()).abs() < 1e-15);
+        assert!((sh.t_from_log_snr(2.0 * (1.0f64 / 3.0).ln()) - 0.5).abs() < 1e-15);
+        for (shift, ok) in [(1e6, true), (1e-6, true), (1.1e6, false), (0.9e-6, false)] {
+            assert_eq!(
+                Schedule::shifted(Schedule::Cosine, shift).is_ok(),
+                ok,
+                "{shift}"
+            );
+        }
+        assert_eq!(
+            arg_of(Schedule::shifted(Schedule::Cosine, f64::NAN)),
+            "shift"
+        );
+    }
+
+    #[test]
+    fn dynamic_shift_mu_closed_form_and_errors() {
+        // slope (1.2 - 0.4) / (300 - 100) = 0.004, intercept 0.4 - 0.4 = 0
+        let mu = dynamic_shift_mu(250.0, 100.0, 300.0, 0.4, 1.2).unwrap();
+        assert!((mu - 1.0).abs() < 1e-12, "{mu}");
+        let mu = dynamic_shift_mu(50.0, 100.0, 300.0, 0.5, 1.3).unwrap();
+        assert!((mu - 0.3).abs() < 1e-12, "{mu}");
+        assert_eq!(
+            arg_of(dynamic_shift_mu(1.0, 5.0, 5.0, 0.5, 1.0)),
+            "max_seq_len"
+        );
+        let bad = dynamic_shift_mu(f64::INFINITY, 1.0, 2.0, 0.5, 1.0);
+        assert_eq!(arg_of(bad), "image_seq_len");
+    }
+
+    #[test]
+    fn transitions_and_grids_validate_each_argument() {
+        assert!(check_transition(0.0, 1.0).is_ok());
+        assert_eq!(arg_of(check_transition(-0.1, 0.5)), "t");
+        assert_eq!(arg_of(check_transition(0.2, 1.5)), "t_next");
+        assert_eq!(arg_of(check_transition(0.2, f64::NAN)), "t_next");
+        assert_eq!(arg_of(check_transition(1.0, 1.0)), "t");
+        assert_eq!(arg_of(check_transition(0.5, 0.5)), "t_next");
+        let g = uniform_grid(4, 0.2, 0.6).unwrap();
+        assert_eq!((g.len(), g[0], g[4]), (5, 0.2, 0.6));
+        for (x, want) in g.iter().zip([0.2, 0.3, 0.4, 0.5, 0.6]) {
+            assert!((x - want).abs() < 1e-15, "{g:?}");
+        }
+        assert_eq!(uniform_grid(1, 0.0, 1.0).unwrap(), vec![0.0, 1.0]);
+        assert_eq!(arg_of(uniform_grid(0, 0.0, 1.0)), "num_steps");
+        assert_eq!(arg_of(uniform_grid(3, -0.5, 1.0)), "t_start");
+        assert_eq!(arg_of(uniform_grid(3, 0.0, 1.5)), "t_end");
+        assert_eq!(arg_of(uniform_grid(3, 0.5, 0.5)), "t_end");
+        // 10 steps over one ulp collapse
+        assert_eq!(arg_of(uniform_grid(10, 0.5, 0.5f64.next_up())), "num_steps");
+        assert_eq!(shifted_grid(2, 3.0).unwrap(), vec![0.0, 0.25, 1.0]);
+        assert_eq!(shifted_grid(1, 3.0).unwrap(), vec![0.0, 1.0]);
+        assert_eq!(arg_of(shifted_grid(0, 3.0)), "num_steps");
+        assert_eq!(arg_of(shifted_grid(4, 0.0)), "shift");
+        let msg = msg_of(validate_time_grid(&[0.0, 0.4, 0.3]));
+        assert!(
+            msg.ends_with("time_grid[1] = 0.4 >= time_grid[2] = 0.3"),
+            "{msg}"
+        );
+        let msg = msg_of(validate_time_grid(&[0.0, f64::NAN]));
+        assert!(msg.starts_with("time_grid[1] = NaN"), "{msg}");
+        assert!(validate_time_grid(&[0.0, 1.0]).is_ok());
+        assert!(validate_time_grid(&[0.3, 0.2]).is_err());
+    }
+
+    /// Sizes are checked before allocating: a grid of num_steps + 1 f64, a table of five
+    /// vectors of T f64.
+    #[test]
+    fn size_checks_count_what_is_allocated() {
+        use crate::limits::with_available;
+        assert!(with_available(80, || uniform_grid(9, 0.0, 1.0)).is_ok());
+        assert_eq!(
+            arg_of(with_available(79, || uniform_grid(9, 0.0, 1.0))),
+            "num_steps"
+        );
+        assert!(with_available(80, || shifted_grid(9, 2.0)).is_ok());
+        assert_eq!(
+            arg_of(with_available(79, || shifted_grid(9, 2.0))),
+            "num_steps"
+        );
+        let betas = || VpTable::from_betas(0.1, 0.2, 10, "linear");
+        assert!(with_available(400, betas).is_ok());
+        assert_eq!(arg_of(with_available(399, betas)), "num_train_timesteps");
+    }
+
+    /// The single-value accessors are the components of `eval`.
+    #[test]
+    fn accessors_are_the_components_of_eval() {
+        for s in all() {
+            for t in [0.0, 0.1, 0.37, 0.5, 0.9, 1.0] {
+                let (a, sg, da, ds) = s.eval(t);
+                let got = (s.alpha(t), s.sigma(t), s.d_alpha(t), s.d_sigma(t));
+                assert_eq!(got, (a, sg, da, ds), "{} t={t}", s.name());
+            }
+        }
+        // rectified flow: d_alpha = 1, d_sigma = -1 everywhere
+        assert_eq!(Schedule::RectifiedFlow.d_alpha(0.3), 1.0);
+        assert_eq!(Schedule::RectifiedFlow.d_sigma(0.3), -1.0);
+        let c = Schedule::Cosine;
+        assert!((c.d_alpha(0.5) - FRAC_PI_2 * (FRAC_PI_2 * 0.5).cos()).abs() < 1e-15);
+        assert!((c.d_sigma(0.5) + FRAC_PI_2 * (FRAC_PI_2 * 0.5).sin()).abs() < 1e-15);
+    }
 }

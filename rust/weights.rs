@@ -134,12 +134,19 @@ fn exp_poly_fma(x: f64) -> f64 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp_shifted_avx2(lw: &[f64], m: f64, out: &mut [f64]) {
+/// The loop itself, compiled for the build's baseline CPU here and, inlined into
+/// `exp_shifted_avx2`, for AVX2+FMA there.
+#[inline(always)]
+fn exp_shifted_portable(lw: &[f64], m: f64, out: &mut [f64]) {
     for (o, &x) in out.iter_mut().zip(lw) {
         *o = exp_poly_fma(x - m);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_shifted_avx2(lw: &[f64], m: f64, out: &mut [f64]) {
+    exp_shifted_portable(lw, m, out)
 }
 
 pub(crate) fn exp_shifted_chunk(lw: &[f64], m: f64, out: &mut [f64]) {
@@ -152,9 +159,7 @@ pub(crate) fn exp_shifted_chunk(lw: &[f64], m: f64, out: &mut [f64]) {
             return;
         }
     }
-    for (o, &x) in out.iter_mut().zip(lw) {
-        *o = exp_poly_fma(x - m);
-    }
+    exp_shifted_portable(lw, m, out)
 }
 
 /// Fill `out[i] = exp(lw[i] - m)` (m >= every lw[i]) and return (sum, sum of squares), in
@@ -435,5 +440,105 @@ mod tests {
             check_row(&[], "log_weights", None, &Never),
             Err(GlassError::InvalidInput { .. })
         ));
+    }
+
+    /// Maximum and NaN flag for every length around the four lanes and every position of the
+    /// maximum and of a NaN.
+    #[test]
+    fn max_and_nan_for_every_position() {
+        for n in 1..=11usize {
+            for at in 0..n {
+                let mut v: Vec<f64> = (0..n).map(|i| -(i as f64) - 1.0).collect();
+                v[at] = 5.0;
+                assert_eq!(max_and_nan(&v), (5.0, false), "n={n} at={at}");
+                assert_eq!(max_and_nan_chunked(&v, &Never).unwrap(), (5.0, false));
+                v[at] = f64::NAN;
+                let (m, nan) = max_and_nan(&v);
+                assert!(nan && m < 0.0, "n={n} at={at}");
+                assert!(max_and_nan_chunked(&v, &Never).unwrap().1);
+            }
+        }
+        assert_eq!(max_and_nan(&[]), (f64::NEG_INFINITY, false));
+        // across CHUNK boundaries
+        let mut v = vec![-1.0; 2 * CHUNK + 3];
+        for at in [0, CHUNK - 1, CHUNK, 2 * CHUNK + 2] {
+            v[at] = 2.0;
+            assert_eq!(max_and_nan_chunked(&v, &Never).unwrap(), (2.0, false));
+            v[at] = f64::NAN;
+            assert!(max_and_nan_chunked(&v, &Never).unwrap().1);
+            v[at] = -1.0;
+        }
+    }
+
+    #[test]
+    fn messages_name_index_and_row() {
+        let msg = |r: Result<f64>| match r {
+            Err(GlassError::DegenerateWeights(m)) => m,
+            Err(GlassError::InvalidInput { msg, .. }) => msg,
+            e => panic!("{e:?}"),
+        };
+        let nan = [0.0, 1.0, f64::NAN];
+        assert_eq!(
+            msg(check_row(&nan, "lw", None, &Never)),
+            "lw contains NaN at index 2"
+        );
+        assert_eq!(
+            msg(check_row(&nan, "lw", Some(3), &Never)),
+            "lw contains NaN at index 2 (row 3)"
+        );
+        assert_eq!(
+            msg(check_row(&[0.0, 1.0, f64::INFINITY], "lw", Some(1), &Never)),
+            "lw contains +inf at index 2 (row 1); log-weights must be < +inf"
+        );
+        let batch = [0.0, 0.0, f64::NAN, 0.0];
+        match check_batch(&batch, 1, 4, "lw", &Never) {
+            Err(GlassError::DegenerateWeights(m)) => assert_eq!(m, "lw contains NaN at index 2"),
+            e => panic!("{e:?}"),
+        }
+        match check_batch(&batch, 2, 2, "lw", &Never) {
+            Err(GlassError::DegenerateWeights(m)) => {
+                assert_eq!(m, "lw contains NaN at index 0 (row 1)")
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(
+            check_batch(&[0.0, 3.0, -1.0, 2.0, 7.0, 1.0], 3, 2, "lw", &Never).unwrap(),
+            vec![3.0, 2.0, 7.0]
+        );
+        assert!(check_batch(&[], 2, 0, "lw", &Never).is_err());
+    }
+
+    /// The portable loop (used where AVX2+FMA is missing) gives the same bits as the dispatched
+    /// one, with a shift m != 0; the flush to 0 starts strictly below -708.
+    #[test]
+    fn portable_and_dispatched_exp_agree_with_a_shift() {
+        let xs: Vec<f64> = (0..1000).map(|i| 3.0 - 0.7 * i as f64).collect();
+        let (mut a, mut b) = (vec![0.0; xs.len()], vec![0.0; xs.len()]);
+        exp_shifted_portable(&xs, 3.0, &mut a);
+        exp_shifted_chunk(&xs, 3.0, &mut b);
+        for ((x, p), d) in xs.iter().zip(&a).zip(&b) {
+            assert_eq!(p.to_bits(), d.to_bits(), "x = {x}");
+            let want = (x - 3.0).exp();
+            assert!((p - want).abs() <= 1e-15 * want, "x = {x}: {p} vs {want}");
+        }
+        let at = exp_poly_fma(EXP_FLUSH);
+        assert!((at - EXP_FLUSH.exp()).abs() < 1e-15 * EXP_FLUSH.exp() && at > 0.0);
+        assert_eq!(exp_poly_fma(EXP_FLUSH.next_down()), 0.0);
+    }
+
+    #[test]
+    fn long_rows_stop_when_interrupted() {
+        use crate::interrupt::After;
+        let lw = vec![0.5; 2 * CHUNK + 1];
+        for k in 0..4 {
+            assert_eq!(
+                ess_row(&lw, "lw", None, &After::new(k)),
+                Err(GlassError::Interrupted)
+            );
+            let mut out = vec![0.0; lw.len()];
+            let r = normalize_row(&lw, &mut out, "lw", None, &After::new(k));
+            assert_eq!(r, Err(GlassError::Interrupted));
+        }
+        assert!((ess_row(&lw, "lw", None, &After::new(6)).unwrap() - lw.len() as f64).abs() < 1e-6);
     }
 }
