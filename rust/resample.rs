@@ -1484,6 +1484,27 @@ mod tests {
         assert!(rng == row_rng(4, 0), "the generator advanced");
     }
 
+    /// Integer counts beyond the first chunk keep their particles' global indices.
+    #[test]
+    fn residual_integer_counts_span_chunks() {
+        let n = CHUNK + 3;
+        let w = vec![1.0; n];
+        let mut rng = row_rng(4, 0);
+        let mut out = vec![-1i64; n];
+        resample_weights_on(
+            &w,
+            n as f64,
+            Scheme::Residual,
+            &mut rng,
+            &mut out,
+            &mut Vec::new(),
+            1,
+            &Never,
+        )
+        .unwrap();
+        assert!(out.iter().enumerate().all(|(i, &a)| a == i as i64));
+    }
+
     /// Each row of a batch is resampled from its own weights with its own generator, on the
     /// stored path and on the recompute-per-chunk path of huge systematic rows.
     #[test]
