@@ -190,3 +190,26 @@ def checked_encoder(encoder: Encoder, family: str, *, needs_pooled: bool) -> Enc
         return cond, uncond
 
     return encode
+
+
+def cfg_above_one(pipe: Any, scale: float, has_negative: bool) -> bool:
+    """Return whether classifier-free guidance runs: ``scale > 1``, negative prompt or not.
+
+    The ``does_cfg`` rule of the families whose pipelines guide against the empty prompt when no
+    negative one is given (SD, SDXL, SD3, SANA, Wan).
+
+    Parameters
+    ----------
+    pipe : DiffusionPipeline
+        The family's pipeline.
+    scale : float
+        The scale of the family's classifier-free guidance.
+    has_negative : bool
+        Whether a negative prompt or negative embeddings were given.
+
+    Returns
+    -------
+    bool
+        True when each evaluation runs the negative rows too.
+    """
+    return float(scale) > 1.0

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from glass_core.errors import InvalidInputError
-from glass_core.models.diffusers._conditioning import Conditioning, Tensors
+from glass_core.models.diffusers._conditioning import Conditioning, Tensors, cfg_above_one
 from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.models.diffusers.flow import flow_timestep
 from glass_core.schedules import RectifiedFlow
@@ -103,24 +103,7 @@ def default_guidance(pipe: Any) -> float:
     return 4.5
 
 
-def does_cfg(pipe: Any, guidance_scale: float, has_negative: bool) -> bool:
-    """Return whether classifier-free guidance runs for this scale and negative prompt.
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-    guidance_scale : float
-        The scale of the family's classifier-free guidance.
-    has_negative : bool
-        Whether a negative prompt or negative embeddings were given.
-
-    Returns
-    -------
-    bool
-        True when each evaluation runs the negative rows too.
-    """
-    return guidance_scale > 1.0
+does_cfg = cfg_above_one
 
 
 def _bins(pipe: Any) -> dict[str, list[float]]:

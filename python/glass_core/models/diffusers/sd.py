@@ -10,7 +10,12 @@ from typing import Any
 
 import torch
 
-from glass_core.models.diffusers._conditioning import Conditioning, Tensors, checked_encoder
+from glass_core.models.diffusers._conditioning import (
+    Conditioning,
+    Tensors,
+    cfg_above_one,
+    checked_encoder,
+)
 from glass_core.models.diffusers.unet import UNetDenoiser
 
 #: given pooled embeddings are checked, then unused (SD has no pooled input)
@@ -80,24 +85,7 @@ def default_guidance(pipe: Any) -> float:
     return 7.5
 
 
-def does_cfg(pipe: Any, scale: float, has_negative: bool) -> bool:
-    """Return whether CFG runs (``guidance_scale > 1``).
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-    scale : float
-        The scale of the family's classifier-free guidance.
-    has_negative : bool
-        Whether a negative prompt or negative embeddings were given.
-
-    Returns
-    -------
-    bool
-        True when each evaluation runs the negative rows too.
-    """
-    return scale > 1.0
+does_cfg = cfg_above_one
 
 
 def size_multiple(pipe: Any) -> int:
