@@ -1,0 +1,52 @@
+"""scripts/mutants_sample.py's score arithmetic (the mutmut-facing parts need mutmut and a run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():  # the script, loaded from its path (scripts/ is not a package)
+    spec = importlib.util.spec_from_file_location(
+        "mutants_sample", ROOT / "scripts/mutants_sample.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("k", "n"), [(155, 187), (229, 230), (3, 40), (1, 2)])
+def test_wilson_bounds_solve_the_score_equation(k: int, n: int) -> None:
+    """Each bound p solves |k/n - p| = z sqrt(p (1 - p) / n), the Wilson interval's definition."""
+    lo, hi = _script().wilson_interval(k, n)
+    z = 1.96
+    for p in (lo, hi):
+        assert abs(k / n - p) == pytest.approx(z * math.sqrt(p * (1 - p) / n), abs=1e-12)
+    assert lo < k / n < hi
+
+
+def test_wilson_ends_and_empty_sample() -> None:
+    wilson = _script().wilson_interval
+    assert wilson(0, 0) == (0.0, 1.0)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    lo, hi = wilson(7, 10)
+    lo2, hi2 = wilson(3, 10)
+    assert (lo, hi) == pytest.approx((1 - hi2, 1 - lo2))
+
+
+def test_equivalent_names_are_the_first_field_of_each_listed_line(monkeypatch, tmp_path) -> None:
+    module = _script()
+    listed = tmp_path / "equivalent.txt"
+    listed.write_text(
+        "# a comment\n\nglass_core.a.x__f__mutmut_1 — a reason\nrust/x.rs:1:2: swap — why\n"
+    )
+    monkeypatch.setattr(module, "EQUIVALENT_LIST", listed)
+    assert module.equivalent_names() == {"glass_core.a.x__f__mutmut_1", "rust/x.rs:1:2:"}
+    monkeypatch.setattr(module, "EQUIVALENT_LIST", tmp_path / "absent.txt")
+    assert module.equivalent_names() == set()
