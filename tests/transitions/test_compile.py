@@ -64,3 +64,36 @@ def test_compiled_fk_run_equals_eager_with_one_graph_and_no_graph_break():
     assert comp.nfe == eager.nfe
     torch.testing.assert_close(comp.samples, eager.samples, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(comp.log_weights, eager.log_weights, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("solver", ["euler", "pc"])
+@pytest.mark.parametrize("given_denoised", [False, True])
+def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, given_denoised):
+    """The compiled path's own code (point tables, plan tensors, the graph's body, call counts)
+    run without torch.compile, so the fast suite checks it; the slow test above checks the
+    compiler. Same noise, same samples as eager, the same NFE, with D_t(x) given or not."""
+    from glass_core.transitions import compiled
+
+    monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    m = model()
+    denoised = m.denoise(x, 0.3) if given_denoised else None
+
+    class Counted:  # a user's wrapper: the compiled path adds its graph's calls to `nfe`
+        def __init__(self):
+            self._model, self.schedule, self.nfe = m, m.schedule, 0
+
+        def denoise(self, x, t):
+            self.nfe += 1
+            return self._model.denoise(x, t)
+
+    def step(compile: bool) -> tuple[torch.Tensor, int]:
+        counted = Counted()
+        out = Glass(0.4, 3, solver, compile=compile)(
+            counted, x, 0.3, 0.7, torch.Generator().manual_seed(5), denoised=denoised
+        )
+        return out, counted.nfe
+
+    (eager, eager_nfe), (comp, comp_nfe) = step(False), step(True)
+    assert comp_nfe == eager_nfe
+    torch.testing.assert_close(comp, eager, rtol=1e-6, atol=1e-6)
