@@ -20,18 +20,6 @@ from glass_core.models.diffusers.grids import linear_sigmas, scheduler_mu
 from glass_core.schedules import RectifiedFlow
 
 
-def _prepare_image_ids(
-    pipe: Any, h2: int, w2: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    fn = getattr(type(pipe), "_prepare_latent_image_ids", None)
-    if fn is not None:
-        return fn(1, h2, w2, device, dtype)
-    ids = torch.zeros(h2, w2, 3)
-    ids[..., 1] += torch.arange(h2)[:, None]
-    ids[..., 2] += torch.arange(w2)[None, :]
-    return ids.reshape(h2 * w2, 3).to(device=device, dtype=dtype)
-
-
 def pack_latents(x: torch.Tensor) -> torch.Tensor:
     """[M, C, h, w] -> FLUX tokens [M, (h/2)(w/2), 4C] (FluxPipeline._pack_latents layout).
 
@@ -153,7 +141,7 @@ class FluxDenoiser(DiffusersDenoiser):
         self.distilled_guidance = float(guidance_scale)
         self.has_guidance_embeds = bool(getattr(tr.config, "guidance_embeds", False))
         dev, dt = self.device, self.dtype
-        self.img_ids = _prepare_image_ids(pipe, h // 2, w // 2, dev, dt)
+        self.img_ids = type(pipe)._prepare_latent_image_ids(1, h // 2, w // 2, dev, dt)
         seq = conditioning.cond["encoder_hidden_states"].shape[1]
         self.txt_ids = torch.zeros(seq, 3, device=dev, dtype=dt)
 

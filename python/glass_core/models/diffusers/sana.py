@@ -215,9 +215,6 @@ class SanaDenoiser(DiffusersDenoiser):
         """
         return {}  # the scheduler's default sigmas, static shift
 
-    def _latent_affine(self, like: torch.Tensor) -> tuple[Any, Any]:
-        return 1.0 / self.pipe.vae.config.scaling_factor, 0.0
-
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
         image: torch.Tensor = self.pipe.vae.decode(lat, return_dict=False)[0]
         if self.output_size is not None:
