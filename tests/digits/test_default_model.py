@@ -19,7 +19,6 @@ from glass_core.digits.assets import (
 )
 from glass_core.schedules import uniform_grid
 from glass_core.transitions import ODE, Glass, sample
-from tiny_pipelines import ddpm_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -203,42 +202,3 @@ def test_fk_on_default_model_is_seed_reproducible(model, reward) -> None:
 
     a, b = run(), run()
     assert torch.equal(a.samples, b.samples) and torch.equal(a.log_weights, b.log_weights)
-
-
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_unconditional_vp_pipeline_adapter(prediction_type: str) -> None:
-    """DDPM-style pipelines: at a table node k (t_k = 1 - (k+1)/(T+1)) the adapter's denoiser is
-    the diffusers x0-prediction of the network queried at timestep k."""
-    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
-
-    pipe = ddpm_pipeline(prediction_type)
-    model = from_unconditional_pipeline(pipe)
-    assert model.sample_shape == (1, 8, 8)
-    k, num_t = 37, 100
-    t = 1.0 - (k + 1) / (num_t + 1)
-    x = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(4))
-    abar = pipe.scheduler.alphas_cumprod[k]
-    with torch.no_grad():
-        out = pipe.unet(x, torch.full((3,), float(k))).sample
-        d = model.denoise(x, t)
-    if prediction_type == "epsilon":
-        ref = (x - (1 - abar).sqrt() * out) / abar.sqrt()
-    else:  # v = sqrt(abar) eps - sqrt(1 - abar) x0  =>  x0 = sqrt(abar) x - sqrt(1 - abar) v
-        ref = abar.sqrt() * x - (1 - abar).sqrt() * out
-    torch.testing.assert_close(d, ref, rtol=1e-4, atol=1e-4)
-    # pure noise (t = 0) and t = 1 are answered at the end nodes (query_time), finitely
-    t_lo, t_hi = model.schedule.model_time_range
-    torch.testing.assert_close(model.denoise(x, 0.0), model.denoise(x, t_lo))
-    torch.testing.assert_close(model.denoise(x, 1.0), model.denoise(x, t_hi))
-    assert torch.isfinite(model.velocity(x, 0.0)).all()
-
-
-def test_unsupported_pipeline_is_a_clear_error() -> None:
-    from glass_core.errors import UnsupportedModelError
-    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
-
-    class NotAPipeline:
-        unet = None
-
-    with pytest.raises(UnsupportedModelError, match="UNet2DModel"):
-        from_unconditional_pipeline(NotAPipeline())
