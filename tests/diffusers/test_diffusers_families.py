@@ -218,3 +218,35 @@ def test_classic_families_share_the_registry_rules() -> None:
     with pytest.raises(InvalidInputError, match="pooled_prompt_embeds: sana pipelines take no"):
         from_pipeline(tf.BUILDERS["sana"](), prompt_embeds=torch.zeros(1, 4, 8),
                       pooled_prompt_embeds=torch.zeros(1, 8))  # fmt: skip
+
+
+def test_sana_given_embeddings_and_masks_reach_the_network_inputs():
+    """SANA's encode passes every given embedding and attention mask through to the
+    transformer's inputs, the negatives' too (nothing is re-encoded or dropped)."""
+    from glass_core.models.diffusers import sana
+
+    pipe = tf.BUILDERS["sana"]()
+    pe, mask, npe, nmask = pipe.encode_prompt(PROMPTS, True, negative_prompt=["", "dark"])
+    given = {
+        "prompt_embeds": pe, "prompt_attention_mask": mask,
+        "negative_prompt_embeds": npe, "negative_prompt_attention_mask": nmask,
+    }  # fmt: skip
+    cond, uncond = sana.encode(pipe, None, None, given, True, torch.device("cpu"), {})
+    assert uncond is not None
+    torch.testing.assert_close(cond["encoder_hidden_states"], pe)
+    torch.testing.assert_close(cond["encoder_attention_mask"], mask)
+    torch.testing.assert_close(uncond["encoder_hidden_states"], npe)
+    torch.testing.assert_close(uncond["encoder_attention_mask"], nmask)
+
+
+def test_flux2_patchify_is_the_pipelines_and_unpatchify_inverts_it():
+    """The particles' 2x2 patch layout is Flux2Pipeline's own, both ways, on a non-square
+    latent (a transposed axis would show)."""
+    from diffusers import Flux2Pipeline
+    from glass_core.models.diffusers.flux2 import patchify, unpatchify
+
+    lat = torch.randn(2, 3, 4, 6, generator=torch.Generator().manual_seed(0))
+    z = patchify(lat)
+    assert torch.equal(z, Flux2Pipeline._patchify_latents(lat))
+    assert torch.equal(unpatchify(z), Flux2Pipeline._unpatchify_latents(z))
+    assert torch.equal(unpatchify(z), lat)

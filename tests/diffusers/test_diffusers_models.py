@@ -444,3 +444,35 @@ def test_predictions_build_no_autograd_graph_by_default():
     model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
     assert any(p.requires_grad for p in pipe.transformer.parameters())
     assert not model.denoise(_noise(3, (2, *model.latent_shape)), 0.3).requires_grad
+
+
+def test_uneven_ddim_timesteps_warn_at_the_callers_line() -> None:
+    """DDIM timesteps not spaced by T // num_steps (trailing spacing, 3 steps of 1000) cannot be
+    mirrored exactly (exact=True): the warning says so and points at the code that asked."""
+    import copy
+
+    from diffusers import DDIMScheduler
+
+    pipe = copy.copy(tp.sd_pipeline())
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    with pytest.warns(UserWarning, match="not evenly spaced") as caught:
+        default_time_grid(model, 3, exact=True)
+    assert [w.filename for w in caught] == [__file__]
+
+
+def test_a_flow_scheduler_without_sigmas_is_named() -> None:
+    import copy
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    class NoSigmas(FlowMatchEulerDiscreteScheduler):
+        def set_timesteps(self, *args, **kwargs):
+            super().set_timesteps(*args, **kwargs)
+            self.sigmas = None
+
+    model = from_pipeline(tp.flux_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    model.pipe = copy.copy(model.pipe)
+    model.pipe.scheduler = NoSigmas.from_config(model.pipe.scheduler.config)
+    with pytest.raises(InvalidInputError, match="NoSigmas exposes no sigmas; pass time_grid"):
+        default_time_grid(model, 4)
