@@ -263,8 +263,8 @@ mod tests {
         }
     }
 
-    /// At s = 1 with sbar = 0 (t' = 1): s_s = 0, so lam = inf, t* = 1, alpha* = 1, c_x = 0 and
-    /// c_y = 1 / abar; at s = 0 and t = 0 (alpha_t = 0): c_x = c_y = 0.
+    /// At s = 1 with sbar = 0 (t' = 1, or rho = 1): s_s = 0, so lam = inf, t* = 1, alpha* = 1,
+    /// c_x = 0 and c_y = 1 / abar; at s = 0 and t = 0 (alpha_t = 0): c_x = c_y = 0.
     #[test]
     fn degenerate_inner_times_follow_the_conventions() {
         let c = glass_coefficients(&Schedule::RectifiedFlow, 0.3, 1.0, 0.4, &[1.0], 1.0).unwrap();
@@ -272,6 +272,11 @@ mod tests {
         assert_eq!((c.alpha_star[0], c.c_x[0]), (1.0, 0.0));
         assert!(c.w2[0].is_nan() && c.w3[0].is_nan());
         assert!((c.c_y[0] - 1.0 / c.abar).abs() < 1e-15 && c.abar > 0.0);
+        // rho = 1 gives sbar = 0 before t' = 1 too: abar = 0.6 - (0.4 / 0.7) 0.3 = 3 / 7
+        let c = glass_coefficients(&Schedule::RectifiedFlow, 0.3, 0.6, 1.0, &[1.0], 1.0).unwrap();
+        assert_eq!((c.sbar, c.s_s[0]), (0.0, 0.0));
+        assert!((c.abar - 3.0 / 7.0).abs() < 1e-15);
+        assert!((c.c_y[0] - 7.0 / 3.0).abs() < 1e-14);
         let c = glass_coefficients(&Schedule::Cosine, 0.0, 0.5, 0.4, &[0.0, 0.5], 1.0).unwrap();
         assert_eq!(
             (c.alpha_t, c.c_x[0], c.c_y[0], c.t_star[0]),
