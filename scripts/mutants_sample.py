@@ -78,11 +78,14 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def equivalent_names() -> set[str]:
-    """Mutant names listed in docs/mutants_equivalent.txt (first field of each non-comment line)."""
+    """The mutants listed in docs/mutants_equivalent.txt: the text before " — " on each line.
+
+    mutmut's mutant name for Python; cargo-mutants' "file:line:col: mutation" for Rust.
+    """
     if not EQUIVALENT_LIST.exists():
         return set()
     lines = EQUIVALENT_LIST.read_text().splitlines()
-    return {line.split()[0] for line in lines if line.strip() and not line.startswith("#")}
+    return {line.split(" — ")[0].strip() for line in lines if line.strip() and line[0] != "#"}
 
 
 def print_score(sample: list[str]) -> None:
@@ -103,8 +106,36 @@ def print_score(sample: list[str]) -> None:
             print(f"  {status[name]}: {name}")
 
 
+def print_rust_score(out_dir: Path) -> None:
+    """Score a cargo-mutants run from its ``mutants.out`` folder against the equivalent list.
+
+    Timeouts count as caught (the suite would hang, so CI fails), as mutmut's do in ``score``.
+    Also lists equivalent-listed mutants that were caught: the list is then stale.
+    """
+
+    def outcome(name: str) -> list[str]:
+        path = out_dir / f"{name}.txt"
+        return [line for line in path.read_text().splitlines() if line] if path.exists() else []
+
+    caught, missed, timeout = outcome("caught"), outcome("missed"), outcome("timeout")
+    equivalent = equivalent_names()
+    survivors = [m for m in missed if m not in equivalent]
+    killed, scored = len(caught) + len(timeout), len(caught) + len(timeout) + len(survivors)
+    print(
+        f"caught {len(caught)}, timeout {len(timeout)}, missed {len(missed)} "
+        f"({len(missed) - len(survivors)} listed equivalent), unviable {len(outcome('unviable'))}"
+    )
+    lo, hi = wilson_interval(killed, scored)
+    rate = killed / max(scored, 1)
+    print(f"score {killed}/{scored} = {rate:.1%} (95% CI as a sample {lo:.1%}-{hi:.1%})")
+    for name in survivors:
+        print(f"  missed: {name}")
+    for name in sorted(equivalent.intersection(caught)):
+        print(f"  listed equivalent but caught: {name}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``names`` (print a sample) or ``score`` (summarise a sample's results)."""
+    """Command line: ``names`` (print a sample), ``score`` (a sample's results), ``rust``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     names = sub.add_parser("names", help="print a fixed-seed uniform sample of mutant names")
@@ -112,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     names.add_argument("--seed", type=int, default=28)
     score = sub.add_parser("score", help="score of the mutants named in a file")
     score.add_argument("file", type=Path)
+    rust = sub.add_parser("rust", help="score of a cargo-mutants run (its mutants.out folder)")
+    rust.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
     if args.command == "names":
         population = all_mutant_names()
@@ -119,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{size} of {len(population)} mutants (seed {args.seed})", file=sys.stderr)
         # in draw order: a larger size with the same seed extends a smaller sample
         print("\n".join(random.Random(args.seed).sample(population, size)))
+    elif args.command == "rust":
+        print_rust_score(args.out_dir)
     else:
         print_score(args.file.read_text().split())
 

@@ -47,6 +47,26 @@ def test_equivalent_names_are_the_first_field_of_each_listed_line(monkeypatch, t
         "# a comment\n\nglass_core.a.x__f__mutmut_1 — a reason\nrust/x.rs:1:2: swap — why\n"
     )
     monkeypatch.setattr(module, "EQUIVALENT_LIST", listed)
-    assert module.equivalent_names() == {"glass_core.a.x__f__mutmut_1", "rust/x.rs:1:2:"}
+    assert module.equivalent_names() == {"glass_core.a.x__f__mutmut_1", "rust/x.rs:1:2: swap"}
     monkeypatch.setattr(module, "EQUIVALENT_LIST", tmp_path / "absent.txt")
     assert module.equivalent_names() == set()
+
+
+def test_rust_score_leaves_out_listed_equivalents_and_names_the_rest(
+    monkeypatch, tmp_path, capsys
+) -> None:
+    module = _script()
+    listed = tmp_path / "equivalent.txt"
+    listed.write_text("rust/a.rs:1:1: swap — same bits\nrust/a.rs:3:3: stale — was equivalent\n")
+    monkeypatch.setattr(module, "EQUIVALENT_LIST", listed)
+    out = tmp_path / "mutants.out"
+    out.mkdir()
+    (out / "caught.txt").write_text("rust/a.rs:2:2: other\nrust/a.rs:3:3: stale\n")
+    (out / "missed.txt").write_text("rust/a.rs:1:1: swap\nrust/a.rs:1:1: swap more\n")
+    (out / "timeout.txt").write_text("rust/a.rs:4:4: loop\n")
+    module.main(["rust", str(out)])
+    printed = capsys.readouterr().out
+    assert "caught 2, timeout 1, missed 2 (1 listed equivalent), unviable 0" in printed
+    assert "score 3/4 = 75.0%" in printed
+    assert "  missed: rust/a.rs:1:1: swap more" in printed
+    assert "  listed equivalent but caught: rust/a.rs:3:3: stale" in printed
