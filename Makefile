@@ -44,23 +44,24 @@ bench: $(STAMPS)/install-diffusers,test  ## benchmark tables (figures, not pass/
 # Mutation testing, a periodic check (not part of .ci/run; hours on 2 cores: see docs/testing.md).
 # cargo-mutants over rust/ (config .cargo/mutants.toml) with `cargo test` alone, then mutmut over
 # the core Python modules (config [tool.mutmut] in pyproject.toml) with their own tests only: a
-# fixed-seed uniform sample of MUTANTS_SAMPLE mutants (0: all ~9700), scored by
-# scripts/mutants_sample.py. mutmut 3 wants the package under src/: the run links src -> python
-# (git-ignored, like mutants/). Inspect with `mutmut show NAME` / `mutmut browse` from the root.
-MUTANTS_JOBS ?= 1
+# fixed-seed uniform sample of MUTANTS_SAMPLE mutants (0: all ~9700); both scored by
+# scripts/mutants_sample.py against docs/mutants_equivalent.txt. mutmut 3 wants the package under
+# src/: the run links src -> python (git-ignored, like mutants/). Inspect with `mutmut show NAME`
+# / `mutmut browse` from the root.
+MUTANTS_JOBS ?= 2
 MUTANTS_SAMPLE ?= 200
 MUTANTS_SEED ?= 28
 MUTMUT := $(PYTHON) -c "import sys; from mutmut.__main__ import cli; sys.exit(cli())"
 mutants: $(STAMPS)/install-diffusers,test,mutation  ## mutation scores (docs/testing.md)
 	cargo mutants --version >/dev/null 2>&1 || cargo install --locked cargo-mutants
 	nice -n 5 cargo mutants --jobs $(MUTANTS_JOBS) --timeout 300 --output .make/mutants-rust || true
+	$(PYTHON) scripts/mutants_sample.py rust .make/mutants-rust/mutants.out
 	ln -sfn python src
 	$(PYTHON) scripts/mutants_sample.py names --size $(MUTANTS_SAMPLE) --seed $(MUTANTS_SEED) \
 		> .make/mutants-python.txt
 	if [ "$(MUTANTS_SAMPLE)" = 0 ]; then nice -n 5 $(MUTMUT) run --max-children $(MUTANTS_JOBS); \
 	else nice -n 5 $(MUTMUT) run --max-children $(MUTANTS_JOBS) $$(cat .make/mutants-python.txt); fi || true
 	$(PYTHON) scripts/mutants_sample.py score .make/mutants-python.txt
-	@echo "rust: .make/mutants-rust/mutants.out/{caught,missed,timeout,unviable}.txt"
 
 clean:
 	cargo clean
