@@ -1201,13 +1201,22 @@ mod tests {
             .iter()
             .map(|&x| if x > 0.0 { x.ln() } else { f64::NEG_INFINITY })
             .collect();
-        for m in [n, 1000] {
+        // also shifted to a maximum of 1e-3 and of EXP_FLUSH / 2: the lazy path's cut of the
+        // trailing zero weights must use x - max (x / max or x + max cut positive weights there)
+        let top = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let shifted = |to: f64| -> Vec<f64> { lw.iter().map(|&x| x - top + to).collect() };
+        let rows = [
+            lw.clone(),
+            shifted(1e-3),
+            shifted(crate::weights::EXP_FLUSH / 2.0),
+        ];
+        for (lw, m) in rows.iter().flat_map(|r| [(r, n), (r, 1000)]) {
             let lazy =
-                resample_log_weights(&lw, 1, n, m, Scheme::Systematic, &Seeds::Single(8), &Never)
+                resample_log_weights(lw, 1, n, m, Scheme::Systematic, &Seeds::Single(8), &Never)
                     .unwrap();
             let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let mut w = vec![0.0; n];
-            let (total, _) = crate::weights::exp_shifted(&lw, mx, &mut w, &Never).unwrap();
+            let (total, _) = crate::weights::exp_shifted(lw, mx, &mut w, &Never).unwrap();
             for threads in [1, 2, 4] {
                 let mut out = vec![0i64; m];
                 let mut rng = row_rng(8, 0);
