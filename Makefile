@@ -54,7 +54,7 @@ MUTANTS_SEED ?= 28
 MUTMUT := $(PYTHON) -c "import sys; from mutmut.__main__ import cli; sys.exit(cli())"
 mutants: $(STAMPS)/install-diffusers,test,mutation  ## mutation scores (docs/testing.md)
 	cargo mutants --version >/dev/null 2>&1 || cargo install --locked cargo-mutants
-	nice -n 5 cargo mutants --jobs $(MUTANTS_JOBS) --timeout 300 --output .make/mutants-rust || true
+	nice -n 5 cargo mutants --jobs $(MUTANTS_JOBS) --output .make/mutants-rust || true
 	$(PYTHON) scripts/mutants_sample.py rust .make/mutants-rust/mutants.out
 	ln -sfn python src
 	$(PYTHON) scripts/mutants_sample.py names --size $(MUTANTS_SAMPLE) --seed $(MUTANTS_SEED) \
