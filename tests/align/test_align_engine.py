@@ -200,9 +200,15 @@ def test_lineage_roots_equals_the_native_trace():
 
 
 def test_nonfinite_rows_are_listed_up_to_ten_then_counted():
+    """The one row-listing rule of both blame paths (the transitions' and the engine's)."""
     from glass_core.align._finite import _rows
+    from glass_core.transitions.base import finite_rows, listed_rows
 
     v = torch.zeros(16, 2)
     v[[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15], 1] = float("nan")
     assert _rows(v) == "[0, 2, 3, 4, 5, 6, 7, 8, 9, 10] and 3 more"
     assert _rows(v[:3]) == "[0, 2]"
+    assert (
+        listed_rows(finite_rows(v), limit=12)
+        == "[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13] and 1 more"
+    )

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from glass_core.errors import GlassError, InvalidInputError, ModelError
-from glass_core.transitions.base import Transition
+from glass_core.transitions.base import Transition, finite_rows, listed_rows
 
 
 def finite_flag(*tensors: torch.Tensor | None) -> torch.Tensor:
@@ -66,10 +66,8 @@ def unchecked_step(
     return out
 
 
-def _rows(v: torch.Tensor, limit: int = 10) -> str:
-    bad = (~torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)).nonzero().flatten().tolist()
-    more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
-    return f"{bad[:limit]}{more}"
+def _rows(v: torch.Tensor) -> str:
+    return listed_rows(finite_rows(v))
 
 
 def noise_snapshot(noise: Any) -> Any:

@@ -116,13 +116,14 @@ def leaves_noise_end(schedule: Schedule, t: float) -> bool:
     return t < schedule.model_time_range[0] or schedule.alpha(t) == 0.0
 
 
-def _rows(ok: torch.Tensor, limit: int = 10) -> str:
+def listed_rows(ok: torch.Tensor, limit: int = 10) -> str:
+    """List the rows where `ok` is False, for an error message: the first `limit`, then a count."""
     bad = (~ok).nonzero().flatten().tolist()
     more = f" and {len(bad) - limit} more" if len(bad) > limit else ""
     return f"{bad[:limit]}{more}"
 
 
-def _finite_rows(v: torch.Tensor) -> torch.Tensor:
+def finite_rows(v: torch.Tensor) -> torch.Tensor:
     """Flag, per row of v, whether the row is all finite.
 
     v * 0 is 0 exactly where v is finite (NaN at NaN/inf), so a row sums to 0 iff it is finite
@@ -189,7 +190,7 @@ class CheckedModel:
         """
         _floating(out, x, t)
         if isinstance(out, torch.Tensor) and out.ndim >= 1:
-            self._calls.append((t, _finite_rows(x), _finite_rows(out)))
+            self._calls.append((t, finite_rows(x), finite_rows(out)))
         return out
 
     def raise_if_bad(self, result: torch.Tensor, transition: Transition, t: float, t_next: float):
@@ -202,7 +203,7 @@ class CheckedModel:
         InvalidInputError
             The transition fed the model or returned NaN/inf from finite model outputs.
         """
-        result_ok = _finite_rows(result)
+        result_ok = finite_rows(result)
         flags = [f for _, fin, fout in self._calls for f in (fin, fout)]
         if bool(torch.stack([f.all() for f in [*flags, result_ok]]).all()):  # the one sync
             return
@@ -213,11 +214,11 @@ class CheckedModel:
                 break  # the transition fed the model NaN/inf: not the model's fault
             if not bool(fout.all()):
                 raise ModelError(
-                    f"the model returned NaN/inf at t={tk} for rows {_rows(fout)} {where}"
+                    f"the model returned NaN/inf at t={tk} for rows {listed_rows(fout)} {where}"
                 )
         bad = result_ok if fin is None or bool(fin.all()) else fin
         raise InvalidInputError(
-            f"{transition!r} produced NaN/inf in rows {_rows(bad)} {where} from finite model "
+            f"{transition!r} produced NaN/inf in rows {listed_rows(bad)} {where} from finite model "
             "outputs: its parameters or the times are numerically out of range"
         )
 
