@@ -250,3 +250,27 @@ def test_flux2_patchify_is_the_pipelines_and_unpatchify_inverts_it():
     assert torch.equal(z, Flux2Pipeline._patchify_latents(lat))
     assert torch.equal(unpatchify(z), Flux2Pipeline._unpatchify_latents(z))
     assert torch.equal(unpatchify(z), lat)
+
+
+def test_qwenimage_encode_is_the_vaes_normalised_mode():
+    """Qwen-Image's encode: its video VAE on a one-frame clip, the distribution's mode (no
+    sampling), normalised by the config's latents_mean/std like QwenImageImg2ImgPipeline."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS["qwenimage"]()
+    call = tf.SMALL_CALL["qwenimage"]
+    model = from_pipeline(pipe, PROMPTS, **call)
+    image = torch.rand(
+        2, 3, call["height"], call["width"], generator=torch.Generator().manual_seed(2)
+    )
+    z = model.encode(image)
+    cfg = pipe.vae.config
+    shape = (1, cfg.z_dim, 1, 1, 1)
+    mean, std = (
+        torch.tensor(cfg.latents_mean).view(shape),
+        torch.tensor(cfg.latents_std).view(shape),
+    )
+    with torch.no_grad():
+        lat = pipe.vae.encode(image[:, :, None] * 2 - 1).latent_dist.mode()
+    assert z.shape == (2, *model.latent_shape)
+    torch.testing.assert_close(z, ((lat - mean) / std)[:, :, 0], rtol=1e-5, atol=1e-5)

@@ -410,13 +410,18 @@ def _no_embeds() -> dict:
 def test_checked_encoder_passes_the_given_embeddings_through():
     from glass_core.models.diffusers._conditioning import checked_encoder
 
+    seen = []
+
     def enc(pipe, prompts, negs, e, do_cfg, device, kw):
+        seen.append((pipe, prompts, negs, e, do_cfg, device, kw))
         return {"encoder_hidden_states": e["prompt_embeds"]}, None
 
     given = {**_no_embeds(), "prompt_embeds": torch.randn(3, 4, 8)}
     encode = checked_encoder(enc, "sd", needs_pooled=False)
-    cond, uncond = encode(None, None, None, given, False, torch.device("cpu"), {})
+    args = (object(), None, None, given, False, torch.device("cpu"), {"clip_skip": 1})
+    cond, uncond = encode(*args)
     assert cond["encoder_hidden_states"] is given["prompt_embeds"] and uncond is None
+    assert len(seen) == 1 and all(a is b for a, b in zip(seen[0], args, strict=True))
 
 
 @pytest.mark.parametrize(
