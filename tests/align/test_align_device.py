@@ -269,6 +269,43 @@ def test_nan_particles_blame_the_party_at_fault():
         )  # fmt: skip
 
 
+class NoiseNaNModel:
+    """The GMM, except that calls strictly between GRID[1] and GRID[2] return NaN in the rows
+    whose first coordinate is positive: which rows depends on the step's noise. Records them."""
+
+    def __init__(self):
+        self.inner, self.bad_rows = gmm(), []
+        self.schedule = self.inner.schedule
+
+    def _out(self, out, x, t):
+        if GRID[1] < float(t) < GRID[2]:
+            bad = x[:, 0] > 0
+            self.bad_rows.append(bad.nonzero().flatten().tolist())
+            out = torch.where(bad[:, None], float("nan"), out)
+        return out
+
+    def denoise(self, x, t):
+        return self._out(self.inner.denoise(x, t), x, t)
+
+    def velocity(self, x, t):
+        return self._out(self.inner.velocity(x, t), x, t)
+
+
+def test_the_blamed_step_is_replayed_with_its_own_noise():
+    """The re-run that names the culprit restores the failed step's noise: the model sees the
+    same inputs again (an SDE step of two substeps draws noise before its second call), so the
+    error names the rows that really failed."""
+    model = NoiseNaNModel()
+    with pytest.raises(ModelError, match=r"model returned NaN/inf at t=0\.3\d* for rows") as err:
+        fk_steering(
+            model, LIN, transition=SDE(substeps=2), num_particles=16, time_grid=GRID,
+            shape=(2,), generator=gen(1), dtype=torch.float64, progress=False,
+        )  # fmt: skip
+    first, replayed = model.bad_rows
+    assert 0 < len(first) < 16 and replayed == first
+    assert f"for rows {first} (during" in str(err.value)
+
+
 def test_ancestors_go_up_from_pinned_memory_without_blocking_on_cuda(monkeypatch):
     from glass_core.align.fk import upload_ancestors
 
