@@ -218,3 +218,32 @@ def test_twisting_raises_the_ess_over_plain_fk():
     plain = fk_steering(gmm(), LIN, **kw)
     twisted = fk_steering(gmm(), LIN, proposal="twisted", **kw)
     assert twisted.ess_history[:-1].mean() > 1.2 * plain.ess_history[:-1].mean()
+
+
+def test_twisted_steps_reuse_the_potential_steps_denoiser_and_gradient():
+    """D_t(x) and the twist gradient at each step's start come from the potential step just
+    before (one model call per grid time, not two): the proposal's first substep reuses them."""
+    from collections import Counter
+
+    inner = gmm()
+
+    class Counted:
+        schedule = inner.schedule
+
+        def __init__(self):
+            self.times = Counter()
+
+        def denoise(self, x, t):
+            self.times[round(float(t), 12)] += 1
+            return inner.denoise(x, t)
+
+        def velocity(self, x, t):
+            self.times[round(float(t), 12)] += 1
+            return inner.velocity(x, t)
+
+    model = Counted()
+    fk_steering(
+        model, LIN, transition=SDE(substeps=2), num_particles=64, time_grid=GRID, shape=(2,),
+        generator=gen(2), proposal="twisted", progress=False,
+    )  # fmt: skip
+    assert [model.times[round(float(t), 12)] for t in GRID[1:-1]] == [1] * (len(GRID) - 2)
