@@ -83,6 +83,13 @@ def test_weights_are_carried_between_resampling_steps():
     assert torch.allclose(res.log_weights, torch.full((64,), -math.log(64), dtype=torch.float64))
 
 
+def test_grouped_runs_report_resampling_and_ess_per_group():
+    """With groups, each step's resampling flags and ESS come per group ([steps, groups])."""
+    res = run(resample_every=2, num_particles=16, num_groups=3)
+    assert res.resampled.tolist() == [[True] * 3, [True] * 3, [False] * 3]
+    assert res.ess_history.shape == (3, 3) and np.all(res.ess_history <= 16)
+
+
 def test_ess_threshold_skips_resampling_when_ess_high():
     res = run(lambda_=0.01, ess_threshold=0.5, num_particles=64)
     assert not res.resampled.any()

@@ -59,3 +59,18 @@ def test_encode_resizes_any_image_to_the_sample_shape() -> None:
     z = model.encode(flat)
     assert z.shape == (2, 1, 8, 8)
     torch.testing.assert_close(z, torch.full_like(z, 0.5))
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "flow"])
+def test_a_half_precision_unet_predicts_in_the_particles_dtype(scheduler: str) -> None:
+    """A bf16 UNet is fed bf16 inputs, but its predictions come back in the particles' float32."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    pipe = ddpm_pipeline()
+    if scheduler == "flow":
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100)
+    pipe.unet.to(torch.bfloat16)
+    model = from_unconditional_pipeline(pipe)
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert model.predict(x, torch.full((2,), 0.5)).dtype == torch.float32
