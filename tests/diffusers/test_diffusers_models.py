@@ -487,3 +487,31 @@ def test_a_flow_scheduler_without_sigmas_is_named() -> None:
     model.pipe.scheduler = NoSigmas.from_config(model.pipe.scheduler.config)
     with pytest.raises(InvalidInputError, match="NoSigmas exposes no sigmas; pass time_grid"):
         default_time_grid(model, 4)
+
+
+@pytest.mark.parametrize(
+    ("make", "size"),
+    [
+        (tp.sd_pipeline, lambda p: p.unet.config.sample_size),  # SD 1.x: the UNet's sample size
+        (tp.sd3_pipeline, lambda p: p.transformer.config.sample_size),
+        (tp.flux_pipeline, lambda p: 128),  # FluxPipeline.default_sample_size
+    ],
+    ids=["sd", "sd3", "flux"],
+)
+def test_the_default_image_size_is_the_pipelines(make, size) -> None:
+    """Without height and width, the particles have the latent size of the pipeline's own
+    default image (its ``__call__`` defaults)."""
+    pipe = make()
+    model = from_pipeline(pipe, PROMPTS[0])
+    assert model.latent_shape[-2:] == (size(pipe), size(pipe))
+
+
+def test_a_custom_pipeline_is_recognised_by_its_unet() -> None:
+    """A pipeline class of another name is SDXL when its UNet takes SDXL's added text-time
+    conditioning, SD 1.x when it is a plain text UNet with an encode_prompt."""
+    import types
+
+    xl = types.SimpleNamespace(unet=tp.sdxl_pipeline().unet, encode_prompt=None)
+    assert detect_family(xl) == "sdxl"
+    sd = types.SimpleNamespace(unet=tp.sd_pipeline("epsilon").unet, encode_prompt=None)
+    assert detect_family(sd) == "sd"

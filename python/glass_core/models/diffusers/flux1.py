@@ -129,19 +129,3 @@ def size_multiple(pipe: Any) -> int:
         Height and width must be multiples of this many pixels.
     """
     return int(pipe.vae_scale_factor) * 2
-
-
-def default_size(pipe: Any) -> int:
-    """Return the default height and width in pixels.
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    int
-        The default height and width in pixels.
-    """
-    return int(getattr(pipe, "default_sample_size", 128)) * int(pipe.vae_scale_factor)

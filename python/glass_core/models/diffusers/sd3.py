@@ -98,19 +98,3 @@ def size_multiple(pipe: Any) -> int:
         Height and width must be multiples of this many pixels.
     """
     return int(pipe.vae_scale_factor) * int(pipe.transformer.config.patch_size)
-
-
-def default_size(pipe: Any) -> int:
-    """Return the default height and width in pixels.
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    int
-        The default height and width in pixels.
-    """
-    return int(pipe.transformer.config.sample_size) * int(pipe.vae_scale_factor)
