@@ -1006,6 +1006,21 @@ mod tests {
             assert!((cos.log_snr(t) - l).abs() < 1e-12, "{t}");
             assert!((cos.t_from_log_snr(l) - t).abs() < 1e-12, "{t}");
         }
+        // each branch is the one without cancellation: t = 1e-12 comes back to 1e-9 relative
+        // (the other branch, 1 - atan(e^{-l/2}) / (pi/2), loses it to 1 - (1 - 6e-13))
+        let t = 1e-12;
+        let back = cos.t_from_log_snr(cos.log_snr(t));
+        assert!((back / t - 1.0).abs() < 1e-9, "{back}");
+        // near t = 1, log SNR uses 1 - t itself (sin(pi/2 (1 + t)) is equal in exact arithmetic
+        // but rounds 2 - d to 4e-16, a 1e-7 relative error in d = 1e-9)
+        let t = 1.0 - 1e-9;
+        let d = 1.0 - t;
+        let exact = 2.0 * ((FRAC_PI_2 * t).sin().ln() - (FRAC_PI_2 * d).sin().ln());
+        assert!(
+            (cos.log_snr(t) - exact).abs() < 1e-12,
+            "{}",
+            cos.log_snr(t) - exact
+        );
     }
 
     #[test]
