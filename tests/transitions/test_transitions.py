@@ -483,3 +483,30 @@ def test_bad_inputs_name_the_argument():
             tr(model, torch.zeros(4, 3, dtype=F64), 0.2, 0.5)
         with pytest.raises(InvalidInputError, match="model"):
             tr(object(), x, 0.2, 0.5)
+
+
+def test_lincomb_on_every_coefficient_path():
+    """sum_i c_i v_i through each of its kernels: a leading 1 fused with a float (add with alpha),
+    a leading non-1, a 0-d tensor coefficient, zero terms skipped, and all zero."""
+    from glass_core.transitions.solvers import lincomb
+
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(5, generator=g, dtype=torch.float64) for _ in range(3))
+    cases = [
+        ([(1.0, a), (2.5, b)], a + 2.5 * b),
+        ([(1.0, a), (2.5, b), (-0.5, c)], a + 2.5 * b - 0.5 * c),
+        ([(2.0, a), (0.5, b)], 2.0 * a + 0.5 * b),
+        ([(1.0, a), (torch.tensor(0.5, dtype=torch.float64), b)], a + 0.5 * b),
+        ([(0.0, a), (3.0, b)], 3.0 * b),
+        ([(0.0, a), (0.0, b)], torch.zeros(5, dtype=torch.float64)),
+    ]
+    for terms, expected in cases:
+        torch.testing.assert_close(lincomb(terms), expected, rtol=1e-15, atol=1e-15)
+
+
+def test_bad_times_and_denoised_are_named_with_what_was_given():
+    x = torch.zeros(4, 2, dtype=torch.float64)
+    with pytest.raises(InvalidInputError, match=r"^t must be a scalar time, got shape \(2,\)"):
+        ODE()(gmm2(), x, torch.tensor([0.1, 0.2]), 0.5)
+    with pytest.raises(InvalidInputError, match=r"shape of x \(4, 2\), got \(3, 2\)$"):
+        ODE()(gmm2(), x, 0.1, 0.5, denoised=torch.zeros(3, 2, dtype=torch.float64))
