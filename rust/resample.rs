@@ -890,6 +890,29 @@ pub fn counts(ancestors: &[i64], n: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored-weights reference of `resample_log_weights` for one row: exp(lw - max lw),
+    /// then `resample_weights_on` with `row_rng(seed, 0)` on `threads` threads, `m` draws.
+    fn stored_path(lw: &[f64], scheme: Scheme, seed: u64, m: usize, threads: usize) -> Vec<i64> {
+        let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut w = vec![0.0; lw.len()];
+        let (total, _) = crate::weights::exp_shifted(lw, mx, &mut w, &Never).unwrap();
+        let mut out = vec![0i64; m];
+        let mut rng = row_rng(seed, 0);
+        let mut scratch = Vec::new();
+        resample_weights_on(
+            &w,
+            total,
+            scheme,
+            &mut rng,
+            &mut out,
+            &mut scratch,
+            threads,
+            &Never,
+        )
+        .unwrap();
+        out
+    }
     use crate::interrupt::Never;
 
     const ALL: [Scheme; 6] = Scheme::ALL;
@@ -1172,22 +1195,7 @@ mod tests {
         for scheme in [Scheme::Systematic, Scheme::Stratified] {
             let default =
                 resample_log_weights(&lw, 1, n, n, scheme, &Seeds::Single(4), &Never).unwrap();
-            let m = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let mut w = vec![0.0; n];
-            let (total, _) = crate::weights::exp_shifted(&lw, m, &mut w, &Never).unwrap();
-            let mut out = vec![0i64; n];
-            let mut rng = row_rng(4, 0);
-            resample_weights_on(
-                &w,
-                total,
-                scheme,
-                &mut rng,
-                &mut out,
-                &mut Vec::new(),
-                1,
-                &Never,
-            )
-            .unwrap();
+            let out = stored_path(&lw, scheme, 4, n, 1);
             assert_eq!(default, out, "{scheme:?}");
             assert!(out.iter().all(|&i| lw[i as usize] > f64::NEG_INFINITY));
         }
@@ -1214,23 +1222,8 @@ mod tests {
             let lazy =
                 resample_log_weights(lw, 1, n, m, Scheme::Systematic, &Seeds::Single(8), &Never)
                     .unwrap();
-            let mx = lw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let mut w = vec![0.0; n];
-            let (total, _) = crate::weights::exp_shifted(lw, mx, &mut w, &Never).unwrap();
             for threads in [1, 2, 4] {
-                let mut out = vec![0i64; m];
-                let mut rng = row_rng(8, 0);
-                resample_weights_on(
-                    &w,
-                    total,
-                    Scheme::Systematic,
-                    &mut rng,
-                    &mut out,
-                    &mut Vec::new(),
-                    threads,
-                    &Never,
-                )
-                .unwrap();
+                let out = stored_path(lw, Scheme::Systematic, 8, m, threads);
                 assert_eq!(lazy, out, "m={m} threads={threads}");
             }
             assert!(lazy.iter().all(|&i| lw[i as usize] > f64::NEG_INFINITY));
@@ -1538,23 +1531,7 @@ mod tests {
             let seeds = Seeds::PerRow(vec![7, 8]);
             let both = resample_log_weights(&lw, 2, n, m, scheme, &seeds, &Never).unwrap();
             for (r, seed) in [(0usize, 7u64), (1, 8)] {
-                let row = &lw[r * n..(r + 1) * n];
-                let mx = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let mut w = vec![0.0; n];
-                let (total, _) = crate::weights::exp_shifted(row, mx, &mut w, &Never).unwrap();
-                let mut out = vec![0i64; m];
-                let mut rng = row_rng(seed, 0);
-                resample_weights_on(
-                    &w,
-                    total,
-                    scheme,
-                    &mut rng,
-                    &mut out,
-                    &mut Vec::new(),
-                    1,
-                    &Never,
-                )
-                .unwrap();
+                let out = stored_path(&lw[r * n..(r + 1) * n], scheme, seed, m, 1);
                 assert_eq!(&both[r * m..(r + 1) * m], &out[..], "{scheme:?} row {r}");
             }
         }
