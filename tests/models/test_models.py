@@ -94,6 +94,26 @@ def test_from_callable_recovers_denoiser_and_velocity(name, kind):
     torch.testing.assert_close(wrapped.velocity(x, ts), u_exact, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["rf", "cosine"])
+def test_score_and_v_are_the_mixtures_closed_forms(name):
+    """score = grad log p_t = (alpha D - x) / sigma^2, checked against autograd of the mixture's
+    exact marginal density; v = alpha eps - sigma D with eps = (x - alpha D) / sigma (docs/math.md
+    §1). Per-row times; float64 throughout, so the two routes agree to rounding."""
+    model = gmm(schedules()[name])
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 2, generator=g, dtype=torch.float64)
+    ts = torch.rand(40, generator=g, dtype=torch.float64) * 0.9 + 0.05
+    a = torch.tensor([model.schedule.alpha(float(t)) for t in ts], dtype=torch.float64)[:, None]
+    s = torch.tensor([model.schedule.sigma(float(t)) for t in ts], dtype=torch.float64)[:, None]
+    d = model.denoise(x, ts)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.marginal_log_prob(xg, ts).sum(), xg)
+    score = model.score(x, ts)
+    torch.testing.assert_close(score, grad, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(score, (a * d - x) / s**2, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(model.v(x, ts), a * (x - a * d) / s - s * d, rtol=1e-10, atol=1e-10)
+
+
 def test_velocity_model_at_t0_and_epsilon_singularity():
     sched = RectifiedFlow()
     model = gmm(sched)
