@@ -9,10 +9,10 @@ import pytest
 import torch
 from align_fixtures import gmm as gmm2
 from glass_core import _random
-from glass_core.errors import InvalidInputError
+from glass_core.errors import InvalidInputError, ModelError
 from glass_core.models import GaussianMixture, from_callable
 from glass_core.schedules import Cosine, RectifiedFlow, resolve_rho
-from glass_core.transitions import ODE, SDE, Glass
+from glass_core.transitions import ODE, SDE, Glass, Transition
 from glass_core.transitions.glass import PC_SPREAD, multistep_grid
 from stat_checks import assert_moments, energy_pvalue, moment_errors
 
@@ -510,3 +510,77 @@ def test_bad_times_and_denoised_are_named_with_what_was_given():
         ODE()(gmm2(), x, torch.tensor([0.1, 0.2]), 0.5)
     with pytest.raises(InvalidInputError, match=r"shape of x \(4, 2\), got \(3, 2\)$"):
         ODE()(gmm2(), x, 0.1, 0.5, denoised=torch.zeros(3, 2, dtype=torch.float64))
+
+
+class VelocityEuler(Transition):
+    """A user's transition: one Euler step on the model's velocity, scaled by a model attribute
+    that only the model has (the checking wrappers must forward it)."""
+
+    nfe_per_call = 1
+
+    def nfe(self, schedule, t, t_next, *, reuse=False):
+        return 1
+
+    def _step(self, model, x, t, t_next, generator, denoised):
+        return x + (t_next - t) * model.speed * model.velocity(x, t)
+
+    def __repr__(self):
+        return "VelocityEuler()"
+
+
+class SpeedModel:
+    """The mixture with a `speed` attribute; its velocity output goes through `out`."""
+
+    def __init__(self, out=lambda v: v):
+        self.inner, self.out, self.speed = gmm2(), out, 0.5
+        self.schedule = self.inner.schedule
+
+    def denoise(self, x, t):
+        return self.inner.denoise(x, t)
+
+    def velocity(self, x, t):
+        return self.out(self.inner.velocity(x, t))
+
+
+def _nan_row_1(v):
+    v = v.clone()
+    v[1] = float("nan")
+    return v
+
+
+def test_a_transition_on_the_velocity_sees_the_model_through_the_checks():
+    """Transitions get the model wrapped (per-output checks; per-row checks on the re-run that
+    explains a NaN): velocity is the model's, other attributes are forwarded, and a bad velocity
+    is blamed on the model naming the time (and the rows, found by the re-run)."""
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    model = SpeedModel()
+    out = VelocityEuler()(model, x, 0.3, 0.5)
+    assert torch.equal(out, x + 0.2 * 0.5 * model.inner.velocity(x, 0.3))
+    with pytest.raises(ModelError, match=r"returned NaN/inf at t=0\.3 for rows \[1\] \(during"):
+        VelocityEuler()(SpeedModel(_nan_row_1), x, 0.3, 0.5)
+    with pytest.raises(
+        ModelError, match=r"at t=0\.3 must be a floating-point tensor, got torch\.int"
+    ):
+        VelocityEuler()(SpeedModel(lambda v: v.long()), x, 0.3, 0.5)
+    with pytest.raises(ModelError, match=r"at t=0\.3 is on meta, but its input was on cpu"):
+        VelocityEuler()(SpeedModel(lambda v: v.to("meta")), x, 0.3, 0.5)
+
+
+def test_the_checked_model_records_velocity_calls_and_checks_their_outputs():
+    """CheckedModel (the re-run's wrapper) returns the model's velocity, records which rows of
+    its input and output are finite, raises ModelError on a non-float or misplaced output and
+    forwards other attributes."""
+    from glass_core.transitions.base import CheckedModel
+
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    checked = CheckedModel(SpeedModel(_nan_row_1))
+    out = checked.velocity(x, 0.3)
+    expected = _nan_row_1(gmm2().velocity(x, 0.3))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
+    assert checked.speed == 0.5
+    ((t, fin, fout),) = checked._calls
+    assert t == 0.3 and fin.tolist() == [True] * 4 and fout.tolist() == [True, False, True, True]
+    with pytest.raises(ModelError, match=r"at t=0\.3 must be a floating-point tensor"):
+        CheckedModel(SpeedModel(lambda v: v.long())).velocity(x, 0.3)
+    with pytest.raises(ModelError, match=r"at t=0\.3 is on meta"):
+        CheckedModel(SpeedModel(lambda v: v.to("meta"))).velocity(x, 0.3)
