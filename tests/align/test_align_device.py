@@ -269,6 +269,21 @@ def test_nan_particles_blame_the_party_at_fault():
         )  # fmt: skip
 
 
+def test_the_blame_replay_forwards_the_models_other_attributes():
+    """The replay that names the culprit wraps the model in a checking proxy; a transition that
+    reads an attribute of the model besides denoise/velocity/schedule still finds it there, so
+    the error blames the model as the step's first run would."""
+
+    class SpeedEuler(PlainEuler):
+        def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+            return x + (t_next - t) * model.speed * model.velocity(x, t)
+
+    model = NaNModel("velocity", float(GRID[1]))
+    model.speed = 1.0
+    with pytest.raises(ModelError, match=r"model returned NaN/inf at t=0.2 for rows \[1\] \(dur"):
+        _run(model, SpeedEuler())
+
+
 class NoiseNaNModel:
     """The GMM, except that calls strictly between GRID[1] and GRID[2] return NaN in the rows
     whose first coordinate is positive: which rows depends on the step's noise. Records them."""
