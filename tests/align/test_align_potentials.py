@@ -57,6 +57,8 @@ def test_names_are_shorthands_for_the_objects():
         assert type(as_potential(name)) is cls and cls.name == name
     pot = Sum()
     assert as_potential(pot) is pot
+    # the repr is the constructor call that rebuilds the potential
+    assert [repr(p) for p in (Diff(), Max(), Sum())] == ["Diff()", "Max()", "Sum()"]
     with pytest.raises(InvalidInputError, match="potential"):
         as_potential("lookahed")
 
