@@ -108,18 +108,6 @@ class Tempered(Diff):
         state.running = r.reshape(-1)
         return log_g
 
-    def increment(
-        self, scores: torch.Tensor, running: torch.Tensor, lambda_: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Not used: :meth:`step` sets the exponent itself.
-
-        Raises
-        ------
-        NotImplementedError
-            Always.
-        """
-        raise NotImplementedError("Tempered.step sets the exponent itself")  # pragma: no cover
-
     def __repr__(self) -> str:
         """Return ``Tempered(ess_target=...)``."""
         return f"Tempered(ess_target={self.ess_target})"
