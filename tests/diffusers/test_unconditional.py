@@ -74,3 +74,24 @@ def test_a_half_precision_unet_predicts_in_the_particles_dtype(scheduler: str) -
     model = from_unconditional_pipeline(pipe)
     x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     assert model.predict(x, torch.full((2,), 0.5)).dtype == torch.float32
+
+
+def test_the_adapters_velocity_is_the_marginal_velocity_of_its_denoiser() -> None:
+    """UnconditionalPipelineModel.velocity is u_t(x) = (sigma'/sigma) x + (alpha' - alpha
+    sigma'/sigma) D_t(x) (docs/math.md §1) of its own denoiser, per-row times too, and each call
+    counts one evaluation."""
+    from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
+
+    model = UnconditionalPipelineModel(ddpm_pipeline(), 1, None)
+    s = model.schedule
+    x = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(5))
+    ts = torch.tensor([0.3, 0.5, 0.8])
+    with torch.no_grad():
+        u, d = model.velocity(x, ts), model.denoise(x, ts)
+        u2 = model.velocity(x, 0.5)
+    assert model.num_evaluations == 3
+    coef = [(s.d_sigma(t) / s.sigma(t), s.d_alpha(t) - s.alpha(t) * s.d_sigma(t) / s.sigma(t))
+            for t in ts.tolist()]  # fmt: skip
+    ref = torch.stack([a * x[i] + b * d[i] for i, (a, b) in enumerate(coef)])
+    torch.testing.assert_close(u, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(u2[1], u[1])
