@@ -311,18 +311,3 @@ class UnconditionalPipelineModel:
             The images in that type.
         """
         return images_to_output(images, output_type)
-
-    def to_pil(self, images: torch.Tensor) -> list[Any]:
-        """Convert images in [0, 1] to PIL images.
-
-        Parameters
-        ----------
-        images : torch.Tensor
-            Images [M, C, H, W] in [0, 1].
-
-        Returns
-        -------
-        list of PIL.Image.Image
-            One image per row.
-        """
-        return self.to_output(images, "pil")  # type: ignore[no-any-return]
