@@ -301,6 +301,32 @@ def test_prompt_embeds_instead_of_text() -> None:
         torch.testing.assert_close(a.velocity(x, 0.5), b.velocity(x, 0.5))
 
 
+def test_repr_and_to_pil() -> None:
+    """The repr names the adapter, family, groups, latent shape, guidance, CFG and the schedule by
+    its name (by its repr for a schedule without one); to_pil gives one RGB image per row, the
+    [0, 1] values scaled to 0..255 and rounded, channels last."""
+    import copy
+
+    model = from_pipeline(tp.sd_pipeline(), PROMPTS, height=tp.HEIGHT, width=tp.WIDTH)
+    assert repr(model) == (
+        "UNetDenoiser(family='sd', groups=2, latent_shape=(4, 8, 8), guidance_scale=7.5, "
+        "cfg=True, schedule='vp(T=1000)')"
+    )
+
+    class Nameless:
+        def __repr__(self) -> str:
+            return "Nameless()"
+
+    unnamed = copy.copy(model)
+    unnamed.schedule = Nameless()
+    assert repr(unnamed).endswith(", schedule=Nameless())")
+    images = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    pil = model.to_pil(images)
+    expected = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert [(im.mode, im.size) for im in pil] == [("RGB", (7, 5))] * 2
+    assert all(np.array_equal(np.asarray(im), e) for im, e in zip(pil, expected, strict=True))
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input
 
