@@ -239,6 +239,46 @@ def test_sana_given_embeddings_and_masks_reach_the_network_inputs():
     torch.testing.assert_close(uncond["encoder_attention_mask"], nmask)
 
 
+def test_sana_resolution_binning_follows_the_pipelines_rule(monkeypatch) -> None:
+    """With use_resolution_binning SANA generates at the aspect-ratio bin SanaPipeline picks: the
+    bin table by the transformer's sample_size (128/64/32/16: the 4096/2048/1024/512 tables), the
+    image processor's nearest bin (the tables' sizes differ, so a wrong table shows), and the
+    output is resized back to the size asked. Another sample_size is refused by name."""
+    from diffusers.configuration_utils import FrozenDict
+    from diffusers.pipelines.sana import pipeline_sana as ps
+    from glass_core.models.diffusers import from_pipeline
+    from glass_core.models.diffusers.sana import SanaDenoiser
+
+    pipe = tf.BUILDERS["sana"]()
+    tables = {
+        128: ps.ASPECT_RATIO_4096_BIN,
+        64: ps.ASPECT_RATIO_2048_BIN,
+        32: ps.ASPECT_RATIO_1024_BIN,
+        16: ps.ASPECT_RATIO_512_BIN,
+    }
+    height, width, vsf = 96, 64, pipe.vae_scale_factor
+    plain = from_pipeline(
+        pipe, PROMPTS, height=height, width=width, use_resolution_binning=False,
+        encode_kwargs={"max_sequence_length": 16},
+    )  # fmt: skip
+    assert (plain.height, plain.width, plain.output_size) == (height, width, None)
+
+    def binned(size: int) -> SanaDenoiser:
+        config = FrozenDict({**pipe.transformer.config, "sample_size": size})
+        monkeypatch.setattr(pipe.transformer, "_internal_dict", config)
+        return SanaDenoiser(pipe, plain.conditioning, height=height, width=width)
+
+    for size, table in tables.items():
+        h, w = pipe.image_processor.classify_height_width_bin(height, width, ratios=table)
+        model = binned(size)
+        assert (model.height, model.width, model.output_size) == (h, w, (height, width))
+        assert model.latent_shape == (4, h // vsf, w // vsf)
+    with pytest.raises(
+        InvalidInputError, match=r"sample_size 48; pass use_resolution_binning=False"
+    ):
+        binned(48)
+
+
 def test_flux2_patchify_is_the_pipelines_and_unpatchify_inverts_it():
     """The particles' 2x2 patch layout is Flux2Pipeline's own, both ways, on a non-square
     latent (a transposed axis would show)."""
