@@ -223,7 +223,14 @@ class WanDenoiser(DiffusersDenoiser):
         video: torch.Tensor = self.pipe.vae.decode(lat, return_dict=False)[0]
         return video.transpose(1, 2)  # [m, 3, F, H, W] -> frames first: [m, F, 3, H, W]
 
-    def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode(self, image: Any, *, max_batch: int | None = None) -> torch.Tensor:
+        """Refuse: editing an existing video (``steer(image=...)``) is not supported for Wan.
+
+        Raises
+        ------
+        InvalidInputError
+            Always.
+        """
         from glass_core.errors import InvalidInputError
 
         raise InvalidInputError("image: editing an existing video is not supported for Wan")
