@@ -292,6 +292,38 @@ def test_flux2_patchify_is_the_pipelines_and_unpatchify_inverts_it():
     assert torch.equal(unpatchify(z), lat)
 
 
+def test_flux2_encode_is_the_pipelines_image_latents():
+    """FLUX.2's encode is Flux2Pipeline's own image-latent encoding (the VAE's mode, 2x2 patches,
+    normalised by the VAE's batch-norm running statistics, which the tiny VAE sets away from 0
+    and 1), so editing starts where the pipeline's reference-image latents would."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS["flux2"]()
+    call = tf.SMALL_CALL["flux2"]
+    model = from_pipeline(pipe, PROMPTS, **call)
+    image = torch.rand(
+        2, 3, call["height"], call["width"], generator=torch.Generator().manual_seed(3)
+    )
+    z = model.encode(image)
+    with torch.no_grad():
+        ref = pipe._encode_vae_image(image * 2 - 1, generator=None)
+    assert z.shape == (2, *model.latent_shape)
+    torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_wan_refuses_to_edit_an_existing_video():
+    """steer(image=...) on Wan says that editing a video is not supported (WanPipeline has no
+    image processor to read the image with)."""
+    with pytest.raises(
+        InvalidInputError, match=r"^image: editing an existing video is not supported for Wan$"
+    ):
+        steer(
+            tf.BUILDERS["wan"](), PROMPTS, image=torch.rand(2, 3, 32, 16), strength=0.5,
+            method="sample", num_particles=1, num_transitions=2, progress=False,
+            **tf.SMALL_CALL["wan"],
+        )  # fmt: skip
+
+
 def test_qwenimage_encode_is_the_vaes_normalised_mode():
     """Qwen-Image's encode: its video VAE on a one-frame clip, the distribution's mode (no
     sampling), normalised by the config's latents_mean/std like QwenImageImg2ImgPipeline."""
