@@ -71,10 +71,13 @@ def test_compiled_fk_run_equals_eager_with_one_graph_and_no_graph_break():
 def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, given_denoised):
     """The compiled path's own code (point tables, plan tensors, the graph's body, call counts)
     run without torch.compile, so the fast suite checks it; the slow test above checks the
-    compiler. Same noise, same samples as eager, the same NFE, with D_t(x) given or not."""
+    compiler. Same noise, same samples as eager, the same NFE, with D_t(x) given or not. The
+    compiler is asked for the whole body as one graph (fullgraph: a graph break raises instead
+    of splitting the loop) with static shapes (dynamic=False: CUDA-graph capturable)."""
     from glass_core.transitions import compiled
 
-    monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
+    asked = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: asked.append((fn, options)) or fn)
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
     m = model()
     denoised = m.denoise(x, 0.3) if given_denoised else None
@@ -95,5 +98,6 @@ def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, gi
         return out, counted.nfe
 
     (eager, eager_nfe), (comp, comp_nfe) = step(False), step(True)
+    assert asked == [(compiled._integrate, {"fullgraph": True, "dynamic": False})]
     assert comp_nfe == eager_nfe
     torch.testing.assert_close(comp, eager, rtol=1e-6, atol=1e-6)
