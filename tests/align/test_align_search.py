@@ -7,6 +7,7 @@ top B of B x M draws: both have closed-form expectations as order statistics of 
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -198,4 +199,23 @@ def test_nonfinite_value_is_a_reward_error():
         value_decoding(
             gmm(), bad, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,),
             progress=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(("grid", "where"), [(GRID, "step 1 (t=0.2)"), (ONE_STEP, "step 1 (t=1)")])
+def test_nonfinite_value_names_the_step_and_the_candidates(grid, where):
+    """A NaN value at t < 1 (r of the denoised candidates) or at t = 1 (r of the candidates) is
+    reported by the search with its step and time, listing the candidate rows (2 particles x 3
+    candidates: rows 0..5)."""
+
+    def bad(z):
+        r = z.sum(1)
+        r[[1, 4]] = float("nan")
+        return r
+
+    msg = rf"reward returned NaN/inf at {re.escape(where)} for particle indices \[1, 4\]$"
+    with pytest.raises(RewardError, match=msg):
+        value_decoding(
+            gmm(), bad, transition=ExactKernel(), num_particles=2, num_candidates=3,
+            time_grid=grid, shape=(2,), generator=gen(0), progress=False,
         )  # fmt: skip
