@@ -1,6 +1,7 @@
 """fk_steering against the exact tilted Gaussian-mixture target."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -236,6 +237,40 @@ def test_progress_can_be_silenced(capsys):
 def test_bad_arguments_name_the_argument(kw, name):
     with pytest.raises(InvalidInputError, match=f"`{name}`"):
         run(**kw)
+
+
+SAMPLING_ERRORS = [
+    ({"model": object()}, "model", "`model` must be a Denoiser (needs `schedule`), got object"),
+    ({"reward": 3}, "reward", "`reward` must be callable, got int"),
+    ({"transition": "sde"}, "transition", "`transition` must be callable, got str"),
+    ({"num_particles": 0}, "num_particles", "`num_particles` must be an integer >= 1, got 0"),
+    (
+        {"world_size": 4},
+        "num_particles",
+        "`num_particles` (6) must be a multiple of the world size (4)",
+    ),
+    ({"generator": 5}, "generator", "`generator` must be None, a torch.Generator or a list"),
+    ({"num_groups": 0}, "num_groups", "`num_groups` must be an integer >= 1, got 0"),
+    ({"time_grid": [0.0, 0.5]}, "time_grid", "`time_grid` must start in [0, 1) (0: noise)"),
+    ({"shape": (0,)}, "shape", "`shape` must be a non-empty tuple of positive ints, got (0,)"),
+    ({"max_batch": 0}, "max_batch", "`max_batch` must be an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(("kw", "arg", "msg"), SAMPLING_ERRORS)
+def test_sampling_config_errors_name_the_argument_and_the_value(kw, arg, msg):
+    """The checks every algorithm shares (SamplingConfig.validate, called by the storage with
+    its world size): the error's ``arg`` and message name the argument and what was given."""
+    from glass_core.align._config import SamplingConfig
+
+    args = dict(
+        model=gmm(), reward=LIN, transition=ExactKernel(), num_particles=6, time_grid=GRID,
+        shape=(2,), max_batch=None, generator=None, num_groups=None,
+    )  # fmt: skip
+    assert SamplingConfig.validate(**args, world_size=3).local_particles == 2
+    with pytest.raises(InvalidInputError, match=re.escape(msg)) as info:
+        SamplingConfig.validate(**(args | kw))
+    assert info.value.arg == arg  # type: ignore[attr-defined]
 
 
 def test_profile_fields_and_guided_model_inside_fk():
