@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from align_fixtures import GRID, ExactKernel, gen, gmm, weighted_mean_and_se
-from glass_core.align import fk_steering, tempered_smc
+from glass_core.align import TemperedSMCSampler, fk_steering, tempered_smc
 from glass_core.align.tempering import next_exponent, relative_ess
 from glass_core.align.twisted import twisted_move
 from glass_core.errors import InvalidInputError
@@ -145,6 +145,17 @@ def test_tempered_bad_arguments(kwargs, name):
         )
 
 
+@pytest.mark.parametrize("name", ["potential", "process_group"])
+def test_tempered_sampler_refuses_a_potential_and_a_process_group(name):
+    """The sampler fixes its own (tempered) potential: one given is refused by name, not
+    silently replaced; sharded runs are not supported."""
+    with pytest.raises(
+        InvalidInputError, match=rf"^`{name}` is not supported by tempered_smc$"
+    ) as e:
+        TemperedSMCSampler(gmm(), LIN, transition=SDE(), time_grid=GRID, **{name: "max"})
+    assert e.value.arg == name  # type: ignore[attr-defined]
+
+
 # -- twisted proposals ---------------------------------------------------------------------------
 
 
@@ -198,6 +209,22 @@ def test_twisted_bad_arguments(kwargs, name):
         fk_steering(
             gmm(), LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), **kwargs
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("resample_every", 2), ("resample_window", (0.2, 0.8)), ("process_group", object())],
+)
+def test_twisted_refuses_resampling_schedules_and_sharding_by_name(name, value):
+    """Every step of a twisted run is a potential step and it is not sharded: the message says
+    which argument is not supported and with what."""
+    msg = rf"^`{name}` is not supported with proposal='twisted'$"
+    with pytest.raises(InvalidInputError, match=msg) as e:
+        fk_steering(
+            gmm(), LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,),
+            proposal="twisted", **{name: value},
+        )  # fmt: skip
+    assert e.value.arg == name  # type: ignore[attr-defined]
 
 
 def test_twisted_groups_equal_separate_runs():
