@@ -273,6 +273,46 @@ def test_sampling_config_errors_name_the_argument_and_the_value(kw, arg, msg):
     assert info.value.arg == arg  # type: ignore[attr-defined]
 
 
+class SeenGenerators(ExactKernel):
+    """The exact kernel, recording the type of every generator argument it is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        self.seen.add(type(generator))
+        return super().__call__(model, x, t, t_next, list(generator), denoised=denoised)
+
+
+def _tuple_runs():
+    from glass_core.align import best_of_n, reward_guidance, value_decoding, value_estimate
+
+    kw = dict(num_particles=3, time_grid=GRID, shape=(2,), progress=False)
+    return {
+        "fk_steering": lambda tr, g: fk_steering(gmm(), LIN, transition=tr, generator=g, **kw),
+        "best_of_n": lambda tr, g: best_of_n(gmm(), LIN, transition=tr, generator=g, **kw),
+        "reward_guidance": lambda tr, g: reward_guidance(
+            gmm(), LIN, scale=0.5, transition=tr, generator=g, **kw
+        ),
+        "value_decoding": lambda tr, g: value_decoding(
+            gmm(), LIN, transition=tr, num_candidates=2, generator=g, **kw
+        ),
+        "value_estimate": lambda tr, g: value_estimate(
+            gmm(), LIN, torch.zeros(2, 3, 2), 0.5, num_samples=2, transition=tr, generator=g
+        ),
+    }
+
+
+@pytest.mark.parametrize("algorithm", list(_tuple_runs()))
+def test_a_tuple_of_generators_reaches_the_transition_as_a_list(algorithm):
+    """A transition is called with a torch.Generator, a list of them or None (its documented
+    signature): groups given as a tuple of generators are handed on as a list."""
+    tr = SeenGenerators()
+    _tuple_runs()[algorithm](tr, (gen(1), gen(2)))
+    assert tr.seen == {list}
+
+
 def test_profile_fields_and_guided_model_inside_fk():
     res = run(transition=Glass(inner_steps=2))
     assert math.isnan(res.model_time) and math.isnan(res.reward_time) and res.wall_time > 0
