@@ -210,16 +210,40 @@ def resolve_rho(schedule: Schedule, rho: float | str, t: float, t_next: float) -
     Raises
     ------
     InvalidInputError
-        If ``rho`` is neither "ddpm" nor a finite float in [-1, 1].
+        If ``rho`` is neither "ddpm" nor a finite float in [-1, 1] (see :func:`check_rho`).
+    """
+    r = check_rho(rho)
+    if isinstance(r, str):
+        return float(schedule.rho_ddpm(float(t), float(t_next)))
+    return r
+
+
+def check_rho(rho: object) -> float | str:
+    """Check a GLASS correlation specification.
+
+    Parameters
+    ----------
+    rho : object
+        A real number in [-1, 1] or the string "ddpm".
+
+    Returns
+    -------
+    float or str
+        The number as a float, or "ddpm".
+
+    Raises
+    ------
+    InvalidInputError
+        For anything else (booleans included: True is not read as 1.0).
     """
     if isinstance(rho, str):
-        if rho != "ddpm":
-            raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-        return float(schedule.rho_ddpm(float(t), float(t_next)))
-    try:
-        r = float(rho)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}") from None
-    if not (math.isfinite(r) and -1.0 <= r <= 1.0):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-    return r
+        if rho == "ddpm":
+            return rho
+    elif not isinstance(rho, bool | np.bool_):
+        try:
+            r = float(rho)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            r = math.nan
+        if math.isfinite(r) and -1.0 <= r <= 1.0:
+            return r
+    raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")

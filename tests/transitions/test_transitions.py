@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -510,3 +511,31 @@ def test_bad_times_and_denoised_are_named_with_what_was_given():
         ODE()(gmm2(), x, torch.tensor([0.1, 0.2]), 0.5)
     with pytest.raises(InvalidInputError, match=r"shape of x \(4, 2\), got \(3, 2\)$"):
         ODE()(gmm2(), x, 0.1, 0.5, denoised=torch.zeros(3, 2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "rho", ["ddim", "", 1.5, -1.01, math.nan, math.inf, True, np.True_, None, [0.5], b"ddpm"]
+)
+def test_a_bad_rho_is_refused_alike_by_glass_and_by_the_exact_kernel(rho):
+    """One rule for rho (schedules.check_rho): "ddpm" or a real number in [-1, 1]; a boolean is
+    not read as 1.0. Glass checks it at construction, the GMM's exact kernel per call."""
+    msg = rf"^rho must be a float in \[-1, 1\] or 'ddpm', got {re.escape(repr(rho))}$"
+    with pytest.raises(InvalidInputError, match=msg):
+        Glass(rho=rho)
+    x = torch.zeros(2, 2, dtype=F64)
+    with pytest.raises(InvalidInputError, match=msg):
+        gmm2().sample_transition(x, 0.3, 0.6, rho)
+
+
+@pytest.mark.parametrize("rho", [-1, 0, 1.0, np.float32(0.25), torch.tensor(0.5), "ddpm"])
+def test_a_good_rho_is_used_as_given(rho):
+    """Integers, numpy and 0-d torch numbers are read as floats; "ddpm" is the SDE's own
+    correlation alpha_t sigma_t' / (sigma_t alpha_t')."""
+    sched, t, t_next = gmm2().schedule, 0.3, 0.6
+    want = (
+        sched.alpha(t) * sched.sigma(t_next) / (sched.sigma(t) * sched.alpha(t_next))
+        if rho == "ddpm"
+        else float(rho)
+    )
+    assert resolve_rho(sched, rho, t, t_next) == pytest.approx(want, rel=1e-15)
+    assert Glass(rho=rho).rho is rho
