@@ -168,27 +168,56 @@ def test_groups_equal_separate_runs(search):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
+    ("kwargs", "name", "msg"),
     [
-        ({"num_candidates": 0}, "num_candidates"),
-        ({"temperature": -1.0}, "temperature"),
-        ({"value": "mean"}, "value"),
-        ({"value_samples": 0, "value": "posterior"}, "value_samples"),
-        ({"value_transition": SDE()}, "value_transition"),
-        ({"process_group": object()}, "process_group"),
-        ({"num_particles": 0}, "num_particles"),
+        ({"num_candidates": 0}, "num_candidates", "must be an integer >= 1, got 0"),
+        ({"temperature": -1.0}, "temperature", "must be >= 0 (0: argmax), got -1.0"),
+        ({"temperature": math.nan}, "temperature", "must be a finite number, got nan"),
+        ({"value": "mean"}, "value", "must be one of ('denoised', 'posterior'), got 'mean'"),
+        (
+            {"value_samples": 0, "value": "posterior"},
+            "value_samples",
+            "must be an integer >= 1, got 0",
+        ),
+        ({"value_transition": SDE()}, "value_transition", "needs value='posterior'"),
+        (
+            {"value_transition": 3, "value": "posterior"},
+            "value_transition",
+            "must be callable, got int",
+        ),
+        (
+            {"process_group": object()},
+            "process_group",
+            "is not supported by value_decoding / beam_search",
+        ),
+        ({"num_particles": 0}, "num_particles", "must be an integer >= 1, got 0"),
     ],
 )
-def test_bad_arguments_name_the_argument(kwargs, name):
+def test_bad_arguments_name_the_argument(kwargs, name, msg):
     args = dict(transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), progress=False)
     args.update(kwargs)
-    with pytest.raises(InvalidInputError, match=f"`?{name}`?"):
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}$") as info:
         value_decoding(gmm(), LIN, **args)
+    assert info.value.arg == name  # type: ignore[attr-defined]
 
 
-def test_beam_width_is_named():
-    with pytest.raises(InvalidInputError, match="beam_width"):
-        beam_search(gmm(), LIN, transition=SDE(), beam_width=0, time_grid=GRID, shape=(2,))
+@pytest.mark.parametrize(
+    ("kwargs", "name", "msg"),
+    [
+        ({"beam_width": 0}, "beam_width", "must be an integer >= 1, got 0"),
+        ({"num_candidates": 0}, "num_candidates", "must be an integer >= 1, got 0"),
+        (
+            {"process_group": object()},
+            "process_group",
+            "is not supported by value_decoding / beam_search",
+        ),
+    ],
+)
+def test_beam_search_names_a_bad_argument(kwargs, name, msg):
+    args = dict(transition=SDE(), beam_width=2, time_grid=GRID, shape=(2,), progress=False)
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}$") as info:
+        beam_search(gmm(), LIN, **(args | kwargs))
+    assert info.value.arg == name  # type: ignore[attr-defined]
 
 
 def test_nonfinite_value_is_a_reward_error():
