@@ -215,28 +215,53 @@ def test_progress_can_be_silenced(capsys):
     assert captured.err == "" and captured.out == ""
 
 
-@pytest.mark.parametrize(
-    ("kw", "name"),
-    [
-        ({"num_particles": 0}, "num_particles"),
-        ({"potential": "bogus"}, "potential"),
-        ({"lambda_": math.inf}, "lambda_"),
-        ({"resampling": "nope"}, "resampling"),
-        ({"ess_threshold": 1.5}, "ess_threshold"),
-        ({"resample_every": 0}, "resample_every"),
-        ({"resample_window": (0.8, 0.2)}, "resample_window"),
-        ({"time_grid": [0.0, 0.5]}, "time_grid"),
-        ({"time_grid": [0.0, 0.6, 0.4, 1.0]}, "time_grid"),
-        ({"shape": (0,)}, "shape"),
-        ({"max_batch": -1}, "max_batch"),
-        ({"generator": 5}, "generator"),
-        ({"generator": [gen(1), gen(2)], "num_groups": 3}, "num_groups"),
-        ({"transition": 3}, "transition"),
-    ],
-)
-def test_bad_arguments_name_the_argument(kw, name):
-    with pytest.raises(InvalidInputError, match=f"`{name}`"):
-        run(**kw)
+FK_ERRORS = [
+    ({"potential": "bogus"}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
+    ({"potential": 3}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
+    ({"lambda_": math.inf}, "lambda_", "must be a finite number, got inf"),
+    ({"resampling": "nope"}, "resampling", "must be one of ('systematic', 'stratified', "),
+    ({"ess_threshold": 1.5}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 1.5"),
+    ({"ess_threshold": 0.0}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 0.0"),
+    ({"resample_every": 0}, "resample_every", "must be an integer >= 1, got 0"),
+    (
+        {"resample_window": (0.8, 0.2)},
+        "resample_window",
+        "must satisfy 0 <= start <= end <= 1, got (0.8, 0.2)",
+    ),
+    (
+        {"resample_window": (0.2, 1.5)},
+        "resample_window",
+        "must satisfy 0 <= start <= end <= 1, got (0.2, 1.5)",
+    ),
+    (
+        {"resample_window": 3},
+        "resample_window",
+        "must be a pair (start, end) of times in [0, 1], got 3",
+    ),
+    ({"final_resample": "yes"}, "final_resample", "must be True or False, got 'yes'"),
+    (
+        {"time_grid": [0.0, 0.6, 0.4, 1.0]},
+        "time_grid",
+        "is not a valid time grid: time_grid must be strictly increasing: time_grid[1] = 0.6 >= ",
+    ),
+    ({"generator": []}, "generator", "as a list must hold one torch.Generator per group"),
+    ({"generator": [gen(0), 3]}, "generator", "as a list must hold one torch.Generator per group"),
+    ({"proposal": "tilted"}, "proposal", "must be one of ('plain', 'twisted'), got 'tilted'"),
+    (
+        {"proposal": "twisted", "potential": "max"},
+        "potential",
+        "must be 'diff' with proposal='twisted', got 'max'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kw", "name", "msg"), FK_ERRORS)
+def test_bad_arguments_name_the_argument(kw, name, msg):
+    """fk_steering's own checks (FKConfig) and the shared ones it reaches first through the
+    public call: ``arg`` and the message's start name the argument and what was given."""
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}") as info:
+        run(**(kw | ({"transition": SDE()} if "proposal" in kw else {})))
+    assert info.value.arg == name  # type: ignore[attr-defined]
 
 
 SAMPLING_ERRORS = [
@@ -251,6 +276,11 @@ SAMPLING_ERRORS = [
     ),
     ({"generator": 5}, "generator", "`generator` must be None, a torch.Generator or a list"),
     ({"num_groups": 0}, "num_groups", "`num_groups` must be an integer >= 1, got 0"),
+    (
+        {"generator": [gen(1), gen(2)], "num_groups": 3},
+        "num_groups",
+        "`num_groups` is 3 but `generator` lists 2",
+    ),
     ({"time_grid": [0.0, 0.5]}, "time_grid", "`time_grid` must start in [0, 1) (0: noise)"),
     ({"shape": (0,)}, "shape", "`shape` must be a non-empty tuple of positive ints, got (0,)"),
     ({"max_batch": 0}, "max_batch", "`max_batch` must be an integer >= 1, got 0"),
