@@ -215,6 +215,38 @@ def test_progress_can_be_silenced(capsys):
     assert captured.err == "" and captured.out == ""
 
 
+def _labelled_runs():
+    from glass_core.align import (
+        beam_search,
+        best_of_n,
+        reward_guidance,
+        tempered_smc,
+        value_decoding,
+    )
+
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=True)
+    return {
+        "FK steering": lambda: fk_steering(gmm(), LIN, num_particles=4, **kw),
+        "best-of-N": lambda: best_of_n(gmm(), LIN, num_particles=4, **kw),
+        "reward guidance": lambda: reward_guidance(gmm(), LIN, num_particles=4, scale=0.5, **kw),
+        "value decoding": lambda: value_decoding(gmm(), LIN, num_particles=4, **kw),
+        "beam search": lambda: beam_search(gmm(), LIN, beam_width=2, **kw),
+        "tempered SMC": lambda: tempered_smc(gmm(), LIN, num_particles=4, **kw),
+    }
+
+
+@pytest.mark.parametrize("label", list(_labelled_runs()))
+def test_progress_lines_name_the_algorithm(label, capsys, monkeypatch):
+    """Off a terminal, progress=True writes "<algorithm>: k/K steps" lines (one per interval,
+    here every step, and a last one)."""
+    from glass_core import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
+    _labelled_runs()[label]()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
+
+
 FK_ERRORS = [
     ({"potential": "bogus"}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
     ({"potential": 3}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
