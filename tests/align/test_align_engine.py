@@ -147,12 +147,18 @@ def test_changed_particles_are_continued_from():
 def test_step_and_result_refuse_the_wrong_state():
     fk = _sampler({})
     state = _init(fk, {}, 0)
-    with pytest.raises(InvalidInputError, match="state"):
+    with pytest.raises(InvalidInputError, match=r"^`state` is at step 0 of 5: not done$") as e:
+        fk.result(state)
+    assert e.value.arg == "state"  # type: ignore[attr-defined]
+    state = fk.step(state)
+    with pytest.raises(InvalidInputError, match=r"^`state` is at step 1 of 5: not done$"):
         fk.result(state)
     while not state.done:
         state = fk.step(state)
-    with pytest.raises(InvalidInputError, match="state"):
+    done = r"^`state` is done \(every transition has run\): call result\(state\)$"
+    with pytest.raises(InvalidInputError, match=done) as e:
         fk.step(state)
+    assert e.value.arg == "state"  # type: ignore[attr-defined]
 
 
 def _fk_result(ancestors, ess, times, n):
