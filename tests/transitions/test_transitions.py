@@ -539,3 +539,54 @@ def test_a_good_rho_is_used_as_given(rho):
     )
     assert resolve_rho(sched, rho, t, t_next) == pytest.approx(want, rel=1e-15)
     assert Glass(rho=rho).rho is rho
+
+
+NUMBER = r"^`{}` must be a finite number, got {}$"
+CONSTRUCTOR_ERRORS = [
+    (lambda: Glass(sigma0=0.0), r"^sigma0 must be a finite float > 0, got 0.0$"),
+    (lambda: Glass(sigma0=-2), r"^sigma0 must be a finite float > 0, got -2$"),
+    (lambda: Glass(sigma0=math.inf), NUMBER.format("sigma0", "inf")),
+    (lambda: Glass(sigma0="1.0"), NUMBER.format("sigma0", "'1.0'")),
+    (lambda: Glass(sigma0=True), NUMBER.format("sigma0", "True")),
+    (lambda: Glass(compile=1), r"^compile must be True or False, got 1$"),
+    (
+        lambda: Glass(solver="rk4"),
+        r"^solver must be one of \('euler', 'heun', 'midpoint', 'multistep', 'pc'\), got 'rk4'$",
+    ),
+    (lambda: Glass(inner_steps=0), r"^`inner_steps` must be an integer >= 1, got 0$"),
+    (lambda: SDE(kappa=-1.0), r"^kappa must be a finite float >= 0, got -1.0$"),
+    (lambda: SDE(kappa=math.nan), NUMBER.format("kappa", "nan")),
+    (lambda: SDE(kappa="1"), NUMBER.format("kappa", "'1'")),
+    (lambda: SDE(kappa=True), NUMBER.format("kappa", "True")),
+    (lambda: SDE(substeps=0), r"^`substeps` must be an integer >= 1, got 0$"),
+    (
+        lambda: ODE(solver="midpoint"),
+        r"^solver must be one of \('euler', 'heun', 'multistep', 'pc'\), got 'midpoint'$",
+    ),
+    (lambda: ODE(substeps=2.0), r"^`substeps` must be an integer >= 1, got 2.0$"),
+]
+
+
+@pytest.mark.parametrize(("make", "msg"), CONSTRUCTOR_ERRORS)
+def test_transition_constructors_refuse_bad_parameters_with_what_was_given(make, msg):
+    """A typed error naming the parameter and the value; a string or a boolean is not read as a
+    number (float("1.0") / True == 1.0)."""
+    with pytest.raises(InvalidInputError, match=msg):
+        make()
+
+
+@pytest.mark.parametrize("tr", [Glass(inner_steps=2), ODE(), SDE()], ids=repr)
+@pytest.mark.parametrize(
+    ("t", "t_next", "msg"),
+    [
+        (0.5, 0.5, r"^t_next must be > t, got t=0.5, t_next=0.5$"),
+        (1.0, 1.0, r"^t_next must be > t, got t=1.0, t_next=1.0$"),
+        (0.6, 0.5, r"^t_next must be > t, got t=0.6, t_next=0.5$"),
+        (0.5, 1.2, r"^t_next must be a finite float in \[0, 1\], got 1.2$"),
+        (-0.1, 0.5, r"^t must be a finite float in \[0, 1\], got -0.1$"),
+        ("a", 0.5, r"^t must be a float in \[0, 1\], got 'a'$"),
+    ],
+)
+def test_step_times_are_named_with_what_was_given(tr, t, t_next, msg):
+    with pytest.raises(InvalidInputError, match=msg):
+        tr(gmm2(), torch.zeros(2, 2, dtype=F64), t, t_next)

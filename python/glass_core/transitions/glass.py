@@ -21,13 +21,13 @@ is finite at both ends, so only the very first prediction is first order.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from glass_core import _random
+from glass_core._checks import finite_float
 from glass_core._core import glass_coefficients
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, working_dtype
@@ -137,8 +137,8 @@ class Glass(Transition):
         self.inner_steps = check_int(inner_steps, "inner_steps", maximum=MAX_INNER_STEPS)
         self.solver = check_choice(solver, "solver", SOLVERS)
         self.inner: InnerSolver = SOLVER_CLASSES[solver]()
-        s0 = float(sigma0)
-        if not (math.isfinite(s0) and s0 > 0):
+        s0 = finite_float(sigma0, "sigma0")  # a real number: no bool, str or NaN
+        if s0 <= 0:
             raise InvalidInputError(f"sigma0 must be a finite float > 0, got {sigma0!r}")
         self.sigma0 = s0
         if not isinstance(compile, bool):
