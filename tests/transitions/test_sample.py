@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,29 @@ def test_sample_bad_inputs():
         sample(model, tr, [0.5], shape=(2, 2))
     with pytest.raises(InvalidInputError, match="callback"):
         sample(model, tr, [0.0, 1.0], shape=(2, 2), callback=lambda *a: torch.zeros(3))
+
+
+GROUPS = "x0 must have shape [B=2, N, ...] with "
+SAMPLE_ERRORS = [
+    ({}, "give exactly one of x0 and shape"),
+    ({"x0": torch.zeros(2, 2), "shape": (2, 2)}, "give exactly one of x0 and shape"),
+    (
+        {"shape": (2, 2), "time_grid": [0.3, 1.0]},
+        "time_grid starts at t = 0.3; noise is only the state at t = 0, so a run from t0 > 0 "
+        "needs the particles there as x0=",
+    ),
+    ({"shape": (2, 2), "num_groups": 2}, GROUPS + "num_groups=2, got None"),
+    ({"x0": torch.zeros(4, 2), "num_groups": 2}, GROUPS + "num_groups=2, got (4, 2)"),
+    ({"x0": torch.zeros(3, 2, 2), "num_groups": 2}, GROUPS + "num_groups=2, got (3, 2, 2)"),
+    (
+        {"x0": torch.zeros(3, 2, 2), "generator": [torch.Generator(), torch.Generator()]},
+        GROUPS + "a list of 2 generators, got (3, 2, 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kw", "msg"), SAMPLE_ERRORS)
+def test_sample_names_what_was_given(kw, msg):
+    args = {"time_grid": [0.0, 1.0]} | kw
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$"):
+        sample(gmm2(), ODE(), args.pop("time_grid"), **args)
