@@ -187,7 +187,9 @@ def dynamic_shift(
     try:
         return shifted(schedule, shift)
     except InvalidInputError as e:
-        raise InvalidInputError(f"image_seq_len = {image_seq_len!r} gives {e}") from None
+        raise InvalidInputError(
+            f"image_seq_len = {image_seq_len!r} gives {e}", arg="image_seq_len"
+        ) from None
 
 
 def resolve_rho(schedule: Schedule, rho: float | str, t: float, t_next: float) -> float:

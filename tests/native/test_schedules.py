@@ -158,6 +158,16 @@ def test_dynamic_shift_defaults_are_diffusers_flux_config() -> None:
     assert custom.shift == pytest.approx(math.exp(0.25 + 2.0 / 1000 * 100), rel=1e-13)
 
 
+@pytest.mark.parametrize(("L", "shift"), [(10**7, "inf"), (-(10**7), "0.0")])
+def test_dynamic_shift_out_of_range_names_the_sequence_length(L: int, shift: str) -> None:
+    """mu ~ +-1700 here: exp(mu) overflows to inf (caught) or underflows to 0; both are outside
+    shifted()'s range, and the error is blamed on image_seq_len with the shift it gave."""
+    msg = rf"^image_seq_len = {L} gives shift must be a number in \[1e-6, 1e6\], got {shift}$"
+    with pytest.raises(InvalidInputError, match=msg) as e:
+        S.dynamic_shift(S.RectifiedFlow(), L)
+    assert e.value.arg == "image_seq_len"  # type: ignore[attr-defined]
+
+
 def test_vp_from_betas_defaults_are_1000_linear_steps() -> None:
     betas = np.linspace(0.0001, 0.02, 1000)
     s = S.VP.from_betas(0.0001, 0.02)
