@@ -5,6 +5,7 @@ With r(z) = a.z the tilted target p(z) exp(lambda r(z)) / Z is again a Gaussian 
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -135,14 +136,20 @@ def test_tempered_groups_equal_separate_runs_and_max_batch():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
-    [({"ess_target": 0.0}, "ess_target"), ({"process_group": object()}, "process_group")],
+    ("kwargs", "name", "msg"),
+    [
+        ({"ess_target": 0.0}, "ess_target", "must be in (0, 1] (a fraction of N), got 0.0"),
+        ({"ess_target": 1.5}, "ess_target", "must be in (0, 1] (a fraction of N), got 1.5"),
+        ({"ess_target": "a"}, "ess_target", "must be a finite number, got 'a'"),
+        ({"process_group": object()}, "process_group", "is not supported by tempered_smc"),
+    ],
 )
-def test_tempered_bad_arguments(kwargs, name):
-    with pytest.raises(InvalidInputError, match=name):
+def test_tempered_bad_arguments(kwargs, name, msg):
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}$") as e:
         tempered_smc(
             gmm(), LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), **kwargs
         )
+    assert e.value.arg == name  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", ["potential", "process_group"])
