@@ -192,7 +192,8 @@ def test_diagnostics_on_known_genealogies():
     )
     np.testing.assert_array_equal(grouped.lineage_roots(), [1, 4])
     assert grouped.early_collapse() == [(0, 0.4, 1.2), (1, 0.2, 1.1)]
-    with pytest.raises(InvalidInputError, match="track_genealogy"):
+    msg = r"^lineage_roots needs the genealogy: run with track_genealogy=True$"
+    with pytest.raises(InvalidInputError, match=msg):
         _fk_result(None, [3.0], [0.2], 4).lineage_roots()
 
 

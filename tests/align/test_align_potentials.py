@@ -171,3 +171,23 @@ def test_overflowing_potential_is_named_on_the_host_copy(kind):
     state = fk.init(4, shape=(2,), generator=gen(0), dtype=torch.float64)
     with pytest.raises(InvalidInputError, match=r"lambda_ = 1e\+300 is too large"):
         fk.step(state)
+
+
+@pytest.mark.parametrize("value", [250.0, -250.0])
+def test_an_overflowing_temperature_is_named_with_the_largest_reward(value):
+    """lambda_ r = 1e307 * 250 overflows float64 (max ~1.8e308) although both are finite: the
+    error names lambda_ and the largest |reward|, not the reward."""
+    from glass_core.align import fk_steering
+
+    def reward(z):
+        return torch.full((z.shape[0],), value, dtype=torch.float64)
+
+    msg = (
+        r"^lambda_ = 1e\+307 is too large: lambda_ \* reward overflows float64 "
+        r"\(largest \|reward\| 250\)$"
+    )
+    with pytest.raises(InvalidInputError, match=msg):
+        fk_steering(
+            gmm(), reward, transition=ExactKernel(), num_particles=4, time_grid=GRID,
+            shape=(2,), lambda_=1e307, generator=gen(0), progress=False,
+        )  # fmt: skip
