@@ -186,20 +186,42 @@ def test_twisted_move_weights_recover_the_untwisted_kernel():
     assert float((shift - expected_shift).abs().max()) < 5 * std / math.sqrt(n)
 
 
-def test_twisted_needs_a_gaussian_kernel():
-    with pytest.raises(InvalidInputError, match=r"per-substep \(t0, gamma, abar, sbar\)"):
-        fk_steering(
-            gmm(), LIN, transition=ODE(), num_particles=4, time_grid=GRID, shape=(2,),
-            proposal="twisted", progress=False,
-        )  # fmt: skip
+TWIST_REFUSALS = {
+    "ode": (
+        lambda: {"transition": ODE()},
+        "transition",
+        "`transition` ODE(solver='euler', substeps=1) has no Gaussian kernel (needs "
+        "`scalars(schedule, t, t_next)`, the per-substep (t0, gamma, abar, sbar) SDE has) for "
+        "proposal='twisted'",
+    ),
+    "glass": (
+        lambda: {"transition": Glass(inner_steps=2)},
+        "transition",
+        "`transition` Glass(rho='ddpm', inner_steps=2, solver='pc', sigma0=1.0) has no tractable "
+        "kernel density, so a twisted proposal cannot be weighted exactly: use "
+        "proposal='twisted' with an SDE transition, or guide=True for the reward-guided GLASS "
+        "proposal (uncorrected guidance)",
+    ),
+    "non-differentiable": (
+        lambda: {"transition": SDE(), "reward": lambda z: z.detach().sum(1)},
+        "reward",
+        "`reward` and the model must be differentiable for proposal='twisted' (autograd: ",
+    ),
+}
 
 
-def test_twisted_glass_is_refused_with_a_pointer_to_guidance():
-    with pytest.raises(InvalidInputError, match="guide=True"):
+@pytest.mark.parametrize("case", list(TWIST_REFUSALS))
+def test_twisted_refusals_say_why(case):
+    """A twisted proposal needs a Gaussian kernel (GLASS gets a pointer to guidance) and the
+    gradient of r(D_t(x)); the message names the transition or the reward and says why."""
+    make, arg, msg = TWIST_REFUSALS[case]
+    kw = make()
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}") as e:
         fk_steering(
-            gmm(), LIN, transition=Glass(), num_particles=4, time_grid=GRID, shape=(2,),
-            proposal="twisted",
+            gmm(), kw.pop("reward", LIN), num_particles=4, time_grid=GRID, shape=(2,),
+            proposal="twisted", progress=False, **kw,
         )  # fmt: skip
+    assert e.value.arg == arg  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
