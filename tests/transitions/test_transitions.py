@@ -590,3 +590,14 @@ def test_transition_constructors_refuse_bad_parameters_with_what_was_given(make,
 def test_step_times_are_named_with_what_was_given(tr, t, t_next, msg):
     with pytest.raises(InvalidInputError, match=msg):
         tr(gmm2(), torch.zeros(2, 2, dtype=F64), t, t_next)
+
+
+@pytest.mark.parametrize("tr", [Glass(inner_steps=2), ODE(), SDE()], ids=repr)
+def test_a_step_names_a_bad_model_and_a_bad_denoised(tr):
+    x = torch.zeros(2, 2, dtype=F64)
+    msg = r"^model must be a Denoiser \(schedule, denoise, velocity\), got object$"
+    with pytest.raises(InvalidInputError, match=msg):
+        tr(object(), x, 0.2, 0.5)
+    msg = r"^denoised must have the shape of x \(2, 2\), got \[1\.0\]$"
+    with pytest.raises(InvalidInputError, match=msg):
+        tr(gmm2(), x, 0.2, 0.5, denoised=[1.0])
