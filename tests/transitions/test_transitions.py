@@ -601,3 +601,39 @@ def test_a_step_names_a_bad_model_and_a_bad_denoised(tr):
     msg = r"^denoised must have the shape of x \(2, 2\), got \[1\.0\]$"
     with pytest.raises(InvalidInputError, match=msg):
         tr(gmm2(), x, 0.2, 0.5, denoised=[1.0])
+
+
+class _LowPrecisionIO:
+    """`model` asked and answering in `dtype`, seen from float32 particles."""
+
+    def __init__(self, model, dtype):
+        self.model, self.dtype, self.schedule = model, dtype, model.schedule
+
+    def denoise(self, x, t):
+        return self.model.denoise(x.to(self.dtype), t).float()
+
+    def velocity(self, x, t):
+        return self.model.velocity(x.to(self.dtype), t).float()
+
+
+@pytest.mark.parametrize(
+    "tr",
+    [Glass("ddpm", 3, "heun"), Glass(0.4, 3, "pc"), ODE("heun", 2), ODE("pc", 3), SDE(substeps=2)],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_particles_are_integrated_in_float32(tr, dtype):
+    """bf16/fp16 particles: the model is asked in their dtype, but the step's arithmetic (noise,
+    inner solver, combination) runs in float32 and is rounded once at the end, so it equals the
+    float32 step of that model bit for bit (half-precision arithmetic would round at every
+    operation)."""
+    sched = RectifiedFlow()
+    base = gmm16(sched)
+    model = from_callable(
+        lambda x, t: base.denoise(x.double(), t).to(x.dtype), prediction="x1", schedule=sched
+    )
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
+    got = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(1))
+    want = tr(_LowPrecisionIO(model, dtype), x.float(), 0.2, 0.6, torch.Generator().manual_seed(1))
+    assert got.dtype == dtype
+    assert torch.equal(got, want.to(dtype))
