@@ -248,3 +248,25 @@ def test_nonfinite_value_names_the_step_and_the_candidates(grid, where):
             gmm(), bad, transition=ExactKernel(), num_particles=2, num_candidates=3,
             time_grid=grid, shape=(2,), generator=gen(0), progress=False,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_searches_start_from_x0_at_t0(search):
+    """From given particles at t0 = 0.4 (no `shape`: read from x0), one step with one candidate
+    per particle draws what best_of_n draws from x0 with the same generator (beam search
+    returns them best first). x0 is checked against the run like every start."""
+    model, n, grid = gmm(), 5, [0.4, 1.0]
+    x0 = model.sample_marginal(n, 0.4, gen(1))
+    kw = dict(transition=ExactKernel(), time_grid=grid, num_candidates=1, progress=False)
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": n}
+    res = fn(model, LIN, x0=x0, generator=gen(2), **size, **kw)
+    plain = best_of_n(
+        model, LIN, transition=ExactKernel(), num_particles=n, time_grid=grid, x0=x0,
+        generator=gen(2), progress=False,
+    )  # fmt: skip
+    order = slice(None) if search == "value_decoding" else plain.rewards.argsort(descending=True)
+    torch.testing.assert_close(res.samples, plain.samples[order], rtol=0, atol=0)
+    msg = r"^`x0` holds 4 particles per group \(read as"
+    with pytest.raises(InvalidInputError, match=msg):
+        fn(model, LIN, x0=x0[:4], generator=gen(2), **size, **kw)
