@@ -113,6 +113,20 @@ def test_guided_per_row_times_as_numpy_equal_tensor_times():
     torch.testing.assert_close(g.velocity(x, tt.numpy()), g.velocity(x, tt))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_guided_per_row_times_keep_the_particles_dtype(dtype):
+    """Per-row coefficients are made in the particles' dtype: float32 rows stay float32 (not
+    promoted by float64 schedule values) and equal the scalar-time call row by row."""
+    g = guided(gmm(), LIN, scale=0.7, window=(0.2, 0.7))
+    x = torch.randn(4, 2, generator=gen(0)).to(dtype)
+    tt = torch.tensor([0.1, 0.3, 0.5, 0.8], dtype=torch.float64)
+    for call in (g.denoise, g.velocity):
+        got = call(x, tt)
+        assert got.dtype == dtype
+        want = torch.cat([call(x[i : i + 1], t) for i, t in enumerate(tt.tolist())])
+        torch.testing.assert_close(got, want)
+
+
 def test_guided_velocity_is_eq43():
     model = gmm()
     g = guided(model, LIN, scale=1.3)
