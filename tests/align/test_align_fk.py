@@ -247,6 +247,59 @@ def test_progress_lines_name_the_algorithm(label, capsys, monkeypatch):
     assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
 
 
+class BatchRecorder:
+    """Forwards to a model, recording the rows and dtype of every call."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.calls = model, model.schedule, []
+
+    def denoise(self, x, t):
+        self.calls.append((x.shape[0], x.dtype))
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.calls.append((x.shape[0], x.dtype))
+        return self.model.velocity(x, t)
+
+
+def _forwarding_runs():
+    from glass_core.align import (
+        beam_search,
+        best_of_n,
+        reward_guidance,
+        tempered_smc,
+        value_decoding,
+    )
+
+    return {
+        "fk_steering": lambda m, **kw: fk_steering(m, LIN, num_particles=8, **kw),
+        "best_of_n": lambda m, **kw: best_of_n(m, LIN, num_particles=8, **kw),
+        "reward_guidance": lambda m, **kw: reward_guidance(
+            m, LIN, num_particles=8, scale=0.5, **kw
+        ),
+        "value_decoding": lambda m, **kw: value_decoding(
+            m, LIN, num_particles=4, num_candidates=2, **kw
+        ),
+        "beam_search": lambda m, **kw: beam_search(m, LIN, beam_width=4, num_candidates=2, **kw),
+        "tempered_smc": lambda m, **kw: tempered_smc(m, LIN, num_particles=8, **kw),
+    }
+
+
+@pytest.mark.parametrize("algorithm", list(_forwarding_runs()))
+def test_every_algorithm_honours_dtype_max_batch_and_profile(algorithm):
+    """dtype sets the particles' (and the model inputs') dtype, max_batch bounds every model
+    call's rows, profile=True measures the model time (NaN without it)."""
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=False)
+    model = BatchRecorder(gmm())
+    res = _forwarding_runs()[algorithm](model, dtype=torch.float64, max_batch=3, profile=True, **kw)
+    assert res.samples.dtype == torch.float64
+    assert {d for _, d in model.calls} == {torch.float64}
+    assert max(rows for rows, _ in model.calls) == 3
+    assert 0 < res.model_time < res.wall_time
+    plain = _forwarding_runs()[algorithm](gmm(), **kw)
+    assert plain.samples.dtype == torch.float32 and math.isnan(plain.model_time)
+
+
 FK_ERRORS = [
     ({"potential": "bogus"}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
     ({"potential": 3}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
