@@ -108,6 +108,32 @@ def test_tempered_ess_threshold_decides_resampling():
     assert bool(np.all(resampled[1.0][:-1])) and not bool(np.any(resampled[1e-9]))
 
 
+def test_tempered_forwards_the_engine_options():
+    """resampling, final_resample, track_genealogy, x0 and lambda_ reach the FK engine: the run
+    equals FKSampler-style stepping of TemperedSMCSampler with the same options, and each
+    option shows in the result."""
+    from glass_core.align.fk import run_to_end
+
+    opts = dict(resampling="multinomial", final_resample=True, track_genealogy=False)
+    kw = dict(transition=ExactKernel(), time_grid=GRID, lambda_=2.0, ess_target=0.7)
+    x0 = torch.randn(16, 2, generator=gen(5))
+    res = tempered_smc(gmm(), LIN, num_particles=16, x0=x0, generator=gen(3), progress=False,
+                       **kw, **opts)  # fmt: skip
+    sampler = TemperedSMCSampler(gmm(), LIN, **kw, **opts)
+    state = sampler.init(16, x0=x0, generator=gen(3))
+    ref = run_to_end(sampler, state, False, "")
+    assert torch.equal(res.samples, ref.samples) and res.log_evidence == ref.log_evidence
+    assert res.ancestors is None and bool(res.resampled[-1]) and res.exponents[-1] == 2.0
+    torch.testing.assert_close(
+        res.log_weights, torch.full((16,), -math.log(16.0), dtype=torch.float64)
+    )
+    default = tempered_smc(
+        gmm(), LIN, num_particles=16, x0=x0, generator=gen(3), progress=False, **kw
+    )
+    assert default.ancestors is not None and not bool(default.resampled[-1])
+    assert not torch.equal(default.samples, res.samples)  # another scheme, a final resampling
+
+
 def test_next_exponent_edges():
     f64 = torch.float64
     scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]], dtype=f64)
