@@ -270,3 +270,25 @@ def test_searches_start_from_x0_at_t0(search):
     msg = r"^`x0` holds 4 particles per group \(read as"
     with pytest.raises(InvalidInputError, match=msg):
         fn(model, LIN, x0=x0[:4], generator=gen(2), **size, **kw)
+
+
+def test_beam_ties_go_to_the_lowest_candidate_index():
+    """Equal values keep the lowest candidate index first, however wide the group (torch's
+    unstable sort reorders ties from 17 elements on): with a constant reward beam search keeps
+    the first B candidates, those of particles 0..B/M-1, in order."""
+    from glass_core.align.beam import top_per_group
+
+    scores = torch.tensor([[1.0, 2.0, 1.0, 2.0, 0.0] * 6]).reshape(1, 5, 6)  # 30 per group
+    want = [i for i in range(30) if i % 5 in (1, 3)][:5]
+    assert top_per_group(torch.cat([scores, scores]), None).tolist() == want + [
+        30 + i for i in want
+    ]
+    model, b, m = gmm(), 6, 4
+    res = beam_search(
+        model, lambda z: torch.zeros(z.shape[0]), transition=ExactKernel(), beam_width=b,
+        num_candidates=m, time_grid=ONE_STEP, shape=(2,), generator=gen(7), progress=False,
+    )  # fmt: skip
+    g = gen(7)
+    x = torch.randn(b, 2, generator=g)  # the same start and candidates, drawn by hand
+    cand = model.sample_transition(x.repeat_interleave(m, 0), 0.0, 1.0, "ddpm", g)
+    assert torch.equal(res.samples, cand[:b])
