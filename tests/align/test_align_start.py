@@ -245,6 +245,16 @@ START_ERRORS = [
         "time_grid",
         "`time_grid` starts at t = 0.4; a run from t0 > 0 needs the particles there as x0=",
     ),
+    (  # a [1, 1] grid is not read as starting at 0.4: the grid check names its shape
+        {"x0": None, "shape": (2,), "time_grid": np.array([[0.4]])},
+        "time_grid",
+        "`time_grid` is not a valid time grid: time_grid must be 1-D, got shape [1, 1]",
+    ),
+    (
+        {"x0": None, "shape": (2,), "time_grid": torch.tensor([[0.4]])},
+        "time_grid",
+        "`time_grid` is not a valid time grid: time_grid must be 1-D, got shape [1, 1]",
+    ),
     (
         {"process_group": object()},
         "x0",
