@@ -141,7 +141,9 @@ def test_bad_input():
         value_estimate(model, LIN, x, 0.5, num_samples=4, generator=[gen(0), gen(1)])
     with pytest.raises(InvalidInputError, match="model"):
         value_estimate(object(), LIN, x, 0.5, num_samples=4)
-    with pytest.raises(RewardError, match="reward"):
+    # 2 rows x 4 posterior samples each: the reward is checked on all 8 at once
+    msg = r"^reward must return shape \[8\] \(one value per particle\), got \[8, 2\]$"
+    with pytest.raises(RewardError, match=msg):
         value_estimate(model, lambda z: z, x, 0.5, num_samples=4)
 
 
