@@ -40,6 +40,11 @@ def test_best_of_n_picks_the_max():
     assert float(LIN(res.best()[None])[0]) == pytest.approx(float(res.best_reward))
     torch.testing.assert_close(LIN(res.samples), res.rewards)
     assert res.nfe == 5 * 3 and res.total_nfe == 5 * 3 * 32
+    assert res.ancestors is None  # unweighted: uniform log-weights -log N
+    want = torch.full((32,), -math.log(32), dtype=res.log_weights.dtype)
+    torch.testing.assert_close(res.log_weights, want)
+    profiled = bon(profile=True)
+    assert 0 < profiled.reward_time < profiled.wall_time and math.isnan(res.reward_time)
 
 
 def test_best_of_n_groups_equal_separate_runs_and_seeds():
@@ -66,7 +71,8 @@ def test_best_of_n_nan_reward_raises():
         return r
 
     # the deferred check after the gather (naming the step), not a per-rank check before it
-    with pytest.raises(RewardError, match=r"at step \d+ \(t=1\) for particle indices \[7\]"):
+    msg = r"^reward returned NaN/inf at step 5 \(t=1\) for particle indices \[7\]$"
+    with pytest.raises(RewardError, match=msg):
         bon(reward=bad)
 
 
