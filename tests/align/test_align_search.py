@@ -292,3 +292,21 @@ def test_beam_ties_go_to_the_lowest_candidate_index():
     x = torch.randn(b, 2, generator=g)  # the same start and candidates, drawn by hand
     cand = model.sample_transition(x.repeat_interleave(m, 0), 0.0, 1.0, "ddpm", g)
     assert torch.equal(res.samples, cand[:b])
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_value_decoding_selects_with_softmax_probabilities(temperature):
+    """A positive temperature keeps candidate m with probability softmax(value / temperature)_m
+    (a Gumbel-max draw); every row has the values (0, 1, 2), so the kept indices' frequencies
+    over 20000 rows are binomial around it (4 standard errors)."""
+    from glass_core.align.value_decoding import per_particle_selector
+
+    n, values = 20000, torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    scores = values.expand(2, n // 2, 3)  # two groups, drawn from two generators
+    idx = per_particle_selector(temperature)(scores, [gen(1), gen(2)])
+    assert idx.shape == (n,)
+    choice = idx - torch.arange(n) * 3
+    freq = torch.bincount(choice, minlength=3).double() / n
+    p = torch.softmax(values / temperature, 0)
+    assert bool(((freq - p).abs() < 4 * (p * (1 - p) / n).sqrt()).all()), (freq, p)
+    assert per_particle_selector(0.0)(scores, None).tolist() == (torch.arange(n) * 3 + 2).tolist()
