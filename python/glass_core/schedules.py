@@ -19,6 +19,7 @@ noise-end convention, docs/noise_end.md).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -146,8 +147,19 @@ def shifted(schedule: Schedule, shift: float) -> Schedule:
     -------
     Schedule
         The shifted schedule.
+
+    Raises
+    ------
+    InvalidInputError
+        If `shift` is not a real number in that range (a string or a boolean is not read as one).
     """
-    return Schedule.shifted(schedule, float(shift))
+    value = None
+    if not isinstance(shift, bool | np.bool_ | str | bytes):
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
+            value = float(shift)  # type: ignore[arg-type]
+    if value is None:
+        raise InvalidInputError(f"shift must be a real number, got {shift!r}", arg="shift")
+    return Schedule.shifted(schedule, value)
 
 
 def dynamic_shift(

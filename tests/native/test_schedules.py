@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -137,6 +138,20 @@ def test_shifted_schedule_is_base_at_mapped_time() -> None:
     # FLUX sigma' = s sigma / (1 + (s-1) sigma) is the new sigma
     np.testing.assert_allclose(s.sigma(t), shift * tau / (1 + (shift - 1) * tau), atol=1e-15)
     assert s.shift == 3.0 and s.base == base and s.kind == "shifted"
+
+
+@pytest.mark.parametrize("shift", ["3", True, np.True_, None, [3.0], torch.tensor([3.0, 1.0])])
+def test_shifted_refuses_what_is_not_a_real_number(shift: object) -> None:
+    """A string is not parsed, a boolean not read as 1.0; anything else is a typed error too."""
+    msg = rf"^shift must be a real number, got {re.escape(repr(shift))}$"
+    with pytest.raises(InvalidInputError, match=msg) as e:
+        S.shifted(S.RectifiedFlow(), shift)  # type: ignore[arg-type]
+    assert e.value.arg == "shift"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("shift", [3, np.float32(3.0), np.array(3.0), torch.tensor(3.0)])
+def test_shifted_takes_any_real_number(shift: object) -> None:
+    assert S.shifted(S.RectifiedFlow(), shift).shift == 3.0  # type: ignore[arg-type]
 
 
 def test_dynamic_shift_mu_is_diffusers_formula() -> None:
