@@ -80,7 +80,8 @@ def test_non_differentiable_reward_under_guidance_is_named() -> None:
     def reward(z: torch.Tensor) -> torch.Tensor:
         return z.detach().sum(dim=1)  # cuts the graph
 
-    with pytest.raises(InvalidInputError, match="differentiable"):
+    msg = r"^reward must be differentiable in z for guidance \(torch\.autograd: .+\)$"
+    with pytest.raises(InvalidInputError, match=msg):
         reward_guidance(
             IDENTITY,
             reward,

@@ -19,6 +19,7 @@ noise-end convention, docs/noise_end.md).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -146,8 +147,19 @@ def shifted(schedule: Schedule, shift: float) -> Schedule:
     -------
     Schedule
         The shifted schedule.
+
+    Raises
+    ------
+    InvalidInputError
+        If `shift` is not a real number in that range (a string or a boolean is not read as one).
     """
-    return Schedule.shifted(schedule, float(shift))
+    value = None
+    if not isinstance(shift, bool | np.bool_ | str | bytes):
+        with contextlib.suppress(TypeError, ValueError, RuntimeError):
+            value = float(shift)  # type: ignore[arg-type]
+    if value is None:
+        raise InvalidInputError(f"shift must be a real number, got {shift!r}", arg="shift")
+    return Schedule.shifted(schedule, value)
 
 
 def dynamic_shift(
@@ -187,7 +199,9 @@ def dynamic_shift(
     try:
         return shifted(schedule, shift)
     except InvalidInputError as e:
-        raise InvalidInputError(f"image_seq_len = {image_seq_len!r} gives {e}") from None
+        raise InvalidInputError(
+            f"image_seq_len = {image_seq_len!r} gives {e}", arg="image_seq_len"
+        ) from None
 
 
 def resolve_rho(schedule: Schedule, rho: float | str, t: float, t_next: float) -> float:
@@ -210,16 +224,40 @@ def resolve_rho(schedule: Schedule, rho: float | str, t: float, t_next: float) -
     Raises
     ------
     InvalidInputError
-        If ``rho`` is neither "ddpm" nor a finite float in [-1, 1].
+        If ``rho`` is neither "ddpm" nor a finite float in [-1, 1] (see :func:`check_rho`).
+    """
+    r = check_rho(rho)
+    if isinstance(r, str):
+        return float(schedule.rho_ddpm(float(t), float(t_next)))
+    return r
+
+
+def check_rho(rho: object) -> float | str:
+    """Check a GLASS correlation specification.
+
+    Parameters
+    ----------
+    rho : object
+        A real number in [-1, 1] or the string "ddpm".
+
+    Returns
+    -------
+    float or str
+        The number as a float, or "ddpm".
+
+    Raises
+    ------
+    InvalidInputError
+        For anything else (booleans included: True is not read as 1.0).
     """
     if isinstance(rho, str):
-        if rho != "ddpm":
-            raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-        return float(schedule.rho_ddpm(float(t), float(t_next)))
-    try:
-        r = float(rho)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}") from None
-    if not (math.isfinite(r) and -1.0 <= r <= 1.0):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-    return r
+        if rho == "ddpm":
+            return rho
+    elif not isinstance(rho, bool | np.bool_):
+        try:
+            r = float(rho)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            r = math.nan
+        if math.isfinite(r) and -1.0 <= r <= 1.0:
+            return r
+    raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")

@@ -40,6 +40,11 @@ def test_best_of_n_picks_the_max():
     assert float(LIN(res.best()[None])[0]) == pytest.approx(float(res.best_reward))
     torch.testing.assert_close(LIN(res.samples), res.rewards)
     assert res.nfe == 5 * 3 and res.total_nfe == 5 * 3 * 32
+    assert res.ancestors is None  # unweighted: uniform log-weights -log N
+    want = torch.full((32,), -math.log(32), dtype=res.log_weights.dtype)
+    torch.testing.assert_close(res.log_weights, want)
+    profiled = bon(profile=True)
+    assert 0 < profiled.reward_time < profiled.wall_time and math.isnan(res.reward_time)
 
 
 def test_best_of_n_groups_equal_separate_runs_and_seeds():
@@ -66,7 +71,8 @@ def test_best_of_n_nan_reward_raises():
         return r
 
     # the deferred check after the gather (naming the step), not a per-rank check before it
-    with pytest.raises(RewardError, match=r"at step \d+ \(t=1\) for particle indices \[7\]"):
+    msg = r"^reward returned NaN/inf at step 5 \(t=1\) for particle indices \[7\]$"
+    with pytest.raises(RewardError, match=msg):
         bon(reward=bad)
 
 
@@ -111,6 +117,20 @@ def test_guided_per_row_times_as_numpy_equal_tensor_times():
     tt = torch.tensor([0.1, 0.3, 0.5, 0.8, 0.2, 0.7], dtype=torch.float64)
     torch.testing.assert_close(g.denoise(x, tt.numpy()), g.denoise(x, tt))
     torch.testing.assert_close(g.velocity(x, tt.numpy()), g.velocity(x, tt))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_guided_per_row_times_keep_the_particles_dtype(dtype):
+    """Per-row coefficients are made in the particles' dtype: float32 rows stay float32 (not
+    promoted by float64 schedule values) and equal the scalar-time call row by row."""
+    g = guided(gmm(), LIN, scale=0.7, window=(0.2, 0.7))
+    x = torch.randn(4, 2, generator=gen(0)).to(dtype)
+    tt = torch.tensor([0.1, 0.3, 0.5, 0.8], dtype=torch.float64)
+    for call in (g.denoise, g.velocity):
+        got = call(x, tt)
+        assert got.dtype == dtype
+        want = torch.cat([call(x[i : i + 1], t) for i, t in enumerate(tt.tolist())])
+        torch.testing.assert_close(got, want)
 
 
 def test_guided_velocity_is_eq43():

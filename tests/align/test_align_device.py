@@ -282,6 +282,33 @@ def test_the_blame_replay_forwards_the_models_other_attributes():
     model.speed = 1.0
     with pytest.raises(ModelError, match=r"model returned NaN/inf at t=0.2 for rows \[1\] \(dur"):
         _run(model, SpeedEuler())
+class NaNOnce(NaNStep):
+    """NaNStep on its first call from GRID[1] only: the replay of that step is finite."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        self.calls += t == GRID[1]
+        if self.calls > 1:
+            return PlainEuler.__call__(self, model, x, t, t_next, generator, denoised=denoised)
+        return super().__call__(model, x, t, t_next, generator, denoised=denoised)
+
+
+@pytest.mark.parametrize(
+    ("transition", "seed"), [(NaNStep, None), (NaNOnce, 0)], ids=["global-rng", "once"]
+)
+def test_nan_particles_that_are_not_reproduced_are_named_with_the_step(transition, seed):
+    """Without a generator to replay (the global RNG) or when the replay is finite, the error
+    still names the particles' rows and the transition where they turned NaN."""
+    msg = (
+        r"^the particles hold NaN/inf in rows \[2\] \(during the transition t=0.2 -> t_next=0.4\)$"
+    )
+    with pytest.raises(ModelError, match=msg):
+        fk_steering(
+            gmm(), LIN, transition=transition(), num_particles=6, time_grid=GRID, shape=(2,),
+            generator=None if seed is None else gen(seed), dtype=torch.float64, progress=False,
+        )  # fmt: skip
 
 
 class NoiseNaNModel:

@@ -147,12 +147,18 @@ def test_changed_particles_are_continued_from():
 def test_step_and_result_refuse_the_wrong_state():
     fk = _sampler({})
     state = _init(fk, {}, 0)
-    with pytest.raises(InvalidInputError, match="state"):
+    with pytest.raises(InvalidInputError, match=r"^`state` is at step 0 of 5: not done$") as e:
+        fk.result(state)
+    assert e.value.arg == "state"  # type: ignore[attr-defined]
+    state = fk.step(state)
+    with pytest.raises(InvalidInputError, match=r"^`state` is at step 1 of 5: not done$"):
         fk.result(state)
     while not state.done:
         state = fk.step(state)
-    with pytest.raises(InvalidInputError, match="state"):
+    done = r"^`state` is done \(every transition has run\): call result\(state\)$"
+    with pytest.raises(InvalidInputError, match=done) as e:
         fk.step(state)
+    assert e.value.arg == "state"  # type: ignore[attr-defined]
 
 
 def _fk_result(ancestors, ess, times, n):
@@ -186,7 +192,8 @@ def test_diagnostics_on_known_genealogies():
     )
     np.testing.assert_array_equal(grouped.lineage_roots(), [1, 4])
     assert grouped.early_collapse() == [(0, 0.4, 1.2), (1, 0.2, 1.1)]
-    with pytest.raises(InvalidInputError, match="track_genealogy"):
+    msg = r"^lineage_roots needs the genealogy: run with track_genealogy=True$"
+    with pytest.raises(InvalidInputError, match=msg):
         _fk_result(None, [3.0], [0.2], 4).lineage_roots()
 
 

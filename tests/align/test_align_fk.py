@@ -1,6 +1,7 @@
 """fk_steering against the exact tilted Gaussian-mixture target."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -214,28 +215,217 @@ def test_progress_can_be_silenced(capsys):
     assert captured.err == "" and captured.out == ""
 
 
-@pytest.mark.parametrize(
-    ("kw", "name"),
-    [
-        ({"num_particles": 0}, "num_particles"),
-        ({"potential": "bogus"}, "potential"),
-        ({"lambda_": math.inf}, "lambda_"),
-        ({"resampling": "nope"}, "resampling"),
-        ({"ess_threshold": 1.5}, "ess_threshold"),
-        ({"resample_every": 0}, "resample_every"),
-        ({"resample_window": (0.8, 0.2)}, "resample_window"),
-        ({"time_grid": [0.0, 0.5]}, "time_grid"),
-        ({"time_grid": [0.0, 0.6, 0.4, 1.0]}, "time_grid"),
-        ({"shape": (0,)}, "shape"),
-        ({"max_batch": -1}, "max_batch"),
-        ({"generator": 5}, "generator"),
-        ({"generator": [gen(1), gen(2)], "num_groups": 3}, "num_groups"),
-        ({"transition": 3}, "transition"),
-    ],
-)
-def test_bad_arguments_name_the_argument(kw, name):
-    with pytest.raises(InvalidInputError, match=f"`{name}`"):
-        run(**kw)
+def _labelled_runs():
+    from glass_core.align import (
+        beam_search,
+        best_of_n,
+        reward_guidance,
+        tempered_smc,
+        value_decoding,
+    )
+
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=True)
+    return {
+        "FK steering": lambda: fk_steering(gmm(), LIN, num_particles=4, **kw),
+        "best-of-N": lambda: best_of_n(gmm(), LIN, num_particles=4, **kw),
+        "reward guidance": lambda: reward_guidance(gmm(), LIN, num_particles=4, scale=0.5, **kw),
+        "value decoding": lambda: value_decoding(gmm(), LIN, num_particles=4, **kw),
+        "beam search": lambda: beam_search(gmm(), LIN, beam_width=2, **kw),
+        "tempered SMC": lambda: tempered_smc(gmm(), LIN, num_particles=4, **kw),
+    }
+
+
+@pytest.mark.parametrize("label", list(_labelled_runs()))
+def test_progress_lines_name_the_algorithm(label, capsys, monkeypatch):
+    """Off a terminal, progress=True writes "<algorithm>: k/K steps" lines (one per interval,
+    here every step, and a last one)."""
+    from glass_core import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
+    _labelled_runs()[label]()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
+
+
+class BatchRecorder:
+    """Forwards to a model, recording the rows and dtype of every call."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.calls = model, model.schedule, []
+
+    def denoise(self, x, t):
+        self.calls.append((x.shape[0], x.dtype))
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.calls.append((x.shape[0], x.dtype))
+        return self.model.velocity(x, t)
+
+
+def _forwarding_runs():
+    from glass_core.align import (
+        beam_search,
+        best_of_n,
+        reward_guidance,
+        tempered_smc,
+        value_decoding,
+    )
+
+    return {
+        "fk_steering": lambda m, **kw: fk_steering(m, LIN, num_particles=8, **kw),
+        "best_of_n": lambda m, **kw: best_of_n(m, LIN, num_particles=8, **kw),
+        "reward_guidance": lambda m, **kw: reward_guidance(
+            m, LIN, num_particles=8, scale=0.5, **kw
+        ),
+        "value_decoding": lambda m, **kw: value_decoding(
+            m, LIN, num_particles=4, num_candidates=2, **kw
+        ),
+        "beam_search": lambda m, **kw: beam_search(m, LIN, beam_width=4, num_candidates=2, **kw),
+        "tempered_smc": lambda m, **kw: tempered_smc(m, LIN, num_particles=8, **kw),
+    }
+
+
+@pytest.mark.parametrize("algorithm", list(_forwarding_runs()))
+def test_every_algorithm_honours_dtype_max_batch_and_profile(algorithm):
+    """dtype sets the particles' (and the model inputs') dtype, max_batch bounds every model
+    call's rows, profile=True measures the model time (NaN without it)."""
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=False)
+    model = BatchRecorder(gmm())
+    res = _forwarding_runs()[algorithm](model, dtype=torch.float64, max_batch=3, profile=True, **kw)
+    assert res.samples.dtype == torch.float64
+    assert {d for _, d in model.calls} == {torch.float64}
+    assert max(rows for rows, _ in model.calls) == 3
+    assert 0 < res.model_time < res.wall_time
+    plain = _forwarding_runs()[algorithm](gmm(), **kw)
+    assert plain.samples.dtype == torch.float32 and math.isnan(plain.model_time)
+
+
+FK_ERRORS = [
+    ({"potential": "bogus"}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
+    ({"potential": 3}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
+    ({"lambda_": math.inf}, "lambda_", "must be a finite number, got inf"),
+    ({"resampling": "nope"}, "resampling", "must be one of ('systematic', 'stratified', "),
+    ({"ess_threshold": 1.5}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 1.5"),
+    ({"ess_threshold": 0.0}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 0.0"),
+    ({"resample_every": 0}, "resample_every", "must be an integer >= 1, got 0"),
+    (
+        {"resample_window": (0.8, 0.2)},
+        "resample_window",
+        "must satisfy 0 <= start <= end <= 1, got (0.8, 0.2)",
+    ),
+    (
+        {"resample_window": (0.2, 1.5)},
+        "resample_window",
+        "must satisfy 0 <= start <= end <= 1, got (0.2, 1.5)",
+    ),
+    (
+        {"resample_window": 3},
+        "resample_window",
+        "must be a pair (start, end) of times in [0, 1], got 3",
+    ),
+    ({"final_resample": "yes"}, "final_resample", "must be True or False, got 'yes'"),
+    (
+        {"time_grid": [0.0, 0.6, 0.4, 1.0]},
+        "time_grid",
+        "is not a valid time grid: time_grid must be strictly increasing: time_grid[1] = 0.6 >= ",
+    ),
+    ({"generator": []}, "generator", "as a list must hold one torch.Generator per group"),
+    ({"generator": [gen(0), 3]}, "generator", "as a list must hold one torch.Generator per group"),
+    ({"proposal": "tilted"}, "proposal", "must be one of ('plain', 'twisted'), got 'tilted'"),
+    (
+        {"proposal": "twisted", "potential": "max"},
+        "potential",
+        "must be 'diff' with proposal='twisted', got 'max'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kw", "name", "msg"), FK_ERRORS)
+def test_bad_arguments_name_the_argument(kw, name, msg):
+    """fk_steering's own checks (FKConfig) and the shared ones it reaches first through the
+    public call: ``arg`` and the message's start name the argument and what was given."""
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}") as info:
+        run(**(kw | ({"transition": SDE()} if "proposal" in kw else {})))
+    assert info.value.arg == name  # type: ignore[attr-defined]
+
+
+SAMPLING_ERRORS = [
+    ({"model": object()}, "model", "`model` must be a Denoiser (needs `schedule`), got object"),
+    ({"reward": 3}, "reward", "`reward` must be callable, got int"),
+    ({"transition": "sde"}, "transition", "`transition` must be callable, got str"),
+    ({"num_particles": 0}, "num_particles", "`num_particles` must be an integer >= 1, got 0"),
+    (
+        {"world_size": 4},
+        "num_particles",
+        "`num_particles` (6) must be a multiple of the world size (4)",
+    ),
+    ({"generator": 5}, "generator", "`generator` must be None, a torch.Generator or a list"),
+    ({"num_groups": 0}, "num_groups", "`num_groups` must be an integer >= 1, got 0"),
+    (
+        {"generator": [gen(1), gen(2)], "num_groups": 3},
+        "num_groups",
+        "`num_groups` is 3 but `generator` lists 2",
+    ),
+    ({"time_grid": [0.0, 0.5]}, "time_grid", "`time_grid` must start in [0, 1) (0: noise)"),
+    ({"shape": (0,)}, "shape", "`shape` must be a non-empty tuple of positive ints, got (0,)"),
+    ({"max_batch": 0}, "max_batch", "`max_batch` must be an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(("kw", "arg", "msg"), SAMPLING_ERRORS)
+def test_sampling_config_errors_name_the_argument_and_the_value(kw, arg, msg):
+    """The checks every algorithm shares (SamplingConfig.validate, called by the storage with
+    its world size): the error's ``arg`` and message name the argument and what was given."""
+    from glass_core.align._config import SamplingConfig
+
+    args = dict(
+        model=gmm(), reward=LIN, transition=ExactKernel(), num_particles=6, time_grid=GRID,
+        shape=(2,), max_batch=None, generator=None, num_groups=None,
+    )  # fmt: skip
+    assert SamplingConfig.validate(**args, world_size=3).local_particles == 2
+    with pytest.raises(InvalidInputError, match=re.escape(msg)) as info:
+        SamplingConfig.validate(**(args | kw))
+    assert info.value.arg == arg  # type: ignore[attr-defined]
+
+
+class SeenGenerators(ExactKernel):
+    """The exact kernel, recording the type of every generator argument it is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        self.seen.add(type(generator))
+        return super().__call__(model, x, t, t_next, list(generator), denoised=denoised)
+
+
+def _tuple_runs():
+    from glass_core.align import best_of_n, reward_guidance, value_decoding, value_estimate
+
+    kw = dict(num_particles=3, time_grid=GRID, shape=(2,), progress=False)
+    return {
+        "fk_steering": lambda tr, g: fk_steering(gmm(), LIN, transition=tr, generator=g, **kw),
+        "best_of_n": lambda tr, g: best_of_n(gmm(), LIN, transition=tr, generator=g, **kw),
+        "reward_guidance": lambda tr, g: reward_guidance(
+            gmm(), LIN, scale=0.5, transition=tr, generator=g, **kw
+        ),
+        "value_decoding": lambda tr, g: value_decoding(
+            gmm(), LIN, transition=tr, num_candidates=2, generator=g, **kw
+        ),
+        "value_estimate": lambda tr, g: value_estimate(
+            gmm(), LIN, torch.zeros(2, 3, 2), 0.5, num_samples=2, transition=tr, generator=g
+        ),
+    }
+
+
+@pytest.mark.parametrize("algorithm", list(_tuple_runs()))
+def test_a_tuple_of_generators_reaches_the_transition_as_a_list(algorithm):
+    """A transition is called with a torch.Generator, a list of them or None (its documented
+    signature): groups given as a tuple of generators are handed on as a list."""
+    tr = SeenGenerators()
+    _tuple_runs()[algorithm](tr, (gen(1), gen(2)))
+    assert tr.seen == {list}
 
 
 def test_profile_fields_and_guided_model_inside_fk():

@@ -4,6 +4,8 @@ log-G of every step is checked directly, on the Potential objects and inside a r
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,40 @@ def test_overflowing_potential_is_named_on_the_host_copy(kind):
     state = fk.init(4, shape=(2,), generator=gen(0), dtype=torch.float64)
     with pytest.raises(InvalidInputError, match=r"lambda_ = 1e\+300 is too large"):
         fk.step(state)
+
+
+@pytest.mark.parametrize("value", [250.0, -250.0])
+def test_an_overflowing_temperature_is_named_with_the_largest_reward(value):
+    """lambda_ r = 1e307 * 250 overflows float64 (max ~1.8e308) although both are finite: the
+    error names lambda_ and the largest |reward|, not the reward."""
+    from glass_core.align import fk_steering
+
+    def reward(z):
+        return torch.full((z.shape[0],), value, dtype=torch.float64)
+
+    msg = (
+        r"^lambda_ = 1e\+307 is too large: lambda_ \* reward overflows float64 "
+        r"\(largest \|reward\| 250\)$"
+    )
+    with pytest.raises(InvalidInputError, match=msg):
+        fk_steering(
+            gmm(), reward, transition=ExactKernel(), num_particles=4, time_grid=GRID,
+            shape=(2,), lambda_=1e307, generator=gen(0), progress=False,
+        )  # fmt: skip
+
+
+def test_lookahead_defaults_and_refusals():
+    """16 posterior samples drawn by Glass(inner_steps=4) unless given; a bad count or a
+    non-callable transition is named with what was given."""
+    from glass_core.transitions import Glass
+
+    default = Lookahead()
+    assert default.num_samples == 16 and repr(default.transition) == repr(Glass(inner_steps=4))
+    for kw, arg, msg in [
+        ({"num_samples": 0}, "num_samples", "`num_samples` must be an integer >= 1, got 0"),
+        ({"num_samples": True}, "num_samples", "`num_samples` must be an integer >= 1, got True"),
+        ({"transition": "glass"}, "transition", "`transition` must be callable, got str"),
+    ]:
+        with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$") as e:
+            Lookahead(**kw)
+        assert e.value.arg == arg  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ top B of B x M draws: both have closed-form expectations as order statistics of 
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -167,27 +168,56 @@ def test_groups_equal_separate_runs(search):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
+    ("kwargs", "name", "msg"),
     [
-        ({"num_candidates": 0}, "num_candidates"),
-        ({"temperature": -1.0}, "temperature"),
-        ({"value": "mean"}, "value"),
-        ({"value_samples": 0, "value": "posterior"}, "value_samples"),
-        ({"value_transition": SDE()}, "value_transition"),
-        ({"process_group": object()}, "process_group"),
-        ({"num_particles": 0}, "num_particles"),
+        ({"num_candidates": 0}, "num_candidates", "must be an integer >= 1, got 0"),
+        ({"temperature": -1.0}, "temperature", "must be >= 0 (0: argmax), got -1.0"),
+        ({"temperature": math.nan}, "temperature", "must be a finite number, got nan"),
+        ({"value": "mean"}, "value", "must be one of ('denoised', 'posterior'), got 'mean'"),
+        (
+            {"value_samples": 0, "value": "posterior"},
+            "value_samples",
+            "must be an integer >= 1, got 0",
+        ),
+        ({"value_transition": SDE()}, "value_transition", "needs value='posterior'"),
+        (
+            {"value_transition": 3, "value": "posterior"},
+            "value_transition",
+            "must be callable, got int",
+        ),
+        (
+            {"process_group": object()},
+            "process_group",
+            "is not supported by value_decoding / beam_search",
+        ),
+        ({"num_particles": 0}, "num_particles", "must be an integer >= 1, got 0"),
     ],
 )
-def test_bad_arguments_name_the_argument(kwargs, name):
+def test_bad_arguments_name_the_argument(kwargs, name, msg):
     args = dict(transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), progress=False)
     args.update(kwargs)
-    with pytest.raises(InvalidInputError, match=f"`?{name}`?"):
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}$") as info:
         value_decoding(gmm(), LIN, **args)
+    assert info.value.arg == name  # type: ignore[attr-defined]
 
 
-def test_beam_width_is_named():
-    with pytest.raises(InvalidInputError, match="beam_width"):
-        beam_search(gmm(), LIN, transition=SDE(), beam_width=0, time_grid=GRID, shape=(2,))
+@pytest.mark.parametrize(
+    ("kwargs", "name", "msg"),
+    [
+        ({"beam_width": 0}, "beam_width", "must be an integer >= 1, got 0"),
+        ({"num_candidates": 0}, "num_candidates", "must be an integer >= 1, got 0"),
+        (
+            {"process_group": object()},
+            "process_group",
+            "is not supported by value_decoding / beam_search",
+        ),
+    ],
+)
+def test_beam_search_names_a_bad_argument(kwargs, name, msg):
+    args = dict(transition=SDE(), beam_width=2, time_grid=GRID, shape=(2,), progress=False)
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}$") as info:
+        beam_search(gmm(), LIN, **(args | kwargs))
+    assert info.value.arg == name  # type: ignore[attr-defined]
 
 
 def test_nonfinite_value_is_a_reward_error():
@@ -199,3 +229,84 @@ def test_nonfinite_value_is_a_reward_error():
             gmm(), bad, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,),
             progress=False,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize(("grid", "where"), [(GRID, "step 1 (t=0.2)"), (ONE_STEP, "step 1 (t=1)")])
+def test_nonfinite_value_names_the_step_and_the_candidates(grid, where):
+    """A NaN value at t < 1 (r of the denoised candidates) or at t = 1 (r of the candidates) is
+    reported by the search with its step and time, listing the candidate rows (2 particles x 3
+    candidates: rows 0..5)."""
+
+    def bad(z):
+        r = z.sum(1)
+        r[[1, 4]] = float("nan")
+        return r
+
+    msg = rf"reward returned NaN/inf at {re.escape(where)} for particle indices \[1, 4\]$"
+    with pytest.raises(RewardError, match=msg):
+        value_decoding(
+            gmm(), bad, transition=ExactKernel(), num_particles=2, num_candidates=3,
+            time_grid=grid, shape=(2,), generator=gen(0), progress=False,
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_searches_start_from_x0_at_t0(search):
+    """From given particles at t0 = 0.4 (no `shape`: read from x0), one step with one candidate
+    per particle draws what best_of_n draws from x0 with the same generator (beam search
+    returns them best first). x0 is checked against the run like every start."""
+    model, n, grid = gmm(), 5, [0.4, 1.0]
+    x0 = model.sample_marginal(n, 0.4, gen(1))
+    kw = dict(transition=ExactKernel(), time_grid=grid, num_candidates=1, progress=False)
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": n}
+    res = fn(model, LIN, x0=x0, generator=gen(2), **size, **kw)
+    plain = best_of_n(
+        model, LIN, transition=ExactKernel(), num_particles=n, time_grid=grid, x0=x0,
+        generator=gen(2), progress=False,
+    )  # fmt: skip
+    order = slice(None) if search == "value_decoding" else plain.rewards.argsort(descending=True)
+    torch.testing.assert_close(res.samples, plain.samples[order], rtol=0, atol=0)
+    msg = r"^`x0` holds 4 particles per group \(read as"
+    with pytest.raises(InvalidInputError, match=msg):
+        fn(model, LIN, x0=x0[:4], generator=gen(2), **size, **kw)
+
+
+def test_beam_ties_go_to_the_lowest_candidate_index():
+    """Equal values keep the lowest candidate index first, however wide the group (torch's
+    unstable sort reorders ties from 17 elements on): with a constant reward beam search keeps
+    the first B candidates, those of particles 0..B/M-1, in order."""
+    from glass_core.align.beam import top_per_group
+
+    scores = torch.tensor([[1.0, 2.0, 1.0, 2.0, 0.0] * 6]).reshape(1, 5, 6)  # 30 per group
+    want = [i for i in range(30) if i % 5 in (1, 3)][:5]
+    assert top_per_group(torch.cat([scores, scores]), None).tolist() == want + [
+        30 + i for i in want
+    ]
+    model, b, m = gmm(), 6, 4
+    res = beam_search(
+        model, lambda z: torch.zeros(z.shape[0]), transition=ExactKernel(), beam_width=b,
+        num_candidates=m, time_grid=ONE_STEP, shape=(2,), generator=gen(7), progress=False,
+    )  # fmt: skip
+    g = gen(7)
+    x = torch.randn(b, 2, generator=g)  # the same start and candidates, drawn by hand
+    cand = model.sample_transition(x.repeat_interleave(m, 0), 0.0, 1.0, "ddpm", g)
+    assert torch.equal(res.samples, cand[:b])
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_value_decoding_selects_with_softmax_probabilities(temperature):
+    """A positive temperature keeps candidate m with probability softmax(value / temperature)_m
+    (a Gumbel-max draw); every row has the values (0, 1, 2), so the kept indices' frequencies
+    over 20000 rows are binomial around it (4 standard errors)."""
+    from glass_core.align.value_decoding import per_particle_selector
+
+    n, values = 20000, torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    scores = values.expand(2, n // 2, 3)  # two groups, drawn from two generators
+    idx = per_particle_selector(temperature)(scores, [gen(1), gen(2)])
+    assert idx.shape == (n,)
+    choice = idx - torch.arange(n) * 3
+    freq = torch.bincount(choice, minlength=3).double() / n
+    p = torch.softmax(values / temperature, 0)
+    assert bool(((freq - p).abs() < 4 * (p * (1 - p) / n).sqrt()).all()), (freq, p)
+    assert per_particle_selector(0.0)(scores, None).tolist() == (torch.arange(n) * 3 + 2).tolist()

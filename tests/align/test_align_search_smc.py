@@ -5,12 +5,13 @@ With r(z) = a.z the tilted target p(z) exp(lambda r(z)) / Z is again a Gaussian 
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 from align_fixtures import GRID, ExactKernel, gen, gmm, weighted_mean_and_se
-from glass_core.align import fk_steering, tempered_smc
+from glass_core.align import TemperedSMCSampler, fk_steering, tempered_smc
 from glass_core.align.tempering import next_exponent, relative_ess
 from glass_core.align.twisted import twisted_move
 from glass_core.errors import InvalidInputError
@@ -107,6 +108,32 @@ def test_tempered_ess_threshold_decides_resampling():
     assert bool(np.all(resampled[1.0][:-1])) and not bool(np.any(resampled[1e-9]))
 
 
+def test_tempered_forwards_the_engine_options():
+    """resampling, final_resample, track_genealogy, x0 and lambda_ reach the FK engine: the run
+    equals FKSampler-style stepping of TemperedSMCSampler with the same options, and each
+    option shows in the result."""
+    from glass_core.align.fk import run_to_end
+
+    opts = dict(resampling="multinomial", final_resample=True, track_genealogy=False)
+    kw = dict(transition=ExactKernel(), time_grid=GRID, lambda_=2.0, ess_target=0.7)
+    x0 = torch.randn(16, 2, generator=gen(5))
+    res = tempered_smc(gmm(), LIN, num_particles=16, x0=x0, generator=gen(3), progress=False,
+                       **kw, **opts)  # fmt: skip
+    sampler = TemperedSMCSampler(gmm(), LIN, **kw, **opts)
+    state = sampler.init(16, x0=x0, generator=gen(3))
+    ref = run_to_end(sampler, state, False, "")
+    assert torch.equal(res.samples, ref.samples) and res.log_evidence == ref.log_evidence
+    assert res.ancestors is None and bool(res.resampled[-1]) and res.exponents[-1] == 2.0
+    torch.testing.assert_close(
+        res.log_weights, torch.full((16,), -math.log(16.0), dtype=torch.float64)
+    )
+    default = tempered_smc(
+        gmm(), LIN, num_particles=16, x0=x0, generator=gen(3), progress=False, **kw
+    )
+    assert default.ancestors is not None and not bool(default.resampled[-1])
+    assert not torch.equal(default.samples, res.samples)  # another scheme, a final resampling
+
+
 def test_next_exponent_edges():
     f64 = torch.float64
     scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]], dtype=f64)
@@ -135,14 +162,31 @@ def test_tempered_groups_equal_separate_runs_and_max_batch():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "name"),
-    [({"ess_target": 0.0}, "ess_target"), ({"process_group": object()}, "process_group")],
+    ("kwargs", "name", "msg"),
+    [
+        ({"ess_target": 0.0}, "ess_target", "must be in (0, 1] (a fraction of N), got 0.0"),
+        ({"ess_target": 1.5}, "ess_target", "must be in (0, 1] (a fraction of N), got 1.5"),
+        ({"ess_target": "a"}, "ess_target", "must be a finite number, got 'a'"),
+        ({"process_group": object()}, "process_group", "is not supported by tempered_smc"),
+    ],
 )
-def test_tempered_bad_arguments(kwargs, name):
-    with pytest.raises(InvalidInputError, match=name):
+def test_tempered_bad_arguments(kwargs, name, msg):
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(f'`{name}` {msg}')}$") as e:
         tempered_smc(
             gmm(), LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), **kwargs
         )
+    assert e.value.arg == name  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["potential", "process_group"])
+def test_tempered_sampler_refuses_a_potential_and_a_process_group(name):
+    """The sampler fixes its own (tempered) potential: one given is refused by name, not
+    silently replaced; sharded runs are not supported."""
+    with pytest.raises(
+        InvalidInputError, match=rf"^`{name}` is not supported by tempered_smc$"
+    ) as e:
+        TemperedSMCSampler(gmm(), LIN, transition=SDE(), time_grid=GRID, **{name: "max"})
+    assert e.value.arg == name  # type: ignore[attr-defined]
 
 
 # -- twisted proposals ---------------------------------------------------------------------------
@@ -168,20 +212,42 @@ def test_twisted_move_weights_recover_the_untwisted_kernel():
     assert float((shift - expected_shift).abs().max()) < 5 * std / math.sqrt(n)
 
 
-def test_twisted_needs_a_gaussian_kernel():
-    with pytest.raises(InvalidInputError, match=r"per-substep \(t0, gamma, abar, sbar\)"):
-        fk_steering(
-            gmm(), LIN, transition=ODE(), num_particles=4, time_grid=GRID, shape=(2,),
-            proposal="twisted", progress=False,
-        )  # fmt: skip
+TWIST_REFUSALS = {
+    "ode": (
+        lambda: {"transition": ODE()},
+        "transition",
+        "`transition` ODE(solver='euler', substeps=1) has no Gaussian kernel (needs "
+        "`scalars(schedule, t, t_next)`, the per-substep (t0, gamma, abar, sbar) SDE has) for "
+        "proposal='twisted'",
+    ),
+    "glass": (
+        lambda: {"transition": Glass(inner_steps=2)},
+        "transition",
+        "`transition` Glass(rho='ddpm', inner_steps=2, solver='pc', sigma0=1.0) has no tractable "
+        "kernel density, so a twisted proposal cannot be weighted exactly: use "
+        "proposal='twisted' with an SDE transition, or guide=True for the reward-guided GLASS "
+        "proposal (uncorrected guidance)",
+    ),
+    "non-differentiable": (
+        lambda: {"transition": SDE(), "reward": lambda z: z.detach().sum(1)},
+        "reward",
+        "`reward` and the model must be differentiable for proposal='twisted' (autograd: ",
+    ),
+}
 
 
-def test_twisted_glass_is_refused_with_a_pointer_to_guidance():
-    with pytest.raises(InvalidInputError, match="guide=True"):
+@pytest.mark.parametrize("case", list(TWIST_REFUSALS))
+def test_twisted_refusals_say_why(case):
+    """A twisted proposal needs a Gaussian kernel (GLASS gets a pointer to guidance) and the
+    gradient of r(D_t(x)); the message names the transition or the reward and says why."""
+    make, arg, msg = TWIST_REFUSALS[case]
+    kw = make()
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}") as e:
         fk_steering(
-            gmm(), LIN, transition=Glass(), num_particles=4, time_grid=GRID, shape=(2,),
-            proposal="twisted",
+            gmm(), kw.pop("reward", LIN), num_particles=4, time_grid=GRID, shape=(2,),
+            proposal="twisted", progress=False, **kw,
         )  # fmt: skip
+    assert e.value.arg == arg  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -198,6 +264,22 @@ def test_twisted_bad_arguments(kwargs, name):
         fk_steering(
             gmm(), LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), **kwargs
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("resample_every", 2), ("resample_window", (0.2, 0.8)), ("process_group", object())],
+)
+def test_twisted_refuses_resampling_schedules_and_sharding_by_name(name, value):
+    """Every step of a twisted run is a potential step and it is not sharded: the message says
+    which argument is not supported and with what."""
+    msg = rf"^`{name}` is not supported with proposal='twisted'$"
+    with pytest.raises(InvalidInputError, match=msg) as e:
+        fk_steering(
+            gmm(), LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,),
+            proposal="twisted", **{name: value},
+        )  # fmt: skip
+    assert e.value.arg == name  # type: ignore[attr-defined]
 
 
 def test_twisted_groups_equal_separate_runs():

@@ -8,6 +8,7 @@ log Z(x_t0) = V_t0(x_t0) for the reward lambda r: `GaussianMixture.tilted` compu
 """
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -235,3 +236,98 @@ def test_start_shape_errors_spell_out_what_was_read():
         best_of_n(
             gmm(), lin, num_particles=4, shape=(2,), num_groups=3, generator=[gen(1)] * 2, **run
         )
+
+
+_TWO = [gen(0), gen(1)]
+START_ERRORS = [
+    (
+        {"x0": None, "shape": (2,)},
+        "time_grid",
+        "`time_grid` starts at t = 0.4; a run from t0 > 0 needs the particles there as x0=",
+    ),
+    (  # a [1, 1] grid is not read as starting at 0.4: the grid check names its shape
+        {"x0": None, "shape": (2,), "time_grid": np.array([[0.4]])},
+        "time_grid",
+        "`time_grid` is not a valid time grid: time_grid must be 1-D, got shape [1, 1]",
+    ),
+    (
+        {"x0": None, "shape": (2,), "time_grid": torch.tensor([[0.4]])},
+        "time_grid",
+        "`time_grid` is not a valid time grid: time_grid must be 1-D, got shape [1, 1]",
+    ),
+    (
+        {"process_group": object()},
+        "x0",
+        "`x0` is not supported with process_group (sharded runs start from noise)",
+    ),
+    (
+        {"x0": [[0.0]]},
+        "x0",
+        "`x0` must be a floating-point tensor [N, ...] or [B, N, ...], got list",
+    ),
+    (
+        {"x0": torch.zeros(4, 2, dtype=torch.int64)},
+        "x0",
+        "`x0` must be a floating-point tensor [N, ...] or [B, N, ...], got torch.int64",
+    ),
+    (
+        {"x0": torch.zeros(4, 2, device="meta")},
+        "x0",
+        "`x0` is on the meta device (no data); pass a real tensor",
+    ),
+    ({"x0": torch.full((4, 2), math.inf)}, "x0", "`x0` must be finite"),
+    (
+        {"x0": torch.zeros(4), "shape": (2,)},
+        "x0",
+        "`x0` must be [N, *shape] or [B, N, *shape] with shape (2,), got (4,)",
+    ),
+    (
+        {"x0": torch.zeros(4, 3), "shape": (2,)},
+        "x0",
+        "`x0` samples must have shape (2,), got x0 (4, 3)",
+    ),
+    ({"x0": torch.zeros(3)}, "x0", "`x0` must be [N, ...], got shape (3,)"),
+    (
+        {"x0": torch.zeros(2, 4), "num_groups": 2},
+        "x0",
+        "`x0` must be [B, N, ...] (groups are given), got shape (2, 4)",
+    ),
+    (
+        {"x0": torch.zeros(2, 3, 2), "shape": (2,)},
+        "x0",
+        "`x0` holds 3 particles per group, but num_particles is 4",
+    ),
+    (
+        {"x0": torch.zeros(4, 2), "shape": (2,), "num_groups": 2},
+        "x0",
+        "`x0` is one group [N, ...] (4, 2), but groups are given",
+    ),
+    (
+        {"x0": torch.zeros(4, 2), "shape": (2,), "generator": _TWO},
+        "x0",
+        "`x0` is one group [N, ...] (4, 2), but groups are given",
+    ),
+    (
+        {"x0": torch.zeros(2, 4, 2), "shape": (2,), "generator": [*_TWO, gen(2)]},
+        "x0",
+        "`x0` holds 2 groups, but `generator` lists 3",
+    ),
+    (
+        {"x0": torch.zeros(2, 4, 2), "shape": (2,), "num_groups": 3},
+        "x0",
+        "`x0` holds 2 groups, but num_groups is 3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kw", "arg", "msg"), START_ERRORS)
+def test_start_errors_name_the_argument_and_what_was_given(kw, arg, msg):
+    """Every refusal of a start: the error's ``arg`` and its whole message, with the shapes and
+    counts that were given (the run asks for 4 particles from t0 = 0.4)."""
+    args = dict(
+        transition=Glass(inner_steps=2), time_grid=[0.4, 0.7, 1.0], num_particles=4,
+        x0=torch.zeros(4, 2), progress=False,
+    )  # fmt: skip
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$") as info:
+        best_of_n(gmm(), LIN, **(args | kw))
+    assert info.value.arg == arg  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ which gives the Monte-Carlo standard deviation of V-hat and its first-order (Jen
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -140,5 +141,35 @@ def test_bad_input():
         value_estimate(model, LIN, x, 0.5, num_samples=4, generator=[gen(0), gen(1)])
     with pytest.raises(InvalidInputError, match="model"):
         value_estimate(object(), LIN, x, 0.5, num_samples=4)
-    with pytest.raises(RewardError, match="reward"):
+    # 2 rows x 4 posterior samples each: the reward is checked on all 8 at once
+    msg = r"^reward must return shape \[8\] \(one value per particle\), got \[8, 2\]$"
+    with pytest.raises(RewardError, match=msg):
         value_estimate(model, lambda z: z, x, 0.5, num_samples=4)
+
+
+VALUE_ERRORS = [
+    ({"model": object()}, "model", "`model` must be a Denoiser (needs `schedule`), got object"),
+    ({"reward": 3}, "reward", "`reward` must be callable, got int"),
+    ({"t": 1.0}, "t", "`t` must be < 1 (at t = 1 the value is r(x) itself), got 1.0"),
+    ({"num_samples": 0}, "num_samples", "`num_samples` must be an integer >= 1, got 0"),
+    ({"max_batch": 0}, "max_batch", "`max_batch` must be an integer >= 1, got 0"),
+    ({"transition": "glass"}, "transition", "`transition` must be callable, got str"),
+    (
+        {"generator": [gen(0), gen(1)]},
+        "x",
+        "`x` with a list of 2 generators must be [B_groups=2, N, ...], got shape (2, 2)",
+    ),
+    (
+        {"x": torch.zeros(3, 2, 2), "generator": [gen(0), gen(1)]},
+        "x",
+        "`x` with a list of 2 generators must be [B_groups=2, N, ...], got shape (3, 2, 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kw", "arg", "msg"), VALUE_ERRORS)
+def test_bad_input_names_the_argument_and_the_value(kw, arg, msg):
+    args = dict(model=gmm(), reward=LIN, x=torch.zeros(2, 2, dtype=torch.float64), t=0.5)
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$") as info:
+        value_estimate(**(args | {"num_samples": 4} | kw))
+    assert info.value.arg == arg  # type: ignore[attr-defined]

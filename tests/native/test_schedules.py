@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -139,6 +140,20 @@ def test_shifted_schedule_is_base_at_mapped_time() -> None:
     assert s.shift == 3.0 and s.base == base and s.kind == "shifted"
 
 
+@pytest.mark.parametrize("shift", ["3", True, np.True_, None, [3.0], torch.tensor([3.0, 1.0])])
+def test_shifted_refuses_what_is_not_a_real_number(shift: object) -> None:
+    """A string is not parsed, a boolean not read as 1.0; anything else is a typed error too."""
+    msg = rf"^shift must be a real number, got {re.escape(repr(shift))}$"
+    with pytest.raises(InvalidInputError, match=msg) as e:
+        S.shifted(S.RectifiedFlow(), shift)  # type: ignore[arg-type]
+    assert e.value.arg == "shift"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("shift", [3, np.float32(3.0), np.array(3.0), torch.tensor(3.0)])
+def test_shifted_takes_any_real_number(shift: object) -> None:
+    assert S.shifted(S.RectifiedFlow(), shift).shift == 3.0  # type: ignore[arg-type]
+
+
 def test_dynamic_shift_mu_is_diffusers_formula() -> None:
     for L in (256, 1024, 4096, 6000):
         m = (1.15 - 0.5) / (4096 - 256)
@@ -156,6 +171,16 @@ def test_dynamic_shift_defaults_are_diffusers_flux_config() -> None:
         assert s.shift == pytest.approx(math.exp(0.5 + m * (L - 256)), rel=1e-13)
     custom = S.dynamic_shift(S.RectifiedFlow(), 300, 200, 1200, 0.25, 2.25)
     assert custom.shift == pytest.approx(math.exp(0.25 + 2.0 / 1000 * 100), rel=1e-13)
+
+
+@pytest.mark.parametrize(("L", "shift"), [(10**7, "inf"), (-(10**7), "0.0")])
+def test_dynamic_shift_out_of_range_names_the_sequence_length(L: int, shift: str) -> None:
+    """mu ~ +-1700 here: exp(mu) overflows to inf (caught) or underflows to 0; both are outside
+    shifted()'s range, and the error is blamed on image_seq_len with the shift it gave."""
+    msg = rf"^image_seq_len = {L} gives shift must be a number in \[1e-6, 1e6\], got {shift}$"
+    with pytest.raises(InvalidInputError, match=msg) as e:
+        S.dynamic_shift(S.RectifiedFlow(), L)
+    assert e.value.arg == "image_seq_len"  # type: ignore[attr-defined]
 
 
 def test_vp_from_betas_defaults_are_1000_linear_steps() -> None:

@@ -4,6 +4,8 @@ the meta device, where any read raises), and the deferred finite check."""
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -117,6 +119,49 @@ def test_a_failure_the_checked_rerun_does_not_reproduce_is_reported_as_such():
 
     model = from_callable(fn, schedule=Schedule.rectified_flow(), prediction="x1")
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(InvalidInputError, match="did not reproduce"):
+    msg = (
+        r"^ODE\(solver='euler', substeps=1\) produced NaN/inf during the transition t=0\.2 -> "
+        r"t_next=0\.6; a re-run with per-call checks did not reproduce it \(its noise could not "
+        r"be replayed\)$"
+    )
+    with pytest.raises(InvalidInputError, match=msg):
         ODE("euler", 1)(model, x, 0.2, 0.6, None)
     assert len(calls) == 2
+
+
+def needs_a_call(tr):
+    return rf"^{re.escape(repr(tr))}: raise_nonfinite needs a call with check=False$"
+
+
+@pytest.mark.parametrize("tr", TRANSITIONS, ids=repr)
+def test_raise_nonfinite_needs_a_deferred_call(tr):
+    """Nothing to explain before a check=False call, nor twice for one call (the replay is
+    dropped once used)."""
+    fresh = type(tr)()
+    with pytest.raises(InvalidInputError, match=needs_a_call(fresh)):
+        fresh.raise_nonfinite()
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    tr(nan_rows([1]), x, 0.2, 0.6, torch.Generator().manual_seed(1), check=False)
+    with pytest.raises(ModelError):
+        tr.raise_nonfinite()
+    with pytest.raises(InvalidInputError, match=needs_a_call(tr)):
+        tr.raise_nonfinite()
+
+
+class _Overflowing(ODE):
+    """An ODE whose float64 scalar coefficient math overflows."""
+
+    def _step(self, model, x, t, t_next, generator, denoised):
+        return x * math.exp(1e4)
+
+
+def test_scalar_overflow_names_the_transition_and_the_step():
+    """Python float math raising (OverflowError, ZeroDivisionError) in a step is the
+    transition's parameters or times out of range: a typed error naming both."""
+    model = from_callable(lambda x, t: x, schedule=Schedule.rectified_flow(), prediction="x1")
+    msg = (
+        r"^ODE\(solver='euler', substeps=1\): the transition t=0\.2 -> t_next=0\.5 is "
+        r"numerically out of range \(math range error\)$"
+    )
+    with pytest.raises(InvalidInputError, match=msg):
+        _Overflowing()(model, torch.randn(4, 2), 0.2, 0.5)

@@ -265,3 +265,30 @@ def test_step_from_the_noisiest_table_time_is_the_regular_step():
         near = transition(mixture, x, above, 0.05, gen(2))
         gap = float((at - near).abs().max())
         assert gap < 1e-6, (tname, gap)
+
+
+# the closed-form step from the noise end
+
+
+@pytest.mark.parametrize(
+    ("name", "start"),
+    [("rectified_flow", 0.0), ("cosine", 0.0), ("sd_vp", 0.0), ("sd_vp", 0.5 / 1001)],
+    ids=["rf-t0", "cosine-t0", "vp-t0", "vp-below-range"],
+)
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_ode_steps_from_the_noise_end_are_the_frozen_denoiser_step(name, start, solver):
+    """From alpha_t = 0, or from below a VP table's range (alpha_t > 0 there), the ODE takes the
+    closed-form step y' = (sigma'/sigma) y + (alpha' - alpha sigma'/sigma) D (DDIM), and Heun
+    its trapezoid in D (D averaged with D' at the DDIM point), instead of differencing the
+    schedule where its derivatives are singular or steep (docs/noise_end.md)."""
+    mixture = gmm(SCHEDULES[name]())
+    sch, t1 = mixture.schedule, 0.3
+    y = torch.randn(16, 2, generator=gen(0), dtype=F64)
+    keep = sch.sigma(t1) / sch.sigma(start)
+    gain = sch.alpha(t1) - sch.alpha(start) * keep
+    d0 = mixture.denoise(y, start)
+    want = keep * y + gain * d0
+    if solver == "heun":
+        want = keep * y + gain * 0.5 * (d0 + mixture.denoise(want, t1))
+    got = ODE(solver)(mixture, y, start, t1)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -96,3 +98,52 @@ def test_sample_bad_inputs():
         sample(model, tr, [0.5], shape=(2, 2))
     with pytest.raises(InvalidInputError, match="callback"):
         sample(model, tr, [0.0, 1.0], shape=(2, 2), callback=lambda *a: torch.zeros(3))
+
+
+GROUPS = "x0 must have shape [B=2, N, ...] with "
+SAMPLE_ERRORS = [
+    ({}, "give exactly one of x0 and shape"),
+    ({"x0": torch.zeros(2, 2), "shape": (2, 2)}, "give exactly one of x0 and shape"),
+    (
+        {"shape": (2, 2), "time_grid": [0.3, 1.0]},
+        "time_grid starts at t = 0.3; noise is only the state at t = 0, so a run from t0 > 0 "
+        "needs the particles there as x0=",
+    ),
+    ({"shape": (2, 2), "num_groups": 2}, GROUPS + "num_groups=2, got None"),
+    ({"x0": torch.zeros(4, 2), "num_groups": 2}, GROUPS + "num_groups=2, got (4, 2)"),
+    ({"x0": torch.zeros(3, 2, 2), "num_groups": 2}, GROUPS + "num_groups=2, got (3, 2, 2)"),
+    (
+        {"x0": torch.zeros(3, 2, 2), "generator": [torch.Generator(), torch.Generator()]},
+        GROUPS + "a list of 2 generators, got (3, 2, 2)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kw", "msg"), SAMPLE_ERRORS)
+def test_sample_names_what_was_given(kw, msg):
+    args = {"time_grid": [0.0, 1.0]} | kw
+    with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$"):
+        sample(gmm2(), ODE(), args.pop("time_grid"), **args)
+
+
+class _Drift:
+    """x -> x + (t_next - t): no model call, runs on any device."""
+
+    def __call__(self, model, x, t, t_next, generator=None):
+        return x + (t_next - t)
+
+    def nfe(self, schedule, t, t_next):
+        return 0
+
+
+def test_the_start_noise_is_drawn_with_the_given_generator_device_and_dtype():
+    """N(0, I) of `shape` from the generator (float32 on the CPU by default), then the chain;
+    the meta device stands for "another device" on a CPU-only machine."""
+    res = sample(
+        gmm2(), _Drift(), [0.0, 0.5, 1.0], shape=(3, 2), generator=torch.Generator().manual_seed(4)
+    )
+    want = torch.randn(3, 2, generator=torch.Generator().manual_seed(4)) + 0.5 + 0.5
+    assert res.samples.dtype == torch.float32 and res.nfe == 0
+    assert torch.equal(res.samples, want)
+    res = sample(gmm2(), _Drift(), [0.0, 1.0], shape=(3, 2), device="meta", dtype=torch.float64)
+    assert res.samples.device.type == "meta" and res.samples.dtype == torch.float64

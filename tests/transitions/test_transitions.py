@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -584,3 +585,127 @@ def test_the_checked_model_records_velocity_calls_and_checks_their_outputs():
         CheckedModel(SpeedModel(lambda v: v.long())).velocity(x, 0.3)
     with pytest.raises(ModelError, match=r"at t=0\.3 is on meta"):
         CheckedModel(SpeedModel(lambda v: v.to("meta"))).velocity(x, 0.3)
+@pytest.mark.parametrize(
+    "rho", ["ddim", "", 1.5, -1.01, math.nan, math.inf, True, np.True_, None, [0.5], b"ddpm"]
+)
+def test_a_bad_rho_is_refused_alike_by_glass_and_by_the_exact_kernel(rho):
+    """One rule for rho (schedules.check_rho): "ddpm" or a real number in [-1, 1]; a boolean is
+    not read as 1.0. Glass checks it at construction, the GMM's exact kernel per call."""
+    msg = rf"^rho must be a float in \[-1, 1\] or 'ddpm', got {re.escape(repr(rho))}$"
+    with pytest.raises(InvalidInputError, match=msg):
+        Glass(rho=rho)
+    x = torch.zeros(2, 2, dtype=F64)
+    with pytest.raises(InvalidInputError, match=msg):
+        gmm2().sample_transition(x, 0.3, 0.6, rho)
+
+
+@pytest.mark.parametrize("rho", [-1, 0, 1.0, np.float32(0.25), torch.tensor(0.5), "ddpm"])
+def test_a_good_rho_is_used_as_given(rho):
+    """Integers, numpy and 0-d torch numbers are read as floats; "ddpm" is the SDE's own
+    correlation alpha_t sigma_t' / (sigma_t alpha_t')."""
+    sched, t, t_next = gmm2().schedule, 0.3, 0.6
+    want = (
+        sched.alpha(t) * sched.sigma(t_next) / (sched.sigma(t) * sched.alpha(t_next))
+        if rho == "ddpm"
+        else float(rho)
+    )
+    assert resolve_rho(sched, rho, t, t_next) == pytest.approx(want, rel=1e-15)
+    assert Glass(rho=rho).rho is rho
+
+
+NUMBER = r"^`{}` must be a finite number, got {}$"
+CONSTRUCTOR_ERRORS = [
+    (lambda: Glass(sigma0=0.0), r"^sigma0 must be a finite float > 0, got 0.0$"),
+    (lambda: Glass(sigma0=-2), r"^sigma0 must be a finite float > 0, got -2$"),
+    (lambda: Glass(sigma0=math.inf), NUMBER.format("sigma0", "inf")),
+    (lambda: Glass(sigma0="1.0"), NUMBER.format("sigma0", "'1.0'")),
+    (lambda: Glass(sigma0=True), NUMBER.format("sigma0", "True")),
+    (lambda: Glass(compile=1), r"^compile must be True or False, got 1$"),
+    (
+        lambda: Glass(solver="rk4"),
+        r"^solver must be one of \('euler', 'heun', 'midpoint', 'multistep', 'pc'\), got 'rk4'$",
+    ),
+    (lambda: Glass(inner_steps=0), r"^`inner_steps` must be an integer >= 1, got 0$"),
+    (lambda: SDE(kappa=-1.0), r"^kappa must be a finite float >= 0, got -1.0$"),
+    (lambda: SDE(kappa=math.nan), NUMBER.format("kappa", "nan")),
+    (lambda: SDE(kappa="1"), NUMBER.format("kappa", "'1'")),
+    (lambda: SDE(kappa=True), NUMBER.format("kappa", "True")),
+    (lambda: SDE(substeps=0), r"^`substeps` must be an integer >= 1, got 0$"),
+    (
+        lambda: ODE(solver="midpoint"),
+        r"^solver must be one of \('euler', 'heun', 'multistep', 'pc'\), got 'midpoint'$",
+    ),
+    (lambda: ODE(substeps=2.0), r"^`substeps` must be an integer >= 1, got 2.0$"),
+]
+
+
+@pytest.mark.parametrize(("make", "msg"), CONSTRUCTOR_ERRORS)
+def test_transition_constructors_refuse_bad_parameters_with_what_was_given(make, msg):
+    """A typed error naming the parameter and the value; a string or a boolean is not read as a
+    number (float("1.0") / True == 1.0)."""
+    with pytest.raises(InvalidInputError, match=msg):
+        make()
+
+
+@pytest.mark.parametrize("tr", [Glass(inner_steps=2), ODE(), SDE()], ids=repr)
+@pytest.mark.parametrize(
+    ("t", "t_next", "msg"),
+    [
+        (0.5, 0.5, r"^t_next must be > t, got t=0.5, t_next=0.5$"),
+        (1.0, 1.0, r"^t_next must be > t, got t=1.0, t_next=1.0$"),
+        (0.6, 0.5, r"^t_next must be > t, got t=0.6, t_next=0.5$"),
+        (0.5, 1.2, r"^t_next must be a finite float in \[0, 1\], got 1.2$"),
+        (-0.1, 0.5, r"^t must be a finite float in \[0, 1\], got -0.1$"),
+        ("a", 0.5, r"^t must be a float in \[0, 1\], got 'a'$"),
+    ],
+)
+def test_step_times_are_named_with_what_was_given(tr, t, t_next, msg):
+    with pytest.raises(InvalidInputError, match=msg):
+        tr(gmm2(), torch.zeros(2, 2, dtype=F64), t, t_next)
+
+
+@pytest.mark.parametrize("tr", [Glass(inner_steps=2), ODE(), SDE()], ids=repr)
+def test_a_step_names_a_bad_model_and_a_bad_denoised(tr):
+    x = torch.zeros(2, 2, dtype=F64)
+    msg = r"^model must be a Denoiser \(schedule, denoise, velocity\), got object$"
+    with pytest.raises(InvalidInputError, match=msg):
+        tr(object(), x, 0.2, 0.5)
+    msg = r"^denoised must have the shape of x \(2, 2\), got \[1\.0\]$"
+    with pytest.raises(InvalidInputError, match=msg):
+        tr(gmm2(), x, 0.2, 0.5, denoised=[1.0])
+
+
+class _LowPrecisionIO:
+    """`model` asked and answering in `dtype`, seen from float32 particles."""
+
+    def __init__(self, model, dtype):
+        self.model, self.dtype, self.schedule = model, dtype, model.schedule
+
+    def denoise(self, x, t):
+        return self.model.denoise(x.to(self.dtype), t).float()
+
+    def velocity(self, x, t):
+        return self.model.velocity(x.to(self.dtype), t).float()
+
+
+@pytest.mark.parametrize(
+    "tr",
+    [Glass("ddpm", 3, "heun"), Glass(0.4, 3, "pc"), ODE("heun", 2), ODE("pc", 3), SDE(substeps=2)],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_particles_are_integrated_in_float32(tr, dtype):
+    """bf16/fp16 particles: the model is asked in their dtype, but the step's arithmetic (noise,
+    inner solver, combination) runs in float32 and is rounded once at the end, so it equals the
+    float32 step of that model bit for bit (half-precision arithmetic would round at every
+    operation)."""
+    sched = RectifiedFlow()
+    base = gmm16(sched)
+    model = from_callable(
+        lambda x, t: base.denoise(x.double(), t).to(x.dtype), prediction="x1", schedule=sched
+    )
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0)).to(dtype)
+    got = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(1))
+    want = tr(_LowPrecisionIO(model, dtype), x.float(), 0.2, 0.6, torch.Generator().manual_seed(1))
+    assert got.dtype == dtype
+    assert torch.equal(got, want.to(dtype))

@@ -402,10 +402,10 @@ class FKSampler:
         cfg, storage, x = state.config, state.storage, state.particles
         grouped, num_b, n = cfg.grouped, cfg.num_groups, cfg.num_particles
         native = state.smc.native
-        ess_hist = np.asarray(native.ess_history, dtype=np.float64)  # [S, B]
+        ess_hist = native.ess_history  # [S, B] float64, a fresh array (as log_evidence's [B])
         res_hist = np.stack(state.resampled)
         ancestors = np.asarray(native.genealogy()) if native.track_genealogy else None
-        log_z = np.asarray(native.log_evidence, dtype=np.float64).reshape(num_b)
+        log_z = native.log_evidence
         rewards = state.rewards.to(dtype=state.reward_dtype, device=x.device).reshape(num_b, n)
         return storage.fk_result(
             samples=ungroup(storage.gathered_samples(x, cfg), grouped),

@@ -106,7 +106,7 @@ class GuidedDenoiser:
         with torch.enable_grad():
             zz = z.detach().requires_grad_(True)
             r = self.reward(zz)
-            check_rewards(r, z.shape[0], name="reward")  # shape/finite check before the backward
+            check_rewards(r, z.shape[0])  # shape/finite check before the backward
             try:
                 (grad,) = torch.autograd.grad(r.sum(), zz)
             except RuntimeError as e:

@@ -65,7 +65,7 @@ def posterior_rewards(
     rep = x.repeat_interleave(num_samples, dim=0)
     d_rep = None if denoised is None else denoised.repeat_interleave(num_samples, dim=0)
     z = transition(counted, rep, t, 1.0, generator, denoised=d_rep)
-    r = check_rewards(reward(z), rows * num_samples, name="reward", finite=finite)
+    r = check_rewards(reward(z), rows * num_samples, finite=finite)
     return r.reshape(rows, num_samples)
 
 

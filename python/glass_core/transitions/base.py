@@ -476,9 +476,7 @@ class Transition(ABC):
                 f"got {type(model).__name__}"
             )
         check_batch(x)
-        tt, tn = check_times(t, t_next)
-        if tt >= 1.0:
-            raise InvalidInputError(f"t must be < 1, got {tt}")
+        tt, tn = check_times(t, t_next)  # 0 <= t < t_next <= 1
         if denoised is not None and (
             not isinstance(denoised, torch.Tensor) or denoised.shape != x.shape
         ):

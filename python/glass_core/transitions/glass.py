@@ -21,17 +21,17 @@ is finite at both ends, so only the very first prediction is first order.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from glass_core import _random
+from glass_core._checks import finite_float
 from glass_core._core import glass_coefficients
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, working_dtype
-from glass_core.schedules import Schedule, resolve_rho
+from glass_core.schedules import Schedule, check_rho, resolve_rho
 from glass_core.transitions import compiled
 from glass_core.transitions.base import CheckedModel, Transition, check_choice, check_int
 from glass_core.transitions.solvers import (
@@ -132,13 +132,13 @@ class Glass(Transition):
         sigma0: float = 1.0,
         compile: bool = False,
     ):
-        resolve_rho_spec(rho)
+        check_rho(rho)
         self.rho = rho
         self.inner_steps = check_int(inner_steps, "inner_steps", maximum=MAX_INNER_STEPS)
         self.solver = check_choice(solver, "solver", SOLVERS)
         self.inner: InnerSolver = SOLVER_CLASSES[solver]()
-        s0 = float(sigma0)
-        if not (math.isfinite(s0) and s0 > 0):
+        s0 = finite_float(sigma0, "sigma0")  # a real number: no bool, str or NaN
+        if s0 <= 0:
             raise InvalidInputError(f"sigma0 must be a finite float > 0, got {sigma0!r}")
         self.sigma0 = s0
         if not isinstance(compile, bool):
@@ -279,30 +279,3 @@ class Glass(Transition):
         y = self._compiled(self.inner, net.predict, xw, y, d0, tables, compiled.tensors(plan, xw))
         compiled.count_calls(model, len(c["s"]) - 1)
         return y.add_(xw, alpha=float(c["gamma"])).to(x.dtype)
-
-
-def resolve_rho_spec(rho: object) -> None:
-    """Validate a rho specification at construction time.
-
-    Parameters
-    ----------
-    rho : float or "ddpm"
-        A float in [-1, 1] or the string "ddpm".
-
-    Raises
-    ------
-    InvalidInputError
-        For anything else (booleans included).
-    """
-    if isinstance(rho, bool):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-    if isinstance(rho, str):
-        if rho != "ddpm":
-            raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")
-        return
-    try:
-        r = float(rho)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}") from None
-    if not (math.isfinite(r) and -1.0 <= r <= 1.0):
-        raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")

@@ -172,7 +172,7 @@ class ODE(Transition):
 
         u = u_of(t) + (u_of(t_next) - u_of(t)) * np.arange(self.substeps) / self.substeps
         r = c * u[1:] / (1.0 - u[1:])
-        return np.concatenate([[t], np.asarray(sched.t_from_snr(r * r), dtype=np.float64)])
+        return np.concatenate([[t], sched.t_from_snr(r * r)])  # the schedule's float64 times
 
     def _data_prediction_step(
         self,

@@ -10,11 +10,10 @@ stable for any step size and its noise vanishes at t' = 1, where it returns D it
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from glass_core import _random
+from glass_core._checks import finite_float
 from glass_core.errors import InvalidInputError
 from glass_core.models.base import Denoiser, schedule_values, working_dtype
 from glass_core.models.gmm import kernel_scalars
@@ -89,8 +88,8 @@ class SDE(Transition):
 
     def __init__(self, substeps: int = 1, kappa: float = 1.0):
         self.substeps = check_int(substeps, "substeps")
-        k = float(kappa)
-        if not (math.isfinite(k) and k >= 0):
+        k = finite_float(kappa, "kappa")  # a real number: no bool, str or NaN
+        if k < 0:
             raise InvalidInputError(f"kappa must be a finite float >= 0, got {kappa!r}")
         self.kappa = k
 
