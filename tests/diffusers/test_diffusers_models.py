@@ -197,6 +197,51 @@ def test_flux_dynamic_shift_grid_matches_formula() -> None:
     np.testing.assert_allclose(default_time_grid(model, n), expected, atol=1e-6)
 
 
+def _dynamic_scheduler(kind: str):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if kind == "euler":  # the shifts in its config (not the pipelines' fallbacks)
+        return FlowMatchEulerDiscreteScheduler(
+            use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64, max_shift=1.3
+        )
+    # flow sigmas with dynamic shift, and no base/max seq len or shifts in its config: the pipeline
+    # falls back to its own defaults (max_shift 1.15 for FLUX.1, 1.16 for SD3)
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True
+    )
+
+
+@pytest.mark.parametrize("kind", ["euler", "unipc"])
+@pytest.mark.parametrize(
+    "make", [lambda: tp.flux_pipeline(True), tp.sd3_pipeline], ids=["flux", "sd3"]
+)
+def test_dynamic_shift_grid_is_the_pipelines_own(make, kind: str) -> None:
+    """default_time_grid = 1 - the sigmas the pipeline's own __call__ sets (its mu from the image
+    sequence length and the scheduler's config, or the pipeline's defaults where that has none)."""
+    base = make()
+    pipe = type(base)(**{**base.components, "scheduler": _dynamic_scheduler(kind)})
+    pipe.set_progress_bar_config(disable=True)
+    steps, seen = 3, []
+
+    def grab(p, i, t, kw):
+        seen.append(p.scheduler.sigmas.double().numpy().copy())
+        return kw
+
+    pipe(
+        PROMPTS[0],
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        num_inference_steps=steps,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+        max_sequence_length=8,
+        callback_on_step_end=grab,
+    )
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    # float32 sigmas; a 0.01 change of max_shift moves them by > 1e-4 here
+    np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
+
+
 def test_vp_timestep_mapping_and_continuous_query() -> None:
     model = from_pipeline(
         tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
