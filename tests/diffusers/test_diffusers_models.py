@@ -363,6 +363,75 @@ def test_unsupported_pipeline_names_supported_families() -> None:
         from_pipeline(fake, "a cat")
 
 
+def _named(cls_name: str, **attrs):
+    """An object whose class is called cls_name (detection goes by class names)."""
+    return type(cls_name, (), attrs)()
+
+
+def _net(cls_name: str, in_channels: int, out_channels: int | None):
+    import types
+
+    return _named(
+        cls_name, config=types.SimpleNamespace(in_channels=in_channels, out_channels=out_channels)
+    )
+
+
+_UNET = _net("UNet2DConditionModel", 4, 4)
+_REJECTED = {
+    "wan-a14b": (
+        _named("WanPipeline", transformer_2=torch.nn.Linear(1, 1)),
+        "pipe: WanPipeline with two transformers (Wan 2.2 A14B experts) is not supported",
+    ),
+    "transformer": (
+        _named("MyPipe", transformer=torch.nn.Linear(1, 1)),
+        "pipe: unsupported denoising transformer Linear in MyPipe",
+    ),
+    "controlnet": (
+        _named("StableDiffusionPipeline", unet=_UNET, controlnet=object()),
+        "pipe: StableDiffusionPipeline has a controlnet; conditioning through a controlnet is not "
+        "supported (text-to-image only)",
+    ),
+    "adapter": (
+        _named("MyPipe", transformer=_net("FluxTransformer2DModel", 16, 16), adapter=object()),
+        "pipe: MyPipe has a adapter; conditioning through a adapter is not supported",
+    ),
+    "fill": (
+        _named("MyPipe", transformer=_net("SD3Transformer2DModel", 32, 16)),
+        "pipe: MyPipe's network takes 32 input channels for 16 output channels (an "
+        "inpainting/fill/control variant with extra conditioning channels); only text-to-image "
+        "sd3 networks are supported",
+    ),
+    "other-unet": (
+        _named("MyPipe", unet=torch.nn.Linear(1, 1)),
+        "pipe: unsupported pipeline MyPipe (network Linear)",
+    ),
+    "unet-without-encoder": (
+        _named("MyPipe", unet=_UNET),
+        "pipe: unsupported pipeline MyPipe (network UNet2DConditionModel)",
+    ),
+    "no-network": (_named("MyPipe"), "pipe: unsupported pipeline MyPipe (network MyPipe)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_REJECTED))
+def test_detect_family_errors_name_the_pipeline_and_the_supported_families(case: str) -> None:
+    from glass_core.models.diffusers._family import supported_message
+
+    pipe, message = _REJECTED[case]
+    with pytest.raises(UnsupportedModelError) as err:
+        detect_family(pipe)
+    assert str(err.value).startswith(message)
+    assert str(err.value).endswith("; " + supported_message())
+
+
+def test_a_network_config_without_out_channels_outputs_its_input_channels() -> None:
+    # out_channels None (configs that leave it out): text-to-image, not a fill variant
+    assert (
+        detect_family(_named("P", transformer=_net("FluxTransformer2DModel", 64, None))) == "flux"
+    )
+    assert detect_family(_named("StableDiffusionXLPipeline", unet=_UNET)) == "sdxl"
+
+
 def test_variants_with_extra_inputs_are_rejected() -> None:
     import types
 
