@@ -506,6 +506,34 @@ def test_vae_latent_maps_follow_the_config_and_invert(config: dict) -> None:
     torch.testing.assert_close(den._network_latents(vae), z, rtol=1e-12, atol=1e-12)
 
 
+def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> None:
+    import io
+
+    from glass_core.models.diffusers.base import images_to_output
+    from PIL import Image
+
+    video = torch.zeros(1, 3, 3, 4, 6)  # [M, F, C, H, W]
+    video[0, :, 0] = torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1)  # red ramps over the frames
+    (frames,) = images_to_output(video, "pil")
+    assert [f.size for f in frames] == [(6, 4)] * 3
+
+    def saved(**params) -> Image.Image:
+        buf = io.BytesIO()
+        frames.save(buf, "GIF", **params)
+        buf.seek(0)
+        return Image.open(buf)
+
+    # a GIF without a loop count plays once; the default writes loop 0 (forever)
+    anim = saved()
+    assert anim.n_frames == 3 and anim.info["loop"] == 0
+    reds = []
+    for k in range(3):
+        anim.seek(k)
+        reds.append(anim.convert("RGB").getpixel((0, 0))[0])
+    assert reds == [0, 128, 255]  # round(0.5 * 255) = 128
+    assert saved(loop=2).info["loop"] == 2  # a given loop count is kept
+
+
 def test_a_pipeline_without_a_unet_is_named_in_the_error():
     from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
