@@ -93,6 +93,37 @@ def test_fk_and_best_of_n_run(name: str, method: str) -> None:
     assert res.total_forward_passes == res.forward_passes * 2 * n
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_max_batch_bounds_the_rows_of_every_network_call(name: str) -> None:
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS[name]()
+    whole = from_pipeline(pipe, PROMPTS, **_call(name))
+    passes = whole.passes_per_eval  # 2 with CFG
+    small = from_pipeline(pipe, PROMPTS, max_batch=2 * passes, **_call(name))
+    assert small.network_max_batch == 2 * passes
+    x = torch.randn(4, *whole.latent_shape, generator=torch.Generator().manual_seed(3))
+    seen: dict[str, list[int]] = {"whole": [], "small": []}
+
+    def rows(model, key: str) -> torch.Tensor:
+        def hook(module, args, kwargs):
+            seen[key].append(int((args[0] if args else kwargs["hidden_states"]).shape[0]))
+
+        handle = pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                return model.velocity(x, 0.4)
+        finally:
+            handle.remove()
+
+    u_whole, u_small = rows(whole, "whole"), rows(small, "small")
+    # every row once (x CFG passes); 2 particle rows per call instead of 4 (Qwen-Image runs its
+    # conditional and unconditional passes as separate calls, the others batch them)
+    assert sum(seen["whole"]) == sum(seen["small"]) == 4 * passes
+    assert max(seen["whole"]) == 2 * max(seen["small"]) <= 2 * small.network_max_batch
+    torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
+
+
 def test_every_family_implements_the_interface_and_is_detected() -> None:
     for name in FAMILIES:
         pipe = tf.BUILDERS[name]()

@@ -328,6 +328,49 @@ def test_groups_map_rows_to_prompts_and_max_batch_is_exact() -> None:
         both.denoise(torch.zeros(2, 4, 4, 4), 0.4)
 
 
+def _rows_per_call(model, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """The model's velocity at x (t = 0.4) and the batch size of each of its network's calls."""
+    seen: list[int] = []
+
+    def hook(module, args, kwargs):
+        first = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+        seen.append(int(first.shape[0]))
+
+    handle = model.network.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            u = model.velocity(x, 0.4)
+    finally:
+        handle.remove()
+    return u, seen
+
+
+_CLASSIC = {  # each with CFG on: 2 network rows per particle row
+    "flux": (lambda: tp.flux_pipeline(True), {"negative_prompt": "a dog", "true_cfg_scale": 4.0}),
+    "sd3": (tp.sd3_pipeline, {"guidance_scale": 6.0}),
+    "sd": (lambda: tp.sd_pipeline("epsilon"), {"guidance_scale": 5.0}),
+    "sdxl": (tp.sdxl_pipeline, {"guidance_scale": 5.0}),
+}
+
+
+@pytest.mark.parametrize("family", sorted(_CLASSIC))
+def test_max_batch_bounds_the_rows_of_every_network_call(family: str) -> None:
+    make, kw = _CLASSIC[family]
+    pipe = make()
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH}
+    if family in ("flux", "sd3"):
+        size["encode_kwargs"] = SEQ
+    whole = from_pipeline(pipe, PROMPTS, **kw, **size)
+    small = from_pipeline(pipe, PROMPTS, max_batch=4, **kw, **size)
+    assert small.passes_per_eval == 2 and small.network_max_batch == 4
+    x = _noise(7, (4, *whole.latent_shape))
+    u_whole, rows_whole = _rows_per_call(whole, x)
+    u_small, rows_small = _rows_per_call(small, x)
+    # 4 particle rows x 2 CFG passes: one call of 8 rows, or 2 calls of 2 particles' 4 rows
+    assert rows_whole == [8] and rows_small == [4, 4]
+    torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
+
+
 def test_prompt_embeds_instead_of_text() -> None:
     pipe = tp.sd3_pipeline()
     pe, npe, pp, npp = pipe.encode_prompt(PROMPTS, None, None, device="cpu", max_sequence_length=8)
