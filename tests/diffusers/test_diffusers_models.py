@@ -577,6 +577,22 @@ def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> No
     assert saved(loop=2).info["loop"] == 2  # a given loop count is kept
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "f64"])
+def test_decode_maps_latents_to_the_vae_in_float32(dtype: torch.dtype) -> None:
+    """Latents of any dtype are taken to float32 before the VAE's latent map (scale, shift), so
+    they decode exactly as their float32 values do (bf16 -> f32 is exact, and these f64 are f32
+    values)."""
+    model = from_pipeline(
+        tp.flux_pipeline(True), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ
+    )
+    z = _noise(8, (2, *model.latent_shape)).to(dtype)
+    with torch.no_grad():
+        img = model.decode(z)
+        ref = model.decode(z.float())
+    assert img.dtype == torch.float32 and img.shape == (2, 3, tp.HEIGHT, tp.WIDTH)
+    assert torch.equal(img, ref)
+
+
 def test_a_pipeline_without_a_unet_is_named_in_the_error():
     from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
