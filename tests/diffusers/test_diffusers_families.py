@@ -251,6 +251,25 @@ def test_classic_families_share_the_registry_rules() -> None:
                       pooled_prompt_embeds=torch.zeros(1, 8))  # fmt: skip
 
 
+@pytest.mark.parametrize("name", [*FAMILIES, "flux", "sd3", "sd", "sdxl"])
+def test_default_guidance_is_the_pipelines_call_default(name: str) -> None:
+    """The guidance a family uses when given none is its pipeline's ``__call__`` default
+    (Qwen-Image's: None, no distilled guidance input)."""
+    import tiny_pipelines as tp
+    from glass_core.models.diffusers import DEFAULT_GUIDANCE
+    from glass_core.models.diffusers.families import FAMILIES as REGISTRY
+    from glass_core.models.diffusers.families import call_default
+
+    classic = {"flux": lambda: tp.flux_pipeline(True), "sd": lambda: tp.sd_pipeline("epsilon")}
+    classic.update(sd3=tp.sd3_pipeline, sdxl=tp.sdxl_pipeline)
+    pipe = (classic.get(name) or tf.BUILDERS[name])()
+    family = detect_family(pipe)
+    want = call_default(pipe, "guidance_scale")
+    assert REGISTRY[family].module.default_guidance(pipe) == want
+    if name in classic:
+        assert DEFAULT_GUIDANCE[family] == want
+
+
 def test_sana_given_embeddings_and_masks_reach_the_network_inputs():
     """SANA's encode passes every given embedding and attention mask through to the
     transformer's inputs, the negatives' too (nothing is re-encoded or dropped)."""
