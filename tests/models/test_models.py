@@ -181,6 +181,35 @@ def test_bad_inputs_name_the_argument():
         bad.denoise(x, 0.5)
 
 
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "4"])
+def test_a_bad_max_batch_is_named_with_the_value(bad) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"^`max_batch` must be an integer >= 1, got "
+    ) as err:
+        from_callable(lambda x, t: x, prediction="x1", schedule=RectifiedFlow(), max_batch=bad)
+    assert str(err.value).endswith(f"got {bad!r}") and err.value.arg == "max_batch"
+
+
+def test_an_unknown_prediction_lists_the_known_ones() -> None:
+    with pytest.raises(InvalidInputError) as err:
+        from_callable(lambda x, t: x, prediction="eps", schedule=RectifiedFlow())
+    assert str(err.value) == f"prediction must be one of {PREDICTIONS}, got 'eps'"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("t", [0.3, torch.tensor([0.2, 0.5, 0.7, 0.9])], ids=["scalar", "rows"])
+def test_convert_computes_half_precision_in_float32(dtype, t) -> None:
+    """bf16/fp16 inputs are combined in float32 and rounded once to their dtype, so the result is
+    the float32 conversion of the same values, rounded."""
+    g = torch.Generator().manual_seed(4)
+    x, pred = (torch.randn(4, 64, generator=g).to(dtype) for _ in range(2))
+    sched = Cosine()
+    got = convert(pred, x, t, sched, source="x1", target="velocity")
+    ref = convert(pred.float(), x.float(), t, sched, source="x1", target="velocity")
+    assert got.dtype == dtype
+    assert torch.equal(got, ref.to(dtype))
+
+
 def test_randn_like_generator_lists_are_per_chunk():
     x = torch.empty(6, 2, 3)
     gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
