@@ -74,3 +74,30 @@ def test_a_half_precision_unet_predicts_in_the_particles_dtype(scheduler: str) -
     model = from_unconditional_pipeline(pipe)
     x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     assert model.predict(x, torch.full((2,), 0.5)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "flow"])
+def test_half_precision_particles_are_queried_at_their_exact_times(scheduler: str) -> None:
+    """Times are not rounded to bf16 particles' dtype (0.123 -> 0.1230469): the UNet gets the
+    timestep float32 particles get, the continuous-time equivalent of t on the DDPM table or
+    T (1 - t) for a flow scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    pipe = ddpm_pipeline()  # T = 100
+    if scheduler == "flow":
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100)
+    model = from_unconditional_pipeline(pipe)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[1].double()))
+    t = 0.123
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.denoise(x, t)
+        model.denoise(x.bfloat16(), t)
+    # DDPM: 101 (1 - t) - 1 = 87.577 on this table (continuous-time equivalent timestep)
+    want = float(model.schedule.timestep_from_t(t)) if scheduler == "ddpm" else 100 * (1 - t)
+    for got in seen:  # to within float32 rounding of t
+        torch.testing.assert_close(
+            got, torch.full((2,), want, dtype=torch.float64), rtol=1e-6, atol=0
+        )
