@@ -371,6 +371,15 @@ def test_max_batch_bounds_the_rows_of_every_network_call(family: str) -> None:
     torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", sorted(_CLASSIC))
+def test_each_adapter_carries_its_family_key(family: str) -> None:
+    make, _ = _CLASSIC[family]
+    pipe = make()
+    kw = {"encode_kwargs": SEQ} if family in ("flux", "sd3") else {}
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, **kw)
+    assert model.family == detect_family(pipe) == family
+
+
 def test_prompt_embeds_instead_of_text() -> None:
     pipe = tp.sd3_pipeline()
     pe, npe, pp, npp = pipe.encode_prompt(PROMPTS, None, None, device="cpu", max_sequence_length=8)
