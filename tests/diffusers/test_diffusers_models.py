@@ -602,6 +602,40 @@ def test_decode_maps_latents_to_the_vae_in_float32(dtype: torch.dtype) -> None:
     assert torch.equal(img, ref)
 
 
+@pytest.mark.parametrize("hook", ["offloaded", "hook-without-device", "none"])
+def test_module_device_without_diffusers_helper_matches_it(monkeypatch, hook: str) -> None:
+    """Before diffusers 0.42 (no get_module_execution_device) module_device reads an accelerate
+    offload hook's execution device itself, else the parameters' device: what the helper gives."""
+    import types
+
+    import diffusers.utils.torch_utils as tu
+    from glass_core.models.diffusers.base import module_device
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    if hook == "offloaded":  # a submodule's hook runs it on another device than its weights
+        net[1][0]._hf_hook = types.SimpleNamespace(execution_device="meta")
+    elif hook == "hook-without-device":
+        net[1]._hf_hook = types.SimpleNamespace()
+    want = tu.get_module_execution_device(net)
+    assert want == torch.device("meta" if hook == "offloaded" else "cpu")
+    monkeypatch.delattr(tu, "get_module_execution_device")
+    assert module_device(net) == want
+
+
+def test_latents_of_the_wrong_shape_are_named_with_the_expected_shape() -> None:
+    model = from_pipeline(
+        tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
+    )
+    assert model.latent_shape == (4, 8, 8)
+    bad = torch.zeros(2, 4, 4, 4)
+    with pytest.raises(InvalidInputError) as err:
+        model.decode(bad)
+    assert str(err.value) == "z must have shape [M, 4, 8, 8], got (2, 4, 4, 4)"
+    with pytest.raises(InvalidInputError) as err:
+        model.denoise(bad, 0.4)
+    assert str(err.value) == "x must have shape [M, 4, 8, 8] (latent_shape), got (2, 4, 4, 4)"
+
+
 def test_a_pipeline_without_a_unet_is_named_in_the_error():
     from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
