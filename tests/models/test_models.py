@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from glass_core import _random
@@ -208,6 +209,65 @@ def test_convert_computes_half_precision_in_float32(dtype, t) -> None:
     ref = convert(pred.float(), x.float(), t, sched, source="x1", target="velocity")
     assert got.dtype == dtype
     assert torch.equal(got, ref.to(dtype))
+
+
+_X = torch.zeros(3, 2)
+_OK = from_callable(lambda x, t: x, prediction="x1", schedule=RectifiedFlow())
+_MESSAGES = {
+    "x-list": (lambda: _OK.denoise([[0.0, 0.0]], 0.5), "x must be a torch.Tensor, got list"),
+    "x-empty": (
+        lambda: _OK.denoise(torch.zeros(0, 2), 0.5),
+        "x must have shape [B, ...] with B >= 1, got (0, 2)",
+    ),
+    "x-0d": (
+        lambda: _OK.denoise(torch.tensor(1.0), 0.5),
+        "x must have shape [B, ...] with B >= 1, got ()",
+    ),
+    "x-int": (
+        lambda: _OK.denoise(torch.zeros(3, 2, dtype=torch.int64), 0.5),
+        "x must be a floating-point tensor, got torch.int64",
+    ),
+    "t-above": (lambda: _OK.denoise(_X, 1.5), "t must be finite and inside [0, 1], got 1.5"),
+    "t-nan": (lambda: _OK.denoise(_X, float("nan")), "t must be finite and inside [0, 1], got nan"),
+    "t-0d": (
+        lambda: _OK.denoise(_X, torch.tensor(-0.5)),
+        "t must be finite and inside [0, 1], got -0.5",
+    ),
+    "t-rows": (
+        lambda: _OK.denoise(_X, torch.tensor([0.1, 1.2, 0.3], dtype=torch.float64)),
+        "t must be finite and inside [0, 1], got [0.1 1.2 0.3]",
+    ),
+    "t-tensor-length": (
+        lambda: _OK.denoise(_X, torch.zeros(2)),
+        "t must be a float, a 0-d tensor or a [B]=3 tensor, got shape (2,)",
+    ),
+    "t-array-length": (
+        lambda: _OK.denoise(_X, np.zeros(2)),
+        "t must have shape [3], got (2,)",
+    ),
+    "t-str": (lambda: _OK.denoise(_X, "soon"), "t must be a float or tensor, got str"),
+    "source": (
+        lambda: convert(_X, _X, 0.5, RectifiedFlow(), source="eps", target="x1"),
+        f"source must be one of {PREDICTIONS}, got 'eps'",
+    ),
+    "target": (
+        lambda: convert(_X, _X, 0.5, RectifiedFlow(), source="x1", target="noise"),
+        f"target must be one of {PREDICTIONS}, got 'noise'",
+    ),
+    "undetermined": (  # at t = 1 (sigma = 0) the clean sample says nothing about the noise
+        lambda: _OK.as_prediction(_X, 1.0, "epsilon"),
+        "t: cannot convert a 'x1' prediction to 'epsilon' at t=1.0 (alpha_t=1.0, sigma_t=0.0: "
+        "the prediction does not determine it there)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MESSAGES))
+def test_bad_model_inputs_get_their_exact_message(case: str) -> None:
+    call, message = _MESSAGES[case]
+    with pytest.raises(InvalidInputError) as err:
+        call()
+    assert str(err.value) == message
 
 
 def test_randn_like_generator_lists_are_per_chunk():
