@@ -527,6 +527,93 @@ def test_mismatched_embeds_and_prompts() -> None:
         from_pipeline(pipe)
 
 
+def _sd3_embeds() -> dict:
+    pe, npe, pp, npp = tp.sd3_pipeline().encode_prompt(
+        PROMPTS, None, None, device="cpu", max_sequence_length=8
+    )
+    return {"pe": pe, "npe": npe, "pp": pp, "npp": npp}
+
+
+_BAD_PROMPTS = {  # case -> (from_pipeline(sd3, ...) arguments from SD3's embeddings e, message)
+    "prompt-int": (
+        lambda e: {"prompt": 5},
+        "prompt must be a string or a non-empty list of strings, got 5",
+    ),
+    "prompt-empty": (
+        lambda e: {"prompt": []},
+        "prompt must be a string or a non-empty list of strings, got []",
+    ),
+    "negative-mixed": (
+        lambda e: {"prompt": PROMPTS, "negative_prompt": ["a", 3]},
+        "negative_prompt must be a string or a non-empty list of strings, got ['a', 3]",
+    ),
+    "both": (
+        lambda e: {"prompt": PROMPTS, "prompt_embeds": e["pe"], "pooled_prompt_embeds": e["pp"]},
+        "pass either prompt or prompt_embeds, not both",
+    ),
+    "neither": (lambda e: {}, "one of prompt or prompt_embeds is required"),
+    "embeds-list": (
+        lambda e: {"prompt_embeds": [[0.0]]},
+        "prompt_embeds must be a tensor with 3 dims, got list",
+    ),
+    "negatives-count": (
+        lambda e: {"prompt": PROMPTS, "negative_prompt": ["x", "y", "z"]},
+        "negative_prompt has 3 entries but there are 2 prompts",
+    ),
+    "embeds-rank": (
+        lambda e: {"prompt_embeds": torch.zeros(2, 8), "pooled_prompt_embeds": e["pp"]},
+        "prompt_embeds must be a tensor with 3 dims, got (2, 8)",
+    ),
+    "pooled-batch": (
+        lambda e: {"prompt_embeds": e["pe"], "pooled_prompt_embeds": e["pp"][:1]},
+        "pooled_prompt_embeds has batch size 1 but 2 prompts/prompt_embeds were given",
+    ),
+    "pooled-missing": (
+        lambda e: {"prompt_embeds": e["pe"]},
+        "pooled_prompt_embeds is required with prompt_embeds for the sd3 family",
+    ),
+    "negative-pooled-missing": (
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt_embeds": e["npe"],
+        },
+        "negative_pooled_prompt_embeds is required with negative_prompt_embeds for sd3",
+    ),
+    "negative-both": (
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt": "a dog",
+            "negative_prompt_embeds": e["npe"],
+            "negative_pooled_prompt_embeds": e["npp"],
+        },
+        "pass either negative_prompt or negative_prompt_embeds, not both",
+    ),
+    "negative-shape": (  # SD3 embeddings [2, 12 CLIP + 8 T5 tokens, 32]; one token dropped
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt_embeds": e["npe"][:, :-1],
+            "negative_pooled_prompt_embeds": e["npp"],
+        },
+        "negative_prompt_embeds shape (2, {n}, 32) must equal prompt_embeds shape (2, {m}, 32)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_PROMPTS))
+def test_bad_prompts_and_embeddings_get_their_exact_message(case: str) -> None:
+    args, message = _BAD_PROMPTS[case]
+    e = _sd3_embeds()
+    seq = e["pe"].shape[1]
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(
+            tp.sd3_pipeline(), height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ, **args(e)
+        )
+    assert str(err.value) == message.format(n=seq - 1, m=seq)
+
+
 @pytest.mark.parametrize(
     "config",
     [
