@@ -246,9 +246,13 @@ def test_classic_families_share_the_registry_rules() -> None:
         from_pipeline(sd, "a cat", original_size=(64, 64), **size)
     with pytest.raises(InvalidInputError, match="true_cfg_scale: StableDiffusionPipeline has no"):
         from_pipeline(sd, "a cat", true_cfg_scale=2.0, **size)
-    with pytest.raises(InvalidInputError, match="pooled_prompt_embeds: sana pipelines take no"):
+    with pytest.raises(InvalidInputError) as err:
         from_pipeline(tf.BUILDERS["sana"](), prompt_embeds=torch.zeros(1, 4, 8),
-                      pooled_prompt_embeds=torch.zeros(1, 8))  # fmt: skip
+                      pooled_prompt_embeds=torch.zeros(1, 8),
+                      negative_pooled_prompt_embeds=torch.zeros(1, 8))  # fmt: skip
+    assert str(err.value) == (
+        "negative_pooled_prompt_embeds, pooled_prompt_embeds: sana pipelines take no pooled embeds"
+    )
 
 
 @pytest.mark.parametrize("name", [*FAMILIES, "flux", "sd3", "sd", "sdxl"])

@@ -614,6 +614,61 @@ def test_bad_prompts_and_embeddings_get_their_exact_message(case: str) -> None:
     assert str(err.value) == message.format(n=seq - 1, m=seq)
 
 
+_BAD_OPTIONS = {  # case -> (pipeline, from_pipeline arguments, message, the error's arg)
+    "size-odd": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 15, "width": 16},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=15, width=16",
+        None,
+    ),
+    "size-negative": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": -16, "width": 16},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=-16, width=16",
+        None,
+    ),
+    "size-flux-packing": (  # VAE factor 2 x FLUX's 2x2 patches
+        lambda: tp.flux_pipeline(True),
+        {"height": 18, "width": 16},
+        "height and width must be positive multiples of 4 for FluxPipeline, "
+        "got height=18, width=16",
+        None,
+    ),
+    "one-unknown-option": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"original_size": (64, 64)},
+        "original_size: not a call option of StableDiffusionPipeline that steer passes through "
+        "(it takes none)",
+        "original_size",
+    ),
+    "two-unknown-options": (
+        tp.sdxl_pipeline,
+        {"foo": 1, "bar": 2},
+        "bar, foo: not a call option of StableDiffusionXLPipeline that steer passes through "
+        "(it takes original_size, crops_coords_top_left, target_size)",
+        None,
+    ),
+    "true-cfg": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"true_cfg_scale": 2.0},
+        "true_cfg_scale: StableDiffusionPipeline has no true_cfg_scale (its classifier-free "
+        "guidance is scaled by guidance_scale)",
+        "true_cfg_scale",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_OPTIONS))
+def test_bad_call_options_get_their_exact_message_and_argument(case: str) -> None:
+    make, kwargs, message, arg = _BAD_OPTIONS[case]
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(make(), "a cat", **kwargs)
+    assert str(err.value) == message
+    assert err.value.arg == arg
+
+
 @pytest.mark.parametrize(
     "config",
     [
