@@ -202,7 +202,11 @@ def _dynamic_scheduler(kind: str):
 
     if kind == "euler":  # the shifts in its config (not the pipelines' fallbacks)
         return FlowMatchEulerDiscreteScheduler(
-            use_dynamic_shifting=True, base_image_seq_len=4, max_image_seq_len=64, max_shift=1.3
+            use_dynamic_shifting=True,
+            base_image_seq_len=4,
+            max_image_seq_len=256,  # FLUX.1 here has 16 image tokens, SD3 64: both in between
+            base_shift=0.7,
+            max_shift=1.3,
         )
     # flow sigmas with dynamic shift, and no base/max seq len or shifts in its config: the pipeline
     # falls back to its own defaults (max_shift 1.15 for FLUX.1, 1.16 for SD3)
