@@ -732,6 +732,43 @@ def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> No
     assert saved(loop=2).info["loop"] == 2  # a given loop count is kept
 
 
+def test_encode_and_decode_batch_the_vae_by_max_batch_else_the_adapters() -> None:
+    """max_batch of encode/decode, else the adapter's max_batch, else one VAE call."""
+    pipe = tp.sd_pipeline("epsilon")
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH, "guidance_scale": 1.0}
+    whole = from_pipeline(pipe, PROMPTS[0], **size)
+    by_two = from_pipeline(pipe, PROMPTS[0], max_batch=2, **size)
+    images = torch.rand(4, 3, tp.HEIGHT, tp.WIDTH, generator=torch.Generator().manual_seed(0))
+    rows: list[int] = []
+
+    def vae_rows(method, *args, **kwargs) -> tuple[torch.Tensor, list[int]]:
+        rows.clear()
+        with torch.no_grad():
+            out = method(*args, **kwargs)
+        return out, list(rows)
+
+    hooks = [
+        part.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
+        for part in (pipe.vae.encoder, pipe.vae.decoder)
+    ]
+    try:
+        z, r = vae_rows(whole.encode, images)
+        assert r == [4]
+        img, r = vae_rows(whole.decode, z)
+        assert r == [4]
+        for model, max_batch, want in ((whole, 1, [1, 1, 1, 1]), (by_two, None, [2, 2]),
+                                       (by_two, 3, [3, 1])):  # fmt: skip
+            z2, r = vae_rows(model.encode, images, max_batch=max_batch)
+            assert r == want
+            torch.testing.assert_close(z2, z, rtol=1e-5, atol=1e-5)
+            img2, r = vae_rows(model.decode, z, max_batch=max_batch)
+            assert r == want
+            torch.testing.assert_close(img2, img, rtol=1e-5, atol=1e-5)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "f64"])
 def test_decode_maps_latents_to_the_vae_in_float32(dtype: torch.dtype) -> None:
     """Latents of any dtype are taken to float32 before the VAE's latent map (scale, shift), so
