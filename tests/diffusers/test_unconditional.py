@@ -101,3 +101,82 @@ def test_half_precision_particles_are_queried_at_their_exact_times(scheduler: st
         torch.testing.assert_close(
             got, torch.full((2,), want, dtype=torch.float64), rtol=1e-6, atol=0
         )
+
+
+class _NoTableScheduler:
+    def __init__(self) -> None:
+        self.config: dict = {}
+
+
+def _with_scheduler(make):
+    def build():
+        pipe = ddpm_pipeline()
+        pipe.scheduler = make()
+        return pipe
+
+    return build
+
+
+def _dpm_flow():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(prediction_type="flow_prediction")
+
+
+def _dynamic_flow():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+
+
+class _NotAPipeline:
+    unet = None
+
+
+_UNSUPPORTED = {
+    "not-a-pipeline": (
+        _NotAPipeline,
+        "pipe: _NotAPipeline is not an unconditional UNet2DModel pipeline (needs pipe.unet: "
+        "UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
+        "glass_core.models.diffusers",
+    ),
+    "dynamic-shift": (
+        _with_scheduler(_dynamic_flow),
+        "pipe.scheduler: dynamic shifting needs an image size",
+    ),
+    "prediction-type": (
+        _with_scheduler(_dpm_flow),
+        "pipe.scheduler: prediction_type 'flow_prediction' unsupported",
+    ),
+    "no-table": (
+        _with_scheduler(_NoTableScheduler),
+        "pipe.scheduler: _NoTableScheduler is neither a flow-matching scheduler nor one with "
+        "alphas_cumprod",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_UNSUPPORTED))
+def test_unsupported_pipelines_and_schedulers_get_their_exact_message(case: str) -> None:
+    from glass_core.errors import UnsupportedModelError
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    make, message = _UNSUPPORTED[case]
+    with pytest.raises(UnsupportedModelError) as err:
+        from_unconditional_pipeline(make())
+    assert str(err.value) == message
+
+
+def test_the_wrapper_passes_max_batch_to_its_denoiser() -> None:
+    from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
+
+    pipe = ddpm_pipeline()
+    model = UnconditionalPipelineModel(pipe, 1, max_batch=2)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    x = torch.randn((5, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        d = model.denoise(x, 0.4)
+        whole = UnconditionalPipelineModel(pipe, 1, max_batch=None).denoise(x, 0.4)
+    assert seen == [2, 2, 1, 5]
+    torch.testing.assert_close(d, whole, rtol=1e-5, atol=1e-6)
