@@ -819,6 +819,33 @@ def test_latents_of_the_wrong_shape_are_named_with_the_expected_shape() -> None:
     assert str(err.value) == "x must have shape [M, 4, 8, 8] (latent_shape), got (2, 4, 4, 4)"
 
 
+@pytest.mark.parametrize("scheduler", ["flow", "flow-prediction"])
+def test_sd_schedulers_the_unet_adapter_cannot_use_are_named(scheduler: str) -> None:
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        StableDiffusionPipeline,
+    )
+
+    base = tp.sd_pipeline("epsilon")
+    if scheduler == "flow":
+        sched = FlowMatchEulerDiscreteScheduler()
+        message = (
+            "pipe.scheduler: FlowMatchEulerDiscreteScheduler has no alphas_cumprod; SD/SDXL "
+            "adapters need a discrete VP scheduler (DDIM, DDPM, Euler, DPM-Solver, ...)"
+        )
+    else:
+        sched = DPMSolverMultistepScheduler(prediction_type="flow_prediction", steps_offset=1)
+        message = (
+            "pipe.scheduler.config.prediction_type='flow_prediction' is not one of "
+            "('epsilon', 'v_prediction', 'sample')"
+        )
+    pipe = StableDiffusionPipeline(**{**base.components, "scheduler": sched})
+    with pytest.raises(UnsupportedModelError) as err:
+        from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    assert str(err.value) == message
+
+
 def test_a_pipeline_without_a_unet_is_named_in_the_error():
     from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
