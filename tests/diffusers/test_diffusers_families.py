@@ -134,6 +134,13 @@ def test_every_family_implements_the_interface_and_is_detected() -> None:
         assert model.num_groups == 2 and model.prompts == PROMPTS
 
 
+def test_wrap_pipeline_passes_max_batch_and_timing_to_the_adapter() -> None:
+    pipe = tf.BUILDERS["sana"]()
+    model = wrap_pipeline(pipe, PROMPTS, max_batch=3, timed=True, **_call("sana"))
+    assert model.network_max_batch == 3 and model.meter.timed
+    assert not wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed
+
+
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {

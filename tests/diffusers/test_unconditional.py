@@ -180,3 +180,22 @@ def test_the_wrapper_passes_max_batch_to_its_denoiser() -> None:
         whole = UnconditionalPipelineModel(pipe, 1, max_batch=None).denoise(x, 0.4)
     assert seen == [2, 2, 1, 5]
     torch.testing.assert_close(d, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_wrap_pipeline_takes_groups_from_generators_and_refuses_text_arguments() -> None:
+    from glass_core.errors import InvalidInputError
+    from glass_core.models.diffusers.pipeline_model import wrap_pipeline
+
+    pipe = ddpm_pipeline()
+    gens = [torch.Generator().manual_seed(s) for s in range(3)]
+    model = wrap_pipeline(pipe, generator=gens, max_batch=4, timed=True, guidance_scale=None)
+    assert model.num_groups == 3 and model.inner.max_batch == 4 and model.meter.timed
+    assert wrap_pipeline(pipe, generator=gens[0]).num_groups == 1
+    assert wrap_pipeline(pipe, generator=[]).num_groups == 1  # at least one group
+    assert not wrap_pipeline(pipe).meter.timed
+    with pytest.raises(InvalidInputError) as err:
+        wrap_pipeline(pipe, "a cat", guidance_scale=3.0, height=None)
+    assert str(err.value) == (
+        "prompt, guidance_scale: DDPMPipeline is an unconditional UNet2DModel pipeline (no text "
+        "conditioning); pass prompt=None and no prompt/embedding/guidance/size arguments"
+    )
