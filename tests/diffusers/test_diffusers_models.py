@@ -846,6 +846,44 @@ def test_sd_schedulers_the_unet_adapter_cannot_use_are_named(scheduler: str) -> 
     assert str(err.value) == message
 
 
+@pytest.mark.parametrize(
+    "micro",
+    [{}, {"original_size": (96, 80), "crops_coords_top_left": (4, 2), "target_size": (64, 48)}],
+    ids=["defaults", "given"],
+)
+def test_sdxl_time_ids_are_the_pipelines_own(micro: dict) -> None:
+    from glass_core.models.diffusers import sdxl_add_time_ids
+
+    pipe = tp.sdxl_pipeline()
+    ref = pipe._get_add_time_ids(
+        micro.get("original_size", (20, 12)),
+        micro.get("crops_coords_top_left", (0, 0)),
+        micro.get("target_size", (20, 12)),
+        dtype=torch.float32,
+        text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
+    )
+    got = sdxl_add_time_ids(pipe, 20, 12, **micro)
+    assert got.dtype == torch.float32 and torch.equal(got, ref[0])
+
+
+def test_sdxl_time_ids_that_do_not_fit_the_unet_are_named() -> None:
+    import types
+
+    from glass_core.models.diffusers import sdxl_add_time_ids
+
+    ns = types.SimpleNamespace
+    pipe = ns(
+        unet=ns(
+            add_embedding=ns(linear_1=ns(in_features=100)), config=ns(addition_time_embed_dim=8)
+        ),
+        text_encoder_2=ns(config=ns(projection_dim=32)),
+    )
+    with pytest.raises(UnsupportedModelError) as err:
+        sdxl_add_time_ids(pipe, 16, 16)
+    # 6 ids x 8 + the projection's 32
+    assert str(err.value) == "pipe.unet expects an added embedding of 100, SDXL time ids give 80"
+
+
 def test_a_pipeline_without_a_unet_is_named_in_the_error():
     from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
 
