@@ -270,6 +270,19 @@ def test_bad_model_inputs_get_their_exact_message(case: str) -> None:
     assert str(err.value) == message
 
 
+def test_convert_combines_float32_inputs_in_float32() -> None:
+    """Per-row coefficients are float32 tensors for float32 inputs (working_dtype): the result is
+    A x + B pred evaluated in float32, bit for bit."""
+    g = torch.Generator().manual_seed(5)
+    x, pred = torch.randn(4, 256, generator=g), torch.randn(4, 256, generator=g)
+    t = torch.tensor([0.2, 0.45, 0.7, 0.9], dtype=torch.float64)
+    sched = Cosine()
+    a, b = conversion_coefficients(sched, t.numpy(), "x1", "velocity")
+    a32, b32 = (torch.tensor(c, dtype=torch.float32).view(4, 1) for c in (a, b))
+    got = convert(pred, x, t, sched, source="x1", target="velocity")
+    assert got.dtype == torch.float32 and torch.equal(got, a32 * x + b32 * pred)
+
+
 def test_randn_like_generator_lists_are_per_chunk():
     x = torch.empty(6, 2, 3)
     gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
