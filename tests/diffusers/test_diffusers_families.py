@@ -141,6 +141,84 @@ def test_wrap_pipeline_passes_max_batch_and_timing_to_the_adapter() -> None:
     assert not wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed
 
 
+def _sana_with(dtype: torch.dtype = torch.float32, **config):
+    """The tiny SANA pipeline with its transformer's config changed (or in another dtype)."""
+    from diffusers import SanaPipeline, SanaTransformer2DModel
+
+    base = tf.BUILDERS["sana"]()
+    own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    tr = SanaTransformer2DModel.from_config({**own, **config})
+    tr.load_state_dict(base.transformer.state_dict())
+    pipe = SanaPipeline(**{**base.components, "transformer": tr.eval().to(dtype)})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _network_timesteps(pipe, t: float) -> list[float]:
+    from glass_core.models.diffusers import from_pipeline
+
+    model = from_pipeline(pipe, PROMPTS, **_call("sana"))
+    seen: list[float] = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.extend(kwargs["timestep"].tolist()), with_kwargs=True
+    )
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            model.velocity(x, t)
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_sana_scales_timesteps_like_the_pipeline() -> None:
+    """A transformer with timestep_scale (SANA-Sprint) gets T sigma x scale, as SanaPipeline
+    passes it (same samples); a config without one (diffusers before it existed) is unscaled."""
+    pipe = _sana_with(timestep_scale=2.0)
+    ref = pipe(
+        prompt=PROMPTS, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+        output_type="pt", **_call("sana"),
+    ).images  # fmt: skip
+    res = steer(
+        pipe, PROMPTS, method="sample", transition=ODE(), num_particles=1, num_transitions=2,
+        generator=torch.Generator().manual_seed(0), output_type="pt", progress=False,
+        **_call("sana"),
+    )  # fmt: skip
+    assert float((res.images - ref).abs().max() / ref.abs().max()) < 1e-4
+    # T = 1000, sigma = 1 - t = 0.75; CFG: conditional and unconditional rows
+    assert _network_timesteps(pipe, 0.25) == [1500.0] * 4
+    from diffusers.configuration_utils import FrozenDict
+
+    old = _sana_with(timestep_scale=2.0)
+    old.transformer._internal_dict = FrozenDict(
+        {k: v for k, v in old.transformer.config.items() if k != "timestep_scale"}
+    )
+    assert _network_timesteps(old, 0.25) == [750.0] * 4
+
+
+def test_sana_runs_a_bf16_transformer_with_a_float32_text_encoder() -> None:
+    """The particles and prompt embeddings are cast to the transformer's dtype, as SanaPipeline
+    casts them: u = -transformer(x, embeddings, T (1 - t)) in bf16, returned in float32."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = _sana_with(torch.bfloat16)
+    model = from_pipeline(pipe, PROMPTS, guidance_scale=1.0, **_call("sana"))  # no CFG
+    cond = model.conditioning.cond
+    assert cond["encoder_hidden_states"].dtype == torch.float32  # the text encoder's
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        u = model.velocity(x, 0.25)
+        ref = pipe.transformer(
+            x.bfloat16(),
+            encoder_hidden_states=cond["encoder_hidden_states"].bfloat16(),
+            encoder_attention_mask=cond["encoder_attention_mask"],
+            timestep=torch.full((2,), 750.0),
+            return_dict=False,
+        )[0]
+    assert u.dtype == torch.float32
+    torch.testing.assert_close(u, -ref.float(), rtol=0, atol=0)
+
+
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {
