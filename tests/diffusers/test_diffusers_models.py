@@ -626,6 +626,20 @@ _BAD_OPTIONS = {  # case -> (pipeline, from_pipeline arguments, message, the err
         "got height=15, width=16",
         None,
     ),
+    "size-odd-width": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 16, "width": 15},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=16, width=15",
+        None,
+    ),
+    "size-negative-width": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 16, "width": -16},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=16, width=-16",
+        None,
+    ),
     "size-negative": (
         lambda: tp.sd_pipeline("epsilon"),
         {"height": -16, "width": 16},
