@@ -141,15 +141,13 @@ def test_wrap_pipeline_passes_max_batch_and_timing_to_the_adapter() -> None:
     assert not wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed
 
 
-def _sana_with(dtype: torch.dtype = torch.float32, **config):
-    """The tiny SANA pipeline with its transformer's config changed (or in another dtype)."""
-    from diffusers import SanaPipeline, SanaTransformer2DModel
-
-    base = tf.BUILDERS["sana"]()
+def _with_transformer(name: str, dtype: torch.dtype = torch.float32, **config):
+    """The tiny ``name`` pipeline with its transformer's config changed (or in another dtype)."""
+    base = tf.BUILDERS[name]()
     own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
-    tr = SanaTransformer2DModel.from_config({**own, **config})
+    tr = type(base.transformer).from_config({**own, **config})
     tr.load_state_dict(base.transformer.state_dict())
-    pipe = SanaPipeline(**{**base.components, "transformer": tr.eval().to(dtype)})
+    pipe = type(base)(**{**base.components, "transformer": tr.eval().to(dtype)})
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -174,7 +172,7 @@ def _network_timesteps(pipe, t: float) -> list[float]:
 def test_sana_scales_timesteps_like_the_pipeline() -> None:
     """A transformer with timestep_scale (SANA-Sprint) gets T sigma x scale, as SanaPipeline
     passes it (same samples); a config without one (diffusers before it existed) is unscaled."""
-    pipe = _sana_with(timestep_scale=2.0)
+    pipe = _with_transformer("sana", timestep_scale=2.0)
     ref = pipe(
         prompt=PROMPTS, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
         output_type="pt", **_call("sana"),
@@ -189,7 +187,7 @@ def test_sana_scales_timesteps_like_the_pipeline() -> None:
     assert _network_timesteps(pipe, 0.25) == [1500.0] * 4
     from diffusers.configuration_utils import FrozenDict
 
-    old = _sana_with(timestep_scale=2.0)
+    old = _with_transformer("sana", timestep_scale=2.0)
     old.transformer._internal_dict = FrozenDict(
         {k: v for k, v in old.transformer.config.items() if k != "timestep_scale"}
     )
@@ -201,7 +199,7 @@ def test_sana_runs_a_bf16_transformer_with_a_float32_text_encoder() -> None:
     casts them: u = -transformer(x, embeddings, T (1 - t)) in bf16, returned in float32."""
     from glass_core.models.diffusers import from_pipeline
 
-    pipe = _sana_with(torch.bfloat16)
+    pipe = _with_transformer("sana", torch.bfloat16)
     model = from_pipeline(pipe, PROMPTS, guidance_scale=1.0, **_call("sana"))  # no CFG
     cond = model.conditioning.cond
     assert cond["encoder_hidden_states"].dtype == torch.float32  # the text encoder's
@@ -217,6 +215,21 @@ def test_sana_runs_a_bf16_transformer_with_a_float32_text_encoder() -> None:
         )[0]
     assert u.dtype == torch.float32
     torch.testing.assert_close(u, -ref.float(), rtol=0, atol=0)
+
+
+def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_models() -> None:
+    """As QwenImagePipeline: guidance_scale is the guidance embedding's input of a
+    guidance-distilled transformer (required there), and ignored by the others."""
+    from glass_core.models.diffusers import from_pipeline
+
+    call = _call("qwenimage")
+    distilled = _with_transformer("qwenimage", guidance_embeds=True)
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(distilled, PROMPTS, **call)
+    assert str(err.value) == "guidance_scale is required for a guidance-distilled model"
+    assert from_pipeline(distilled, PROMPTS, guidance_scale=3.0, **call).distilled_guidance == 3.0
+    plain = from_pipeline(tf.BUILDERS["qwenimage"](), PROMPTS, guidance_scale=3.0, **call)
+    assert plain.distilled_guidance is None
 
 
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
