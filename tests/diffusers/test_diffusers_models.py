@@ -783,6 +783,28 @@ def test_encode_and_decode_batch_the_vae_by_max_batch_else_the_adapters() -> Non
             h.remove()
 
 
+def test_an_fp16_vae_with_force_upcast_codes_in_float32_and_stays_fp16() -> None:
+    """As the pipelines do for SDXL's fp16 VAE: encode and decode run it in float32 (the same
+    numbers as a float32 copy of its fp16 weights) and leave it in fp16."""
+    import copy
+
+    base = tp.sd_pipeline("epsilon")
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH, "guidance_scale": 1.0}
+    half, full = copy.copy(base), copy.copy(base)
+    half.vae = copy.deepcopy(base.vae).half()
+    full.vae = copy.deepcopy(half.vae).float()
+    assert half.vae.config.force_upcast
+    m16, m32 = from_pipeline(half, PROMPTS[0], **size), from_pipeline(full, PROMPTS[0], **size)
+    images = torch.rand(2, 3, tp.HEIGHT, tp.WIDTH, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        z16, z32 = m16.encode(images), m32.encode(images)
+        assert next(half.vae.parameters()).dtype == torch.float16
+        img16, img32 = m16.decode(z32), m32.decode(z32)
+    assert next(half.vae.parameters()).dtype == torch.float16
+    assert z16.dtype == img16.dtype == torch.float32
+    assert torch.equal(z16, z32) and torch.equal(img16, img32)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "f64"])
 def test_decode_maps_latents_to_the_vae_in_float32(dtype: torch.dtype) -> None:
     """Latents of any dtype are taken to float32 before the VAE's latent map (scale, shift), so
