@@ -1017,6 +1017,47 @@ def test_a_flow_scheduler_without_sigmas_is_named() -> None:
         default_time_grid(model, 4)
 
 
+@pytest.mark.parametrize("alpha_to_one", [True, False])
+def test_vp_grid_ends_at_ddims_final_alpha(alpha_to_one: bool) -> None:
+    """exact=True ends where DDIM's last step lands: alpha = 1 (t = 1) with set_alpha_to_one,
+    else alphas_cumprod[0] (node k = 0, t = 1 - 1/(T+1)); exact=False starts at 0, ends at 1."""
+    import copy
+
+    from diffusers import DDIMScheduler
+
+    pipe = copy.copy(tp.sd_pipeline())
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=alpha_to_one)
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    exact = default_time_grid(model, 4, exact=True)
+    ks = np.array([751, 501, 251, 1])  # leading spacing, steps_offset=1, T=1000
+    np.testing.assert_allclose(exact[:-1], 1 - (ks + 1) / 1001, rtol=0, atol=1e-12)
+    assert exact[-1] == (1.0 if alpha_to_one else pytest.approx(1 - 1 / 1001, abs=1e-12))
+    loose = default_time_grid(model, 4)
+    assert loose[0] == 0.0 and loose[-1] == 1.0
+    np.testing.assert_array_equal(loose[1:-1], exact[1:-1])
+
+
+def test_time_grid_errors_are_named() -> None:
+    import copy
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    class Stalls(FlowMatchEulerDiscreteScheduler):
+        def set_timesteps(self, *args, **kwargs):
+            super().set_timesteps(*args, **kwargs)
+            self.sigmas = torch.tensor([1.0, 0.5, 0.5, 0.0])
+
+    model = from_pipeline(tp.flux_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    with pytest.raises(InvalidInputError) as err:
+        default_time_grid(model, 0)
+    assert str(err.value) == "`num_steps` must be an integer >= 1, got 0"
+    model.pipe = copy.copy(model.pipe)
+    model.pipe.scheduler = Stalls.from_config(model.pipe.scheduler.config)
+    with pytest.raises(InvalidInputError) as err:
+        default_time_grid(model, 3)
+    assert str(err.value) == "the scheduler produced a non-increasing time grid: [0.  0.5 0.5 1. ]"
+
+
 @pytest.mark.parametrize(
     ("make", "size"),
     [
