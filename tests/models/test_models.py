@@ -283,6 +283,26 @@ def test_convert_combines_float32_inputs_in_float32() -> None:
     assert got.dtype == torch.float32 and torch.equal(got, a32 * x + b32 * pred)
 
 
+@pytest.mark.parametrize("sched", ["rf", "vp_sd"])
+def test_an_undetermined_conversion_fails_before_calling_the_model(sched: str) -> None:
+    """At t = 1 (sigma = 0) the clean sample does not determine the noise; the error comes before
+    the model runs, whether t is asked directly (rectified flow) or at a table's end node (VP)."""
+    calls = []
+
+    def fn(x, t):
+        calls.append(len(x))
+        return x
+
+    model = from_callable(fn, prediction="x1", schedule=schedules()[sched])
+    x = torch.zeros(3, 2)
+    assert (model.schedule.model_time_range[1] < 1.0) == (sched == "vp_sd")
+    with pytest.raises(InvalidInputError, match="cannot convert a 'x1' prediction to 'epsilon'"):
+        model.epsilon(x, 1.0)
+    assert calls == []
+    model.denoise(x, 1.0)
+    assert calls == [3]
+
+
 def test_randn_like_generator_lists_are_per_chunk():
     x = torch.empty(6, 2, 3)
     gens = [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
