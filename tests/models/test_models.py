@@ -246,6 +246,10 @@ _MESSAGES = {
         "t must have shape [3], got (2,)",
     ),
     "t-str": (lambda: _OK.denoise(_X, "soon"), "t must be a float or tensor, got str"),
+    "fn": (
+        lambda: from_callable(3, prediction="x1", schedule=RectifiedFlow()),
+        "fn must be callable, got int",
+    ),
     "source": (
         lambda: convert(_X, _X, 0.5, RectifiedFlow(), source="eps", target="x1"),
         f"source must be one of {PREDICTIONS}, got 'eps'",
