@@ -326,8 +326,13 @@ def test_groups_map_rows_to_prompts_and_max_batch_is_exact() -> None:
     torch.testing.assert_close(d, torch.cat([d0, d1]), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ds, d, rtol=1e-4, atol=1e-5)
     assert small.num_forward_rows == 12 and small.num_evaluations == 1
-    with pytest.raises(InvalidInputError, match="multiple of the 2 prompts"):
+    with pytest.raises(InvalidInputError) as err:
         both.denoise(x[:5], 0.4)
+    assert str(err.value) == (
+        "x: batch of 5 rows is not a multiple of the 2 prompts (rows are group-major: row i "
+        "belongs to prompt i // (batch / 2)); pass whole particle batches and let the adapter "
+        "micro-batch (max_batch)"
+    )
     with pytest.raises(InvalidInputError, match="latent_shape"):
         both.denoise(torch.zeros(2, 4, 4, 4), 0.4)
 
