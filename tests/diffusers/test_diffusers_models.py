@@ -723,6 +723,28 @@ def test_vae_latent_maps_follow_the_config_and_invert(config: dict) -> None:
     torch.testing.assert_close(den._network_latents(vae), z, rtol=1e-12, atol=1e-12)
 
 
+def test_images_to_output_types() -> None:
+    """pt as given; np channels-last float32; pil 8-bit with rounding and clamping, grayscale for
+    one channel."""
+    from glass_core.models.diffusers.base import images_to_output
+
+    rgb = torch.tensor([0.0, 0.5, 1.2, -0.1]).view(1, 1, 2, 2).expand(1, 3, 2, 2).clone()
+    rgb[0, 1] = 0.25
+    assert images_to_output(rgb, "pt") is rgb
+    arr = images_to_output(rgb.double(), "np")
+    assert arr.shape == (1, 2, 2, 3) and arr.dtype == np.float32
+    np.testing.assert_array_equal(arr[0, :, :, 0], np.float32([[0.0, 0.5], [1.2, -0.1]]))
+    (img,) = images_to_output(rgb, "pil")
+    assert img.mode == "RGB" and img.size == (2, 2)
+    # round(0.5 * 255) = 128, round(0.25 * 255) = 64; 1.2 and -0.1 clamp to 255 and 0
+    assert [img.getpixel(p) for p in ((0, 0), (1, 0), (0, 1), (1, 1))] == [
+        (0, 64, 0), (128, 64, 128), (255, 64, 255), (0, 64, 0),
+    ]  # fmt: skip
+    (gray,) = images_to_output(rgb[:, :1], "pil")
+    assert gray.mode == "L"
+    assert [gray.getpixel(p) for p in ((0, 0), (1, 0), (0, 1), (1, 1))] == [0, 128, 255, 0]
+
+
 def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> None:
     import io
 
