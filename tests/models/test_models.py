@@ -127,6 +127,37 @@ def test_per_row_times_match_scalar_times():
     ts = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=torch.float64)
     rows = torch.cat([model.velocity(x[i : i + 1], float(ts[i])) for i in range(6)])
     torch.testing.assert_close(model.velocity(x, ts), rows, rtol=1e-12, atol=1e-12)
+    # numpy per-row times (any float dtype) are the same times
+    assert torch.equal(model.velocity(x, ts.numpy()), model.velocity(x, ts))
+    t32 = ts.numpy().astype(np.float32)
+    assert torch.equal(model.velocity(x, t32), model.velocity(x, torch.from_numpy(t32)))
+
+
+def test_a_subclass_predicts_x1_by_default() -> None:
+    from glass_core.models import DenoiserBase
+
+    class Halves(DenoiserBase):
+        def predict(self, x, t):
+            return 0.5 * x
+
+    model = Halves(RectifiedFlow())
+    assert model.prediction == "x1" and model.max_batch is None
+    x = torch.randn(3, 2, dtype=torch.float64)
+    assert torch.equal(model.denoise(x, 0.3), 0.5 * x)
+
+
+@pytest.mark.parametrize("target", ["velocity", "x1", "v", "score"])
+def test_a_prediction_asked_at_its_own_time_is_converted_once(target: str) -> None:
+    """Where the model is asked at t itself, its output goes to the target in one conversion
+    (not through x1 and back, which loses precision where alpha is small)."""
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(4, 8, generator=g)
+    model = from_callable(lambda x, t: noise[: len(x)], prediction="epsilon", schedule=Cosine())
+    x = torch.randn(4, 8, generator=g)
+    t = 0.02  # inside the noise floor: queried at t itself
+    assert model.schedule.t_from_log_snr(-13.8) < t
+    want = convert(noise, x, t, model.schedule, source="epsilon", target=target)
+    assert torch.equal(model.as_prediction(x, t, target), want)
 
 
 def test_max_batch_micro_batches_transparently():
@@ -246,6 +277,10 @@ _MESSAGES = {
         "t must have shape [3], got (2,)",
     ),
     "t-str": (lambda: _OK.denoise(_X, "soon"), "t must be a float or tensor, got str"),
+    "coefficients-source": (
+        lambda: conversion_coefficients(RectifiedFlow(), 0.5, "eps", "x1"),
+        f"prediction must be one of {PREDICTIONS}, got 'eps'",
+    ),
     "fn": (
         lambda: from_callable(3, prediction="x1", schedule=RectifiedFlow()),
         "fn must be callable, got int",
