@@ -93,6 +93,37 @@ def test_fk_and_best_of_n_run(name: str, method: str) -> None:
     assert res.total_forward_passes == res.forward_passes * 2 * n
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_max_batch_bounds_the_rows_of_every_network_call(name: str) -> None:
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS[name]()
+    whole = from_pipeline(pipe, PROMPTS, **_call(name))
+    passes = whole.passes_per_eval  # 2 with CFG
+    small = from_pipeline(pipe, PROMPTS, max_batch=2 * passes, **_call(name))
+    assert small.network_max_batch == 2 * passes
+    x = torch.randn(4, *whole.latent_shape, generator=torch.Generator().manual_seed(3))
+    seen: dict[str, list[int]] = {"whole": [], "small": []}
+
+    def rows(model, key: str) -> torch.Tensor:
+        def hook(module, args, kwargs):
+            seen[key].append(int((args[0] if args else kwargs["hidden_states"]).shape[0]))
+
+        handle = pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                return model.velocity(x, 0.4)
+        finally:
+            handle.remove()
+
+    u_whole, u_small = rows(whole, "whole"), rows(small, "small")
+    # every row once (x CFG passes); 2 particle rows per call instead of 4 (Qwen-Image runs its
+    # conditional and unconditional passes as separate calls, the others batch them)
+    assert sum(seen["whole"]) == sum(seen["small"]) == 4 * passes
+    assert max(seen["whole"]) == 2 * max(seen["small"]) <= 2 * small.network_max_batch
+    torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
+
+
 def test_every_family_implements_the_interface_and_is_detected() -> None:
     for name in FAMILIES:
         pipe = tf.BUILDERS[name]()
@@ -101,6 +132,104 @@ def test_every_family_implements_the_interface_and_is_detected() -> None:
         model = wrap_pipeline(pipe, PROMPTS, **_call(name))
         assert isinstance(model, PipelineModel)
         assert model.num_groups == 2 and model.prompts == PROMPTS
+
+
+def test_wrap_pipeline_passes_max_batch_and_timing_to_the_adapter() -> None:
+    pipe = tf.BUILDERS["sana"]()
+    model = wrap_pipeline(pipe, PROMPTS, max_batch=3, timed=True, **_call("sana"))
+    assert model.network_max_batch == 3 and model.meter.timed
+    assert not wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed
+
+
+def _with_transformer(name: str, dtype: torch.dtype = torch.float32, **config):
+    """The tiny ``name`` pipeline with its transformer's config changed (or in another dtype)."""
+    base = tf.BUILDERS[name]()
+    own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    tr = type(base.transformer).from_config({**own, **config})
+    tr.load_state_dict(base.transformer.state_dict())
+    pipe = type(base)(**{**base.components, "transformer": tr.eval().to(dtype)})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _network_timesteps(pipe, t: float) -> list[float]:
+    from glass_core.models.diffusers import from_pipeline
+
+    model = from_pipeline(pipe, PROMPTS, **_call("sana"))
+    seen: list[float] = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.extend(kwargs["timestep"].tolist()), with_kwargs=True
+    )
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            model.velocity(x, t)
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_sana_scales_timesteps_like_the_pipeline() -> None:
+    """A transformer with timestep_scale (SANA-Sprint) gets T sigma x scale, as SanaPipeline
+    passes it (same samples); a config without one (diffusers before it existed) is unscaled."""
+    pipe = _with_transformer("sana", timestep_scale=2.0)
+    ref = pipe(
+        prompt=PROMPTS, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+        output_type="pt", **_call("sana"),
+    ).images  # fmt: skip
+    res = steer(
+        pipe, PROMPTS, method="sample", transition=ODE(), num_particles=1, num_transitions=2,
+        generator=torch.Generator().manual_seed(0), output_type="pt", progress=False,
+        **_call("sana"),
+    )  # fmt: skip
+    assert float((res.images - ref).abs().max() / ref.abs().max()) < 1e-4
+    # T = 1000, sigma = 1 - t = 0.75; CFG: conditional and unconditional rows
+    assert _network_timesteps(pipe, 0.25) == [1500.0] * 4
+    from diffusers.configuration_utils import FrozenDict
+
+    old = _with_transformer("sana", timestep_scale=2.0)
+    old.transformer._internal_dict = FrozenDict(
+        {k: v for k, v in old.transformer.config.items() if k != "timestep_scale"}
+    )
+    assert _network_timesteps(old, 0.25) == [750.0] * 4
+
+
+def test_sana_runs_a_bf16_transformer_with_a_float32_text_encoder() -> None:
+    """The particles and prompt embeddings are cast to the transformer's dtype, as SanaPipeline
+    casts them: u = -transformer(x, embeddings, T (1 - t)) in bf16, returned in float32."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = _with_transformer("sana", torch.bfloat16)
+    model = from_pipeline(pipe, PROMPTS, guidance_scale=1.0, **_call("sana"))  # no CFG
+    cond = model.conditioning.cond
+    assert cond["encoder_hidden_states"].dtype == torch.float32  # the text encoder's
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        u = model.velocity(x, 0.25)
+        ref = pipe.transformer(
+            x.bfloat16(),
+            encoder_hidden_states=cond["encoder_hidden_states"].bfloat16(),
+            encoder_attention_mask=cond["encoder_attention_mask"],
+            timestep=torch.full((2,), 750.0),
+            return_dict=False,
+        )[0]
+    assert u.dtype == torch.float32
+    torch.testing.assert_close(u, -ref.float(), rtol=0, atol=0)
+
+
+def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_models() -> None:
+    """As QwenImagePipeline: guidance_scale is the guidance embedding's input of a
+    guidance-distilled transformer (required there), and ignored by the others."""
+    from glass_core.models.diffusers import from_pipeline
+
+    call = _call("qwenimage")
+    distilled = _with_transformer("qwenimage", guidance_embeds=True)
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(distilled, PROMPTS, **call)
+    assert str(err.value) == "guidance_scale is required for a guidance-distilled model"
+    assert from_pipeline(distilled, PROMPTS, guidance_scale=3.0, **call).distilled_guidance == 3.0
+    plain = from_pipeline(tf.BUILDERS["qwenimage"](), PROMPTS, guidance_scale=3.0, **call)
+    assert plain.distilled_guidance is None
 
 
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
@@ -215,9 +344,32 @@ def test_classic_families_share_the_registry_rules() -> None:
         from_pipeline(sd, "a cat", original_size=(64, 64), **size)
     with pytest.raises(InvalidInputError, match="true_cfg_scale: StableDiffusionPipeline has no"):
         from_pipeline(sd, "a cat", true_cfg_scale=2.0, **size)
-    with pytest.raises(InvalidInputError, match="pooled_prompt_embeds: sana pipelines take no"):
+    with pytest.raises(InvalidInputError) as err:
         from_pipeline(tf.BUILDERS["sana"](), prompt_embeds=torch.zeros(1, 4, 8),
-                      pooled_prompt_embeds=torch.zeros(1, 8))  # fmt: skip
+                      pooled_prompt_embeds=torch.zeros(1, 8),
+                      negative_pooled_prompt_embeds=torch.zeros(1, 8))  # fmt: skip
+    assert str(err.value) == (
+        "negative_pooled_prompt_embeds, pooled_prompt_embeds: sana pipelines take no pooled embeds"
+    )
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "flux", "sd3", "sd", "sdxl"])
+def test_default_guidance_is_the_pipelines_call_default(name: str) -> None:
+    """The guidance a family uses when given none is its pipeline's ``__call__`` default
+    (Qwen-Image's: None, no distilled guidance input)."""
+    import tiny_pipelines as tp
+    from glass_core.models.diffusers import DEFAULT_GUIDANCE
+    from glass_core.models.diffusers.families import FAMILIES as REGISTRY
+    from glass_core.models.diffusers.families import call_default
+
+    classic = {"flux": lambda: tp.flux_pipeline(True), "sd": lambda: tp.sd_pipeline("epsilon")}
+    classic.update(sd3=tp.sd3_pipeline, sdxl=tp.sdxl_pipeline)
+    pipe = (classic.get(name) or tf.BUILDERS[name])()
+    family = detect_family(pipe)
+    want = call_default(pipe, "guidance_scale")
+    assert REGISTRY[family].module.default_guidance(pipe) == want
+    if name in classic:
+        assert DEFAULT_GUIDANCE[family] == want
 
 
 def test_sana_given_embeddings_and_masks_reach_the_network_inputs():

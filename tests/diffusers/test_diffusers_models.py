@@ -197,6 +197,55 @@ def test_flux_dynamic_shift_grid_matches_formula() -> None:
     np.testing.assert_allclose(default_time_grid(model, n), expected, atol=1e-6)
 
 
+def _dynamic_scheduler(kind: str):
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    if kind == "euler":  # the shifts in its config (not the pipelines' fallbacks)
+        return FlowMatchEulerDiscreteScheduler(
+            use_dynamic_shifting=True,
+            base_image_seq_len=4,
+            max_image_seq_len=256,  # FLUX.1 here has 16 image tokens, SD3 64: both in between
+            base_shift=0.7,
+            max_shift=1.3,
+        )
+    # flow sigmas with dynamic shift, and no base/max seq len or shifts in its config: the pipeline
+    # falls back to its own defaults (max_shift 1.15 for FLUX.1, 1.16 for SD3)
+    return UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True
+    )
+
+
+@pytest.mark.parametrize("kind", ["euler", "unipc"])
+@pytest.mark.parametrize(
+    "make", [lambda: tp.flux_pipeline(True), tp.sd3_pipeline], ids=["flux", "sd3"]
+)
+def test_dynamic_shift_grid_is_the_pipelines_own(make, kind: str) -> None:
+    """default_time_grid = 1 - the sigmas the pipeline's own __call__ sets (its mu from the image
+    sequence length and the scheduler's config, or the pipeline's defaults where that has none)."""
+    base = make()
+    pipe = type(base)(**{**base.components, "scheduler": _dynamic_scheduler(kind)})
+    pipe.set_progress_bar_config(disable=True)
+    steps, seen = 3, []
+
+    def grab(p, i, t, kw):
+        seen.append(p.scheduler.sigmas.double().numpy().copy())
+        return kw
+
+    pipe(
+        PROMPTS[0],
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        num_inference_steps=steps,
+        output_type="latent",
+        generator=torch.Generator().manual_seed(0),
+        max_sequence_length=8,
+        callback_on_step_end=grab,
+    )
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    # float32 sigmas; a 0.01 change of max_shift moves them by > 1e-4 here
+    np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
+
+
 def test_vp_timestep_mapping_and_continuous_query() -> None:
     model = from_pipeline(
         tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
@@ -277,10 +326,67 @@ def test_groups_map_rows_to_prompts_and_max_batch_is_exact() -> None:
     torch.testing.assert_close(d, torch.cat([d0, d1]), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ds, d, rtol=1e-4, atol=1e-5)
     assert small.num_forward_rows == 12 and small.num_evaluations == 1
-    with pytest.raises(InvalidInputError, match="multiple of the 2 prompts"):
+    with pytest.raises(InvalidInputError) as err:
         both.denoise(x[:5], 0.4)
+    assert str(err.value) == (
+        "x: batch of 5 rows is not a multiple of the 2 prompts (rows are group-major: row i "
+        "belongs to prompt i // (batch / 2)); pass whole particle batches and let the adapter "
+        "micro-batch (max_batch)"
+    )
     with pytest.raises(InvalidInputError, match="latent_shape"):
         both.denoise(torch.zeros(2, 4, 4, 4), 0.4)
+
+
+def _rows_per_call(model, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """The model's velocity at x (t = 0.4) and the batch size of each of its network's calls."""
+    seen: list[int] = []
+
+    def hook(module, args, kwargs):
+        first = args[0] if args else kwargs.get("hidden_states", kwargs.get("sample"))
+        seen.append(int(first.shape[0]))
+
+    handle = model.network.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            u = model.velocity(x, 0.4)
+    finally:
+        handle.remove()
+    return u, seen
+
+
+_CLASSIC = {  # each with CFG on: 2 network rows per particle row
+    "flux": (lambda: tp.flux_pipeline(True), {"negative_prompt": "a dog", "true_cfg_scale": 4.0}),
+    "sd3": (tp.sd3_pipeline, {"guidance_scale": 6.0}),
+    "sd": (lambda: tp.sd_pipeline("epsilon"), {"guidance_scale": 5.0}),
+    "sdxl": (tp.sdxl_pipeline, {"guidance_scale": 5.0}),
+}
+
+
+@pytest.mark.parametrize("family", sorted(_CLASSIC))
+def test_max_batch_bounds_the_rows_of_every_network_call(family: str) -> None:
+    make, kw = _CLASSIC[family]
+    pipe = make()
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH}
+    if family in ("flux", "sd3"):
+        size["encode_kwargs"] = SEQ
+    whole = from_pipeline(pipe, PROMPTS, **kw, **size)
+    small = from_pipeline(pipe, PROMPTS, max_batch=4, **kw, **size)
+    assert small.passes_per_eval == 2 and small.network_max_batch == 4
+    x = _noise(7, (4, *whole.latent_shape))
+    u_whole, rows_whole = _rows_per_call(whole, x)
+    u_small, rows_small = _rows_per_call(small, x)
+    # 4 particle rows x 2 CFG passes: one call of 8 rows, or 2 calls of 2 particles' 4 rows
+    assert rows_whole == [8] and rows_small == [4, 4]
+    torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(_CLASSIC))
+def test_each_adapter_carries_its_family_key(family: str) -> None:
+    make, _ = _CLASSIC[family]
+    pipe = make()
+    kw = {"encode_kwargs": SEQ} if family in ("flux", "sd3") else {}
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, **kw)
+    assert model.family == detect_family(pipe) == family
 
 
 def test_prompt_embeds_instead_of_text() -> None:
@@ -344,6 +450,75 @@ def test_unsupported_pipeline_names_supported_families() -> None:
         from_pipeline(fake, "a cat")
 
 
+def _named(cls_name: str, **attrs):
+    """An object whose class is called cls_name (detection goes by class names)."""
+    return type(cls_name, (), attrs)()
+
+
+def _net(cls_name: str, in_channels: int, out_channels: int | None):
+    import types
+
+    return _named(
+        cls_name, config=types.SimpleNamespace(in_channels=in_channels, out_channels=out_channels)
+    )
+
+
+_UNET = _net("UNet2DConditionModel", 4, 4)
+_REJECTED = {
+    "wan-a14b": (
+        _named("WanPipeline", transformer_2=torch.nn.Linear(1, 1)),
+        "pipe: WanPipeline with two transformers (Wan 2.2 A14B experts) is not supported",
+    ),
+    "transformer": (
+        _named("MyPipe", transformer=torch.nn.Linear(1, 1)),
+        "pipe: unsupported denoising transformer Linear in MyPipe",
+    ),
+    "controlnet": (
+        _named("StableDiffusionPipeline", unet=_UNET, controlnet=object()),
+        "pipe: StableDiffusionPipeline has a controlnet; conditioning through a controlnet is not "
+        "supported (text-to-image only)",
+    ),
+    "adapter": (
+        _named("MyPipe", transformer=_net("FluxTransformer2DModel", 16, 16), adapter=object()),
+        "pipe: MyPipe has a adapter; conditioning through a adapter is not supported",
+    ),
+    "fill": (
+        _named("MyPipe", transformer=_net("SD3Transformer2DModel", 32, 16)),
+        "pipe: MyPipe's network takes 32 input channels for 16 output channels (an "
+        "inpainting/fill/control variant with extra conditioning channels); only text-to-image "
+        "sd3 networks are supported",
+    ),
+    "other-unet": (
+        _named("MyPipe", unet=torch.nn.Linear(1, 1)),
+        "pipe: unsupported pipeline MyPipe (network Linear)",
+    ),
+    "unet-without-encoder": (
+        _named("MyPipe", unet=_UNET),
+        "pipe: unsupported pipeline MyPipe (network UNet2DConditionModel)",
+    ),
+    "no-network": (_named("MyPipe"), "pipe: unsupported pipeline MyPipe (network MyPipe)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_REJECTED))
+def test_detect_family_errors_name_the_pipeline_and_the_supported_families(case: str) -> None:
+    from glass_core.models.diffusers._family import supported_message
+
+    pipe, message = _REJECTED[case]
+    with pytest.raises(UnsupportedModelError) as err:
+        detect_family(pipe)
+    assert str(err.value).startswith(message)
+    assert str(err.value).endswith("; " + supported_message())
+
+
+def test_a_network_config_without_out_channels_outputs_its_input_channels() -> None:
+    # out_channels None (configs that leave it out): text-to-image, not a fill variant
+    assert (
+        detect_family(_named("P", transformer=_net("FluxTransformer2DModel", 64, None))) == "flux"
+    )
+    assert detect_family(_named("StableDiffusionXLPipeline", unet=_UNET)) == "sdxl"
+
+
 def test_variants_with_extra_inputs_are_rejected() -> None:
     import types
 
@@ -387,6 +562,162 @@ def test_mismatched_embeds_and_prompts() -> None:
         from_pipeline(pipe)
 
 
+def _sd3_embeds() -> dict:
+    pe, npe, pp, npp = tp.sd3_pipeline().encode_prompt(
+        PROMPTS, None, None, device="cpu", max_sequence_length=8
+    )
+    return {"pe": pe, "npe": npe, "pp": pp, "npp": npp}
+
+
+_BAD_PROMPTS = {  # case -> (from_pipeline(sd3, ...) arguments from SD3's embeddings e, message)
+    "prompt-int": (
+        lambda e: {"prompt": 5},
+        "prompt must be a string or a non-empty list of strings, got 5",
+    ),
+    "prompt-empty": (
+        lambda e: {"prompt": []},
+        "prompt must be a string or a non-empty list of strings, got []",
+    ),
+    "negative-mixed": (
+        lambda e: {"prompt": PROMPTS, "negative_prompt": ["a", 3]},
+        "negative_prompt must be a string or a non-empty list of strings, got ['a', 3]",
+    ),
+    "both": (
+        lambda e: {"prompt": PROMPTS, "prompt_embeds": e["pe"], "pooled_prompt_embeds": e["pp"]},
+        "pass either prompt or prompt_embeds, not both",
+    ),
+    "neither": (lambda e: {}, "one of prompt or prompt_embeds is required"),
+    "embeds-list": (
+        lambda e: {"prompt_embeds": [[0.0]]},
+        "prompt_embeds must be a tensor with 3 dims, got list",
+    ),
+    "negatives-count": (
+        lambda e: {"prompt": PROMPTS, "negative_prompt": ["x", "y", "z"]},
+        "negative_prompt has 3 entries but there are 2 prompts",
+    ),
+    "embeds-rank": (
+        lambda e: {"prompt_embeds": torch.zeros(2, 8), "pooled_prompt_embeds": e["pp"]},
+        "prompt_embeds must be a tensor with 3 dims, got (2, 8)",
+    ),
+    "pooled-batch": (
+        lambda e: {"prompt_embeds": e["pe"], "pooled_prompt_embeds": e["pp"][:1]},
+        "pooled_prompt_embeds has batch size 1 but 2 prompts/prompt_embeds were given",
+    ),
+    "pooled-missing": (
+        lambda e: {"prompt_embeds": e["pe"]},
+        "pooled_prompt_embeds is required with prompt_embeds for the sd3 family",
+    ),
+    "negative-pooled-missing": (
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt_embeds": e["npe"],
+        },
+        "negative_pooled_prompt_embeds is required with negative_prompt_embeds for sd3",
+    ),
+    "negative-both": (
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt": "a dog",
+            "negative_prompt_embeds": e["npe"],
+            "negative_pooled_prompt_embeds": e["npp"],
+        },
+        "pass either negative_prompt or negative_prompt_embeds, not both",
+    ),
+    "negative-shape": (  # SD3 embeddings [2, 12 CLIP + 8 T5 tokens, 32]; one token dropped
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt_embeds": e["npe"][:, :-1],
+            "negative_pooled_prompt_embeds": e["npp"],
+        },
+        "negative_prompt_embeds shape (2, {n}, 32) must equal prompt_embeds shape (2, {m}, 32)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_PROMPTS))
+def test_bad_prompts_and_embeddings_get_their_exact_message(case: str) -> None:
+    args, message = _BAD_PROMPTS[case]
+    e = _sd3_embeds()
+    seq = e["pe"].shape[1]
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(
+            tp.sd3_pipeline(), height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ, **args(e)
+        )
+    assert str(err.value) == message.format(n=seq - 1, m=seq)
+
+
+_BAD_OPTIONS = {  # case -> (pipeline, from_pipeline arguments, message, the error's arg)
+    "size-odd": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 15, "width": 16},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=15, width=16",
+        None,
+    ),
+    "size-odd-width": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 16, "width": 15},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=16, width=15",
+        None,
+    ),
+    "size-negative-width": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 16, "width": -16},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=16, width=-16",
+        None,
+    ),
+    "size-negative": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": -16, "width": 16},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=-16, width=16",
+        None,
+    ),
+    "size-flux-packing": (  # VAE factor 2 x FLUX's 2x2 patches
+        lambda: tp.flux_pipeline(True),
+        {"height": 18, "width": 16},
+        "height and width must be positive multiples of 4 for FluxPipeline, "
+        "got height=18, width=16",
+        None,
+    ),
+    "one-unknown-option": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"original_size": (64, 64)},
+        "original_size: not a call option of StableDiffusionPipeline that steer passes through "
+        "(it takes none)",
+        "original_size",
+    ),
+    "two-unknown-options": (
+        tp.sdxl_pipeline,
+        {"foo": 1, "bar": 2},
+        "bar, foo: not a call option of StableDiffusionXLPipeline that steer passes through "
+        "(it takes original_size, crops_coords_top_left, target_size)",
+        None,
+    ),
+    "true-cfg": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"true_cfg_scale": 2.0},
+        "true_cfg_scale: StableDiffusionPipeline has no true_cfg_scale (its classifier-free "
+        "guidance is scaled by guidance_scale)",
+        "true_cfg_scale",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_OPTIONS))
+def test_bad_call_options_get_their_exact_message_and_argument(case: str) -> None:
+    make, kwargs, message, arg = _BAD_OPTIONS[case]
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(make(), "a cat", **kwargs)
+    assert str(err.value) == message
+    assert err.value.arg == arg
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -416,6 +747,230 @@ def test_vae_latent_maps_follow_the_config_and_invert(config: dict) -> None:
     vae = den._vae_latents(z)
     torch.testing.assert_close(vae, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(den._network_latents(vae), z, rtol=1e-12, atol=1e-12)
+
+
+def test_images_to_output_types() -> None:
+    """pt as given; np channels-last float32; pil 8-bit with rounding and clamping, grayscale for
+    one channel."""
+    from glass_core.models.diffusers.base import images_to_output
+
+    rgb = torch.tensor([0.0, 0.5, 1.2, -0.1]).view(1, 1, 2, 2).expand(1, 3, 2, 2).clone()
+    rgb[0, 1] = 0.25
+    assert images_to_output(rgb, "pt") is rgb
+    arr = images_to_output(rgb.double(), "np")
+    assert arr.shape == (1, 2, 2, 3) and arr.dtype == np.float32
+    np.testing.assert_array_equal(arr[0, :, :, 0], np.float32([[0.0, 0.5], [1.2, -0.1]]))
+    (img,) = images_to_output(rgb, "pil")
+    assert img.mode == "RGB" and img.size == (2, 2)
+    # round(0.5 * 255) = 128, round(0.25 * 255) = 64; 1.2 and -0.1 clamp to 255 and 0
+    assert [img.getpixel(p) for p in ((0, 0), (1, 0), (0, 1), (1, 1))] == [
+        (0, 64, 0), (128, 64, 128), (255, 64, 255), (0, 64, 0),
+    ]  # fmt: skip
+    (gray,) = images_to_output(rgb[:, :1], "pil")
+    assert gray.mode == "L"
+    assert [gray.getpixel(p) for p in ((0, 0), (1, 0), (0, 1), (1, 1))] == [0, 128, 255, 0]
+
+
+def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> None:
+    import io
+
+    from glass_core.models.diffusers.base import images_to_output
+    from PIL import Image
+
+    video = torch.zeros(1, 3, 3, 4, 6)  # [M, F, C, H, W]
+    video[0, :, 0] = torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1)  # red ramps over the frames
+    (frames,) = images_to_output(video, "pil")
+    assert [f.size for f in frames] == [(6, 4)] * 3
+
+    def saved(**params) -> Image.Image:
+        buf = io.BytesIO()
+        frames.save(buf, "GIF", **params)
+        buf.seek(0)
+        return Image.open(buf)
+
+    # a GIF without a loop count plays once; the default writes loop 0 (forever)
+    anim = saved()
+    assert anim.n_frames == 3 and anim.info["loop"] == 0
+    reds = []
+    for k in range(3):
+        anim.seek(k)
+        reds.append(anim.convert("RGB").getpixel((0, 0))[0])
+    assert reds == [0, 128, 255]  # round(0.5 * 255) = 128
+    assert saved(loop=2).info["loop"] == 2  # a given loop count is kept
+
+
+def test_encode_and_decode_batch_the_vae_by_max_batch_else_the_adapters() -> None:
+    """max_batch of encode/decode, else the adapter's max_batch, else one VAE call."""
+    pipe = tp.sd_pipeline("epsilon")
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH, "guidance_scale": 1.0}
+    whole = from_pipeline(pipe, PROMPTS[0], **size)
+    by_two = from_pipeline(pipe, PROMPTS[0], max_batch=2, **size)
+    images = torch.rand(4, 3, tp.HEIGHT, tp.WIDTH, generator=torch.Generator().manual_seed(0))
+    rows: list[int] = []
+
+    def vae_rows(method, *args, **kwargs) -> tuple[torch.Tensor, list[int]]:
+        rows.clear()
+        with torch.no_grad():
+            out = method(*args, **kwargs)
+        return out, list(rows)
+
+    hooks = [
+        part.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
+        for part in (pipe.vae.encoder, pipe.vae.decoder)
+    ]
+    try:
+        z, r = vae_rows(whole.encode, images)
+        assert r == [4]
+        img, r = vae_rows(whole.decode, z)
+        assert r == [4]
+        for model, max_batch, want in ((whole, 1, [1, 1, 1, 1]), (by_two, None, [2, 2]),
+                                       (by_two, 3, [3, 1])):  # fmt: skip
+            z2, r = vae_rows(model.encode, images, max_batch=max_batch)
+            assert r == want
+            torch.testing.assert_close(z2, z, rtol=1e-5, atol=1e-5)
+            img2, r = vae_rows(model.decode, z, max_batch=max_batch)
+            assert r == want
+            torch.testing.assert_close(img2, img, rtol=1e-5, atol=1e-5)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def test_an_fp16_vae_with_force_upcast_codes_in_float32_and_stays_fp16() -> None:
+    """As the pipelines do for SDXL's fp16 VAE: encode and decode run it in float32 (the same
+    numbers as a float32 copy of its fp16 weights) and leave it in fp16."""
+    import copy
+
+    base = tp.sd_pipeline("epsilon")
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH, "guidance_scale": 1.0}
+    half, full = copy.copy(base), copy.copy(base)
+    half.vae = copy.deepcopy(base.vae).half()
+    full.vae = copy.deepcopy(half.vae).float()
+    assert half.vae.config.force_upcast
+    m16, m32 = from_pipeline(half, PROMPTS[0], **size), from_pipeline(full, PROMPTS[0], **size)
+    images = torch.rand(2, 3, tp.HEIGHT, tp.WIDTH, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        z16, z32 = m16.encode(images), m32.encode(images)
+        assert next(half.vae.parameters()).dtype == torch.float16
+        img16, img32 = m16.decode(z32), m32.decode(z32)
+    assert next(half.vae.parameters()).dtype == torch.float16
+    assert z16.dtype == img16.dtype == torch.float32
+    assert torch.equal(z16, z32) and torch.equal(img16, img32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "f64"])
+def test_decode_maps_latents_to_the_vae_in_float32(dtype: torch.dtype) -> None:
+    """Latents of any dtype are taken to float32 before the VAE's latent map (scale, shift), so
+    they decode exactly as their float32 values do (bf16 -> f32 is exact, and these f64 are f32
+    values)."""
+    model = from_pipeline(
+        tp.flux_pipeline(True), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ
+    )
+    z = _noise(8, (2, *model.latent_shape)).to(dtype)
+    with torch.no_grad():
+        img = model.decode(z)
+        ref = model.decode(z.float())
+    assert img.dtype == torch.float32 and img.shape == (2, 3, tp.HEIGHT, tp.WIDTH)
+    assert torch.equal(img, ref)
+
+
+@pytest.mark.parametrize("hook", ["offloaded", "hook-without-device", "none"])
+def test_module_device_without_diffusers_helper_matches_it(monkeypatch, hook: str) -> None:
+    """Before diffusers 0.42 (no get_module_execution_device) module_device reads an accelerate
+    offload hook's execution device itself, else the parameters' device: what the helper gives."""
+    import types
+
+    import diffusers.utils.torch_utils as tu
+    from glass_core.models.diffusers.base import module_device
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    if hook == "offloaded":  # a submodule's hook runs it on another device than its weights
+        net[1][0]._hf_hook = types.SimpleNamespace(execution_device="meta")
+    elif hook == "hook-without-device":
+        net[1]._hf_hook = types.SimpleNamespace()
+    want = tu.get_module_execution_device(net)
+    assert want == torch.device("meta" if hook == "offloaded" else "cpu")
+    monkeypatch.delattr(tu, "get_module_execution_device")
+    assert module_device(net) == want
+
+
+def test_latents_of_the_wrong_shape_are_named_with_the_expected_shape() -> None:
+    model = from_pipeline(
+        tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
+    )
+    assert model.latent_shape == (4, 8, 8)
+    bad = torch.zeros(2, 4, 4, 4)
+    with pytest.raises(InvalidInputError) as err:
+        model.decode(bad)
+    assert str(err.value) == "z must have shape [M, 4, 8, 8], got (2, 4, 4, 4)"
+    with pytest.raises(InvalidInputError) as err:
+        model.denoise(bad, 0.4)
+    assert str(err.value) == "x must have shape [M, 4, 8, 8] (latent_shape), got (2, 4, 4, 4)"
+
+
+@pytest.mark.parametrize("scheduler", ["flow", "flow-prediction"])
+def test_sd_schedulers_the_unet_adapter_cannot_use_are_named(scheduler: str) -> None:
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        StableDiffusionPipeline,
+    )
+
+    base = tp.sd_pipeline("epsilon")
+    if scheduler == "flow":
+        sched = FlowMatchEulerDiscreteScheduler()
+        message = (
+            "pipe.scheduler: FlowMatchEulerDiscreteScheduler has no alphas_cumprod; SD/SDXL "
+            "adapters need a discrete VP scheduler (DDIM, DDPM, Euler, DPM-Solver, ...)"
+        )
+    else:
+        sched = DPMSolverMultistepScheduler(prediction_type="flow_prediction", steps_offset=1)
+        message = (
+            "pipe.scheduler.config.prediction_type='flow_prediction' is not one of "
+            "('epsilon', 'v_prediction', 'sample')"
+        )
+    pipe = StableDiffusionPipeline(**{**base.components, "scheduler": sched})
+    with pytest.raises(UnsupportedModelError) as err:
+        from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "micro",
+    [{}, {"original_size": (96, 80), "crops_coords_top_left": (4, 2), "target_size": (64, 48)}],
+    ids=["defaults", "given"],
+)
+def test_sdxl_time_ids_are_the_pipelines_own(micro: dict) -> None:
+    from glass_core.models.diffusers import sdxl_add_time_ids
+
+    pipe = tp.sdxl_pipeline()
+    ref = pipe._get_add_time_ids(
+        micro.get("original_size", (20, 12)),
+        micro.get("crops_coords_top_left", (0, 0)),
+        micro.get("target_size", (20, 12)),
+        dtype=torch.float32,
+        text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
+    )
+    got = sdxl_add_time_ids(pipe, 20, 12, **micro)
+    assert got.dtype == torch.float32 and torch.equal(got, ref[0])
+
+
+def test_sdxl_time_ids_that_do_not_fit_the_unet_are_named() -> None:
+    import types
+
+    from glass_core.models.diffusers import sdxl_add_time_ids
+
+    ns = types.SimpleNamespace
+    pipe = ns(
+        unet=ns(
+            add_embedding=ns(linear_1=ns(in_features=100)), config=ns(addition_time_embed_dim=8)
+        ),
+        text_encoder_2=ns(config=ns(projection_dim=32)),
+    )
+    with pytest.raises(UnsupportedModelError) as err:
+        sdxl_add_time_ids(pipe, 16, 16)
+    # 6 ids x 8 + the projection's 32
+    assert str(err.value) == "pipe.unet expects an added embedding of 100, SDXL time ids give 80"
 
 
 def test_a_pipeline_without_a_unet_is_named_in_the_error():
@@ -513,6 +1068,47 @@ def test_a_flow_scheduler_without_sigmas_is_named() -> None:
     model.pipe.scheduler = NoSigmas.from_config(model.pipe.scheduler.config)
     with pytest.raises(InvalidInputError, match="NoSigmas exposes no sigmas; pass time_grid"):
         default_time_grid(model, 4)
+
+
+@pytest.mark.parametrize("alpha_to_one", [True, False])
+def test_vp_grid_ends_at_ddims_final_alpha(alpha_to_one: bool) -> None:
+    """exact=True ends where DDIM's last step lands: alpha = 1 (t = 1) with set_alpha_to_one,
+    else alphas_cumprod[0] (node k = 0, t = 1 - 1/(T+1)); exact=False starts at 0, ends at 1."""
+    import copy
+
+    from diffusers import DDIMScheduler
+
+    pipe = copy.copy(tp.sd_pipeline())
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=alpha_to_one)
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    exact = default_time_grid(model, 4, exact=True)
+    ks = np.array([751, 501, 251, 1])  # leading spacing, steps_offset=1, T=1000
+    np.testing.assert_allclose(exact[:-1], 1 - (ks + 1) / 1001, rtol=0, atol=1e-12)
+    assert exact[-1] == (1.0 if alpha_to_one else pytest.approx(1 - 1 / 1001, abs=1e-12))
+    loose = default_time_grid(model, 4)
+    assert loose[0] == 0.0 and loose[-1] == 1.0
+    np.testing.assert_array_equal(loose[1:-1], exact[1:-1])
+
+
+def test_time_grid_errors_are_named() -> None:
+    import copy
+
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    class Stalls(FlowMatchEulerDiscreteScheduler):
+        def set_timesteps(self, *args, **kwargs):
+            super().set_timesteps(*args, **kwargs)
+            self.sigmas = torch.tensor([1.0, 0.5, 0.5, 0.0])
+
+    model = from_pipeline(tp.flux_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    with pytest.raises(InvalidInputError) as err:
+        default_time_grid(model, 0)
+    assert str(err.value) == "`num_steps` must be an integer >= 1, got 0"
+    model.pipe = copy.copy(model.pipe)
+    model.pipe.scheduler = Stalls.from_config(model.pipe.scheduler.config)
+    with pytest.raises(InvalidInputError) as err:
+        default_time_grid(model, 3)
+    assert str(err.value) == "the scheduler produced a non-increasing time grid: [0.  0.5 0.5 1. ]"
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,126 @@ def test_the_adapters_velocity_is_the_marginal_velocity_of_its_denoiser() -> Non
     ref = torch.stack([a * x[i] + b * d[i] for i, (a, b) in enumerate(coef)])
     torch.testing.assert_close(u, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(u2[1], u[1])
+@pytest.mark.parametrize("scheduler", ["ddpm", "flow"])
+def test_half_precision_particles_are_queried_at_their_exact_times(scheduler: str) -> None:
+    """Times are not rounded to bf16 particles' dtype (0.123 -> 0.1230469): the UNet gets the
+    timestep float32 particles get, the continuous-time equivalent of t on the DDPM table or
+    T (1 - t) for a flow scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    pipe = ddpm_pipeline()  # T = 100
+    if scheduler == "flow":
+        pipe.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100)
+    model = from_unconditional_pipeline(pipe)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[1].double()))
+    t = 0.123
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.denoise(x, t)
+        model.denoise(x.bfloat16(), t)
+    # DDPM: 101 (1 - t) - 1 = 87.577 on this table (continuous-time equivalent timestep)
+    want = float(model.schedule.timestep_from_t(t)) if scheduler == "ddpm" else 100 * (1 - t)
+    for got in seen:  # to within float32 rounding of t
+        torch.testing.assert_close(
+            got, torch.full((2,), want, dtype=torch.float64), rtol=1e-6, atol=0
+        )
+
+
+class _NoTableScheduler:
+    def __init__(self) -> None:
+        self.config: dict = {}
+
+
+def _with_scheduler(make):
+    def build():
+        pipe = ddpm_pipeline()
+        pipe.scheduler = make()
+        return pipe
+
+    return build
+
+
+def _dpm_flow():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(prediction_type="flow_prediction")
+
+
+def _dynamic_flow():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+
+
+class _NotAPipeline:
+    unet = None
+
+
+_UNSUPPORTED = {
+    "not-a-pipeline": (
+        _NotAPipeline,
+        "pipe: _NotAPipeline is not an unconditional UNet2DModel pipeline (needs pipe.unet: "
+        "UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
+        "glass_core.models.diffusers",
+    ),
+    "dynamic-shift": (
+        _with_scheduler(_dynamic_flow),
+        "pipe.scheduler: dynamic shifting needs an image size",
+    ),
+    "prediction-type": (
+        _with_scheduler(_dpm_flow),
+        "pipe.scheduler: prediction_type 'flow_prediction' unsupported",
+    ),
+    "no-table": (
+        _with_scheduler(_NoTableScheduler),
+        "pipe.scheduler: _NoTableScheduler is neither a flow-matching scheduler nor one with "
+        "alphas_cumprod",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_UNSUPPORTED))
+def test_unsupported_pipelines_and_schedulers_get_their_exact_message(case: str) -> None:
+    from glass_core.errors import UnsupportedModelError
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    make, message = _UNSUPPORTED[case]
+    with pytest.raises(UnsupportedModelError) as err:
+        from_unconditional_pipeline(make())
+    assert str(err.value) == message
+
+
+def test_the_wrapper_passes_max_batch_to_its_denoiser() -> None:
+    from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
+
+    pipe = ddpm_pipeline()
+    model = UnconditionalPipelineModel(pipe, 1, max_batch=2)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    x = torch.randn((5, 1, 8, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        d = model.denoise(x, 0.4)
+        whole = UnconditionalPipelineModel(pipe, 1, max_batch=None).denoise(x, 0.4)
+    assert seen == [2, 2, 1, 5]
+    torch.testing.assert_close(d, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_wrap_pipeline_takes_groups_from_generators_and_refuses_text_arguments() -> None:
+    from glass_core.errors import InvalidInputError
+    from glass_core.models.diffusers.pipeline_model import wrap_pipeline
+
+    pipe = ddpm_pipeline()
+    gens = [torch.Generator().manual_seed(s) for s in range(3)]
+    model = wrap_pipeline(pipe, generator=gens, max_batch=4, timed=True, guidance_scale=None)
+    assert model.num_groups == 3 and model.inner.max_batch == 4 and model.meter.timed
+    assert wrap_pipeline(pipe, generator=gens[0]).num_groups == 1
+    assert wrap_pipeline(pipe, generator=[]).num_groups == 1  # at least one group
+    assert not wrap_pipeline(pipe).meter.timed
+    with pytest.raises(InvalidInputError) as err:
+        wrap_pipeline(pipe, "a cat", guidance_scale=3.0, height=None)
+    assert str(err.value) == (
+        "prompt, guidance_scale: DDPMPipeline is an unconditional UNet2DModel pipeline (no text "
+        "conditioning); pass prompt=None and no prompt/embedding/guidance/size arguments"
+    )

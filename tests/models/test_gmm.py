@@ -160,35 +160,115 @@ def test_tilted_is_exact(kind):
     assert model.tilted(kind, params, 0.0).log_normalizer == pytest.approx(0.0, abs=1e-12)
 
 
-def test_bad_inputs():
-    m = torch.zeros(2, 3)
-    with pytest.raises(InvalidInputError, match="means"):
-        GaussianMixture(torch.zeros(3), torch.ones(3), torch.ones(3))
-    with pytest.raises(InvalidInputError, match="stds"):
-        GaussianMixture(m, torch.tensor([1.0, 0.0]), torch.ones(2))
-    with pytest.raises(InvalidInputError, match="weights"):
-        GaussianMixture(m, torch.ones(2), torch.tensor([1.0, -1.0]))
-    with pytest.raises(InvalidInputError, match="weights"):
-        GaussianMixture(m, torch.ones(2), torch.ones(3))
-    model = spec_gmm()
-    x = torch.zeros(4, 2, dtype=F64)
-    with pytest.raises(InvalidInputError, match="x must"):
-        model.denoise(torch.zeros(4, 3), 0.5)
-    with pytest.raises(InvalidInputError, match="t_next"):
-        model.sample_transition(x, 0.5, 0.5, 0.4)
-    with pytest.raises(InvalidInputError, match="t_next"):
-        model.transition_log_prob(x, x, 0.6, 0.5, 0.4)
-    with pytest.raises(InvalidInputError, match="t"):
-        model.sample_transition(x, -0.1, 0.5, 0.4)
-    with pytest.raises(InvalidInputError, match="rho"):
-        model.sample_transition(x, 0.2, 0.5, 1.5)
-    with pytest.raises(InvalidInputError, match="rho"):
-        model.sample_transition(x, 0.2, 0.5, "ddim")
-    with pytest.raises(InvalidInputError, match="x_next"):
-        model.transition_log_prob(torch.zeros(3, 2, dtype=F64), x, 0.2, 0.5, 0.4)
-    with pytest.raises(InvalidInputError, match="reward_kind"):
-        model.tilted("cubic", None, 1.0)
-    with pytest.raises(InvalidInputError, match="lambda_"):
-        model.tilted("quadratic", {"c": torch.zeros(2), "s": 1.0}, -1.0)
-    with pytest.raises(InvalidInputError, match="params"):
-        model.tilted("linear", torch.zeros(3), 1.0)
+_M = torch.zeros(2, 3)
+_X = torch.zeros(4, 2, dtype=F64)
+_BAD = {  # case -> (call on spec_gmm() (2-d, 3 components), message)
+    "means-rank": (
+        lambda g: GaussianMixture(torch.zeros(3), torch.ones(3), torch.ones(3)),
+        "means must have shape [K, d], got (3,)",
+    ),
+    "means-empty": (
+        lambda g: GaussianMixture(torch.zeros(0, 2), torch.ones(0), torch.ones(0)),
+        "means must have shape [K, d], got (0, 2)",
+    ),
+    "stds-shape": (
+        lambda g: GaussianMixture(_M, torch.ones(3), torch.ones(2)),
+        "stds must have shape [2], got (3,)",
+    ),
+    "weights-shape": (
+        lambda g: GaussianMixture(_M, torch.ones(2), torch.ones(3)),
+        "weights must have shape [2], got (3,)",
+    ),
+    "means-nan": (
+        lambda g: GaussianMixture(torch.full((2, 3), math.nan), torch.ones(2), torch.ones(2)),
+        "means must be finite",
+    ),
+    "stds-zero": (
+        lambda g: GaussianMixture(_M, torch.tensor([1.0, 0.0]), torch.ones(2)),
+        "stds must be finite and > 0",
+    ),
+    "stds-inf": (
+        lambda g: GaussianMixture(_M, torch.tensor([1.0, math.inf]), torch.ones(2)),
+        "stds must be finite and > 0",
+    ),
+    "weights-negative": (
+        lambda g: GaussianMixture(_M, torch.ones(2), torch.tensor([1.0, -1.0])),
+        "weights must be finite, >= 0 and not all zero",
+    ),
+    "weights-zero": (
+        lambda g: GaussianMixture(_M, torch.ones(2), torch.zeros(2)),
+        "weights must be finite, >= 0 and not all zero",
+    ),
+    "weights-nan": (
+        lambda g: GaussianMixture(_M, torch.ones(2), torch.tensor([1.0, math.nan])),
+        "weights must be finite, >= 0 and not all zero",
+    ),
+    "x-dim": (
+        lambda g: g.denoise(torch.zeros(4, 3), 0.5),
+        "x must have shape [B, 2] (or [B, ...] with 2 elements per row), got (4, 3)",
+    ),
+    "t-next-equal": (
+        lambda g: g.sample_transition(_X, 0.5, 0.5, 0.4),
+        "t_next must be > t, got t=0.5, t_next=0.5",
+    ),
+    "t-next-below": (
+        lambda g: g.transition_log_prob(_X, _X, 0.6, 0.5, 0.4),
+        "t_next must be > t, got t=0.6, t_next=0.5",
+    ),
+    "t-negative": (
+        lambda g: g.sample_transition(_X, -0.1, 0.5, 0.4),
+        "t must be a finite float in [0, 1], got -0.1",
+    ),
+    "t-next-text": (
+        lambda g: g.sample_transition(_X, 0.1, "later", 0.4),
+        "t_next must be a float in [0, 1], got 'later'",
+    ),
+    "t-rows": (
+        lambda g: g.sample_transition(_X, torch.zeros(2), 0.5, 0.4),
+        "t must be a scalar time, got shape (2,)",
+    ),
+    "rho-above": (
+        lambda g: g.sample_transition(_X, 0.2, 0.5, 1.5),
+        "rho must be a float in [-1, 1] or 'ddpm', got 1.5",
+    ),
+    "rho-name": (
+        lambda g: g.sample_transition(_X, 0.2, 0.5, "ddim"),
+        "rho must be a float in [-1, 1] or 'ddpm', got 'ddim'",
+    ),
+    "x-next-shape": (
+        lambda g: g.transition_log_prob(torch.zeros(3, 2, dtype=F64), _X, 0.2, 0.5, 0.4),
+        "x_next must have the shape of x (4, 2), got (3, 2)",
+    ),
+    "reward-kind": (
+        lambda g: g.tilted("cubic", None, 1.0),
+        "reward_kind must be 'linear' or 'quadratic', got 'cubic'",
+    ),
+    "lambda-nan": (
+        lambda g: g.tilted("linear", torch.zeros(2), math.nan),
+        "lambda_ must be finite, got nan",
+    ),
+    "lambda-negative": (
+        lambda g: g.tilted("quadratic", {"c": torch.zeros(2), "s": 1.0}, -1.0),
+        "lambda_ must be >= 0 for a quadratic reward, got -1.0",
+    ),
+    "linear-a": (
+        lambda g: g.tilted("linear", torch.zeros(3), 1.0),
+        "params: linear reward needs a finite a of shape [2]",
+    ),
+    "quadratic-c": (
+        lambda g: g.tilted("quadratic", (torch.tensor([0.0, math.inf]), 1.0), 1.0),
+        "params: quadratic reward needs a finite c of shape [2]",
+    ),
+    "quadratic-s": (
+        lambda g: g.tilted("quadratic", {"c": torch.zeros(2), "s": 0.0}, 1.0),
+        "params: quadratic reward needs s > 0, got 0.0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD))
+def test_bad_inputs_get_their_exact_message(case: str) -> None:
+    call, message = _BAD[case]
+    with pytest.raises(InvalidInputError) as err:
+        call(spec_gmm())
+    assert str(err.value) == message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from glass_core import _random
@@ -146,6 +147,37 @@ def test_per_row_times_match_scalar_times():
     ts = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], dtype=torch.float64)
     rows = torch.cat([model.velocity(x[i : i + 1], float(ts[i])) for i in range(6)])
     torch.testing.assert_close(model.velocity(x, ts), rows, rtol=1e-12, atol=1e-12)
+    # numpy per-row times (any float dtype) are the same times
+    assert torch.equal(model.velocity(x, ts.numpy()), model.velocity(x, ts))
+    t32 = ts.numpy().astype(np.float32)
+    assert torch.equal(model.velocity(x, t32), model.velocity(x, torch.from_numpy(t32)))
+
+
+def test_a_subclass_predicts_x1_by_default() -> None:
+    from glass_core.models import DenoiserBase
+
+    class Halves(DenoiserBase):
+        def predict(self, x, t):
+            return 0.5 * x
+
+    model = Halves(RectifiedFlow())
+    assert model.prediction == "x1" and model.max_batch is None
+    x = torch.randn(3, 2, dtype=torch.float64)
+    assert torch.equal(model.denoise(x, 0.3), 0.5 * x)
+
+
+@pytest.mark.parametrize("target", ["velocity", "x1", "v", "score"])
+def test_a_prediction_asked_at_its_own_time_is_converted_once(target: str) -> None:
+    """Where the model is asked at t itself, its output goes to the target in one conversion
+    (not through x1 and back, which loses precision where alpha is small)."""
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(4, 8, generator=g)
+    model = from_callable(lambda x, t: noise[: len(x)], prediction="epsilon", schedule=Cosine())
+    x = torch.randn(4, 8, generator=g)
+    t = 0.02  # inside the noise floor: queried at t itself
+    assert model.schedule.t_from_log_snr(-13.8) < t
+    want = convert(noise, x, t, model.schedule, source="epsilon", target=target)
+    assert torch.equal(model.as_prediction(x, t, target), want)
 
 
 def test_max_batch_micro_batches_transparently():
@@ -199,6 +231,135 @@ def test_bad_inputs_name_the_argument():
     bad = from_callable(lambda x, t: x[:, :1], prediction="x1", schedule=sched)
     with pytest.raises(InvalidInputError, match="shape"):
         bad.denoise(x, 0.5)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, "4"])
+def test_a_bad_max_batch_is_named_with_the_value(bad) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"^`max_batch` must be an integer >= 1, got "
+    ) as err:
+        from_callable(lambda x, t: x, prediction="x1", schedule=RectifiedFlow(), max_batch=bad)
+    assert str(err.value).endswith(f"got {bad!r}") and err.value.arg == "max_batch"
+
+
+def test_an_unknown_prediction_lists_the_known_ones() -> None:
+    with pytest.raises(InvalidInputError) as err:
+        from_callable(lambda x, t: x, prediction="eps", schedule=RectifiedFlow())
+    assert str(err.value) == f"prediction must be one of {PREDICTIONS}, got 'eps'"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("t", [0.3, torch.tensor([0.2, 0.5, 0.7, 0.9])], ids=["scalar", "rows"])
+def test_convert_computes_half_precision_in_float32(dtype, t) -> None:
+    """bf16/fp16 inputs are combined in float32 and rounded once to their dtype, so the result is
+    the float32 conversion of the same values, rounded."""
+    g = torch.Generator().manual_seed(4)
+    x, pred = (torch.randn(4, 64, generator=g).to(dtype) for _ in range(2))
+    sched = Cosine()
+    got = convert(pred, x, t, sched, source="x1", target="velocity")
+    ref = convert(pred.float(), x.float(), t, sched, source="x1", target="velocity")
+    assert got.dtype == dtype
+    assert torch.equal(got, ref.to(dtype))
+
+
+_X = torch.zeros(3, 2)
+_OK = from_callable(lambda x, t: x, prediction="x1", schedule=RectifiedFlow())
+_MESSAGES = {
+    "x-list": (lambda: _OK.denoise([[0.0, 0.0]], 0.5), "x must be a torch.Tensor, got list"),
+    "x-empty": (
+        lambda: _OK.denoise(torch.zeros(0, 2), 0.5),
+        "x must have shape [B, ...] with B >= 1, got (0, 2)",
+    ),
+    "x-0d": (
+        lambda: _OK.denoise(torch.tensor(1.0), 0.5),
+        "x must have shape [B, ...] with B >= 1, got ()",
+    ),
+    "x-int": (
+        lambda: _OK.denoise(torch.zeros(3, 2, dtype=torch.int64), 0.5),
+        "x must be a floating-point tensor, got torch.int64",
+    ),
+    "t-above": (lambda: _OK.denoise(_X, 1.5), "t must be finite and inside [0, 1], got 1.5"),
+    "t-nan": (lambda: _OK.denoise(_X, float("nan")), "t must be finite and inside [0, 1], got nan"),
+    "t-0d": (
+        lambda: _OK.denoise(_X, torch.tensor(-0.5)),
+        "t must be finite and inside [0, 1], got -0.5",
+    ),
+    "t-rows": (
+        lambda: _OK.denoise(_X, torch.tensor([0.1, 1.2, 0.3], dtype=torch.float64)),
+        "t must be finite and inside [0, 1], got [0.1 1.2 0.3]",
+    ),
+    "t-tensor-length": (
+        lambda: _OK.denoise(_X, torch.zeros(2)),
+        "t must be a float, a 0-d tensor or a [B]=3 tensor, got shape (2,)",
+    ),
+    "t-array-length": (
+        lambda: _OK.denoise(_X, np.zeros(2)),
+        "t must have shape [3], got (2,)",
+    ),
+    "t-str": (lambda: _OK.denoise(_X, "soon"), "t must be a float or tensor, got str"),
+    "coefficients-source": (
+        lambda: conversion_coefficients(RectifiedFlow(), 0.5, "eps", "x1"),
+        f"prediction must be one of {PREDICTIONS}, got 'eps'",
+    ),
+    "fn": (
+        lambda: from_callable(3, prediction="x1", schedule=RectifiedFlow()),
+        "fn must be callable, got int",
+    ),
+    "source": (
+        lambda: convert(_X, _X, 0.5, RectifiedFlow(), source="eps", target="x1"),
+        f"source must be one of {PREDICTIONS}, got 'eps'",
+    ),
+    "target": (
+        lambda: convert(_X, _X, 0.5, RectifiedFlow(), source="x1", target="noise"),
+        f"target must be one of {PREDICTIONS}, got 'noise'",
+    ),
+    "undetermined": (  # at t = 1 (sigma = 0) the clean sample says nothing about the noise
+        lambda: _OK.as_prediction(_X, 1.0, "epsilon"),
+        "t: cannot convert a 'x1' prediction to 'epsilon' at t=1.0 (alpha_t=1.0, sigma_t=0.0: "
+        "the prediction does not determine it there)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_MESSAGES))
+def test_bad_model_inputs_get_their_exact_message(case: str) -> None:
+    call, message = _MESSAGES[case]
+    with pytest.raises(InvalidInputError) as err:
+        call()
+    assert str(err.value) == message
+
+
+def test_convert_combines_float32_inputs_in_float32() -> None:
+    """Per-row coefficients are float32 tensors for float32 inputs (working_dtype): the result is
+    A x + B pred evaluated in float32, bit for bit."""
+    g = torch.Generator().manual_seed(5)
+    x, pred = torch.randn(4, 256, generator=g), torch.randn(4, 256, generator=g)
+    t = torch.tensor([0.2, 0.45, 0.7, 0.9], dtype=torch.float64)
+    sched = Cosine()
+    a, b = conversion_coefficients(sched, t.numpy(), "x1", "velocity")
+    a32, b32 = (torch.tensor(c, dtype=torch.float32).view(4, 1) for c in (a, b))
+    got = convert(pred, x, t, sched, source="x1", target="velocity")
+    assert got.dtype == torch.float32 and torch.equal(got, a32 * x + b32 * pred)
+
+
+@pytest.mark.parametrize("sched", ["rf", "vp_sd"])
+def test_an_undetermined_conversion_fails_before_calling_the_model(sched: str) -> None:
+    """At t = 1 (sigma = 0) the clean sample does not determine the noise; the error comes before
+    the model runs, whether t is asked directly (rectified flow) or at a table's end node (VP)."""
+    calls = []
+
+    def fn(x, t):
+        calls.append(len(x))
+        return x
+
+    model = from_callable(fn, prediction="x1", schedule=schedules()[sched])
+    x = torch.zeros(3, 2)
+    assert (model.schedule.model_time_range[1] < 1.0) == (sched == "vp_sd")
+    with pytest.raises(InvalidInputError, match="cannot convert a 'x1' prediction to 'epsilon'"):
+        model.epsilon(x, 1.0)
+    assert calls == []
+    model.denoise(x, 1.0)
+    assert calls == [3]
 
 
 def test_randn_like_generator_lists_are_per_chunk():

@@ -135,7 +135,7 @@ def working_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype | None = None):
+def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype):
     """Return a float64 coefficient (scalar or [B]) shaped to multiply x ([B, ...]) row-wise.
 
     Parameters
@@ -144,8 +144,8 @@ def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype | None = No
         The coefficient.
     x : torch.Tensor
         The batch it multiplies.
-    dtype : torch.dtype, optional
-        The tensor's dtype (default: ``working_dtype(x)``).
+    dtype : torch.dtype
+        The tensor's dtype (``working_dtype(x)`` in ``convert``).
 
     Returns
     -------
@@ -155,7 +155,7 @@ def bcast(c: float | np.ndarray, x: torch.Tensor, dtype: torch.dtype | None = No
     if np.ndim(c) == 0:
         return float(c)
     shape = (-1,) + (1,) * (x.ndim - 1)
-    return torch.as_tensor(np.asarray(c), dtype=dtype or x.dtype, device=x.device).reshape(shape)
+    return torch.as_tensor(np.asarray(c), dtype=dtype, device=x.device).reshape(shape)
 
 
 def schedule_values(schedule: Schedule, t: float | np.ndarray):
