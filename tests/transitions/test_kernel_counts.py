@@ -165,3 +165,26 @@ def test_scalar_overflow_names_the_transition_and_the_step():
     )
     with pytest.raises(InvalidInputError, match=msg):
         _Overflowing()(model, torch.randn(4, 2), 0.2, 0.5)
+
+
+def test_update_launches_one_kernel_per_term_that_changes_y():
+    """update_ (y <- keep y + sum c_i v_i, the solvers' in-place step) skips a keep of 1.0 and
+    zero or absent terms: no kernel for them, and the same y as the full formula."""
+    from glass_core.transitions.solvers import update_
+
+    g = torch.Generator().manual_seed(0)
+    y0, v, w = (torch.randn(6, generator=g, dtype=torch.float64) for _ in range(3))
+    half = torch.tensor(0.5, dtype=torch.float64)
+    cases = [  # (keep, terms, expected, kernels)
+        (1.0, [(0.0, v), (2.0, None)], y0, 0),
+        (1.0, [(2.0, v)], y0 + 2.0 * v, 1),
+        (0.5, [(2.0, v), (0.0, w)], 0.5 * y0 + 2.0 * v, 2),
+        (half, [(half, v), (-1.0, w)], 0.5 * y0 + 0.5 * v - w, 3),  # a tensor is never skipped
+    ]
+    for keep, terms, expected, kernels in cases:
+        y = y0.clone()
+        with kernel_counts.KernelCounter() as counter:
+            out = update_(y, keep, terms)
+        assert out is y
+        torch.testing.assert_close(y, expected, rtol=1e-15, atol=1e-15)
+        assert counter.counts.kernels == kernels, (keep, counter.ops)

@@ -18,7 +18,6 @@ import torch
 
 from glass_core.errors import UnsupportedModelError
 from glass_core.meter import Meter
-from glass_core.models.base import working_dtype
 from glass_core.models.callable import from_callable
 from glass_core.models.diffusers.base import images_to_output, module_device
 from glass_core.models.diffusers.flow import flow_timestep
@@ -98,22 +97,19 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
         )
     meter = Meter()
 
-    def network(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-        # times and timesteps in at least float32 (not rounded to bf16/fp16 particles' dtype)
-        wd = working_dtype(x)
-        t_vec = torch.as_tensor(t, dtype=wd, device=x.device)
-        if t_vec.dim() == 0:
-            t_vec = t_vec.expand(x.shape[0])
-        # a bf16/fp16 network sees its dtype; the particles stay in x's dtype
+    def network(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # t: one time per row in at least float32 (from_callable's contract), so timesteps are
+        # not rounded to bf16/fp16 particles' dtype; a bf16/fp16 network sees its own dtype and
+        # the particles stay in x's
         if vp_schedule is not None:
-            k = vp_schedule.timestep_from_t(t_vec.detach().to("cpu", torch.float64).numpy())
-            k_t = torch.as_tensor(k, dtype=wd, device=x.device)
+            k = vp_schedule.timestep_from_t(t.detach().to("cpu", torch.float64).numpy())
+            k_t = torch.as_tensor(k, dtype=t.dtype, device=x.device)
             out = unet(x.to(unet.dtype), k_t).sample.to(x.dtype)
         else:
-            out = -unet(x.to(unet.dtype), flow_timestep(t_vec, num_t)).sample.to(x.dtype)
+            out = -unet(x.to(unet.dtype), flow_timestep(t, num_t)).sample.to(x.dtype)
         return out
 
-    def fn(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return meter.model(network, x, t)
 
     model: Any = from_callable(fn, prediction=prediction, schedule=schedule, max_batch=max_batch)
