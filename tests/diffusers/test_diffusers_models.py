@@ -407,6 +407,36 @@ def test_prompt_embeds_instead_of_text() -> None:
         torch.testing.assert_close(a.velocity(x, 0.5), b.velocity(x, 0.5))
 
 
+def test_sd_given_embeddings_reach_the_network_inputs() -> None:
+    """SD's encode passes given prompt and negative embeddings through to the UNet's inputs
+    (encode_prompt would otherwise encode "" for the negatives)."""
+    from glass_core.models.diffusers import sd
+
+    pipe = tp.sd_pipeline()
+    cpu = torch.device("cpu")
+    pe, _ = pipe.encode_prompt(PROMPTS, cpu, 1, False)
+    npe, _ = pipe.encode_prompt(["dark", "blue"], cpu, 1, False)
+    given = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
+    given |= {"pooled_prompt_embeds": None, "negative_pooled_prompt_embeds": None}
+    cond, uncond = sd.encode(pipe, None, None, given, True, cpu, {})
+    assert uncond is not None
+    torch.testing.assert_close(cond["encoder_hidden_states"], pe)
+    torch.testing.assert_close(uncond["encoder_hidden_states"], npe)
+
+
+def test_execution_device_without_a_pipeline_property() -> None:
+    """A pipeline-like object without `_execution_device` encodes on its network's device: the
+    transformer's where it has one, else the UNet's."""
+    from types import SimpleNamespace
+
+    from glass_core.models.diffusers.families import execution_device
+
+    meta, cpu = torch.nn.Linear(2, 2, device="meta"), torch.nn.Linear(2, 2)
+    assert execution_device(SimpleNamespace(transformer=meta, unet=cpu)) == torch.device("meta")
+    assert execution_device(SimpleNamespace(unet=meta)) == torch.device("meta")
+    assert execution_device(SimpleNamespace(_execution_device=torch.device("meta"))).type == "meta"
+
+
 def test_repr_and_to_pil() -> None:
     """The repr names the adapter, family, groups, latent shape, guidance, CFG and the schedule by
     its name (by its repr for a schedule without one); to_pil gives one RGB image per row, the
