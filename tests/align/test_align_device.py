@@ -282,6 +282,8 @@ def test_the_blame_replay_forwards_the_models_other_attributes():
     model.speed = 1.0
     with pytest.raises(ModelError, match=r"model returned NaN/inf at t=0.2 for rows \[1\] \(dur"):
         _run(model, SpeedEuler())
+
+
 class NaNOnce(NaNStep):
     """NaNStep on its first call from GRID[1] only: the replay of that step is finite."""
 
@@ -309,6 +311,18 @@ def test_nan_particles_that_are_not_reproduced_are_named_with_the_step(transitio
             gmm(), LIN, transition=transition(), num_particles=6, time_grid=GRID, shape=(2,),
             generator=None if seed is None else gen(seed), dtype=torch.float64, progress=False,
         )  # fmt: skip
+
+
+def test_weighting_particles_proposed_outside_step_names_their_rows():
+    """FKSampler's parts can be driven one by one: `weight` on NaN particles that `step` did not
+    propose (no recorded start to replay) still names their rows and the step's transition."""
+    fk = FKSampler(gmm(), LIN, transition=PlainEuler(), time_grid=GRID)
+    state = fk.init(6, shape=(2,), generator=gen(0), dtype=torch.float64)
+    state.particles = state.particles.clone()
+    state.particles[[1, 4]] = float("nan")
+    msg = r"^the particles hold NaN/inf in rows \[1, 4\] \(during the transition t=0.0 -> t_n"
+    with pytest.raises(ModelError, match=msg):
+        fk.weight(state, torch.zeros(6, dtype=torch.float64), 1, False)
 
 
 class NoiseNaNModel:

@@ -888,6 +888,18 @@ def test_an_fp16_vae_with_force_upcast_codes_in_float32_and_stays_fp16() -> None
     assert torch.equal(z16, z32) and torch.equal(img16, img32)
 
 
+def test_encode_resizes_images_to_the_adapters_size() -> None:
+    """encode resizes any image to the adapter's height x width (the image processor is given
+    both): a tall and a wide image give latents of the adapter's latent shape."""
+    pipe = tp.sd_pipeline("epsilon")
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0)
+    g = torch.Generator().manual_seed(4)
+    for h, w in [(2 * tp.HEIGHT, tp.WIDTH), (tp.HEIGHT, 2 * tp.WIDTH)]:
+        with torch.no_grad():
+            z = model.encode(torch.rand(2, 3, h, w, generator=g))
+        assert z.shape == (2, *model.latent_shape), (h, w)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64], ids=["bf16", "f64"])
 def test_decode_maps_latents_to_the_vae_in_float32(dtype: torch.dtype) -> None:
     """Latents of any dtype are taken to float32 before the VAE's latent map (scale, shift), so
