@@ -119,6 +119,17 @@ def test_guided_per_row_times_as_numpy_equal_tensor_times():
     torch.testing.assert_close(g.velocity(x, tt.numpy()), g.velocity(x, tt))
 
 
+def test_guided_0d_tensor_time_is_one_time_for_all_rows():
+    """A 0-d tensor time is a single time, as the float: same coefficient on every row, inside
+    the window (0.3) and outside it (0.1)."""
+    g = guided(gmm(), LIN, scale=0.7, window=(0.2, 0.7))
+    x = torch.randn(6, 2, dtype=torch.float64, generator=gen(0))
+    for t in (0.3, 0.1):
+        tt = torch.tensor(t, dtype=torch.float64)
+        torch.testing.assert_close(g.denoise(x, tt), g.denoise(x, t))
+        torch.testing.assert_close(g.velocity(x, tt), g.velocity(x, t))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_guided_per_row_times_keep_the_particles_dtype(dtype):
     """Per-row coefficients are made in the particles' dtype: float32 rows stay float32 (not

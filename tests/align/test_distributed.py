@@ -144,11 +144,14 @@ def _equivalence_worker(rank: int, world: int, port: int) -> None:
         assert torch.equal(ref.rewards, got.rewards) and torch.equal(
             ref.best_reward, got.best_reward
         )
+        n_loc = 16 // world
+        mine = ref.samples[:, rank * n_loc : (rank + 1) * n_loc]  # this rank's slots per group
+        assert got.local_samples.shape == (2 * n_loc, 2)  # group-major, as the rank holds them
+        assert torch.equal(got.local_samples.reshape(mine.shape), mine)
         if gather:
             assert torch.equal(ref.samples, got.samples)
         else:
-            n_loc = 16 // world
-            assert torch.equal(got.samples, ref.samples[:, rank * n_loc : (rank + 1) * n_loc])
+            assert torch.equal(got.samples, mine)
 
     # arguments that differ between ranks are caught before any model call
     with pytest.raises(InvalidInputError, match="generator state"):

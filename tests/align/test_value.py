@@ -147,6 +147,22 @@ def test_bad_input():
         value_estimate(model, lambda z: z, x, 0.5, num_samples=4)
 
 
+def test_non_finite_posterior_rewards_name_the_draws():
+    """A reward NaN or inf on some posterior draws is an error naming those draws (row-major:
+    row i's J draws are indices i J .. i J + J - 1), not a NaN value."""
+    model = gmm()
+    x = torch.zeros(2, 2, dtype=torch.float64)
+
+    def bad(z):  # 2 rows x 3 draws: NaN on draw 1 of row 0, inf on draw 2 of row 1
+        r = LIN(z).clone()
+        r[1], r[5] = float("nan"), float("inf")
+        return r
+
+    msg = r"^reward returned NaN/inf for particle indices \[1, 5\]$"
+    with pytest.raises(RewardError, match=msg):
+        value_estimate(model, bad, x, 0.5, num_samples=3, transition=Glass(inner_steps=2))
+
+
 VALUE_ERRORS = [
     ({"model": object()}, "model", "`model` must be a Denoiser (needs `schedule`), got object"),
     ({"reward": 3}, "reward", "`reward` must be callable, got int"),

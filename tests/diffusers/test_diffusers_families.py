@@ -152,10 +152,10 @@ def _with_transformer(name: str, dtype: torch.dtype = torch.float32, **config):
     return pipe
 
 
-def _network_timesteps(pipe, t: float) -> list[float]:
+def _network_timesteps(pipe, t: float, name: str = "sana") -> list[float]:
     from glass_core.models.diffusers import from_pipeline
 
-    model = from_pipeline(pipe, PROMPTS, **_call("sana"))
+    model = from_pipeline(pipe, PROMPTS, **_call(name))
     seen: list[float] = []
     hook = pipe.transformer.register_forward_pre_hook(
         lambda mod, args, kwargs: seen.extend(kwargs["timestep"].tolist()), with_kwargs=True
@@ -461,6 +461,51 @@ def test_flux2_encode_is_the_pipelines_image_latents():
         ref = pipe._encode_vae_image(image * 2 - 1, generator=None)
     assert z.shape == (2, *model.latent_shape)
     torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_flux2_batch_norm_statistics_follow_the_latents_device() -> None:
+    """FLUX.2's latent normalisation moves the VAE's batch-norm mean and std to the latents'
+    device, so latents on an accelerator work with a VAE still elsewhere (as under model CPU
+    offload, which moves the VAE only for its forward); the meta device stands for the
+    accelerator, the VAE stays on the CPU."""
+    from glass_core.models.diffusers import from_pipeline
+
+    model = from_pipeline(tf.BUILDERS["flux2"](), PROMPTS, **tf.SMALL_CALL["flux2"])
+    z = torch.zeros(2, *model.latent_shape, device="meta")
+    lat = model._vae_latents(z)  # the VAE's latents: z std + mean, 2x2 patches undone
+    assert lat.device.type == "meta"
+    assert model._network_latents(lat).device.type == "meta"
+    assert all(v.device.type == "meta" for v in model._bn(z))
+
+
+def test_wan_scales_timesteps_by_the_schedulers_num_train_timesteps() -> None:
+    """Wan's network timestep is T sigma with the scheduler's own T (WanPipeline passes the
+    scheduler's timesteps), here T = 500 rather than the usual 1000."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    base = tf.BUILDERS["wan"]()
+    sched = FlowMatchEulerDiscreteScheduler(shift=5.0, num_train_timesteps=500)
+    pipe = type(base)(**{**base.components, "scheduler": sched})
+    # sigma = 1 - t = 0.75; CFG (default scale 5): conditional and unconditional rows
+    assert _network_timesteps(pipe, 0.25, "wan") == [375.0] * 4
+
+
+@pytest.mark.parametrize(("frames", "rounded"), [(6, 5), (8, 9), (4, 5)])
+def test_wan_rounds_uneven_frame_counts_as_the_pipeline_does(frames: int, rounded: int) -> None:
+    """num_frames - 1 not a multiple of the VAE's temporal factor (4) warns, naming the factor,
+    and is rounded as WanPipeline rounds it: num_frames // 4 * 4 + 1."""
+    import warnings
+    from types import SimpleNamespace
+
+    from glass_core.models.diffusers.wan import latent_frames
+
+    pipe = SimpleNamespace(vae_scale_factor_temporal=4)
+    msg = r"^num_frames - 1 has to be divisible by 4; rounding as WanPipeline does$"
+    with pytest.warns(UserWarning, match=msg):
+        assert latent_frames(pipe, frames) == (rounded - 1) // 4 + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an even count is taken as is, silently
+        assert latent_frames(pipe, rounded) == (rounded - 1) // 4 + 1
 
 
 def test_wan_refuses_to_edit_an_existing_video():

@@ -424,6 +424,36 @@ def test_sd_given_embeddings_reach_the_network_inputs() -> None:
     torch.testing.assert_close(uncond["encoder_hidden_states"], npe)
 
 
+def test_sd_negative_prompts_are_encoded_for_the_unconditional_rows() -> None:
+    """SD's encode passes the negative prompts to encode_prompt: the unconditional rows are their
+    embeddings (not those of "", encode_prompt's default)."""
+    from glass_core.models.diffusers import sd
+
+    pipe = tp.sd_pipeline()
+    cpu = torch.device("cpu")
+    negs = ["dark", "blue"]
+    want, _ = pipe.encode_prompt(negs, cpu, 1, False)
+    empty, _ = pipe.encode_prompt(["", ""], cpu, 1, False)
+    assert not torch.allclose(want, empty)
+    _, uncond = sd.encode(pipe, PROMPTS, negs, _no_embeds(), True, cpu, {})
+    assert uncond is not None
+    torch.testing.assert_close(uncond["encoder_hidden_states"], want)
+
+
+def test_sd_embeddings_go_to_the_given_device() -> None:
+    """SD's encode hands its device to encode_prompt, which moves given embeddings there (the
+    meta device stands for an accelerator; the pipeline stays on the CPU)."""
+    from glass_core.models.diffusers import sd
+
+    pipe = tp.sd_pipeline()
+    pe, _ = pipe.encode_prompt(PROMPTS, torch.device("cpu"), 1, False)
+    given = _no_embeds() | {"prompt_embeds": pe, "negative_prompt_embeds": pe.clone()}
+    cond, uncond = sd.encode(pipe, None, None, given, True, torch.device("meta"), {})
+    assert uncond is not None
+    assert cond["encoder_hidden_states"].device.type == "meta"
+    assert uncond["encoder_hidden_states"].device.type == "meta"
+
+
 def test_execution_device_without_a_pipeline_property() -> None:
     """A pipeline-like object without `_execution_device` encodes on its network's device: the
     transformer's where it has one, else the UNet's."""

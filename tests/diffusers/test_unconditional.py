@@ -3,6 +3,7 @@ its denoiser against diffusers' own x0 conversion for each prediction type, enco
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,6 +96,8 @@ def test_the_adapters_velocity_is_the_marginal_velocity_of_its_denoiser() -> Non
     ref = torch.stack([a * x[i] + b * d[i] for i, (a, b) in enumerate(coef)])
     torch.testing.assert_close(u, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(u2[1], u[1])
+
+
 @pytest.mark.parametrize("scheduler", ["ddpm", "flow"])
 def test_half_precision_particles_are_queried_at_their_exact_times(scheduler: str) -> None:
     """Times are not rounded to bf16 particles' dtype (0.123 -> 0.1230469): the UNet gets the
@@ -120,6 +123,40 @@ def test_half_precision_particles_are_queried_at_their_exact_times(scheduler: st
         torch.testing.assert_close(
             got, torch.full((2,), want, dtype=torch.float64), rtol=1e-6, atol=0
         )
+
+
+class _FlowMatchBareScheduler:
+    """A flow-matching scheduler whose config records neither shift nor num_train_timesteps."""
+
+    def __init__(self) -> None:
+        self.config: dict = {}
+
+
+def test_flow_time_grid_is_uniform_or_shifted_by_the_schedulers_shift() -> None:
+    """A flow scheduler's grid is uniform in t = 1 - sigma, moved by a static shift to
+    sigma' = shift sigma / (1 + (shift - 1) sigma) (diffusers' time shift); a config without shift
+    (or num_train_timesteps) means no shift (and T = 1000, diffusers' default)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
+
+    k = 4
+    sigma = 1.0 - np.arange(k + 1) / k
+    cases = [
+        (FlowMatchEulerDiscreteScheduler(num_train_timesteps=100, shift=3.0), 3.0),
+        (FlowMatchEulerDiscreteScheduler(num_train_timesteps=100), 1.0),
+        (_FlowMatchBareScheduler(), 1.0),
+    ]
+    for sched, shift in cases:
+        pipe = ddpm_pipeline()
+        pipe.scheduler = sched
+        model = UnconditionalPipelineModel(pipe, 1, None)
+        want = 1.0 - shift * sigma / (1.0 + (shift - 1.0) * sigma)
+        np.testing.assert_allclose(model.time_grid(k), want, rtol=0, atol=1e-15)
+    seen = []
+    pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[1].tolist()))
+    with torch.no_grad():
+        model.denoise(torch.zeros(2, 1, 8, 8), 0.25)
+    assert seen == [[750.0, 750.0]]  # T sigma, T = 1000
 
 
 class _NoTableScheduler:
