@@ -282,6 +282,23 @@ def test_twisted_refuses_resampling_schedules_and_sharding_by_name(name, value):
     assert e.value.arg == name  # type: ignore[attr-defined]
 
 
+def test_twisted_sampler_built_directly_defaults_to_the_difference_potential():
+    """TwistedFKSampler without a potential is fk_steering(proposal="twisted")'s engine, whose
+    potential defaults to "diff": same particles and evidence from the same seed."""
+    from glass_core.align import TwistedFKSampler
+    from glass_core.align.fk import run_to_end
+
+    kw = dict(transition=SDE(substeps=2), time_grid=GRID, lambda_=2.0)
+    ref = fk_steering(
+        gmm(), LIN, num_particles=16, shape=(2,), generator=gen(3), proposal="twisted",
+        progress=False, **kw,
+    )  # fmt: skip
+    fk = TwistedFKSampler(gmm(), LIN, **kw)
+    got = run_to_end(fk, fk.init(16, shape=(2,), generator=gen(3)), False, "")
+    assert torch.equal(got.samples, ref.samples)
+    assert got.log_evidence == ref.log_evidence
+
+
 def test_twisted_groups_equal_separate_runs():
     kw = dict(transition=SDE(substeps=2), num_particles=32, time_grid=GRID, shape=(2,))
     kw.update(proposal="twisted", lambda_=2.0, progress=False)

@@ -724,6 +724,20 @@ _BAD_OPTIONS = {  # case -> (pipeline, from_pipeline arguments, message, the err
         "got height=16, width=15",
         None,
     ),
+    "size-zero-width": (  # 0 is a size, not "the default" (None is)
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 16, "width": 0},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=16, width=0",
+        None,
+    ),
+    "size-zero-height": (
+        lambda: tp.sd_pipeline("epsilon"),
+        {"height": 0, "width": 16},
+        "height and width must be positive multiples of 2 for StableDiffusionPipeline, "
+        "got height=0, width=16",
+        None,
+    ),
     "size-negative-width": (
         lambda: tp.sd_pipeline("epsilon"),
         {"height": 16, "width": -16},

@@ -100,7 +100,7 @@ def option_names(family: str) -> tuple[str, ...]:
 def _size(pipe: Any, fam: Family, height: int | None, width: int | None) -> tuple[int, int]:
     """Return height and width, checked against the family's pixel multiple.
 
-    Defaults: the pipeline's ``__call__`` defaults, else its default sample size.
+    Defaults (for None): the pipeline's ``__call__`` defaults, else its default sample size.
     """
     mult = int(fam.module.size_multiple(pipe))
     if hasattr(fam.module, "default_size"):
@@ -108,8 +108,9 @@ def _size(pipe: Any, fam: Family, height: int | None, width: int | None) -> tupl
     else:
         vsf = int(getattr(pipe, "vae_scale_factor", 8))
         fallback = int(getattr(pipe, "default_sample_size", 128)) * vsf
-    h = int(height or call_default(pipe, "height") or fallback)
-    w = int(width or call_default(pipe, "width") or fallback)
+    # None (not 0) asks for the default: an explicit 0 is refused below
+    h = int(height if height is not None else (call_default(pipe, "height") or fallback))
+    w = int(width if width is not None else (call_default(pipe, "width") or fallback))
     if h % mult or w % mult or h <= 0 or w <= 0:
         raise InvalidInputError(
             f"height and width must be positive multiples of {mult} for {type(pipe).__name__}, "
