@@ -62,6 +62,21 @@ def test_encode_resizes_any_image_to_the_sample_shape() -> None:
     torch.testing.assert_close(z, torch.full_like(z, 0.5))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_encode_reads_a_colour_image_with_the_unets_channels(channels: int) -> None:
+    """An RGB PIL image becomes a grey-scale sample for a 1-channel UNet (luma 0.299 R, PIL's
+    ITU-R 601-2 conversion, to 8 bits) and stays RGB for a 3-channel one; [0, 1] -> [-1, 1]."""
+    from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
+    from PIL import Image
+
+    model = UnconditionalPipelineModel(ddpm_pipeline(channels=channels), 1, None)
+    z = model.encode(Image.new("RGB", (8, 8), (255, 0, 0)))  # pure red
+    assert z.shape == (1, channels, 8, 8)
+    want = [0.299 * 2 - 1] if channels == 1 else [1.0, -1.0, -1.0]
+    for c, v in enumerate(want):
+        torch.testing.assert_close(z[0, c], torch.full((8, 8), v), rtol=0, atol=2 / 255)
+
+
 @pytest.mark.parametrize("scheduler", ["ddpm", "flow"])
 def test_a_half_precision_unet_predicts_in_the_particles_dtype(scheduler: str) -> None:
     """A bf16 UNet is fed bf16 inputs, but its predictions come back in the particles' float32."""
