@@ -200,6 +200,17 @@ def test_reward_guidance_reproducible_and_grouped():
     torch.testing.assert_close(grouped.samples[0], a.samples, rtol=1e-12, atol=1e-12)
 
 
+def test_reward_guidance_times_model_and_reward_only_when_profiled():
+    """profile=True measures the model and reward seconds (inside the wall time); without it
+    both are NaN, as for best_of_n."""
+    kw = dict(transition=Glass(inner_steps=2), time_grid=GRID, scale=0.5, num_particles=8)
+    kw.update(shape=(2,), dtype=torch.float64, progress=False)
+    res = reward_guidance(gmm(), LIN, generator=gen(9), **kw)
+    assert math.isnan(res.model_time) and math.isnan(res.reward_time)
+    prof = reward_guidance(gmm(), LIN, generator=gen(9), profile=True, **kw)
+    assert 0 < prof.model_time < prof.wall_time and 0 < prof.reward_time < prof.wall_time
+
+
 @pytest.mark.parametrize(
     ("kw", "name"),
     [

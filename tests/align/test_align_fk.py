@@ -84,6 +84,14 @@ def test_weights_are_carried_between_resampling_steps():
     assert torch.allclose(res.log_weights, torch.full((64,), -math.log(64), dtype=torch.float64))
 
 
+def test_resample_window_includes_both_ends():
+    """resample_window=(lo, hi) makes every grid time lo <= t_k <= hi a potential step, the ends
+    included (here the grid's own 0.4 and 0.8), plus the final step."""
+    res = run(resample_window=(float(GRID[2]), float(GRID[4])))
+    np.testing.assert_allclose(res.step_times, GRID[2:])
+    assert res.resampled.tolist() == [True, True, True, False]
+
+
 def test_grouped_runs_report_resampling_and_ess_per_group():
     """With groups, each step's resampling flags and ESS come per group ([steps, groups])."""
     res = run(resample_every=2, num_particles=16, num_groups=3)

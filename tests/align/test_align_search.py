@@ -153,6 +153,42 @@ def test_nfe_counts_every_model_evaluation(value, transition):
     assert res.total_nfe == beams.rows
 
 
+class TimeCounter:
+    """Forwards to a model and counts its calls at each time."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.times = model, model.schedule, {}
+
+    def _count(self, t):
+        key = round(float(t), 12)
+        self.times[key] = self.times.get(key, 0) + 1
+
+    def denoise(self, x, t):
+        self._count(t)
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self._count(t)
+        return self.model.velocity(x, t)
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+@pytest.mark.parametrize(
+    "transition", [Glass(inner_steps=3), SDE(substeps=2)], ids=["glass", "sde"]
+)
+def test_kept_candidates_denoised_value_starts_the_next_transition(search, transition):
+    """With value="denoised" the kept candidates' D_t(x), computed to score them, is the next
+    transition's first model output: one model call per interior grid time, not two."""
+    counter = TimeCounter(gmm())
+    kw = dict(transition=transition, time_grid=GRID, shape=(2,), num_candidates=3)
+    kw.update(value="denoised", generator=gen(1), progress=False)
+    if search == "value_decoding":
+        value_decoding(counter, LIN, num_particles=4, **kw)
+    else:
+        beam_search(counter, LIN, beam_width=2, **kw)
+    assert [counter.times[round(float(t), 12)] for t in GRID[1:-1]] == [1] * (len(GRID) - 2)
+
+
 @pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
 def test_groups_equal_separate_runs(search):
     model = gmm()

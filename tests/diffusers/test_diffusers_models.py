@@ -454,6 +454,23 @@ def test_sd_embeddings_go_to_the_given_device() -> None:
     assert uncond["encoder_hidden_states"].device.type == "meta"
 
 
+def test_sd3_encodes_negative_prompts_only_with_cfg() -> None:
+    """SD3 asks encode_prompt for the negatives only when it guides: at guidance 1 each of its
+    three text encoders runs once on the 2 prompts, at guidance 3 once more on the 2 negatives."""
+    pipe = tp.sd3_pipeline()
+    rows: list[int] = []
+    encoders = (pipe.text_encoder, pipe.text_encoder_2, pipe.text_encoder_3)
+    hooks = [e.register_forward_pre_hook(lambda m, a: rows.append(a[0].shape[0])) for e in encoders]
+    try:
+        for scale, calls in ((1.0, 3), (3.0, 6)):
+            rows.clear()
+            from_pipeline(pipe, PROMPTS, guidance_scale=scale, height=tp.HEIGHT, width=tp.WIDTH)
+            assert rows == [2] * calls, scale
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def test_execution_device_without_a_pipeline_property() -> None:
     """A pipeline-like object without `_execution_device` encodes on its network's device: the
     transformer's where it has one, else the UNet's."""

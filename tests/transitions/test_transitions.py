@@ -488,7 +488,8 @@ def test_bad_inputs_name_the_argument():
 
 def test_lincomb_on_every_coefficient_path():
     """sum_i c_i v_i through each of its kernels: a leading 1 fused with a float (add with alpha),
-    a leading non-1, a 0-d tensor coefficient, zero terms skipped, and all zero."""
+    a leading non-1, a 0-d tensor coefficient, zero terms skipped, and all zero (zeros like the
+    first tensor)."""
     from glass_core.transitions.solvers import lincomb
 
     g = torch.Generator().manual_seed(0)
@@ -500,6 +501,8 @@ def test_lincomb_on_every_coefficient_path():
         ([(1.0, a), (torch.tensor(0.5, dtype=torch.float64), b)], a + 0.5 * b),
         ([(0.0, a), (3.0, b)], 3.0 * b),
         ([(0.0, a), (0.0, b)], torch.zeros(5, dtype=torch.float64)),
+        ([(0.0, a)], torch.zeros(5, dtype=torch.float64)),  # one term, zero
+        ([(0.0, a.float()), (0.0, b)], torch.zeros(5)),  # zeros like the first tensor
     ]
     for terms, expected in cases:
         torch.testing.assert_close(lincomb(terms), expected, rtol=1e-15, atol=1e-15)
@@ -585,6 +588,8 @@ def test_the_checked_model_records_velocity_calls_and_checks_their_outputs():
         CheckedModel(SpeedModel(lambda v: v.long())).velocity(x, 0.3)
     with pytest.raises(ModelError, match=r"at t=0\.3 is on meta"):
         CheckedModel(SpeedModel(lambda v: v.to("meta"))).velocity(x, 0.3)
+
+
 @pytest.mark.parametrize(
     "rho", ["ddim", "", 1.5, -1.01, math.nan, math.inf, True, np.True_, None, [0.5], b"ddpm"]
 )
