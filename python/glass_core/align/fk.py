@@ -366,7 +366,7 @@ class FKSampler:
         res = state.smc.step(
             log_g.reshape(cfg.num_groups, cfg.num_particles), cfg.resample_decision(final)
         )
-        state.resampled.append(np.asarray(res.resampled, dtype=bool))
+        state.resampled.append(res.resampled)  # [B] bool, a fresh array
         state.step_times.append(cfg.grid[k])
         state.last_ancestors = np.asarray(res.ancestors)
         idx = None
