@@ -10,6 +10,7 @@ from glass_core.errors import InvalidInputError
 from glass_core.models import from_callable
 from glass_core.schedules import Schedule
 from glass_core.transitions import Glass
+from glass_core.transitions.glass import SOLVERS
 
 W = torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) * 0.3
 
@@ -66,12 +67,16 @@ def test_compiled_fk_run_equals_eager_with_one_graph_and_no_graph_break():
     torch.testing.assert_close(comp.log_weights, eager.log_weights, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("solver", ["euler", "pc"])
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("given_denoised", [False, True])
-def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, given_denoised):
+@pytest.mark.parametrize("t_next", [0.7, 1.0], ids=["regular", "singular"])
+def test_compiled_path_without_the_compiler_equals_eager(
+    monkeypatch, solver, given_denoised, t_next
+):
     """The compiled path's own code (point tables, plan tensors, the graph's body, call counts)
     run without torch.compile, so the fast suite checks it; the slow test above checks the
-    compiler. Same noise, same samples as eager, the same NFE, with D_t(x) given or not."""
+    compiler. Same noise, same samples as eager, the same NFE (two evaluations per step for
+    Heun and midpoint, one fewer on a singular path to t' = 1), with D_t(x) given or not."""
     from glass_core.transitions import compiled
 
     monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
@@ -89,8 +94,8 @@ def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, gi
 
     def step(compile: bool) -> tuple[torch.Tensor, int]:
         counted = Counted()
-        out = Glass(0.4, 3, solver, compile=compile)(
-            counted, x, 0.3, 0.7, torch.Generator().manual_seed(5), denoised=denoised
+        out = Glass("ddpm", 3, solver, compile=compile)(
+            counted, x, 0.3, t_next, torch.Generator().manual_seed(5), denoised=denoised
         )
         return out, counted.nfe
 
