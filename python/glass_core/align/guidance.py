@@ -76,9 +76,8 @@ class GuidedDenoiser:
             if not (lo <= tv <= hi) or a <= 0.0:
                 return 0.0
             return self.scale * float(sch.sigma(tv)) ** 2 / a
-        tr = np.asarray(tv, dtype=np.float64)
-        av = np.asarray(sch.alpha(tr), dtype=np.float64)
-        sv = np.asarray(sch.sigma(tr), dtype=np.float64)
+        tr = tv  # per-row times: a float64 array, as are the schedule's values at them
+        av, sv = sch.alpha(tr), sch.sigma(tr)
         inside = (tr >= lo) & (tr <= hi) & (av > 0.0)
         c = np.where(inside, self.scale * sv**2 / np.where(av > 0.0, av, 1.0), 0.0)
         return torch.as_tensor(c, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.ndim - 1))
