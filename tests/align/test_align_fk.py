@@ -382,9 +382,10 @@ def test_sampling_config_errors_name_the_argument_and_the_value(kw, arg, msg):
         model=gmm(), reward=LIN, transition=ExactKernel(), num_particles=6, time_grid=GRID,
         shape=(2,), max_batch=None, generator=None, num_groups=None,
     )  # fmt: skip
-    assert SamplingConfig.validate(**args, world_size=3).local_particles == 2
+    shared = SamplingConfig.validate(**args, world_size=3)
+    assert shared.local_particles == 2 and type(shared.local_particles) is int
     with pytest.raises(InvalidInputError, match=re.escape(msg)) as info:
-        SamplingConfig.validate(**(args | kw))
+        SamplingConfig.validate(**({"world_size": 1} | args | kw))
     assert info.value.arg == arg  # type: ignore[attr-defined]
 
 

@@ -59,7 +59,7 @@ class SamplingConfig:
         max_batch: Any,
         generator: Any,
         num_groups: Any,
-        world_size: int = 1,
+        world_size: int,
     ) -> SamplingConfig:
         """Return the checked arguments shared by every algorithm.
 
@@ -69,7 +69,7 @@ class SamplingConfig:
         check_model(model)
         check_callable(reward, "reward")
         check_callable(transition, "transition")
-        n = particle_count(num_particles, "num_particles")
+        n = particle_count(num_particles)  # named num_particles
         if n % world_size:
             raise fail(
                 "num_particles", f"({n}) must be a multiple of the world size ({world_size})"
