@@ -72,6 +72,24 @@ def _check_evidence(reward, lam, **kw):
     assert abs(z_hat.mean() - z) < 4 * se, (z_hat.mean(), z, se)
 
 
+@pytest.mark.parametrize(
+    ("kw", "steps"),
+    [
+        ({}, [1, 2, 3, 4, 5]),
+        ({"resample_every": 2}, [2, 4, 5]),
+        ({"resample_window": (float(GRID[2]), float(GRID[3]))}, [2, 3, 5]),  # closed ends
+        ({"resample_every": 2, "resample_window": (0.3, 1.0)}, [2, 4, 5]),
+        ({"resample_window": (0.5, 0.5)}, [5]),  # no grid time inside: the final step only
+    ],
+)
+def test_potential_steps_follow_resample_every_and_window(kw, steps):
+    """Potential steps are the t_k with k % resample_every == 0 and t_k in the closed window,
+    plus always the final one; the result's step_times lists them (GRID = 0, 0.2, ..., 1)."""
+    res = run(**kw)
+    np.testing.assert_allclose(res.step_times, GRID[steps], rtol=0, atol=1e-15)
+    assert res.ess_history.shape == (len(steps),)
+
+
 def test_weights_are_carried_between_resampling_steps():
     res = run(resample_every=2, num_particles=64)
     # steps at t = 0.4, 0.8 resample, the final step (t = 1) does not
