@@ -72,6 +72,13 @@ def _check_evidence(reward, lam, **kw):
     assert abs(z_hat.mean() - z) < 4 * se, (z_hat.mean(), z, se)
 
 
+def test_ess_threshold_one_is_the_largest_accepted():
+    """(0, 1] is closed at 1: resample whenever the ESS is below N, i.e. unless the weights are
+    uniform (those of the first potential step are not: r varies over particles)."""
+    res = run(ess_threshold=1.0)
+    assert bool(res.resampled[:-1].all()) and not bool(res.resampled[-1])
+
+
 @pytest.mark.parametrize(
     ("kw", "steps"),
     [
@@ -325,6 +332,7 @@ FK_ERRORS = [
     ({"resampling": "nope"}, "resampling", "must be one of ('systematic', 'stratified', "),
     ({"ess_threshold": 1.5}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 1.5"),
     ({"ess_threshold": 0.0}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 0.0"),
+    ({"ess_threshold": "a"}, "ess_threshold", "must be a finite number, got 'a'"),
     ({"resample_every": 0}, "resample_every", "must be an integer >= 1, got 0"),
     (
         {"resample_window": (0.8, 0.2)},
