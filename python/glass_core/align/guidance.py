@@ -52,14 +52,18 @@ class GuidedDenoiser:
     """
 
     def __init__(
-        self, model: Any, reward: Reward, scale: float, window: tuple[float, float] = (0.0, 1.0)
+        self,
+        model: Any,
+        reward: Reward,
+        scale: float,
+        window: tuple[float, float] | None = (0.0, 1.0),
     ) -> None:
         check_model(model)
         check_callable(reward, "reward")
         self.model = model
         self.reward = reward
         self.scale = check_finite_float(scale, "scale")
-        self.window = check_window(window, "window") or (0.0, 1.0)
+        self.window = check_window(window, "window") or (0.0, 1.0)  # None: all of [0, 1]
         self.schedule = model.schedule
 
     def __getattr__(self, name: str) -> Any:
@@ -194,7 +198,7 @@ def guided(
     InvalidInputError
         For a bad model, reward, scale or window.
     """
-    return GuidedDenoiser(model, reward, scale, window if window is not None else (0.0, 1.0))
+    return GuidedDenoiser(model, reward, scale, window)
 
 
 def reward_guidance(
