@@ -234,3 +234,16 @@ def test_guided_nan_gradient_reward_raises():
 
     with pytest.raises(RewardError):
         guided(gmm(), bad, 1.0).denoise(torch.zeros(3, 2, dtype=torch.float64), 0.5)
+
+
+def test_guidance_without_a_window_guides_every_time():
+    """window=None is the whole of [0, 1] (shown as such), not an empty window."""
+    model = gmm()
+    g = guided(model, LIN, scale=0.7, window=None)
+    assert g.window == (0.0, 1.0)
+    assert repr(g) == f"guided({model!r}, scale=0.7, window=(0.0, 1.0))"
+    x = torch.randn(3, 2, dtype=torch.float64, generator=gen(0))
+    sch = model.schedule
+    for t in (0.01, 0.5, 0.99):
+        want = model.denoise(x, t) + 0.7 * sch.sigma(t) ** 2 / sch.alpha(t) * LIN.a
+        torch.testing.assert_close(g.denoise(x, t), want)

@@ -69,7 +69,7 @@ def test_fk_reads_the_device_once_per_potential_step(options):
     grid = [*np.linspace(0.0, 0.9, 6).tolist(), 1.0]
     fk = FKSampler(gmm(), LIN, transition=PlainEuler(), time_grid=grid, **options)
     state = fk.init(64, shape=(2,), generator=[gen(0), gen(1)], dtype=torch.float64)
-    flags = state.config.potential_steps()
+    flags = [None] + [state.config.is_potential_step(k) for k in range(1, len(grid))]
     for k in range(1, len(grid)):
         with count_reads() as counts:
             state = fk.step(state)
@@ -88,7 +88,7 @@ def test_fk_reads_the_device_once_per_potential_step_with_glass_core_transitions
     grid = [*np.linspace(0.0, 0.9, 6).tolist(), 1.0]
     fk = FKSampler(gmm(), LIN, transition=transition, time_grid=grid, resample_every=2)
     state = fk.init(16, shape=(2,), generator=gen(0), dtype=torch.float64)
-    flags = state.config.potential_steps()
+    flags = [None] + [state.config.is_potential_step(k) for k in range(1, len(grid))]
     assert not all(flags[1:])  # both kinds of step are counted
     for k in range(1, len(grid)):
         with count_reads() as counts:

@@ -72,6 +72,31 @@ def _check_evidence(reward, lam, **kw):
     assert abs(z_hat.mean() - z) < 4 * se, (z_hat.mean(), z, se)
 
 
+def test_ess_threshold_one_is_the_largest_accepted():
+    """(0, 1] is closed at 1: resample whenever the ESS is below N, i.e. unless the weights are
+    uniform (those of the first potential step are not: r varies over particles)."""
+    res = run(ess_threshold=1.0)
+    assert bool(res.resampled[:-1].all()) and not bool(res.resampled[-1])
+
+
+@pytest.mark.parametrize(
+    ("kw", "steps"),
+    [
+        ({}, [1, 2, 3, 4, 5]),
+        ({"resample_every": 2}, [2, 4, 5]),
+        ({"resample_window": (float(GRID[2]), float(GRID[3]))}, [2, 3, 5]),  # closed ends
+        ({"resample_every": 2, "resample_window": (0.3, 1.0)}, [2, 4, 5]),
+        ({"resample_window": (0.5, 0.5)}, [5]),  # no grid time inside: the final step only
+    ],
+)
+def test_potential_steps_follow_resample_every_and_window(kw, steps):
+    """Potential steps are the t_k with k % resample_every == 0 and t_k in the closed window,
+    plus always the final one; the result's step_times lists them (GRID = 0, 0.2, ..., 1)."""
+    res = run(**kw)
+    np.testing.assert_allclose(res.step_times, GRID[steps], rtol=0, atol=1e-15)
+    assert res.ess_history.shape == (len(steps),)
+
+
 def test_weights_are_carried_between_resampling_steps():
     res = run(resample_every=2, num_particles=64)
     # steps at t = 0.4, 0.8 resample, the final step (t = 1) does not
@@ -315,6 +340,7 @@ FK_ERRORS = [
     ({"resampling": "nope"}, "resampling", "must be one of ('systematic', 'stratified', "),
     ({"ess_threshold": 1.5}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 1.5"),
     ({"ess_threshold": 0.0}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 0.0"),
+    ({"ess_threshold": "a"}, "ess_threshold", "must be a finite number, got 'a'"),
     ({"resample_every": 0}, "resample_every", "must be an integer >= 1, got 0"),
     (
         {"resample_window": (0.8, 0.2)},
@@ -390,9 +416,10 @@ def test_sampling_config_errors_name_the_argument_and_the_value(kw, arg, msg):
         model=gmm(), reward=LIN, transition=ExactKernel(), num_particles=6, time_grid=GRID,
         shape=(2,), max_batch=None, generator=None, num_groups=None,
     )  # fmt: skip
-    assert SamplingConfig.validate(**args, world_size=3).local_particles == 2
+    shared = SamplingConfig.validate(**args, world_size=3)
+    assert shared.local_particles == 2 and type(shared.local_particles) is int
     with pytest.raises(InvalidInputError, match=re.escape(msg)) as info:
-        SamplingConfig.validate(**(args | kw))
+        SamplingConfig.validate(**({"world_size": 1} | args | kw))
     assert info.value.arg == arg  # type: ignore[attr-defined]
 
 

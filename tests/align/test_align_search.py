@@ -346,3 +346,21 @@ def test_value_decoding_selects_with_softmax_probabilities(temperature):
     p = torch.softmax(values / temperature, 0)
     assert bool(((freq - p).abs() < 4 * (p * (1 - p) / n).sqrt()).all()), (freq, p)
     assert per_particle_selector(0.0)(scores, None).tolist() == (torch.arange(n) * 3 + 2).tolist()
+
+
+def test_denoised_value_is_the_reward_of_the_denoised_candidate():
+    """value="denoised" (the default) scores a candidate x' at t < 1 by r(D_t(x')): with one
+    candidate per particle and the exact kernel the kept particles are the hand-drawn chain, so
+    the value history at t = 0.5 is r(D_0.5) of those draws. The posterior value's default
+    sampler is Glass(inner_steps=4)."""
+    from glass_core.align._search import CandidateValue
+
+    model, n = gmm(), 6
+    res = value_decoding(
+        model, LIN, transition=ExactKernel(), num_particles=n, num_candidates=1,
+        time_grid=[0.0, 0.5, 1.0], shape=(2,), generator=gen(3), progress=False,
+    )  # fmt: skip
+    g = gen(3)
+    x = model.sample_transition(torch.randn(n, 2, generator=g), 0.0, 0.5, "ddpm", g)
+    torch.testing.assert_close(res.value_history[0], LIN(model.denoise(x, 0.5)).double())
+    assert repr(CandidateValue("posterior", 2, None).transition) == repr(Glass(inner_steps=4))

@@ -164,6 +164,21 @@ def test_grouped_x0_equals_separate_runs():
         torch.testing.assert_close(grouped.samples[b], one.samples)
 
 
+@pytest.mark.parametrize(
+    "how", [{"num_groups": 2}, {"shape": (2,)}, {"num_groups": 2, "shape": (2,)}]
+)
+def test_grouped_x0_with_one_generator(how):
+    """x0 [B, N, ...] is read as B groups from num_groups = B or from a `shape` one dimension
+    shorter (either alone, or both): the run keeps the [B, N, ...] layout, the samples' shape
+    comes from x0, and it is the same run whichever says it."""
+    x0 = gmm().sample_marginal(6, T0, gen(1)).reshape(2, 3, 2)
+    kw = dict(transition=Glass(inner_steps=2), time_grid=GRID, progress=False)
+    res = fk_steering(gmm(), LIN, num_particles=3, x0=x0, generator=gen(3), **kw, **how)
+    ref = fk_steering(gmm(), LIN, num_particles=3, x0=x0, generator=gen(3), num_groups=2, **kw)
+    assert res.samples.shape == (2, 3, 2) and res.log_weights.shape == (2, 3)
+    assert torch.equal(res.samples, ref.samples)
+
+
 def test_bad_start_arguments():
     with pytest.raises(InvalidInputError, match="time_grid"):
         fk_steering(

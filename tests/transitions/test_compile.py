@@ -10,6 +10,7 @@ from glass_core.errors import InvalidInputError
 from glass_core.models import from_callable
 from glass_core.schedules import Schedule
 from glass_core.transitions import Glass
+from glass_core.transitions.glass import SOLVERS
 
 W = torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) * 0.3
 
@@ -66,12 +67,16 @@ def test_compiled_fk_run_equals_eager_with_one_graph_and_no_graph_break():
     torch.testing.assert_close(comp.log_weights, eager.log_weights, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("solver", ["euler", "pc"])
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("given_denoised", [False, True])
-def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, given_denoised):
+@pytest.mark.parametrize("t_next", [0.7, 1.0], ids=["regular", "singular"])
+def test_compiled_path_without_the_compiler_equals_eager(
+    monkeypatch, solver, given_denoised, t_next
+):
     """The compiled path's own code (point tables, plan tensors, the graph's body, call counts)
     run without torch.compile, so the fast suite checks it; the slow test above checks the
-    compiler. Same noise, same samples as eager, the same NFE, with D_t(x) given or not. The
+    compiler. Same noise, same samples as eager, the same NFE (two evaluations per step for
+    Heun and midpoint, one fewer on a singular path to t' = 1), with D_t(x) given or not. The
     compiler is asked for the whole body as one graph (fullgraph: a graph break raises instead
     of splitting the loop) with static shapes (dynamic=False: CUDA-graph capturable)."""
     from glass_core.transitions import compiled
@@ -92,8 +97,8 @@ def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, gi
 
     def step(compile: bool) -> tuple[torch.Tensor, int]:
         counted = Counted()
-        out = Glass(0.4, 3, solver, compile=compile)(
-            counted, x, 0.3, 0.7, torch.Generator().manual_seed(5), denoised=denoised
+        out = Glass("ddpm", 3, solver, compile=compile)(
+            counted, x, 0.3, t_next, torch.Generator().manual_seed(5), denoised=denoised
         )
         return out, counted.nfe
 
@@ -101,3 +106,39 @@ def test_compiled_path_without_the_compiler_equals_eager(monkeypatch, solver, gi
     assert asked == [(compiled._integrate, {"fullgraph": True, "dynamic": False})]
     assert comp_nfe == eager_nfe
     torch.testing.assert_close(comp, eager, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["euler", "pc"])
+def test_compiled_calls_add_to_the_counters_of_a_whole_run(monkeypatch, solver):
+    """The graph's network calls are added to the counters the wrappers already hold: over the
+    grid of a best_of_n run (one counted model for every step) and over two calls of a user's
+    wrapper, the NFE equals eager's (run without torch.compile, as above)."""
+    from glass_core.align import best_of_n
+    from glass_core.transitions import compiled
+
+    monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
+    kw = dict(shape=(8,), num_particles=4, time_grid=[0.0, 0.3, 0.6, 1.0], progress=False)
+
+    def run(compile: bool):
+        return best_of_n(
+            model(), lambda z: z.sum(dim=1), transition=Glass(0.4, 3, solver, compile=compile),
+            generator=torch.Generator().manual_seed(2), **kw,
+        )  # fmt: skip
+
+    eager, comp = run(False), run(True)
+    assert comp.nfe == eager.nfe == 3 * Glass(0.4, 3, solver).nfe_per_call
+    torch.testing.assert_close(comp.samples, eager.samples, rtol=1e-6, atol=1e-6)
+
+    class Counted:  # a user's wrapper with a plain counter
+        def __init__(self):
+            self._model, self.schedule, self.nfe = model(), model().schedule, 0
+
+        def denoise(self, x, t):
+            self.nfe += 1
+            return self._model.denoise(x, t)
+
+    counted, x = Counted(), torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    tr = Glass(0.4, 3, solver, compile=True)
+    for t, t_next in [(0.3, 0.6), (0.6, 0.9)]:
+        x = tr(counted, x, t, t_next, torch.Generator().manual_seed(5))
+    assert counted.nfe == 2 * tr.nfe_per_call

@@ -207,3 +207,23 @@ def test_exact_kernel_reference_is_independent_of_the_native_table(sname, t, t_n
         want_mu, want_cov = exact_kernel_reference(sname, row, t, t_next, rho)
         np.testing.assert_allclose(mu[0].numpy(), want_mu, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(cov[0].numpy(), want_cov, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "midpoint", "multistep", "pc"])
+@pytest.mark.parametrize("t_next", [0.7, 1.0], ids=["regular", "singular"])
+def test_coefficient_tables_are_finite_and_stop_before_a_singular_end(solver, t_next):
+    """Glass.coefficients tabulates the inner times the solver evaluates, all in [0, 1) except
+    Heun's regular end s = 1; on a singular path (rho='ddpm' to t' = 1: sbar = 0) s = 1 is never
+    tabulated, where the path's weights are 0/0. Every entry is finite."""
+    k = 3
+    c = Glass("ddpm", k, solver).coefficients(gmm().schedule, 0.3, t_next)
+    s = np.asarray(c["s"])
+    assert bool(c["singular"]) == (t_next == 1.0)
+    assert s[0] == 0.0 and bool(np.all(np.diff(s) > 0))
+    if solver == "heun":
+        np.testing.assert_array_equal(s, np.arange(k + (t_next < 1.0)) / k)
+    else:
+        assert s[-1] < 1.0
+    for name, v in c.items():
+        if np.ndim(v):
+            assert np.isfinite(np.asarray(v, dtype=np.float64)).all(), name

@@ -714,3 +714,34 @@ def test_low_precision_particles_are_integrated_in_float32(tr, dtype):
     want = tr(_LowPrecisionIO(model, dtype), x.float(), 0.2, 0.6, torch.Generator().manual_seed(1))
     assert got.dtype == dtype
     assert torch.equal(got, want.to(dtype))
+
+
+class _RawModel:
+    """A bare Denoiser (no DenoiserBase checks) answering `make(x)` for D and u."""
+
+    def __init__(self, make):
+        self.schedule, self.make = RectifiedFlow(), make
+
+    def denoise(self, x, t):
+        return self.make(x)
+
+    def velocity(self, x, t):
+        return self.make(x)
+
+
+@pytest.mark.parametrize("tr", [Glass(inner_steps=2), ODE(), SDE()], ids=repr)
+def test_a_model_output_of_the_wrong_kind_is_blamed_on_the_model_with_its_time(tr):
+    """Checked on each call from its metadata: a non-floating output, or one on another device
+    (meta stands for it on a CPU-only machine), names the time the model was asked at."""
+    x = torch.zeros(2, 2)
+    ints = _RawModel(lambda x: torch.zeros(x.shape, dtype=torch.int64))
+    msg = r"^the model's output at t=0\.2 must be a floating-point tensor, got torch\.int64$"
+    with pytest.raises(ModelError, match=msg):
+        tr(ints, x, 0.2, 0.5)
+    meta = _RawModel(lambda x: torch.empty(x.shape, device="meta"))
+    msg = (
+        r"^the model's output at t=0\.2 is on meta, but its input was on cpu; return the "
+        r"output on the input's device$"
+    )
+    with pytest.raises(ModelError, match=msg):
+        tr(meta, x, 0.2, 0.5)

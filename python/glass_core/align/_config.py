@@ -59,7 +59,7 @@ class SamplingConfig:
         max_batch: Any,
         generator: Any,
         num_groups: Any,
-        world_size: int = 1,
+        world_size: int,
     ) -> SamplingConfig:
         """Return the checked arguments shared by every algorithm.
 
@@ -69,7 +69,7 @@ class SamplingConfig:
         check_model(model)
         check_callable(reward, "reward")
         check_callable(transition, "transition")
-        n = particle_count(num_particles, "num_particles")
+        n = particle_count(num_particles)  # named num_particles
         if n % world_size:
             raise fail(
                 "num_particles", f"({n}) must be a multiple of the world size ({world_size})"
@@ -173,21 +173,18 @@ class FKConfig(SamplingConfig):
             final_resample=check_bool(final_resample, "final_resample"),
         )
 
-    def potential_steps(self) -> list[bool]:
-        """Return is_potential[k] for k = 1..K (index 0 unused).
+    def is_potential_step(self, k: int) -> bool:
+        """Return whether transition k (1..K, ending at t_k) is a potential step.
 
-        Steps k with k % resample_every == 0
-        (all if None) and t_k inside resample_window, plus always the final step.
+        Steps k with k % resample_every == 0 (all if None) and t_k inside resample_window, plus
+        always the final step.
         """
-        every, window, grid = self.resample_every, self.resample_window, self.grid
-        flags = [False] * (self.num_steps + 1)
-        for k in range(1, self.num_steps):
-            on = every is None or k % every == 0
-            if window is not None:
-                on = on and window[0] <= grid[k] <= window[1]
-            flags[k] = on
-        flags[self.num_steps] = True
-        return flags
+        if k == self.num_steps:
+            return True
+        window = self.resample_window
+        return (self.resample_every is None or k % self.resample_every == 0) and (
+            window is None or window[0] <= self.grid[k] <= window[1]
+        )
 
     def resample_decision(self, final: bool) -> bool | None:
         """Return SMCState.step's `resample` argument.

@@ -246,7 +246,7 @@ class FKSampler:
 
     def is_weighted(self, state: FKState, k: int) -> bool:
         """Whether transition `k` ends at a potential step."""
-        return state.config.potential_steps()[k]
+        return state.config.is_potential_step(k)
 
     def propose(self, ctx: ScoreContext, state: FKState, t: float, t_next: float) -> None:
         """Move the particles from t to t_next with the transition (the propose part).
@@ -366,7 +366,7 @@ class FKSampler:
         res = state.smc.step(
             log_g.reshape(cfg.num_groups, cfg.num_particles), cfg.resample_decision(final)
         )
-        state.resampled.append(np.asarray(res.resampled, dtype=bool))
+        state.resampled.append(res.resampled)  # [B] bool, a fresh array
         state.step_times.append(cfg.grid[k])
         state.last_ancestors = np.asarray(res.ancestors)
         idx = None

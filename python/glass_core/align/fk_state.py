@@ -129,7 +129,7 @@ class FKState:
     @property
     def ess_history(self) -> np.ndarray:
         """[S, B] ESS after reweighting at each potential step so far."""
-        return np.asarray(self.smc.native.ess_history, dtype=np.float64)
+        return self.smc.native.ess_history  # a fresh float64 array
 
     @property
     def ancestors(self) -> np.ndarray:
@@ -142,7 +142,7 @@ class FKState:
     @property
     def log_evidence(self) -> np.ndarray:
         """[B] log-evidence estimate accumulated so far."""
-        return np.asarray(self.smc.native.log_evidence, dtype=np.float64)
+        return self.smc.native.log_evidence  # a fresh float64 array
 
     def __getstate__(self) -> dict[str, Any]:
         """Return the picklable fields (local runs only).

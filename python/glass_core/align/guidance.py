@@ -52,14 +52,18 @@ class GuidedDenoiser:
     """
 
     def __init__(
-        self, model: Any, reward: Reward, scale: float, window: tuple[float, float] = (0.0, 1.0)
+        self,
+        model: Any,
+        reward: Reward,
+        scale: float,
+        window: tuple[float, float] | None = (0.0, 1.0),
     ) -> None:
         check_model(model)
         check_callable(reward, "reward")
         self.model = model
         self.reward = reward
         self.scale = check_finite_float(scale, "scale")
-        self.window = check_window(window, "window") or (0.0, 1.0)
+        self.window = check_window(window, "window") or (0.0, 1.0)  # None: all of [0, 1]
         self.schedule = model.schedule
 
     def __getattr__(self, name: str) -> Any:
@@ -76,9 +80,8 @@ class GuidedDenoiser:
             if not (lo <= tv <= hi) or a <= 0.0:
                 return 0.0
             return self.scale * float(sch.sigma(tv)) ** 2 / a
-        tr = np.asarray(tv, dtype=np.float64)
-        av = np.asarray(sch.alpha(tr), dtype=np.float64)
-        sv = np.asarray(sch.sigma(tr), dtype=np.float64)
+        tr = tv  # per-row times: a float64 array, as are the schedule's values at them
+        av, sv = sch.alpha(tr), sch.sigma(tr)
         inside = (tr >= lo) & (tr <= hi) & (av > 0.0)
         c = np.where(inside, self.scale * sv**2 / np.where(av > 0.0, av, 1.0), 0.0)
         return torch.as_tensor(c, dtype=x.dtype, device=x.device).reshape(-1, *[1] * (x.ndim - 1))
@@ -195,7 +198,7 @@ def guided(
     InvalidInputError
         For a bad model, reward, scale or window.
     """
-    return GuidedDenoiser(model, reward, scale, window if window is not None else (0.0, 1.0))
+    return GuidedDenoiser(model, reward, scale, window)
 
 
 def reward_guidance(

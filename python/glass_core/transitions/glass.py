@@ -277,5 +277,6 @@ class Glass(Transition):
         if self._compiled is None:
             self._compiled = compiled.compile_integrate()
         y = self._compiled(self.inner, net.predict, xw, y, d0, tables, compiled.tensors(plan, xw))
-        compiled.count_calls(model, len(c["s"]) - 1)
+        # every evaluation but the eager one at s = 0 (made above, or given as `denoised`)
+        compiled.count_calls(model, self.inner.nfe(self.inner_steps, c["singular"]) - 1)
         return y.add_(xw, alpha=float(c["gamma"])).to(x.dtype)

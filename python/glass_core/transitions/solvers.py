@@ -403,23 +403,24 @@ class PC(InnerSolver):
     def integrate(self, y, ev, plan):
         """See `InnerSolver.integrate`."""
         keep, pred, corr = plan
-        k = len(keep)
         z_prev, z = None, ev(0, [(1.0, y)])
-        for m in range(k):
+
+        def corrected_ahead(m):
+            """Correct y^c (step m - 1) in place; return the terms of step m's prediction."""
             if m > 0:  # corrector: redo step m-1 with z linear between z_{m-1} and z_m
                 update_(y, keep[m - 1], [(corr[m - 1][0], z_prev), (corr[m - 1][1], z)])
             # predictor: z extrapolated linearly through z_{m-1}, z_m (first order at m = 0)
             ahead = [(keep[m], y), (pred[m][0], z)]
             if m > 0:
                 ahead.append((-pred[m][1], z_prev))
-            if m == k - 1:
-                return lincomb(ahead)
-            inp = ev.input(m + 1, ahead)
-            del ahead
+            return ahead
+
+        for m in range(len(keep) - 1):
+            inp = ev.input(m + 1, corrected_ahead(m))
             z_prev = z  # drops z_{m-1} before the model runs
             z = ev.call(m + 1, inp)
             del inp
-        raise AssertionError("unreachable: the loop returns at m = K - 1")
+        return lincomb(corrected_ahead(len(keep) - 1))
 
 
 SOLVERS: dict[str, type[InnerSolver]] = {
