@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,6 +231,33 @@ def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_mod
     assert from_pipeline(distilled, PROMPTS, guidance_scale=3.0, **call).distilled_guidance == 3.0
     plain = from_pipeline(tf.BUILDERS["qwenimage"](), PROMPTS, guidance_scale=3.0, **call)
     assert plain.distilled_guidance is None
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "flux2-dynamic", "flux2_klein-dynamic"])
+def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
+    """default_time_grid = 1 - the sigmas the pipeline's __call__ sets (FLUX.2 also with a
+    dynamic-shift scheduler, where its empirical mu from sequence length and steps applies)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from glass_core.models.diffusers import default_time_grid, from_pipeline
+
+    family = name.removesuffix("-dynamic")
+    pipe = tf.BUILDERS[family]()
+    if name.endswith("-dynamic"):
+        sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+        pipe = type(pipe)(**{**pipe.components, "scheduler": sched})
+        pipe.set_progress_bar_config(disable=True)
+    steps, seen = 3, []
+
+    def grab(p, i, t, kw):
+        seen.append(p.scheduler.sigmas.double().numpy().copy())
+        return kw
+
+    pipe(
+        prompt=PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
+        output_type="latent", callback_on_step_end=grab, **_call(family),
+    )  # fmt: skip
+    model = from_pipeline(pipe, PROMPTS, **_call(family))
+    np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
 
 
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
