@@ -260,6 +260,25 @@ def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
     np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_requires_grad_runs_the_network_with_autograd(name: str) -> None:
+    """requires_grad=True (reward guidance) keeps the graph from the particles to the prediction;
+    the default, and each denoiser class's own default, runs under no_grad."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS[name]()
+    graded = from_pipeline(pipe, PROMPTS, requires_grad=True, **_call(name))
+    plain = from_pipeline(pipe, PROMPTS, **_call(name))
+    assert graded.requires_grad and not plain.requires_grad
+    direct = type(plain)(pipe, plain.conditioning, height=plain.height, width=plain.width)
+    assert direct.requires_grad is False and direct.network_max_batch is None
+    x = torch.randn(2, *plain.latent_shape, generator=torch.Generator().manual_seed(4))
+    x.requires_grad_(True)
+    assert not plain.velocity(x, 0.5).requires_grad
+    graded.velocity(x, 0.5).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {
