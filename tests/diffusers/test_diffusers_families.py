@@ -279,6 +279,40 @@ def test_requires_grad_runs_the_network_with_autograd(name: str) -> None:
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize(("frames", "latent"), [(5, 2), (6, 2), (8, 3), (9, 3), (1, 1)])
+def test_wan_rounds_num_frames_as_its_pipeline(frames: int, latent: int) -> None:
+    """num_frames - 1 not a multiple of the VAE's temporal factor 4 becomes num_frames // 4 * 4 + 1
+    (6 -> 5, 8 -> 9) as in WanPipeline, with a warning; latent frames (num_frames - 1) / 4 + 1."""
+    import warnings
+
+    from glass_core.models.diffusers import from_pipeline
+
+    call = {**_call("wan"), "num_frames": frames}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = from_pipeline(tf.BUILDERS["wan"](), PROMPTS, **call)
+    assert model.latent_shape[1] == latent
+    said = [str(w.message) for w in caught if "num_frames" in str(w.message)]
+    want = ["num_frames - 1 has to be divisible by 4; rounding as WanPipeline does"]
+    assert said == (want if (frames - 1) % 4 else [])
+
+
+def test_execution_device_is_the_pipelines_else_its_networks() -> None:
+    """pipe._execution_device (where CPU offload runs the modules) when the pipeline has one,
+    else the device of its transformer or UNet."""
+    import types
+
+    from glass_core.models.diffusers.families import execution_device
+
+    net = torch.nn.Linear(1, 1)
+    meta = torch.device("meta")
+    ns = types.SimpleNamespace
+    assert execution_device(ns(_execution_device=meta, transformer=net)) == meta
+    assert execution_device(ns(_execution_device="meta", transformer=net)) == torch.device("cpu")
+    assert execution_device(ns(transformer=None, unet=net)) == torch.device("cpu")
+    assert execution_device(ns(unet=net.to("meta"))) == meta
+
+
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {
