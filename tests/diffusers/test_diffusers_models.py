@@ -246,6 +246,27 @@ def test_dynamic_shift_grid_is_the_pipelines_own(make, kind: str) -> None:
     np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_a_scheduler_without_dynamic_shifting_gets_no_mu(family: str) -> None:
+    """A flow scheduler with no use_dynamic_shifting in its config (FlowMapEuler: set_timesteps
+    takes no mu) gets FLUX's linear sigmas (SD3: the step count) and no mu."""
+    import copy
+
+    from diffusers import FlowMapEulerDiscreteScheduler
+
+    make = {"flux": lambda: tp.flux_pipeline(True), "sd3": tp.sd3_pipeline}[family]
+    pipe = copy.copy(make())
+    pipe.scheduler = FlowMapEulerDiscreteScheduler(shift=3.0)
+    assert "use_dynamic_shifting" not in pipe.scheduler.config
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    ref = FlowMapEulerDiscreteScheduler(shift=3.0)
+    if family == "flux":
+        ref.set_timesteps(sigmas=np.linspace(1.0, 0.25, 4))
+    else:
+        ref.set_timesteps(4)
+    np.testing.assert_allclose(default_time_grid(model, 4), 1 - ref.sigmas.numpy(), atol=1e-12)
+
+
 def test_vp_timestep_mapping_and_continuous_query() -> None:
     model = from_pipeline(
         tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
