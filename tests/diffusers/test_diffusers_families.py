@@ -313,6 +313,33 @@ def test_execution_device_is_the_pipelines_else_its_networks() -> None:
     assert execution_device(ns(unet=net.to("meta"))) == meta
 
 
+_CFG_CASES = [  # (family, options, CFG passes) by each pipeline's own rule
+    ("flux2", {"guidance_scale": 4.0}, 1),  # [dev]: distilled guidance input, never CFG
+    ("flux2_klein", {"guidance_scale": 4.0}, 2),  # guidance_scale > 1 and not is_distilled
+    ("flux2_klein", {"guidance_scale": 1.0}, 1),
+    ("flux2_klein-distilled", {"guidance_scale": 4.0}, 1),
+    ("qwenimage", {"true_cfg_scale": 4.0, "negative_prompt": "blur"}, 2),  # > 1 and a negative
+    ("qwenimage", {"true_cfg_scale": 4.0}, 1),
+    ("qwenimage", {"true_cfg_scale": 1.0, "negative_prompt": "blur"}, 1),
+    ("sana", {"guidance_scale": 4.5}, 2),  # guidance_scale > 1
+    ("sana", {"guidance_scale": 1.0}, 1),
+    ("wan", {"guidance_scale": 1.0}, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "passes"), _CFG_CASES)
+def test_cfg_runs_where_the_pipeline_runs_it(name: str, options: dict, passes: int) -> None:
+    from glass_core.models.diffusers import from_pipeline
+
+    family = name.removesuffix("-distilled")
+    pipe = tf.BUILDERS[family]()
+    if name.endswith("-distilled"):
+        pipe = type(pipe)(**pipe.components, is_distilled=True)
+    model = from_pipeline(pipe, PROMPTS, **{**tf.SMALL_CALL[family], **options})
+    assert model.passes_per_eval == passes
+    assert model.cfg == (passes == 2)
+
+
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {
