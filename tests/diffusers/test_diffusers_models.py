@@ -401,6 +401,24 @@ def test_max_batch_bounds_the_rows_of_every_network_call(family: str) -> None:
     torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("family", "options", "passes"),
+    [
+        ("flux", {"true_cfg_scale": 4.0, "negative_prompt": "a dog"}, 2),  # > 1 and a negative
+        ("flux", {"true_cfg_scale": 4.0}, 1),
+        ("flux", {"true_cfg_scale": 1.0, "negative_prompt": "a dog"}, 1),
+        ("sd3", {"guidance_scale": 1.0}, 1),  # guidance_scale > 1
+        ("sd3", {"guidance_scale": 1.5}, 2),
+        ("sdxl", {"guidance_scale": 1.0, "negative_prompt": "a dog"}, 1),
+    ],
+)
+def test_classic_cfg_runs_where_the_pipeline_runs_it(family, options, passes) -> None:
+    make, _ = _CLASSIC[family]
+    kw = {"encode_kwargs": SEQ} if family in ("flux", "sd3") else {}
+    model = from_pipeline(make(), PROMPTS, height=tp.HEIGHT, width=tp.WIDTH, **options, **kw)
+    assert model.passes_per_eval == passes and model.cfg == (passes == 2)
+
+
 @pytest.mark.parametrize("family", sorted(_CLASSIC))
 def test_each_adapter_carries_its_family_key(family: str) -> None:
     make, _ = _CLASSIC[family]
