@@ -340,6 +340,36 @@ def test_cfg_runs_where_the_pipeline_runs_it(name: str, options: dict, passes: i
     assert model.cfg == (passes == 2)
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_encode_options_default_to_the_pipelines_call(name: str, monkeypatch) -> None:
+    """encode_prompt gets the family's call options at the pipeline's __call__ defaults unless
+    given; encode_kwargs override both."""
+    from glass_core.models.diffusers import from_pipeline
+    from glass_core.models.diffusers.families import FAMILIES as REGISTRY
+    from glass_core.models.diffusers.families import call_default
+
+    pipe = tf.BUILDERS[name]()
+    seen: list[dict] = []
+    real = pipe.encode_prompt
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "encode_prompt", spy)
+    size = {k: v for k, v in tf.SMALL_CALL[name].items() if k in ("height", "width", "num_frames")}
+    size.update({"use_resolution_binning": False} if name == "sana" else {})
+    names = REGISTRY[detect_family(pipe)].module.ENCODE_OPTIONS
+    from_pipeline(pipe, PROMPTS[0], **size)
+    assert {n: seen[-1][n] for n in names} == {n: call_default(pipe, n) for n in names}
+    from_pipeline(pipe, PROMPTS[0], max_sequence_length=12, **size)
+    assert seen[-1]["max_sequence_length"] == 12
+    from_pipeline(
+        pipe, PROMPTS[0], max_sequence_length=12, encode_kwargs={"max_sequence_length": 9}, **size
+    )
+    assert seen[-1]["max_sequence_length"] == 9
+
+
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {
