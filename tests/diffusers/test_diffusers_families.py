@@ -370,6 +370,25 @@ def test_encode_options_default_to_the_pipelines_call(name: str, monkeypatch) ->
     assert seen[-1]["max_sequence_length"] == 9
 
 
+_DEFAULT_SIZE = {  # what each pipeline's __call__ uses without height/width
+    "flux2": lambda p: (p.default_sample_size * p.vae_scale_factor,) * 2,  # "height or ..."
+    "flux2_klein": lambda p: (p.default_sample_size * p.vae_scale_factor,) * 2,
+    "qwenimage": lambda p: (p.default_sample_size * p.vae_scale_factor,) * 2,
+    "sana": lambda p: (1024, 1024),  # __call__(height=1024, width=1024)
+    "wan": lambda p: (480, 832),  # __call__(height=480, width=832)
+}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_default_size_is_the_pipelines(name: str) -> None:
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS[name]()
+    extra = {"use_resolution_binning": False} if name == "sana" else {}
+    model = from_pipeline(pipe, PROMPTS[0], max_sequence_length=16, **extra)
+    assert (model.height, model.width) == _DEFAULT_SIZE[name](pipe)
+
+
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:
     pipe = tf.wan_pipeline()
     kw = {
