@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -230,6 +231,162 @@ def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_mod
     assert from_pipeline(distilled, PROMPTS, guidance_scale=3.0, **call).distilled_guidance == 3.0
     plain = from_pipeline(tf.BUILDERS["qwenimage"](), PROMPTS, guidance_scale=3.0, **call)
     assert plain.distilled_guidance is None
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "flux2-dynamic", "flux2_klein-dynamic"])
+def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
+    """default_time_grid = 1 - the sigmas the pipeline's __call__ sets (FLUX.2 also with a
+    dynamic-shift scheduler, where its empirical mu from sequence length and steps applies)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from glass_core.models.diffusers import default_time_grid, from_pipeline
+
+    family = name.removesuffix("-dynamic")
+    pipe = tf.BUILDERS[family]()
+    if name.endswith("-dynamic"):
+        sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+        pipe = type(pipe)(**{**pipe.components, "scheduler": sched})
+        pipe.set_progress_bar_config(disable=True)
+    steps, seen = 3, []
+
+    def grab(p, i, t, kw):
+        seen.append(p.scheduler.sigmas.double().numpy().copy())
+        return kw
+
+    pipe(
+        prompt=PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
+        output_type="latent", callback_on_step_end=grab, **_call(family),
+    )  # fmt: skip
+    model = from_pipeline(pipe, PROMPTS, **_call(family))
+    np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_requires_grad_runs_the_network_with_autograd(name: str) -> None:
+    """requires_grad=True (reward guidance) keeps the graph from the particles to the prediction;
+    the default, and each denoiser class's own default, runs under no_grad."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS[name]()
+    graded = from_pipeline(pipe, PROMPTS, requires_grad=True, **_call(name))
+    plain = from_pipeline(pipe, PROMPTS, **_call(name))
+    assert graded.requires_grad and not plain.requires_grad
+    direct = type(plain)(pipe, plain.conditioning, height=plain.height, width=plain.width)
+    assert direct.requires_grad is False and direct.network_max_batch is None
+    x = torch.randn(2, *plain.latent_shape, generator=torch.Generator().manual_seed(4))
+    x.requires_grad_(True)
+    assert not plain.velocity(x, 0.5).requires_grad
+    graded.velocity(x, 0.5).square().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("frames", "latent"), [(5, 2), (6, 2), (8, 3), (9, 3), (1, 1)])
+def test_wan_rounds_num_frames_as_its_pipeline(frames: int, latent: int) -> None:
+    """num_frames - 1 not a multiple of the VAE's temporal factor 4 becomes num_frames // 4 * 4 + 1
+    (6 -> 5, 8 -> 9) as in WanPipeline, with a warning; latent frames (num_frames - 1) / 4 + 1."""
+    import warnings
+
+    from glass_core.models.diffusers import from_pipeline
+
+    call = {**_call("wan"), "num_frames": frames}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = from_pipeline(tf.BUILDERS["wan"](), PROMPTS, **call)
+    assert model.latent_shape[1] == latent
+    said = [str(w.message) for w in caught if "num_frames" in str(w.message)]
+    want = ["num_frames - 1 has to be divisible by 4; rounding as WanPipeline does"]
+    assert said == (want if (frames - 1) % 4 else [])
+
+
+def test_execution_device_is_the_pipelines_else_its_networks() -> None:
+    """pipe._execution_device (where CPU offload runs the modules) when the pipeline has one,
+    else the device of its transformer or UNet."""
+    import types
+
+    from glass_core.models.diffusers.families import execution_device
+
+    net = torch.nn.Linear(1, 1)
+    meta = torch.device("meta")
+    ns = types.SimpleNamespace
+    assert execution_device(ns(_execution_device=meta, transformer=net)) == meta
+    assert execution_device(ns(_execution_device="meta", transformer=net)) == torch.device("cpu")
+    assert execution_device(ns(transformer=None, unet=net)) == torch.device("cpu")
+    assert execution_device(ns(unet=net.to("meta"))) == meta
+
+
+_CFG_CASES = [  # (family, options, CFG passes) by each pipeline's own rule
+    ("flux2", {"guidance_scale": 4.0}, 1),  # [dev]: distilled guidance input, never CFG
+    ("flux2_klein", {"guidance_scale": 4.0}, 2),  # guidance_scale > 1 and not is_distilled
+    ("flux2_klein", {"guidance_scale": 1.0}, 1),
+    ("flux2_klein-distilled", {"guidance_scale": 4.0}, 1),
+    ("qwenimage", {"true_cfg_scale": 4.0, "negative_prompt": "blur"}, 2),  # > 1 and a negative
+    ("qwenimage", {"true_cfg_scale": 4.0}, 1),
+    ("qwenimage", {"true_cfg_scale": 1.0, "negative_prompt": "blur"}, 1),
+    ("sana", {"guidance_scale": 4.5}, 2),  # guidance_scale > 1
+    ("sana", {"guidance_scale": 1.0}, 1),
+    ("wan", {"guidance_scale": 1.0}, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "passes"), _CFG_CASES)
+def test_cfg_runs_where_the_pipeline_runs_it(name: str, options: dict, passes: int) -> None:
+    from glass_core.models.diffusers import from_pipeline
+
+    family = name.removesuffix("-distilled")
+    pipe = tf.BUILDERS[family]()
+    if name.endswith("-distilled"):
+        pipe = type(pipe)(**pipe.components, is_distilled=True)
+    model = from_pipeline(pipe, PROMPTS, **{**tf.SMALL_CALL[family], **options})
+    assert model.passes_per_eval == passes
+    assert model.cfg == (passes == 2)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_encode_options_default_to_the_pipelines_call(name: str, monkeypatch) -> None:
+    """encode_prompt gets the family's call options at the pipeline's __call__ defaults unless
+    given; encode_kwargs override both."""
+    from glass_core.models.diffusers import from_pipeline
+    from glass_core.models.diffusers.families import FAMILIES as REGISTRY
+    from glass_core.models.diffusers.families import call_default
+
+    pipe = tf.BUILDERS[name]()
+    seen: list[dict] = []
+    real = pipe.encode_prompt
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "encode_prompt", spy)
+    size = {k: v for k, v in tf.SMALL_CALL[name].items() if k in ("height", "width", "num_frames")}
+    size.update({"use_resolution_binning": False} if name == "sana" else {})
+    names = REGISTRY[detect_family(pipe)].module.ENCODE_OPTIONS
+    from_pipeline(pipe, PROMPTS[0], **size)
+    assert {n: seen[-1][n] for n in names} == {n: call_default(pipe, n) for n in names}
+    from_pipeline(pipe, PROMPTS[0], max_sequence_length=12, **size)
+    assert seen[-1]["max_sequence_length"] == 12
+    from_pipeline(
+        pipe, PROMPTS[0], max_sequence_length=12, encode_kwargs={"max_sequence_length": 9}, **size
+    )
+    assert seen[-1]["max_sequence_length"] == 9
+
+
+_DEFAULT_SIZE = {  # what each pipeline's __call__ uses without height/width
+    "flux2": lambda p: (p.default_sample_size * p.vae_scale_factor,) * 2,  # "height or ..."
+    "flux2_klein": lambda p: (p.default_sample_size * p.vae_scale_factor,) * 2,
+    "qwenimage": lambda p: (p.default_sample_size * p.vae_scale_factor,) * 2,
+    "sana": lambda p: (1024, 1024),  # __call__(height=1024, width=1024)
+    "wan": lambda p: (480, 832),  # __call__(height=480, width=832)
+}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_default_size_is_the_pipelines(name: str) -> None:
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS[name]()
+    extra = {"use_resolution_binning": False} if name == "sana" else {}
+    model = from_pipeline(pipe, PROMPTS[0], max_sequence_length=16, **extra)
+    assert (model.height, model.width) == _DEFAULT_SIZE[name](pipe)
 
 
 def test_wan_video_rewards_per_frame_and_whole_video(tmp_path: Path) -> None:

@@ -246,6 +246,27 @@ def test_dynamic_shift_grid_is_the_pipelines_own(make, kind: str) -> None:
     np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["flux", "sd3"])
+def test_a_scheduler_without_dynamic_shifting_gets_no_mu(family: str) -> None:
+    """A flow scheduler with no use_dynamic_shifting in its config (FlowMapEuler: set_timesteps
+    takes no mu) gets FLUX's linear sigmas (SD3: the step count) and no mu."""
+    import copy
+
+    from diffusers import FlowMapEulerDiscreteScheduler
+
+    make = {"flux": lambda: tp.flux_pipeline(True), "sd3": tp.sd3_pipeline}[family]
+    pipe = copy.copy(make())
+    pipe.scheduler = FlowMapEulerDiscreteScheduler(shift=3.0)
+    assert "use_dynamic_shifting" not in pipe.scheduler.config
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    ref = FlowMapEulerDiscreteScheduler(shift=3.0)
+    if family == "flux":
+        ref.set_timesteps(sigmas=np.linspace(1.0, 0.25, 4))
+    else:
+        ref.set_timesteps(4)
+    np.testing.assert_allclose(default_time_grid(model, 4), 1 - ref.sigmas.numpy(), atol=1e-12)
+
+
 def test_vp_timestep_mapping_and_continuous_query() -> None:
     model = from_pipeline(
         tp.sd_pipeline("epsilon"), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
@@ -378,6 +399,24 @@ def test_max_batch_bounds_the_rows_of_every_network_call(family: str) -> None:
     # 4 particle rows x 2 CFG passes: one call of 8 rows, or 2 calls of 2 particles' 4 rows
     assert rows_whole == [8] and rows_small == [4, 4]
     torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("family", "options", "passes"),
+    [
+        ("flux", {"true_cfg_scale": 4.0, "negative_prompt": "a dog"}, 2),  # > 1 and a negative
+        ("flux", {"true_cfg_scale": 4.0}, 1),
+        ("flux", {"true_cfg_scale": 1.0, "negative_prompt": "a dog"}, 1),
+        ("sd3", {"guidance_scale": 1.0}, 1),  # guidance_scale > 1
+        ("sd3", {"guidance_scale": 1.5}, 2),
+        ("sdxl", {"guidance_scale": 1.0, "negative_prompt": "a dog"}, 1),
+    ],
+)
+def test_classic_cfg_runs_where_the_pipeline_runs_it(family, options, passes) -> None:
+    make, _ = _CLASSIC[family]
+    kw = {"encode_kwargs": SEQ} if family in ("flux", "sd3") else {}
+    model = from_pipeline(make(), PROMPTS, height=tp.HEIGHT, width=tp.WIDTH, **options, **kw)
+    assert model.passes_per_eval == passes and model.cfg == (passes == 2)
 
 
 @pytest.mark.parametrize("family", sorted(_CLASSIC))
