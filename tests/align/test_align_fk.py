@@ -338,6 +338,8 @@ FK_ERRORS = [
     ({"potential": 3}, "potential", "must be a Potential or one of ('diff', 'max', 'sum', "),
     ({"lambda_": math.inf}, "lambda_", "must be a finite number, got inf"),
     ({"resampling": "nope"}, "resampling", "must be one of ('systematic', 'stratified', "),
+    ({"ess_threshold": math.nan}, "ess_threshold", "must be a finite number, got nan"),
+    ({"ess_threshold": "high"}, "ess_threshold", "must be a finite number, got 'high'"),
     ({"ess_threshold": 1.5}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 1.5"),
     ({"ess_threshold": 0.0}, "ess_threshold", "must be in (0, 1] (a fraction of N), got 0.0"),
     ({"ess_threshold": "a"}, "ess_threshold", "must be a finite number, got 'a'"),

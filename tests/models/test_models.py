@@ -313,6 +313,16 @@ _MESSAGES = {
         lambda: convert(_X, _X, 0.5, RectifiedFlow(), source="x1", target="noise"),
         f"target must be one of {PREDICTIONS}, got 'noise'",
     ),
+    "convert-t-rows": (  # per-row times are checked against x's rows
+        lambda: convert(
+            _X, _X, torch.tensor([0.2, 0.4]), RectifiedFlow(), source="x1", target="velocity"
+        ),
+        "t must be a float, a 0-d tensor or a [B]=3 tensor, got shape (2,)",
+    ),
+    "convert-t-list": (
+        lambda: convert(_X, _X, [0.2, 0.4, 0.6], RectifiedFlow(), source="x1", target="velocity"),
+        "t must be a float or tensor, got list",
+    ),
     "undetermined": (  # at t = 1 (sigma = 0) the clean sample says nothing about the noise
         lambda: _OK.as_prediction(_X, 1.0, "epsilon"),
         "t: cannot convert a 'x1' prediction to 'epsilon' at t=1.0 (alpha_t=1.0, sigma_t=0.0: "
