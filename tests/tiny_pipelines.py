@@ -45,6 +45,22 @@ _WORDS = [
 ]
 
 
+def pipeline_sigmas(pipe: Any, steps: int, **call: Any) -> Any:
+    """The sigmas a pipeline's own __call__ sets for `steps` steps (float64 numpy), read at its
+    first step: the reference for the adapters' default grids."""
+    seen = []
+
+    def grab(p: Any, i: int, t: Any, kw: dict[str, Any]) -> dict[str, Any]:
+        seen.append(p.scheduler.sigmas.double().numpy().copy())
+        return kw
+
+    pipe(
+        num_inference_steps=steps, output_type="latent", callback_on_step_end=grab,
+        generator=torch.Generator().manual_seed(0), **call,
+    )  # fmt: skip
+    return seen[0]
+
+
 def make_tokenizer(max_length: int = MAX_LEN) -> Any:
     """A WordLevel tokenizer made locally with ``tokenizers``, wrapped in PreTrainedTokenizerFast.
 

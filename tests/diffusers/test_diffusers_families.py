@@ -246,18 +246,11 @@ def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
         sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
         pipe = type(pipe)(**{**pipe.components, "scheduler": sched})
         pipe.set_progress_bar_config(disable=True)
-    steps, seen = 3, []
+    import tiny_pipelines as tp
 
-    def grab(p, i, t, kw):
-        seen.append(p.scheduler.sigmas.double().numpy().copy())
-        return kw
-
-    pipe(
-        prompt=PROMPTS, num_inference_steps=steps, generator=torch.Generator().manual_seed(0),
-        output_type="latent", callback_on_step_end=grab, **_call(family),
-    )  # fmt: skip
+    sigmas = tp.pipeline_sigmas(pipe, 3, prompt=PROMPTS, **_call(family))
     model = from_pipeline(pipe, PROMPTS, **_call(family))
-    np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(default_time_grid(model, 3), 1 - sigmas, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -225,25 +225,11 @@ def test_dynamic_shift_grid_is_the_pipelines_own(make, kind: str) -> None:
     base = make()
     pipe = type(base)(**{**base.components, "scheduler": _dynamic_scheduler(kind)})
     pipe.set_progress_bar_config(disable=True)
-    steps, seen = 3, []
-
-    def grab(p, i, t, kw):
-        seen.append(p.scheduler.sigmas.double().numpy().copy())
-        return kw
-
-    pipe(
-        PROMPTS[0],
-        height=tp.HEIGHT,
-        width=tp.WIDTH,
-        num_inference_steps=steps,
-        output_type="latent",
-        generator=torch.Generator().manual_seed(0),
-        max_sequence_length=8,
-        callback_on_step_end=grab,
-    )
-    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH}
+    sigmas = tp.pipeline_sigmas(pipe, 3, prompt=PROMPTS[0], max_sequence_length=8, **size)
+    model = from_pipeline(pipe, PROMPTS[0], encode_kwargs=SEQ, **size)
     # float32 sigmas; a 0.01 change of max_shift moves them by > 1e-4 here
-    np.testing.assert_allclose(default_time_grid(model, steps), 1 - seen[0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(default_time_grid(model, 3), 1 - sigmas, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["flux", "sd3"])
