@@ -198,7 +198,11 @@ def test_flux_dynamic_shift_grid_matches_formula() -> None:
 
 
 def _dynamic_scheduler(kind: str):
-    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
 
     if kind == "euler":  # the shifts in its config (not the pipelines' fallbacks)
         return FlowMatchEulerDiscreteScheduler(
@@ -209,13 +213,15 @@ def _dynamic_scheduler(kind: str):
             max_shift=1.3,
         )
     # flow sigmas with dynamic shift, and no base/max seq len or shifts in its config: the pipeline
-    # falls back to its own defaults (max_shift 1.15 for FLUX.1, 1.16 for SD3)
-    return UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True
-    )
+    # falls back to its own defaults (max_shift 1.15 for FLUX.1, 1.16 for SD3); DPM-Solver++'s
+    # set_timesteps takes no sigmas at all
+    flow = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+    if kind == "dpm":
+        return DPMSolverMultistepScheduler(use_dynamic_shifting=True, **flow)
+    return UniPCMultistepScheduler(use_dynamic_shifting=True, **flow)
 
 
-@pytest.mark.parametrize("kind", ["euler", "unipc"])
+@pytest.mark.parametrize("kind", ["euler", "unipc", "dpm"])
 @pytest.mark.parametrize(
     "make", [lambda: tp.flux_pipeline(True), tp.sd3_pipeline], ids=["flux", "sd3"]
 )

@@ -211,6 +211,12 @@ _UNSUPPORTED = {
         "UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
         "glass_core.models.diffusers",
     ),
+    "no-scheduler": (
+        _with_scheduler(lambda: None),
+        "pipe: DDPMPipeline is not an unconditional UNet2DModel pipeline (needs pipe.unet: "
+        "UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
+        "glass_core.models.diffusers",
+    ),
     "dynamic-shift": (
         _with_scheduler(_dynamic_flow),
         "pipe.scheduler: dynamic shifting needs an image size",

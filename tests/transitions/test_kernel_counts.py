@@ -89,6 +89,22 @@ def test_deferred_check_flags_and_explains_a_failure(tr):
     assert bool(tr.last_finite)
 
 
+@pytest.mark.parametrize("tr", TRANSITIONS, ids=repr)
+def test_a_given_nonfinite_denoised_is_blamed_on_the_model(tr):
+    """The caller's D_t(x) (`denoised=`, the model's output at the step's start) holding NaN in
+    some rows: the explanation blames the model at t for those rows, as if it had been called."""
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    good = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    denoised = good.denoise(x, 0.2)
+    denoised[[2, 5]] = float("nan")
+    out = tr(good, x, 0.2, 0.6, torch.Generator().manual_seed(1), check=False, denoised=denoised)
+    assert not bool(tr.last_finite) and not torch.isfinite(out).all()
+    with pytest.raises(
+        ModelError, match=r"^the model returned NaN/inf at t=0\.2 for rows \[2, 5\]"
+    ):
+        tr.raise_nonfinite()
+
+
 def test_replay_uses_the_same_noise():
     """A failure that depends on the noise is reproduced: the model fails only in the row whose
     input is largest, which for x = 0 is the row where the transition's noise is largest."""
