@@ -98,7 +98,7 @@ def test_stepped_by_hand_equals_fk_steering(case):
 
 
 @pytest.mark.parametrize("case", ["diff-every", "groups", "ess-final-residual", "lookahead"])
-@pytest.mark.parametrize("stop", [0, 2, 4])
+@pytest.mark.parametrize("stop", [0, 2, 4, 5])  # 5: a finished run (its final step replayed)
 def test_saved_state_resumes_to_the_same_bits(case, stop):
     opts, init, seeds = CASES[case]
     fk = _sampler(opts)

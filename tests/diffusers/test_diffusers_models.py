@@ -438,6 +438,23 @@ def test_prompt_embeds_instead_of_text() -> None:
         torch.testing.assert_close(a.velocity(x, 0.5), b.velocity(x, 0.5))
 
 
+def test_flux_given_embeddings_reach_the_network_inputs() -> None:
+    """FLUX.1's encode (true CFG) passes given prompt, pooled and negative embeddings through to
+    the transformer's inputs."""
+    from glass_core.models.diffusers import flux1
+
+    pipe, cpu = tp.flux_pipeline(True), torch.device("cpu")
+    pe, pp, _ = pipe.encode_prompt(PROMPTS, None, device=cpu, max_sequence_length=8)
+    npe, npp, _ = pipe.encode_prompt(["dark", "blue"], None, device=cpu, max_sequence_length=8)
+    given = {"prompt_embeds": pe, "pooled_prompt_embeds": pp}
+    given |= {"negative_prompt_embeds": npe, "negative_pooled_prompt_embeds": npp}
+    cond, uncond = flux1.encode(pipe, None, None, given, True, cpu, SEQ)
+    assert uncond is not None
+    for got, want in [(cond, (pe, pp)), (uncond, (npe, npp))]:
+        torch.testing.assert_close(got["encoder_hidden_states"], want[0])
+        torch.testing.assert_close(got["pooled_projections"], want[1])
+
+
 def test_sd_given_embeddings_reach_the_network_inputs() -> None:
     """SD's encode passes given prompt and negative embeddings through to the UNet's inputs
     (encode_prompt would otherwise encode "" for the negatives)."""
