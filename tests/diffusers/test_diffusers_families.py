@@ -695,31 +695,21 @@ def test_qwenimage_encode_is_the_vaes_normalised_mode():
     torch.testing.assert_close(z, ((lat - mean) / std)[:, :, 0], rtol=1e-5, atol=1e-5)
 
 
-def test_qwenimage_given_embeddings_reach_the_network_inputs():
-    """Qwen-Image's encode (true CFG) passes given prompt and negative embeddings through."""
-    from glass_core.models.diffusers import qwenimage
+@pytest.mark.parametrize(
+    ("family", "module"), [("qwenimage", "qwenimage"), ("flux2_klein", "flux2")]
+)
+def test_true_cfg_given_embeddings_reach_the_network_inputs(family: str, module: str):
+    """Qwen-Image's and FLUX.2 [klein]'s encode (true CFG) pass given prompt and negative
+    embeddings through."""
+    import importlib
 
-    pipe = tf.BUILDERS["qwenimage"]()
+    encode = importlib.import_module(f"glass_core.models.diffusers.{module}").encode
+    pipe, cpu = tf.BUILDERS[family](), torch.device("cpu")
     kw = {"max_sequence_length": 16}
-    pe, _ = pipe.encode_prompt(prompt=PROMPTS, device=torch.device("cpu"), **kw)
-    npe, _ = pipe.encode_prompt(prompt=["dark", "blue"], device=torch.device("cpu"), **kw)
+    pe, _ = pipe.encode_prompt(prompt=PROMPTS, device=cpu, **kw)
+    npe, _ = pipe.encode_prompt(prompt=["dark", "blue"], device=cpu, **kw)
     given = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
-    cond, uncond = qwenimage.encode(pipe, None, None, given, True, torch.device("cpu"), kw)
-    assert uncond is not None
-    torch.testing.assert_close(cond["encoder_hidden_states"], pe)
-    torch.testing.assert_close(uncond["encoder_hidden_states"], npe)
-
-
-def test_flux2_klein_given_embeddings_reach_the_network_inputs():
-    """FLUX.2 [klein]'s encode (true CFG) passes given prompt and negative embeddings through."""
-    from glass_core.models.diffusers import flux2
-
-    pipe = tf.BUILDERS["flux2_klein"]()
-    kw = {"max_sequence_length": 16}
-    pe, _ = pipe.encode_prompt(prompt=PROMPTS, device=torch.device("cpu"), **kw)
-    npe, _ = pipe.encode_prompt(prompt=["dark", "blue"], device=torch.device("cpu"), **kw)
-    given = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
-    cond, uncond = flux2.encode(pipe, None, None, given, True, torch.device("cpu"), kw)
+    cond, uncond = encode(pipe, None, None, given, True, cpu, kw)
     assert uncond is not None
     torch.testing.assert_close(cond["encoder_hidden_states"], pe)
     torch.testing.assert_close(uncond["encoder_hidden_states"], npe)
