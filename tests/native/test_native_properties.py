@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from glass_core import _core
 from glass_core.errors import GlassError
 from hypothesis import given, settings
@@ -47,7 +48,7 @@ def typed(call):
         return None, e
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(schedule=schedules, t=st.one_of(any_float, hostile_arrays))
 def test_schedule_functions(schedule, t) -> None:
     for name in ("alpha", "sigma", "d_alpha", "d_sigma", "log_snr"):
@@ -61,7 +62,7 @@ def test_schedule_functions(schedule, t) -> None:
         assert np.all((sigma >= 0) & (sigma <= 1))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(schedule=schedules, t=unit_float)
 def test_snr_round_trips(schedule, t) -> None:
     lsnr = schedule.log_snr(t)
@@ -72,7 +73,7 @@ def test_snr_round_trips(schedule, t) -> None:
     assert err is None and 0.0 <= out <= 1.0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(schedule=schedules, t=any_float, t_next=any_float)
 def test_rho_ddpm(schedule, t, t_next) -> None:
     for call in (lambda: schedule.rho_ddpm(t, t_next), lambda: _core.rho_ddpm(schedule, t, t_next)):
@@ -81,7 +82,7 @@ def test_rho_ddpm(schedule, t, t_next) -> None:
             assert 0.0 <= out <= 1.0
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(
     schedule=schedules,
     t=any_float,
@@ -98,7 +99,7 @@ def test_glass_coefficients(schedule, t, t_next, rho, s, sigma0) -> None:
         assert np.all(np.asarray(out["t_star"]) >= 0) and np.all(np.asarray(out["t_star"]) <= 1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(derandomize=True, max_examples=200, deadline=None)
 @given(num_steps=size_like, a=any_float, b=any_float, shift=any_float)
 def test_grids(num_steps, a, b, shift) -> None:
     for call in (
@@ -111,7 +112,7 @@ def test_grids(num_steps, a, b, shift) -> None:
             assert np.array_equal(_core.validate_time_grid(out), out)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(grid=st.one_of(hostile_arrays, st.lists(any_float, max_size=8)))
 def test_validate_time_grid(grid) -> None:
     out, err = typed(lambda: _core.validate_time_grid(grid))
@@ -119,7 +120,7 @@ def test_validate_time_grid(grid) -> None:
         assert len(out) >= 2 and np.all(np.diff(out) > 0) and out[0] >= 0 and out[-1] <= 1
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(args=st.tuples(any_float, any_float, any_float, any_float, any_float))
 def test_dynamic_shift_mu(args) -> None:
     out, err = typed(lambda: _core.dynamic_shift_mu(*args))
@@ -127,7 +128,7 @@ def test_dynamic_shift_mu(args) -> None:
         assert math.isfinite(out)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(derandomize=True, max_examples=100, deadline=None)
 @given(
     num_groups=size_like,
     num_particles=size_like,
@@ -146,7 +147,7 @@ def test_smcstate_construction(num_groups, num_particles, seeds, threshold, sche
         assert np.allclose(np.exp(state.log_weights).sum(axis=1), 1.0, atol=1e-12)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(
     g=arrays(np.float64, (2, 5), elements=st.floats(allow_nan=True, allow_infinity=True)),
     resample=st.sampled_from([None, True, False]),
@@ -164,7 +165,7 @@ def test_smcstate_step_any_potentials(g, resample) -> None:
         assert np.array_equal(state.log_evidence, before[1]) and state.num_steps == before[2]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(derandomize=True, max_examples=150, deadline=None)
 @given(
     lw=st.one_of(hostile_arrays, st.lists(any_float, max_size=5), st.just("x"), st.just(None)),
     scheme=st.sampled_from(["systematic", "multinomial", "nope"]),
@@ -178,3 +179,11 @@ def test_weight_functions_with_hostile_arguments(lw, scheme, seed, num_samples) 
     if err is None:
         w = np.asarray(lw, dtype=np.float64)
         assert np.all(np.isfinite(w[out]))
+
+
+@pytest.mark.xfail(strict=True, reason="open bug: the VP table's d_alpha is NaN at subnormal t")
+def test_vp_table_d_alpha_is_finite_at_a_subnormal_time() -> None:
+    """Found by test_schedule_functions when it drew examples at random: t = 1.1e-308 (below the
+    smallest normal double) gives d_alpha = NaN on vp_from_betas(1e-4, 0.02, 50); 1e-300 gives 0."""
+    s = _core.Schedule.vp_from_betas(1e-4, 0.02, 50)
+    assert np.isfinite(s.d_alpha(1.1125369292536007e-308))
