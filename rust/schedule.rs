@@ -309,19 +309,25 @@ impl Schedule {
                 let s2 = sigmoid(-l);
                 let (a, s) = (a2.sqrt(), s2.sqrt());
                 let n = tab.ts.len();
-                let da = if t <= 0.0 {
-                    // alpha ≈ exp(l/2) = exp(l_lo / 2) t / t_lo near 0
-                    (0.5 * tab.ls[0]).exp() / tab.ts[0]
+                let (t_lo, t_hi) = tab.node_range();
+                // In the end closures alpha = exp(l_lo / 2) (t / t_lo) sigma below the table and
+                // sigma = exp(-l_hi / 2) ((1 - t) / (1 - t_hi)) alpha above it, so the
+                // derivatives have closed forms that stay finite where l' = 2 / t overflows
+                // and alpha underflows (0 * inf at subnormal t).
+                let da = if t >= 1.0 {
+                    0.0
+                } else if t < t_lo {
+                    s2 * s * (0.5 * tab.ls[0]).exp() / t_lo
                 } else {
                     0.5 * a * s2 * dl
                 };
-                let ds = if t >= 1.0 {
-                    -(-0.5 * tab.ls[n - 1]).exp() / (1.0 - tab.ts[n - 1])
+                let ds = if t <= 0.0 {
+                    0.0
+                } else if t >= t_hi {
+                    -a2 * a * (-0.5 * tab.ls[n - 1]).exp() / (1.0 - t_hi)
                 } else {
                     -0.5 * s * a2 * dl
                 };
-                let da = if t >= 1.0 { 0.0 } else { da };
-                let ds = if t <= 0.0 { 0.0 } else { ds };
                 (a, s, da, ds)
             }
             Schedule::Shifted { base, shift } => {
@@ -876,6 +882,15 @@ mod tests {
         let (a, s, da, ds) = vp.eval(1.0);
         assert_eq!((a, s, da), (1.0, 0.0, 0.0));
         assert!((ds + (-0.5 * l2).exp() / 0.25).abs() < 1e-12, "{ds}");
+        // alpha underflows long before t does: d_alpha keeps its limit down to subnormal t
+        for t in [1e-200, 1e-300, 1.1125369292536007e-308, f64::from_bits(1)] {
+            let da = vp.d_alpha(t);
+            assert!((da - (0.5 * l0).exp() / 0.25).abs() < 1e-12, "t={t}: {da}");
+        }
+        for t in [1.0 - 1e-12, 1.0f64.next_down()] {
+            let ds = vp.d_sigma(t);
+            assert!((ds + (-0.5 * l2).exp() / 0.25).abs() < 1e-9, "t={t}: {ds}");
+        }
         for (l, t) in [
             (l0 - 2.0, 0.25 * (-1.0f64).exp()),
             (l2 + 2.0, 1.0 - 0.25 / 1f64.exp()),

@@ -181,9 +181,13 @@ def test_weight_functions_with_hostile_arguments(lw, scheme, seed, num_samples) 
         assert np.all(np.isfinite(w[out]))
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: the VP table's d_alpha is NaN at subnormal t")
-def test_vp_table_d_alpha_is_finite_at_a_subnormal_time() -> None:
-    """Found by test_schedule_functions when it drew examples at random: t = 1.1e-308 (below the
-    smallest normal double) gives d_alpha = NaN on vp_from_betas(1e-4, 0.02, 50); 1e-300 gives 0."""
+@pytest.mark.parametrize("t", [1e-300, 1.1125369292536007e-308, 5e-324])
+def test_vp_table_d_alpha_keeps_its_limit_at_tiny_times(t: float) -> None:
+    """Found by test_schedule_functions when it drew examples at random: at t = 1.1e-308 (below
+    the smallest normal double) d_alpha was NaN (alpha underflowed to 0 while l' = 2/t overflowed),
+    at 1e-300 it was 0. Below the table alpha / sigma = exp(l_0 / 2) t / t_0 (l_0 the noisiest
+    node's log-SNR), so near 0 d_alpha tends to exp(l_0 / 2) / t_0."""
     s = _core.Schedule.vp_from_betas(1e-4, 0.02, 50)
-    assert np.isfinite(s.d_alpha(1.1125369292536007e-308))
+    abar0 = s.alphas_cumprod()[-1]  # diffusers order: the noisiest entry last
+    t0 = 1.0 / 51
+    assert s.d_alpha(t) == pytest.approx(np.sqrt(abar0 / (1 - abar0)) / t0, rel=1e-12)
