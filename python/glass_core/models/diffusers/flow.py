@@ -58,6 +58,14 @@ def unpack_latents(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return x.reshape(m, ch // 4, h, w)
 
 
+def train_timesteps(scheduler: Any) -> int:
+    """Return a scheduler's number of training timesteps T.
+
+    1000, the default of every diffusers scheduler, when its config does not say.
+    """
+    return int(scheduler.config.get("num_train_timesteps", 1000))
+
+
 def flow_timestep(t: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
     """Return the network timestep of a flow-matching model at glass_core time t.
 
@@ -242,7 +250,7 @@ class SD3Denoiser(DiffusersDenoiser):
             max_batch=max_batch,
             requires_grad=requires_grad,
         )
-        self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
+        self.num_train_timesteps = train_timesteps(pipe.scheduler)
 
     def _network_call(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:
         timestep = flow_timestep(t, self.num_train_timesteps).to(x.device, torch.float32)

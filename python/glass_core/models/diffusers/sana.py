@@ -16,7 +16,7 @@ import torch
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors, cfg_above_one
 from glass_core.models.diffusers.base import DiffusersDenoiser
-from glass_core.models.diffusers.flow import flow_timestep
+from glass_core.models.diffusers.flow import flow_timestep, train_timesteps
 from glass_core.schedules import RectifiedFlow
 
 ENCODE_OPTIONS = ("max_sequence_length", "complex_human_instruction", "clean_caption")
@@ -181,7 +181,7 @@ class SanaDenoiser(DiffusersDenoiser):
             max_batch=max_batch,
             requires_grad=requires_grad,
         )
-        self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
+        self.num_train_timesteps = train_timesteps(pipe.scheduler)
         self.timestep_scale = float(getattr(tr.config, "timestep_scale", 1.0))
 
     def _network_call(self, x: torch.Tensor, t: torch.Tensor, cond: Tensors) -> torch.Tensor:

@@ -20,7 +20,7 @@ from glass_core.errors import UnsupportedModelError
 from glass_core.meter import Meter
 from glass_core.models.callable import from_callable
 from glass_core.models.diffusers.base import images_to_output, module_device
-from glass_core.models.diffusers.flow import flow_timestep
+from glass_core.models.diffusers.flow import flow_timestep, train_timesteps
 from glass_core.models.diffusers.grids import default_time_grid
 from glass_core.models.diffusers.unet import PREDICTIONS, vp_schedule_from_scheduler
 from glass_core.schedules import RectifiedFlow, shifted_grid, uniform_grid
@@ -76,7 +76,7 @@ def from_unconditional_pipeline(pipe: Any, *, max_batch: int | None = None) -> A
             f"glass_core.models.diffusers"
         )
     cfg = sched.config
-    num_t = int(cfg.get("num_train_timesteps", 1000))
+    num_t = train_timesteps(sched)
     vp_schedule = None
     if "FlowMatch" in type(sched).__name__:
         if cfg.get("use_dynamic_shifting", False):
@@ -170,7 +170,7 @@ class UnconditionalPipelineModel:
         self.schedule = self.inner.schedule
         self.latent_shape = tuple(self.inner.sample_shape)
         self.num_groups = num_groups
-        self.num_train_timesteps = int(pipe.scheduler.config.get("num_train_timesteps", 1000))
+        self.num_train_timesteps = train_timesteps(pipe.scheduler)
         self.meter: Meter = self.inner.meter
 
     def denoise(self, x: torch.Tensor, t: Any) -> torch.Tensor:
