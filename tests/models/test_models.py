@@ -262,6 +262,32 @@ def test_convert_computes_half_precision_in_float32(dtype, t) -> None:
     assert torch.equal(got, ref.to(dtype))
 
 
+def test_convert_builds_per_row_coefficients_on_the_inputs_device() -> None:
+    """Per-row times (host floats) become coefficients on x's device (meta stands for an
+    accelerator, where a host coefficient would not multiply)."""
+    x = torch.zeros(2, 3, device="meta")
+    out = convert(x, x, np.array([0.2, 0.4]), Cosine(), source="velocity", target="x1")
+    assert out.device.type == "meta" and out.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("t", "message"),
+    [
+        (np.array([0.2, 0.3, 0.4]), "t must have shape [2], got (3,)"),
+        (np.array([[0.2], [0.3]]), "t must be a float or tensor, got ndarray"),
+        (np.array([0.2, 1.5]), "t must be finite and inside [0, 1], got [0.2 1.5]"),
+    ],
+    ids=["length", "2-d", "range"],
+)
+def test_convert_checks_array_times_like_the_models(t: np.ndarray, message: str) -> None:
+    """The public convert validates NumPy times as the models do (a wrong length used to fail
+    deep in torch, a [B, 1] array passed silently)."""
+    x = torch.zeros(2, 3)
+    with pytest.raises(InvalidInputError) as err:
+        convert(x, x, t, RectifiedFlow(), source="velocity", target="x1")
+    assert str(err.value) == message
+
+
 _X = torch.zeros(3, 2)
 _OK = from_callable(lambda x, t: x, prediction="x1", schedule=RectifiedFlow())
 _MESSAGES = {

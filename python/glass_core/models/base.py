@@ -329,7 +329,7 @@ def convert(
         raise InvalidInputError(f"target must be one of {PREDICTIONS}, got {target!r}")
     if source == target:
         return pred
-    tv = t if isinstance(t, float | np.ndarray) else time_values(t, x.shape[0])
+    tv = time_values(t, x.shape[0])
     A, B = conversion_coefficients(schedule, tv, source, target)
     wd = working_dtype(x)
     out = bcast(A, x, wd) * x.to(wd) + bcast(B, x, wd) * pred.to(wd)
