@@ -308,6 +308,18 @@ def test_searches_start_from_x0_at_t0(search):
         fn(model, LIN, x0=x0[:4], generator=gen(2), **size, **kw)
 
 
+@pytest.mark.parametrize("select", ["beam", "value_decoding"])
+def test_selectors_index_on_the_scores_device(select: str) -> None:
+    """The kept candidates' flat indices are built on the scores' device (the meta device stands
+    for an accelerator): no host tensor enters the gather of an SMC step."""
+    from glass_core.align.beam import top_per_group
+    from glass_core.align.value_decoding import per_particle_selector
+
+    fn = top_per_group if select == "beam" else per_particle_selector(0.0)
+    idx = fn(torch.zeros(2, 3, 4, device="meta"), None)
+    assert idx.device.type == "meta" and idx.shape == (6,)
+
+
 def test_beam_ties_go_to_the_lowest_candidate_index():
     """Equal values keep the lowest candidate index first, however wide the group (torch's
     unstable sort reorders ties from 17 elements on): with a constant reward beam search keeps

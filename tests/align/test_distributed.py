@@ -305,3 +305,19 @@ def test_process_group_needs_initialised_distributed():
             shape=(2,),
             process_group=Sharding(),
         )
+
+
+def test_the_given_sharding_reaches_the_sharded_run():
+    """With torch.distributed up (one gloo rank in this process), fk_steering and best_of_n shard
+    with the Sharding they are given: its timeout is checked (a default Sharding would pass)."""
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1
+    )
+    bon = dict(transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,))
+    try:
+        for run in (_fk, lambda pg: best_of_n(gmm(), LIN, process_group=pg, **bon)):
+            with pytest.raises(InvalidInputError) as err:
+                run(Sharding(timeout=0.0))
+            assert str(err.value) == "`process_group.timeout` must be > 0 seconds, got 0.0"
+    finally:
+        dist.destroy_process_group()

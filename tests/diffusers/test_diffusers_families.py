@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("diffusers")
 
 import tiny_families as tf
+import tiny_pipelines as tp
 from glass_core.errors import InvalidInputError, UnsupportedModelError
 from glass_core.models.diffusers import SUPPORTED_FAMILIES, detect_family
 from glass_core.models.diffusers.pipeline_model import PipelineModel, wrap_pipeline
@@ -28,6 +29,19 @@ FAMILIES = sorted(tf.BUILDERS)
 # Qwen-Image's true CFG needs a negative prompt (the pipeline's true_cfg_scale default is 4.0)
 EXTRA = {"qwenimage": {"negative_prompt": ["blue sky", "green tree"]}}
 MEAN = image_reward(lambda im: im.mean(dim=(1, 2, 3)))
+
+
+# the 2024 families' tiny pipelines (tiny_pipelines), by the names of the families they are
+CLASSIC = {
+    "flux": lambda: tp.flux_pipeline(True),
+    "sd3": lambda: tp.sd3_pipeline(),
+    "sd": lambda: tp.sd_pipeline("epsilon"),
+    "sdxl": lambda: tp.sdxl_pipeline(),
+}
+
+
+def _any_pipeline(name: str):
+    return (CLASSIC.get(name) or tf.BUILDERS[name])()
 
 
 def _call(name: str) -> dict:
@@ -246,7 +260,6 @@ def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
         sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
         pipe = type(pipe)(**{**pipe.components, "scheduler": sched})
         pipe.set_progress_bar_config(disable=True)
-    import tiny_pipelines as tp
 
     sigmas = tp.pipeline_sigmas(pipe, 3, prompt=PROMPTS, **_call(family))
     model = from_pipeline(pipe, PROMPTS, **_call(family))
@@ -441,6 +454,11 @@ def test_unsupported_message_lists_every_family() -> None:
         detect_family(NotAPipeline())
     for name in ("FLUX.1", "SD3", "SDXL", "FLUX.2", "Qwen-Image", "SANA", "Wan"):
         assert name in str(err.value)
+    listed = "; ".join(SUPPORTED_FAMILIES.values())
+    assert str(err.value) == (
+        "pipe: unsupported denoising transformer Linear in NotAPipeline; "
+        f"supported families: {listed}"
+    )
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -472,7 +490,6 @@ def test_cli_steers_the_saved_tiny_pipeline(name: str, tmp_path: Path) -> None:
 def test_classic_families_share_the_registry_rules() -> None:
     """FLUX.1/SD3/SD/SDXL go through families.build: call options by the pipeline's names
     (SDXL's micro-conditioning, also through steer), the same option and true-CFG checks."""
-    import tiny_pipelines as tp
     from glass_core.models.diffusers import call_options, from_pipeline, sdxl_add_time_ids
 
     xl = tp.sdxl_pipeline()
@@ -503,23 +520,54 @@ def test_classic_families_share_the_registry_rules() -> None:
     )
 
 
-@pytest.mark.parametrize("name", [*FAMILIES, "flux", "sd3", "sd", "sdxl"])
+@pytest.mark.parametrize("name", [*FAMILIES, *CLASSIC])
 def test_default_guidance_is_the_pipelines_call_default(name: str) -> None:
     """The guidance a family uses when given none is its pipeline's ``__call__`` default
     (Qwen-Image's: None, no distilled guidance input)."""
-    import tiny_pipelines as tp
     from glass_core.models.diffusers import DEFAULT_GUIDANCE
     from glass_core.models.diffusers.families import FAMILIES as REGISTRY
     from glass_core.models.diffusers.families import call_default
 
-    classic = {"flux": lambda: tp.flux_pipeline(True), "sd": lambda: tp.sd_pipeline("epsilon")}
-    classic.update(sd3=tp.sd3_pipeline, sdxl=tp.sdxl_pipeline)
-    pipe = (classic.get(name) or tf.BUILDERS[name])()
+    pipe = _any_pipeline(name)
     family = detect_family(pipe)
     want = call_default(pipe, "guidance_scale")
     assert REGISTRY[family].module.default_guidance(pipe) == want
-    if name in classic:
+    if name in CLASSIC:
         assert DEFAULT_GUIDANCE[family] == want
+
+
+class _Reached(Exception):
+    """Raised by a forward pre-hook once it has seen the network's inputs."""
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, *CLASSIC])
+def test_network_inputs_are_on_the_particles_device(name: str) -> None:
+    """Particles on an accelerator with times given on the host (the public ``predict`` takes
+    both): the latents, timestep and guidance inputs reach the network on the particles' device
+    (the meta device stands for the accelerator; the hook stops before the forward runs)."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = _any_pipeline(name)
+    size = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
+    model = from_pipeline(pipe, PROMPTS, **size)
+    seen: dict[str, object] = {}
+
+    def hook(module, args, kwargs):
+        names = ("hidden_states", "timestep")  # the UNets take both positionally
+        seen.update(zip(names, args, strict=False), **kwargs)
+        raise _Reached
+
+    handle = model.network.register_forward_pre_hook(hook, with_kwargs=True)
+    x = torch.zeros(2, *model.latent_shape, device="meta")
+    try:
+        with pytest.raises(_Reached):
+            model.predict(x, torch.tensor([0.3, 0.6], dtype=torch.float64))
+    finally:
+        handle.remove()
+    inputs = [seen["hidden_states"], seen["timestep"]]
+    if seen.get("guidance") is not None:
+        inputs.append(seen["guidance"])
+    assert [v.device.type for v in inputs] == ["meta"] * len(inputs)
 
 
 def test_sana_given_embeddings_and_masks_reach_the_network_inputs():
@@ -638,6 +686,17 @@ def test_wan_scales_timesteps_by_the_schedulers_num_train_timesteps() -> None:
     pipe = type(base)(**{**base.components, "scheduler": sched})
     # sigma = 1 - t = 0.75; CFG (default scale 5): conditional and unconditional rows
     assert _network_timesteps(pipe, 0.25, "wan") == [375.0] * 4
+
+
+def test_train_timesteps_is_the_schedulers_else_the_diffusers_default() -> None:
+    """T comes from the scheduler's config; a scheduler whose config lacks it counts 1000, the
+    default of every diffusers scheduler."""
+    from types import SimpleNamespace
+
+    from glass_core.models.diffusers.flow import train_timesteps
+
+    assert train_timesteps(SimpleNamespace(config={"num_train_timesteps": 500})) == 500
+    assert train_timesteps(SimpleNamespace(config={})) == 1000
 
 
 @pytest.mark.parametrize(("frames", "rounded"), [(6, 5), (8, 9), (4, 5)])

@@ -861,13 +861,14 @@ def test_bad_call_options_get_their_exact_message_and_argument(case: str) -> Non
     "config",
     [
         {"scaling_factor": 0.5, "shift_factor": 0.1},
-        {"scaling_factor": 0.5, "latents_mean": [0.1, -0.2], "latents_std": [2.0, 0.5]},
+        {"scaling_factor": 0.5, "latents_mean": [0.1, -0.2], "latents_std": [2.1, 0.7]},
     ],
     ids=["shift", "per_channel"],
 )
 def test_vae_latent_maps_follow_the_config_and_invert(config: dict) -> None:
     """Network latents -> VAE latents: z / scaling + shift, or per channel z * std / scaling +
-    mean; the inverse map returns the network latents."""
+    mean; the inverse map returns the network latents. In the latents' own dtype: float64 here,
+    with a mean and std that float32 would round."""
     import types
 
     from glass_core.models.diffusers.base import DiffusersDenoiser
@@ -1202,6 +1203,23 @@ def test_uneven_ddim_timesteps_warn_at_the_callers_line() -> None:
     with pytest.warns(UserWarning, match="not evenly spaced") as caught:
         default_time_grid(model, 3, exact=True)
     assert [w.filename for w in caught] == [__file__]
+
+
+def test_evenly_spaced_ddim_timesteps_do_not_warn() -> None:
+    """Leading spacing, 3 steps of 1000: timesteps 666, 333, 0 (plus the offset), spaced by the
+    integer T // num_steps = 333, so the grid mirrors the pipeline exactly and nothing warns."""
+    import copy
+    import warnings
+
+    from diffusers import DDIMScheduler
+
+    pipe = copy.copy(tp.sd_pipeline())
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="leading")
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        grid = default_time_grid(model, 3, exact=True)
+    assert len(grid) == 4
 
 
 def test_a_flow_scheduler_without_sigmas_is_named() -> None:

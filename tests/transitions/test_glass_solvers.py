@@ -227,3 +227,35 @@ def test_coefficient_tables_are_finite_and_stop_before_a_singular_end(solver, t_
     for name, v in c.items():
         if np.ndim(v):
             assert np.isfinite(np.asarray(v, dtype=np.float64)).all(), name
+
+
+@pytest.mark.parametrize("s_end", [0.05, 0.0])
+def test_multistep_coefficients_against_their_definitions(s_end: float) -> None:
+    """keep and gain are the exact (DDIM-form) step, beta the slope that makes the estimate linear
+    in lambda = log(a/s) over the step, averaged with weight d e^lambda; a singular path's last
+    step is linear in kappa = s/a instead (mean of kappa over e^lambda in [1/kappa_j, 1/kappa_e],
+    here by quadrature; 0 at s_K = 0). The first two steps are first order (a_0 = 0)."""
+    from glass_core.transitions.solvers import multistep_coefficients
+    from scipy.integrate import quad
+
+    a = np.array([0.0, 0.3, 0.6, 0.8, 0.99])
+    s = np.array([1.0, 0.9, 0.7, 0.5, s_end])
+    lam = np.log(
+        a[1:] / np.where(s[1:] > 0, s[1:], 1.0)
+    )  # lambda_1..K (lambda_K unused at s_K = 0)
+    for singular in (True, False) if s_end > 0 else (True,):
+        keep, gain, beta = multistep_coefficients(a, s, singular)
+        np.testing.assert_allclose(keep, s[1:] / s[:-1], rtol=1e-15)
+        np.testing.assert_allclose(gain, a[1:] - s[1:] * a[:-1] / np.where(s[:-1] > 0, s[:-1], 1))
+        want = [0.0, 0.0]
+        for j in (2, 3):
+            if singular and j == 3:
+                kp, kj, ke = s[2] / a[2], s[3] / a[3], s[4] / a[4]
+                mean = 0.0
+                if ke > 0:
+                    mean = quad(lambda u: 1.0 / u, 1 / kj, 1 / ke)[0] / (1 / ke - 1 / kj)
+                want.append((mean - kj) / (kj - kp))
+            else:
+                h, h_prev = lam[j] - lam[j - 1], lam[j - 1] - lam[j - 2]
+                want.append((h / (1 - math.exp(-h)) - 1) / h_prev)
+        np.testing.assert_allclose(beta, want, rtol=1e-12, atol=0)
