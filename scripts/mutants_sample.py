@@ -10,7 +10,8 @@ reads ``[tool.mutmut]``:
 
 ``names`` first writes the mutants into ``mutants/`` (what ``mutmut run`` does before testing);
 ``score`` prints killed / total with a 95% Wilson interval and lists the mutants that were not
-killed, marking those listed in docs/mutants_equivalent.txt.
+killed, marking those listed in docs/mutants_equivalent.txt. ``equivalents`` shows what each listed
+Python name mutates in today's code (editing a function renumbers its mutants).
 
 This uses mutmut 3.8's internal functions (``mutmut.__main__``), pinned by the ``mutation`` extra.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import math
 import random
 import sys
@@ -106,6 +108,50 @@ def print_score(sample: list[str]) -> None:
             print(f"  {status[name]}: {name}")
 
 
+def mutation_lines(original: list[str], mutant: list[str]) -> list[str]:
+    """The lines a mutant removes ("-") and adds ("+"), stripped, from the two function bodies."""
+    diff = difflib.unified_diff(original, mutant, lineterm="", n=0)
+    return [
+        d[0] + " " + d[1:].strip() for d in diff if d[:1] in "+-" and d[:3] not in ("+++", "---")
+    ]
+
+
+def print_equivalents() -> int:
+    """Show each listed Python equivalent as the code generates it now; 1 if any name is gone.
+
+    mutmut numbers a function's mutants in order, so editing the function renumbers them and a
+    listed name can come to mean another mutation: read each diff against its reason.
+    """
+    from mutmut.mutation.diff_apply import generated_function_names
+    from mutmut.mutation.file_mutation import mutate_file_contents
+
+    listed = [line.split(" — ", 1) for line in EQUIVALENT_LIST.read_text().splitlines()]
+    by_module: dict[str, list[tuple[str, str]]] = {}
+    for name, reason in (pair for pair in listed if pair[0].startswith("glass_core.")):
+        module = name.split(".x", 1)[0]  # glass_core.pkg.mod.x_fn__mutmut_3 / .xǁClassǁ...
+        by_module.setdefault(module, []).append((name.strip(), reason))
+    gone = 0
+    for module, entries in by_module.items():
+        path = Path("python", *module.split(".")).with_suffix(".py")
+        mutated = mutate_file_contents(str(path), path.read_text())
+        lines = mutated.code.splitlines()
+
+        def body(function: str, lines: list[str] = lines, spans=mutated) -> list[str]:
+            # mutmut's copies of the function are named ..__mutmut_orig and ..__mutmut_N
+            span = spans.line_span_by_function_name[function]
+            return [line.replace(function, "f") for line in lines[span.start - 1 : span.end]]
+
+        for name, reason in entries:
+            short = name[len(module) + 1 :]
+            if short not in mutated.mutant_names:
+                gone += 1
+                print(f"GONE {name}\n    listed as: {reason}")
+                continue
+            changed = mutation_lines(*(body(f) for f in generated_function_names(short)))
+            print(f"{name}\n    " + "\n    ".join(changed) + f"\n    listed as: {reason}")
+    return 1 if gone else 0
+
+
 def print_rust_score(out_dir: Path) -> None:
     """Score a cargo-mutants run from its ``mutants.out`` folder against the equivalent list.
 
@@ -135,7 +181,7 @@ def print_rust_score(out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``names`` (print a sample), ``score`` (a sample's results), ``rust``."""
+    """Command line: ``names`` (a sample), ``score`` (its results), ``rust``, ``equivalents``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     names = sub.add_parser("names", help="print a fixed-seed uniform sample of mutant names")
@@ -145,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     score.add_argument("file", type=Path)
     rust = sub.add_parser("rust", help="score of a cargo-mutants run (its mutants.out folder)")
     rust.add_argument("out_dir", type=Path)
+    sub.add_parser("equivalents", help="each listed Python equivalent's mutation as of now")
     args = parser.parse_args(argv)
     if args.command == "names":
         population = all_mutant_names()
@@ -154,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(random.Random(args.seed).sample(population, size)))
     elif args.command == "rust":
         print_rust_score(args.out_dir)
+    elif args.command == "equivalents":
+        sys.exit(print_equivalents())
     else:
         print_score(args.file.read_text().split())
 
