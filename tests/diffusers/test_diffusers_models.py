@@ -909,6 +909,10 @@ def test_images_to_output_types() -> None:
     (gray,) = images_to_output(rgb[:, :1], "pil")
     assert gray.mode == "L"
     assert [gray.getpixel(p) for p in ((0, 0), (1, 0), (0, 1), (1, 1))] == [0, 128, 255, 0]
+    for other in ("PIL", "latent", None):  # no silent fallback to PIL images
+        with pytest.raises(InvalidInputError) as err:
+            images_to_output(rgb, other)  # type: ignore[arg-type]
+        assert str(err.value) == f"output_type must be 'pt', 'np' or 'pil', got {other!r}"
 
 
 def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> None:

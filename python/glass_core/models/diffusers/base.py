@@ -93,11 +93,18 @@ def images_to_output(images: torch.Tensor, output_type: str) -> Any:
     -------
     torch.Tensor, ndarray or list
         The images in that type.
+
+    Raises
+    ------
+    InvalidInputError
+        Another output_type.
     """
     if output_type == "pt":
         return images
     if output_type == "np":
         return images.detach().movedim(-3, -1).cpu().float().numpy()
+    if output_type != "pil":
+        raise InvalidInputError(f"output_type must be 'pt', 'np' or 'pil', got {output_type!r}")
     from PIL import Image
 
     u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
