@@ -34,8 +34,7 @@ from glass_core.models.diffusers.unet import (
 
 #: Default guidance of the FLUX.1, SD3, SD and SDXL families (the pipelines' own defaults).
 DEFAULT_GUIDANCE: dict[str, float] = {
-    name: float(FAMILIES[name].module.default_guidance(None))
-    for name in ("flux", "sd3", "sd", "sdxl")
+    name: float(FAMILIES[name].module.DEFAULT_GUIDANCE) for name in ("flux", "sd3", "sd", "sdxl")
 }
 
 

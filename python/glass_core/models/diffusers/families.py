@@ -1,7 +1,7 @@
 """One builder for every text-conditioned family, each a module behind one contract.
 
 FLUX.1, SD3, SD, SDXL, FLUX.2, Qwen-Image, SANA and Wan 2.x: each family module provides
-``encode``, ``default_guidance``, ``does_cfg``, ``size_multiple`` and the names of the call
+``encode``, ``DEFAULT_GUIDANCE``, ``does_cfg``, ``size_multiple`` and the names of the call
 options it takes (``ENCODE_OPTIONS`` go to the pipeline's ``encode_prompt``, ``MODEL_OPTIONS``
 to the denoiser), spelled as the pipeline's ``__call__`` spells them and defaulting to that
 ``__call__``'s defaults; ``FAMILIES`` pairs it with its denoiser. A module with a ``POOLED``
@@ -34,7 +34,7 @@ class Family:
     Parameters
     ----------
     module : module
-        The family module (``encode``, ``default_guidance``, ``does_cfg``, ``size_multiple``).
+        The family module (``encode``, ``DEFAULT_GUIDANCE``, ``does_cfg``, ``size_multiple``).
     denoiser : callable
         ``denoiser(pipe, conditioning, guidance_scale=, height=, width=, max_batch=,
         requires_grad=, **model_options)``: a ``DiffusersDenoiser`` class or factory.
@@ -227,7 +227,7 @@ def build(
     h, w = _size(pipe, fam, height, width)
     kw = {**_options(pipe, getattr(mod, "ENCODE_OPTIONS", ()), options), **(encode_kwargs or {})}
     model_kw = _options(pipe, getattr(mod, "MODEL_OPTIONS", ()), options)
-    g = mod.default_guidance(pipe) if guidance_scale is None else float(guidance_scale)
+    g = mod.DEFAULT_GUIDANCE if guidance_scale is None else float(guidance_scale)
     true_cfg = call_default(pipe, "true_cfg_scale") if true_cfg_scale is None else true_cfg_scale
     cfg_scale = float(true_cfg) if fam.cfg_scale_name == "true_cfg_scale" else g
     has_neg = negative_prompt is not None or negative_prompt_embeds is not None

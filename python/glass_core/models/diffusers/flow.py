@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from glass_core.models.diffusers import flux1, sd3
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.models.diffusers.grids import linear_sigmas, scheduler_mu
@@ -121,7 +122,7 @@ class FluxDenoiser(DiffusersDenoiser):
         pipe: Any,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 3.5,
+        guidance_scale: float = flux1.DEFAULT_GUIDANCE,
         true_cfg_scale: float = 1.0,
         height: int,
         width: int,
@@ -228,7 +229,7 @@ class SD3Denoiser(DiffusersDenoiser):
         pipe: Any,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 7.0,
+        guidance_scale: float = sd3.DEFAULT_GUIDANCE,
         height: int,
         width: int,
         max_batch: int | None = None,

@@ -14,6 +14,8 @@ from glass_core.models.diffusers._conditioning import Tensors, checked_encoder
 
 #: takes pooled embeddings, required with ``prompt_embeds``
 POOLED = True
+#: the pipeline's default guidance_scale (the distilled guidance input), used when none is given
+DEFAULT_GUIDANCE: float = 3.5
 
 
 def _encode(
@@ -77,22 +79,6 @@ def _encode(
 
 
 encode = checked_encoder(_encode, "flux", needs_pooled=POOLED)
-
-
-def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default distilled guidance (3.5).
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return 3.5
 
 
 def does_cfg(pipe: Any, scale: float, has_negative: bool) -> bool:

@@ -21,6 +21,9 @@ from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.models.diffusers.grids import linear_sigmas
 from glass_core.schedules import RectifiedFlow
 
+#: the pipeline's default guidance_scale ([dev]: distilled guidance input; [klein]: true CFG)
+DEFAULT_GUIDANCE: float = 4.0
+
 #: steer/from_pipeline options passed to ``encode_prompt`` under the pipeline's own names
 ENCODE_OPTIONS = ("max_sequence_length", "text_encoder_out_layers")
 
@@ -99,22 +102,6 @@ def size_multiple(pipe: Any) -> int:
         Height and width must be multiples of this many pixels.
     """
     return 2 * int(pipe.vae_scale_factor)
-
-
-def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default guidance scale.
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return 4.0
 
 
 def does_cfg(pipe: Any, guidance_scale: float, has_negative: bool) -> bool:
@@ -200,7 +187,7 @@ class Flux2Denoiser(DiffusersDenoiser):
         pipe: Any,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 4.0,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         height: int,
         width: int,
         max_batch: int | None = None,

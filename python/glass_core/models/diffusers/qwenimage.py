@@ -22,6 +22,9 @@ from glass_core.models.diffusers.flow import pack_latents, unpack_latents
 from glass_core.models.diffusers.grids import linear_sigmas, scheduler_mu
 from glass_core.schedules import RectifiedFlow
 
+#: no distilled guidance input by default (only guidance-distilled transformers take one)
+DEFAULT_GUIDANCE: float | None = None
+
 ENCODE_OPTIONS = ("max_sequence_length",)
 
 
@@ -88,22 +91,6 @@ def size_multiple(pipe: Any) -> int:
         Height and width must be multiples of this many pixels.
     """
     return 2 * int(pipe.vae_scale_factor)
-
-
-def default_guidance(pipe: Any) -> float | None:
-    """Return the pipeline's default guidance scale.
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return None  # the guidance embedding's input; only guidance-distilled transformers take it
 
 
 def does_cfg(pipe: Any, true_cfg_scale: float, has_negative: bool) -> bool:

@@ -19,6 +19,9 @@ from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.models.diffusers.flow import flow_timestep, train_timesteps
 from glass_core.schedules import RectifiedFlow
 
+#: the pipeline's default CFG scale (guidance_scale), used when none is given
+DEFAULT_GUIDANCE: float = 4.5
+
 ENCODE_OPTIONS = ("max_sequence_length", "complex_human_instruction", "clean_caption")
 MODEL_OPTIONS = ("use_resolution_binning",)
 
@@ -87,22 +90,6 @@ def size_multiple(pipe: Any) -> int:
     return 32  # SanaPipeline.check_inputs
 
 
-def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default guidance scale.
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return 4.5
-
-
 does_cfg = cfg_above_one
 
 
@@ -153,7 +140,7 @@ class SanaDenoiser(DiffusersDenoiser):
         pipe: Any,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 4.5,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         height: int,
         width: int,
         use_resolution_binning: bool = True,

@@ -20,6 +20,8 @@ from glass_core.models.diffusers.unet import UNetDenoiser
 
 #: given pooled embeddings are checked, then unused (SD has no pooled input)
 POOLED = False
+#: the pipeline's default CFG scale (guidance_scale), used when none is given
+DEFAULT_GUIDANCE: float = 7.5
 
 
 def _encode(
@@ -67,22 +69,6 @@ def _encode(
 
 
 encode = checked_encoder(_encode, "sd", needs_pooled=POOLED)
-
-
-def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default CFG scale (7.5).
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return 7.5
 
 
 does_cfg = cfg_above_one

@@ -14,6 +14,8 @@ from glass_core.models.diffusers._conditioning import Tensors, cfg_above_one, ch
 
 #: takes pooled embeddings, required with ``prompt_embeds``
 POOLED = True
+#: the pipeline's default CFG scale (guidance_scale), used when none is given
+DEFAULT_GUIDANCE: float = 7.0
 
 
 def _encode(
@@ -63,22 +65,6 @@ def _encode(
 
 
 encode = checked_encoder(_encode, "sd3", needs_pooled=POOLED)
-
-
-def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default CFG scale (7.0).
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return 7.0
 
 
 does_cfg = cfg_above_one

@@ -17,6 +17,8 @@ from glass_core.models.diffusers.unet import UNetDenoiser, sdxl_add_time_ids
 
 #: takes pooled embeddings, required with ``prompt_embeds``
 POOLED = True
+#: the pipeline's default CFG scale (guidance_scale), used when none is given
+DEFAULT_GUIDANCE: float = 5.0
 MODEL_OPTIONS = ("original_size", "crops_coords_top_left", "target_size")
 does_cfg = sd.does_cfg
 size_multiple = sd.size_multiple
@@ -70,22 +72,6 @@ def _encode(
 
 
 encode = checked_encoder(_encode, "sdxl", needs_pooled=POOLED)
-
-
-def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default CFG scale (5.0).
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return 5.0
 
 
 def make_denoiser(

@@ -23,6 +23,9 @@ from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.models.diffusers.flow import flow_timestep, train_timesteps
 from glass_core.schedules import RectifiedFlow
 
+#: the pipeline's default CFG scale (guidance_scale), used when none is given
+DEFAULT_GUIDANCE: float = 5.0
+
 ENCODE_OPTIONS = ("max_sequence_length",)
 MODEL_OPTIONS = ("num_frames",)
 
@@ -87,22 +90,6 @@ def size_multiple(pipe: Any) -> int:
     return 16  # WanPipeline.check_inputs
 
 
-def default_guidance(pipe: Any) -> float:
-    """Return the pipeline's default guidance scale.
-
-    Parameters
-    ----------
-    pipe : DiffusionPipeline
-        The family's pipeline.
-
-    Returns
-    -------
-    float
-        The guidance scale used when the caller gives none.
-    """
-    return 5.0
-
-
 does_cfg = cfg_above_one
 
 
@@ -163,7 +150,7 @@ class WanDenoiser(DiffusersDenoiser):
         pipe: Any,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         height: int,
         width: int,
         num_frames: int = 81,
