@@ -204,3 +204,23 @@ def test_update_launches_one_kernel_per_term_that_changes_y():
         assert out is y
         torch.testing.assert_close(y, expected, rtol=1e-15, atol=1e-15)
         assert counter.counts.kernels == kernels, (keep, counter.ops)
+
+
+def test_lincomb_runs_one_kernel_per_term_and_fuses_a_leading_one():
+    """sum_i c_i v_i costs one kernel per live term, except that a leading 1.0 fuses with the next
+    float term into one add-with-alpha (so x + h u is one kernel, the common Euler update)."""
+    from glass_core.transitions.solvers import lincomb
+
+    a, b, c = (torch.ones(4) for _ in range(3))
+    half = torch.tensor(0.5)
+    cases = [
+        ([(1.0, a), (2.5, b)], 1),
+        ([(1.0, a), (2.5, b), (-0.5, c)], 2),
+        ([(2.0, a), (0.5, b)], 2),
+        ([(1.0, a), (half, b)], 2),  # a tensor coefficient is not fused
+        ([(0.0, a), (3.0, b), (0.0, c)], 1),
+    ]
+    for terms, kernels in cases:
+        with kernel_counts.KernelCounter() as counter:
+            lincomb(terms)
+        assert counter.counts.kernels == kernels, (terms, counter.ops)
