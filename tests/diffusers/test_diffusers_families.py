@@ -577,16 +577,33 @@ def test_sana_given_embeddings_and_masks_reach_the_network_inputs():
 
     pipe = tf.BUILDERS["sana"]()
     pe, mask, npe, nmask = pipe.encode_prompt(PROMPTS, True, negative_prompt=["", "dark"])
-    given = {
-        "prompt_embeds": pe, "prompt_attention_mask": mask,
-        "negative_prompt_embeds": npe, "negative_prompt_attention_mask": nmask,
-    }  # fmt: skip
-    cond, uncond = sana.encode(pipe, None, None, given, True, torch.device("cpu"), {})
+    given = {"prompt_embeds": pe, "negative_prompt_embeds": npe}
+    masks = {"prompt_attention_mask": mask, "negative_prompt_attention_mask": nmask}
+    cond, uncond = sana.encode(pipe, None, None, given, True, torch.device("cpu"), masks)
     assert uncond is not None
     torch.testing.assert_close(cond["encoder_hidden_states"], pe)
     torch.testing.assert_close(cond["encoder_attention_mask"], mask)
     torch.testing.assert_close(uncond["encoder_hidden_states"], npe)
     torch.testing.assert_close(uncond["encoder_attention_mask"], nmask)
+
+
+@pytest.mark.parametrize("negative", [False, True])
+def test_sana_embeddings_without_their_mask_are_refused(negative: bool) -> None:
+    """SanaPipeline needs the attention mask with given embeddings; so does the adapter, naming
+    the missing mask (diffusers itself fails on None.view)."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS["sana"]()
+    pe, mask, npe, _ = pipe.encode_prompt(PROMPTS, True, negative_prompt=["", "dark"])
+    given = {"prompt_embeds": pe, "prompt_attention_mask": mask, "negative_prompt_embeds": npe}
+    if not negative:
+        given = {"prompt_embeds": pe}
+    name = "negative_prompt_attention_mask" if negative else "prompt_attention_mask"
+    embeds = "negative_prompt_embeds" if negative else "prompt_embeds"
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(pipe, **given, **_call("sana"))
+    assert str(err.value) == f"{name}: SANA needs it with {embeds} (as its pipeline)"
+    assert err.value.arg == name
 
 
 def test_sana_resolution_binning_follows_the_pipelines_rule(monkeypatch) -> None:
@@ -772,3 +789,93 @@ def test_true_cfg_given_embeddings_reach_the_network_inputs(family: str, module:
     assert uncond is not None
     torch.testing.assert_close(cond["encoder_hidden_states"], pe)
     torch.testing.assert_close(uncond["encoder_hidden_states"], npe)
+
+
+# the network inputs that carry prompt embeddings, and the from_pipeline argument giving each
+_EMBEDDING_INPUTS = {
+    "encoder_hidden_states": "prompt_embeds",
+    "pooled_projections": "pooled_prompt_embeds",  # FLUX.1, SD3
+    "text_embeds": "pooled_prompt_embeds",  # SDXL (inside added_cond_kwargs)
+}
+
+
+def _network_inputs(model, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """The embedding inputs of every network call of one prediction, by input name."""
+    calls: list[dict[str, torch.Tensor]] = []
+
+    def hook(module, args, kwargs):
+        flat = {**kwargs, **(kwargs.get("added_cond_kwargs") or {})}
+        calls.append({k: flat[k] for k in _EMBEDDING_INPUTS if flat.get(k) is not None})
+
+    handle = model.network.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            model.predict(x, torch.tensor([0.3, 0.6], dtype=torch.float64))
+    finally:
+        handle.remove()
+    return calls
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, *CLASSIC])
+def test_given_embeddings_are_what_the_network_receives(name: str) -> None:
+    """Every family, with CFG where it runs it: embeddings given instead of prompts (pooled ones
+    where the family takes them, and the negatives') are the network's inputs. The given tensors
+    are the prompt-encoded model's own inputs shifted by +0.5 (conditional) and -0.5 (negative),
+    so every network row must differ from the prompt-encoded run by exactly one of the shifts,
+    -0.5 on as many rows as there are negative rows."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = _any_pipeline(name)
+    call = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
+    call = {k: v for k, v in call.items() if k != "negative_prompt"}
+    cfg = {"flux": {"true_cfg_scale": 2.0}}.get(name, {})
+    negatives = None if name == "flux2" else ["blue sky", "green tree"]  # [dev] has no CFG
+    text = from_pipeline(pipe, PROMPTS, negative_prompt=negatives, **call, **cfg)
+    given = {}
+    for prefix, inputs, shift in (("", text.conditioning.cond, 0.5),
+                                  ("negative_", text.conditioning.uncond or {}, -0.5)):  # fmt: skip
+        for key, argument in _EMBEDDING_INPUTS.items():
+            if key in inputs:
+                given[prefix + argument] = inputs[key] + shift
+        if "encoder_attention_mask" in inputs:  # SANA: the masks go with the embeddings
+            given[prefix + "prompt_attention_mask"] = inputs["encoder_attention_mask"]
+    model = from_pipeline(pipe, **given, **call, **cfg)
+    assert model.passes_per_eval == text.passes_per_eval == (1 if name == "flux2" else 2)
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(1))
+    want, got = _network_inputs(text, x), _network_inputs(model, x)
+    assert len(got) == len(want) and [set(c) for c in got] == [set(c) for c in want]
+    negative_rows = 0
+    for w, g in zip(want, got, strict=True):
+        for key in w:
+            diff = (g[key] - w[key]).reshape(g[key].shape[0], -1)
+            shift = diff[:, :1]
+            torch.testing.assert_close(diff, shift.expand_as(diff), rtol=0, atol=1e-5)
+            assert all(abs(abs(s) - 0.5) < 1e-5 for s in shift.flatten().tolist()), key
+            if key == "encoder_hidden_states":
+                negative_rows += int((shift < 0).sum())
+    assert negative_rows == (0 if name == "flux2" else x.shape[0])
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "wan"])
+def test_without_cfg_the_negative_prompt_is_not_encoded(name: str) -> None:
+    """guidance_scale 1 turns CFG off (as in the pipeline): the negative prompts are not run
+    through the text encoders, each encoder runs once, on the prompts."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = _any_pipeline(name)
+    call = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
+    encoders = [m for k, m in pipe.components.items() if k.startswith("text_encoder") and m]
+    rows: list[int] = []
+    handles = [
+        e.register_forward_pre_hook(lambda mod, args: rows.append(int(args[0].shape[0])))
+        for e in encoders
+    ]
+    try:
+        model = from_pipeline(
+            pipe, PROMPTS, negative_prompt=["blue sky", "green tree"], guidance_scale=1.0, **call
+        )
+    finally:
+        for h in handles:
+            h.remove()
+    assert not model.cfg
+    assert rows == [len(PROMPTS)] * len(encoders)

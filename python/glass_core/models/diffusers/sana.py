@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from glass_core._checks import invalid
 from glass_core.errors import InvalidInputError
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors, cfg_above_one
 from glass_core.models.diffusers.base import DiffusersDenoiser
@@ -22,7 +23,12 @@ from glass_core.schedules import RectifiedFlow
 #: the pipeline's default CFG scale (guidance_scale), used when none is given
 DEFAULT_GUIDANCE: float = 4.5
 
-ENCODE_OPTIONS = ("max_sequence_length", "complex_human_instruction", "clean_caption")
+#: steer/from_pipeline options passed to ``encode_prompt`` (the attention masks go with given
+#: embeddings, as in SanaPipeline.__call__)
+ENCODE_OPTIONS = (
+    "max_sequence_length", "complex_human_instruction", "clean_caption",
+    "prompt_attention_mask", "negative_prompt_attention_mask",
+)  # fmt: skip
 MODEL_OPTIONS = ("use_resolution_binning",)
 
 
@@ -50,13 +56,23 @@ def encode(
     device : torch.device
         Where the embeddings go.
     kw : dict
-        Further keyword arguments of ``encode_prompt``.
+        Further keyword arguments of ``encode_prompt`` (with given embeddings, their
+        ``prompt_attention_mask`` / ``negative_prompt_attention_mask``).
 
     Returns
     -------
     tuple of dict
         The conditional and (with CFG, else None) unconditional network inputs, ``[B, ...]``.
+
+    Raises
+    ------
+    InvalidInputError
+        Given embeddings without their attention mask.
     """
+    for name in ("prompt_embeds", "negative_prompt_embeds"):
+        mask_name = name.replace("embeds", "attention_mask")
+        if embeds.get(name) is not None and kw.get(mask_name) is None:
+            raise invalid(mask_name, f"{mask_name}: SANA needs it with {name} (as its pipeline)")
     pe, mask, npe, nmask = pipe.encode_prompt(
         prompts,
         do_cfg,
@@ -64,8 +80,6 @@ def encode(
         device=device,
         prompt_embeds=embeds.get("prompt_embeds"),
         negative_prompt_embeds=embeds.get("negative_prompt_embeds"),
-        prompt_attention_mask=embeds.get("prompt_attention_mask"),
-        negative_prompt_attention_mask=embeds.get("negative_prompt_attention_mask"),
         **kw,
     )
     cond = {"encoder_hidden_states": pe, "encoder_attention_mask": mask}
