@@ -323,6 +323,8 @@ _MESSAGES = {
         "t must have shape [3], got (2,)",
     ),
     "t-str": (lambda: _OK.denoise(_X, "soon"), "t must be a float or tensor, got str"),
+    "t-numeric-str": (lambda: _OK.denoise(_X, "0.5"), "t must be a float or tensor, got str"),
+    "t-bool": (lambda: _OK.denoise(_X, True), "t must be a float or tensor, got bool"),
     "coefficients-source": (
         lambda: conversion_coefficients(RectifiedFlow(), 0.5, "eps", "x1"),
         f"prediction must be one of {PREDICTIONS}, got 'eps'",
@@ -363,6 +365,8 @@ def test_bad_model_inputs_get_their_exact_message(case: str) -> None:
     with pytest.raises(InvalidInputError) as err:
         call()
     assert str(err.value) == message
+    if case.startswith(("x-", "t-", "convert-t-")):  # the checks of x and t name them
+        assert err.value.arg == case.removeprefix("convert-")[0]
 
 
 def test_convert_combines_float32_inputs_in_float32() -> None:

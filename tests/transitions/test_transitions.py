@@ -514,6 +514,11 @@ def test_bad_times_and_denoised_are_named_with_what_was_given():
         ODE()(gmm2(), x, torch.tensor([0.1, 0.2]), 0.5)
     with pytest.raises(InvalidInputError, match=r"shape of x \(4, 2\), got \(3, 2\)$"):
         ODE()(gmm2(), x, 0.1, 0.5, denoised=torch.zeros(3, 2, dtype=torch.float64))
+    for t, t_next, name, given in [(False, 0.5, "t", "False"), (0.2, "0.7", "t_next", "'0.7'")]:
+        with pytest.raises(InvalidInputError) as err:  # float() would read them as times
+            ODE()(gmm2(), x, t, t_next)
+        assert str(err.value) == f"{name} must be a float in [0, 1], got {given}"
+        assert err.value.arg == name
 
 
 class VelocityEuler(Transition):

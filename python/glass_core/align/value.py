@@ -23,8 +23,7 @@ from glass_core.align._common import (
     check_model,
     fail,
 )
-from glass_core.models.base import check_batch
-from glass_core.models.gmm import scalar_time
+from glass_core.models.base import check_batch, scalar_time
 from glass_core.rewards.base import Reward, check_rewards
 from glass_core.transitions.glass import Glass
 

@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from glass_core._checks import optional_positive_int
+from glass_core._checks import invalid, optional_positive_int
 from glass_core.errors import InvalidInputError, ModelError
 from glass_core.meter import chunked
 from glass_core.schedules import Schedule
@@ -57,13 +57,11 @@ def check_batch(x: torch.Tensor, name: str = "x") -> None:
         ``x`` is not a floating-point tensor [B, ...] with B >= 1.
     """
     if not isinstance(x, torch.Tensor):
-        raise InvalidInputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise invalid(name, f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim < 1 or x.shape[0] == 0:
-        raise InvalidInputError(
-            f"{name} must have shape [B, ...] with B >= 1, got {tuple(x.shape)}"
-        )
+        raise invalid(name, f"{name} must have shape [B, ...] with B >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise InvalidInputError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        raise invalid(name, f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
 def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
@@ -90,7 +88,7 @@ def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
     """
     if type(t) is float:  # the common case, checked without numpy (runs once per model call)
         if not 0.0 <= t <= 1.0:  # also rejects NaN
-            raise InvalidInputError(f"{name} must be finite and inside [0, 1], got {t}")
+            raise invalid(name, f"{name} must be finite and inside [0, 1], got {t}")
         return t
     if isinstance(t, torch.Tensor):
         if t.ndim == 0:
@@ -98,25 +96,63 @@ def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
         elif t.ndim == 1 and t.shape[0] == batch:
             val = t.detach().to("cpu", torch.float64).numpy()
         else:
-            raise InvalidInputError(
+            raise invalid(
+                name,
                 f"{name} must be a float, a 0-d tensor or a [B]={batch} tensor, "
-                f"got shape {tuple(t.shape)}"
+                f"got shape {tuple(t.shape)}",
             )
     elif isinstance(t, np.ndarray) and t.ndim == 1:
         if t.shape[0] != batch:
-            raise InvalidInputError(f"{name} must have shape [{batch}], got {t.shape}")
+            raise invalid(name, f"{name} must have shape [{batch}], got {t.shape}")
         val = t.astype(np.float64)
+    elif isinstance(t, str | bytes | bool):  # float() would read "0.5" and True
+        raise invalid(name, f"{name} must be a float or tensor, got {type(t).__name__}")
     else:
         try:
             val = float(t)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise InvalidInputError(
-                f"{name} must be a float or tensor, got {type(t).__name__}"
+            raise invalid(
+                name, f"{name} must be a float or tensor, got {type(t).__name__}"
             ) from None
     arr = np.asarray(val)
     if not np.all(np.isfinite(arr)) or np.any(arr < 0.0) or np.any(arr > 1.0):
-        raise InvalidInputError(f"{name} must be finite and inside [0, 1], got {val}")
+        raise invalid(name, f"{name} must be finite and inside [0, 1], got {val}")
     return val
+
+
+def scalar_time(t: TimeLike, name: str) -> float:
+    """Return ``t`` as a Python float, raising InvalidInputError if it is not a scalar.
+
+    Parameters
+    ----------
+    t : float or tensor
+        The time.
+    name : str
+        Its name in the error message.
+
+    Returns
+    -------
+    float
+        The time.
+
+    Raises
+    ------
+    InvalidInputError
+        ``t`` is not a scalar.
+    """
+    if isinstance(t, torch.Tensor):
+        if t.numel() != 1:
+            raise invalid(name, f"{name} must be a scalar time, got shape {tuple(t.shape)}")
+        t = float(t.item())
+    if isinstance(t, str | bytes | bool):  # float() would read "0.5" and True
+        raise invalid(name, f"{name} must be a float in [0, 1], got {t!r}")
+    try:
+        v = float(t)
+    except (TypeError, ValueError):
+        raise invalid(name, f"{name} must be a float in [0, 1], got {t!r}") from None
+    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+        raise invalid(name, f"{name} must be a finite float in [0, 1], got {t!r}")
+    return v
 
 
 def working_dtype(x: torch.Tensor) -> torch.dtype:

@@ -18,7 +18,14 @@ import torch
 from glass_core import _random
 from glass_core._core import glass_coefficients
 from glass_core.errors import InvalidInputError
-from glass_core.models.base import DenoiserBase, TimeLike, check_batch, schedule_values, time_values
+from glass_core.models.base import (
+    DenoiserBase,
+    TimeLike,
+    check_batch,
+    scalar_time,
+    schedule_values,
+    time_values,
+)
 from glass_core.schedules import RectifiedFlow, Schedule, resolve_rho
 
 _F64 = torch.float64
@@ -29,39 +36,6 @@ def _col(c: float | np.ndarray, device: torch.device) -> torch.Tensor:
     """float64 scalar or [B] coefficient as a [B or 1, 1] tensor for [B, K] arithmetic."""
     arr = np.asarray(c, dtype=np.float64)
     return torch.as_tensor(arr, dtype=_F64, device=device).reshape(-1, 1)
-
-
-def scalar_time(t: TimeLike, name: str) -> float:
-    """Return ``t`` as a Python float, raising InvalidInputError if it is not a scalar.
-
-    Parameters
-    ----------
-    t : float or tensor
-        The time.
-    name : str
-        Its name in the error message.
-
-    Returns
-    -------
-    float
-        The time.
-
-    Raises
-    ------
-    InvalidInputError
-        ``t`` is not a scalar.
-    """
-    if isinstance(t, torch.Tensor):
-        if t.numel() != 1:
-            raise InvalidInputError(f"{name} must be a scalar time, got shape {tuple(t.shape)}")
-        t = float(t.item())
-    try:
-        v = float(t)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be a float in [0, 1], got {t!r}") from None
-    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
-        raise InvalidInputError(f"{name} must be a finite float in [0, 1], got {t!r}")
-    return v
 
 
 def kernel_scalars(

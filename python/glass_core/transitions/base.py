@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 from abc import ABC, abstractmethod
 from typing import NoReturn
 
@@ -13,7 +12,7 @@ import torch
 from glass_core import _random
 from glass_core._checks import model_output, positive_int
 from glass_core.errors import InvalidInputError, ModelError
-from glass_core.models.base import Denoiser, TimeLike, check_batch
+from glass_core.models.base import Denoiser, TimeLike, check_batch, scalar_time
 from glass_core.schedules import Schedule
 
 check_int = positive_int  # the name the transitions use
@@ -50,22 +49,10 @@ def check_times(t: object, t_next: object) -> tuple[float, float]:
     InvalidInputError
         Naming the time that is not a finite number in [0, 1], or when t_next <= t.
     """
-    out = []
-    for name, v in (("t", t), ("t_next", t_next)):
-        if isinstance(v, torch.Tensor):
-            if v.numel() != 1:
-                raise InvalidInputError(f"{name} must be a scalar time, got shape {tuple(v.shape)}")
-            v = v.item()
-        try:
-            f = float(v)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"{name} must be a float in [0, 1], got {v!r}") from None
-        if not (math.isfinite(f) and 0.0 <= f <= 1.0):
-            raise InvalidInputError(f"{name} must be a finite float in [0, 1], got {v!r}")
-        out.append(f)
-    if not out[1] > out[0]:
-        raise InvalidInputError(f"t_next must be > t, got t={out[0]}, t_next={out[1]}")
-    return out[0], out[1]
+    start, end = scalar_time(t, "t"), scalar_time(t_next, "t_next")  # type: ignore[arg-type]
+    if not end > start:
+        raise InvalidInputError(f"t_next must be > t, got t={start}, t_next={end}")
+    return start, end
 
 
 def substep_intervals(t: float, t_next: float, substeps: int) -> list[tuple[float, float]]:
