@@ -552,8 +552,9 @@ def multistep_coefficients(
     """
     k = len(a) - 1
     ratio = a / np.where(s > 0, s, 1.0)  # e^lambda, unused where s = 0
-    keep = np.where(s[1:] > 0, s[1:] / s[:-1], 0.0)
-    gain = np.where(s[1:] > 0, a[1:] - s[1:] * ratio[:-1], a[1:])
+    # s > 0 at every point but the end, so both are exact where s_{j+1} = 0 too (keep 0, gain a)
+    keep = s[1:] / s[:-1]
+    gain = a[1:] - s[1:] * ratio[:-1]
     beta = np.zeros(k)
     for j in range(1, k):
         if a[j - 1] == 0.0:  # previous point is s=0 (lambda = -inf)
