@@ -247,3 +247,14 @@ def test_guidance_without_a_window_guides_every_time():
     for t in (0.01, 0.5, 0.99):
         want = model.denoise(x, t) + 0.7 * sch.sigma(t) ** 2 / sch.alpha(t) * LIN.a
         torch.testing.assert_close(g.denoise(x, t), want)
+
+
+def test_uniform_log_weights_of_one_group_and_of_several():
+    """-log N for every particle, for [N] rewards as for [B, N] ones (N the last dimension)."""
+    from glass_core.align.results import uniform_log_weights
+
+    one = uniform_log_weights(torch.zeros(5))
+    several = uniform_log_weights(torch.zeros(2, 3))
+    assert one.shape == (5,) and one.dtype == torch.float64
+    assert torch.equal(one, torch.full((5,), -math.log(5), dtype=torch.float64))
+    assert torch.equal(several, torch.full((2, 3), -math.log(3), dtype=torch.float64))

@@ -242,13 +242,7 @@ def test_nan_reward_raises_with_indices():
         run(lambda z: z.sum(1, keepdim=True))
 
 
-def test_progress_can_be_silenced(capsys):
-    run()
-    captured = capsys.readouterr()
-    assert captured.err == "" and captured.out == ""
-
-
-def _labelled_runs():
+def _labelled_runs(progress: bool = True):
     from glass_core.align import (
         beam_search,
         best_of_n,
@@ -257,7 +251,7 @@ def _labelled_runs():
         value_decoding,
     )
 
-    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=True)
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=progress)
     return {
         "FK steering": lambda: fk_steering(gmm(), LIN, num_particles=4, **kw),
         "best-of-N": lambda: best_of_n(gmm(), LIN, num_particles=4, **kw),
@@ -278,6 +272,17 @@ def test_progress_lines_name_the_algorithm(label, capsys, monkeypatch):
     _labelled_runs()[label]()
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
+
+
+@pytest.mark.parametrize("label", list(_labelled_runs()))
+def test_progress_can_be_silenced(label, capsys, monkeypatch):
+    """progress=False writes nothing, even where progress lines would come every step."""
+    from glass_core import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
+    _labelled_runs(progress=False)[label]()
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
 
 
 class BatchRecorder:

@@ -172,6 +172,21 @@ class TimeCounter:
         return self.model.velocity(x, t)
 
 
+@pytest.mark.parametrize("search", [value_decoding, beam_search])
+def test_the_posterior_value_reuses_the_candidates_denoised(search):
+    """value='posterior': D_t of the candidates is computed once per grid time and reused by the
+    posterior draws (their first step) and by the next transition, so the model is called once
+    at each grid time below 1."""
+    counter = TimeCounter(gmm())
+    size = {"num_particles": 4} if search is value_decoding else {"beam_width": 4}
+    search(
+        counter, LIN, transition=Glass(inner_steps=3), time_grid=GRID, shape=(2,),
+        num_candidates=2, value="posterior", value_samples=2, generator=gen(6), progress=False,
+        **size,
+    )  # fmt: skip
+    assert [counter.times[round(float(t), 12)] for t in GRID[:-1]] == [1] * (len(GRID) - 1)
+
+
 @pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
 @pytest.mark.parametrize(
     "transition", [Glass(inner_steps=3), SDE(substeps=2)], ids=["glass", "sde"]

@@ -128,6 +128,7 @@ def test_max_batch_splits_calls_not_results():
     )
     torch.testing.assert_close(full.values, split.values)
     assert split.nfe == full.nfe == 3
+    assert split.total_nfe == full.total_nfe == 3 * 7 * 5  # nfe x samples x rows
 
 
 def test_bad_input():
