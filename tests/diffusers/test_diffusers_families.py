@@ -640,6 +640,10 @@ def test_sana_resolution_binning_follows_the_pipelines_rule(monkeypatch) -> None
         model = binned(size)
         assert (model.height, model.width, model.output_size) == (h, w, (height, width))
         assert model.latent_shape == (4, h // vsf, w // vsf)
+    assert (h, w) != (height, width)  # the last bin differs, so decoding must resize
+    with torch.no_grad():
+        images = model.decode(torch.zeros(1, *model.latent_shape))
+    assert images.shape == (1, 3, height, width)
     with pytest.raises(
         InvalidInputError, match=r"sample_size 48; pass use_resolution_binning=False"
     ):
