@@ -570,3 +570,23 @@ def test_lazy_package_attributes() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "OK True" in proc.stdout and "True True" in proc.stdout, proc.stderr
     assert "MISSING-RAISES" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"), [("ddpm", "ddpm"), ("0.5", 0.5), ("-1", -1.0), (0.25, 0.25)]
+)
+def test_rho_flag_and_key_take_the_librarys_rho(value: object, parsed: object) -> None:
+    from glass_core.cli._common import rho_type
+
+    assert rho_type(value) == parsed  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("value", "shown"), [("2", "2.0"), ("abc", "'abc'"), (True, "True")])
+def test_bad_rho_flag_or_key_gets_the_librarys_message(value: object, shown: str) -> None:
+    import argparse
+
+    from glass_core.cli._common import rho_type
+
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        rho_type(value)  # type: ignore[arg-type]
+    assert str(err.value) == f"must be a float in [-1, 1] or 'ddpm', got {shown}"

@@ -8,6 +8,7 @@ that the command modules and ``glass_core.cli`` can use it without importing eac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -103,17 +104,17 @@ def rho_type(value: str | float) -> str | float:
     argparse.ArgumentTypeError
         Anything else.
     """
-    if value == "ddpm":
-        return value
+    from glass_core.errors import InvalidInputError
+    from glass_core.schedules import check_rho  # the library's rule (no torch import)
+
+    parsed: object = value
+    if isinstance(value, str) and value != "ddpm":
+        with contextlib.suppress(ValueError):  # else check_rho names the text
+            parsed = float(value)
     try:
-        rho = float(value)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"must be 'ddpm' or a float in [-1, 1], got {value!r}"
-        ) from None
-    if not -1.0 <= rho <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [-1, 1], got {rho}")
-    return rho
+        return check_rho(parsed)
+    except InvalidInputError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("rho ")) from None
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
