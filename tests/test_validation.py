@@ -93,3 +93,16 @@ def test_non_differentiable_reward_under_guidance_is_named() -> None:
             generator=torch.Generator().manual_seed(0),
             progress=False,
         )
+
+
+def test_real_number_reads_numbers_and_nothing_else() -> None:
+    """The one rule behind every "a real number" argument (times, rho, shift, finite floats)."""
+    import math
+
+    from glass_core._checks import real_number
+
+    for value, want in [(2, 2.0), (0.5, 0.5), (np.float32(0.25), 0.25), (torch.tensor([3.0]), 3.0)]:
+        assert real_number(value) == want
+    assert math.isnan(real_number(float("nan")))  # type: ignore[arg-type]
+    for value in (True, np.bool_(False), "0.5", b"1", None, [1.0], torch.zeros(2), object()):
+        assert real_number(value) is None, value

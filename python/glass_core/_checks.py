@@ -112,6 +112,30 @@ def optional_positive_int(value: Any, name: str) -> int | None:
     return None if value is None else positive_int(value, name)
 
 
+def real_number(value: Any) -> float | None:
+    """Return `value` as a float if it is a real number, else None.
+
+    Real numbers: ints, floats, NumPy scalars, one-element tensors (NaN and inf included).
+    Booleans and strings are not, though ``float()`` would read True as 1.0 and parse "0.5".
+
+    Parameters
+    ----------
+    value : object
+        The value.
+
+    Returns
+    -------
+    float or None
+        The float, or None.
+    """
+    if isinstance(value, bool | np.bool_ | str | bytes):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: a multi-element tensor
+        return None
+
+
 def finite_float(value: Any, name: str) -> float:
     """Check a finite float.
 
@@ -140,12 +164,8 @@ def finite_float(value: Any, name: str) -> float:
     InvalidInputError
         Not a real number, or NaN/inf.
     """
-    numeric = not isinstance(value, bool | np.bool_ | str | bytes) and hasattr(value, "__float__")
-    try:
-        v = float(value) if numeric else math.nan
-    except (TypeError, ValueError, RuntimeError):
-        numeric = False
-    if not numeric or not math.isfinite(v):
+    v = real_number(value)
+    if v is None or not math.isfinite(v):
         raise invalid(name, f"`{name}` must be a finite number, got {value!r}")
     return v
 

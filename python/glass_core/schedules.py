@@ -19,13 +19,13 @@ noise-end convention, docs/noise_end.md).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 
+from glass_core._checks import real_number
 from glass_core._core import (
     Schedule,
     dynamic_shift_mu,
@@ -153,10 +153,7 @@ def shifted(schedule: Schedule, shift: float) -> Schedule:
     InvalidInputError
         If `shift` is not a real number in that range (a string or a boolean is not read as one).
     """
-    value = None
-    if not isinstance(shift, bool | np.bool_ | str | bytes):
-        with contextlib.suppress(TypeError, ValueError, RuntimeError):
-            value = float(shift)  # type: ignore[arg-type]
+    value = real_number(shift)
     if value is None:
         raise InvalidInputError(f"shift must be a real number, got {shift!r}", arg="shift")
     return Schedule.shifted(schedule, value)
@@ -250,14 +247,9 @@ def check_rho(rho: object) -> float | str:
     InvalidInputError
         For anything else (booleans included: True is not read as 1.0).
     """
-    if isinstance(rho, str):
-        if rho == "ddpm":
-            return rho
-    elif not isinstance(rho, bool | np.bool_):
-        try:
-            r = float(rho)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            r = math.nan
-        if math.isfinite(r) and -1.0 <= r <= 1.0:
-            return r
+    if rho == "ddpm":
+        return "ddpm"
+    r = real_number(rho)
+    if r is not None and math.isfinite(r) and -1.0 <= r <= 1.0:
+        return r
     raise InvalidInputError(f"rho must be a float in [-1, 1] or 'ddpm', got {rho!r}")

@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from glass_core._checks import invalid, optional_positive_int
+from glass_core._checks import invalid, optional_positive_int, real_number
 from glass_core.errors import InvalidInputError, ModelError
 from glass_core.meter import chunked
 from glass_core.schedules import Schedule
@@ -105,15 +105,11 @@ def time_values(t: TimeLike, batch: int, name: str = "t") -> float | np.ndarray:
         if t.shape[0] != batch:
             raise invalid(name, f"{name} must have shape [{batch}], got {t.shape}")
         val = t.astype(np.float64)
-    elif isinstance(t, str | bytes | bool):  # float() would read "0.5" and True
-        raise invalid(name, f"{name} must be a float or tensor, got {type(t).__name__}")
     else:
-        try:
-            val = float(t)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise invalid(
-                name, f"{name} must be a float or tensor, got {type(t).__name__}"
-            ) from None
+        number = real_number(t)
+        if number is None:
+            raise invalid(name, f"{name} must be a float or tensor, got {type(t).__name__}")
+        val = number
     arr = np.asarray(val)
     if not np.all(np.isfinite(arr)) or np.any(arr < 0.0) or np.any(arr > 1.0):
         raise invalid(name, f"{name} must be finite and inside [0, 1], got {val}")
@@ -144,12 +140,9 @@ def scalar_time(t: TimeLike, name: str) -> float:
         if t.numel() != 1:
             raise invalid(name, f"{name} must be a scalar time, got shape {tuple(t.shape)}")
         t = float(t.item())
-    if isinstance(t, str | bytes | bool):  # float() would read "0.5" and True
+    v = real_number(t)
+    if v is None:
         raise invalid(name, f"{name} must be a float in [0, 1], got {t!r}")
-    try:
-        v = float(t)
-    except (TypeError, ValueError):
-        raise invalid(name, f"{name} must be a float in [0, 1], got {t!r}") from None
     if not (math.isfinite(v) and 0.0 <= v <= 1.0):
         raise invalid(name, f"{name} must be a finite float in [0, 1], got {t!r}")
     return v
