@@ -142,3 +142,37 @@ def test_compiled_calls_add_to_the_counters_of_a_whole_run(monkeypatch, solver):
     for t, t_next in [(0.3, 0.6), (0.6, 0.9)]:
         x = tr(counted, x, t, t_next, torch.Generator().manual_seed(5))
     assert counted.nfe == 2 * tr.nfe_per_call
+
+
+def test_count_calls_adds_once_to_each_meter_and_to_plain_counters():
+    """The graph's calls go once to every meter down the wrapper chain (a meter two wrappers
+    share counts them once) and to a user's wrapper's plain `nfe`."""
+    from types import SimpleNamespace
+
+    from glass_core.meter import Meter
+    from glass_core.transitions import compiled
+
+    shared, own = Meter(), Meter()
+    base = SimpleNamespace(meter=own, _model=None)
+    inner = SimpleNamespace(meter=shared, _model=base)
+    user = SimpleNamespace(nfe=1, _model=inner)
+    outer = SimpleNamespace(meter=shared, _model=user)
+    compiled.count_calls(outer, 3)
+    assert (shared.evaluations, own.evaluations, user.nfe) == (3, 3, 4)
+
+
+def test_compiled_path_equals_eager_for_an_epsilon_model_below_the_noise_floor(monkeypatch):
+    """An epsilon model is blind at alpha = 0, so below the noise floor (t < ~1e-3 on rectified
+    flow) it is asked at the floor: from t = 5e-4 the compiled path gives eager's step (its
+    start's D_t comes from outside the graph, its inner points lie above the floor)."""
+    from glass_core.transitions import compiled
+
+    monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
+    eps = from_callable(net, schedule=Schedule.rectified_flow(), prediction="epsilon")
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+
+    def step(compile: bool) -> torch.Tensor:
+        tr = Glass(0.4, 3, "euler", compile=compile)
+        return tr(eps, x, 5e-4, 0.5, torch.Generator().manual_seed(5))
+
+    torch.testing.assert_close(step(True), step(False), rtol=1e-6, atol=1e-6)

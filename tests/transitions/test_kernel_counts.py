@@ -66,6 +66,20 @@ def test_no_host_read_inside_a_transition(tr, t_next):
     tr(model, x, 0.0, t_next, None, denoised=d, check=False)
 
 
+@pytest.mark.parametrize("solver", ["euler", "pc"])
+def test_no_host_read_inside_a_compiled_transition(solver, monkeypatch):
+    """The compiled path (its body run without torch.compile) on the meta device, where every
+    host read raises: it reads nothing back either."""
+    from glass_core.transitions import compiled
+
+    monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
+    model = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    x = torch.empty(8, 4, device="meta")
+    tr = Glass(0.4, 3, solver, compile=True)
+    out = tr(model, x, 0.2, 0.7, torch.Generator().manual_seed(0), check=False)
+    assert out.device.type == "meta" and out.shape == x.shape
+
+
 def nan_rows(rows: list[int]):
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = 0.5 * x
@@ -105,9 +119,11 @@ def test_a_given_nonfinite_denoised_is_blamed_on_the_model(tr):
         tr.raise_nonfinite()
 
 
-def test_replay_uses_the_same_noise():
+@pytest.mark.parametrize("as_list", [False, True], ids=["generator", "list"])
+def test_replay_uses_the_same_noise(as_list):
     """A failure that depends on the noise is reproduced: the model fails only in the row whose
-    input is largest, which for x = 0 is the row where the transition's noise is largest."""
+    input is largest, which for x = 0 is the row where the transition's noise is largest (a
+    torch.Generator, or a list of them: one group here)."""
     eps = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     bad_row = int(eps.abs().amax(1).argmax())
 
@@ -118,7 +134,8 @@ def test_replay_uses_the_same_noise():
 
     model = from_callable(fn, schedule=Schedule.rectified_flow(), prediction="x1")
     tr = Glass(0.4, 2, "euler")
-    tr(model, torch.zeros(5, 3), 0.2, 0.6, torch.Generator().manual_seed(1), check=False)
+    gen = torch.Generator().manual_seed(1)
+    tr(model, torch.zeros(5, 3), 0.2, 0.6, [gen] if as_list else gen, check=False)
     assert not bool(tr.last_finite)
     with pytest.raises(ModelError, match=rf"for rows \[{bad_row}\]"):
         tr.raise_nonfinite()

@@ -117,10 +117,8 @@ class LocalStorage:
     label = ""
     fk_result = FKResult
     best_of_n_result = BestOfNResult
-
-    def __init__(self) -> None:
-        self.noise: Any = None
-        self.local_rows = 0
+    noise: Any  # set by configure, before any other use
+    local_rows: int
 
     def configure(self, validate: Callable[[int], C], generator: Generator) -> C:
         """Validate the arguments and set the run up (see ParticleStorage.configure)."""
