@@ -74,11 +74,11 @@ class Recording(FKSampler):
         return log_g, scores
 
 
-def recorded_run(potential, n: int, seed: int) -> tuple[FKSampler, list]:
+def recorded_run(potential, n: int, seed: int, reward=LIN) -> tuple[FKSampler, list]:
     """A run without resampling (ESS never below 1e-12 N), so particle i keeps its lineage."""
     fk = Recording(
         gmm(),
-        LIN,
+        reward,
         transition=ExactKernel(),
         time_grid=GRID,
         potential=potential,
@@ -125,19 +125,23 @@ class Spread:
         return 1.0 + x[:, 1] ** 2
 
 
-def test_lookahead_log_g_is_the_log_mean_exp_difference():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_lookahead_log_g_is_the_log_mean_exp_difference(dtype):
     # exact: V-hat_k - V-hat_{k-1} with V-hat the log-mean-exp (a plain mean of lambda r differs
-    # by the Jensen gap of the spread, > 0.5 here)
-    _, seen = recorded_run(Lookahead(len(Spread.C), Spread()), 6, 4)
+    # by the Jensen gap of the spread, > 0.5 here); a float32 reward's values are combined in
+    # float64 all the same
+    _, seen = recorded_run(Lookahead(len(Spread.C), Spread()), 6, 4, lambda z: LIN(z).to(dtype))
     prev = torch.zeros(6, dtype=torch.float64)
     for x, g, _ in seen[:-1]:
         r = LIN(x)[:, None] + Spread.C[None, :] * Spread.scale(x)[:, None]  # [n, J]
+        r = r.to(dtype).double()
         v = torch.logsumexp(LAM * r, dim=1) - np.log(len(Spread.C))
         assert float((v - LAM * r.mean(dim=1)).min()) > 0.5
         torch.testing.assert_close(torch.from_numpy(g), v - prev, rtol=0, atol=1e-12)
         prev = v
     x, g, _ = seen[-1]
-    torch.testing.assert_close(torch.from_numpy(g), LAM * LIN(x) - prev, rtol=0, atol=1e-12)
+    final = LAM * LIN(x).to(dtype).double() - prev
+    torch.testing.assert_close(torch.from_numpy(g), final, rtol=0, atol=1e-12)
 
 
 def exact_value(model, x, t):

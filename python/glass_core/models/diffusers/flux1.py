@@ -62,9 +62,7 @@ def _encode(
     if not do_cfg:
         return cond, None
     npe, npp = e["negative_prompt_embeds"], e["negative_pooled_prompt_embeds"]
-    if npe is not None:
-        negs = None
-    elif negs is None:
+    if npe is None and negs is None:  # FluxPipeline's default negative prompt
         negs = [""] * pe.shape[0]
     npe, npp, _ = pipe.encode_prompt(
         prompt=negs,
