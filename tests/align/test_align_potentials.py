@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from align_fixtures import GRID, ExactKernel, gen, gmm
-from glass_core.align import Diff, FKSampler, Lookahead, Max, Sum
+from glass_core.align import Diff, FKSampler, Lookahead, Max, Sum, fk_steering
 from glass_core.align.potentials import POTENTIALS, as_potential
 from glass_core.errors import InvalidInputError
 from glass_core.rewards import LinearReward
+from glass_core.transitions import SDE
 
 A = torch.tensor([1.0, 0.5], dtype=torch.float64)
 LIN = LinearReward(A)
@@ -216,3 +217,26 @@ def test_lookahead_defaults_and_refusals():
         with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$") as e:
             Lookahead(**kw)
         assert e.value.arg == arg  # type: ignore[attr-defined]
+
+
+def test_profile_times_the_lookahead_model_calls_too():
+    """profile=True: the model seconds include the lookahead's posterior draws (every call sleeps
+    2 ms, so the measured time is at least 2 ms per call, however fast the machine)."""
+    import time
+
+    class Slow:
+        def __init__(self, model):
+            self.model, self.schedule, self.calls = model, model.schedule, 0
+
+        def denoise(self, x, t):
+            self.calls += 1
+            time.sleep(0.002)
+            return self.model.denoise(x, t)
+
+    slow = Slow(gmm())
+    res = fk_steering(
+        slow, LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,),
+        potential=Lookahead(2, SDE(substeps=2)), generator=gen(0), profile=True, progress=False,
+    )  # fmt: skip
+    assert slow.calls > len(GRID)  # the steps' calls and the draws'
+    assert res.model_time >= 0.002 * slow.calls
