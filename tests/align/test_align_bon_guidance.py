@@ -144,6 +144,17 @@ def test_guided_per_row_times_keep_the_particles_dtype(dtype):
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_guided_per_row_times_of_any_float_dtype(dtype):
+    """Per-row times in float32 or bfloat16 (NumPy has no bfloat16) give what their values in
+    float64 give: the guided wrapper reads times as the models do."""
+    g = guided(gmm(), LIN, scale=0.7, window=(0.2, 0.7))
+    x = torch.randn(4, 2, dtype=torch.float64, generator=gen(0))
+    tt = torch.tensor([0.1, 0.3, 0.5, 0.8], dtype=dtype)
+    for call in (g.denoise, g.velocity):
+        torch.testing.assert_close(call(x, tt), call(x, tt.double()), rtol=0, atol=0)
+
+
 def test_guided_velocity_is_eq43():
     model = gmm()
     g = guided(model, LIN, scale=1.3)

@@ -219,3 +219,18 @@ def test_nonfinite_rows_are_listed_up_to_ten_then_counted():
         listed_rows(finite_rows(v), limit=12)
         == "[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13] and 1 more"
     )
+
+
+def test_a_sharded_runs_state_is_not_saved():
+    """Only a single-process run's state pickles; a sharded run's says what to do instead."""
+    from types import SimpleNamespace
+
+    fk = _sampler({})
+    state = _init(fk, {}, 0)
+    state.storage = SimpleNamespace()  # any strategy but the single-process one
+    with pytest.raises(InvalidInputError) as err:
+        torch.save(state, io.BytesIO())
+    assert str(err.value) == (
+        "the state of a sharded FK run (process_group=...) cannot be saved: save each rank's "
+        "particles instead"
+    )

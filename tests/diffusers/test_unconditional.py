@@ -56,9 +56,9 @@ def test_encode_resizes_any_image_to_the_sample_shape() -> None:
     from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
 
     model = UnconditionalPipelineModel(ddpm_pipeline(), 1, None)
-    flat = torch.full((2, 1, 20, 12), 0.75)
+    flat = torch.full((2, 1, 20, 12), 0.75, dtype=torch.float64)
     z = model.encode(flat)
-    assert z.shape == (2, 1, 8, 8)
+    assert z.shape == (2, 1, 8, 8) and z.dtype == torch.float32  # the particles' dtype
     torch.testing.assert_close(z, torch.full_like(z, 0.5))
 
 

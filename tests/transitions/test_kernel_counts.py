@@ -139,6 +139,13 @@ def test_replay_uses_the_same_noise(as_list):
     assert not bool(tr.last_finite)
     with pytest.raises(ModelError, match=rf"for rows \[{bad_row}\]"):
         tr.raise_nonfinite()
+    # two groups, two generators: the replay draws each group's noise from its own again
+    gens = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    out = tr(model, torch.zeros(6, 3), 0.2, 0.6, gens, check=False)
+    bad = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten().tolist()
+    assert len(bad) == 1
+    with pytest.raises(ModelError, match=rf"for rows \[{bad[0]}\]"):
+        tr.raise_nonfinite()
 
 
 def test_a_failure_the_checked_rerun_does_not_reproduce_is_reported_as_such():

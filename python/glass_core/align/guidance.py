@@ -31,18 +31,8 @@ from glass_core.align._config import sampling_validator
 from glass_core.align._start import start_particles
 from glass_core.align.results import GuidanceResult, uniform_log_weights
 from glass_core.errors import InvalidInputError
+from glass_core.models.base import time_values
 from glass_core.rewards.base import Reward, check_rewards, evaluate_reward
-
-
-def _time_values(t: Any) -> tuple[float | np.ndarray, bool]:
-    """(t as float or 1-D float64 array, per_row)."""
-    if isinstance(t, torch.Tensor):
-        if t.ndim == 0:
-            return float(t), False
-        return t.detach().to("cpu", torch.float64).numpy().reshape(-1), True
-    if isinstance(t, np.ndarray) and t.ndim >= 1:
-        return t.astype(np.float64).reshape(-1), True
-    return float(t), False
 
 
 class GuidedDenoiser:
@@ -72,7 +62,8 @@ class GuidedDenoiser:
 
     def _coefficient(self, t: Any, x: torch.Tensor) -> float | torch.Tensor:
         """Scale * sigma^2/alpha where t is inside the window and alpha > 0, else 0."""
-        tv, per_row = _time_values(t)
+        tv = time_values(t, x.shape[0])  # float, or float64 [rows]
+        per_row = isinstance(tv, np.ndarray)
         lo, hi = self.window
         sch = self.schedule
         if not per_row:
@@ -153,7 +144,8 @@ class GuidedDenoiser:
         -------
         torch.Tensor
         """
-        tv, per_row = _time_values(t)
+        tv = time_values(t, x.shape[0])  # float, or float64 [rows]
+        per_row = isinstance(tv, np.ndarray)
         sch = self.schedule
         a, s = sch.alpha(tv), sch.sigma(tv)
         da, ds = sch.d_alpha(tv), sch.d_sigma(tv)
