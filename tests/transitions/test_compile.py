@@ -178,9 +178,11 @@ def test_compiled_path_equals_eager_for_an_epsilon_model_below_the_noise_floor(m
     torch.testing.assert_close(step(True), step(False), rtol=1e-6, atol=1e-6)
 
 
-def test_compiled_path_equals_eager_for_bf16_particles(monkeypatch):
-    """bf16 particles: the compiled step equals eager's to one bf16 rounding (2^-7 relative:
-    the two round intermediate values in different places)."""
+def test_compiled_path_on_bf16_particles_is_the_float32_step_rounded_once(monkeypatch):
+    """bf16 particles: the compiled step works in float32 (the working dtype) and rounds once at
+    the end, so each output is within half a bf16 step (the final rounding) plus 2e-3 (the
+    network's bf16 inputs; measured 6e-4) of the float32 particles' step with the same noise;
+    a step computed in bf16 is off by a whole step (8e-3 here) in places."""
     from glass_core.transitions import compiled
 
     monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
@@ -191,10 +193,11 @@ def test_compiled_path_equals_eager_for_bf16_particles(monkeypatch):
     m = from_callable(plain, schedule=Schedule.rectified_flow(), prediction="velocity")
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
 
-    def step(compile: bool) -> torch.Tensor:
-        tr = Glass(0.4, 3, "euler", compile=compile)
+    def step(x: torch.Tensor) -> torch.Tensor:
+        tr = Glass(0.4, 3, "euler", compile=True)
         return tr(m, x, 0.3, 0.8, torch.Generator().manual_seed(5))
 
-    eager, comp = step(False), step(True)
-    assert comp.dtype == eager.dtype == torch.bfloat16
-    torch.testing.assert_close(comp.float(), eager.float(), rtol=2**-7, atol=2**-7)
+    got, ref = step(x), step(x.float())  # bf16 noise is drawn in float32: the same draws
+    assert got.dtype == torch.bfloat16
+    bf16_step = torch.exp2(torch.floor(torch.log2(ref.abs())) - 7)
+    assert bool(((got.float() - ref).abs() <= 0.5 * bf16_step + 2e-3).all())
