@@ -146,3 +146,32 @@ def rand(
         )
     chunk = (shape[0] // len(gens), *shape[1:])
     return torch.cat([draw(chunk, g) for g in gens], dim=0)
+
+
+def snapshot(generator: object) -> list[torch.Tensor] | None:
+    """Save the states of a torch.Generator (or a list of them) to replay a failed step.
+
+    None for other generators, or while a CUDA graph is being captured.
+    """
+    gens = generator if isinstance(generator, list | tuple) else [generator]
+    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
+        return None
+    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        return None
+    return [g.get_state() for g in gens]  # type: ignore[union-attr]
+
+
+def replayed(generator: object, states: list[torch.Tensor] | None) -> object:
+    """Return fresh generators in the `snapshot` states (the caller's are left alone).
+
+    `generator` itself where there is no snapshot (other generators: not replayed).
+    """
+    if states is None:
+        return generator
+    gens = generator if isinstance(generator, list | tuple) else [generator]
+    clones = []
+    for g, state in zip(gens, states, strict=True):
+        clone = torch.Generator(device=g.device)  # type: ignore[union-attr]
+        clone.set_state(state)
+        clones.append(clone)
+    return clones if isinstance(generator, list | tuple) else clones[0]

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from glass_core import _random
 from glass_core.errors import GlassError, InvalidInputError, ModelError
 from glass_core.transitions.base import Transition, finite_rows, listed_rows
 
@@ -68,25 +69,6 @@ def unchecked_step(
 
 def _rows(v: torch.Tensor) -> str:
     return listed_rows(finite_rows(v))
-
-
-def noise_snapshot(noise: Any) -> Any:
-    """Return the host-side state of the transitions' generator(s), to replay a failed step."""
-    if isinstance(noise, torch.Generator):
-        return noise.get_state()
-    if isinstance(noise, (list, tuple)):
-        return [g.get_state() for g in noise]
-    return None  # the global RNG or a sharded view: not replayed
-
-
-def _restore(noise: Any, snapshot: Any) -> bool:
-    if snapshot is None:
-        return False
-    gens = noise if isinstance(noise, (list, tuple)) else [noise]
-    states = snapshot if isinstance(snapshot, list) else [snapshot]
-    for g, s in zip(gens, states, strict=True):
-        g.set_state(s)
-    return True
 
 
 class _Strict:
@@ -146,10 +128,11 @@ def blame(
     x0, d0, snapshot = before
     if not bool(torch.isfinite(x0).all()):  # an earlier transition (no potential step since)
         return ModelError(f"the particles hold NaN/inf in rows {_rows(x0)} at t={t} already")
-    if _restore(noise, snapshot):
+    if snapshot is not None:  # the step's noise again, from fresh generators
+        replay = _random.replayed(noise, snapshot)
         try:
             with torch.no_grad():
-                again = transition(_Strict(model, where), x0, t, t_next, noise, denoised=d0)
+                again = transition(_Strict(model, where), x0, t, t_next, replay, denoised=d0)
         except GlassError as exc:
             return exc
         if not bool(torch.isfinite(again).all()):

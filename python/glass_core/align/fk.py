@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from glass_core import _random
 from glass_core.align._common import (
     CountedModel,
     Generator,
@@ -35,7 +36,7 @@ from glass_core.align._common import (
     ungroup,
 )
 from glass_core.align._config import FKConfig, sampling_validator
-from glass_core.align._finite import blame, finite_flag, noise_snapshot, unchecked_step
+from glass_core.align._finite import blame, finite_flag, unchecked_step
 from glass_core.align._start import start_particles
 from glass_core.align.fk_state import FKState, SMCBook
 from glass_core.align.potentials import Potential, ScoreContext, overflow_error
@@ -228,7 +229,7 @@ class FKSampler:
         )
         weighted = self.is_weighted(state, k)
         if weighted:  # what a failure needs to replay the transition (host-side RNG state)
-            state.proposed_from = (state.particles, state.denoised, noise_snapshot(storage.noise))
+            state.proposed_from = (state.particles, state.denoised, _random.snapshot(storage.noise))
         with torch.no_grad():
             with storage.guard(k):
                 self.propose(ctx, state, cfg.grid[k - 1], cfg.grid[k])

@@ -272,32 +272,6 @@ def check_finite(x: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(x).all()
 
 
-def _snapshot(generator: object) -> list[torch.Tensor] | None:
-    """Save the states of a torch.Generator (or a list of them) to replay a failed call.
-
-    None for other generators, or while a CUDA graph is being captured.
-    """
-    gens = generator if isinstance(generator, list | tuple) else [generator]
-    if not gens or not all(isinstance(g, torch.Generator) for g in gens):
-        return None
-    if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
-        return None
-    return [g.get_state() for g in gens]  # type: ignore[union-attr]
-
-
-def _restored(generator: object, states: list[torch.Tensor] | None) -> object:
-    """Make fresh generators in the snapshot's states (the caller's are left alone)."""
-    if states is None:
-        return generator
-    gens = generator if isinstance(generator, list | tuple) else [generator]
-    clones = []
-    for g, state in zip(gens, states, strict=True):
-        clone = torch.Generator(device=g.device)  # type: ignore[union-attr]
-        clone.set_state(state)
-        clones.append(clone)
-    return clones if isinstance(generator, list | tuple) else clones[0]
-
-
 class Transition(ABC):
     """A step x_t -> x_t' of a Denoiser's sampler; ODE, SDE and Glass implement it.
 
@@ -409,7 +383,7 @@ class Transition(ABC):
             (check=True) the model returned NaN/inf or a non-floating tensor.
         """
         tt, tn = self._validate(model, x, t, t_next, denoised)
-        states = _snapshot(generator)
+        states = _random.snapshot(generator)
         out = self._run(_FloatOutputs(model), x, tt, tn, generator, denoised)
         self.last_finite = check_finite(out)
         self._replay = (model, x, tt, tn, generator, states, denoised)
@@ -439,7 +413,7 @@ class Transition(ABC):
         checked = CheckedModel(model)
         if denoised is not None:
             checked.record(denoised, t, x)
-        out = self._run(checked, x, t, t_next, _restored(generator, states), denoised)
+        out = self._run(checked, x, t, t_next, _random.replayed(generator, states), denoised)
         checked.raise_if_bad(out, self, t, t_next)
         raise InvalidInputError(
             f"{self!r} produced NaN/inf during the transition t={t} -> t_next={t_next}; a re-run "
