@@ -803,6 +803,44 @@ _EMBEDDING_INPUTS = {
 }
 
 
+def _shifted_embeddings(text) -> dict[str, torch.Tensor]:
+    """from_pipeline's embedding arguments from a prompt-encoded model's network inputs, shifted
+    by +0.5 (conditional) and -0.5 (negative); SANA's attention masks as they are."""
+    given = {}
+    for prefix, inputs, shift in (("", text.conditioning.cond, 0.5),
+                                  ("negative_", text.conditioning.uncond or {}, -0.5)):  # fmt: skip
+        for key, argument in _EMBEDDING_INPUTS.items():
+            if key in inputs:
+                given[prefix + argument] = inputs[key] + shift
+        if "encoder_attention_mask" in inputs:  # SANA: the masks go with the embeddings
+            given[prefix + "prompt_attention_mask"] = inputs["encoder_attention_mask"]
+    return given
+
+
+def _cfg_call(name: str) -> tuple[dict, list[str] | None]:
+    """The family's call size and options with CFG on where it has CFG, and its negatives."""
+    call = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
+    call = {k: v for k, v in call.items() if k != "negative_prompt"}
+    call |= {"flux": {"true_cfg_scale": 2.0}}.get(name, {})
+    return call, (None if name == "flux2" else ["blue sky", "green tree"])  # [dev]: no CFG
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, *CLASSIC])
+def test_given_embeddings_move_to_the_execution_device(name: str, monkeypatch) -> None:
+    """Embeddings given on the host reach the network on the pipeline's execution device, every
+    conditioning input of every family (some encode_prompts move only some of them, e.g.
+    SDXL's pooled ones stayed behind). The meta device stands for an accelerator."""
+    from glass_core.models.diffusers import families, from_pipeline
+
+    pipe = _any_pipeline(name)
+    call, negatives = _cfg_call(name)
+    given = _shifted_embeddings(from_pipeline(pipe, PROMPTS, negative_prompt=negatives, **call))
+    monkeypatch.setattr(families, "execution_device", lambda pipe: torch.device("meta"))
+    model = from_pipeline(pipe, **given, **call)
+    inputs = [*model.conditioning.cond.values(), *(model.conditioning.uncond or {}).values()]
+    assert inputs and all(v.device.type == "meta" for v in inputs), name
+
+
 def _network_inputs(model, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     """The embedding inputs of every network call of one prediction, by input name."""
     calls: list[dict[str, torch.Tensor]] = []
@@ -830,20 +868,9 @@ def test_given_embeddings_are_what_the_network_receives(name: str) -> None:
     from glass_core.models.diffusers import from_pipeline
 
     pipe = _any_pipeline(name)
-    call = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
-    call = {k: v for k, v in call.items() if k != "negative_prompt"}
-    cfg = {"flux": {"true_cfg_scale": 2.0}}.get(name, {})
-    negatives = None if name == "flux2" else ["blue sky", "green tree"]  # [dev] has no CFG
-    text = from_pipeline(pipe, PROMPTS, negative_prompt=negatives, **call, **cfg)
-    given = {}
-    for prefix, inputs, shift in (("", text.conditioning.cond, 0.5),
-                                  ("negative_", text.conditioning.uncond or {}, -0.5)):  # fmt: skip
-        for key, argument in _EMBEDDING_INPUTS.items():
-            if key in inputs:
-                given[prefix + argument] = inputs[key] + shift
-        if "encoder_attention_mask" in inputs:  # SANA: the masks go with the embeddings
-            given[prefix + "prompt_attention_mask"] = inputs["encoder_attention_mask"]
-    model = from_pipeline(pipe, **given, **call, **cfg)
+    call, negatives = _cfg_call(name)
+    text = from_pipeline(pipe, PROMPTS, negative_prompt=negatives, **call)
+    model = from_pipeline(pipe, **_shifted_embeddings(text), **call)
     assert model.passes_per_eval == text.passes_per_eval == (1 if name == "flux2" else 2)
     x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(1))
     want, got = _network_inputs(text, x), _network_inputs(model, x)

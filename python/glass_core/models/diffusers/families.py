@@ -233,8 +233,13 @@ def build(
     has_neg = negative_prompt is not None or negative_prompt_embeds is not None
     do_cfg = bool(mod.does_cfg(pipe, cfg_scale, has_neg))
     prompts, negs, batch = check_prompts(prompt, negative_prompt, prompt_embeds)
+    device = execution_device(pipe)
     with torch.no_grad():
-        cond, uncond = mod.encode(pipe, prompts, negs, embeds, do_cfg, execution_device(pipe), kw)
+        cond, uncond = mod.encode(pipe, prompts, negs, embeds, do_cfg, device, kw)
+    # some encode_prompts leave given embeddings where the caller made them (SDXL's pooled
+    # ones, SD3's, Qwen-Image's, ...); the network reads every input on the execution device
+    cond = {k: v.to(device) for k, v in cond.items()}
+    uncond = None if uncond is None else {k: v.to(device) for k, v in uncond.items()}
     conditioning = Conditioning(num_groups=batch, cond=cond, uncond=uncond, prompts=prompts)
     if fam.cfg_scale_name == "true_cfg_scale":
         model_kw["true_cfg_scale"] = float(true_cfg)
