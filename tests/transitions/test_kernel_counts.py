@@ -248,3 +248,18 @@ def test_lincomb_runs_one_kernel_per_term_and_fuses_a_leading_one():
         with kernel_counts.KernelCounter() as counter:
             lincomb(terms)
         assert counter.counts.kernels == kernels, (terms, counter.ops)
+
+
+def test_the_checked_rerun_records_only_row_outputs():
+    """The checked re-run records which rows are finite for outputs with rows; anything else (a
+    0-d tensor, a non-tensor) is handed back unrecorded, for the transition's own checks."""
+    import numpy as np
+    from glass_core.transitions.base import CheckedModel
+
+    model = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    checked, x = CheckedModel(model), torch.zeros(3, 2)
+    scalar, array = torch.tensor(1.0), np.zeros(3)
+    assert checked.record(scalar, 0.5, x) is scalar and checked.record(array, 0.5, x) is array
+    assert checked._calls == []
+    checked.record(torch.zeros(3, 2), 0.5, x)
+    assert len(checked._calls) == 1
