@@ -106,3 +106,20 @@ def test_real_number_reads_numbers_and_nothing_else() -> None:
     assert math.isnan(real_number(float("nan")))  # type: ignore[arg-type]
     for value in (True, np.bool_(False), "0.5", b"1", None, [1.0], torch.zeros(2), object()):
         assert real_number(value) is None, value
+
+
+def test_an_allocator_failure_is_named_with_its_first_line_cut_to_200_characters(monkeypatch):
+    """Particles that do not fit: InvalidInputError with the sizes, the device and the first line
+    of the allocator's message, at most 200 characters of it (CUDA's can run long)."""
+    from glass_core.align._common import initial_noise
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("x" * 300 + "\nsecond line")
+
+    monkeypatch.setattr(torch, "empty", fail)
+    with pytest.raises(InvalidInputError) as err:
+        initial_noise(4, (3,), None, torch.float32, None)
+    assert str(err.value) == (
+        "the particles [4, *shape=[3]] (num_groups x num_particles rows) do not fit in memory on "
+        "cpu: " + "x" * 200
+    )

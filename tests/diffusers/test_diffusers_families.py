@@ -697,6 +697,19 @@ def test_flux2_batch_norm_statistics_follow_the_latents_device() -> None:
     assert all(v.device.type == "meta" for v in model._bn(z))
 
 
+@pytest.mark.parametrize("name", ["qwenimage", "wan"])
+def test_per_channel_latent_statistics_follow_the_latents_device(name: str) -> None:
+    """The VAE config's per-channel latents_mean / latents_std (Qwen-Image, Wan) are made on the
+    latents' device: accelerator latents map to and from the VAE's space with the VAE on the
+    CPU (the meta device stands for the accelerator)."""
+    from glass_core.models.diffusers import from_pipeline
+
+    model = from_pipeline(tf.BUILDERS[name](), PROMPTS, **_call(name))
+    z = torch.zeros(2, *model.latent_shape, device="meta")
+    lat = model._vae_latents(z)
+    assert lat.device.type == "meta" and model._network_latents(lat).device.type == "meta"
+
+
 def test_wan_scales_timesteps_by_the_schedulers_num_train_timesteps() -> None:
     """Wan's network timestep is T sigma with the scheduler's own T (WanPipeline passes the
     scheduler's timesteps), here T = 500 rather than the usual 1000."""
