@@ -724,6 +724,10 @@ _BAD_PROMPTS = {  # case -> (from_pipeline(sd3, ...) arguments from SD3's embedd
         lambda e: {"prompt_embeds": torch.zeros(2, 8), "pooled_prompt_embeds": e["pp"]},
         "prompt_embeds must be a tensor with 3 dims, got (2, 8)",
     ),
+    "embeds-not-a-tensor": (
+        lambda e: {"prompt_embeds": e["pe"], "pooled_prompt_embeds": e["pp"].tolist()},
+        "pooled_prompt_embeds must be a tensor with 2 dims, got list",
+    ),
     "pooled-batch": (
         lambda e: {"prompt_embeds": e["pe"], "pooled_prompt_embeds": e["pp"][:1]},
         "pooled_prompt_embeds has batch size 1 but 2 prompts/prompt_embeds were given",

@@ -90,10 +90,7 @@ def check_prompts(
         raise InvalidInputError("pass either prompt or prompt_embeds, not both")
     if prompts is None and prompt_embeds is None:
         raise InvalidInputError("one of prompt or prompt_embeds is required")
-    if prompt_embeds is not None and not isinstance(prompt_embeds, torch.Tensor):
-        raise InvalidInputError(
-            f"prompt_embeds must be a tensor with 3 dims, got {type(prompt_embeds).__name__}"
-        )
+    _check_embeds("prompt_embeds", prompt_embeds, 3, None)
     batch = len(prompts) if prompts is not None else int(prompt_embeds.shape[0])  # type: ignore
     if negs is not None:
         if len(negs) == 1 and batch > 1:
