@@ -506,3 +506,16 @@ def test_twisted_nan_rewards_are_named_on_the_steps_host_copy():
             gmm(), nan_above_half, transition=SDE(), num_particles=8, time_grid=GRID, shape=(2,),
             proposal="twisted", generator=gen(0), progress=False, dtype=torch.float64,
         )  # fmt: skip
+
+
+ALGORITHMS = ["fk_steering", "best_of_n", "reward_guidance", "value_decoding", "beam_search"]
+
+
+@pytest.mark.parametrize("name", [*ALGORITHMS, "tempered_smc"])
+def test_progress_is_on_by_default(name):
+    """Every algorithm shows progress unless asked not to (progress=True by default)."""
+    import inspect
+
+    from glass_core import align
+
+    assert inspect.signature(getattr(align, name)).parameters["progress"].default is True

@@ -51,6 +51,19 @@ def test_unsupported_pipeline_is_a_clear_error() -> None:
         from_unconditional_pipeline(NotAPipeline())
 
 
+def test_decode_maps_to_images_and_counts_each_call() -> None:
+    """decode maps samples in [-1, 1] to images in [0, 1] (clamped) and counts one decode per
+    call on the meter steer reports as num_decodes."""
+    from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
+
+    model = UnconditionalPipelineModel(ddpm_pipeline(), 1, None)
+    z = torch.tensor([-1.5, -1.0, 0.0, 0.5]).view(4, 1, 1, 1).expand(4, 1, 8, 8)
+    images = model.decode(z)
+    torch.testing.assert_close(images[:, 0, 0, 0], torch.tensor([0.0, 0.0, 0.5, 0.75]))
+    model.decode(z)
+    assert model.meter.decodes == 2
+
+
 def test_encode_resizes_any_image_to_the_sample_shape() -> None:
     """encode resizes to the UNet's sample size (height and width) and maps [0, 1] to [-1, 1]."""
     from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
