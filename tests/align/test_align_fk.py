@@ -508,10 +508,12 @@ def test_twisted_nan_rewards_are_named_on_the_steps_host_copy():
         )  # fmt: skip
 
 
-ALGORITHMS = ["fk_steering", "best_of_n", "reward_guidance", "value_decoding", "beam_search"]
+ALGORITHMS = [
+    "fk_steering", "best_of_n", "reward_guidance", "value_decoding", "beam_search", "tempered_smc",
+]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", [*ALGORITHMS, "tempered_smc"])
+@pytest.mark.parametrize("name", ALGORITHMS)
 def test_progress_is_on_by_default(name):
     """Every algorithm shows progress unless asked not to (progress=True by default)."""
     import inspect
