@@ -192,6 +192,10 @@ def test_diagnostics_on_known_genealogies():
     )
     np.testing.assert_array_equal(grouped.lineage_roots(), [1, 4])
     assert grouped.early_collapse() == [(0, 0.4, 1.2), (1, 0.2, 1.1)]
+    # two particles can collapse onto one; a single particle has nothing to collapse
+    pair = _fk_result(np.array([[0, 0], [0, 1]]), [1.1, 2.0], [0.2, 1.0], 2)
+    assert pair.early_collapse() == [(0, 0.2, 1.1)]
+    assert _fk_result(np.array([[0], [0]]), [1.0, 1.0], [0.2, 1.0], 1).early_collapse() == []
     msg = r"^lineage_roots needs the genealogy: run with track_genealogy=True$"
     with pytest.raises(InvalidInputError, match=msg):
         _fk_result(None, [3.0], [0.2], 4).lineage_roots()

@@ -2,6 +2,7 @@
 
 import math
 import re
+import time
 
 import numpy as np
 import pytest
@@ -329,11 +330,13 @@ def test_every_algorithm_honours_dtype_max_batch_and_profile(algorithm):
     call's rows, profile=True measures the model time (NaN without it)."""
     kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=False)
     model = BatchRecorder(gmm())
+    start = time.perf_counter()
     res = _forwarding_runs()[algorithm](model, dtype=torch.float64, max_batch=3, profile=True, **kw)
+    elapsed = time.perf_counter() - start
     assert res.samples.dtype == torch.float64
     assert {d for _, d in model.calls} == {torch.float64}
     assert max(rows for rows, _ in model.calls) == 3
-    assert 0 < res.model_time < res.wall_time
+    assert 0 < res.model_time < res.wall_time <= elapsed
     plain = _forwarding_runs()[algorithm](gmm(), **kw)
     assert plain.samples.dtype == torch.float32 and math.isnan(plain.model_time)
 
@@ -407,7 +410,11 @@ SAMPLING_ERRORS = [
         "num_groups",
         "`num_groups` is 3 but `generator` lists 2",
     ),
-    ({"time_grid": [0.0, 0.5]}, "time_grid", "`time_grid` must start in [0, 1) (0: noise)"),
+    (
+        {"time_grid": [0.0, 0.5, 0.9]},
+        "time_grid",
+        "`time_grid` must start in [0, 1) (0: noise) and end at 1 (data), got [0.0, ..., 0.9]",
+    ),
     ({"shape": (0,)}, "shape", "`shape` must be a non-empty tuple of positive ints, got (0,)"),
     ({"max_batch": 0}, "max_batch", "`max_batch` must be an integer >= 1, got 0"),
 ]
