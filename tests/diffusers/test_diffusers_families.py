@@ -45,6 +45,8 @@ def _any_pipeline(name: str):
 
 
 def _call(name: str) -> dict:
+    if name in CLASSIC:  # the 2024 families' tiny pipelines share one size
+        return {"height": tp.HEIGHT, "width": tp.WIDTH}
     return {**tf.SMALL_CALL[name], **EXTRA.get(name, {})}
 
 
@@ -548,8 +550,7 @@ def test_network_inputs_are_on_the_particles_device(name: str) -> None:
     from glass_core.models.diffusers import from_pipeline
 
     pipe = _any_pipeline(name)
-    size = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
-    model = from_pipeline(pipe, PROMPTS, **size)
+    model = from_pipeline(pipe, PROMPTS, **_call(name))
     seen: dict[str, object] = {}
 
     def hook(module, args, kwargs):
@@ -663,19 +664,24 @@ def test_flux2_patchify_is_the_pipelines_and_unpatchify_inverts_it():
     assert torch.equal(unpatchify(z), lat)
 
 
+def _encoded_images(name: str, seed: int):
+    """(pipe, model, 2 random images at the small call size, the model's encode of them)."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS[name]()
+    call = tf.SMALL_CALL[name]
+    model = from_pipeline(pipe, PROMPTS, **call)
+    image = torch.rand(
+        2, 3, call["height"], call["width"], generator=torch.Generator().manual_seed(seed)
+    )
+    return pipe, model, image, model.encode(image)
+
+
 def test_flux2_encode_is_the_pipelines_image_latents():
     """FLUX.2's encode is Flux2Pipeline's own image-latent encoding (the VAE's mode, 2x2 patches,
     normalised by the VAE's batch-norm running statistics, which the tiny VAE sets away from 0
     and 1), so editing starts where the pipeline's reference-image latents would."""
-    from glass_core.models.diffusers import from_pipeline
-
-    pipe = tf.BUILDERS["flux2"]()
-    call = tf.SMALL_CALL["flux2"]
-    model = from_pipeline(pipe, PROMPTS, **call)
-    image = torch.rand(
-        2, 3, call["height"], call["width"], generator=torch.Generator().manual_seed(3)
-    )
-    z = model.encode(image)
+    pipe, model, image, z = _encoded_images("flux2", seed=3)
     with torch.no_grad():
         ref = pipe._encode_vae_image(image * 2 - 1, generator=None)
     assert z.shape == (2, *model.latent_shape)
@@ -767,15 +773,7 @@ def test_wan_refuses_to_edit_an_existing_video():
 def test_qwenimage_encode_is_the_vaes_normalised_mode():
     """Qwen-Image's encode: its video VAE on a one-frame clip, the distribution's mode (no
     sampling), normalised by the config's latents_mean/std like QwenImageImg2ImgPipeline."""
-    from glass_core.models.diffusers import from_pipeline
-
-    pipe = tf.BUILDERS["qwenimage"]()
-    call = tf.SMALL_CALL["qwenimage"]
-    model = from_pipeline(pipe, PROMPTS, **call)
-    image = torch.rand(
-        2, 3, call["height"], call["width"], generator=torch.Generator().manual_seed(2)
-    )
-    z = model.encode(image)
+    pipe, model, image, z = _encoded_images("qwenimage", seed=2)
     cfg = pipe.vae.config
     shape = (1, cfg.z_dim, 1, 1, 1)
     mean, std = (
@@ -832,8 +830,7 @@ def _shifted_embeddings(text) -> dict[str, torch.Tensor]:
 
 def _cfg_call(name: str) -> tuple[dict, list[str] | None]:
     """The family's call size and options with CFG on where it has CFG, and its negatives."""
-    call = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
-    call = {k: v for k, v in call.items() if k != "negative_prompt"}
+    call = {k: v for k, v in _call(name).items() if k != "negative_prompt"}
     call |= {"flux": {"true_cfg_scale": 2.0}}.get(name, {})
     return call, (None if name == "flux2" else ["blue sky", "green tree"])  # [dev]: no CFG
 
@@ -907,7 +904,7 @@ def test_without_cfg_the_negative_prompt_is_not_encoded(name: str) -> None:
     from glass_core.models.diffusers import from_pipeline
 
     pipe = _any_pipeline(name)
-    call = _call(name) if name in tf.BUILDERS else {"height": tp.HEIGHT, "width": tp.WIDTH}
+    call = _call(name)
     encoders = [m for k, m in pipe.components.items() if k.startswith("text_encoder") and m]
     rows: list[int] = []
     handles = [
