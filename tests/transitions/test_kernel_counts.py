@@ -263,3 +263,20 @@ def test_the_checked_rerun_records_only_row_outputs():
     assert checked._calls == []
     checked.record(torch.zeros(3, 2), 0.5, x)
     assert len(checked._calls) == 1
+
+
+def test_tensor_coefficients_are_applied_on_the_device_without_a_host_read():
+    """A 0-d tensor coefficient (the compiled path's, device-side on a GPU) enters lincomb and
+    update_ as a tensor operand, never as a Python number read back from it: on the meta device,
+    where any read raises, both run with coefficients there too."""
+    from glass_core.transitions.solvers import lincomb, update_
+
+    def meta(*shape):
+        return torch.empty(*shape, device="meta")
+
+    c = torch.tensor(0.5, device="meta")
+    for terms in ([(1.0, meta(4)), (c, meta(4))], [(c, meta(4)), (c, meta(4)), (2.0, meta(4))]):
+        out = lincomb(terms)
+        assert out.device.type == "meta" and out.shape == (4,)
+    y = meta(4)
+    assert update_(y, c, [(c, meta(4)), (2.0, meta(4))]) is y
