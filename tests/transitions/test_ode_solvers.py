@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from align_fixtures import gmm
 from glass_core.models import from_callable
 from glass_core.schedules import Cosine, RectifiedFlow
 from glass_core.transitions import ODE, Glass
+from glass_core.transitions.solvers import PC_SPREAD
 
 F64 = torch.float64
 SCHEDULES = {"rf": RectifiedFlow, "cosine": Cosine}
@@ -120,3 +122,60 @@ def test_data_prediction_solvers_call_the_model_in_the_input_dtype(solver):
     model = from_callable(fn, schedule=RectifiedFlow(), prediction="x1")
     out = ODE(solver, 3)(model, torch.randn(4, 3).to(torch.bfloat16), 0.2, 0.6, None)
     assert out.dtype == torch.bfloat16 and len(seen) >= 3 and set(seen) == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "multistep", "pc"])
+@pytest.mark.parametrize("t_next", [0.8, 1.0], ids=["regular", "data-end"])
+def test_model_outputs_are_read_in_the_working_dtype(solver, t_next):
+    """A model may answer in float64 for float32 particles: its outputs (and a float64
+    `denoised`) are read in the working dtype, so the step is the one of the same model with
+    float32 outputs, bit for bit."""
+
+    def wide(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.sin(3.0 * x.double()) + 0.1
+
+    def narrow(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return wide(x, t).float()
+
+    m64, m32 = (from_callable(f, schedule=Cosine(), prediction="x1") for f in (wide, narrow))
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    tr = ODE(solver, 3)
+    ref = tr(m32, x, 0.2, t_next)
+    assert ref.dtype == torch.float32
+    assert torch.equal(tr(m64, x, 0.2, t_next), ref)
+    given = m64.denoise(x, 0.2)
+    assert torch.equal(tr(m64, x, 0.2, t_next, denoised=given), ref)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "multistep", "pc"])
+def test_ode_points_are_uniform_in_u_with_the_solvers_spread(solver):
+    """ODE.points places K times from t uniform in u = r/(r + c), r = alpha/sigma, c the
+    solver's spread (pc's PC_SPREAD, else 1). On rectified flow from 0 to 1, r = t/(1 - t), so
+    u_k = k/K gives t_k = r_k/(1 + r_k) with r_k = c u_k/(1 - u_k): uniform in t when c = 1."""
+    k = 4
+    c = PC_SPREAD if solver == "pc" else 1.0
+    u = np.arange(k) / k
+    r = c * u / (1.0 - u)
+    got = ODE(solver, k).points(RectifiedFlow(), 0.0, 1.0)
+    np.testing.assert_allclose(got, r / (1.0 + r), rtol=1e-14, atol=1e-15)
+    if c == 1.0:
+        np.testing.assert_allclose(got, u, rtol=1e-14, atol=1e-15)
+
+
+def test_a_path_ending_at_the_singular_sigma_is_singular(monkeypatch):
+    """The data-prediction ODE treats its path as singular when sigma(t') <= SINGULAR_SIGMA,
+    the bound included (multistep's last step is then linear in s/a): with the bound at
+    sigma(t') itself the step is the one with the bound above it, not the one below."""
+    from glass_core.transitions import ode
+
+    model = gmm(RectifiedFlow())
+    x = model.sample_marginal(50, 0.2, torch.Generator().manual_seed(3)).to(F64)
+    t_next = 0.75  # sigma = 0.25 exactly
+
+    def step(bound: float) -> torch.Tensor:
+        monkeypatch.setattr(ode, "SINGULAR_SIGMA", bound)
+        return ODE("multistep", 3)(model, x, 0.2, t_next)
+
+    at, above, below = step(0.25), step(0.5), step(0.125)
+    assert torch.equal(at, above)
+    assert not torch.equal(at, below)
