@@ -111,6 +111,7 @@ SAMPLE_ERRORS = [
     ),
     ({"shape": (2, 2), "num_groups": 2}, GROUPS + "num_groups=2, got None"),
     ({"x0": torch.zeros(4, 2), "num_groups": 2}, GROUPS + "num_groups=2, got (4, 2)"),
+    ({"x0": torch.zeros(2, 4), "num_groups": 2}, GROUPS + "num_groups=2, got (2, 4)"),  # no N
     ({"x0": torch.zeros(3, 2, 2), "num_groups": 2}, GROUPS + "num_groups=2, got (3, 2, 2)"),
     (
         {"x0": torch.zeros(3, 2, 2), "generator": [torch.Generator(), torch.Generator()]},
