@@ -70,13 +70,15 @@ def test_compiled_fk_run_equals_eager_with_one_graph_and_no_graph_break():
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("given_denoised", [False, True])
 @pytest.mark.parametrize("t_next", [0.7, 1.0], ids=["regular", "singular"])
+@pytest.mark.parametrize("k", [3, 1])
 def test_compiled_path_without_the_compiler_equals_eager(
-    monkeypatch, solver, given_denoised, t_next
+    monkeypatch, solver, given_denoised, t_next, k
 ):
     """The compiled path's own code (point tables, plan tensors, the graph's body, call counts)
     run without torch.compile, so the fast suite checks it; the slow test above checks the
     compiler. Same noise, same samples as eager, the same NFE (two evaluations per step for
-    Heun and midpoint, one fewer on a singular path to t' = 1), with D_t(x) given or not. The
+    Heun and midpoint, one fewer on a singular path to t' = 1), with D_t(x) given or not, for
+    K = 3 and K = 1 inner steps (a singular Heun step is then only the multistep last step). The
     compiler is asked for the whole body as one graph (fullgraph: a graph break raises instead
     of splitting the loop) with static shapes (dynamic=False: CUDA-graph capturable)."""
     from glass_core.transitions import compiled
@@ -97,7 +99,7 @@ def test_compiled_path_without_the_compiler_equals_eager(
 
     def step(compile: bool) -> tuple[torch.Tensor, int]:
         counted = Counted()
-        out = Glass("ddpm", 3, solver, compile=compile)(
+        out = Glass("ddpm", k, solver, compile=compile)(
             counted, x, 0.3, t_next, torch.Generator().manual_seed(5), denoised=denoised
         )
         return out, counted.nfe

@@ -280,3 +280,18 @@ def test_tensor_coefficients_are_applied_on_the_device_without_a_host_read():
         assert out.device.type == "meta" and out.shape == (4,)
     y = meta(4)
     assert update_(y, c, [(c, meta(4)), (2.0, meta(4))]) is y
+
+
+def test_a_step_whose_weights_sum_to_one_is_one_lerp():
+    """ODE's Euler blend keep y + gain D is one lerp kernel where keep + gain = 1 (every
+    rectified-flow step: y + h (D - y)/(1 - t)), bit for bit torch.lerp; other weights take the
+    general two-term sum."""
+    from glass_core.transitions.ode import _blend
+
+    g = torch.Generator().manual_seed(0)
+    y, d = (torch.randn(64, generator=g, dtype=torch.float64) for _ in range(2))
+    with kernel_counts.KernelCounter() as counter:
+        out = _blend(y, 0.7, d, 0.3)
+    assert counter.counts.kernels == 1, counter.ops
+    assert torch.equal(out, torch.lerp(y, d, 0.3))
+    torch.testing.assert_close(_blend(y, 0.5, d, 0.3), 0.5 * y + 0.3 * d, rtol=1e-15, atol=1e-15)
