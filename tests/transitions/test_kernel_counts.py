@@ -69,11 +69,14 @@ def test_no_host_read_inside_a_transition(tr, t_next):
 @pytest.mark.parametrize("solver", ["euler", "pc"])
 def test_no_host_read_inside_a_compiled_transition(solver, monkeypatch):
     """The compiled path (its body run without torch.compile) on the meta device, where every
-    host read raises: it reads nothing back either."""
+    host read raises: it reads nothing back either, and hands the network its times on the
+    particles' device."""
     from glass_core.transitions import compiled
 
     monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
-    model = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    model = from_callable(
+        lambda x, t: x * t[:, None], schedule=Schedule.rectified_flow(), prediction="x1"
+    )
     x = torch.empty(8, 4, device="meta")
     tr = Glass(0.4, 3, solver, compile=True)
     out = tr(model, x, 0.2, 0.7, torch.Generator().manual_seed(0), check=False)
