@@ -179,7 +179,7 @@ def needs_a_call(tr):
 @pytest.mark.parametrize("tr", TRANSITIONS, ids=repr)
 def test_raise_nonfinite_needs_a_deferred_call(tr):
     """Nothing to explain before a check=False call, nor twice for one call (the replay is
-    dropped once used)."""
+    dropped once used), nor after a checked call (which keeps no replay)."""
     fresh = type(tr)()
     with pytest.raises(InvalidInputError, match=needs_a_call(fresh)):
         fresh.raise_nonfinite()
@@ -187,6 +187,10 @@ def test_raise_nonfinite_needs_a_deferred_call(tr):
     tr(nan_rows([1]), x, 0.2, 0.6, torch.Generator().manual_seed(1), check=False)
     with pytest.raises(ModelError):
         tr.raise_nonfinite()
+    with pytest.raises(InvalidInputError, match=needs_a_call(tr)):
+        tr.raise_nonfinite()
+    good = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    tr(good, x, 0.2, 0.6, torch.Generator().manual_seed(1))
     with pytest.raises(InvalidInputError, match=needs_a_call(tr)):
         tr.raise_nonfinite()
 
