@@ -788,3 +788,22 @@ def test_float64_answers_for_float32_particles_are_rounded_first(tr, given):
     got, want = step(False), step(True)
     assert got.dtype == torch.float32
     assert torch.equal(got, want)
+
+
+def test_transition_defaults():
+    """The documented defaults: Glass is DDPM-correlated, 10 inner "pc" steps from sigma0 = 1,
+    eager; SDE one substep at kappa = 1."""
+    g = Glass()
+    assert repr(g) == "Glass(rho='ddpm', inner_steps=10, solver='pc', sigma0=1.0)"
+    assert g.compile is False and g.nfe_per_call == 10
+    assert repr(SDE()) == "SDE(substeps=1, kappa=1.0)"
+
+
+def test_sde_at_kappa_zero_is_deterministic():
+    """kappa = 0 (no diffusion, DDIM) is allowed: the step draws no noise that matters, so two
+    generators give the same particles."""
+    model, x = gmm2(), torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    tr = SDE(substeps=2, kappa=0.0)
+    a = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(1))
+    b = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(2))
+    assert tr.kappa == 0.0 and torch.equal(a, b)
