@@ -800,10 +800,13 @@ def test_transition_defaults():
 
 
 def test_sde_at_kappa_zero_is_deterministic():
-    """kappa = 0 (no diffusion, DDIM) is allowed: the step draws no noise that matters, so two
-    generators give the same particles."""
+    """kappa = 0 (no diffusion, DDIM) is allowed: the step draws no noise at all (the generator
+    is left as it was), so two generators give the same particles."""
     model, x = gmm2(), torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     tr = SDE(substeps=2, kappa=0.0)
-    a = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    a = tr(model, x, 0.2, 0.6, g)
+    assert torch.equal(g.get_state(), state)
     b = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(2))
     assert tr.kappa == 0.0 and torch.equal(a, b)
