@@ -270,6 +270,25 @@ def test_convert_builds_per_row_coefficients_on_the_inputs_device() -> None:
     assert out.device.type == "meta" and out.shape == (2, 3)
 
 
+@pytest.mark.parametrize("t", [0.3, np.array([0.2, 0.4])], ids=["shared", "per-row"])
+def test_predict_gets_its_times_on_the_inputs_device(t) -> None:
+    """`predict(x, t)` gets t on x's device in x's working dtype (at least float32), for a shared
+    time and for per-row host times (meta stands for an accelerator, where host times would not
+    combine with x)."""
+    seen = []
+
+    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append((t.device.type, t.dtype))
+        return x * t[:, None]
+
+    model = from_callable(net, schedule=Cosine(), prediction="x1")
+    out = model.denoise(torch.zeros(2, 3, device="meta"), t)
+    assert out.device.type == "meta" and out.shape == (2, 3)
+    model.denoise(torch.zeros(2, 3, dtype=torch.bfloat16), t)
+    model.denoise(torch.zeros(2, 3, dtype=torch.float64), t)
+    assert seen == [("meta", torch.float32), ("cpu", torch.float32), ("cpu", torch.float64)]
+
+
 @pytest.mark.parametrize(
     ("t", "message"),
     [

@@ -38,6 +38,24 @@ def test_compile_needs_a_tensor_time_model_and_a_bool():
 
     with pytest.raises(InvalidInputError, match="DenoiserBase"):
         Glass(0.4, 2, compile=True)(Plain(), torch.zeros(4, 8), 0.2, 0.5)
+    from glass_core.transitions import compiled
+
+    with pytest.raises(InvalidInputError, match=r"needs a DenoiserBase model .*, got Plain$"):
+        compiled.network(Plain())
+
+
+@pytest.mark.xfail(
+    strict=True, reason="names the transition's internal wrapper (_FloatOutputs), not the model"
+)
+def test_compile_with_a_plain_model_names_the_models_type():
+    class Plain:
+        schedule = Schedule.rectified_flow()
+
+        def denoise(self, x, t):
+            return 0.5 * x
+
+    with pytest.raises(InvalidInputError, match=r", got Plain$"):
+        Glass(0.4, 2, compile=True)(Plain(), torch.zeros(4, 8), 0.2, 0.5)
 
 
 @pytest.mark.slow
@@ -108,6 +126,77 @@ def test_compiled_path_without_the_compiler_equals_eager(
     assert asked == [(compiled._integrate, {"fullgraph": True, "dynamic": False})]
     assert comp_nfe == eager_nfe
     torch.testing.assert_close(comp, eager, rtol=1e-6, atol=1e-6)
+
+
+WT = torch.randn(1, 8, generator=torch.Generator().manual_seed(4))
+
+
+def bf16_net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A network with a float32 time embedding (t must come in x's dtype) computing in bf16."""
+    return (torch.tanh(x @ W + t[:, None] @ WT) - x).to(torch.bfloat16)
+
+
+class Labelled:
+    """A user's wrapper that copies its model's `prediction` but has no `predict` of its own."""
+
+    def __init__(self, m):
+        self._model, self.schedule, self.prediction = m, m.schedule, m.prediction
+
+    def denoise(self, x, t):
+        return self._model.denoise(x, t)
+
+
+@pytest.mark.parametrize(
+    "case", ["sigma0", "bf16 network", "labelled wrapper", "float64 particles"]
+)
+def test_compiled_path_equals_eager_beyond_the_defaults(monkeypatch, case):
+    """The compiled path (run without the compiler) gives eager's step for a sigma0 other than 1,
+    a network that wants its times in the input's dtype and returns bf16, a wrapper that carries
+    `prediction` but no `predict` (the network is the model inside it), and float64 particles
+    (to float64 rounding: the graph's coefficients are float64 too)."""
+    from glass_core.transitions import compiled
+
+    monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
+    m = model()
+    if case == "bf16 network":
+        m = from_callable(bf16_net, schedule=Schedule.rectified_flow(), prediction="velocity")
+    if case == "labelled wrapper":
+        m = Labelled(m)
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    tol = 1e-6
+    if case == "float64 particles":
+        x, tol = x.double(), 1e-13
+        m = from_callable(
+            lambda x, t: torch.tanh(x @ W.double()) - x * (1.0 - t[:, None]),
+            schedule=Schedule.rectified_flow(),
+            prediction="velocity",
+        )
+
+    def step(compile: bool) -> torch.Tensor:
+        tr = Glass(0.4, 3, "pc", sigma0=2.0 if case == "sigma0" else 1.0, compile=compile)
+        return tr(m, x, 0.3, 0.8, torch.Generator().manual_seed(5))
+
+    torch.testing.assert_close(step(True), step(False), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_float64_denoised_is_taken_in_the_working_dtype(monkeypatch, compile):
+    """A `denoised` given in float64 for float32 particles is rounded to float32 first: the step
+    is bit for bit the one from that rounding, eager or compiled."""
+    from glass_core.transitions import compiled
+
+    monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
+    m = model()
+    x = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    d64 = m.denoise(x, 0.3).double() + 1e-4 * torch.randn(
+        16, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+
+    def step(denoised: torch.Tensor) -> torch.Tensor:
+        tr = Glass(0.4, 3, "pc", compile=compile)
+        return tr(m, x, 0.3, 0.8, torch.Generator().manual_seed(5), denoised=denoised)
+
+    assert torch.equal(step(d64), step(d64.float()))
 
 
 @pytest.mark.parametrize("solver", ["euler", "pc"])

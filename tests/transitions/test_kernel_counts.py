@@ -69,11 +69,14 @@ def test_no_host_read_inside_a_transition(tr, t_next):
 @pytest.mark.parametrize("solver", ["euler", "pc"])
 def test_no_host_read_inside_a_compiled_transition(solver, monkeypatch):
     """The compiled path (its body run without torch.compile) on the meta device, where every
-    host read raises: it reads nothing back either."""
+    host read raises: it reads nothing back either, and hands the network its times on the
+    particles' device."""
     from glass_core.transitions import compiled
 
     monkeypatch.setattr(compiled, "compile_integrate", lambda: compiled._integrate)
-    model = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    model = from_callable(
+        lambda x, t: x * t[:, None], schedule=Schedule.rectified_flow(), prediction="x1"
+    )
     x = torch.empty(8, 4, device="meta")
     tr = Glass(0.4, 3, solver, compile=True)
     out = tr(model, x, 0.2, 0.7, torch.Generator().manual_seed(0), check=False)
@@ -176,7 +179,7 @@ def needs_a_call(tr):
 @pytest.mark.parametrize("tr", TRANSITIONS, ids=repr)
 def test_raise_nonfinite_needs_a_deferred_call(tr):
     """Nothing to explain before a check=False call, nor twice for one call (the replay is
-    dropped once used)."""
+    dropped once used), nor after a checked call (which keeps no replay)."""
     fresh = type(tr)()
     with pytest.raises(InvalidInputError, match=needs_a_call(fresh)):
         fresh.raise_nonfinite()
@@ -184,6 +187,10 @@ def test_raise_nonfinite_needs_a_deferred_call(tr):
     tr(nan_rows([1]), x, 0.2, 0.6, torch.Generator().manual_seed(1), check=False)
     with pytest.raises(ModelError):
         tr.raise_nonfinite()
+    with pytest.raises(InvalidInputError, match=needs_a_call(tr)):
+        tr.raise_nonfinite()
+    good = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    tr(good, x, 0.2, 0.6, torch.Generator().manual_seed(1))
     with pytest.raises(InvalidInputError, match=needs_a_call(tr)):
         tr.raise_nonfinite()
 
@@ -295,3 +302,86 @@ def test_a_step_whose_weights_sum_to_one_is_one_lerp():
     assert counter.counts.kernels == 1, counter.ops
     assert torch.equal(out, torch.lerp(y, d, 0.3))
     torch.testing.assert_close(_blend(y, 0.5, d, 0.3), 0.5 * y + 0.3 * d, rtol=1e-15, atol=1e-15)
+class _Scripted(ODE):
+    """A step that asks the model at the rows' start (`fed`: none, finite, or NaN in row 2) and
+    returns x with NaN in `bad_out`: the transition's own failure, from finite model outputs
+    unless it fed the model NaN."""
+
+    def __init__(self, fed: str, bad_out: list[int]) -> None:
+        super().__init__()
+        self.fed, self.bad_out = fed, bad_out
+
+    def _step(self, model, x, t, t_next, generator, denoised):
+        if self.fed != "none":
+            inp = x.clone()
+            if self.fed == "nan":
+                inp[2] = float("nan")
+            model.denoise(x, t)
+            model.denoise(inp, t)
+        out = x.clone()
+        out[self.bad_out] = float("nan")
+        return out
+
+
+@pytest.mark.parametrize(
+    ("fed", "bad_out", "rows"),
+    [("none", [1, 3], "[1, 3]"), ("finite", [1, 3], "[1, 3]"), ("nan", [0, 2], "[2]")],
+)
+@pytest.mark.parametrize("check", [True, False])
+def test_a_transitions_own_nan_is_blamed_on_it_naming_the_rows_and_the_step(
+    fed, bad_out, rows, check
+):
+    """NaN the transition made from finite model outputs (with no model call at all, or after
+    finite ones) names the rows of its result; NaN it fed the model names the rows of that
+    input. The message names the transition and its step, checked at once or deferred."""
+    model = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    tr = _Scripted(fed, bad_out)
+    msg = (
+        rf"^{re.escape(repr(tr))} produced NaN/inf in rows {re.escape(rows)} \(during the "
+        r"transition t=0\.25 -> t_next=0\.75\) from finite model outputs: its parameters or the "
+        r"times are numerically out of range$"
+    )
+    with pytest.raises(InvalidInputError, match=msg):
+        tr(model, x, 0.25, 0.75, check=check)
+        tr.raise_nonfinite()
+
+
+def test_nonfinite_rows_are_listed_up_to_the_limit_without_a_count():
+    """Exactly `limit` bad rows are listed alone; one more adds the count of those left out."""
+    from glass_core.transitions.base import listed_rows
+
+    ok = torch.ones(12, dtype=torch.bool)
+    ok[:10] = False
+    assert listed_rows(ok) == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"
+    ok[10] = False
+    assert listed_rows(ok) == "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9] and 1 more"
+
+
+def test_a_model_failure_on_one_number_per_row_is_blamed_on_the_model():
+    """Particles [B] (one number per row) are rows too: the re-run records the model's 1-D
+    outputs and blames it for its NaN rows."""
+    x = torch.randn(6, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ModelError, match=r"t=0\.2 for rows \[1, 4\]"):
+        Glass(0.4, 3, "euler")(nan_rows([1, 4]), x, 0.2, 0.6, torch.Generator().manual_seed(1))
+
+
+class _Doubling(ODE):
+    """x_t' = 2 D_t(x): overflows where D_t(x) is finite but above half the float32 range."""
+
+    def _step(self, model, x, t, t_next, generator, denoised):
+        return 2.0 * (denoised if denoised is not None else model.denoise(x, t))
+
+
+def test_the_rerun_replays_the_given_denoised():
+    """The re-run that explains a deferred failure steps from the caller's `denoised` again (not
+    from a fresh model call, which here would step without overflow): it finds the transition's
+    overflow in row 1."""
+    model = from_callable(half, schedule=Schedule.rectified_flow(), prediction="x1")
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    denoised = model.denoise(x, 0.2)
+    denoised[1] = 3e38
+    tr = _Doubling()
+    tr(model, x, 0.2, 0.6, denoised=denoised, check=False)
+    with pytest.raises(InvalidInputError, match=r"produced NaN/inf in rows \[1\] \(during"):
+        tr.raise_nonfinite()

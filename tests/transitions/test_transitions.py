@@ -750,3 +750,63 @@ def test_a_model_output_of_the_wrong_kind_is_blamed_on_the_model_with_its_time(t
     )
     with pytest.raises(ModelError, match=msg):
         tr(meta, x, 0.2, 0.5)
+
+
+class _Float64Answers:
+    """`model` asked in float64, answering in float64 (`rounded`: rounded to float32)."""
+
+    def __init__(self, model, rounded: bool):
+        self.model, self.rounded, self.schedule = model, rounded, model.schedule
+
+    def denoise(self, x, t):
+        d = self.model.denoise(x.double(), t)
+        return d.float() if self.rounded else d
+
+    def velocity(self, x, t):
+        u = self.model.velocity(x.double(), t)
+        return u.float() if self.rounded else u
+
+
+@pytest.mark.parametrize(
+    "tr",
+    [Glass("ddpm", 3, "heun"), Glass(0.4, 3, "pc"), Glass(0.4, 2, "euler"), SDE(substeps=2)],
+    ids=repr,
+)
+@pytest.mark.parametrize("given", [False, True], ids=["asked", "given"])
+def test_float64_answers_for_float32_particles_are_rounded_first(tr, given):
+    """A model answering float32 particles in float64 (or a float64 `denoised`): the step takes
+    its answers in the particles' working dtype, so it equals bit for bit the step of the same
+    answers rounded to float32 (float64 answers left in would make the arithmetic float64)."""
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    base = gmm16(RectifiedFlow())
+
+    def step(rounded: bool) -> torch.Tensor:
+        model = _Float64Answers(base, rounded)
+        denoised = model.denoise(x, 0.2) if given else None
+        return tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(1), denoised=denoised)
+
+    got, want = step(False), step(True)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, want)
+
+
+def test_transition_defaults():
+    """The documented defaults: Glass is DDPM-correlated, 10 inner "pc" steps from sigma0 = 1,
+    eager; SDE one substep at kappa = 1."""
+    g = Glass()
+    assert repr(g) == "Glass(rho='ddpm', inner_steps=10, solver='pc', sigma0=1.0)"
+    assert g.compile is False and g.nfe_per_call == 10
+    assert repr(SDE()) == "SDE(substeps=1, kappa=1.0)"
+
+
+def test_sde_at_kappa_zero_is_deterministic():
+    """kappa = 0 (no diffusion, DDIM) is allowed: the step draws no noise at all (the generator
+    is left as it was), so two generators give the same particles."""
+    model, x = gmm2(), torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    tr = SDE(substeps=2, kappa=0.0)
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    a = tr(model, x, 0.2, 0.6, g)
+    assert torch.equal(g.get_state(), state)
+    b = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(2))
+    assert tr.kappa == 0.0 and torch.equal(a, b)
