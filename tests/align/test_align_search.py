@@ -8,6 +8,7 @@ top B of B x M draws: both have closed-form expectations as order statistics of 
 
 import math
 import re
+import time
 
 import numpy as np
 import pytest
@@ -391,3 +392,43 @@ def test_denoised_value_is_the_reward_of_the_denoised_candidate():
     x = model.sample_transition(torch.randn(n, 2, generator=g), 0.0, 0.5, "ddpm", g)
     torch.testing.assert_close(res.value_history[0], LIN(model.denoise(x, 0.5)).double())
     assert repr(CandidateValue("posterior", 2, None).transition) == repr(Glass(inner_steps=4))
+
+
+class SlowCounter:
+    """Forwards to a model; every call sleeps 2 ms and is counted."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.calls = model, model.schedule, 0
+
+    def denoise(self, x, t):
+        self.calls += 1
+        time.sleep(0.002)
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.calls += 1
+        time.sleep(0.002)
+        return self.model.velocity(x, t)
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_times_every_model_call_only_when_profiled(search):
+    """profile=True: `model_time` holds the seconds of every model call (each sleeps 2 ms), the
+    candidates' and the posterior value's draws, inside the run's `wall_time`; the searches
+    do not time the reward (`reward_time` NaN). Without profile the model time is NaN too."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), num_candidates=2, progress=False)
+    kw.update(value="posterior", value_samples=2, value_transition=SDE(substeps=2), **size)
+    slow = SlowCounter(gmm())
+    start = time.perf_counter()
+    res = fn(slow, LIN, generator=gen(0), profile=True, **kw)
+    elapsed = time.perf_counter() - start
+    assert slow.calls > len(GRID)  # the candidates' calls and the value draws'
+    assert 0.002 * slow.calls <= res.model_time <= res.wall_time <= elapsed
+    assert math.isnan(res.reward_time)
+    start = time.perf_counter()
+    plain = fn(gmm(), LIN, generator=gen(0), **kw)
+    elapsed = time.perf_counter() - start
+    assert math.isnan(plain.model_time) and math.isnan(plain.reward_time)
+    assert 0 < plain.wall_time <= elapsed
