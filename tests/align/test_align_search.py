@@ -432,3 +432,29 @@ def test_search_times_every_model_call_only_when_profiled(search):
     elapsed = time.perf_counter() - start
     assert math.isnan(plain.model_time) and math.isnan(plain.reward_time)
     assert 0 < plain.wall_time <= elapsed
+
+
+class RowRecorder(ExactKernel):
+    """The exact kernel, recording the rows of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[int] = []
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        self.rows.append(x.shape[0])
+        return super().__call__(model, x, t, t_next, generator, denoised=denoised)
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_defaults_to_four_candidates_and_four_value_samples(search):
+    """By default each of the 3 particles (beams) is expanded into 4 candidates per step, and
+    value="posterior" scores each candidate with 4 posterior draws (one batch of 3 x 4 x 4)."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    expand, draws = RowRecorder(), RowRecorder()
+    fn(
+        gmm(), LIN, transition=expand, time_grid=[0.0, 0.5, 1.0], shape=(2,), value="posterior",
+        value_transition=draws, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    assert expand.rows == [12, 12] and draws.rows == [48]
