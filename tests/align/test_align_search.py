@@ -449,7 +449,8 @@ class RowRecorder(ExactKernel):
 @pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
 def test_search_defaults_to_four_candidates_and_four_value_samples(search):
     """By default each of the 3 particles (beams) is expanded into 4 candidates per step, and
-    value="posterior" scores each candidate with 4 posterior draws (one batch of 3 x 4 x 4)."""
+    value="posterior" scores each candidate with 4 posterior draws (one batch of 3 x 4 x 4) of
+    the given `value_transition`."""
     fn = value_decoding if search == "value_decoding" else beam_search
     size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
     expand, draws = RowRecorder(), RowRecorder()
