@@ -324,16 +324,22 @@ def test_searches_start_from_x0_at_t0(search):
         fn(model, LIN, x0=x0[:4], generator=gen(2), **size, **kw)
 
 
-@pytest.mark.parametrize("select", ["beam", "value_decoding"])
+@pytest.mark.parametrize("select", ["beam", "value_decoding", "value_decoding_soft"])
 def test_selectors_index_on_the_scores_device(select: str) -> None:
     """The kept candidates' flat indices are built on the scores' device (the meta device stands
-    for an accelerator): no host tensor enters the gather of an SMC step."""
+    for an accelerator): no host tensor enters the gather of an SMC step. At a positive
+    temperature the Gumbel noise is drawn there too (from a CPU generator or none)."""
     from glass_core.align.beam import top_per_group
     from glass_core.align.value_decoding import per_particle_selector
 
-    fn = top_per_group if select == "beam" else per_particle_selector(0.0)
-    idx = fn(torch.zeros(2, 3, 4, device="meta"), None)
-    assert idx.device.type == "meta" and idx.shape == (6,)
+    fn = {
+        "beam": top_per_group,
+        "value_decoding": per_particle_selector(0.0),
+        "value_decoding_soft": per_particle_selector(1.0),
+    }[select]
+    for noise in (None, gen(0)):
+        idx = fn(torch.zeros(2, 3, 4, device="meta"), noise)
+        assert idx.device.type == "meta" and idx.shape == (6,)
 
 
 def test_beam_ties_go_to_the_lowest_candidate_index():
