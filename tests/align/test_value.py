@@ -118,14 +118,32 @@ def test_grouped_equals_separate_calls():
         torch.testing.assert_close(v.values[b], one.values)
 
 
+class RowsSeen:
+    """Forwards to a model, recording the rows of every call."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.rows = model, model.schedule, []
+
+    def denoise(self, x, t):
+        self.rows.append(x.shape[0])
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.rows.append(x.shape[0])
+        return self.model.velocity(x, t)
+
+
 def test_max_batch_splits_calls_not_results():
     model, t = gmm(), 0.4
     x = model.sample_marginal(5, t, gen(11))
     tr = Glass(inner_steps=3)
     full = value_estimate(model, LIN, x, t, num_samples=7, transition=tr, generator=gen(3))
+    seen = RowsSeen(model)
     split = value_estimate(
-        model, LIN, x, t, num_samples=7, transition=tr, generator=gen(3), max_batch=4
+        seen, LIN, x, t, num_samples=7, transition=tr, generator=gen(3), max_batch=4
     )
+    # 3 evaluations of the 5 x 7 rows, in chunks of at most 4
+    assert max(seen.rows) == 4 and sum(seen.rows) == 3 * 7 * 5
     torch.testing.assert_close(full.values, split.values)
     assert split.nfe == full.nfe == 3
     assert split.total_nfe == full.total_nfe == 3 * 7 * 5  # nfe x samples x rows
@@ -190,3 +208,15 @@ def test_bad_input_names_the_argument_and_the_value(kw, arg, msg):
     with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$") as info:
         value_estimate(**(args | {"num_samples": 4} | kw))
     assert info.value.arg == arg  # type: ignore[attr-defined]
+
+
+def test_default_transition_is_glass_with_ten_inner_steps():
+    """Without `transition` the posterior samples are drawn by Glass(inner_steps=10): the same
+    values and model evaluations as passing it."""
+    model, t = gmm(), 0.5
+    x = model.sample_marginal(3, t, gen(12))
+    default = value_estimate(model, LIN, x, t, num_samples=4, generator=gen(13))
+    tr = Glass(inner_steps=10)
+    given = value_estimate(model, LIN, x, t, num_samples=4, transition=tr, generator=gen(13))
+    assert default.nfe == given.nfe == tr.nfe(model.schedule, t, 1.0)
+    torch.testing.assert_close(default.values, given.values, rtol=0, atol=0)
