@@ -465,3 +465,16 @@ def test_search_defaults_to_four_candidates_and_four_value_samples(search):
         value_transition=draws, generator=gen(0), progress=False, **size,
     )  # fmt: skip
     assert expand.rows == [12, 12] and draws.rows == [48]
+
+
+def test_soft_selection_is_gumbel_max_with_float64_uniforms_of_the_generator():
+    """At temperature tau > 0 the kept candidate of each row is argmax(value / tau + G) with
+    G = -log(-log U), one float64 uniform U per candidate drawn from the run's generator (row
+    by row, a list of generators splitting the rows by group): recomputed by hand here."""
+    from glass_core.align.value_decoding import per_particle_selector
+
+    scores = torch.randn(2, 500, 3, generator=gen(4), dtype=torch.float64)
+    idx = per_particle_selector(0.7)(scores, [gen(5), gen(6)])
+    u = torch.cat([torch.rand(500, 3, generator=gen(s), dtype=torch.float64) for s in (5, 6)])
+    want = (scores.reshape(1000, 3) / 0.7 - torch.log(-torch.log(u))).argmax(dim=1)
+    assert torch.equal(idx, torch.arange(1000) * 3 + want)
