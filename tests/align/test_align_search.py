@@ -478,3 +478,37 @@ def test_soft_selection_is_gumbel_max_with_float64_uniforms_of_the_generator():
     u = torch.cat([torch.rand(500, 3, generator=gen(s), dtype=torch.float64) for s in (5, 6)])
     want = (scores.reshape(1000, 3) / 0.7 - torch.log(-torch.log(u))).argmax(dim=1)
     assert torch.equal(idx, torch.arange(1000) * 3 + want)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float64])
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_rewards_come_in_the_particles_dtype(search, dtype):
+    """The result's rewards are r(z) of the kept samples in the particles' dtype (float32 by
+    default), and the value history is float64 whatever it."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    res = fn(
+        gmm(), LIN, transition=ExactKernel(), time_grid=[0.0, 0.5, 1.0], shape=(2,),
+        num_candidates=2, dtype=dtype, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    assert res.samples.dtype == res.rewards.dtype == (dtype or torch.float32)
+    assert res.value_history.dtype == torch.float64
+    torch.testing.assert_close(res.rewards, LIN(res.samples).to(res.rewards.dtype))
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_scores_a_bfloat16_reward_in_float64(search):
+    """A reward returning bfloat16 (NumPy has no such dtype) is scored in float64 at every
+    step, the denoised value's too: the history holds its values exactly."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+
+    def low(z):
+        return LIN(z).to(torch.bfloat16)
+
+    res = fn(
+        gmm(), low, transition=ExactKernel(), time_grid=[0.0, 0.5, 1.0], shape=(2,),
+        num_candidates=2, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    assert res.value_history.dtype == torch.float64
+    torch.testing.assert_close(res.value_history[-1], low(res.samples).double(), rtol=0, atol=0)
