@@ -47,6 +47,19 @@ def test_best_of_n_picks_the_max():
     assert 0 < profiled.reward_time < profiled.wall_time and math.isnan(res.reward_time)
 
 
+def test_best_of_n_keeps_a_bfloat16_reward_in_its_dtype():
+    """A reward returning bfloat16 (NumPy has no such dtype) is checked and ranked as given:
+    the rewards and the best reward stay bfloat16, the best is their maximum."""
+
+    def low(z):
+        return LIN(z).to(torch.bfloat16)
+
+    res = bon(reward=low)
+    assert res.rewards.dtype == res.best_reward.dtype == torch.bfloat16
+    assert torch.equal(res.rewards, low(res.samples))
+    assert float(res.best_reward) == float(res.rewards.max())
+
+
 def test_best_of_n_groups_equal_separate_runs_and_seeds():
     grouped = bon(generator=[gen(1), gen(2)])
     assert grouped.samples.shape == (2, 32, 2) and grouped.best().shape == (2, 2)
