@@ -512,3 +512,22 @@ def test_search_scores_a_bfloat16_reward_in_float64(search):
     )  # fmt: skip
     assert res.value_history.dtype == torch.float64
     torch.testing.assert_close(res.value_history[-1], low(res.samples).double(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("groups", [None, 2])
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_results_are_unweighted_with_a_group_axis_only_for_groups(search, groups):
+    """The kept particles carry uniform log-weights -log N, shaped like the rewards: [N] for one
+    group, [B, N] when groups are asked for (as every other field)."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    res = fn(
+        gmm(), LIN, transition=ExactKernel(), time_grid=ONE_STEP, shape=(2,), num_candidates=2,
+        num_groups=groups, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    lead = (3,) if groups is None else (groups, 3)
+    assert res.samples.shape == (*lead, 2) and res.rewards.shape == lead
+    assert res.value_history.shape == (1, *lead) and res.ancestors is None
+    want = torch.full(lead, -math.log(3), dtype=torch.float64)
+    torch.testing.assert_close(res.log_weights, want, rtol=0, atol=1e-15)
+    assert res.total_nfe == res.nfe * 3 * (groups or 1)

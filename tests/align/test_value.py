@@ -186,6 +186,7 @@ VALUE_ERRORS = [
     ({"model": object()}, "model", "`model` must be a Denoiser (needs `schedule`), got object"),
     ({"reward": 3}, "reward", "`reward` must be callable, got int"),
     ({"t": 1.0}, "t", "`t` must be < 1 (at t = 1 the value is r(x) itself), got 1.0"),
+    ({"t": math.nan}, "t", "t must be a finite float in [0, 1], got nan"),
     ({"num_samples": 0}, "num_samples", "`num_samples` must be an integer >= 1, got 0"),
     ({"max_batch": 0}, "max_batch", "`max_batch` must be an integer >= 1, got 0"),
     ({"transition": "glass"}, "transition", "`transition` must be callable, got str"),
