@@ -63,6 +63,9 @@ def test_best_of_n_keeps_a_bfloat16_reward_in_its_dtype():
 def test_best_of_n_groups_equal_separate_runs_and_seeds():
     grouped = bon(generator=[gen(1), gen(2)])
     assert grouped.samples.shape == (2, 32, 2) and grouped.best().shape == (2, 2)
+    assert grouped.rewards.shape == grouped.log_weights.shape == (2, 32)
+    assert grouped.best_reward.shape == grouped.best_index.shape == (2,)
+    assert grouped.total_nfe == grouped.nfe * 32 * 2
     for b, s in enumerate((1, 2)):
         single = bon(generator=gen(s))
         torch.testing.assert_close(grouped.samples[b], single.samples, rtol=1e-12, atol=1e-12)
