@@ -221,3 +221,18 @@ def test_default_transition_is_glass_with_ten_inner_steps():
     given = value_estimate(model, LIN, x, t, num_samples=4, transition=tr, generator=gen(13))
     assert default.nfe == given.nfe == tr.nfe(model.schedule, t, 1.0)
     torch.testing.assert_close(default.values, given.values, rtol=0, atol=0)
+
+
+def test_values_are_float64_for_a_float32_reward():
+    """V-hat is computed and returned in float64 whatever the reward's dtype: the log-mean-exp
+    of the float32 rewards of the draws, taken in float64."""
+    model, t = gmm(), 0.5
+    x = model.sample_marginal(3, t, gen(14))
+
+    def low(z):
+        return LIN(z).float()
+
+    v = value_estimate(model, low, x, t, num_samples=5, transition=Glass(inner_steps=2))
+    assert v.rewards.dtype == torch.float32 and v.values.dtype == torch.float64
+    want = torch.logsumexp(v.rewards.double(), dim=1) - math.log(5)
+    torch.testing.assert_close(v.values, want, rtol=0, atol=0)
