@@ -270,6 +270,11 @@ START_ERRORS = [
         "time_grid",
         "`time_grid` is not a valid time grid: time_grid must be 1-D, got shape [1, 1]",
     ),
+    (  # no first time to read: the grid check names the problem, not the start
+        {"x0": None, "shape": (2,), "time_grid": []},
+        "time_grid",
+        "`time_grid` is not a valid time grid: time_grid must have at least 2 points, got 0",
+    ),
     (
         {"process_group": object()},
         "x0",
