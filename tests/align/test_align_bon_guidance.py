@@ -7,7 +7,7 @@ import pytest
 import torch
 from align_fixtures import GRID, gen, gmm
 from glass_core.align import best_of_n, guided, reward_guidance
-from glass_core.errors import InvalidInputError, RewardError
+from glass_core.errors import InvalidInputError, RankFailedError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import ODE, SDE, Glass
 
@@ -47,9 +47,25 @@ def test_best_of_n_picks_the_max():
     assert 0 < profiled.reward_time < profiled.wall_time and math.isnan(res.reward_time)
 
 
+def test_best_of_n_keeps_a_bfloat16_reward_in_its_dtype():
+    """A reward returning bfloat16 (NumPy has no such dtype) is checked and ranked as given:
+    the rewards and the best reward stay bfloat16, the best is their maximum."""
+
+    def low(z):
+        return LIN(z).to(torch.bfloat16)
+
+    res = bon(reward=low)
+    assert res.rewards.dtype == res.best_reward.dtype == torch.bfloat16
+    assert torch.equal(res.rewards, low(res.samples))
+    assert float(res.best_reward) == float(res.rewards.max())
+
+
 def test_best_of_n_groups_equal_separate_runs_and_seeds():
     grouped = bon(generator=[gen(1), gen(2)])
     assert grouped.samples.shape == (2, 32, 2) and grouped.best().shape == (2, 2)
+    assert grouped.rewards.shape == grouped.log_weights.shape == (2, 32)
+    assert grouped.best_reward.shape == grouped.best_index.shape == (2,)
+    assert grouped.total_nfe == grouped.nfe * 32 * 2
     for b, s in enumerate((1, 2)):
         single = bon(generator=gen(s))
         torch.testing.assert_close(grouped.samples[b], single.samples, rtol=1e-12, atol=1e-12)
@@ -269,3 +285,49 @@ def test_uniform_log_weights_of_one_group_and_of_several():
     assert one.shape == (5,) and one.dtype == torch.float64
     assert torch.equal(one, torch.full((5,), -math.log(5), dtype=torch.float64))
     assert torch.equal(several, torch.full((2, 3), -math.log(3), dtype=torch.float64))
+
+
+def test_one_rank_sharded_best_of_n_names_the_rank_and_the_step():
+    """With torch.distributed up (one gloo rank in this process), a sharded best_of_n holds every
+    sample on its rank (`local_samples`), names the rank holding NaN rewards, and reports a
+    failing reward with the step it failed at."""
+    import socket
+
+    import torch.distributed as dist
+    from glass_core.align.distributed import Sharding
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    kw = dict(transition=SDE(), num_particles=8, time_grid=GRID, shape=(2,), progress=False)
+
+    def run(reward):
+        return best_of_n(
+            gmm(), reward, process_group=Sharding(timeout=30.0), generator=gen(0), **kw
+        )
+
+    def nan_at_3(z):
+        r = LIN(z).clone()
+        r[3] = math.nan
+        return r
+
+    def boom(z):
+        raise ValueError("boom")
+
+    try:
+        res = run(LIN)
+        assert (res.rank, res.world_size) == (0, 1)
+        assert torch.equal(res.local_samples, res.samples)
+        assert float(res.best_reward) == float(res.rewards.max())
+        msg = (
+            r"^reward returned NaN/inf at step 5 \(t=1\) for particle indices \[3\] \(held by rank"
+        )
+        with pytest.raises(RewardError, match=msg):
+            run(nan_at_3)
+        with pytest.raises(
+            RankFailedError, match=r"^rank 0 of 1 failed at step 5: ValueError: boom$"
+        ):
+            run(boom)
+    finally:
+        dist.destroy_process_group()

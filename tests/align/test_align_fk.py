@@ -243,7 +243,7 @@ def test_nan_reward_raises_with_indices():
         run(lambda z: z.sum(1, keepdim=True))
 
 
-def _labelled_runs(progress: bool = True):
+def _labelled_runs(progress: bool | None = True):
     from glass_core.align import (
         beam_search,
         best_of_n,
@@ -253,6 +253,8 @@ def _labelled_runs(progress: bool = True):
     )
 
     kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=progress)
+    if progress is None:  # the algorithm's default
+        del kw["progress"]
     return {
         "FK steering": lambda: fk_steering(gmm(), LIN, num_particles=4, **kw),
         "best-of-N": lambda: best_of_n(gmm(), LIN, num_particles=4, **kw),
@@ -271,6 +273,17 @@ def test_progress_lines_name_the_algorithm(label, capsys, monkeypatch):
 
     monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
     _labelled_runs()[label]()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
+
+
+@pytest.mark.parametrize("label", list(_labelled_runs()))
+def test_progress_lines_are_written_by_default(label, capsys, monkeypatch):
+    """A run that does not pass `progress` writes its progress lines (the default is on)."""
+    from glass_core import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
+    _labelled_runs(progress=None)[label]()
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
 

@@ -8,6 +8,7 @@ top B of B x M draws: both have closed-form expectations as order statistics of 
 
 import math
 import re
+import time
 
 import numpy as np
 import pytest
@@ -323,16 +324,22 @@ def test_searches_start_from_x0_at_t0(search):
         fn(model, LIN, x0=x0[:4], generator=gen(2), **size, **kw)
 
 
-@pytest.mark.parametrize("select", ["beam", "value_decoding"])
+@pytest.mark.parametrize("select", ["beam", "value_decoding", "value_decoding_soft"])
 def test_selectors_index_on_the_scores_device(select: str) -> None:
     """The kept candidates' flat indices are built on the scores' device (the meta device stands
-    for an accelerator): no host tensor enters the gather of an SMC step."""
+    for an accelerator): no host tensor enters the gather of an SMC step. At a positive
+    temperature the Gumbel noise is drawn there too (from a CPU generator or none)."""
     from glass_core.align.beam import top_per_group
     from glass_core.align.value_decoding import per_particle_selector
 
-    fn = top_per_group if select == "beam" else per_particle_selector(0.0)
-    idx = fn(torch.zeros(2, 3, 4, device="meta"), None)
-    assert idx.device.type == "meta" and idx.shape == (6,)
+    fn = {
+        "beam": top_per_group,
+        "value_decoding": per_particle_selector(0.0),
+        "value_decoding_soft": per_particle_selector(1.0),
+    }[select]
+    for noise in (None, gen(0)):
+        idx = fn(torch.zeros(2, 3, 4, device="meta"), noise)
+        assert idx.device.type == "meta" and idx.shape == (6,)
 
 
 def test_beam_ties_go_to_the_lowest_candidate_index():
@@ -391,3 +398,136 @@ def test_denoised_value_is_the_reward_of_the_denoised_candidate():
     x = model.sample_transition(torch.randn(n, 2, generator=g), 0.0, 0.5, "ddpm", g)
     torch.testing.assert_close(res.value_history[0], LIN(model.denoise(x, 0.5)).double())
     assert repr(CandidateValue("posterior", 2, None).transition) == repr(Glass(inner_steps=4))
+
+
+class SlowCounter:
+    """Forwards to a model; every call sleeps 2 ms and is counted."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.calls = model, model.schedule, 0
+
+    def denoise(self, x, t):
+        self.calls += 1
+        time.sleep(0.002)
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.calls += 1
+        time.sleep(0.002)
+        return self.model.velocity(x, t)
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_times_every_model_call_only_when_profiled(search):
+    """profile=True: `model_time` holds the seconds of every model call (each sleeps 2 ms), the
+    candidates' and the posterior value's draws, inside the run's `wall_time`; the searches
+    do not time the reward (`reward_time` NaN). Without profile the model time is NaN too."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), num_candidates=2, progress=False)
+    kw.update(value="posterior", value_samples=2, value_transition=SDE(substeps=2), **size)
+    slow = SlowCounter(gmm())
+    start = time.perf_counter()
+    res = fn(slow, LIN, generator=gen(0), profile=True, **kw)
+    elapsed = time.perf_counter() - start
+    assert slow.calls > len(GRID)  # the candidates' calls and the value draws'
+    assert 0.002 * slow.calls <= res.model_time <= res.wall_time <= elapsed
+    assert math.isnan(res.reward_time)
+    start = time.perf_counter()
+    plain = fn(gmm(), LIN, generator=gen(0), **kw)
+    elapsed = time.perf_counter() - start
+    assert math.isnan(plain.model_time) and math.isnan(plain.reward_time)
+    assert 0 < plain.wall_time <= elapsed
+
+
+class RowRecorder(ExactKernel):
+    """The exact kernel, recording the rows of every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: list[int] = []
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        self.rows.append(x.shape[0])
+        return super().__call__(model, x, t, t_next, generator, denoised=denoised)
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_defaults_to_four_candidates_and_four_value_samples(search):
+    """By default each of the 3 particles (beams) is expanded into 4 candidates per step, and
+    value="posterior" scores each candidate with 4 posterior draws (one batch of 3 x 4 x 4) of
+    the given `value_transition`."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    expand, draws = RowRecorder(), RowRecorder()
+    fn(
+        gmm(), LIN, transition=expand, time_grid=[0.0, 0.5, 1.0], shape=(2,), value="posterior",
+        value_transition=draws, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    assert expand.rows == [12, 12] and draws.rows == [48]
+
+
+def test_soft_selection_is_gumbel_max_with_float64_uniforms_of_the_generator():
+    """At temperature tau > 0 the kept candidate of each row is argmax(value / tau + G) with
+    G = -log(-log U), one float64 uniform U per candidate drawn from the run's generator (row
+    by row, a list of generators splitting the rows by group): recomputed by hand here."""
+    from glass_core.align.value_decoding import per_particle_selector
+
+    scores = torch.randn(2, 500, 3, generator=gen(4), dtype=torch.float64)
+    idx = per_particle_selector(0.7)(scores, [gen(5), gen(6)])
+    u = torch.cat([torch.rand(500, 3, generator=gen(s), dtype=torch.float64) for s in (5, 6)])
+    want = (scores.reshape(1000, 3) / 0.7 - torch.log(-torch.log(u))).argmax(dim=1)
+    assert torch.equal(idx, torch.arange(1000) * 3 + want)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float64])
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_rewards_come_in_the_particles_dtype(search, dtype):
+    """The result's rewards are r(z) of the kept samples in the particles' dtype (float32 by
+    default), and the value history is float64 whatever it."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    res = fn(
+        gmm(), LIN, transition=ExactKernel(), time_grid=[0.0, 0.5, 1.0], shape=(2,),
+        num_candidates=2, dtype=dtype, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    assert res.samples.dtype == res.rewards.dtype == (dtype or torch.float32)
+    assert res.value_history.dtype == torch.float64
+    torch.testing.assert_close(res.rewards, LIN(res.samples).to(res.rewards.dtype))
+
+
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_scores_a_bfloat16_reward_in_float64(search):
+    """A reward returning bfloat16 (NumPy has no such dtype) is scored in float64 at every
+    step, the denoised value's too: the history holds its values exactly."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+
+    def low(z):
+        return LIN(z).to(torch.bfloat16)
+
+    res = fn(
+        gmm(), low, transition=ExactKernel(), time_grid=[0.0, 0.5, 1.0], shape=(2,),
+        num_candidates=2, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    assert res.value_history.dtype == torch.float64
+    torch.testing.assert_close(res.value_history[-1], low(res.samples).double(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("groups", [None, 2])
+@pytest.mark.parametrize("search", ["value_decoding", "beam_search"])
+def test_search_results_are_unweighted_with_a_group_axis_only_for_groups(search, groups):
+    """The kept particles carry uniform log-weights -log N, shaped like the rewards: [N] for one
+    group, [B, N] when groups are asked for (as every other field)."""
+    fn = value_decoding if search == "value_decoding" else beam_search
+    size = {"num_particles" if search == "value_decoding" else "beam_width": 3}
+    res = fn(
+        gmm(), LIN, transition=ExactKernel(), time_grid=ONE_STEP, shape=(2,), num_candidates=2,
+        num_groups=groups, generator=gen(0), progress=False, **size,
+    )  # fmt: skip
+    lead = (3,) if groups is None else (groups, 3)
+    assert res.samples.shape == (*lead, 2) and res.rewards.shape == lead
+    assert res.value_history.shape == (1, *lead) and res.ancestors is None
+    want = torch.full(lead, -math.log(3), dtype=torch.float64)
+    torch.testing.assert_close(res.log_weights, want, rtol=0, atol=1e-15)
+    assert res.total_nfe == res.nfe * 3 * (groups or 1)

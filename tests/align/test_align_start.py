@@ -270,6 +270,11 @@ START_ERRORS = [
         "time_grid",
         "`time_grid` is not a valid time grid: time_grid must be 1-D, got shape [1, 1]",
     ),
+    (  # no first time to read: the grid check names the problem, not the start
+        {"x0": None, "shape": (2,), "time_grid": []},
+        "time_grid",
+        "`time_grid` is not a valid time grid: time_grid must have at least 2 points, got 0",
+    ),
     (
         {"process_group": object()},
         "x0",
@@ -346,3 +351,21 @@ def test_start_errors_name_the_argument_and_what_was_given(kw, arg, msg):
     with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$") as info:
         best_of_n(gmm(), LIN, **(args | kw))
     assert info.value.arg == arg  # type: ignore[attr-defined]
+
+
+def test_start_particles_flattens_x0_and_casts_or_moves_it_only_when_asked():
+    """Given x0 [B, N, ...], the start is its [B * N, ...] rows, cast to `dtype` and moved to
+    `device` when they are given (the meta device stands for an accelerator), as given
+    otherwise."""
+    from glass_core.align._start import start_particles
+
+    x0 = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
+    same = start_particles(x0, 6, (2,), None, None, None)
+    assert same.dtype == torch.float32 and torch.equal(same, x0.reshape(6, 2))
+    cast = start_particles(x0, 6, (2,), None, torch.float64, None)
+    assert cast.dtype == torch.float64 and torch.equal(cast, x0.reshape(6, 2).double())
+    moved = start_particles(x0, 6, (2,), None, None, "meta")
+    assert moved.device.type == "meta" and moved.dtype == torch.float32 and moved.shape == (6, 2)
+    # without x0: N(0, I) noise from the generator, in the dtype asked for
+    noise = start_particles(None, 6, (2,), gen(0), torch.float64, None)
+    assert torch.equal(noise, torch.randn(6, 2, generator=gen(0), dtype=torch.float64))

@@ -118,14 +118,32 @@ def test_grouped_equals_separate_calls():
         torch.testing.assert_close(v.values[b], one.values)
 
 
+class RowsSeen:
+    """Forwards to a model, recording the rows of every call."""
+
+    def __init__(self, model):
+        self.model, self.schedule, self.rows = model, model.schedule, []
+
+    def denoise(self, x, t):
+        self.rows.append(x.shape[0])
+        return self.model.denoise(x, t)
+
+    def velocity(self, x, t):
+        self.rows.append(x.shape[0])
+        return self.model.velocity(x, t)
+
+
 def test_max_batch_splits_calls_not_results():
     model, t = gmm(), 0.4
     x = model.sample_marginal(5, t, gen(11))
     tr = Glass(inner_steps=3)
     full = value_estimate(model, LIN, x, t, num_samples=7, transition=tr, generator=gen(3))
+    seen = RowsSeen(model)
     split = value_estimate(
-        model, LIN, x, t, num_samples=7, transition=tr, generator=gen(3), max_batch=4
+        seen, LIN, x, t, num_samples=7, transition=tr, generator=gen(3), max_batch=4
     )
+    # 3 evaluations of the 5 x 7 rows, in chunks of at most 4
+    assert max(seen.rows) == 4 and sum(seen.rows) == 3 * 7 * 5
     torch.testing.assert_close(full.values, split.values)
     assert split.nfe == full.nfe == 3
     assert split.total_nfe == full.total_nfe == 3 * 7 * 5  # nfe x samples x rows
@@ -168,6 +186,7 @@ VALUE_ERRORS = [
     ({"model": object()}, "model", "`model` must be a Denoiser (needs `schedule`), got object"),
     ({"reward": 3}, "reward", "`reward` must be callable, got int"),
     ({"t": 1.0}, "t", "`t` must be < 1 (at t = 1 the value is r(x) itself), got 1.0"),
+    ({"t": math.nan}, "t", "t must be a finite float in [0, 1], got nan"),
     ({"num_samples": 0}, "num_samples", "`num_samples` must be an integer >= 1, got 0"),
     ({"max_batch": 0}, "max_batch", "`max_batch` must be an integer >= 1, got 0"),
     ({"transition": "glass"}, "transition", "`transition` must be callable, got str"),
@@ -190,3 +209,30 @@ def test_bad_input_names_the_argument_and_the_value(kw, arg, msg):
     with pytest.raises(InvalidInputError, match=f"^{re.escape(msg)}$") as info:
         value_estimate(**(args | {"num_samples": 4} | kw))
     assert info.value.arg == arg  # type: ignore[attr-defined]
+
+
+def test_default_transition_is_glass_with_ten_inner_steps():
+    """Without `transition` the posterior samples are drawn by Glass(inner_steps=10): the same
+    values and model evaluations as passing it."""
+    model, t = gmm(), 0.5
+    x = model.sample_marginal(3, t, gen(12))
+    default = value_estimate(model, LIN, x, t, num_samples=4, generator=gen(13))
+    tr = Glass(inner_steps=10)
+    given = value_estimate(model, LIN, x, t, num_samples=4, transition=tr, generator=gen(13))
+    assert default.nfe == given.nfe == tr.nfe(model.schedule, t, 1.0)
+    torch.testing.assert_close(default.values, given.values, rtol=0, atol=0)
+
+
+def test_values_are_float64_for_a_float32_reward():
+    """V-hat is computed and returned in float64 whatever the reward's dtype: the log-mean-exp
+    of the float32 rewards of the draws, taken in float64."""
+    model, t = gmm(), 0.5
+    x = model.sample_marginal(3, t, gen(14))
+
+    def low(z):
+        return LIN(z).float()
+
+    v = value_estimate(model, low, x, t, num_samples=5, transition=Glass(inner_steps=2))
+    assert v.rewards.dtype == torch.float32 and v.values.dtype == torch.float64
+    want = torch.logsumexp(v.rewards.double(), dim=1) - math.log(5)
+    torch.testing.assert_close(v.values, want, rtol=0, atol=0)
