@@ -9,6 +9,7 @@ from align_fixtures import GRID, gen, gmm
 from glass_core.align import best_of_n, guided, reward_guidance
 from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
+from glass_core.schedules import Cosine
 from glass_core.transitions import ODE, SDE, Glass
 
 LIN = LinearReward([1.0, 0.5])
@@ -155,15 +156,24 @@ def test_guided_per_row_times_of_any_float_dtype(dtype):
         torch.testing.assert_close(call(x, tt), call(x, tt.double()), rtol=0, atol=0)
 
 
-def test_guided_velocity_is_eq43():
-    model = gmm()
+@pytest.mark.parametrize("schedule", [None, Cosine()], ids=["rf", "cosine"])
+def test_guided_velocity_is_eq43(schedule):
+    """Eq. (43) at one time and at per-row times; the cosine schedule has d_sigma != -1, where
+    the rectified flow's d_sigma = -1 would hide a wrong power of it."""
+    model = gmm(schedule)
     g = guided(model, LIN, scale=1.3)
     x = torch.randn(5, 2, dtype=torch.float64, generator=gen(1))
-    t = 0.4
     sch = model.schedule
-    a, s, da, ds = sch.alpha(t), sch.sigma(t), sch.d_alpha(t), sch.d_sigma(t)
-    c_t = 1.3 * (da * s**2 / a - ds * s)  # scale * nu_t^2 / 2
-    torch.testing.assert_close(g.velocity(x, t), model.velocity(x, t) + c_t * LIN.a)
+
+    def c_t(t):  # scale * nu_t^2 / 2
+        a, s, da, ds = sch.alpha(t), sch.sigma(t), sch.d_alpha(t), sch.d_sigma(t)
+        return 1.3 * (da * s**2 / a - ds * s)
+
+    t = 0.4
+    torch.testing.assert_close(g.velocity(x, t), model.velocity(x, t) + c_t(t) * LIN.a)
+    tt = np.array([0.2, 0.4, 0.5, 0.7, 0.9])
+    want = model.velocity(x, tt) + torch.as_tensor(c_t(tt))[:, None] * LIN.a
+    torch.testing.assert_close(g.velocity(x, tt), want)
 
 
 def test_guided_gradient_is_detached_and_nonlinear_reward():
