@@ -13,9 +13,10 @@ import torch
 from align_fixtures import GRID, ExactKernel, gen, gmm, weighted_mean_and_se
 from glass_core.align import TemperedSMCSampler, fk_steering, tempered_smc
 from glass_core.align.potentials import Diff
+from glass_core.align.tempered import Tempered
 from glass_core.align.tempering import next_exponent, relative_ess
 from glass_core.align.twisted import TwistedDiff, twisted_move
-from glass_core.errors import InvalidInputError
+from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward
 from glass_core.transitions import ODE, SDE, Glass
 
@@ -177,6 +178,54 @@ def test_tempered_bad_arguments(kwargs, name, msg):
             gmm(), LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,), **kwargs
         )
     assert e.value.arg == name  # type: ignore[attr-defined]
+
+
+def test_tempered_ess_target_one_and_a_single_particle():
+    """ess_target=1 (the top of (0, 1]) is allowed: no intermediate exponent may cost ESS, so
+    they stay ~0 and the final one is lambda_; a single particle keeps ESS = N at any exponent,
+    so every exponent is lambda_."""
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), lambda_=2.0, progress=False)
+    full = tempered_smc(gmm(), LIN, num_particles=16, ess_target=1.0, generator=gen(0), **kw)
+    assert full.exponents[-1] == 2.0 and (full.exponents[:-1] < 1e-6).all()
+    one = tempered_smc(gmm(), LIN, num_particles=1, generator=gen(0), **kw)
+    assert (one.exponents == 2.0).all() and torch.equal(one.log_weights, torch.zeros(1))
+
+
+def test_tempered_nan_rewards_are_named_with_their_step():
+    """NaN rewards at an intermediate tempered step are reported with the step and its time, as
+    for fk_steering."""
+
+    def nan_above_half(z):
+        r = z.sum(dim=1)
+        return torch.where(r > 0.5, torch.full_like(r, math.nan), r)
+
+    msg = r"^reward returned NaN/inf at step 1 \(t=0\.2\) for particle indices \["
+    with pytest.raises(RewardError, match=msg):
+        tempered_smc(
+            gmm(), nan_above_half, transition=SDE(), num_particles=8, time_grid=GRID, shape=(2,),
+            generator=gen(0), progress=False, dtype=torch.float64,
+        )  # fmt: skip
+
+
+def test_tempered_potential_state_and_step():
+    """Tempered() targets ESS/N = 0.5 and starts from the difference potential's state; a step
+    needs the carried log-weights (TemperedSMCSampler.weight hands them over and does not keep
+    them), keeps its running rewards in float64 and, at the final step, applies lambda_."""
+    cpu = torch.device("cpu")
+    pot = Tempered()
+    assert pot.ess_target == 0.5 and repr(pot) == "Tempered(ess_target=0.5)"
+    state, ref = pot.init(4, cpu), Diff().init(4, cpu)
+    assert torch.equal(state.running, ref.running) and torch.equal(state.applied, ref.applied)
+    scores = torch.tensor([0.5, -1.0, 2.0, 0.25])
+    with pytest.raises(AssertionError):
+        pot.step(state, scores, 1.5, final=True)
+    state.carried = torch.zeros(2, 2, dtype=torch.float64)  # B = 2 groups of N = 2
+    log_g = pot.step(state, scores, 1.5, final=True)
+    assert torch.equal(log_g, 1.5 * scores.double())
+    assert state.running.dtype == torch.float64 and torch.equal(state.running, scores.double())
+    sampler = TemperedSMCSampler(gmm(), LIN, transition=SDE(), time_grid=GRID)
+    run = sampler.step(sampler.init(8, shape=(2,), generator=gen(0)))
+    assert run.potential.carried is None
 
 
 @pytest.mark.parametrize("name", ["potential", "process_group"])
