@@ -228,6 +228,16 @@ def test_tempered_potential_state_and_step():
     assert run.potential.carried is None
 
 
+def test_tempered_sampler_takes_none_as_not_given():
+    """potential=None and process_group=None mean "not given" (as for FKSampler): accepted, the
+    sampler then uses its own tempered potential."""
+    sampler = TemperedSMCSampler(
+        gmm(), LIN, transition=SDE(), time_grid=GRID, potential=None, process_group=None
+    )
+    state = sampler.init(4, shape=(2,), generator=gen(0))
+    assert isinstance(state.config.potential, Tempered)
+
+
 @pytest.mark.parametrize("name", ["potential", "process_group"])
 def test_tempered_sampler_refuses_a_potential_and_a_process_group(name):
     """The sampler fixes its own (tempered) potential: one given is refused by name, not
