@@ -45,6 +45,17 @@ def test_reward_potentials_step_by_definition(kind):
     torch.testing.assert_close(state.applied, LAM * r_final, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("kind", POTENTIALS)
+def test_potential_initial_state_is_float64(kind):
+    """Before the first potential step: the running statistic at the potential's start value
+    (-inf for the running max) and nothing applied, both float64 [B*N]."""
+    pot = as_potential(kind)
+    state = pot.init(3, torch.device("cpu"))
+    assert state.running.dtype == state.applied.dtype == torch.float64
+    assert torch.equal(state.running, torch.full((3,), pot.start, dtype=torch.float64))
+    assert torch.equal(state.applied, torch.zeros(3, dtype=torch.float64))
+
+
 def test_potential_state_follows_the_ancestors():
     pot = Max()
     state = pot.init(4, torch.device("cpu"))
