@@ -1,6 +1,7 @@
 """best_of_n and reward guidance."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from align_fixtures import GRID, gen, gmm
 from glass_core.align import best_of_n, guided, reward_guidance
 from glass_core.errors import InvalidInputError, RankFailedError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
+from glass_core.schedules import Cosine
 from glass_core.transitions import ODE, SDE, Glass
 
 LIN = LinearReward([1.0, 0.5])
@@ -126,6 +128,39 @@ def test_guided_denoiser_formula_and_window():
         torch.testing.assert_close(got[i : i + 1], g.denoise(x[i : i + 1], t))
 
 
+def test_guided_per_row_time_zero_is_not_guided():
+    """alpha(0) = 0 for the rectified flow: a row at t = 0 gets no guidance, inside the window,
+    with no division by zero (no warning)."""
+    model = gmm()
+    g = guided(model, LIN, scale=0.7)
+    x = torch.randn(2, 2, dtype=torch.float64, generator=gen(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = g.denoise(x, torch.tensor([0.0, 0.5], dtype=torch.float64))
+    torch.testing.assert_close(got[:1], model.denoise(x[:1], 0.0))
+    torch.testing.assert_close(got[1:], g.denoise(x[1:], 0.5))
+
+
+def test_guided_outside_the_window_does_not_evaluate_the_reward():
+    """Outside the window (or with scale 0) the guided denoiser is the model's: the reward and
+    its gradient are not computed at all."""
+    calls = []
+
+    def counted(z):
+        calls.append(z.shape[0])
+        return LIN(z)
+
+    model = gmm()
+    x = torch.randn(3, 2, dtype=torch.float64, generator=gen(0))
+    g = guided(model, counted, scale=2.0, window=(0.4, 0.6))
+    for t in (0.1, 0.8):
+        torch.testing.assert_close(g.denoise(x, t), model.denoise(x, t))
+    torch.testing.assert_close(guided(model, counted, 0.0).denoise(x, 0.5), model.denoise(x, 0.5))
+    assert calls == []
+    g.denoise(x, 0.5)  # inside: c = 2 * 0.25 / 0.5 = 1
+    assert calls == [3]
+
+
 def test_guided_per_row_times_as_numpy_equal_tensor_times():
     model = gmm()
     g = guided(model, LIN, scale=0.7, window=(0.2, 0.7))
@@ -171,15 +206,24 @@ def test_guided_per_row_times_of_any_float_dtype(dtype):
         torch.testing.assert_close(call(x, tt), call(x, tt.double()), rtol=0, atol=0)
 
 
-def test_guided_velocity_is_eq43():
-    model = gmm()
+@pytest.mark.parametrize("schedule", [None, Cosine()], ids=["rf", "cosine"])
+def test_guided_velocity_is_eq43(schedule):
+    """Eq. (43) at one time and at per-row times; the cosine schedule has d_sigma != -1, where
+    the rectified flow's d_sigma = -1 would hide a wrong power of it."""
+    model = gmm(schedule)
     g = guided(model, LIN, scale=1.3)
     x = torch.randn(5, 2, dtype=torch.float64, generator=gen(1))
-    t = 0.4
     sch = model.schedule
-    a, s, da, ds = sch.alpha(t), sch.sigma(t), sch.d_alpha(t), sch.d_sigma(t)
-    c_t = 1.3 * (da * s**2 / a - ds * s)  # scale * nu_t^2 / 2
-    torch.testing.assert_close(g.velocity(x, t), model.velocity(x, t) + c_t * LIN.a)
+
+    def c_t(t):  # scale * nu_t^2 / 2
+        a, s, da, ds = sch.alpha(t), sch.sigma(t), sch.d_alpha(t), sch.d_sigma(t)
+        return 1.3 * (da * s**2 / a - ds * s)
+
+    t = 0.4
+    torch.testing.assert_close(g.velocity(x, t), model.velocity(x, t) + c_t(t) * LIN.a)
+    tt = np.array([0.2, 0.4, 0.5, 0.7, 0.9])
+    want = model.velocity(x, tt) + torch.as_tensor(c_t(tt))[:, None] * LIN.a
+    torch.testing.assert_close(g.velocity(x, tt), want)
 
 
 def test_guided_gradient_is_detached_and_nonlinear_reward():
@@ -225,6 +269,27 @@ def test_reward_guidance_reproducible_and_grouped():
     assert torch.equal(a.samples, b.samples)
     grouped = reward_guidance(gmm(), LIN, generator=[gen(9), gen(10)], **kw)
     torch.testing.assert_close(grouped.samples[0], a.samples, rtol=1e-12, atol=1e-12)
+    assert grouped.rewards.shape == grouped.log_weights.shape == (2, 8)
+    assert grouped.total_nfe == grouped.nfe * 16 and a.total_nfe == a.nfe * 8
+    kw.pop("num_particles")
+    assert reward_guidance(gmm(), LIN, generator=gen(9), **kw).samples.shape == (1, 2)
+
+
+def test_reward_guidance_honours_the_window_and_checks_the_rewards():
+    """A window holding none of the model's evaluation times (the SDE evaluates at the grid's
+    times before 1) guides nothing: the run equals the unguided one. The final rewards are
+    checked (with scale 0 the reward is evaluated only there)."""
+    kw = dict(transition=SDE(), time_grid=GRID, num_particles=8, shape=(2,), progress=False)
+    kw.update(dtype=torch.float64)
+    base = reward_guidance(gmm(), LIN, scale=0.0, generator=gen(3), **kw)
+    off = reward_guidance(gmm(), LIN, scale=1.0, window=(0.9, 1.0), generator=gen(3), **kw)
+    assert torch.equal(off.samples, base.samples)
+
+    def nan_reward(z):
+        return z.sum(1) * math.nan
+
+    with pytest.raises(RewardError, match="NaN"):
+        reward_guidance(gmm(), nan_reward, scale=0.0, generator=gen(3), **kw)
 
 
 def test_reward_guidance_times_model_and_reward_only_when_profiled():

@@ -255,6 +255,9 @@ def _labelled_runs(progress: bool | None = True):
     kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=progress)
     if progress is None:  # the algorithm's default
         del kw["progress"]
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0))
+    if progress is not None:  # None: the algorithm's default
+        kw["progress"] = progress
     return {
         "FK steering": lambda: fk_steering(gmm(), LIN, num_particles=4, **kw),
         "best-of-N": lambda: best_of_n(gmm(), LIN, num_particles=4, **kw),
@@ -265,14 +268,15 @@ def _labelled_runs(progress: bool | None = True):
     }
 
 
+@pytest.mark.parametrize("progress", [True, None], ids=["on", "default"])
 @pytest.mark.parametrize("label", list(_labelled_runs()))
-def test_progress_lines_name_the_algorithm(label, capsys, monkeypatch):
-    """Off a terminal, progress=True writes "<algorithm>: k/K steps" lines (one per interval,
-    here every step, and a last one)."""
+def test_progress_lines_name_the_algorithm(label, progress, capsys, monkeypatch):
+    """Off a terminal, progress=True (the default) writes "<algorithm>: k/K steps" lines (one
+    per interval, here every step, and a last one)."""
     from glass_core import _progress
 
     monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
-    _labelled_runs()[label]()
+    _labelled_runs(progress)[label]()
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
 

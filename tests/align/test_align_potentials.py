@@ -45,6 +45,17 @@ def test_reward_potentials_step_by_definition(kind):
     torch.testing.assert_close(state.applied, LAM * r_final, rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("kind", POTENTIALS)
+def test_potential_initial_state_is_float64(kind):
+    """Before the first potential step: the running statistic at the potential's start value
+    (-inf for the running max) and nothing applied, both float64 [B*N]."""
+    pot = as_potential(kind)
+    state = pot.init(3, torch.device("cpu"))
+    assert state.running.dtype == state.applied.dtype == torch.float64
+    assert torch.equal(state.running, torch.full((3,), pot.start, dtype=torch.float64))
+    assert torch.equal(state.applied, torch.zeros(3, dtype=torch.float64))
+
+
 def test_potential_state_follows_the_ancestors():
     pot = Max()
     state = pot.init(4, torch.device("cpu"))
@@ -221,22 +232,30 @@ def test_lookahead_defaults_and_refusals():
 
 def test_profile_times_the_lookahead_model_calls_too():
     """profile=True: the model seconds include the lookahead's posterior draws (every call sleeps
-    2 ms, so the measured time is at least 2 ms per call, however fast the machine)."""
+    2 ms, so the measured time is at least 2 ms per call, however fast the machine, and at least
+    the time spent inside every call); the draws are micro-batched by max_batch too."""
     import time
 
     class Slow:
         def __init__(self, model):
             self.model, self.schedule, self.calls = model, model.schedule, 0
+            self.seconds, self.rows = 0.0, []
 
         def denoise(self, x, t):
+            start = time.perf_counter()
             self.calls += 1
+            self.rows.append(x.shape[0])
             time.sleep(0.002)
-            return self.model.denoise(x, t)
+            out = self.model.denoise(x, t)
+            self.seconds += time.perf_counter() - start
+            return out
 
     slow = Slow(gmm())
     res = fk_steering(
         slow, LIN, transition=SDE(), num_particles=4, time_grid=GRID, shape=(2,),
         potential=Lookahead(2, SDE(substeps=2)), generator=gen(0), profile=True, progress=False,
+        max_batch=3,
     )  # fmt: skip
     assert slow.calls > len(GRID)  # the steps' calls and the draws'
-    assert res.model_time >= 0.002 * slow.calls
+    assert res.model_time >= 0.002 * slow.calls and res.model_time >= slow.seconds
+    assert max(slow.rows) == 3  # the draws' 2 x 4 rows too

@@ -12,9 +12,11 @@ import pytest
 import torch
 from align_fixtures import GRID, ExactKernel, gen, gmm, weighted_mean_and_se
 from glass_core.align import TemperedSMCSampler, fk_steering, tempered_smc
+from glass_core.align.potentials import Diff
+from glass_core.align.tempered import Tempered
 from glass_core.align.tempering import next_exponent, relative_ess
-from glass_core.align.twisted import twisted_move
-from glass_core.errors import InvalidInputError
+from glass_core.align.twisted import TwistedDiff, twisted_move
+from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward
 from glass_core.transitions import ODE, SDE, Glass
 
@@ -178,6 +180,64 @@ def test_tempered_bad_arguments(kwargs, name, msg):
     assert e.value.arg == name  # type: ignore[attr-defined]
 
 
+def test_tempered_ess_target_one_and_a_single_particle():
+    """ess_target=1 (the top of (0, 1]) is allowed: no intermediate exponent may cost ESS, so
+    they stay ~0 and the final one is lambda_; a single particle keeps ESS = N at any exponent,
+    so every exponent is lambda_."""
+    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), lambda_=2.0, progress=False)
+    full = tempered_smc(gmm(), LIN, num_particles=16, ess_target=1.0, generator=gen(0), **kw)
+    assert full.exponents[-1] == 2.0 and (full.exponents[:-1] < 1e-6).all()
+    one = tempered_smc(gmm(), LIN, num_particles=1, generator=gen(0), **kw)
+    assert (one.exponents == 2.0).all() and torch.equal(one.log_weights, torch.zeros(1))
+
+
+def test_tempered_nan_rewards_are_named_with_their_step():
+    """NaN rewards at an intermediate tempered step are reported with the step and its time, as
+    for fk_steering."""
+
+    def nan_above_half(z):
+        r = z.sum(dim=1)
+        return torch.where(r > 0.5, torch.full_like(r, math.nan), r)
+
+    msg = r"^reward returned NaN/inf at step 1 \(t=0\.2\) for particle indices \["
+    with pytest.raises(RewardError, match=msg):
+        tempered_smc(
+            gmm(), nan_above_half, transition=SDE(), num_particles=8, time_grid=GRID, shape=(2,),
+            generator=gen(0), progress=False, dtype=torch.float64,
+        )  # fmt: skip
+
+
+def test_tempered_potential_state_and_step():
+    """Tempered() targets ESS/N = 0.5 and starts from the difference potential's state; a step
+    needs the carried log-weights (TemperedSMCSampler.weight hands them over and does not keep
+    them), keeps its running rewards in float64 and, at the final step, applies lambda_."""
+    cpu = torch.device("cpu")
+    pot = Tempered()
+    assert pot.ess_target == 0.5 and repr(pot) == "Tempered(ess_target=0.5)"
+    state, ref = pot.init(4, cpu), Diff().init(4, cpu)
+    assert torch.equal(state.running, ref.running) and torch.equal(state.applied, ref.applied)
+    scores = torch.tensor([0.5, -1.0, 2.0, 0.25])
+    with pytest.raises(AssertionError):
+        pot.step(state, scores, 1.5, final=True)
+    state.carried = torch.zeros(2, 2, dtype=torch.float64)  # B = 2 groups of N = 2
+    log_g = pot.step(state, scores, 1.5, final=True)
+    assert torch.equal(log_g, 1.5 * scores.double())
+    assert state.running.dtype == torch.float64 and torch.equal(state.running, scores.double())
+    sampler = TemperedSMCSampler(gmm(), LIN, transition=SDE(), time_grid=GRID)
+    run = sampler.step(sampler.init(8, shape=(2,), generator=gen(0)))
+    assert run.potential.carried is None
+
+
+def test_tempered_sampler_takes_none_as_not_given():
+    """potential=None and process_group=None mean "not given" (as for FKSampler): accepted, the
+    sampler then uses its own tempered potential."""
+    sampler = TemperedSMCSampler(
+        gmm(), LIN, transition=SDE(), time_grid=GRID, potential=None, process_group=None
+    )
+    state = sampler.init(4, shape=(2,), generator=gen(0))
+    assert isinstance(state.config.potential, Tempered)
+
+
 @pytest.mark.parametrize("name", ["potential", "process_group"])
 def test_tempered_sampler_refuses_a_potential_and_a_process_group(name):
     """The sampler fixes its own (tempered) potential: one given is refused by name, not
@@ -210,6 +270,73 @@ def test_twisted_move_weights_recover_the_untwisted_kernel():
     shift = x_new.double().mean(0) - mean[0].double()
     expected_shift = std**2 * torch.tensor([1.5, -1.0], dtype=torch.float64)
     assert float((shift - expected_shift).abs().max()) < 5 * std / math.sqrt(n)
+
+
+class Float64Answers:
+    """A model answering in float64 whatever the particles' dtype."""
+
+    def __init__(self, model):
+        self.model, self.schedule = model, model.schedule
+
+    def denoise(self, x, t):
+        return self.model.denoise(x.double(), t)
+
+
+def test_twisted_move_of_a_deterministic_kernel_is_the_plain_move():
+    """With kappa = 0 (DDIM) every substep is deterministic: nothing is twisted, so the move is
+    the plain SDE step (every substep run, no noise drawn), the log ratio is 0 in float64 and
+    the particles keep their dtype even when the model answers in float64."""
+    model, sde = Float64Answers(gmm()), SDE(substeps=2, kappa=0.0)
+    x = torch.randn(5, 2, generator=gen(4))
+    noise = gen(5)
+    before = noise.get_state()
+    x_new, ratio = twisted_move(sde, model, LIN, x, 0.2, 0.6, noise, 1.0, None)
+    assert torch.equal(noise.get_state(), before)
+    assert ratio.dtype == torch.float64 and torch.equal(ratio, torch.zeros(5, dtype=torch.float64))
+    assert x_new.dtype == torch.float32
+    torch.testing.assert_close(x_new, sde(model, x, 0.2, 0.6, gen(5)))
+
+
+def test_twisted_diff_adds_each_pending_ratio_once():
+    """TwistedDiff is the difference potential plus the pending move's log density ratio, which
+    is then cleared: without one a step is Diff's; the final step is lambda r minus what the
+    lineage received from the potential (the ratios are not part of it)."""
+    cpu, lam = torch.device("cpu"), 0.3
+    pot, ref = TwistedDiff(), Diff()
+    state, ref_state = pot.init(3, cpu), ref.init(3, cpu)
+    r1, r2, r3 = (torch.randn(3, generator=gen(s), dtype=torch.float64) for s in (4, 5, 6))
+    assert torch.equal(
+        pot.step(state, r1, lam, final=False), ref.step(ref_state, r1, lam, final=False)
+    )
+    ratio = torch.tensor([0.25, -0.5, 1.0], dtype=torch.float64)
+    state.ratio = ratio
+    got = pot.step(state, r2, lam, final=False)
+    assert torch.equal(got, ref.step(ref_state, r2, lam, final=False) + ratio)
+    assert state.ratio is None and torch.equal(state.applied, ref_state.applied)
+    state.ratio = ratio
+    applied = state.applied.clone()
+    assert torch.equal(pot.step(state, r3, lam, final=True), lam * r3 - applied + ratio)
+    assert state.ratio is None
+
+
+def test_twist_state_gradient_follows_the_ancestors():
+    """After a resampling the twist gradient of each slot is its ancestor's (no gradient yet:
+    nothing to move)."""
+    state = TwistedDiff().init(4, torch.device("cpu"))
+    state.gather(torch.tensor([1, 1, 0, 3]))
+    assert state.grad is None
+    state.grad = torch.arange(8.0).reshape(4, 2)
+    state.gather(torch.tensor([2, 2, 0, 1]))
+    assert torch.equal(state.grad, torch.tensor([[4.0, 5.0], [4.0, 5.0], [0.0, 1.0], [2.0, 3.0]]))
+
+
+def test_twisted_accepts_a_difference_potential_object():
+    """potential=Diff() is the difference potential the twisted proposal needs, as "diff"."""
+    kw = dict(transition=SDE(), num_particles=8, time_grid=GRID, shape=(2,), progress=False)
+    kw.update(proposal="twisted")
+    ref = fk_steering(gmm(), LIN, generator=gen(3), **kw)
+    got = fk_steering(gmm(), LIN, generator=gen(3), potential=Diff(), **kw)
+    assert torch.equal(got.samples, ref.samples) and got.log_evidence == ref.log_evidence
 
 
 TWIST_REFUSALS = {
@@ -346,3 +473,4 @@ def test_twisted_steps_reuse_the_potential_steps_denoiser_and_gradient():
         generator=gen(2), proposal="twisted", progress=False,
     )  # fmt: skip
     assert [model.times[round(float(t), 12)] for t in GRID[1:-1]] == [1] * (len(GRID) - 2)
+    assert 1.0 not in model.times  # the final step scores r(x_1) itself: no model call at t = 1
