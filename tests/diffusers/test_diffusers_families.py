@@ -265,6 +265,14 @@ def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_mod
     assert from_pipeline(distilled, PROMPTS, guidance_scale=3.0, **call).distilled_guidance == 3.0
     plain = from_pipeline(tf.BUILDERS["qwenimage"](), PROMPTS, guidance_scale=3.0, **call)
     assert plain.distilled_guidance is None
+    # a transformer config without guidance_embeds at all is not distilled either
+    from diffusers.configuration_utils import FrozenDict
+
+    bare = tf.BUILDERS["qwenimage"]()
+    bare.transformer._internal_dict = FrozenDict(
+        {k: v for k, v in bare.transformer.config.items() if k != "guidance_embeds"}
+    )
+    assert from_pipeline(bare, PROMPTS, guidance_scale=3.0, **call).distilled_guidance is None
 
 
 QWEN_FLOW_SIGMAS_BUG = (
@@ -305,6 +313,88 @@ def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
     sigmas = tp.pipeline_sigmas(pipe, 3, prompt=PROMPTS, **_call(family))
     model = from_pipeline(pipe, PROMPTS, **_call(family))
     np.testing.assert_allclose(default_time_grid(model, 3), 1 - sigmas, rtol=0, atol=1e-6)
+
+
+class _Stop(Exception):
+    """Raised by a forward pre-hook once it has the network's inputs."""
+
+
+def _first_network_kwargs(model, x: torch.Tensor, t: float) -> dict:
+    """The keyword arguments of model's first network call at (x, t); the forward is not run."""
+    seen: list[dict] = []
+
+    def grab(mod, args, kwargs):
+        seen.append(kwargs)
+        raise _Stop
+
+    hook = model.network.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with pytest.raises(_Stop), torch.no_grad():
+            model.velocity(x, t)
+    finally:
+        hook.remove()
+    return seen[0]
+
+
+def test_qwenimage_network_inputs_are_the_pipelines() -> None:
+    """As QwenImagePipeline passes them: a guidance-distilled transformer gets the guidance
+    scale per row (float32), sigma = 1 - t in the latents' dtype, and img_shapes [(1, h/2, w/2)]
+    per row as ints (the RoPE slices with them); a plain transformer gets guidance None."""
+    from glass_core.models.diffusers import from_pipeline
+
+    call = _call("qwenimage")
+    distilled = from_pipeline(
+        _with_transformer("qwenimage", guidance_embeds=True), PROMPTS, guidance_scale=3.0, **call
+    )
+    _, h, w = distilled.latent_shape
+    x = torch.randn(2, *distilled.latent_shape, generator=torch.Generator().manual_seed(0))
+    kw = _first_network_kwargs(distilled, x, 0.25)
+    assert kw["guidance"].dtype == torch.float32 and kw["guidance"].device == x.device
+    assert torch.equal(kw["guidance"], torch.full((2,), 3.0))
+    assert kw["timestep"].dtype == x.dtype and kw["timestep"].tolist() == [0.75, 0.75]
+    assert kw["img_shapes"] == [[(1, h // 2, w // 2)]] * 2
+    assert all(type(v) is int for v in kw["img_shapes"][0][0])
+    pipe = tf.BUILDERS["qwenimage"]()
+    plain = from_pipeline(pipe, PROMPTS, **{**tf.SMALL_CALL["qwenimage"], "width": 24})
+    assert not plain.cfg
+    c, h, w = plain.latent_shape
+    assert len({c, h, w}) == 3  # unpacking with a wrong axis would show
+    x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(1))
+    assert _first_network_kwargs(plain, x, 0.25)["guidance"] is None
+    # a fresh transformer runs with those img_shapes (its RoPE cache is empty), and its packed
+    # output unpacks to the particles' layout
+    with torch.no_grad():
+        out = plain.network(
+            hidden_states=pipe._pack_latents(x, 2, c, h, w),
+            timestep=torch.full((2,), 0.75),
+            encoder_hidden_states=plain.conditioning.cond["encoder_hidden_states"],
+            encoder_hidden_states_mask=plain.conditioning.cond.get("encoder_hidden_states_mask"),
+            img_shapes=[[(1, h // 2, w // 2)]] * 2,
+            return_dict=False,
+        )[0]
+        v = plain.velocity(x, 0.25)
+    own = pipe._unpack_latents(out, call["height"], 24, pipe.vae_scale_factor)[:, :, 0]
+    torch.testing.assert_close(v, -own, rtol=1e-5, atol=1e-6)
+
+
+def test_qwenimage_direct_construction_defaults_and_sizes_are_the_pipelines() -> None:
+    """QwenImageDenoiser built directly: true_cfg_scale defaults to the pipeline's __call__
+    default, and a size off the 2 x vae_scale_factor grid rounds down as prepare_latents does."""
+    import inspect
+
+    from glass_core.models.diffusers import from_pipeline
+    from glass_core.models.diffusers.qwenimage import QwenImageDenoiser
+
+    pipe = tf.BUILDERS["qwenimage"]()
+    cond = from_pipeline(pipe, PROMPTS, **_call("qwenimage")).conditioning
+    model = QwenImageDenoiser(pipe, cond, height=36, width=20)
+    default = inspect.signature(type(pipe).__call__).parameters["true_cfg_scale"].default
+    assert model.guidance_scale == default
+    vsf = pipe.vae_scale_factor
+    assert (36 % (2 * vsf), 20 % (2 * vsf)) != (0, 0)
+    # QwenImagePipeline.prepare_latents: height = 2 * (int(height) // (vae_scale_factor * 2))
+    c = pipe.transformer.config.in_channels // 4
+    assert model.latent_shape == (c, 2 * (36 // (2 * vsf)), 2 * (20 // (2 * vsf)))
 
 
 def _unipc_dynamic():
@@ -403,6 +493,7 @@ _CFG_CASES = [  # (family, options, CFG passes) by each pipeline's own rule
     ("qwenimage", {"true_cfg_scale": 4.0, "negative_prompt": "blur"}, 2),  # > 1 and a negative
     ("qwenimage", {"true_cfg_scale": 4.0}, 1),
     ("qwenimage", {"true_cfg_scale": 1.0, "negative_prompt": "blur"}, 1),
+    ("qwenimage", {"true_cfg_scale": 1.5, "negative_prompt": "blur"}, 2),
     ("sana", {"guidance_scale": 4.5}, 2),  # guidance_scale > 1
     ("sana", {"guidance_scale": 1.0}, 1),
     ("wan", {"guidance_scale": 1.0}, 1),
