@@ -229,6 +229,25 @@ def test_sana_scales_float32_timesteps_as_the_pipeline_rounds_them() -> None:
     assert seen[0].dtype == torch.float32
 
 
+def test_sana_learned_sigma_keeps_the_first_half_as_the_pipeline() -> None:
+    """A transformer with out_channels = 2 x in_channels (learned sigma): the velocity is the
+    first half of its output channels, as SanaPipeline takes it (same samples)."""
+    base = tf.BUILDERS["sana"]()
+    own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    torch.manual_seed(41)
+    tr = type(base.transformer).from_config({**own, "out_channels": 2 * own["in_channels"]})
+    pipe = type(base)(**{**base.components, "transformer": tr.eval()})
+    pipe.set_progress_bar_config(disable=True)
+    kw = {"generator": torch.Generator().manual_seed(0), "output_type": "pt", **_call("sana")}
+    ref = pipe(prompt=PROMPTS, num_inference_steps=2, **kw).images
+    kw["generator"] = torch.Generator().manual_seed(0)
+    res = steer(
+        pipe, PROMPTS, method="sample", transition=ODE(), num_particles=1, num_transitions=2,
+        progress=False, **kw,
+    )  # fmt: skip
+    assert float((res.images - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
 def test_sana_runs_a_bf16_transformer_with_a_float32_text_encoder() -> None:
     """The particles and prompt embeddings are cast to the transformer's dtype, as SanaPipeline
     casts them: u = -transformer(x, embeddings, T (1 - t)) in bf16, returned in float32."""
@@ -268,7 +287,7 @@ def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_mod
     # a transformer config without guidance_embeds at all is not distilled either
     from diffusers.configuration_utils import FrozenDict
 
-    bare = tf.BUILDERS["qwenimage"]()
+    bare = _with_transformer("qwenimage")  # a copy: the tiny pipelines are shared
     bare.transformer._internal_dict = FrozenDict(
         {k: v for k, v in bare.transformer.config.items() if k != "guidance_embeds"}
     )
@@ -354,15 +373,15 @@ def test_qwenimage_network_inputs_are_the_pipelines() -> None:
     assert kw["timestep"].dtype == x.dtype and kw["timestep"].tolist() == [0.75, 0.75]
     assert kw["img_shapes"] == [[(1, h // 2, w // 2)]] * 2
     assert all(type(v) is int for v in kw["img_shapes"][0][0])
-    pipe = tf.BUILDERS["qwenimage"]()
+    pipe = _with_transformer("qwenimage")  # a fresh transformer: its RoPE cache is empty
     plain = from_pipeline(pipe, PROMPTS, **{**tf.SMALL_CALL["qwenimage"], "width": 24})
     assert not plain.cfg
     c, h, w = plain.latent_shape
     assert len({c, h, w}) == 3  # unpacking with a wrong axis would show
     x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(1))
     assert _first_network_kwargs(plain, x, 0.25)["guidance"] is None
-    # a fresh transformer runs with those img_shapes (its RoPE cache is empty), and its packed
-    # output unpacks to the particles' layout
+    # the fresh transformer runs with those img_shapes, and its packed output unpacks to the
+    # particles' layout
     with torch.no_grad():
         out = plain.network(
             hidden_states=pipe._pack_latents(x, 2, c, h, w),
@@ -851,6 +870,21 @@ def test_flux2_encode_is_the_pipelines_image_latents():
         ref = pipe._encode_vae_image(image * 2 - 1, generator=None)
     assert z.shape == (2, *model.latent_shape)
     torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_flux2_encode_gives_float32_latents_with_a_float64_vae() -> None:
+    """encode returns float32 latents (the particles' dtype) whatever the VAE's dtype: with a
+    float64 VAE the batch-norm statistics are cast to the latents' float32 too, and the result
+    is the float32 encode's within float32 rounding."""
+    import copy
+
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe, _, image, z = _encoded_images("flux2", seed=3)
+    wide = type(pipe)(**{**pipe.components, "vae": copy.deepcopy(pipe.vae).to(torch.float64)})
+    z64 = from_pipeline(wide, PROMPTS, **tf.SMALL_CALL["flux2"]).encode(image)
+    assert z64.dtype == torch.float32
+    torch.testing.assert_close(z64, z, rtol=1e-5, atol=1e-5)
 
 
 def test_flux2_batch_norm_statistics_follow_the_latents_device() -> None:
