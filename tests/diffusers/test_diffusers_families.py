@@ -416,6 +416,34 @@ def test_qwenimage_direct_construction_defaults_and_sizes_are_the_pipelines() ->
     assert model.latent_shape == (c, 2 * (36 // (2 * vsf)), 2 * (20 // (2 * vsf)))
 
 
+@pytest.mark.parametrize("name", ["flux", "sd3", "sd", "wan"])
+def test_direct_construction_defaults_are_the_pipelines(name: str) -> None:
+    """An adapter built directly runs without autograd by default, and its call-option defaults
+    are the pipeline's __call__ defaults (FLUX.1's true_cfg_scale, Wan's num_frames)."""
+    import inspect
+
+    from glass_core.models.diffusers import from_pipeline
+    from glass_core.models.diffusers.flow import FluxDenoiser, SD3Denoiser
+    from glass_core.models.diffusers.unet import UNetDenoiser
+    from glass_core.models.diffusers.wan import WanDenoiser, latent_frames
+
+    pipe = _any_pipeline(name)
+    size = {"height": _call(name)["height"], "width": _call(name)["width"]}
+    cond = from_pipeline(pipe, PROMPTS, **_call(name)).conditioning
+    default = inspect.signature(type(pipe).__call__).parameters
+    if name == "flux":
+        model = FluxDenoiser(pipe, cond, **size)
+        assert model.guidance_scale == default["true_cfg_scale"].default
+    elif name == "sd3":
+        model = SD3Denoiser(pipe, cond, **size)
+    elif name == "sd":
+        model = UNetDenoiser(pipe, cond, family="sd", guidance_scale=7.5, **size)
+    else:
+        model = WanDenoiser(pipe, cond, **size)
+        assert model.latent_shape[1] == latent_frames(pipe, default["num_frames"].default)
+    assert model.requires_grad is False
+
+
 def _unipc_dynamic():
     from diffusers import UniPCMultistepScheduler
 
