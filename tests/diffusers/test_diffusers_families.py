@@ -418,8 +418,9 @@ def test_qwenimage_direct_construction_defaults_and_sizes_are_the_pipelines() ->
 
 @pytest.mark.parametrize("name", ["flux", "sd3", "sd", "wan"])
 def test_direct_construction_defaults_are_the_pipelines(name: str) -> None:
-    """An adapter built directly runs without autograd by default, and its call-option defaults
-    are the pipeline's __call__ defaults (FLUX.1's true_cfg_scale, Wan's num_frames)."""
+    """An adapter built directly runs without autograd by default (with it when asked), and its
+    call-option defaults are the pipeline's __call__ defaults (FLUX.1's true_cfg_scale, Wan's
+    num_frames)."""
     import inspect
 
     from glass_core.models.diffusers import from_pipeline
@@ -431,17 +432,86 @@ def test_direct_construction_defaults_are_the_pipelines(name: str) -> None:
     size = {"height": _call(name)["height"], "width": _call(name)["width"]}
     cond = from_pipeline(pipe, PROMPTS, **_call(name)).conditioning
     default = inspect.signature(type(pipe).__call__).parameters
-    if name == "flux":
-        model = FluxDenoiser(pipe, cond, **size)
-        assert model.guidance_scale == default["true_cfg_scale"].default
-    elif name == "sd3":
-        model = SD3Denoiser(pipe, cond, **size)
-    elif name == "sd":
-        model = UNetDenoiser(pipe, cond, family="sd", guidance_scale=7.5, **size)
-    else:
-        model = WanDenoiser(pipe, cond, **size)
-        assert model.latent_shape[1] == latent_frames(pipe, default["num_frames"].default)
+    make = {
+        "flux": lambda **kw: FluxDenoiser(pipe, cond, **size, **kw),
+        "sd3": lambda **kw: SD3Denoiser(pipe, cond, **size, **kw),
+        "sd": lambda **kw: UNetDenoiser(pipe, cond, family="sd", guidance_scale=7.5, **size, **kw),
+        "wan": lambda **kw: WanDenoiser(pipe, cond, **size, **kw),
+    }[name]
+    model = make()
     assert model.requires_grad is False
+    assert make(requires_grad=True).requires_grad is True
+    if name == "flux":
+        assert model.guidance_scale == default["true_cfg_scale"].default
+    if name == "wan":
+        assert model.latent_shape[1] == latent_frames(pipe, default["num_frames"].default)
+
+
+def test_flux_encode_with_cfg_and_no_negative_guides_against_the_empty_prompt() -> None:
+    """flux1.encode asked for the negative rows with neither a negative prompt nor negative
+    embeddings encodes the empty prompt, one per group."""
+    from glass_core.models.diffusers import flux1
+
+    pipe = tp.flux_pipeline(True)
+    e = dict.fromkeys(
+        ["prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds",
+         "negative_pooled_prompt_embeds"]
+    )  # fmt: skip
+    kw = {"max_sequence_length": 8}
+    _, uncond = flux1.encode(pipe, PROMPTS, None, e, True, torch.device("cpu"), kw)
+    ref, ref_pooled, _ = pipe.encode_prompt(prompt=["", ""], prompt_2=None, **kw)
+    assert torch.equal(uncond["encoder_hidden_states"], ref)
+    assert torch.equal(uncond["pooled_projections"], ref_pooled)
+
+
+def test_flux2_network_inputs_are_the_pipelines() -> None:
+    """As Flux2Pipeline / Flux2KleinPipeline pass them: [dev] (guidance embedding) gets the
+    guidance scale per row in float32 and sigma = 1 - t in the latents' dtype; [klein] never
+    gets guidance, even from a transformer with a guidance embedding; a transformer config
+    without guidance_embeds has none. The adapters name their family."""
+    from diffusers.configuration_utils import FrozenDict
+    from glass_core.models.diffusers import from_pipeline
+
+    dev = from_pipeline(tf.BUILDERS["flux2"](), PROMPTS, guidance_scale=3.0, **_call("flux2"))
+    assert dev.family == "flux2"
+    x = torch.randn(2, *dev.latent_shape, generator=torch.Generator().manual_seed(0))
+    kw = _first_network_kwargs(dev, x, 0.25)
+    assert kw["timestep"].dtype == x.dtype and kw["timestep"].tolist() == [0.75, 0.75]
+    assert kw["guidance"].dtype == torch.float32
+    assert torch.equal(kw["guidance"], torch.full((2,), 3.0))
+
+    bare = _with_transformer("flux2")  # a copy: the tiny pipelines are shared
+    bare.transformer._internal_dict = FrozenDict(
+        {k: v for k, v in bare.transformer.config.items() if k != "guidance_embeds"}
+    )
+    plain = from_pipeline(bare, PROMPTS, guidance_scale=3.0, **_call("flux2"))
+    assert _first_network_kwargs(plain, x, 0.25)["guidance"] is None
+
+    base = tf.BUILDERS["flux2_klein"]()
+    own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    tr = type(base.transformer).from_config({**own, "guidance_embeds": True})
+    tr.load_state_dict(base.transformer.state_dict(), strict=False)
+    klein = type(base)(**{**base.components, "transformer": tr.eval()})
+    model = from_pipeline(klein, PROMPTS, **_call("flux2_klein"))
+    assert model.family == "flux2_klein"
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    assert _first_network_kwargs(model, x, 0.25)["guidance"] is None
+
+
+@pytest.mark.parametrize("name", ["sd3", "sdxl", "sana", "wan"])
+def test_a_negative_prompt_reaches_the_unconditional_rows(name: str) -> None:
+    """With CFG, the negative prompt is what the unconditional rows encode (not the pipeline's
+    default negative)."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = _any_pipeline(name)
+    negs = ["blue sky", "green tree"]
+    given = from_pipeline(pipe, PROMPTS, negative_prompt=negs, **_call(name))
+    default = from_pipeline(pipe, PROMPTS, **_call(name))
+    assert given.cfg and default.cfg
+    a = given.conditioning.uncond["encoder_hidden_states"]
+    b = default.conditioning.uncond["encoder_hidden_states"]
+    assert a.shape != b.shape or not torch.equal(a, b)
 
 
 def _unipc_dynamic():
@@ -536,6 +606,7 @@ _CFG_CASES = [  # (family, options, CFG passes) by each pipeline's own rule
     ("flux2", {"guidance_scale": 4.0}, 1),  # [dev]: distilled guidance input, never CFG
     ("flux2_klein", {"guidance_scale": 4.0}, 2),  # guidance_scale > 1 and not is_distilled
     ("flux2_klein", {"guidance_scale": 1.0}, 1),
+    ("flux2_klein", {"guidance_scale": 1.5}, 2),
     ("flux2_klein-distilled", {"guidance_scale": 4.0}, 1),
     ("qwenimage", {"true_cfg_scale": 4.0, "negative_prompt": "blur"}, 2),  # > 1 and a negative
     ("qwenimage", {"true_cfg_scale": 4.0}, 1),
