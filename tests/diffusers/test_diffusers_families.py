@@ -1037,6 +1037,23 @@ def test_train_timesteps_is_the_schedulers_else_the_diffusers_default() -> None:
     assert train_timesteps(SimpleNamespace(config={})) == 1000
 
 
+@pytest.mark.parametrize(("k", "frames"), [(1, 5), (2, 5), (2, 6), (4, 81)])
+def test_latent_frames_follow_the_pipelines_rule_for_any_temporal_factor(k: int, frames: int):
+    """Latent frames for a VAE temporal factor k, as WanPipeline counts them: num_frames with
+    num_frames % k != 1 becomes num_frames // k * k + 1 (k = 1 too), then (n - 1) // k + 1,
+    an int."""
+    import warnings
+    from types import SimpleNamespace
+
+    from glass_core.models.diffusers.wan import latent_frames
+
+    n = frames if frames % k == 1 else frames // k * k + 1  # WanPipeline.__call__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = latent_frames(SimpleNamespace(vae_scale_factor_temporal=k), frames)
+    assert type(got) is int and got == (n - 1) // k + 1
+
+
 @pytest.mark.parametrize(("frames", "rounded"), [(6, 5), (8, 9), (4, 5)])
 def test_wan_rounds_uneven_frame_counts_as_the_pipeline_does(frames: int, rounded: int) -> None:
     """num_frames - 1 not a multiple of the VAE's temporal factor (4) warns, naming the factor,
