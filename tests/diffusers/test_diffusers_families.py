@@ -4,6 +4,7 @@ best-of-N run, video rewards, call options and errors."""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -211,6 +212,42 @@ def test_sana_scales_timesteps_like_the_pipeline() -> None:
     assert _network_timesteps(old, 0.25) == [750.0] * 4
 
 
+def test_sana_scales_float32_timesteps_as_the_pipeline_rounds_them() -> None:
+    """SanaPipeline multiplies its float32 timesteps by timestep_scale in float32: with scale 0.3,
+    750 x 0.3 rounds to 225.0000153 (not 225), and the network gets exactly that, as float32."""
+    pipe = _with_transformer("sana", timestep_scale=0.3)
+    expected = torch.full((4,), 750.0) * 0.3  # the pipeline's float32 product
+    assert float(expected[0]) != 225.0  # the rounding order is visible here
+    seen: list[torch.Tensor] = []
+    hook = pipe.transformer.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["timestep"]), with_kwargs=True
+    )
+    try:
+        assert _network_timesteps(pipe, 0.25) == expected.tolist()
+    finally:
+        hook.remove()
+    assert seen[0].dtype == torch.float32
+
+
+def test_sana_learned_sigma_keeps_the_first_half_as_the_pipeline() -> None:
+    """A transformer with out_channels = 2 x in_channels (learned sigma): the velocity is the
+    first half of its output channels, as SanaPipeline takes it (same samples)."""
+    base = tf.BUILDERS["sana"]()
+    own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    torch.manual_seed(41)
+    tr = type(base.transformer).from_config({**own, "out_channels": 2 * own["in_channels"]})
+    pipe = type(base)(**{**base.components, "transformer": tr.eval()})
+    pipe.set_progress_bar_config(disable=True)
+    kw = {"generator": torch.Generator().manual_seed(0), "output_type": "pt", **_call("sana")}
+    ref = pipe(prompt=PROMPTS, num_inference_steps=2, **kw).images
+    kw["generator"] = torch.Generator().manual_seed(0)
+    res = steer(
+        pipe, PROMPTS, method="sample", transition=ODE(), num_particles=1, num_transitions=2,
+        progress=False, **kw,
+    )  # fmt: skip
+    assert float((res.images - ref).abs().max() / ref.abs().max()) < 1e-4
+
+
 def test_sana_runs_a_bf16_transformer_with_a_float32_text_encoder() -> None:
     """The particles and prompt embeddings are cast to the transformer's dtype, as SanaPipeline
     casts them: u = -transformer(x, embeddings, T (1 - t)) in bf16, returned in float32."""
@@ -247,25 +284,269 @@ def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_mod
     assert from_pipeline(distilled, PROMPTS, guidance_scale=3.0, **call).distilled_guidance == 3.0
     plain = from_pipeline(tf.BUILDERS["qwenimage"](), PROMPTS, guidance_scale=3.0, **call)
     assert plain.distilled_guidance is None
+    # a transformer config without guidance_embeds at all is not distilled either
+    from diffusers.configuration_utils import FrozenDict
+
+    bare = _with_transformer("qwenimage")  # a copy: the tiny pipelines are shared
+    bare.transformer._internal_dict = FrozenDict(
+        {k: v for k, v in bare.transformer.config.items() if k != "guidance_embeds"}
+    )
+    assert from_pipeline(bare, PROMPTS, guidance_scale=3.0, **call).distilled_guidance is None
 
 
-@pytest.mark.parametrize("name", [*FAMILIES, "flux2-dynamic", "flux2_klein-dynamic"])
+QWEN_FLOW_SIGMAS_BUG = (
+    "QwenImagePipeline passes linspace(1, 1/n, n) sigmas even to a use_flow_sigmas scheduler, "
+    "the adapter (linear_sigmas, FLUX's rule) passes None"
+)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        *FAMILIES,
+        "flux2-dynamic",
+        "flux2_klein-dynamic",
+        pytest.param(
+            "qwenimage-unipc", marks=pytest.mark.xfail(strict=True, reason=QWEN_FLOW_SIGMAS_BUG)
+        ),
+    ],
+)
 def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
     """default_time_grid = 1 - the sigmas the pipeline's __call__ sets (FLUX.2 also with a
-    dynamic-shift scheduler, where its empirical mu from sequence length and steps applies)."""
+    dynamic-shift scheduler, where its empirical mu from sequence length and steps applies;
+    Qwen-Image also with a dynamic-shift UniPC, whose config has no max_shift: the pipeline's
+    fallback 1.15 applies)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
     from glass_core.models.diffusers import default_time_grid, from_pipeline
 
-    family = name.removesuffix("-dynamic")
+    family, _, variant = name.partition("-")
     pipe = tf.BUILDERS[family]()
-    if name.endswith("-dynamic"):
-        sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+    if variant:
+        if variant == "dynamic":
+            sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+        else:
+            sched = _unipc_dynamic()
         pipe = type(pipe)(**{**pipe.components, "scheduler": sched})
         pipe.set_progress_bar_config(disable=True)
 
     sigmas = tp.pipeline_sigmas(pipe, 3, prompt=PROMPTS, **_call(family))
     model = from_pipeline(pipe, PROMPTS, **_call(family))
     np.testing.assert_allclose(default_time_grid(model, 3), 1 - sigmas, rtol=0, atol=1e-6)
+
+
+class _Stop(Exception):
+    """Raised by a forward pre-hook once it has the network's inputs."""
+
+
+def _first_network_kwargs(model, x: torch.Tensor, t: float) -> dict:
+    """The keyword arguments of model's first network call at (x, t); the forward is not run."""
+    seen: list[dict] = []
+
+    def grab(mod, args, kwargs):
+        seen.append(kwargs)
+        raise _Stop
+
+    hook = model.network.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with pytest.raises(_Stop), torch.no_grad():
+            model.velocity(x, t)
+    finally:
+        hook.remove()
+    return seen[0]
+
+
+def test_qwenimage_network_inputs_are_the_pipelines() -> None:
+    """As QwenImagePipeline passes them: a guidance-distilled transformer gets the guidance
+    scale per row (float32), sigma = 1 - t in the latents' dtype, and img_shapes [(1, h/2, w/2)]
+    per row as ints (the RoPE slices with them); a plain transformer gets guidance None."""
+    from glass_core.models.diffusers import from_pipeline
+
+    call = _call("qwenimage")
+    distilled = from_pipeline(
+        _with_transformer("qwenimage", guidance_embeds=True), PROMPTS, guidance_scale=3.0, **call
+    )
+    _, h, w = distilled.latent_shape
+    x = torch.randn(2, *distilled.latent_shape, generator=torch.Generator().manual_seed(0))
+    kw = _first_network_kwargs(distilled, x, 0.25)
+    assert kw["guidance"].dtype == torch.float32 and kw["guidance"].device == x.device
+    assert torch.equal(kw["guidance"], torch.full((2,), 3.0))
+    assert kw["timestep"].dtype == x.dtype and kw["timestep"].tolist() == [0.75, 0.75]
+    assert kw["img_shapes"] == [[(1, h // 2, w // 2)]] * 2
+    assert all(type(v) is int for v in kw["img_shapes"][0][0])
+    pipe = _with_transformer("qwenimage")  # a fresh transformer: its RoPE cache is empty
+    plain = from_pipeline(pipe, PROMPTS, **{**tf.SMALL_CALL["qwenimage"], "width": 24})
+    assert not plain.cfg
+    c, h, w = plain.latent_shape
+    assert len({c, h, w}) == 3  # unpacking with a wrong axis would show
+    x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(1))
+    assert _first_network_kwargs(plain, x, 0.25)["guidance"] is None
+    # the fresh transformer runs with those img_shapes, and its packed output unpacks to the
+    # particles' layout
+    with torch.no_grad():
+        out = plain.network(
+            hidden_states=pipe._pack_latents(x, 2, c, h, w),
+            timestep=torch.full((2,), 0.75),
+            encoder_hidden_states=plain.conditioning.cond["encoder_hidden_states"],
+            encoder_hidden_states_mask=plain.conditioning.cond.get("encoder_hidden_states_mask"),
+            img_shapes=[[(1, h // 2, w // 2)]] * 2,
+            return_dict=False,
+        )[0]
+        v = plain.velocity(x, 0.25)
+    own = pipe._unpack_latents(out, call["height"], 24, pipe.vae_scale_factor)[:, :, 0]
+    torch.testing.assert_close(v, -own, rtol=1e-5, atol=1e-6)
+
+
+def test_qwenimage_direct_construction_defaults_and_sizes_are_the_pipelines() -> None:
+    """QwenImageDenoiser built directly: true_cfg_scale defaults to the pipeline's __call__
+    default, and a size off the 2 x vae_scale_factor grid rounds down as prepare_latents does."""
+    import inspect
+
+    from glass_core.models.diffusers import from_pipeline
+    from glass_core.models.diffusers.qwenimage import QwenImageDenoiser
+
+    pipe = tf.BUILDERS["qwenimage"]()
+    cond = from_pipeline(pipe, PROMPTS, **_call("qwenimage")).conditioning
+    model = QwenImageDenoiser(pipe, cond, height=36, width=20)
+    default = inspect.signature(type(pipe).__call__).parameters["true_cfg_scale"].default
+    assert model.guidance_scale == default
+    vsf = pipe.vae_scale_factor
+    assert (36 % (2 * vsf), 20 % (2 * vsf)) != (0, 0)
+    # QwenImagePipeline.prepare_latents: height = 2 * (int(height) // (vae_scale_factor * 2))
+    c = pipe.transformer.config.in_channels // 4
+    assert model.latent_shape == (c, 2 * (36 // (2 * vsf)), 2 * (20 // (2 * vsf)))
+
+
+@pytest.mark.parametrize("name", ["flux", "sd3", "sd", "wan"])
+def test_direct_construction_defaults_are_the_pipelines(name: str) -> None:
+    """An adapter built directly runs without autograd by default (with it when asked), and its
+    call-option defaults are the pipeline's __call__ defaults (FLUX.1's true_cfg_scale, Wan's
+    num_frames)."""
+    import inspect
+
+    from glass_core.models.diffusers import from_pipeline
+    from glass_core.models.diffusers.flow import FluxDenoiser, SD3Denoiser
+    from glass_core.models.diffusers.unet import UNetDenoiser
+    from glass_core.models.diffusers.wan import WanDenoiser, latent_frames
+
+    pipe = _any_pipeline(name)
+    size = {"height": _call(name)["height"], "width": _call(name)["width"]}
+    cond = from_pipeline(pipe, PROMPTS, **_call(name)).conditioning
+    default = inspect.signature(type(pipe).__call__).parameters
+    make = {
+        "flux": lambda **kw: FluxDenoiser(pipe, cond, **size, **kw),
+        "sd3": lambda **kw: SD3Denoiser(pipe, cond, **size, **kw),
+        "sd": lambda **kw: UNetDenoiser(pipe, cond, family="sd", guidance_scale=7.5, **size, **kw),
+        "wan": lambda **kw: WanDenoiser(pipe, cond, **size, **kw),
+    }[name]
+    model = make()
+    assert model.requires_grad is False
+    assert make(requires_grad=True).requires_grad is True
+    if name == "flux":
+        assert model.guidance_scale == default["true_cfg_scale"].default
+    if name == "wan":
+        assert model.latent_shape[1] == latent_frames(pipe, default["num_frames"].default)
+
+
+def test_flux_encode_with_cfg_and_no_negative_guides_against_the_empty_prompt() -> None:
+    """flux1.encode asked for the negative rows with neither a negative prompt nor negative
+    embeddings encodes the empty prompt, one per group."""
+    from glass_core.models.diffusers import flux1
+
+    pipe = tp.flux_pipeline(True)
+    e = dict.fromkeys(
+        ["prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds",
+         "negative_pooled_prompt_embeds"]
+    )  # fmt: skip
+    kw = {"max_sequence_length": 8}
+    _, uncond = flux1.encode(pipe, PROMPTS, None, e, True, torch.device("cpu"), kw)
+    ref, ref_pooled, _ = pipe.encode_prompt(prompt=["", ""], prompt_2=None, **kw)
+    assert torch.equal(uncond["encoder_hidden_states"], ref)
+    assert torch.equal(uncond["pooled_projections"], ref_pooled)
+
+
+def test_flux2_network_inputs_are_the_pipelines() -> None:
+    """As Flux2Pipeline / Flux2KleinPipeline pass them: [dev] (guidance embedding) gets the
+    guidance scale per row in float32 and sigma = 1 - t in the latents' dtype; [klein] never
+    gets guidance, even from a transformer with a guidance embedding; a transformer config
+    without guidance_embeds has none. The adapters name their family."""
+    from diffusers.configuration_utils import FrozenDict
+    from glass_core.models.diffusers import from_pipeline
+
+    dev = from_pipeline(tf.BUILDERS["flux2"](), PROMPTS, guidance_scale=3.0, **_call("flux2"))
+    assert dev.family == "flux2"
+    x = torch.randn(2, *dev.latent_shape, generator=torch.Generator().manual_seed(0))
+    kw = _first_network_kwargs(dev, x, 0.25)
+    assert kw["timestep"].dtype == x.dtype and kw["timestep"].tolist() == [0.75, 0.75]
+    assert kw["guidance"].dtype == torch.float32
+    assert torch.equal(kw["guidance"], torch.full((2,), 3.0))
+
+    bare = _with_transformer("flux2")  # a copy: the tiny pipelines are shared
+    bare.transformer._internal_dict = FrozenDict(
+        {k: v for k, v in bare.transformer.config.items() if k != "guidance_embeds"}
+    )
+    plain = from_pipeline(bare, PROMPTS, guidance_scale=3.0, **_call("flux2"))
+    assert _first_network_kwargs(plain, x, 0.25)["guidance"] is None
+
+    base = tf.BUILDERS["flux2_klein"]()
+    own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    tr = type(base.transformer).from_config({**own, "guidance_embeds": True})
+    tr.load_state_dict(base.transformer.state_dict(), strict=False)
+    klein = type(base)(**{**base.components, "transformer": tr.eval()})
+    model = from_pipeline(klein, PROMPTS, **_call("flux2_klein"))
+    assert model.family == "flux2_klein"
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    assert _first_network_kwargs(model, x, 0.25)["guidance"] is None
+
+
+@pytest.mark.parametrize("name", ["sd3", "sdxl", "sana", "wan"])
+def test_a_negative_prompt_reaches_the_unconditional_rows(name: str) -> None:
+    """With CFG, the negative prompt is what the unconditional rows encode (not the pipeline's
+    default negative)."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = _any_pipeline(name)
+    negs = ["blue sky", "green tree"]
+    given = from_pipeline(pipe, PROMPTS, negative_prompt=negs, **_call(name))
+    default = from_pipeline(pipe, PROMPTS, **_call(name))
+    assert given.cfg and default.cfg
+    a = given.conditioning.uncond["encoder_hidden_states"]
+    b = default.conditioning.uncond["encoder_hidden_states"]
+    assert a.shape != b.shape or not torch.equal(a, b)
+
+
+def _unipc_dynamic():
+    from diffusers import UniPCMultistepScheduler
+
+    sched = UniPCMultistepScheduler(
+        use_dynamic_shifting=True, prediction_type="flow_prediction", use_flow_sigmas=True
+    )
+    assert "max_shift" not in sched.config
+    return sched
+
+
+def test_qwenimage_mu_without_max_shift_in_the_config_is_the_pipelines() -> None:
+    """A dynamic-shift scheduler with no max_shift in its config (UniPC): the adapter's mu is the
+    one QwenImagePipeline passes to set_timesteps (its fallback max_shift 1.15)."""
+    from glass_core.models.diffusers import from_pipeline
+
+    base = tf.BUILDERS["qwenimage"]()
+    pipe = type(base)(**{**base.components, "scheduler": _unipc_dynamic()})
+    pipe.set_progress_bar_config(disable=True)
+    seen: list[float] = []
+    own = pipe.scheduler.set_timesteps
+
+    @functools.wraps(own)  # retrieve_timesteps reads its signature
+    def spy(*args, **kwargs):
+        seen.append(kwargs["mu"])
+        return own(*args, **kwargs)
+
+    pipe.scheduler.set_timesteps = spy
+    call = _call("qwenimage")
+    pipe(prompt=PROMPTS, num_inference_steps=1, output_type="latent", **call)
+    model = from_pipeline(pipe, PROMPTS, **call)
+    mu = model.scheduler_kwargs(3)["mu"]
+    assert len(seen) == 1 and seen[0] != 0.5  # image_seq_len != 256: max_shift matters
+    assert mu == pytest.approx(seen[0], rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -325,10 +606,12 @@ _CFG_CASES = [  # (family, options, CFG passes) by each pipeline's own rule
     ("flux2", {"guidance_scale": 4.0}, 1),  # [dev]: distilled guidance input, never CFG
     ("flux2_klein", {"guidance_scale": 4.0}, 2),  # guidance_scale > 1 and not is_distilled
     ("flux2_klein", {"guidance_scale": 1.0}, 1),
+    ("flux2_klein", {"guidance_scale": 1.5}, 2),
     ("flux2_klein-distilled", {"guidance_scale": 4.0}, 1),
     ("qwenimage", {"true_cfg_scale": 4.0, "negative_prompt": "blur"}, 2),  # > 1 and a negative
     ("qwenimage", {"true_cfg_scale": 4.0}, 1),
     ("qwenimage", {"true_cfg_scale": 1.0, "negative_prompt": "blur"}, 1),
+    ("qwenimage", {"true_cfg_scale": 1.5, "negative_prompt": "blur"}, 2),
     ("sana", {"guidance_scale": 4.5}, 2),  # guidance_scale > 1
     ("sana", {"guidance_scale": 1.0}, 1),
     ("wan", {"guidance_scale": 1.0}, 1),
@@ -688,6 +971,21 @@ def test_flux2_encode_is_the_pipelines_image_latents():
     torch.testing.assert_close(z, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_flux2_encode_gives_float32_latents_with_a_float64_vae() -> None:
+    """encode returns float32 latents (the particles' dtype) whatever the VAE's dtype: with a
+    float64 VAE the batch-norm statistics are cast to the latents' float32 too, and the result
+    is the float32 encode's within float32 rounding."""
+    import copy
+
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe, _, image, z = _encoded_images("flux2", seed=3)
+    wide = type(pipe)(**{**pipe.components, "vae": copy.deepcopy(pipe.vae).to(torch.float64)})
+    z64 = from_pipeline(wide, PROMPTS, **tf.SMALL_CALL["flux2"]).encode(image)
+    assert z64.dtype == torch.float32
+    torch.testing.assert_close(z64, z, rtol=1e-5, atol=1e-5)
+
+
 def test_flux2_batch_norm_statistics_follow_the_latents_device() -> None:
     """FLUX.2's latent normalisation moves the VAE's batch-norm mean and std to the latents'
     device, so latents on an accelerator work with a VAE still elsewhere (as under model CPU
@@ -737,6 +1035,23 @@ def test_train_timesteps_is_the_schedulers_else_the_diffusers_default() -> None:
 
     assert train_timesteps(SimpleNamespace(config={"num_train_timesteps": 500})) == 500
     assert train_timesteps(SimpleNamespace(config={})) == 1000
+
+
+@pytest.mark.parametrize(("k", "frames"), [(1, 5), (2, 5), (2, 6), (4, 81)])
+def test_latent_frames_follow_the_pipelines_rule_for_any_temporal_factor(k: int, frames: int):
+    """Latent frames for a VAE temporal factor k, as WanPipeline counts them: num_frames with
+    num_frames % k != 1 becomes num_frames // k * k + 1 (k = 1 too), then (n - 1) // k + 1,
+    an int."""
+    import warnings
+    from types import SimpleNamespace
+
+    from glass_core.models.diffusers.wan import latent_frames
+
+    n = frames if frames % k == 1 else frames // k * k + 1  # WanPipeline.__call__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = latent_frames(SimpleNamespace(vae_scale_factor_temporal=k), frames)
+    assert type(got) is int and got == (n - 1) // k + 1
 
 
 @pytest.mark.parametrize(("frames", "rounded"), [(6, 5), (8, 9), (4, 5)])
