@@ -252,9 +252,6 @@ def _labelled_runs(progress: bool | None = True):
         value_decoding,
     )
 
-    kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0), progress=progress)
-    if progress is None:  # the algorithm's default
-        del kw["progress"]
     kw = dict(transition=SDE(), time_grid=GRID, shape=(2,), generator=gen(0))
     if progress is not None:  # None: the algorithm's default
         kw["progress"] = progress
@@ -277,17 +274,6 @@ def test_progress_lines_name_the_algorithm(label, progress, capsys, monkeypatch)
 
     monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
     _labelled_runs(progress)[label]()
-    lines = capsys.readouterr().err.splitlines()
-    assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
-
-
-@pytest.mark.parametrize("label", list(_labelled_runs()))
-def test_progress_lines_are_written_by_default(label, capsys, monkeypatch):
-    """A run that does not pass `progress` writes its progress lines (the default is on)."""
-    from glass_core import _progress
-
-    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
-    _labelled_runs(progress=None)[label]()
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(" steps")[0] for line in lines] == [f"{label}: {k}/5" for k in range(1, 6)]
 

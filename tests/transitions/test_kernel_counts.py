@@ -302,6 +302,8 @@ def test_a_step_whose_weights_sum_to_one_is_one_lerp():
     assert counter.counts.kernels == 1, counter.ops
     assert torch.equal(out, torch.lerp(y, d, 0.3))
     torch.testing.assert_close(_blend(y, 0.5, d, 0.3), 0.5 * y + 0.3 * d, rtol=1e-15, atol=1e-15)
+
+
 class _Scripted(ODE):
     """A step that asks the model at the rows' start (`fed`: none, finite, or NaN in row 2) and
     returns x with NaN in `bad_out`: the transition's own failure, from finite model outputs
