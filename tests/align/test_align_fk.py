@@ -243,6 +243,27 @@ def test_nan_reward_raises_with_indices():
         run(lambda z: z.sum(1, keepdim=True))
 
 
+def test_nan_reward_error_names_the_ranks_holding_the_bad_particles():
+    """A sharded run's storage maps the bad particle indices to the ranks holding them; the
+    error names both (one process: no ranks)."""
+    from glass_core.align._common import nonfinite_reward_error
+
+    values = np.array([0.5, np.nan, 1.0, np.inf, 2.0, -np.inf])
+    seen = []
+
+    def held_by(bad):  # two particles per rank
+        seen.append(bad.tolist())
+        return sorted({int(i) // 2 for i in bad})
+
+    head = "reward returned NaN/inf at step 3 (t=0.25) for particle indices [1, 3, 5]"
+    err = nonfinite_reward_error(values, 3, 0.25, held_by)
+    assert isinstance(err, RewardError)
+    assert str(err) == head + " (held by rank(s) 0, 1, 2)"
+    assert seen == [[1, 3, 5]]
+    assert str(nonfinite_reward_error(values, 3, 0.25, lambda bad: None)) == head
+    assert str(nonfinite_reward_error(values, 3, 0.25)) == head
+
+
 def _labelled_runs(progress: bool = True):
     from glass_core.align import (
         beam_search,
