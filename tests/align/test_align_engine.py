@@ -201,6 +201,45 @@ def test_diagnostics_on_known_genealogies():
         _fk_result(None, [3.0], [0.2], 4).lineage_roots()
 
 
+def test_diagnostics_bounds_defaults_and_types():
+    """early_collapse counts t strictly before `before` and ESS strictly below `ess_below`
+    (default 1.5), compared in float64 whatever the history's dtype; lineage_roots is a Python
+    int for one group and int64 [B] for groups (none too)."""
+    gen_ = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [0, 1, 2, 3]])
+    res = _fk_result(gen_, [3.0, 1.2, 1.0], [0.2, 0.6, 1.0], 4)
+    assert res.early_collapse(before=0.6) == []  # t = 0.6 is not before 0.6
+    assert res.early_collapse(before=0.6 + 1e-12) == [(0, 0.6, 1.2)]
+    assert res.early_collapse(ess_below=1.2, before=0.7) == []  # ESS 1.2 is not below 1.2
+    assert _fk_result(gen_, [2.0, 1.6, 1.0], [0.2, 0.4, 1.0], 4).early_collapse() == []
+    # ESS stored in float32: 1.1f is below a threshold a hair above it (not in float32)
+    e = np.float32(1.1)
+    f32 = _fk_result(gen_, np.array([3.0, e, 1.0], dtype=np.float32), [0.2, 0.4, 1.0], 4)
+    assert f32.early_collapse(ess_below=float(e) + 1e-12) == [(0, 0.4, float(e))]
+    assert type(res.lineage_roots()) is int
+    grouped = _fk_result(np.stack([gen_, gen_], axis=1), [[3.0, 3.0]] * 3, [0.2, 0.4, 1.0], 4)
+    assert grouped.lineage_roots().dtype == np.int64
+    empty = _fk_result(np.zeros((3, 0, 4), dtype=np.int64), np.zeros((3, 0)), [0.2, 0.4, 1.0], 4)
+    roots = empty.lineage_roots()
+    assert roots.shape == (0,) and roots.dtype == np.int64
+
+
+def test_best_of_a_grouped_result_is_each_groups_best():
+    from glass_core.align import SamplingResult
+
+    rewards = torch.tensor([[0.0, 5.0, 1.0], [2.0, -1.0, 0.5]])  # B = 2 groups of N = 3
+    samples = torch.arange(12.0).reshape(2, 3, 2)
+    res = SamplingResult(
+        samples=samples, rewards=rewards, log_weights=torch.zeros(2, 3, dtype=torch.float64),
+        ancestors=None, nfe=1, total_nfe=6, model_time=0.0, reward_time=0.0, wall_time=0.0,
+    )  # fmt: skip
+    assert torch.equal(res.best(), torch.stack([samples[0, 1], samples[1, 0]]))
+    one = SamplingResult(
+        samples=samples[1], rewards=rewards[1], log_weights=torch.zeros(3, dtype=torch.float64),
+        ancestors=None, nfe=1, total_nfe=3, model_time=0.0, reward_time=0.0, wall_time=0.0,
+    )  # fmt: skip
+    assert torch.equal(one.best(), samples[1, 0])
+
+
 def test_lineage_roots_equals_the_native_trace():
     fk = _sampler({"resampling": "multinomial"})
     state = _init(fk, {"num_groups": 3}, 7)
