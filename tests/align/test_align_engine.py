@@ -10,7 +10,7 @@ import pytest
 import torch
 from align_fixtures import GRID, ExactKernel, gen, gmm
 from glass_core.align import FKSampler, FKState, Lookahead, fk_steering
-from glass_core.errors import InvalidInputError
+from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import SDE, Glass
 
@@ -262,6 +262,22 @@ def test_nonfinite_rows_are_listed_up_to_ten_then_counted():
         listed_rows(finite_rows(v), limit=12)
         == "[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13] and 1 more"
     )
+
+
+def test_a_state_saved_after_a_failed_step_leaves_out_the_replay_aid():
+    """A step that raised keeps its start (to replay it) on the live state; a saved copy does
+    not carry it (nor the particles and generator states it holds)."""
+    fk = FKSampler(gmm(), lambda z: z[:, 0] / 0.0 * 0.0, transition=ExactKernel(), time_grid=GRID)
+    state = fk.init(8, shape=(2,), dtype=torch.float64, generator=gen(0))
+    with pytest.raises(RewardError):
+        fk.step(state)
+    assert state.proposed_from is not None and state.step == 0
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=False)
+    assert saved.proposed_from is None and state.proposed_from is not None
+    assert torch.equal(saved.particles, state.particles) and saved.step == 0
 
 
 def test_a_sharded_runs_state_is_not_saved():
