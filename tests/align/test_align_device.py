@@ -420,3 +420,11 @@ def test_ancestors_go_up_from_pinned_memory_without_blocking_on_cuda(monkeypatch
     calls.clear()
     upload_ancestors(np.arange(3), torch.device("cpu"))  # nothing to pin on the host
     assert calls == [((torch.device("cpu"),), {})]
+
+
+def test_ancestors_are_uploaded_as_int64():
+    from glass_core.align.fk import upload_ancestors
+
+    for flat in (np.array([2, 0, 1], dtype=np.int32), [2, 0, 1]):
+        idx = upload_ancestors(flat, torch.device("cpu"))
+        assert idx.dtype == torch.int64 and idx.tolist() == [2, 0, 1]

@@ -267,6 +267,9 @@ def test_nonfinite_rows_are_listed_up_to_ten_then_counted():
 def test_a_state_saved_after_a_failed_step_leaves_out_the_replay_aid():
     """A step that raised keeps its start (to replay it) on the live state; a saved copy does
     not carry it (nor the particles and generator states it holds)."""
+    ok = _sampler({})
+    state = ok.step(_init(ok, {}, 0))
+    assert state.proposed_from is None  # a step that succeeded keeps nothing
     fk = FKSampler(gmm(), lambda z: z[:, 0] / 0.0 * 0.0, transition=ExactKernel(), time_grid=GRID)
     state = fk.init(8, shape=(2,), dtype=torch.float64, generator=gen(0))
     with pytest.raises(RewardError):

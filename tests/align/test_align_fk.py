@@ -498,6 +498,43 @@ def test_a_tuple_of_generators_reaches_the_transition_as_a_list(algorithm):
     assert tr.seen == {list}
 
 
+def test_profiled_times_add_up_over_every_step():
+    """model_time and reward_time sum the calls of every step (each model call sleeps 2 ms here,
+    each reward call 40 ms), and the wall time, which covers init and every step, holds both."""
+    calls = {"model": 0, "reward": 0}
+
+    class Slow:
+        def __init__(self):
+            self.inner = gmm()
+            self.schedule = self.inner.schedule
+
+        def denoise(self, x, t):
+            calls["model"] += 1
+            time.sleep(0.002)
+            return self.inner.denoise(x, t)
+
+        def velocity(self, x, t):
+            calls["model"] += 1
+            time.sleep(0.002)
+            return self.inner.velocity(x, t)
+
+    def slow_reward(z):
+        calls["reward"] += 1
+        time.sleep(0.04)
+        return LIN(z)
+
+    start = time.perf_counter()
+    res = fk_steering(
+        Slow(), slow_reward, transition=SDE(), num_particles=4, time_grid=GRID,
+        shape=(2,), generator=gen(0), profile=True, progress=False,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert calls["model"] >= len(GRID) - 1 and calls["reward"] >= len(GRID) - 1
+    assert res.model_time >= 0.002 * calls["model"]
+    assert res.reward_time >= 0.04 * calls["reward"]
+    assert res.model_time + res.reward_time <= res.wall_time <= elapsed
+
+
 def test_profile_fields_and_guided_model_inside_fk():
     res = run(transition=Glass(inner_steps=2))
     assert math.isnan(res.model_time) and math.isnan(res.reward_time) and res.wall_time > 0
