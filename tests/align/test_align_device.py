@@ -422,6 +422,15 @@ def test_ancestors_go_up_from_pinned_memory_without_blocking_on_cuda(monkeypatch
     assert calls == [((torch.device("cpu"),), {})]
 
 
+def test_finite_flag_is_a_float64_one_or_zero():
+    from glass_core.align._finite import finite_flag
+
+    ok, bad = torch.ones(2), torch.tensor([1.0, float("inf")])
+    for tensors, want in (((ok, None), 1.0), ((ok, None, bad), 0.0)):
+        flag = finite_flag(*tensors)
+        assert flag.dtype == torch.float64 and flag.shape == () and float(flag) == want
+
+
 def test_ancestors_are_uploaded_as_int64():
     from glass_core.align.fk import upload_ancestors
 

@@ -283,6 +283,22 @@ def test_a_state_saved_after_a_failed_step_leaves_out_the_replay_aid():
     assert torch.equal(saved.particles, state.particles) and saved.step == 0
 
 
+def test_sampler_defaults_and_single_group_result_types():
+    """FKSampler does not profile unless asked; a single group's log-evidence is a float and its
+    total NFE an int; a state rewound to before its last step is not done, rewards or not."""
+    fk = FKSampler(gmm(), LIN, transition=ExactKernel(), time_grid=GRID)
+    state = _init(fk, {}, 0)
+    while not state.done:
+        state = fk.step(state)
+    res = fk.result(state)
+    assert np.isnan(res.model_time) and np.isnan(res.reward_time)
+    assert type(res.log_evidence) is float and type(res.total_nfe) is int
+    assert res.total_nfe == res.nfe * 16
+    state.step -= 1
+    with pytest.raises(InvalidInputError, match=r"^`state` is at step 4 of 5: not done$"):
+        fk.result(state)
+
+
 def test_a_sharded_runs_state_is_not_saved():
     """Only a single-process run's state pickles; a sharded run's says what to do instead."""
     from types import SimpleNamespace

@@ -498,6 +498,17 @@ def test_a_tuple_of_generators_reaches_the_transition_as_a_list(algorithm):
     assert tr.seen == {list}
 
 
+def test_fk_steering_shows_progress_by_default(capsys, monkeypatch):
+    from glass_core import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
+    fk_steering(
+        gmm(), LIN, transition=ExactKernel(), num_particles=4, time_grid=GRID, shape=(2,),
+        generator=gen(0),
+    )  # fmt: skip
+    assert "FK steering: 1/5 steps" in capsys.readouterr().err
+
+
 def test_profiled_times_add_up_over_every_step():
     """model_time and reward_time sum the calls of every step (each model call sleeps 2 ms here,
     each reward call 40 ms), and the wall time, which covers init and every step, holds both."""
