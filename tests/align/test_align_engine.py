@@ -299,6 +299,25 @@ def test_sampler_defaults_and_single_group_result_types():
         fk.result(state)
 
 
+def test_the_resampling_scheme_reaches_the_native_bookkeeping():
+    """Same seeds, another scheme: other ancestors (the scheme is not left at its default)."""
+    runs = {}
+    for scheme in ("systematic", "multinomial"):
+        fk = _sampler({"resampling": scheme})
+        state = _init(fk, {}, 3)
+        while not state.done:
+            state = fk.step(state)
+        runs[scheme] = fk.result(state).ancestors
+    assert not np.array_equal(runs["systematic"], runs["multinomial"])
+
+
+def test_fresh_particles_refuse_a_device_without_data():
+    fk = _sampler({})
+    with pytest.raises(InvalidInputError) as err:
+        fk.init(4, shape=(2,), generator=gen(0), device="meta")
+    assert err.value.arg == "device"  # type: ignore[attr-defined]
+
+
 def test_a_sharded_runs_state_is_not_saved():
     """Only a single-process run's state pickles; a sharded run's says what to do instead."""
     from types import SimpleNamespace
