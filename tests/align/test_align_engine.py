@@ -318,6 +318,18 @@ def test_fresh_particles_refuse_a_device_without_data():
     assert err.value.arg == "device"  # type: ignore[attr-defined]
 
 
+def test_shape_and_generator_checks_say_what_they_got():
+    from glass_core.align._common import check_shape, resolve_groups
+
+    assert check_shape(3) == (3,)
+    msg = r"^`shape` must be a tuple of positive ints \(one sample's shape\), got 2\.5$"
+    with pytest.raises(InvalidInputError, match=msg) as err:
+        check_shape(2.5)
+    assert err.value.arg == "shape"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInputError, match=r"a list of them, got str$"):
+        resolve_groups("seed", None)
+
+
 def test_a_sharded_runs_state_is_not_saved():
     """Only a single-process run's state pickles; a sharded run's says what to do instead."""
     from types import SimpleNamespace
