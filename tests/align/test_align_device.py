@@ -284,6 +284,53 @@ def test_the_blame_replay_forwards_the_models_other_attributes():
         _run(model, SpeedEuler())
 
 
+class BrokenShortcut(PlainEuler):
+    """Uses the D_t handed over by the last potential step (when there is one) and gets it wrong:
+    NaN in row 2. Without it, a plain finite Euler step."""
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        if denoised is None:
+            return super().__call__(model, x, t, t_next, generator)
+        out = x + (t_next - t) * (denoised - x) / (1.0 - t)
+        out[2] = float("nan")
+        return out
+
+    def __repr__(self):
+        return "BrokenShortcut()"
+
+
+class NaNHalfStep(PlainEuler):
+    """A two-call step whose half step puts NaN into row 3 before the model's second call,
+    on the step from t = GRID[1]."""
+
+    def __call__(self, model, x, t, t_next, generator=None, *, denoised=None):
+        half = x + 0.5 * (t_next - t) * model.velocity(x, t)
+        if t == GRID[1]:
+            half[3] = float("nan")
+        return x + (t_next - t) * model.velocity(half, t_next)
+
+
+@pytest.mark.parametrize(
+    ("transition", "error", "msg"),
+    [
+        (NaNStep, InvalidInputError, "NaNStep() produced NaN/inf in rows [2] {where} from finite "
+         "model outputs: its parameters or the times are numerically out of range"),
+        (BrokenShortcut, InvalidInputError, "BrokenShortcut() produced NaN/inf in rows [2] {where} "
+         "from finite model outputs: its parameters or the times are numerically out of range"),
+        (NaNHalfStep, InvalidInputError, "the transition fed the model NaN/inf in rows [3] at "
+         "t=0.4 {where}: its parameters or the times are numerically out of range"),
+    ],
+    ids=["transition", "with-denoised", "fed-the-model"],
+)  # fmt: skip
+def test_the_replay_blames_the_transition_with_the_exact_message(transition, error, msg):
+    """The replay re-runs the failed step as it ran (with the D_t the last potential step handed
+    it) and the error says what went wrong, word for word."""
+    where = "(during the transition t=0.2 -> t_next=0.4)"
+    with pytest.raises(error) as err:
+        _run(gmm(), transition())
+    assert str(err.value) == msg.format(where=where)
+
+
 class NaNOnce(NaNStep):
     """NaNStep on its first call from GRID[1] only: the replay of that step is finite."""
 
@@ -373,3 +420,20 @@ def test_ancestors_go_up_from_pinned_memory_without_blocking_on_cuda(monkeypatch
     calls.clear()
     upload_ancestors(np.arange(3), torch.device("cpu"))  # nothing to pin on the host
     assert calls == [((torch.device("cpu"),), {})]
+
+
+def test_finite_flag_is_a_float64_one_or_zero():
+    from glass_core.align._finite import finite_flag
+
+    ok, bad = torch.ones(2), torch.tensor([1.0, float("inf")])
+    for tensors, want in (((ok, None), 1.0), ((ok, None, bad), 0.0)):
+        flag = finite_flag(*tensors)
+        assert flag.dtype == torch.float64 and flag.shape == () and float(flag) == want
+
+
+def test_ancestors_are_uploaded_as_int64():
+    from glass_core.align.fk import upload_ancestors
+
+    for flat in (np.array([2, 0, 1], dtype=np.int32), [2, 0, 1]):
+        idx = upload_ancestors(flat, torch.device("cpu"))
+        assert idx.dtype == torch.int64 and idx.tolist() == [2, 0, 1]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from align_fixtures import GRID, ExactKernel, gen, gmm
 from glass_core.align import FKSampler, FKState, Lookahead, fk_steering
-from glass_core.errors import InvalidInputError
+from glass_core.errors import InvalidInputError, RewardError
 from glass_core.rewards import LinearReward, QuadraticReward
 from glass_core.transitions import SDE, Glass
 
@@ -201,6 +201,45 @@ def test_diagnostics_on_known_genealogies():
         _fk_result(None, [3.0], [0.2], 4).lineage_roots()
 
 
+def test_diagnostics_bounds_defaults_and_types():
+    """early_collapse counts t strictly before `before` and ESS strictly below `ess_below`
+    (default 1.5), compared in float64 whatever the history's dtype; lineage_roots is a Python
+    int for one group and int64 [B] for groups (none too)."""
+    gen_ = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [0, 1, 2, 3]])
+    res = _fk_result(gen_, [3.0, 1.2, 1.0], [0.2, 0.6, 1.0], 4)
+    assert res.early_collapse(before=0.6) == []  # t = 0.6 is not before 0.6
+    assert res.early_collapse(before=0.6 + 1e-12) == [(0, 0.6, 1.2)]
+    assert res.early_collapse(ess_below=1.2, before=0.7) == []  # ESS 1.2 is not below 1.2
+    assert _fk_result(gen_, [2.0, 1.6, 1.0], [0.2, 0.4, 1.0], 4).early_collapse() == []
+    # ESS stored in float32: 1.1f is below a threshold a hair above it (not in float32)
+    e = np.float32(1.1)
+    f32 = _fk_result(gen_, np.array([3.0, e, 1.0], dtype=np.float32), [0.2, 0.4, 1.0], 4)
+    assert f32.early_collapse(ess_below=float(e) + 1e-12) == [(0, 0.4, float(e))]
+    assert type(res.lineage_roots()) is int
+    grouped = _fk_result(np.stack([gen_, gen_], axis=1), [[3.0, 3.0]] * 3, [0.2, 0.4, 1.0], 4)
+    assert grouped.lineage_roots().dtype == np.int64
+    empty = _fk_result(np.zeros((3, 0, 4), dtype=np.int64), np.zeros((3, 0)), [0.2, 0.4, 1.0], 4)
+    roots = empty.lineage_roots()
+    assert roots.shape == (0,) and roots.dtype == np.int64
+
+
+def test_best_of_a_grouped_result_is_each_groups_best():
+    from glass_core.align import SamplingResult
+
+    rewards = torch.tensor([[0.0, 5.0, 1.0], [2.0, -1.0, 0.5]])  # B = 2 groups of N = 3
+    samples = torch.arange(12.0).reshape(2, 3, 2)
+    res = SamplingResult(
+        samples=samples, rewards=rewards, log_weights=torch.zeros(2, 3, dtype=torch.float64),
+        ancestors=None, nfe=1, total_nfe=6, model_time=0.0, reward_time=0.0, wall_time=0.0,
+    )  # fmt: skip
+    assert torch.equal(res.best(), torch.stack([samples[0, 1], samples[1, 0]]))
+    one = SamplingResult(
+        samples=samples[1], rewards=rewards[1], log_weights=torch.zeros(3, dtype=torch.float64),
+        ancestors=None, nfe=1, total_nfe=3, model_time=0.0, reward_time=0.0, wall_time=0.0,
+    )  # fmt: skip
+    assert torch.equal(one.best(), samples[1, 0])
+
+
 def test_lineage_roots_equals_the_native_trace():
     fk = _sampler({"resampling": "multinomial"})
     state = _init(fk, {"num_groups": 3}, 7)
@@ -223,6 +262,72 @@ def test_nonfinite_rows_are_listed_up_to_ten_then_counted():
         listed_rows(finite_rows(v), limit=12)
         == "[0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13] and 1 more"
     )
+
+
+def test_a_state_saved_after_a_failed_step_leaves_out_the_replay_aid():
+    """A step that raised keeps its start (to replay it) on the live state; a saved copy does
+    not carry it (nor the particles and generator states it holds)."""
+    ok = _sampler({})
+    state = ok.step(_init(ok, {}, 0))
+    assert state.proposed_from is None  # a step that succeeded keeps nothing
+    fk = FKSampler(gmm(), lambda z: z[:, 0] / 0.0 * 0.0, transition=ExactKernel(), time_grid=GRID)
+    state = fk.init(8, shape=(2,), dtype=torch.float64, generator=gen(0))
+    with pytest.raises(RewardError):
+        fk.step(state)
+    assert state.proposed_from is not None and state.step == 0
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=False)
+    assert saved.proposed_from is None and state.proposed_from is not None
+    assert torch.equal(saved.particles, state.particles) and saved.step == 0
+
+
+def test_sampler_defaults_and_single_group_result_types():
+    """FKSampler does not profile unless asked; a single group's log-evidence is a float and its
+    total NFE an int; a state rewound to before its last step is not done, rewards or not."""
+    fk = FKSampler(gmm(), LIN, transition=ExactKernel(), time_grid=GRID)
+    state = _init(fk, {}, 0)
+    while not state.done:
+        state = fk.step(state)
+    res = fk.result(state)
+    assert np.isnan(res.model_time) and np.isnan(res.reward_time)
+    assert type(res.log_evidence) is float and type(res.total_nfe) is int
+    assert res.total_nfe == res.nfe * 16
+    state.step -= 1
+    with pytest.raises(InvalidInputError, match=r"^`state` is at step 4 of 5: not done$"):
+        fk.result(state)
+
+
+def test_the_resampling_scheme_reaches_the_native_bookkeeping():
+    """Same seeds, another scheme: other ancestors (the scheme is not left at its default)."""
+    runs = {}
+    for scheme in ("systematic", "multinomial"):
+        fk = _sampler({"resampling": scheme})
+        state = _init(fk, {}, 3)
+        while not state.done:
+            state = fk.step(state)
+        runs[scheme] = fk.result(state).ancestors
+    assert not np.array_equal(runs["systematic"], runs["multinomial"])
+
+
+def test_fresh_particles_refuse_a_device_without_data():
+    fk = _sampler({})
+    with pytest.raises(InvalidInputError) as err:
+        fk.init(4, shape=(2,), generator=gen(0), device="meta")
+    assert err.value.arg == "device"  # type: ignore[attr-defined]
+
+
+def test_shape_and_generator_checks_say_what_they_got():
+    from glass_core.align._common import check_shape, resolve_groups
+
+    assert check_shape(3) == (3,)
+    msg = r"^`shape` must be a tuple of positive ints \(one sample's shape\), got 2\.5$"
+    with pytest.raises(InvalidInputError, match=msg) as err:
+        check_shape(2.5)
+    assert err.value.arg == "shape"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInputError, match=r"a list of them, got str$"):
+        resolve_groups("seed", None)
 
 
 def test_a_sharded_runs_state_is_not_saved():

@@ -244,6 +244,28 @@ def test_nan_reward_raises_with_indices():
 
 
 def _labelled_runs(progress: bool | None = True):
+def test_nan_reward_error_names_the_ranks_holding_the_bad_particles():
+    """A sharded run's storage maps the bad particle indices to the ranks holding them; the
+    error names both (one process: no ranks)."""
+    from glass_core.align._common import nonfinite_reward_error
+
+    values = np.array([0.5, np.nan, 1.0, np.inf, 2.0, -np.inf])
+    seen = []
+
+    def held_by(bad):  # two particles per rank
+        seen.append(bad.tolist())
+        return sorted({int(i) // 2 for i in bad})
+
+    head = "reward returned NaN/inf at step 3 (t=0.25) for particle indices [1, 3, 5]"
+    err = nonfinite_reward_error(values, 3, 0.25, held_by)
+    assert isinstance(err, RewardError)
+    assert str(err) == head + " (held by rank(s) 0, 1, 2)"
+    assert seen == [[1, 3, 5]]
+    assert str(nonfinite_reward_error(values, 3, 0.25, lambda bad: None)) == head
+    assert str(nonfinite_reward_error(values, 3, 0.25)) == head
+
+
+def _labelled_runs(progress: bool = True):
     from glass_core.align import (
         beam_search,
         best_of_n,
@@ -478,6 +500,54 @@ def test_a_tuple_of_generators_reaches_the_transition_as_a_list(algorithm):
     tr = SeenGenerators()
     _tuple_runs()[algorithm](tr, (gen(1), gen(2)))
     assert tr.seen == {list}
+
+
+def test_fk_steering_shows_progress_by_default(capsys, monkeypatch):
+    from glass_core import _progress
+
+    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
+    fk_steering(
+        gmm(), LIN, transition=ExactKernel(), num_particles=4, time_grid=GRID, shape=(2,),
+        generator=gen(0),
+    )  # fmt: skip
+    assert "FK steering: 1/5 steps" in capsys.readouterr().err
+
+
+def test_profiled_times_add_up_over_every_step():
+    """model_time and reward_time sum the calls of every step (each model call sleeps 2 ms here,
+    each reward call 40 ms), and the wall time, which covers init and every step, holds both."""
+    calls = {"model": 0, "reward": 0}
+
+    class Slow:
+        def __init__(self):
+            self.inner = gmm()
+            self.schedule = self.inner.schedule
+
+        def denoise(self, x, t):
+            calls["model"] += 1
+            time.sleep(0.002)
+            return self.inner.denoise(x, t)
+
+        def velocity(self, x, t):
+            calls["model"] += 1
+            time.sleep(0.002)
+            return self.inner.velocity(x, t)
+
+    def slow_reward(z):
+        calls["reward"] += 1
+        time.sleep(0.04)
+        return LIN(z)
+
+    start = time.perf_counter()
+    res = fk_steering(
+        Slow(), slow_reward, transition=SDE(), num_particles=4, time_grid=GRID,
+        shape=(2,), generator=gen(0), profile=True, progress=False,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert calls["model"] >= len(GRID) - 1 and calls["reward"] >= len(GRID) - 1
+    assert res.model_time >= 0.002 * calls["model"]
+    assert res.reward_time >= 0.04 * calls["reward"]
+    assert res.model_time + res.reward_time <= res.wall_time <= elapsed
 
 
 def test_profile_fields_and_guided_model_inside_fk():

@@ -152,6 +152,38 @@ def test_next_exponent_edges():
     assert abs(float(relative_ess(flat + lam[:, None] * scores)[0]) - 0.5) < 1e-9
 
 
+def test_relative_ess_closed_forms():
+    """ESS / N = (sum w)^2 / (N sum w^2) per row, with zero weights, log-weights far from 0
+    (+-1000: no overflow, no underflow) and a row of zero weights (ESS 0)."""
+    k = torch.arange(1.0, 6.0, dtype=torch.float64).log()
+    inf = math.inf
+    log_w = torch.stack(
+        [torch.tensor([0.0, 0.0, 0.0, -inf, -inf], dtype=torch.float64), 1000 + k, k - 1000,
+         torch.full((5,), -inf, dtype=torch.float64)]
+    )  # fmt: skip
+    expected = torch.tensor([9 / 15, 225 / 275, 225 / 275, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(relative_ess(log_w), expected, rtol=1e-13, atol=0.0)
+
+
+def test_next_exponent_takes_an_ess_exactly_at_the_target():
+    """The ESS must be at least the target: met exactly at lambda, lambda is taken (also when the
+    ESS dips below the target in between); met exactly at the first bisection point, nothing
+    below it is returned."""
+    f64 = torch.float64
+    scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]], dtype=f64)
+    flat = torch.full((1, 4), -math.log(4), dtype=f64)
+    zero, start = torch.zeros((1, 4), dtype=f64), torch.zeros(1, dtype=f64)
+    at = [float(relative_ess(flat + lam * scores)[0]) for lam in (5.0, 2.5)]
+    assert float(next_exponent(flat, scores, zero, start, 5.0, at[0])[0]) == 5.0
+    assert float(next_exponent(flat, scores, zero, start, 5.0, at[1])[0]) >= 2.5
+    # carried weights that favour low scores: the ESS peaks at 4.5 and is lower at 2.5 than at
+    # lambda = 5, which still meets a target equal to its ESS
+    carried = torch.log_softmax(-4.5 * scores, dim=1)
+    at_end = float(relative_ess(carried + 5.0 * scores)[0])
+    assert float(relative_ess(carried + 2.5 * scores)[0]) < at_end
+    assert float(next_exponent(carried, scores, zero, start, 5.0, at_end)[0]) == 5.0
+
+
 def test_tempered_groups_equal_separate_runs_and_max_batch():
     kw = dict(transition=Glass(inner_steps=3), num_particles=64, time_grid=GRID, shape=(2,))
     kw.update(lambda_=4.0, progress=False)
