@@ -945,6 +945,13 @@ def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> No
         reds.append(anim.convert("RGB").getpixel((0, 0))[0])
     assert reds == [0, 128, 255]  # round(0.5 * 255) = 128
     assert saved(loop=2).info["loop"] == 2  # a given loop count is kept
+    # per-frame durations work for a one-frame video too (it is still saved as an animation)
+    (still,) = images_to_output(video[:, :1], "pil")
+    buf = io.BytesIO()
+    still.save(buf, "GIF", duration=[70])
+    buf.seek(0)
+    one = Image.open(buf)
+    assert one.n_frames == 1 and one.info["duration"] == 70 and one.info["loop"] == 0
 
 
 def test_encode_and_decode_batch_the_vae_by_max_batch_else_the_adapters() -> None:
