@@ -155,7 +155,7 @@ def test_wrap_pipeline_passes_max_batch_and_timing_to_the_adapter() -> None:
     pipe = tf.BUILDERS["sana"]()
     model = wrap_pipeline(pipe, PROMPTS, max_batch=3, timed=True, **_call("sana"))
     assert model.network_max_batch == 3 and model.meter.timed
-    assert not wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed
+    assert wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed is False
 
 
 def _with_transformer(name: str, dtype: torch.dtype = torch.float32, **config):
