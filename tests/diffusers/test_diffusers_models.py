@@ -1226,6 +1226,10 @@ def test_uneven_ddim_timesteps_warn_at_the_callers_line() -> None:
     model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
     with pytest.warns(UserWarning, match="not evenly spaced") as caught:
         default_time_grid(model, 3, exact=True)
+    assert [str(w.message) for w in caught] == [
+        "DDIM's timesteps are not evenly spaced by T // num_steps; the pipeline queries the "
+        "network at times that differ from its states, so it cannot be mirrored exactly"
+    ]
     if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline adds frames in between
         assert [w.filename for w in caught] == [__file__]
 
