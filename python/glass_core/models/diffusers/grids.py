@@ -149,6 +149,7 @@ def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
         warnings.warn(
             "DDIM's timesteps are not evenly spaced by T // num_steps; the pipeline queries the "
             "network at times that differ from its states, so it cannot be mirrored exactly",
+            stacklevel=3,
         )
     return np.concatenate([ts, [final_t]])
 
