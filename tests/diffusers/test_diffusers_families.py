@@ -156,7 +156,7 @@ def test_wrap_pipeline_passes_max_batch_and_timing_to_the_adapter() -> None:
     pipe = tf.BUILDERS["sana"]()
     model = wrap_pipeline(pipe, PROMPTS, max_batch=3, timed=True, **_call("sana"))
     assert model.network_max_batch == 3 and model.meter.timed
-    assert not wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed
+    assert wrap_pipeline(pipe, PROMPTS, **_call("sana")).meter.timed is False
 
 
 def _with_transformer(name: str, dtype: torch.dtype = torch.float32, **config):
@@ -558,7 +558,7 @@ def test_requires_grad_runs_the_network_with_autograd(name: str) -> None:
     pipe = tf.BUILDERS[name]()
     graded = from_pipeline(pipe, PROMPTS, requires_grad=True, **_call(name))
     plain = from_pipeline(pipe, PROMPTS, **_call(name))
-    assert graded.requires_grad and not plain.requires_grad
+    assert graded.requires_grad is True and plain.requires_grad is False
     direct = type(plain)(pipe, plain.conditioning, height=plain.height, width=plain.width)
     assert direct.requires_grad is False and direct.network_max_batch is None
     x = torch.randn(2, *plain.latent_shape, generator=torch.Generator().manual_seed(4))
@@ -1235,3 +1235,46 @@ def test_without_cfg_the_negative_prompt_is_not_encoded(name: str) -> None:
             h.remove()
     assert not model.cfg
     assert rows == [len(PROMPTS)] * len(encoders)
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("sd", torch.bfloat16), ("flux2", torch.float16)],
+    ids=["sd-bf16-force-upcast", "flux2-fp16-no-force-upcast"],
+)
+def test_a_vae_is_run_in_its_own_dtype_unless_fp16_with_force_upcast(name, dtype) -> None:
+    """As the pipelines do, encode and decode upcast only an fp16 VAE whose config says
+    force_upcast: a bf16 VAE (SD's config has force_upcast) and an fp16 VAE without the flag
+    (FLUX.2's config has none) take and give their own dtype, and stay in it."""
+    import copy
+
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = copy.copy(_any_pipeline(name))
+    pipe.vae = copy.deepcopy(pipe.vae).to(dtype)
+    assert ("force_upcast" in pipe.vae.config) == (name == "sd")
+    model = from_pipeline(pipe, PROMPTS, **_call(name))
+    seen: list[tuple[str, torch.dtype, torch.dtype]] = []
+
+    def record(part):
+        def hook(module, args):
+            seen.append((part, args[0].dtype, next(module.parameters()).dtype))
+
+        return hook
+
+    handles = [
+        getattr(pipe.vae, p).register_forward_pre_hook(record(p)) for p in ("encoder", "decoder")
+    ]
+    try:
+        images = torch.rand(
+            2, 3, model.height, model.width, generator=torch.Generator().manual_seed(5)
+        )
+        with torch.no_grad():
+            z = model.encode(images)
+            img = model.decode(z)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == [("encoder", dtype, dtype), ("decoder", dtype, dtype)]
+    assert z.dtype == img.dtype == torch.float32 and torch.isfinite(img).all()
+    assert next(pipe.vae.parameters()).dtype == dtype

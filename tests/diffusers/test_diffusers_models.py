@@ -15,6 +15,7 @@ pytest.importorskip("transformers")
 import tiny_pipelines as tp
 from glass_core.errors import InvalidInputError, UnsupportedModelError
 from glass_core.models.diffusers import (
+    calculate_shift,
     default_time_grid,
     detect_family,
     from_pipeline,
@@ -945,6 +946,13 @@ def test_video_frames_save_as_an_animation_that_loops_forever_by_default() -> No
         reds.append(anim.convert("RGB").getpixel((0, 0))[0])
     assert reds == [0, 128, 255]  # round(0.5 * 255) = 128
     assert saved(loop=2).info["loop"] == 2  # a given loop count is kept
+    # per-frame durations work for a one-frame video too (it is still saved as an animation)
+    (still,) = images_to_output(video[:, :1], "pil")
+    buf = io.BytesIO()
+    still.save(buf, "GIF", duration=[70])
+    buf.seek(0)
+    one = Image.open(buf)
+    assert one.n_frames == 1 and one.info["duration"] == 70 and one.info["loop"] == 0
 
 
 def test_encode_and_decode_batch_the_vae_by_max_batch_else_the_adapters() -> None:
@@ -1219,6 +1227,10 @@ def test_uneven_ddim_timesteps_warn_at_the_callers_line() -> None:
     model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
     with pytest.warns(UserWarning, match="not evenly spaced") as caught:
         default_time_grid(model, 3, exact=True)
+    assert [str(w.message) for w in caught] == [
+        "DDIM's timesteps are not evenly spaced by T // num_steps; the pipeline queries the "
+        "network at times that differ from its states, so it cannot be mirrored exactly"
+    ]
     if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline adds frames in between
         assert [w.filename for w in caught] == [__file__]
 
@@ -1240,7 +1252,8 @@ def test_evenly_spaced_ddim_timesteps_do_not_warn() -> None:
     assert len(grid) == 4
 
 
-def test_a_flow_scheduler_without_sigmas_is_named() -> None:
+@pytest.mark.parametrize("missing", [False, True], ids=["sigmas-none", "no-sigmas-attribute"])
+def test_a_flow_scheduler_without_sigmas_is_named(missing: bool) -> None:
     import copy
 
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -1248,13 +1261,65 @@ def test_a_flow_scheduler_without_sigmas_is_named() -> None:
     class NoSigmas(FlowMatchEulerDiscreteScheduler):
         def set_timesteps(self, *args, **kwargs):
             super().set_timesteps(*args, **kwargs)
-            self.sigmas = None
+            if missing:
+                del self.sigmas
+            else:
+                self.sigmas = None
 
     model = from_pipeline(tp.flux_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
     model.pipe = copy.copy(model.pipe)
     model.pipe.scheduler = NoSigmas.from_config(model.pipe.scheduler.config)
     with pytest.raises(InvalidInputError, match="NoSigmas exposes no sigmas; pass time_grid"):
         default_time_grid(model, 4)
+
+
+def test_calculate_shift_defaults_are_diffusers_flux_ones() -> None:
+    """calculate_shift(n) uses FluxPipeline's defaults (256, 4096, 0.5, 1.15): diffusers' own
+    calculate_shift gives the same mu."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift as diffusers_shift
+
+    for n in (16, 256, 1024, 4096, 8192):
+        assert calculate_shift(n) == pytest.approx(diffusers_shift(n), rel=1e-12, abs=1e-12)
+        assert calculate_shift(n) == calculate_shift(n, 256, 4096, 0.5, 1.15)
+
+
+def test_time_grids_leave_the_pipelines_scheduler_untouched() -> None:
+    """The grid comes from a deep copy of the scheduler: DPM-Solver++'s set_timesteps with mu writes
+    config.flow_shift, and the pipeline's own scheduler keeps its value and its timesteps.
+    A VP scheduler without DDIM's final_alpha_cumprod (Euler) ends the exact grid at t = 1."""
+    import copy
+
+    from diffusers import EulerDiscreteScheduler
+
+    pipe = copy.copy(tp.flux_pipeline(True))
+    pipe.scheduler = _dynamic_scheduler("dpm")
+    model = from_pipeline(pipe, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, encode_kwargs=SEQ)
+    before, steps = pipe.scheduler.config.flow_shift, pipe.scheduler.timesteps.clone()
+    default_time_grid(model, 3)
+    assert pipe.scheduler.config.flow_shift == before
+    assert torch.equal(pipe.scheduler.timesteps, steps)
+    sd = copy.copy(tp.sd_pipeline())
+    sd.scheduler = EulerDiscreteScheduler.from_config(sd.scheduler.config)
+    assert not hasattr(sd.scheduler, "final_alpha_cumprod")
+    vp = from_pipeline(sd, PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    assert default_time_grid(vp, 4, exact=True)[-1] == 1.0
+
+
+@pytest.mark.parametrize("only", ["latents_mean", "latents_std"])
+def test_a_vae_config_with_only_one_of_latents_mean_std_uses_its_scaling_factor(only: str) -> None:
+    """Per-channel normalisation needs both latents_mean and latents_std; a config with only one
+    of them maps latents by its scaling (and shift) factor, as one with neither does."""
+    import copy
+
+    base = tp.sd_pipeline("epsilon")
+    size = {"height": tp.HEIGHT, "width": tp.WIDTH, "guidance_scale": 1.0}
+    one = copy.copy(base)
+    one.vae = copy.deepcopy(base.vae)
+    one.vae.register_to_config(**{only: [0.5] * one.vae.config.latent_channels})
+    plain, odd = from_pipeline(base, PROMPTS[0], **size), from_pipeline(one, PROMPTS[0], **size)
+    z = _noise(6, (2, *plain.latent_shape))
+    with torch.no_grad():
+        assert torch.equal(odd.decode(z), plain.decode(z))
 
 
 @pytest.mark.parametrize("alpha_to_one", [True, False])

@@ -282,7 +282,7 @@ def test_wrap_pipeline_takes_groups_from_generators_and_refuses_text_arguments()
     assert model.num_groups == 3 and model.inner.max_batch == 4 and model.meter.timed
     assert wrap_pipeline(pipe, generator=gens[0]).num_groups == 1
     assert wrap_pipeline(pipe, generator=[]).num_groups == 1  # at least one group
-    assert not wrap_pipeline(pipe).meter.timed
+    assert wrap_pipeline(pipe).meter.timed is False  # a bool, as Meter.timed is
     with pytest.raises(InvalidInputError) as err:
         wrap_pipeline(pipe, "a cat", guidance_scale=3.0, height=None)
     assert str(err.value) == (
