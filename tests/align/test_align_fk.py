@@ -243,7 +243,6 @@ def test_nan_reward_raises_with_indices():
         run(lambda z: z.sum(1, keepdim=True))
 
 
-def _labelled_runs(progress: bool | None = True):
 def test_nan_reward_error_names_the_ranks_holding_the_bad_particles():
     """A sharded run's storage maps the bad particle indices to the ranks holding them; the
     error names both (one process: no ranks)."""
@@ -265,7 +264,7 @@ def test_nan_reward_error_names_the_ranks_holding_the_bad_particles():
     assert str(nonfinite_reward_error(values, 3, 0.25)) == head
 
 
-def _labelled_runs(progress: bool = True):
+def _labelled_runs(progress: bool | None = True):
     from glass_core.align import (
         beam_search,
         best_of_n,
@@ -500,17 +499,6 @@ def test_a_tuple_of_generators_reaches_the_transition_as_a_list(algorithm):
     tr = SeenGenerators()
     _tuple_runs()[algorithm](tr, (gen(1), gen(2)))
     assert tr.seen == {list}
-
-
-def test_fk_steering_shows_progress_by_default(capsys, monkeypatch):
-    from glass_core import _progress
-
-    monkeypatch.setattr(_progress, "LOG_INTERVAL", 0.0)
-    fk_steering(
-        gmm(), LIN, transition=ExactKernel(), num_particles=4, time_grid=GRID, shape=(2,),
-        generator=gen(0),
-    )  # fmt: skip
-    assert "FK steering: 1/5 steps" in capsys.readouterr().err
 
 
 def test_profiled_times_add_up_over_every_step():
