@@ -40,6 +40,12 @@ class ExactKernel:
         return model.sample_transition(x, t, t_next, self.rho, generator)
 
 
+def nan_above_half(z: torch.Tensor) -> torch.Tensor:
+    """A reward of the coordinate sum that turns NaN where the sum exceeds 0.5."""
+    r = z.sum(dim=1)
+    return torch.where(r > 0.5, torch.full_like(r, float("nan")), r)
+
+
 def weighted_mean_and_se(values: torch.Tensor, log_w: torch.Tensor) -> tuple[float, float]:
     """Self-normalised IS estimate and its standard error sqrt(Var_w / ESS)."""
     w = log_w.exp()

@@ -12,6 +12,7 @@ from align_fixtures import (
     ExactKernel,
     gen,
     gmm,
+    nan_above_half,
     responsibilities,
     weighted_mean_and_se,
 )
@@ -563,10 +564,6 @@ def test_profile_fields_and_guided_model_inside_fk():
 def test_twisted_nan_rewards_are_named_on_the_steps_host_copy():
     """The twist's gradient pass leaves NaN rewards to the step's one host check (no extra sync
     inside it), which names the step and time as for the plain proposal."""
-
-    def nan_above_half(z):
-        r = z.sum(dim=1)
-        return torch.where(r > 0.5, torch.full_like(r, math.nan), r)
 
     msg = r"^reward returned NaN/inf at step 1 \(t=0\.2\) for particle indices \[2, 6\]$"
     with pytest.raises(RewardError, match=msg):

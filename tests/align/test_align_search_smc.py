@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from align_fixtures import GRID, ExactKernel, gen, gmm, weighted_mean_and_se
+from align_fixtures import GRID, ExactKernel, gen, gmm, nan_above_half, weighted_mean_and_se
 from glass_core.align import TemperedSMCSampler, fk_steering, tempered_smc
 from glass_core.align.potentials import Diff
 from glass_core.align.tempered import Tempered
@@ -226,10 +226,6 @@ def test_tempered_ess_target_one_and_a_single_particle():
 def test_tempered_nan_rewards_are_named_with_their_step():
     """NaN rewards at an intermediate tempered step are reported with the step and its time, as
     for fk_steering."""
-
-    def nan_above_half(z):
-        r = z.sum(dim=1)
-        return torch.where(r > 0.5, torch.full_like(r, math.nan), r)
 
     msg = r"^reward returned NaN/inf at step 1 \(t=0\.2\) for particle indices \["
     with pytest.raises(RewardError, match=msg):
