@@ -44,9 +44,6 @@ def test_compile_needs_a_tensor_time_model_and_a_bool():
         compiled.network(Plain())
 
 
-@pytest.mark.xfail(
-    strict=True, reason="names the transition's internal wrapper (_FloatOutputs), not the model"
-)
 def test_compile_with_a_plain_model_names_the_models_type():
     class Plain:
         schedule = Schedule.rectified_flow()

@@ -73,14 +73,15 @@ def network(model: Any) -> Any:
     InvalidInputError
         No model of the chain predicts on tensor times.
     """
-    m = model
+    m, innermost = model, model
     while m is not None:
         if "prediction" in vars(m) and callable(getattr(type(m), "predict", None)):
             return m
-        m = vars(m).get("_model")
+        innermost, m = m, vars(m).get("_model")
+    # the innermost model is the user's: the outer ones are the transition's own wrappers
     raise InvalidInputError(
         f"compile=True needs a DenoiserBase model (predict(x, t) on tensor times, e.g. "
-        f"glass_core.models.from_callable), got {type(model).__name__}"
+        f"glass_core.models.from_callable), got {type(innermost).__name__}"
     )
 
 
