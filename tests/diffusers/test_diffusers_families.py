@@ -294,21 +294,13 @@ def test_qwenimage_distilled_guidance_is_required_and_used_only_by_distilled_mod
     assert from_pipeline(bare, PROMPTS, guidance_scale=3.0, **call).distilled_guidance is None
 
 
-QWEN_FLOW_SIGMAS_BUG = (
-    "QwenImagePipeline passes linspace(1, 1/n, n) sigmas even to a use_flow_sigmas scheduler, "
-    "the adapter (linear_sigmas, FLUX's rule) passes None"
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
         *FAMILIES,
         "flux2-dynamic",
         "flux2_klein-dynamic",
-        pytest.param(
-            "qwenimage-unipc", marks=pytest.mark.xfail(strict=True, reason=QWEN_FLOW_SIGMAS_BUG)
-        ),
+        "qwenimage-unipc",
     ],
 )
 def test_default_grid_is_the_pipelines_own_sigmas(name: str) -> None:
@@ -1099,6 +1091,16 @@ def test_qwenimage_encode_is_the_vaes_normalised_mode():
         lat = pipe.vae.encode(image[:, :, None] * 2 - 1).latent_dist.mode()
     assert z.shape == (2, *model.latent_shape)
     torch.testing.assert_close(z, ((lat - mean) / std)[:, :, 0], rtol=1e-5, atol=1e-5)
+
+
+def test_sana_encode_is_the_deep_compression_latent_scaled():
+    """SANA's encode: AutoencoderDC returns its latent itself (no distribution to take a mode
+    of), scaled by the config's scaling_factor like SANA's pipelines."""
+    pipe, model, image, z = _encoded_images("sana", seed=4)
+    with torch.no_grad():
+        lat = pipe.vae.encode(image * 2 - 1).latent
+    assert z.shape == (2, *model.latent_shape)
+    torch.testing.assert_close(z, lat * pipe.vae.config.scaling_factor, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

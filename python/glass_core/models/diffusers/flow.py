@@ -17,7 +17,7 @@ import torch
 from glass_core.models.diffusers import flux1, sd3
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.models.diffusers.base import DiffusersDenoiser
-from glass_core.models.diffusers.grids import linear_sigmas, scheduler_mu
+from glass_core.models.diffusers.grids import flux_sigmas, scheduler_mu
 from glass_core.schedules import RectifiedFlow
 
 
@@ -197,7 +197,7 @@ class FluxDenoiser(DiffusersDenoiser):
         """
         use_mu = self.pipe.scheduler.config.get("use_dynamic_shifting", False)
         mu = {"mu": scheduler_mu(self, 1.15)} if use_mu else {}
-        return {"sigmas": linear_sigmas(self, num_steps), **mu}
+        return {"sigmas": flux_sigmas(self, num_steps), **mu}
 
 
 class SD3Denoiser(DiffusersDenoiser):

@@ -18,7 +18,7 @@ import torch
 
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors
 from glass_core.models.diffusers.base import DiffusersDenoiser
-from glass_core.models.diffusers.grids import linear_sigmas
+from glass_core.models.diffusers.grids import flux_sigmas
 from glass_core.schedules import RectifiedFlow
 
 #: the pipeline's default guidance_scale ([dev]: distilled guidance input; [klein]: true CFG)
@@ -258,7 +258,7 @@ class Flux2Denoiser(DiffusersDenoiser):
         from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
 
         mu = compute_empirical_mu(image_seq_len=self.image_seq_len, num_steps=num_steps)
-        return {"sigmas": linear_sigmas(self, num_steps), "mu": mu}
+        return {"sigmas": flux_sigmas(self, num_steps), "mu": mu}
 
     def _bn(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         bn, eps = self.pipe.vae.bn, self.pipe.vae.config.batch_norm_eps

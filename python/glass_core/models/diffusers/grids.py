@@ -74,10 +74,26 @@ def scheduler_mu(model: Any, default_max_shift: float = 1.15) -> float:
     )
 
 
-def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
+def linear_sigmas(num_steps: int) -> np.ndarray:
     """Return the sigmas FLUX-style pipelines pass, ``linspace(1, 1/n, n)``.
 
-    None when the scheduler makes its own (``use_flow_sigmas``).
+    Parameters
+    ----------
+    num_steps : int
+        The number of steps n.
+
+    Returns
+    -------
+    ndarray
+        The sigmas.
+    """
+    return np.linspace(1.0, 1.0 / num_steps, num_steps)
+
+
+def flux_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
+    """Return the sigmas the FLUX and FLUX.2 pipelines pass: `linear_sigmas`.
+
+    None when the scheduler makes its own (``use_flow_sigmas``); Qwen-Image has no such rule.
 
     Parameters
     ----------
@@ -93,7 +109,7 @@ def linear_sigmas(model: Any, num_steps: int) -> np.ndarray | None:
     """
     if model.pipe.scheduler.config.get("use_flow_sigmas", False):
         return None
-    return np.linspace(1.0, 1.0 / num_steps, num_steps)
+    return linear_sigmas(num_steps)
 
 
 def own_scheduler(pipe: Any) -> Any:

@@ -218,7 +218,7 @@ class QwenImageDenoiser(DiffusersDenoiser):
         dict
             Keyword arguments of ``scheduler.set_timesteps``.
         """
-        return {"sigmas": linear_sigmas(self, num_steps), "mu": scheduler_mu(self, 1.15)}
+        return {"sigmas": linear_sigmas(num_steps), "mu": scheduler_mu(self, 1.15)}
 
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.pipe.vae.decode(lat.unsqueeze(2), return_dict=False)[0]

@@ -216,6 +216,11 @@ class SanaDenoiser(DiffusersDenoiser):
         """
         return {}  # the scheduler's default sigmas, static shift
 
+    def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        # AutoencoderDC encodes deterministically: a tensor, not a distribution with a mode
+        out: torch.Tensor = self.pipe.vae.encode(pixels, return_dict=False)[0]
+        return out
+
     def _vae_decode(self, lat: torch.Tensor) -> torch.Tensor:
         image: torch.Tensor = self.pipe.vae.decode(lat, return_dict=False)[0]
         if self.output_size is not None:
