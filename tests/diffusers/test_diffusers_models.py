@@ -392,6 +392,11 @@ def test_max_batch_bounds_the_rows_of_every_network_call(family: str) -> None:
     # 4 particle rows x 2 CFG passes: one call of 8 rows, or 2 calls of 2 particles' 4 rows
     assert rows_whole == [8] and rows_small == [4, 4]
     torch.testing.assert_close(u_small, u_whole, rtol=1e-4, atol=1e-5)
+    # max_batch=2: one particle row (its 2 CFG rows) per call
+    tiny = from_pipeline(pipe, PROMPTS, max_batch=2, **kw, **size)
+    u_tiny, rows_tiny = _rows_per_call(tiny, x)
+    assert rows_tiny == [2, 2, 2, 2]
+    torch.testing.assert_close(u_tiny, u_whole, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -1121,6 +1126,11 @@ def test_sdxl_time_ids_are_the_pipelines_own(micro: dict) -> None:
     )
     got = sdxl_add_time_ids(pipe, 20, 12, **micro)
     assert got.dtype == torch.float32 and torch.equal(got, ref[0])
+    # the adapter's UNet gets them (the micro-conditioning passed through from_pipeline)
+    model = from_pipeline(pipe, PROMPTS, height=tp.HEIGHT, width=tp.WIDTH, **micro)
+    own = sdxl_add_time_ids(pipe, tp.HEIGHT, tp.WIDTH, **micro)
+    for rows in (model.conditioning.cond, model.conditioning.uncond):
+        assert torch.equal(rows["time_ids"], own.expand(2, 6))
 
 
 def test_sdxl_time_ids_that_do_not_fit_the_unet_are_named() -> None:
@@ -1389,3 +1399,154 @@ def test_a_custom_pipeline_is_recognised_by_its_unet() -> None:
     assert detect_family(xl) == "sdxl"
     sd = types.SimpleNamespace(unet=tp.sd_pipeline("epsilon").unet, encode_prompt=None)
     assert detect_family(sd) == "sd"
+
+
+def test_an_adapters_max_batch_must_be_a_positive_int_and_is_named() -> None:
+    """max_batch is the adapter's own micro-batch (network rows per pass): 0 is refused with an
+    error naming the argument."""
+    with pytest.raises(InvalidInputError) as err:
+        from_pipeline(tp.sd_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, max_batch=0)
+    assert err.value.arg == "max_batch"
+    assert str(err.value) == "`max_batch` must be an integer >= 1, got 0"
+
+
+def test_unet_adapter_with_requires_grad_keeps_the_graph_and_its_prediction_type() -> None:
+    """requires_grad=True runs the UNet with autograd on (reward guidance differentiates through
+    it); the adapter keeps the scheduler's prediction_type and stores the flag."""
+    model = from_pipeline(
+        tp.sd_pipeline("v_prediction"),
+        PROMPTS[0],
+        height=tp.HEIGHT,
+        width=tp.WIDTH,
+        guidance_scale=1.0,
+        requires_grad=True,
+    )
+    assert model.requires_grad is True
+    assert model.prediction_type == "v_prediction" and model.prediction == "v"
+    x = _noise(3, (2, *model.latent_shape))
+    assert model.predict(x, torch.full((2,), 0.4, dtype=torch.float64)).requires_grad
+
+
+def test_unet_predict_returns_the_inputs_dtype() -> None:
+    """The UNet runs in its own dtype (float32 here); its output comes back in x's dtype."""
+    model = from_pipeline(tp.sd_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+    x = _noise(5, (2, *model.latent_shape))
+    t = torch.full((2,), 0.4, dtype=torch.float64)
+    with torch.no_grad():
+        out32, out64 = model.predict(x, t), model.predict(x.double(), t)
+    assert out32.dtype == torch.float32 and out64.dtype == torch.float64
+    torch.testing.assert_close(out64, out32.double(), rtol=0, atol=0)
+
+
+def test_a_shared_python_float_time_reaches_the_unet_in_float64() -> None:
+    """A python float time is kept in float64 up to the UNet's timestep: at a node time
+    1 - (k + 1) / (T + 1) it gives the node's integer k, exactly as the same time given per row
+    in float64 (float32 would miss the node by ~1.6e-5 and query a fractional timestep)."""
+    model = from_pipeline(
+        tp.sd_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
+    )
+    seen: list[torch.Tensor] = []
+    handle = model.network.register_forward_pre_hook(lambda m, a: seen.append(a[1].clone()))
+    t = 1 - (5 + 1) / 1001  # in float32, 1001 (1 - t) - 1 = 5.0000159
+    x = _noise(8, (2, *model.latent_shape))
+    try:
+        with torch.no_grad():
+            shared = model.denoise(x, t)
+            per_row = model.denoise(x, torch.full((2,), t, dtype=torch.float64))
+    finally:
+        handle.remove()
+    assert [s.tolist() for s in seen] == [[5.0, 5.0]] * 2
+    torch.testing.assert_close(shared, per_row, rtol=0, atol=0)
+
+
+def test_sd_unet_gets_no_added_conditioning_and_sdxl_its_time_ids() -> None:
+    """As the pipelines call it: SD's UNet gets added_cond_kwargs=None, SDXL's the pooled text
+    embeddings and the added time ids."""
+    seen: list = []
+    for make in (tp.sd_pipeline, tp.sdxl_pipeline):
+        model = from_pipeline(make(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH)
+        seen.clear()
+        handle = model.network.register_forward_pre_hook(
+            lambda m, a, kw: seen.append(kw["added_cond_kwargs"]), with_kwargs=True
+        )
+        try:
+            with torch.no_grad():
+                model.denoise(_noise(1, (1, *model.latent_shape)), 0.5)
+        finally:
+            handle.remove()
+        if model.family == "sd":
+            assert seen == [None]
+        else:
+            assert len(seen) == 1 and sorted(seen[0]) == ["text_embeds", "time_ids"]
+
+
+def test_unet_timesteps_within_1e_6_of_a_node_snap_to_it() -> None:
+    """Times a rounding error off a node time give the node's integer timestep exactly (grid
+    times then reproduce the pipeline's timesteps); farther off, the fractional timestep."""
+    model = from_pipeline(
+        tp.sd_pipeline(), PROMPTS[0], height=tp.HEIGHT, width=tp.WIDTH, guidance_scale=1.0
+    )
+    ks = torch.tensor([1.0, 500.0, 998.0], dtype=torch.float64)
+    for d in (-1e-8, 1e-8):
+        t = 1 - (ks + d + 1) / 1001
+        assert torch.equal(model.timestep(t), ks)
+    far = model.timestep(1 - (ks + 1e-3 + 1) / 1001)
+    torch.testing.assert_close(far, ks + 1e-3, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_encode_kwargs_reach_encode_prompt(family: str) -> None:
+    """Further keyword arguments (encode_kwargs) go to the pipeline's encode_prompt: one it does
+    not take is refused there, not silently dropped."""
+    from glass_core.models.diffusers import sd, sdxl
+
+    cpu = torch.device("cpu")
+    pipe, mod = (tp.sd_pipeline(), sd) if family == "sd" else (tp.sdxl_pipeline(), sdxl)
+    with pytest.raises(TypeError, match="no_such_option"), torch.no_grad():
+        mod.encode(pipe, PROMPTS, None, _no_embeds(), False, cpu, {"no_such_option": 1})
+
+
+def test_sdxl_clip_skip_reaches_encode_prompt() -> None:
+    """SDXL's encode passes clip_skip to encode_prompt: the embeddings are those it gives with
+    it, not without."""
+    from glass_core.models.diffusers import sdxl
+
+    cpu = torch.device("cpu")
+    pipe = tp.sdxl_pipeline()
+    want = pipe.encode_prompt(PROMPTS, device=cpu, num_images_per_prompt=1,
+                              do_classifier_free_guidance=False, clip_skip=1)[0]  # fmt: skip
+    plain = pipe.encode_prompt(PROMPTS, device=cpu, num_images_per_prompt=1,
+                               do_classifier_free_guidance=False)[0]  # fmt: skip
+    assert not torch.allclose(want, plain)
+    with torch.no_grad():
+        cond, _ = sdxl.encode(pipe, PROMPTS, None, _no_embeds(), False, cpu, {"clip_skip": 1})
+    torch.testing.assert_close(cond["encoder_hidden_states"], want)
+
+
+def test_sdxl_time_ids_without_a_second_text_encoder_are_not_checked() -> None:
+    """A pipeline without text_encoder_2 (attribute missing or None) has no projection size to
+    check the UNet's added embedding against: the ids are built unchecked."""
+    import types
+
+    from glass_core.models.diffusers import sdxl_add_time_ids
+
+    ns = types.SimpleNamespace
+    unet = ns(add_embedding=ns(linear_1=ns(in_features=100)), config=ns(addition_time_embed_dim=8))
+    for pipe in (ns(unet=unet), ns(unet=unet, text_encoder_2=None)):
+        got = sdxl_add_time_ids(pipe, 16, 8, crops_coords_top_left=(2, 1))
+        assert torch.equal(got, torch.tensor([16.0, 8.0, 2.0, 1.0, 16.0, 8.0]))
+
+
+def test_a_bfloat16_alphas_cumprod_table_gives_the_schedule_of_its_values() -> None:
+    """A scheduler's alphas_cumprod in any float dtype (bfloat16 has no NumPy dtype) is read in
+    float64: the schedule's nodes reproduce its values."""
+    import types
+
+    from glass_core.models.diffusers.unet import vp_schedule_from_scheduler
+
+    table = torch.linspace(0.99, 0.01, 10, dtype=torch.float64).to(torch.bfloat16)
+    vp = vp_schedule_from_scheduler(types.SimpleNamespace(alphas_cumprod=table))
+    tn = 1 - (np.arange(10) + 1) / 11
+    np.testing.assert_allclose(
+        np.asarray(vp.alpha(tn)) ** 2, table.double().numpy(), rtol=1e-12, atol=0
+    )
