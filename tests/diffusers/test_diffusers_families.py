@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -412,8 +413,9 @@ def test_qwenimage_direct_construction_defaults_and_sizes_are_the_pipelines() ->
 def test_direct_construction_defaults_are_the_pipelines(name: str) -> None:
     """An adapter built directly runs without autograd by default (with it when asked), and its
     call-option defaults are the pipeline's __call__ defaults (FLUX.1's true_cfg_scale, Wan's
-    num_frames)."""
+    num_frames, which needs no rounding)."""
     import inspect
+    import warnings
 
     from glass_core.models.diffusers import from_pipeline
     from glass_core.models.diffusers.flow import FluxDenoiser, SD3Denoiser
@@ -430,7 +432,10 @@ def test_direct_construction_defaults_are_the_pipelines(name: str) -> None:
         "sd": lambda **kw: UNetDenoiser(pipe, cond, family="sd", guidance_scale=7.5, **size, **kw),
         "wan": lambda **kw: WanDenoiser(pipe, cond, **size, **kw),
     }[name]
-    model = make()
+    with warnings.catch_warnings():
+        if name == "wan":  # its default num_frames is on WanPipeline's grid: nothing to round
+            warnings.simplefilter("error")
+        model = make()
     assert model.requires_grad is False
     assert make(requires_grad=True).requires_grad is True
     if name == "flux":
@@ -576,6 +581,11 @@ def test_wan_rounds_num_frames_as_its_pipeline(frames: int, latent: int) -> None
     said = [str(w.message) for w in caught if "num_frames" in str(w.message)]
     want = ["num_frames - 1 has to be divisible by 4; rounding as WanPipeline does"]
     assert said == (want if (frames - 1) % 4 else [])
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline adds frames in between
+        from glass_core.models.diffusers import wan
+
+        # the warning names a caller's line, not the line in wan.py that raises it
+        assert all(w.filename != wan.__file__ for w in caught if "num_frames" in str(w.message))
 
 
 def test_execution_device_is_the_pipelines_else_its_networks() -> None:
@@ -1214,7 +1224,7 @@ def test_given_embeddings_are_what_the_network_receives(name: str) -> None:
     assert negative_rows == (0 if name == "flux2" else x.shape[0])
 
 
-@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "wan"])
+@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "wan", "sana"])
 def test_without_cfg_the_negative_prompt_is_not_encoded(name: str) -> None:
     """guidance_scale 1 turns CFG off (as in the pipeline): the negative prompts are not run
     through the text encoders, each encoder runs once, on the prompts."""
@@ -1280,3 +1290,161 @@ def test_a_vae_is_run_in_its_own_dtype_unless_fp16_with_force_upcast(name, dtype
     assert seen == [("encoder", dtype, dtype), ("decoder", dtype, dtype)]
     assert z.dtype == img.dtype == torch.float32 and torch.isfinite(img).all()
     assert next(pipe.vae.parameters()).dtype == dtype
+
+
+def test_sizes_default_to_the_call_else_the_sample_size_and_must_be_positive_multiples() -> None:
+    """families._size: None takes the pipeline's __call__ default, else default_sample_size x
+    vae_scale_factor, with diffusers' own fallbacks 128 and 8 for a pipeline that has neither (a
+    custom pipeline on Wan's components); a size must be a positive multiple of the family's
+    pixel multiple, 1 included when that is 1 (an SD VAE with a single block). The multiples are
+    the pipelines' check_inputs ones: FLUX.2 2 x vae_scale_factor, SD3 vae_scale_factor x
+    patch_size."""
+    from types import SimpleNamespace
+
+    from glass_core.models.diffusers import families, flux2, sd3
+
+    class Bare:  # no size attributes; __call__ defaults the size to None
+        def __call__(self, prompt=None, height=None, width=None): ...
+
+    wan = families.FAMILIES["wan"]
+    assert families._size(Bare(), wan, None, None) == (128 * 8, 128 * 8)
+    assert families._size(Bare(), wan, 32, None) == (32, 128 * 8)
+
+    class OneBlock(Bare):  # an SD pipeline whose VAE does not downsample
+        vae_scale_factor = 1
+        unet = SimpleNamespace(config=SimpleNamespace(sample_size=4))
+
+    sd = families.FAMILIES["sd"]
+    assert families._size(OneBlock(), sd, 1, 1) == (1, 1)
+    assert families._size(OneBlock(), sd, None, None) == (4, 4)
+    for h, w in [(0, 1), (1, 0), (-1, 1), (1, -1)]:
+        with pytest.raises(InvalidInputError, match=r"positive multiples of 1 for OneBlock"):
+            families._size(OneBlock(), sd, h, w)
+
+    pipe = SimpleNamespace(
+        vae_scale_factor=8, transformer=SimpleNamespace(config=SimpleNamespace(patch_size=2))
+    )
+    assert flux2.size_multiple(pipe) == 16 and type(flux2.size_multiple(pipe)) is int
+    assert sd3.size_multiple(pipe) == 16 and type(sd3.size_multiple(pipe)) is int
+
+
+def test_build_takes_model_option_defaults_from_the_pipelines_call() -> None:
+    """families.build (from_pipeline's builder, also called directly) defaults a model option to
+    the pipeline's own __call__ default, here a WanPipeline subclass making 5 frames by default
+    (2 latent frames, not the adapter's 81), and runs without autograd unless asked."""
+    from glass_core.models.diffusers.families import build
+
+    base = tf.BUILDERS["wan"]()
+
+    class FiveFrames(type(base)):
+        def __call__(self, *args, num_frames: int = 5, **kwargs):
+            return super().__call__(*args, num_frames=num_frames, **kwargs)
+
+    pipe = FiveFrames(**base.components)
+    pipe.set_progress_bar_config(disable=True)
+    call = {k: v for k, v in _call("wan").items() if k != "num_frames"}
+    model = build("wan", pipe, PROMPTS, **call)
+    assert model.latent_shape[1] == 2
+    assert model.requires_grad is False
+
+
+def test_flux_network_inputs_in_bf16_and_without_guidance_embeds_in_the_config() -> None:
+    """FLUX.1 with a bf16 transformer: the text and image ids and sigma = 1 - t reach it in its
+    dtype (bf16); a transformer config without guidance_embeds (saved before diffusers had it)
+    has no guidance embedding, so no guidance input."""
+    import copy
+
+    from diffusers.configuration_utils import FrozenDict
+    from glass_core.models.diffusers import from_pipeline
+
+    base = tp.flux_pipeline(False)
+    tr = copy.deepcopy(base.transformer).to(torch.bfloat16)
+    tr._internal_dict = FrozenDict({k: v for k, v in tr.config.items() if k != "guidance_embeds"})
+    pipe = type(base)(**{**base.components, "transformer": tr})
+    pipe.set_progress_bar_config(disable=True)
+    model = from_pipeline(pipe, PROMPTS, **_call("flux"))
+    assert model.has_guidance_embeds is False
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    kw = _first_network_kwargs(model, x, 0.25)
+    assert kw["guidance"] is None
+    for key in ("txt_ids", "img_ids", "timestep"):
+        assert kw[key].dtype == torch.bfloat16, key
+    assert kw["timestep"].tolist() == [0.75, 0.75]
+
+
+def test_qwenimage_conditioning_is_the_pipelines_encode_prompt() -> None:
+    """Qwen-Image's prompt and negative embeddings and attention masks are encode_prompt's, with
+    the max_sequence_length given (for the negatives too: a long one is cut to it); the masks
+    of prompts of different lengths are kept, with true CFG and without."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS["qwenimage"]()
+    call = dict(tf.SMALL_CALL["qwenimage"])
+    n = call["max_sequence_length"]
+    negs = ["blue sky", " ".join(["a green tree on the moon"] * 5)]
+    pe, mask = pipe.encode_prompt(prompt=PROMPTS, max_sequence_length=n)
+    npe, nmask = pipe.encode_prompt(prompt=negs, max_sequence_length=n)
+    assert mask is not None and nmask is not None  # different lengths: padded rows
+    assert npe.shape[1] == n < pipe.encode_prompt(prompt=negs)[0].shape[1]
+    model = from_pipeline(pipe, PROMPTS, negative_prompt=negs, **call)
+    cond, uncond = model.conditioning.cond, model.conditioning.uncond
+    assert uncond is not None
+    assert torch.equal(cond["encoder_hidden_states"], pe)
+    assert torch.equal(cond["encoder_hidden_states_mask"], mask)
+    assert torch.equal(uncond["encoder_hidden_states"], npe)
+    assert torch.equal(uncond["encoder_hidden_states_mask"], nmask)
+    plain = from_pipeline(pipe, PROMPTS, **call)  # no negative prompt: no true CFG
+    assert plain.conditioning.uncond is None
+    assert torch.equal(plain.conditioning.cond["encoder_hidden_states_mask"], mask)
+
+
+def test_sana_learned_sigma_rule_is_the_pipelines_integer_division() -> None:
+    """SanaPipeline takes the first chunk of the output channels when out_channels // 2 equals
+    the latent channels C (integer division: 2C + 1 output channels count too, and chunk(2)
+    keeps C + 1 of them); the adapter applies the same rule to the network's output."""
+    from glass_core.models.diffusers import from_pipeline
+
+    base = tf.BUILDERS["sana"]()
+    own = {k: v for k, v in base.transformer.config.items() if not k.startswith("_")}
+    c = own["in_channels"]
+    torch.manual_seed(43)
+    tr = type(base.transformer).from_config({**own, "out_channels": 2 * c + 1}).eval()
+    pipe = type(base)(**{**base.components, "transformer": tr})
+    pipe.set_progress_bar_config(disable=True)
+    model = from_pipeline(pipe, PROMPTS, guidance_scale=1.0, **_call("sana"))  # no CFG
+    cond = model.conditioning.cond
+    x = torch.randn(2, *model.latent_shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        u = model.velocity(x, 0.25)
+        out = tr(
+            x,
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            encoder_attention_mask=cond["encoder_attention_mask"],
+            timestep=torch.full((2,), 750.0),
+            return_dict=False,
+        )[0]
+    assert out.shape[1] == 2 * c + 1 and u.shape[1] == c + 1
+    torch.testing.assert_close(u, -out.chunk(2, dim=1)[0], rtol=0, atol=0)
+
+
+SANA_ENCODE_BUG = (
+    "SanaDenoiser inherits DiffusersDenoiser._vae_encode, which calls .mode() on what the VAE "
+    "returns; AutoencoderDC.encode returns a tensor, whose .mode() is torch.mode over the last "
+    "dimension (a (values, indices) pair), so encode(image) raises AttributeError"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError, reason=SANA_ENCODE_BUG)
+def test_sana_encode_is_the_dc_aes_scaled_latents() -> None:
+    """SANA's encode: the DC-AE's latents (deterministic) times its scaling_factor."""
+    from glass_core.models.diffusers import from_pipeline
+
+    pipe = tf.BUILDERS["sana"]()
+    model = from_pipeline(pipe, PROMPTS, **_call("sana"))
+    image = torch.rand(2, 3, model.height, model.width, generator=torch.Generator().manual_seed(6))
+    z = model.encode(image)
+    pixels = pipe.image_processor.preprocess(image, height=model.height, width=model.width)
+    with torch.no_grad():
+        lat = pipe.vae.encode(pixels, return_dict=False)[0]
+    assert z.shape == (2, *model.latent_shape)
+    torch.testing.assert_close(z, lat * pipe.vae.config.scaling_factor, rtol=1e-5, atol=1e-5)
