@@ -9,12 +9,12 @@ dynamic-shift ``mu`` from the image sequence length; SD3: default sigmas with th
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any
 
 import numpy as np
 
 from glass_core._checks import positive_int
+from glass_core._warnings import warn_caller
 from glass_core.errors import InvalidInputError
 from glass_core.schedules import dynamic_shift_mu
 
@@ -162,10 +162,9 @@ def _vp_grid(model: Any, num_steps: int, exact: bool) -> np.ndarray:
         final_t = float(model.schedule.t_from_timestep(0.0))  # DDIM ends on alphas_cumprod[0]
     step = big_t // num_steps
     if "DDIM" in type(sched).__name__ and np.any(np.diff(ks) != -step):
-        warnings.warn(
+        warn_caller(
             "DDIM's timesteps are not evenly spaced by T // num_steps; the pipeline queries the "
-            "network at times that differ from its states, so it cannot be mirrored exactly",
-            stacklevel=3,
+            "network at times that differ from its states, so it cannot be mirrored exactly"
         )
     return np.concatenate([ts, [final_t]])
 

@@ -13,11 +13,11 @@ default) batches the negative and conditional rows. Decoded videos are ``[M, F, 
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 
+from glass_core._warnings import warn_caller
 from glass_core.models.diffusers._conditioning import Conditioning, Tensors, cfg_above_one
 from glass_core.models.diffusers.base import DiffusersDenoiser
 from glass_core.models.diffusers.flow import flow_timestep, train_timesteps
@@ -113,10 +113,7 @@ def latent_frames(pipe: Any, num_frames: int) -> int:
     """
     k = int(pipe.vae_scale_factor_temporal)
     if num_frames % k != 1:
-        warnings.warn(
-            f"num_frames - 1 has to be divisible by {k}; rounding as WanPipeline does",
-            stacklevel=4,
-        )
+        warn_caller(f"num_frames - 1 has to be divisible by {k}; rounding as WanPipeline does")
         num_frames = num_frames // k * k + 1
     return (num_frames - 1) // k + 1
 
