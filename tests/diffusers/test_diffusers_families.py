@@ -778,8 +778,10 @@ def test_classic_families_share_the_registry_rules() -> None:
     xl = tp.sdxl_pipeline()
     assert call_options(xl) == ("original_size", "crops_coords_top_left", "target_size")
     size = {"height": tp.HEIGHT, "width": tp.WIDTH}
-    model = from_pipeline(xl, "a cat", original_size=(96, 80), target_size=(64, 48), **size)
-    expect = sdxl_add_time_ids(xl, **size, original_size=(96, 80), target_size=(64, 48))
+    given = {"original_size": (96, 80), "crops_coords_top_left": (4, 2), "target_size": (64, 48)}
+    model = from_pipeline(xl, "a cat", **given, **size)
+    expect = sdxl_add_time_ids(xl, **size, **given)
+    assert expect.tolist() == [96, 80, 4, 2, 64, 48]
     torch.testing.assert_close(model.conditioning.cond["time_ids"][0], expect.to(torch.float32))
     # through steer: the option reaches the denoiser (different micro-conditioning, other output)
     kw = {"method": "sample", "num_particles": 1, "num_transitions": 2, "output_type": "latent"}

@@ -3,6 +3,9 @@ samplers, grouping/CFG accounting and bad-input errors."""
 
 from __future__ import annotations
 
+import os
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -593,6 +596,10 @@ def _net(cls_name: str, in_channels: int, out_channels: int | None):
 
 
 _UNET = _net("UNet2DConditionModel", 4, 4)
+_XL_UNET = _named(  # SDXL's added text/time conditioning, detected from the config
+    "UNet2DConditionModel",
+    config=types.SimpleNamespace(in_channels=4, out_channels=4, addition_embed_type="text_time"),
+)
 _REJECTED = {
     "wan-a14b": (
         _named("WanPipeline", transformer_2=torch.nn.Linear(1, 1)),
@@ -606,6 +613,15 @@ _REJECTED = {
         _named("StableDiffusionPipeline", unet=_UNET, controlnet=object()),
         "pipe: StableDiffusionPipeline has a controlnet; conditioning through a controlnet is not "
         "supported (text-to-image only)",
+    ),
+    "controlnet-sdxl": (
+        _named("StableDiffusionXLPipeline", unet=_UNET, controlnet=object()),
+        "pipe: StableDiffusionXLPipeline has a controlnet; conditioning through a controlnet is "
+        "not supported (text-to-image only)",
+    ),
+    "adapter-text-time-unet": (
+        _named("MyPipe", unet=_XL_UNET, adapter=object()),
+        "pipe: MyPipe has a adapter; conditioning through a adapter is not supported",
     ),
     "adapter": (
         _named("MyPipe", transformer=_net("FluxTransformer2DModel", 16, 16), adapter=object()),
@@ -645,6 +661,8 @@ def test_a_network_config_without_out_channels_outputs_its_input_channels() -> N
     assert (
         detect_family(_named("P", transformer=_net("FluxTransformer2DModel", 64, None))) == "flux"
     )
+    no_attr = _named("FluxTransformer2DModel", config=types.SimpleNamespace(in_channels=64))
+    assert detect_family(_named("P", transformer=no_attr)) == "flux"  # no out_channels at all
     assert detect_family(_named("StableDiffusionXLPipeline", unet=_UNET)) == "sdxl"
 
 
@@ -735,6 +753,24 @@ _BAD_PROMPTS = {  # case -> (from_pipeline(sd3, ...) arguments from SD3's embedd
     "pooled-batch": (
         lambda e: {"prompt_embeds": e["pe"], "pooled_prompt_embeds": e["pp"][:1]},
         "pooled_prompt_embeds has batch size 1 but 2 prompts/prompt_embeds were given",
+    ),
+    "negative-embeds-rank": (
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt_embeds": e["npe"][0],
+            "negative_pooled_prompt_embeds": e["npp"],
+        },
+        "negative_prompt_embeds must be a tensor with 3 dims, got ({m}, 32)",
+    ),
+    "negative-embeds-batch": (
+        lambda e: {
+            "prompt_embeds": e["pe"],
+            "pooled_prompt_embeds": e["pp"],
+            "negative_prompt_embeds": e["npe"][:1],
+            "negative_pooled_prompt_embeds": e["npp"][:1],
+        },
+        "negative_prompt_embeds has batch size 1 but 2 prompts/prompt_embeds were given",
     ),
     "pooled-missing": (
         lambda e: {"prompt_embeds": e["pe"]},
@@ -1181,17 +1217,23 @@ def test_checked_encoder_passes_the_given_embeddings_through():
     assert len(seen) == 1 and all(a is b for a, b in zip(seen[0], args, strict=True))
 
 
+@pytest.mark.parametrize("which", ["cond", "uncond"])
 @pytest.mark.parametrize(
     ("bad", "got"), [(torch.zeros(1, 4, 8), r"\(1, 4, 8\)"), (None, "None")], ids=["rows", "none"]
 )
-def test_checked_encoder_names_an_output_without_one_row_per_prompt(bad, got: str):
+def test_checked_encoder_names_an_output_without_one_row_per_prompt(bad, got: str, which: str):
     from glass_core.models.diffusers._conditioning import checked_encoder
 
     def enc(pipe, prompts, negs, e, do_cfg, device, kw):
-        return {"encoder_hidden_states": torch.zeros(2, 4, 8)}, {"encoder_hidden_states": bad}
+        good = {"encoder_hidden_states": torch.zeros(2, 4, 8)}
+        wrong = {"encoder_hidden_states": bad}
+        return (wrong, good) if which == "cond" else (good, wrong)
 
     encode = checked_encoder(enc, "sd", needs_pooled=False)
-    want = rf"returned uncond encoder_hidden_states with shape {got}; expected batch 2"
+    want = (
+        rf"^encode_prompt returned {which} encoder_hidden_states with shape {got}; "
+        r"expected batch 2$"
+    )
     with pytest.raises(InvalidInputError, match=want):
         encode(None, ["a", "b"], None, _no_embeds(), True, torch.device("cpu"), {})
 

@@ -139,7 +139,7 @@ def test_half_precision_particles_are_queried_at_their_exact_times(scheduler: st
         pipe.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100)
     model = from_unconditional_pipeline(pipe)
     seen = []
-    pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[1].double()))
+    pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[1]))
     t = 0.123
     x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -149,8 +149,11 @@ def test_half_precision_particles_are_queried_at_their_exact_times(scheduler: st
     want = float(model.schedule.timestep_from_t(t)) if scheduler == "ddpm" else 100 * (1 - t)
     for got in seen:  # to within float32 rounding of t
         torch.testing.assert_close(
-            got, torch.full((2,), want, dtype=torch.float64), rtol=1e-6, atol=0
+            got.double(), torch.full((2,), want, dtype=torch.float64), rtol=1e-6, atol=0
         )
+        # in the times' float32, never float64: a Fourier-embedding UNet computes its embedding
+        # in the timestep's dtype, and MPS has no float64
+        assert got.dtype == torch.float32
 
 
 class _FlowMatchBareScheduler:
@@ -217,7 +220,17 @@ class _NotAPipeline:
     unet = None
 
 
+class _NoUnet:
+    scheduler = None
+
+
 _UNSUPPORTED = {
+    "no-unet": (
+        _NoUnet,
+        "pipe: _NoUnet is not an unconditional UNet2DModel pipeline (needs pipe.unet: "
+        "UNet2DModel and pipe.scheduler); text-conditioned pipelines go through "
+        "glass_core.models.diffusers",
+    ),
     "not-a-pipeline": (
         _NotAPipeline,
         "pipe: _NotAPipeline is not an unconditional UNet2DModel pipeline (needs pipe.unet: "
@@ -289,3 +302,95 @@ def test_wrap_pipeline_takes_groups_from_generators_and_refuses_text_arguments()
         "prompt, guidance_scale: DDPMPipeline is an unconditional UNet2DModel pipeline (no text "
         "conditioning); pass prompt=None and no prompt/embedding/guidance/size arguments"
     )
+
+
+def test_unconditional_flow_pipeline_adapter() -> None:
+    """A flow-matching scheduler: x_t = t x0 + sigma eps with sigma = 1 - t and diffusers'
+    v = eps - x0, so the adapter's denoiser is x - sigma v(x, T sigma) (docs/math.md §1)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    pipe = ddpm_pipeline()
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=100)
+    model = from_unconditional_pipeline(pipe)
+    x = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(6))
+    t = 0.375  # sigma = 0.625, network timestep 62.5 (exact in float32)
+    with torch.no_grad():
+        v = pipe.unet(x, torch.full((3,), 62.5)).sample
+        d = model.denoise(x, t)
+    torch.testing.assert_close(d, x - 0.625 * v, rtol=1e-5, atol=1e-5)
+
+
+def test_a_rectangular_sample_size_sets_the_sample_shape_and_encode_size() -> None:
+    """A UNet whose sample_size is (height, width): samples and encoded images take exactly that
+    size (7 x 5 is no multiple of a VAE factor: encode does not round it down); the denoiser
+    carries the pipeline's own UNet."""
+    from glass_core.models.diffusers.unconditional import (
+        UnconditionalPipelineModel,
+        from_unconditional_pipeline,
+    )
+
+    pipe = ddpm_pipeline()
+    pipe.unet.register_to_config(sample_size=(7, 5))
+    inner = from_unconditional_pipeline(pipe)
+    assert inner.sample_shape == (1, 7, 5) and inner.unet is pipe.unet
+    model = UnconditionalPipelineModel(pipe, 1, None)
+    assert model.latent_shape == (1, 7, 5)
+    z = model.encode(torch.full((1, 1, 14, 10), 0.25))
+    assert z.shape == (1, 1, 7, 5)
+    torch.testing.assert_close(z, torch.full_like(z, -0.5))
+
+
+class _TableOnlyScheduler:
+    """A DDPM table whose config records no prediction_type (diffusers' default: epsilon)."""
+
+    def __init__(self) -> None:
+        from diffusers import DDPMScheduler
+
+        self.config: dict = {"num_train_timesteps": 100}
+        self.alphas_cumprod = DDPMScheduler(num_train_timesteps=100).alphas_cumprod
+
+
+def test_a_table_scheduler_without_prediction_type_predicts_epsilon() -> None:
+    """No prediction_type in the scheduler's config means epsilon, as in diffusers: at table node
+    k the denoiser is (x - sqrt(1 - abar_k) eps) / sqrt(abar_k)."""
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    pipe = ddpm_pipeline()
+    pipe.scheduler = _TableOnlyScheduler()
+    model = from_unconditional_pipeline(pipe)
+    assert model.prediction == "epsilon"
+    k = 37
+    t = 1.0 - (k + 1) / 101
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(7))
+    abar = pipe.scheduler.alphas_cumprod[k]
+    with torch.no_grad():
+        eps = pipe.unet(x, torch.full((2,), float(k))).sample
+        d = model.denoise(x, t)
+    torch.testing.assert_close(d, (x - (1 - abar).sqrt() * eps) / abar.sqrt(), rtol=1e-4, atol=1e-4)
+
+
+def test_vp_time_grid_is_the_schedulers_timesteps_on_the_table() -> None:
+    """A DDPM scheduler (T = 100): the grid is its own timesteps for 4 steps (75, 50, 25, 0) as
+    table times t_k = 1 - (k + 1) / (T + 1), starting from pure noise 0 and ending at 1."""
+    from glass_core.models.diffusers.unconditional import UnconditionalPipelineModel
+
+    model = UnconditionalPipelineModel(ddpm_pipeline(), 1, None)
+    assert model.num_train_timesteps == 100
+    want = [0.0, *(1.0 - (k + 1) / 101 for k in (50, 25, 0)), 1.0]
+    np.testing.assert_allclose(model.time_grid(4), want, rtol=0, atol=1e-12)
+
+
+def test_predict_reads_times_of_any_float_dtype() -> None:
+    """The public predict takes times in any float dtype (bf16 too, which NumPy has no type for):
+    bf16 times whose timesteps are exact in bf16 (t = 0.5, 0.75: k = 49.5, 24.25) predict what
+    the same times in float32 do."""
+    from glass_core.models.diffusers.unconditional import from_unconditional_pipeline
+
+    model = from_unconditional_pipeline(ddpm_pipeline())
+    x = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(8))
+    t = torch.tensor([0.5, 0.75])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.predict(x, t.bfloat16()), model.predict(x, t), rtol=1e-6, atol=1e-6
+        )
