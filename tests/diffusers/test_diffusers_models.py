@@ -3,7 +3,6 @@ samplers, grouping/CFG accounting and bad-input errors."""
 
 from __future__ import annotations
 
-import os
 import types
 
 import numpy as np
