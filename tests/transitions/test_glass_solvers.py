@@ -4,13 +4,14 @@ closed-form mixture kernel, and the small-NFE accuracy that motivates "multistep
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from align_fixtures import MEANS, VARS, WEIGHTS, gmm
 from glass_core.schedules import VP, Cosine, RectifiedFlow
-from glass_core.transitions import Glass
+from glass_core.transitions import ODE, Glass
 from glass_core.transitions.glass import multistep_grid
 from stat_checks import assert_moments
 
@@ -289,3 +290,25 @@ def test_a_subnormal_step_from_pure_noise_draws_the_fresh_noise(solver):
         tr = Glass(rho, inner_steps=4, solver=solver, sigma0=1e-3)
         y = tr(model, x, 0.0, 2e-323, torch.Generator().manual_seed(0))
         torch.testing.assert_close(y, fresh, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "transition",
+    [
+        Glass(inner_steps=4, solver="multistep"),
+        Glass(0.4, inner_steps=4, solver="heun"),
+        Glass(inner_steps=4, solver="pc"),
+        ODE("multistep", 3),
+        ODE("pc", 3),
+    ],
+    ids=repr,
+)
+def test_a_step_to_sigma_zero_computes_its_plan_without_numpy_warnings(transition):
+    """Ending at sigma = 0 (t' = 1, a singular inner path: sbar = 0), the solvers' coefficients
+    divide only by positive sigmas: no RuntimeWarning, even with warnings turned into errors."""
+    model = gmm(RectifiedFlow())
+    x = model.sample_marginal(4, 0.5, torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = transition(model, x, 0.5, 1.0, torch.Generator().manual_seed(2))
+    assert torch.isfinite(y).all()
