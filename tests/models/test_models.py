@@ -470,3 +470,13 @@ def test_a_scalar_time_at_sigma_zero_refuses_score_like_per_row_times() -> None:
     model = from_callable(lambda x, t: x, prediction="x1", schedule=RectifiedFlow())
     with pytest.raises(InvalidInputError, match="cannot convert a 'x1' prediction to 'score'"):
         model.score(torch.zeros(2, 2), 1.0)
+
+
+def test_a_one_dimensional_batch_and_per_row_times_up_to_one() -> None:
+    """x of shape [B] (one number per row) is a batch, and per-row times may reach t = 1 (the
+    clean end) as tensors and as arrays."""
+    model = from_callable(lambda x, t: 2 * x, prediction="x1", schedule=RectifiedFlow())
+    x = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    assert torch.equal(model.denoise(x, 0.5), 2 * x)
+    for t in (torch.tensor([0.5, 1.0]), np.array([0.25, 1.0])):
+        assert torch.equal(model.denoise(x, t), 2 * x)
