@@ -480,3 +480,13 @@ def test_a_one_dimensional_batch_and_per_row_times_up_to_one() -> None:
     assert torch.equal(model.denoise(x, 0.5), 2 * x)
     for t in (torch.tensor([0.5, 1.0]), np.array([0.25, 1.0])):
         assert torch.equal(model.denoise(x, t), 2 * x)
+
+
+def test_conversion_coefficients_read_any_array_of_real_times() -> None:
+    """Times as a list or an object array of Python floats are the float64 times."""
+    sched = RectifiedFlow()
+    want = conversion_coefficients(sched, np.array([0.3, 0.7]), "x1", "velocity")
+    for t in ([0.3, 0.7], np.array([0.3, 0.7], dtype=object)):
+        got = conversion_coefficients(sched, t, "x1", "velocity")
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
