@@ -586,3 +586,33 @@ def test_progress_is_on_by_default(name):
     from glass_core import align
 
     assert inspect.signature(getattr(align, name)).parameters["progress"].default is True
+
+
+def test_one_rank_sharded_fk_refuses_lookahead_and_checks_the_sharding():
+    """With torch.distributed up (one gloo rank in this process): the lookahead potential is
+    refused with a process_group (every rank raises RankFailedError from the InvalidInputError
+    naming `potential`), and the Sharding given is the one checked (a non-positive timeout is
+    refused, naming `process_group.timeout`)."""
+    import socket
+
+    import torch.distributed as dist
+    from glass_core.align.distributed import RankFailedError, Sharding
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        msg = "`potential` 'lookahead' is not supported with process_group"
+        with pytest.raises(RankFailedError) as err:
+            run(potential="lookahead", process_group=Sharding(timeout=30.0))
+        assert str(err.value) == f"rank 0 of 1 failed at step 0: InvalidInputError: {msg}"
+        cause = err.value.__cause__
+        assert isinstance(cause, InvalidInputError) and str(cause) == msg
+        assert cause.arg == "potential"
+        with pytest.raises(InvalidInputError) as err:
+            run(process_group=Sharding(timeout=-1.0))
+        assert str(err.value) == "`process_group.timeout` must be > 0 seconds, got -1.0"
+        assert err.value.arg == "process_group.timeout"
+    finally:
+        dist.destroy_process_group()

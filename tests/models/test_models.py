@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -442,3 +443,50 @@ def test_per_row_times_are_float64_whatever_the_tensor_dtype(dtype) -> None:
     got = time_values(torch.tensor([0.25, 0.5], dtype=dtype), 2)
     assert str(got.dtype) == "float64"
     assert got.tolist() == [0.25, 0.5]
+
+
+def test_score_coefficients_at_a_sigma_zero_row_are_computed_without_numpy_warnings() -> None:
+    """Per-row times with sigma = 0 in one row (rectified flow at t = 1): epsilon -> score gives
+    -eps / sigma (-inf at that row) and x1 -> score raises InvalidInputError, with no numpy
+    RuntimeWarning / FloatingPointError on the way, even when numpy is set to raise."""
+    sched = RectifiedFlow()
+    t = np.array([0.5, 1.0])
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        A, B = conversion_coefficients(sched, t, "epsilon", "score")
+        with pytest.raises(InvalidInputError, match="cannot convert a 'x1' prediction to 'score'"):
+            conversion_coefficients(sched, t, "x1", "score")
+    assert A[0] == 0.0 and B[0] == -1.0 / 0.5  # score = -eps / sigma
+    assert B[1] == -np.inf
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_loadings divides python floats for a scalar t: ZeroDivisionError at sigma = 0",
+)
+def test_a_scalar_time_at_sigma_zero_refuses_score_like_per_row_times() -> None:
+    """x1 does not determine the score at sigma = 0: InvalidInputError for a scalar t as for
+    per-row times."""
+    model = from_callable(lambda x, t: x, prediction="x1", schedule=RectifiedFlow())
+    with pytest.raises(InvalidInputError, match="cannot convert a 'x1' prediction to 'score'"):
+        model.score(torch.zeros(2, 2), 1.0)
+
+
+def test_a_one_dimensional_batch_and_per_row_times_up_to_one() -> None:
+    """x of shape [B] (one number per row) is a batch, and per-row times may reach t = 1 (the
+    clean end) as tensors and as arrays."""
+    model = from_callable(lambda x, t: 2 * x, prediction="x1", schedule=RectifiedFlow())
+    x = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    assert torch.equal(model.denoise(x, 0.5), 2 * x)
+    for t in (torch.tensor([0.5, 1.0]), np.array([0.25, 1.0])):
+        assert torch.equal(model.denoise(x, t), 2 * x)
+
+
+def test_conversion_coefficients_read_any_array_of_real_times() -> None:
+    """Times as a list or an object array of Python floats are the float64 times."""
+    sched = RectifiedFlow()
+    want = conversion_coefficients(sched, np.array([0.3, 0.7]), "x1", "velocity")
+    for t in ([0.3, 0.7], np.array([0.3, 0.7], dtype=object)):
+        got = conversion_coefficients(sched, t, "x1", "velocity")
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

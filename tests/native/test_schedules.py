@@ -367,3 +367,9 @@ def test_glass_coefficient_errors(kwargs: dict, name: str) -> None:
     args = {"t": 0.2, "t_next": 0.4, "rho": 0.3, "s": [0.0, 0.5]} | kwargs
     with pytest.raises(InvalidInputError, match=name):
         S.glass_coefficients(S.RectifiedFlow(), **args)
+
+
+def test_check_rho_returns_the_rho_it_accepts():
+    """'ddpm' comes back as 'ddpm', a number in [-1, 1] as its float."""
+    assert S.check_rho("ddpm") == "ddpm"
+    assert S.check_rho(0.5) == 0.5 and S.check_rho(-1) == -1.0

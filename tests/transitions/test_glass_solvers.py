@@ -4,14 +4,16 @@ closed-form mixture kernel, and the small-NFE accuracy that motivates "multistep
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from align_fixtures import MEANS, VARS, WEIGHTS, gmm
 from glass_core.schedules import VP, Cosine, RectifiedFlow
-from glass_core.transitions import Glass
+from glass_core.transitions import ODE, Glass
 from glass_core.transitions.glass import multistep_grid
+from glass_core.transitions.solvers import inner_scale, multistep_coefficients, pc_coefficients
 from stat_checks import assert_moments
 
 F64 = torch.float64
@@ -259,3 +261,115 @@ def test_multistep_coefficients_against_their_definitions(s_end: float) -> None:
                 h, h_prev = lam[j] - lam[j - 1], lam[j - 1] - lam[j - 2]
                 want.append((h / (1 - math.exp(-h)) - 1) / h_prev)
         np.testing.assert_allclose(beta, want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        "euler",
+        "midpoint",
+        "heun",
+        "multistep",
+        pytest.param(
+            "pc",
+            marks=pytest.mark.xfail(
+                strict=True, reason="pc_coefficients divides 0/0 on a subnormal inner path"
+            ),
+        ),
+    ],
+)
+def test_a_subnormal_step_from_pure_noise_draws_the_fresh_noise(solver):
+    """From t = 0 (pure noise) to t' = 2e-323 on rectified flow, alpha' underflows to a subnormal
+    and sigma' = 1: the exact kernel is N(0, I) whatever x_0, so the step returns the inner
+    path's noise (sigma0 y_0 carried to sbar = 1) to rounding, for rho = ddpm and rho = 0."""
+    from glass_core import _random
+
+    model = gmm(RectifiedFlow())
+    x = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+    fresh = _random.randn_like(x, torch.Generator().manual_seed(0))
+    for rho in ("ddpm", 0.0):
+        tr = Glass(rho, inner_steps=4, solver=solver, sigma0=1e-3)
+        y = tr(model, x, 0.0, 2e-323, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(y, fresh, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "transition",
+    [
+        Glass(inner_steps=4, solver="multistep"),
+        Glass(0.4, inner_steps=4, solver="heun"),
+        Glass(inner_steps=4, solver="pc"),
+        ODE("multistep", 3),
+        ODE("pc", 3),
+    ],
+    ids=repr,
+)
+def test_a_step_to_sigma_zero_computes_its_plan_without_numpy_warnings(transition):
+    """Ending at sigma = 0 (t' = 1, a singular inner path: sbar = 0), the solvers' coefficients
+    divide only by positive sigmas: no RuntimeWarning, even with warnings turned into errors."""
+    model = gmm(RectifiedFlow())
+    x = model.sample_marginal(4, 0.5, torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = transition(model, x, 0.5, 1.0, torch.Generator().manual_seed(2))
+    assert torch.isfinite(y).all()
+
+
+def test_multistep_and_pc_coefficients_are_exact_for_their_interpolants():
+    """One step along a path (a_s, s_s), r = a/s, is y_{j+1} = keep_j y_j + s_{j+1} int z dr. The
+    multistep weights integrate a z linear in lambda = log r exactly (from step 1 on, also when
+    a_0 > 0; a constant z at every step); pc's predictor (steps >= 1) and corrector integrate a z
+    linear in phi = r / hypot(c, r) exactly (a constant z at every step). [K, 2] tables for pc."""
+    ts = np.array([0.2, 0.3, 0.45, 0.55, 0.7, 0.8])  # rectified flow, K = 5, a_0 > 0
+    a, s = ts, 1.0 - ts
+    k = len(ts) - 1
+    r = a / s
+    keep, gain, beta = multistep_coefficients(a, s, False)
+    np.testing.assert_allclose(keep, s[1:] / s[:-1], rtol=1e-14)
+    np.testing.assert_allclose(gain, s[1:] * np.diff(r), rtol=1e-13)  # z = 1
+    lam = np.log(r)
+    exact = s[1:] * np.diff(lam * r - r)  # z = lambda: int lambda d e^lambda
+    for j in range(1, k):
+        step = gain[j] * ((1 + beta[j]) * lam[j] - beta[j] * lam[j - 1])
+        assert step == pytest.approx(exact[j], rel=1e-12), j
+
+    c = 1.5
+    pred, corr = pc_coefficients(a, s, c)
+    assert pred.shape == (k, 2) and corr.shape == (k, 2)
+    hyp = np.hypot(c, r)
+    phi = r / hyp
+    np.testing.assert_allclose(pred[:, 0] - pred[:, 1], s[1:] * np.diff(r), rtol=1e-12)
+    np.testing.assert_allclose(corr[:-1].sum(axis=1), s[1:-1] * np.diff(r)[:-1], rtol=1e-12)
+    assert pred[0, 1] == 0.0 and np.all(corr[-1] == 0.0)
+    exact = s[1:] * np.diff(hyp)  # z = phi: int phi dr = hypot(c, r)
+    for j in range(k):
+        if j >= 1:
+            assert pred[j, 0] * phi[j] - pred[j, 1] * phi[j - 1] == pytest.approx(
+                exact[j], rel=1e-12
+            )
+        if j < k - 1:
+            assert corr[j, 0] * phi[j] + corr[j, 1] * phi[j + 1] == pytest.approx(
+                exact[j], rel=1e-12
+            )
+
+
+def test_inner_scale_is_the_spread_times_the_precision_of_z_given_x_t():
+    """c = spread * sqrt(SNR(t) + 1), the spread 1 unless given."""
+    assert inner_scale(3.0) == 2.0
+    assert inner_scale(3.0, spread=1.5) == 3.0
+    assert inner_scale(0.0) == 1.0
+
+
+def test_the_singular_end_threshold_scales_with_sigma0_and_includes_its_bound():
+    """A path is singular (heun: its last step multistep, 2K - 1 evaluations) when sbar <=
+    SINGULAR_SBAR * sigma0: exactly at the bound it is, one ulp of sigma0 below it is not."""
+    from glass_core.transitions.glass import SINGULAR_SBAR
+
+    sched = RectifiedFlow()
+    sbar = float(Glass(0.4, 3, "heun").coefficients(sched, 0.3, 0.7)["sbar"])
+    sigma0 = sbar / SINGULAR_SBAR  # ~2750
+    assert SINGULAR_SBAR * sigma0 == sbar
+    assert Glass(0.4, 3, "heun").nfe(sched, 0.3, 0.7) == 6
+    assert Glass(0.4, 3, "heun", sigma0=sigma0).nfe(sched, 0.3, 0.7) == 5
+    below = float(np.nextafter(sigma0, 0.0))
+    assert Glass(0.4, 3, "heun", sigma0=below).nfe(sched, 0.3, 0.7) == 6

@@ -743,6 +743,8 @@ def test_a_model_output_of_the_wrong_kind_is_blamed_on_the_model_with_its_time(t
     msg = r"^the model's output at t=0\.2 must be a floating-point tensor, got torch\.int64$"
     with pytest.raises(ModelError, match=msg):
         tr(ints, x, 0.2, 0.5)
+    with pytest.raises(ModelError, match=msg):  # a 1-D batch [B] (one number per particle) too
+        tr(ints, torch.zeros(2), 0.2, 0.5)
     meta = _RawModel(lambda x: torch.empty(x.shape, device="meta"))
     msg = (
         r"^the model's output at t=0\.2 is on meta, but its input was on cpu; return the "
@@ -810,3 +812,31 @@ def test_sde_at_kappa_zero_is_deterministic():
     assert torch.equal(g.get_state(), state)
     b = tr(model, x, 0.2, 0.6, torch.Generator().manual_seed(2))
     assert tr.kappa == 0.0 and torch.equal(a, b)
+
+
+def test_a_model_needs_both_a_schedule_and_denoise():
+    """An object with only one of `schedule` and `denoise` is refused, naming its type."""
+
+    class OnlySchedule:
+        schedule = RectifiedFlow()
+
+    class OnlyDenoise:
+        def denoise(self, x, t):
+            return x
+
+    for model in (OnlySchedule(), OnlyDenoise()):
+        name = type(model).__name__
+        msg = rf"^model must be a Denoiser \(schedule, denoise, velocity\), got {name}$"
+        with pytest.raises(InvalidInputError, match=msg):
+            SDE()(model, torch.zeros(2, 2), 0.2, 0.5)
+
+
+def test_zero_dim_tensor_times_are_the_same_times_as_floats():
+    """t and t_next as 0-d tensors give the step of the same Python floats."""
+    model = gmm2(RectifiedFlow())
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for tr in (SDE(), Glass(inner_steps=2)):
+        want = tr(model, x, 0.3, 0.6, torch.Generator().manual_seed(1))
+        t, t_next = torch.tensor(0.3, dtype=F64), torch.tensor(0.6, dtype=F64)
+        got = tr(model, x, t, t_next, torch.Generator().manual_seed(1))
+        assert torch.equal(got, want)
