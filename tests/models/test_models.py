@@ -460,10 +460,6 @@ def test_score_coefficients_at_a_sigma_zero_row_are_computed_without_numpy_warni
     assert B[1] == -np.inf
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_loadings divides python floats for a scalar t: ZeroDivisionError at sigma = 0",
-)
 def test_a_scalar_time_at_sigma_zero_refuses_score_like_per_row_times() -> None:
     """x1 does not determine the score at sigma = 0: InvalidInputError for a scalar t as for
     per-row times."""

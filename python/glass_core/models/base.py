@@ -272,8 +272,8 @@ def _loadings(kind: str, a, s, da, ds):
     if kind == "v":  # v = alpha eps - sigma z (diffusers' v-prediction, any schedule)
         return -s, a
     if kind == "score":  # grad log p_t = -eps / sigma
-        with np.errstate(divide="ignore"):
-            return 0.0 * a, -1.0 / s
+        with np.errstate(divide="ignore"):  # np.divide: a scalar sigma = 0 gives -inf too
+            return 0.0 * a, np.divide(-1.0, s)
     raise InvalidInputError(f"prediction must be one of {PREDICTIONS}, got {kind!r}")
 
 
