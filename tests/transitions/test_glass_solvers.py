@@ -270,12 +270,7 @@ def test_multistep_coefficients_against_their_definitions(s_end: float) -> None:
         "midpoint",
         "heun",
         "multistep",
-        pytest.param(
-            "pc",
-            marks=pytest.mark.xfail(
-                strict=True, reason="pc_coefficients divides 0/0 on a subnormal inner path"
-            ),
-        ),
+        "pc",
     ],
 )
 def test_a_subnormal_step_from_pure_noise_draws_the_fresh_noise(solver):
