@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -580,8 +581,10 @@ def test_wan_rounds_num_frames_as_its_pipeline(frames: int, latent: int) -> None
     said = [str(w.message) for w in caught if "num_frames" in str(w.message)]
     want = ["num_frames - 1 has to be divisible by 4; rounding as WanPipeline does"]
     assert said == (want if (frames - 1) % 4 else [])
-    # the warning names the caller's line, here this file's, not a line inside glass_core
-    assert [w.filename for w in caught if "num_frames" in str(w.message)] == [__file__] * len(said)
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline is a frame outside glass_core
+        # the warning names the caller's line, here this file's, not a line inside glass_core
+        located = [w.filename for w in caught if "num_frames" in str(w.message)]
+        assert located == [__file__] * len(said)
 
 
 def test_execution_device_is_the_pipelines_else_its_networks() -> None:

@@ -3,6 +3,7 @@ samplers, grouping/CFG accounting and bad-input errors."""
 
 from __future__ import annotations
 
+import os
 import types
 
 import numpy as np
@@ -1280,7 +1281,8 @@ def test_uneven_ddim_timesteps_warn_at_the_callers_line() -> None:
         "DDIM's timesteps are not evenly spaced by T // num_steps; the pipeline queries the "
         "network at times that differ from its states, so it cannot be mirrored exactly"
     ]
-    assert [w.filename for w in caught] == [__file__]
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampoline is a frame outside glass_core
+        assert [w.filename for w in caught] == [__file__]
 
 
 def test_evenly_spaced_ddim_timesteps_do_not_warn() -> None:
