@@ -608,13 +608,14 @@ def pc_coefficients(a: np.ndarray, s: np.ndarray, c: float) -> tuple[np.ndarray,
     pred = np.zeros((k, 2))
     corr = np.zeros((k, 2))
     # where two points' phi coincide in float64 (a path below its resolution, e.g. a subnormal
-    # step) no slope goes through them: that step falls back to first order
+    # step) no slope goes through them: m / inf = 0, that step falls back to first order
     dphi = phi[1:-1] - phi[:-2]
-    slope_prev = np.divide(m[1:], dphi, out=np.zeros_like(dphi), where=dphi != 0)  # (j-1, j)
+    dphi = np.where(dphi != 0, dphi, np.inf)
+    slope_prev = m[1:] / dphi  # steps 1..K-1, slope through (j-1, j)
     pred[0, 0] = i0[0]
     pred[1:, 0] = i0[1:] + slope_prev
     pred[1:, 1] = slope_prev
-    slope_next = np.divide(m[:-1], dphi, out=np.zeros_like(dphi), where=dphi != 0)  # (j, j+1)
+    slope_next = m[:-1] / dphi  # steps 0..K-2, slope through (j, j+1)
     corr[:-1, 0] = i0[:-1] - slope_next
     corr[:-1, 1] = slope_next
     return pred, corr
