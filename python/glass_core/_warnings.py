@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
@@ -22,7 +23,7 @@ def warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
     category : type of Warning
         Its class.
     """
-    frame = sys._getframe(1)  # warn_caller's caller: stacklevel 2
+    frame: FrameType | None = sys._getframe(1)  # warn_caller's caller: stacklevel 2
     level = 2
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
         _PACKAGE_DIR
